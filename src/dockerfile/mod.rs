@@ -1,0 +1,8 @@
+//! The Dockerfile parser: directives, lines, heredocs, typed instructions and
+//! the shell-word expansion docker applies to instruction arguments.
+
+pub mod ast;
+pub mod error;
+
+pub use ast::*;
+pub use error::DockerfileError;

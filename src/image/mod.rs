@@ -1,0 +1,4 @@
+//! Image formats: config, manifests, and the transports kiln reads and writes.
+
+pub mod config;
+pub mod manifest;

@@ -1,0 +1,13 @@
+//! kiln: a rootless OCI image builder. The engine lives here so tests and fuzz
+//! targets can call it; `main.rs` is a thin front-end.
+//!
+//! Data flows one way: `dockerfile::parse` → `plan::plan` → `exec` → `store`.
+
+pub mod cli;
+pub mod context;
+pub mod dockerfile;
+pub mod exec;
+pub mod image;
+pub mod plan;
+pub mod report;
+pub mod store;

@@ -1,0 +1,5 @@
+//! Planning: ARG scoping, variable expansion and the stage graph.
+
+pub mod types;
+
+pub use types::*;

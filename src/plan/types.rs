@@ -1,0 +1,142 @@
+//! The build plan: stages and steps with every word the Dockerfile lets docker
+//! expand already expanded. The executor sees only these types.
+
+use serde::Serialize;
+
+use crate::dockerfile::ast::{CmdLine, Heredoc, Mount, Span};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildPlan {
+    /// The Dockerfile's display path, for error messages.
+    pub file: String,
+    /// Every stage in Dockerfile order (index = position).
+    pub stages: Vec<Stage>,
+    /// Index of the stage to build (`--target`, else the last).
+    pub target: usize,
+    /// Indexes of the stages `target` needs, in an order that builds each
+    /// stage after the stages it depends on (target last).
+    pub needed: Vec<usize>,
+    /// `--build-arg`s that no ARG in a needed stage (or before the first FROM) declares.
+    pub unused_build_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    pub index: usize,
+    /// Lower-cased `AS` name.
+    pub name: Option<String>,
+    pub base: Base,
+    /// Expanded `--platform`, if given.
+    pub platform: Option<String>,
+    pub span: Span,
+    /// `FROM ...` text after expansion, for `STEP n/m:` lines.
+    pub original: String,
+    pub steps: Vec<Step>,
+    /// Stages this one needs (its FROM and every `COPY --from` / `RUN --mount from`
+    /// naming a stage), ascending, no duplicates.
+    pub deps: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Base {
+    Scratch,
+    /// An earlier stage, by index.
+    Stage(usize),
+    /// An image reference after expansion: a store tag, `oci:DIR[:TAG]`,
+    /// `oci-archive:FILE[:TAG]`, `docker-archive:FILE` or a registry name.
+    Image(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub span: Span,
+    /// The instruction text after expansion where docker expands (history
+    /// `created_by` and `STEP n/m:` lines), e.g. `COPY app /usr/bin/app`.
+    pub original: String,
+    pub kind: StepKind,
+}
+
+/// Where `COPY --from` reads from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum CopyFrom {
+    /// A stage of this Dockerfile (named or by index).
+    Stage(usize),
+    /// An image reference (same forms as `Base::Image`).
+    Image(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CopyStep {
+    pub is_add: bool,
+    /// Expanded source words (wildcards not yet matched; URLs kept for ADD).
+    /// A heredoc source appears as its `Heredoc` in `heredocs` instead.
+    pub sources: Vec<String>,
+    /// Heredocs used as sources (`COPY <<EOF /dst`), content expanded when
+    /// `expand` is true.
+    pub heredocs: Vec<Heredoc>,
+    /// Expanded destination; relative ones are relative to WORKDIR, which
+    /// the executor knows.
+    pub dest: String,
+    pub from: Option<CopyFrom>,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    pub link: bool,
+    pub parents: bool,
+    pub exclude: Vec<String>,
+    pub checksum: Option<String>,
+    pub keep_git_dir: bool,
+    /// ADD: extract local archives (default true for ADD; `--unpack=false` turns it off).
+    pub unpack: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunStep {
+    /// Not expanded (the shell does that), heredoc bodies attached.
+    pub cmd: CmdLine,
+    pub heredocs: Vec<Heredoc>,
+    pub mounts: Vec<Mount>,
+    pub network: Option<String>,
+    pub security: Option<String>,
+    /// Build args in scope with their values (`--build-arg` over ARG default),
+    /// in declaration order: RUN sees them as environment variables unless
+    /// an ENV of the same name overrides them.
+    pub build_args: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthConfig {
+    /// `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", "..."]`, as docker stores it.
+    pub test: Vec<String>,
+    pub interval: Option<i64>,
+    pub timeout: Option<i64>,
+    pub start_period: Option<i64>,
+    pub start_interval: Option<i64>,
+    pub retries: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum StepKind {
+    Run(RunStep),
+    Copy(CopyStep),
+    /// Not expanded; shell form is wrapped in the current SHELL by the executor.
+    Cmd(CmdLine),
+    Entrypoint(CmdLine),
+    /// Expanded and unquoted pairs.
+    Env(Vec<(String, String)>),
+    Label(Vec<(String, String)>),
+    /// Expanded; relative paths are joined to the current WORKDIR by the executor.
+    Workdir(String),
+    User(String),
+    /// Normalised `PORT/proto` (proto lower-case, `tcp` when omitted); ranges kept as `8000-8002/tcp`
+    /// expanded into one entry per port.
+    Expose(Vec<String>),
+    Volume(Vec<String>),
+    StopSignal(String),
+    Shell(Vec<String>),
+    Maintainer(String),
+    Healthcheck(HealthConfig),
+    /// The trigger text as docker stores it in `OnBuild`, e.g. `RUN echo hi`.
+    Onbuild(String),
+    /// ARG inside a stage: no config change, kept so history/cache know about it.
+    Arg(Vec<(String, Option<String>)>),
+}
