@@ -1,1 +1,65 @@
-//! Rendering errors for users.
+//! Rendering errors for users: `error:` with the Dockerfile snippet where
+//! one applies, then each `caused by:` in the chain, then hints.
+
+use std::error::Error;
+use std::fmt;
+
+use crate::dockerfile::DockerfileError;
+use crate::exec::ExecError;
+
+/// An error that happened at a place in a Dockerfile, carried with the
+/// Dockerfile's text so the report can quote the line.
+#[derive(Debug)]
+pub struct SourceError {
+    pub error: Box<dyn Error + Send + Sync>,
+    pub text: String,
+}
+
+impl SourceError {
+    pub fn new(error: impl Error + Send + Sync + 'static, text: &str) -> Self {
+        SourceError { error: Box::new(error), text: text.to_string() }
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl Error for SourceError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// The whole report for `err`, ready to print to stderr.
+pub fn render(err: &anyhow::Error) -> String {
+    let Some(src) = err.downcast_ref::<SourceError>() else {
+        return chain("error: ", err.chain());
+    };
+    if let Some(d) = src.error.downcast_ref::<DockerfileError>() {
+        return format!("error: {}", d.render(&src.text));
+    }
+    if let Some(ExecError::Step { file, line, column, instruction, source }) = src.error.downcast_ref::<ExecError>() {
+        let located = DockerfileError::new(file, *line, *column, format!("{} failed", instruction));
+        let mut out = format!("error: {}", located.render(&src.text));
+        let mut cause: Option<&(dyn Error + 'static)> = Some(source.as_ref());
+        while let Some(c) = cause {
+            out.push_str(&format!("caused by: {}\n", c));
+            cause = c.source();
+        }
+        return out;
+    }
+    chain("error: ", err.chain())
+}
+
+fn chain<'a>(first: &str, errors: impl Iterator<Item = &'a (dyn Error + 'static)>) -> String {
+    let mut out = String::new();
+    for (i, e) in errors.enumerate() {
+        out.push_str(if i == 0 { first } else { "caused by: " });
+        out.push_str(&e.to_string());
+        out.push('\n');
+    }
+    out
+}

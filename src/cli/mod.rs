@@ -1,1 +1,55 @@
-//! cli
+//! The command line: one file per command; this file holds the top-level
+//! options and dispatch.
+
+pub mod build;
+pub mod images;
+pub mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build OCI images from Dockerfiles, rootless and daemonless",
+    after_help = "Example:\n  kiln build -t app .\n  kiln build --check -f Dockerfile ."
+)]
+pub struct Cli {
+    /// Image store directory (an OCI image layout). Default: $XDG_DATA_HOME/kiln or ~/.local/share/kiln.
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Print more detail (repeat for debug output).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
+    /// List images in the store.
+    Images(images::ImagesArgs),
+}
+
+impl Cli {
+    pub fn open_store(&self) -> anyhow::Result<Store> {
+        let root = self.root.clone().unwrap_or_else(crate::store::default_root);
+        Store::open(&root).map_err(|e| anyhow::Error::new(e).context(format!("open image store {}", root.display())))
+    }
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::Build(args) => build::run(&cli, args),
+        Command::Images(args) => images::run(&cli, args),
+    }
+}

@@ -1,1 +1,402 @@
-//! exec
+//! The executor: the only loop with I/O. It walks the planned stages, applies
+//! each step to the stage's state, writes layers and the final image.
+
+pub mod chmod;
+pub mod copy;
+pub mod owner;
+pub mod rootfs;
+pub mod state;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use kiln_overlay::compress::Compression;
+use kiln_overlay::layer::LayerWriter;
+
+use crate::context::BuildContext;
+use crate::dockerfile::ast::Span;
+use crate::image::config::{ImageConfig, RootFs};
+use crate::image::manifest::{self, Descriptor};
+use crate::image::transport::{self, Transport};
+use crate::plan::{Base, BuildPlan, CopyFrom, CopyStep, Stage, Step, StepKind};
+use crate::store::{Image, Store};
+
+use self::chmod::Chmod;
+use self::copy::{CopyEnv, Data};
+use self::state::{StageState, DEFAULT_PATH};
+use self::tree::Tree;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// A step failed; the location lets the CLI point at the Dockerfile.
+    #[error("{file}:{line}:{column}: {instruction}")]
+    Step {
+        file: String,
+        line: usize,
+        column: usize,
+        instruction: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("image {0:?} is not in the local store, and pulling from registries is not supported yet: load it first (e.g. FROM oci:DIR:TAG, oci-archive:FILE or docker-archive:FILE)")]
+    ImageNotFound(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Transport(#[from] crate::image::transport::TransportError),
+    #[error("write layer")]
+    Layer(#[source] std::io::Error),
+    #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/amd64")]
+    Platform(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("RUN needs the rootless runtime, which this version of kiln does not have yet; build steps other than RUN work")]
+pub struct RunUnsupported;
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub compression: Compression,
+    /// `os/arch[/variant]` for images FROM scratch; others keep their base's.
+    pub platform: Option<String>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions { compression: Compression::Gzip, platform: None }
+    }
+}
+
+/// What a finished build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub manifest: Descriptor,
+    /// The image id: the config's digest, as docker and podman show it.
+    pub image_id: String,
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+    pub new_layer_bytes: u64,
+}
+
+struct Stamp {
+    created: String,
+    seconds: i64,
+}
+
+/// Builds `plan` from `ctx` into `store`, writing docker-style progress to `progress`.
+pub fn build(
+    store: &Store,
+    ctx: &BuildContext,
+    plan: &BuildPlan,
+    opts: &BuildOptions,
+    progress: &mut dyn Write,
+) -> Result<BuildOutput, ExecError> {
+    let mut exec = Executor {
+        store,
+        ctx,
+        plan,
+        opts,
+        progress,
+        stamp: stamp(),
+        done: HashMap::new(),
+        unpacked: HashMap::new(),
+        new_layer_bytes: 0,
+        scratch: tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(store.scratch_dir())
+            .map_err(|e| ExecError::Layer(e))?,
+    };
+    let started = Instant::now();
+    let staged = plan.needed.len();
+    for (n, &index) in plan.needed.iter().enumerate() {
+        let prefix = if staged > 1 { format!("[{}/{}] ", n + 1, staged) } else { String::new() };
+        let stage = &plan.stages[index];
+        let state = exec.stage(stage, &prefix)?;
+        exec.done.insert(index, state);
+    }
+    let state = exec.done.remove(&plan.target).expect("target stage was built");
+    let mut config = state.config;
+    config.created = Some(exec.stamp.created.clone());
+    let desc = store.write_image(&config, &state.layers)?;
+    let image_id = desc_config_digest(store, &desc)?;
+    let _ = writeln!(
+        exec.progress,
+        "--> {} (new layers {}, {:.2}s)",
+        short(&image_id),
+        human_size(exec.new_layer_bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(BuildOutput { manifest: desc, image_id, config, layers: state.layers, new_layer_bytes: exec.new_layer_bytes })
+}
+
+struct Executor<'a> {
+    store: &'a Store,
+    ctx: &'a BuildContext,
+    plan: &'a BuildPlan,
+    opts: &'a BuildOptions,
+    progress: &'a mut dyn Write,
+    stamp: Stamp,
+    done: HashMap<usize, StageState>,
+    /// `--from` sources unpacked once per build, by stage index or image id.
+    unpacked: HashMap<String, (BuildContext, std::collections::BTreeMap<String, kiln_overlay::tarfmt::EntryMeta>)>,
+    new_layer_bytes: u64,
+    scratch: tempfile::TempDir,
+}
+
+impl Executor<'_> {
+    fn stage(&mut self, stage: &Stage, prefix: &str) -> Result<StageState, ExecError> {
+        let total = stage.steps.len() + 1;
+        let _ = writeln!(self.progress, "{}STEP 1/{}: {}", prefix, total, stage.original);
+        let mut state = self.base(stage).map_err(|e| self.fail(stage.span, &stage.original, e))?;
+        for (i, step) in stage.steps.iter().enumerate() {
+            let _ = writeln!(self.progress, "{}STEP {}/{}: {}", prefix, i + 2, total, step.original);
+            self.step(&mut state, step).map_err(|e| self.fail(step.span, &step.original, e))?;
+        }
+        Ok(state)
+    }
+
+    fn fail(&self, span: Span, instruction: &str, err: Box<dyn std::error::Error + Send + Sync>) -> ExecError {
+        ExecError::Step {
+            file: self.plan.file.clone(),
+            line: span.line,
+            column: span.column,
+            instruction: instruction.to_string(),
+            source: err,
+        }
+    }
+
+    fn base(&mut self, stage: &Stage) -> Result<StageState, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(match &stage.base {
+            Base::Scratch => {
+                let (os, architecture, variant) = platform(self.opts.platform.as_deref().or(stage.platform.as_deref()))?;
+                let mut config = ImageConfig { architecture, os, variant, rootfs: RootFs::default(), ..Default::default() };
+                config.config.env = Some(vec![DEFAULT_PATH.to_string()]);
+                StageState::new(config, Vec::new())
+            }
+            Base::Stage(i) => {
+                let parent = self.done.get(i).ok_or("stage used before it was built")?;
+                let mut s = StageState::new(parent.config.clone(), parent.layers.clone());
+                s.tree = parent.tree.clone();
+                s
+            }
+            Base::Image(reference) => {
+                let image = self.image(reference)?;
+                let _ = writeln!(self.progress, "--> using {} {}", reference, short(&image.config_digest));
+                StageState::new(image.config, image.manifest.layers)
+            }
+        })
+    }
+
+    fn image(&self, reference: &str) -> Result<Image, ExecError> {
+        match transport::parse_transport(reference) {
+            Transport::Store(name) => {
+                let desc = self.store.resolve(&name)?.ok_or_else(|| ExecError::ImageNotFound(name.clone()))?;
+                Ok(self.store.load_image(&desc)?)
+            }
+            other => Ok(transport::import(self.store, &other)?),
+        }
+    }
+
+    fn step(&mut self, state: &mut StageState, step: &Step) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if state.apply_metadata(&step.kind) {
+            // BuildKit keeps ARG out of the history.
+            if !matches!(step.kind, StepKind::Arg(_)) {
+                state.push_history(&self.stamp.created, &step.original, true);
+            }
+            return Ok(());
+        }
+        match &step.kind {
+            StepKind::Copy(c) => self.copy(state, step, c),
+            StepKind::Run(_) => Err(Box::new(RunUnsupported)),
+            _ => unreachable!("apply_metadata handles every other step"),
+        }
+    }
+
+    fn copy(&mut self, state: &mut StageState, step: &Step, c: &CopyStep) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let started = Instant::now();
+        if state.tree.is_none() {
+            state.tree = Some(Tree::from_layers(self.store, &state.layers)?);
+        }
+        let tree = state.tree.as_ref().expect("built above");
+        let owner = match &c.chown {
+            Some(spec) => Some(owner::resolve(spec, tree.file("etc/passwd"), tree.file("etc/group"))?),
+            None => None,
+        };
+        let chmod = c.chmod.as_deref().map(Chmod::parse).transpose()?;
+        let workdir = state.workdir();
+        let key = match &c.from {
+            None => None,
+            Some(from) => Some(self.unpack_from(from)?),
+        };
+        let (source, source_meta) = match &key {
+            None => (self.ctx, None),
+            Some(k) => {
+                let (ctx, meta) = &self.unpacked[k];
+                (ctx, Some(meta))
+            }
+        };
+        let env = CopyEnv {
+            source,
+            source_meta,
+            workdir: &workdir,
+            owner,
+            chmod: chmod.as_ref(),
+            now: self.stamp.seconds,
+            scratch: self.scratch.path(),
+        };
+        let entries = copy::plan_copy(c, &env, tree)?;
+
+        let blob = self.store.blob_writer()?;
+        let mut writer = LayerWriter::new(blob, self.opts.compression).map_err(ExecError::Layer)?;
+        for planned in entries.values() {
+            match &planned.data {
+                Data::None => writer.append(&planned.meta, None),
+                Data::Bytes(b) => writer.append(&planned.meta, Some(&mut &b[..])),
+                Data::Host(path) => {
+                    let mut f = std::fs::File::open(path)?;
+                    let mut r: &mut dyn Read = &mut f;
+                    writer.append(&planned.meta, Some(&mut r))
+                }
+            }
+            .map_err(ExecError::Layer)?;
+        }
+        let (blob, info) = writer.finish().map_err(ExecError::Layer)?;
+        let (digest, size) = blob.commit_expecting(&info.digest, Some(info.size))?;
+
+        let tree = state.tree.as_mut().expect("built above");
+        for planned in entries.values() {
+            tree.record(&planned.meta);
+        }
+        let media = match self.opts.compression {
+            Compression::Gzip => manifest::OCI_LAYER_GZIP,
+            Compression::Zstd => manifest::OCI_LAYER_ZSTD,
+            Compression::None => manifest::OCI_LAYER_TAR,
+        };
+        state.layers.push(Descriptor::new(media, digest.clone(), size));
+        state.config.rootfs.diff_ids.push(info.diff_id);
+        state.push_history(&self.stamp.created, &step.original, false);
+        self.new_layer_bytes += size;
+        let _ = writeln!(
+            self.progress,
+            "--> {} ({} files, {}, {:.2}s)",
+            short(&digest),
+            entries.len(),
+            human_size(size),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Unpacks the stage or image `COPY --from` names, once per build.
+    fn unpack_from(&mut self, from: &CopyFrom) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let (key, layers) = match from {
+            CopyFrom::Stage(i) => {
+                let s = self.done.get(i).ok_or("COPY --from names a stage that was not built")?;
+                (format!("stage:{}", i), s.layers.clone())
+            }
+            CopyFrom::Image(reference) => {
+                let image = self.image(reference)?;
+                (format!("image:{}", image.config_digest), image.manifest.layers)
+            }
+        };
+        if !self.unpacked.contains_key(&key) {
+            let dir = tempfile::Builder::new().prefix("from-").tempdir_in(self.scratch.path())?;
+            let meta = rootfs::unpack(self.store, &layers, dir.path())?;
+            let root = dir.keep();
+            let ctx = BuildContext::from_dir(&root, None)?;
+            self.unpacked.insert(key.clone(), (ctx, meta));
+        }
+        Ok(key)
+    }
+}
+
+fn desc_config_digest(store: &Store, desc: &Descriptor) -> Result<String, ExecError> {
+    Ok(store.load_image(desc)?.config_digest)
+}
+
+fn stamp() -> Stamp {
+    let seconds = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse::<i64>().ok());
+    let time = match seconds {
+        Some(s) => chrono::DateTime::from_timestamp(s, 0).unwrap_or_else(chrono::Utc::now),
+        None => chrono::Utc::now(),
+    };
+    Stamp { created: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), seconds: time.timestamp() }
+}
+
+/// `os/arch[/variant]`, defaulting to the host's.
+pub fn platform(spec: Option<&str>) -> Result<(String, String, Option<String>), ExecError> {
+    let Some(spec) = spec else {
+        return Ok(("linux".into(), host_arch().into(), None));
+    };
+    let parts: Vec<&str> = spec.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] if !os.is_empty() && !arch.is_empty() => Ok((os.to_string(), arch.to_string(), None)),
+        [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+            Ok((os.to_string(), arch.to_string(), Some(variant.to_string())))
+        }
+        _ => Err(ExecError::Platform(spec.to_string())),
+    }
+}
+
+/// The host's architecture in OCI's (Go's) spelling.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+/// The 12-hex-digit id docker prints.
+pub fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+/// Sizes as docker prints them: decimal units, three significant digits.
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{}B", bytes)
+    } else {
+        // Go's %.4g: four significant digits, trailing zeros dropped.
+        let int_digits = (v.log10().floor() as i32 + 1).max(1);
+        let decimals = (4 - int_digits).max(0) as usize;
+        let text = format!("{:.*}", decimals, v);
+        let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
+        text + units[i]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1000), "1kB");
+        assert_eq!(human_size(132_000_000), "132MB");
+        assert_eq!(human_size(132_456_000), "132.5MB");
+        assert_eq!(human_size(1_234_567), "1.235MB");
+    }
+
+    #[test]
+    fn platforms() {
+        assert_eq!(platform(Some("linux/arm64/v8")).unwrap(), ("linux".into(), "arm64".into(), Some("v8".into())));
+        assert!(platform(Some("linux")).is_err());
+        assert_eq!(platform(None).unwrap().0, "linux");
+    }
+}

@@ -1,0 +1,30 @@
+# kiln — the two set-up commands are `make demo` and `make test`.
+CARGO ?= cargo
+KILN  := target/debug/kiln
+DEMO  := target/demo
+
+.PHONY: build demo test unit integration fuzz clean-demo
+
+build:
+	$(CARGO) build --workspace --locked
+
+# Builds a real image FROM scratch holding Debian's static busybox, exports it as
+# an OCI image layout and runs it.
+demo: build
+	bash examples/demo.sh $(KILN) $(DEMO)
+
+test: build
+	$(CARGO) test --workspace --locked --no-fail-fast
+
+unit:
+	$(CARGO) test --workspace --exclude kiln-integration --locked
+
+integration: build
+	$(CARGO) test -p kiln-integration --locked
+
+# Bounded fuzz run of the Dockerfile parser (needs cargo-fuzz).
+fuzz:
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run parse_dockerfile -- -max_total_time=120
+
+clean-demo:
+	rm -rf $(DEMO)

@@ -1,0 +1,262 @@
+//! `kiln build`: read the Dockerfile and context, plan, execute, then tag and
+//! export the image.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::context::BuildContext;
+use crate::dockerfile;
+use crate::exec::{self, BuildOptions};
+use crate::image::reference;
+use crate::image::transport::{self, Transport};
+use crate::plan::{self, PlanOptions};
+use crate::report::SourceError;
+use crate::store::Store;
+
+use super::output::{self, OutputKind, OutputSpec};
+use super::Cli;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  kiln build -t app .\n  kiln build -f build/Containerfile -t app:1 --build-arg VERSION=2 .\n  kiln build --output type=oci,dest=out/app .\n  kiln build --check .")]
+pub struct BuildArgs {
+    /// Name (and optional tag) for the image; repeatable.
+    #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+
+    /// The Dockerfile (default: CONTEXT/Dockerfile, else CONTEXT/Containerfile); `-` reads it from stdin.
+    #[arg(short, long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Parse and plan only: print the stages and steps, touch nothing, exit non-zero on an invalid Dockerfile.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Set a build-time variable: K=V, or K to take the value from the environment.
+    #[arg(long = "build-arg", value_name = "K[=V]")]
+    pub build_args: Vec<String>,
+
+    /// Build this stage and the stages it needs.
+    #[arg(long)]
+    pub target: Option<String>,
+
+    /// Target platform os/arch[/variant] for images built FROM scratch.
+    #[arg(long)]
+    pub platform: Option<String>,
+
+    /// Also write the image as type=oci|oci-archive|docker-archive,dest=PATH[,name=REF]; repeatable.
+    #[arg(short, long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+
+    /// Layer compression: gzip (default), zstd or none.
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    pub compression: String,
+
+    /// Print only the image id.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// The build context: a directory, or `-` for a tar (plain, gz, xz, bz2 or zst) on stdin.
+    #[arg(default_value = ".")]
+    pub context: String,
+}
+
+pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
+    let outputs: Vec<OutputSpec> = args.outputs.iter().map(|o| output::parse(o)).collect::<Result<_, _>>()?;
+    let tags: Vec<String> = args
+        .tags
+        .iter()
+        .map(|t| reference::normalize_local(t).with_context(|| format!("invalid tag {:?}", t)))
+        .collect::<anyhow::Result<_>>()?;
+    let input = read_input(args)?;
+    let df = dockerfile::parse(&input.text, &input.display)
+        .map_err(|e| SourceError::new(e, &input.text))?;
+    let opts = PlanOptions {
+        build_args: build_args(&args.build_args),
+        target: args.target.clone(),
+        platform: args.platform.clone(),
+    };
+
+    if args.check {
+        // Reads the store only when it already exists; never the context or a registry.
+        let root = cli.root.clone().unwrap_or_else(crate::store::default_root);
+        let store = if root.join("index.json").exists() { Store::open(&root).ok() } else { None };
+        let lookup = |r: &str| store.as_ref().and_then(|s| store_env(s, r));
+        let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
+        print!("{}", plan);
+        warn_unused(&plan.unused_build_args);
+        return Ok(0);
+    }
+
+    let store = cli.open_store()?;
+    let lookup = |r: &str| base_env(&store, r);
+    let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
+    let ctx = input.context.map(Ok).unwrap_or_else(|| open_context(args, input.dockerfile_path.as_deref()))?;
+    let build_opts = BuildOptions {
+        compression: match args.compression.as_str() {
+            "zstd" => kiln_overlay::compress::Compression::Zstd,
+            "none" => kiln_overlay::compress::Compression::None,
+            _ => kiln_overlay::compress::Compression::Gzip,
+        },
+        platform: args.platform.clone(),
+    };
+    let mut stdout = std::io::stdout();
+    let mut sink = std::io::sink();
+    let progress: &mut dyn Write = if args.quiet { &mut sink } else { &mut stdout };
+    let result = exec::build(&store, &ctx, &plan, &build_opts, progress)
+        .map_err(|e| SourceError::new(e, &input.text))?;
+    warn_unused(&plan.unused_build_args);
+
+    for tag in &tags {
+        store.tag(tag, &result.manifest)?;
+        if !args.quiet {
+            println!("Successfully tagged {}", tag);
+        }
+    }
+    for out in &outputs {
+        write_output(&store, out, &tags, &result.manifest)?;
+        if !args.quiet {
+            println!("Wrote {} to {}", kind_name(&out.kind), out.dest.display());
+        }
+    }
+    println!("{}", result.image_id.trim_start_matches("sha256:"));
+    Ok(0)
+}
+
+struct Input {
+    text: String,
+    /// The name errors print.
+    display: String,
+    dockerfile_path: Option<PathBuf>,
+    /// Set when the context came with the Dockerfile on stdin.
+    context: Option<BuildContext>,
+}
+
+fn read_input(args: &BuildArgs) -> anyhow::Result<Input> {
+    let stdin_file = args.file.as_deref() == Some(Path::new("-"));
+    if args.context == "-" {
+        anyhow::ensure!(!stdin_file, "cannot read both the Dockerfile (-f -) and the context (-) from stdin");
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).context("read the build context from stdin")?;
+        return stdin_context(bytes, args);
+    }
+    if stdin_file {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("read the Dockerfile from stdin")?;
+        // docker: `-f -` with no context argument builds with an empty context.
+        let context = if args.context == "." && !Path::new(".").join("Dockerfile").exists() {
+            Some(BuildContext::empty())
+        } else {
+            None
+        };
+        return Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context });
+    }
+    let path = dockerfile_path(args)?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let display = path.strip_prefix("./").unwrap_or(&path).display().to_string();
+    Ok(Input { text, display, dockerfile_path: Some(path), context: None })
+}
+
+/// Context `-`: a tar (any compression) holding the Dockerfile, or, as docker
+/// allows, a bare Dockerfile with no context at all.
+fn stdin_context(bytes: Vec<u8>, args: &BuildArgs) -> anyhow::Result<Input> {
+    let (_, mut reader) = kiln_overlay::compress::decompress(std::io::Cursor::new(bytes.clone()))?;
+    let mut head = vec![0u8; 512];
+    let n = reader.read(&mut head).unwrap_or(0);
+    if n == 512 && kiln_overlay::compress::looks_like_tar(&head) {
+        let ctx = BuildContext::from_tar(std::io::Cursor::new(bytes), true).context("unpack the build context from stdin")?;
+        let name = args.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
+        let path = ctx.root().join(&name);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("the context on stdin has no {}", name.display()))?;
+        return Ok(Input { text, display: name.display().to_string(), dockerfile_path: None, context: Some(ctx) });
+    }
+    let text = String::from_utf8(bytes).context("stdin is neither a tar archive nor a Dockerfile")?;
+    Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(BuildContext::empty()) })
+}
+
+fn dockerfile_path(args: &BuildArgs) -> anyhow::Result<PathBuf> {
+    if let Some(f) = &args.file {
+        return Ok(f.clone());
+    }
+    let dir = Path::new(&args.context);
+    anyhow::ensure!(dir.is_dir(), "the build context {} is not a directory", dir.display());
+    for name in ["Dockerfile", "Containerfile"] {
+        let p = dir.join(name);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("no Dockerfile or Containerfile in {}: pass one with -f", dir.display())
+}
+
+fn open_context(args: &BuildArgs, dockerfile: Option<&Path>) -> anyhow::Result<BuildContext> {
+    let dir = Path::new(&args.context);
+    anyhow::ensure!(dir.is_dir(), "the build context {} is not a directory", dir.display());
+    let ignore = crate::context::find_ignore_file(dir, dockerfile);
+    BuildContext::from_dir(dir, ignore.as_deref()).with_context(|| format!("open the build context {}", dir.display()))
+}
+
+/// `K=V` as given; `K` alone takes the value from kiln's environment (and is
+/// dropped when unset, as docker does).
+fn build_args(raw: &[String]) -> Vec<(String, Option<String>)> {
+    raw.iter()
+        .filter_map(|a| match a.split_once('=') {
+            Some((k, v)) => Some((k.to_string(), Some(v.to_string()))),
+            None => std::env::var(a).ok().map(|v| (a.clone(), Some(v))),
+        })
+        .collect()
+}
+
+fn warn_unused(args: &[String]) {
+    if !args.is_empty() {
+        eprintln!("[Warning] one or more build args were not consumed: [{}]", args.join(" "));
+    }
+}
+
+/// The env of a base image, for expanding `$VAR`s that the base defines.
+fn base_env(store: &Store, reference: &str) -> Option<Vec<String>> {
+    match transport::parse_transport(reference) {
+        Transport::Store(_) => store_env(store, reference),
+        other => transport::import(store, &other).ok().and_then(|i| i.config.config.env),
+    }
+}
+
+fn store_env(store: &Store, reference: &str) -> Option<Vec<String>> {
+    let desc = store.resolve(reference).ok()??;
+    store.load_image(&desc).ok()?.config.config.env
+}
+
+fn write_output(
+    store: &Store,
+    out: &OutputSpec,
+    tags: &[String],
+    manifest: &crate::image::manifest::Descriptor,
+) -> anyhow::Result<()> {
+    let name = match &out.name {
+        Some(n) => Some(reference::normalize_local(n).with_context(|| format!("invalid name= {:?}", n))?),
+        None => tags.first().cloned(),
+    };
+    match out.kind {
+        OutputKind::Oci => transport::export_oci_dir(store, &[(name, manifest.clone())], &out.dest)?,
+        OutputKind::OciArchive => transport::export_oci_archive(store, &[(name, manifest.clone())], &out.dest)?,
+        OutputKind::DockerArchive => {
+            let repo_tags = match &out.name {
+                Some(_) => name.into_iter().collect(),
+                None => tags.to_vec(),
+            };
+            transport::export_docker_archive(store, &[(repo_tags, manifest.clone())], &out.dest)?
+        }
+    }
+    Ok(())
+}
+
+fn kind_name(kind: &OutputKind) -> &'static str {
+    match kind {
+        OutputKind::Oci => "OCI image layout",
+        OutputKind::OciArchive => "OCI archive",
+        OutputKind::DockerArchive => "docker archive",
+    }
+}

@@ -1,0 +1,73 @@
+//! `--output type=...,dest=...[,name=...]`, as `docker buildx build --output`.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputKind {
+    Oci,
+    OciArchive,
+    DockerArchive,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSpec {
+    pub kind: OutputKind,
+    pub dest: PathBuf,
+    /// The reference name written into the layout or archive.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum OutputError {
+    #[error("--output {0:?}: missing type= (one of oci, oci-archive, docker-archive)")]
+    NoType(String),
+    #[error("--output {0:?}: unknown type {1:?} (expected oci, oci-archive or docker-archive)")]
+    UnknownType(String, String),
+    #[error("--output {0:?}: missing dest=")]
+    NoDest(String),
+    #[error("--output {0:?}: unknown field {1:?}")]
+    UnknownField(String, String),
+}
+
+pub fn parse(spec: &str) -> Result<OutputSpec, OutputError> {
+    let mut kind = None;
+    let mut dest = None;
+    let mut name = None;
+    for field in spec.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k.trim() {
+            "type" => {
+                kind = Some(match v {
+                    "oci" => OutputKind::Oci,
+                    "oci-archive" => OutputKind::OciArchive,
+                    "docker-archive" | "docker" => OutputKind::DockerArchive,
+                    other => return Err(OutputError::UnknownType(spec.into(), other.into())),
+                })
+            }
+            "dest" => dest = Some(PathBuf::from(v)),
+            "name" => name = Some(v.to_string()),
+            other => return Err(OutputError::UnknownField(spec.into(), other.into())),
+        }
+    }
+    Ok(OutputSpec {
+        kind: kind.ok_or_else(|| OutputError::NoType(spec.into()))?,
+        dest: dest.filter(|d| !d.as_os_str().is_empty()).ok_or_else(|| OutputError::NoDest(spec.into()))?,
+        name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        let o = parse("type=oci,dest=out,name=app:1").unwrap();
+        assert_eq!(o, OutputSpec { kind: OutputKind::Oci, dest: "out".into(), name: Some("app:1".into()) });
+        assert_eq!(parse("type=docker-archive,dest=a.tar").unwrap().kind, OutputKind::DockerArchive);
+        assert!(matches!(parse("dest=x"), Err(OutputError::NoType(_))));
+        assert!(matches!(parse("type=local,dest=x"), Err(OutputError::UnknownType(..))));
+        assert!(matches!(parse("type=oci"), Err(OutputError::NoDest(_))));
+        assert!(matches!(parse("type=oci,dest=x,foo=1"), Err(OutputError::UnknownField(..))));
+    }
+}

@@ -1,0 +1,477 @@
+//! COPY and ADD: decide what goes where by docker's rules, then write the
+//! entries as one layer. Nothing touches the image's files: the destination
+//! is looked up in the stage's `Tree`, so symlinks in the image resolve inside
+//! the image and never on the host.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use kiln_overlay::compress;
+use kiln_overlay::layer::entry_from_path;
+use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
+
+use crate::context::dockerignore::DockerIgnore;
+use crate::context::{BuildContext, ContextEntry, SourceMatch};
+use crate::plan::CopyStep;
+
+use super::chmod::Chmod;
+use super::tree::{clean, pax_xattrs, Tree, TreeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Source(#[from] crate::context::ContextError),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error("when using {0} with more than one source file, the destination must be a directory and end with a /")]
+    MultipleSourcesNeedDir(&'static str),
+    #[error("ADD from a URL ({0}) is not supported yet: download the file into the build context and ADD it from there")]
+    Url(String),
+    #[error("--checksum is only supported for ADD from a URL, not for the local source {0}")]
+    ChecksumLocal(String),
+    #[error("invalid --exclude pattern")]
+    Exclude(#[source] crate::context::dockerignore::IgnoreError),
+    #[error("read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("extract archive {path}")]
+    Archive {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("archive {archive} has an entry that leaves the destination: {entry}")]
+    ArchiveEscape { archive: String, entry: String },
+    #[error("no source files were specified")]
+    NoSources,
+}
+
+/// Where an entry's bytes come from when the layer is written.
+#[derive(Debug, Clone)]
+pub enum Data {
+    None,
+    Host(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub meta: EntryMeta,
+    pub data: Data,
+}
+
+/// What a COPY/ADD needs besides the step itself.
+pub struct CopyEnv<'a> {
+    /// The build context, or the rootfs of the `--from` stage or image.
+    pub source: &'a BuildContext,
+    /// Metadata recorded when a `--from` rootfs was unpacked (modes the
+    /// unprivileged unpack could not keep); keyed by path relative to root.
+    pub source_meta: Option<&'a BTreeMap<String, EntryMeta>>,
+    /// The current WORKDIR.
+    pub workdir: &'a str,
+    pub owner: Option<(u64, u64)>,
+    pub chmod: Option<&'a Chmod>,
+    /// mtime for entries kiln creates (missing parent dirs, heredocs).
+    pub now: i64,
+    /// Scratch space for unpacking ADD archives.
+    pub scratch: &'a Path,
+}
+
+/// Works out the entries of the layer a COPY/ADD step writes, sorted by path.
+pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap<String, Planned>, CopyError> {
+    let keyword = if step.is_add { "ADD" } else { "COPY" };
+    let exclude = if step.exclude.is_empty() {
+        None
+    } else {
+        Some(DockerIgnore::parse(&step.exclude.join("\n")).map_err(CopyError::Exclude)?)
+    };
+
+    let mut matches: Vec<SourceMatch> = Vec::new();
+    for word in &step.sources {
+        if is_url(word) {
+            return Err(CopyError::Url(word.clone()));
+        }
+        if step.checksum.is_some() {
+            return Err(CopyError::ChecksumLocal(word.clone()));
+        }
+        matches.extend(env.source.resolve_source(word)?);
+    }
+    let source_count = matches.len() + step.heredocs.len();
+    if source_count == 0 {
+        return Err(CopyError::NoSources);
+    }
+
+    let raw_dest = if step.dest.starts_with('/') {
+        step.dest.clone()
+    } else {
+        format!("{}/{}", env.workdir.trim_end_matches('/'), step.dest)
+    };
+    let dir_syntax = raw_dest.ends_with('/') || raw_dest.ends_with("/.") || step.dest == ".";
+    let dest = tree.resolve(&raw_dest, true)?;
+    let multiple = source_count > 1;
+    if multiple && !dir_syntax && !tree.is_dir(&dest) {
+        return Err(CopyError::MultipleSourcesNeedDir(keyword));
+    }
+    let dest_is_dir = dir_syntax || multiple || tree.is_dir(&dest) || dest.is_empty();
+
+    let mut out = Output { entries: BTreeMap::new(), links: HashMap::new(), env, tree };
+    for m in &matches {
+        let rel_root = if step.parents { join(&dest, &m.rel) } else { dest.clone() };
+        if m.is_dir {
+            out.dir(&rel_root, m)?;
+            for e in env.source.walk(m)? {
+                if e.rel.is_empty() {
+                    continue;
+                }
+                if excluded(&exclude, &m.rel, &e.rel) {
+                    continue;
+                }
+                out.entry(&join(&rel_root, &e.rel), &e, &join(&m.rel, &e.rel))?;
+            }
+        } else {
+            let name = basename(&m.rel);
+            if excluded(&exclude, "", &m.rel) {
+                continue;
+            }
+            let target = match (step.parents, dest_is_dir) {
+                (true, _) => join(&dest, &m.rel),
+                (false, true) => join(&dest, name),
+                (false, false) => dest.clone(),
+            };
+            if step.is_add && step.unpack && is_archive(&m.host)? {
+                let archive_dir = if step.parents { parent(&target).to_string() } else { dest.clone() };
+                out.ensure_dir(&archive_dir);
+                out.unpack(&m.host, &m.rel, &archive_dir)?;
+                continue;
+            }
+            for e in env.source.walk(m)? {
+                out.entry(&target, &e, &m.rel)?;
+            }
+        }
+    }
+    for doc in &step.heredocs {
+        let target = if dest_is_dir { join(&dest, &doc.name) } else { dest.clone() };
+        let mode = env.chmod.map_or(0o644, |c| c.apply(0o644, false));
+        let (uid, gid) = env.owner.unwrap_or((0, 0));
+        let meta = EntryMeta {
+            path: target.clone(),
+            kind: EntryKind::File,
+            mode,
+            uid,
+            gid,
+            mtime: env.now,
+            size: doc.content.len() as u64,
+            xattrs: BTreeMap::new(),
+        };
+        out.put(target, meta, Data::Bytes(doc.content.clone().into_bytes()));
+    }
+    let mut entries = out.entries;
+    add_parents(&mut entries, tree, env);
+    Ok(entries)
+}
+
+struct Output<'a> {
+    entries: BTreeMap<String, Planned>,
+    /// (dev, inode) → first path written, to keep hardlinks as hardlinks.
+    links: HashMap<(u64, u64), String>,
+    env: &'a CopyEnv<'a>,
+    tree: &'a Tree,
+}
+
+impl Output<'_> {
+    fn put(&mut self, path: String, mut meta: EntryMeta, data: Data) {
+        meta.path = path.clone();
+        // A later source replaces an earlier one at the same path, as in docker.
+        self.entries.insert(path, Planned { meta, data });
+    }
+
+    /// The destination directory a directory source's contents go into.
+    fn dir(&mut self, path: &str, m: &SourceMatch) -> Result<(), CopyError> {
+        if path.is_empty() || self.tree.is_dir(path) {
+            return Ok(());
+        }
+        let md = std::fs::metadata(&m.host).map_err(|source| CopyError::Read { path: m.host.clone(), source })?;
+        let mode = self.source_mode(&m.rel, md.mode());
+        let meta = self.owned(EntryMeta {
+            path: String::new(),
+            kind: EntryKind::Dir,
+            mode: self.env.chmod.map_or(mode, |c| c.apply(mode, true)),
+            uid: 0,
+            gid: 0,
+            mtime: md.mtime(),
+            size: 0,
+            xattrs: BTreeMap::new(),
+        });
+        self.put(path.to_string(), meta, Data::None);
+        Ok(())
+    }
+
+    fn ensure_dir(&mut self, path: &str) {
+        if path.is_empty() || self.tree.is_dir(path) || self.entries.contains_key(path) {
+            return;
+        }
+        let meta = self.owned(new_dir(self.env.now));
+        self.put(path.to_string(), meta, Data::None);
+    }
+
+    /// One file, directory, symlink or special file from the source tree.
+    fn entry(&mut self, target: &str, e: &ContextEntry, source_rel: &str) -> Result<(), CopyError> {
+        let read_err = |source| CopyError::Read { path: e.host.clone(), source };
+        let mut meta = entry_from_path(&e.host, target).map_err(read_err)?;
+        meta.mode = self.source_mode(source_rel, meta.mode);
+        if let Some(recorded) = self.env.source_meta.and_then(|m| m.get(&clean(source_rel))) {
+            meta.xattrs = recorded.xattrs.clone();
+        }
+        let md = &e.metadata;
+        let data = match meta.kind {
+            EntryKind::File => {
+                if md.nlink() > 1 {
+                    let key = (md.dev(), md.ino());
+                    if let Some(first) = self.links.get(&key) {
+                        meta.kind = EntryKind::Hardlink(first.clone());
+                        meta.size = 0;
+                    } else {
+                        self.links.insert(key, target.to_string());
+                    }
+                }
+                if matches!(meta.kind, EntryKind::File) {
+                    Data::Host(e.host.clone())
+                } else {
+                    Data::None
+                }
+            }
+            _ => Data::None,
+        };
+        let is_dir = matches!(meta.kind, EntryKind::Dir);
+        if !matches!(meta.kind, EntryKind::Symlink(_) | EntryKind::Hardlink(_)) {
+            if let Some(c) = self.env.chmod {
+                meta.mode = c.apply(meta.mode, is_dir);
+            }
+        }
+        let meta = self.owned(meta);
+        self.put(target.to_string(), meta, data);
+        Ok(())
+    }
+
+    /// The mode the source really has: a `--from` rootfs records it aside.
+    fn source_mode(&self, source_rel: &str, lstat_mode: u32) -> u32 {
+        self.env
+            .source_meta
+            .and_then(|m| m.get(&clean(source_rel)))
+            .map_or(lstat_mode & 0o7777, |recorded| recorded.mode)
+    }
+
+    fn owned(&self, mut meta: EntryMeta) -> EntryMeta {
+        let (uid, gid) = self.env.owner.unwrap_or((0, 0));
+        meta.uid = uid;
+        meta.gid = gid;
+        meta
+    }
+
+    /// ADD of a local archive: its entries land under `dest`, keeping the
+    /// archive's own owners and modes unless --chown/--chmod say otherwise.
+    fn unpack(&mut self, host: &Path, rel: &str, dest: &str) -> Result<(), CopyError> {
+        let err = |source| CopyError::Archive { path: rel.to_string(), source };
+        let file = File::open(host).map_err(err)?;
+        let (_, reader) = compress::decompress(file).map_err(err)?;
+        let mut archive = tar::Archive::new(reader);
+        let scratch = tempfile::Builder::new().prefix("add-").tempdir_in(self.env.scratch).map_err(err)?;
+        let mut counter = 0u64;
+        let mut by_path: HashMap<String, String> = HashMap::new();
+        for entry in archive.entries().map_err(err)? {
+            let mut entry = entry.map_err(err)?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let inner = safe_archive_path(&name)
+                .ok_or_else(|| CopyError::ArchiveEscape { archive: rel.to_string(), entry: name.clone() })?;
+            if inner.is_empty() {
+                continue;
+            }
+            let target = join(dest, &inner);
+            let header = entry.header().clone();
+            let xattrs = pax_xattrs(&mut entry).map_err(err)?;
+            let mut meta = EntryMeta {
+                path: String::new(),
+                kind: EntryKind::File,
+                mode: header.mode().map_err(err)? & 0o7777,
+                uid: header.uid().map_err(err)?,
+                gid: header.gid().map_err(err)?,
+                mtime: header.mtime().map_err(err)? as i64,
+                size: 0,
+                xattrs,
+            };
+            let link = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned());
+            let mut data = Data::None;
+            meta.kind = match header.entry_type() {
+                tar::EntryType::Directory => EntryKind::Dir,
+                tar::EntryType::Symlink => EntryKind::Symlink(link.unwrap_or_default()),
+                tar::EntryType::Link => {
+                    let l = link.unwrap_or_default();
+                    let inner_target = safe_archive_path(&l)
+                        .ok_or_else(|| CopyError::ArchiveEscape { archive: rel.to_string(), entry: l.clone() })?;
+                    EntryKind::Hardlink(by_path.get(&inner_target).cloned().unwrap_or_else(|| join(dest, &inner_target)))
+                }
+                tar::EntryType::Char => EntryKind::CharDev {
+                    major: header.device_major().map_err(err)?.unwrap_or(0),
+                    minor: header.device_minor().map_err(err)?.unwrap_or(0),
+                },
+                tar::EntryType::Block => EntryKind::BlockDev {
+                    major: header.device_major().map_err(err)?.unwrap_or(0),
+                    minor: header.device_minor().map_err(err)?.unwrap_or(0),
+                },
+                tar::EntryType::Fifo => EntryKind::Fifo,
+                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+                _ => {
+                    counter += 1;
+                    let spill = scratch.path().join(counter.to_string());
+                    let mut f = File::create(&spill).map_err(err)?;
+                    meta.size = std::io::copy(&mut entry, &mut f).map_err(err)?;
+                    data = Data::Host(spill);
+                    EntryKind::File
+                }
+            };
+            if let Some(c) = self.env.chmod {
+                if !matches!(meta.kind, EntryKind::Symlink(_) | EntryKind::Hardlink(_)) {
+                    meta.mode = c.apply(meta.mode, matches!(meta.kind, EntryKind::Dir));
+                }
+            }
+            if let Some((uid, gid)) = self.env.owner {
+                meta.uid = uid;
+                meta.gid = gid;
+            }
+            by_path.insert(inner, target.clone());
+            self.put(target, meta, data);
+        }
+        // The spilled files must outlive this call: the layer is written later.
+        let _ = scratch.keep();
+        Ok(())
+    }
+}
+
+/// Adds every missing ancestor directory of the entries: with the image's
+/// metadata where it has the directory, else a new 0755 directory.
+fn add_parents(entries: &mut BTreeMap<String, Planned>, tree: &Tree, env: &CopyEnv) {
+    let mut parents: Vec<String> = Vec::new();
+    for path in entries.keys() {
+        let mut p = parent(path);
+        while !p.is_empty() && !entries.contains_key(p) {
+            parents.push(p.to_string());
+            p = parent(p);
+        }
+    }
+    for p in parents {
+        if entries.contains_key(&p) {
+            continue;
+        }
+        let meta = match tree.get(&p) {
+            Some(existing) if matches!(existing.kind, EntryKind::Dir) => existing.clone(),
+            _ => {
+                let (uid, gid) = env.owner.unwrap_or((0, 0));
+                EntryMeta { uid, gid, ..new_dir(env.now) }
+            }
+        };
+        entries.insert(p.clone(), Planned { meta: EntryMeta { path: p, ..meta }, data: Data::None });
+    }
+}
+
+fn new_dir(now: i64) -> EntryMeta {
+    EntryMeta {
+        path: String::new(),
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: now,
+        size: 0,
+        xattrs: BTreeMap::new(),
+    }
+}
+
+fn excluded(exclude: &Option<DockerIgnore>, base: &str, rel: &str) -> bool {
+    match exclude {
+        Some(ex) => ex.matches(&join(base, rel)) || ex.matches(rel),
+        None => false,
+    }
+}
+
+/// Docker decides by content: a tar, possibly compressed with gzip, bzip2, xz or zstd.
+fn is_archive(path: &Path) -> Result<bool, CopyError> {
+    let err = |source| CopyError::Read { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(err)?;
+    let (_, mut reader) = match compress::decompress(file) {
+        Ok(r) => r,
+        Err(_) => return Ok(false),
+    };
+    let mut head = vec![0u8; 512];
+    let mut filled = 0;
+    while filled < head.len() {
+        match reader.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            // A file that merely starts like a compressed stream is copied as is.
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(filled == 512 && compress::looks_like_tar(&head))
+}
+
+/// An archive member's path inside the destination, or None if it escapes.
+fn safe_archive_path(name: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn is_url(word: &str) -> bool {
+    word.starts_with("http://") || word.starts_with("https://") || word.starts_with("git@")
+}
+
+fn join(a: &str, b: &str) -> String {
+    clean(&format!("{}/{}", a, b))
+}
+
+fn parent(path: &str) -> &str {
+    path.rfind('/').map_or("", |i| &path[..i])
+}
+
+fn basename(path: &str) -> &str {
+    let p = path.trim_end_matches('/');
+    p.rfind('/').map_or(p, |i| &p[i + 1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_paths_stay_inside() {
+        assert_eq!(safe_archive_path("./a/b"), Some("a/b".into()));
+        assert_eq!(safe_archive_path("/abs/x"), Some("abs/x".into()));
+        assert_eq!(safe_archive_path("a/../b"), Some("b".into()));
+        assert_eq!(safe_archive_path("../evil"), None);
+        assert_eq!(safe_archive_path("a/../../evil"), None);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(basename("a/b/c.txt"), "c.txt");
+        assert_eq!(basename("c"), "c");
+        assert_eq!(parent("a/b/c"), "a/b");
+        assert_eq!(parent("a"), "");
+        assert_eq!(join("", "x"), "x");
+        assert_eq!(join("usr/bin", "./y"), "usr/bin/y");
+    }
+}

@@ -1,0 +1,348 @@
+//! An in-memory index of an image's filesystem, built by reading its layer
+//! tars once. COPY and ADD need it to know what already exists at the
+//! destination (a directory? a symlink to follow?) and to read /etc/passwd
+//! and /etc/group for `--chown` names, without unpacking anything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+use kiln_overlay::compress;
+use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
+
+use crate::image::manifest::Descriptor;
+use crate::store::Store;
+
+/// Files whose content COPY/ADD may need (for `--chown` names).
+const WANTED: &[&str] = &["etc/passwd", "etc/group"];
+
+/// Symlink hops allowed while resolving one path, as the kernel's MAXSYMLINKS.
+const MAX_HOPS: usize = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("read layer {digest}")]
+    Layer {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("open layer {digest}")]
+    Store {
+        digest: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("too many levels of symbolic links resolving /{0} in the image")]
+    SymlinkLoop(String),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Tree {
+    nodes: BTreeMap<String, EntryMeta>,
+    files: HashMap<String, Vec<u8>>,
+}
+
+impl Tree {
+    /// Replays the layers in order, honouring OCI whiteouts.
+    pub fn from_layers(store: &Store, layers: &[Descriptor]) -> Result<Tree, TreeError> {
+        let mut tree = Tree::default();
+        for layer in layers {
+            let file = store
+                .open_blob(&layer.digest)
+                .map_err(|source| TreeError::Store { digest: layer.digest.clone(), source })?;
+            tree.apply_layer(file)
+                .map_err(|source| TreeError::Layer { digest: layer.digest.clone(), source })?;
+        }
+        Ok(tree)
+    }
+
+    /// Applies one (possibly compressed) layer tar.
+    pub fn apply_layer<R: Read + 'static>(&mut self, blob: R) -> std::io::Result<()> {
+        let (_, reader) = compress::decompress(blob)?;
+        let mut archive = tar::Archive::new(reader);
+        // Whiteouts act on the lower layers only, so collect this layer first.
+        let mut added: Vec<(String, EntryMeta)> = Vec::new();
+        let mut contents: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        let mut opaque: Vec<String> = Vec::new();
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+            if path.is_empty() {
+                continue;
+            }
+            let (dir, name) = split(&path);
+            if name == ".wh..wh..opq" {
+                opaque.push(dir.to_string());
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(".wh.") {
+                removed.push(join(dir, hidden));
+                continue;
+            }
+            let meta = meta_of(&mut entry, &path)?;
+            if WANTED.contains(&path.as_str()) {
+                if matches!(meta.kind, EntryKind::File) {
+                    let mut buf = Vec::new();
+                    entry.read_to_end(&mut buf)?;
+                    contents.push((path.clone(), Some(buf)));
+                } else {
+                    contents.push((path.clone(), None));
+                }
+            }
+            added.push((path, meta));
+        }
+        for dir in opaque {
+            self.remove_under(&dir);
+        }
+        for path in removed {
+            self.remove(&path);
+        }
+        for (path, meta) in added {
+            if let EntryKind::Hardlink(target) = &meta.kind {
+                // A hardlink shares its target's metadata.
+                let target = clean(target);
+                if let Some(t) = self.nodes.get(&target).cloned() {
+                    if let Some(c) = self.files.get(&target).cloned() {
+                        self.files.insert(path.clone(), c);
+                    }
+                    self.insert(path, EntryMeta { path: String::new(), ..t });
+                    continue;
+                }
+            }
+            self.insert(path, meta);
+        }
+        for (path, content) in contents {
+            match content {
+                Some(c) => self.files.insert(path, c),
+                None => self.files.remove(&path),
+            };
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, path: String, meta: EntryMeta) {
+        // Replacing a directory with a non-directory removes what it held.
+        if !matches!(meta.kind, EntryKind::Dir) {
+            self.remove_under(&path);
+        }
+        self.nodes.insert(path, meta);
+    }
+
+    fn remove(&mut self, path: &str) {
+        self.remove_under(path);
+        self.nodes.remove(path);
+        self.files.remove(path);
+    }
+
+    fn remove_under(&mut self, dir: &str) {
+        let prefix = if dir.is_empty() { String::new() } else { format!("{}/", dir) };
+        let doomed: Vec<String> = self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.nodes.remove(&k);
+            self.files.remove(&k);
+        }
+    }
+
+    /// Records an entry a COPY/ADD step just wrote, so later steps see it.
+    pub fn record(&mut self, meta: &EntryMeta) {
+        self.insert(clean(&meta.path), meta.clone());
+    }
+
+    pub fn get(&self, path: &str) -> Option<&EntryMeta> {
+        self.nodes.get(&clean(path))
+    }
+
+    pub fn is_dir(&self, path: &str) -> bool {
+        matches!(self.get(path).map(|m| &m.kind), Some(EntryKind::Dir))
+    }
+
+    /// The content of /etc/passwd or /etc/group, if the image has one.
+    pub fn file(&self, path: &str) -> Option<&[u8]> {
+        self.files.get(&clean(path)).map(Vec::as_slice)
+    }
+
+    /// Resolves `path` inside the image: symlinks in every component
+    /// (the last one too when `follow_last`) are followed, absolute targets
+    /// and `..` never leave the image root. Returns a clean relative path.
+    pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, TreeError> {
+        let mut pending: Vec<String> = components(path).into_iter().rev().collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(comp) = pending.pop() {
+            if comp == ".." {
+                done.pop();
+                continue;
+            }
+            let candidate = if done.is_empty() { comp.clone() } else { format!("{}/{}", done.join("/"), comp) };
+            let last = pending.is_empty();
+            match self.nodes.get(&candidate).map(|m| &m.kind) {
+                Some(EntryKind::Symlink(target)) if follow_last || !last => {
+                    hops += 1;
+                    if hops > MAX_HOPS {
+                        return Err(TreeError::SymlinkLoop(clean(path)));
+                    }
+                    if target.starts_with('/') {
+                        done.clear();
+                    }
+                    for c in components(target).into_iter().rev() {
+                        pending.push(c);
+                    }
+                }
+                _ => done.push(comp),
+            }
+        }
+        Ok(done.join("/"))
+    }
+}
+
+fn meta_of<R: Read>(entry: &mut tar::Entry<R>, path: &str) -> std::io::Result<EntryMeta> {
+    let header = entry.header();
+    let kind = match header.entry_type() {
+        tar::EntryType::Directory => EntryKind::Dir,
+        tar::EntryType::Symlink => EntryKind::Symlink(link_name(entry)),
+        tar::EntryType::Link => EntryKind::Hardlink(link_name(entry)),
+        tar::EntryType::Char => EntryKind::CharDev {
+            major: header.device_major()?.unwrap_or(0),
+            minor: header.device_minor()?.unwrap_or(0),
+        },
+        tar::EntryType::Block => EntryKind::BlockDev {
+            major: header.device_major()?.unwrap_or(0),
+            minor: header.device_minor()?.unwrap_or(0),
+        },
+        tar::EntryType::Fifo => EntryKind::Fifo,
+        _ => EntryKind::File,
+    };
+    let header = entry.header();
+    Ok(EntryMeta {
+        path: path.to_string(),
+        kind,
+        mode: header.mode()? & 0o7777,
+        uid: header.uid()?,
+        gid: header.gid()?,
+        mtime: header.mtime()? as i64,
+        size: header.size()?,
+        xattrs: pax_xattrs(entry)?,
+    })
+}
+
+fn link_name<R: Read>(entry: &tar::Entry<R>) -> String {
+    entry
+        .link_name_bytes()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Reads `SCHILY.xattr.*` records from the entry's PAX header.
+pub fn pax_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    if let Some(exts) = entry.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if let Ok(key) = ext.key() {
+                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                    out.insert(name.to_string(), ext.value_bytes().to_vec());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `./a//b/` → `a/b`; a leading `/` is dropped. `..` is kept for `resolve`.
+pub fn clean(path: &str) -> String {
+    components(path).join("/")
+}
+
+fn components(path: &str) -> Vec<String> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect()
+}
+
+fn split(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{}/{}", dir, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(path: &str, kind: EntryKind) -> EntryMeta {
+        EntryMeta { path: path.into(), kind, mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0, xattrs: BTreeMap::new() }
+    }
+
+    #[test]
+    fn resolve_follows_symlinks_inside_root() {
+        let mut t = Tree::default();
+        t.record(&meta("usr", EntryKind::Dir));
+        t.record(&meta("usr/bin", EntryKind::Dir));
+        t.record(&meta("bin", EntryKind::Symlink("usr/bin".into())));
+        t.record(&meta("escape", EntryKind::Symlink("../../../etc".into())));
+        t.record(&meta("abs", EntryKind::Symlink("/usr".into())));
+        assert_eq!(t.resolve("/bin/sh", true).unwrap(), "usr/bin/sh");
+        assert_eq!(t.resolve("escape/passwd", true).unwrap(), "etc/passwd");
+        assert_eq!(t.resolve("abs/bin", true).unwrap(), "usr/bin");
+        assert_eq!(t.resolve("bin", false).unwrap(), "bin");
+        assert_eq!(t.resolve("bin", true).unwrap(), "usr/bin");
+    }
+
+    #[test]
+    fn resolve_detects_loops() {
+        let mut t = Tree::default();
+        t.record(&meta("a", EntryKind::Symlink("b".into())));
+        t.record(&meta("b", EntryKind::Symlink("a".into())));
+        assert!(matches!(t.resolve("a/x", true), Err(TreeError::SymlinkLoop(_))));
+    }
+
+    #[test]
+    fn replacing_dir_with_file_drops_children() {
+        let mut t = Tree::default();
+        t.record(&meta("d", EntryKind::Dir));
+        t.record(&meta("d/x", EntryKind::File));
+        t.record(&meta("d", EntryKind::File));
+        assert!(t.get("d/x").is_none());
+    }
+
+    #[test]
+    fn whiteouts_remove_lower_entries() {
+        let mut lower = tar::Builder::new(Vec::new());
+        for (p, data) in [("etc/passwd", "root:x:0:0::/root:/bin/sh\n"), ("d/a", "a"), ("d/b", "b"), ("gone", "g")] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            lower.append_data(&mut h, p, data.as_bytes()).unwrap();
+        }
+        let lower = lower.into_inner().unwrap();
+        let mut upper = tar::Builder::new(Vec::new());
+        for p in [".wh.gone", "d/.wh..wh..opq", "d/c"] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(0);
+            h.set_cksum();
+            upper.append_data(&mut h, p, &[][..]).unwrap();
+        }
+        let upper = upper.into_inner().unwrap();
+        let mut t = Tree::default();
+        t.apply_layer(std::io::Cursor::new(lower)).unwrap();
+        t.apply_layer(std::io::Cursor::new(upper)).unwrap();
+        assert!(t.get("gone").is_none());
+        assert!(t.get("d/a").is_none());
+        assert!(t.get("d/c").is_some());
+        assert_eq!(t.file("/etc/passwd").unwrap(), b"root:x:0:0::/root:/bin/sh\n");
+    }
+}
