@@ -1,1 +1,7 @@
-//! kiln's filesystem formats.
+//! kiln's filesystem formats: layer tars in and out, compression and digests.
+
+pub mod compress;
+pub mod digest;
+
+pub use compress::{decompress, detect, encoder, looks_like_tar, Compression, Encoder, Format};
+pub use digest::{HashingReader, HashingWriter};
