@@ -5,3 +5,6 @@ pub mod digest;
 
 pub use compress::{decompress, detect, encoder, looks_like_tar, Compression, Encoder, Format};
 pub use digest::{HashingReader, HashingWriter};
+pub mod tarfmt;
+
+pub use tarfmt::{EntryKind, EntryMeta, TarWriter};
