@@ -2,9 +2,10 @@
 
 pub mod compress;
 pub mod digest;
+pub mod layer;
+pub mod tarfmt;
 
 pub use compress::{decompress, detect, encoder, looks_like_tar, Compression, Encoder, Format};
 pub use digest::{HashingReader, HashingWriter};
-pub mod tarfmt;
-
+pub use layer::{entry_from_path, LayerInfo, LayerWriter};
 pub use tarfmt::{EntryKind, EntryMeta, TarWriter};

@@ -14,8 +14,14 @@ pub enum EntryKind {
     Symlink(String),
     /// A hard link to an earlier entry's path in the same archive.
     Hardlink(String),
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
 }
 
@@ -45,7 +51,16 @@ impl EntryMeta {
             EntryKind::Symlink(_) => 0o777,
             _ => 0o644,
         };
-        EntryMeta { path: path.into(), kind, mode, uid: 0, gid: 0, mtime: 0, size: 0, xattrs: BTreeMap::new() }
+        EntryMeta {
+            path: path.into(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            size: 0,
+            xattrs: BTreeMap::new(),
+        }
     }
 }
 
@@ -90,9 +105,13 @@ fn clean_path(path: &str, what: &str) -> io::Result<(String, bool)> {
     let bad = body.is_empty()
         || body.contains('\0')
         || body.starts_with('/')
-        || body.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || body
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
-        return Err(invalid(format!("write tar entry: {what} {path:?} is not a clean relative path")));
+        return Err(invalid(format!(
+            "write tar entry: {what} {path:?} is not a clean relative path"
+        )));
     }
     Ok((body.to_string(), trailing_slash))
 }
@@ -103,7 +122,10 @@ fn entry_name(meta: &EntryMeta) -> io::Result<String> {
     match (&meta.kind, trailing_slash) {
         (EntryKind::Dir, _) => Ok(body + "/"),
         (_, false) => Ok(body),
-        (_, true) => Err(invalid(format!("write tar entry: non-directory path {:?} ends in '/'", meta.path))),
+        (_, true) => Err(invalid(format!(
+            "write tar entry: non-directory path {:?} ends in '/'",
+            meta.path
+        ))),
     }
 }
 
@@ -117,7 +139,8 @@ fn split_ustar(name: &str) -> Option<(&str, &str)> {
     let search_end = (name.len() - 1).min(PREFIX_LEN + 1);
     let i = name[..search_end].rfind('/')?;
     let (prefix, rest) = (&name[..i], &name[i + 1..]);
-    (i > 0 && prefix.len() <= PREFIX_LEN && !rest.is_empty() && rest.len() <= NAME_LEN).then_some((prefix, rest))
+    (i > 0 && prefix.len() <= PREFIX_LEN && !rest.is_empty() && rest.len() <= NAME_LEN)
+        .then_some((prefix, rest))
 }
 
 /// What goes into a header's name fields, and whether a PAX `path` record is needed instead.
@@ -192,11 +215,11 @@ impl Block {
 }
 
 /// Encodes PAX records (`"<len> <key>=<value>\n"`, len counting the whole record) in key order.
-fn encode_pax(records: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+fn encode_pax(records: &PaxRecords) -> Vec<u8> {
     let mut out = Vec::new();
     for (key, value) in records {
         let body = key.len() + value.len() + 3; // ' ', '=', '\n'
-        // The length counts its own digits: grow it until it agrees with itself.
+                                                // The length counts its own digits: grow it until it agrees with itself.
         let mut len = body + 1;
         while len != body + len.to_string().len() {
             len = body + len.to_string().len();
@@ -214,10 +237,18 @@ fn encode_pax(records: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
 /// Parses a PAX extended header's data by the records' lengths, so values may hold any byte (a binary
 /// `security.capability` often holds a newline, which splitting on lines gets wrong).
 pub fn parse_pax_records(mut data: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let malformed = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("parse pax record: {what}"));
+    let malformed = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("parse pax record: {what}"),
+        )
+    };
     let mut records = Vec::new();
     while !data.is_empty() && data[0] != 0 {
-        let space = data.iter().position(|&b| b == b' ').ok_or_else(|| malformed("no length"))?;
+        let space = data
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or_else(|| malformed("no length"))?;
         let len: usize = std::str::from_utf8(&data[..space])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -226,8 +257,12 @@ pub fn parse_pax_records(mut data: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> 
             return Err(malformed("length does not match the record"));
         }
         let kv = &data[space + 1..len - 1];
-        let eq = kv.iter().position(|&b| b == b'=').ok_or_else(|| malformed("no '='"))?;
-        let key = String::from_utf8(kv[..eq].to_vec()).map_err(|_| malformed("key is not utf-8"))?;
+        let eq = kv
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| malformed("no '='"))?;
+        let key =
+            String::from_utf8(kv[..eq].to_vec()).map_err(|_| malformed("key is not utf-8"))?;
         records.push((key, kv[eq + 1..].to_vec()));
         data = &data[len..];
     }
@@ -245,7 +280,10 @@ const ZEROS: [u8; BLOCK] = [0; BLOCK];
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        TarWriter { out, buf: Vec::new() }
+        TarWriter {
+            out,
+            buf: Vec::new(),
+        }
     }
 
     pub fn get_ref(&self) -> &W {
@@ -265,7 +303,10 @@ impl<W: Write> TarWriter<W> {
                 Some(r) => self.copy_exact(r, meta.size, &meta.path)?,
                 None if meta.size == 0 => {}
                 None => {
-                    return Err(invalid(format!("write tar entry {:?}: file of {} bytes has no data", meta.path, meta.size)))
+                    return Err(invalid(format!(
+                        "write tar entry {:?}: file of {} bytes has no data",
+                        meta.path, meta.size
+                    )))
                 }
             }
             self.pad(meta.size)?;
@@ -281,7 +322,7 @@ impl<W: Write> TarWriter<W> {
         Ok(self.out)
     }
 
-    fn write_pax(&mut self, meta: &EntryMeta, records: &BTreeMap<String, Vec<u8>>) -> io::Result<()> {
+    fn write_pax(&mut self, meta: &EntryMeta, records: &PaxRecords) -> io::Result<()> {
         let data = encode_pax(records);
         let mut b = Block::new();
         b.put_bytes(field::NAME, pax_header_name(&meta.path).as_bytes());
@@ -309,7 +350,9 @@ impl<W: Write> TarWriter<W> {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!("write tar entry {path:?}: data ended {left} bytes short of {size}"),
+                        format!(
+                            "write tar entry {path:?}: data ended {left} bytes short of {size}"
+                        ),
                     ))
                 }
                 Ok(n) => n,
@@ -342,9 +385,12 @@ fn pax_header_name(path: &str) -> String {
     ascii_truncated(&name, NAME_LEN)
 }
 
+/// PAX records by key; a BTreeMap so they are always written in the same order.
+type PaxRecords = BTreeMap<String, Vec<u8>>;
+
 /// Builds the PAX records (empty when none are needed) and the ustar header block for an entry.
-fn build_headers(meta: &EntryMeta) -> io::Result<(BTreeMap<String, Vec<u8>>, [u8; BLOCK])> {
-    let mut pax: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+fn build_headers(meta: &EntryMeta) -> io::Result<(PaxRecords, [u8; BLOCK])> {
+    let mut pax = PaxRecords::new();
     let mut b = Block::new();
 
     let name = entry_name(meta)?;
@@ -358,7 +404,10 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(BTreeMap<String, Vec<u8>>, [u8
     let link = match &meta.kind {
         EntryKind::Symlink(target) => {
             if target.is_empty() || target.contains('\0') {
-                return Err(invalid(format!("write tar entry {:?}: bad symlink target {target:?}", meta.path)));
+                return Err(invalid(format!(
+                    "write tar entry {:?}: bad symlink target {target:?}",
+                    meta.path
+                )));
             }
             Some(target.clone())
         }
@@ -382,7 +431,11 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(BTreeMap<String, Vec<u8>>, [u8
         b.put_num(fld, id);
     }
 
-    let size = if meta.kind == EntryKind::File { meta.size } else { 0 };
+    let size = if meta.kind == EntryKind::File {
+        meta.size
+    } else {
+        0
+    };
     if size > octal_max(field::SIZE.1) {
         pax.insert("size".into(), size.to_string().into_bytes());
     }
@@ -403,7 +456,9 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(BTreeMap<String, Vec<u8>>, [u8
 
     b.0[field::TYPEFLAG] = typeflag(&meta.kind);
     let (major, minor) = match meta.kind {
-        EntryKind::CharDev { major, minor } | EntryKind::BlockDev { major, minor } => (major, minor),
+        EntryKind::CharDev { major, minor } | EntryKind::BlockDev { major, minor } => {
+            (major, minor)
+        }
         _ => (0, 0),
     };
     b.put_num(field::DEVMAJOR, u64::from(major));
@@ -412,7 +467,10 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(BTreeMap<String, Vec<u8>>, [u8
     for (name, value) in &meta.xattrs {
         // '=' ends a PAX key and NUL ends a C string: no reader could get such a name back.
         if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(invalid(format!("write tar entry {:?}: xattr name {name:?} cannot be stored", meta.path)));
+            return Err(invalid(format!(
+                "write tar entry {:?}: xattr name {name:?} cannot be stored",
+                meta.path
+            )));
         }
         pax.insert(format!("{PAX_XATTR_PREFIX}{name}"), value.clone());
     }
