@@ -192,6 +192,33 @@ pub fn looks_like_tar(head: &[u8]) -> bool {
     stored == unsigned || i64::try_from(stored).is_ok_and(|s| s == signed)
 }
 
+/// Whether a stream is an archive that ADD unpacks, decided as docker does: decompress it if its magic says
+/// so, then see whether a tar header starts it. A stream whose decompression fails is no archive (docker copies
+/// it as a file); errors are returned only for reads that fail for other reasons.
+pub fn is_archive<R: Read + 'static>(r: R) -> io::Result<bool> {
+    let (_, plain) = match decompress(r) {
+        Ok(d) => d,
+        Err(e) if is_decode_error(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match peek(plain, TAR_BLOCK) {
+        Ok((head, _)) => Ok(looks_like_tar(&head)),
+        Err(e) if is_decode_error(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Decoders report corrupt input with these kinds; a failing device or a missing file uses others.
+fn is_decode_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData
+            | io::ErrorKind::InvalidInput
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::Other
+    )
+}
+
 /// Parses a tar octal field the way Go's archive/tar does: spaces and NULs trimmed at both ends, empty is 0.
 fn parse_octal(field: &[u8]) -> Option<u64> {
     let is_pad = |b: &u8| *b == b' ' || *b == 0;
@@ -439,6 +466,29 @@ mod tests {
             !looks_like_tar(&tar_of(&[("a.txt", b"hi")])[..511]),
             "short header"
         );
+    }
+
+    #[test]
+    fn is_archive_decompresses_first() {
+        let tar = tar_of(&[("a.txt", b"hello")]);
+        assert!(is_archive(io::Cursor::new(tar.clone())).unwrap());
+        for c in [Compression::Gzip, Compression::Zstd] {
+            assert!(
+                is_archive(io::Cursor::new(compress_with(c, &tar))).unwrap(),
+                "{c:?}"
+            );
+            let text = compress_with(c, b"not a tar at all");
+            assert!(!is_archive(io::Cursor::new(text)).unwrap(), "{c:?}");
+        }
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        bz.write_all(&tar).unwrap();
+        assert!(is_archive(io::Cursor::new(bz.finish().unwrap())).unwrap());
+        assert!(!is_archive(io::Cursor::new(b"plain text".to_vec())).unwrap());
+        assert!(!is_archive(io::Cursor::new(Vec::new())).unwrap());
+        // A truncated gzip member looks compressed but is no archive.
+        let mut broken = compress_with(Compression::Gzip, &tar);
+        broken.truncate(12);
+        assert!(!is_archive(io::Cursor::new(broken)).unwrap());
     }
 
     #[test]

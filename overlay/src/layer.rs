@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -23,7 +23,10 @@ pub struct LayerInfo {
     pub compression: Compression,
 }
 
-type Stack<W> = TarWriter<HashingWriter<Encoder<HashingWriter<W>>>>;
+type Stack<W> = TarWriter<HashingWriter<Encoder<HashingWriter<BufWriter<W>>>>>;
+
+/// Output buffer: tar headers are 512-byte writes, which should not each be a syscall when uncompressed.
+const OUT_BUF: usize = 128 * 1024;
 
 /// Writes a layer blob to `out` while computing its diff_id, digest and size.
 pub struct LayerWriter<W: Write + 'static> {
@@ -33,7 +36,7 @@ pub struct LayerWriter<W: Write + 'static> {
 
 impl<W: Write + 'static> LayerWriter<W> {
     pub fn new(out: W, compression: Compression) -> io::Result<Self> {
-        let blob = HashingWriter::new(out);
+        let blob = HashingWriter::new(BufWriter::with_capacity(OUT_BUF, out));
         let tar = TarWriter::new(HashingWriter::new(encoder(compression, blob)?));
         Ok(LayerWriter { tar, compression })
     }
@@ -72,7 +75,11 @@ impl<W: Write + 'static> LayerWriter<W> {
             size: blob.bytes(),
             compression: self.compression,
         };
-        Ok((blob.into_inner(), info))
+        let out = blob
+            .into_inner()
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        Ok((out, info))
     }
 }
 

@@ -5,7 +5,9 @@ pub mod digest;
 pub mod layer;
 pub mod tarfmt;
 
-pub use compress::{decompress, detect, encoder, looks_like_tar, Compression, Encoder, Format};
+pub use compress::{
+    decompress, detect, encoder, is_archive, looks_like_tar, Compression, Encoder, Format,
+};
 pub use digest::{HashingReader, HashingWriter};
 pub use layer::{entry_from_path, LayerInfo, LayerWriter};
 pub use tarfmt::{EntryKind, EntryMeta, TarWriter};
