@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -402,22 +401,7 @@ fn excluded(exclude: &Option<DockerIgnore>, base: &str, rel: &str) -> bool {
 /// Docker decides by content: a tar, possibly compressed with gzip, bzip2, xz or zstd.
 fn is_archive(path: &Path) -> Result<bool, CopyError> {
     let err = |source| CopyError::Read { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(err)?;
-    let (_, mut reader) = match compress::decompress(file) {
-        Ok(r) => r,
-        Err(_) => return Ok(false),
-    };
-    let mut head = vec![0u8; 512];
-    let mut filled = 0;
-    while filled < head.len() {
-        match reader.read(&mut head[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            // A file that merely starts like a compressed stream is copied as is.
-            Err(_) => return Ok(false),
-        }
-    }
-    Ok(filled == 512 && compress::looks_like_tar(&head))
+    compress::is_archive(File::open(path).map_err(err)?).map_err(err)
 }
 
 /// An archive member's path inside the destination, or None if it escapes.
