@@ -241,8 +241,8 @@ fn compile(pattern: &str) -> Result<Matcher, GlobError> {
     }
     Ok(match kind {
         Kind::Exact => Matcher::Exact(pattern.to_string()),
-        Kind::Prefix => Matcher::Prefix(pattern[..pattern.len() - 2].to_string()),
-        Kind::Suffix => Matcher::Suffix(pattern[2..].to_string()),
+        Kind::Prefix => Matcher::Prefix(pattern.strip_suffix("**").unwrap_or(pattern).to_string()),
+        Kind::Suffix => Matcher::Suffix(pattern.strip_prefix("**").unwrap_or(pattern).to_string()),
         Kind::Regex => {
             re.push('$');
             Matcher::Regex(Regex::new(&re).map_err(|e| GlobError::Regex(e.to_string()))?)
@@ -474,6 +474,29 @@ mod tests {
         ];
         for (lines, path, want) in multi {
             assert_eq!(ig(lines).matches(path), *want, "patterns {lines:?} path {path:?}");
+        }
+    }
+
+    // Arbitrary pattern text must parse or fail cleanly, never panic.
+    #[test]
+    fn no_panics_on_noise() {
+        let alphabet: Vec<char> = "*?[]^!-\\/.a b#\n☺".chars().collect();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..5000 {
+            let len = (next() % 12) as usize;
+            let text: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            if let Ok(i) = DockerIgnore::parse(&text) {
+                for path in ["a", "a/b", "a b/.a", "☺/a/b/c", "/", ""] {
+                    let _ = i.matches(path);
+                    let _ = i.may_include_under(path);
+                }
+            }
         }
     }
 

@@ -57,15 +57,17 @@ fn expand(ctx: &BuildContext, word: &str, cleaned: &str) -> Result<Vec<SourceMat
         let mut next = Vec::new();
         for (matched, dir) in &frontier {
             let names = match &glob {
-                Some(g) => list_dir(ctx, &dir.host)?.into_iter().filter(|n| g.is_match(n)).collect(),
+                Some(g) => list_dir(&dir.host)?.into_iter().filter(|n| g.is_match(n)).collect(),
                 None => vec![unescape(part)],
             };
             for name in names {
-                let found = match resolve(&ctx.root, &join(&dir.rel, &name), true) {
+                let mut found = match resolve(&ctx.root, &join(&dir.rel, &name), true) {
                     Ok(r) => r,
                     Err(ResolveError::NotFound) => continue,
                     Err(e) => return Err(resolve_error(word, e)),
                 };
+                // Links met in earlier components count as on the way.
+                found.links.splice(0..0, dir.links.iter().cloned());
                 if !last && !found.is_dir {
                     continue;
                 }
@@ -104,8 +106,7 @@ fn visible(ctx: &BuildContext, found: &Resolved) -> Result<bool, ContextError> {
     walk::has_included(ctx, &found.host, &found.rel)
 }
 
-fn list_dir(ctx: &BuildContext, dir: &std::path::Path) -> Result<Vec<String>, ContextError> {
-    let _ = ctx;
+fn list_dir(dir: &std::path::Path) -> Result<Vec<String>, ContextError> {
     let read = match std::fs::read_dir(dir) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

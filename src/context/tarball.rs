@@ -125,6 +125,11 @@ pub(crate) fn extract<R: Read>(r: R, dest: &Path) -> Result<(), ContextError> {
         }
     }
     for (dir, mode, mtime) in dirs.into_iter().rev() {
+        // A later entry may have replaced the directory, even with a
+        // symlink, which chmod would follow.
+        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
         let fail = |source| ContextError::Extract { entry: dir.to_string_lossy().into_owned(), source };
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(fail)?;
         set_mtime(&dir, mtime).map_err(fail)?;

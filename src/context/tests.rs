@@ -123,11 +123,13 @@ fn symlinks_resolve_inside_the_root() {
     // The absolute target is taken relative to the root: the path exists
     // only outside, so the source is not found.
     assert!(matches!(ctx.resolve_source("abs_missing"), Err(ContextError::SourceNotFound { .. })));
-    match ctx.resolve_source("abs_out") {
-        Ok(ms) => assert!(ms[0].host.starts_with(&root)),
-        Err(ContextError::SourceNotFound { .. }) => {}
-        Err(e) => panic!("{e}"),
-    }
+    assert!(matches!(ctx.resolve_source("abs_out"), Err(ContextError::SourceNotFound { .. })));
+    // The same absolute target, recreated inside the root, is what it names.
+    let inside = root.join(outside.path().strip_prefix("/").unwrap());
+    write(&inside, "stolen", "in-root copy");
+    let m = &ctx.resolve_source("abs_out").unwrap()[0];
+    assert_eq!(m.host, inside.join("stolen"));
+    assert_eq!(fs::read_to_string(&m.host).unwrap(), "in-root copy");
     // A directory link is followed, within the root, and the final link too.
     let m = &ctx.resolve_source("srclink/deeplink").unwrap()[0];
     assert_eq!(m.rel, "srclink/deeplink");
@@ -146,6 +148,7 @@ fn symlinks_resolve_inside_the_root() {
     // An ignored link is not in the context, even if its target is.
     let ctx = ctx_with(r, "srclink\n");
     assert!(matches!(ctx.resolve_source("srclink/main.rs"), Err(ContextError::SourceNotFound { .. })));
+    assert!(matches!(ctx.resolve_source("srclink/*.rs"), Err(ContextError::NoSourceFiles { .. })));
 }
 
 #[test]
@@ -350,6 +353,13 @@ fn tar_does_not_write_through_symlinks() {
     let ctx = BuildContext::from_tar(&b.into_inner().unwrap()[..], true).unwrap();
     assert_eq!(fs::read_to_string(&victim).unwrap(), "original");
     assert_eq!(fs::read_to_string(ctx.root().join("file")).unwrap(), "overwritten");
+
+    // A hard link to a symlink links the symlink, never its target.
+    let mut b = tar::Builder::new(Vec::new());
+    raw_entry(&mut b, "sym", tar::EntryType::Symlink, b"", Some(victim.to_str().unwrap()), 0o777);
+    raw_entry(&mut b, "hard", tar::EntryType::Link, b"", Some("sym"), 0o644);
+    let ctx = BuildContext::from_tar(&b.into_inner().unwrap()[..], true).unwrap();
+    assert!(fs::symlink_metadata(ctx.root().join("hard")).unwrap().file_type().is_symlink());
 
     // A relative link climbing out, then a directory through it.
     let mut b = tar::Builder::new(Vec::new());
