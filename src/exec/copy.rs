@@ -171,8 +171,41 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
         out.put(target, meta, Data::Bytes(doc.content.clone().into_bytes()));
     }
     let mut entries = out.entries;
+    order_hardlinks(&mut entries);
     add_parents(&mut entries, tree, env);
     Ok(entries)
+}
+
+/// A tar hardlink must follow its target. Links were found in walk order,
+/// which differs from the layer's path order, so make the first path of each
+/// group (in layer order) the file and point the others at it.
+fn order_hardlinks(entries: &mut BTreeMap<String, Planned>) {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (path, p) in entries.iter() {
+        if let EntryKind::Hardlink(target) = &p.meta.kind {
+            groups.entry(target.clone()).or_default().push(path.clone());
+        }
+    }
+    for (target, links) in groups {
+        let first = links.iter().min().expect("group has a link").clone();
+        if first > target || !entries.contains_key(&target) {
+            continue;
+        }
+        let file = entries.remove(&target).expect("checked above");
+        for link in &links {
+            if let Some(l) = entries.get_mut(link) {
+                l.meta.kind = EntryKind::Hardlink(first.clone());
+            }
+        }
+        let mut primary = file.clone();
+        primary.meta.path = first.clone();
+        entries.insert(first.clone(), primary);
+        let mut moved = file;
+        moved.meta.kind = EntryKind::Hardlink(first.clone());
+        moved.meta.size = 0;
+        moved.data = Data::None;
+        entries.insert(target, moved);
+    }
 }
 
 struct Output<'a> {
