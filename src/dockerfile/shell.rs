@@ -83,8 +83,17 @@ impl ShellLex {
         self.run(word, env).map(|(_, words)| words)
     }
 
+    /// Expand a heredoc body (`COPY <<EOF` with an unquoted delimiter):
+    /// `$` forms and `\` escapes only; quotes are ordinary text. BuildKit
+    /// uses `\` here whatever the escape directive says.
+    pub fn process_heredoc(&self, body: &str, env: &HashMap<String, String>) -> Result<String, ShellError> {
+        let mut lexer = Lexer::new(body, '\\', env);
+        lexer.skip_quotes = true;
+        lexer.process_until(None, false).map(|(text, _)| text).map_err(|fail| fail.in_word(body))
+    }
+
     fn run(&self, word: &str, env: &HashMap<String, String>) -> Result<(String, Vec<String>), ShellError> {
-        let mut lexer = Lexer { chars: word.chars().collect(), pos: 0, escape: self.escape, env, raw_escapes: false };
+        let mut lexer = Lexer::new(word, self.escape, env);
         lexer.process_until(None, false).map_err(|fail| fail.in_word(word))
     }
 }
@@ -144,9 +153,15 @@ struct Lexer<'a> {
     /// Keep escape characters in the output: pattern words of `#`, `%` and
     /// `/` need them to tell `\*` from `*`.
     raw_escapes: bool,
+    /// Quotes are plain characters (heredoc bodies).
+    skip_quotes: bool,
 }
 
-impl Lexer<'_> {
+impl<'a> Lexer<'a> {
+    fn new(text: &str, escape: char, env: &'a HashMap<String, String>) -> Self {
+        Lexer { chars: text.chars().collect(), pos: 0, escape, env, raw_escapes: false, skip_quotes: false }
+    }
+
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
     }
@@ -181,12 +196,12 @@ impl Lexer<'_> {
                     result.push_str(&value);
                     words.add_str(&value);
                 }
-                '\'' => {
+                '\'' if !self.skip_quotes => {
                     let value = self.single_quoted()?;
                     result.push_str(&value);
                     words.add_raw_str(&value);
                 }
-                '"' => {
+                '"' if !self.skip_quotes => {
                     let value = self.double_quoted()?;
                     result.push_str(&value);
                     words.add_raw_str(&value);
@@ -524,6 +539,14 @@ mod tests {
         assert_eq!(err.to_string(), "failed to process \"${A:?must be set}\": A: must be set");
         let err = word("'abc", &[]).unwrap_err();
         assert!(err.to_string().ends_with("looking for matching single-quote"), "{err}");
+    }
+
+    #[test]
+    fn heredoc_bodies_keep_quotes() {
+        let lex = ShellLex::new('`');
+        let vars = env(&[("NAME", "kiln")]);
+        let body = "echo \"hi $NAME\" '$NAME' \\$NAME\n";
+        assert_eq!(lex.process_heredoc(body, &vars).unwrap(), "echo \"hi kiln\" 'kiln' $NAME\n");
     }
 
     #[test]
