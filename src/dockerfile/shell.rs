@@ -319,7 +319,8 @@ impl<'a> Lexer<'a> {
     /// The `${NAME<op>word}` forms; `null_is_unset` is true after a `:`.
     fn modifier(&mut self, name: &str, op: Option<char>, null_is_unset: bool, label: String) -> Result<String, Fail> {
         let raw = matches!(op, Some('#' | '%'));
-        let (word, _) = self.process_until(Some('}'), raw).map_err(|fail| self.at_end_means(fail, Fail::MissingBrace))?;
+        let (word, _) =
+            self.process_until(Some('}'), raw).map_err(|fail| self.at_end_means(fail, Fail::MissingBrace))?;
         let value = self.lookup(name);
         let unset = value.is_none() || (null_is_unset && value == Some(""));
         match op {
@@ -356,7 +357,8 @@ impl<'a> Lexer<'a> {
         if all {
             self.pos += 1;
         }
-        let (pattern, _) = self.process_until(Some('/'), true).map_err(|fail| self.at_end_means(fail, Fail::MissingSlash))?;
+        let (pattern, _) =
+            self.process_until(Some('/'), true).map_err(|fail| self.at_end_means(fail, Fail::MissingSlash))?;
         let (replacement, _) =
             self.process_until(Some('}'), true).map_err(|fail| self.at_end_means(fail, Fail::MissingBrace))?;
         let value = self.lookup(name).unwrap_or_default();

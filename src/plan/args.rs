@@ -121,7 +121,11 @@ impl Platform {
     }
 
     fn new(os: &str, arch: &str, variant: Option<&str>) -> Self {
-        Platform { os: os.to_ascii_lowercase(), arch: arch.to_ascii_lowercase(), variant: variant.map(str::to_ascii_lowercase) }
+        Platform {
+            os: os.to_ascii_lowercase(),
+            arch: arch.to_ascii_lowercase(),
+            variant: variant.map(str::to_ascii_lowercase),
+        }
     }
 
     /// The machine kiln runs on, in OCI names.

@@ -158,9 +158,9 @@ fn meta_args(
             declared.push(decl.name.clone());
             let value = match (build_args.get(&decl.name), &decl.default) {
                 (Some(value), _) => value.to_string(),
-                (None, Some(raw)) => lex.process_word(raw, &vars.to_map()).map_err(|err| {
-                    at(df, ins.span, format!("expand the default of ARG {}: {err}", decl.name))
-                })?,
+                (None, Some(raw)) => lex
+                    .process_word(raw, &vars.to_map())
+                    .map_err(|err| at(df, ins.span, format!("expand the default of ARG {}: {err}", decl.name)))?,
                 (None, None) => continue,
             };
             vars.set(&decl.name, &value);
@@ -197,11 +197,9 @@ fn stage_deps(
     }
     for ins in body {
         let refs: Vec<(&str, &str, Result<String, String>)> = match &ins.command {
-            Command::Copy(copy) | Command::Add(copy) => copy
-                .from
-                .iter()
-                .map(|raw| ("copy from", raw.as_str(), copy_from_value(lex, raw)))
-                .collect(),
+            Command::Copy(copy) | Command::Add(copy) => {
+                copy.from.iter().map(|raw| ("copy from", raw.as_str(), copy_from_value(lex, raw))).collect()
+            }
             Command::Run(run) => run
                 .mounts
                 .iter()

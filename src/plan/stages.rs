@@ -73,9 +73,8 @@ pub(crate) fn headers(
         let Command::From { image, alias, platform } = &ins.command else {
             return Err(at(df, ins.span, "expected a FROM instruction here"));
         };
-        let expanded = lex
-            .process_word(image, &env)
-            .map_err(|err| at(df, ins.span, format!("expand the FROM image: {err}")))?;
+        let expanded =
+            lex.process_word(image, &env).map_err(|err| at(df, ins.span, format!("expand the FROM image: {err}")))?;
         if expanded.is_empty() {
             return Err(at(df, ins.span, format!("base name ({image}) should not be blank"))
                 .with_help("declare the variable with ARG before the first FROM or pass it with --build-arg"));

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::dockerfile::ast::{CmdLine, CopyCmd, Heredoc, HealthSpec, Instruction, Mount, RunCmd};
+use crate::dockerfile::ast::{CmdLine, CopyCmd, HealthSpec, Heredoc, Instruction, Mount, RunCmd};
 use crate::dockerfile::shell::{ShellError, ShellLex};
 use crate::dockerfile::{Command, Dockerfile, DockerfileError};
 
@@ -64,7 +64,8 @@ pub(crate) fn mount_from_value(lex: &ShellLex, raw: &str) -> Result<String, Stri
     lex.process_word(raw, &HashMap::new()).map_err(|err| err.to_string())
 }
 
-pub(crate) const FROM_HELP: &str = "define a stage with `ARG` before the first FROM and `FROM ${VAR} AS name`, then use that name";
+pub(crate) const FROM_HELP: &str =
+    "define a stage with `ARG` before the first FROM and `FROM ${VAR} AS name`, then use that name";
 
 struct StepPlanner<'a, 'b> {
     ctx: &'a StageContext<'b>,
@@ -116,7 +117,8 @@ impl StepPlanner<'_, '_> {
             Command::Workdir(path) => {
                 let path = self.word(path)?;
                 if path.is_empty() {
-                    return Err(self.error("WORKDIR expands to an empty path")
+                    return Err(self
+                        .error("WORKDIR expands to an empty path")
                         .with_help("check the variables it uses are set with ARG or ENV"));
                 }
                 (StepKind::Workdir(path.clone()), format!("WORKDIR {path}"))
@@ -128,7 +130,8 @@ impl StepPlanner<'_, '_> {
             Command::StopSignal(signal) => {
                 let signal = self.word(signal)?;
                 if !is_signal(&signal) {
-                    return Err(self.error(format!("invalid signal {signal:?}"))
+                    return Err(self
+                        .error(format!("invalid signal {signal:?}"))
                         .with_help("use a signal name like SIGTERM or SIGKILL, or its number"));
                 }
                 (StepKind::StopSignal(signal.clone()), format!("STOPSIGNAL {signal}"))
@@ -213,7 +216,8 @@ impl StepPlanner<'_, '_> {
             let words = self.ctx.lex.process_words(raw, &env).map_err(|err| self.expand_error(err))?;
             for word in words {
                 let ports = ports::normalize(&word).map_err(|msg| {
-                    self.error(format!("parse EXPOSE port: {msg}")).with_help("EXPOSE takes PORT, PORT/PROTO or START-END/PROTO")
+                    self.error(format!("parse EXPOSE port: {msg}"))
+                        .with_help("EXPOSE takes PORT, PORT/PROTO or START-END/PROTO")
                 })?;
                 for port in ports {
                     if !out.contains(&port) {
@@ -281,7 +285,8 @@ impl StepPlanner<'_, '_> {
             }
             let source = expand(raw)?;
             if source.is_empty() {
-                return Err(self.error(format!("{keyword} source {raw:?} expands to an empty string"))
+                return Err(self
+                    .error(format!("{keyword} source {raw:?} expands to an empty string"))
                     .with_help("set the variable with ARG or ENV, or pass it with --build-arg"));
             }
             shown.push(source.clone());
@@ -385,10 +390,8 @@ impl StepPlanner<'_, '_> {
 fn heredoc_name(word: &str) -> Option<&str> {
     let rest = word.strip_prefix("<<")?;
     let rest = rest.strip_prefix('-').unwrap_or(rest);
-    let unquoted = ['"', '\'']
-        .iter()
-        .find_map(|q| rest.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
-        .unwrap_or(rest);
+    let unquoted =
+        ['"', '\''].iter().find_map(|q| rest.strip_prefix(*q).and_then(|r| r.strip_suffix(*q))).unwrap_or(rest);
     (!unquoted.is_empty()).then_some(unquoted)
 }
 
@@ -429,9 +432,9 @@ fn is_signal(text: &str) -> bool {
         return number > 0;
     }
     const NAMES: [&str; 31] = [
-        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE",
-        "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU",
-        "URG", "USR1", "USR2", "VTALRM",
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL",
+        "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1",
+        "USR2", "VTALRM",
     ];
     let upper = text.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);

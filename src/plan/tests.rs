@@ -340,7 +340,9 @@ fn env_pairs_see_the_env_from_before_the_instruction() {
 #[test]
 fn base_image_env_is_used_and_path_defaults() {
     let text = "FROM golang:1.22\nENV PATH=/app/bin:$PATH GO=$GOLANG_VERSION\nFROM scratch\nENV P=$PATH";
-    let lookup = |image: &str| (image == "golang:1.22").then(|| vec!["GOLANG_VERSION=1.22.5".to_string(), "PATH=/go/bin".into()]);
+    let lookup = |image: &str| {
+        (image == "golang:1.22").then(|| vec!["GOLANG_VERSION=1.22.5".to_string(), "PATH=/go/bin".into()])
+    };
     let mut o = opts(&[]);
     o.target = Some("0".into());
     // --target takes a stage name, not an index.
@@ -391,7 +393,14 @@ fn predefined_platform_args() {
 #[test]
 fn unused_build_args_are_reported() {
     let text = "ARG META\nFROM scratch AS a\nARG USED\nFROM scratch AS b\nARG ONLY_IN_B";
-    let mut o = opts(&[("META", "1"), ("USED", "2"), ("ONLY_IN_B", "3"), ("NOPE", "4"), ("no_proxy", "x"), ("TARGETOS", "linux")]);
+    let mut o = opts(&[
+        ("META", "1"),
+        ("USED", "2"),
+        ("ONLY_IN_B", "3"),
+        ("NOPE", "4"),
+        ("no_proxy", "x"),
+        ("TARGETOS", "linux"),
+    ]);
     o.target = Some("A".into());
     let p = plan_text(text, &o);
     assert_eq!(p.target, 0);
@@ -523,7 +532,8 @@ fn expose_is_normalised_and_expanded() {
 
 #[test]
 fn healthcheck_forms() {
-    let p = plan_text("FROM scratch\nHEALTHCHECK CMD curl -f http://localhost/ || exit 1\nHEALTHCHECK NONE", &opts(&[]));
+    let p =
+        plan_text("FROM scratch\nHEALTHCHECK CMD curl -f http://localhost/ || exit 1\nHEALTHCHECK NONE", &opts(&[]));
     let stage = last_stage(&p);
     let StepKind::Healthcheck(h) = &stage.steps[0].kind else { panic!() };
     assert_eq!(h.test, ["CMD-SHELL", "curl -f http://localhost/ || exit 1"]);
@@ -611,7 +621,15 @@ fn metadata_instructions_expand() {
     let originals: Vec<&str> = last_stage(&p).steps.iter().map(|s| s.original.as_str()).collect();
     assert_eq!(
         originals,
-        ["ARG V=/data", "ARG SIG=TERM", "LABEL org.version=/data x=a b", "VOLUME /data /logs", "STOPSIGNAL SIGTERM", "WORKDIR /data/app", "USER data"]
+        [
+            "ARG V=/data",
+            "ARG SIG=TERM",
+            "LABEL org.version=/data x=a b",
+            "VOLUME /data /logs",
+            "STOPSIGNAL SIGTERM",
+            "WORKDIR /data/app",
+            "USER data"
+        ]
     );
     let err = plan_err("FROM scratch\nSTOPSIGNAL SIGNOPE", &opts(&[]));
     assert!(err.message.contains("invalid signal"), "{err}");
