@@ -273,6 +273,7 @@ fn copy_store_blob_to(store: &Store, digest: &str, dir: &Path, target: &Path) ->
             actual,
         });
     }
+    make_readable(&tmp, target)?;
     tmp.as_file().sync_all().map_err(io_err("fsync", target))?;
     tmp.persist(target).map_err(|e| TransportError::Io { action: "rename blob into", path: target.to_path_buf(), source: e.error })?;
     Ok(())
@@ -286,9 +287,18 @@ fn write_replacing(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), Transpor
     };
     let mut tmp = NamedTempFile::with_prefix_in(".tmp-", dir).map_err(io_err("create temp file in", dir))?;
     tmp.write_all(bytes).map_err(io_err("write", path))?;
+    make_readable(&tmp, path)?;
     tmp.as_file().sync_all().map_err(io_err("fsync", path))?;
     tmp.persist(path).map_err(|e| TransportError::Io { action: "rename into", path: path.to_path_buf(), source: e.error })?;
     Ok(())
+}
+
+/// Temp files are created 0600; exported files get the usual 0644.
+pub fn make_readable(tmp: &NamedTempFile, target: &Path) -> Result<(), TransportError> {
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(|source| TransportError::Io { action: "set permissions of", path: target.to_path_buf(), source })
 }
 
 /// Writes the images as a tar of an OCI layout: oci-layout, index.json, then

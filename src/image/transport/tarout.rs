@@ -103,6 +103,7 @@ pub fn write_file_atomically(
         write(&mut out)?;
         out.flush().map_err(io_err("write", dest))?;
     }
+    super::oci::make_readable(&tmp, dest)?;
     tmp.as_file().sync_all().map_err(io_err("fsync", dest))?;
     tmp.persist(dest).map_err(|e| TransportError::Io { action: "rename archive into", path: dest.to_path_buf(), source: e.error })?;
     Ok(())
