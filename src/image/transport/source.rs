@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -91,17 +91,17 @@ impl TarSource {
             move |source| TransportError::Io { action, path: p, source }
         };
         let file = File::open(path).map_err(io_err("open archive", path))?;
-        let mut reader = BufReader::new(&file);
-        let is_gzip = reader.fill_buf().map_err(io_err("read archive", path))?.starts_with(&[0x1f, 0x8b]);
+        let mut magic = [0u8; 2];
+        let magic_len = file.read_at(&mut magic, 0).map_err(io_err("read archive", path))?;
+        let is_gzip = magic_len == 2 && magic == [0x1f, 0x8b];
         let (file, decompressed) = if is_gzip {
             let mut tmp = NamedTempFile::with_prefix_in("archive-", tmp_dir).map_err(io_err("create temp file in", tmp_dir))?;
-            let mut decoder = flate2::bufread::MultiGzDecoder::new(reader);
+            let mut decoder = flate2::bufread::MultiGzDecoder::new(BufReader::new(&file));
             io::copy(&mut decoder, tmp.as_file_mut()).map_err(io_err("decompress archive", path))?;
             tmp.as_file_mut().flush().map_err(io_err("decompress archive", path))?;
             let file = tmp.reopen().map_err(io_err("reopen", tmp.path()))?;
             (file, Some(tmp))
         } else {
-            drop(reader);
             (file, None)
         };
         let items = index_archive(&file).map_err(io_err("read archive", path))?;
