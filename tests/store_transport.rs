@@ -313,3 +313,46 @@ fn docker_archive_wrong_diff_id_is_refused() {
     assert!(matches!(err, TransportError::DigestMismatch { .. }), "{err}");
     assert!(!store.has_blob(&sha256_digest(&l1)));
 }
+
+/// podman with a throwaway storage root, if podman is usable here (it needs
+/// root or a working rootless setup; set KILN_TEST_PODMAN=1 to force).
+fn podman(root: &std::path::Path, args: &[&str]) -> Option<String> {
+    let is_root = nix::unistd::geteuid().is_root();
+    if !is_root && std::env::var_os("KILN_TEST_PODMAN").is_none() {
+        eprintln!("notice: not root and KILN_TEST_PODMAN unset; skipping podman checks");
+        return None;
+    }
+    let storage = root.join("storage");
+    let run = root.join("run");
+    let mut full = vec!["--root", path_str(&storage), "--runroot", path_str(&run), "--storage-driver", "vfs"];
+    full.extend_from_slice(args);
+    tool("podman", &full)
+}
+
+#[test]
+fn podman_loads_exports_and_kiln_imports_podman_saves() {
+    let (dir, store) = fresh_store();
+    let a = simple_image(&store, "podman", true);
+    let image = store.load_image(&a).unwrap();
+    let docker_tar = dir.path().join("docker.tar");
+    let oci_tar = dir.path().join("oci.tar");
+    export_docker_archive(&store, &[(vec!["localhost/kiln-test:v1".into()], a.clone())], &docker_tar).unwrap();
+    export_oci_archive(&store, &[(Some("localhost/kiln-test:v2".into()), a.clone())], &oci_tar).unwrap();
+
+    let Some(out) = podman(dir.path(), &["load", "-i", path_str(&docker_tar)]) else { return };
+    assert!(out.contains("localhost/kiln-test:v1"), "{out}");
+    podman(dir.path(), &["load", "-i", path_str(&oci_tar)]);
+    let id = podman(dir.path(), &["image", "inspect", "--format", "{{.Id}}", "localhost/kiln-test:v1"]).unwrap();
+    assert_eq!(id.trim(), &image.config_digest[7..], "podman sees kiln's image id");
+
+    // And back: podman's docker-archive and oci-archive both import.
+    for (format, transport) in [("docker-archive", "docker-archive"), ("oci-archive", "oci-archive")] {
+        let saved = dir.path().join(format!("saved-{format}.tar"));
+        podman(dir.path(), &["save", "--format", format, "-o", path_str(&saved), "localhost/kiln-test:v1"]);
+        let (_d, other) = fresh_store();
+        let t = parse_transport(&format!("{transport}:{}", saved.display()));
+        let imported = import(&other, &t).unwrap();
+        assert_eq!(imported.config.rootfs, image.config.rootfs, "{format}");
+        assert_same_image(&store, &image, &other, &imported);
+    }
+}
