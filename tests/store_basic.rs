@@ -130,10 +130,7 @@ fn ambiguous_id_prefix_is_an_error() {
             let marker = format!("m{i}");
             let id = sha256_digest(&serde_json::to_vec(&config_for(&marker, vec![])).unwrap());
             let prefix = id[7..11].to_string();
-            match seen.insert(prefix.clone(), marker.clone()) {
-                Some(other) => Some((other, marker, prefix)),
-                None => None,
-            }
+            seen.insert(prefix.clone(), marker.clone()).map(|other| (other, marker, prefix))
         })
         .unwrap();
     let d1 = store.write_image(&config_for(&m1, vec![]), &[]).unwrap();

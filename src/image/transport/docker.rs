@@ -339,6 +339,28 @@ mod tests {
     }
 
     #[test]
+    fn diff_ids_of_compressed_streams() {
+        let raw = b"layer content ".repeat(5000);
+        let want = sha256_digest(&raw);
+        let mut gz = Vec::new();
+        for half in raw.chunks(raw.len() / 2) {
+            // Two gzip members, as parallel compressors write them.
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(half).unwrap();
+            gz.extend(enc.finish().unwrap());
+        }
+        let zst = zstd::encode_all(&raw[..], 3).unwrap();
+        for (bytes, compression) in [(&raw[..], Compression::None), (&gz[..], Compression::Gzip), (&zst[..], Compression::Zstd)] {
+            assert_eq!(Compression::sniff(bytes), compression);
+            let mut hasher = DiffHasher::new(compression).unwrap();
+            for chunk in bytes.chunks(1000) {
+                hasher.write_all(chunk).unwrap();
+            }
+            assert_eq!(hasher.finish().unwrap(), want, "{compression:?}");
+        }
+    }
+
+    #[test]
     fn sniffs_compression() {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
         assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);

@@ -178,13 +178,15 @@ fn copy_blob(store: &Store, source: &dyn Source, desc: &Descriptor) -> Result<()
     Ok(())
 }
 
-/// The blobs an image needs, manifest first.
-fn image_blobs(store: &Store, manifest: &Descriptor) -> Result<Vec<Descriptor>, TransportError> {
+/// An image's manifest descriptor (with its real size) and the blobs it refers to.
+fn image_blobs(store: &Store, manifest: &Descriptor) -> Result<(Descriptor, Vec<Descriptor>), TransportError> {
     let bytes = store.read_blob(&manifest.digest)?;
     let parsed: Manifest = parse_manifest(&manifest.digest, &bytes)?;
-    let mut blobs = vec![Descriptor::new(&manifest.media_type, manifest.digest.clone(), bytes.len() as u64), parsed.config];
+    let mut sized = manifest.clone();
+    sized.size = bytes.len() as u64;
+    let mut blobs = vec![parsed.config];
     blobs.extend(parsed.layers);
-    Ok(blobs)
+    Ok((sized, blobs))
 }
 
 /// The index entry for an exported image: no store annotations, only its ref name.
@@ -229,8 +231,8 @@ pub fn export_dir(store: &Store, images: &[(Option<String>, Descriptor)], dest: 
     };
 
     for (name, manifest) in images {
-        let blobs = image_blobs(store, manifest)?;
-        for blob in &blobs {
+        let (manifest, blobs) = image_blobs(store, manifest)?;
+        for blob in std::iter::once(&manifest).chain(&blobs) {
             let hex = sha256_hex(&blob.digest).ok_or_else(|| TransportError::InvalidDigest {
                 digest: blob.digest.clone(),
                 source_name: store.root().display().to_string(),
@@ -240,8 +242,6 @@ pub fn export_dir(store: &Store, images: &[(Option<String>, Descriptor)], dest: 
                 copy_store_blob_to(store, &blob.digest, &blob_dir, &target)?;
             }
         }
-        let mut manifest = manifest.clone();
-        manifest.size = blobs[0].size;
         merge_entry(&mut index, index_entry(name, &manifest));
     }
     let mut bytes = serde_json::to_vec_pretty(&index)
@@ -307,10 +307,9 @@ pub fn write_oci_archive<W: Write>(store: &Store, images: &[(Option<String>, Des
     let mut index = Index::default();
     let mut blobs = BTreeSet::new();
     for (name, manifest) in images {
-        let image_blobs = image_blobs(store, manifest)?;
-        let mut manifest = manifest.clone();
-        manifest.size = image_blobs[0].size;
+        let (manifest, image_blobs) = image_blobs(store, manifest)?;
         merge_entry(&mut index, index_entry(name, &manifest));
+        blobs.insert(manifest.digest);
         blobs.extend(image_blobs.into_iter().map(|b| b.digest));
     }
     let mut index_bytes = serde_json::to_vec_pretty(&index)

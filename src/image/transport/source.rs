@@ -128,7 +128,7 @@ impl Source for TarSource {
 
     fn open(&self, rel: &str) -> Result<Option<Box<dyn Read + '_>>, TransportError> {
         Ok(self.lookup(rel)?.map(|(offset, size)| {
-            Box::new(BufReader::with_capacity(256 * 1024, RangeReader { file: &self.file, pos: offset, end: offset + size }))
+            Box::new(BufReader::with_capacity(256 * 1024, RangeReader { file: &self.file, pos: offset, end: offset.saturating_add(size) }))
                 as Box<dyn Read + '_>
         }))
     }
