@@ -65,7 +65,9 @@ fn tag_replaces_atomically_and_keeps_other_tags() {
     let list = store.list().unwrap();
     let names: Vec<_> = list.iter().map(|d| (d.ref_name().unwrap().to_string(), d.digest.clone())).collect();
     assert_eq!(names, vec![("app:stable".to_string(), a.digest.clone()), ("app:v1".to_string(), b.digest.clone())]);
-    assert!(list.iter().all(|d| d.annotations.as_ref().unwrap().len() == 1 && d.annotations.as_ref().unwrap().contains_key(REF_NAME)));
+    assert!(list
+        .iter()
+        .all(|d| d.annotations.as_ref().unwrap().len() == 1 && d.annotations.as_ref().unwrap().contains_key(REF_NAME)));
 
     // No temp files linger in the layout itself.
     let stray: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -196,7 +198,8 @@ fn blob_writer_verifies_digests() {
 fn write_image_checks_its_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let config = kiln::image::config::ImageConfig { architecture: "amd64".into(), os: "linux".into(), ..Default::default() };
+    let config =
+        kiln::image::config::ImageConfig { architecture: "amd64".into(), os: "linux".into(), ..Default::default() };
     let missing = kiln::image::manifest::Descriptor::new(kiln::image::manifest::OCI_LAYER_TAR, sha256_digest(b"x"), 1);
     assert!(matches!(store.write_image(&config, &[missing]), Err(StoreError::LayerCountMismatch { .. })));
     let mut with_diff = config.clone();

@@ -238,7 +238,12 @@ fn docker_archive_from_skopeo_imports() {
     let file = dir.path().join("skopeo.tar");
     let copied = tool(
         "skopeo",
-        &["copy", "--quiet", &format!("oci:{}:v1", layout.display()), &format!("docker-archive:{}:app:v1", file.display())],
+        &[
+            "copy",
+            "--quiet",
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker-archive:{}:app:v1", file.display()),
+        ],
     );
     if copied.is_none() {
         return;
@@ -299,7 +304,11 @@ fn docker_archive_wrong_diff_id_is_refused() {
     let config = serde_json::to_vec(&config_for("bad", vec![sha256_digest(b"wrong")])).unwrap();
     let manifest = serde_json::json!([{ "Config": "config.json", "RepoTags": null, "Layers": ["layer.tar"] }]);
     let mut builder = tar::Builder::new(Vec::new());
-    for (name, data) in [("layer.tar", &l1[..]), ("config.json", &config[..]), ("manifest.json", &serde_json::to_vec(&manifest).unwrap()[..])] {
+    for (name, data) in [
+        ("layer.tar", &l1[..]),
+        ("config.json", &config[..]),
+        ("manifest.json", &serde_json::to_vec(&manifest).unwrap()[..]),
+    ] {
         let mut h = tar::Header::new_ustar();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);

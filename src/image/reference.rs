@@ -18,7 +18,9 @@ pub enum ReferenceError {
     NameTooLong { name: String },
     #[error("image name '{name}' must be lowercase")]
     Uppercase { name: String },
-    #[error("invalid path component '{component}' in image name '{name}' (use [a-z0-9] separated by '.', '_', '__' or '-')")]
+    #[error(
+        "invalid path component '{component}' in image name '{name}' (use [a-z0-9] separated by '.', '_', '__' or '-')"
+    )]
     InvalidComponent { name: String, component: String },
     #[error("invalid registry host '{domain}' in image name '{name}'")]
     InvalidDomain { name: String, domain: String },
@@ -102,10 +104,7 @@ fn validate_name(name: &str) -> Result<(), ReferenceError> {
             {
                 return Err(ReferenceError::Uppercase { name: name.to_string() });
             }
-            return Err(ReferenceError::InvalidComponent {
-                name: name.to_string(),
-                component: component.to_string(),
-            });
+            return Err(ReferenceError::InvalidComponent { name: name.to_string(), component: component.to_string() });
         }
     }
     Ok(())
@@ -199,11 +198,7 @@ fn valid_path_component(component: &str) -> bool {
 /// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`
 pub fn valid_tag(tag: &str) -> bool {
     let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-';
-    !tag.is_empty()
-        && tag.len() <= MAX_TAG_LEN
-        && tag.chars().all(ok)
-        && !tag.starts_with('.')
-        && !tag.starts_with('-')
+    !tag.is_empty() && tag.len() <= MAX_TAG_LEN && tag.chars().all(ok) && !tag.starts_with('.') && !tag.starts_with('-')
 }
 
 /// `algorithm:encoded` with a registered-looking algorithm and at least 32 hex

@@ -37,9 +37,19 @@ pub enum TransportError {
     #[error("image store")]
     Store(#[from] StoreError),
     #[error("{action} {}", path.display())]
-    Io { action: &'static str, path: PathBuf, #[source] source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{action} in {source_name}")]
-    Json { action: String, source_name: String, #[source] source: serde_json::Error },
+    Json {
+        action: String,
+        source_name: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{0} is not an OCI image layout (no oci-layout file)")]
     NotALayout(String),
     #[error("unsupported OCI layout version {version} in {source_name}")]
@@ -124,20 +134,32 @@ pub fn import(store: &Store, t: &Transport) -> Result<Image, TransportError> {
 
 /// Writes the images into the OCI layout at `dest`, creating it if missing
 /// and otherwise merging: an entry with the same ref name is replaced.
-pub fn export_oci_dir(store: &Store, images: &[(Option<String>, Descriptor)], dest: &Path) -> Result<(), TransportError> {
+pub fn export_oci_dir(
+    store: &Store,
+    images: &[(Option<String>, Descriptor)],
+    dest: &Path,
+) -> Result<(), TransportError> {
     oci::export_dir(store, images, dest)
 }
 
 /// Writes an OCI layout as a tar file (entries in a fixed order, zero
 /// timestamps), replacing `dest_file` atomically.
-pub fn export_oci_archive(store: &Store, images: &[(Option<String>, Descriptor)], dest_file: &Path) -> Result<(), TransportError> {
+pub fn export_oci_archive(
+    store: &Store,
+    images: &[(Option<String>, Descriptor)],
+    dest_file: &Path,
+) -> Result<(), TransportError> {
     tarout::write_file_atomically(dest_file, |w| write_oci_archive(store, images, w))
 }
 
 /// Writes a `docker save` archive (manifest.json, `<hex>.json` configs,
 /// uncompressed `<diff id hex>.tar` layers, repositories) that `docker load`
 /// and `podman load` read, replacing `dest_file` atomically.
-pub fn export_docker_archive(store: &Store, images: &[(Vec<String>, Descriptor)], dest_file: &Path) -> Result<(), TransportError> {
+pub fn export_docker_archive(
+    store: &Store,
+    images: &[(Vec<String>, Descriptor)],
+    dest_file: &Path,
+) -> Result<(), TransportError> {
     tarout::write_file_atomically(dest_file, |w| write_docker_archive(store, images, w))
 }
 

@@ -36,10 +36,19 @@ pub struct BlobWriter {
 
 impl BlobWriter {
     pub(crate) fn new(tmp_dir: &Path, blob_dir: PathBuf) -> Result<Self, StoreError> {
-        let tmp = NamedTempFile::with_prefix_in("blob-", tmp_dir)
-            .map_err(|source| StoreError::Io { action: "create temp file in", path: tmp_dir.to_path_buf(), source })?;
+        let tmp = NamedTempFile::with_prefix_in("blob-", tmp_dir).map_err(|source| StoreError::Io {
+            action: "create temp file in",
+            path: tmp_dir.to_path_buf(),
+            source,
+        })?;
         let (file, tmp) = tmp.into_parts();
-        Ok(BlobWriter { file: io::BufWriter::with_capacity(256 * 1024, file), tmp, hasher: Sha256::new(), size: 0, blob_dir })
+        Ok(BlobWriter {
+            file: io::BufWriter::with_capacity(256 * 1024, file),
+            tmp,
+            hasher: Sha256::new(),
+            size: 0,
+            blob_dir,
+        })
     }
 
     /// Bytes written so far.
@@ -69,7 +78,11 @@ impl BlobWriter {
         }
         if let Some(expected_size) = size {
             if expected_size != self.size {
-                return Err(StoreError::SizeMismatch { digest: expected.to_string(), expected: expected_size, actual: self.size });
+                return Err(StoreError::SizeMismatch {
+                    digest: expected.to_string(),
+                    expected: expected_size,
+                    actual: self.size,
+                });
             }
         }
         let actual = self.digest();
@@ -88,15 +101,18 @@ impl BlobWriter {
             return Ok(()); // the temp file goes with `self`
         }
         let tmp_path = self.tmp.to_path_buf();
-        let file = self
-            .file
-            .into_inner()
-            .map_err(|e| StoreError::Io { action: "write", path: tmp_path.clone(), source: e.into_error() })?;
+        let file = self.file.into_inner().map_err(|e| StoreError::Io {
+            action: "write",
+            path: tmp_path.clone(),
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(|source| StoreError::Io { action: "fsync", path: tmp_path, source })?;
         drop(file);
-        self.tmp
-            .persist(&dest)
-            .map_err(|e| StoreError::Io { action: "rename blob into", path: dest.clone(), source: e.error })?;
+        self.tmp.persist(&dest).map_err(|e| StoreError::Io {
+            action: "rename blob into",
+            path: dest.clone(),
+            source: e.error,
+        })?;
         sync_dir(&self.blob_dir)
     }
 }
@@ -116,7 +132,9 @@ impl Write for BlobWriter {
 
 /// Makes a rename in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Io { action: "fsync directory", path: dir.to_path_buf(), source })
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| StoreError::Io {
+        action: "fsync directory",
+        path: dir.to_path_buf(),
+        source,
+    })
 }

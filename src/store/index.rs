@@ -25,14 +25,21 @@ pub struct OciLayout {
 
 pub fn read_index(path: &Path) -> Result<Index, StoreError> {
     let bytes = fs::read(path).map_err(|source| StoreError::Io { action: "read", path: path.to_path_buf(), source })?;
-    serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { action: "parse", path: path.to_path_buf(), source })
+    serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+        action: "parse",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `index.json` with two-space indentation via a temp file in `tmp_dir`
 /// (same file system as `path`).
 pub fn write_index(path: &Path, tmp_dir: &Path, index: &Index) -> Result<(), StoreError> {
-    let mut bytes = serde_json::to_vec_pretty(index)
-        .map_err(|source| StoreError::Json { action: "serialize", path: path.to_path_buf(), source })?;
+    let mut bytes = serde_json::to_vec_pretty(index).map_err(|source| StoreError::Json {
+        action: "serialize",
+        path: path.to_path_buf(),
+        source,
+    })?;
     bytes.push(b'\n');
     write_atomic(path, tmp_dir, &bytes)
 }
@@ -40,8 +47,11 @@ pub fn write_index(path: &Path, tmp_dir: &Path, index: &Index) -> Result<(), Sto
 /// Checks an existing `oci-layout` file.
 pub fn check_layout(path: &Path) -> Result<(), StoreError> {
     let bytes = fs::read(path).map_err(|source| StoreError::Io { action: "read", path: path.to_path_buf(), source })?;
-    let layout: OciLayout = serde_json::from_slice(&bytes)
-        .map_err(|source| StoreError::Json { action: "parse", path: path.to_path_buf(), source })?;
+    let layout: OciLayout = serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+        action: "parse",
+        path: path.to_path_buf(),
+        source,
+    })?;
     if layout.image_layout_version.split('.').next() != Some("1") {
         return Err(StoreError::LayoutVersion { path: path.to_path_buf(), version: layout.image_layout_version });
     }
@@ -62,7 +72,11 @@ pub fn write_atomic(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> Result<(), Sto
     let mut tmp = NamedTempFile::with_prefix_in(".tmp-", tmp_dir).map_err(io_err("create temp file in", tmp_dir))?;
     tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
     tmp.as_file().sync_all().map_err(io_err("fsync", tmp.path()))?;
-    tmp.persist(path).map_err(|e| StoreError::Io { action: "rename into", path: path.to_path_buf(), source: e.error })?;
+    tmp.persist(path).map_err(|e| StoreError::Io {
+        action: "rename into",
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
         _ => sync_dir(Path::new(".")),

@@ -37,11 +37,8 @@ pub(crate) fn acquire(path: &Path, what: &str) -> Result<StoreLock, StoreError> 
             .open(path)
             .map_err(|source| StoreError::Io { action: "open lock file", path: path.to_path_buf(), source })
     };
-    let lock_err = |errno: Errno| StoreError::Io {
-        action: "lock",
-        path: path.to_path_buf(),
-        source: std::io::Error::from(errno),
-    };
+    let lock_err =
+        |errno: Errno| StoreError::Io { action: "lock", path: path.to_path_buf(), source: std::io::Error::from(errno) };
     let flock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
         Ok(flock) => flock,
         Err((file, Errno::EWOULDBLOCK)) => {

@@ -30,9 +30,19 @@ const MIN_ID_PREFIX: usize = 4;
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("{action} {}", path.display())]
-    Io { action: &'static str, path: PathBuf, #[source] source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{action} {}", path.display())]
-    Json { action: &'static str, path: PathBuf, #[source] source: serde_json::Error },
+    Json {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("unsupported OCI layout version {version} in {}", path.display())]
     LayoutVersion { path: PathBuf, version: String },
     #[error("invalid digest '{digest}' (kiln stores sha256:<64 hex digits>)")]
@@ -89,7 +99,11 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let store = Store { root: root.to_path_buf() };
         for dir in [store.blob_dir(), store.tmp_dir()] {
-            fs::create_dir_all(&dir).map_err(|source| StoreError::Io { action: "create directory", path: dir, source })?;
+            fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+                action: "create directory",
+                path: dir,
+                source,
+            })?;
         }
         let layout = root.join(index::OCI_LAYOUT_FILE);
         if layout.exists() {
@@ -143,8 +157,11 @@ impl Store {
             return Ok((digest, bytes.len() as u64));
         }
         let mut writer = self.blob_writer()?;
-        io::Write::write_all(&mut writer, bytes)
-            .map_err(|source| StoreError::Io { action: "write blob", path: self.tmp_dir(), source })?;
+        io::Write::write_all(&mut writer, bytes).map_err(|source| StoreError::Io {
+            action: "write blob",
+            path: self.tmp_dir(),
+            source,
+        })?;
         writer.commit()
     }
 
@@ -168,13 +185,19 @@ impl Store {
     /// be in the store) and returns the manifest's descriptor. Does not tag.
     pub fn write_image(&self, config: &ImageConfig, layers: &[Descriptor]) -> Result<Descriptor, StoreError> {
         if layers.len() != config.rootfs.diff_ids.len() {
-            return Err(StoreError::LayerCountMismatch { layers: layers.len(), diff_ids: config.rootfs.diff_ids.len() });
+            return Err(StoreError::LayerCountMismatch {
+                layers: layers.len(),
+                diff_ids: config.rootfs.diff_ids.len(),
+            });
         }
         if let Some(missing) = layers.iter().find(|l| !self.has_blob(&l.digest)) {
             return Err(StoreError::MissingBlob { digest: missing.digest.clone() });
         }
-        let config_bytes = serde_json::to_vec(config)
-            .map_err(|source| StoreError::Json { action: "serialize image config for", path: self.root.clone(), source })?;
+        let config_bytes = serde_json::to_vec(config).map_err(|source| StoreError::Json {
+            action: "serialize image config for",
+            path: self.root.clone(),
+            source,
+        })?;
         let (config_digest, config_size) = self.put_blob(&config_bytes)?;
         let manifest = Manifest {
             schema_version: 2,
@@ -188,8 +211,11 @@ impl Store {
 
     /// Stores a manifest blob and returns its descriptor.
     pub fn put_manifest(&self, manifest: &Manifest, platform: Option<Platform>) -> Result<Descriptor, StoreError> {
-        let bytes = serde_json::to_vec(manifest)
-            .map_err(|source| StoreError::Json { action: "serialize manifest for", path: self.root.clone(), source })?;
+        let bytes = serde_json::to_vec(manifest).map_err(|source| StoreError::Json {
+            action: "serialize manifest for",
+            path: self.root.clone(),
+            source,
+        })?;
         let (digest, size) = self.put_blob(&bytes)?;
         let media_type = manifest.media_type.as_deref().unwrap_or(OCI_MANIFEST);
         let mut descriptor = Descriptor::new(media_type, digest, size);
@@ -384,8 +410,11 @@ pub fn parse_manifest(digest: &str, bytes: &[u8]) -> Result<Manifest, StoreError
         manifests: Option<serde_json::Value>,
     }
     let path = PathBuf::from(digest);
-    let probe: Probe =
-        serde_json::from_slice(bytes).map_err(|source| StoreError::Json { action: "parse manifest", path: path.clone(), source })?;
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|source| StoreError::Json {
+        action: "parse manifest",
+        path: path.clone(),
+        source,
+    })?;
     let media_type = probe.media_type.unwrap_or_default();
     let is_manifest = media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST || media_type.is_empty();
     if !is_manifest || probe.manifests.is_some() {

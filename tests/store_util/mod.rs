@@ -57,15 +57,14 @@ pub fn config_for(marker: &str, diff_ids: Vec<String>) -> ImageConfig {
     };
     config.config.cmd = Some(vec!["/bin/sh".into(), "-c".into(), format!("echo {marker}")]);
     config.config.env = Some(vec!["PATH=/usr/bin:/bin".into()]);
-    config.history =
-        (0..n)
-            .map(|_| History {
-                // umoci 0.4.7 `stat` crashes on history entries without `created`.
-                created: Some("2024-01-01T00:00:00Z".into()),
-                created_by: Some(format!("test layer {marker}")),
-                ..Default::default()
-            })
-            .collect();
+    config.history = (0..n)
+        .map(|_| History {
+            // umoci 0.4.7 `stat` crashes on history entries without `created`.
+            created: Some("2024-01-01T00:00:00Z".into()),
+            created_by: Some(format!("test layer {marker}")),
+            ..Default::default()
+        })
+        .collect();
     config
 }
 

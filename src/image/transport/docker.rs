@@ -19,8 +19,8 @@ use super::tarout::TarOut;
 use super::TransportError;
 use crate::image::config::ImageConfig;
 use crate::image::manifest::{
-    Descriptor, Manifest, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD,
-    OCI_MANIFEST,
+    Descriptor, Manifest, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR,
+    OCI_LAYER_ZSTD, OCI_MANIFEST,
 };
 use crate::image::reference;
 use crate::store::{platform_of, sha256_digest, sha256_hex, Image, Store};
@@ -63,8 +63,9 @@ impl Compression {
 
 pub fn import_docker_archive(store: &Store, source: &mut dyn Source) -> Result<Image, TransportError> {
     let source: &dyn Source = source;
-    let entries: Vec<ArchiveEntry> = serde_json::from_slice(&source.read_required("manifest.json")?)
-        .map_err(|e| TransportError::Json { action: "parse manifest.json".into(), source_name: source.name(), source: e })?;
+    let entries: Vec<ArchiveEntry> = serde_json::from_slice(&source.read_required("manifest.json")?).map_err(|e| {
+        TransportError::Json { action: "parse manifest.json".into(), source_name: source.name(), source: e }
+    })?;
     let entry = match entries.as_slice() {
         [] => return Err(TransportError::NoImages(source.name())),
         [only] => only,
@@ -80,8 +81,11 @@ pub fn import_docker_archive(store: &Store, source: &mut dyn Source) -> Result<I
     if let Some(expected) = digest_in_name(&entry.config) {
         check_digest(source, &entry.config, &expected, &sha256_digest(&config_bytes))?;
     }
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
-        .map_err(|e| TransportError::Json { action: format!("parse image config {}", entry.config), source_name: source.name(), source: e })?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| TransportError::Json {
+        action: format!("parse image config {}", entry.config),
+        source_name: source.name(),
+        source: e,
+    })?;
     if config.rootfs.diff_ids.len() != entry.layers.len() {
         return Err(TransportError::LayerCount { layers: entry.layers.len(), diff_ids: config.rootfs.diff_ids.len() });
     }
@@ -105,9 +109,12 @@ pub fn import_docker_archive(store: &Store, source: &mut dyn Source) -> Result<I
 /// Copies one layer file into the store as is, checking its uncompressed
 /// content against `diff_id` (and its blob digest, when the name carries one).
 fn import_layer(store: &Store, source: &dyn Source, path: &str, diff_id: &str) -> Result<Descriptor, TransportError> {
-    let reader = source.open(path)?.ok_or_else(|| TransportError::Missing { name: path.to_string(), source_name: source.name() })?;
+    let reader = source
+        .open(path)?
+        .ok_or_else(|| TransportError::Missing { name: path.to_string(), source_name: source.name() })?;
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
-    let io_err = |e| TransportError::Io { action: "copy layer", path: format!("{}/{path}", source.name()).into(), source: e };
+    let io_err =
+        |e| TransportError::Io { action: "copy layer", path: format!("{}/{path}", source.name()).into(), source: e };
     let compression = Compression::sniff(reader.fill_buf().map_err(io_err)?);
 
     let mut blob = store.blob_writer()?;
@@ -221,7 +228,11 @@ fn check_digest(source: &dyn Source, what: &str, expected: &str, actual: &str) -
 /// Writes a `docker save` archive: for each image `<config hex>.json` and its
 /// layers as uncompressed `<diff id hex>.tar` (each once), then manifest.json
 /// and repositories.
-pub fn write_docker_archive<W: Write>(store: &Store, images: &[(Vec<String>, Descriptor)], out: W) -> Result<(), TransportError> {
+pub fn write_docker_archive<W: Write>(
+    store: &Store,
+    images: &[(Vec<String>, Descriptor)],
+    out: W,
+) -> Result<(), TransportError> {
     let mut tar = TarOut::new(out);
     let mut written: HashSet<String> = HashSet::new();
     let mut entries = Vec::new();
@@ -261,7 +272,8 @@ pub fn write_docker_archive<W: Write>(store: &Store, images: &[(Vec<String>, Des
         entries.push(ArchiveEntry { config: config_name, repo_tags: Some(tags.clone()), layers: layer_names });
     }
 
-    let json_err = |e| TransportError::Json { action: "serialize manifest.json".into(), source_name: "archive".into(), source: e };
+    let json_err =
+        |e| TransportError::Json { action: "serialize manifest.json".into(), source_name: "archive".into(), source: e };
     tar.file("manifest.json", &serde_json::to_vec(&entries).map_err(json_err)?)?;
     tar.file("repositories", &serde_json::to_vec(&repositories).map_err(json_err)?)?;
     tar.finish()
@@ -299,7 +311,12 @@ fn append_uncompressed_layer<W: Write>(
         OCI_LAYER_TAR | DOCKER_LAYER_TAR => Compression::None,
         OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => Compression::Gzip,
         OCI_LAYER_ZSTD => Compression::Zstd,
-        other => return Err(TransportError::UnsupportedLayer { digest: layer.digest.clone(), media_type: other.to_string() }),
+        other => {
+            return Err(TransportError::UnsupportedLayer {
+                digest: layer.digest.clone(),
+                media_type: other.to_string(),
+            })
+        }
     };
     if compression == Compression::None {
         let size = blob.metadata().map_err(io_err("stat"))?.len();
@@ -350,7 +367,9 @@ mod tests {
             gz.extend(enc.finish().unwrap());
         }
         let zst = zstd::encode_all(&raw[..], 3).unwrap();
-        for (bytes, compression) in [(&raw[..], Compression::None), (&gz[..], Compression::Gzip), (&zst[..], Compression::Zstd)] {
+        for (bytes, compression) in
+            [(&raw[..], Compression::None), (&gz[..], Compression::Gzip), (&zst[..], Compression::Zstd)]
+        {
             assert_eq!(Compression::sniff(bytes), compression);
             let mut hasher = DiffHasher::new(compression).unwrap();
             for chunk in bytes.chunks(1000) {

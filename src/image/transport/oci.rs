@@ -45,21 +45,28 @@ pub fn import_layout(store: &Store, source: &mut dyn Source, tag: Option<&str>) 
     })?;
     writer.commit_expecting(&manifest_desc.digest, Some(manifest_bytes.len() as u64))?;
 
-    let mut stored = Descriptor::new(&manifest_desc.media_type, manifest_desc.digest.clone(), manifest_bytes.len() as u64);
+    let mut stored =
+        Descriptor::new(&manifest_desc.media_type, manifest_desc.digest.clone(), manifest_bytes.len() as u64);
     stored.platform = manifest_desc.platform.clone();
     Ok(store.load_image(&stored)?)
 }
 
 fn read_layout_index(source: &dyn Source) -> Result<Index, TransportError> {
     let layout_bytes = source.read("oci-layout")?.ok_or_else(|| TransportError::NotALayout(source.name()))?;
-    let layout: OciLayout = serde_json::from_slice(&layout_bytes)
-        .map_err(|e| TransportError::Json { action: "parse oci-layout".into(), source_name: source.name(), source: e })?;
+    let layout: OciLayout = serde_json::from_slice(&layout_bytes).map_err(|e| TransportError::Json {
+        action: "parse oci-layout".into(),
+        source_name: source.name(),
+        source: e,
+    })?;
     if layout.image_layout_version.split('.').next() != Some("1") {
         return Err(TransportError::LayoutVersion { source_name: source.name(), version: layout.image_layout_version });
     }
     let index_bytes = source.read_required("index.json")?;
-    serde_json::from_slice(&index_bytes)
-        .map_err(|e| TransportError::Json { action: "parse index.json".into(), source_name: source.name(), source: e })
+    serde_json::from_slice(&index_bytes).map_err(|e| TransportError::Json {
+        action: "parse index.json".into(),
+        source_name: source.name(),
+        source: e,
+    })
 }
 
 /// The entry tagged `tag`, or the only image when no tag is given.
@@ -170,10 +177,14 @@ fn copy_blob(store: &Store, source: &dyn Source, desc: &Descriptor) -> Result<()
         return Ok(());
     }
     let rel = blob_rel(source, &desc.digest)?;
-    let mut reader = source.open(&rel)?.ok_or_else(|| TransportError::Missing { name: rel.clone(), source_name: source.name() })?;
+    let mut reader =
+        source.open(&rel)?.ok_or_else(|| TransportError::Missing { name: rel.clone(), source_name: source.name() })?;
     let mut writer = store.blob_writer()?;
-    io::copy(&mut reader, &mut writer)
-        .map_err(|e| TransportError::Io { action: "copy blob from", path: PathBuf::from(format!("{}/{rel}", source.name())), source: e })?;
+    io::copy(&mut reader, &mut writer).map_err(|e| TransportError::Io {
+        action: "copy blob from",
+        path: PathBuf::from(format!("{}/{rel}", source.name())),
+        source: e,
+    })?;
     writer.commit_expecting(&desc.digest, Some(desc.size))?;
     Ok(())
 }
@@ -244,8 +255,11 @@ pub fn export_dir(store: &Store, images: &[(Option<String>, Descriptor)], dest: 
         }
         merge_entry(&mut index, index_entry(name, &manifest));
     }
-    let mut bytes = serde_json::to_vec_pretty(&index)
-        .map_err(|e| TransportError::Json { action: "serialize index.json".into(), source_name: dest.display().to_string(), source: e })?;
+    let mut bytes = serde_json::to_vec_pretty(&index).map_err(|e| TransportError::Json {
+        action: "serialize index.json".into(),
+        source_name: dest.display().to_string(),
+        source: e,
+    })?;
     bytes.push(b'\n');
     write_replacing(dest, &dest.join("index.json"), &bytes)
 }
@@ -275,7 +289,11 @@ fn copy_store_blob_to(store: &Store, digest: &str, dir: &Path, target: &Path) ->
     }
     make_readable(&tmp, target)?;
     tmp.as_file().sync_all().map_err(io_err("fsync", target))?;
-    tmp.persist(target).map_err(|e| TransportError::Io { action: "rename blob into", path: target.to_path_buf(), source: e.error })?;
+    tmp.persist(target).map_err(|e| TransportError::Io {
+        action: "rename blob into",
+        path: target.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
@@ -289,21 +307,31 @@ fn write_replacing(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), Transpor
     tmp.write_all(bytes).map_err(io_err("write", path))?;
     make_readable(&tmp, path)?;
     tmp.as_file().sync_all().map_err(io_err("fsync", path))?;
-    tmp.persist(path).map_err(|e| TransportError::Io { action: "rename into", path: path.to_path_buf(), source: e.error })?;
+    tmp.persist(path).map_err(|e| TransportError::Io {
+        action: "rename into",
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
 /// Temp files are created 0600; exported files get the usual 0644.
 pub fn make_readable(tmp: &NamedTempFile, target: &Path) -> Result<(), TransportError> {
     use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(|source| TransportError::Io { action: "set permissions of", path: target.to_path_buf(), source })
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644)).map_err(|source| TransportError::Io {
+        action: "set permissions of",
+        path: target.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes the images as a tar of an OCI layout: oci-layout, index.json, then
 /// blobs sorted by digest, all with zero timestamps and root ownership.
-pub fn write_oci_archive<W: Write>(store: &Store, images: &[(Option<String>, Descriptor)], out: W) -> Result<(), TransportError> {
+pub fn write_oci_archive<W: Write>(
+    store: &Store,
+    images: &[(Option<String>, Descriptor)],
+    out: W,
+) -> Result<(), TransportError> {
     let mut index = Index::default();
     let mut blobs = BTreeSet::new();
     for (name, manifest) in images {
@@ -312,8 +340,11 @@ pub fn write_oci_archive<W: Write>(store: &Store, images: &[(Option<String>, Des
         blobs.insert(manifest.digest);
         blobs.extend(image_blobs.into_iter().map(|b| b.digest));
     }
-    let mut index_bytes = serde_json::to_vec_pretty(&index)
-        .map_err(|e| TransportError::Json { action: "serialize index.json".into(), source_name: "archive".into(), source: e })?;
+    let mut index_bytes = serde_json::to_vec_pretty(&index).map_err(|e| TransportError::Json {
+        action: "serialize index.json".into(),
+        source_name: "archive".into(),
+        source: e,
+    })?;
     index_bytes.push(b'\n');
 
     let mut tar = TarOut::new(out);

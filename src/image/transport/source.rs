@@ -28,10 +28,11 @@ pub trait Source {
     fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, TransportError> {
         let Some(reader) = self.open(rel)? else { return Ok(None) };
         let mut bytes = Vec::new();
-        reader
-            .take(MAX_METADATA)
-            .read_to_end(&mut bytes)
-            .map_err(|source| TransportError::Io { action: "read", path: PathBuf::from(format!("{}/{rel}", self.name())), source })?;
+        reader.take(MAX_METADATA).read_to_end(&mut bytes).map_err(|source| TransportError::Io {
+            action: "read",
+            path: PathBuf::from(format!("{}/{rel}", self.name())),
+            source,
+        })?;
         Ok(Some(bytes))
     }
 
@@ -69,7 +70,10 @@ impl Source for DirSource {
 
 #[derive(Debug, Clone)]
 enum Item {
-    File { offset: u64, size: u64 },
+    File {
+        offset: u64,
+        size: u64,
+    },
     /// A symlink or hard link, resolved to an archive path.
     Link(String),
 }
@@ -95,7 +99,8 @@ impl TarSource {
         let magic_len = file.read_at(&mut magic, 0).map_err(io_err("read archive", path))?;
         let is_gzip = magic_len == 2 && magic == [0x1f, 0x8b];
         let (file, decompressed) = if is_gzip {
-            let mut tmp = NamedTempFile::with_prefix_in("archive-", tmp_dir).map_err(io_err("create temp file in", tmp_dir))?;
+            let mut tmp =
+                NamedTempFile::with_prefix_in("archive-", tmp_dir).map_err(io_err("create temp file in", tmp_dir))?;
             let mut decoder = flate2::bufread::MultiGzDecoder::new(BufReader::new(&file));
             io::copy(&mut decoder, tmp.as_file_mut()).map_err(io_err("decompress archive", path))?;
             tmp.as_file_mut().flush().map_err(io_err("decompress archive", path))?;
@@ -128,8 +133,10 @@ impl Source for TarSource {
 
     fn open(&self, rel: &str) -> Result<Option<Box<dyn Read + '_>>, TransportError> {
         Ok(self.lookup(rel)?.map(|(offset, size)| {
-            Box::new(BufReader::with_capacity(256 * 1024, RangeReader { file: &self.file, pos: offset, end: offset.saturating_add(size) }))
-                as Box<dyn Read + '_>
+            Box::new(BufReader::with_capacity(
+                256 * 1024,
+                RangeReader { file: &self.file, pos: offset, end: offset.saturating_add(size) },
+            )) as Box<dyn Read + '_>
         }))
     }
 }

@@ -59,16 +59,19 @@ impl<W: Write> TarOut<W> {
     }
 
     pub fn finish(self) -> Result<(), TransportError> {
-        self.builder
-            .into_inner()
-            .and_then(|mut w| w.flush())
-            .map_err(|source| TransportError::Io { action: "finish archive", path: "archive".into(), source })
+        self.builder.into_inner().and_then(|mut w| w.flush()).map_err(|source| TransportError::Io {
+            action: "finish archive",
+            path: "archive".into(),
+            source,
+        })
     }
 
     fn append(&mut self, mut header: tar::Header, name: &str, reader: impl Read) -> Result<(), TransportError> {
-        self.builder
-            .append_data(&mut header, name, reader)
-            .map_err(|source| TransportError::Io { action: "write archive entry", path: name.into(), source })
+        self.builder.append_data(&mut header, name, reader).map_err(|source| TransportError::Io {
+            action: "write archive entry",
+            path: name.into(),
+            source,
+        })
     }
 }
 
@@ -105,6 +108,10 @@ pub fn write_file_atomically(
     }
     super::oci::make_readable(&tmp, dest)?;
     tmp.as_file().sync_all().map_err(io_err("fsync", dest))?;
-    tmp.persist(dest).map_err(|e| TransportError::Io { action: "rename archive into", path: dest.to_path_buf(), source: e.error })?;
+    tmp.persist(dest).map_err(|e| TransportError::Io {
+        action: "rename archive into",
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
