@@ -41,6 +41,9 @@ fn open_creates_a_valid_layout_and_reopens_it() {
         if let Some(out) = out {
             assert!(out.contains(&desc.digest), "{out}");
         }
+        if let Some(stat) = tool("umoci", &["stat", "--image", &format!("{}:app:latest", path_str(&root))]) {
+            assert!(stat.contains("test layer a"), "{stat}");
+        }
     }
 }
 
@@ -233,9 +236,24 @@ fn concurrent_taggers_keep_every_tag() {
             })
         })
         .collect();
+    // Meanwhile a reader never sees a half-written index.json.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (root, done) = (root.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+                let bytes = std::fs::read(root.join("index.json")).unwrap();
+                serde_json::from_slice::<kiln::image::manifest::Index>(&bytes).expect("index.json always parses");
+                reads += 1;
+            }
+        })
+    };
     for t in threads {
         t.join().unwrap();
     }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.join().unwrap();
     let list = seed.list().unwrap();
     assert_eq!(list.len(), 100);
     for t in 0..4 {
