@@ -325,6 +325,9 @@ mod tests {
             let mut h = tar::Header::new_ustar();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_cksum();
             lower.append_data(&mut h, p, data.as_bytes()).unwrap();
         }
@@ -333,6 +336,10 @@ mod tests {
         for p in [".wh.gone", "d/.wh..wh..opq", "d/c"] {
             let mut h = tar::Header::new_ustar();
             h.set_size(0);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_cksum();
             upper.append_data(&mut h, p, &[][..]).unwrap();
         }
