@@ -58,6 +58,14 @@ pub struct BuildArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Run every step; do not use the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Do not use the cache for these stages (names or indexes; repeatable or comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+
     /// The build context: a directory, or `-` for a tar (plain, gz, xz, bz2 or zst) on stdin.
     #[arg(default_value = ".")]
     pub context: String,
@@ -102,6 +110,9 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             _ => kiln_overlay::compress::Compression::Gzip,
         },
         platform: args.platform.clone(),
+        cache_identity: cache_identity(args, input.dockerfile_path.as_deref(), &ctx),
+        no_cache: args.no_cache,
+        no_cache_stages: args.no_cache_filter.iter().map(|s| s.to_lowercase()).collect(),
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();
@@ -198,6 +209,12 @@ fn open_context(args: &BuildArgs, dockerfile: Option<&Path>) -> anyhow::Result<B
     anyhow::ensure!(dir.is_dir(), "the build context {} is not a directory", dir.display());
     let ignore = BuildContext::find_ignore_file(dir, dockerfile);
     BuildContext::from_dir(dir, ignore.as_deref()).with_context(|| format!("open the build context {}", dir.display()))
+}
+
+/// What makes two builds "the same Dockerfile" for explaining cache misses.
+fn cache_identity(args: &BuildArgs, dockerfile: Option<&Path>, ctx: &BuildContext) -> String {
+    let df = dockerfile.and_then(|p| p.canonicalize().ok()).map_or_else(|| "-".to_string(), |p| p.display().to_string());
+    format!("{}\0{}\0{}", df, ctx.root().display(), args.target.as_deref().unwrap_or(""))
 }
 
 /// `K=V` as given; `K` alone takes the value from kiln's environment (and is

@@ -27,6 +27,8 @@ use self::chmod::Chmod;
 use self::copy::{CopyEnv, Data};
 use self::state::{StageState, DEFAULT_PATH};
 use self::tree::Tree;
+use crate::cache::{Cache, StepInputs};
+use crate::context::digest::StatCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -61,11 +63,23 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// `os/arch[/variant]` for images FROM scratch; others keep their base's.
     pub platform: Option<String>,
+    /// Names "the same Dockerfile" across builds, so misses can be explained.
+    pub cache_identity: String,
+    /// `--no-cache`: run every step (records are still written).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stage names (or indexes) whose steps always run.
+    pub no_cache_stages: Vec<String>,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { compression: Compression::Gzip, platform: None }
+        BuildOptions {
+            compression: Compression::Gzip,
+            platform: None,
+            cache_identity: String::new(),
+            no_cache: false,
+            no_cache_stages: Vec::new(),
+        }
     }
 }
 
@@ -93,6 +107,8 @@ pub fn build(
     opts: &BuildOptions,
     progress: &mut dyn Write,
 ) -> Result<BuildOutput, ExecError> {
+    let cache = Cache::open(store, &opts.cache_identity);
+    let stat = StatCache::load(&cache.stat_cache_path(ctx.root()));
     let mut exec = Executor {
         store,
         ctx,
@@ -100,6 +116,8 @@ pub fn build(
         opts,
         progress,
         stamp: stamp(),
+        cache,
+        stat,
         done: HashMap::new(),
         unpacked: HashMap::new(),
         new_layer_bytes: 0,
@@ -116,9 +134,13 @@ pub fn build(
         let state = exec.stage(stage, &prefix)?;
         exec.done.insert(index, state);
     }
+    let _ = exec.cache.save_log();
+    let _ = exec.stat.save();
     let state = exec.done.remove(&plan.target).expect("target stage was built");
     let mut config = state.config;
-    config.created = Some(exec.stamp.created.clone());
+    // The last step's time, so a fully cached build gives the same image id.
+    let last = config.history.last().and_then(|h| h.created.clone());
+    config.created = Some(last.unwrap_or_else(|| exec.stamp.created.clone()));
     let desc = store.write_image(&config, &state.layers)?;
     let image_id = desc_config_digest(store, &desc)?;
     let _ = writeln!(
@@ -138,6 +160,8 @@ struct Executor<'a> {
     opts: &'a BuildOptions,
     progress: &'a mut dyn Write,
     stamp: Stamp,
+    cache: Cache,
+    stat: StatCache,
     done: HashMap<usize, StageState>,
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: HashMap<String, (BuildContext, std::collections::BTreeMap<String, kiln_overlay::tarfmt::EntryMeta>)>,
@@ -150,11 +174,65 @@ impl Executor<'_> {
         let total = stage.steps.len() + 1;
         let _ = writeln!(self.progress, "{}STEP 1/{}: {}", prefix, total, stage.original);
         let mut state = self.base(stage).map_err(|e| self.fail(stage.span, &stage.original, e))?;
+        let use_cache = !self.opts.no_cache
+            && !self.opts.no_cache_stages.iter().any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
         for (i, step) in stage.steps.iter().enumerate() {
             let _ = writeln!(self.progress, "{}STEP {}/{}: {}", prefix, i + 2, total, step.original);
+            let pos = format!("{}/{}", stage.index, i);
+            let inputs = self.inputs(&state, step).map_err(|e| self.fail(step.span, &step.original, e))?;
+            let key = inputs.key.clone();
+            self.cache.note(&pos, inputs.clone());
+            if use_cache {
+                if let Some(record) = self.cache.get(&key, self.store) {
+                    state.restore(record, key.clone());
+                    let _ = writeln!(self.progress, "--> Using cache {}", short(&key));
+                    continue;
+                }
+                if let Some(why) = self.cache.explain_miss(&pos, &inputs) {
+                    let _ = writeln!(self.progress, "--> cache miss: {}", why);
+                }
+            }
             self.step(&mut state, step).map_err(|e| self.fail(step.span, &step.original, e))?;
+            state.key = key.clone();
+            if let Err(e) = self.cache.put(&key, &state.record()) {
+                log::warn!("could not write the cache record for step {}: {}", pos, e);
+            }
         }
         Ok(state)
+    }
+
+    /// The step's cache key and what it saw. COPY/ADD from the context
+    /// digest their sources here, before anything is copied.
+    fn inputs(&mut self, state: &StageState, step: &Step) -> Result<StepInputs, Box<dyn std::error::Error + Send + Sync>> {
+        let mut files = std::collections::BTreeMap::new();
+        let extra = match &step.kind {
+            StepKind::Copy(c) => match &c.from {
+                None => {
+                    let digest = crate::context::digest::sources(self.ctx, &c.sources, &mut self.stat)?;
+                    files = digest.files.clone();
+                    digest.digest()
+                }
+                Some(CopyFrom::Stage(i)) => self.done.get(i).map(|s| s.key.clone()).unwrap_or_default(),
+                Some(CopyFrom::Image(r)) => self.image(r)?.manifest_digest,
+            },
+            _ => String::new(),
+        };
+        let args = match &step.kind {
+            StepKind::Run(r) => r
+                .build_args
+                .iter()
+                .filter(|(k, _)| !crate::cache::PROXY_ARGS.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+            _ => Default::default(),
+        };
+        Ok(StepInputs {
+            key: crate::cache::step_key(&state.key, step, &extra),
+            parent: state.key.clone(),
+            instruction: step.original.clone(),
+            args,
+            files,
+        })
     }
 
     fn fail(&self, span: Span, instruction: &str, err: Box<dyn std::error::Error + Send + Sync>) -> ExecError {
@@ -171,20 +249,26 @@ impl Executor<'_> {
         Ok(match &stage.base {
             Base::Scratch => {
                 let (os, architecture, variant) = platform(self.opts.platform.as_deref().or(stage.platform.as_deref()))?;
+                let key = format!("scratch:{}/{}/{}", os, architecture, variant.clone().unwrap_or_default());
                 let mut config = ImageConfig { architecture, os, variant, rootfs: RootFs::default(), ..Default::default() };
                 config.config.env = Some(vec![DEFAULT_PATH.to_string()]);
-                StageState::new(config, Vec::new())
+                let mut s = StageState::new(config, Vec::new());
+                s.key = key;
+                s
             }
             Base::Stage(i) => {
                 let parent = self.done.get(i).ok_or("stage used before it was built")?;
                 let mut s = StageState::new(parent.config.clone(), parent.layers.clone());
                 s.tree = parent.tree.clone();
+                s.key = parent.key.clone();
                 s
             }
             Base::Image(reference) => {
                 let image = self.image(reference)?;
                 let _ = writeln!(self.progress, "--> using {} {}", reference, short(&image.config_digest));
-                StageState::new(image.config, image.manifest.layers)
+                let mut s = StageState::new(image.config, image.manifest.layers);
+                s.key = image.manifest_digest.clone();
+                s
             }
         })
     }
