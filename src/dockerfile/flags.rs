@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn checking() {
-        let line = Logical::from_str("COPY --link=FALSE --exclude=a --exclude=b --from=x s d");
+        let line = Logical::single("COPY --link=FALSE --exclude=a --exclude=b --from=x s d");
         let (raw, _) = extract(&line.text[5..], 5);
         let spec = [("link", Kind::Bool), ("exclude", Kind::Strs), ("from", Kind::Str)];
         let f = Flags::check("D", &line, "COPY", &spec, &raw).unwrap();
@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn check_errors_point_at_the_flag() {
-        let line = Logical::from_str("COPY --from=a --chwon=1 s d");
+        let line = Logical::single("COPY --from=a --chwon=1 s d");
         let (raw, _) = extract(&line.text[5..], 5);
         let spec = [("from", Kind::Str), ("chown", Kind::Str)];
         let e = Flags::check("D", &line, "COPY", &spec, &raw).unwrap_err();

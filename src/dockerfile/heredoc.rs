@@ -12,9 +12,9 @@ pub(crate) struct Marker {
 }
 
 /// Decodes `word` if it is a heredoc marker: optional file-descriptor digits,
-/// `<<`, optional `-`, then a delimiter without `<`. A delimiter with any
-/// quoting turns expansion off; one that does not unquote to a single
-/// non-empty word is not a marker.
+/// `<<`, optional `-`, then a delimiter without `<`. Quoting any part of the
+/// delimiter turns expansion off; a delimiter that unquotes to nothing (or
+/// has an open quote) is not a marker.
 pub(crate) fn marker(word: &str) -> Option<Marker> {
     let rest = word.trim_start_matches(|c: char| c.is_ascii_digit());
     let rest = rest.strip_prefix("<<")?;

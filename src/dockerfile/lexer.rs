@@ -31,7 +31,7 @@ pub(crate) struct Logical {
 impl Logical {
     /// Builds a single-piece logical line; used by tests of later stages.
     #[cfg(test)]
-    pub fn from_str(text: &str) -> Logical {
+    pub fn single(text: &str) -> Logical {
         let mut l = Logical { text: String::new(), positions: Vec::new(), end: Pos { line: 1, column: 1 }, end_line: 1 };
         l.push(text, 1, 0, text);
         l
