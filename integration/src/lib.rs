@@ -1031,3 +1031,35 @@ pub fn assert_same_tree(expected: &Tree, actual: &Tree, what: &str) {
     }
     assert!(diffs.is_empty(), "{what}: trees differ:\n{}", diffs.join("\n"));
 }
+
+/// The OCI architecture name of this machine, from `uname -m`.
+pub fn host_arch() -> String {
+    let out = Command::new("uname").arg("-m").output().expect("run uname -m");
+    let m = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match m.as_str() {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "armv7l" | "armv6l" => "arm",
+        "i686" | "i386" => "386",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => panic!("unknown machine {other}"),
+    }
+    .to_string()
+}
+
+/// BuildKit's PATH for images built FROM scratch.
+pub const SCRATCH_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The Dockerfile of the smallest useful image: Debian's static busybox FROM scratch.
+pub const BUSYBOX_DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\",\"echo\",\"hi\"]\n";
+
+impl Sandbox {
+    /// Copies /bin/busybox into the context and builds [`BUSYBOX_DOCKERFILE`] as `tag`.
+    #[track_caller]
+    pub fn build_busybox(&self, tag: &str) -> Image {
+        self.copy_in(&static_busybox(), "ctx/busybox");
+        self.build(BUSYBOX_DOCKERFILE, tag)
+    }
+}
