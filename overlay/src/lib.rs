@@ -1,1 +1,13 @@
-//! kiln's filesystem formats.
+//! kiln's filesystem formats: layer tars in and out, compression and digests.
+
+pub mod compress;
+pub mod digest;
+pub mod layer;
+pub mod tarfmt;
+
+pub use compress::{
+    decompress, detect, encoder, is_archive, looks_like_tar, Compression, Encoder, Format,
+};
+pub use digest::{HashingReader, HashingWriter};
+pub use layer::{entry_from_path, LayerInfo, LayerWriter};
+pub use tarfmt::{EntryKind, EntryMeta, TarWriter};

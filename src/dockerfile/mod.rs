@@ -3,6 +3,7 @@
 
 pub mod ast;
 pub mod error;
+pub mod shell;
 
 pub use ast::*;
 pub use error::DockerfileError;

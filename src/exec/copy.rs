@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -172,8 +171,41 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
         out.put(target, meta, Data::Bytes(doc.content.clone().into_bytes()));
     }
     let mut entries = out.entries;
+    order_hardlinks(&mut entries);
     add_parents(&mut entries, tree, env);
     Ok(entries)
+}
+
+/// A tar hardlink must follow its target. Links were found in walk order,
+/// which differs from the layer's path order, so make the first path of each
+/// group (in layer order) the file and point the others at it.
+fn order_hardlinks(entries: &mut BTreeMap<String, Planned>) {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (path, p) in entries.iter() {
+        if let EntryKind::Hardlink(target) = &p.meta.kind {
+            groups.entry(target.clone()).or_default().push(path.clone());
+        }
+    }
+    for (target, links) in groups {
+        let first = links.iter().min().expect("group has a link").clone();
+        if first > target || !entries.contains_key(&target) {
+            continue;
+        }
+        let file = entries.remove(&target).expect("checked above");
+        for link in &links {
+            if let Some(l) = entries.get_mut(link) {
+                l.meta.kind = EntryKind::Hardlink(first.clone());
+            }
+        }
+        let mut primary = file.clone();
+        primary.meta.path = first.clone();
+        entries.insert(first.clone(), primary);
+        let mut moved = file;
+        moved.meta.kind = EntryKind::Hardlink(first.clone());
+        moved.meta.size = 0;
+        moved.data = Data::None;
+        entries.insert(target, moved);
+    }
 }
 
 struct Output<'a> {
@@ -402,22 +434,7 @@ fn excluded(exclude: &Option<DockerIgnore>, base: &str, rel: &str) -> bool {
 /// Docker decides by content: a tar, possibly compressed with gzip, bzip2, xz or zstd.
 fn is_archive(path: &Path) -> Result<bool, CopyError> {
     let err = |source| CopyError::Read { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(err)?;
-    let (_, mut reader) = match compress::decompress(file) {
-        Ok(r) => r,
-        Err(_) => return Ok(false),
-    };
-    let mut head = vec![0u8; 512];
-    let mut filled = 0;
-    while filled < head.len() {
-        match reader.read(&mut head[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            // A file that merely starts like a compressed stream is copied as is.
-            Err(_) => return Ok(false),
-        }
-    }
-    Ok(filled == 512 && compress::looks_like_tar(&head))
+    compress::is_archive(File::open(path).map_err(err)?).map_err(err)
 }
 
 /// An archive member's path inside the destination, or None if it escapes.

@@ -1,5 +1,228 @@
 //! Planning: ARG scoping, variable expansion and the stage graph.
+//!
+//! `plan` turns a parsed Dockerfile into a `BuildPlan` the way BuildKit's
+//! dockerfile2llb reads a Dockerfile:
+//! - FROM image and `--platform` expand with the meta args (ARGs before the
+//!   first FROM, `--build-arg` over default) and the predefined platform args
+//!   (TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT and BUILD*), which
+//!   FROM may use without declaring them.
+//! - Inside a stage an ARG is visible from its declaration on; `ARG NAME`
+//!   without a default takes the meta (or platform) arg's value. A value is
+//!   the `--build-arg` if given, else the expanded default.
+//! - Expansion sees the base image's env (`PATH` added when missing, as
+//!   BuildKit does), then ARGs, then ENVs: an ENV always wins over an ARG of
+//!   the same name, whatever their order.
+//! - A stage built `FROM` an earlier stage starts with that stage's env and
+//!   ARGs in scope, and runs that stage's own ONBUILD triggers first (they
+//!   appear as its first steps; the executor must not run them again from
+//!   the inherited config).
+//! - `COPY --from` and `RUN --mount from=` must be literal (BuildKit refuses
+//!   variables there). A number is a stage index, a stage name (any case)
+//!   that stage, and anything else an image reference, as BuildKit treats
+//!   it. A referenced stage must come earlier in the Dockerfile.
+//! - Only the stages the target needs must plan cleanly: an expansion error
+//!   in another stage leaves that stage with the steps planned before it,
+//!   since docker never evaluates stages it does not build.
 
+mod args;
+mod ports;
+mod print;
+mod stages;
+mod steps;
 pub mod types;
 
+use crate::dockerfile::ast::{Command, Instruction};
+use crate::dockerfile::shell::ShellLex;
+use crate::dockerfile::{Dockerfile, DockerfileError};
+
+use args::{is_platform_arg, is_proxy_arg, platform_vars, BuildArgs, Platform, StageVars, Vars};
+use stages::{at, resolve_ref, StageRef, StageSource};
+use steps::{copy_from_value, mount_from_value, plan_stage, StageContext, FROM_HELP};
 pub use types::*;
+
+/// What the command line adds to the Dockerfile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// `--build-arg K=V`, or `K` with the value the caller found in its
+    /// environment (`None` when it found none: the arg then sets nothing).
+    pub build_args: Vec<(String, Option<String>)>,
+    /// `--target`: the stage to build (default: the last).
+    pub target: Option<String>,
+    /// Target platform, e.g. `linux/amd64` (default: the host's).
+    pub platform: Option<String>,
+}
+
+/// Plans the build. `base_env` returns an image's config `Env` (`K=V`
+/// strings) for an expanded image reference when the caller can look it up
+/// cheaply; it is asked only for stages the target needs.
+pub fn plan(
+    df: &Dockerfile,
+    opts: &PlanOptions,
+    base_env: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> Result<BuildPlan, DockerfileError> {
+    let lex = ShellLex::new(df.directives.escape);
+    let build_args = BuildArgs::new(&opts.build_args);
+    let (meta, sources) = stages::split(df)?;
+
+    let target_platform = match opts.platform.as_deref() {
+        None => Platform::host(),
+        Some(text) => Platform::parse(text).ok_or_else(|| {
+            at(df, sources[0].from.span, format!("invalid target platform {text:?}"))
+                .with_help("a platform is os/arch or os/arch/variant, e.g. linux/arm64")
+        })?,
+    };
+    let platform_args = platform_vars(&target_platform, &Platform::host(), &build_args);
+    let (globals, meta_declared) = meta_args(df, meta, &lex, &build_args, platform_args)?;
+
+    let headers = stages::headers(df, &sources, &globals, &lex)?;
+    let names: Vec<Option<String>> = headers.iter().map(|h| h.name.clone()).collect();
+    let target = stages::target(df, &names, opts.target.as_deref(), sources[sources.len() - 1].from.span)?;
+
+    let bodies: Vec<Vec<&Instruction>> = (0..sources.len())
+        .map(|index| {
+            let inherited = match headers[index].base {
+                Base::Stage(parent) => triggers(&sources[parent]),
+                _ => Vec::new(),
+            };
+            inherited.into_iter().chain(sources[index].body.iter()).collect()
+        })
+        .collect();
+    let deps = bodies
+        .iter()
+        .enumerate()
+        .map(|(index, body)| stage_deps(df, &lex, &names, index, &headers[index].base, body))
+        .collect::<Result<Vec<_>, _>>()?;
+    let needed = stages::needed(&deps, target);
+
+    let mut planned: Vec<Stage> = Vec::with_capacity(sources.len());
+    let mut final_vars: Vec<StageVars> = Vec::with_capacity(sources.len());
+    let mut declared: Vec<String> = meta_declared;
+    for (index, header) in headers.into_iter().enumerate() {
+        let is_needed = needed.contains(&index);
+        let start = match &header.base {
+            Base::Stage(parent) => final_vars[*parent].clone(),
+            Base::Scratch => StageVars::from_env(Vars::default()),
+            Base::Image(image) => {
+                let env = if is_needed { base_env(image) } else { None };
+                StageVars::from_env(Vars::from_env_strings(&env.unwrap_or_default()))
+            }
+        };
+        let ctx = StageContext { df, lex, build_args: &build_args, globals: &globals, names: &names, index };
+        let (steps, vars) = match plan_stage(&ctx, start.clone(), &bodies[index]) {
+            Ok(stage) => {
+                if is_needed {
+                    declared.extend(stage.declared);
+                }
+                (stage.steps, stage.vars)
+            }
+            Err(err) if is_needed => return Err(err),
+            Err(_) => (Vec::new(), start),
+        };
+        final_vars.push(vars);
+        planned.push(Stage {
+            index,
+            name: header.name,
+            base: header.base,
+            platform: header.platform,
+            span: header.span,
+            original: header.original,
+            steps,
+            deps: deps[index].clone(),
+        });
+    }
+
+    let unused_build_args = build_args
+        .names()
+        .iter()
+        .filter(|name| !declared.contains(name) && !is_proxy_arg(name) && !is_platform_arg(name))
+        .cloned()
+        .collect();
+    Ok(BuildPlan { file: df.path.clone(), stages: planned, target, needed, unused_build_args })
+}
+
+/// The meta args: each one's value is its `--build-arg`, else its default
+/// expanded with the args before it; declared without either, it keeps a
+/// platform arg's value or stays unset. Returns the variables FROM lines
+/// see and the declared names.
+fn meta_args(
+    df: &Dockerfile,
+    meta: &[Instruction],
+    lex: &ShellLex,
+    build_args: &BuildArgs,
+    mut vars: Vars,
+) -> Result<(Vars, Vec<String>), DockerfileError> {
+    let mut declared = Vec::new();
+    for ins in meta {
+        let Command::Arg(decls) = &ins.command else { continue };
+        for decl in decls {
+            declared.push(decl.name.clone());
+            let value = match (build_args.get(&decl.name), &decl.default) {
+                (Some(value), _) => value.to_string(),
+                (None, Some(raw)) => lex
+                    .process_word(raw, &vars.to_map())
+                    .map_err(|err| at(df, ins.span, format!("expand the default of ARG {}: {err}", decl.name)))?,
+                (None, None) => continue,
+            };
+            vars.set(&decl.name, &value);
+        }
+    }
+    Ok((vars, declared))
+}
+
+/// The instructions a stage's ONBUILDs trigger in a stage built FROM it.
+fn triggers<'a>(parent: &StageSource<'a>) -> Vec<&'a Instruction> {
+    parent
+        .body
+        .iter()
+        .filter_map(|ins| match &ins.command {
+            Command::Onbuild(trigger) => Some(trigger.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The earlier stages a stage reads: its base, `COPY --from` and
+/// `RUN --mount from=`; ascending, no duplicates.
+fn stage_deps(
+    df: &Dockerfile,
+    lex: &ShellLex,
+    names: &[Option<String>],
+    index: usize,
+    base: &Base,
+    body: &[&Instruction],
+) -> Result<Vec<usize>, DockerfileError> {
+    let mut deps = Vec::new();
+    if let Base::Stage(parent) = base {
+        deps.push(*parent);
+    }
+    for ins in body {
+        let refs: Vec<(&str, &str, Result<String, String>)> = match &ins.command {
+            Command::Copy(copy) | Command::Add(copy) => {
+                copy.from.iter().map(|raw| ("copy from", raw.as_str(), copy_from_value(lex, raw))).collect()
+            }
+            Command::Run(run) => run
+                .mounts
+                .iter()
+                .flat_map(|m| m.options.iter())
+                .filter(|(key, _)| key.eq_ignore_ascii_case("from"))
+                .filter_map(|(_, value)| value.as_deref())
+                .map(|raw| ("mount from", raw, mount_from_value(lex, raw)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (verb, raw, value) in refs {
+            let value = value.map_err(|msg| at(df, ins.span, format!("--from={raw}: {msg}")).with_help(FROM_HELP))?;
+            match resolve_ref(&value, names, index, verb) {
+                Ok(StageRef::Stage(dep)) => deps.push(dep),
+                Ok(StageRef::Image(_)) => {}
+                Err((message, help)) => return Err(at(df, ins.span, message).with_help(help)),
+            }
+        }
+    }
+    deps.sort_unstable();
+    deps.dedup();
+    Ok(deps)
+}
+
+#[cfg(test)]
+mod tests;

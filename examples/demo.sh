@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# make demo: build examples/demo with kiln into a private store, export it as
+# an OCI image layout, check it with skopeo, then run it with crun (rootless
+# when you are not root).
+set -euo pipefail
+kiln=$(realpath "$1")
+out=$2
+need() { command -v "$1" >/dev/null || { echo "demo: $1 is missing: apt-get install $2" >&2; exit 1; }; }
+need umoci umoci
+need crun crun
+need skopeo skopeo
+[ -x /bin/busybox ] || { echo "demo: /bin/busybox is missing: apt-get install busybox-static" >&2; exit 1; }
+
+rm -rf "$out"
+mkdir -p "$out/context"
+cp examples/demo/Dockerfile "$out/context/"
+cp /bin/busybox "$out/context/busybox"
+
+export KILN_ROOT="$out/store"
+"$kiln" build -t kiln-demo "$out/context" -o "type=oci,dest=$out/layout"
+echo
+skopeo inspect "oci:$out/layout:kiln-demo:latest" | head -n 20
+echo
+
+umoci unpack --rootless --image "$out/layout:kiln-demo:latest" "$out/bundle" >/dev/null
+# umoci asks for a terminal; the demo runs without one.
+sed -i 's/"terminal": *true/"terminal": false/' "$out/bundle/config.json"
+echo "Running the image with crun:"
+crun --root "$out/crun" run --bundle "$out/bundle" "kiln-demo-$$"

@@ -1,0 +1,221 @@
+//! Go `filepath.Match` syntax translated to `regex`: `*`, `?`, `[...]`
+//! classes (with `^` negation and ranges) and `\` escapes. Both the
+//! .dockerignore matcher and COPY source wildcards are built on it.
+//!
+//! Validation follows Go's rules, so a pattern Go rejects (`[]a]`, `[-x]`,
+//! `[a-b-c]`, an unclosed class, a trailing `\`) is rejected here too.
+//! Every literal is escaped for the regex engine, so characters that are
+//! special to `regex` but not to Go's globs (`^`, `&&`, `~~`, nested `[`)
+//! keep their literal meaning.
+
+use regex::Regex;
+
+/// What is wrong with a glob pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error("unclosed character class")]
+    UnclosedClass,
+    #[error("malformed character class")]
+    BadClass,
+    #[error("character range {lo}-{hi} is out of order")]
+    RangeOrder { lo: char, hi: char },
+    #[error("trailing backslash")]
+    TrailingBackslash,
+    #[error("pattern does not compile: {0}")]
+    Regex(String),
+}
+
+/// One literal character, escaped for use in or out of a regex class.
+pub(crate) fn lit(ch: char) -> String {
+    regex::escape(ch.encode_utf8(&mut [0u8; 4]))
+}
+
+/// Reads a character class starting just after its `[` at `chars[start]`.
+/// Returns the regex class text and the index just past the closing `]`.
+/// Mirrors Go's `matchChunk`/`getEsc`: the class must hold at least one
+/// range, `-` and `]` must be escaped where they would be ambiguous.
+pub(crate) fn class(chars: &[char], start: usize) -> Result<(String, usize), GlobError> {
+    let mut i = start;
+    let mut out = String::from("[");
+    if chars.get(i) == Some(&'^') {
+        out.push('^');
+        i += 1;
+    }
+    let mut ranges = 0usize;
+    loop {
+        if chars.get(i) == Some(&']') && ranges > 0 {
+            out.push(']');
+            return Ok((out, i + 1));
+        }
+        let (lo, next) = class_char(chars, i)?;
+        i = next;
+        let mut hi = lo;
+        if chars.get(i) == Some(&'-') {
+            let (h, next) = class_char(chars, i + 1)?;
+            hi = h;
+            i = next;
+        }
+        if lo > hi {
+            return Err(GlobError::RangeOrder { lo, hi });
+        }
+        out.push_str(&lit(lo));
+        if hi != lo {
+            out.push('-');
+            out.push_str(&lit(hi));
+        }
+        ranges += 1;
+    }
+}
+
+/// One (possibly escaped) character inside a class, as Go's `getEsc`.
+fn class_char(chars: &[char], mut i: usize) -> Result<(char, usize), GlobError> {
+    match chars.get(i) {
+        None => return Err(GlobError::UnclosedClass),
+        Some('-') | Some(']') => return Err(GlobError::BadClass),
+        Some('\\') => i += 1,
+        Some(_) => {}
+    }
+    let ch = *chars.get(i).ok_or(GlobError::UnclosedClass)?;
+    i += 1;
+    if i >= chars.len() {
+        return Err(GlobError::UnclosedClass);
+    }
+    Ok((ch, i))
+}
+
+/// True if `word` holds an unescaped `*`, `?` or `[` (BuildKit's
+/// `containsWildcards`).
+pub fn has_wildcards(word: &str) -> bool {
+    let mut chars = word.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' => {
+                chars.next();
+            }
+            '*' | '?' | '[' => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Removes glob escapes from a component that holds no wildcard.
+pub fn unescape(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut chars = word.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+                continue;
+            }
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// A compiled Go `filepath.Match` pattern for one path component.
+#[derive(Debug, Clone)]
+pub struct ComponentGlob {
+    re: Regex,
+}
+
+impl ComponentGlob {
+    pub fn new(pattern: &str) -> Result<ComponentGlob, GlobError> {
+        let chars: Vec<char> = pattern.chars().collect();
+        let mut re = String::from("^");
+        let mut i = 0;
+        while i < chars.len() {
+            let ch = chars[i];
+            i += 1;
+            match ch {
+                '*' => re.push_str("[^/]*"),
+                '?' => re.push_str("[^/]"),
+                '[' => {
+                    let (text, next) = class(&chars, i)?;
+                    re.push_str(&text);
+                    i = next;
+                }
+                '\\' => {
+                    let next = *chars.get(i).ok_or(GlobError::TrailingBackslash)?;
+                    re.push_str(&lit(next));
+                    i += 1;
+                }
+                other => re.push_str(&lit(other)),
+            }
+        }
+        re.push('$');
+        let re = Regex::new(&re).map_err(|e| GlobError::Regex(e.to_string()))?;
+        Ok(ComponentGlob { re })
+    }
+
+    pub fn is_match(&self, name: &str) -> bool {
+        self.re.is_match(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Go's filepath.Match table (as re-typed in moby/patternmatcher's tests).
+    #[test]
+    fn go_match_table() {
+        let ok: &[(&str, &str, bool)] = &[
+            ("abc", "abc", true),
+            ("*", "abc", true),
+            ("*c", "abc", true),
+            ("a*", "a", true),
+            ("a*", "abc", true),
+            ("a*b?c*x", "abxbbxdbxebxczzx", true),
+            ("a*b?c*x", "abxbbxdbxebxczzy", false),
+            ("ab[c]", "abc", true),
+            ("ab[b-d]", "abc", true),
+            ("ab[e-g]", "abc", false),
+            ("ab[^c]", "abc", false),
+            ("ab[^b-d]", "abc", false),
+            ("ab[^e-g]", "abc", true),
+            ("a\\*b", "a*b", true),
+            ("a\\*b", "ab", false),
+            ("a?b", "a☺b", true),
+            ("a[^a]b", "a☺b", true),
+            ("a???b", "a☺b", false),
+            ("a[^a][^a][^a]b", "a☺b", false),
+            ("[a-ζ]*", "α", true),
+            ("*[a-ζ]", "A", false),
+            ("a?b", "a/b", false),
+            ("a*b", "a/b", false),
+            ("[\\]a]", "]", true),
+            ("[\\-]", "-", true),
+            ("[x\\-]", "x", true),
+            ("[x\\-]", "-", true),
+            ("[x\\-]", "z", false),
+            ("[\\-x]", "x", true),
+            ("[\\-x]", "-", true),
+            ("[\\-x]", "a", false),
+            ("*x", "xxx", true),
+            ("[[]", "[", true),
+            ("a^b", "a^b", true),
+            ("[a&&b]", "&", true),
+        ];
+        for (pat, name, want) in ok {
+            let g = ComponentGlob::new(pat).unwrap_or_else(|e| panic!("{pat}: {e}"));
+            assert_eq!(g.is_match(name), *want, "pattern {pat:?} name {name:?}");
+        }
+        let bad = ["[]a]", "[-]", "[x-]", "[-x]", "\\", "[a-b-c]", "[", "[^", "[^bc", "a[", "[z-a]"];
+        for pat in bad {
+            assert!(ComponentGlob::new(pat).is_err(), "{pat:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn wildcard_detection() {
+        assert!(has_wildcards("*.txt"));
+        assert!(has_wildcards("a/b?"));
+        assert!(has_wildcards("[ab]"));
+        assert!(!has_wildcards("plain/file.txt"));
+        assert!(!has_wildcards("a\\*b"));
+        assert_eq!(unescape("a\\*b"), "a*b");
+    }
+}

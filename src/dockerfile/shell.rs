@@ -1,0 +1,562 @@
+//! Shell-word expansion as docker applies it to instruction arguments.
+//!
+//! This follows BuildKit's `frontend/dockerfile/shell` lexer, which imitates a
+//! small part of POSIX sh: single and double quotes, the escape character
+//! (`\` or `` ` ``), `$NAME`, `${NAME}` and the modifiers `:-` `-` `:+` `+`
+//! `:?` `?` `#` `##` `%` `%%` `/` `//`. Nothing is executed (no command
+//! substitution, no globbing). Unset variables expand to the empty string.
+//!
+//! Words are split only on whitespace that is unquoted and not escaped;
+//! whitespace that comes out of a variable's value splits too (like sh),
+//! whitespace inside quotes never does.
+
+use std::collections::HashMap;
+
+use regex::Regex;
+
+/// Why an expansion failed. Messages match BuildKit's so users recognise them.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum ShellError {
+    #[error("failed to process {word:?}: unexpected end of statement while looking for matching {expected}")]
+    Unterminated { word: String, expected: String },
+    #[error("failed to process {word:?}: syntax error: missing '}}'")]
+    MissingBrace { word: String },
+    #[error("failed to process {word:?}: syntax error: missing '/' in ${{}}")]
+    MissingSlash { word: String },
+    #[error("failed to process {word:?}: syntax error: bad substitution")]
+    BadSubstitution { word: String },
+    #[error("failed to process {word:?}: unsupported modifier ({modifier}) in substitution")]
+    UnsupportedModifier { word: String, modifier: String },
+    /// `${NAME?message}` / `${NAME:?message}` on an unset (or empty) variable.
+    #[error("failed to process {word:?}: {name}: {message}")]
+    Required { word: String, name: String, message: String },
+    #[error("failed to process {word:?}: invalid pattern ({pattern}) in substitution: {reason}")]
+    InvalidPattern { word: String, pattern: String, reason: String },
+}
+
+/// A failure without the word it happened in; `ShellLex` adds the word.
+#[derive(Debug)]
+enum Fail {
+    Unterminated(String),
+    MissingBrace,
+    MissingSlash,
+    BadSubstitution,
+    UnsupportedModifier(String),
+    Required { name: String, message: String },
+    InvalidPattern { pattern: String, reason: String },
+}
+
+impl Fail {
+    fn in_word(self, word: &str) -> ShellError {
+        let word = word.to_string();
+        match self {
+            Fail::Unterminated(expected) => ShellError::Unterminated { word, expected },
+            Fail::MissingBrace => ShellError::MissingBrace { word },
+            Fail::MissingSlash => ShellError::MissingSlash { word },
+            Fail::BadSubstitution => ShellError::BadSubstitution { word },
+            Fail::UnsupportedModifier(modifier) => ShellError::UnsupportedModifier { word, modifier },
+            Fail::Required { name, message } => ShellError::Required { word, name, message },
+            Fail::InvalidPattern { pattern, reason } => ShellError::InvalidPattern { word, pattern, reason },
+        }
+    }
+}
+
+/// The shell-word expander for one Dockerfile (its escape character).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShellLex {
+    escape: char,
+}
+
+impl ShellLex {
+    pub fn new(escape: char) -> Self {
+        ShellLex { escape }
+    }
+
+    /// Expand one word: quotes removed, `$V`, `${V}` and its modifiers
+    /// replaced, escapes resolved. Unset variables expand to "".
+    pub fn process_word(&self, word: &str, env: &HashMap<String, String>) -> Result<String, ShellError> {
+        self.run(word, env).map(|(text, _)| text)
+    }
+
+    /// Expand and split into words on unquoted whitespace.
+    pub fn process_words(&self, word: &str, env: &HashMap<String, String>) -> Result<Vec<String>, ShellError> {
+        self.run(word, env).map(|(_, words)| words)
+    }
+
+    /// Expand a heredoc body (`COPY <<EOF` with an unquoted delimiter):
+    /// `$` forms and `\` escapes only; quotes are ordinary text. BuildKit
+    /// uses `\` here whatever the escape directive says.
+    pub fn process_heredoc(&self, body: &str, env: &HashMap<String, String>) -> Result<String, ShellError> {
+        let mut lexer = Lexer::new(body, '\\', env);
+        lexer.skip_quotes = true;
+        lexer.process_until(None, false).map(|(text, _)| text).map_err(|fail| fail.in_word(body))
+    }
+
+    fn run(&self, word: &str, env: &HashMap<String, String>) -> Result<(String, Vec<String>), ShellError> {
+        let mut lexer = Lexer::new(word, self.escape, env);
+        lexer.process_until(None, false).map_err(|fail| fail.in_word(word))
+    }
+}
+
+/// Collects the split words while the expanded text is built.
+#[derive(Default)]
+struct Words {
+    word: String,
+    words: Vec<String>,
+    /// True once something (even an empty quoted string) started a word.
+    in_word: bool,
+}
+
+impl Words {
+    /// A character that came from unquoted text or a variable's value:
+    /// whitespace ends the current word.
+    fn add_char(&mut self, ch: char) {
+        if ch.is_whitespace() {
+            if self.in_word && !self.word.is_empty() {
+                self.words.push(std::mem::take(&mut self.word));
+                self.in_word = false;
+            }
+        } else {
+            self.add_raw_char(ch);
+        }
+    }
+
+    fn add_raw_char(&mut self, ch: char) {
+        self.word.push(ch);
+        self.in_word = true;
+    }
+
+    fn add_str(&mut self, text: &str) {
+        text.chars().for_each(|ch| self.add_char(ch));
+    }
+
+    /// Quoted text: kept whole, whitespace included.
+    fn add_raw_str(&mut self, text: &str) {
+        self.word.push_str(text);
+        self.in_word = true;
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        // An empty quoted string alone ("") makes no word, as in BuildKit.
+        if !self.word.is_empty() {
+            self.words.push(self.word);
+        }
+        self.words
+    }
+}
+
+struct Lexer<'a> {
+    chars: Vec<char>,
+    pos: usize,
+    escape: char,
+    env: &'a HashMap<String, String>,
+    /// Keep escape characters in the output: pattern words of `#`, `%` and
+    /// `/` need them to tell `\*` from `*`.
+    raw_escapes: bool,
+    /// Quotes are plain characters (heredoc bodies).
+    skip_quotes: bool,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(text: &str, escape: char, env: &'a HashMap<String, String>) -> Self {
+        Lexer { chars: text.chars().collect(), pos: 0, escape, env, raw_escapes: false, skip_quotes: false }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let ch = self.peek();
+        if ch.is_some() {
+            self.pos += 1;
+        }
+        ch
+    }
+
+    /// Expands until `stop` (consumed) or, when `stop` is `None`, the end.
+    fn process_until(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), Fail> {
+        let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
+        let outcome = self.process_until_inner(stop);
+        self.raw_escapes = saved;
+        outcome
+    }
+
+    fn process_until_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), Fail> {
+        let mut result = String::new();
+        let mut words = Words::default();
+        while let Some(ch) = self.peek() {
+            if Some(ch) == stop {
+                self.pos += 1;
+                return Ok((result, words.finish()));
+            }
+            match ch {
+                '$' => {
+                    let value = self.dollar()?;
+                    result.push_str(&value);
+                    words.add_str(&value);
+                }
+                '\'' if !self.skip_quotes => {
+                    let value = self.single_quoted()?;
+                    result.push_str(&value);
+                    words.add_raw_str(&value);
+                }
+                '"' if !self.skip_quotes => {
+                    let value = self.double_quoted()?;
+                    result.push_str(&value);
+                    words.add_raw_str(&value);
+                }
+                _ if ch == self.escape => {
+                    self.pos += 1;
+                    if self.raw_escapes {
+                        words.add_raw_char(ch);
+                        result.push(ch);
+                    }
+                    // An escape at the very end is dropped (a line continuation
+                    // that the parser already joined).
+                    let Some(escaped) = self.next() else { break };
+                    words.add_raw_char(escaped);
+                    result.push(escaped);
+                }
+                _ => {
+                    self.pos += 1;
+                    words.add_char(ch);
+                    result.push(ch);
+                }
+            }
+        }
+        match stop {
+            Some(stop) => Err(Fail::Unterminated(stop.to_string())),
+            None => Ok((result, words.finish())),
+        }
+    }
+
+    /// `'...'`: everything literal up to the next single quote.
+    fn single_quoted(&mut self) -> Result<String, Fail> {
+        self.pos += 1;
+        let mut result = String::new();
+        loop {
+            match self.next() {
+                None => return Err(Fail::Unterminated("single-quote".into())),
+                Some('\'') => return Ok(result),
+                Some(ch) => result.push(ch),
+            }
+        }
+    }
+
+    /// `"..."`: literal except `$` expansions; the escape character escapes
+    /// only `"`, `$` and itself and is kept before anything else.
+    fn double_quoted(&mut self) -> Result<String, Fail> {
+        self.pos += 1;
+        let mut result = String::new();
+        loop {
+            match self.peek() {
+                None => return Err(Fail::Unterminated("double-quote".into())),
+                Some('"') => {
+                    self.pos += 1;
+                    return Ok(result);
+                }
+                Some('$') => result.push_str(&self.dollar()?),
+                Some(ch) => {
+                    self.pos += 1;
+                    if ch != self.escape {
+                        result.push(ch);
+                        continue;
+                    }
+                    if self.raw_escapes {
+                        result.push(ch);
+                    }
+                    match self.peek() {
+                        // An escape right before the end is dropped; the
+                        // missing quote is reported on the next turn.
+                        None => {}
+                        Some(next) if next == '"' || next == '$' || next == self.escape => {
+                            self.pos += 1;
+                            result.push(next);
+                        }
+                        Some(_) => result.push(ch),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `$NAME`, `${NAME}` or `${NAME<modifier>word}`, at a `$`.
+    fn dollar(&mut self) -> Result<String, Fail> {
+        self.pos += 1;
+        if self.peek() != Some('{') {
+            let name = self.name();
+            if name.is_empty() {
+                return Ok("$".into());
+            }
+            return Ok(self.lookup(&name).unwrap_or_default().to_string());
+        }
+        self.pos += 1;
+        match self.peek() {
+            None => return Err(Fail::MissingBrace),
+            Some('{' | '}' | ':') => return Err(Fail::BadSubstitution),
+            Some(_) => {}
+        }
+        let name = self.name();
+        let Some(ch) = self.next() else {
+            // BuildKit calls this an unsupported modifier; the missing brace
+            // is the clearer story.
+            return Err(Fail::MissingBrace);
+        };
+        match ch {
+            '}' => Ok(self.lookup(&name).unwrap_or_default().to_string()),
+            ':' => {
+                let modifier = self.next();
+                let label = format!(":{}", modifier.map(String::from).unwrap_or_default());
+                self.modifier(&name, modifier, true, label)
+            }
+            '+' | '-' | '?' | '#' | '%' => self.modifier(&name, Some(ch), false, ch.to_string()),
+            '/' => self.replace(&name),
+            _ => Err(Fail::UnsupportedModifier(ch.to_string())),
+        }
+    }
+
+    /// The `${NAME<op>word}` forms; `null_is_unset` is true after a `:`.
+    fn modifier(&mut self, name: &str, op: Option<char>, null_is_unset: bool, label: String) -> Result<String, Fail> {
+        let raw = matches!(op, Some('#' | '%'));
+        let (word, _) =
+            self.process_until(Some('}'), raw).map_err(|fail| self.at_end_means(fail, Fail::MissingBrace))?;
+        let value = self.lookup(name);
+        let unset = value.is_none() || (null_is_unset && value == Some(""));
+        match op {
+            Some('-') => Ok(if unset { word } else { value.unwrap_or_default().to_string() }),
+            Some('+') => Ok(if unset { String::new() } else { word }),
+            Some('?') => {
+                let default = match value {
+                    None => "is not allowed to be unset",
+                    Some(_) if unset => "is not allowed to be empty",
+                    Some(v) => return Ok(v.to_string()),
+                };
+                let message = if word.is_empty() { default.to_string() } else { word };
+                Err(Fail::Required { name: name.to_string(), message })
+            }
+            Some(op @ ('#' | '%')) => {
+                let value = value.unwrap_or_default();
+                let (pattern, greedy) = match word.strip_prefix(op) {
+                    Some(rest) => (rest.to_string(), true),
+                    None => (word, false),
+                };
+                if op == '%' {
+                    trim_suffix(&pattern, value, greedy)
+                } else {
+                    trim_prefix(&pattern, value, greedy)
+                }
+            }
+            _ => Err(Fail::UnsupportedModifier(label)),
+        }
+    }
+
+    /// `${NAME/pattern/replacement}` and `${NAME//pattern/replacement}`.
+    fn replace(&mut self, name: &str) -> Result<String, Fail> {
+        let all = self.peek() == Some('/');
+        if all {
+            self.pos += 1;
+        }
+        let (pattern, _) =
+            self.process_until(Some('/'), true).map_err(|fail| self.at_end_means(fail, Fail::MissingSlash))?;
+        let (replacement, _) =
+            self.process_until(Some('}'), true).map_err(|fail| self.at_end_means(fail, Fail::MissingBrace))?;
+        let value = self.lookup(name).unwrap_or_default();
+        let re = pattern_regex(&pattern, true, false)?;
+        let found = if all {
+            re.replace_all(value, regex::NoExpand(&replacement)).into_owned()
+        } else {
+            re.replace(value, regex::NoExpand(&replacement)).into_owned()
+        };
+        Ok(found)
+    }
+
+    /// A nested failure that ran off the end of the word is reported as the
+    /// missing closing delimiter, like BuildKit does.
+    fn at_end_means(&self, fail: Fail, instead: Fail) -> Fail {
+        if self.peek().is_none() {
+            instead
+        } else {
+            fail
+        }
+    }
+
+    /// A variable name: letters, digits and `_`; or a run of digits
+    /// (positional parameter); or one special parameter character.
+    fn name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(ch) = self.peek() {
+            if name.is_empty() && ch.is_numeric() {
+                while let Some(digit) = self.peek().filter(|c| c.is_numeric()) {
+                    name.push(digit);
+                    self.pos += 1;
+                }
+                return name;
+            }
+            if name.is_empty() && is_special_param(ch) {
+                self.pos += 1;
+                return ch.to_string();
+            }
+            if !ch.is_alphanumeric() && ch != '_' {
+                break;
+            }
+            name.push(ch);
+            self.pos += 1;
+        }
+        name
+    }
+
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.env.get(name).map(String::as_str)
+    }
+}
+
+/// The sh special parameters (`$@`, `$#`, ...); never set in a Dockerfile.
+fn is_special_param(ch: char) -> bool {
+    matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
+}
+
+/// Converts a shell wildcard pattern (`*`, `?`, escapes; no bracket
+/// expressions) to a regex. `greedy` picks the longest `*` match.
+fn pattern_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, Fail> {
+    let invalid = |reason: String| Fail::InvalidPattern { pattern: pattern.to_string(), reason };
+    let mut out = String::with_capacity(pattern.len() + 4);
+    if anchored {
+        out.push('^');
+    }
+    let mut chars = pattern.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '*' => out.push_str(if greedy { ".*" } else { ".*?" }),
+            '?' => out.push('.'),
+            '\\' => {
+                // `\}` and `\/` only protected the delimiter of `${...}`.
+                if matches!(chars.peek(), Some('}' | '/')) {
+                    continue;
+                }
+                match chars.next() {
+                    Some(escaped @ ('*' | '?' | '\\')) => {
+                        out.push('\\');
+                        out.push(escaped);
+                    }
+                    Some(other) => return Err(invalid(format!("invalid escape '\\{other}'"))),
+                    None => return Err(invalid("invalid escape at end of pattern".into())),
+                }
+            }
+            _ => out.push_str(&regex::escape(&ch.to_string())),
+        }
+    }
+    Regex::new(&out).map_err(|err| invalid(err.to_string()))
+}
+
+fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, Fail> {
+    let re = pattern_regex(pattern, greedy, true)?;
+    Ok(match re.find(value) {
+        Some(found) => value[found.end()..].to_string(),
+        None => value.to_string(),
+    })
+}
+
+/// Regexes cannot find the shortest match that ends at the end, so both the
+/// pattern and the value are reversed and the prefix is trimmed instead.
+fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, Fail> {
+    let reversed: String = value.chars().rev().collect();
+    let trimmed = trim_prefix(&reverse_pattern(pattern), &reversed, greedy)?;
+    Ok(trimmed.chars().rev().collect())
+}
+
+/// Reverses a pattern but keeps each escape before the character it escapes.
+fn reverse_pattern(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut pieces: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '\\' && i + 1 < chars.len() {
+            pieces.push(chars[i..i + 2].iter().collect());
+            i += 2;
+        } else {
+            pieces.push(chars[i].to_string());
+            i += 1;
+        }
+    }
+    pieces.into_iter().rev().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn word(input: &str, pairs: &[(&str, &str)]) -> Result<String, ShellError> {
+        ShellLex::new('\\').process_word(input, &env(pairs))
+    }
+
+    #[test]
+    fn trims_prefix_and_suffix_patterns() {
+        let vars = [("F", "dir/sub/file.tar.gz")];
+        assert_eq!(word("${F#*/}", &vars).unwrap(), "sub/file.tar.gz");
+        assert_eq!(word("${F##*/}", &vars).unwrap(), "file.tar.gz");
+        assert_eq!(word("${F%.*}", &vars).unwrap(), "dir/sub/file.tar");
+        assert_eq!(word("${F%%.*}", &vars).unwrap(), "dir/sub/file");
+        assert_eq!(word("${F%.zip}", &vars).unwrap(), "dir/sub/file.tar.gz");
+        assert_eq!(word("${F#dir?}", &vars).unwrap(), "sub/file.tar.gz");
+    }
+
+    #[test]
+    fn escaped_wildcards_match_literally() {
+        let vars = [("V", "a*b*c")];
+        assert_eq!(word(r"${V#a\*}", &vars).unwrap(), "b*c");
+        assert_eq!(word(r"${V%\*c}", &vars).unwrap(), "a*b");
+        assert!(matches!(word(r"${V#\x}", &vars), Err(ShellError::InvalidPattern { .. })));
+    }
+
+    #[test]
+    fn replaces_first_or_all() {
+        let vars = [("V", "a.b.c")];
+        assert_eq!(word("${V/./-}", &vars).unwrap(), "a-b.c");
+        assert_eq!(word("${V//./-}", &vars).unwrap(), "a-b-c");
+        assert_eq!(word("${V/x/y}", &vars).unwrap(), "a.b.c");
+        assert_eq!(word("${V//./$}", &vars).unwrap(), "a$b$c");
+        assert!(matches!(word("${V/a", &vars), Err(ShellError::MissingSlash { .. })));
+        assert!(matches!(word("${V/a/b", &vars), Err(ShellError::MissingBrace { .. })));
+    }
+
+    #[test]
+    fn backtick_escape() {
+        let lex = ShellLex::new('`');
+        let vars = env(&[("A", "x")]);
+        assert_eq!(lex.process_word(r"C:\path\$A", &vars).unwrap(), r"C:\path\x");
+        assert_eq!(lex.process_word("`$A", &vars).unwrap(), "$A");
+        assert_eq!(lex.process_word("\"a`\"b\"", &vars).unwrap(), "a\"b");
+    }
+
+    #[test]
+    fn error_messages_name_the_word() {
+        let err = word("he${XXX:?}", &[]).unwrap_err();
+        assert_eq!(err.to_string(), "failed to process \"he${XXX:?}\": XXX: is not allowed to be unset");
+        let err = word("${A:?must be set}", &[("A", "")]).unwrap_err();
+        assert_eq!(err.to_string(), "failed to process \"${A:?must be set}\": A: must be set");
+        let err = word("'abc", &[]).unwrap_err();
+        assert!(err.to_string().ends_with("looking for matching single-quote"), "{err}");
+    }
+
+    #[test]
+    fn heredoc_bodies_keep_quotes() {
+        let lex = ShellLex::new('`');
+        let vars = env(&[("NAME", "kiln")]);
+        let body = "echo \"hi $NAME\" '$NAME' \\$NAME\n";
+        assert_eq!(lex.process_heredoc(body, &vars).unwrap(), "echo \"hi kiln\" 'kiln' $NAME\n");
+    }
+
+    #[test]
+    fn words_split_on_unquoted_whitespace_only() {
+        let lex = ShellLex::new('\\');
+        let vars = env(&[("V", "a b")]);
+        assert_eq!(lex.process_words("x $V 'y z' \"\" w", &vars).unwrap(), ["x", "a", "b", "y z", "w"]);
+        assert_eq!(lex.process_words("${U:-\"p q\"}", &vars).unwrap(), ["p", "q"]);
+        assert!(lex.process_words("", &vars).unwrap().is_empty());
+    }
+}

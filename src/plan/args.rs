@@ -1,0 +1,275 @@
+//! Build arguments: `--build-arg` values, the predefined platform args, the
+//! meta args (ARGs before the first FROM) and the variables a stage sees.
+
+use std::collections::HashMap;
+
+/// An ordered set of variables; setting an existing name replaces its value
+/// in place (its position stays, as docker keeps it in history and env).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Vars(Vec<(String, String)>);
+
+impl Vars {
+    pub(crate) fn set(&mut self, name: &str, value: &str) {
+        match self.0.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1 = value.to_string(),
+            None => self.0.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub(crate) fn to_map(&self) -> HashMap<String, String> {
+        self.0.iter().cloned().collect()
+    }
+
+    /// `K=V` strings as an image config stores them.
+    pub(crate) fn from_env_strings(env: &[String]) -> Self {
+        let mut vars = Vars::default();
+        for entry in env {
+            let (key, value) = entry.split_once('=').unwrap_or((entry, ""));
+            vars.set(key, value);
+        }
+        vars
+    }
+}
+
+/// The `--build-arg`s: later ones win; a name given without a value that the
+/// caller could not resolve (`None`) counts as given but sets nothing.
+#[derive(Debug, Default)]
+pub(crate) struct BuildArgs {
+    names: Vec<String>,
+    values: HashMap<String, String>,
+}
+
+impl BuildArgs {
+    pub(crate) fn new(args: &[(String, Option<String>)]) -> Self {
+        let mut out = BuildArgs::default();
+        for (name, value) in args {
+            if !out.names.contains(name) {
+                out.names.push(name.clone());
+            }
+            match value {
+                Some(value) => out.values.insert(name.clone(), value.clone()),
+                None => out.values.remove(name),
+            };
+        }
+        out
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// Names in the order first given.
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// The proxy args docker passes to RUN without an ARG declaration and never
+/// reports as unused.
+pub(crate) fn is_proxy_arg(name: &str) -> bool {
+    const PROXY: [&str; 5] = ["HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"];
+    PROXY.iter().any(|p| *p == name || p.to_ascii_lowercase() == name)
+}
+
+/// The platform args BuildKit defines for every build.
+pub(crate) fn is_platform_arg(name: &str) -> bool {
+    PLATFORM_ARGS.contains(&name)
+}
+
+const PLATFORM_ARGS: [&str; 8] = [
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETARCH",
+    "TARGETVARIANT",
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDARCH",
+    "BUILDVARIANT",
+];
+
+/// `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let valid = |s: &&str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        match parts[..] {
+            [os, arch] if valid(&os) && valid(&arch) => Some(Platform::new(os, arch, None)),
+            [os, arch, variant] if valid(&os) && valid(&arch) && valid(&variant) => {
+                Some(Platform::new(os, arch, Some(variant)))
+            }
+            _ => None,
+        }
+    }
+
+    fn new(os: &str, arch: &str, variant: Option<&str>) -> Self {
+        Platform {
+            os: os.to_ascii_lowercase(),
+            arch: arch.to_ascii_lowercase(),
+            variant: variant.map(str::to_ascii_lowercase),
+        }
+    }
+
+    /// The machine kiln runs on, in OCI names.
+    pub(crate) fn host() -> Self {
+        let (arch, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "aarch64" => ("arm64", None),
+            "x86" => ("386", None),
+            "arm" => ("arm", Some("v7")),
+            "powerpc64" => ("ppc64le", None),
+            other => (other, None),
+        };
+        Platform::new("linux", arch, variant)
+    }
+
+    pub(crate) fn format(&self) -> String {
+        match &self.variant {
+            Some(variant) => format!("{}/{}/{}", self.os, self.arch, variant),
+            None => format!("{}/{}", self.os, self.arch),
+        }
+    }
+
+    /// TARGET* (or BUILD*) args for this platform.
+    fn args(&self, prefix: &str) -> [(String, String); 4] {
+        [
+            (format!("{prefix}PLATFORM"), self.format()),
+            (format!("{prefix}OS"), self.os.clone()),
+            (format!("{prefix}ARCH"), self.arch.clone()),
+            (format!("{prefix}VARIANT"), self.variant.clone().unwrap_or_default()),
+        ]
+    }
+}
+
+/// The variables every FROM line sees before any meta ARG: the platform
+/// args, each replaced by a `--build-arg` of the same name if given.
+pub(crate) fn platform_vars(target: &Platform, build: &Platform, build_args: &BuildArgs) -> Vars {
+    let mut vars = Vars::default();
+    for (name, value) in target.args("TARGET").into_iter().chain(build.args("BUILD")) {
+        let value = build_args.get(&name).map(str::to_string).unwrap_or(value);
+        vars.set(&name, &value);
+    }
+    vars
+}
+
+/// What a stage's instructions see: the environment (base image + ENV) and
+/// the ARGs in scope. ENV wins over an ARG of the same name whatever their
+/// order, as the Dockerfile reference says.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StageVars {
+    pub env: Vars,
+    /// In declaration order; `None` = declared without any value.
+    pub args: Vec<(String, Option<String>)>,
+}
+
+/// The PATH BuildKit adds when a base image sets none.
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl StageVars {
+    pub(crate) fn from_env(mut env: Vars) -> Self {
+        if !env.contains("PATH") {
+            env.set("PATH", DEFAULT_PATH);
+        }
+        StageVars { env, args: Vec::new() }
+    }
+
+    pub(crate) fn declare_arg(&mut self, name: &str, value: Option<String>) {
+        match self.args.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.args.push((name.to_string(), value)),
+        }
+    }
+
+    pub(crate) fn is_declared(&self, name: &str) -> bool {
+        self.args.iter().any(|(k, _)| k == name)
+    }
+
+    /// The variables expansion uses.
+    pub(crate) fn expansion_env(&self) -> HashMap<String, String> {
+        let mut map: HashMap<String, String> =
+            self.args.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone()))).collect();
+        map.extend(self.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        map
+    }
+
+    /// ARGs with a value, in order, for RUN's environment.
+    pub(crate) fn valued_args(&self) -> Vec<(String, String)> {
+        self.args.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone()))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_build_args_win_and_none_unsets() {
+        let args = BuildArgs::new(&[
+            ("A".into(), Some("1".into())),
+            ("B".into(), Some("x".into())),
+            ("A".into(), Some("2".into())),
+            ("B".into(), None),
+        ]);
+        assert_eq!(args.get("A"), Some("2"));
+        assert_eq!(args.get("B"), None);
+        assert_eq!(args.names(), ["A", "B"]);
+    }
+
+    #[test]
+    fn platforms_parse_and_format() {
+        let p = Platform::parse("linux/ARM64/v8").unwrap();
+        assert_eq!(p.format(), "linux/arm64/v8");
+        assert!(Platform::parse("linux").is_none());
+        assert!(Platform::parse("linux//x").is_none());
+        assert!(Platform::parse("a/b/c/d").is_none());
+    }
+
+    #[test]
+    fn platform_vars_take_overrides() {
+        let target = Platform::parse("linux/arm/v7").unwrap();
+        let build = Platform::parse("linux/amd64").unwrap();
+        let vars = platform_vars(&target, &build, &BuildArgs::new(&[("BUILDOS".into(), Some("plan9".into()))]));
+        assert_eq!(vars.get("TARGETPLATFORM"), Some("linux/arm/v7"));
+        assert_eq!(vars.get("TARGETVARIANT"), Some("v7"));
+        assert_eq!(vars.get("BUILDVARIANT"), Some(""));
+        assert_eq!(vars.get("BUILDOS"), Some("plan9"));
+    }
+
+    #[test]
+    fn env_wins_over_args_in_expansion() {
+        let mut vars = StageVars::from_env(Vars::from_env_strings(&["X=env".into()]));
+        vars.declare_arg("X", Some("arg".into()));
+        vars.declare_arg("Y", Some("arg".into()));
+        vars.declare_arg("Z", None);
+        let env = vars.expansion_env();
+        assert_eq!(env["X"], "env");
+        assert_eq!(env["Y"], "arg");
+        assert!(!env.contains_key("Z"));
+        assert_eq!(env["PATH"], DEFAULT_PATH);
+        assert_eq!(vars.valued_args(), [("X".to_string(), "arg".to_string()), ("Y".into(), "arg".into())]);
+    }
+
+    #[test]
+    fn proxy_args_in_both_cases() {
+        assert!(is_proxy_arg("HTTP_PROXY") && is_proxy_arg("no_proxy"));
+        assert!(!is_proxy_arg("Http_Proxy") && !is_proxy_arg("PROXY"));
+    }
+}
