@@ -850,7 +850,7 @@ pub fn read_image(layout: &Path, reference: &str) -> Image {
     let diff_ids = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
     let layer_descs = manifest["layers"].as_array().cloned().unwrap_or_default();
     assert_eq!(diff_ids.len(), layer_descs.len(), "config diff_ids and manifest layers differ in number");
-    let layers = layer_descs
+    let layers: Vec<Layer> = layer_descs
         .iter()
         .zip(&diff_ids)
         .map(|(d, diff_id)| {
@@ -866,6 +866,17 @@ pub fn read_image(layout: &Path, reference: &str) -> Image {
             Layer { media_type, digest, entries: tar_entries(&tar) }
         })
         .collect();
+    // OCI: the history entries that are not empty_layer match the layers one to one.
+    if let Some(history) = config["history"].as_array() {
+        let non_empty = history.iter().filter(|h| h["empty_layer"] != Value::Bool(true)).count();
+        assert_eq!(
+            non_empty,
+            layers.len(),
+            "history has {non_empty} non-empty entries but the image has {} layers: {}",
+            layers.len(),
+            serde_json::to_string_pretty(history).unwrap()
+        );
+    }
     Image { manifest_digest, manifest, config_digest, config, layers }
 }
 
