@@ -7,7 +7,6 @@ kiln=$(realpath "$1")
 out=$2
 need() { command -v "$1" >/dev/null || { echo "demo: $1 is missing: apt-get install $2" >&2; exit 1; }; }
 need umoci umoci
-need crun crun
 need skopeo skopeo
 [ -x /bin/busybox ] || { echo "demo: /bin/busybox is missing: apt-get install busybox-static" >&2; exit 1; }
 
@@ -25,5 +24,8 @@ echo
 umoci unpack --rootless --image "$out/layout:kiln-demo:latest" "$out/bundle" >/dev/null
 # umoci asks for a terminal; the demo runs without one.
 sed -i 's/"terminal": *true/"terminal": false/' "$out/bundle/config.json"
-echo "Running the image with crun:"
-crun --root "$out/crun" run --bundle "$out/bundle" "kiln-demo-$$"
+# runc copes with hybrid cgroup hierarchies that crun 1.8 refuses; either will do.
+if command -v runc >/dev/null; then runtime=runc; elif command -v crun >/dev/null; then runtime=crun; else
+    echo "demo: no OCI runtime: apt-get install runc (or crun)" >&2; exit 1; fi
+echo "Running the image with $runtime:"
+"$runtime" --root "$out/$runtime" run --bundle "$out/bundle" "kiln-demo-$$"

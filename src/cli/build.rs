@@ -195,7 +195,7 @@ fn dockerfile_path(args: &BuildArgs) -> anyhow::Result<PathBuf> {
 fn open_context(args: &BuildArgs, dockerfile: Option<&Path>) -> anyhow::Result<BuildContext> {
     let dir = Path::new(&args.context);
     anyhow::ensure!(dir.is_dir(), "the build context {} is not a directory", dir.display());
-    let ignore = crate::context::find_ignore_file(dir, dockerfile);
+    let ignore = BuildContext::find_ignore_file(dir, dockerfile);
     BuildContext::from_dir(dir, ignore.as_deref()).with_context(|| format!("open the build context {}", dir.display()))
 }
 

@@ -12,7 +12,7 @@ use kiln_overlay::compress;
 use kiln_overlay::layer::entry_from_path;
 use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
 
-use crate::context::dockerignore::DockerIgnore;
+use crate::context::DockerIgnore;
 use crate::context::{BuildContext, ContextEntry, SourceMatch};
 use crate::plan::CopyStep;
 
@@ -32,7 +32,7 @@ pub enum CopyError {
     #[error("--checksum is only supported for ADD from a URL, not for the local source {0}")]
     ChecksumLocal(String),
     #[error("invalid --exclude pattern")]
-    Exclude(#[source] crate::context::dockerignore::IgnoreError),
+    Exclude(#[source] crate::context::IgnoreError),
     #[error("read {path}")]
     Read {
         path: PathBuf,

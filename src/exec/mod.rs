@@ -105,7 +105,7 @@ pub fn build(
         new_layer_bytes: 0,
         scratch: tempfile::Builder::new()
             .prefix("build-")
-            .tempdir_in(store.scratch_dir())
+            .tempdir_in(store.tmp_dir())
             .map_err(|e| ExecError::Layer(e))?,
     };
     let started = Instant::now();

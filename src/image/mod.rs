@@ -2,3 +2,5 @@
 
 pub mod config;
 pub mod manifest;
+pub mod reference;
+pub mod transport;

@@ -1,0 +1,185 @@
+//! Where images come from and go to besides a registry: the store, OCI
+//! layout directories and archives, and `docker save` archives.
+//!
+//! Imports copy blobs into the store, checking every digest while copying,
+//! and do not tag; exports read from the store.
+
+mod docker;
+mod oci;
+mod source;
+mod tarout;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::image::manifest::Descriptor;
+use crate::store::{Image, Store, StoreError};
+
+pub use docker::write_docker_archive;
+pub use oci::write_oci_archive;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A name or id in kiln's store.
+    Store(String),
+    /// `oci:DIR[:TAG]`
+    OciDir { path: PathBuf, tag: Option<String> },
+    /// `oci-archive:FILE[:TAG]`
+    OciArchive { path: PathBuf, tag: Option<String> },
+    /// `docker-archive:FILE`
+    DockerArchive { path: PathBuf },
+}
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("image store")]
+    Store(#[from] StoreError),
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{action} in {source_name}")]
+    Json {
+        action: String,
+        source_name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{0} is not an OCI image layout (no oci-layout file)")]
+    NotALayout(String),
+    #[error("unsupported OCI layout version {version} in {source_name}")]
+    LayoutVersion { source_name: String, version: String },
+    #[error("{0} holds no images")]
+    NoImages(String),
+    #[error("no image tagged '{tag}' in {source_name} (tags: {})", list_or_none(.available))]
+    TagNotFound { tag: String, source_name: String, available: Vec<String> },
+    #[error("{source_name} holds more than one image; name one by tag (tags: {})", list_or_none(.available))]
+    Ambiguous { source_name: String, available: Vec<String> },
+    #[error("index {digest} has no manifest for {wanted} (platforms: {})", list_or_none(.available))]
+    NoPlatform { digest: String, wanted: String, available: Vec<String> },
+    #[error("image indexes nest deeper than {0} levels")]
+    NestedTooDeep(usize),
+    #[error("{name} is missing from {source_name}")]
+    Missing { name: String, source_name: String },
+    #[error("invalid digest '{digest}' in {source_name}")]
+    InvalidDigest { digest: String, source_name: String },
+    #[error("{what} in {source_name} does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch { what: String, source_name: String, expected: String, actual: String },
+    #[error("image has {layers} layers but its config lists {diff_ids} diff ids")]
+    LayerCount { layers: usize, diff_ids: usize },
+    #[error("layer {digest} has media type {media_type}, which kiln cannot convert")]
+    UnsupportedLayer { digest: String, media_type: String },
+    #[error("no image '{0}' in the store")]
+    NotInStore(String),
+    #[error("archive links form a loop or chain too long at {0}")]
+    LinkLoop(String),
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Parses `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` and `docker-archive:FILE`;
+/// anything else names an image in the store. As in skopeo, the path ends at
+/// its first ':'.
+pub fn parse_transport(s: &str) -> Transport {
+    let split = |rest: &str| match rest.split_once(':') {
+        Some((path, tag)) => (PathBuf::from(path), Some(tag.to_string()).filter(|t| !t.is_empty())),
+        None => (PathBuf::from(rest), None),
+    };
+    if let Some(rest) = s.strip_prefix("oci:") {
+        let (path, tag) = split(rest);
+        Transport::OciDir { path, tag }
+    } else if let Some(rest) = s.strip_prefix("oci-archive:") {
+        let (path, tag) = split(rest);
+        Transport::OciArchive { path, tag }
+    } else if let Some(rest) = s.strip_prefix("docker-archive:") {
+        Transport::DockerArchive { path: PathBuf::from(rest) }
+    } else {
+        Transport::Store(s.to_string())
+    }
+}
+
+/// Copies the image `t` names into the store (without tagging it) and returns
+/// it. For `Transport::Store` it only looks the image up.
+pub fn import(store: &Store, t: &Transport) -> Result<Image, TransportError> {
+    match t {
+        Transport::Store(name) => {
+            let descriptor = store.resolve(name)?.ok_or_else(|| TransportError::NotInStore(name.clone()))?;
+            Ok(store.load_image(&descriptor)?)
+        }
+        Transport::OciDir { path, tag } => {
+            let mut source = source::DirSource::new(path);
+            oci::import_layout(store, &mut source, tag.as_deref())
+        }
+        Transport::OciArchive { path, tag } => {
+            let mut source = source::TarSource::open(path, &store.tmp_dir())?;
+            oci::import_layout(store, &mut source, tag.as_deref())
+        }
+        Transport::DockerArchive { path } => {
+            let mut source = source::TarSource::open(path, &store.tmp_dir())?;
+            docker::import_docker_archive(store, &mut source)
+        }
+    }
+}
+
+/// Writes the images into the OCI layout at `dest`, creating it if missing
+/// and otherwise merging: an entry with the same ref name is replaced.
+pub fn export_oci_dir(
+    store: &Store,
+    images: &[(Option<String>, Descriptor)],
+    dest: &Path,
+) -> Result<(), TransportError> {
+    oci::export_dir(store, images, dest)
+}
+
+/// Writes an OCI layout as a tar file (entries in a fixed order, zero
+/// timestamps), replacing `dest_file` atomically.
+pub fn export_oci_archive(
+    store: &Store,
+    images: &[(Option<String>, Descriptor)],
+    dest_file: &Path,
+) -> Result<(), TransportError> {
+    tarout::write_file_atomically(dest_file, |w| write_oci_archive(store, images, w))
+}
+
+/// Writes a `docker save` archive (manifest.json, `<hex>.json` configs,
+/// uncompressed `<diff id hex>.tar` layers, repositories) that `docker load`
+/// and `podman load` read, replacing `dest_file` atomically.
+pub fn export_docker_archive(
+    store: &Store,
+    images: &[(Vec<String>, Descriptor)],
+    dest_file: &Path,
+) -> Result<(), TransportError> {
+    tarout::write_file_atomically(dest_file, |w| write_docker_archive(store, images, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_transports() {
+        assert_eq!(parse_transport("app:v1"), Transport::Store("app:v1".into()));
+        assert_eq!(parse_transport("oci:/tmp/l"), Transport::OciDir { path: "/tmp/l".into(), tag: None });
+        assert_eq!(parse_transport("oci:/tmp/l:"), Transport::OciDir { path: "/tmp/l".into(), tag: None });
+        assert_eq!(
+            parse_transport("oci:l:v1:extra"),
+            Transport::OciDir { path: "l".into(), tag: Some("v1:extra".into()) }
+        );
+        assert_eq!(
+            parse_transport("oci-archive:a.tar:latest"),
+            Transport::OciArchive { path: "a.tar".into(), tag: Some("latest".into()) }
+        );
+        assert_eq!(parse_transport("docker-archive:x.tar"), Transport::DockerArchive { path: "x.tar".into() });
+    }
+}

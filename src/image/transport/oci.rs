@@ -1,0 +1,421 @@
+//! OCI image layouts in and out: directories (merged in place) and tar
+//! archives of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use tempfile::NamedTempFile;
+
+use super::source::Source;
+use super::tarout::TarOut;
+use super::TransportError;
+use crate::image::manifest::{Descriptor, Index, Manifest, Platform, DOCKER_MANIFEST_LIST, OCI_INDEX, REF_NAME};
+use crate::store::{parse_manifest, sha256_digest, sha256_hex, Image, Store};
+
+/// How deep indexes may nest before we give up.
+const MAX_INDEX_DEPTH: usize = 8;
+
+#[derive(Deserialize)]
+struct OciLayout {
+    #[serde(rename = "imageLayoutVersion")]
+    image_layout_version: String,
+}
+
+/// Imports the image `tag` (or the only image) of an OCI layout.
+pub fn import_layout(store: &Store, source: &mut dyn Source, tag: Option<&str>) -> Result<Image, TransportError> {
+    let index = read_layout_index(&*source)?;
+    let entry = select_entry(&index, tag, &source.name())?;
+    let (manifest_desc, manifest_bytes) = resolve_to_manifest(&*source, entry)?;
+    let manifest = parse_manifest(&manifest_desc.digest, &manifest_bytes)?;
+
+    // Layers and config first: a manifest in the store implies its blobs are.
+    for layer in &manifest.layers {
+        copy_blob(store, &*source, layer)?;
+    }
+    copy_blob(store, &*source, &manifest.config)?;
+    let mut writer = store.blob_writer()?;
+    writer.write_all(&manifest_bytes).map_err(|source| TransportError::Io {
+        action: "write manifest into",
+        path: store.root().to_path_buf(),
+        source,
+    })?;
+    writer.commit_expecting(&manifest_desc.digest, Some(manifest_bytes.len() as u64))?;
+
+    let mut stored =
+        Descriptor::new(&manifest_desc.media_type, manifest_desc.digest.clone(), manifest_bytes.len() as u64);
+    stored.platform = manifest_desc.platform.clone();
+    Ok(store.load_image(&stored)?)
+}
+
+fn read_layout_index(source: &dyn Source) -> Result<Index, TransportError> {
+    let layout_bytes = source.read("oci-layout")?.ok_or_else(|| TransportError::NotALayout(source.name()))?;
+    let layout: OciLayout = serde_json::from_slice(&layout_bytes).map_err(|e| TransportError::Json {
+        action: "parse oci-layout".into(),
+        source_name: source.name(),
+        source: e,
+    })?;
+    if layout.image_layout_version.split('.').next() != Some("1") {
+        return Err(TransportError::LayoutVersion { source_name: source.name(), version: layout.image_layout_version });
+    }
+    let index_bytes = source.read_required("index.json")?;
+    serde_json::from_slice(&index_bytes).map_err(|e| TransportError::Json {
+        action: "parse index.json".into(),
+        source_name: source.name(),
+        source: e,
+    })
+}
+
+/// The entry tagged `tag`, or the only image when no tag is given.
+fn select_entry<'a>(index: &'a Index, tag: Option<&str>, source_name: &str) -> Result<&'a Descriptor, TransportError> {
+    let tags = || index.manifests.iter().filter_map(|d| d.ref_name().map(str::to_string)).collect::<Vec<_>>();
+    if let Some(tag) = tag {
+        return index.manifests.iter().find(|d| d.ref_name() == Some(tag)).ok_or_else(|| TransportError::TagNotFound {
+            tag: tag.to_string(),
+            source_name: source_name.to_string(),
+            available: tags(),
+        });
+    }
+    let first = index.manifests.first().ok_or_else(|| TransportError::NoImages(source_name.to_string()))?;
+    if index.manifests.iter().any(|d| d.digest != first.digest) {
+        return Err(TransportError::Ambiguous { source_name: source_name.to_string(), available: tags() });
+    }
+    Ok(first)
+}
+
+/// Follows indexes down to the manifest for this machine's platform; returns
+/// its descriptor and verified bytes.
+fn resolve_to_manifest(source: &dyn Source, entry: &Descriptor) -> Result<(Descriptor, Vec<u8>), TransportError> {
+    let mut current = entry.clone();
+    for _ in 0..MAX_INDEX_DEPTH {
+        let bytes = read_blob(source, &current)?;
+        if !is_index(&current.media_type, &bytes) {
+            return Ok((current, bytes));
+        }
+        let index: Index = serde_json::from_slice(&bytes).map_err(|e| TransportError::Json {
+            action: format!("parse index {}", current.digest),
+            source_name: source.name(),
+            source: e,
+        })?;
+        current = pick_platform(&index, &current.digest)?.clone();
+    }
+    Err(TransportError::NestedTooDeep(MAX_INDEX_DEPTH))
+}
+
+fn is_index(media_type: &str, bytes: &[u8]) -> bool {
+    if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
+        return true;
+    }
+    #[derive(Deserialize)]
+    struct Probe {
+        manifests: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Probe>(bytes).is_ok_and(|p| p.manifests.is_some())
+}
+
+fn pick_platform<'a>(index: &'a Index, digest: &str) -> Result<&'a Descriptor, TransportError> {
+    let host = host_platform();
+    let matches = |p: &Platform| p.os == host.os && p.architecture == host.architecture;
+    if let Some(found) = index.manifests.iter().find(|d| d.platform.as_ref().is_some_and(matches)) {
+        return Ok(found);
+    }
+    if let [only] = index.manifests.as_slice() {
+        return Ok(only);
+    }
+    Err(TransportError::NoPlatform {
+        digest: digest.to_string(),
+        wanted: format!("{}/{}", host.os, host.architecture),
+        available: index
+            .manifests
+            .iter()
+            .filter_map(|d| d.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)))
+            .collect(),
+    })
+}
+
+/// This machine's platform in OCI (GOARCH) spelling.
+pub fn host_platform() -> Platform {
+    let architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    };
+    Platform { architecture: architecture.to_string(), os: std::env::consts::OS.to_string(), ..Platform::default() }
+}
+
+fn blob_rel(source: &dyn Source, digest: &str) -> Result<String, TransportError> {
+    let hex = sha256_hex(digest)
+        .ok_or_else(|| TransportError::InvalidDigest { digest: digest.to_string(), source_name: source.name() })?;
+    Ok(format!("blobs/sha256/{hex}"))
+}
+
+/// Reads a small blob and checks its digest and size.
+fn read_blob(source: &dyn Source, desc: &Descriptor) -> Result<Vec<u8>, TransportError> {
+    let bytes = source.read_required(&blob_rel(source, &desc.digest)?)?;
+    let actual = sha256_digest(&bytes);
+    if actual != desc.digest || bytes.len() as u64 != desc.size {
+        return Err(TransportError::DigestMismatch {
+            what: format!("blob {} ({} bytes)", desc.digest, bytes.len()),
+            source_name: source.name(),
+            expected: desc.digest.clone(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Streams a blob into the store unless it is there already; the store
+/// refuses it if digest or size differ.
+fn copy_blob(store: &Store, source: &dyn Source, desc: &Descriptor) -> Result<(), TransportError> {
+    if store.has_blob(&desc.digest) {
+        return Ok(());
+    }
+    let rel = blob_rel(source, &desc.digest)?;
+    let mut reader =
+        source.open(&rel)?.ok_or_else(|| TransportError::Missing { name: rel.clone(), source_name: source.name() })?;
+    let mut writer = store.blob_writer()?;
+    io::copy(&mut reader, &mut writer).map_err(|e| TransportError::Io {
+        action: "copy blob from",
+        path: PathBuf::from(format!("{}/{rel}", source.name())),
+        source: e,
+    })?;
+    writer.commit_expecting(&desc.digest, Some(desc.size))?;
+    Ok(())
+}
+
+/// An image's manifest descriptor (with its real size) and the blobs it refers to.
+fn image_blobs(store: &Store, manifest: &Descriptor) -> Result<(Descriptor, Vec<Descriptor>), TransportError> {
+    let bytes = store.read_blob(&manifest.digest)?;
+    let parsed: Manifest = parse_manifest(&manifest.digest, &bytes)?;
+    let mut sized = manifest.clone();
+    sized.size = bytes.len() as u64;
+    let mut blobs = vec![parsed.config];
+    blobs.extend(parsed.layers);
+    Ok((sized, blobs))
+}
+
+/// The index entry for an exported image: no store annotations, only its ref name.
+fn index_entry(name: &Option<String>, manifest: &Descriptor) -> Descriptor {
+    let mut entry = Descriptor::new(&manifest.media_type, manifest.digest.clone(), manifest.size);
+    entry.platform = manifest.platform.clone();
+    if let Some(name) = name {
+        entry.annotations = Some(BTreeMap::from([(REF_NAME.to_string(), name.clone())]));
+    }
+    entry
+}
+
+fn merge_entry(index: &mut Index, entry: Descriptor) {
+    match entry.ref_name() {
+        Some(name) => {
+            let name = name.to_string();
+            index.manifests.retain(|d| d.ref_name() != Some(name.as_str()));
+        }
+        None => index.manifests.retain(|d| !(d.ref_name().is_none() && d.digest == entry.digest)),
+    }
+    index.manifests.push(entry);
+}
+
+pub fn export_dir(store: &Store, images: &[(Option<String>, Descriptor)], dest: &Path) -> Result<(), TransportError> {
+    let io_err = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| TransportError::Io { action, path: p, source }
+    };
+    let blob_dir = dest.join("blobs").join("sha256");
+    fs::create_dir_all(&blob_dir).map_err(io_err("create directory", &blob_dir))?;
+    let layout_path = dest.join("oci-layout");
+    let dest_source = super::source::DirSource::new(dest);
+    let mut index = if layout_path.exists() {
+        read_layout_index(&dest_source).or_else(|e| match e {
+            // A layout without an index yet (e.g. interrupted before) starts empty.
+            TransportError::Missing { .. } => Ok(Index::default()),
+            other => Err(other),
+        })?
+    } else {
+        write_replacing(dest, &layout_path, &layout_bytes())?;
+        Index::default()
+    };
+
+    for (name, manifest) in images {
+        let (manifest, blobs) = image_blobs(store, manifest)?;
+        for blob in std::iter::once(&manifest).chain(&blobs) {
+            let hex = sha256_hex(&blob.digest).ok_or_else(|| TransportError::InvalidDigest {
+                digest: blob.digest.clone(),
+                source_name: store.root().display().to_string(),
+            })?;
+            let target = blob_dir.join(hex);
+            if !target.exists() {
+                copy_store_blob_to(store, &blob.digest, &blob_dir, &target)?;
+            }
+        }
+        merge_entry(&mut index, index_entry(name, &manifest));
+    }
+    let mut bytes = serde_json::to_vec_pretty(&index).map_err(|e| TransportError::Json {
+        action: "serialize index.json".into(),
+        source_name: dest.display().to_string(),
+        source: e,
+    })?;
+    bytes.push(b'\n');
+    write_replacing(dest, &dest.join("index.json"), &bytes)
+}
+
+fn layout_bytes() -> Vec<u8> {
+    br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()
+}
+
+/// Copies a store blob into `dir` under a temp name, checking its digest,
+/// then renames it to `target`.
+fn copy_store_blob_to(store: &Store, digest: &str, dir: &Path, target: &Path) -> Result<(), TransportError> {
+    let io_err = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| TransportError::Io { action, path: p, source }
+    };
+    let mut reader = HashingReader::new(store.open_blob(digest)?);
+    let mut tmp = NamedTempFile::with_prefix_in(".tmp-", dir).map_err(io_err("create temp file in", dir))?;
+    io::copy(&mut reader, tmp.as_file_mut()).map_err(io_err("copy blob to", target))?;
+    let actual = reader.digest();
+    if actual != digest {
+        return Err(TransportError::DigestMismatch {
+            what: "blob".into(),
+            source_name: store.root().display().to_string(),
+            expected: digest.to_string(),
+            actual,
+        });
+    }
+    make_readable(&tmp, target)?;
+    tmp.as_file().sync_all().map_err(io_err("fsync", target))?;
+    tmp.persist(target).map_err(|e| TransportError::Io {
+        action: "rename blob into",
+        path: target.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// Replaces `path` (inside `dir`) atomically.
+fn write_replacing(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), TransportError> {
+    let io_err = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| TransportError::Io { action, path: p, source }
+    };
+    let mut tmp = NamedTempFile::with_prefix_in(".tmp-", dir).map_err(io_err("create temp file in", dir))?;
+    tmp.write_all(bytes).map_err(io_err("write", path))?;
+    make_readable(&tmp, path)?;
+    tmp.as_file().sync_all().map_err(io_err("fsync", path))?;
+    tmp.persist(path).map_err(|e| TransportError::Io {
+        action: "rename into",
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// Temp files are created 0600; exported files get the usual 0644.
+pub fn make_readable(tmp: &NamedTempFile, target: &Path) -> Result<(), TransportError> {
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644)).map_err(|source| TransportError::Io {
+        action: "set permissions of",
+        path: target.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes the images as a tar of an OCI layout: oci-layout, index.json, then
+/// blobs sorted by digest, all with zero timestamps and root ownership.
+pub fn write_oci_archive<W: Write>(
+    store: &Store,
+    images: &[(Option<String>, Descriptor)],
+    out: W,
+) -> Result<(), TransportError> {
+    let mut index = Index::default();
+    let mut blobs = BTreeSet::new();
+    for (name, manifest) in images {
+        let (manifest, image_blobs) = image_blobs(store, manifest)?;
+        merge_entry(&mut index, index_entry(name, &manifest));
+        blobs.insert(manifest.digest);
+        blobs.extend(image_blobs.into_iter().map(|b| b.digest));
+    }
+    let mut index_bytes = serde_json::to_vec_pretty(&index).map_err(|e| TransportError::Json {
+        action: "serialize index.json".into(),
+        source_name: "archive".into(),
+        source: e,
+    })?;
+    index_bytes.push(b'\n');
+
+    let mut tar = TarOut::new(out);
+    tar.file("oci-layout", &layout_bytes())?;
+    tar.file("index.json", &index_bytes)?;
+    tar.dir("blobs/")?;
+    tar.dir("blobs/sha256/")?;
+    for digest in &blobs {
+        let hex = sha256_hex(digest).ok_or_else(|| TransportError::InvalidDigest {
+            digest: digest.clone(),
+            source_name: store.root().display().to_string(),
+        })?;
+        tar.store_blob(store, digest, &format!("blobs/sha256/{hex}"))?;
+    }
+    tar.finish()
+}
+
+/// Hashes what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader { inner, hasher: Sha256::new() }
+    }
+
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(digest: &str, name: Option<&str>) -> Descriptor {
+        index_entry(&name.map(str::to_string), &Descriptor::new(crate::image::manifest::OCI_MANIFEST, digest.into(), 1))
+    }
+
+    #[test]
+    fn selects_by_tag_or_uniqueness() {
+        let mut index = Index::default();
+        assert!(matches!(select_entry(&index, None, "x"), Err(TransportError::NoImages(_))));
+        index.manifests = vec![entry("sha256:a", Some("v1")), entry("sha256:a", Some("v2"))];
+        assert_eq!(select_entry(&index, None, "x").unwrap().digest, "sha256:a");
+        index.manifests.push(entry("sha256:b", Some("v3")));
+        let err = select_entry(&index, None, "x").unwrap_err();
+        assert!(err.to_string().contains("v1, v2, v3"), "{err}");
+        assert_eq!(select_entry(&index, Some("v3"), "x").unwrap().digest, "sha256:b");
+        let err = select_entry(&index, Some("nope"), "x").unwrap_err();
+        assert!(matches!(err, TransportError::TagNotFound { .. }));
+    }
+
+    #[test]
+    fn merge_replaces_same_ref_name() {
+        let mut index = Index::default();
+        merge_entry(&mut index, entry("sha256:a", Some("v1")));
+        merge_entry(&mut index, entry("sha256:b", Some("v1")));
+        merge_entry(&mut index, entry("sha256:c", None));
+        merge_entry(&mut index, entry("sha256:c", None));
+        let got: Vec<_> = index.manifests.iter().map(|d| (d.digest.as_str(), d.ref_name())).collect();
+        assert_eq!(got, vec![("sha256:b", Some("v1")), ("sha256:c", None)]);
+    }
+}

@@ -1,0 +1,61 @@
+//! Exclusive advisory locks on files under `<root>/kiln/`.
+//!
+//! flock locks belong to an open file description, so two `Store`s (threads
+//! or processes) exclude each other, and the lock goes away with the process
+//! if kiln is killed.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use super::StoreError;
+
+/// Held until dropped.
+#[derive(Debug)]
+pub struct StoreLock {
+    _flock: Flock<File>,
+    path: PathBuf,
+}
+
+impl StoreLock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Takes an exclusive lock on `path`, waiting (with one log line) if another
+/// holder has it.
+pub(crate) fn acquire(path: &Path, what: &str) -> Result<StoreLock, StoreError> {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| StoreError::Io { action: "open lock file", path: path.to_path_buf(), source })
+    };
+    let lock_err =
+        |errno: Errno| StoreError::Io { action: "lock", path: path.to_path_buf(), source: std::io::Error::from(errno) };
+    let flock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+        Ok(flock) => flock,
+        Err((file, Errno::EWOULDBLOCK)) => {
+            log::info!("waiting for another kiln process to release the {what} lock ({})", path.display());
+            lock_blocking(file).map_err(lock_err)?
+        }
+        Err((_, errno)) => return Err(lock_err(errno)),
+    };
+    Ok(StoreLock { _flock: flock, path: path.to_path_buf() })
+}
+
+fn lock_blocking(mut file: File) -> Result<Flock<File>, Errno> {
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(flock) => return Ok(flock),
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, errno)) => return Err(errno),
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Image transports: round trips through OCI dirs, OCI archives and docker
+//! archives, checked with skopeo, umoci and oci-image-tool where installed.
+
+mod store_util;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use kiln::image::manifest::{Descriptor, Index, Platform, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, REF_NAME};
+use kiln::image::transport::{
+    export_docker_archive, export_oci_archive, export_oci_dir, import, parse_transport, Transport, TransportError,
+};
+use kiln::store::{sha256_digest, Image, Store};
+use store_util::*;
+
+fn layer_files(store: &Store, layer: &Descriptor) -> BTreeMap<String, String> {
+    let bytes = store.read_blob(&layer.digest).unwrap();
+    let tar_bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut out).unwrap();
+        out
+    } else {
+        bytes
+    };
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    let mut files = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut content = String::new();
+        entry.read_to_string(&mut content).unwrap();
+        files.insert(entry.path().unwrap().to_string_lossy().into_owned(), content);
+    }
+    files
+}
+
+/// Same config, same layer contents.
+fn assert_same_image(a_store: &Store, a: &Image, b_store: &Store, b: &Image) {
+    assert_eq!(a.config_digest, b.config_digest, "image id survives the trip");
+    assert_eq!(a.config, b.config);
+    assert_eq!(a.manifest.layers.len(), b.manifest.layers.len());
+    for (la, lb) in a.manifest.layers.iter().zip(&b.manifest.layers) {
+        assert_eq!(layer_files(a_store, la), layer_files(b_store, lb));
+    }
+}
+
+fn fresh_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn oci_dir_round_trip_and_merge() {
+    let (dir, store) = fresh_store();
+    let a = simple_image(&store, "a", true);
+    let b = simple_image(&store, "b", false);
+    store.tag("app:v1", &a).unwrap(); // the store's annotation must not leak into the export
+    let a_desc = store.resolve("app:v1").unwrap().unwrap();
+    let out = dir.path().join("layout");
+
+    export_oci_dir(&store, &[(Some("v1".into()), a_desc.clone())], &out).unwrap();
+    export_oci_dir(&store, &[(Some("v2".into()), b.clone()), (Some("latest".into()), b.clone())], &out).unwrap();
+    // Re-exporting a tag replaces it.
+    export_oci_dir(&store, &[(Some("latest".into()), a.clone())], &out).unwrap();
+
+    let index: Index = serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    let refs: Vec<_> = index.manifests.iter().map(|d| (d.ref_name().unwrap(), d.digest.as_str())).collect();
+    assert_eq!(refs, vec![("v1", a.digest.as_str()), ("v2", b.digest.as_str()), ("latest", a.digest.as_str())]);
+    assert!(index.manifests.iter().all(|d| d.annotations.as_ref().unwrap().len() == 1));
+
+    let layout = path_str(&out);
+    // oci-image-tool 1.0.0-rc1 calls a ref "not unique" when two tags share a
+    // manifest, so validate all refs at once rather than by name.
+    tool("oci-image-tool", &["validate", "--type", "image", layout]);
+    for tag in ["v1", "v2", "latest"] {
+        if let Some(json) = tool("skopeo", &["inspect", &format!("oci:{layout}:{tag}")]) {
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
+        }
+        if let Some(stat) = tool("umoci", &["stat", "--image", &format!("{layout}:{tag}")]) {
+            assert!(stat.contains("test layer"), "{stat}");
+        }
+    }
+
+    let (_d2, other) = fresh_store();
+    for (tag, want) in [("v1", &a), ("v2", &b)] {
+        let t = parse_transport(&format!("oci:{layout}:{tag}"));
+        let imported = import(&other, &t).unwrap();
+        assert_eq!(imported.manifest_digest, want.digest, "manifest bytes are copied as is");
+        assert_same_image(&store, &store.load_image(want).unwrap(), &other, &imported);
+        other.tag(tag, &imported.descriptor).unwrap();
+    }
+    // Several images and no tag: the error lists the tags.
+    let err = import(&other, &Transport::OciDir { path: out.clone(), tag: None }).unwrap_err();
+    assert!(matches!(err, TransportError::Ambiguous { .. }));
+    assert!(err.to_string().contains("v1, v2, latest"), "{err}");
+    let err = import(&other, &Transport::OciDir { path: out.clone(), tag: Some("nope".into()) }).unwrap_err();
+    assert!(matches!(err, TransportError::TagNotFound { .. }), "{err}");
+
+    // Importing from the store transport just looks the image up.
+    let same = import(&other, &Transport::Store("v2".into())).unwrap();
+    assert_eq!(same.manifest_digest, b.digest);
+}
+
+#[test]
+fn oci_dir_import_verifies_digests() {
+    let (dir, store) = fresh_store();
+    let a = simple_image(&store, "a", false);
+    let out = dir.path().join("layout");
+    export_oci_dir(&store, &[(Some("v1".into()), a.clone())], &out).unwrap();
+    let image = store.load_image(&a).unwrap();
+    let layer = &image.manifest.layers[1];
+    let layer_path = out.join("blobs/sha256").join(&layer.digest[7..]);
+    let mut bytes = std::fs::read(&layer_path).unwrap();
+    bytes[600] ^= 0xff;
+    std::fs::write(&layer_path, bytes).unwrap();
+
+    let (_d2, other) = fresh_store();
+    let err = import(&other, &parse_transport(&format!("oci:{}:v1", out.display()))).unwrap_err();
+    assert!(err.to_string().contains("image store") || err.to_string().contains("digest"), "{err}");
+    assert!(!other.has_blob(&layer.digest));
+    assert!(!other.has_blob(&a.digest), "no manifest without its layers");
+    assert_eq!(std::fs::read_dir(other.root().join("kiln/tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn oci_dir_import_follows_a_nested_index() {
+    let (dir, store) = fresh_store();
+    let a = simple_image(&store, "a", true);
+    let out = dir.path().join("layout");
+    export_oci_dir(&store, &[(Some("multi".into()), a.clone())], &out).unwrap();
+
+    // Wrap the manifest in an index with a second, foreign platform.
+    let mut own = a.clone();
+    own.platform = Some(Platform { architecture: host_arch().into(), os: "linux".into(), ..Default::default() });
+    let mut foreign = own.clone();
+    foreign.digest = sha256_digest(b"not stored");
+    foreign.platform = Some(Platform { architecture: "s390x".into(), os: "linux".into(), ..Default::default() });
+    let nested = Index { manifests: vec![foreign, own], ..Default::default() };
+    let nested_bytes = serde_json::to_vec(&nested).unwrap();
+    let nested_digest = sha256_digest(&nested_bytes);
+    std::fs::write(out.join("blobs/sha256").join(&nested_digest[7..]), &nested_bytes).unwrap();
+    let mut top = Descriptor::new(OCI_INDEX, nested_digest, nested_bytes.len() as u64);
+    top.annotations = Some(BTreeMap::from([(REF_NAME.to_string(), "multi".to_string())]));
+    let index = Index { manifests: vec![top], ..Default::default() };
+    std::fs::write(out.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let (_d2, other) = fresh_store();
+    let imported = import(&other, &Transport::OciDir { path: out, tag: None }).unwrap();
+    assert_eq!(imported.manifest_digest, a.digest);
+}
+
+#[test]
+fn oci_archive_round_trip_is_deterministic() {
+    let (dir, store) = fresh_store();
+    let a = simple_image(&store, "a", true);
+    let b = simple_image(&store, "b", true);
+    let images = [(Some("latest".to_string()), a.clone()), (Some("b".to_string()), b.clone())];
+    let f1 = dir.path().join("one.tar");
+    let f2 = dir.path().join("two.tar");
+    export_oci_archive(&store, &images, &f1).unwrap();
+    export_oci_archive(&store, &images, &f2).unwrap();
+    assert_eq!(std::fs::read(&f1).unwrap(), std::fs::read(&f2).unwrap());
+
+    if let Some(json) = tool("skopeo", &["inspect", &format!("oci-archive:{}:latest", f1.display())]) {
+        assert!(json.contains(&a.digest), "{json}");
+    }
+    // The archive unpacks to a valid layout.
+    let unpacked = dir.path().join("unpacked");
+    tar::Archive::new(std::fs::File::open(&f1).unwrap()).unpack(&unpacked).unwrap();
+    tool("oci-image-tool", &["validate", "--type", "image", path_str(&unpacked)]);
+
+    let (_d2, other) = fresh_store();
+    let imported = import(&other, &parse_transport(&format!("oci-archive:{}:b", f1.display()))).unwrap();
+    assert_eq!(imported.manifest_digest, b.digest);
+    assert_same_image(&store, &store.load_image(&b).unwrap(), &other, &imported);
+
+    // A gzip'd copy of the archive imports too.
+    let gz = dir.path().join("one.tar.gz");
+    std::fs::write(&gz, gzip(&std::fs::read(&f1).unwrap())).unwrap();
+    let (_d3, third) = fresh_store();
+    let imported = import(&third, &Transport::OciArchive { path: gz, tag: Some("latest".into()) }).unwrap();
+    assert_eq!(imported.manifest_digest, a.digest);
+}
+
+#[test]
+fn docker_archive_round_trip() {
+    let (dir, store) = fresh_store();
+    let a = simple_image(&store, "a", true); // gzip layers are decompressed on export
+    let file = dir.path().join("docker.tar");
+    export_docker_archive(&store, &[(vec!["app:latest".into(), "app:v1".into()], a.clone())], &file).unwrap();
+
+    // The archive has docker's shape.
+    let mut archive = tar::Archive::new(std::fs::File::open(&file).unwrap());
+    let mut names = Vec::new();
+    let mut manifest_json = Vec::new();
+    let mut repositories = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        if name == "manifest.json" {
+            entry.read_to_end(&mut manifest_json).unwrap();
+        } else if name == "repositories" {
+            entry.read_to_end(&mut repositories).unwrap();
+        }
+        names.push(name);
+    }
+    let image = store.load_image(&a).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_json).unwrap();
+    assert_eq!(manifest[0]["Config"], format!("{}.json", &image.config_digest[7..]));
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["app:latest", "app:v1"]));
+    let layers: Vec<String> = image.config.rootfs.diff_ids.iter().map(|d| format!("{}.tar", &d[7..])).collect();
+    assert_eq!(manifest[0]["Layers"], serde_json::json!(layers));
+    let repos: serde_json::Value = serde_json::from_slice(&repositories).unwrap();
+    assert_eq!(repos["app"]["v1"], layers[1].trim_end_matches(".tar"));
+    assert!(names.contains(&layers[0]));
+
+    if let Some(json) = tool("skopeo", &["inspect", &format!("docker-archive:{}", file.display())]) {
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
+    }
+
+    let (_d2, other) = fresh_store();
+    let imported = import(&other, &parse_transport(&format!("docker-archive:{}", file.display()))).unwrap();
+    assert_same_image(&store, &image, &other, &imported);
+    assert!(imported.manifest.layers.iter().all(|l| l.media_type == OCI_LAYER_TAR));
+    for (layer, diff_id) in imported.manifest.layers.iter().zip(&imported.config.rootfs.diff_ids) {
+        assert_eq!(&layer.digest, diff_id, "uncompressed layer blob is its diff id");
+    }
+}
+
+#[test]
+fn docker_archive_from_skopeo_imports() {
+    let (dir, store) = fresh_store();
+    let a = simple_image(&store, "a", true);
+    let layout = dir.path().join("layout");
+    export_oci_dir(&store, &[(Some("v1".into()), a.clone())], &layout).unwrap();
+    let file = dir.path().join("skopeo.tar");
+    let copied = tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker-archive:{}:app:v1", file.display()),
+        ],
+    );
+    if copied.is_none() {
+        return;
+    }
+    let (_d2, other) = fresh_store();
+    let imported = import(&other, &Transport::DockerArchive { path: file }).unwrap();
+    assert_same_image(&store, &store.load_image(&a).unwrap(), &other, &imported);
+}
+
+#[test]
+fn legacy_docker_save_layout_with_symlinks_and_gzip() {
+    // `<id>/layer.tar` per layer, a shared layer symlinked, one layer gzip'd.
+    let l1 = layer_tar(&[("a.txt", "one\n")]);
+    let l2 = layer_tar(&[("b.txt", "two\n")]);
+    let l2_gz = gzip(&l2);
+    let diff_ids = vec![sha256_digest(&l1), sha256_digest(&l2), sha256_digest(&l1)];
+    let config = serde_json::to_vec(&config_for("legacy", diff_ids.clone())).unwrap();
+    let config_name = format!("{}.json", &sha256_digest(&config)[7..]);
+    let (id1, id2, id3) = ("1".repeat(64), "2".repeat(64), "3".repeat(64));
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": ["legacy:latest"],
+        "Layers": [format!("{id1}/layer.tar"), format!("{id2}/layer.tar"), format!("{id3}/layer.tar")],
+    }]);
+
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        builder.append_data(&mut h, name, data).unwrap();
+    };
+    add(&format!("./{id1}/layer.tar"), &l1);
+    add(&format!("{id2}/layer.tar"), &l2_gz);
+    add(&config_name, &config);
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    builder.append_link(&mut h, format!("{id3}/layer.tar"), format!("../{id1}/layer.tar")).unwrap();
+    let bytes = builder.into_inner().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("legacy.tar");
+    std::fs::File::create(&file).unwrap().write_all(&bytes).unwrap();
+    let (_d, store) = fresh_store();
+    let image = import(&store, &Transport::DockerArchive { path: file.clone() }).unwrap();
+    let types: Vec<_> = image.manifest.layers.iter().map(|l| l.media_type.as_str()).collect();
+    assert_eq!(types, vec![OCI_LAYER_TAR, OCI_LAYER_GZIP, OCI_LAYER_TAR]);
+    assert_eq!(image.manifest.layers[1].digest, sha256_digest(&l2_gz));
+    assert_eq!(image.config_digest, sha256_digest(&config));
+    assert_eq!(layer_files(&store, &image.manifest.layers[2]).get("a.txt").map(String::as_str), Some("one\n"));
+}
+
+#[test]
+fn docker_archive_wrong_diff_id_is_refused() {
+    let l1 = layer_tar(&[("a.txt", "one\n")]);
+    let config = serde_json::to_vec(&config_for("bad", vec![sha256_digest(b"wrong")])).unwrap();
+    let manifest = serde_json::json!([{ "Config": "config.json", "RepoTags": null, "Layers": ["layer.tar"] }]);
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("layer.tar", &l1[..]),
+        ("config.json", &config[..]),
+        ("manifest.json", &serde_json::to_vec(&manifest).unwrap()[..]),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        builder.append_data(&mut h, name, data).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.tar");
+    std::fs::write(&file, builder.into_inner().unwrap()).unwrap();
+    let (_d, store) = fresh_store();
+    let err = import(&store, &Transport::DockerArchive { path: file }).unwrap_err();
+    assert!(matches!(err, TransportError::DigestMismatch { .. }), "{err}");
+    assert!(!store.has_blob(&sha256_digest(&l1)));
+}
+
+/// podman with a throwaway storage root, if podman is usable here (it needs
+/// root or a working rootless setup; set KILN_TEST_PODMAN=1 to force).
+fn podman(root: &std::path::Path, args: &[&str]) -> Option<String> {
+    let is_root = nix::unistd::geteuid().is_root();
+    if !is_root && std::env::var_os("KILN_TEST_PODMAN").is_none() {
+        eprintln!("notice: not root and KILN_TEST_PODMAN unset; skipping podman checks");
+        return None;
+    }
+    let storage = root.join("storage");
+    let run = root.join("run");
+    let mut full = vec!["--root", path_str(&storage), "--runroot", path_str(&run), "--storage-driver", "vfs"];
+    full.extend_from_slice(args);
+    tool("podman", &full)
+}
+
+#[test]
+fn podman_loads_exports_and_kiln_imports_podman_saves() {
+    let (dir, store) = fresh_store();
+    let a = simple_image(&store, "podman", true);
+    let image = store.load_image(&a).unwrap();
+    let docker_tar = dir.path().join("docker.tar");
+    let oci_tar = dir.path().join("oci.tar");
+    export_docker_archive(&store, &[(vec!["localhost/kiln-test:v1".into()], a.clone())], &docker_tar).unwrap();
+    export_oci_archive(&store, &[(Some("localhost/kiln-test:v2".into()), a.clone())], &oci_tar).unwrap();
+
+    let Some(out) = podman(dir.path(), &["load", "-i", path_str(&docker_tar)]) else { return };
+    assert!(out.contains("localhost/kiln-test:v1"), "{out}");
+    podman(dir.path(), &["load", "-i", path_str(&oci_tar)]);
+    let id = podman(dir.path(), &["image", "inspect", "--format", "{{.Id}}", "localhost/kiln-test:v1"]).unwrap();
+    assert_eq!(id.trim(), &image.config_digest[7..], "podman sees kiln's image id");
+
+    // And back: podman's docker-archive and oci-archive both import.
+    for (format, transport) in [("docker-archive", "docker-archive"), ("oci-archive", "oci-archive")] {
+        let saved = dir.path().join(format!("saved-{format}.tar"));
+        podman(dir.path(), &["save", "--format", format, "-o", path_str(&saved), "localhost/kiln-test:v1"]);
+        let (_d, other) = fresh_store();
+        let t = parse_transport(&format!("{transport}:{}", saved.display()));
+        let imported = import(&other, &t).unwrap();
+        assert_eq!(imported.config.rootfs, image.config.rootfs, "{format}");
+        assert_same_image(&store, &image, &other, &imported);
+    }
+}
