@@ -1074,3 +1074,19 @@ impl Sandbox {
         self.build(BUSYBOX_DOCKERFILE, tag)
     }
 }
+
+impl Sandbox {
+    /// Validates image `reference` in the OCI layout at `layout` with
+    /// oci-image-tool. Debian ships 1.0.0-rc1, whose spelling is
+    /// `--type image --ref name=REF` (it has no `imageLayout` type) and
+    /// which predates the zstd layer media type.
+    #[track_caller]
+    pub fn validate_layout(&self, layout: &Path, reference: &str) {
+        let out = self.tool(
+            "oci-image-tool",
+            &["validate", "--type", "image", "--ref", &format!("name={reference}"), layout.to_str().unwrap()],
+        );
+        out.ok();
+        assert!(out.stdout.contains("Validation succeeded"), "{}", out.transcript());
+    }
+}

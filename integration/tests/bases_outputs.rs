@@ -37,7 +37,7 @@ fn from_store_tag_and_oci_layout() {
     let names = ref_names(&dir);
     assert_eq!(names.len(), 1, "one tagged manifest in the exported layout: {names:?}");
     let name = &names[0];
-    sb.tool("oci-image-tool", &["validate", "--type", "imageLayout", "--ref", name, dir.to_str().unwrap()]).ok();
+    sb.validate_layout(&dir, name);
     let sk = sb.tool("skopeo", &["inspect", &format!("oci:{}:{name}", dir.display())]);
     sk.ok();
     let exported = read_image(&dir, name);
@@ -126,8 +126,7 @@ fn docker_archive_round_trip() {
     assert_eq!(img.runtime()["Cmd"], orig.runtime()["Cmd"]);
     assert_eq!(sha256_hex(&img.file("bin/busybox")), sha256_hex(&std::fs::read(static_busybox()).unwrap()));
     let store = sb.store();
-    sb.tool("oci-image-tool", &["validate", "--type", "imageLayout", "--ref", "from-docker:latest", store.to_str().unwrap()])
-        .ok();
+    sb.validate_layout(&store, "from-docker:latest");
 }
 
 #[test]

