@@ -21,29 +21,21 @@ fn id_in(sb: &Sandbox, file: &str, name: &str, field: usize) -> u64 {
     out.stdout.trim().parse().unwrap_or_else(|_| panic!("{name} not in fixture {file}"))
 }
 
-#[test]
-fn chown_numeric_and_by_name() {
-    let sb = Sandbox::new();
-    with_accounts(&sb);
-    let img = sb.build(
-        "FROM scratch
-COPY passwd /etc/passwd
-COPY group /etc/group
-COPY --chown=1000:1001 f.txt /n/numeric.txt
+const CHOWN_STEPS: &str = "COPY --chown=1000:1001 f.txt /n/numeric.txt
 COPY --chown=4321 f.txt /n/uid-only.txt
 COPY --chown=app f.txt /n/user.txt
 COPY --chown=app:builders f.txt /n/user-group.txt
 COPY --chown=www-data:0 f.txt /n/name-num.txt
 COPY --chown=33:builders dir /n/dir/
 COPY f.txt /n/default.txt
-",
-        "own",
-    );
-    let app = id_in(&sb, "passwd", "app", 3);
-    let app_gid = id_in(&sb, "passwd", "app", 4);
+";
+
+fn assert_owners(sb: &Sandbox, img: &Image) {
+    let app = id_in(sb, "passwd", "app", 3);
+    let app_gid = id_in(sb, "passwd", "app", 4);
     assert_eq!(app, app_gid, "the fixture keeps app's primary group equal to its uid");
-    let builders = id_in(&sb, "group", "builders", 3);
-    let www = id_in(&sb, "passwd", "www-data", 3);
+    let builders = id_in(sb, "group", "builders", 3);
+    let www = id_in(sb, "passwd", "www-data", 3);
     let owner = |p: &str| {
         let e = img.entry(p).unwrap_or_else(|| panic!("{p} missing: {:?}", img.paths()));
         (e.uid, e.gid)
@@ -59,6 +51,34 @@ COPY f.txt /n/default.txt
     // The context files belong to the build user, yet land as root without --chown.
     assert_eq!(owner("n/default.txt"), (0, 0));
     assert_eq!(owner("etc/passwd"), (0, 0));
+}
+
+#[test]
+fn chown_names_from_the_base_image() {
+    let sb = Sandbox::new();
+    with_accounts(&sb);
+    sb.build("FROM scratch\nCOPY passwd /etc/passwd\nCOPY group /etc/group\n", "accounts");
+    let img = sb.build(&format!("FROM accounts\n{CHOWN_STEPS}"), "own");
+    assert_owners(&sb, &img);
+}
+
+#[test]
+fn chown_names_from_an_earlier_copy_in_the_same_stage() {
+    let sb = Sandbox::new();
+    with_accounts(&sb);
+    let img = sb.build(&format!("FROM scratch\nCOPY passwd /etc/passwd\nCOPY group /etc/group\n{CHOWN_STEPS}"), "own");
+    assert_owners(&sb, &img);
+}
+
+#[test]
+fn chown_names_from_an_earlier_stage_used_as_base() {
+    let sb = Sandbox::new();
+    with_accounts(&sb);
+    let img = sb.build(
+        &format!("FROM scratch AS accounts\nCOPY passwd group /etc/\n\nFROM accounts\n{CHOWN_STEPS}"),
+        "own",
+    );
+    assert_owners(&sb, &img);
 }
 
 #[test]
