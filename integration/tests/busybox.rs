@@ -62,7 +62,7 @@ fn busybox_image_is_valid_for_every_tool() {
     assert_eq!(img.config["rootfs"]["type"], "layers");
     assert_eq!(img.runtime()["Cmd"], json!(["/bin/busybox", "echo", "hi"]));
     assert_eq!(img.runtime()["Env"], json!([SCRATCH_PATH_ENV]));
-    assert!(img.runtime().get("Entrypoint").map_or(true, Value::is_null), "no ENTRYPOINT was set");
+    assert!(img.runtime().get("Entrypoint").is_none_or(Value::is_null), "no ENTRYPOINT was set");
     let history = img.history();
     assert_eq!(history.len(), 2, "one history entry per COPY and CMD: {history:?}");
     assert!(history[0]["created_by"].as_str().unwrap_or("").contains("COPY"), "{history:?}");

@@ -16,7 +16,9 @@ fn with_accounts(sb: &Sandbox) {
 
 /// The uid, gid of a name in a fixture database, read with awk (not kiln).
 fn id_in(sb: &Sandbox, file: &str, name: &str, field: usize) -> u64 {
-    let out = sb.tool("awk", &["-F:", &format!("$1 == \"{name}\" {{ print ${field} }}"), fixture(file).to_str().unwrap()]);
+    // The sandbox copy: the checkout may not be readable by the test user.
+    let copy = sb.path(&format!("ctx/{file}"));
+    let out = sb.tool("awk", &["-F:", &format!("$1 == \"{name}\" {{ print ${field} }}"), copy.to_str().unwrap()]);
     out.ok();
     out.stdout.trim().parse().unwrap_or_else(|_| panic!("{name} not in fixture {file}"))
 }
