@@ -85,6 +85,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         let store = if root.join("index.json").exists() { Store::open(&root).ok() } else { None };
         let lookup = |r: &str| store.as_ref().and_then(|s| store_env(s, r));
         let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
+        check_copy_from(&plan, store.as_ref()).map_err(|e| SourceError::new(e, &input.text))?;
         print!("{}", plan);
         warn_unused(&plan.unused_build_args);
         return Ok(0);
@@ -214,6 +215,32 @@ fn warn_unused(args: &[String]) {
     if !args.is_empty() {
         eprintln!("[Warning] one or more build args were not consumed: [{}]", args.join(" "));
     }
+}
+
+/// `--check` lint: BuildKit reads an unknown `COPY --from=name` as an image
+/// name, so a mistyped stage name only fails later, at a registry. A bare
+/// name that is no stage and no local image is almost always such a typo.
+fn check_copy_from(plan: &plan::BuildPlan, store: Option<&Store>) -> Result<(), dockerfile::DockerfileError> {
+    for &i in &plan.needed {
+        for step in &plan.stages[i].steps {
+            let plan::StepKind::Copy(c) = &step.kind else { continue };
+            let Some(plan::CopyFrom::Image(name)) = &c.from else { continue };
+            let bare = !name.contains(['/', ':', '@', '.']);
+            let local = store.is_some_and(|s| matches!(s.resolve(name), Ok(Some(_))));
+            if bare && !local {
+                let stages: Vec<String> = plan.stages.iter().filter_map(|s| s.name.clone()).collect();
+                let known = if stages.is_empty() { "this Dockerfile names no stages".to_string() } else { format!("stages: {}", stages.join(", ")) };
+                return Err(dockerfile::DockerfileError::new(
+                    &plan.file,
+                    step.span.line,
+                    step.span.column,
+                    format!("COPY --from={}: no stage has that name ({})", name, known),
+                )
+                .with_help(format!("to copy from an image, name it fully, e.g. --from=docker.io/library/{}:latest", name)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The env of a base image, for expanding `$VAR`s that the base defines.

@@ -267,7 +267,11 @@ impl Executor<'_> {
 
         let tree = state.tree.as_mut().expect("built above");
         for planned in entries.values() {
-            tree.record(&planned.meta);
+            tree.record(&planned.meta, || match &planned.data {
+                Data::Bytes(b) => Some(b.clone()),
+                Data::Host(p) => std::fs::read(p).ok(),
+                Data::None => None,
+            });
         }
         let media = match self.opts.compression {
             Compression::Gzip => manifest::OCI_LAYER_GZIP,

@@ -150,8 +150,16 @@ impl Tree {
     }
 
     /// Records an entry a COPY/ADD step just wrote, so later steps see it.
-    pub fn record(&mut self, meta: &EntryMeta) {
-        self.insert(clean(&meta.path), meta.clone());
+    /// `content` is asked for only for the files `--chown` reads.
+    pub fn record(&mut self, meta: &EntryMeta, content: impl FnOnce() -> Option<Vec<u8>>) {
+        let path = clean(&meta.path);
+        if WANTED.contains(&path.as_str()) {
+            match content() {
+                Some(c) if matches!(meta.kind, EntryKind::File) => self.files.insert(path.clone(), c),
+                _ => self.files.remove(&path),
+            };
+        }
+        self.insert(path, meta.clone());
     }
 
     pub fn get(&self, path: &str) -> Option<&EntryMeta> {
@@ -282,6 +290,12 @@ fn join(dir: &str, name: &str) -> String {
 mod tests {
     use super::*;
 
+    impl Tree {
+        fn record_meta(&mut self, m: &EntryMeta) {
+            self.record(m, || None)
+        }
+    }
+
     fn meta(path: &str, kind: EntryKind) -> EntryMeta {
         EntryMeta { path: path.into(), kind, mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0, xattrs: BTreeMap::new() }
     }
@@ -289,11 +303,11 @@ mod tests {
     #[test]
     fn resolve_follows_symlinks_inside_root() {
         let mut t = Tree::default();
-        t.record(&meta("usr", EntryKind::Dir));
-        t.record(&meta("usr/bin", EntryKind::Dir));
-        t.record(&meta("bin", EntryKind::Symlink("usr/bin".into())));
-        t.record(&meta("escape", EntryKind::Symlink("../../../etc".into())));
-        t.record(&meta("abs", EntryKind::Symlink("/usr".into())));
+        t.record_meta(&meta("usr", EntryKind::Dir));
+        t.record_meta(&meta("usr/bin", EntryKind::Dir));
+        t.record_meta(&meta("bin", EntryKind::Symlink("usr/bin".into())));
+        t.record_meta(&meta("escape", EntryKind::Symlink("../../../etc".into())));
+        t.record_meta(&meta("abs", EntryKind::Symlink("/usr".into())));
         assert_eq!(t.resolve("/bin/sh", true).unwrap(), "usr/bin/sh");
         assert_eq!(t.resolve("escape/passwd", true).unwrap(), "etc/passwd");
         assert_eq!(t.resolve("abs/bin", true).unwrap(), "usr/bin");
@@ -304,17 +318,17 @@ mod tests {
     #[test]
     fn resolve_detects_loops() {
         let mut t = Tree::default();
-        t.record(&meta("a", EntryKind::Symlink("b".into())));
-        t.record(&meta("b", EntryKind::Symlink("a".into())));
+        t.record_meta(&meta("a", EntryKind::Symlink("b".into())));
+        t.record_meta(&meta("b", EntryKind::Symlink("a".into())));
         assert!(matches!(t.resolve("a/x", true), Err(TreeError::SymlinkLoop(_))));
     }
 
     #[test]
     fn replacing_dir_with_file_drops_children() {
         let mut t = Tree::default();
-        t.record(&meta("d", EntryKind::Dir));
-        t.record(&meta("d/x", EntryKind::File));
-        t.record(&meta("d", EntryKind::File));
+        t.record_meta(&meta("d", EntryKind::Dir));
+        t.record_meta(&meta("d/x", EntryKind::File));
+        t.record_meta(&meta("d", EntryKind::File));
         assert!(t.get("d/x").is_none());
     }
 
@@ -325,6 +339,9 @@ mod tests {
             let mut h = tar::Header::new_ustar();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_cksum();
             lower.append_data(&mut h, p, data.as_bytes()).unwrap();
         }
@@ -333,6 +350,10 @@ mod tests {
         for p in [".wh.gone", "d/.wh..wh..opq", "d/c"] {
             let mut h = tar::Header::new_ustar();
             h.set_size(0);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_cksum();
             upper.append_data(&mut h, p, &[][..]).unwrap();
         }
