@@ -174,10 +174,7 @@ fn read_input(args: &BuildArgs) -> anyhow::Result<Input> {
 /// Context `-`: a tar (any compression) holding the Dockerfile, or, as docker
 /// allows, a bare Dockerfile with no context at all.
 fn stdin_context(bytes: Vec<u8>, args: &BuildArgs) -> anyhow::Result<Input> {
-    let (_, mut reader) = kiln_overlay::compress::decompress(std::io::Cursor::new(bytes.clone()))?;
-    let mut head = vec![0u8; 512];
-    let n = reader.read(&mut head).unwrap_or(0);
-    if n == 512 && kiln_overlay::compress::looks_like_tar(&head) {
+    if kiln_overlay::compress::is_archive(std::io::Cursor::new(bytes.clone()))? {
         let ctx = BuildContext::from_tar(std::io::Cursor::new(bytes), true).context("unpack the build context from stdin")?;
         let name = args.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
         let path = ctx.root().join(&name);
