@@ -171,12 +171,20 @@ struct Executor<'a> {
 
 impl Executor<'_> {
     fn stage(&mut self, stage: &Stage, prefix: &str) -> Result<StageState, ExecError> {
-        let total = stage.steps.len() + 1;
-        let _ = writeln!(self.progress, "{}STEP 1/{}: {}", prefix, total, stage.original);
         let mut state = self.base(stage).map_err(|e| self.fail(stage.span, &stage.original, e))?;
+        let triggers = self.onbuild_triggers(stage, &mut state).map_err(|e| self.fail(stage.span, &stage.original, e))?;
+        let steps: Vec<&Step> = triggers.iter().chain(stage.steps.iter()).collect();
+        let total = steps.len() + 1;
+        let _ = writeln!(self.progress, "{}STEP 1/{}: {}", prefix, total, stage.original);
+        if let Base::Image(reference) = &stage.base {
+            let _ = writeln!(self.progress, "--> using {} {}", reference, short(&state.key));
+        }
+        if !triggers.is_empty() {
+            let _ = writeln!(self.progress, "# Executing {} build trigger{}", triggers.len(), if triggers.len() == 1 { "" } else { "s" });
+        }
         let use_cache = !self.opts.no_cache
             && !self.opts.no_cache_stages.iter().any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
-        for (i, step) in stage.steps.iter().enumerate() {
+        for (i, step) in steps.into_iter().enumerate() {
             let _ = writeln!(self.progress, "{}STEP {}/{}: {}", prefix, i + 2, total, step.original);
             let pos = format!("{}/{}", stage.index, i);
             let inputs = self.inputs(&state, step).map_err(|e| self.fail(step.span, &step.original, e))?;
@@ -199,6 +207,28 @@ impl Executor<'_> {
             }
         }
         Ok(state)
+    }
+
+    /// An image base's ONBUILD triggers run first, as docker runs them, and
+    /// are not inherited further. (Stage bases are handled by the planner.)
+    fn onbuild_triggers(&self, stage: &Stage, state: &mut StageState) -> Result<Vec<Step>, Box<dyn std::error::Error + Send + Sync>> {
+        if !matches!(stage.base, Base::Image(_)) {
+            return Ok(Vec::new());
+        }
+        let Some(triggers) = state.config.config.on_build.take().filter(|t| !t.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+        let name = format!("{} (ONBUILD of {})", self.plan.file, stage.original);
+        let df = crate::dockerfile::parse(&text, &name)?;
+        let env = state.config.config.env.clone();
+        let plan = crate::plan::plan(&df, &crate::plan::PlanOptions { build_args: Vec::new(), target: None, platform: None }, &|_| env.clone())?;
+        let mut steps = plan.stages.into_iter().next().map(|s| s.steps).unwrap_or_default();
+        for step in &mut steps {
+            // Errors point at the FROM that pulled the trigger in.
+            step.span = stage.span;
+        }
+        Ok(steps)
     }
 
     /// The step's cache key and what it saw. COPY/ADD from the context
@@ -265,7 +295,6 @@ impl Executor<'_> {
             }
             Base::Image(reference) => {
                 let image = self.image(reference)?;
-                let _ = writeln!(self.progress, "--> using {} {}", reference, short(&image.config_digest));
                 let mut s = StageState::new(image.config, image.manifest.layers);
                 s.key = image.manifest_digest.clone();
                 s
