@@ -247,6 +247,11 @@ impl Executor<'_> {
             },
             _ => String::new(),
         };
+        // A layer written with other compression is another blob.
+        let extra = match &step.kind {
+            StepKind::Copy(_) | StepKind::Run(_) => format!("{}|{:?}", extra, self.opts.compression),
+            _ => extra,
+        };
         let args = match &step.kind {
             StepKind::Run(r) => r
                 .build_args
