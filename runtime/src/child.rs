@@ -257,7 +257,7 @@ fn set_ids(spec: &RunSpec) -> Result<(), (i32, String)> {
     if let Err(e) = nix::unistd::setgroups(&groups) {
         // In single-id mode setgroups is denied; only fail when groups were asked for.
         if !groups.is_empty() {
-            return Err((SETUP_FAILED, format!("set supplementary groups {:?}: {e}", user.additional_gids)));
+            return Err((SETUP_FAILED, format!("set supplementary groups {:?} (are they mapped in the user namespace?): {e}", user.additional_gids)));
         }
     }
     let gid = Gid::from_raw(user.gid);
