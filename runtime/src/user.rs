@@ -103,7 +103,7 @@ pub fn resolve_with(user: &str, passwd: &[PasswdEntry], groups: &[GroupEntry]) -
         }
         None => {
             if let Some(entry) = &entry {
-                for g in groups.iter().filter(|g| g.members.iter().any(|m| *m == entry.name)) {
+                for g in groups.iter().filter(|g| g.members.contains(&entry.name)) {
                     if g.gid != spec.gid && !spec.additional_gids.contains(&g.gid) {
                         spec.additional_gids.push(g.gid);
                     }

@@ -23,7 +23,7 @@ pub fn run(cli: &Cli, _args: &InfoArgs) -> anyhow::Result<i32> {
     let mode = match &report.mode {
         MapMode::Root => "root (no user namespace needed)".to_string(),
         MapMode::Full { .. } => "full subuid/subgid map".to_string(),
-        MapMode::Single => "single-id map (no subordinate ids: chown inside RUN is only recorded)".to_string(),
+        MapMode::Single => "single-id map (no subordinate ids: only id 0 exists inside)".to_string(),
         MapMode::Unavailable { reason } => format!("unavailable: {reason}"),
     };
     println!("kernel:                     {}", report.kernel);
