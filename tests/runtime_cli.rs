@@ -154,3 +154,30 @@ fn info_reports_the_environment() {
         assert!(line("whiteouts").ends_with("yes"), "{stdout}");
     }
 }
+
+#[test]
+fn unshare_forwards_sigterm_to_the_command() {
+    if !is_root() {
+        eprintln!("skipped: creating the test user needs root");
+        return;
+    }
+    ensure_user(FULL_USER, true);
+    let (_dir, exe) = kiln_copy();
+    let mut runuser = Command::new("runuser").args(["-u", FULL_USER, "--"]).arg(&exe).args(["unshare", "sleep", "4711"]).current_dir("/").spawn().unwrap();
+    // The front-end is runuser's child; the command is the front-end's.
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    };
+    let mut front = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        front = children(runuser.id()).first().copied().filter(|f| !children(*f).is_empty());
+        if front.is_some() {
+            break;
+        }
+    }
+    let front = front.expect("kiln unshare started its command");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(front as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = runuser.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "the command died of the forwarded SIGTERM");
+}

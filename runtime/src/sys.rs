@@ -22,7 +22,8 @@ pub fn fork_single_threaded() -> nix::Result<ForkResult> {
     unsafe { nix::unistd::fork() }
 }
 
-/// Makes `fds` appear in the spawned child at the given descriptor numbers.
+/// Makes `fds` appear in the spawned child at the given descriptor numbers,
+/// and starts the child with no signal blocked.
 ///
 /// The descriptors are moved into the command, so they stay open until the
 /// `Command` is dropped (drop it right after `spawn` to close the parent's
@@ -32,19 +33,35 @@ pub fn pass_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>) {
     // Keep the owners alive inside the closure: the raw numbers stay valid
     // for as long as the command lives.
     let owners = fds;
+    let mut temps: Vec<RawFd> = vec![-1; pairs.len()];
     // SAFETY: the closure runs between fork and exec in the child and calls
-    // only dup2/fcntl, which are async-signal-safe; it allocates nothing.
+    // only fcntl, dup2, sigemptyset and pthread_sigmask, which are
+    // async-signal-safe; it allocates nothing (`temps` was sized before the
+    // fork), and a zeroed sigset_t is valid storage for sigemptyset.
     unsafe {
         cmd.pre_exec(move || {
             let _ = &owners;
-            for &(src, dst) in &pairs {
-                if src == dst {
-                    if libc::fcntl(src, libc::F_SETFD, 0) == -1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(src, dst) == -1 {
+            // First move every source above the targets, so one pair's
+            // dup2 cannot overwrite another pair's source.
+            for (i, &(src, _)) in pairs.iter().enumerate() {
+                let temp = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 100);
+                if temp == -1 {
                     return Err(io::Error::last_os_error());
                 }
+                temps[i] = temp;
+            }
+            for (i, &(_, dst)) in pairs.iter().enumerate() {
+                // dup2 clears close-on-exec on the new descriptor.
+                if libc::dup2(temps[i], dst) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // The parent blocks the signals it forwards; the child must
+            // start with none blocked (std keeps the mask across spawn).
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
             }
             Ok(())
         });
