@@ -84,7 +84,8 @@ fn unshare_with_a_subuid_range_gives_the_full_map() {
     }
     ensure_user(FULL_USER, true);
     let (_dir, exe) = kiln_copy();
-    let out = kiln_as(Some(FULL_USER), &exe, &["unshare", "sh", "-c", "id -u; echo $KILN_UNSHARE; cat /proc/self/uid_map"]);
+    let out =
+        kiln_as(Some(FULL_USER), &exe, &["unshare", "sh", "-c", "id -u; echo $KILN_UNSHARE; cat /proc/self/uid_map"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     let mut lines = stdout.lines();
@@ -99,7 +100,11 @@ fn unshare_with_a_subuid_range_gives_the_full_map() {
     assert!(!text(&out.stderr).contains("single-id"), "no fallback warning: {}", text(&out.stderr));
 
     // Files of other owners can be made inside, and show their ids there.
-    let out = kiln_as(Some(FULL_USER), &exe, &["unshare", "sh", "-c", "f=$(mktemp); chown 4242:4243 $f && stat -c %u:%g $f; rm -f $f"]);
+    let out = kiln_as(
+        Some(FULL_USER),
+        &exe,
+        &["unshare", "sh", "-c", "f=$(mktemp); chown 4242:4243 $f && stat -c %u:%g $f; rm -f $f"],
+    );
     assert_eq!(text(&out.stdout).trim(), "4242:4243", "{}", text(&out.stderr));
 
     // The exit code comes back.
@@ -141,13 +146,19 @@ fn info_reports_the_environment() {
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
         assert!(stdout.contains(release.trim()), "{stdout}");
-        let line = |key: &str| stdout.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} in {stdout}")).to_string();
+        let line = |key: &str| {
+            stdout.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} in {stdout}")).to_string()
+        };
         assert!(line("user namespace:").contains(mode), "{stdout}");
-        for key in ["uid map:", "gid map:", "max_user_namespaces:", "overlay in user namespace:", "whiteouts", "store:"] {
+        for key in ["uid map:", "gid map:", "max_user_namespaces:", "overlay in user namespace:", "whiteouts", "store:"]
+        {
             line(key);
         }
         if user == Some(FULL_USER) {
-            assert!(line("uid map:").starts_with(&format!("uid map:                    0 {} 1, 1 ", uid_of(FULL_USER))), "{stdout}");
+            assert!(
+                line("uid map:").starts_with(&format!("uid map:                    0 {} 1, 1 ", uid_of(FULL_USER))),
+                "{stdout}"
+            );
         }
         // This kernel (>= 5.11) mounts overlay in a user namespace and allows whiteouts.
         assert!(line("overlay in user namespace:").ends_with("yes"), "{stdout}");
@@ -163,10 +174,20 @@ fn unshare_forwards_sigterm_to_the_command() {
     }
     ensure_user(FULL_USER, true);
     let (_dir, exe) = kiln_copy();
-    let mut runuser = Command::new("runuser").args(["-u", FULL_USER, "--"]).arg(&exe).args(["unshare", "sleep", "4711"]).current_dir("/").spawn().unwrap();
+    let mut runuser = Command::new("runuser")
+        .args(["-u", FULL_USER, "--"])
+        .arg(&exe)
+        .args(["unshare", "sleep", "4711"])
+        .current_dir("/")
+        .spawn()
+        .unwrap();
     // The front-end is runuser's child; the command is the front-end's.
     let children = |pid: u32| -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
     };
     let mut front = None;
     for _ in 0..100 {

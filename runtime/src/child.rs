@@ -178,7 +178,8 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
     let mut json = Vec::new();
     std::io::stdin().read_to_end(&mut json).map_err(|e| format!("read the run spec: {e}"))?;
     let spec: RunSpec = serde_json::from_slice(&json).map_err(|e| format!("parse the run spec: {e}"))?;
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut flags =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -187,15 +188,13 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
         sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
     }
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => {
-            match command_main(&spec) {
-                Ok(never) => match never {},
-                Err((code, message)) => {
-                    send_report(report, &message);
-                    std::process::exit(code);
-                }
+        ForkResult::Child => match command_main(&spec) {
+            Ok(never) => match never {},
+            Err((code, message)) => {
+                send_report(report, &message);
+                std::process::exit(code);
             }
-        }
+        },
         ForkResult::Parent { child } => {
             // Only the command's side may hold the report pipe now, so its
             // exec shows up as EOF.
@@ -234,10 +233,12 @@ fn command_main(spec: &RunSpec) -> Result<std::convert::Infallible, (i32, String
     nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 0).map_err(|e| fail("redirect stdin", &e))?;
     drop(devnull);
     if spec.create_cwd {
-        std::fs::create_dir_all(&spec.cwd).map_err(|e| fail(&format!("create the working directory {}", spec.cwd), &e))?;
+        std::fs::create_dir_all(&spec.cwd)
+            .map_err(|e| fail(&format!("create the working directory {}", spec.cwd), &e))?;
     }
     set_ids(spec)?;
-    nix::unistd::chdir(spec.cwd.as_str()).map_err(|e| fail(&format!("change to the working directory {}", spec.cwd), &e))?;
+    nix::unistd::chdir(spec.cwd.as_str())
+        .map_err(|e| fail(&format!("change to the working directory {}", spec.cwd), &e))?;
     exec(spec)
 }
 
@@ -257,7 +258,13 @@ fn set_ids(spec: &RunSpec) -> Result<(), (i32, String)> {
     if let Err(e) = nix::unistd::setgroups(&groups) {
         // In single-id mode setgroups is denied; only fail when groups were asked for.
         if !groups.is_empty() {
-            return Err((SETUP_FAILED, format!("set supplementary groups {:?} (are they mapped in the user namespace?): {e}", user.additional_gids)));
+            return Err((
+                SETUP_FAILED,
+                format!(
+                    "set supplementary groups {:?} (are they mapped in the user namespace?): {e}",
+                    user.additional_gids
+                ),
+            ));
         }
     }
     let gid = Gid::from_raw(user.gid);
@@ -283,7 +290,8 @@ fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, (i32, String)> {
     let name = spec.argv.first().ok_or((SETUP_FAILED, "exec: the command is empty".to_string()))?;
     let program = find_executable(name, spec.env_value("PATH"))
         .ok_or_else(|| (127, format!("exec {name}: executable file not found in $PATH")))?;
-    let cstr = |s: &[u8]| CString::new(s).map_err(|_| (SETUP_FAILED, "exec: an argument contains a NUL byte".to_string()));
+    let cstr =
+        |s: &[u8]| CString::new(s).map_err(|_| (SETUP_FAILED, "exec: an argument contains a NUL byte".to_string()));
     let program_c = cstr(program.as_os_str().as_bytes())?;
     let argv = spec.argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
     let env = spec.env.iter().map(|e| cstr(e.as_bytes())).collect::<Result<Vec<_>, _>>()?;

@@ -105,10 +105,21 @@ pub fn plan(spec: &RunSpec) -> Vec<Mount> {
     for node in DEV_NODES {
         plan.push(bind(format!("/dev/{node}"), &format!("/dev/{node}"), TargetType::File, false, false));
     }
-    plan.push(fs("devpts", "/dev/pts", "newinstance,ptmxmode=0666,mode=0620", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, false));
+    plan.push(fs(
+        "devpts",
+        "/dev/pts",
+        "newinstance,ptmxmode=0666,mode=0620",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        false,
+    ));
     plan.push(link("/dev/ptmx", "pts/ptmx"));
     plan.push(fs("tmpfs", "/dev/shm", "mode=1777,size=65536k", nosuid_nodev_noexec, false));
-    for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         plan.push(link(&format!("/dev/{name}"), to));
     }
     if spec.bind_resolv_hosts {
@@ -237,9 +248,10 @@ pub fn cleanup(spec: &RunSpec, created: &[Created]) {
     let Ok(root) = std::fs::File::open(&spec.rootfs) else { return };
     for c in created.iter().rev() {
         let Ok((dir, name)) = parent_dir(&root, &c.path) else { continue };
-        let empty_file = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), &name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0)
-            .unwrap_or(false);
+        let empty_file =
+            nix::sys::stat::fstatat(Some(dir.as_raw_fd()), &name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0)
+                .unwrap_or(false);
         let result = match c.target_type {
             TargetType::Dir => unlinkat(Some(dir.as_raw_fd()), &name, UnlinkatFlags::RemoveDir),
             TargetType::File if empty_file => unlinkat(Some(dir.as_raw_fd()), &name, UnlinkatFlags::NoRemoveDir),
@@ -293,7 +305,8 @@ fn apply_one(root: &impl AsFd, m: &Mount) -> Result<(), String> {
             }
         }
         Kind::Fs { fstype, data, flags } => {
-            mount(Some(*fstype), path.as_str(), Some(*fstype), *flags, Some(data.as_str())).map_err(|e| e.to_string())?;
+            mount(Some(*fstype), path.as_str(), Some(*fstype), *flags, Some(data.as_str()))
+                .map_err(|e| e.to_string())?;
         }
         Kind::Bind { source, recursive } => {
             let mut flags = MsFlags::MS_BIND;

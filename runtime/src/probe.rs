@@ -140,7 +140,8 @@ fn enter_own_namespace() -> Result<bool, String> {
     let (uid, gid) = (Uid::effective().as_raw(), Gid::effective().as_raw());
     let fresh = uid != 0;
     if fresh {
-        unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare a user namespace: {e}"))?;
+        unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("unshare a user namespace: {e}"))?;
         let write = |file: &str, text: String| {
             std::fs::write(format!("/proc/self/{file}"), text).map_err(|e| format!("write /proc/self/{file}: {e}"))
         };

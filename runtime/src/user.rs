@@ -59,8 +59,13 @@ pub fn parse_group(text: &str) -> Vec<GroupEntry> {
             if f.len() < 3 || f[0].is_empty() || line.starts_with('#') {
                 return None;
             }
-            let members = f.get(3).map(|m| m.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
-            Some(GroupEntry { name: f[0].to_string(), gid: f[2].trim().parse().ok()?, members: members.unwrap_or_default() })
+            let members =
+                f.get(3).map(|m| m.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
+            Some(GroupEntry {
+                name: f[0].to_string(),
+                gid: f[2].trim().parse().ok()?,
+                members: members.unwrap_or_default(),
+            })
         })
         .collect()
 }

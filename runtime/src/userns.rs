@@ -45,9 +45,7 @@ pub fn enter_user_namespace(mode: &MapMode) -> Result<Option<i32>, RuntimeError>
         MapMode::Root => return Ok(None),
         MapMode::Unavailable { reason } => return Err(RuntimeError::Unavailable { reason: reason.clone() }),
         MapMode::Full { uids, gids } => (uids.clone(), gids.clone()),
-        MapMode::Single => {
-            (mode.uid_maps(Uid::effective().as_raw()), mode.gid_maps(Gid::effective().as_raw()))
-        }
+        MapMode::Single => (mode.uid_maps(Uid::effective().as_raw()), mode.gid_maps(Gid::effective().as_raw())),
     };
     let full = matches!(mode, MapMode::Full { .. });
     let mut args = std::env::args_os();

@@ -163,11 +163,23 @@ fn outer() -> usize {
         check_cases(&mut c, mode, &run);
         // No placeholder survives: the image had no /proc, /sys, /dev,
         // /etc/hosts, /etc/resolv.conf, /work.
-        let mut left: Vec<String> = std::fs::read_dir(&rootfs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut left: Vec<String> = std::fs::read_dir(&rootfs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         left.sort();
-        let mut etc: Vec<String> = std::fs::read_dir(rootfs.join("etc")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut etc: Vec<String> = std::fs::read_dir(rootfs.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         etc.sort();
-        let dummy = CaseResult { out: vec![], err: vec![], code: None, setup: None, raw: format!("/: {left:?}\n/etc: {etc:?}\n") };
+        let dummy = CaseResult {
+            out: vec![],
+            err: vec![],
+            code: None,
+            setup: None,
+            raw: format!("/: {left:?}\n/etc: {etc:?}\n"),
+        };
         c.check(left == ["bin", "etc", "tmp", "work"], "only the image's dirs and the created WORKDIR remain", &dummy);
         c.check(etc == ["group", "passwd"], "no stub /etc/hosts or /etc/resolv.conf", &dummy);
         failures += c.failures;
@@ -195,8 +207,14 @@ fn check_cases(c: &mut Checker, mode: &str, run: &dyn Fn(&str) -> CaseResult) {
         c.check(r.out.iter().any(|l| *l == n.to_string()), "the host's /etc/hosts is bound", &r);
     }
     match mode {
-        "full" => c.check(r.out.iter().filter(|l| l.split_whitespace().count() == 3).count() >= 2, "uid_map is the full map", &r),
-        "single" => c.check(r.out.iter().filter(|l| l.split_whitespace().count() == 3).count() == 1, "uid_map has one line", &r),
+        "full" => c.check(
+            r.out.iter().filter(|l| l.split_whitespace().count() == 3).count() >= 2,
+            "uid_map is the full map",
+            &r,
+        ),
+        "single" => {
+            c.check(r.out.iter().filter(|l| l.split_whitespace().count() == 3).count() == 1, "uid_map has one line", &r)
+        }
         _ => {}
     }
 
@@ -205,11 +223,19 @@ fn check_cases(c: &mut Checker, mode: &str, run: &dyn Fn(&str) -> CaseResult) {
     // The command is PID 1 of its namespace, so only a signal from outside
     // can kill it: the "kill" case below shows 128 + n.
     let r = run("notfound");
-    c.check(r.setup.as_deref().is_some_and(|s| s.contains("not found in $PATH")), "a missing command is a setup error", &r);
+    c.check(
+        r.setup.as_deref().is_some_and(|s| s.contains("not found in $PATH")),
+        "a missing command is a setup error",
+        &r,
+    );
 
     let r = run("netnone");
     c.check(r.code == Some(0), "network none step runs", &r);
-    c.check(r.out.iter().filter(|l| !l.is_empty()).all(|l| l == "lo") && r.out.iter().filter(|l| *l == "lo").count() == 2, "network none: only lo, and it is up", &r);
+    c.check(
+        r.out.iter().filter(|l| !l.is_empty()).all(|l| l == "lo") && r.out.iter().filter(|l| *l == "lo").count() == 2,
+        "network none: only lo, and it is up",
+        &r,
+    );
 
     let r = run("chown");
     if full {
@@ -219,10 +245,18 @@ fn check_cases(c: &mut Checker, mode: &str, run: &dyn Fn(&str) -> CaseResult) {
     }
     let r = run("user");
     if full {
-        c.check(r.out.get(..3) == Some(&["1000".to_string(), "1000".into(), "1000 10 29".into()]), "USER alice: uid, gid, supplementary groups", &r);
+        c.check(
+            r.out.get(..3) == Some(&["1000".to_string(), "1000".into(), "1000 10 29".into()]),
+            "USER alice: uid, gid, supplementary groups",
+            &r,
+        );
         c.check(r.out.get(3).map(String::as_str) == Some("1000:1000"), "files written by USER alice are hers", &r);
     } else {
-        c.check(r.setup.as_deref().is_some_and(|s| s.contains("mapped")), "USER alice cannot be set under the single-id map", &r);
+        c.check(
+            r.setup.as_deref().is_some_and(|s| s.contains("mapped")),
+            "USER alice cannot be set under the single-id map",
+            &r,
+        );
     }
 
     let started = std::time::Instant::now();
@@ -247,7 +281,8 @@ fn run_case(exe: &Path, user: Option<&str>, name: &str, rootfs: &Path) -> CaseRe
     let out = cmd.output().expect("run a case");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let mut r = CaseResult { out: vec![], err: vec![], code: None, setup: None, raw: format!("{stdout}[stderr]\n{stderr}") };
+    let mut r =
+        CaseResult { out: vec![], err: vec![], code: None, setup: None, raw: format!("{stdout}[stderr]\n{stderr}") };
     for line in stdout.lines() {
         if let Some(l) = line.strip_prefix("OUT: ") {
             r.out.push(l.to_string());
@@ -267,7 +302,11 @@ fn run_case(exe: &Path, user: Option<&str>, name: &str, rootfs: &Path) -> CaseRe
 /// A rootfs of Debian's static busybox: /bin with every applet, /etc/passwd
 /// and /etc/group, /tmp; no /proc, /sys, /dev, /etc/hosts or resolv.conf.
 fn make_rootfs(rootfs: &Path) {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().map(PathBuf::from).find(|p| p.exists()).expect("busybox-static is installed");
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("busybox-static is installed");
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
@@ -277,7 +316,11 @@ fn make_rootfs(rootfs: &Path) {
     for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n").unwrap();
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\nalice:x:1000:\nwheel:x:10:alice\naudio:x:29:alice\n").unwrap();
 }
 
@@ -295,7 +338,8 @@ fn ensure_user(name: &str, with_range: bool) {
             let start = 4_000_000 + 100_000 * u32::from(file.ends_with("gid"));
             std::fs::write(file, format!("{text}{name}:{start}:65536\n")).unwrap();
         } else if !with_range && has {
-            let kept: String = text.lines().filter(|l| !l.starts_with(&format!("{name}:"))).map(|l| format!("{l}\n")).collect();
+            let kept: String =
+                text.lines().filter(|l| !l.starts_with(&format!("{name}:"))).map(|l| format!("{l}\n")).collect();
             std::fs::write(file, kept).unwrap();
         }
     }

@@ -19,7 +19,9 @@ fn plan_has_the_standard_mounts_in_order() {
     let sys = &plan[1];
     assert!(sys.readonly && matches!(&sys.kind, Kind::Bind { recursive: true, .. }));
     let pts = plan.iter().find(|m| m.target == "/dev/pts").unwrap();
-    assert!(matches!(&pts.kind, Kind::Fs { fstype: "devpts", data, .. } if data.contains("newinstance") && data.contains("ptmxmode=0666")));
+    assert!(
+        matches!(&pts.kind, Kind::Fs { fstype: "devpts", data, .. } if data.contains("newinstance") && data.contains("ptmxmode=0666"))
+    );
     let ptmx = plan.iter().find(|m| m.target == "/dev/ptmx").unwrap();
     assert_eq!(ptmx.kind, Kind::Symlink { to: "pts/ptmx" });
     assert!(plan.iter().any(|m| m.target == "/dev/shm" && matches!(m.kind, Kind::Fs { fstype: "tmpfs", .. })));
