@@ -3,7 +3,9 @@
 
 pub mod build;
 pub mod images;
+pub mod info;
 pub mod output;
+pub mod unshare;
 
 use std::path::PathBuf;
 
@@ -37,6 +39,10 @@ pub enum Command {
     Build(build::BuildArgs),
     /// List images in the store.
     Images(images::ImagesArgs),
+    /// Show what kiln found about this machine: kernel, id maps, user namespaces, overlay support.
+    Info(info::InfoArgs),
+    /// Run a command (default: $SHELL) inside kiln's user namespace, like `podman unshare`.
+    Unshare(unshare::UnshareArgs),
 }
 
 impl Cli {
@@ -51,5 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Build(args) => build::run(&cli, args),
         Command::Images(args) => images::run(&cli, args),
+        Command::Info(args) => info::run(&cli, args),
+        Command::Unshare(args) => unshare::run(&cli, args),
     }
 }
