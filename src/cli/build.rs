@@ -78,6 +78,16 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|t| reference::normalize_local(t).with_context(|| format!("invalid tag {:?}", t)))
         .collect::<anyhow::Result<_>>()?;
+    if !args.check {
+        // Store work (unpacking layers, running RUN, committing) happens as
+        // uid 0 of kiln's user namespace, so files keep the image's owners.
+        match kiln_runtime::enter_user_namespace(&kiln_runtime::detect()) {
+            Ok(Some(code)) => return Ok(code),
+            Ok(None) => {}
+            Err(kiln_runtime::RuntimeError::Unavailable { .. }) => {} // detect() warned; builds without RUN still work
+            Err(e) => return Err(anyhow::Error::new(e).context("enter kiln's user namespace")),
+        }
+    }
     let input = read_input(args)?;
     let df = dockerfile::parse(&input.text, &input.display)
         .map_err(|e| SourceError::new(e, &input.text))?;
