@@ -1,9 +1,13 @@
 //! kiln's filesystem formats: layer tars in and out, compression and digests.
 
+pub mod apply;
 pub mod compress;
 pub mod digest;
 pub mod layer;
 pub mod tarfmt;
+pub mod whiteout;
+pub mod mount;
+mod sys;
 
 pub use compress::{
     decompress, detect, encoder, is_archive, looks_like_tar, Compression, Encoder, Format,
