@@ -9,7 +9,6 @@ use std::path::Path;
 
 // Stable kernel ABI values (include/uapi/linux/openat2.h, mount.h); spelled out so the crate does not
 // depend on which libc release exports them.
-pub const RESOLVE_NO_XDEV: u64 = 0x01;
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 pub const RESOLVE_BENEATH: u64 = 0x08;
@@ -167,4 +166,58 @@ pub fn move_mount(mnt: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
             MOVE_MOUNT_F_EMPTY_PATH,
         )
     })
+}
+
+/// mount(2) of overlay with `data`, whose relative lower paths are resolved against `dir`: a forked child
+/// chdirs there and mounts, so the caller's (possibly multi-threaded) cwd never changes. The child shares
+/// the caller's mount namespace, so the mount is visible to it.
+pub fn mount_overlay_from_dir(dir: &Path, target: &Path, data: &str) -> io::Result<()> {
+    // Everything the child touches is prepared before fork: after fork in a multi-threaded process only
+    // async-signal-safe calls (chdir, mount, _exit) may run.
+    let dir_c = path_cstring(dir)?;
+    let target_c = path_cstring(target)?;
+    let data_c = cstring(data.as_bytes())?;
+    let fstype = cstring(b"overlay")?;
+    // SAFETY: fork has no memory-safety preconditions; the child below only makes async-signal-safe calls
+    // with pointers prepared before the fork, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: async-signal-safe calls on valid C strings; the child never returns from this block.
+        unsafe {
+            if libc::chdir(dir_c.as_ptr()) != 0 {
+                libc::_exit(*libc::__errno_location());
+            }
+            let ret = libc::mount(
+                fstype.as_ptr(),
+                target_c.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                data_c.as_ptr().cast(),
+            );
+            libc::_exit(if ret == 0 { 0 } else { *libc::__errno_location() });
+        }
+    }
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waits for our own child; `status` is a valid out pointer.
+        let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if ret == pid {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+    if libc::WIFEXITED(status) {
+        match libc::WEXITSTATUS(status) {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    } else {
+        Err(io::Error::other("overlay mount helper was killed"))
+    }
 }
