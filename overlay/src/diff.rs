@@ -24,6 +24,7 @@ use crate::naive::Lowers;
 use crate::whiteout::{is_whiteout, XattrPrefix, WH_OPAQUE, WH_PREFIX};
 
 const FUSE_OPAQUE_XATTR: &str = "user.fuseoverlayfs.opaque";
+const FUSE_OPAQUE_WHITEOUT: &str = ".wh..opq";
 
 /// Streams the changes recorded in `upper` into `writer`. `lower_dirs` (topmost first) are the layer
 /// directories the upper was mounted over; they tell whether a directory's own metadata changed.
@@ -59,7 +60,9 @@ fn walk<W: Write + 'static>(
     let dir = upper.join(rel_dir);
     for name in sorted_children(&dir)? {
         let rel = rel_dir.join(&name);
-        if opts.skipped(&rel) || name == WH_OPAQUE {
+        // fuse-overlayfs marks opaque directories with a `.wh..wh..opq` file and a `.wh..opq` whiteout
+        // besides the xattr; the directory's own entry carries the marker.
+        if opts.skipped(&rel) || name == WH_OPAQUE || name == FUSE_OPAQUE_WHITEOUT {
             continue;
         }
         let path = dir.join(&name);
@@ -72,13 +75,15 @@ fn walk<W: Write + 'static>(
             em.whiteout(&hidden_rel, md.mtime())?;
         } else if md.is_dir() {
             let meta = em.meta(&path, &rel_s)?;
-            let opaque = is_opaque_any(&path, &opts.prefix);
-            let changed = match lowers.lookup(&rel) {
+            // Opaque hides lower entries; with no lower directory there, the marker says nothing (drivers
+            // differ in whether they set it on new directories), so it is left out.
+            let (changed, opaque) = match lowers.lookup(&rel) {
                 Some((lower_path, lower_md)) if lower_md.is_dir() => {
                     let lower_meta = em.meta(&lower_path, &rel_s)?;
-                    dir_identity(&lower_meta) != dir_identity(&meta)
+                    (dir_identity(&lower_meta) != dir_identity(&meta), is_opaque_any(&path, &opts.prefix))
                 }
-                _ => true,
+                // Without lowers to ask, an opaque marker is kept: dropping a needed one resurrects files.
+                _ => (true, lowers.is_empty() && is_opaque_any(&path, &opts.prefix)),
             };
             em.dir(&rel_s, meta, changed, opaque)?;
             walk(upper, &rel, lowers, em, opts)?;

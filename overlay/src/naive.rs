@@ -36,6 +36,10 @@ impl<'a> Lowers<'a> {
         Lowers { dirs, prefix }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
     /// Whether `layer` hides everything below `rel` in lower layers without having `rel` itself: an
     /// ancestor there is a whiteout, not a directory, or opaque.
     fn hides(&self, layer: &Path, rel: &Path) -> bool {

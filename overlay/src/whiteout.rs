@@ -75,7 +75,7 @@ impl Default for XattrPrefix {
 
 /// Whether an xattr is overlayfs bookkeeping (in either namespace) that must never reach a layer.
 pub fn is_overlay_xattr(name: &str) -> bool {
-    name.starts_with("user.overlay.") || name.starts_with("trusted.overlay.")
+    name.starts_with("user.overlay.") || name.starts_with("trusted.overlay.") || name.starts_with("user.fuseoverlayfs.")
 }
 
 /// Whether `meta` (from lstat of `path`) is an overlay whiteout: a char device 0:0, or an empty regular file

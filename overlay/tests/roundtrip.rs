@@ -201,7 +201,7 @@ fn roundtrip(driver: Driver) {
             seen_dirs.insert(n.to_string());
         }
     }
-    assert_eq!(report.whiteouts, 2, "{driver}: {report:?}");
+    assert_eq!(report.whiteouts, 2, "{driver}: {report:?} {names:?}");
     assert_eq!(report.opaque_dirs, 1, "{driver}: {report:?}");
 
     // xattrs, binary-safe, read by python's tarfile.
