@@ -2,6 +2,7 @@
 //! options and dispatch.
 
 pub mod build;
+pub mod format;
 pub mod images;
 pub mod output;
 
