@@ -2,9 +2,20 @@
 //! options and dispatch.
 
 pub mod build;
+pub mod export_layout;
 pub mod format;
+pub mod history;
+pub mod image;
 pub mod images;
+pub mod inspect;
+pub mod load;
+pub mod lookup;
 pub mod output;
+pub mod prune;
+pub mod rmi;
+pub mod save;
+pub mod system;
+pub mod tag;
 
 use std::path::PathBuf;
 
@@ -38,6 +49,30 @@ pub enum Command {
     Build(build::BuildArgs),
     /// List images in the store.
     Images(images::ImagesArgs),
+    /// Show image details as JSON.
+    Inspect(inspect::InspectArgs),
+    /// Show the history of an image.
+    History(history::HistoryArgs),
+    /// Add names to an image.
+    Tag(tag::TagArgs),
+    /// Remove images.
+    Rmi(rmi::RmiArgs),
+    /// Write images to a docker-archive or oci-archive.
+    Save(save::SaveArgs),
+    /// Read images from an archive.
+    Load(load::LoadArgs),
+    /// Write images to an OCI layout directory.
+    ExportLayout(export_layout::ExportLayoutArgs),
+    /// Manage images (prune, ls, rm, …).
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
+    /// Store-wide disk usage and cleanup.
+    System {
+        #[command(subcommand)]
+        command: system::SystemCommand,
+    },
 }
 
 impl Cli {
@@ -52,5 +87,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Build(args) => build::run(&cli, args),
         Command::Images(args) => images::run(&cli, args),
+        Command::Inspect(args) => inspect::run(&cli, args),
+        Command::History(args) => history::run(&cli, args),
+        Command::Tag(args) => tag::run(&cli, args),
+        Command::Rmi(args) => rmi::run(&cli, args),
+        Command::Save(args) => save::run(&cli, args),
+        Command::Load(args) => load::run(&cli, args),
+        Command::ExportLayout(args) => export_layout::run(&cli, args),
+        Command::Image { command } => image::run(&cli, command),
+        Command::System { command } => system::run(&cli, command),
     }
 }
