@@ -30,6 +30,16 @@ pub enum ImageCommand {
     ExportLayout(export_layout::ExportLayoutArgs),
 }
 
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
+
 pub fn run(cli: &Cli, command: &ImageCommand) -> anyhow::Result<i32> {
     match command {
         ImageCommand::Prune(a) => prune::run(cli, a),

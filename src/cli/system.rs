@@ -38,11 +38,8 @@ pub struct SystemPruneArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln system df\n  kiln system df -v\n  kiln system df --format json")]
+#[command(after_help = "-v (kiln's global --verbose) adds per-image, per-layer-dir and per-cache-mount detail, and the\nstore's total in bytes.\n\nExamples:\n  kiln system df\n  kiln system df -v\n  kiln system df --format json")]
 pub struct DfArgs {
-    /// Per-image, per-layer-dir and per-cache-mount detail, and the store's total.
-    #[arg(short, long)]
-    pub verbose: bool,
     /// Go template ({{.Type}}, {{.TotalCount}}, {{.Active}}, {{.Size}}, {{.Reclaimable}}), `table …`, or `json`
     /// (which adds exact SizeBytes and ReclaimableBytes, and a Metadata row).
     #[arg(long)]
@@ -218,7 +215,7 @@ fn run_df(cli: &Cli, args: &DfArgs) -> anyhow::Result<i32> {
         format::print_formatted(fmt, &values, &names)?;
         return Ok(0);
     }
-    if args.verbose {
+    if cli.verbose > 0 {
         print_verbose(&r);
         return Ok(0);
     }
