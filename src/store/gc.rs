@@ -500,9 +500,14 @@ fn subdirs(dir: &Path) -> Result<Vec<(PathBuf, fs::Metadata)>, StoreError> {
 /// freed, or the failure; returns whether the tree is gone.
 fn remove_tree(path: &Path, reclaimed: &mut Reclaimed) -> bool {
     let mut bytes = 0;
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
     for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
         if let Ok(meta) = entry.metadata() {
-            bytes += meta.len();
+            // Hard links free their bytes once (and only if all links go,
+            // which within one tree they do).
+            if meta.is_dir() || meta.nlink() == 1 || seen.insert((meta.dev(), meta.ino())) {
+                bytes += meta.len();
+            }
             if meta.is_dir() && meta.permissions().mode() & 0o700 != 0o700 {
                 let mode = meta.permissions().mode() | 0o700;
                 let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode));
