@@ -70,7 +70,9 @@ fn rmi_untags_refuses_and_frees_only_unshared_blobs() {
 
     // -f by id removes every name and the image, and then nothing is left.
     let out = env.ok(&["rmi", "-f", &v2[..12]]);
-    assert!(out.contains("Untagged: app:v2") && out.contains("Untagged: app:alias") && out.contains("Deleted: sha256:"));
+    assert!(
+        out.contains("Untagged: app:v2") && out.contains("Untagged: app:alias") && out.contains("Deleted: sha256:")
+    );
     assert_eq!(env.blob_count(), 0);
     assert_eq!(env.ok(&["images", "-q"]), "");
     // Unknown names fail, the others are still removed.
@@ -161,7 +163,10 @@ fn df(env: &Env) -> std::collections::BTreeMap<String, (u64, u64, u64, u64)> {
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
             let n = |k: &str| v[k].as_u64().unwrap();
-            (v["Type"].as_str().unwrap().to_string(), (n("TotalCount"), n("Active"), n("SizeBytes"), n("ReclaimableBytes")))
+            (
+                v["Type"].as_str().unwrap().to_string(),
+                (n("TotalCount"), n("Active"), n("SizeBytes"), n("ReclaimableBytes")),
+            )
         })
         .collect()
 }
@@ -221,10 +226,11 @@ fn system_df_adds_up_to_du_and_system_prune_reclaims() {
     assert_eq!(rows_after["Layer dirs"].0, 1);
     assert_eq!(rows_after["Cache mounts"].0, 0);
     assert_eq!(rows_after["Build Cache"].0, 0);
-    let freed = rows_before["Images"].3 + rows_before["Layer dirs"].3 + rows_before["Cache mounts"].3
+    let freed = rows_before["Images"].3
+        + rows_before["Layer dirs"].3
+        + rows_before["Cache mounts"].3
         + rows_before["Build Cache"].3;
     // Exactly what du lost: removals count files and directories as df does.
     assert_eq!(du - du_after, freed);
     assert_eq!(reclaimed_line, format!("Total reclaimed space: {}", kiln::cli::format::size(freed)));
 }
-

@@ -16,10 +16,7 @@ fn images_lists_like_docker() {
 
     let out = env.ok(&["images"]);
     let lines: Vec<&str> = out.lines().collect();
-    assert!(
-        lines[0].starts_with("REPOSITORY   TAG       IMAGE ID       CREATED"),
-        "docker's tabwriter layout: {out}"
-    );
+    assert!(lines[0].starts_with("REPOSITORY   TAG       IMAGE ID       CREATED"), "docker's tabwriter layout: {out}");
     let table = rows(&out);
     assert_eq!(table[0], ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
     assert_eq!(table.len(), 5, "{out}");
@@ -70,7 +67,11 @@ fn images_lists_like_docker() {
 #[test]
 fn inspect_agrees_with_skopeo_and_umoci() {
     let env = Env::new();
-    let id = env.build("app:v1", &[("etc/hello", "hello\n"), ("bin/tool", "#!/bin/sh\n")], "ENV A=1 B=2\nCMD [\"/bin/tool\"]\n");
+    let id = env.build(
+        "app:v1",
+        &[("etc/hello", "hello\n"), ("bin/tool", "#!/bin/sh\n")],
+        "ENV A=1 B=2\nCMD [\"/bin/tool\"]\n",
+    );
     let v = env.inspect("app:v1");
     assert_eq!(v["Id"], id.as_str());
     assert_eq!(v["RepoTags"], serde_json::json!(["app:v1"]));
@@ -84,10 +85,8 @@ fn inspect_agrees_with_skopeo_and_umoci() {
         assert!(v.get(key).is_some(), "{key}");
     }
     // The size is what the store holds for it: manifest, config and layers.
-    let blob_bytes: u64 = std::fs::read_dir(env.store.join("blobs/sha256"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    let blob_bytes: u64 =
+        std::fs::read_dir(env.store.join("blobs/sha256")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     assert_eq!(v["Size"].as_u64().unwrap(), blob_bytes);
 
     assert_eq!(env.ok(&["inspect", "--format", "{{.Id}}", "app:v1"]).trim(), id);
@@ -145,8 +144,10 @@ fn history_shows_steps_newest_first() {
     let v = env.inspect("app:v1");
     let layer_sizes: Vec<u64> = {
         let manifest: Value = serde_json::from_slice(
-            &std::fs::read(env.store.join("blobs/sha256").join(v["Digest"].as_str().unwrap().trim_start_matches("sha256:")))
-                .unwrap(),
+            &std::fs::read(
+                env.store.join("blobs/sha256").join(v["Digest"].as_str().unwrap().trim_start_matches("sha256:")),
+            )
+            .unwrap(),
         )
         .unwrap();
         manifest["layers"].as_array().unwrap().iter().map(|l| l["size"].as_u64().unwrap()).collect()

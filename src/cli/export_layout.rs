@@ -12,7 +12,9 @@ use super::Cli;
 use crate::image::transport;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln export-layout out/ app:v1\n  kiln export-layout /srv/layout app:v1 app:v2 && skopeo inspect oci:/srv/layout:app:v2")]
+#[command(
+    after_help = "Examples:\n  kiln export-layout out/ app:v1\n  kiln export-layout /srv/layout app:v1 app:v2 && skopeo inspect oci:/srv/layout:app:v2"
+)]
 pub struct ExportLayoutArgs {
     /// The layout directory (created if missing; an existing one is merged into).
     #[arg(value_name = "DIR")]

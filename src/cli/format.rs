@@ -378,7 +378,10 @@ fn display(v: &Value) -> String {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            format!("map[{}]", entries.iter().map(|(k, v)| format!("{k}:{}", display_inner(v))).collect::<Vec<_>>().join(" "))
+            format!(
+                "map[{}]",
+                entries.iter().map(|(k, v)| format!("{k}:{}", display_inner(v))).collect::<Vec<_>>().join(" ")
+            )
         }
     }
 }

@@ -15,7 +15,9 @@ use crate::store::StoredImage;
 const CREATED_BY_WIDTH: usize = 45;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln history app\n  kiln history --no-trunc --human=false app:v1\n  kiln history --format '{{.CreatedBy}}\\t{{.Size}}' app")]
+#[command(
+    after_help = "Examples:\n  kiln history app\n  kiln history --no-trunc --human=false app:v1\n  kiln history --format '{{.CreatedBy}}\\t{{.Size}}' app"
+)]
 pub struct HistoryArgs {
     /// Sizes and dates in human-readable form (`--human=false` prints bytes and RFC 3339 times).
     #[arg(short = 'H', long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1,

@@ -30,16 +30,6 @@ pub enum ImageCommand {
     ExportLayout(export_layout::ExportLayoutArgs),
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    #[test]
-    fn command_line_is_consistent() {
-        super::Cli::command().debug_assert();
-    }
-}
-
 pub fn run(cli: &Cli, command: &ImageCommand) -> anyhow::Result<i32> {
     match command {
         ImageCommand::Prune(a) => prune::run(cli, a),
@@ -51,5 +41,15 @@ pub fn run(cli: &Cli, command: &ImageCommand) -> anyhow::Result<i32> {
         ImageCommand::Save(a) => save::run(cli, a),
         ImageCommand::Load(a) => load::run(cli, a),
         ImageCommand::ExportLayout(a) => export_layout::run(cli, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -10,7 +10,9 @@ use super::Cli;
 use crate::store::StoredImage;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln inspect app:v1\n  kiln inspect --format '{{.Id}}' app\n  kiln inspect --format '{{json .Config}}' app\n  kiln inspect --format '{{index .Config.Labels \"version\"}}' app")]
+#[command(
+    after_help = "Examples:\n  kiln inspect app:v1\n  kiln inspect --format '{{.Id}}' app\n  kiln inspect --format '{{json .Config}}' app\n  kiln inspect --format '{{index .Config.Labels \"version\"}}' app"
+)]
 pub struct InspectArgs {
     /// Go template applied to each image ({{.Id}}, {{.Config.Env}}, {{json .RootFS}}, …).
     #[arg(short, long)]

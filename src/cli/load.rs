@@ -14,7 +14,9 @@ use crate::image::transport;
 use crate::store::Store;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln load -i app.tar\n  gunzip -c app.tar.gz | kiln load\n  podman save --format oci-archive app | kiln load -q")]
+#[command(
+    after_help = "Examples:\n  kiln load -i app.tar\n  gunzip -c app.tar.gz | kiln load\n  podman save --format oci-archive app | kiln load -q"
+)]
 pub struct LoadArgs {
     /// Read from this file (or OCI layout directory) instead of standard input.
     #[arg(short, long, value_name = "FILE")]

@@ -12,7 +12,9 @@ use super::Cli;
 use crate::store::{Collect, Reclaimed, Store, StoredImage};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln image prune -f\n  kiln image prune -a --filter until=24h\n  kiln image prune -af --filter label=stage=build")]
+#[command(
+    after_help = "Examples:\n  kiln image prune -f\n  kiln image prune -a --filter until=24h\n  kiln image prune -af --filter label=stage=build"
+)]
 pub struct ImagePruneArgs {
     /// Remove all unused images, not just dangling ones.
     #[arg(short, long)]
@@ -59,10 +61,8 @@ pub fn prune_images(
     mut collect: Collect,
 ) -> anyhow::Result<Reclaimed> {
     let images = store.images()?;
-    let chosen: Vec<&StoredImage> = images
-        .iter()
-        .filter(|i| !i.cached && (all || i.tags.is_empty()) && filters.matches(i))
-        .collect();
+    let chosen: Vec<&StoredImage> =
+        images.iter().filter(|i| !i.cached && (all || i.tags.is_empty()) && filters.matches(i)).collect();
     let mut lines = Vec::new();
     for image in &chosen {
         for tag in &image.tags {
@@ -200,7 +200,10 @@ mod tests {
         assert_eq!(parse_until("24h", now).unwrap(), parse_time(Some("2024-05-31T12:00:00Z")).unwrap());
         assert_eq!(parse_until("1h30m", now).unwrap(), parse_time(Some("2024-06-01T10:30:00Z")).unwrap());
         assert_eq!(parse_until("2024-01-02", now).unwrap(), parse_time(Some("2024-01-02T00:00:00Z")).unwrap());
-        assert_eq!(parse_until("2024-01-02T03:04:05Z", now).unwrap(), parse_time(Some("2024-01-02T03:04:05Z")).unwrap());
+        assert_eq!(
+            parse_until("2024-01-02T03:04:05Z", now).unwrap(),
+            parse_time(Some("2024-01-02T03:04:05Z")).unwrap()
+        );
         assert_eq!(parse_until("0", now).unwrap(), parse_time(Some("1970-01-01T00:00:00Z")).unwrap());
         assert!(parse_until("soon", now).is_err());
         assert!(parse_until("5d", now).is_err());

@@ -12,7 +12,9 @@ use crate::image::reference;
 use crate::store::{Collect, Store, StoredImage};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln rmi app:v1\n  kiln rmi 3f2a9c4b1d0e\n  kiln rmi -f app   # also when other tags or the build cache still use it")]
+#[command(
+    after_help = "Examples:\n  kiln rmi app:v1\n  kiln rmi 3f2a9c4b1d0e\n  kiln rmi -f app   # also when other tags or the build cache still use it"
+)]
 pub struct RmiArgs {
     /// Remove an image named by id even if several tags point at it, or the build cache uses it.
     #[arg(short, long)]

@@ -14,7 +14,9 @@ use crate::image::transport;
 use crate::store::Store;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln save -o app.tar app:v1 app:v2 base\n  kiln save --format oci-archive -o app-oci.tar app\n  kiln save app | gzip > app.tar.gz")]
+#[command(
+    after_help = "Examples:\n  kiln save -o app.tar app:v1 app:v2 base\n  kiln save --format oci-archive -o app-oci.tar app\n  kiln save app | gzip > app.tar.gz"
+)]
 pub struct SaveArgs {
     /// Write to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]

@@ -38,7 +38,9 @@ pub struct SystemPruneArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "-v (kiln's global --verbose) adds per-image, per-layer-dir and per-cache-mount detail, and the\nstore's total in bytes.\n\nExamples:\n  kiln system df\n  kiln system df -v\n  kiln system df --format json")]
+#[command(
+    after_help = "-v (kiln's global --verbose) adds per-image, per-layer-dir and per-cache-mount detail, and the\nstore's total in bytes.\n\nExamples:\n  kiln system df\n  kiln system df -v\n  kiln system df --format json"
+)]
 pub struct DfArgs {
     /// Go template ({{.Type}}, {{.TotalCount}}, {{.Active}}, {{.Size}}, {{.Reclaimable}}), `table …`, or `json`
     /// (which adds exact SizeBytes and ReclaimableBytes, and a Metadata row).
@@ -155,7 +157,13 @@ fn report(store: &Store) -> anyhow::Result<Report> {
             size: image_bytes,
             reclaimable: image_reclaimable,
         },
-        Kind { name: "Build Cache", total: usage.cache_records, active: 0, size: cache_bytes, reclaimable: cache_bytes },
+        Kind {
+            name: "Build Cache",
+            total: usage.cache_records,
+            active: 0,
+            size: cache_bytes,
+            reclaimable: cache_bytes,
+        },
         Kind {
             name: "Layer dirs",
             total: usage.layer_dirs.len(),
@@ -175,11 +183,7 @@ fn report(store: &Store) -> anyhow::Result<Report> {
 }
 
 fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        String::new()
-    } else {
-        format!(" ({}%)", part * 100 / whole)
-    }
+    (part * 100).checked_div(whole).map(|p| format!(" ({p}%)")).unwrap_or_default()
 }
 
 fn run_df(cli: &Cli, args: &DfArgs) -> anyhow::Result<i32> {

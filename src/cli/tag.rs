@@ -8,7 +8,9 @@ use super::Cli;
 use crate::image::reference;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln tag app:latest app:v1.2\n  kiln tag 3f2a9c localhost:5000/team/app:v1 app:stable")]
+#[command(
+    after_help = "Examples:\n  kiln tag app:latest app:v1.2\n  kiln tag 3f2a9c localhost:5000/team/app:v1 app:stable"
+)]
 pub struct TagArgs {
     /// The image: a tag, digest or id prefix.
     #[arg(value_name = "SOURCE_IMAGE")]

@@ -290,7 +290,8 @@ impl Store {
     pub fn cache_refs(&self) -> Result<BTreeSet<String>, StoreError> {
         let mut refs = BTreeSet::new();
         for path in self.cache_record_paths()? {
-            let bytes = fs::read(&path).map_err(|source| StoreError::Io { action: "read cache record", path, source })?;
+            let bytes =
+                fs::read(&path).map_err(|source| StoreError::Io { action: "read cache record", path, source })?;
             refs.extend(digests_in(&String::from_utf8_lossy(&bytes)));
         }
         Ok(refs)
@@ -458,7 +459,8 @@ impl Store {
 fn looks_like_image_manifest(digest: &str, bytes: &[u8]) -> bool {
     let Ok(manifest) = parse_manifest(digest, bytes) else { return false };
     manifest.schema_version == 2
-        && (manifest.config.media_type.contains("image.config") || manifest.config.media_type.contains("container.image"))
+        && (manifest.config.media_type.contains("image.config")
+            || manifest.config.media_type.contains("container.image"))
 }
 
 /// Every `sha256:<64 hex>` in `text`.

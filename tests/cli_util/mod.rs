@@ -117,7 +117,5 @@ pub fn du_sb(dir: &Path) -> Option<u64> {
 
 /// Table rows of kiln's output, split on runs of 2+ spaces (cells hold single spaces).
 pub fn rows(out: &str) -> Vec<Vec<String>> {
-    out.lines()
-        .map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect())
-        .collect()
+    out.lines().map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect()).collect()
 }
