@@ -14,7 +14,6 @@ use crate::store::StoredImage;
 
 #[derive(Debug, Args)]
 #[command(
-    visible_alias = "image-ls",
     after_help = "Examples:\n  kiln images\n  kiln images -q --filter dangling=true\n  kiln images --digests app\n  kiln images --format 'table {{.Repository}}\\t{{.Tag}}\\t{{.Size}}'\n  kiln images --format json"
 )]
 pub struct ImagesArgs {
