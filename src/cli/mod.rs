@@ -2,10 +2,22 @@
 //! options and dispatch.
 
 pub mod build;
+pub mod export_layout;
+pub mod format;
+pub mod history;
+pub mod image;
 pub mod images;
 pub mod info;
 pub mod output;
 pub mod unshare;
+pub mod inspect;
+pub mod load;
+pub mod lookup;
+pub mod prune;
+pub mod rmi;
+pub mod save;
+pub mod system;
+pub mod tag;
 
 use std::path::PathBuf;
 
@@ -43,6 +55,30 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Run a command (default: $SHELL) inside kiln's user namespace, like `podman unshare`.
     Unshare(unshare::UnshareArgs),
+    /// Show image details as JSON.
+    Inspect(inspect::InspectArgs),
+    /// Show the history of an image.
+    History(history::HistoryArgs),
+    /// Add names to an image.
+    Tag(tag::TagArgs),
+    /// Remove images.
+    Rmi(rmi::RmiArgs),
+    /// Write images to a docker-archive or oci-archive.
+    Save(save::SaveArgs),
+    /// Read images from an archive.
+    Load(load::LoadArgs),
+    /// Write images to an OCI layout directory.
+    ExportLayout(export_layout::ExportLayoutArgs),
+    /// Manage images (prune, ls, rm, …).
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
+    /// Store-wide disk usage and cleanup.
+    System {
+        #[command(subcommand)]
+        command: system::SystemCommand,
+    },
 }
 
 impl Cli {
@@ -59,5 +95,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Images(args) => images::run(&cli, args),
         Command::Info(args) => info::run(&cli, args),
         Command::Unshare(args) => unshare::run(&cli, args),
+        Command::Inspect(args) => inspect::run(&cli, args),
+        Command::History(args) => history::run(&cli, args),
+        Command::Tag(args) => tag::run(&cli, args),
+        Command::Rmi(args) => rmi::run(&cli, args),
+        Command::Save(args) => save::run(&cli, args),
+        Command::Load(args) => load::run(&cli, args),
+        Command::ExportLayout(args) => export_layout::run(&cli, args),
+        Command::Image { command } => image::run(&cli, command),
+        Command::System { command } => system::run(&cli, command),
     }
 }

@@ -5,6 +5,7 @@
 //! under `<root>/kiln/` (locks, temp files).
 
 mod blobs;
+mod gc;
 mod index;
 mod lock;
 
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use blobs::{sha256_digest, sha256_hex, BlobWriter};
+pub use gc::{chain_ids, layer_dir_chain_id, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR, GRACE, LAYERS_DIR};
 pub use lock::StoreLock;
 
 use crate::image::config::ImageConfig;
