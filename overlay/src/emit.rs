@@ -260,7 +260,8 @@ pub fn capability_v2(value: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The xattrs that decide whether a directory changed, as a comparable map.
+/// What decides whether a directory itself changed: mode, owner and xattrs (its mtime changes whenever an
+/// entry inside does, so it is left out).
 pub(crate) fn dir_identity(meta: &EntryMeta) -> (u32, u64, u64, &BTreeMap<String, Vec<u8>>) {
     (meta.mode, meta.uid, meta.gid, &meta.xattrs)
 }

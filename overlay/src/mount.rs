@@ -222,7 +222,6 @@ fn mount_overlay_fsconfig(lowers: &[PathBuf], upper: &Path, work: &Path, target:
 
 /// The most option bytes mount(2) takes: one page, NUL included.
 fn page_limit() -> usize {
-    // SAFETY-free: sysconf through nix.
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |p| p as usize) - 1
 }
 
