@@ -58,6 +58,10 @@ pub struct BuildArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Storage driver for RUN steps: overlay, fuse-overlayfs or vfs (default: the best that works here).
+    #[arg(long, env = "KILN_STORAGE_DRIVER", value_name = "DRIVER")]
+    pub storage_driver: Option<kiln_overlay::mount::Driver>,
+
     /// Run every step; do not use the layer cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -123,6 +127,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         cache_identity: cache_identity(args, input.dockerfile_path.as_deref(), &ctx),
         no_cache: args.no_cache,
         no_cache_stages: args.no_cache_filter.iter().map(|s| s.to_lowercase()).collect(),
+        storage_driver: args.storage_driver,
+        quiet: args.quiet,
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();

@@ -3,8 +3,10 @@
 
 pub mod chmod;
 pub mod copy;
+pub mod layers;
 pub mod owner;
 pub mod rootfs;
+pub mod run;
 pub mod state;
 pub mod tree;
 
@@ -20,7 +22,9 @@ use crate::dockerfile::ast::Span;
 use crate::image::config::{ImageConfig, RootFs};
 use crate::image::manifest::{self, Descriptor};
 use crate::image::transport::{self, Transport};
-use crate::plan::{Base, BuildPlan, CopyFrom, CopyStep, Stage, Step, StepKind};
+use crate::plan::{Base, BuildPlan, CopyFrom, CopyStep, RunStep, Stage, Step, StepKind};
+use kiln_overlay::mount::Driver;
+use self::layers::LayerDirs;
 use crate::store::{Image, Store};
 
 use self::chmod::Chmod;
@@ -54,10 +58,6 @@ pub enum ExecError {
     Platform(String),
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("RUN needs the rootless runtime, which this version of kiln does not have yet; build steps other than RUN work")]
-pub struct RunUnsupported;
-
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub compression: Compression,
@@ -69,6 +69,10 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--no-cache-filter`: stage names (or indexes) whose steps always run.
     pub no_cache_stages: Vec<String>,
+    /// `--storage-driver`; detected on first use when `None`.
+    pub storage_driver: Option<Driver>,
+    /// Keep RUN output to show only when a step fails.
+    pub quiet: bool,
 }
 
 impl Default for BuildOptions {
@@ -79,6 +83,8 @@ impl Default for BuildOptions {
             cache_identity: String::new(),
             no_cache: false,
             no_cache_stages: Vec::new(),
+            storage_driver: None,
+            quiet: false,
         }
     }
 }
@@ -118,6 +124,8 @@ pub fn build(
         stamp: stamp(),
         cache,
         stat,
+        layer_dirs: LayerDirs::new(store),
+        driver: opts.storage_driver,
         done: HashMap::new(),
         unpacked: HashMap::new(),
         new_layer_bytes: 0,
@@ -162,6 +170,8 @@ struct Executor<'a> {
     stamp: Stamp,
     cache: Cache,
     stat: StatCache,
+    layer_dirs: LayerDirs,
+    driver: Option<Driver>,
     done: HashMap<usize, StageState>,
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: HashMap<String, (BuildContext, std::collections::BTreeMap<String, kiln_overlay::tarfmt::EntryMeta>)>,
@@ -327,7 +337,7 @@ impl Executor<'_> {
         }
         match &step.kind {
             StepKind::Copy(c) => self.copy(state, step, c),
-            StepKind::Run(_) => Err(Box::new(RunUnsupported)),
+            StepKind::Run(r) => self.run(state, step, r),
             _ => unreachable!("apply_metadata handles every other step"),
         }
     }
@@ -406,6 +416,49 @@ impl Executor<'_> {
             short(&digest),
             entries.len(),
             human_size(size),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn run(&mut self, state: &mut StageState, step: &Step, r: &RunStep) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let started = Instant::now();
+        let driver = match self.driver {
+            Some(d) => d,
+            None => {
+                let d = kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir());
+                log::info!("storage driver: {}", d);
+                self.driver = Some(d);
+                d
+            }
+        };
+        let mut env = run::RunEnv {
+            store: self.store,
+            layers: &self.layer_dirs,
+            driver,
+            compression: self.opts.compression,
+            tag: String::new(),
+            progress: &mut *self.progress,
+            quiet: self.opts.quiet,
+            hostname: short(&state.key).to_string(),
+            clamp_mtime: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()),
+        };
+        let layer = run::run(&mut env, state, r)?;
+        let media = match self.opts.compression {
+            Compression::Gzip => manifest::OCI_LAYER_GZIP,
+            Compression::Zstd => manifest::OCI_LAYER_ZSTD,
+            Compression::None => manifest::OCI_LAYER_TAR,
+        };
+        state.layers.push(Descriptor::new(media, layer.digest.clone(), layer.size));
+        state.config.rootfs.diff_ids.push(layer.info.diff_id);
+        state.push_history(&self.stamp.created, &step.original, false);
+        state.tree = None;
+        self.new_layer_bytes += layer.size;
+        let _ = writeln!(
+            self.progress,
+            "--> {} ({}, {:.2}s)",
+            short(&layer.digest),
+            human_size(layer.size),
             started.elapsed().as_secs_f64()
         );
         Ok(())

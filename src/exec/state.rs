@@ -52,7 +52,7 @@ impl StageState {
         }
     }
 
-    fn shell(&self) -> Vec<String> {
+    pub fn shell(&self) -> Vec<String> {
         match &self.config.config.shell {
             Some(s) if !s.is_empty() => s.clone(),
             _ => DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),
