@@ -30,6 +30,8 @@ pub enum RuntimeError {
     Prepare { path: PathBuf, source: std::io::Error },
     #[error("set up the RUN process: {message}")]
     Setup { message: String },
+    #[error("make a private mount namespace for the build")]
+    MountNamespace(#[source] nix::Error),
     #[error("resolve the user of the RUN step")]
     User(#[from] UserError),
 }

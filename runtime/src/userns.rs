@@ -26,6 +26,16 @@ const RELEASE_FD: i32 = 3;
 /// Descriptor the child reports "unshared" (or an error) on.
 const READY_FD: i32 = 4;
 
+/// As real root kiln needs no user namespace, but its overlay mounts must
+/// still never show up on the host (or outlive a killed build): give the
+/// process its own mount namespace with private propagation. Call it before
+/// any thread starts.
+pub fn private_mount_namespace() -> Result<(), RuntimeError> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(RuntimeError::MountNamespace)?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(RuntimeError::MountNamespace)
+}
+
 /// Whether this process runs inside kiln's user namespace.
 pub fn inside() -> bool {
     std::env::var_os(INSIDE_ENV).is_some()

@@ -85,8 +85,12 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     if !args.check {
         // Store work (unpacking layers, running RUN, committing) happens as
         // uid 0 of kiln's user namespace, so files keep the image's owners.
-        match kiln_runtime::enter_user_namespace(&kiln_runtime::detect()) {
+        let mode = kiln_runtime::detect();
+        match kiln_runtime::enter_user_namespace(&mode) {
             Ok(Some(code)) => return Ok(code),
+            Ok(None) if matches!(mode, kiln_runtime::MapMode::Root) && !kiln_runtime::userns::inside() => {
+                kiln_runtime::private_mount_namespace().context("enter a private mount namespace")?;
+            }
             Ok(None) => {}
             Err(kiln_runtime::RuntimeError::Unavailable { .. }) => {} // detect() warned; builds without RUN still work
             Err(e) => return Err(anyhow::Error::new(e).context("enter kiln's user namespace")),

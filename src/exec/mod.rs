@@ -113,6 +113,7 @@ pub fn build(
     opts: &BuildOptions,
     progress: &mut dyn Write,
 ) -> Result<BuildOutput, ExecError> {
+    let _builds = store.builds_lock(|| clear_leftovers(store))?;
     let cache = Cache::open(store, &opts.cache_identity);
     let stat = StatCache::load(&cache.stat_cache_path(ctx.root()));
     let mut exec = Executor {
@@ -484,6 +485,22 @@ impl Executor<'_> {
             self.unpacked.insert(key.clone(), (ctx, meta));
         }
         Ok(key)
+    }
+}
+
+/// Removes what killed builds left behind (step and unpack dirs, scratch
+/// space). Runs only while no other build holds the builds lock.
+fn clear_leftovers(store: &Store) {
+    let dirs = [(store.root().join("kiln").join("layers"), [".step-", ".unpack-"]), (store.tmp_dir(), ["build-", "build-"])];
+    for (dir, prefixes) in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if prefixes.iter().any(|p| name.starts_with(p)) {
+                log::info!("removing {} left by an interrupted build", entry.path().display());
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 

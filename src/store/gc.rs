@@ -319,6 +319,7 @@ impl Store {
     /// Removes, under the store lock, what `what` asks for and every blob and
     /// layer dir nothing live references (see the module notes).
     pub fn collect(&self, what: &Collect) -> Result<Reclaimed, StoreError> {
+        let _builds = self.builds_lock_exclusive()?;
         let _lock = self.lock()?;
         let mut reclaimed = Reclaimed::default();
         if what.cache {
