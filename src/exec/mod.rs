@@ -524,11 +524,7 @@ impl<'a> Executor<'a> {
                 Data::None => None,
             });
         }
-        let media = match self.opts.compression {
-            Compression::Gzip => manifest::OCI_LAYER_GZIP,
-            Compression::Zstd => manifest::OCI_LAYER_ZSTD,
-            Compression::None => manifest::OCI_LAYER_TAR,
-        };
+        let media = layer_media_type(self.opts.compression);
         state.layers.push(Descriptor::new(media, digest.clone(), size));
         state.config.rootfs.diff_ids.push(info.diff_id);
         state.push_history(&self.stamp.created, &step.original, false);
@@ -565,11 +561,7 @@ impl<'a> Executor<'a> {
             clamp_mtime: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()),
         };
         let layer = run::run(&mut env, state, r)?;
-        let media = match self.opts.compression {
-            Compression::Gzip => manifest::OCI_LAYER_GZIP,
-            Compression::Zstd => manifest::OCI_LAYER_ZSTD,
-            Compression::None => manifest::OCI_LAYER_TAR,
-        };
+        let media = layer_media_type(self.opts.compression);
         state.layers.push(Descriptor::new(media, layer.digest.clone(), layer.size));
         state.config.rootfs.diff_ids.push(layer.info.diff_id);
         state.push_history(&self.stamp.created, &step.original, false);
@@ -619,6 +611,14 @@ impl<'a> Executor<'a> {
             unpacked.insert(key.clone(), Arc::new((ctx, meta)));
         }
         Ok(key)
+    }
+}
+
+fn layer_media_type(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => manifest::OCI_LAYER_GZIP,
+        Compression::Zstd => manifest::OCI_LAYER_ZSTD,
+        Compression::None => manifest::OCI_LAYER_TAR,
     }
 }
 
