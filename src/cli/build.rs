@@ -58,6 +58,18 @@ pub struct BuildArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// When to pull base images: missing (default), always, never or newer; --pull alone means always.
+    #[arg(long, value_name = "POLICY", num_args = 0..=1, default_value = "missing", default_missing_value = "always",
+          value_parser = ["missing", "always", "never", "newer", "true", "false"])]
+    pub pull: String,
+
+    /// Push the image to each -t name's registry after the build.
+    #[arg(long)]
+    pub push: bool,
+
+    #[command(flatten)]
+    pub registry: super::pull::RegistryFlags,
+
     /// The build context: a directory, or `-` for a tar (plain, gz, xz, bz2 or zst) on stdin.
     #[arg(default_value = ".")]
     pub context: String,
@@ -92,7 +104,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     }
 
     let store = cli.open_store()?;
-    let lookup = |r: &str| base_env(&store, r);
+    let pull_opts = pull_options(args);
+    let lookup = |r: &str| base_env(&store, r, &pull_opts);
     let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
     let ctx = input.context.map(Ok).unwrap_or_else(|| open_context(args, input.dockerfile_path.as_deref()))?;
     let build_opts = BuildOptions {
@@ -102,6 +115,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             _ => kiln_overlay::compress::Compression::Gzip,
         },
         platform: args.platform.clone(),
+        pull: pull_options(args),
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();
@@ -116,7 +130,28 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             println!("Successfully tagged {}", tag);
         }
     }
-    for out in &outputs {
+    let pushes: Vec<String> = if args.push { tags.clone() } else { Vec::new() };
+    anyhow::ensure!(!args.push || !pushes.is_empty(), "--push needs a name to push to: add -t REGISTRY/NAME[:TAG]");
+    let registry_outputs = outputs.iter().filter(|o| o.kind == OutputKind::Registry);
+    let mut destinations = pushes;
+    for out in registry_outputs {
+        match &out.name {
+            Some(name) => destinations.push(name.clone()),
+            None if !tags.is_empty() => destinations.extend(tags.iter().cloned()),
+            None => anyhow::bail!("--output type=registry needs name=REF or a -t name"),
+        }
+    }
+    destinations.dedup();
+    if !destinations.is_empty() {
+        let image = store.load_image(&result.manifest)?;
+        for dest in &destinations {
+            let digest = super::push::push_image(&store, &image, dest, &args.registry, None, None, args.quiet)?;
+            if !args.quiet {
+                println!("Pushed {dest}@{digest}");
+            }
+        }
+    }
+    for out in outputs.iter().filter(|o| o.kind != OutputKind::Registry) {
         write_output(&store, out, &tags, &result.manifest)?;
         if !args.quiet {
             println!("Wrote {} to {}", kind_name(&out.kind), out.dest.display());
@@ -243,10 +278,25 @@ fn check_copy_from(plan: &plan::BuildPlan, store: Option<&Store>) -> Result<(), 
     Ok(())
 }
 
+fn pull_options(args: &BuildArgs) -> crate::registry::PullOptions {
+    crate::registry::PullOptions {
+        policy: args.pull.parse().unwrap_or_default(),
+        registry: args.registry.options(args.platform.clone(), !args.quiet),
+    }
+}
+
 /// The env of a base image, for expanding `$VAR`s that the base defines.
-fn base_env(store: &Store, reference: &str) -> Option<Vec<String>> {
+/// A base that is not in the store is pulled here (per `--pull`), since its
+/// env shapes the plan; the executor then finds it in the store.
+fn base_env(store: &Store, reference: &str, pull: &crate::registry::PullOptions) -> Option<Vec<String>> {
     match transport::parse_transport(reference) {
-        Transport::Store(_) => store_env(store, reference),
+        Transport::Store(_) => {
+            let mut out: Box<dyn Write> =
+                if pull.registry.progress { Box::new(std::io::stdout()) } else { Box::new(std::io::sink()) };
+            // A failed pull is reported by the executor, with the Dockerfile line.
+            let image = crate::registry::resolve_or_pull(store, reference, pull, &mut out).ok()?;
+            image.config.config.env
+        }
         other => transport::import(store, &other).ok().and_then(|i| i.config.config.env),
     }
 }
@@ -276,6 +326,8 @@ fn write_output(
             };
             transport::export_docker_archive(store, &[(repo_tags, manifest.clone())], &out.dest)?
         }
+        // Pushed by `run`.
+        OutputKind::Registry => {}
     }
     Ok(())
 }
@@ -285,5 +337,6 @@ fn kind_name(kind: &OutputKind) -> &'static str {
         OutputKind::Oci => "OCI image layout",
         OutputKind::OciArchive => "OCI archive",
         OutputKind::DockerArchive => "docker archive",
+        OutputKind::Registry => "registry",
     }
 }

@@ -3,7 +3,10 @@
 
 pub mod build;
 pub mod images;
+pub mod login;
 pub mod output;
+pub mod pull;
+pub mod push;
 
 use std::path::PathBuf;
 
@@ -37,6 +40,14 @@ pub enum Command {
     Build(build::BuildArgs),
     /// List images in the store.
     Images(images::ImagesArgs),
+    /// Pull an image from a registry into the store.
+    Pull(pull::PullArgs),
+    /// Push an image from the store to a registry.
+    Push(push::PushArgs),
+    /// Log in to a registry (credentials go to the auth file).
+    Login(login::LoginArgs),
+    /// Remove a registry's credentials from the auth file.
+    Logout(login::LogoutArgs),
 }
 
 impl Cli {
@@ -51,5 +62,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Build(args) => build::run(&cli, args),
         Command::Images(args) => images::run(&cli, args),
+        Command::Pull(args) => pull::run(&cli, args),
+        Command::Push(args) => push::run(&cli, args),
+        Command::Login(args) => login::login(&cli, args),
+        Command::Logout(args) => login::logout(&cli, args),
     }
 }

@@ -50,6 +50,8 @@ pub enum ExecError {
     Layer(#[source] std::io::Error),
     #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/amd64")]
     Platform(String),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +63,13 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// `os/arch[/variant]` for images FROM scratch; others keep their base's.
     pub platform: Option<String>,
+    /// `--pull` and how to reach registries for base images.
+    pub pull: crate::registry::PullOptions,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { compression: Compression::Gzip, platform: None }
+        BuildOptions { compression: Compression::Gzip, platform: None, pull: Default::default() }
     }
 }
 
@@ -192,8 +196,10 @@ impl Executor<'_> {
     fn image(&self, reference: &str) -> Result<Image, ExecError> {
         match transport::parse_transport(reference) {
             Transport::Store(name) => {
-                let desc = self.store.resolve(&name)?.ok_or_else(|| ExecError::ImageNotFound(name.clone()))?;
-                Ok(self.store.load_image(&desc)?)
+                // Found in the store, or pulled from its registry per --pull.
+                let mut out: Box<dyn Write> =
+                    if self.opts.pull.registry.progress { Box::new(std::io::stdout()) } else { Box::new(std::io::sink()) };
+                Ok(crate::registry::resolve_or_pull(self.store, &name, &self.opts.pull, &mut out)?)
             }
             other => Ok(transport::import(self.store, &other)?),
         }

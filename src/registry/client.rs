@@ -69,10 +69,21 @@ impl Client {
         opts: &RegistryOptions,
         action: &'static str,
     ) -> Result<Client, RegistryError> {
+        let creds = auth::credentials_for(&reference.registry, &reference.repository, opts.authfile.as_deref())
+            .map_err(|kind| RegistryError::new(action, reference, kind))?;
+        Client::connect_with(reference, scopes, opts, action, creds)
+    }
+
+    /// [`connect`](Self::connect) with the given credentials instead of the auth files'.
+    pub fn connect_with(
+        reference: &Reference,
+        scopes: Vec<String>,
+        opts: &RegistryOptions,
+        action: &'static str,
+        creds: Option<Credentials>,
+    ) -> Result<Client, RegistryError> {
         let err = |kind| RegistryError::new(action, reference, kind);
         let host = reference.api_host().to_string();
-        let creds = auth::credentials_for(&reference.registry, &reference.repository, opts.authfile.as_deref())
-            .map_err(err)?;
         let verify = opts.tls_verify.unwrap_or(true);
         let cert_dir = cert_dir_for(&reference.registry, opts.cert_dir.as_deref());
         let agent = agent(tls_config(verify, cert_dir.as_deref()).map_err(err)?);
@@ -318,9 +329,21 @@ impl Client {
         })
     }
 
-    /// Whether this client holds credentials (for messages).
-    pub fn has_credentials(&self) -> bool {
-        self.creds.is_some()
+    /// Checks that the registry accepts this client's credentials: a token
+    /// for a bearer challenge, `GET /v2/` with them for a basic one.
+    pub fn check_credentials(&self) -> Result<(), RegistryError> {
+        let challenge = self.auth.lock().unwrap_or_else(|p| p.into_inner()).challenge.clone();
+        let Some(challenge) = challenge else { return Ok(()) };
+        if challenge.scheme == "bearer" {
+            return self.fetch_token(&challenge).map(|_| ());
+        }
+        let url = format!("{}/v2/", self.base);
+        let authorization = self.authorization(false)?;
+        let mut resp = self.once(Method::Get, &url, &[], SendBody::Empty, authorization.as_deref())?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            _ => Err(self.status_error("GET /v2/", &mut resp)),
+        }
     }
 }
 
@@ -438,6 +461,7 @@ pub fn classify(host: &str, e: ureq::Error) -> ErrorKind {
     match e {
         ureq::Error::HostNotFound => ErrorKind::UnknownHost(host),
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => ErrorKind::Refused(host),
+        ureq::Error::Io(io) if looks_like_dns(&io.to_string()) => ErrorKind::UnknownHost(host),
         ureq::Error::Io(io) if looks_like_tls(&io.to_string()) => ErrorKind::Tls { host, detail: io.to_string() },
         ureq::Error::Tls(detail) => ErrorKind::Tls { host, detail: detail.to_string() },
         ureq::Error::Rustls(e) => ErrorKind::Tls { host, detail: e.to_string() },
@@ -455,6 +479,12 @@ pub fn classify(host: &str, e: ureq::Error) -> ErrorKind {
             }
         }
     }
+}
+
+/// Name lookup failures reach ureq as plain io errors from getaddrinfo.
+fn looks_like_dns(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("lookup address") || t.contains("name or service not known") || t.contains("no address associated")
 }
 
 fn looks_like_tls(text: &str) -> bool {

@@ -37,6 +37,8 @@ pub enum ErrorKind {
     Unauthorized { registry: String, detail: String },
     #[error("access denied (403 Forbidden{})", detail_suffix(.detail))]
     Denied { detail: String },
+    #[error("no such image in the store, and --pull=never forbids pulling it")]
+    NotLocal,
     #[error("manifest unknown: the registry has no such tag or digest (404)")]
     ManifestUnknown,
     #[error("blob {0} is missing from the registry (404)")]

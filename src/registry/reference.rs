@@ -81,7 +81,7 @@ impl fmt::Display for Reference {
 }
 
 /// docker's rule for the first of several components.
-fn is_registry(first: &str) -> bool {
+pub(crate) fn is_registry(first: &str) -> bool {
     first.contains('.') || first.contains(':') || first.starts_with('[') || first == "localhost"
 }
 
