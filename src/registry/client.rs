@@ -96,24 +96,27 @@ impl Client {
             scopes,
             auth: Mutex::new(AuthState::default()),
         };
-        // Loopback speaks plain HTTP as docker allows; --tls-verify=false
-        // tries HTTPS without checks first and falls back to HTTP.
-        let schemes: &[&str] = if is_loopback(&reference.registry) {
-            &["http"]
-        } else if !verify {
+        // HTTPS first; loopback registries may answer in plain HTTP, as
+        // docker allows, and so may any with --tls-verify=false.
+        let schemes: &[&str] = if is_loopback(&reference.registry) || !verify {
             &["https", "http"]
         } else {
             &["https"]
         };
-        let mut last = None;
+        // The first scheme's error is the one worth reporting: a TLS server
+        // with an untrusted certificate also fails the HTTP fallback.
+        let mut first = None;
         for scheme in schemes {
             client.base = format!("{scheme}://{host}");
             match client.ping() {
                 Ok(()) => return Ok(client),
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    log::debug!("{e}");
+                    first.get_or_insert(e);
+                }
             }
         }
-        Err(last.unwrap_or_else(|| err(ErrorKind::Network { host, detail: "no scheme to try".into() })))
+        Err(first.unwrap_or_else(|| err(ErrorKind::Network { host, detail: "no scheme to try".into() })))
     }
 
     pub fn err(&self, kind: ErrorKind) -> RegistryError {

@@ -22,7 +22,7 @@ pub enum Event {
 pub fn run_parallel<T: Sync>(
     items: &[T],
     verb: &str,
-    bars: bool,
+    show: bool,
     out: &mut dyn Write,
     job: impl Fn(&T, &Sender<Event>) -> Result<(), RegistryError> + Sync,
 ) -> Result<(), RegistryError> {
@@ -48,9 +48,11 @@ pub fn run_parallel<T: Sync>(
             });
         }
         drop(tx);
-        let mut view = View::new(verb, bars);
+        let mut view = View::new(verb, show);
         for event in rx {
-            view.show(&event, out);
+            if show {
+                view.show(&event, out);
+            }
         }
         view.finish();
     });
@@ -66,7 +68,7 @@ struct View {
 }
 
 impl View {
-    /// Bars only when asked for and stderr is a terminal.
+    /// Bars when shown on a terminal.
     fn new(verb: &str, bars: bool) -> View {
         use std::io::IsTerminal;
         let bars = (bars && std::io::stderr().is_terminal()).then(|| (indicatif::MultiProgress::new(), Default::default()));
