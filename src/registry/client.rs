@@ -84,7 +84,7 @@ impl Client {
     ) -> Result<Client, RegistryError> {
         let err = |kind| RegistryError::new(action, reference, kind);
         let host = reference.api_host().to_string();
-        let verify = opts.tls_verify.unwrap_or(true);
+        let verify = opts.tls_verify.unwrap_or_else(|| !super::config::is_insecure(&reference.registry));
         let cert_dir = cert_dir_for(&reference.registry, opts.cert_dir.as_deref());
         let agent = agent(tls_config(verify, cert_dir.as_deref()).map_err(err)?);
         let mut client = Client {

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+mod config;
 mod error;
 pub mod platform;
 mod progress;
@@ -24,7 +25,8 @@ pub use reference::Reference;
 /// How to reach registries, shared by pull, push and login.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
-    /// `--tls-verify`; `None` verifies (loopback registries speak plain HTTP regardless).
+    /// `--tls-verify`; `None` verifies unless registries.conf marks the registry
+    /// insecure (loopback registries may speak plain HTTP regardless).
     pub tls_verify: Option<bool>,
     /// `--cert-dir`: CA certificates (`*.crt`) to trust, instead of `/etc/containers/certs.d/<host>`.
     pub cert_dir: Option<PathBuf>,
