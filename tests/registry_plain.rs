@@ -318,3 +318,39 @@ fn errors_are_one_line_naming_reference_and_cause() {
     let store = store_at(&root);
     assert!(store.list().unwrap().is_empty());
 }
+
+#[test]
+fn server_errors_are_retried_and_cut_transfers_refused() {
+    if !tools_present() {
+        return;
+    }
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    build_scratch(&a, "app:1", &[("x", &noise(100_000, 5))], &["--compression", "none"]);
+    ok(&kiln(&a, &["push", "-q", "app:1", &format!("{}/flaky/app:1", reg.host())]));
+    let layer = image_in(&a, "app:1").manifest.layers[0].digest.clone();
+
+    // Two 503s on the manifest, then it comes through.
+    let flaky = FaultProxy::start(reg.port, Fault::ServerErrors(2));
+    let through = format!("{}/flaky/app:1", flaky.host());
+    let b = tmp.path().join("b");
+    ok(&kiln(&b, &["pull", "-q", &through]));
+    assert_eq!(image_in(&b, &through).config_digest, image_in(&a, "app:1").config_digest);
+    let log = flaky.log.lock().unwrap().clone();
+    assert_eq!(log.iter().filter(|l| l.ends_with("503")).count(), 2, "{log:?}");
+
+    // Blob bodies cut in half: tried again, then refused; nothing stored.
+    let cutting = FaultProxy::start(reg.port, Fault::TruncateBlobs);
+    let through = format!("{}/flaky/app:1", cutting.host());
+    let c = tmp.path().join("c");
+    let err = failed(&kiln(&c, &["pull", "-q", &through]));
+    assert!(err.contains(&through) && err.contains("ended early"), "{err}");
+    let log = cutting.log.lock().unwrap().clone();
+    // The first blob (the config) is tried three times, then the pull stops.
+    assert_eq!(log.iter().filter(|l| l.contains("cut")).count(), 3, "retried: {log:?}");
+    let store = store_at(&c);
+    assert!(!store.has_blob(&layer));
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0, "no temp files left");
+}

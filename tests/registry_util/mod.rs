@@ -443,3 +443,120 @@ fn base32(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// What a [`FaultProxy`] does to requests on their way to the registry.
+#[derive(Clone, Copy)]
+pub enum Fault {
+    /// Answers this many manifest requests with 503 before letting them through.
+    ServerErrors(usize),
+    /// Cuts every blob download off after half its body.
+    TruncateBlobs,
+}
+
+/// A proxy in front of a registry that injects failures: one request per
+/// connection (it answers with `Connection: close`), so it can inspect each.
+pub struct FaultProxy {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// `METHOD path -> what happened`
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: u16, fault: Fault) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, log2) = (stop.clone(), log.clone());
+        let thread = std::thread::spawn(move || {
+            let mut errors_left = match fault {
+                Fault::ServerErrors(n) => n,
+                Fault::TruncateBlobs => 0,
+            };
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = proxy_one(stream, upstream, fault, &mut errors_left, &log2);
+            }
+        });
+        FaultProxy { port, stop, thread: Some(thread), log }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn proxy_one(
+    stream: TcpStream,
+    upstream: u16,
+    fault: Fault,
+    errors_left: &mut usize,
+    log: &std::sync::Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut head = String::new();
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+            if k.eq_ignore_ascii_case("connection") || k.eq_ignore_ascii_case("host") {
+                continue;
+            }
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0u8; content_length];
+    reader.read_exact(&mut body)?;
+    let request_line = head.lines().next().unwrap_or("").to_string();
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let mut out = stream;
+    if matches!(fault, Fault::ServerErrors(_)) && path.contains("/manifests/") && *errors_left > 0 {
+        *errors_left -= 1;
+        log.lock().unwrap().push(format!("{method} {path} -> 503"));
+        return write!(out, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
+    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+    let (first, rest) = head.split_once("\r\n").unwrap_or((&head, ""));
+    write!(up, "{first}\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\n{rest}\r\n")?;
+    up.write_all(&body)?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response)?;
+    let cut = matches!(fault, Fault::TruncateBlobs) && method == "GET" && path.contains("/blobs/sha256:");
+    if cut {
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(response.len());
+        let keep = split + (response.len() - split) / 2;
+        log.lock().unwrap().push(format!("{method} {path} -> cut at {}", keep - split));
+        out.write_all(&response[..keep])?;
+        return Ok(());
+    }
+    log.lock().unwrap().push(format!("{method} {path} -> passed"));
+    out.write_all(&response)
+}
