@@ -354,3 +354,35 @@ fn server_errors_are_retried_and_cut_transfers_refused() {
     assert!(store.list().unwrap().is_empty());
     assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0, "no temp files left");
 }
+
+#[test]
+fn pull_and_push_need_no_root() {
+    if !tools_present() || !nix::unistd::geteuid().is_root() || !which("setpriv") {
+        eprintln!("skipping: needs root (to switch to an unprivileged user) and setpriv");
+        return;
+    }
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    build_scratch(&a, "app:1", &[("x", b"unprivileged\n")], &[]);
+    let src = format!("{}/root/app:1", reg.host());
+    let digest = last_line(&ok(&kiln(&a, &["push", "-q", "app:1", &src])));
+
+    let home = tmp.path().join("nobody");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", kiln_bin(), "--root"])
+            .arg(home.join("store"))
+            .args(args)
+            .env("HOME", &home)
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap()
+    };
+    ok(&as_nobody(&["pull", "-q", &src]));
+    let dest = format!("{}/nobody/app:1", reg.host());
+    assert_eq!(last_line(&ok(&as_nobody(&["push", "-q", &src, &dest]))), digest);
+}
