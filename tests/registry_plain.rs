@@ -92,6 +92,16 @@ fn from_a_registry_image_seeded_by_skopeo() {
     // The base is now local: a second build does not pull.
     let out = ok(&kiln(&root, &["build", "-t", "child:2", ctx.path().to_str().unwrap()]));
     assert!(!out.contains("Pulling"), "{out}");
+    // --pull=always asks the registry again (the blobs are already here).
+    let out = ok(&kiln(&root, &["build", "--pull=always", "-t", "child:3", ctx.path().to_str().unwrap()]));
+    assert!(out.contains(&format!("Pulling {base}")) && out.contains("skipped: already exists"), "{out}");
+    // --pull=newer keeps the stored base when the registry is gone.
+    drop(reg);
+    let out = kiln(&root, &["build", "--pull=newer", "-t", "child:4", ctx.path().to_str().unwrap()]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using the image in the store"));
+    let err = failed(&kiln(&root, &["build", "--pull=always", ctx.path().to_str().unwrap()]));
+    assert!(err.contains("connection refused") && err.contains(&base), "{err}");
     // --pull=never with an empty store refuses, naming the image.
     let never = failed(&kiln(&tmp.path().join("empty"), &["build", "--pull=never", ctx.path().to_str().unwrap()]));
     assert!(never.contains(&base) && never.contains("--pull=never"), "{never}");

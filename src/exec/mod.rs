@@ -40,7 +40,7 @@ pub enum ExecError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("image {0:?} is not in the local store, and pulling from registries is not supported yet: load it first (e.g. FROM oci:DIR:TAG, oci-archive:FILE or docker-archive:FILE)")]
+    #[error("image {0:?} is not in the local store")]
     ImageNotFound(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

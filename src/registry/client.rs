@@ -16,6 +16,8 @@ use super::error::{ErrorKind, RegistryError};
 use super::reference::{is_loopback, Reference};
 use super::RegistryOptions;
 
+/// The user name auth files use for an identity token.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
 /// The largest manifest or token answer kiln reads.
 const MAX_DOCUMENT: u64 = 8 << 20;
 /// Tries of one request on transient failures.
@@ -292,11 +294,33 @@ impl Client {
         }
         let sep = if realm.contains('?') { '&' } else { '?' };
         let url = if query.is_empty() { realm.to_string() } else { format!("{realm}{sep}{}", query.join("&")) };
-        let basic = self.creds.as_ref().filter(|c| c.username != "<token>").map(Credentials::basic_header);
+        let basic = self.creds.as_ref().filter(|c| c.username != IDENTITY_TOKEN_USER).map(Credentials::basic_header);
+        // An identity token (docker's `identitytoken`) is an OAuth2 refresh
+        // token, traded at the realm with a POST.
+        let refresh = self.creds.as_ref().filter(|c| c.username == IDENTITY_TOKEN_USER).map(|c| {
+            let mut form = vec![
+                "grant_type=refresh_token".to_string(),
+                format!("refresh_token={}", encode(&c.password)),
+                "client_id=kiln".to_string(),
+            ];
+            if let Some(service) = challenge.param("service") {
+                form.push(format!("service={}", encode(service)));
+            }
+            if !scopes.is_empty() {
+                form.push(format!("scope={}", encode(&scopes.join(" "))));
+            }
+            form.join("&")
+        });
+        let (method, url, body) = match &refresh {
+            Some(form) => (Method::Post, realm.to_string(), SendBody::Bytes(form.as_bytes())),
+            None => (Method::Get, url, SendBody::Empty),
+        };
+        let form_type = [("Content-Type", "application/x-www-form-urlencoded".to_string())];
+        let headers: &[(&str, String)] = if refresh.is_some() { &form_type } else { &[] };
         let mut attempt = 0;
         let mut resp = loop {
             attempt += 1;
-            match self.once(Method::Get, &url, &[], SendBody::Empty, basic.as_deref()) {
+            match self.once(method, &url, headers, body, basic.as_deref()) {
                 Ok(r) if retryable_status(r.status().as_u16()) && attempt < ATTEMPTS => backoff(attempt),
                 Ok(r) => break r,
                 Err(e) if attempt < ATTEMPTS && transient(&e.kind) => backoff(attempt),
@@ -307,7 +331,10 @@ impl Client {
         if status == 401 || status == 403 {
             return Err(self.err(ErrorKind::Unauthorized {
                 registry: self.reference.registry.clone(),
-                detail: format!("the token server refused {}", if basic.is_some() { "the credentials" } else { "anonymous access" }),
+                detail: format!(
+                    "the token server refused {}",
+                    if basic.is_some() || refresh.is_some() { "the credentials" } else { "anonymous access" }
+                ),
             }));
         }
         if !(200..300).contains(&status) {

@@ -20,7 +20,7 @@ pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 /// Whether the tools these tests need are installed; CI installs them.
 pub fn tools_present() -> bool {
-    let ok = Path::new(REGISTRY_BIN).exists() && which("skopeo") && which("openssl");
+    let ok = Path::new(REGISTRY_BIN).exists() && which("skopeo") && which("openssl") && which("htpasswd");
     if !ok {
         eprintln!("skipping: needs docker-registry, skopeo and openssl (apt-get install docker-registry skopeo openssl apache2-utils)");
         if std::env::var_os("CI").is_some() {
