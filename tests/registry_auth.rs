@@ -23,7 +23,8 @@ fn tls_with_a_private_ca_and_basic_auth() {
     let certs = tmp.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     let (ca, cert, key) = make_tls(&certs);
-    let reg = Registry::start_with(Some((&cert, &key)), Auth::Basic { user: "alice".into(), password: "s3cret".into() });
+    let reg =
+        Registry::start_with(Some((&cert, &key)), Auth::Basic { user: "alice".into(), password: "s3cret".into() });
     let ca_dir = tmp.path().join("ca");
     std::fs::create_dir_all(&ca_dir).unwrap();
     std::fs::copy(&ca, ca_dir.join("ca.crt")).unwrap();
@@ -43,16 +44,23 @@ fn tls_with_a_private_ca_and_basic_auth() {
     assert!(err.contains("401") && err.contains("kiln login"), "{err}");
 
     // A wrong password does not log in and writes nothing.
-    let err = failed(&kiln(&root, &["login", "--cert-dir", ca_arg, "--authfile", auth_arg, "-u", "alice", "-p", "wrong", &reg.host()]));
+    let err = failed(&kiln(
+        &root,
+        &["login", "--cert-dir", ca_arg, "--authfile", auth_arg, "-u", "alice", "-p", "wrong", &reg.host()],
+    ));
     assert!(err.contains("401"), "{err}");
     assert!(!authfile.exists());
 
-    let out = ok(&kiln(&root, &["login", "--cert-dir", ca_arg, "--authfile", auth_arg, "-u", "alice", "-p", "s3cret", &reg.host()]));
+    let out = ok(&kiln(
+        &root,
+        &["login", "--cert-dir", ca_arg, "--authfile", auth_arg, "-u", "alice", "-p", "s3cret", &reg.host()],
+    ));
     assert!(out.contains("Login Succeeded"), "{out}");
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&authfile).unwrap()).unwrap();
     assert!(saved["auths"][reg.host()]["auth"].is_string(), "{saved}");
 
-    let digest = last_line(&ok(&kiln(&root, &["push", "-q", "--cert-dir", ca_arg, "--authfile", auth_arg, "app:1", &dest])));
+    let digest =
+        last_line(&ok(&kiln(&root, &["push", "-q", "--cert-dir", ca_arg, "--authfile", auth_arg, "app:1", &dest])));
     let inspected = skopeo(&["inspect", "--cert-dir", ca_arg, "--creds", "alice:s3cret", &format!("docker://{dest}")]);
     let json: serde_json::Value = serde_json::from_str(&inspected).unwrap();
     assert_eq!(json["Digest"], digest.as_str());
@@ -69,7 +77,8 @@ fn tls_with_a_private_ca_and_basic_auth() {
 
     // After logout the registry refuses again.
     ok(&kiln(&root, &["logout", "--authfile", auth_arg, &reg.host()]));
-    let err = failed(&kiln(&tmp.path().join("d"), &["pull", "-q", "--cert-dir", ca_arg, "--authfile", auth_arg, &dest]));
+    let err =
+        failed(&kiln(&tmp.path().join("d"), &["pull", "-q", "--cert-dir", ca_arg, "--authfile", auth_arg, &dest]));
     assert!(err.contains("401"), "{err}");
     let err = failed(&kiln(&root, &["logout", "--authfile", auth_arg, &reg.host()]));
     assert!(err.contains("not logged in"), "{err}");
@@ -100,7 +109,8 @@ fn bearer_tokens_from_a_token_server() {
 
     let digest = last_line(&ok(&kiln(&root, &["push", "-q", "app:1", &private])));
     assert_eq!(last_line(&ok(&kiln(&root, &["push", "-q", "app:1", &public]))), digest);
-    let inspected = skopeo(&["inspect", "--tls-verify=false", "--creds", "bob:hunter2", &format!("docker://{private}")]);
+    let inspected =
+        skopeo(&["inspect", "--tls-verify=false", "--creds", "bob:hunter2", &format!("docker://{private}")]);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&inspected).unwrap()["Digest"], digest.as_str());
     let asked = tokens.requests.lock().unwrap().clone();
     assert!(asked.iter().any(|r| r.contains("scope=repository%3Ateam%2Fapp%3Apull%2Cpush")), "{asked:?}");
@@ -124,7 +134,11 @@ fn bearer_tokens_from_a_token_server() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::write(home.join("home/.docker/config.json"), format!(r#"{{"credHelpers":{{"{}":"kilntest"}}}}"#, reg.host())).unwrap();
+    std::fs::write(
+        home.join("home/.docker/config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"kilntest"}}}}"#, reg.host()),
+    )
+    .unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     ok(&kiln_env(&home, &["pull", "-q", &private], &[("PATH", &path)]));
     assert_eq!(image_in(&home, &private).manifest_digest, digest);

@@ -70,13 +70,20 @@ fn from_a_registry_image_seeded_by_skopeo() {
     let seed_root = tmp.path().join("seed");
     let layout = tmp.path().join("layout");
     let out_spec = format!("type=oci,dest={},name=seed", layout.display());
-    let (_ctx, seed_id) = build_scratch(&seed_root, "seed:1", &[("base.txt", b"from the base\n")], &["--output", &out_spec]);
+    let (_ctx, seed_id) =
+        build_scratch(&seed_root, "seed:1", &[("base.txt", b"from the base\n")], &["--output", &out_spec]);
     let base = format!("{}/base/seed:1", reg.host());
-    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci:{}:seed:latest", layout.display()), &format!("docker://{base}")]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:seed:latest", layout.display()),
+        &format!("docker://{base}"),
+    ]);
 
     let root = tmp.path().join("fresh");
     let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {base}\nENV FROM_BASE=$PATH\nCOPY top.txt /top.txt\n")).unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {base}\nENV FROM_BASE=$PATH\nCOPY top.txt /top.txt\n"))
+        .unwrap();
     std::fs::write(ctx.path().join("top.txt"), "on top\n").unwrap();
     let out = ok(&kiln(&root, &["build", "-t", "child:1", ctx.path().to_str().unwrap()]));
     assert!(out.contains(&format!("Pulling {base}")), "{out}");
@@ -118,9 +125,14 @@ fn docker_v2s2_push_and_digestfile() {
     build_scratch(&a, "app:1", &[("x", &noise(500, 2))], &[]);
     let dest = format!("{}/fmt/app:docker", reg.host());
     let digestfile = tmp.path().join("digest");
-    let digest = last_line(&ok(&kiln(&a, &["push", "--format", "docker", "--digestfile", digestfile.to_str().unwrap(), "app:1", &dest])));
+    let digest = last_line(&ok(&kiln(
+        &a,
+        &["push", "--format", "docker", "--digestfile", digestfile.to_str().unwrap(), "app:1", &dest],
+    )));
     assert_eq!(std::fs::read_to_string(&digestfile).unwrap(), digest);
-    let raw: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{dest}")])).unwrap();
+    let raw: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{dest}")]))
+            .unwrap();
     assert_eq!(raw["mediaType"], DOCKER_MANIFEST);
     assert_eq!(raw["layers"][0]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
     assert_eq!(skopeo_digest(&dest, &[]), digest);
@@ -136,8 +148,10 @@ fn docker_v2s2_push_and_digestfile() {
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {dest}\nLABEL pushed=yes\n")).unwrap();
     let target = format!("{}/fmt/labelled:1", reg.host());
-    let out = ok(&kiln(&b, &["build", "--output", &format!("type=registry,name={target}"), ctx.path().to_str().unwrap()]));
-    let pushed = out.lines().find_map(|l| l.strip_prefix(&format!("Pushed {target}@"))).expect("pushed line").to_string();
+    let out =
+        ok(&kiln(&b, &["build", "--output", &format!("type=registry,name={target}"), ctx.path().to_str().unwrap()]));
+    let pushed =
+        out.lines().find_map(|l| l.strip_prefix(&format!("Pushed {target}@"))).expect("pushed line").to_string();
     assert_eq!(skopeo_digest(&target, &[]), pushed);
 }
 
@@ -172,7 +186,13 @@ fn multi_arch_index_picks_the_platform() {
     let layout_index = Index { manifests: vec![top], ..Default::default() };
     std::fs::write(layout.join("index.json"), serde_json::to_vec(&layout_index).unwrap()).unwrap();
     let dest = format!("{}/multi/app:1", reg.host());
-    skopeo(&["copy", "--all", "--dest-tls-verify=false", &format!("oci:{}:multi", layout.display()), &format!("docker://{dest}")]);
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{dest}"),
+    ]);
     assert_eq!(raw_digest(&dest), digest, "the registry holds the index");
 
     // The host's platform by default.
@@ -221,7 +241,10 @@ fn a_corrupted_blob_is_refused_and_leaves_nothing() {
     let b = tmp.path().join("b");
     let err = failed(&kiln(&b, &["pull", &dest]));
     let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
-    assert!(line.contains(&dest) && line.contains("does not match its digest") && line.contains(&layer.digest), "{err}");
+    assert!(
+        line.contains(&dest) && line.contains("does not match its digest") && line.contains(&layer.digest),
+        "{err}"
+    );
     let store = store_at(&b);
     assert!(!store.has_blob(&layer.digest), "the bad blob did not enter the store");
     assert!(store.resolve(&dest).unwrap().is_none(), "no tag for a failed pull");
@@ -298,7 +321,10 @@ fn chunked_uploads_and_cross_repository_mounts() {
     let b = tmp.path().join("b");
     let pulled = registry::pull(&store_at(&b), &second, &RegistryOptions::default(), &mut Vec::new()).unwrap();
     assert_eq!(pulled.manifest_digest, digest);
-    assert_eq!(store_at(&b).read_blob(&image.manifest.layers[0].digest).unwrap(), store.read_blob(&image.manifest.layers[0].digest).unwrap());
+    assert_eq!(
+        store_at(&b).read_blob(&image.manifest.layers[0].digest).unwrap(),
+        store.read_blob(&image.manifest.layers[0].digest).unwrap()
+    );
 }
 
 #[test]

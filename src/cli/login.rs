@@ -10,7 +10,9 @@ use super::Cli;
 use crate::registry::{self, auth::Credentials};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln login -u me quay.io\n  echo \"$TOKEN\" | kiln login -u me --password-stdin localhost:5000")]
+#[command(
+    after_help = "Examples:\n  kiln login -u me quay.io\n  echo \"$TOKEN\" | kiln login -u me --password-stdin localhost:5000"
+)]
 pub struct LoginArgs {
     /// The registry: HOST[:PORT] (default docker.io).
     pub registry: Option<String>,

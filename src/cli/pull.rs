@@ -38,7 +38,9 @@ impl RegistryFlags {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln pull busybox\n  kiln pull --platform linux/arm64 quay.io/org/app:1.2\n  kiln pull localhost:5000/app@sha256:...")]
+#[command(
+    after_help = "Examples:\n  kiln pull busybox\n  kiln pull --platform linux/arm64 quay.io/org/app:1.2\n  kiln pull localhost:5000/app@sha256:..."
+)]
 pub struct PullArgs {
     /// The image: [REGISTRY[:PORT]/]NAME[:TAG][@DIGEST]; a bare name means docker.io/library/NAME.
     pub image: String,

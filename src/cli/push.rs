@@ -11,7 +11,9 @@ use crate::registry::{self, ManifestFormat};
 use crate::store::{Image, Store};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln push localhost:5000/app:1\n  kiln push app:1 quay.io/org/app:1 --format docker --digestfile app.digest")]
+#[command(
+    after_help = "Examples:\n  kiln push localhost:5000/app:1\n  kiln push app:1 quay.io/org/app:1 --format docker --digestfile app.digest"
+)]
 pub struct PushArgs {
     /// The image in the store: a name, an id or a digest.
     pub image: String,
@@ -40,7 +42,8 @@ pub fn run(cli: &Cli, args: &PushArgs) -> anyhow::Result<i32> {
     let image = find_image(&store, &args.image)?;
     let destination = args.destination.clone().unwrap_or_else(|| args.image.clone());
     let format = args.format.as_deref().map(|f| f.parse::<ManifestFormat>()).transpose().map_err(anyhow::Error::msg)?;
-    let digest = push_image(&store, &image, &destination, &args.registry, format, args.digestfile.as_deref(), args.quiet)?;
+    let digest =
+        push_image(&store, &image, &destination, &args.registry, format, args.digestfile.as_deref(), args.quiet)?;
     println!("{digest}");
     Ok(0)
 }

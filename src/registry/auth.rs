@@ -121,7 +121,9 @@ pub fn credentials_for(
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && authfile.is_none() => continue,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(ErrorKind::Local { action: "read auth file", path: path.display().to_string(), error }),
+            Err(error) => {
+                return Err(ErrorKind::Local { action: "read auth file", path: path.display().to_string(), error })
+            }
         };
         let file: AuthFile = serde_json::from_slice(&bytes)
             .map_err(|e| ErrorKind::Credentials(format!("cannot parse {}: {e}", path.display())))?;

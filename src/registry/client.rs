@@ -42,7 +42,11 @@ pub enum SendBody<'a> {
     Empty,
     Bytes(&'a [u8]),
     /// A file sent whole, or `len` bytes from `offset`.
-    File { path: &'a Path, offset: u64, len: u64 },
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+    },
 }
 
 #[derive(Default)]
@@ -100,11 +104,8 @@ impl Client {
         };
         // HTTPS first; loopback registries may answer in plain HTTP, as
         // docker allows, and so may any with --tls-verify=false.
-        let schemes: &[&str] = if is_loopback(&reference.registry) || !verify {
-            &["https", "http"]
-        } else {
-            &["https"]
-        };
+        let schemes: &[&str] =
+            if is_loopback(&reference.registry) || !verify { &["https", "http"] } else { &["https"] };
         // The first scheme's error is the one worth reporting: a TLS server
         // with an untrusted certificate also fails the HTTP fallback.
         let mut first = None;
@@ -243,8 +244,9 @@ impl Client {
                     .map(|req| self.agent.run(req))
             }
         };
-        let result = result.map_err(|e| self.err(ErrorKind::Invalid { what: format!("request {url}"), detail: e.to_string() }))?;
-        result.map_err(|e| self.err(classify(&self.reference.api_host().to_string(), e)))
+        let result = result
+            .map_err(|e| self.err(ErrorKind::Invalid { what: format!("request {url}"), detail: e.to_string() }))?;
+        result.map_err(|e| self.err(classify(self.reference.api_host(), e)))
     }
 
     /// The `Authorization` header for the current challenge; fetches a bearer
@@ -457,7 +459,10 @@ fn pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, ErrorKind> {
             Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
             Ok(_) => {}
             Err(e) => {
-                return Err(ErrorKind::Invalid { what: format!("certificate file {}", path.display()), detail: e.to_string() })
+                return Err(ErrorKind::Invalid {
+                    what: format!("certificate file {}", path.display()),
+                    detail: e.to_string(),
+                })
             }
         }
     }
@@ -535,7 +540,9 @@ fn retryable_status(status: u16) -> bool {
 /// 0.25 s, 0.5 s, 1 s, … with a little jitter so parallel pulls spread out.
 pub fn backoff(attempt: u32) {
     let base = 250u64 << attempt.saturating_sub(1).min(5);
-    let jitter = (std::process::id() as u64 ^ std::time::SystemTime::now().elapsed().map(|d| d.as_nanos() as u64).unwrap_or(0)) % 100;
+    let jitter = (std::process::id() as u64
+        ^ std::time::SystemTime::now().elapsed().map(|d| d.as_nanos() as u64).unwrap_or(0))
+        % 100;
     std::thread::sleep(Duration::from_millis(base + jitter));
 }
 
@@ -547,11 +554,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(resp: &mut Response<Body>) -> R
 
 pub fn read_limited(resp: &mut Response<Body>, limit: u64) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
-    resp.body_mut()
-        .as_reader()
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    resp.body_mut().as_reader().take(limit + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
     if bytes.len() as u64 > limit {
         return Err(format!("larger than {limit} bytes"));
     }

@@ -66,7 +66,8 @@ fn insecure_in(path: &Path, registry: &str) -> bool {
         let name = if r.prefix.is_empty() { &r.location } else { &r.prefix };
         r.insecure && matches(name, registry)
     });
-    let v1 = conf.registries.and_then(|t| t.insecure).is_some_and(|l| l.registries.iter().any(|n| matches(n, registry)));
+    let v1 =
+        conf.registries.and_then(|t| t.insecure).is_some_and(|l| l.registries.iter().any(|n| matches(n, registry)));
     v2 || v1
 }
 

@@ -82,7 +82,12 @@ static PULLED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(
 /// The image `name` means for a build: from the store (as named, then by its
 /// full registry name, so `busybox` finds `docker.io/library/busybox:latest`),
 /// pulling it first when `opts.policy` says so.
-pub fn resolve_or_pull(store: &Store, name: &str, opts: &PullOptions, out: &mut dyn Write) -> Result<Image, RegistryError> {
+pub fn resolve_or_pull(
+    store: &Store,
+    name: &str,
+    opts: &PullOptions,
+    out: &mut dyn Write,
+) -> Result<Image, RegistryError> {
     let local = find_local(store, name)?;
     let full = Reference::parse(name).ok().map(|r| r.to_string());
     let key = (store.root().to_path_buf(), full.clone().unwrap_or_else(|| name.to_string()));
@@ -93,16 +98,18 @@ pub fn resolve_or_pull(store: &Store, name: &str, opts: &PullOptions, out: &mut 
         (PullPolicy::Always | PullPolicy::Newer, _) => !pulled_already || local.is_none(),
     };
     if !want_pull {
-        return local.ok_or_else(|| {
-            RegistryError::new("find", name, ErrorKind::NotLocal)
-        });
+        return local.ok_or_else(|| RegistryError::new("find", name, ErrorKind::NotLocal));
     }
     match pull(store, name, &opts.registry, out) {
         Ok(image) => {
             PULLED.lock().unwrap_or_else(|p| p.into_inner()).push(key);
             Ok(image)
         }
-        Err(e) if opts.policy == PullPolicy::Newer && local.is_some() && !matches!(e.kind, ErrorKind::DigestMismatch { .. }) => {
+        Err(e)
+            if opts.policy == PullPolicy::Newer
+                && local.is_some()
+                && !matches!(e.kind, ErrorKind::DigestMismatch { .. }) =>
+        {
             log::warn!("{e}; using the image in the store");
             local.ok_or(e)
         }
@@ -165,7 +172,10 @@ fn registry_only(text: &str) -> Result<Reference, ErrorKind> {
     let host = host.split('/').next().unwrap_or(host);
     let probe = Reference::parse(&format!("{host}/probe")).map_err(ErrorKind::Reference)?;
     if !reference::is_registry(host) {
-        return Err(ErrorKind::Invalid { what: format!("registry '{text}'"), detail: "expected a host name, e.g. quay.io or localhost:5000".into() });
+        return Err(ErrorKind::Invalid {
+            what: format!("registry '{text}'"),
+            detail: "expected a host name, e.g. quay.io or localhost:5000".into(),
+        });
     }
     Ok(Reference { registry: probe.registry, repository: String::new(), tag: None, digest: None })
 }

@@ -15,12 +15,18 @@ pub struct Wanted {
 impl Wanted {
     pub fn parse(spec: Option<&str>) -> Result<Wanted, ErrorKind> {
         let Some(spec) = spec else {
-            return Ok(Wanted { os: "linux".into(), architecture: crate::exec::host_arch().into(), variant: host_variant() });
+            return Ok(Wanted {
+                os: "linux".into(),
+                architecture: crate::exec::host_arch().into(),
+                variant: host_variant(),
+            });
         };
         let parts: Vec<&str> = spec.split('/').collect();
         let ok = |s: &&str| !s.is_empty();
         match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Wanted { os: os.to_string(), architecture: normalize_arch(arch), variant: None }),
+            [os, arch] if ok(os) && ok(arch) => {
+                Ok(Wanted { os: os.to_string(), architecture: normalize_arch(arch), variant: None })
+            }
             [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Ok(Wanted {
                 os: os.to_string(),
                 architecture: normalize_arch(arch),

@@ -71,7 +71,8 @@ impl View {
     /// Bars when shown on a terminal.
     fn new(verb: &str, bars: bool) -> View {
         use std::io::IsTerminal;
-        let bars = (bars && std::io::stderr().is_terminal()).then(|| (indicatif::MultiProgress::new(), Default::default()));
+        let bars =
+            (bars && std::io::stderr().is_terminal()).then(|| (indicatif::MultiProgress::new(), Default::default()));
         View { verb: verb.to_string(), bars }
     }
 
@@ -79,9 +80,10 @@ impl View {
         match (&mut self.bars, event) {
             (Some((multi, bars)), Event::Start { digest, size }) => {
                 let bar = multi.add(indicatif::ProgressBar::new(*size));
-                let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> ");
+                let style =
+                    indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_message(format!("{} blob {}", self.verb, short(digest)));
                 bars.insert(digest.clone(), bar);

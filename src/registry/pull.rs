@@ -26,7 +26,12 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.d
 
 /// Pulls `reference` (docker syntax) into `store`, tags it there by its full
 /// name (`docker.io/library/busybox:latest`) and returns it.
-pub fn pull(store: &Store, reference: &str, opts: &RegistryOptions, out: &mut dyn Write) -> Result<Image, RegistryError> {
+pub fn pull(
+    store: &Store,
+    reference: &str,
+    opts: &RegistryOptions,
+    out: &mut dyn Write,
+) -> Result<Image, RegistryError> {
     let r = Reference::parse(reference).map_err(|e| RegistryError::new("pull", reference, ErrorKind::Reference(e)))?;
     let err = |kind| RegistryError::new("pull", &r, kind);
     let wanted = Wanted::parse(opts.platform.as_deref()).map_err(err)?;
@@ -57,12 +62,17 @@ pub fn pull(store: &Store, reference: &str, opts: &RegistryOptions, out: &mut dy
     let repo = r.name();
     let config_bytes = fetch_config(&client, store, &manifest.config)?;
     sources::record(store, &manifest.config.digest, &repo);
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
-        .map_err(|e| err(ErrorKind::Invalid { what: format!("image config {}", manifest.config.digest), detail: e.to_string() }))?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
+        err(ErrorKind::Invalid { what: format!("image config {}", manifest.config.digest), detail: e.to_string() })
+    })?;
     if manifest.layers.len() != config.rootfs.diff_ids.len() {
         return Err(err(ErrorKind::Invalid {
             what: format!("manifest {digest}"),
-            detail: format!("{} layers but the config lists {} diff ids", manifest.layers.len(), config.rootfs.diff_ids.len()),
+            detail: format!(
+                "{} layers but the config lists {} diff ids",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
         }));
     }
     if opts.platform.is_some() && (config.os != wanted.os || config.architecture != wanted.architecture) {
@@ -103,9 +113,8 @@ pub(crate) fn fetch_manifest(
     }
     let content_type = header(&resp, "content-type").map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
     let registry_digest = header(&resp, "docker-content-digest").map(str::to_string);
-    let bytes = client::read_limited(&mut resp, client::max_document()).map_err(|detail| {
-        client.err(ErrorKind::Truncated { what: format!("manifest {reference}"), detail })
-    })?;
+    let bytes = client::read_limited(&mut resp, client::max_document())
+        .map_err(|detail| client.err(ErrorKind::Truncated { what: format!("manifest {reference}"), detail }))?;
     let digest = sha256_digest(&bytes);
     let what = format!("manifest {reference}");
     for want in [expected, registry_digest.as_deref().filter(|d| d.starts_with("sha256:"))].into_iter().flatten() {
@@ -115,7 +124,9 @@ pub(crate) fn fetch_manifest(
     }
     let media_type = media_type_of(&bytes, content_type.as_deref());
     if media_type == DOCKER_SCHEMA1 || media_type == DOCKER_SCHEMA1_SIGNED {
-        return Err(client.err(ErrorKind::Unsupported(format!("{media_type} (Docker schema 1; re-push the image with a current tool)"))));
+        return Err(client.err(ErrorKind::Unsupported(format!(
+            "{media_type} (Docker schema 1; re-push the image with a current tool)"
+        ))));
     }
     Ok((bytes, media_type, digest))
 }
@@ -217,14 +228,16 @@ fn download(client: &Client, store: &Store, blob: &Descriptor, events: &Sender<E
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(client.err(ErrorKind::Truncated {
-                    what,
-                    detail: format!("got {total} of {} bytes: {e}", blob.size),
-                }))
+                return Err(client
+                    .err(ErrorKind::Truncated { what, detail: format!("got {total} of {} bytes: {e}", blob.size) }))
             }
         };
         writer.write_all(&buf[..n]).map_err(|error| {
-            client.err(ErrorKind::Local { action: "write blob into", path: store.tmp_dir().display().to_string(), error })
+            client.err(ErrorKind::Local {
+                action: "write blob into",
+                path: store.tmp_dir().display().to_string(),
+                error,
+            })
         })?;
         total += n as u64;
         if total - reported >= 1 << 20 {

@@ -49,14 +49,19 @@ pub fn push(
     format: Option<ManifestFormat>,
     out: &mut dyn Write,
 ) -> Result<String, RegistryError> {
-    let r = Reference::parse(destination).map_err(|e| RegistryError::new("push", destination, ErrorKind::Reference(e)))?;
+    let r =
+        Reference::parse(destination).map_err(|e| RegistryError::new("push", destination, ErrorKind::Reference(e)))?;
     let err = |kind| RegistryError::new("push", &r, kind);
     let stored = store.read_blob(&image.manifest_digest).map_err(|e| err(ErrorKind::Store(e)))?;
     let (bytes, media_type) = manifest_for(&image.manifest, stored, format).map_err(err)?;
     let digest = sha256_digest(&bytes);
     if let Some(pinned) = &r.digest {
         if *pinned != digest {
-            return Err(err(ErrorKind::DigestMismatch { what: "the manifest to push".into(), expected: pinned.clone(), actual: digest }));
+            return Err(err(ErrorKind::DigestMismatch {
+                what: "the manifest to push".into(),
+                expected: pinned.clone(),
+                actual: digest,
+            }));
         }
     }
 
@@ -97,12 +102,16 @@ pub fn push(
 
     let url = client.repo_url(&format!("manifests/{}", r.manifest_reference()));
     let mut resp = client.send(Method::Put, &url, &[("Content-Type", media_type.clone())], SendBody::Bytes(&bytes))?;
-    if !matches!(resp.status().as_u16(), 200 | 201 | 202) {
+    if !(200..=202).contains(&resp.status().as_u16()) {
         return Err(client.status_error("manifest", &mut resp));
     }
     if let Some(theirs) = header(&resp, "docker-content-digest").filter(|d| d.starts_with("sha256:")) {
         if theirs != digest {
-            return Err(err(ErrorKind::DigestMismatch { what: "the pushed manifest".into(), expected: digest, actual: theirs.to_string() }));
+            return Err(err(ErrorKind::DigestMismatch {
+                what: "the pushed manifest".into(),
+                expected: digest,
+                actual: theirs.to_string(),
+            }));
         }
     }
     let repo = r.name();
@@ -260,7 +269,10 @@ fn start_upload(client: &Client, what: &str) -> Result<String, RegistryError> {
         return Err(client.status_error(&format!("start upload of {what}"), &mut resp));
     }
     header(&resp, "location").map(str::to_string).ok_or_else(|| {
-        client.err(ErrorKind::Invalid { what: format!("upload of {what}"), detail: "the registry sent no Location".into() })
+        client.err(ErrorKind::Invalid {
+            what: format!("upload of {what}"),
+            detail: "the registry sent no Location".into(),
+        })
     })
 }
 
@@ -279,7 +291,10 @@ mod tests {
             schema_version: 2,
             media_type: Some(OCI_MANIFEST.into()),
             config: Descriptor::new(OCI_CONFIG, "sha256:c".into(), 1),
-            layers: vec![Descriptor::new(OCI_LAYER_GZIP, "sha256:a".into(), 2), Descriptor::new(OCI_LAYER_TAR, "sha256:b".into(), 3)],
+            layers: vec![
+                Descriptor::new(OCI_LAYER_GZIP, "sha256:a".into(), 2),
+                Descriptor::new(OCI_LAYER_TAR, "sha256:b".into(), 3),
+            ],
             annotations: Some([("k".to_string(), "v".to_string())].into()),
         };
         let d = convert(&m, true).unwrap();

@@ -133,10 +133,7 @@ mod tests {
 
     #[test]
     fn registries_ports_and_digests() {
-        assert_eq!(
-            parts("127.0.0.1:5000/a/b:v1"),
-            ("127.0.0.1:5000".into(), "a/b".into(), Some("v1".into()), None)
-        );
+        assert_eq!(parts("127.0.0.1:5000/a/b:v1"), ("127.0.0.1:5000".into(), "a/b".into(), Some("v1".into()), None));
         assert_eq!(parts("localhost/app"), ("localhost".into(), "app".into(), Some("latest".into()), None));
         assert_eq!(parts(&format!("quay.io/x/y@{D}")), ("quay.io".into(), "x/y".into(), None, Some(D.into())));
         let r = Reference::parse(&format!("app:v2@{D}")).unwrap();

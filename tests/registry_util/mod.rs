@@ -31,9 +31,7 @@ pub fn tools_present() -> bool {
 }
 
 pub fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false)
 }
 
 pub fn kiln_bin() -> &'static str {
@@ -47,10 +45,16 @@ pub fn free_port() -> u16 {
 pub enum Auth {
     None,
     /// htpasswd file with this user and password.
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     /// Tokens from a realm at this URL, signed with the key whose
     /// certificate is at `cert`.
-    Token { realm: String, cert: PathBuf },
+    Token {
+        realm: String,
+        cert: PathBuf,
+    },
 }
 
 pub struct Registry {
@@ -156,13 +160,21 @@ pub fn kiln_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 pub fn ok(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "command failed\nstdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "command failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
 pub fn failed(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "command should fail\nstdout:\n{}\nstderr:\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "command should fail\nstdout:\n{}\nstderr:\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     stderr
 }
 
@@ -190,7 +202,8 @@ pub fn build_scratch(root: &Path, tag: &str, files: &[(&str, &[u8])], extra: &[&
 
 /// Bytes that differ per call (and do not compress away).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed ^ std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    let mut state =
+        seed ^ std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64 ^ 0x9e37_79b9_7f4a_7c15;
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     state ^= t;
     (0..len)
@@ -237,16 +250,68 @@ pub fn openssl(args: &[&str], dir: &Path) {
 /// A CA and a server certificate for 127.0.0.1 signed by it:
 /// (ca.crt, server.crt, server.key) in `dir`.
 pub fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=kiln test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"], dir);
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"], dir);
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kiln test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        dir,
+    );
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
     )
     .unwrap();
-    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt",
-        "-days", "2", "-extfile", "ext.cnf"], dir);
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+        dir,
+    );
     (dir.join("ca.crt"), dir.join("server.crt"), dir.join("server.key"))
 }
 
@@ -268,8 +333,24 @@ pub struct TokenServer {
 impl TokenServer {
     pub fn start(user: &str, password: &str) -> TokenServer {
         let dir = tempfile::tempdir().unwrap();
-        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "token.key", "-out", "token.crt", "-days", "2",
-            "-subj", "/CN=kiln test token signer"], dir.path());
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "token.key",
+                "-out",
+                "token.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kiln test token signer",
+            ],
+            dir.path(),
+        );
         let kid = libtrust_key_id(&dir.path().join("token.crt"));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -355,10 +436,8 @@ fn serve_token(
     for scope in &scopes {
         let mut parts = scope.splitn(3, ':');
         let (Some(kind), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let granted: Vec<&str> = actions
-            .split(',')
-            .filter(|a| full || (*a == "pull" && name.starts_with("public/")))
-            .collect();
+        let granted: Vec<&str> =
+            actions.split(',').filter(|a| full || (*a == "pull" && name.starts_with("public/"))).collect();
         access.push(serde_json::json!({"type": kind, "name": name, "actions": granted}));
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -368,11 +447,8 @@ fn serve_token(
         "exp": now + 600, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", scopes.len()),
         "access": access,
     });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
+    let signing_input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
     let mut child = Command::new("openssl")
         .args(["dgst", "-sha256", "-binary", "-sign"])
         .arg(key)
@@ -385,7 +461,11 @@ fn serve_token(
     child.wait()?;
     let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
     let body = serde_json::json!({"token": token, "expires_in": 600}).to_string();
-    write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
     Ok(())
 }
 
