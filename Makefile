@@ -24,7 +24,7 @@ integration: build
 
 # Bounded fuzz run of the Dockerfile parser (needs cargo-fuzz).
 fuzz:
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run parse_dockerfile -- -max_total_time=120
+	cd fuzz && mkdir -p corpus && cargo +nightly fuzz run parse_dockerfile corpus seeds -- -max_total_time=120 -max_len=4096
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -22,8 +22,10 @@ skopeo inspect "oci:$out/layout:kiln-demo:latest" | head -n 20
 echo
 
 umoci unpack --rootless --image "$out/layout:kiln-demo:latest" "$out/bundle" >/dev/null
-# umoci asks for a terminal; the demo runs without one.
-sed -i 's/"terminal": *true/"terminal": false/' "$out/bundle/config.json"
+# The demo runs without a terminal. umoci's rootless bundle maps only your own
+# id, so the image's USER (uid 1000) is run as that id (root of the bundle).
+sed -i -e 's/"terminal": *true/"terminal": false/' \
+       -e 's/"uid": *[0-9]*/"uid": 0/' -e 's/"gid": *[0-9]*/"gid": 0/' "$out/bundle/config.json"
 # runc copes with hybrid cgroup hierarchies that crun 1.8 refuses; either will do.
 if command -v runc >/dev/null; then runtime=runc; elif command -v crun >/dev/null; then runtime=crun; else
     echo "demo: no OCI runtime: apt-get install runc (or crun)" >&2; exit 1; fi

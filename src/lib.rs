@@ -3,6 +3,7 @@
 //!
 //! Data flows one way: `dockerfile::parse` → `plan::plan` → `exec` → `store`.
 
+pub mod cache;
 pub mod cli;
 pub mod context;
 pub mod dockerfile;

@@ -1,6 +1,11 @@
 use clap::Parser;
 
 fn main() {
+    // Hidden helper modes (entering namespaces, running a RUN step) come
+    // first: they must run before clap, logging or any thread exists.
+    if let Some(code) = kiln_runtime::dispatch_helper() {
+        std::process::exit(code);
+    }
     let cli = kiln::cli::Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

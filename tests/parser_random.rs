@@ -9,7 +9,10 @@ struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
         // Knuth's MMIX constants.
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 
@@ -20,13 +23,82 @@ impl Lcg {
 
 /// Fragments that steer random text into the parser's interesting paths.
 const FRAGMENTS: &[&str] = &[
-    "FROM a\n", "FROM ", "RUN ", "COPY ", "ADD ", "ONBUILD ", "HEALTHCHECK ", "ENV ", "LABEL ", "ARG ", "SHELL ",
-    "CMD ", "ENTRYPOINT ", "VOLUME ", "EXPOSE ", "USER ", "WORKDIR ", "STOPSIGNAL ", "MAINTAINER ", "NONE", "CMD",
-    " AS ", "<<EOF", "<<-EOF", "<<'EOF'", "<<\"E\"", "3<<", "EOF\n", "\tEOF\n", "E\n", "\\\n", "`\n", "\\", "`",
-    "\"", "'", "[", "]", "[\"a\"", ", ", "{}", "--", "--mount=", "type=cache", "type=secret", ",", "=", "target=/x",
-    "--network=none", "--link", "--link=", "--from=", "--chown=1", "--interval=", "1m30s", ".5", "ms", "--retries=",
-    "--exclude=*", "# escape=`\n", "# syntax=x\n", "# check=y\n", "#", "\n", "\r\n", " ", "\t", "é", "µs", "\u{feff}",
-    "\u{a0}", "$X", "${", "a", "b=c", "0",
+    "FROM a\n",
+    "FROM ",
+    "RUN ",
+    "COPY ",
+    "ADD ",
+    "ONBUILD ",
+    "HEALTHCHECK ",
+    "ENV ",
+    "LABEL ",
+    "ARG ",
+    "SHELL ",
+    "CMD ",
+    "ENTRYPOINT ",
+    "VOLUME ",
+    "EXPOSE ",
+    "USER ",
+    "WORKDIR ",
+    "STOPSIGNAL ",
+    "MAINTAINER ",
+    "NONE",
+    "CMD",
+    " AS ",
+    "<<EOF",
+    "<<-EOF",
+    "<<'EOF'",
+    "<<\"E\"",
+    "3<<",
+    "EOF\n",
+    "\tEOF\n",
+    "E\n",
+    "\\\n",
+    "`\n",
+    "\\",
+    "`",
+    "\"",
+    "'",
+    "[",
+    "]",
+    "[\"a\"",
+    ", ",
+    "{}",
+    "--",
+    "--mount=",
+    "type=cache",
+    "type=secret",
+    ",",
+    "=",
+    "target=/x",
+    "--network=none",
+    "--link",
+    "--link=",
+    "--from=",
+    "--chown=1",
+    "--interval=",
+    "1m30s",
+    ".5",
+    "ms",
+    "--retries=",
+    "--exclude=*",
+    "# escape=`\n",
+    "# syntax=x\n",
+    "# check=y\n",
+    "#",
+    "\n",
+    "\r\n",
+    " ",
+    "\t",
+    "é",
+    "µs",
+    "\u{feff}",
+    "\u{a0}",
+    "$X",
+    "${",
+    "a",
+    "b=c",
+    "0",
 ];
 
 fn random_input(rng: &mut Lcg) -> String {
@@ -52,13 +124,21 @@ fn check(input: &str) {
         Ok(d) => {
             let lines = input.split('\n').count().max(1);
             for i in &d.instructions {
-                assert!(i.span.line >= 1 && i.span.line <= i.span.end_line && i.span.end_line <= lines, "{input:?}");
+                assert!(
+                    i.span.line >= 1 && i.span.line <= i.span.end_line && i.span.end_line <= lines,
+                    "{input:?}"
+                );
                 assert!(i.span.column >= 1);
             }
         }
         Err(e) => {
             let lines = input.split('\n').count().max(1);
-            assert!(e.line >= 1 && e.line <= lines, "line {} of {lines} for {input:?}: {}", e.line, e.message);
+            assert!(
+                e.line >= 1 && e.line <= lines,
+                "line {} of {lines} for {input:?}: {}",
+                e.line,
+                e.message
+            );
             assert!(e.column >= 1, "{input:?}");
             let _ = e.render(input);
         }

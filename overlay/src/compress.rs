@@ -154,10 +154,10 @@ pub fn peek<R: Read>(mut r: R, n: usize) -> io::Result<(Vec<u8>, Peeked<R>)> {
 
 /// Detects the compression of `r` and returns a reader of its decompressed bytes. Concatenated gzip, bzip2,
 /// xz and zstd streams are all read to the end, as the command-line tools do.
-pub fn decompress<R: Read + 'static>(r: R) -> io::Result<(Format, Box<dyn Read>)> {
+pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<(Format, Box<dyn Read + 'a>)> {
     let (head, stream) = peek(r, MAGIC_LEN)?;
     let format = detect(&head);
-    let reader: Box<dyn Read> = match format {
+    let reader: Box<dyn Read + 'a> = match format {
         Format::None => Box::new(stream),
         Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
         Format::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(stream)),

@@ -1,9 +1,16 @@
 //! kiln's filesystem formats: layer tars in and out, compression and digests.
 
+pub mod apply;
 pub mod compress;
+pub mod diff;
+mod emit;
+pub mod naive;
 pub mod digest;
 pub mod layer;
 pub mod tarfmt;
+pub mod whiteout;
+pub mod mount;
+mod sys;
 
 pub use compress::{
     decompress, detect, encoder, is_archive, looks_like_tar, Compression, Encoder, Format,
@@ -11,3 +18,8 @@ pub use compress::{
 pub use digest::{HashingReader, HashingWriter};
 pub use layer::{entry_from_path, LayerInfo, LayerWriter};
 pub use tarfmt::{EntryKind, EntryMeta, TarWriter};
+pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyReport};
+pub use diff::{write_diff, DiffError, DiffOptions, DiffReport};
+pub use emit::capability_v2;
+pub use mount::{detect_driver, detect_driver_in, mount, Driver, MountError, MountGuard};
+pub use whiteout::{WhiteoutFormat, XattrPrefix};

@@ -1,3 +1,36 @@
 //! kiln's privilege boundary: user namespaces, id maps, mount namespaces and
-//! running one process. Filled in by the rootless RUN work; builds without RUN
-//! need none of it.
+//! running one process. All `unsafe` lives in `sys.rs`.
+//!
+//! A program using this crate must call [`dispatch_helper`] first thing in
+//! `main` (before clap, logging or any thread): kiln re-executes itself in
+//! hidden modes to enter namespaces, since a multi-threaded process cannot.
+
+pub mod child;
+mod error;
+pub mod idmap;
+pub mod mounts;
+pub mod probe;
+pub mod spec;
+mod sys;
+pub mod user;
+pub mod userns;
+
+pub use child::{kill_running_steps, run, run_with_helper, Output, Stream};
+pub use error::RuntimeError;
+pub use idmap::{detect, IdMap, MapMode};
+pub use mounts::placeholders;
+pub use spec::{MountSpec, Network, RunSpec, UserSpec};
+pub use userns::{enter_user_namespace, private_mount_namespace};
+
+/// Runs a hidden helper mode when this process is one; returns the exit
+/// code to exit with, or `None` to continue as the normal program.
+pub fn dispatch_helper() -> Option<i32> {
+    let mut args = std::env::args();
+    let _ = args.next();
+    match args.next().as_deref() {
+        Some(child::RUN_HELPER_ARG) => return Some(child::helper_main()),
+        Some(probe::PROBE_ARG) => return Some(probe::helper_main(&args.collect::<Vec<_>>())),
+        _ => {}
+    }
+    userns::child_side_if_requested()
+}

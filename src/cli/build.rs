@@ -58,6 +58,18 @@ pub struct BuildArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Storage driver for RUN steps: overlay, fuse-overlayfs or vfs (default: the best that works here).
+    #[arg(long, env = "KILN_STORAGE_DRIVER", value_name = "DRIVER")]
+    pub storage_driver: Option<kiln_overlay::mount::Driver>,
+
+    /// Run every step; do not use the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Do not use the cache for these stages (names or indexes; repeatable or comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+
     /// When to pull base images: missing (default), always, never or newer; --pull alone means always.
     #[arg(long, value_name = "POLICY", num_args = 0..=1, default_value = "missing", default_missing_value = "always",
           value_parser = ["missing", "always", "never", "newer", "true", "false"])]
@@ -82,6 +94,20 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|t| reference::normalize_local(t).with_context(|| format!("invalid tag {:?}", t)))
         .collect::<anyhow::Result<_>>()?;
+    if !args.check {
+        // Store work (unpacking layers, running RUN, committing) happens as
+        // uid 0 of kiln's user namespace, so files keep the image's owners.
+        let mode = kiln_runtime::detect();
+        match kiln_runtime::enter_user_namespace(&mode) {
+            Ok(Some(code)) => return Ok(code),
+            Ok(None) if matches!(mode, kiln_runtime::MapMode::Root) && !kiln_runtime::userns::inside() => {
+                kiln_runtime::private_mount_namespace().context("enter a private mount namespace")?;
+            }
+            Ok(None) => {}
+            Err(kiln_runtime::RuntimeError::Unavailable { .. }) => {} // detect() warned; builds without RUN still work
+            Err(e) => return Err(anyhow::Error::new(e).context("enter kiln's user namespace")),
+        }
+    }
     let input = read_input(args)?;
     let df = dockerfile::parse(&input.text, &input.display)
         .map_err(|e| SourceError::new(e, &input.text))?;
@@ -115,6 +141,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             _ => kiln_overlay::compress::Compression::Gzip,
         },
         platform: args.platform.clone(),
+        cache_identity: cache_identity(args, input.dockerfile_path.as_deref(), &ctx),
+        no_cache: args.no_cache,
+        no_cache_stages: args.no_cache_filter.iter().map(|s| s.to_lowercase()).collect(),
+        storage_driver: args.storage_driver,
+        quiet: args.quiet,
         pull: pull_options(args),
     };
     let mut stdout = std::io::stdout();
@@ -198,10 +229,7 @@ fn read_input(args: &BuildArgs) -> anyhow::Result<Input> {
 /// Context `-`: a tar (any compression) holding the Dockerfile, or, as docker
 /// allows, a bare Dockerfile with no context at all.
 fn stdin_context(bytes: Vec<u8>, args: &BuildArgs) -> anyhow::Result<Input> {
-    let (_, mut reader) = kiln_overlay::compress::decompress(std::io::Cursor::new(bytes.clone()))?;
-    let mut head = vec![0u8; 512];
-    let n = reader.read(&mut head).unwrap_or(0);
-    if n == 512 && kiln_overlay::compress::looks_like_tar(&head) {
+    if kiln_overlay::compress::is_archive(std::io::Cursor::new(bytes.clone()))? {
         let ctx = BuildContext::from_tar(std::io::Cursor::new(bytes), true).context("unpack the build context from stdin")?;
         let name = args.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
         let path = ctx.root().join(&name);
@@ -233,6 +261,12 @@ fn open_context(args: &BuildArgs, dockerfile: Option<&Path>) -> anyhow::Result<B
     anyhow::ensure!(dir.is_dir(), "the build context {} is not a directory", dir.display());
     let ignore = BuildContext::find_ignore_file(dir, dockerfile);
     BuildContext::from_dir(dir, ignore.as_deref()).with_context(|| format!("open the build context {}", dir.display()))
+}
+
+/// What makes two builds "the same Dockerfile" for explaining cache misses.
+fn cache_identity(args: &BuildArgs, dockerfile: Option<&Path>, ctx: &BuildContext) -> String {
+    let df = dockerfile.and_then(|p| p.canonicalize().ok()).map_or_else(|| "-".to_string(), |p| p.display().to_string());
+    format!("{}\0{}\0{}", df, ctx.root().display(), args.target.as_deref().unwrap_or(""))
 }
 
 /// `K=V` as given; `K` alone takes the value from kiln's environment (and is

@@ -2,9 +2,23 @@
 //! options and dispatch.
 
 pub mod build;
+pub mod export_layout;
+pub mod format;
+pub mod history;
+pub mod image;
 pub mod images;
-pub mod login;
+pub mod info;
 pub mod output;
+pub mod unshare;
+pub mod inspect;
+pub mod load;
+pub mod lookup;
+pub mod prune;
+pub mod rmi;
+pub mod save;
+pub mod system;
+pub mod tag;
+pub mod login;
 pub mod pull;
 pub mod push;
 
@@ -40,6 +54,34 @@ pub enum Command {
     Build(build::BuildArgs),
     /// List images in the store.
     Images(images::ImagesArgs),
+    /// Show what kiln found about this machine: kernel, id maps, user namespaces, overlay support.
+    Info(info::InfoArgs),
+    /// Run a command (default: $SHELL) inside kiln's user namespace, like `podman unshare`.
+    Unshare(unshare::UnshareArgs),
+    /// Show image details as JSON.
+    Inspect(inspect::InspectArgs),
+    /// Show the history of an image.
+    History(history::HistoryArgs),
+    /// Add names to an image.
+    Tag(tag::TagArgs),
+    /// Remove images.
+    Rmi(rmi::RmiArgs),
+    /// Write images to a docker-archive or oci-archive.
+    Save(save::SaveArgs),
+    /// Read images from an archive.
+    Load(load::LoadArgs),
+    /// Write images to an OCI layout directory.
+    ExportLayout(export_layout::ExportLayoutArgs),
+    /// Manage images (prune, ls, rm, …).
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
+    /// Store-wide disk usage and cleanup.
+    System {
+        #[command(subcommand)]
+        command: system::SystemCommand,
+    },
     /// Pull an image from a registry into the store.
     Pull(pull::PullArgs),
     /// Push an image from the store to a registry.
@@ -62,6 +104,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Build(args) => build::run(&cli, args),
         Command::Images(args) => images::run(&cli, args),
+        Command::Info(args) => info::run(&cli, args),
+        Command::Unshare(args) => unshare::run(&cli, args),
+        Command::Inspect(args) => inspect::run(&cli, args),
+        Command::History(args) => history::run(&cli, args),
+        Command::Tag(args) => tag::run(&cli, args),
+        Command::Rmi(args) => rmi::run(&cli, args),
+        Command::Save(args) => save::run(&cli, args),
+        Command::Load(args) => load::run(&cli, args),
+        Command::ExportLayout(args) => export_layout::run(&cli, args),
+        Command::Image { command } => image::run(&cli, command),
+        Command::System { command } => system::run(&cli, command),
         Command::Pull(args) => pull::run(&cli, args),
         Command::Push(args) => push::run(&cli, args),
         Command::Login(args) => login::login(&cli, args),

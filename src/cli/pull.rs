@@ -59,6 +59,8 @@ pub struct PullArgs {
 
 pub fn run(cli: &Cli, args: &PullArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
+    // Shared with builds: `kiln system prune` waits while blobs arrive.
+    let _builds = store.builds_lock(|| {})?;
     let opts = args.registry.options(args.platform.clone(), !args.quiet);
     let mut stderr = std::io::stderr();
     let image = registry::pull(&store, &args.image, &opts, &mut stderr)?;

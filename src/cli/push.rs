@@ -39,6 +39,8 @@ pub struct PushArgs {
 
 pub fn run(cli: &Cli, args: &PushArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
+    // Shared with builds: `kiln system prune` waits while blobs are read.
+    let _builds = store.builds_lock(|| {})?;
     let image = find_image(&store, &args.image)?;
     let destination = args.destination.clone().unwrap_or_else(|| args.image.clone());
     let format = args.format.as_deref().map(|f| f.parse::<ManifestFormat>()).transpose().map_err(anyhow::Error::msg)?;

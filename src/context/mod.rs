@@ -5,6 +5,7 @@
 //! sources are resolved with symlinks scoped to the root (see `resolve`),
 //! and walking never follows a symlink.
 
+pub mod digest;
 mod dockerignore;
 mod error;
 mod glob;

@@ -22,8 +22,13 @@ pub(crate) fn parse(lines: &[&str], path: &str) -> Result<Directives, Dockerfile
         let lead = trim_newline(raw).len() - line.len();
         let column = lead + value_column;
         if seen.contains(&key) {
-            return Err(DockerfileError::new(path, line_no, lead + 1, format!("only one {key} parser directive can be used"))
-                .with_help("remove the repeated directive"));
+            return Err(DockerfileError::new(
+                path,
+                line_no,
+                lead + 1,
+                format!("only one {key} parser directive can be used"),
+            )
+            .with_help("remove the repeated directive"));
         }
         seen.push(key.clone());
         match key.as_str() {
@@ -63,7 +68,9 @@ fn split_directive(line: &str) -> Option<(&str, &str, usize)> {
         return None;
     }
     let name = &after_hash[..name_len];
-    let rest = after_hash[name_len..].trim_start_matches(is_go_space).strip_prefix('=')?;
+    let rest = after_hash[name_len..]
+        .trim_start_matches(is_go_space)
+        .strip_prefix('=')?;
     let value_start = rest.trim_start_matches(is_go_space);
     let value = value_start.trim_end_matches(is_go_space);
     if value.is_empty() {
@@ -89,14 +96,25 @@ mod tests {
 
     #[test]
     fn all_spellings_of_a_directive() {
-        for line in ["#escape=`", "# escape =`", "#\tescape= `", "# escape = `", "#\t  EsCaPe=`  "] {
-            assert_eq!(dirs(&format!("{line}\nFROM a")).unwrap().escape, '`', "{line}");
+        for line in [
+            "#escape=`",
+            "# escape =`",
+            "#\tescape= `",
+            "# escape = `",
+            "#\t  EsCaPe=`  ",
+        ] {
+            assert_eq!(
+                dirs(&format!("{line}\nFROM a")).unwrap().escape,
+                '`',
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn stops_at_first_non_directive() {
-        let d = dirs("# syntax=docker/dockerfile:1\n# check=error=true\n\n# escape=`\nFROM a").unwrap();
+        let d =
+            dirs("# syntax=docker/dockerfile:1\n# check=error=true\n\n# escape=`\nFROM a").unwrap();
         assert_eq!(d.syntax.as_deref(), Some("docker/dockerfile:1"));
         assert_eq!(d.check.as_deref(), Some("error=true"));
         assert_eq!(d.escape, '\\');

@@ -12,9 +12,9 @@ pub(crate) struct Marker {
 }
 
 /// Decodes `word` if it is a heredoc marker: optional file-descriptor digits,
-/// `<<`, optional `-`, then a delimiter without `<`. A delimiter with any
-/// quoting turns expansion off; one that does not unquote to a single
-/// non-empty word is not a marker.
+/// `<<`, optional `-`, then a delimiter without `<`. Quoting any part of the
+/// delimiter turns expansion off; a delimiter that unquotes to nothing (or
+/// has an open quote) is not a marker.
 pub(crate) fn marker(word: &str) -> Option<Marker> {
     let rest = word.trim_start_matches(|c: char| c.is_ascii_digit());
     let rest = rest.strip_prefix("<<")?;
@@ -30,7 +30,11 @@ pub(crate) fn marker(word: &str) -> Option<Marker> {
         return None;
     }
     let expand = quote_count(&name) == quote_count(rest);
-    Some(Marker { name, expand, strip_tabs })
+    Some(Marker {
+        name,
+        expand,
+        strip_tabs,
+    })
 }
 
 fn quote_count(s: &str) -> usize {
@@ -42,7 +46,11 @@ mod tests {
     use super::*;
 
     fn m(name: &str, expand: bool, strip_tabs: bool) -> Option<Marker> {
-        Some(Marker { name: name.into(), expand, strip_tabs })
+        Some(Marker {
+            name: name.into(),
+            expand,
+            strip_tabs,
+        })
     }
 
     #[test]
@@ -60,7 +68,9 @@ mod tests {
 
     #[test]
     fn not_markers() {
-        for word in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "a<<EOF", "<<'EOF", "<<EOF'", "<<''"] {
+        for word in [
+            "", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "a<<EOF", "<<'EOF", "<<EOF'", "<<''",
+        ] {
             assert_eq!(marker(word), None, "{word}");
         }
     }

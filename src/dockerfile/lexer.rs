@@ -31,8 +31,13 @@ pub(crate) struct Logical {
 impl Logical {
     /// Builds a single-piece logical line; used by tests of later stages.
     #[cfg(test)]
-    pub fn from_str(text: &str) -> Logical {
-        let mut l = Logical { text: String::new(), positions: Vec::new(), end: Pos { line: 1, column: 1 }, end_line: 1 };
+    pub fn single(text: &str) -> Logical {
+        let mut l = Logical {
+            text: String::new(),
+            positions: Vec::new(),
+            end: Pos { line: 1, column: 1 },
+            end_line: 1,
+        };
         l.push(text, 1, 0, text);
         l
     }
@@ -96,7 +101,12 @@ impl<'a> Lexer<'a> {
                 }
             }
         }
-        Lexer { lines, terminated, next: 0, escape: '\\' }
+        Lexer {
+            lines,
+            terminated,
+            next: 0,
+            escape: '\\',
+        }
     }
 
     pub fn lines(&self) -> &[&'a str] {
@@ -123,12 +133,18 @@ impl<'a> Lexer<'a> {
             let mut logical = Logical {
                 text: String::new(),
                 positions: Vec::new(),
-                end: Pos { line: line_no, column: 1 },
+                end: Pos {
+                    line: line_no,
+                    column: 1,
+                },
                 end_line: line_no,
             };
             let (keep, mut continued) = trim_continuation(body, self.escape);
             logical.push(&body[..keep], line_no, lead, full);
-            let mut last_escape = Pos { line: line_no, column: 1 + trimmed.get(..lead + keep).map_or(0, |s| s.chars().count()) };
+            let mut last_escape = Pos {
+                line: line_no,
+                column: 1 + trimmed.get(..lead + keep).map_or(0, |s| s.chars().count()),
+            };
             while continued {
                 let Some(&next_full) = self.lines.get(self.next) else {
                     return Err(DockerfileError::new(
@@ -137,7 +153,10 @@ impl<'a> Lexer<'a> {
                         last_escape.column,
                         "unexpected end of file after line continuation",
                     )
-                    .with_help(format!("remove the trailing `{}` or add the rest of the instruction", self.escape)));
+                    .with_help(format!(
+                        "remove the trailing `{}` or add the rest of the instruction",
+                        self.escape
+                    )));
                 };
                 let next_no = self.next + 1;
                 self.next += 1;
@@ -148,7 +167,10 @@ impl<'a> Lexer<'a> {
                 }
                 let (keep, more) = trim_continuation(next_trimmed, self.escape);
                 logical.push(&next_trimmed[..keep], next_no, 0, next_full);
-                last_escape = Pos { line: next_no, column: 1 + next_trimmed[..keep].chars().count() };
+                last_escape = Pos {
+                    line: next_no,
+                    column: 1 + next_trimmed[..keep].chars().count(),
+                };
                 continued = more;
             }
             return Ok(Some(logical));
@@ -191,7 +213,10 @@ impl<'a> Lexer<'a> {
                     request.pos.column,
                     format!("unterminated heredoc <<{}", request.name),
                 )
-                .with_help(format!("end the heredoc with a line that holds only `{}`", request.name)));
+                .with_help(format!(
+                    "end the heredoc with a line that holds only `{}`",
+                    request.name
+                )));
             }
             if request.strip_tabs {
                 content = strip_leading_tabs(&content);
@@ -220,7 +245,10 @@ fn trim_continuation(line: &str, escape: char) -> (usize, bool) {
 
 /// `<<-`: leading tabs go from every line of the body.
 fn strip_leading_tabs(content: &str) -> String {
-    content.split_inclusive('\n').map(|l| l.trim_start_matches('\t')).collect()
+    content
+        .split_inclusive('\n')
+        .map(|l| l.trim_start_matches('\t'))
+        .collect()
 }
 
 #[cfg(test)]
@@ -239,13 +267,25 @@ mod tests {
     #[test]
     fn joins_continuations_and_skips_comments_inside() {
         let got = all("RUN a \\\n# c\n\n  b \\\n c\nRUN d\n");
-        assert_eq!(got, vec![("RUN a   b  c".to_string(), 1, 5), ("RUN d".to_string(), 6, 6)]);
+        assert_eq!(
+            got,
+            vec![
+                ("RUN a   b  c".to_string(), 1, 5),
+                ("RUN d".to_string(), 6, 6)
+            ]
+        );
     }
 
     #[test]
     fn escaped_escape_is_not_a_continuation() {
         let got = all("RUN a \\\\\nRUN b\n");
-        assert_eq!(got, vec![("RUN a \\\\".to_string(), 1, 1), ("RUN b".to_string(), 2, 2)]);
+        assert_eq!(
+            got,
+            vec![
+                ("RUN a \\\\".to_string(), 1, 1),
+                ("RUN b".to_string(), 2, 2)
+            ]
+        );
     }
 
     #[test]
@@ -288,8 +328,16 @@ mod tests {
         let mut lexer = Lexer::new("RUN <<A <<-B\na1\n\tA\nA\n\tb1\n\tB\nRUN x");
         lexer.next_logical("D").unwrap();
         let reqs = vec![
-            HeredocRequest { name: "A".into(), strip_tabs: false, pos: Pos { line: 1, column: 5 } },
-            HeredocRequest { name: "B".into(), strip_tabs: true, pos: Pos { line: 1, column: 9 } },
+            HeredocRequest {
+                name: "A".into(),
+                strip_tabs: false,
+                pos: Pos { line: 1, column: 5 },
+            },
+            HeredocRequest {
+                name: "B".into(),
+                strip_tabs: true,
+                pos: Pos { line: 1, column: 9 },
+            },
         ];
         let (bodies, last) = lexer.read_heredocs("D", &reqs).unwrap();
         assert_eq!(bodies, vec!["a1\n\tA\n".to_string(), "b1\n".to_string()]);
@@ -301,7 +349,11 @@ mod tests {
     fn unterminated_heredoc_points_at_its_start() {
         let mut lexer = Lexer::new("RUN <<EOF\nbody\n");
         lexer.next_logical("D").unwrap();
-        let reqs = vec![HeredocRequest { name: "EOF".into(), strip_tabs: false, pos: Pos { line: 1, column: 5 } }];
+        let reqs = vec![HeredocRequest {
+            name: "EOF".into(),
+            strip_tabs: false,
+            pos: Pos { line: 1, column: 5 },
+        }];
         let err = lexer.read_heredocs("D", &reqs).unwrap_err();
         assert_eq!((err.line, err.column), (1, 5));
     }

@@ -16,14 +16,20 @@ pub(crate) fn split_whitespace(text: &str, base: usize) -> Vec<Word> {
     for (i, c) in text.char_indices() {
         if is_blank(c) {
             if let Some(s) = start.take() {
-                words.push(Word { text: text[s..i].to_string(), offset: base + s });
+                words.push(Word {
+                    text: text[s..i].to_string(),
+                    offset: base + s,
+                });
             }
         } else if start.is_none() {
             start = Some(i);
         }
     }
     if let Some(s) = start {
-        words.push(Word { text: text[s..].to_string(), offset: base + s });
+        words.push(Word {
+            text: text[s..].to_string(),
+            offset: base + s,
+        });
     }
     words
 }
@@ -56,7 +62,10 @@ pub(crate) fn split_keeping_quotes(text: &str, escape: char, base: usize) -> Vec
             None => {
                 if c.is_whitespace() {
                     if blank_ok || !word.is_empty() {
-                        words.push(Word { text: std::mem::take(&mut word), offset: base + start });
+                        words.push(Word {
+                            text: std::mem::take(&mut word),
+                            offset: base + start,
+                        });
                     }
                     word.clear();
                     in_word = false;
@@ -101,7 +110,10 @@ pub(crate) fn split_keeping_quotes(text: &str, escape: char, base: usize) -> Vec
         }
     }
     if in_word && (blank_ok || !word.is_empty()) {
-        words.push(Word { text: word, offset: base + start });
+        words.push(Word {
+            text: word,
+            offset: base + start,
+        });
     }
     words
 }
@@ -116,7 +128,10 @@ pub(crate) fn shell_words_raw(text: &str, base: usize) -> Option<Vec<Word>> {
     while let Some((i, c)) = chars.next() {
         if c == ' ' || c == '\t' || c == '\n' {
             if let Some(s) = start.take() {
-                words.push(Word { text: text[s..i].to_string(), offset: base + s });
+                words.push(Word {
+                    text: text[s..i].to_string(),
+                    offset: base + s,
+                });
             }
             continue;
         }
@@ -148,7 +163,10 @@ pub(crate) fn shell_words_raw(text: &str, base: usize) -> Option<Vec<Word>> {
         }
     }
     if let Some(s) = start {
-        words.push(Word { text: text[s..].to_string(), offset: base + s });
+        words.push(Word {
+            text: text[s..].to_string(),
+            offset: base + s,
+        });
     }
     Some(words)
 }
@@ -197,8 +215,8 @@ pub(crate) fn unquote(word: &str) -> Option<String> {
 /// What a `[`-prefixed argument turned out to be.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Json {
-    /// Not a JSON array: docker treats the text as shell form.
-    NotJson,
+    /// Not a valid JSON array: docker treats the text as shell form.
+    NotArray,
     Strings(Vec<String>),
     /// A valid JSON array with a non-string element: an error in docker.
     NotStrings,
@@ -207,10 +225,10 @@ pub(crate) enum Json {
 pub(crate) fn parse_json_array(text: &str) -> Json {
     let text = text.trim_start();
     if !text.starts_with('[') {
-        return Json::NotJson;
+        return Json::NotArray;
     }
     let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(text) else {
-        return Json::NotJson;
+        return Json::NotArray;
     };
     let mut strings = Vec::with_capacity(values.len());
     for value in values {
@@ -233,23 +251,45 @@ mod tests {
     #[test]
     fn whitespace_words_with_offsets() {
         let w = split_whitespace("a  b\tc", 10);
-        assert_eq!(w, vec![
-            Word { text: "a".into(), offset: 10 },
-            Word { text: "b".into(), offset: 13 },
-            Word { text: "c".into(), offset: 15 },
-        ]);
+        assert_eq!(
+            w,
+            vec![
+                Word {
+                    text: "a".into(),
+                    offset: 10
+                },
+                Word {
+                    text: "b".into(),
+                    offset: 13
+                },
+                Word {
+                    text: "c".into(),
+                    offset: 15
+                },
+            ]
+        );
         assert!(split_whitespace("", 0).is_empty());
     }
 
     #[test]
     fn quote_aware_words_keep_quotes() {
         assert_eq!(
-            texts(split_keeping_quotes(r#"a="b c" d=e\ f g='h i' "" x"#, '\\', 0)),
+            texts(split_keeping_quotes(
+                r#"a="b c" d=e\ f g='h i' "" x"#,
+                '\\',
+                0
+            )),
             vec![r#"a="b c""#, r"d=e\ f", "g='h i'", r#""""#, "x"]
         );
         assert_eq!(texts(split_keeping_quotes("a=b\\", '\\', 0)), vec!["a=b"]);
-        assert_eq!(texts(split_keeping_quotes("a=`\" b", '`', 0)), vec!["a=`\"", "b"]);
-        assert_eq!(texts(split_keeping_quotes(r#"a="x\" y""#, '\\', 0)), vec![r#"a="x\" y""#]);
+        assert_eq!(
+            texts(split_keeping_quotes("a=`\" b", '`', 0)),
+            vec!["a=`\"", "b"]
+        );
+        assert_eq!(
+            texts(split_keeping_quotes(r#"a="x\" y""#, '\\', 0)),
+            vec![r#"a="x\" y""#]
+        );
     }
 
     #[test]
@@ -269,12 +309,15 @@ mod tests {
 
     #[test]
     fn json_arrays() {
-        assert_eq!(parse_json_array(r#" ["a", "b"] "#), Json::Strings(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            parse_json_array(r#" ["a", "b"] "#),
+            Json::Strings(vec!["a".into(), "b".into()])
+        );
         assert_eq!(parse_json_array("[]"), Json::Strings(vec![]));
         assert_eq!(parse_json_array(r#"["a", 1]"#), Json::NotStrings);
-        assert_eq!(parse_json_array(r#"["c:\windows"]"#), Json::NotJson);
-        assert_eq!(parse_json_array("['a']"), Json::NotJson);
-        assert_eq!(parse_json_array(r#"["a"] b"#), Json::NotJson);
-        assert_eq!(parse_json_array("echo"), Json::NotJson);
+        assert_eq!(parse_json_array(r#"["c:\windows"]"#), Json::NotArray);
+        assert_eq!(parse_json_array("['a']"), Json::NotArray);
+        assert_eq!(parse_json_array(r#"["a"] b"#), Json::NotArray);
+        assert_eq!(parse_json_array("echo"), Json::NotArray);
     }
 }

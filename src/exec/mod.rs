@@ -3,8 +3,10 @@
 
 pub mod chmod;
 pub mod copy;
+pub mod layers;
 pub mod owner;
 pub mod rootfs;
+pub mod run;
 pub mod state;
 pub mod tree;
 
@@ -20,13 +22,17 @@ use crate::dockerfile::ast::Span;
 use crate::image::config::{ImageConfig, RootFs};
 use crate::image::manifest::{self, Descriptor};
 use crate::image::transport::{self, Transport};
-use crate::plan::{Base, BuildPlan, CopyFrom, CopyStep, Stage, Step, StepKind};
+use crate::plan::{Base, BuildPlan, CopyFrom, CopyStep, RunStep, Stage, Step, StepKind};
+use kiln_overlay::mount::Driver;
+use self::layers::LayerDirs;
 use crate::store::{Image, Store};
 
 use self::chmod::Chmod;
 use self::copy::{CopyEnv, Data};
 use self::state::{StageState, DEFAULT_PATH};
 use self::tree::Tree;
+use crate::cache::{Cache, StepInputs};
+use crate::context::digest::StatCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -54,22 +60,37 @@ pub enum ExecError {
     Registry(#[from] crate::registry::RegistryError),
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("RUN needs the rootless runtime, which this version of kiln does not have yet; build steps other than RUN work")]
-pub struct RunUnsupported;
-
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub compression: Compression,
     /// `os/arch[/variant]` for images FROM scratch; others keep their base's.
     pub platform: Option<String>,
+    /// Names "the same Dockerfile" across builds, so misses can be explained.
+    pub cache_identity: String,
+    /// `--no-cache`: run every step (records are still written).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stage names (or indexes) whose steps always run.
+    pub no_cache_stages: Vec<String>,
+    /// `--storage-driver`; detected on first use when `None`.
+    pub storage_driver: Option<Driver>,
+    /// Keep RUN output to show only when a step fails.
+    pub quiet: bool,
     /// `--pull` and how to reach registries for base images.
     pub pull: crate::registry::PullOptions,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { compression: Compression::Gzip, platform: None, pull: Default::default() }
+        BuildOptions {
+            compression: Compression::Gzip,
+            platform: None,
+            cache_identity: String::new(),
+            no_cache: false,
+            no_cache_stages: Vec::new(),
+            storage_driver: None,
+            quiet: false,
+            pull: Default::default(),
+        }
     }
 }
 
@@ -97,6 +118,9 @@ pub fn build(
     opts: &BuildOptions,
     progress: &mut dyn Write,
 ) -> Result<BuildOutput, ExecError> {
+    let _builds = store.builds_lock(|| clear_leftovers(store))?;
+    let cache = Cache::open(store, &opts.cache_identity);
+    let stat = StatCache::load(&cache.stat_cache_path(ctx.root()));
     let mut exec = Executor {
         store,
         ctx,
@@ -104,6 +128,10 @@ pub fn build(
         opts,
         progress,
         stamp: stamp(),
+        cache,
+        stat,
+        layer_dirs: LayerDirs::new(store),
+        driver: opts.storage_driver,
         done: HashMap::new(),
         unpacked: HashMap::new(),
         new_layer_bytes: 0,
@@ -120,9 +148,13 @@ pub fn build(
         let state = exec.stage(stage, &prefix)?;
         exec.done.insert(index, state);
     }
+    let _ = exec.cache.save_log();
+    let _ = exec.stat.save();
     let state = exec.done.remove(&plan.target).expect("target stage was built");
     let mut config = state.config;
-    config.created = Some(exec.stamp.created.clone());
+    // The last step's time, so a fully cached build gives the same image id.
+    let last = config.history.last().and_then(|h| h.created.clone());
+    config.created = Some(last.unwrap_or_else(|| exec.stamp.created.clone()));
     let desc = store.write_image(&config, &state.layers)?;
     let image_id = desc_config_digest(store, &desc)?;
     let _ = writeln!(
@@ -142,6 +174,10 @@ struct Executor<'a> {
     opts: &'a BuildOptions,
     progress: &'a mut dyn Write,
     stamp: Stamp,
+    cache: Cache,
+    stat: StatCache,
+    layer_dirs: LayerDirs,
+    driver: Option<Driver>,
     done: HashMap<usize, StageState>,
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: HashMap<String, (BuildContext, std::collections::BTreeMap<String, kiln_overlay::tarfmt::EntryMeta>)>,
@@ -151,14 +187,103 @@ struct Executor<'a> {
 
 impl Executor<'_> {
     fn stage(&mut self, stage: &Stage, prefix: &str) -> Result<StageState, ExecError> {
-        let total = stage.steps.len() + 1;
-        let _ = writeln!(self.progress, "{}STEP 1/{}: {}", prefix, total, stage.original);
         let mut state = self.base(stage).map_err(|e| self.fail(stage.span, &stage.original, e))?;
-        for (i, step) in stage.steps.iter().enumerate() {
+        let triggers = self.onbuild_triggers(stage, &mut state).map_err(|e| self.fail(stage.span, &stage.original, e))?;
+        let steps: Vec<&Step> = triggers.iter().chain(stage.steps.iter()).collect();
+        let total = steps.len() + 1;
+        let _ = writeln!(self.progress, "{}STEP 1/{}: {}", prefix, total, stage.original);
+        if let Base::Image(reference) = &stage.base {
+            let _ = writeln!(self.progress, "--> using {} {}", reference, short(&state.key));
+        }
+        if !triggers.is_empty() {
+            let _ = writeln!(self.progress, "# Executing {} build trigger{}", triggers.len(), if triggers.len() == 1 { "" } else { "s" });
+        }
+        let use_cache = !self.opts.no_cache
+            && !self.opts.no_cache_stages.iter().any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
+        for (i, step) in steps.into_iter().enumerate() {
             let _ = writeln!(self.progress, "{}STEP {}/{}: {}", prefix, i + 2, total, step.original);
+            let pos = format!("{}/{}", stage.index, i);
+            let inputs = self.inputs(&state, step).map_err(|e| self.fail(step.span, &step.original, e))?;
+            let key = inputs.key.clone();
+            self.cache.note(&pos, inputs.clone());
+            if use_cache {
+                if let Some(record) = self.cache.get(&key, self.store) {
+                    state.restore(record, key.clone());
+                    let _ = writeln!(self.progress, "--> Using cache {}", short(&key));
+                    continue;
+                }
+                if let Some(why) = self.cache.explain_miss(&pos, &inputs) {
+                    let _ = writeln!(self.progress, "--> cache miss: {}", why);
+                }
+            }
             self.step(&mut state, step).map_err(|e| self.fail(step.span, &step.original, e))?;
+            state.key = key.clone();
+            if let Err(e) = self.cache.put(&key, &state.record()) {
+                log::warn!("could not write the cache record for step {}: {}", pos, e);
+            }
         }
         Ok(state)
+    }
+
+    /// An image base's ONBUILD triggers run first, as docker runs them, and
+    /// are not inherited further. (Stage bases are handled by the planner.)
+    fn onbuild_triggers(&self, stage: &Stage, state: &mut StageState) -> Result<Vec<Step>, Box<dyn std::error::Error + Send + Sync>> {
+        if !matches!(stage.base, Base::Image(_)) {
+            return Ok(Vec::new());
+        }
+        let Some(triggers) = state.config.config.on_build.take().filter(|t| !t.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+        let name = format!("{} (ONBUILD of {})", self.plan.file, stage.original);
+        let df = crate::dockerfile::parse(&text, &name)?;
+        let env = state.config.config.env.clone();
+        let plan = crate::plan::plan(&df, &crate::plan::PlanOptions { build_args: Vec::new(), target: None, platform: None }, &|_| env.clone())?;
+        let mut steps = plan.stages.into_iter().next().map(|s| s.steps).unwrap_or_default();
+        for step in &mut steps {
+            // Errors point at the FROM that pulled the trigger in.
+            step.span = stage.span;
+        }
+        Ok(steps)
+    }
+
+    /// The step's cache key and what it saw. COPY/ADD from the context
+    /// digest their sources here, before anything is copied.
+    fn inputs(&mut self, state: &StageState, step: &Step) -> Result<StepInputs, Box<dyn std::error::Error + Send + Sync>> {
+        let mut files = std::collections::BTreeMap::new();
+        let extra = match &step.kind {
+            StepKind::Copy(c) => match &c.from {
+                None => {
+                    let digest = crate::context::digest::sources(self.ctx, &c.sources, &mut self.stat)?;
+                    files = digest.files.clone();
+                    digest.digest()
+                }
+                Some(CopyFrom::Stage(i)) => self.done.get(i).map(|s| s.key.clone()).unwrap_or_default(),
+                Some(CopyFrom::Image(r)) => self.image(r)?.manifest_digest,
+            },
+            _ => String::new(),
+        };
+        // A layer written with other compression is another blob.
+        let extra = match &step.kind {
+            StepKind::Copy(_) | StepKind::Run(_) => format!("{}|{:?}", extra, self.opts.compression),
+            _ => extra,
+        };
+        let args = match &step.kind {
+            StepKind::Run(r) => r
+                .build_args
+                .iter()
+                .filter(|(k, _)| !crate::cache::PROXY_ARGS.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+            _ => Default::default(),
+        };
+        Ok(StepInputs {
+            key: crate::cache::step_key(&state.key, step, &extra),
+            parent: state.key.clone(),
+            instruction: step.original.clone(),
+            args,
+            files,
+        })
     }
 
     fn fail(&self, span: Span, instruction: &str, err: Box<dyn std::error::Error + Send + Sync>) -> ExecError {
@@ -175,20 +300,25 @@ impl Executor<'_> {
         Ok(match &stage.base {
             Base::Scratch => {
                 let (os, architecture, variant) = platform(self.opts.platform.as_deref().or(stage.platform.as_deref()))?;
+                let key = format!("scratch:{}/{}/{}", os, architecture, variant.clone().unwrap_or_default());
                 let mut config = ImageConfig { architecture, os, variant, rootfs: RootFs::default(), ..Default::default() };
                 config.config.env = Some(vec![DEFAULT_PATH.to_string()]);
-                StageState::new(config, Vec::new())
+                let mut s = StageState::new(config, Vec::new());
+                s.key = key;
+                s
             }
             Base::Stage(i) => {
                 let parent = self.done.get(i).ok_or("stage used before it was built")?;
                 let mut s = StageState::new(parent.config.clone(), parent.layers.clone());
                 s.tree = parent.tree.clone();
+                s.key = parent.key.clone();
                 s
             }
             Base::Image(reference) => {
                 let image = self.image(reference)?;
-                let _ = writeln!(self.progress, "--> using {} {}", reference, short(&image.config_digest));
-                StageState::new(image.config, image.manifest.layers)
+                let mut s = StageState::new(image.config, image.manifest.layers);
+                s.key = image.manifest_digest.clone();
+                s
             }
         })
     }
@@ -215,7 +345,7 @@ impl Executor<'_> {
         }
         match &step.kind {
             StepKind::Copy(c) => self.copy(state, step, c),
-            StepKind::Run(_) => Err(Box::new(RunUnsupported)),
+            StepKind::Run(r) => self.run(state, step, r),
             _ => unreachable!("apply_metadata handles every other step"),
         }
     }
@@ -299,6 +429,49 @@ impl Executor<'_> {
         Ok(())
     }
 
+    fn run(&mut self, state: &mut StageState, step: &Step, r: &RunStep) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let started = Instant::now();
+        let driver = match self.driver {
+            Some(d) => d,
+            None => {
+                let d = kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir());
+                log::info!("storage driver: {}", d);
+                self.driver = Some(d);
+                d
+            }
+        };
+        let mut env = run::RunEnv {
+            store: self.store,
+            layers: &self.layer_dirs,
+            driver,
+            compression: self.opts.compression,
+            tag: String::new(),
+            progress: &mut *self.progress,
+            quiet: self.opts.quiet,
+            hostname: short(&state.key).to_string(),
+            clamp_mtime: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()),
+        };
+        let layer = run::run(&mut env, state, r)?;
+        let media = match self.opts.compression {
+            Compression::Gzip => manifest::OCI_LAYER_GZIP,
+            Compression::Zstd => manifest::OCI_LAYER_ZSTD,
+            Compression::None => manifest::OCI_LAYER_TAR,
+        };
+        state.layers.push(Descriptor::new(media, layer.digest.clone(), layer.size));
+        state.config.rootfs.diff_ids.push(layer.info.diff_id);
+        state.push_history(&self.stamp.created, &step.original, false);
+        state.tree = None;
+        self.new_layer_bytes += layer.size;
+        let _ = writeln!(
+            self.progress,
+            "--> {} ({}, {:.2}s)",
+            short(&layer.digest),
+            human_size(layer.size),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
     /// Unpacks the stage or image `COPY --from` names, once per build.
     fn unpack_from(&mut self, from: &CopyFrom) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         let (key, layers) = match from {
@@ -319,6 +492,22 @@ impl Executor<'_> {
             self.unpacked.insert(key.clone(), (ctx, meta));
         }
         Ok(key)
+    }
+}
+
+/// Removes what killed builds left behind (step and unpack dirs, scratch
+/// space). Runs only while no other build holds the builds lock.
+fn clear_leftovers(store: &Store) {
+    let dirs = [(store.root().join("kiln").join("layers"), [".step-", ".unpack-"]), (store.tmp_dir(), ["build-", "build-"])];
+    for (dir, prefixes) in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if prefixes.iter().any(|p| name.starts_with(p)) {
+                log::info!("removing {} left by an interrupted build", entry.path().display());
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 

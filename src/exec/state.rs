@@ -9,6 +9,7 @@ use crate::image::manifest::Descriptor;
 use crate::plan::{HealthConfig, StepKind};
 
 use super::tree::Tree;
+use crate::cache::Record;
 
 /// The PATH BuildKit gives images that start from scratch.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -22,11 +23,26 @@ pub struct StageState {
     pub cmd_set: bool,
     /// The filesystem index, built the first time a step needs it.
     pub tree: Option<Tree>,
+    /// Cache key of the state: the base's identity, then each step's key.
+    pub key: String,
 }
 
 impl StageState {
     pub fn new(config: ImageConfig, layers: Vec<Descriptor>) -> Self {
-        StageState { config, layers, cmd_set: false, tree: None }
+        StageState { config, layers, cmd_set: false, tree: None, key: String::new() }
+    }
+
+    /// Takes the state a cache record holds (its filesystem index is rebuilt if needed).
+    pub fn restore(&mut self, record: Record, key: String) {
+        self.config = record.config;
+        self.layers = record.layers;
+        self.cmd_set = record.cmd_set;
+        self.tree = None;
+        self.key = key;
+    }
+
+    pub fn record(&self) -> Record {
+        Record { config: self.config.clone(), layers: self.layers.clone(), cmd_set: self.cmd_set }
     }
 
     pub fn workdir(&self) -> String {
@@ -36,7 +52,7 @@ impl StageState {
         }
     }
 
-    fn shell(&self) -> Vec<String> {
+    pub fn shell(&self) -> Vec<String> {
         match &self.config.config.shell {
             Some(s) if !s.is_empty() => s.clone(),
             _ => DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),

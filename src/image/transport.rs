@@ -132,6 +132,26 @@ pub fn import(store: &Store, t: &Transport) -> Result<Image, TransportError> {
     }
 }
 
+/// Copies every image of an archive or OCI layout directory into the store
+/// (without tagging) and returns each with the names the archive gives it.
+/// A `docker save` archive (with `manifest.json`) is read as one even when
+/// it is an OCI layout too (docker 25+ writes both). Archives may be plain
+/// or gzip'd; see [`source::TarSource::open`].
+pub fn import_all(store: &Store, path: &Path) -> Result<Vec<(Vec<String>, Image)>, TransportError> {
+    let mut source: Box<dyn source::Source> = if path.is_dir() {
+        Box::new(source::DirSource::new(path))
+    } else {
+        Box::new(source::TarSource::open(path, &store.tmp_dir())?)
+    };
+    if source.open("manifest.json")?.is_some() {
+        docker::import_docker_archive_all(store, source.as_mut())
+    } else if source.open("oci-layout")?.is_some() {
+        oci::import_layout_all(store, source.as_mut())
+    } else {
+        Err(TransportError::NotALayout(path.display().to_string()))
+    }
+}
+
 /// Writes the images into the OCI layout at `dest`, creating it if missing
 /// and otherwise merging: an entry with the same ref name is replaced.
 pub fn export_oci_dir(

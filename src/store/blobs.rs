@@ -106,6 +106,10 @@ impl BlobWriter {
             path: tmp_path.clone(),
             source: e.into_error(),
         })?;
+        // Blobs are content, readable like any file a user writes (temp files start 0600).
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|source| StoreError::Io { action: "chmod", path: tmp_path.clone(), source })?;
         file.sync_all().map_err(|source| StoreError::Io { action: "fsync", path: tmp_path, source })?;
         drop(file);
         self.tmp.persist(&dest).map_err(|e| StoreError::Io {

@@ -71,6 +71,10 @@ pub fn write_atomic(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> Result<(), Sto
     };
     let mut tmp = NamedTempFile::with_prefix_in(".tmp-", tmp_dir).map_err(io_err("create temp file in", tmp_dir))?;
     tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io_err("chmod", tmp.path()))?;
+    }
     tmp.as_file().sync_all().map_err(io_err("fsync", tmp.path()))?;
     tmp.persist(path).map_err(|e| StoreError::Io {
         action: "rename into",

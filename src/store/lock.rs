@@ -59,3 +59,60 @@ fn lock_blocking(mut file: File) -> Result<Flock<File>, Errno> {
         }
     }
 }
+
+/// The lock every running build holds shared, and that garbage collection
+/// takes exclusively, so GC never deletes what a build is about to reuse.
+#[derive(Debug)]
+pub struct BuildsLock {
+    _flock: Flock<File>,
+}
+
+impl BuildsLock {
+    /// Shared hold for a build. `when_alone` runs first if no other build is
+    /// running (the lock could be taken exclusively): the time to clear
+    /// leftovers of builds that were killed.
+    pub(crate) fn shared(path: &Path, when_alone: impl FnOnce()) -> Result<BuildsLock, StoreError> {
+        let file = open_lock_file(path)?;
+        let lock_err =
+            |errno: Errno| StoreError::Io { action: "lock", path: path.to_path_buf(), source: std::io::Error::from(errno) };
+        let flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(flock) => {
+                when_alone();
+                flock.relock(FlockArg::LockShared).map_err(lock_err)?;
+                flock
+            }
+            Err((file, Errno::EWOULDBLOCK)) => match Flock::lock(file, FlockArg::LockShared) {
+                Ok(flock) => flock,
+                Err((_, errno)) => return Err(lock_err(errno)),
+            },
+            Err((_, errno)) => return Err(lock_err(errno)),
+        };
+        Ok(BuildsLock { _flock: flock })
+    }
+
+    /// Exclusive hold for garbage collection; waits for running builds.
+    pub(crate) fn exclusive(path: &Path) -> Result<BuildsLock, StoreError> {
+        let file = open_lock_file(path)?;
+        let lock_err =
+            |errno: Errno| StoreError::Io { action: "lock", path: path.to_path_buf(), source: std::io::Error::from(errno) };
+        let flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(flock) => flock,
+            Err((file, Errno::EWOULDBLOCK)) => {
+                log::info!("waiting for running kiln builds to finish ({})", path.display());
+                lock_blocking(file).map_err(lock_err)?
+            }
+            Err((_, errno)) => return Err(lock_err(errno)),
+        };
+        Ok(BuildsLock { _flock: flock })
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|source| StoreError::Io { action: "open lock file", path: path.to_path_buf(), source })
+}

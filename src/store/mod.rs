@@ -5,6 +5,7 @@
 //! under `<root>/kiln/` (locks, temp files).
 
 mod blobs;
+mod gc;
 mod index;
 mod lock;
 
@@ -16,7 +17,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use blobs::{sha256_digest, sha256_hex, BlobWriter};
-pub use lock::StoreLock;
+pub use gc::{chain_ids, layer_dir_chain_id, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR, GRACE, LAYERS_DIR};
+pub use lock::{BuildsLock, StoreLock};
 
 use crate::image::config::ImageConfig;
 use crate::image::manifest::{
@@ -133,6 +135,16 @@ impl Store {
     ///
     /// `tag` and `untag` serialise on a separate index lock, so they may be
     /// called while this one is held.
+    /// Held (shared) for the whole of a build; see [`lock::BuildsLock`].
+    /// `when_alone` runs when no other build is running.
+    pub fn builds_lock(&self, when_alone: impl FnOnce()) -> Result<BuildsLock, StoreError> {
+        lock::BuildsLock::shared(&self.private_dir().join("builds.lock"), when_alone)
+    }
+
+    pub(crate) fn builds_lock_exclusive(&self) -> Result<BuildsLock, StoreError> {
+        lock::BuildsLock::exclusive(&self.private_dir().join("builds.lock"))
+    }
+
     pub fn lock(&self) -> Result<StoreLock, StoreError> {
         lock::acquire(&self.private_dir().join("lock"), "store")
     }

@@ -76,7 +76,30 @@ pub fn import_docker_archive(store: &Store, source: &mut dyn Source) -> Result<I
             })
         }
     };
+    import_entry(store, source, entry)
+}
 
+/// Imports every image of a `docker save` archive, each with its RepoTags.
+pub fn import_docker_archive_all(
+    store: &Store,
+    source: &mut dyn Source,
+) -> Result<Vec<(Vec<String>, Image)>, TransportError> {
+    let source: &dyn Source = source;
+    let entries: Vec<ArchiveEntry> = serde_json::from_slice(&source.read_required("manifest.json")?).map_err(|e| {
+        TransportError::Json { action: "parse manifest.json".into(), source_name: source.name(), source: e }
+    })?;
+    if entries.is_empty() {
+        return Err(TransportError::NoImages(source.name()));
+    }
+    let mut out = Vec::new();
+    for entry in &entries {
+        let image = import_entry(store, source, entry)?;
+        out.push((entry.repo_tags.clone().unwrap_or_default(), image));
+    }
+    Ok(out)
+}
+
+fn import_entry(store: &Store, source: &dyn Source, entry: &ArchiveEntry) -> Result<Image, TransportError> {
     let config_bytes = source.read_required(&entry.config)?;
     if let Some(expected) = digest_in_name(&entry.config) {
         check_digest(source, &entry.config, &expected, &sha256_digest(&config_bytes))?;

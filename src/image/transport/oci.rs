@@ -29,14 +29,48 @@ struct OciLayout {
 pub fn import_layout(store: &Store, source: &mut dyn Source, tag: Option<&str>) -> Result<Image, TransportError> {
     let index = read_layout_index(&*source)?;
     let entry = select_entry(&index, tag, &source.name())?;
-    let (manifest_desc, manifest_bytes) = resolve_to_manifest(&*source, entry)?;
+    import_entry(store, &*source, entry)
+}
+
+/// Imports every image of an OCI layout, each with the names its index
+/// entries give it (`io.containerd.image.name`, else a ref name that is a
+/// whole reference; a bare tag like `v1` names no repository).
+pub fn import_layout_all(store: &Store, source: &mut dyn Source) -> Result<Vec<(Vec<String>, Image)>, TransportError> {
+    let index = read_layout_index(&*source)?;
+    if index.manifests.is_empty() {
+        return Err(TransportError::NoImages(source.name()));
+    }
+    let mut out: Vec<(Vec<String>, Image)> = Vec::new();
+    for entry in &index.manifests {
+        let image = import_entry(store, &*source, entry)?;
+        let name = entry_name(entry);
+        match out.iter_mut().find(|(_, i)| i.manifest_digest == image.manifest_digest) {
+            Some((names, _)) => names.extend(name),
+            None => out.push((name.into_iter().collect(), image)),
+        }
+    }
+    Ok(out)
+}
+
+/// The image name an index entry carries, if it is a whole reference.
+fn entry_name(entry: &Descriptor) -> Option<String> {
+    let annotations = entry.annotations.as_ref()?;
+    if let Some(name) = annotations.get("io.containerd.image.name") {
+        return Some(name.clone());
+    }
+    let name = annotations.get(REF_NAME)?;
+    (name.contains(':') || name.contains('/')).then(|| name.clone())
+}
+
+fn import_entry(store: &Store, source: &dyn Source, entry: &Descriptor) -> Result<Image, TransportError> {
+    let (manifest_desc, manifest_bytes) = resolve_to_manifest(source, entry)?;
     let manifest = parse_manifest(&manifest_desc.digest, &manifest_bytes)?;
 
     // Layers and config first: a manifest in the store implies its blobs are.
     for layer in &manifest.layers {
-        copy_blob(store, &*source, layer)?;
+        copy_blob(store, source, layer)?;
     }
-    copy_blob(store, &*source, &manifest.config)?;
+    copy_blob(store, source, &manifest.config)?;
     let mut writer = store.blob_writer()?;
     writer.write_all(&manifest_bytes).map_err(|source| TransportError::Io {
         action: "write manifest into",

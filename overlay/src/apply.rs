@@ -1,0 +1,652 @@
+//! Applying a layer tar to a directory: a layer directory of its own (overlay lowers, whiteouts in overlay
+//! form) or one rootfs that layers are applied to in order (whiteouts delete).
+//!
+//! Safety: every entry's parent is opened with openat2 `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`, so a
+//! symlink on the way (`evil -> /`, `evil -> ../../..`) resolves inside `dest` as it would inside the
+//! container, never on the host; the entry itself is then created relative to that directory fd, never by
+//! path. Names with `..` components, absolute names and hard links whose target is absolute or has `..` are
+//! rejected outright, as no well-formed layer has them.
+//!
+//! The archive is read in raw mode with PAX, GNU long-name and long-link headers handled here:
+//! `parse_pax_records` keeps binary xattr values intact, where the `tar` crate's PAX iterator splits them at
+//! newlines (a `security.capability` often holds one) and can lose the records after them. A consequence: a
+//! size that only a PAX record gives (files over 8 GiB written by tools that do not use base-256) is not
+//! supported.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{fchmod, fchmodat, fstatat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
+use nix::fcntl::AtFlags;
+use xattr::FileExt;
+
+use crate::compress;
+use crate::sys;
+use crate::tarfmt::parse_pax_records;
+use crate::whiteout::{self, is_overlay_xattr, WhiteoutFormat, XattrPrefix, WH_OPAQUE, WH_PREFIX};
+
+/// The xattr rootless container tools record an owner in when the id is not mapped (`uid:gid:0mode`).
+pub const OVERRIDE_STAT_XATTR: &str = "user.containers.override_stat";
+
+/// How a layer is applied.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub whiteouts: WhiteoutFormat,
+    /// The overlay xattr namespace the layer directory will be mounted with.
+    pub prefix: XattrPrefix,
+    /// When an owner cannot be set because its id is not mapped in this user namespace (single-id mode),
+    /// record it in [`OVERRIDE_STAT_XATTR`] instead of failing.
+    pub record_unmapped_owners: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            whiteouts: WhiteoutFormat::Overlay,
+            prefix: XattrPrefix::default(),
+            record_unmapped_owners: true,
+        }
+    }
+}
+
+/// What applying a layer did, beyond writing its entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Entries written (files, dirs, links, nodes), not counting whiteouts.
+    pub entries: u64,
+    /// Whiteouts applied (as overlay markers or as deletions).
+    pub whiteouts: u64,
+    pub opaque_dirs: u64,
+    /// Entries left out, each with why (device nodes the kernel refuses, unknown entry types).
+    pub skipped: Vec<String>,
+    /// Entries whose owner was recorded in [`OVERRIDE_STAT_XATTR`] because the id is not mapped.
+    pub unmapped_owners: u64,
+    /// Overlay bookkeeping xattrs found in the layer and not applied.
+    pub dropped_overlay_xattrs: u64,
+    /// Xattrs the filesystem or the namespace refused (e.g. `trusted.*` in a user namespace), by entry.
+    pub refused_xattrs: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("read layer archive")]
+    Read(#[source] io::Error),
+    #[error("open layer destination {}", .0.display())]
+    Dest(PathBuf, #[source] io::Error),
+    #[error("layer entry {path:?} {reason}")]
+    Unsafe { path: String, reason: &'static str },
+    #[error("apply layer entry {path:?}")]
+    Entry {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Applies a layer blob (gzip, zstd, xz, bzip2 or plain tar) to `dest`, which must exist.
+pub fn apply_layer<R: Read>(blob: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
+    let (_, plain) = compress::decompress(blob).map_err(ApplyError::Read)?;
+    let root = File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dest)
+        .map_err(|e| ApplyError::Dest(dest.into(), e))?;
+    let mut applier = Applier {
+        root,
+        opts,
+        report: ApplyReport::default(),
+        written: HashSet::new(),
+        dir_times: Vec::new(),
+    };
+    let mut archive = tar::Archive::new(plain);
+    let entries = archive.entries().map_err(ApplyError::Read)?.raw(true);
+    let mut ext = Extensions::default();
+    for entry in entries {
+        let mut entry = entry.map_err(ApplyError::Read)?;
+        let header = entry.header();
+        match header.entry_type().as_byte() {
+            b'x' => ext.pax = parse_pax_records(&read_all(&mut entry)?).map_err(ApplyError::Read)?,
+            // Global records apply to every later entry; none that matters to a layer is ever set there.
+            b'g' => drop(read_all(&mut entry)?),
+            b'L' => ext.long_name = Some(trim_nul(read_all(&mut entry)?)),
+            b'K' => ext.long_link = Some(trim_nul(read_all(&mut entry)?)),
+            _ => {
+                let ext = std::mem::take(&mut ext);
+                let item = Item::from_entry(&entry, ext).map_err(ApplyError::Read)?;
+                applier.apply(item, &mut entry)?;
+            }
+        }
+    }
+    applier.finish()?;
+    Ok(applier.report)
+}
+
+fn read_all(r: &mut impl Read) -> Result<Vec<u8>, ApplyError> {
+    let mut buf = Vec::new();
+    r.read_to_end(&mut buf).map_err(ApplyError::Read)?;
+    Ok(buf)
+}
+
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+/// What the headers before an entry said about it.
+#[derive(Default)]
+struct Extensions {
+    pax: Vec<(String, Vec<u8>)>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+    Char,
+    Block,
+    Fifo,
+    Other(u8),
+}
+
+/// One archive entry, as this module needs it.
+struct Item {
+    /// The name as written, for messages.
+    name: String,
+    raw_name: Vec<u8>,
+    /// Clean components; empty for the root itself.
+    components: Vec<OsString>,
+    kind: Kind,
+    link: Vec<u8>,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: TimeSpec,
+    size: u64,
+    dev: (u64, u64),
+    xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+impl Item {
+    fn from_entry<R: Read>(entry: &tar::Entry<'_, R>, ext: Extensions) -> io::Result<Item> {
+        let h = entry.header();
+        let mut name = ext.long_name.unwrap_or_else(|| entry.path_bytes().into_owned());
+        let mut link = ext
+            .long_link
+            .unwrap_or_else(|| entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default());
+        let mut uid = h.uid()?;
+        let mut gid = h.gid()?;
+        let mut mtime = TimeSpec::new(h.mtime()? as i64, 0);
+        let mut xattrs = BTreeMap::new();
+        for (key, value) in ext.pax {
+            let text = || String::from_utf8_lossy(&value).into_owned();
+            match key.as_str() {
+                "path" => name = value,
+                "linkpath" => link = value,
+                "uid" => uid = text().parse().unwrap_or(uid),
+                "gid" => gid = text().parse().unwrap_or(gid),
+                "mtime" => mtime = parse_pax_time(&text()).unwrap_or(mtime),
+                _ => {
+                    if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
+                        xattrs.insert(x.to_string(), value);
+                    }
+                }
+            }
+        }
+        let kind = match h.entry_type().as_byte() {
+            b'0' | 0 | b'7' => Kind::File,
+            b'1' => Kind::Hardlink,
+            b'2' => Kind::Symlink,
+            b'3' => Kind::Char,
+            b'4' => Kind::Block,
+            b'5' => Kind::Dir,
+            b'6' => Kind::Fifo,
+            other => Kind::Other(other),
+        };
+        let dev = match kind {
+            Kind::Char | Kind::Block => (
+                u64::from(h.device_major()?.unwrap_or(0)),
+                u64::from(h.device_minor()?.unwrap_or(0)),
+            ),
+            _ => (0, 0),
+        };
+        let display = String::from_utf8_lossy(&name).into_owned();
+        // An old-style directory is a regular file entry whose name ends in '/'.
+        let kind = if kind == Kind::File && name.ends_with(b"/") { Kind::Dir } else { kind };
+        Ok(Item {
+            components: split_components(&name),
+            name: display,
+            kind,
+            link,
+            mode: h.mode()? & 0o7777,
+            uid,
+            gid,
+            mtime,
+            size: h.size()?,
+            dev,
+            xattrs,
+            raw_name: name,
+        })
+    }
+}
+
+/// PAX times are decimal seconds with an optional fraction.
+fn parse_pax_time(s: &str) -> Option<TimeSpec> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let mut nanos: i64 = 0;
+    for (i, c) in frac.chars().take(9).enumerate() {
+        nanos += i64::from(c.to_digit(10)?) * 10i64.pow(8 - i as u32);
+    }
+    Some(TimeSpec::new(secs, if secs < 0 { -nanos } else { nanos }))
+}
+
+/// Splits an archive name into components, dropping empty and `.` ones. `..` is kept for the caller to
+/// reject.
+fn split_components(name: &[u8]) -> Vec<OsString> {
+    name.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(|c| OsString::from_vec(c.to_vec()))
+        .collect()
+}
+
+fn check_name(name: &[u8], display: &str) -> Result<(), ApplyError> {
+    let unsafe_err = |reason| ApplyError::Unsafe { path: display.to_string(), reason };
+    if name.starts_with(b"/") {
+        return Err(unsafe_err("is an absolute path"));
+    }
+    if name.split(|&b| b == b'/').any(|c| c == b"..") {
+        return Err(unsafe_err("leaves the layer root through '..'"));
+    }
+    Ok(())
+}
+
+fn join(components: &[OsString]) -> PathBuf {
+    components.iter().collect()
+}
+
+struct Applier<'o> {
+    root: File,
+    opts: &'o ApplyOptions,
+    report: ApplyReport,
+    /// Paths this layer wrote: an opaque marker or whiteout in the same layer never removes them.
+    written: HashSet<PathBuf>,
+    /// Directory mtimes, set last: creating children changes them.
+    dir_times: Vec<(PathBuf, TimeSpec)>,
+}
+
+impl Applier<'_> {
+    fn apply<R: Read>(&mut self, item: Item, data: &mut R) -> Result<(), ApplyError> {
+        check_name(&item.raw_name, &item.name)?;
+        let entry_err = |source| ApplyError::Entry { path: item.name.clone(), source };
+        let Some((last, parent)) = item.components.split_last() else {
+            // The root itself: only its metadata can be applied.
+            if item.kind == Kind::Dir {
+                let root = self.root.try_clone().map_err(entry_err)?;
+                self.set_fd_meta(&root, &item).map_err(entry_err)?;
+                self.dir_times.push((PathBuf::new(), item.mtime));
+            }
+            return Ok(());
+        };
+        let last_bytes = last.as_bytes();
+        if last_bytes == WH_OPAQUE.as_bytes() {
+            return self.opaque(parent).map_err(entry_err);
+        }
+        if let Some(hidden) = last_bytes.strip_prefix(WH_PREFIX.as_bytes()) {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.starts_with(b".wh.") {
+                return Err(ApplyError::Unsafe { path: item.name.clone(), reason: "is not a valid whiteout" });
+            }
+            return self.whiteout(parent, OsStr::from_bytes(hidden)).map_err(entry_err);
+        }
+        let parent_dir = self.ensure_dir(parent).map_err(entry_err)?;
+        let name = CString::new(last_bytes).map_err(|_| entry_err(nul_error()))?;
+        let rel = join(&item.components);
+        match item.kind {
+            Kind::Dir => {
+                let dir = self.make_dir(&parent_dir, last, &name, item.mode).map_err(entry_err)?;
+                self.set_fd_meta(&dir, &item).map_err(entry_err)?;
+                self.dir_times.push((rel.clone(), item.mtime));
+            }
+            Kind::File => {
+                remove_existing(&parent_dir, last).map_err(entry_err)?;
+                let fd = sys::openat2(
+                    parent_dir.as_fd(),
+                    Path::new(last),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
+                    0o600,
+                    sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS,
+                )
+                .map_err(entry_err)?;
+                let mut file = File::from(fd);
+                write_sparse(&mut file, data, item.size).map_err(entry_err)?;
+                self.set_fd_meta(&file, &item).map_err(entry_err)?;
+                nix::sys::stat::futimens(file.as_raw_fd(), &item.mtime, &item.mtime)
+                    .map_err(|e| entry_err(e.into()))?;
+            }
+            Kind::Symlink => {
+                remove_existing(&parent_dir, last).map_err(entry_err)?;
+                let target = OsStr::from_bytes(&item.link);
+                symlinkat(target, Some(parent_dir.as_raw_fd()), last.as_os_str()).map_err(|e| entry_err(e.into()))?;
+                self.set_at_meta(&parent_dir, last, &item, true).map_err(entry_err)?;
+            }
+            Kind::Hardlink => {
+                check_name(&item.link, &item.name).map_err(|_| ApplyError::Unsafe {
+                    path: item.name.clone(),
+                    reason: "is a hard link to a path outside the layer",
+                })?;
+                let target = split_components(&item.link);
+                let Some((tlast, tparent)) = target.split_last() else {
+                    return Err(ApplyError::Unsafe { path: item.name.clone(), reason: "is a hard link to the root" });
+                };
+                let tdir = self.open_dir(&join(tparent)).map_err(entry_err)?;
+                if same_inode(&tdir, tlast, &parent_dir, last) {
+                    self.written.insert(rel);
+                    return Ok(());
+                }
+                remove_existing(&parent_dir, last).map_err(entry_err)?;
+                linkat(
+                    Some(tdir.as_raw_fd()),
+                    tlast.as_os_str(),
+                    Some(parent_dir.as_raw_fd()),
+                    last.as_os_str(),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| entry_err(e.into()))?;
+            }
+            Kind::Char | Kind::Block | Kind::Fifo => {
+                remove_existing(&parent_dir, last).map_err(entry_err)?;
+                let (ty, dev) = match item.kind {
+                    Kind::Char => (libc::S_IFCHR, libc::makedev(item.dev.0 as u32, item.dev.1 as u32)),
+                    Kind::Block => (libc::S_IFBLK, libc::makedev(item.dev.0 as u32, item.dev.1 as u32)),
+                    _ => (libc::S_IFIFO, 0),
+                };
+                match sys::mknodat(parent_dir.as_fd(), &name, ty | 0o600, dev) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        log::warn!("layer entry {:?}: device nodes cannot be created here; skipped", item.name);
+                        self.report.skipped.push(format!("{}: device node not permitted", item.name));
+                        return Ok(());
+                    }
+                    Err(e) => return Err(entry_err(e)),
+                }
+                self.set_at_meta(&parent_dir, last, &item, false).map_err(entry_err)?;
+            }
+            Kind::Other(t) => {
+                log::warn!("layer entry {:?}: unsupported entry type {:?}; skipped", item.name, t as char);
+                self.report.skipped.push(format!("{}: unsupported entry type {:?}", item.name, t as char));
+                return Ok(());
+            }
+        }
+        self.report.entries += 1;
+        self.written.insert(rel);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), ApplyError> {
+        for (rel, t) in self.dir_times.iter().rev() {
+            let path = rel.display().to_string();
+            let dir = self.open_dir(rel).map_err(|source| ApplyError::Entry { path: path.clone(), source })?;
+            nix::sys::stat::futimens(dir.as_raw_fd(), t, t)
+                .map_err(|e| ApplyError::Entry { path, source: e.into() })?;
+        }
+        Ok(())
+    }
+
+    /// Opens the directory at `rel`, resolving every symlink on the way inside the root.
+    fn open_dir(&self, rel: &Path) -> io::Result<File> {
+        if rel.as_os_str().is_empty() {
+            return self.root.try_clone();
+        }
+        sys::openat2(
+            self.root.as_fd(),
+            rel,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+            sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
+        )
+        .map(File::from)
+    }
+
+    /// Opens the directory at `components`, creating missing ones as root-owned 0755 directories.
+    fn ensure_dir(&mut self, components: &[OsString]) -> io::Result<File> {
+        let rel = join(components);
+        match self.open_dir(&rel) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => return other,
+        }
+        let Some((last, parent)) = components.split_last() else {
+            return self.open_dir(&rel);
+        };
+        let parent_dir = self.ensure_dir(parent)?;
+        match nix::sys::stat::mkdirat(Some(parent_dir.as_raw_fd()), last.as_os_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.written.insert(rel.clone());
+        self.open_dir(&rel)
+    }
+
+    /// Makes `name` in `parent` a directory, keeping one that is there (its contents merge).
+    fn make_dir(&self, parent: &File, last: &OsStr, name: &CString, mode: u32) -> io::Result<File> {
+        let existing = fstatat(Some(parent.as_raw_fd()), last, AtFlags::AT_SYMLINK_NOFOLLOW);
+        match existing {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+            Ok(_) => {
+                remove_existing(parent, last)?;
+                nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), name.as_c_str(), Mode::from_bits_truncate(mode & 0o777 | 0o700))?;
+            }
+            Err(nix::errno::Errno::ENOENT) => {
+                nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), name.as_c_str(), Mode::from_bits_truncate(mode & 0o777 | 0o700))?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        sys::openat2(
+            parent.as_fd(),
+            Path::new(last),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+            sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS,
+        )
+        .map(File::from)
+    }
+
+    fn opaque(&mut self, parent: &[OsString]) -> io::Result<()> {
+        let dir = self.ensure_dir(parent)?;
+        self.report.opaque_dirs += 1;
+        match self.opts.whiteouts {
+            WhiteoutFormat::Naive => {
+                let rel = join(parent);
+                for child in std::fs::read_dir(proc_fd_path(&dir))? {
+                    let child = child?;
+                    if !self.written.contains(&rel.join(child.file_name())) {
+                        remove_existing(&dir, &child.file_name())?;
+                    }
+                }
+                Ok(())
+            }
+            _ => whiteout::set_opaque(&dir, &self.opts.prefix),
+        }
+    }
+
+    fn whiteout(&mut self, parent: &[OsString], hidden: &OsStr) -> io::Result<()> {
+        let rel = join(parent).join(hidden);
+        if self.written.contains(&rel) {
+            return Ok(());
+        }
+        let dir = match self.opts.whiteouts {
+            // Nothing to delete under a parent that does not exist.
+            WhiteoutFormat::Naive => match self.open_dir(&join(parent)) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(()),
+                other => other?,
+            },
+            _ => self.ensure_dir(parent)?,
+        };
+        self.report.whiteouts += 1;
+        remove_existing(&dir, hidden)?;
+        if self.opts.whiteouts != WhiteoutFormat::Naive {
+            let name = CString::new(hidden.as_bytes()).map_err(|_| nul_error())?;
+            whiteout::create_whiteout(&dir, &name, self.opts.whiteouts, &self.opts.prefix)?;
+        }
+        Ok(())
+    }
+
+    /// Owner, mode and xattrs of an entry open as `f` (a file or directory).
+    fn set_fd_meta(&mut self, f: &File, item: &Item) -> io::Result<()> {
+        let mut xattrs = self.filter_xattrs(item);
+        match fchown(f.as_raw_fd(), Some(uid(item.uid)?), Some(gid(item.gid)?)) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EINVAL) if self.opts.record_unmapped_owners => {
+                self.report.unmapped_owners += 1;
+                xattrs.insert(OVERRIDE_STAT_XATTR.into(), override_stat(item));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // After chown, which clears setuid and setgid.
+        fchmod(f.as_raw_fd(), Mode::from_bits_truncate(item.mode))?;
+        for (name, value) in &xattrs {
+            if let Err(e) = f.set_xattr(name, value) {
+                self.refused_xattr(item, name, e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs and mtime of a symlink or node `last` in `parent`, without opening it.
+    fn set_at_meta(&mut self, parent: &File, last: &OsStr, item: &Item, symlink: bool) -> io::Result<()> {
+        let mut xattrs = self.filter_xattrs(item);
+        let res = fchownat(
+            Some(parent.as_raw_fd()),
+            last,
+            Some(uid(item.uid)?),
+            Some(gid(item.gid)?),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        );
+        match res {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EINVAL) if self.opts.record_unmapped_owners => {
+                self.report.unmapped_owners += 1;
+                // user.* xattrs are not allowed on symlinks.
+                if !symlink {
+                    xattrs.insert(OVERRIDE_STAT_XATTR.into(), override_stat(item));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if !symlink {
+            // A node just created by mknodat: not a symlink, so following is the same as not.
+            fchmodat(Some(parent.as_raw_fd()), last, Mode::from_bits_truncate(item.mode), FchmodatFlags::FollowSymlink)?;
+        }
+        let path = proc_fd_path(parent).join(last);
+        for (name, value) in &xattrs {
+            if let Err(e) = xattr::set(&path, name, value) {
+                self.refused_xattr(item, name, e)?;
+            }
+        }
+        utimensat(Some(parent.as_raw_fd()), last, &item.mtime, &item.mtime, UtimensatFlags::NoFollowSymlink)?;
+        Ok(())
+    }
+
+    fn filter_xattrs(&mut self, item: &Item) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for (name, value) in &item.xattrs {
+            if is_overlay_xattr(name) {
+                self.report.dropped_overlay_xattrs += 1;
+            } else {
+                out.insert(name.clone(), value.clone());
+            }
+        }
+        out
+    }
+
+    /// An xattr the kernel refuses is skipped with a warning (as `trusted.*` in a user namespace);
+    /// other failures are errors.
+    fn refused_xattr(&mut self, item: &Item, name: &str, e: io::Error) -> io::Result<()> {
+        match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES) => {
+                log::warn!("layer entry {:?}: xattr {name} not permitted here; skipped", item.name);
+                self.report.refused_xattrs.push(format!("{}: {name}", item.name));
+                Ok(())
+            }
+            _ => Err(e),
+        }
+    }
+}
+
+fn override_stat(item: &Item) -> Vec<u8> {
+    format!("{}:{}:0{:o}", item.uid, item.gid, item.mode).into_bytes()
+}
+
+fn uid(id: u64) -> io::Result<Uid> {
+    u32::try_from(id).map(Uid::from_raw).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "uid out of range"))
+}
+
+fn gid(id: u64) -> io::Result<Gid> {
+    u32::try_from(id).map(Gid::from_raw).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "gid out of range"))
+}
+
+fn nul_error() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "name contains a NUL byte")
+}
+
+/// A path naming the open directory `dir`, for calls that only take paths.
+pub(crate) fn proc_fd_path(dir: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+}
+
+fn same_inode(a_dir: &File, a: &OsStr, b_dir: &File, b: &OsStr) -> bool {
+    let flags = AtFlags::AT_SYMLINK_NOFOLLOW;
+    match (fstatat(Some(a_dir.as_raw_fd()), a, flags), fstatat(Some(b_dir.as_raw_fd()), b, flags)) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
+
+/// Removes whatever is at `name` in `parent`, a directory with everything in it; nothing there is fine.
+fn remove_existing(parent: &File, name: &OsStr) -> io::Result<()> {
+    let st = match fstatat(Some(parent.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let is_dir = SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT) == SFlag::S_IFDIR;
+    if is_dir {
+        // std's remove_dir_all opens each level with O_NOFOLLOW relative to its parent, so a symlink
+        // inside never leads it out of the tree.
+        std::fs::remove_dir_all(proc_fd_path(parent).join(name))
+    } else {
+        nix::unistd::unlinkat(Some(parent.as_raw_fd()), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(io::Error::from)
+    }
+}
+
+/// Copies exactly `size` bytes into `file`, leaving holes where whole blocks are zero.
+fn write_sparse(file: &mut File, data: &mut impl Read, size: u64) -> io::Result<()> {
+    const CHUNK: usize = 64 * 1024;
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = size;
+    while left > 0 {
+        let want = left.min(CHUNK as u64) as usize;
+        data.read_exact(&mut buf[..want])?;
+        if buf[..want].iter().all(|&b| b == 0) {
+            file.seek(SeekFrom::Current(want as i64))?;
+        } else {
+            file.write_all(&buf[..want])?;
+        }
+        left -= want as u64;
+    }
+    file.set_len(size)
+}
+

@@ -1,0 +1,324 @@
+//! Mounting a step's filesystem: kernel overlay, fuse-overlayfs, or the plain copy driver.
+//!
+//! Kernel overlay: the new mount API first (fsopen + one `fsconfig lowerdir+` per layer, kernel ≥ 6.8), so
+//! no option string has to fit in a page; on older kernels mount(2) with one string, and when that string
+//! would not fit a page, the lowers are named by short symlinks (`<work>.l/0`, `1`, …) and the mount is made
+//! from a child process that chdirs there, as containers/storage does. Inside a user namespace the mount
+//! uses `userxattr`, and always `index=off,metacopy=off,redirect_dir=off`-equivalents where the kernel
+//! takes them, so the upper holds whole files and whiteouts only, which `diff::write_diff` understands.
+
+use std::fmt;
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+
+use crate::naive;
+use crate::sys;
+use crate::whiteout::XattrPrefix;
+
+/// A storage driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Driver {
+    Overlay,
+    FuseOverlayfs,
+    /// The plain copy driver.
+    Vfs,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Overlay => "overlay",
+            Driver::FuseOverlayfs => "fuse-overlayfs",
+            Driver::Vfs => "vfs",
+        }
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Driver {
+    type Err = MountError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "overlay" | "overlay2" => Ok(Driver::Overlay),
+            "fuse-overlayfs" => Ok(Driver::FuseOverlayfs),
+            "vfs" => Ok(Driver::Vfs),
+            other => Err(MountError::UnknownDriver(other.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("unknown storage driver {0:?} (expected overlay, fuse-overlayfs or vfs)")]
+    UnknownDriver(String),
+    #[error("mount overlay at {}", .target.display())]
+    Overlay {
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount fuse-overlayfs at {}: {stderr}", .target.display())]
+    Fuse { target: PathBuf, stderr: String },
+    #[error("run fuse-overlayfs")]
+    FuseSpawn(#[source] std::io::Error),
+    #[error("copy the lower layers to {}", .target.display())]
+    Snapshot {
+        target: PathBuf,
+        #[source]
+        source: naive::SnapshotError,
+    },
+    #[error("prepare {}", .path.display())]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unmount {}", .target.display())]
+    Unmount {
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A mounted step filesystem; unmounted when dropped (errors then are logged), or by [`MountGuard::unmount`].
+#[derive(Debug)]
+pub struct MountGuard {
+    target: PathBuf,
+    driver: Driver,
+    mounted: bool,
+}
+
+impl MountGuard {
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    pub fn driver(&self) -> Driver {
+        self.driver
+    }
+
+    /// Unmounts now, reporting failure.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.mounted = false;
+        unmount_target(self.driver, &self.target)
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Err(e) = unmount_target(self.driver, &self.target) {
+                log::warn!("{e}");
+            }
+        }
+    }
+}
+
+fn unmount_target(driver: Driver, target: &Path) -> Result<(), MountError> {
+    let err = |source| MountError::Unmount { target: target.into(), source };
+    match driver {
+        Driver::Vfs => Ok(()),
+        Driver::Overlay => nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(|e| err(e.into())),
+        Driver::FuseOverlayfs => match nix::mount::umount2(target, nix::mount::MntFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                let status = Command::new("fusermount3").arg("-u").arg(target).status().map_err(err)?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(err(std::io::Error::other(format!("fusermount3 -u exited with {status}"))))
+                }
+            }
+        },
+    }
+}
+
+/// Mounts `lowers` (topmost first) with `upper` and `work` at `target` using `driver`. For [`Driver::Vfs`]
+/// the merged lowers are copied into `target` and the diff is taken with [`naive::diff_to_layer`]; `upper`
+/// and `work` are not used.
+pub fn mount(driver: Driver, lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<MountGuard, MountError> {
+    match driver {
+        Driver::Overlay => mount_overlay(lowers, upper, work, target)?,
+        Driver::FuseOverlayfs => mount_fuse(lowers, upper, work, target)?,
+        Driver::Vfs => {
+            naive::snapshot(lowers, target, &XattrPrefix::for_current_namespace())
+                .map_err(|source| MountError::Snapshot { target: target.into(), source })?;
+        }
+    }
+    Ok(MountGuard { target: target.into(), driver, mounted: true })
+}
+
+/// Whether this process runs in a user namespace other than the initial one.
+pub fn in_user_namespace() -> bool {
+    match fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"],
+        Err(_) => false,
+    }
+}
+
+/// Overlay needs at least one lower; a step on `scratch` gets an empty one next to the work dir.
+fn lowers_or_empty(lowers: &[PathBuf], work: &Path) -> Result<Vec<PathBuf>, MountError> {
+    if !lowers.is_empty() {
+        return Ok(lowers.to_vec());
+    }
+    let empty = PathBuf::from(format!("{}.empty", work.display()));
+    fs::create_dir_all(&empty).map_err(|source| MountError::Prepare { path: empty.clone(), source })?;
+    Ok(vec![empty])
+}
+
+fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), MountError> {
+    let lowers = lowers_or_empty(lowers, work)?;
+    match mount_overlay_fsconfig(&lowers, upper, work, target) {
+        Ok(()) => Ok(()),
+        // EINVAL from `lowerdir+` (kernel < 6.8), ENOSYS from fsopen (kernel < 5.2).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+            log::debug!("fsconfig lowerdir+ unavailable ({e}); using mount(2)");
+            mount_overlay_legacy(&lowers, upper, work, target)
+        }
+        Err(source) => Err(MountError::Overlay { target: target.into(), source }),
+    }
+}
+
+/// The options beyond the directories: no index, no metacopy, no redirects (which userxattr refuses
+/// anyway), so the upper holds plain files and whiteouts.
+fn extra_options() -> Vec<(&'static str, Option<&'static str>)> {
+    let mut opts = vec![("index", Some("off")), ("metacopy", Some("off"))];
+    if in_user_namespace() {
+        opts.push(("userxattr", None));
+    } else {
+        opts.push(("redirect_dir", Some("off")));
+    }
+    opts
+}
+
+fn mount_overlay_fsconfig(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
+    let fs_ctx = sys::fsopen("overlay")?;
+    let fd = fs_ctx.as_fd();
+    for lower in lowers {
+        sys::fsconfig_set_string(fd, "lowerdir+", lower.as_os_str().as_bytes())?;
+    }
+    sys::fsconfig_set_string(fd, "upperdir", upper.as_os_str().as_bytes())?;
+    sys::fsconfig_set_string(fd, "workdir", work.as_os_str().as_bytes())?;
+    for (key, value) in extra_options() {
+        match value {
+            Some(v) => sys::fsconfig_set_string(fd, key, v.as_bytes())?,
+            None => sys::fsconfig_set_flag(fd, key)?,
+        }
+    }
+    sys::fsconfig_create(fd)?;
+    let mnt = sys::fsmount(fd)?;
+    sys::move_mount(mnt.as_fd(), target)
+}
+
+/// The most option bytes mount(2) takes: one page, NUL included.
+fn page_limit() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |p| p as usize) - 1
+}
+
+fn legacy_data(lowerdir: &str, upper: &Path, work: &Path) -> String {
+    let mut data = format!("lowerdir={lowerdir},upperdir={},workdir={}", upper.display(), work.display());
+    for (key, value) in extra_options() {
+        match value {
+            Some(v) => data.push_str(&format!(",{key}={v}")),
+            None => data.push_str(&format!(",{key}")),
+        }
+    }
+    data
+}
+
+/// Mounts overlay with mount(2) and one option string, for kernels without `lowerdir+`; public so tests can
+/// exercise it on new kernels. When the absolute lower paths do not fit a page, they are replaced by short
+/// symlinks in `<work>.l/`, resolved relative to that directory by a child process that chdirs there.
+pub fn mount_overlay_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), MountError> {
+    let lowers = lowers_or_empty(lowers, work)?;
+    let overlay_err = |source| MountError::Overlay { target: target.into(), source };
+    let joined: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    let data = legacy_data(&joined.join(":"), upper, work);
+    if data.len() <= page_limit() {
+        return nix::mount::mount(Some("overlay"), target, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
+            .map_err(|e| overlay_err(e.into()));
+    }
+    let links = PathBuf::from(format!("{}.l", work.display()));
+    let prep = |source| MountError::Prepare { path: links.clone(), source };
+    if links.exists() {
+        fs::remove_dir_all(&links).map_err(prep)?;
+    }
+    fs::create_dir_all(&links).map_err(prep)?;
+    let mut short = Vec::new();
+    for (i, lower) in lowers.iter().enumerate() {
+        let name = format!("{i:x}");
+        std::os::unix::fs::symlink(lower, links.join(&name)).map_err(prep)?;
+        short.push(name);
+    }
+    let abs = |p: &Path| if p.is_absolute() { Ok(p.to_path_buf()) } else { std::env::current_dir().map(|c| c.join(p)) };
+    let upper = abs(upper).map_err(prep)?;
+    let work_abs = abs(work).map_err(prep)?;
+    let target_abs = abs(target).map_err(prep)?;
+    let data = legacy_data(&short.join(":"), &upper, &work_abs);
+    if data.len() > page_limit() {
+        return Err(overlay_err(std::io::Error::other(format!(
+            "{} lower layers do not fit the mount options even with short names",
+            lowers.len()
+        ))));
+    }
+    sys::mount_overlay_from_dir(&links, &target_abs, &data).map_err(overlay_err)
+}
+
+fn mount_fuse(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), MountError> {
+    let lowers = lowers_or_empty(lowers, work)?;
+    let joined: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    let opts = format!("lowerdir={},upperdir={},workdir={}", joined.join(":"), upper.display(), work.display());
+    let out = Command::new("fuse-overlayfs").arg("-o").arg(&opts).arg(target).output().map_err(MountError::FuseSpawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(MountError::Fuse { target: target.into(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() })
+    }
+}
+
+/// Picks the best driver that works here, probing with scratch directories under `probe_dir` (which should
+/// be on the store's filesystem): kernel overlay, then fuse-overlayfs, then vfs.
+pub fn detect_driver_in(probe_dir: &Path) -> Driver {
+    for driver in [Driver::Overlay, Driver::FuseOverlayfs] {
+        if driver == Driver::FuseOverlayfs && !fuse_available() {
+            continue;
+        }
+        match probe(driver, probe_dir) {
+            Ok(()) => return driver,
+            Err(e) => log::debug!("storage driver {driver} unavailable: {e}"),
+        }
+    }
+    Driver::Vfs
+}
+
+/// [`detect_driver_in`] the system's temporary directory.
+pub fn detect_driver() -> Driver {
+    detect_driver_in(&std::env::temp_dir())
+}
+
+fn fuse_available() -> bool {
+    fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok()
+        && Command::new("fuse-overlayfs").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+fn probe(driver: Driver, probe_dir: &Path) -> Result<(), MountError> {
+    let base = probe_dir.join(format!(".kiln-probe-{}-{}", std::process::id(), driver.name()));
+    let prep = |source| MountError::Prepare { path: base.clone(), source };
+    let dirs = ["lower", "upper", "work", "merged"].map(|d| base.join(d));
+    for d in &dirs {
+        fs::create_dir_all(d).map_err(prep)?;
+    }
+    let result = mount(driver, &[dirs[0].clone()], &dirs[1], &dirs[2], &dirs[3]).and_then(MountGuard::unmount);
+    let _ = fs::remove_dir_all(&base);
+    result
+}

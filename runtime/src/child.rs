@@ -1,0 +1,301 @@
+//! Running one RUN step: the engine spawns a fresh kiln in a hidden helper
+//! mode with the serialized spec on its stdin. The single-threaded helper
+//! unshares mount/PID/UTS/IPC (and net), forks once so the command is PID 1,
+//! mounts, pivot_roots, sets ids and execs; it returns the command's status.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{pipe2, ForkResult, Gid, Uid};
+
+use crate::mounts;
+use crate::spec::{Network, RunSpec};
+use crate::sys;
+use crate::userns::exit_code;
+use crate::RuntimeError;
+
+/// The hidden argv[1] that selects the step helper.
+pub const RUN_HELPER_ARG: &str = "__kiln-run-helper";
+/// The descriptor on which the helper reports a setup failure (text); EOF
+/// without text means the command was exec'd.
+const REPORT_FD: i32 = 3;
+/// Exit code of a helper whose setup failed (docker uses 125 likewise).
+const SETUP_FAILED: i32 = 125;
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Where the command's output goes.
+pub enum Output<'a> {
+    /// The step writes straight to kiln's stdout and stderr.
+    Inherit,
+    /// Each line (without its newline) is handed to the callback, e.g. to
+    /// prefix it with the step.
+    Lines(&'a mut dyn FnMut(Stream, &str)),
+}
+
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Kills every running step (for Ctrl-C / SIGTERM handling): the helper dies,
+/// its PID-1 child gets SIGKILL through the parent-death signal, and the
+/// kernel kills the rest of the step's PID namespace.
+pub fn kill_running_steps() {
+    let pids = RUNNING.lock().map(|p| p.clone()).unwrap_or_default();
+    for pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+/// Runs the step with `/proc/self/exe` as the helper (the kiln binary, whose
+/// `main` calls `dispatch_helper` first). Returns the command's exit code
+/// (128 + n when killed by signal n). Mount points the image lacked are
+/// created for the run and removed before returning.
+pub fn run(spec: &RunSpec, output: Output<'_>) -> Result<i32, RuntimeError> {
+    run_with_helper(Path::new("/proc/self/exe"), spec, output)
+}
+
+/// `run` with an explicit helper executable.
+pub fn run_with_helper(helper: &Path, spec: &RunSpec, output: Output<'_>) -> Result<i32, RuntimeError> {
+    let created = mounts::prepare(spec).map_err(|(path, source)| RuntimeError::Prepare { path, source })?;
+    let result = run_prepared(helper, spec, output);
+    mounts::cleanup(spec, &created);
+    result
+}
+
+fn run_prepared(helper: &Path, spec: &RunSpec, output: Output<'_>) -> Result<i32, RuntimeError> {
+    let json = serde_json::to_vec(spec).map_err(RuntimeError::Spec)?;
+    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::Pipe)?;
+    let mut cmd = Command::new(helper);
+    cmd.arg(RUN_HELPER_ARG).stdin(Stdio::piped());
+    if let Output::Lines(_) = output {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    sys::pass_fds(&mut cmd, vec![(report_w, REPORT_FD)]);
+    let spawned = cmd.spawn();
+    drop(cmd);
+    let mut child = spawned.map_err(|source| RuntimeError::Spawn { what: "for a RUN step", source })?;
+    if let Ok(mut running) = RUNNING.lock() {
+        running.push(child.id());
+    }
+    let result = (|| {
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&json).map_err(RuntimeError::HelperIo)?;
+        }
+        let mut report = String::new();
+        File::from(report_r).read_to_string(&mut report).map_err(RuntimeError::HelperIo)?;
+        if let Output::Lines(callback) = output {
+            pump_lines(child.stdout.take(), child.stderr.take(), callback);
+        }
+        let status = child.wait().map_err(RuntimeError::Wait)?;
+        if !report.is_empty() {
+            return Err(RuntimeError::Setup { message: report.trim_end().to_string() });
+        }
+        Ok(exit_code(status))
+    })();
+    if result.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if let Ok(mut running) = RUNNING.lock() {
+        running.retain(|p| *p != child.id());
+    }
+    result
+}
+
+/// Hands every line of both streams to `callback` on this thread, as they come.
+fn pump_lines(
+    stdout: Option<std::process::ChildStdout>,
+    stderr: Option<std::process::ChildStderr>,
+    callback: &mut dyn FnMut(Stream, &str),
+) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Stream, String)>();
+    let mut readers = Vec::new();
+    let streams: [(Stream, Option<Box<dyn Read + Send>>); 2] = [
+        (Stream::Stdout, stdout.map(|s| Box::new(s) as Box<dyn Read + Send>)),
+        (Stream::Stderr, stderr.map(|s| Box::new(s) as Box<dyn Read + Send>)),
+    ];
+    for (which, reader) in streams {
+        let Some(reader) = reader else { continue };
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut reader = BufReader::new(reader);
+            let mut line = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                if tx.send((which, text.to_string())).is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        }));
+    }
+    drop(tx);
+    for (which, line) in rx {
+        callback(which, &line);
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+}
+
+/// The helper process's body (argv[1] == RUN_HELPER_ARG).
+pub(crate) fn helper_main() -> i32 {
+    let mut report = sys::inherited_fd(REPORT_FD).map(File::from);
+    match helper(&mut report) {
+        Ok(code) => code,
+        Err(message) => {
+            send_report(&mut report, &message);
+            SETUP_FAILED
+        }
+    }
+}
+
+fn send_report(report: &mut Option<File>, message: &str) {
+    match report {
+        Some(f) => {
+            let _ = f.write_all(message.as_bytes());
+        }
+        None => eprintln!("kiln: {message}"),
+    }
+}
+
+fn helper(report: &mut Option<File>) -> Result<i32, String> {
+    let mut json = Vec::new();
+    std::io::stdin().read_to_end(&mut json).map_err(|e| format!("read the run spec: {e}"))?;
+    let spec: RunSpec = serde_json::from_slice(&json).map_err(|e| format!("parse the run spec: {e}"))?;
+    let mut flags =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| format!("unshare mount, PID, UTS, IPC namespaces: {e}"))?;
+    if spec.network == Network::None {
+        sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
+    }
+    match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => match command_main(&spec) {
+            Ok(never) => match never {},
+            Err((code, message)) => {
+                send_report(report, &message);
+                std::process::exit(code);
+            }
+        },
+        ForkResult::Parent { child } => {
+            // Only the command's side may hold the report pipe now, so its
+            // exec shows up as EOF.
+            drop(report.take());
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("wait for the command: {e}")),
+                }
+            }
+        }
+    }
+}
+
+/// PID 1 of the step: set up and exec; returns only on failure, with the
+/// exit code and the message to report.
+fn command_main(spec: &RunSpec) -> Result<std::convert::Infallible, (i32, String)> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| (SETUP_FAILED, format!("{what}: {e}"));
+    // If the helper dies (killed with the build), the whole step dies.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| fail("set the parent-death signal", &e))?;
+    // Its own session: a terminal's Ctrl-C reaches the helper, not the step
+    // directly, and the helper's death ends the step.
+    let _ = nix::unistd::setsid();
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| fail("make mounts private", &e))?;
+    let rootfs = spec.rootfs.as_path();
+    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| fail(&format!("bind the rootfs {}", rootfs.display()), &e))?;
+    let root = File::open(rootfs).map_err(|e| fail(&format!("open the rootfs {}", rootfs.display()), &e))?;
+    mounts::apply(&root, &mounts::plan(spec)).map_err(|e| (SETUP_FAILED, e))?;
+    pivot_into(&root).map_err(|e| fail("pivot_root into the rootfs", &e))?;
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| fail("set the hostname", &e))?;
+    let devnull = File::open("/dev/null").map_err(|e| fail("open /dev/null", &e))?;
+    nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 0).map_err(|e| fail("redirect stdin", &e))?;
+    drop(devnull);
+    if spec.create_cwd {
+        std::fs::create_dir_all(&spec.cwd)
+            .map_err(|e| fail(&format!("create the working directory {}", spec.cwd), &e))?;
+    }
+    set_ids(spec)?;
+    nix::unistd::chdir(spec.cwd.as_str())
+        .map_err(|e| fail(&format!("change to the working directory {}", spec.cwd), &e))?;
+    exec(spec)
+}
+
+fn pivot_into(root: &File) -> nix::Result<()> {
+    nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(root))?;
+    nix::unistd::pivot_root(".", ".")?;
+    // The old root is now stacked on "."; detach it without letting the
+    // unmount propagate anywhere.
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)?;
+    umount2(".", MntFlags::MNT_DETACH)?;
+    nix::unistd::chdir("/")
+}
+
+fn set_ids(spec: &RunSpec) -> Result<(), (i32, String)> {
+    let user = &spec.user;
+    let groups: Vec<Gid> = user.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        // In single-id mode setgroups is denied; only fail when groups were asked for.
+        if !groups.is_empty() {
+            return Err((
+                SETUP_FAILED,
+                format!(
+                    "set supplementary groups {:?} (are they mapped in the user namespace?): {e}",
+                    user.additional_gids
+                ),
+            ));
+        }
+    }
+    let gid = Gid::from_raw(user.gid);
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| (SETUP_FAILED, format!("set gid {} (is it mapped in the user namespace?): {e}", user.gid)))?;
+    let uid = Uid::from_raw(user.uid);
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| (SETUP_FAILED, format!("set uid {} (is it mapped in the user namespace?): {e}", user.uid)))
+}
+
+/// Finds `name` the way execvp would, in the spec's PATH (inside the rootfs).
+pub fn find_executable(name: &str, path: Option<&str>) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    let path = path.unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':')
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(name))
+        .find(|p| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
+}
+
+fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, (i32, String)> {
+    let name = spec.argv.first().ok_or((SETUP_FAILED, "exec: the command is empty".to_string()))?;
+    let program = find_executable(name, spec.env_value("PATH"))
+        .ok_or_else(|| (127, format!("exec {name}: executable file not found in $PATH")))?;
+    let cstr =
+        |s: &[u8]| CString::new(s).map_err(|_| (SETUP_FAILED, "exec: an argument contains a NUL byte".to_string()));
+    let program_c = cstr(program.as_os_str().as_bytes())?;
+    let argv = spec.argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
+    let env = spec.env.iter().map(|e| cstr(e.as_bytes())).collect::<Result<Vec<_>, _>>()?;
+    let err = nix::unistd::execve(&program_c, &argv, &env).unwrap_err();
+    let code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
+    Err((code, format!("exec {}: {err}", program.display())))
+}

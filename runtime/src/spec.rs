@@ -1,0 +1,75 @@
+//! What one RUN step needs, serialized to the step helper over a pipe.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The command; `argv[0]` is looked up in the spec's PATH inside the rootfs.
+    pub argv: Vec<String>,
+    /// `NAME=value` entries, exactly the command's environment.
+    pub env: Vec<String>,
+    /// Working directory inside the rootfs (absolute).
+    pub cwd: String,
+    pub user: UserSpec,
+    /// The merged root directory the command sees as `/`.
+    pub rootfs: PathBuf,
+    pub hostname: String,
+    pub network: Network,
+    /// Extra bind mounts.
+    pub mounts: Vec<MountSpec>,
+    /// Create `cwd` (as root, like docker's WORKDIR) when it is missing.
+    pub create_cwd: bool,
+    /// Bind the host's /etc/resolv.conf and /etc/hosts read-only.
+    pub bind_resolv_hosts: bool,
+}
+
+/// Resolved numeric ids (see `user::resolve`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSpec {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// The host's network namespace (docker build's default).
+    #[default]
+    Host,
+    /// A new network namespace with only loopback.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// Host path.
+    pub source: PathBuf,
+    /// Absolute path inside the rootfs.
+    pub target: String,
+    pub readonly: bool,
+}
+
+impl RunSpec {
+    /// A spec with docker's defaults: root, `/`, host network, resolv/hosts bound.
+    pub fn new(rootfs: impl Into<PathBuf>, argv: Vec<String>) -> RunSpec {
+        RunSpec {
+            argv,
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()],
+            cwd: "/".to_string(),
+            user: UserSpec::default(),
+            rootfs: rootfs.into(),
+            hostname: "kiln".to_string(),
+            network: Network::Host,
+            mounts: Vec::new(),
+            create_cwd: true,
+            bind_resolv_hosts: true,
+        }
+    }
+
+    /// The value of `name` in the spec's environment.
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env.iter().rev().find_map(|e| e.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+    }
+}

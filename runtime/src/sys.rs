@@ -1,0 +1,148 @@
+//! The runtime crate's only `unsafe`: the few calls nix wraps as unsafe or
+//! lacks. Each function states why its use is sound.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use nix::unistd::ForkResult;
+
+/// Forks the calling process.
+///
+/// Callers must be single-threaded: kiln only forks inside its hidden helper
+/// modes, which `dispatch_helper` enters before any thread exists.
+pub fn fork_single_threaded() -> nix::Result<ForkResult> {
+    // SAFETY: the helper process has exactly one thread (it is a fresh exec of
+    // kiln that dispatched before starting any), so the child inherits no lock
+    // held by another thread and may run arbitrary code.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Makes `fds` appear in the spawned child at the given descriptor numbers,
+/// and starts the child with no signal blocked.
+///
+/// The descriptors are moved into the command, so they stay open until the
+/// `Command` is dropped (drop it right after `spawn` to close the parent's
+/// copies).
+pub fn pass_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>) {
+    let pairs: Vec<(RawFd, RawFd)> = fds.iter().map(|(fd, target)| (fd.as_raw_fd(), *target)).collect();
+    // Keep the owners alive inside the closure: the raw numbers stay valid
+    // for as long as the command lives.
+    let owners = fds;
+    let mut temps: Vec<RawFd> = vec![-1; pairs.len()];
+    // SAFETY: the closure runs between fork and exec in the child and calls
+    // only fcntl, dup2, sigemptyset and pthread_sigmask, which are
+    // async-signal-safe; it allocates nothing (`temps` was sized before the
+    // fork), and a zeroed sigset_t is valid storage for sigemptyset.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = &owners;
+            // First move every source above the targets, so one pair's
+            // dup2 cannot overwrite another pair's source.
+            for (i, &(src, _)) in pairs.iter().enumerate() {
+                let temp = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 100);
+                if temp == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                temps[i] = temp;
+            }
+            for (i, &(_, dst)) in pairs.iter().enumerate() {
+                // dup2 clears close-on-exec on the new descriptor.
+                if libc::dup2(temps[i], dst) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // The parent blocks the signals it forwards; the child must
+            // start with none blocked (std keeps the mask across spawn).
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of a descriptor number inherited from the parent.
+///
+/// Returns `None` when the number is not an open descriptor.
+pub fn inherited_fd(fd: RawFd) -> Option<OwnedFd> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
+    // Mark it close-on-exec so the command we finally exec does not see it.
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    // SAFETY: the descriptor is open (F_GETFD succeeded) and was handed to
+    // this process by its parent for this purpose alone; nothing else in the
+    // process owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens `path` as if `root` were `/`: `..` and symlinks (absolute ones too)
+/// cannot leave `root` (openat2 with `RESOLVE_IN_ROOT`, Linux 5.6).
+pub fn open_in_root(root: &impl AsFd, path: &Path, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain old data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { mode as u64 } else { 0 };
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        // SAFETY: the path is a valid NUL-terminated string, `how` is a fully
+        // initialised open_how whose size we pass, and the return value is
+        // checked before being wrapped.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_fd().as_raw_fd(),
+                c_path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if ret >= 0 {
+            // SAFETY: the kernel just returned this new descriptor to us.
+            return Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
+        }
+        let err = io::Error::last_os_error();
+        let retry = matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN));
+        if !retry || attempts >= 16 {
+            return Err(err);
+        }
+    }
+}
+
+/// Brings the loopback interface of the current network namespace up (a new
+/// namespace starts with `lo` down), like docker's `--network=none`.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket() takes no pointers; the result is checked and owned.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq naming "lo" that outlives both calls;
+    // SIOCGIFFLAGS/SIOCSIFFLAGS read and write only its flags member, and
+    // the union access reads the member the kernel just filled in.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Re-executing kiln inside a user + mount namespace (like containers/storage's
+//! re-exec): the unprivileged front-end spawns a fresh copy of itself whose
+//! first action is `unshare`, writes its id maps, then releases it.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus};
+
+use nix::fcntl::OFlag;
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::unistd::{pipe2, Gid, Pid, Uid};
+
+use crate::idmap::{format_maps, IdMap, MapMode, INSIDE_ENV};
+use crate::sys;
+use crate::RuntimeError;
+
+/// Environment variable that tells a fresh kiln process to unshare and wait
+/// for its maps (read first thing by `dispatch_helper`).
+const SYNC_ENV: &str = "_KILN_USERNS_SYNC";
+/// Descriptor the child reads the release byte from.
+const RELEASE_FD: i32 = 3;
+/// Descriptor the child reports "unshared" (or an error) on.
+const READY_FD: i32 = 4;
+
+/// As real root kiln needs no user namespace, but its overlay mounts must
+/// still never show up on the host (or outlive a killed build): give the
+/// process its own mount namespace with private propagation. Call it before
+/// any thread starts.
+pub fn private_mount_namespace() -> Result<(), RuntimeError> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(RuntimeError::MountNamespace)?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(RuntimeError::MountNamespace)
+}
+
+/// Whether this process runs inside kiln's user namespace.
+pub fn inside() -> bool {
+    std::env::var_os(INSIDE_ENV).is_some()
+}
+
+/// Enters the user namespace by re-running this program inside one.
+///
+/// Returns `Ok(None)` when no namespace is needed (real root, or already
+/// inside): the caller continues. Otherwise runs the same command line in a
+/// child inside the namespace and returns `Ok(Some(code))` for the caller to
+/// exit with.
+pub fn enter_user_namespace(mode: &MapMode) -> Result<Option<i32>, RuntimeError> {
+    if inside() {
+        return Ok(None);
+    }
+    let (uids, gids) = match mode {
+        MapMode::Root => return Ok(None),
+        MapMode::Unavailable { reason } => return Err(RuntimeError::Unavailable { reason: reason.clone() }),
+        MapMode::Full { uids, gids } => (uids.clone(), gids.clone()),
+        MapMode::Single => (mode.uid_maps(Uid::effective().as_raw()), mode.gid_maps(Gid::effective().as_raw())),
+    };
+    let full = matches!(mode, MapMode::Full { .. });
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "kiln".into());
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0(arg0).args(args).env(SYNC_ENV, "1").env(INSIDE_ENV, mode.name());
+    let status = run_in_namespace(cmd, |pid| write_maps(pid, full, &uids, &gids))?;
+    Ok(Some(exit_code(status)))
+}
+
+/// Spawns `cmd` (a program that calls `dispatch_helper` first), lets
+/// `write_maps` map its namespace, releases it and waits, forwarding SIGINT,
+/// SIGTERM and SIGHUP.
+pub(crate) fn run_in_namespace(
+    mut cmd: Command,
+    write_maps: impl FnOnce(u32) -> Result<(), RuntimeError>,
+) -> Result<ExitStatus, RuntimeError> {
+    let (release_r, release_w) = pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::Pipe)?;
+    let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::Pipe)?;
+    sys::pass_fds(&mut cmd, vec![(release_r, RELEASE_FD), (ready_w, READY_FD)]);
+
+    // Block the signals we forward before the child exists, so none is lost;
+    // the child starts with an empty mask (std resets it on spawn).
+    let forwarded = forwarded_signals();
+    let mut old_mask = SigSet::empty();
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut old_mask));
+    let result = spawn_and_release(&mut cmd, release_w, ready_r, write_maps);
+    drop(cmd);
+    let result = result.and_then(|child| wait_forwarding(child, &forwarded));
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+    result
+}
+
+fn spawn_and_release(
+    cmd: &mut Command,
+    release_w: OwnedFd,
+    ready_r: OwnedFd,
+    write_maps: impl FnOnce(u32) -> Result<(), RuntimeError>,
+) -> Result<Child, RuntimeError> {
+    let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn { what: "in a user namespace", source })?;
+    // Close our copies of the child's ends (held by the command's closure)
+    // so a dying child shows up as EOF.
+    let mut ready = File::from(ready_r);
+    let mut report = Vec::new();
+    let mut first = [0u8; 1];
+    let got = ready.read(&mut first).map_err(RuntimeError::HelperIo)?;
+    if got == 0 || first[0] != b'R' {
+        let _ = ready.read_to_end(&mut report);
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut message = String::from_utf8_lossy(&first[..got]).into_owned();
+        message.push_str(&String::from_utf8_lossy(&report));
+        if message.is_empty() {
+            message = "it exited early".into();
+        }
+        return Err(RuntimeError::ChildSetup { message });
+    }
+    if let Err(err) = write_maps(child.id()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(err);
+    }
+    let mut release = File::from(release_w);
+    release.write_all(b"G").map_err(RuntimeError::HelperIo)?;
+    Ok(child)
+}
+
+fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCHLD] {
+        set.add(sig);
+    }
+    set
+}
+
+fn wait_forwarding(mut child: Child, set: &SigSet) -> Result<ExitStatus, RuntimeError> {
+    let pid = Pid::from_raw(child.id() as i32);
+    loop {
+        if let Some(status) = child.try_wait().map_err(RuntimeError::Wait)? {
+            return Ok(status);
+        }
+        match set.wait() {
+            Ok(Signal::SIGCHLD) | Err(_) => continue,
+            Ok(sig) => {
+                let _ = kill(pid, sig);
+            }
+        }
+    }
+}
+
+/// Exit code of a finished process: its code, or 128 + the signal number.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn write_maps(pid: u32, full: bool, uids: &[IdMap], gids: &[IdMap]) -> Result<(), RuntimeError> {
+    if full {
+        run_map_tool("newuidmap", pid, uids)?;
+        run_map_tool("newgidmap", pid, gids)
+    } else {
+        write_proc(pid, "setgroups", "deny\n")?;
+        write_proc(pid, "uid_map", &format_maps(uids))?;
+        write_proc(pid, "gid_map", &format_maps(gids))
+    }
+}
+
+fn run_map_tool(tool: &str, pid: u32, maps: &[IdMap]) -> Result<(), RuntimeError> {
+    let mut cmd = Command::new(tool);
+    cmd.arg(pid.to_string());
+    for m in maps {
+        cmd.args([m.container.to_string(), m.host.to_string(), m.size.to_string()]);
+    }
+    let out = cmd.output().map_err(|source| RuntimeError::MapTool { tool: tool.into(), pid, source })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(RuntimeError::MapToolFailed { tool: tool.into(), pid, stderr });
+    }
+    Ok(())
+}
+
+fn write_proc(pid: u32, file: &str, text: &str) -> Result<(), RuntimeError> {
+    let path = std::path::PathBuf::from(format!("/proc/{pid}/{file}"));
+    std::fs::write(&path, text).map_err(|source| RuntimeError::WriteMap { path, source })
+}
+
+/// The child half, run by `dispatch_helper` before anything else: unshare,
+/// report, wait for the maps, make mounts private. Returns an exit code when
+/// the process must stop.
+pub(crate) fn child_side_if_requested() -> Option<i32> {
+    std::env::var_os(SYNC_ENV)?;
+    std::env::remove_var(SYNC_ENV);
+    let (Some(release), Some(ready)) = (sys::inherited_fd(RELEASE_FD), sys::inherited_fd(READY_FD)) else {
+        eprintln!("kiln: user namespace helper started without its sync pipes");
+        return Some(125);
+    };
+    let mut ready = File::from(ready);
+    if let Err(err) = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+        let _ = write!(ready, "unshare(CLONE_NEWUSER|CLONE_NEWNS): {err}");
+        return Some(125);
+    }
+    if ready.write_all(b"R").is_err() {
+        return Some(125);
+    }
+    drop(ready);
+    let mut go = [0u8; 1];
+    match File::from(release).read(&mut go) {
+        Ok(1) if go[0] == b'G' => {}
+        // The parent failed to map us and has reported why.
+        _ => return Some(125),
+    }
+    // Drop the host's supplementary groups (unmapped, shown as nobody);
+    // refused in single-id mode, where setgroups is denied, which is fine.
+    let _ = nix::unistd::setgroups(&[]);
+    // Mounts made inside must never propagate back to the host's namespace.
+    if let Err(err) = mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>) {
+        eprintln!("kiln: make mounts private in the user namespace: {err}");
+        return Some(125);
+    }
+    None
+}

@@ -1,0 +1,237 @@
+//! The layer cache: each step's key derives from its parent state, the step
+//! after expansion (with the build args it sees) and, for COPY/ADD, the
+//! digest of every source it reads. A record holds the state after the step,
+//! so a hit needs no mount and no namespace work.
+//!
+//! Each build also leaves a log of its steps' inputs; on a miss, comparing
+//! with the previous build of the same Dockerfile says what changed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::image::config::ImageConfig;
+use crate::image::manifest::Descriptor;
+use crate::plan::{Step, StepKind};
+use crate::store::Store;
+
+/// Build args that docker keeps out of history and the cache key.
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy",
+    "ALL_PROXY", "all_proxy",
+];
+
+/// The state after a step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+    pub cmd_set: bool,
+}
+
+/// What a step saw, kept to explain the next build's misses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepInputs {
+    pub key: String,
+    pub parent: String,
+    pub instruction: String,
+    pub args: BTreeMap<String, String>,
+    pub files: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct BuildLog {
+    /// `stage/step` → inputs.
+    steps: BTreeMap<String, StepInputs>,
+}
+
+pub struct Cache {
+    dir: PathBuf,
+    log_path: PathBuf,
+    previous: BuildLog,
+    current: BuildLog,
+}
+
+impl Cache {
+    /// `identity` names "the same Dockerfile" across builds (its path and context).
+    pub fn open(store: &Store, identity: &str) -> Cache {
+        let dir = store.root().join("kiln").join("cache");
+        let log_path = dir.join("builds").join(format!("{}.json", &sha256_hex(identity.as_bytes())[..32]));
+        let previous = std::fs::read(&log_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        Cache { dir, log_path, previous, current: BuildLog::default() }
+    }
+
+    pub fn stat_cache_path(&self, context_root: &Path) -> PathBuf {
+        let id = sha256_hex(context_root.to_string_lossy().as_bytes());
+        self.dir.join("stat").join(format!("{}.json", &id[..32]))
+    }
+
+    /// A record whose layers are all still in the store.
+    pub fn get(&self, key: &str, store: &Store) -> Option<Record> {
+        let bytes = std::fs::read(self.record_path(key)).ok()?;
+        let record: Record = serde_json::from_slice(&bytes).ok()?;
+        record.layers.iter().all(|l| store.has_blob(&l.digest)).then_some(record)
+    }
+
+    pub fn put(&self, key: &str, record: &Record) -> std::io::Result<()> {
+        let path = self.record_path(key);
+        write_atomic(&path, &serde_json::to_vec(record).map_err(std::io::Error::other)?)
+    }
+
+    fn record_path(&self, key: &str) -> PathBuf {
+        let hex = key.strip_prefix("sha256:").unwrap_or(key);
+        self.dir.join("steps").join(&hex[..2.min(hex.len())]).join(format!("{}.json", hex))
+    }
+
+    /// Remembers what step `pos` saw in this build.
+    pub fn note(&mut self, pos: &str, inputs: StepInputs) {
+        self.current.steps.insert(pos.to_string(), inputs);
+    }
+
+    /// One line saying why step `pos` missed, when a previous build of this
+    /// Dockerfile ran it.
+    pub fn explain_miss(&self, pos: &str, now: &StepInputs) -> Option<String> {
+        let before = self.previous.steps.get(pos)?;
+        if before.key == now.key {
+            return Some("its cache record was removed (pruned?)".into());
+        }
+        if before.instruction != now.instruction {
+            return Some(format!("the instruction changed (was `{}`)", before.instruction));
+        }
+        if let Some(why) = diff_args(&before.args, &now.args) {
+            return Some(why);
+        }
+        if let Some(why) = diff_files(&before.files, &now.files) {
+            return Some(why);
+        }
+        if before.parent != now.parent {
+            return Some(if pos.ends_with("/0") {
+                "the base image changed".into()
+            } else {
+                "an earlier step changed".into()
+            });
+        }
+        None
+    }
+
+    /// Saves this build's log for the next build to compare against.
+    pub fn save_log(&self) -> std::io::Result<()> {
+        write_atomic(&self.log_path, &serde_json::to_vec(&self.current).map_err(std::io::Error::other)?)
+    }
+}
+
+fn diff_args(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Option<String> {
+    for (k, v) in now {
+        match before.get(k) {
+            None => return Some(format!("build arg {} is new ({})", k, v)),
+            Some(old) if old != v => return Some(format!("build arg {} changed: {:?} → {:?}", k, old, v)),
+            _ => {}
+        }
+    }
+    before.keys().find(|k| !now.contains_key(*k)).map(|k| format!("build arg {} is no longer set", k))
+}
+
+fn diff_files(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Option<String> {
+    let mut changes: Vec<(&str, &str)> = Vec::new();
+    for (path, desc) in now {
+        match before.get(path) {
+            None => changes.push((path, "added")),
+            Some(old) if old != desc => {
+                let mode_only = mode_of(old) != mode_of(desc) && content_of(old) == content_of(desc);
+                changes.push((path, if mode_only { "mode" } else { "content" }));
+            }
+            _ => {}
+        }
+    }
+    for path in before.keys().filter(|p| !now.contains_key(*p)) {
+        changes.push((path, "removed"));
+    }
+    match changes.as_slice() {
+        [] => None,
+        [(path, what)] => Some(format!("file {} changed ({})", path, what)),
+        many => {
+            let shown: Vec<String> = many.iter().take(3).map(|(p, w)| format!("{} ({})", p, w)).collect();
+            let more = if many.len() > 3 { ", …" } else { "" };
+            Some(format!("{} files changed: {}{}", many.len(), shown.join(", "), more))
+        }
+    }
+}
+
+fn mode_of(desc: &str) -> &str {
+    desc.split(' ').next().unwrap_or("")
+}
+
+fn content_of(desc: &str) -> &str {
+    desc.split_once(' ').map_or("", |(_, rest)| rest)
+}
+
+/// The key of a step: parent key, the step as planned (minus proxy args),
+/// and `extra` (the digest of what COPY/ADD read, or of a `--from` source).
+pub fn step_key(parent: &str, step: &Step, extra: &str) -> String {
+    let mut kind = step.kind.clone();
+    if let StepKind::Run(run) = &mut kind {
+        run.build_args.retain(|(k, _)| !PROXY_ARGS.contains(&k.as_str()));
+    }
+    let mut h = Sha256::new();
+    h.update(parent.as_bytes());
+    h.update([0]);
+    h.update(serde_json::to_vec(&kind).unwrap_or_default());
+    h.update([0]);
+    h.update(extra.as_bytes());
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(instr: &str, args: &[(&str, &str)], files: &[(&str, &str)]) -> StepInputs {
+        StepInputs {
+            key: format!("k-{}-{:?}-{:?}", instr, args, files),
+            parent: "p".into(),
+            instruction: instr.into(),
+            args: args.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            files: files.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        }
+    }
+
+    fn cache_with(prev: StepInputs) -> Cache {
+        let mut previous = BuildLog::default();
+        previous.steps.insert("0/1".into(), prev);
+        Cache { dir: PathBuf::new(), log_path: PathBuf::new(), previous, current: BuildLog::default() }
+    }
+
+    #[test]
+    fn explains_each_kind_of_change() {
+        let c = cache_with(inputs("COPY a /a", &[("V", "1")], &[("a", "mode:100644 sha256:x")]));
+        assert_eq!(c.explain_miss("0/1", &inputs("COPY b /a", &[("V", "1")], &[])).unwrap(), "the instruction changed (was `COPY a /a`)");
+        assert_eq!(
+            c.explain_miss("0/1", &inputs("COPY a /a", &[("V", "2")], &[("a", "mode:100644 sha256:x")])).unwrap(),
+            "build arg V changed: \"1\" → \"2\""
+        );
+        assert_eq!(
+            c.explain_miss("0/1", &inputs("COPY a /a", &[("V", "1")], &[("a", "mode:100755 sha256:x")])).unwrap(),
+            "file a changed (mode)"
+        );
+        assert_eq!(
+            c.explain_miss("0/1", &inputs("COPY a /a", &[("V", "1")], &[("a", "mode:100644 sha256:y")])).unwrap(),
+            "file a changed (content)"
+        );
+        assert!(c.explain_miss("9/9", &inputs("X", &[], &[])).is_none());
+    }
+}

@@ -1,0 +1,211 @@
+//! Content digests of COPY/ADD sources for the layer cache, with a stat cache
+//! so repeat builds only re-read files whose (size, mtime, inode, ctime)
+//! changed — the way git's index avoids rehashing the work tree.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{BuildContext, ContextError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stat {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+    digest: String,
+}
+
+/// Remembers file digests by stat identity. Persisted as JSON between builds.
+#[derive(Debug, Default)]
+pub struct StatCache {
+    path: Option<PathBuf>,
+    entries: HashMap<String, Stat>,
+    dirty: bool,
+    /// Files actually read this build (for tests and `-v` output).
+    pub hashed: u64,
+}
+
+impl StatCache {
+    /// Loads the cache kept at `path` (a missing or unreadable file is an empty cache).
+    pub fn load(path: &Path) -> StatCache {
+        let entries = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        StatCache { path: Some(path.to_path_buf()), entries, dirty: false, hashed: 0 }
+    }
+
+    /// The sha256 of a regular file's content, read only when its stat changed.
+    pub fn file_digest(&mut self, host: &Path, md: &std::fs::Metadata) -> io::Result<String> {
+        let key = host.to_string_lossy().into_owned();
+        let mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+        let ctime_ns = md.ctime() * 1_000_000_000 + md.ctime_nsec();
+        if let Some(s) = self.entries.get(&key) {
+            if s.size == md.size() && s.mtime_ns == mtime_ns && s.ctime_ns == ctime_ns && s.ino == md.ino() {
+                return Ok(s.digest.clone());
+            }
+        }
+        let mut hasher = Sha256::new();
+        io::copy(&mut File::open(host)?, &mut HashWriter(&mut hasher))?;
+        self.hashed += 1;
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        // A file modified within the current second could change again
+        // without its mtime moving: don't trust such a stat next time.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if md.mtime() < now - 1 {
+            self.entries.insert(key, Stat { size: md.size(), mtime_ns, ctime_ns, ino: md.ino(), digest: digest.clone() });
+            self.dirty = true;
+        }
+        Ok(digest)
+    }
+
+    /// Writes the cache back atomically if it changed.
+    pub fn save(&self) -> io::Result<()> {
+        let (Some(path), true) = (&self.path, self.dirty) else { return Ok(()) };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&self.entries).map_err(io::Error::other)?)?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a COPY/ADD step would read from the context, per path: enough to
+/// key the cache and to say which file changed on a miss.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceDigest {
+    /// Context-relative path → `mode:… link:… sha256:…` description.
+    pub files: BTreeMap<String, String>,
+}
+
+impl SourceDigest {
+    /// One digest over every file's description.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        for (path, desc) in &self.files {
+            h.update(path.as_bytes());
+            h.update([0]);
+            h.update(desc.as_bytes());
+            h.update([0]);
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    }
+}
+
+/// Digests the sources `words` name in `ctx` (after .dockerignore): content,
+/// mode, link targets and xattrs; never mtimes, which don't reach the cache key.
+pub fn sources(ctx: &BuildContext, words: &[String], stat: &mut StatCache) -> Result<SourceDigest, ContextError> {
+    let mut out = SourceDigest::default();
+    for word in words {
+        if word.starts_with("http://") || word.starts_with("https://") || word.starts_with("git@") {
+            out.files.insert(word.clone(), "url".into());
+            continue;
+        }
+        for m in ctx.resolve_source(word)? {
+            if m.is_dir {
+                out.files.insert(format!("{}/", m.rel), "dir".into());
+            }
+            for e in ctx.walk(&m)? {
+                let rel = match (m.rel.is_empty(), e.rel.is_empty()) {
+                    (_, true) => m.rel.clone(),
+                    (true, false) => e.rel.clone(),
+                    (false, false) => format!("{}/{}", m.rel, e.rel),
+                };
+                out.files.insert(rel, describe(&e.host, &e.metadata, &e.link_target, stat)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn describe(
+    host: &Path,
+    md: &std::fs::Metadata,
+    link: &Option<PathBuf>,
+    stat: &mut StatCache,
+) -> Result<String, ContextError> {
+    let io_err = |source| ContextError::Io { path: host.to_path_buf(), source };
+    let mut desc = format!("mode:{:o}", md.mode());
+    if let Some(target) = link {
+        desc.push_str(&format!(" link:{}", target.display()));
+    } else if md.is_file() {
+        desc.push_str(&format!(" {}", stat.file_digest(host, md).map_err(io_err)?));
+    }
+    if let Ok(names) = xattr::list(host) {
+        let mut names: Vec<_> = names.filter_map(|n| n.into_string().ok()).collect();
+        names.sort();
+        for n in names.into_iter().filter(|n| !n.starts_with("security.selinux")) {
+            if let Ok(Some(v)) = xattr::get(host, &n) {
+                desc.push_str(&format!(" xattr:{}={}", n, hex::encode(v)));
+            }
+        }
+    }
+    Ok(desc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_files_are_not_reread() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a");
+        std::fs::write(&f, "one").unwrap();
+        // An mtime in the past, so the stat is trusted.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        File::options().write(true).open(&f).unwrap().set_modified(old).unwrap();
+        let cache_path = dir.path().join("stat.json");
+        let mut c = StatCache::load(&cache_path);
+        let d1 = c.file_digest(&f, &std::fs::metadata(&f).unwrap()).unwrap();
+        assert_eq!(c.hashed, 1);
+        c.save().unwrap();
+        let mut c = StatCache::load(&cache_path);
+        let d2 = c.file_digest(&f, &std::fs::metadata(&f).unwrap()).unwrap();
+        assert_eq!((d1.clone(), c.hashed), (d2, 0));
+        std::fs::write(&f, "two").unwrap();
+        let d3 = c.file_digest(&f, &std::fs::metadata(&f).unwrap()).unwrap();
+        assert_ne!(d1, d3);
+        assert_eq!(c.hashed, 1);
+    }
+
+    #[test]
+    fn digests_follow_content_and_mode_not_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/x"), "x").unwrap();
+        let ctx = BuildContext::from_dir(dir.path(), None).unwrap();
+        let mut stat = StatCache::default();
+        let a = sources(&ctx, &["src".into()], &mut stat).unwrap();
+        File::options().write(true).open(dir.path().join("src/x")).unwrap().set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        let b = sources(&ctx, &["src".into()], &mut stat).unwrap();
+        assert_eq!(a.digest(), b.digest());
+        std::fs::write(dir.path().join("src/x"), "y").unwrap();
+        let c = sources(&ctx, &["src".into()], &mut stat).unwrap();
+        assert_ne!(a.digest(), c.digest());
+        assert!(c.files.contains_key("src/x"));
+    }
+}

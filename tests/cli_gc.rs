@@ -1,0 +1,236 @@
+//! kiln rmi, image prune, system prune and system df: what is removed, what
+//! is kept, and sizes checked against `du -sb`.
+
+mod cli_util;
+
+use std::time::{Duration, SystemTime};
+
+use cli_util::{du_sb, rows, Env};
+use serde_json::Value;
+
+/// The chain ids of an image (from `kiln inspect`'s diff ids).
+fn chain_ids(env: &Env, image: &str) -> Vec<String> {
+    let v = env.inspect(image);
+    let diff_ids: Vec<String> =
+        v["RootFS"]["Layers"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
+    kiln::store::chain_ids(&diff_ids)
+}
+
+fn make_layer_dir(env: &Env, name: &str, age: Duration) -> std::path::PathBuf {
+    let dir = env.store.join("kiln/layers").join(name);
+    std::fs::create_dir_all(dir.join("usr/bin")).unwrap();
+    std::fs::write(dir.join("usr/bin/tool"), "x".repeat(5000)).unwrap();
+    // Read-only directories, as image layers have them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("usr/bin"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let when = SystemTime::now() - age;
+    let f = std::fs::File::open(&dir).unwrap();
+    f.set_modified(when).unwrap();
+    dir
+}
+
+fn digest_of(env: &Env, image: &str) -> (String, String) {
+    let v = env.inspect(image);
+    (v["Digest"].as_str().unwrap().to_string(), format!("sha256:{}", v["Id"].as_str().unwrap()))
+}
+
+#[test]
+fn rmi_untags_refuses_and_frees_only_unshared_blobs() {
+    let env = Env::new();
+    // Same COPY layer, different config: the layer blob is shared.
+    env.build("app:v1", &[("shared", "shared content\n")], "ENV V=1\n");
+    let v2 = env.build("app:v2", &[("shared", "shared content\n")], "ENV V=2\n");
+    env.ok(&["tag", "app:v2", "app:alias"]);
+    let (m1, c1) = digest_of(&env, "app:v1");
+    let layer = env.inspect("app:v1")["RootFS"]["Layers"][0].as_str().unwrap().to_string();
+    let before = env.blob_count();
+    assert_eq!(before, 5, "one layer, two configs, two manifests");
+
+    // A name of an image with other names: untag only.
+    assert_eq!(env.ok(&["rmi", "app:alias"]), "Untagged: app:alias\n");
+    assert_eq!(env.blob_count(), before);
+    // By id with two names: refused without -f.
+    env.ok(&["tag", "app:v2", "app:alias"]);
+    let err = env.fails(&["rmi", &v2[..12]]);
+    assert!(err.contains("must be forced") && err.contains("multiple repositories"), "{err}");
+    assert_eq!(env.blob_count(), before);
+
+    // app:v1 goes: its manifest and config, not the shared layer.
+    let out = env.ok(&["rmi", "app:v1"]);
+    assert_eq!(out, format!("Untagged: app:v1\nDeleted: {c1}\n"));
+    assert_eq!(env.blob_count(), before - 2);
+    assert!(!env.has_blob(&m1) && !env.has_blob(&c1));
+    let manifest2: Value = serde_json::from_slice(
+        &std::fs::read(env.store.join("blobs/sha256").join(digest_of(&env, "app:v2").0.trim_start_matches("sha256:")))
+            .unwrap(),
+    )
+    .unwrap();
+    let shared_blob = manifest2["layers"][0]["digest"].as_str().unwrap().to_string();
+    assert!(env.has_blob(&shared_blob), "the shared layer {layer} stays");
+
+    // -f by id removes every name and the image, and then nothing is left.
+    let out = env.ok(&["rmi", "-f", &v2[..12]]);
+    assert!(
+        out.contains("Untagged: app:v2") && out.contains("Untagged: app:alias") && out.contains("Deleted: sha256:")
+    );
+    assert_eq!(env.blob_count(), 0);
+    assert_eq!(env.ok(&["images", "-q"]), "");
+    // Unknown names fail, the others are still removed.
+    env.build("b:1", &[("f", "f")], "");
+    let out = env.kiln(&["rmi", "nope:1", "b:1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Untagged: b:1"));
+}
+
+#[test]
+fn rmi_respects_the_build_cache_and_layer_dirs() {
+    let env = Env::new();
+    env.build("app:v1", &[("a", "aaa\n")], "");
+    env.build("keep:1", &[("k", "kkk\n")], "");
+    let (manifest, config) = digest_of(&env, "app:v1");
+    let app_chain = chain_ids(&env, "app:v1").pop().unwrap();
+    let keep_chain = chain_ids(&env, "keep:1").pop().unwrap();
+    let app_dir = make_layer_dir(&env, app_chain.trim_start_matches("sha256:"), Duration::ZERO);
+    let keep_dir = make_layer_dir(&env, &keep_chain.replace(':', "-"), Duration::ZERO);
+    let odd_dir = make_layer_dir(&env, "not-a-chain-id", Duration::from_secs(86400));
+    let stale_chain = format!("sha256:{}", "e".repeat(64));
+    let fresh_orphan = make_layer_dir(&env, &stale_chain, Duration::ZERO);
+
+    // A build-cache record that names the image: rmi refuses without -f.
+    std::fs::create_dir_all(env.store.join("kiln/cache")).unwrap();
+    std::fs::write(env.store.join("kiln/cache/step.json"), format!(r#"{{"result":"{manifest}"}}"#)).unwrap();
+    let err = env.fails(&["rmi", "app:v1"]);
+    assert!(err.contains("build cache"), "{err}");
+    // With -f the tag goes, but what the cache names stays (an intermediate image).
+    let out = env.ok(&["rmi", "-f", "app:v1"]);
+    assert_eq!(out, "Untagged: app:v1\n");
+    assert!(env.has_blob(&manifest) && env.has_blob(&config));
+    assert!(app_dir.exists(), "the cache keeps the image, so its layer dir stays");
+    assert!(!env.ok(&["images", "-q"]).contains(&config[7..19]), "hidden without -a");
+    assert!(env.ok(&["images", "-a", "-q"]).contains(&config[7..19]), "an intermediate image with -a");
+
+    // Without the cache record, pruning removes it and its layer dir; a fresh
+    // orphan dir (maybe a build in progress) and a dir named oddly stay.
+    std::fs::remove_file(env.store.join("kiln/cache/step.json")).unwrap();
+    env.ok(&["image", "prune", "-f"]);
+    assert!(!env.has_blob(&manifest) && !env.has_blob(&config));
+    assert!(!app_dir.exists(), "read-only dirs inside are no obstacle");
+    assert!(keep_dir.exists() && odd_dir.exists() && fresh_orphan.exists());
+    // Once old enough, the orphan goes too.
+    std::fs::File::open(&fresh_orphan).unwrap().set_modified(SystemTime::now() - Duration::from_secs(7200)).unwrap();
+    let out = env.ok(&["system", "prune", "-f"]);
+    assert!(out.contains(&"e".repeat(64)), "{out}");
+    assert!(!fresh_orphan.exists() && keep_dir.exists() && odd_dir.exists());
+}
+
+#[test]
+fn image_prune_removes_dangling_then_all() {
+    let env = Env::new();
+    let tagged = env.build("app:v1", &[("a", "1")], "LABEL keep=yes\n");
+    let dangling = env.build("", &[("a", "2")], "");
+    let replaced = env.build("app:v2", &[("a", "3")], "");
+    env.build("app:v2", &[("a", "4")], ""); // the old app:v2 becomes dangling
+    let listed = env.ok(&["images", "-q", "--filter", "dangling=true"]);
+    assert!(listed.contains(&dangling[..12]) && listed.contains(&replaced[..12]), "{listed}");
+
+    // No confirmation: nothing happens.
+    let out = env.kiln(&["image", "prune"]).write_stdin("n\n").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("WARNING! This will remove all dangling images."));
+    assert_eq!(env.ok(&["images", "-q"]).lines().count(), 4);
+
+    let out = env.kiln(&["image", "prune"]).write_stdin("y\n").output().unwrap();
+    let out = String::from_utf8(out.stdout).unwrap();
+    assert!(out.contains(&format!("deleted: sha256:{dangling}")), "{out}");
+    assert!(out.contains(&format!("deleted: sha256:{replaced}")), "{out}");
+    assert!(out.trim_end().lines().last().unwrap().starts_with("Total reclaimed space: "), "{out}");
+    assert!(!out.contains("0B"), "{out}");
+    assert_eq!(env.ok(&["images", "-q"]).lines().count(), 2);
+
+    // Filters: nothing is older than an hour; label!=keep spares app:v1.
+    let out = env.ok(&["image", "prune", "-af", "--filter", "until=1h"]);
+    assert_eq!(out, "Total reclaimed space: 0B\n");
+    let out = env.ok(&["image", "prune", "-af", "--filter", "label!=keep"]);
+    assert!(out.contains("untagged: app:v2"), "{out}");
+    assert_eq!(env.ok(&["images", "-q"]).trim(), &tagged[..12]);
+    env.ok(&["image", "prune", "-af"]);
+    assert_eq!(env.blob_count(), 0);
+}
+
+/// `system df --format json` rows by type: (count, active, size bytes, reclaimable bytes).
+fn df(env: &Env) -> std::collections::BTreeMap<String, (u64, u64, u64, u64)> {
+    env.ok(&["system", "df", "--format", "json"])
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let n = |k: &str| v[k].as_u64().unwrap();
+            (
+                v["Type"].as_str().unwrap().to_string(),
+                (n("TotalCount"), n("Active"), n("SizeBytes"), n("ReclaimableBytes")),
+            )
+        })
+        .collect()
+}
+
+fn total(rows: &std::collections::BTreeMap<String, (u64, u64, u64, u64)>) -> u64 {
+    rows.values().map(|r| r.2).sum()
+}
+
+#[test]
+fn system_df_adds_up_to_du_and_system_prune_reclaims() {
+    let env = Env::new();
+    env.build("app:v1", &[("a", &"a".repeat(20_000)), ("b", "bbb")], "");
+    env.build("", &[("c", &"c".repeat(10_000))], "");
+    let chain = chain_ids(&env, "app:v1").pop().unwrap();
+    make_layer_dir(&env, chain.trim_start_matches("sha256:"), Duration::ZERO);
+    make_layer_dir(&env, &"f".repeat(64), Duration::from_secs(7200));
+    let mount = env.store.join("kiln/cache-mounts/go-build");
+    std::fs::create_dir_all(&mount).unwrap();
+    std::fs::write(mount.join("obj"), vec![7u8; 12_345]).unwrap();
+    std::fs::create_dir_all(env.store.join("kiln/cache")).unwrap();
+    std::fs::write(env.store.join("kiln/cache/rec.json"), r#"{"note":"no digests"}"#).unwrap();
+    // A hard link is counted once, as du does.
+    std::fs::hard_link(mount.join("obj"), mount.join("obj-link")).unwrap();
+
+    let rows_before = df(&env);
+    let du = du_sb(&env.store).expect("du is installed");
+    // Exact: df walks every file and directory as du -sb does (apparent
+    // sizes, hard links once); the Metadata row holds the directories,
+    // index.json, oci-layout and lock files.
+    assert_eq!(total(&rows_before), du, "{rows_before:?}");
+    assert!(rows_before["Metadata"].2 < 64 * 1024, "metadata is small: {rows_before:?}");
+    assert_eq!(rows_before["Images"].0, 2);
+    assert_eq!(rows_before["Images"].1, 1);
+    assert_eq!(rows_before["Layer dirs"].0, 2);
+    assert_eq!(rows_before["Layer dirs"].1, 1);
+    assert_eq!(rows_before["Cache mounts"].0, 1);
+    assert_eq!(rows_before["Cache mounts"].2, 12_345 + 4096, "the file once and its directory");
+    assert_eq!(rows_before["Build Cache"].0, 1);
+
+    // The table and -v print the same numbers in docker's layout.
+    let table = rows(&env.ok(&["system", "df"]));
+    assert_eq!(table[0], ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
+    assert_eq!(table[1][..3], ["Images", "2", "1"]);
+    let verbose = env.ok(&["system", "df", "-v"]);
+    assert!(verbose.contains(&format!("({du} bytes, as du -sb counts)")), "{verbose}");
+
+    // system prune: the dangling image, the cache record, the old orphan
+    // layer dir; --volumes the cache mount. Reclaimed = what du lost.
+    let out = env.ok(&["system", "prune", "-f", "--volumes"]);
+    let reclaimed_line = out.lines().last().unwrap().to_string();
+    assert!(reclaimed_line.starts_with("Total reclaimed space: "), "{out}");
+    let rows_after = df(&env);
+    let du_after = du_sb(&env.store).unwrap();
+    assert_eq!(total(&rows_after), du_after);
+    assert_eq!(rows_after["Images"].0, 1);
+    assert_eq!(rows_after["Images"].3, 0, "nothing reclaimable left");
+    assert_eq!(rows_after["Layer dirs"].0, 1);
+    assert_eq!(rows_after["Cache mounts"].0, 0);
+    assert_eq!(rows_after["Build Cache"].0, 0);
+    let freed = rows_before["Images"].3
+        + rows_before["Layer dirs"].3
+        + rows_before["Cache mounts"].3
+        + rows_before["Build Cache"].3;
+    // Exactly what du lost: removals count files and directories as df does.
+    assert_eq!(du - du_after, freed);
+    assert_eq!(reclaimed_line, format!("Total reclaimed space: {}", kiln::cli::format::size(freed)));
+}
