@@ -234,3 +234,30 @@ fn system_df_adds_up_to_du_and_system_prune_reclaims() {
     assert_eq!(du - du_after, freed);
     assert_eq!(reclaimed_line, format!("Total reclaimed space: {}", kiln::cli::format::size(freed)));
 }
+
+/// Real build-cache records (left by `kiln build`) keep the layers they name
+/// through `rmi`, as docker's build cache does; `system prune -a` frees them
+/// and the next build of the same Dockerfile then starts over.
+#[test]
+fn build_cache_outlives_rmi_until_system_prune() {
+    let env = Env::new();
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("f"), "cached content").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY f /f\n").unwrap();
+    let ctx = ctx.to_str().unwrap();
+    env.ok(&["build", "-q", "-t", "app:1", ctx]);
+    let layers = env.blob_count() - 2; // everything but manifest and config
+    assert_eq!(layers, 1);
+
+    env.ok(&["rmi", "app:1"]);
+    assert_eq!(env.blob_count(), 1, "the cached layer stays after rmi");
+    let again = env.ok(&["build", "-t", "app:1", ctx]);
+    assert!(again.contains("--> Using cache"), "{again}");
+
+    env.ok(&["rmi", "app:1"]);
+    env.ok(&["system", "prune", "-a", "-f"]);
+    assert_eq!(env.blob_count(), 0, "system prune -a drops the build cache and its layers");
+    let fresh = env.ok(&["build", "-t", "app:1", ctx]);
+    assert!(!fresh.contains("Using cache"), "{fresh}");
+}

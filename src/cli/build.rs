@@ -58,6 +58,11 @@ pub struct BuildArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Extra named context: NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR[:TAG]; repeatable.
+    /// `FROM NAME` and `COPY --from=NAME` then use it.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+
     /// Storage driver for RUN steps: overlay, fuse-overlayfs or vfs (default: the best that works here).
     #[arg(long, env = "KILN_STORAGE_DRIVER", value_name = "DRIVER")]
     pub storage_driver: Option<kiln_overlay::mount::Driver>,
@@ -123,7 +128,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         let store = if root.join("index.json").exists() { Store::open(&root).ok() } else { None };
         let lookup = |r: &str| store.as_ref().and_then(|s| store_env(s, r));
         let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
-        check_copy_from(&plan, store.as_ref()).map_err(|e| SourceError::new(e, &input.text))?;
+        let named = named_contexts(&args.build_contexts)?;
+        check_copy_from(&plan, store.as_ref(), &named).map_err(|e| SourceError::new(e, &input.text))?;
         print!("{}", plan);
         warn_unused(&plan.unused_build_args);
         return Ok(0);
@@ -131,7 +137,12 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
 
     let store = cli.open_store()?;
     let pull_opts = pull_options(args);
-    let lookup = |r: &str| base_env(&store, r, &pull_opts);
+    let named = named_contexts(&args.build_contexts)?;
+    let lookup = |r: &str| match named.get(r) {
+        Some(exec::NamedContext::Image(image)) => base_env(&store, image, &pull_opts),
+        Some(exec::NamedContext::Dir(_)) => None,
+        None => base_env(&store, r, &pull_opts),
+    };
     let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
     let ctx = input.context.map(Ok).unwrap_or_else(|| open_context(args, input.dockerfile_path.as_deref()))?;
     let build_opts = BuildOptions {
@@ -146,6 +157,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         no_cache_stages: args.no_cache_filter.iter().map(|s| s.to_lowercase()).collect(),
         storage_driver: args.storage_driver,
         quiet: args.quiet,
+        named_contexts: named_contexts(&args.build_contexts)?,
         pull: pull_options(args),
     };
     let mut stdout = std::io::stdout();
@@ -263,6 +275,30 @@ fn open_context(args: &BuildArgs, dockerfile: Option<&Path>) -> anyhow::Result<B
     BuildContext::from_dir(dir, ignore.as_deref()).with_context(|| format!("open the build context {}", dir.display()))
 }
 
+/// `--build-context` values, as docker buildx spells them.
+fn named_contexts(raw: &[String]) -> anyhow::Result<std::collections::HashMap<String, exec::NamedContext>> {
+    let mut out = std::collections::HashMap::new();
+    for r in raw {
+        let (name, value) = r
+            .split_once('=')
+            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+            .with_context(|| format!("--build-context {:?}: expected NAME=VALUE", r))?;
+        let ctx = if let Some(image) = value.strip_prefix("docker-image://") {
+            exec::NamedContext::Image(image.to_string())
+        } else if let Some(layout) = value.strip_prefix("oci-layout://") {
+            exec::NamedContext::Image(format!("oci:{}", layout))
+        } else if value.contains("://") {
+            anyhow::bail!("--build-context {:?}: only directories, docker-image:// and oci-layout:// are supported", r);
+        } else {
+            let dir = PathBuf::from(value);
+            anyhow::ensure!(dir.is_dir(), "--build-context {:?}: {} is not a directory", r, dir.display());
+            exec::NamedContext::Dir(dir.canonicalize()?)
+        };
+        out.insert(name.to_string(), ctx);
+    }
+    Ok(out)
+}
+
 /// What makes two builds "the same Dockerfile" for explaining cache misses.
 fn cache_identity(args: &BuildArgs, dockerfile: Option<&Path>, ctx: &BuildContext) -> String {
     let df = dockerfile.and_then(|p| p.canonicalize().ok()).map_or_else(|| "-".to_string(), |p| p.display().to_string());
@@ -289,12 +325,16 @@ fn warn_unused(args: &[String]) {
 /// `--check` lint: BuildKit reads an unknown `COPY --from=name` as an image
 /// name, so a mistyped stage name only fails later, at a registry. A bare
 /// name that is no stage and no local image is almost always such a typo.
-fn check_copy_from(plan: &plan::BuildPlan, store: Option<&Store>) -> Result<(), dockerfile::DockerfileError> {
+fn check_copy_from(
+    plan: &plan::BuildPlan,
+    store: Option<&Store>,
+    named: &std::collections::HashMap<String, exec::NamedContext>,
+) -> Result<(), dockerfile::DockerfileError> {
     for &i in &plan.needed {
         for step in &plan.stages[i].steps {
             let plan::StepKind::Copy(c) = &step.kind else { continue };
             let Some(plan::CopyFrom::Image(name)) = &c.from else { continue };
-            let bare = !name.contains(['/', ':', '@', '.']);
+            let bare = !name.contains(['/', ':', '@', '.']) && !named.contains_key(name);
             let local = store.is_some_and(|s| matches!(s.resolve(name), Ok(Some(_))));
             if bare && !local {
                 let stages: Vec<String> = plan.stages.iter().filter_map(|s| s.name.clone()).collect();

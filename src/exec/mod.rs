@@ -45,9 +45,13 @@ pub enum ExecError {
         instruction: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+        /// How to look at the state before the failed step.
+        hint: Option<String>,
     },
     #[error("image {0:?} is not in the local store")]
     ImageNotFound(String),
+    #[error("build context {0:?} is the directory {1}: FROM needs an image (use --build-context {0}=docker-image://REF)")]
+    DirContextAsImage(String, std::path::PathBuf),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -75,8 +79,19 @@ pub struct BuildOptions {
     pub storage_driver: Option<Driver>,
     /// Keep RUN output to show only when a step fails.
     pub quiet: bool,
+    /// `--build-context name=…`: what FROM and `COPY --from` mean by `name`.
+    pub named_contexts: HashMap<String, NamedContext>,
     /// `--pull` and how to reach registries for base images.
     pub pull: crate::registry::PullOptions,
+}
+
+/// A `--build-context` value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NamedContext {
+    /// A local directory, read like the main context (without .dockerignore).
+    Dir(std::path::PathBuf),
+    /// An image reference (any form `FROM` takes).
+    Image(String),
 }
 
 impl Default for BuildOptions {
@@ -89,6 +104,7 @@ impl Default for BuildOptions {
             no_cache_stages: Vec::new(),
             storage_driver: None,
             quiet: false,
+            named_contexts: HashMap::new(),
             pull: Default::default(),
         }
     }
@@ -216,7 +232,13 @@ impl Executor<'_> {
                     let _ = writeln!(self.progress, "--> cache miss: {}", why);
                 }
             }
-            self.step(&mut state, step).map_err(|e| self.fail(step.span, &step.original, e))?;
+            if let Err(e) = self.step(&mut state, step) {
+                let mut err = self.fail(step.span, &step.original, e);
+                if let (ExecError::Step { hint, .. }, Some(id)) = (&mut err, self.keep_last_good(&state)) {
+                    *hint = Some(format!("the state before this step is image {}: look inside with `kiln run -it {} sh`", id, id));
+                }
+                return Err(err);
+            }
             state.key = key.clone();
             if let Err(e) = self.cache.put(&key, &state.record()) {
                 log::warn!("could not write the cache record for step {}: {}", pos, e);
@@ -259,7 +281,15 @@ impl Executor<'_> {
                     digest.digest()
                 }
                 Some(CopyFrom::Stage(i)) => self.done.get(i).map(|s| s.key.clone()).unwrap_or_default(),
-                Some(CopyFrom::Image(r)) => self.image(r)?.manifest_digest,
+                Some(CopyFrom::Image(r)) => match self.opts.named_contexts.get(r) {
+                    Some(NamedContext::Dir(_)) => {
+                        let key = self.unpack_from(c.from.as_ref().expect("matched above"))?;
+                        let digest = crate::context::digest::sources(&self.unpacked[&key].0, &c.sources, &mut self.stat)?;
+                        files = digest.files.clone();
+                        digest.digest()
+                    }
+                    _ => self.image(r)?.manifest_digest,
+                },
             },
             _ => String::new(),
         };
@@ -286,6 +316,18 @@ impl Executor<'_> {
         })
     }
 
+    /// Writes the stage's state as an untagged image, for debugging a failed step.
+    fn keep_last_good(&self, state: &StageState) -> Option<String> {
+        if state.layers.is_empty() {
+            return None;
+        }
+        let mut config = state.config.clone();
+        config.created = Some(self.stamp.created.clone());
+        let desc = self.store.write_image(&config, &state.layers).ok()?;
+        let id = self.store.load_image(&desc).ok()?.config_digest;
+        Some(short(&id).to_string())
+    }
+
     fn fail(&self, span: Span, instruction: &str, err: Box<dyn std::error::Error + Send + Sync>) -> ExecError {
         ExecError::Step {
             file: self.plan.file.clone(),
@@ -293,6 +335,7 @@ impl Executor<'_> {
             column: span.column,
             instruction: instruction.to_string(),
             source: err,
+            hint: None,
         }
     }
 
@@ -324,6 +367,11 @@ impl Executor<'_> {
     }
 
     fn image(&self, reference: &str) -> Result<Image, ExecError> {
+        let reference = match self.opts.named_contexts.get(reference) {
+            Some(NamedContext::Image(r)) => r.as_str(),
+            Some(NamedContext::Dir(d)) => return Err(ExecError::DirContextAsImage(reference.to_string(), d.clone())),
+            None => reference,
+        };
         match transport::parse_transport(reference) {
             Transport::Store(name) => {
                 // Found in the store, or pulled from its registry per --pull.
@@ -478,6 +526,15 @@ impl Executor<'_> {
             CopyFrom::Stage(i) => {
                 let s = self.done.get(i).ok_or("COPY --from names a stage that was not built")?;
                 (format!("stage:{}", i), s.layers.clone())
+            }
+            CopyFrom::Image(name) if matches!(self.opts.named_contexts.get(name), Some(NamedContext::Dir(_))) => {
+                let key = format!("context:{}", name);
+                if !self.unpacked.contains_key(&key) {
+                    let Some(NamedContext::Dir(dir)) = self.opts.named_contexts.get(name) else { unreachable!() };
+                    let ctx = BuildContext::from_dir(dir, None)?;
+                    self.unpacked.insert(key.clone(), (ctx, Default::default()));
+                }
+                return Ok(key);
             }
             CopyFrom::Image(reference) => {
                 let image = self.image(reference)?;

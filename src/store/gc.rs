@@ -322,6 +322,8 @@ impl Store {
         let _builds = self.builds_lock_exclusive()?;
         let _lock = self.lock()?;
         let mut reclaimed = Reclaimed::default();
+        // What only the dropped cache records kept alive goes with them.
+        let uncached: BTreeSet<String> = if what.cache { self.cache_refs()?.into_iter().collect() } else { BTreeSet::new() };
         if what.cache {
             for path in self.cache_record_paths()? {
                 let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -353,7 +355,7 @@ impl Store {
             .chain(cache_refs.iter().cloned())
             .chain(untagged.into_iter().map(|(d, _)| d).filter(|d| !what.images.contains(d)));
         let live = self.reachable(roots)?;
-        let doomed = self.reachable(doomed_roots.iter().cloned())?;
+        let doomed = self.reachable(doomed_roots.iter().cloned().chain(uncached.iter().cloned()))?;
 
         let now = SystemTime::now();
         let old = |meta: &fs::Metadata| meta.modified().ok().and_then(|m| now.duration_since(m).ok()) > Some(GRACE);
