@@ -422,3 +422,24 @@ fn pull_and_push_need_no_root() {
     let dest = format!("{}/nobody/app:1", reg.host());
     assert_eq!(last_line(&ok(&as_nobody(&["push", "-q", &src, &dest]))), digest);
 }
+
+#[test]
+fn short_names_find_pulled_images_by_their_full_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("s");
+    build_scratch(&root, "local-only:1", &[("f", b"short names\n")], &[]);
+    let store = store_at(&root);
+    let desc = store.resolve("local-only:1").unwrap().unwrap();
+    // As if pulled: the store knows it only by its registry name.
+    store.tag(&registry::store_name("seedimage").unwrap(), &desc).unwrap();
+    assert!(store.resolve("docker.io/library/seedimage:latest").unwrap().is_some());
+
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM seedimage\nLABEL short=1\n").unwrap();
+    let out = ok(&kiln(&root, &["build", "--pull=never", "-t", "from-short:1", ctx.path().to_str().unwrap()]));
+    assert!(out.contains("--> using seedimage"), "{out}");
+    assert_eq!(image_in(&root, "from-short:1").manifest.layers, image_in(&root, "local-only:1").manifest.layers);
+    // And push finds it by the short name too (the registry is not there: the error names it).
+    let err = failed(&kiln(&root, &["push", "-q", "seedimage", &format!("127.0.0.1:{}/x/y:1", free_port())]));
+    assert!(err.contains("connection refused"), "{err}");
+}
