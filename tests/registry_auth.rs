@@ -122,6 +122,15 @@ fn bearer_tokens_from_a_token_server() {
     let err = failed(&kiln(&anon, &["pull", "-q", &private]));
     assert!(err.contains(&private) && err.contains("401"), "{err}");
 
+    // A docker identity token is traded for an access token (OAuth2 POST).
+    let idfile = tmp.path().join("identity.json");
+    std::fs::write(&idfile, format!(r#"{{"auths":{{"{}":{{"identitytoken":"{REFRESH_TOKEN}"}}}}}}"#, reg.host()))
+        .unwrap();
+    let ident = tmp.path().join("ident");
+    ok(&kiln(&ident, &["pull", "-q", "--authfile", idfile.to_str().unwrap(), &private]));
+    assert_eq!(image_in(&ident, &private).manifest_digest, digest);
+    assert!(tokens.requests.lock().unwrap().iter().any(|r| r.starts_with("POST /token")));
+
     // Credentials from a docker config.json credential helper.
     let home = tmp.path().join("helper");
     let bin = home.join("bin");

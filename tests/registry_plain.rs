@@ -210,6 +210,28 @@ fn multi_arch_index_picks_the_platform() {
     let err = failed(&kiln(&other, &["pull", "--platform", "linux/s390x", &dest]));
     assert!(err.contains("linux/s390x") && err.contains("linux/arm64/v8") && err.contains(&dest), "{err}");
 
+    // The same as a Docker manifest list (skopeo converts it).
+    let list = format!("{}/multi/app:list", reg.host());
+    skopeo(&[
+        "copy",
+        "--all",
+        "--format",
+        "v2s2",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{dest}"),
+        &format!("docker://{list}"),
+    ]);
+    let raw: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{list}")]))
+            .unwrap();
+    assert_eq!(raw["mediaType"], kiln::image::manifest::DOCKER_MANIFEST_LIST);
+    let from_list = tmp.path().join("list");
+    ok(&kiln(&from_list, &["pull", "-q", "--platform", "linux/arm64", &list]));
+    let image = image_in(&from_list, &list);
+    assert_eq!(image.config.architecture, "arm64");
+    assert_eq!(image.manifest.media_type.as_deref(), Some(DOCKER_MANIFEST));
+
     // A build for arm64 FROM the index gets the arm64 base.
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {dest}\nLABEL x=1\n")).unwrap();

@@ -317,6 +317,8 @@ pub fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 pub const TOKEN_SERVICE: &str = "kiln-test-registry";
 pub const TOKEN_ISSUER: &str = "kiln-test-issuer";
+/// The OAuth2 refresh token (docker's `identitytoken`) the token server honours.
+pub const REFRESH_TOKEN: &str = "kiln-refresh-token";
 
 /// A token server: grants what a request's scopes ask for to `user` with
 /// `password`, and only `pull` on repositories under `public/` to anyone
@@ -402,6 +404,7 @@ fn serve_token(
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut authorization = None;
+    let mut content_length = 0usize;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
@@ -411,26 +414,48 @@ fn serve_token(
             if k.eq_ignore_ascii_case("authorization") {
                 authorization = Some(v.trim().to_string());
             }
+            if k.eq_ignore_ascii_case("content-length") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
         }
     }
+    let mut body = vec![0u8; content_length.min(64 * 1024)];
+    reader.read_exact(&mut body)?;
     let target = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
-    log.lock().unwrap().push(format!("{target} auth={}", authorization.is_some()));
-    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    log.lock().unwrap().push(format!(
+        "{} {target} auth={}",
+        request_line.split_whitespace().next().unwrap_or(""),
+        authorization.is_some()
+    ));
+    // GET carries the scopes in the query; the OAuth2 POST in a form body,
+    // space-separated, with the refresh token.
+    let query = target.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
+    let form = String::from_utf8_lossy(&body).into_owned();
     let mut scopes = Vec::new();
-    for pair in query.split('&') {
+    let mut refresh_token = None;
+    for pair in query.split('&').chain(form.split('&')) {
         if let Some(v) = pair.strip_prefix("scope=") {
-            scopes.push(percent_decode(v));
+            scopes.extend(percent_decode(v).split(' ').filter(|s| !s.is_empty()).map(str::to_string));
+        }
+        if let Some(v) = pair.strip_prefix("refresh_token=") {
+            refresh_token = Some(percent_decode(v));
         }
     }
     let mut out = stream;
-    let (subject, full) = match &authorization {
-        Some(a) if a == expected_auth => (user.to_string(), true),
-        Some(_) => {
+    let (subject, full) = match (&authorization, refresh_token.as_deref()) {
+        (_, Some(REFRESH_TOKEN)) => (user.to_string(), true),
+        (_, Some(_)) => {
+            let body = r#"{"error":"invalid_grant"}"#;
+            write!(out, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+            return Ok(());
+        }
+        (Some(a), None) if a == expected_auth => (user.to_string(), true),
+        (Some(_), None) => {
             let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
             write!(out, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
             return Ok(());
         }
-        None => (String::new(), false),
+        (None, None) => (String::new(), false),
     };
     let mut access = Vec::new();
     for scope in &scopes {
@@ -460,7 +485,11 @@ fn serve_token(
     child.stdout.take().unwrap().read_to_end(&mut signature)?;
     child.wait()?;
     let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
-    let body = serde_json::json!({"token": token, "expires_in": 600}).to_string();
+    let body = if refresh_token.is_some() {
+        serde_json::json!({"access_token": token, "expires_in": 600, "scope": scopes.join(" ")}).to_string()
+    } else {
+        serde_json::json!({"token": token, "expires_in": 600}).to_string()
+    };
     write!(
         out,
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
