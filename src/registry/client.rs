@@ -607,3 +607,28 @@ pub fn encode(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_are_classified() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(matches!(classify("h:1", ureq::Error::Io(refused)), ErrorKind::Refused(h) if h == "h:1"));
+        let dns = std::io::Error::other("failed to lookup address information: Name or service not known");
+        assert!(matches!(classify("h", ureq::Error::Io(dns)), ErrorKind::UnknownHost(_)));
+        assert!(matches!(classify("h", ureq::Error::HostNotFound), ErrorKind::UnknownHost(_)));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let kind = classify("h", ureq::Error::Io(reset));
+        assert!(transient(&kind), "{kind}");
+        assert!(!transient(&ErrorKind::Refused("h".into())));
+        assert!(retryable_status(503) && retryable_status(429) && !retryable_status(501) && !retryable_status(404));
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+        assert_eq!(encode("sha256:ab"), "sha256%3Aab");
+    }
+}

@@ -290,3 +290,21 @@ impl Drop for BlobLock {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_from_field_header_or_shape() {
+        let docker =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{}}"#;
+        assert_eq!(media_type_of(docker, Some("application/json")), DOCKER_MANIFEST);
+        let bare_index = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(media_type_of(bare_index, Some(DOCKER_MANIFEST_LIST)), DOCKER_MANIFEST_LIST);
+        assert_eq!(media_type_of(bare_index, None), OCI_INDEX);
+        assert_eq!(media_type_of(br#"{"schemaVersion":2,"config":{},"layers":[]}"#, None), OCI_MANIFEST);
+        assert_eq!(media_type_of(br#"{"schemaVersion":1,"fsLayers":[]}"#, Some("application/json")), DOCKER_SCHEMA1);
+        assert_eq!(media_type_of(b"not json", Some("text/html")), "text/html");
+    }
+}
