@@ -42,7 +42,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub target: Option<String>,
 
-    /// Target platform os/arch[/variant] for images built FROM scratch.
+    /// Target platform os/arch[/variant] for images built FROM scratch, and the one pulled from multi-platform bases.
     #[arg(long)]
     pub platform: Option<String>,
 

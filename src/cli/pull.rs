@@ -11,7 +11,7 @@ use crate::registry::{self, RegistryOptions};
 /// How to reach registries; shared by pull, push, login and build.
 #[derive(Debug, Clone, Args, Default)]
 pub struct RegistryFlags {
-    /// Require HTTPS with verified certificates (default true; loopback registries use plain HTTP regardless).
+    /// Require HTTPS with verified certificates (default true; loopback registries may still answer in plain HTTP).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub tls_verify: Option<bool>,
 
