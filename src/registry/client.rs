@@ -501,6 +501,9 @@ pub fn classify(host: &str, e: ureq::Error) -> ErrorKind {
         ureq::Error::Tls(detail) => ErrorKind::Tls { host, detail: detail.to_string() },
         ureq::Error::Rustls(e) => ErrorKind::Tls { host, detail: e.to_string() },
         ureq::Error::Pem(e) => ErrorKind::Tls { host, detail: e.to_string() },
+        ureq::Error::Timeout(t @ (ureq::Timeout::Connect | ureq::Timeout::Resolve)) => {
+            ErrorKind::Unreachable { host, detail: format!("timed out ({t})") }
+        }
         ureq::Error::Timeout(t) => ErrorKind::Network { host, detail: format!("timed out ({t})") },
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             ErrorKind::Network { host, detail: "the connection closed early".into() }

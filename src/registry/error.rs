@@ -31,6 +31,9 @@ pub enum ErrorKind {
     Refused(String),
     #[error("cannot reach {host}: {detail}")]
     Network { host: String, detail: String },
+    /// Like `Network`, but not worth retrying (a connection that never opened).
+    #[error("cannot reach {host}: {detail}")]
+    Unreachable { host: String, detail: String },
     #[error("TLS connection to {host} failed: {detail} (add its CA with --cert-dir, or use --tls-verify=false)")]
     Tls { host: String, detail: String },
     #[error("authentication required (401 Unauthorized{}): log in with `kiln login {registry}`", detail_suffix(.detail))]
