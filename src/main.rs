@@ -6,6 +6,7 @@ fn main() {
     if let Some(code) = kiln_runtime::dispatch_helper() {
         std::process::exit(code);
     }
+    kiln_runtime::default_sigpipe();
     let cli = kiln::cli::Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

@@ -394,6 +394,11 @@ impl Sandbox {
         self.root.join(rel)
     }
 
+    /// The kiln binary the sandbox runs (a copy the test user can read).
+    pub fn kiln_path(&self) -> &Path {
+        &self.kiln
+    }
+
     /// The default build context directory.
     pub fn ctx(&self) -> PathBuf {
         self.path("ctx")

@@ -20,6 +20,7 @@ pub use error::RuntimeError;
 pub use idmap::{detect, IdMap, MapMode};
 pub use mounts::placeholders;
 pub use spec::{MountSpec, Network, RunSpec, UserSpec};
+pub use sys::default_sigpipe;
 pub use userns::{enter_user_namespace, private_mount_namespace};
 
 /// Runs a hidden helper mode when this process is one; returns the exit

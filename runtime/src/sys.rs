@@ -146,3 +146,14 @@ pub fn loopback_up() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Restores the default action for SIGPIPE, which the Rust runtime sets to
+/// "ignore": `kiln images | head` should end kiln quietly, as it ends any
+/// other command-line tool, instead of failing on every later write.
+pub fn default_sigpipe() {
+    // SAFETY: called once at the start of main, before any thread exists;
+    // setting a signal's disposition to SIG_DFL installs no Rust handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

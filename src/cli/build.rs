@@ -58,6 +58,10 @@ pub struct BuildArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// How many independent stages to build at once (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
     /// Extra named context: NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR[:TAG]; repeatable.
     /// `FROM NAME` and `COPY --from=NAME` then use it.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
@@ -157,12 +161,13 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         no_cache_stages: args.no_cache_filter.iter().map(|s| s.to_lowercase()).collect(),
         storage_driver: args.storage_driver,
         quiet: args.quiet,
+        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         named_contexts: named_contexts(&args.build_contexts)?,
         pull: pull_options(args),
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();
-    let progress: &mut dyn Write = if args.quiet { &mut sink } else { &mut stdout };
+    let progress: &mut (dyn Write + Send) = if args.quiet { &mut sink } else { &mut stdout };
     let result = exec::build(&store, &ctx, &plan, &build_opts, progress)
         .map_err(|e| SourceError::new(e, &input.text))?;
     warn_unused(&plan.unused_build_args);

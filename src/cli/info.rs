@@ -35,8 +35,34 @@ pub fn run(cli: &Cli, _args: &InfoArgs) -> anyhow::Result<i32> {
     println!("apparmor_restrict_userns:   {}", sysctl(report.apparmor_restrict));
     println!("overlay in user namespace:  {}", works(&report.overlay_in_userns));
     println!("whiteouts (mknod c 0 0):    {}", works(&report.whiteouts));
-    println!("store:                      {}", store.display());
+    println!("storage driver:             {}", storage_driver(&report, &scratch));
+    let size = if store.join("index.json").exists() {
+        crate::store::Store::open(&store)
+            .and_then(|s| s.disk_usage())
+            .map_or_else(|e| format!("unknown ({e})"), |u| crate::exec::human_size(u.total))
+    } else {
+        "(not created yet)".to_string()
+    };
+    println!("store:                      {} ({})", store.display(), size);
     Ok(0)
+}
+
+/// The driver a build would pick here: `KILN_STORAGE_DRIVER`, else kernel
+/// overlay where it mounts (in the user namespace when not root), else
+/// fuse-overlayfs where /dev/fuse and the binary are usable, else vfs.
+fn storage_driver(report: &kiln_runtime::probe::Report, scratch: &std::path::Path) -> String {
+    if let Ok(forced) = std::env::var("KILN_STORAGE_DRIVER") {
+        return format!("{forced} (from KILN_STORAGE_DRIVER)");
+    }
+    if matches!(report.mode, MapMode::Root) {
+        return kiln_overlay::mount::detect_driver_in(scratch).to_string();
+    }
+    if report.overlay_in_userns.is_ok() {
+        return "overlay".to_string();
+    }
+    let fuse = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok()
+        && std::process::Command::new("fuse-overlayfs").arg("--version").output().is_ok_and(|o| o.status.success());
+    if fuse { "fuse-overlayfs" } else { "vfs (copies every layer: slow; install fuse-overlayfs)" }.to_string()
 }
 
 fn maps(maps: &[IdMap]) -> String {

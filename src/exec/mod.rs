@@ -11,6 +11,8 @@ pub mod state;
 pub mod tree;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::io::{Read, Write};
 use std::time::Instant;
 
@@ -79,6 +81,8 @@ pub struct BuildOptions {
     pub storage_driver: Option<Driver>,
     /// Keep RUN output to show only when a step fails.
     pub quiet: bool,
+    /// Stages built at the same time, at most (`--jobs`).
+    pub jobs: usize,
     /// `--build-context name=…`: what FROM and `COPY --from` mean by `name`.
     pub named_contexts: HashMap<String, NamedContext>,
     /// `--pull` and how to reach registries for base images.
@@ -104,6 +108,7 @@ impl Default for BuildOptions {
             no_cache_stages: Vec::new(),
             storage_driver: None,
             quiet: false,
+            jobs: 1,
             named_contexts: HashMap::new(),
             pull: Default::default(),
         }
@@ -126,113 +131,182 @@ struct Stamp {
     seconds: i64,
 }
 
-/// Builds `plan` from `ctx` into `store`, writing docker-style progress to `progress`.
+/// Builds `plan` from `ctx` into `store`, writing docker-style progress to
+/// `progress`. Stages that do not depend on each other build in parallel,
+/// up to `opts.jobs` at a time.
 pub fn build(
     store: &Store,
     ctx: &BuildContext,
     plan: &BuildPlan,
     opts: &BuildOptions,
-    progress: &mut dyn Write,
+    progress: &mut (dyn Write + Send),
 ) -> Result<BuildOutput, ExecError> {
     let _builds = store.builds_lock(|| clear_leftovers(store))?;
     let cache = Cache::open(store, &opts.cache_identity);
     let stat = StatCache::load(&cache.stat_cache_path(ctx.root()));
-    let mut exec = Executor {
+    let exec = Executor {
         store,
         ctx,
         plan,
         opts,
-        progress,
+        progress: Mutex::new(progress),
         stamp: stamp(),
-        cache,
-        stat,
+        cache: Mutex::new(cache),
+        stat: Mutex::new(stat),
         layer_dirs: LayerDirs::new(store),
-        driver: opts.storage_driver,
-        done: HashMap::new(),
-        unpacked: HashMap::new(),
-        new_layer_bytes: 0,
-        scratch: tempfile::Builder::new()
-            .prefix("build-")
-            .tempdir_in(store.tmp_dir())
-            .map_err(|e| ExecError::Layer(e))?,
+        driver: OnceLock::new(),
+        done: Mutex::new(HashMap::new()),
+        unpacked: Mutex::new(HashMap::new()),
+        new_layer_bytes: AtomicU64::new(0),
+        scratch: tempfile::Builder::new().prefix("build-").tempdir_in(store.tmp_dir()).map_err(ExecError::Layer)?,
     };
     let started = Instant::now();
-    let staged = plan.needed.len();
-    for (n, &index) in plan.needed.iter().enumerate() {
-        let prefix = if staged > 1 { format!("[{}/{}] ", n + 1, staged) } else { String::new() };
-        let stage = &plan.stages[index];
-        let state = exec.stage(stage, &prefix)?;
-        exec.done.insert(index, state);
-    }
-    let _ = exec.cache.save_log();
-    let _ = exec.stat.save();
-    let state = exec.done.remove(&plan.target).expect("target stage was built");
+    exec.schedule()?;
+    let _ = exec.cache.lock().expect("cache lock").save_log();
+    let _ = exec.stat.lock().expect("stat lock").save();
+    let state = exec.done.lock().expect("done lock").remove(&plan.target).expect("target stage was built");
     let mut config = state.config;
     // The last step's time, so a fully cached build gives the same image id.
     let last = config.history.last().and_then(|h| h.created.clone());
     config.created = Some(last.unwrap_or_else(|| exec.stamp.created.clone()));
     let desc = store.write_image(&config, &state.layers)?;
     let image_id = desc_config_digest(store, &desc)?;
+    let new_layer_bytes = exec.new_layer_bytes.load(Ordering::Relaxed);
     let _ = writeln!(
-        exec.progress,
+        exec.out(),
         "--> {} (new layers {}, {:.2}s)",
         short(&image_id),
-        human_size(exec.new_layer_bytes),
+        human_size(new_layer_bytes),
         started.elapsed().as_secs_f64()
     );
-    Ok(BuildOutput { manifest: desc, image_id, config, layers: state.layers, new_layer_bytes: exec.new_layer_bytes })
+    Ok(BuildOutput { manifest: desc, image_id, config, layers: state.layers, new_layer_bytes })
 }
 
+/// A `--from` source ready to copy from: its tree and the metadata an
+/// unprivileged unpack could not keep.
+type Unpacked = Arc<(BuildContext, std::collections::BTreeMap<String, kiln_overlay::tarfmt::EntryMeta>)>;
+
+/// Shared by the threads that build independent stages; each field that
+/// changes is behind its own lock.
 struct Executor<'a> {
     store: &'a Store,
     ctx: &'a BuildContext,
     plan: &'a BuildPlan,
     opts: &'a BuildOptions,
-    progress: &'a mut dyn Write,
+    progress: Mutex<&'a mut (dyn Write + Send)>,
     stamp: Stamp,
-    cache: Cache,
-    stat: StatCache,
+    cache: Mutex<Cache>,
+    stat: Mutex<StatCache>,
     layer_dirs: LayerDirs,
-    driver: Option<Driver>,
-    done: HashMap<usize, StageState>,
+    driver: OnceLock<Driver>,
+    done: Mutex<HashMap<usize, StageState>>,
     /// `--from` sources unpacked once per build, by stage index or image id.
-    unpacked: HashMap<String, (BuildContext, std::collections::BTreeMap<String, kiln_overlay::tarfmt::EntryMeta>)>,
-    new_layer_bytes: u64,
+    unpacked: Mutex<HashMap<String, Unpacked>>,
+    new_layer_bytes: AtomicU64,
     scratch: tempfile::TempDir,
 }
 
-impl Executor<'_> {
-    fn stage(&mut self, stage: &Stage, prefix: &str) -> Result<StageState, ExecError> {
+/// Progress output from one step, one whole write at a time.
+struct Progress<'p, 'a>(&'p Mutex<&'a mut (dyn Write + Send)>);
+
+impl Write for Progress<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("progress lock").write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.lock().expect("progress lock").write_all(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().expect("progress lock").flush()
+    }
+}
+
+impl<'a> Executor<'a> {
+    fn out(&self) -> std::sync::MutexGuard<'_, &'a mut (dyn Write + Send)> {
+        self.progress.lock().expect("progress lock")
+    }
+
+    /// Runs every needed stage once the stages it depends on are done, at
+    /// most `jobs` at a time. The first failure stops new stages from
+    /// starting; running ones finish, then the failure is returned.
+    fn schedule(&self) -> Result<(), ExecError> {
+        let needed = &self.plan.needed;
+        let total = needed.len();
+        let jobs = self.opts.jobs.max(1);
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<StageState, ExecError>)>();
+        let mut started: Vec<usize> = Vec::new();
+        let mut finished: Vec<usize> = Vec::new();
+        let mut failure: Option<ExecError> = None;
+        std::thread::scope(|scope| loop {
+            if failure.is_none() {
+                for (n, &index) in needed.iter().enumerate() {
+                    if started.len() - finished.len() >= jobs {
+                        break;
+                    }
+                    let stage = &self.plan.stages[index];
+                    let ready = stage.deps.iter().all(|d| !needed.contains(d) || finished.contains(d));
+                    if started.contains(&index) || !ready {
+                        continue;
+                    }
+                    started.push(index);
+                    let prefix = if total > 1 { format!("[{}/{}] ", n + 1, total) } else { String::new() };
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let _ = tx.send((index, self.stage(stage, &prefix)));
+                    });
+                }
+            }
+            if started.len() == finished.len() {
+                break;
+            }
+            let Ok((index, result)) = rx.recv() else { break };
+            finished.push(index);
+            match result {
+                Ok(state) => {
+                    self.done.lock().expect("done lock").insert(index, state);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        });
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn stage(&self, stage: &Stage, prefix: &str) -> Result<StageState, ExecError> {
         let mut state = self.base(stage).map_err(|e| self.fail(stage.span, &stage.original, e))?;
         let triggers = self.onbuild_triggers(stage, &mut state).map_err(|e| self.fail(stage.span, &stage.original, e))?;
         let steps: Vec<&Step> = triggers.iter().chain(stage.steps.iter()).collect();
         let total = steps.len() + 1;
-        let _ = writeln!(self.progress, "{}STEP 1/{}: {}", prefix, total, stage.original);
+        let _ = writeln!(self.out(), "{}STEP 1/{}: {}", prefix, total, stage.original);
         if let Base::Image(reference) = &stage.base {
-            let _ = writeln!(self.progress, "--> using {} {}", reference, short(&state.key));
+            let _ = writeln!(self.out(), "{}--> using {} {}", prefix, reference, short(&state.key));
         }
         if !triggers.is_empty() {
-            let _ = writeln!(self.progress, "# Executing {} build trigger{}", triggers.len(), if triggers.len() == 1 { "" } else { "s" });
+            let _ = writeln!(self.out(), "# Executing {} build trigger{}", triggers.len(), if triggers.len() == 1 { "" } else { "s" });
         }
         let use_cache = !self.opts.no_cache
             && !self.opts.no_cache_stages.iter().any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
         for (i, step) in steps.into_iter().enumerate() {
-            let _ = writeln!(self.progress, "{}STEP {}/{}: {}", prefix, i + 2, total, step.original);
+            let _ = writeln!(self.out(), "{}STEP {}/{}: {}", prefix, i + 2, total, step.original);
             let pos = format!("{}/{}", stage.index, i);
             let inputs = self.inputs(&state, step).map_err(|e| self.fail(step.span, &step.original, e))?;
             let key = inputs.key.clone();
-            self.cache.note(&pos, inputs.clone());
+            self.cache.lock().expect("cache lock").note(&pos, inputs.clone());
             if use_cache {
-                if let Some(record) = self.cache.get(&key, self.store) {
+                if let Some(record) = self.cache.lock().expect("cache lock").get(&key, self.store) {
                     state.restore(record, key.clone());
-                    let _ = writeln!(self.progress, "--> Using cache {}", short(&key));
+                    let _ = writeln!(self.out(), "{}--> Using cache {}", prefix, short(&key));
                     continue;
                 }
-                if let Some(why) = self.cache.explain_miss(&pos, &inputs) {
-                    let _ = writeln!(self.progress, "--> cache miss: {}", why);
+                if let Some(why) = self.cache.lock().expect("cache lock").explain_miss(&pos, &inputs) {
+                    let _ = writeln!(self.out(), "{}--> cache miss: {}", prefix, why);
                 }
             }
-            if let Err(e) = self.step(&mut state, step) {
+            if let Err(e) = self.step(&mut state, step, prefix) {
                 let mut err = self.fail(step.span, &step.original, e);
                 if let (ExecError::Step { hint, .. }, Some(id)) = (&mut err, self.keep_last_good(&state)) {
                     *hint = Some(format!("the state before this step is image {}: look inside with `kiln run -it {} sh`", id, id));
@@ -240,7 +314,7 @@ impl Executor<'_> {
                 return Err(err);
             }
             state.key = key.clone();
-            if let Err(e) = self.cache.put(&key, &state.record()) {
+            if let Err(e) = self.cache.lock().expect("cache lock").put(&key, &state.record()) {
                 log::warn!("could not write the cache record for step {}: {}", pos, e);
             }
         }
@@ -271,20 +345,21 @@ impl Executor<'_> {
 
     /// The step's cache key and what it saw. COPY/ADD from the context
     /// digest their sources here, before anything is copied.
-    fn inputs(&mut self, state: &StageState, step: &Step) -> Result<StepInputs, Box<dyn std::error::Error + Send + Sync>> {
+    fn inputs(&self, state: &StageState, step: &Step) -> Result<StepInputs, Box<dyn std::error::Error + Send + Sync>> {
         let mut files = std::collections::BTreeMap::new();
         let extra = match &step.kind {
             StepKind::Copy(c) => match &c.from {
                 None => {
-                    let digest = crate::context::digest::sources(self.ctx, &c.sources, &mut self.stat)?;
+                    let digest = crate::context::digest::sources(self.ctx, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
                     files = digest.files.clone();
                     digest.digest()
                 }
-                Some(CopyFrom::Stage(i)) => self.done.get(i).map(|s| s.key.clone()).unwrap_or_default(),
+                Some(CopyFrom::Stage(i)) => self.done.lock().expect("done lock").get(i).map(|s| s.key.clone()).unwrap_or_default(),
                 Some(CopyFrom::Image(r)) => match self.opts.named_contexts.get(r) {
                     Some(NamedContext::Dir(_)) => {
                         let key = self.unpack_from(c.from.as_ref().expect("matched above"))?;
-                        let digest = crate::context::digest::sources(&self.unpacked[&key].0, &c.sources, &mut self.stat)?;
+                        let from = self.unpacked.lock().expect("unpacked lock")[&key].clone();
+                        let digest = crate::context::digest::sources(&from.0, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
                         files = digest.files.clone();
                         digest.digest()
                     }
@@ -339,7 +414,7 @@ impl Executor<'_> {
         }
     }
 
-    fn base(&mut self, stage: &Stage) -> Result<StageState, Box<dyn std::error::Error + Send + Sync>> {
+    fn base(&self, stage: &Stage) -> Result<StageState, Box<dyn std::error::Error + Send + Sync>> {
         Ok(match &stage.base {
             Base::Scratch => {
                 let (os, architecture, variant) = platform(self.opts.platform.as_deref().or(stage.platform.as_deref()))?;
@@ -351,7 +426,8 @@ impl Executor<'_> {
                 s
             }
             Base::Stage(i) => {
-                let parent = self.done.get(i).ok_or("stage used before it was built")?;
+                let done = self.done.lock().expect("done lock");
+                let parent = done.get(i).ok_or("stage used before it was built")?;
                 let mut s = StageState::new(parent.config.clone(), parent.layers.clone());
                 s.tree = parent.tree.clone();
                 s.key = parent.key.clone();
@@ -383,7 +459,7 @@ impl Executor<'_> {
         }
     }
 
-    fn step(&mut self, state: &mut StageState, step: &Step) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn step(&self, state: &mut StageState, step: &Step, prefix: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if state.apply_metadata(&step.kind) {
             // BuildKit keeps ARG out of the history.
             if !matches!(step.kind, StepKind::Arg(_)) {
@@ -392,13 +468,13 @@ impl Executor<'_> {
             return Ok(());
         }
         match &step.kind {
-            StepKind::Copy(c) => self.copy(state, step, c),
-            StepKind::Run(r) => self.run(state, step, r),
+            StepKind::Copy(c) => self.copy(state, step, c, prefix),
+            StepKind::Run(r) => self.run(state, step, r, prefix),
             _ => unreachable!("apply_metadata handles every other step"),
         }
     }
 
-    fn copy(&mut self, state: &mut StageState, step: &Step, c: &CopyStep) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn copy(&self, state: &mut StageState, step: &Step, c: &CopyStep, prefix: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
         if state.tree.is_none() {
             state.tree = Some(Tree::from_layers(self.store, &state.layers)?);
@@ -414,12 +490,10 @@ impl Executor<'_> {
             None => None,
             Some(from) => Some(self.unpack_from(from)?),
         };
-        let (source, source_meta) = match &key {
+        let from = key.map(|k| self.unpacked.lock().expect("unpacked lock")[&k].clone());
+        let (source, source_meta) = match &from {
             None => (self.ctx, None),
-            Some(k) => {
-                let (ctx, meta) = &self.unpacked[k];
-                (ctx, Some(meta))
-            }
+            Some(f) => (&f.0, Some(&f.1)),
         };
         let env = CopyEnv {
             source,
@@ -465,10 +539,11 @@ impl Executor<'_> {
         state.layers.push(Descriptor::new(media, digest.clone(), size));
         state.config.rootfs.diff_ids.push(info.diff_id);
         state.push_history(&self.stamp.created, &step.original, false);
-        self.new_layer_bytes += size;
+        self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
         let _ = writeln!(
-            self.progress,
-            "--> {} ({} files, {}, {:.2}s)",
+            self.out(),
+            "{}--> {} ({} files, {}, {:.2}s)",
+            prefix,
             short(&digest),
             entries.len(),
             human_size(size),
@@ -477,24 +552,21 @@ impl Executor<'_> {
         Ok(())
     }
 
-    fn run(&mut self, state: &mut StageState, step: &Step, r: &RunStep) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn run(&self, state: &mut StageState, step: &Step, r: &RunStep, prefix: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
-        let driver = match self.driver {
-            Some(d) => d,
-            None => {
-                let d = kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir());
-                log::info!("storage driver: {}", d);
-                self.driver = Some(d);
-                d
-            }
-        };
+        let driver = *self.driver.get_or_init(|| {
+            let d = self.opts.storage_driver.unwrap_or_else(|| kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir()));
+            log::info!("storage driver: {}", d);
+            d
+        });
+        let mut progress = Progress(&self.progress);
         let mut env = run::RunEnv {
             store: self.store,
             layers: &self.layer_dirs,
             driver,
             compression: self.opts.compression,
-            tag: String::new(),
-            progress: &mut *self.progress,
+            tag: prefix.to_string(),
+            progress: &mut progress,
             quiet: self.opts.quiet,
             hostname: short(&state.key).to_string(),
             clamp_mtime: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()),
@@ -509,10 +581,11 @@ impl Executor<'_> {
         state.config.rootfs.diff_ids.push(layer.info.diff_id);
         state.push_history(&self.stamp.created, &step.original, false);
         state.tree = None;
-        self.new_layer_bytes += layer.size;
+        self.new_layer_bytes.fetch_add(layer.size, Ordering::Relaxed);
         let _ = writeln!(
-            self.progress,
-            "--> {} ({}, {:.2}s)",
+            self.out(),
+            "{}--> {} ({}, {:.2}s)",
+            prefix,
             short(&layer.digest),
             human_size(layer.size),
             started.elapsed().as_secs_f64()
@@ -521,18 +594,20 @@ impl Executor<'_> {
     }
 
     /// Unpacks the stage or image `COPY --from` names, once per build.
-    fn unpack_from(&mut self, from: &CopyFrom) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    fn unpack_from(&self, from: &CopyFrom) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         let (key, layers) = match from {
             CopyFrom::Stage(i) => {
-                let s = self.done.get(i).ok_or("COPY --from names a stage that was not built")?;
+                let done = self.done.lock().expect("done lock");
+                let s = done.get(i).ok_or("COPY --from names a stage that was not built")?;
                 (format!("stage:{}", i), s.layers.clone())
             }
             CopyFrom::Image(name) if matches!(self.opts.named_contexts.get(name), Some(NamedContext::Dir(_))) => {
                 let key = format!("context:{}", name);
-                if !self.unpacked.contains_key(&key) {
+                let mut unpacked = self.unpacked.lock().expect("unpacked lock");
+                if !unpacked.contains_key(&key) {
                     let Some(NamedContext::Dir(dir)) = self.opts.named_contexts.get(name) else { unreachable!() };
                     let ctx = BuildContext::from_dir(dir, None)?;
-                    self.unpacked.insert(key.clone(), (ctx, Default::default()));
+                    unpacked.insert(key.clone(), Arc::new((ctx, Default::default())));
                 }
                 return Ok(key);
             }
@@ -541,12 +616,14 @@ impl Executor<'_> {
                 (format!("image:{}", image.config_digest), image.manifest.layers)
             }
         };
-        if !self.unpacked.contains_key(&key) {
+        // Held while unpacking: two stages copying from one source unpack it once.
+        let mut unpacked = self.unpacked.lock().expect("unpacked lock");
+        if !unpacked.contains_key(&key) {
             let dir = tempfile::Builder::new().prefix("from-").tempdir_in(self.scratch.path())?;
             let meta = rootfs::unpack(self.store, &layers, dir.path())?;
             let root = dir.keep();
             let ctx = BuildContext::from_dir(&root, None)?;
-            self.unpacked.insert(key.clone(), (ctx, meta));
+            unpacked.insert(key.clone(), Arc::new((ctx, meta)));
         }
         Ok(key)
     }

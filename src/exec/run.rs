@@ -110,7 +110,8 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
             }
             tail.push_back(line.to_string());
             if !quiet {
-                let _ = writeln!(progress, "{}{}", tag, line);
+                // One write per line, so parallel stages never split a line.
+                let _ = progress.write_all(format!("{}{}\n", tag, line).as_bytes());
             }
         };
         kiln_runtime::run(&spec, Output::Lines(&mut on_line))
