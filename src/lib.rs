@@ -10,5 +10,6 @@ pub mod dockerfile;
 pub mod exec;
 pub mod image;
 pub mod plan;
+pub mod registry;
 pub mod report;
 pub mod store;

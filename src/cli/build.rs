@@ -42,7 +42,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub target: Option<String>,
 
-    /// Target platform os/arch[/variant] for images built FROM scratch.
+    /// Target platform os/arch[/variant] for images built FROM scratch, and the one pulled from multi-platform bases.
     #[arg(long)]
     pub platform: Option<String>,
 
@@ -78,6 +78,18 @@ pub struct BuildArgs {
     /// Do not use the cache for these stages (names or indexes; repeatable or comma-separated).
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
+
+    /// When to pull base images: missing (default), always, never or newer; --pull alone means always.
+    #[arg(long, value_name = "POLICY", num_args = 0..=1, default_value = "missing", default_missing_value = "always",
+          value_parser = ["missing", "always", "never", "newer", "true", "false"])]
+    pub pull: String,
+
+    /// Push the image to each -t name's registry after the build.
+    #[arg(long)]
+    pub push: bool,
+
+    #[command(flatten)]
+    pub registry: super::pull::RegistryFlags,
 
     /// The build context: a directory, or `-` for a tar (plain, gz, xz, bz2 or zst) on stdin.
     #[arg(default_value = ".")]
@@ -128,7 +140,13 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     }
 
     let store = cli.open_store()?;
-    let lookup = |r: &str| base_env(&store, r);
+    let pull_opts = pull_options(args);
+    let named = named_contexts(&args.build_contexts)?;
+    let lookup = |r: &str| match named.get(r) {
+        Some(exec::NamedContext::Image(image)) => base_env(&store, image, &pull_opts),
+        Some(exec::NamedContext::Dir(_)) => None,
+        None => base_env(&store, r, &pull_opts),
+    };
     let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
     let ctx = input.context.map(Ok).unwrap_or_else(|| open_context(args, input.dockerfile_path.as_deref()))?;
     let build_opts = BuildOptions {
@@ -145,6 +163,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         quiet: args.quiet,
         jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         named_contexts: named_contexts(&args.build_contexts)?,
+        pull: pull_options(args),
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();
@@ -159,7 +178,28 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             println!("Successfully tagged {}", tag);
         }
     }
-    for out in &outputs {
+    let pushes: Vec<String> = if args.push { tags.clone() } else { Vec::new() };
+    anyhow::ensure!(!args.push || !pushes.is_empty(), "--push needs a name to push to: add -t REGISTRY/NAME[:TAG]");
+    let registry_outputs = outputs.iter().filter(|o| o.kind == OutputKind::Registry);
+    let mut destinations = pushes;
+    for out in registry_outputs {
+        match &out.name {
+            Some(name) => destinations.push(name.clone()),
+            None if !tags.is_empty() => destinations.extend(tags.iter().cloned()),
+            None => anyhow::bail!("--output type=registry needs name=REF or a -t name"),
+        }
+    }
+    destinations.dedup();
+    if !destinations.is_empty() {
+        let image = store.load_image(&result.manifest)?;
+        for dest in &destinations {
+            let digest = super::push::push_image(&store, &image, dest, &args.registry, None, None, args.quiet)?;
+            if !args.quiet {
+                println!("Pushed {dest}@{digest}");
+            }
+        }
+    }
+    for out in outputs.iter().filter(|o| o.kind != OutputKind::Registry) {
         write_output(&store, out, &tags, &result.manifest)?;
         if !args.quiet {
             println!("Wrote {} to {}", kind_name(&out.kind), out.dest.display());
@@ -317,10 +357,25 @@ fn check_copy_from(
     Ok(())
 }
 
+fn pull_options(args: &BuildArgs) -> crate::registry::PullOptions {
+    crate::registry::PullOptions {
+        policy: args.pull.parse().unwrap_or_default(),
+        registry: args.registry.options(args.platform.clone(), !args.quiet),
+    }
+}
+
 /// The env of a base image, for expanding `$VAR`s that the base defines.
-fn base_env(store: &Store, reference: &str) -> Option<Vec<String>> {
+/// A base that is not in the store is pulled here (per `--pull`), since its
+/// env shapes the plan; the executor then finds it in the store.
+fn base_env(store: &Store, reference: &str, pull: &crate::registry::PullOptions) -> Option<Vec<String>> {
     match transport::parse_transport(reference) {
-        Transport::Store(_) => store_env(store, reference),
+        Transport::Store(_) => {
+            let mut out: Box<dyn Write> =
+                if pull.registry.progress { Box::new(std::io::stdout()) } else { Box::new(std::io::sink()) };
+            // A failed pull is reported by the executor, with the Dockerfile line.
+            let image = crate::registry::resolve_or_pull(store, reference, pull, &mut out).ok()?;
+            image.config.config.env
+        }
         other => transport::import(store, &other).ok().and_then(|i| i.config.config.env),
     }
 }
@@ -350,6 +405,8 @@ fn write_output(
             };
             transport::export_docker_archive(store, &[(repo_tags, manifest.clone())], &out.dest)?
         }
+        // Pushed by `run`.
+        OutputKind::Registry => {}
     }
     Ok(())
 }
@@ -359,5 +416,6 @@ fn kind_name(kind: &OutputKind) -> &'static str {
         OutputKind::Oci => "OCI image layout",
         OutputKind::OciArchive => "OCI archive",
         OutputKind::DockerArchive => "docker archive",
+        OutputKind::Registry => "registry",
     }
 }

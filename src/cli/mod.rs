@@ -18,6 +18,9 @@ pub mod rmi;
 pub mod save;
 pub mod system;
 pub mod tag;
+pub mod login;
+pub mod pull;
+pub mod push;
 
 use std::path::PathBuf;
 
@@ -79,6 +82,14 @@ pub enum Command {
         #[command(subcommand)]
         command: system::SystemCommand,
     },
+    /// Pull an image from a registry into the store.
+    Pull(pull::PullArgs),
+    /// Push an image from the store to a registry.
+    Push(push::PushArgs),
+    /// Log in to a registry (credentials go to the auth file).
+    Login(login::LoginArgs),
+    /// Remove a registry's credentials from the auth file.
+    Logout(login::LogoutArgs),
 }
 
 impl Cli {
@@ -104,5 +115,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::ExportLayout(args) => export_layout::run(&cli, args),
         Command::Image { command } => image::run(&cli, command),
         Command::System { command } => system::run(&cli, command),
+        Command::Pull(args) => pull::run(&cli, args),
+        Command::Push(args) => push::run(&cli, args),
+        Command::Login(args) => login::login(&cli, args),
+        Command::Logout(args) => login::logout(&cli, args),
     }
 }

@@ -7,6 +7,8 @@ pub enum OutputKind {
     Oci,
     OciArchive,
     DockerArchive,
+    /// Pushed to `name=` (or the -t names).
+    Registry,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +23,7 @@ pub struct OutputSpec {
 pub enum OutputError {
     #[error("--output {0:?}: missing type= (one of oci, oci-archive, docker-archive)")]
     NoType(String),
-    #[error("--output {0:?}: unknown type {1:?} (expected oci, oci-archive or docker-archive)")]
+    #[error("--output {0:?}: unknown type {1:?} (expected oci, oci-archive, docker-archive or registry)")]
     UnknownType(String, String),
     #[error("--output {0:?}: missing dest=")]
     NoDest(String),
@@ -41,16 +43,23 @@ pub fn parse(spec: &str) -> Result<OutputSpec, OutputError> {
                     "oci" => OutputKind::Oci,
                     "oci-archive" => OutputKind::OciArchive,
                     "docker-archive" | "docker" => OutputKind::DockerArchive,
+                    "registry" | "image" => OutputKind::Registry,
                     other => return Err(OutputError::UnknownType(spec.into(), other.into())),
                 })
             }
             "dest" => dest = Some(PathBuf::from(v)),
             "name" => name = Some(v.to_string()),
+            // buildx's spelling for type=image; pushing is what type=registry does anyway
+            "push" if v == "true" => {}
             other => return Err(OutputError::UnknownField(spec.into(), other.into())),
         }
     }
+    let kind = kind.ok_or_else(|| OutputError::NoType(spec.into()))?;
+    if kind == OutputKind::Registry {
+        return Ok(OutputSpec { kind, dest: dest.unwrap_or_default(), name });
+    }
     Ok(OutputSpec {
-        kind: kind.ok_or_else(|| OutputError::NoType(spec.into()))?,
+        kind,
         dest: dest.filter(|d| !d.as_os_str().is_empty()).ok_or_else(|| OutputError::NoDest(spec.into()))?,
         name,
     })
@@ -69,5 +78,7 @@ mod tests {
         assert!(matches!(parse("type=local,dest=x"), Err(OutputError::UnknownType(..))));
         assert!(matches!(parse("type=oci"), Err(OutputError::NoDest(_))));
         assert!(matches!(parse("type=oci,dest=x,foo=1"), Err(OutputError::UnknownField(..))));
+        let r = parse("type=registry,name=localhost:5000/app:1").unwrap();
+        assert_eq!((r.kind, r.name.as_deref()), (OutputKind::Registry, Some("localhost:5000/app:1")));
     }
 }

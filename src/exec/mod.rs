@@ -50,7 +50,7 @@ pub enum ExecError {
         /// How to look at the state before the failed step.
         hint: Option<String>,
     },
-    #[error("image {0:?} is not in the local store, and pulling from registries is not supported yet: load it first (e.g. FROM oci:DIR:TAG, oci-archive:FILE or docker-archive:FILE)")]
+    #[error("image {0:?} is not in the local store")]
     ImageNotFound(String),
     #[error("build context {0:?} is the directory {1}: FROM needs an image (use --build-context {0}=docker-image://REF)")]
     DirContextAsImage(String, std::path::PathBuf),
@@ -62,6 +62,8 @@ pub enum ExecError {
     Layer(#[source] std::io::Error),
     #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/amd64")]
     Platform(String),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +85,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// `--build-context name=…`: what FROM and `COPY --from` mean by `name`.
     pub named_contexts: HashMap<String, NamedContext>,
+    /// `--pull` and how to reach registries for base images.
+    pub pull: crate::registry::PullOptions,
 }
 
 /// A `--build-context` value.
@@ -106,6 +110,7 @@ impl Default for BuildOptions {
             quiet: false,
             jobs: 1,
             named_contexts: HashMap::new(),
+            pull: Default::default(),
         }
     }
 }
@@ -445,8 +450,10 @@ impl<'a> Executor<'a> {
         };
         match transport::parse_transport(reference) {
             Transport::Store(name) => {
-                let desc = self.store.resolve(&name)?.ok_or_else(|| ExecError::ImageNotFound(name.clone()))?;
-                Ok(self.store.load_image(&desc)?)
+                // Found in the store, or pulled from its registry per --pull.
+                let mut out: Box<dyn Write> =
+                    if self.opts.pull.registry.progress { Box::new(std::io::stdout()) } else { Box::new(std::io::sink()) };
+                Ok(crate::registry::resolve_or_pull(self.store, &name, &self.opts.pull, &mut out)?)
             }
             other => Ok(transport::import(self.store, &other)?),
         }

@@ -1,0 +1,637 @@
+//! HTTP to one registry for one operation: scheme and TLS choice, the auth
+//! challenge and tokens, retries with backoff on transient failures.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use ureq::http::Response;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::{Agent, Body};
+
+use super::auth::{self, Challenge, Credentials};
+use super::error::{ErrorKind, RegistryError};
+use super::reference::{is_loopback, Reference};
+use super::RegistryOptions;
+
+/// The user name auth files use for an identity token.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+/// The largest manifest or token answer kiln reads.
+const MAX_DOCUMENT: u64 = 8 << 20;
+/// Tries of one request on transient failures.
+const ATTEMPTS: u32 = 4;
+/// Where podman and skopeo look for per-registry CA certificates.
+const SYSTEM_CERTS_D: &str = "/etc/containers/certs.d";
+const SYSTEM_CA_BUNDLES: &[&str] =
+    &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+}
+
+/// A request body that can be sent again on a retry.
+#[derive(Clone, Copy)]
+pub enum SendBody<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// A file sent whole, or `len` bytes from `offset`.
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+    },
+}
+
+#[derive(Default)]
+struct AuthState {
+    challenge: Option<Challenge>,
+    token: Option<String>,
+}
+
+pub struct Client {
+    agent: Agent,
+    pub reference: Reference,
+    base: String,
+    action: &'static str,
+    creds: Option<Credentials>,
+    scopes: Vec<String>,
+    auth: Mutex<AuthState>,
+}
+
+impl Client {
+    /// Connects to `reference`'s registry (checking `/v2/` and learning how it
+    /// authenticates) for an operation that needs `scopes`
+    /// (`repository:NAME:pull[,push]`).
+    pub fn connect(
+        reference: &Reference,
+        scopes: Vec<String>,
+        opts: &RegistryOptions,
+        action: &'static str,
+    ) -> Result<Client, RegistryError> {
+        let creds = auth::credentials_for(&reference.registry, &reference.repository, opts.authfile.as_deref())
+            .map_err(|kind| RegistryError::new(action, reference, kind))?;
+        Client::connect_with(reference, scopes, opts, action, creds)
+    }
+
+    /// [`connect`](Self::connect) with the given credentials instead of the auth files'.
+    pub fn connect_with(
+        reference: &Reference,
+        scopes: Vec<String>,
+        opts: &RegistryOptions,
+        action: &'static str,
+        creds: Option<Credentials>,
+    ) -> Result<Client, RegistryError> {
+        let err = |kind| RegistryError::new(action, reference, kind);
+        let host = reference.api_host().to_string();
+        let verify = opts.tls_verify.unwrap_or_else(|| !super::config::is_insecure(&reference.registry));
+        let cert_dir = cert_dir_for(&reference.registry, opts.cert_dir.as_deref());
+        let agent = agent(tls_config(verify, cert_dir.as_deref()).map_err(err)?);
+        let mut client = Client {
+            agent,
+            reference: reference.clone(),
+            base: String::new(),
+            action,
+            creds,
+            scopes,
+            auth: Mutex::new(AuthState::default()),
+        };
+        // HTTPS first; loopback registries may answer in plain HTTP, as
+        // docker allows, and so may any with --tls-verify=false.
+        let schemes: &[&str] =
+            if is_loopback(&reference.registry) || !verify { &["https", "http"] } else { &["https"] };
+        // The first scheme's error is the one worth reporting: a TLS server
+        // with an untrusted certificate also fails the HTTP fallback.
+        let mut first = None;
+        for scheme in schemes {
+            client.base = format!("{scheme}://{host}");
+            match client.ping() {
+                Ok(()) => return Ok(client),
+                Err(e) => {
+                    log::debug!("{e}");
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| err(ErrorKind::Network { host, detail: "no scheme to try".into() })))
+    }
+
+    pub fn err(&self, kind: ErrorKind) -> RegistryError {
+        RegistryError::new(self.action, &self.reference, kind)
+    }
+
+    /// `/v2/<repository>/<rest>`
+    pub fn repo_url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{}", self.base, self.reference.repository, rest)
+    }
+
+    /// An upload `Location` as an absolute URL.
+    pub fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else if location.starts_with('/') {
+            format!("{}{}", self.base, location)
+        } else {
+            format!("{}/{}", self.base, location)
+        }
+    }
+
+    fn ping(&self) -> Result<(), RegistryError> {
+        let url = format!("{}/v2/", self.base);
+        let resp = self.once(Method::Get, &url, &[], SendBody::Empty, None)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            401 => {
+                let challenge = challenge_of(&resp);
+                let mut state = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+                state.challenge = challenge;
+                Ok(())
+            }
+            status => Err(self.err(ErrorKind::Status {
+                what: format!("{} is not a registry (GET /v2/)", self.reference.registry),
+                status,
+                detail: String::new(),
+            })),
+        }
+    }
+
+    /// Sends a request with authentication, retrying transient failures; a
+    /// 401 refreshes the token (once) for the challenge it carries.
+    pub fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: SendBody<'_>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let mut reauthorized = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let authorization = self.authorization(false)?;
+            let result = self.once(method, url, headers, body, authorization.as_deref());
+            match result {
+                Ok(resp) if resp.status().as_u16() == 401 && !reauthorized => {
+                    reauthorized = true;
+                    let fresh = challenge_of(&resp);
+                    {
+                        let mut state = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+                        if fresh.is_some() {
+                            state.challenge = fresh;
+                        }
+                        state.token = None;
+                    }
+                    if self.authorization(true)?.is_none() {
+                        return Ok(resp);
+                    }
+                }
+                Ok(resp) if retryable_status(resp.status().as_u16()) && attempt < ATTEMPTS => {
+                    log::info!("{url}: {} answered {}, retrying", self.reference.registry, resp.status());
+                    backoff(attempt);
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if attempt < ATTEMPTS && transient(&e.kind) => {
+                    log::info!("{url}: {}, retrying", e.kind);
+                    backoff(attempt);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One request, no retries; HTTP errors come back as responses.
+    fn once(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: SendBody<'_>,
+        authorization: Option<&str>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let mut builder = ureq::http::Request::builder().uri(url).method(match method {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+        });
+        for (k, v) in headers {
+            builder = builder.header(*k, v.as_str());
+        }
+        if let Some(a) = authorization {
+            builder = builder.header("Authorization", a);
+        }
+        let result = match body {
+            SendBody::Empty if matches!(method, Method::Get | Method::Head) => {
+                builder.body(ureq::SendBody::none()).map(|req| self.agent.run(req))
+            }
+            SendBody::Empty => builder.header("Content-Length", "0").body(&[][..]).map(|req| self.agent.run(req)),
+            SendBody::Bytes(bytes) => builder.body(bytes).map(|req| self.agent.run(req)),
+            SendBody::File { path, offset, len } => {
+                let file = open_at(path, offset).map_err(|error| {
+                    self.err(ErrorKind::Local { action: "read", path: path.display().to_string(), error })
+                })?;
+                let mut reader = file.take(len);
+                builder
+                    .header("Content-Length", len.to_string())
+                    .body(ureq::SendBody::from_reader(&mut reader))
+                    .map(|req| self.agent.run(req))
+            }
+        };
+        let result = result
+            .map_err(|e| self.err(ErrorKind::Invalid { what: format!("request {url}"), detail: e.to_string() }))?;
+        result.map_err(|e| self.err(classify(self.reference.api_host(), e)))
+    }
+
+    /// The `Authorization` header for the current challenge; fetches a bearer
+    /// token when there is none (or `refresh` asks for a new one).
+    fn authorization(&self, refresh: bool) -> Result<Option<String>, RegistryError> {
+        let mut state = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(challenge) = state.challenge.clone() else { return Ok(None) };
+        match challenge.scheme.as_str() {
+            "basic" => Ok(self.creds.as_ref().map(Credentials::basic_header)),
+            "bearer" => {
+                if state.token.is_none() || refresh {
+                    state.token = Some(self.fetch_token(&challenge)?);
+                }
+                Ok(state.token.as_ref().map(|t| format!("Bearer {t}")))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// GETs a token from the challenge's realm for this client's scopes,
+    /// with the credentials (if any) as basic auth.
+    fn fetch_token(&self, challenge: &Challenge) -> Result<String, RegistryError> {
+        #[derive(Deserialize)]
+        struct TokenAnswer {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let realm = challenge
+            .param("realm")
+            .ok_or_else(|| self.err(ErrorKind::Invalid { what: "auth challenge".into(), detail: "no realm".into() }))?;
+        let mut query: Vec<String> = Vec::new();
+        if let Some(service) = challenge.param("service") {
+            query.push(format!("service={}", encode(service)));
+        }
+        let mut scopes = self.scopes.clone();
+        if let Some(wanted) = challenge.param("scope") {
+            for s in wanted.split(' ') {
+                if !s.is_empty() && !scopes.iter().any(|x| x == s) {
+                    scopes.push(s.to_string());
+                }
+            }
+        }
+        for scope in &scopes {
+            query.push(format!("scope={}", encode(scope)));
+        }
+        let sep = if realm.contains('?') { '&' } else { '?' };
+        let url = if query.is_empty() { realm.to_string() } else { format!("{realm}{sep}{}", query.join("&")) };
+        let basic = self.creds.as_ref().filter(|c| c.username != IDENTITY_TOKEN_USER).map(Credentials::basic_header);
+        // An identity token (docker's `identitytoken`) is an OAuth2 refresh
+        // token, traded at the realm with a POST.
+        let refresh = self.creds.as_ref().filter(|c| c.username == IDENTITY_TOKEN_USER).map(|c| {
+            let mut form = vec![
+                "grant_type=refresh_token".to_string(),
+                format!("refresh_token={}", encode(&c.password)),
+                "client_id=kiln".to_string(),
+            ];
+            if let Some(service) = challenge.param("service") {
+                form.push(format!("service={}", encode(service)));
+            }
+            if !scopes.is_empty() {
+                form.push(format!("scope={}", encode(&scopes.join(" "))));
+            }
+            form.join("&")
+        });
+        let (method, url, body) = match &refresh {
+            Some(form) => (Method::Post, realm.to_string(), SendBody::Bytes(form.as_bytes())),
+            None => (Method::Get, url, SendBody::Empty),
+        };
+        let form_type = [("Content-Type", "application/x-www-form-urlencoded".to_string())];
+        let headers: &[(&str, String)] = if refresh.is_some() { &form_type } else { &[] };
+        let mut attempt = 0;
+        let mut resp = loop {
+            attempt += 1;
+            match self.once(method, &url, headers, body, basic.as_deref()) {
+                Ok(r) if retryable_status(r.status().as_u16()) && attempt < ATTEMPTS => backoff(attempt),
+                Ok(r) => break r,
+                Err(e) if attempt < ATTEMPTS && transient(&e.kind) => backoff(attempt),
+                Err(e) => return Err(e),
+            }
+        };
+        let status = resp.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(self.err(ErrorKind::Unauthorized {
+                registry: self.reference.registry.clone(),
+                detail: format!(
+                    "the token server refused {}",
+                    if basic.is_some() || refresh.is_some() { "the credentials" } else { "anonymous access" }
+                ),
+            }));
+        }
+        if !(200..300).contains(&status) {
+            let detail = error_detail(&mut resp);
+            return Err(self.err(ErrorKind::Status { what: "token request".into(), status, detail }));
+        }
+        let answer: TokenAnswer = read_json(&mut resp)
+            .map_err(|detail| self.err(ErrorKind::Invalid { what: "token answer".into(), detail }))?;
+        answer.token.or(answer.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
+            self.err(ErrorKind::Invalid { what: "token answer".into(), detail: "it holds no token".into() })
+        })
+    }
+
+    /// Maps an unsuccessful status to an error about `what`.
+    pub fn status_error(&self, what: &str, resp: &mut Response<Body>) -> RegistryError {
+        let status = resp.status().as_u16();
+        let detail = error_detail(resp);
+        self.err(match status {
+            401 => ErrorKind::Unauthorized { registry: self.reference.registry.clone(), detail },
+            403 => ErrorKind::Denied { detail },
+            _ => ErrorKind::Status { what: what.to_string(), status, detail },
+        })
+    }
+
+    /// Checks that the registry accepts this client's credentials: a token
+    /// for a bearer challenge, `GET /v2/` with them for a basic one.
+    pub fn check_credentials(&self) -> Result<(), RegistryError> {
+        let challenge = self.auth.lock().unwrap_or_else(|p| p.into_inner()).challenge.clone();
+        let Some(challenge) = challenge else { return Ok(()) };
+        if challenge.scheme == "bearer" {
+            return self.fetch_token(&challenge).map(|_| ());
+        }
+        let url = format!("{}/v2/", self.base);
+        let authorization = self.authorization(false)?;
+        let mut resp = self.once(Method::Get, &url, &[], SendBody::Empty, authorization.as_deref())?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            _ => Err(self.status_error("GET /v2/", &mut resp)),
+        }
+    }
+}
+
+fn agent(tls: TlsConfig) -> Agent {
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(120)))
+        .timeout_per_read(Some(Duration::from_secs(120)))
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        // Uploads and blobs are sent and read as they are.
+        .accept_encoding("identity")
+        .build()
+        .into()
+}
+
+fn tls_config(verify: bool, cert_dir: Option<&Path>) -> Result<TlsConfig, ErrorKind> {
+    let mut builder = TlsConfig::builder().disable_verification(!verify);
+    let extra = match cert_dir {
+        Some(dir) => load_certs(dir)?,
+        None => Vec::new(),
+    };
+    if !extra.is_empty() {
+        // Custom CAs are added to the system's, not instead of them.
+        let mut roots = Vec::new();
+        if let Some(bundle) = SYSTEM_CA_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) {
+            roots.extend(pem_certs(bundle)?);
+        }
+        roots.extend(extra);
+        builder = builder.root_certs(RootCerts::Specific(Arc::new(roots)));
+    }
+    Ok(builder.build())
+}
+
+/// `--cert-dir`, else `/etc/containers/certs.d/<registry>` (and the user's
+/// `~/.config/containers/certs.d/<registry>`) when it exists.
+fn cert_dir_for(registry: &str, cert_dir: Option<&Path>) -> Option<PathBuf> {
+    if let Some(dir) = cert_dir {
+        return Some(dir.to_path_buf());
+    }
+    let mut candidates = vec![Path::new(SYSTEM_CERTS_D).join(registry)];
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(config) = config {
+        candidates.insert(0, config.join("containers/certs.d").join(registry));
+    }
+    candidates.into_iter().find(|d| d.is_dir())
+}
+
+/// The CA certificates (`*.crt`) in `dir`.
+fn load_certs(dir: &Path) -> Result<Vec<Certificate<'static>>, ErrorKind> {
+    let entries = std::fs::read_dir(dir).map_err(|error| ErrorKind::Local {
+        action: "read certificate directory",
+        path: dir.display().to_string(),
+        error,
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+        .collect();
+    paths.sort();
+    let mut certs = Vec::new();
+    for path in paths {
+        certs.extend(pem_certs(&path)?);
+    }
+    Ok(certs)
+}
+
+fn pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, ErrorKind> {
+    let pem = std::fs::read(path).map_err(|error| ErrorKind::Local {
+        action: "read certificate",
+        path: path.display().to_string(),
+        error,
+    })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(ErrorKind::Invalid {
+                    what: format!("certificate file {}", path.display()),
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(certs)
+}
+
+fn open_at(path: &Path, offset: u64) -> std::io::Result<std::fs::File> {
+    use std::io::Seek;
+    let mut file = std::fs::File::open(path)?;
+    if offset > 0 {
+        file.seek(std::io::SeekFrom::Start(offset))?;
+    }
+    Ok(file)
+}
+
+fn challenge_of(resp: &Response<Body>) -> Option<Challenge> {
+    let mut all: Vec<Challenge> = Vec::new();
+    for value in resp.headers().get_all("www-authenticate") {
+        if let Ok(text) = value.to_str() {
+            all.extend(auth::parse_challenges(text));
+        }
+    }
+    // Prefer bearer: it scopes what a leaked token can do.
+    let pick = all.iter().position(|c| c.scheme == "bearer").or_else(|| all.iter().position(|c| c.scheme == "basic"));
+    pick.map(|i| all.swap_remove(i))
+}
+
+/// Turns a transport failure into what a user can act on.
+pub fn classify(host: &str, e: ureq::Error) -> ErrorKind {
+    let host = host.to_string();
+    match e {
+        ureq::Error::HostNotFound => ErrorKind::UnknownHost(host),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => ErrorKind::Refused(host),
+        ureq::Error::Io(io) if looks_like_dns(&io.to_string()) => ErrorKind::UnknownHost(host),
+        ureq::Error::Io(io) if looks_like_tls(&io.to_string()) => ErrorKind::Tls { host, detail: io.to_string() },
+        ureq::Error::Tls(detail) => ErrorKind::Tls { host, detail: detail.to_string() },
+        ureq::Error::Rustls(e) => ErrorKind::Tls { host, detail: e.to_string() },
+        ureq::Error::Pem(e) => ErrorKind::Tls { host, detail: e.to_string() },
+        ureq::Error::Timeout(t @ (ureq::Timeout::Connect | ureq::Timeout::Resolve)) => {
+            ErrorKind::Unreachable { host, detail: format!("timed out ({t})") }
+        }
+        ureq::Error::Timeout(t) => ErrorKind::Network { host, detail: format!("timed out ({t})") },
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            ErrorKind::Network { host, detail: "the connection closed early".into() }
+        }
+        other => {
+            let detail = other.to_string();
+            if looks_like_tls(&detail) {
+                ErrorKind::Tls { host, detail }
+            } else {
+                ErrorKind::Network { host, detail }
+            }
+        }
+    }
+}
+
+/// Name lookup failures reach ureq as plain io errors from getaddrinfo.
+fn looks_like_dns(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("lookup address") || t.contains("name or service not known") || t.contains("no address associated")
+}
+
+fn looks_like_tls(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("certificate") || t.contains("tls") || t.contains("handshake") || t.contains("corrupt message")
+}
+
+/// Failures worth another try: dropped connections and timeouts, not a
+/// refused connection, an unknown host or a TLS rejection.
+pub fn transient(kind: &ErrorKind) -> bool {
+    matches!(kind, ErrorKind::Network { .. } | ErrorKind::Truncated { .. })
+}
+
+fn retryable_status(status: u16) -> bool {
+    status == 429 || status == 408 || (500..600).contains(&status) && status != 501 && status != 505
+}
+
+/// 0.25 s, 0.5 s, 1 s, … with a little jitter so parallel pulls spread out.
+pub fn backoff(attempt: u32) {
+    let base = 250u64 << attempt.saturating_sub(1).min(5);
+    let jitter = (std::process::id() as u64
+        ^ std::time::SystemTime::now().elapsed().map(|d| d.as_nanos() as u64).unwrap_or(0))
+        % 100;
+    std::thread::sleep(Duration::from_millis(base + jitter));
+}
+
+/// Reads a small JSON document.
+pub fn read_json<T: serde::de::DeserializeOwned>(resp: &mut Response<Body>) -> Result<T, String> {
+    let bytes = read_limited(resp, MAX_DOCUMENT)?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+pub fn read_limited(resp: &mut Response<Body>, limit: u64) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    resp.body_mut().as_reader().take(limit + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    Ok(bytes)
+}
+
+pub fn max_document() -> u64 {
+    MAX_DOCUMENT
+}
+
+/// The registry's own words from an error body (`{"errors":[{"code","message"}]}`).
+pub fn error_detail(resp: &mut Response<Body>) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(Deserialize)]
+    struct ErrorItem {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let Ok(bytes) = read_limited(resp, 64 * 1024) else { return String::new() };
+    match serde_json::from_slice::<Errors>(&bytes) {
+        Ok(e) if !e.errors.is_empty() => e
+            .errors
+            .iter()
+            .map(|i| if i.message.is_empty() { i.code.clone() } else { format!("{} ({})", i.message, i.code) })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => String::from_utf8_lossy(&bytes).trim().chars().take(200).collect(),
+    }
+}
+
+pub fn header<'a>(resp: &'a Response<Body>, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Percent-encodes a query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_are_classified() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(matches!(classify("h:1", ureq::Error::Io(refused)), ErrorKind::Refused(h) if h == "h:1"));
+        let dns = std::io::Error::other("failed to lookup address information: Name or service not known");
+        assert!(matches!(classify("h", ureq::Error::Io(dns)), ErrorKind::UnknownHost(_)));
+        assert!(matches!(classify("h", ureq::Error::HostNotFound), ErrorKind::UnknownHost(_)));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let kind = classify("h", ureq::Error::Io(reset));
+        assert!(transient(&kind), "{kind}");
+        assert!(!transient(&ErrorKind::Refused("h".into())));
+        assert!(retryable_status(503) && retryable_status(429) && !retryable_status(501) && !retryable_status(404));
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+        assert_eq!(encode("sha256:ab"), "sha256%3Aab");
+    }
+}

@@ -1,0 +1,310 @@
+//! Pulling an image into the store. Every blob streams through a digest and
+//! size check into the store's blob writer, so a bad or cut-off blob leaves
+//! nothing behind; blobs the store has are skipped, and a per-blob lock lets
+//! parallel pulls of the same image share the downloads.
+
+use std::io::{Read, Write};
+use std::sync::mpsc::Sender;
+
+use crate::image::config::ImageConfig;
+use crate::image::manifest::{
+    Descriptor, Index, Manifest, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
+};
+use crate::store::{platform_of, sha256_digest, Image, Store, StoreError};
+
+use super::client::{self, header, Client, Method, SendBody};
+use super::error::{ErrorKind, RegistryError};
+use super::platform::{self, Wanted};
+use super::progress::{self, Event};
+use super::reference::Reference;
+use super::{sources, RegistryOptions};
+
+const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+/// Every manifest kind kiln reads, in the order it prefers them.
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Pulls `reference` (docker syntax) into `store`, tags it there by its full
+/// name (`docker.io/library/busybox:latest`) and returns it.
+pub fn pull(
+    store: &Store,
+    reference: &str,
+    opts: &RegistryOptions,
+    out: &mut dyn Write,
+) -> Result<Image, RegistryError> {
+    let r = Reference::parse(reference).map_err(|e| RegistryError::new("pull", reference, ErrorKind::Reference(e)))?;
+    let err = |kind| RegistryError::new("pull", &r, kind);
+    let wanted = Wanted::parse(opts.platform.as_deref()).map_err(err)?;
+    let client = Client::connect(&r, vec![format!("repository:{}:pull", r.repository)], opts, "pull")?;
+    if opts.progress {
+        let _ = writeln!(out, "Pulling {r}");
+    }
+
+    let (mut bytes, mut media_type, mut digest) = fetch_manifest(&client, r.manifest_reference(), r.digest.as_deref())?;
+    if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
+        let index: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| err(ErrorKind::Invalid { what: format!("index {digest}"), detail: e.to_string() }))?;
+        let chosen = platform::select(&index, &wanted).map_err(err)?.clone();
+        if opts.progress {
+            let _ = writeln!(out, "Selected {} for {wanted}", chosen.digest);
+        }
+        (bytes, media_type, digest) = fetch_manifest(&client, &chosen.digest, Some(&chosen.digest))?;
+        if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
+            return Err(err(ErrorKind::Unsupported(format!("{media_type} nested in an index"))));
+        }
+    }
+    if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
+        return Err(err(ErrorKind::Unsupported(media_type)));
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| err(ErrorKind::Invalid { what: format!("manifest {digest}"), detail: e.to_string() }))?;
+
+    let repo = r.name();
+    let config_bytes = fetch_config(&client, store, &manifest.config)?;
+    sources::record(store, &manifest.config.digest, &repo);
+    let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
+        err(ErrorKind::Invalid { what: format!("image config {}", manifest.config.digest), detail: e.to_string() })
+    })?;
+    if manifest.layers.len() != config.rootfs.diff_ids.len() {
+        return Err(err(ErrorKind::Invalid {
+            what: format!("manifest {digest}"),
+            detail: format!(
+                "{} layers but the config lists {} diff ids",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        }));
+    }
+    if opts.platform.is_some() && (config.os != wanted.os || config.architecture != wanted.architecture) {
+        log::warn!("{r} is for {}/{}, not {wanted}", config.os, config.architecture);
+    }
+
+    progress::run_parallel(&manifest.layers, "Copying", opts.progress, out, |layer, events| {
+        fetch_blob(&client, store, layer, events)?;
+        sources::record(store, &layer.digest, &repo);
+        Ok(())
+    })?;
+
+    // Stored byte for byte, so the store's digest is the registry's.
+    let (stored, size) = store.put_blob(&bytes).map_err(|e| err(ErrorKind::Store(e)))?;
+    debug_assert_eq!(stored, digest);
+    let mut descriptor = Descriptor::new(&media_type, stored, size);
+    descriptor.platform = platform_of(&config);
+    store.tag(&r.to_string(), &descriptor).map_err(|e| err(ErrorKind::Store(e)))?;
+    if opts.progress {
+        let _ = writeln!(out, "Writing manifest to image destination\n{digest}");
+    }
+    store.load_image(&descriptor).map_err(|e| err(ErrorKind::Store(e)))
+}
+
+/// GETs a manifest or index; returns its bytes, media type and digest,
+/// checked against `expected` (or the registry's `Docker-Content-Digest`).
+pub(crate) fn fetch_manifest(
+    client: &Client,
+    reference: &str,
+    expected: Option<&str>,
+) -> Result<(Vec<u8>, String, String), RegistryError> {
+    let url = client.repo_url(&format!("manifests/{reference}"));
+    let mut resp = client.send(Method::Get, &url, &[("Accept", ACCEPT.to_string())], SendBody::Empty)?;
+    match resp.status().as_u16() {
+        200 => {}
+        404 => return Err(client.err(ErrorKind::ManifestUnknown)),
+        _ => return Err(client.status_error(&format!("manifest {reference}"), &mut resp)),
+    }
+    let content_type = header(&resp, "content-type").map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+    let registry_digest = header(&resp, "docker-content-digest").map(str::to_string);
+    let bytes = client::read_limited(&mut resp, client::max_document())
+        .map_err(|detail| client.err(ErrorKind::Truncated { what: format!("manifest {reference}"), detail }))?;
+    let digest = sha256_digest(&bytes);
+    let what = format!("manifest {reference}");
+    for want in [expected, registry_digest.as_deref().filter(|d| d.starts_with("sha256:"))].into_iter().flatten() {
+        if want != digest {
+            return Err(client.err(ErrorKind::DigestMismatch { what, expected: want.to_string(), actual: digest }));
+        }
+    }
+    let media_type = media_type_of(&bytes, content_type.as_deref());
+    if media_type == DOCKER_SCHEMA1 || media_type == DOCKER_SCHEMA1_SIGNED {
+        return Err(client.err(ErrorKind::Unsupported(format!(
+            "{media_type} (Docker schema 1; re-push the image with a current tool)"
+        ))));
+    }
+    Ok((bytes, media_type, digest))
+}
+
+/// The manifest's own `mediaType`, else the Content-Type, else a guess from its shape.
+fn media_type_of(bytes: &[u8], content_type: Option<&str>) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        schema_version: Option<u32>,
+        manifests: Option<serde_json::Value>,
+        config: Option<serde_json::Value>,
+    }
+    let probe: Option<Probe> = serde_json::from_slice(bytes).ok();
+    if let Some(mt) = probe.as_ref().and_then(|p| p.media_type.clone()).filter(|m| !m.is_empty()) {
+        return mt;
+    }
+    if let Some(ct) = content_type.filter(|c| c.starts_with("application/vnd.")) {
+        return ct.to_string();
+    }
+    match probe {
+        Some(p) if p.schema_version == Some(1) => DOCKER_SCHEMA1.to_string(),
+        Some(p) if p.manifests.is_some() => OCI_INDEX.to_string(),
+        Some(p) if p.config.is_some() => OCI_MANIFEST.to_string(),
+        _ => content_type.unwrap_or("unknown").to_string(),
+    }
+}
+
+/// The config blob's bytes, from the store when it has them.
+fn fetch_config(client: &Client, store: &Store, config: &Descriptor) -> Result<Vec<u8>, RegistryError> {
+    if config.size > client::max_document() {
+        return Err(client.err(ErrorKind::Invalid {
+            what: format!("image config {}", config.digest),
+            detail: format!("{} bytes is too large", config.size),
+        }));
+    }
+    let (tx, _rx) = std::sync::mpsc::channel();
+    fetch_blob(client, store, config, &tx)?;
+    store.read_blob(&config.digest).map_err(|e| client.err(ErrorKind::Store(e)))
+}
+
+/// Streams one blob into the store unless it is there already. Transfers
+/// cut off midway are tried again; a wrong digest is not.
+pub(crate) fn fetch_blob(
+    client: &Client,
+    store: &Store,
+    blob: &Descriptor,
+    events: &Sender<Event>,
+) -> Result<(), RegistryError> {
+    let done = |note| {
+        let _ = events.send(Event::Done { digest: blob.digest.clone(), note });
+    };
+    if store.has_blob(&blob.digest) {
+        done("skipped: already exists");
+        return Ok(());
+    }
+    let _lock = BlobLock::acquire(store, &blob.digest);
+    if store.has_blob(&blob.digest) {
+        done("skipped: fetched by another pull");
+        return Ok(());
+    }
+    let _ = events.send(Event::Start { digest: blob.digest.clone(), size: blob.size });
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match download(client, store, blob, events) {
+            Ok(()) => {
+                done("done");
+                return Ok(());
+            }
+            Err(e) if attempt < 3 && client::transient(&e.kind) => {
+                log::info!("{e}; trying again");
+                client::backoff(attempt);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn download(client: &Client, store: &Store, blob: &Descriptor, events: &Sender<Event>) -> Result<(), RegistryError> {
+    let what = format!("blob {}", blob.digest);
+    let url = client.repo_url(&format!("blobs/{}", blob.digest));
+    let mut resp = client.send(Method::Get, &url, &[], SendBody::Empty)?;
+    match resp.status().as_u16() {
+        200 => {}
+        404 => return Err(client.err(ErrorKind::BlobUnknown(blob.digest.clone()))),
+        _ => return Err(client.status_error(&what, &mut resp)),
+    }
+    let mut writer = store.blob_writer().map_err(|e| client.err(ErrorKind::Store(e)))?;
+    // One byte past the size is enough to tell an overlong blob.
+    let mut reader = resp.body_mut().as_reader().take(blob.size.saturating_add(1));
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    let mut reported = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(client
+                    .err(ErrorKind::Truncated { what, detail: format!("got {total} of {} bytes: {e}", blob.size) }))
+            }
+        };
+        writer.write_all(&buf[..n]).map_err(|error| {
+            client.err(ErrorKind::Local {
+                action: "write blob into",
+                path: store.tmp_dir().display().to_string(),
+                error,
+            })
+        })?;
+        total += n as u64;
+        if total - reported >= 1 << 20 {
+            reported = total;
+            let _ = events.send(Event::Bytes { digest: blob.digest.clone(), done: total });
+        }
+    }
+    if total < blob.size {
+        return Err(client.err(ErrorKind::Truncated { what, detail: format!("got {total} of {} bytes", blob.size) }));
+    }
+    writer.commit_expecting(&blob.digest, Some(blob.size)).map(|_| ()).map_err(|e| {
+        client.err(match e {
+            StoreError::DigestMismatch { expected, actual } => ErrorKind::DigestMismatch { what, expected, actual },
+            StoreError::SizeMismatch { expected, actual, .. } => ErrorKind::SizeMismatch { what, expected, actual },
+            other => ErrorKind::Store(other),
+        })
+    })
+}
+
+/// An exclusive lock on one blob's download, shared by all kiln processes
+/// using the store. Best effort: without it two pulls only fetch twice.
+struct BlobLock {
+    _flock: Option<nix::fcntl::Flock<std::fs::File>>,
+    path: std::path::PathBuf,
+}
+
+impl BlobLock {
+    fn acquire(store: &Store, digest: &str) -> BlobLock {
+        let hex = crate::store::sha256_hex(digest).unwrap_or("invalid");
+        let path = store.tmp_dir().join(format!("pull-{hex}.lock"));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+        let flock = file.ok().and_then(|f| {
+            let mut f = f;
+            loop {
+                match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive) {
+                    Ok(l) => return Some(l),
+                    Err((back, nix::errno::Errno::EINTR)) => f = back,
+                    Err(_) => return None,
+                }
+            }
+        });
+        BlobLock { _flock: flock, path }
+    }
+}
+
+impl Drop for BlobLock {
+    fn drop(&mut self) {
+        // A waiter that already opened the file still gets its lock, then
+        // finds the blob in place.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_from_field_header_or_shape() {
+        let docker =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{}}"#;
+        assert_eq!(media_type_of(docker, Some("application/json")), DOCKER_MANIFEST);
+        let bare_index = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(media_type_of(bare_index, Some(DOCKER_MANIFEST_LIST)), DOCKER_MANIFEST_LIST);
+        assert_eq!(media_type_of(bare_index, None), OCI_INDEX);
+        assert_eq!(media_type_of(br#"{"schemaVersion":2,"config":{},"layers":[]}"#, None), OCI_MANIFEST);
+        assert_eq!(media_type_of(br#"{"schemaVersion":1,"fsLayers":[]}"#, Some("application/json")), DOCKER_SCHEMA1);
+        assert_eq!(media_type_of(b"not json", Some("text/html")), "text/html");
+    }
+}

@@ -1,0 +1,316 @@
+//! Pushing an image from the store: blobs the registry has are skipped
+//! (HEAD), blobs known to be in another repository of the same registry are
+//! mounted from there, the rest are uploaded whole or in chunks; then the
+//! manifest, as stored or converted to OCI or Docker v2s2.
+
+use std::io::Write;
+use std::sync::mpsc::Sender;
+
+use crate::image::manifest::{
+    Descriptor, Manifest, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, DOCKER_MANIFEST, OCI_CONFIG,
+    OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST,
+};
+use crate::store::{sha256_digest, Image, Store};
+
+use super::client::{encode, header, Client, Method, SendBody};
+use super::error::{ErrorKind, RegistryError};
+use super::progress::{self, Event};
+use super::reference::Reference;
+use super::{sources, RegistryOptions};
+
+/// Blobs larger than this go up in chunks unless a chunk size is set.
+const DEFAULT_CHUNK: u64 = 64 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestFormat {
+    Oci,
+    /// Docker image manifest v2, schema 2.
+    Docker,
+}
+
+impl std::str::FromStr for ManifestFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "oci" => Ok(ManifestFormat::Oci),
+            "docker" | "v2s2" => Ok(ManifestFormat::Docker),
+            other => Err(format!("unknown manifest format '{other}' (expected oci or docker)")),
+        }
+    }
+}
+
+/// Pushes `image` to `destination` (docker syntax); with `format` `None` the
+/// manifest goes as stored. Returns the pushed manifest's digest.
+pub fn push(
+    store: &Store,
+    image: &Image,
+    destination: &str,
+    opts: &RegistryOptions,
+    format: Option<ManifestFormat>,
+    out: &mut dyn Write,
+) -> Result<String, RegistryError> {
+    let r =
+        Reference::parse(destination).map_err(|e| RegistryError::new("push", destination, ErrorKind::Reference(e)))?;
+    let err = |kind| RegistryError::new("push", &r, kind);
+    let stored = store.read_blob(&image.manifest_digest).map_err(|e| err(ErrorKind::Store(e)))?;
+    let (bytes, media_type) = manifest_for(&image.manifest, stored, format).map_err(err)?;
+    let digest = sha256_digest(&bytes);
+    if let Some(pinned) = &r.digest {
+        if *pinned != digest {
+            return Err(err(ErrorKind::DigestMismatch {
+                what: "the manifest to push".into(),
+                expected: pinned.clone(),
+                actual: digest,
+            }));
+        }
+    }
+
+    let mut blobs: Vec<Descriptor> = vec![image.manifest.config.clone()];
+    for layer in &image.manifest.layers {
+        if !blobs.iter().any(|b| b.digest == layer.digest) {
+            blobs.push(layer.clone());
+        }
+    }
+    // Repositories of this registry that already hold a blob, to mount from.
+    let prefix = format!("{}/", r.registry);
+    let mounts: Vec<Vec<String>> = blobs
+        .iter()
+        .map(|b| {
+            sources::known(store, &b.digest)
+                .into_iter()
+                .filter_map(|s| s.strip_prefix(&prefix).map(str::to_string))
+                .filter(|repo| *repo != r.repository)
+                .collect()
+        })
+        .collect();
+    let mut scopes = vec![format!("repository:{}:pull,push", r.repository)];
+    for repo in mounts.iter().flatten() {
+        let scope = format!("repository:{repo}:pull");
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    let client = Client::connect(&r, scopes, opts, "push")?;
+    if opts.progress {
+        let _ = writeln!(out, "Pushing {r}");
+    }
+    let chunk = opts.chunk_size.filter(|c| *c > 0).unwrap_or(DEFAULT_CHUNK);
+    let jobs: Vec<(Descriptor, Vec<String>)> = blobs.into_iter().zip(mounts).collect();
+    progress::run_parallel(&jobs, "Copying", opts.progress, out, |(blob, from), events| {
+        push_blob(&client, store, blob, from, chunk, events)
+    })?;
+
+    let url = client.repo_url(&format!("manifests/{}", r.manifest_reference()));
+    let mut resp = client.send(Method::Put, &url, &[("Content-Type", media_type.clone())], SendBody::Bytes(&bytes))?;
+    if !(200..=202).contains(&resp.status().as_u16()) {
+        return Err(client.status_error("manifest", &mut resp));
+    }
+    if let Some(theirs) = header(&resp, "docker-content-digest").filter(|d| d.starts_with("sha256:")) {
+        if theirs != digest {
+            return Err(err(ErrorKind::DigestMismatch {
+                what: "the pushed manifest".into(),
+                expected: digest,
+                actual: theirs.to_string(),
+            }));
+        }
+    }
+    let repo = r.name();
+    sources::record(store, &image.manifest.config.digest, &repo);
+    for layer in &image.manifest.layers {
+        sources::record(store, &layer.digest, &repo);
+    }
+    if opts.progress {
+        let _ = writeln!(out, "Writing manifest to image destination");
+    }
+    Ok(digest)
+}
+
+/// The manifest bytes and media type to push: the stored bytes when no
+/// conversion is asked for (so the digest stays), else the converted manifest.
+fn manifest_for(
+    manifest: &Manifest,
+    stored: Vec<u8>,
+    format: Option<ManifestFormat>,
+) -> Result<(Vec<u8>, String), ErrorKind> {
+    let current = manifest.media_type.clone().unwrap_or_else(|| OCI_MANIFEST.to_string());
+    let target = match format {
+        None => return Ok((stored, current)),
+        Some(ManifestFormat::Oci) => OCI_MANIFEST,
+        Some(ManifestFormat::Docker) => DOCKER_MANIFEST,
+    };
+    if current == target {
+        return Ok((stored, current));
+    }
+    let converted = convert(manifest, format == Some(ManifestFormat::Docker))?;
+    let bytes = serde_json::to_vec_pretty(&converted)
+        .map_err(|e| ErrorKind::Invalid { what: "converted manifest".into(), detail: e.to_string() })?;
+    Ok((bytes, target.to_string()))
+}
+
+/// Rewrites media types between OCI and Docker v2s2; the blobs stay as they are.
+pub fn convert(manifest: &Manifest, to_docker: bool) -> Result<Manifest, ErrorKind> {
+    let mut m = manifest.clone();
+    m.media_type = Some(if to_docker { DOCKER_MANIFEST } else { OCI_MANIFEST }.to_string());
+    m.config.media_type = if to_docker { DOCKER_CONFIG } else { OCI_CONFIG }.to_string();
+    for layer in &mut m.layers {
+        let mapped = match (layer.media_type.as_str(), to_docker) {
+            (OCI_LAYER_GZIP, true) | (DOCKER_LAYER_GZIP, true) => DOCKER_LAYER_GZIP,
+            (OCI_LAYER_TAR, true) | (DOCKER_LAYER_TAR, true) => DOCKER_LAYER_TAR,
+            (DOCKER_LAYER_GZIP, false) | (OCI_LAYER_GZIP, false) => OCI_LAYER_GZIP,
+            (DOCKER_LAYER_TAR, false) | (OCI_LAYER_TAR, false) => OCI_LAYER_TAR,
+            (other, false) => other,
+            (other, true) => {
+                return Err(ErrorKind::Unsupported(format!(
+                    "layer type {other} in a Docker v2s2 manifest (push with --format oci, or build with gzip layers)"
+                )))
+            }
+        };
+        layer.media_type = mapped.to_string();
+    }
+    if to_docker {
+        // Docker v2s2 has no annotations.
+        m.annotations = None;
+        m.config.annotations = None;
+        for layer in &mut m.layers {
+            layer.annotations = None;
+        }
+    }
+    Ok(m)
+}
+
+fn push_blob(
+    client: &Client,
+    store: &Store,
+    blob: &Descriptor,
+    mount_from: &[String],
+    chunk: u64,
+    events: &Sender<Event>,
+) -> Result<(), RegistryError> {
+    let done = |note: &'static str| {
+        let _ = events.send(Event::Done { digest: blob.digest.clone(), note });
+    };
+    let what = format!("blob {}", blob.digest);
+    let url = client.repo_url(&format!("blobs/{}", blob.digest));
+    let mut resp = client.send(Method::Head, &url, &[], SendBody::Empty)?;
+    match resp.status().as_u16() {
+        200 => {
+            done("skipped: already exists");
+            return Ok(());
+        }
+        404 => {}
+        _ => return Err(client.status_error(&what, &mut resp)),
+    }
+    let mut location = None;
+    for from in mount_from {
+        let url = client.repo_url(&format!("blobs/uploads/?mount={}&from={}", encode(&blob.digest), encode(from)));
+        let mut resp = client.send(Method::Post, &url, &[], SendBody::Empty)?;
+        match resp.status().as_u16() {
+            201 => {
+                done("mounted");
+                return Ok(());
+            }
+            // Not mountable: the answer opened an ordinary upload instead.
+            202 => {
+                location = header(&resp, "location").map(str::to_string);
+                break;
+            }
+            _ => log::debug!("mount of {} from {from} refused: {}", blob.digest, client.status_error(&what, &mut resp)),
+        }
+    }
+    let location = match location {
+        Some(l) => l,
+        None => start_upload(client, &what)?,
+    };
+    let _ = events.send(Event::Start { digest: blob.digest.clone(), size: blob.size });
+    let path = store.blob_path(&blob.digest);
+    if !path.is_file() {
+        return Err(client.err(ErrorKind::Store(crate::store::StoreError::MissingBlob { digest: blob.digest.clone() })));
+    }
+    let mut location = client.absolute(&location);
+    if blob.size > chunk {
+        let mut offset = 0;
+        while offset < blob.size {
+            let len = chunk.min(blob.size - offset);
+            let headers = [
+                ("Content-Type", "application/octet-stream".to_string()),
+                ("Content-Range", format!("{}-{}", offset, offset + len - 1)),
+            ];
+            let mut resp =
+                client.send(Method::Patch, &location, &headers, SendBody::File { path: &path, offset, len })?;
+            if resp.status().as_u16() != 202 {
+                return Err(client.status_error(&format!("{what} chunk at {offset}"), &mut resp));
+            }
+            location = client.absolute(header(&resp, "location").unwrap_or(&location));
+            offset += len;
+            let _ = events.send(Event::Bytes { digest: blob.digest.clone(), done: offset });
+        }
+        let url = with_digest(&location, &blob.digest);
+        let mut resp = client.send(Method::Put, &url, &[], SendBody::Empty)?;
+        if resp.status().as_u16() != 201 {
+            return Err(client.status_error(&what, &mut resp));
+        }
+    } else {
+        let url = with_digest(&location, &blob.digest);
+        let headers = [("Content-Type", "application/octet-stream".to_string())];
+        let body = SendBody::File { path: &path, offset: 0, len: blob.size };
+        let mut resp = client.send(Method::Put, &url, &headers, body)?;
+        if resp.status().as_u16() != 201 {
+            return Err(client.status_error(&what, &mut resp));
+        }
+    }
+    done("done");
+    Ok(())
+}
+
+fn start_upload(client: &Client, what: &str) -> Result<String, RegistryError> {
+    let url = client.repo_url("blobs/uploads/");
+    let mut resp = client.send(Method::Post, &url, &[], SendBody::Empty)?;
+    if resp.status().as_u16() != 202 {
+        return Err(client.status_error(&format!("start upload of {what}"), &mut resp));
+    }
+    header(&resp, "location").map(str::to_string).ok_or_else(|| {
+        client.err(ErrorKind::Invalid {
+            what: format!("upload of {what}"),
+            detail: "the registry sent no Location".into(),
+        })
+    })
+}
+
+fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={}", encode(digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_media_types_both_ways() {
+        let m = Manifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            config: Descriptor::new(OCI_CONFIG, "sha256:c".into(), 1),
+            layers: vec![
+                Descriptor::new(OCI_LAYER_GZIP, "sha256:a".into(), 2),
+                Descriptor::new(OCI_LAYER_TAR, "sha256:b".into(), 3),
+            ],
+            annotations: Some([("k".to_string(), "v".to_string())].into()),
+        };
+        let d = convert(&m, true).unwrap();
+        assert_eq!(d.media_type.as_deref(), Some(DOCKER_MANIFEST));
+        assert_eq!(d.config.media_type, DOCKER_CONFIG);
+        assert_eq!(d.layers[0].media_type, DOCKER_LAYER_GZIP);
+        assert_eq!(d.layers[1].media_type, DOCKER_LAYER_TAR);
+        assert!(d.annotations.is_none());
+        let back = convert(&d, false).unwrap();
+        assert_eq!(back.layers, m.layers);
+        assert_eq!(back.config, m.config);
+
+        let mut z = m.clone();
+        z.layers[0].media_type = crate::image::manifest::OCI_LAYER_ZSTD.into();
+        assert!(convert(&z, true).is_err());
+        let (bytes, mt) = manifest_for(&m, b"stored".to_vec(), Some(ManifestFormat::Oci)).unwrap();
+        assert_eq!((bytes.as_slice(), mt.as_str()), (&b"stored"[..], OCI_MANIFEST));
+    }
+}
