@@ -39,6 +39,7 @@ fn fixture() -> &'static Fixture {
         if is_root() {
             ensure_test_user();
         }
+        remove_old_fixtures();
         let dir = tempfile::Builder::new().prefix("kiln-cli-run-").tempdir_in("/tmp").unwrap().keep();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let kiln = dir.join("kiln");
@@ -52,7 +53,8 @@ fn fixture() -> &'static Fixture {
         std::fs::write(ctx.join("group"), GROUP).unwrap();
         std::fs::copy(static_busybox(), ctx.join("busybox")).unwrap();
         if is_root() {
-            let out = Command::new("chown").args(["-R", &format!("{TEST_USER}:"), dir.to_str().unwrap()]).output().unwrap();
+            let out =
+                Command::new("chown").args(["-R", &format!("{TEST_USER}:"), dir.to_str().unwrap()]).output().unwrap();
             assert!(out.status.success(), "chown: {}", text(&out.stderr));
         }
         let mut fx = Fixture { dir, kiln, image: String::new() };
@@ -65,12 +67,37 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// The fixture outlives the test process (there is no hook at its end):
+/// each run removes those of runs more than an hour old. Their stores hold
+/// files of subordinate ids, which only root or `kiln unshare` can remove.
+fn remove_old_fixtures() {
+    let Ok(entries) = std::fs::read_dir("/tmp") else { return };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(3600)));
+        if !old || !e.file_name().to_string_lossy().starts_with("kiln-cli-run-") {
+            continue;
+        }
+        let path = e.path();
+        if is_root() {
+            let _ = std::fs::remove_dir_all(&path);
+        } else {
+            let _ = Command::new(env!("CARGO_BIN_EXE_kiln")).arg("unshare").arg("rm").arg("-rf").arg(&path).status();
+        }
+    }
+}
+
 /// Debian's statically linked busybox (package busybox-static).
 fn static_busybox() -> &'static Path {
     let p = Path::new("/bin/busybox");
     let out = Command::new("file").arg("-L").arg(p).output();
     if let Ok(out) = out {
-        assert!(!text(&out.stdout).contains("dynamically linked"), "/bin/busybox must be static: install busybox-static");
+        assert!(
+            !text(&out.stdout).contains("dynamically linked"),
+            "/bin/busybox must be static: install busybox-static"
+        );
     }
     p
 }
@@ -157,7 +184,9 @@ impl Fixture {
 
 /// Runs with a timeout, feeding `stdin` (else /dev/null).
 fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(bytes) = stdin {
         let mut pipe = child.stdin.take().unwrap();
@@ -188,7 +217,11 @@ fn exit_codes_come_back() {
     assert_eq!(fx.kiln(&["run", "bb", "sh", "-c", "exit 7"], None).status.code(), Some(7));
     let out = fx.kiln(&["run", "bb", "no-such-program"], None);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("kiln: exec no-such-program: executable file not found in $PATH"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("kiln: exec no-such-program: executable file not found in $PATH"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = fx.kiln(&["run", "bb", "/etc/passwd"], None);
     assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
     let out = fx.kiln(&["run", "no-such-image"], None);
@@ -209,7 +242,19 @@ fn environment_workdir_and_user() {
     assert_eq!(&lines[2..4], ["0", "0"]);
     assert_eq!(lines[4], "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 
-    let out = fx.ok(&["run", "-w", "/tmp/new/dir", "-u", "1000", "--hostname", "box", "bb", "sh", "-c", "pwd; id -u; id -g; echo $HOME; hostname"]);
+    let out = fx.ok(&[
+        "run",
+        "-w",
+        "/tmp/new/dir",
+        "-u",
+        "1000",
+        "--hostname",
+        "box",
+        "bb",
+        "sh",
+        "-c",
+        "pwd; id -u; id -g; echo $HOME; hostname",
+    ]);
     assert_eq!(out, "/tmp/new/dir\n1000\n1000\n/home/u\nbox\n");
     // A uid with no passwd entry gets HOME=/.
     assert_eq!(fx.ok(&["run", "-u", "4242", "bb", "sh", "-c", "id -u; echo $HOME"]), "4242\n/\n");
@@ -227,7 +272,10 @@ fn entrypoint_replaces_and_clears_cmd() {
 #[test]
 fn volumes_read_only_and_read_write() {
     let fx = fixture();
-    let out = fx.kiln(&["run", "-v", "./host/data:/mnt/data:ro", "bb", "sh", "-c", "cat /mnt/data/in.txt; echo x > /mnt/data/new"], None);
+    let out = fx.kiln(
+        &["run", "-v", "./host/data:/mnt/data:ro", "bb", "sh", "-c", "cat /mnt/data/in.txt; echo x > /mnt/data/new"],
+        None,
+    );
     assert_eq!(text(&out.stdout), "from the host\n");
     assert!(!out.status.success() && text(&out.stderr).contains("Read-only"), "{}", text(&out.stderr));
     assert!(!fx.path("host/data/new").exists());
@@ -237,7 +285,10 @@ fn volumes_read_only_and_read_write() {
     fx.ok(&["run", "-v", &spec, "bb", "sh", "-c", "echo written > /mnt/rw/out.txt"]);
     assert_eq!(std::fs::read_to_string(host.join("out.txt")).unwrap(), "written\n");
     // The mount point was made for the run only.
-    assert_eq!(fx.ok(&["run", "bb", "sh", "-c", "ls -d /mnt/rw 2>&1 || true"]), "ls: /mnt/rw: No such file or directory\n");
+    assert_eq!(
+        fx.ok(&["run", "bb", "sh", "-c", "ls -d /mnt/rw 2>&1 || true"]),
+        "ls: /mnt/rw: No such file or directory\n"
+    );
 
     let out = fx.kiln(&["run", "-v", "/no/such/dir:/x", "bb", "true"], None);
     assert_eq!(out.status.code(), Some(125));
@@ -278,7 +329,10 @@ fn writes_never_reach_the_image() {
     let out = fx.ok(&["run", "bb", "sh", "-c", "echo new > /kiln-marker; rm /bin/ls; cat /kiln-marker"]);
     assert_eq!(out, "new\n");
     assert_eq!(store_state(fx), before, "image, blobs and layer dirs unchanged");
-    assert_eq!(fx.ok(&["run", "bb", "sh", "-c", "ls /kiln-marker 2>&1; ls /bin/ls"]), "ls: /kiln-marker: No such file or directory\n/bin/ls\n");
+    assert_eq!(
+        fx.ok(&["run", "bb", "sh", "-c", "ls /kiln-marker 2>&1; ls /bin/ls"]),
+        "ls: /kiln-marker: No such file or directory\n/bin/ls\n"
+    );
     let mut names = Vec::new();
     names_under(&fx.store(), &mut names);
     assert!(!names.iter().any(|n| n == "kiln-marker"), "a run's file stayed in the store");

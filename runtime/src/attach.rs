@@ -65,7 +65,8 @@ fn attached(helper: &Path, spec: &RunSpec) -> Result<i32, RuntimeError> {
         signals.add(sig);
     }
     let _mask = MaskGuard::block(&signals)?;
-    let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(RuntimeError::Relay)?;
+    let sfd =
+        SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(RuntimeError::Relay)?;
     let (console, console_child) = match spec.tty {
         Some(_) => {
             let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
@@ -113,8 +114,13 @@ fn receive_master(console: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     // The command's side sent it before exec, and exec already happened.
-    let msg = recvmsg::<()>(console.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(RuntimeError::Console)?;
+    let msg = recvmsg::<()>(
+        console.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(RuntimeError::Console)?;
     let mut fds = Vec::new();
     for cmsg in msg.cmsgs().map_err(RuntimeError::Console)? {
         if let ControlMessageOwned::ScmRights(received) = cmsg {
@@ -180,7 +186,11 @@ fn relay(child: &mut Child, sfd: &SignalFd, mut master: File, input: bool) -> Re
             }
             let ev = |i: usize| fds.get(i).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
             let stdin_index = if master_open { 2 } else { 1 };
-            (ev(0), if master_open { ev(1) } else { PollFlags::empty() }, if want_stdin { ev(stdin_index) } else { PollFlags::empty() })
+            (
+                ev(0),
+                if master_open { ev(1) } else { PollFlags::empty() },
+                if want_stdin { ev(stdin_index) } else { PollFlags::empty() },
+            )
         };
         if !sig_ev.is_empty() {
             handle_signals(child, sfd, Some(&master));
@@ -193,7 +203,8 @@ fn relay(child: &mut Child, sfd: &SignalFd, mut master: File, input: bool) -> Re
                 Ok(n) => {
                     pending.drain(..n);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
+                }
                 Err(_) => master_open = false,
             }
         }

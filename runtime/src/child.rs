@@ -13,10 +13,10 @@ use std::sync::Mutex;
 
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{unshare, CloneFlags};
-use nix::sys::signal::Signal;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::SigSet;
+use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -369,8 +369,8 @@ fn command_main(spec: &RunSpec, console: Option<File>) -> Result<std::convert::I
 /// /dev/pts path that exists there), sends its master to kiln over
 /// `console`, and makes the slave the controlling terminal and stdio.
 fn attach_terminal(console: &File, size: TtySize, uid: u32) -> Result<(), String> {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .map_err(|e| format!("open /dev/ptmx: {e}"))?;
+    let master =
+        posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(|e| format!("open /dev/ptmx: {e}"))?;
     grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
     unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
     let name = ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
@@ -385,8 +385,14 @@ fn attach_terminal(console: &File, size: TtySize, uid: u32) -> Result<(), String
     let _ = nix::unistd::fchown(slave.as_raw_fd(), Some(Uid::from_raw(uid)), None);
     sys::set_window_size(&slave, size.rows, size.cols).map_err(|e| format!("set the window size: {e}"))?;
     let fds = [master.as_raw_fd()];
-    sendmsg::<()>(console.as_raw_fd(), &[IoSlice::new(b"T")], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map_err(|e| format!("send the terminal to kiln: {e}"))?;
+    sendmsg::<()>(
+        console.as_raw_fd(),
+        &[IoSlice::new(b"T")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("send the terminal to kiln: {e}"))?;
     drop(master);
     sys::set_controlling_terminal(&slave).map_err(|e| format!("make {name} the controlling terminal: {e}"))?;
     for fd in 0..3 {

@@ -208,7 +208,11 @@ fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
 /// The argv `podman run` would run: the entrypoint (the image's, or
 /// `--entrypoint`, which also drops the image's CMD) followed by the CMD
 /// args given, else the image's CMD.
-pub fn command_line(config: &ContainerConfig, entrypoint: Option<&[String]>, args: &[String]) -> Result<Vec<String>, RunCmdError> {
+pub fn command_line(
+    config: &ContainerConfig,
+    entrypoint: Option<&[String]>,
+    args: &[String],
+) -> Result<Vec<String>, RunCmdError> {
     let (entry, default_cmd) = match entrypoint {
         Some(e) => (e.to_vec(), Vec::new()),
         None => (config.entrypoint.clone().unwrap_or_default(), config.cmd.clone().unwrap_or_default()),
@@ -232,7 +236,13 @@ pub fn parse_entrypoint(text: &str) -> Result<Vec<String>, RunCmdError> {
 /// The command's environment: the image's, then PATH (when missing),
 /// TERM=xterm with a terminal, HOSTNAME, HOME (when the image sets none),
 /// then the -e/--env-file values over all of it.
-pub fn environment(image: &[String], overrides: &[(String, String)], hostname: &str, home: &str, tty: bool) -> Vec<String> {
+pub fn environment(
+    image: &[String],
+    overrides: &[(String, String)],
+    hostname: &str,
+    home: &str,
+    tty: bool,
+) -> Vec<String> {
     let mut env: Vec<(String, String)> = Vec::new();
     let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| match env.iter_mut().find(|(n, _)| n == k) {
         Some(slot) => slot.1 = v.to_string(),
@@ -320,9 +330,11 @@ pub fn parse_volume(spec: &str) -> Result<MountSpec, RunCmdError> {
             other => return Err(RunCmdError::VolumeOption { spec: spec.to_string(), option: other.to_string() }),
         }
     }
-    let source = Path::new(host)
-        .canonicalize()
-        .map_err(|source| RunCmdError::VolumeSource { spec: spec.to_string(), path: PathBuf::from(host), source })?;
+    let source = Path::new(host).canonicalize().map_err(|source| RunCmdError::VolumeSource {
+        spec: spec.to_string(),
+        path: PathBuf::from(host),
+        source,
+    })?;
     Ok(MountSpec { source, target: crate::exec::state::join_workdir("/", target), readonly })
 }
 
