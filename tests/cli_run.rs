@@ -418,3 +418,39 @@ fn help_has_an_example() {
     assert!(help.contains("Examples:") && help.contains("kiln run -it"), "{help}");
     assert!(help.contains("keeps no containers"), "{help}");
 }
+
+/// Every descendant of `pid`, depth first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let mut out = Vec::new();
+    for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+        out.push(child);
+        out.extend(descendants(child));
+    }
+    out
+}
+
+#[test]
+fn a_killed_command_gives_128_plus_the_signal() {
+    let fx = fixture();
+    let mut cmd = fx.command(&fx.kiln, &["run", "bb", "sh", "-c", "echo ready; exec sleep 4711"]);
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sleeper = loop {
+        let found = descendants(child.id()).into_iter().find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the command did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out.stderr));
+}
