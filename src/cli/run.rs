@@ -23,7 +23,8 @@ const RUN_FAILED: i32 = 125;
 
 #[derive(Debug, Args)]
 #[command(after_help = "kiln keeps no containers: every run starts from the image, and what the command \
-writes is discarded when it exits (so --rm is implied and accepted only for compatibility).
+writes is discarded when it exits (so --rm is implied and accepted only for compatibility). \
+As in docker, -v is --volume here: for more detail put -v before `run`.
 
 Examples:
   kiln run app
@@ -79,8 +80,9 @@ pub struct RunArgs {
     #[arg(long, env = "KILN_STORAGE_DRIVER", value_name = "DRIVER")]
     pub storage_driver: Option<Driver>,
 
-    /// Print more detail. Here `-v` is --volume, as in docker: use `kiln -v run …` or --verbose.
-    #[arg(long, action = clap::ArgAction::Count)]
+    /// Shadows the global --verbose so that `-v` here is --volume, as in
+    /// docker (`kiln -v run …` still gives more detail).
+    #[arg(long, action = clap::ArgAction::Count, hide = true)]
     pub verbose: u8,
 
     /// The image: a name, digest or id (prefix).
