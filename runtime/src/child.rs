@@ -13,13 +13,20 @@ use std::sync::Mutex;
 
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::SigSet;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, ForkResult, Gid, Uid};
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 
 use crate::mounts;
-use crate::spec::{Network, RunSpec};
+use crate::spec::{Network, RunSpec, TtySize};
 use crate::sys;
 use crate::userns::exit_code;
 use crate::RuntimeError;
@@ -29,6 +36,12 @@ pub const RUN_HELPER_ARG: &str = "__kiln-run-helper";
 /// The descriptor on which the helper reports a setup failure (text); EOF
 /// without text means the command was exec'd.
 const REPORT_FD: i32 = 3;
+/// The descriptor the helper reads its JSON spec from (stdin stays the
+/// command's).
+const SPEC_FD: i32 = 4;
+/// With a terminal: a unix socket on which the command's side sends the
+/// pseudo-terminal master it made inside the container.
+const CONSOLE_FD: i32 = 5;
 /// Exit code of a helper whose setup failed (docker uses 125 likewise).
 const SETUP_FAILED: i32 = 125;
 
@@ -77,43 +90,99 @@ pub fn run_with_helper(helper: &Path, spec: &RunSpec, output: Output<'_>) -> Res
 }
 
 fn run_prepared(helper: &Path, spec: &RunSpec, output: Output<'_>) -> Result<i32, RuntimeError> {
+    let piped = matches!(output, Output::Lines(_));
+    let mut spawned = spawn_helper(helper, spec, Stdio::null(), piped, None)?;
+    let result = (|| {
+        let report = spawned.read_report()?;
+        if let Output::Lines(callback) = output {
+            pump_lines(spawned.child.stdout.take(), spawned.child.stderr.take(), callback);
+        }
+        let status = spawned.child.wait().map_err(RuntimeError::Wait)?;
+        check_report(report, status)?;
+        Ok(exit_code(status))
+    })();
+    spawned.finish(result.is_err());
+    result
+}
+
+/// A helper process that was given its spec.
+pub(crate) struct Spawned {
+    pub child: std::process::Child,
+    report: Option<std::os::fd::OwnedFd>,
+}
+
+/// Starts the helper with the spec on `SPEC_FD`, the report pipe on
+/// `REPORT_FD` and, for a terminal, the console socket on `CONSOLE_FD`.
+pub(crate) fn spawn_helper(
+    helper: &Path,
+    spec: &RunSpec,
+    stdin: Stdio,
+    piped: bool,
+    console: Option<std::os::fd::OwnedFd>,
+) -> Result<Spawned, RuntimeError> {
     let json = serde_json::to_vec(spec).map_err(RuntimeError::Spec)?;
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::Pipe)?;
+    let (spec_r, spec_w) = pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::Pipe)?;
     let mut cmd = Command::new(helper);
-    cmd.arg(RUN_HELPER_ARG).stdin(Stdio::piped());
-    if let Output::Lines(_) = output {
+    cmd.arg(RUN_HELPER_ARG).stdin(stdin);
+    if piped {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
-    sys::pass_fds(&mut cmd, vec![(report_w, REPORT_FD)]);
+    let mut fds = vec![(report_w, REPORT_FD), (spec_r, SPEC_FD)];
+    if let Some(console) = console {
+        fds.push((console, CONSOLE_FD));
+    }
+    sys::pass_fds(&mut cmd, fds);
     let spawned = cmd.spawn();
     drop(cmd);
-    let mut child = spawned.map_err(|source| RuntimeError::Spawn { what: "for a RUN step", source })?;
+    let child = spawned.map_err(|source| RuntimeError::Spawn { what: "for a RUN step", source })?;
     if let Ok(mut running) = RUNNING.lock() {
         running.push(child.id());
     }
-    let result = (|| {
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&json).map_err(RuntimeError::HelperIo)?;
-        }
+    let mut spawned = Spawned { child, report: Some(report_r) };
+    // The spec is small; a helper that died early shows up as EPIPE here
+    // and as its report below.
+    if let Err(e) = File::from(spec_w).write_all(&json) {
+        spawned.finish(true);
+        return Err(RuntimeError::HelperIo(e));
+    }
+    Ok(spawned)
+}
+
+impl Spawned {
+    /// Waits until the command was exec'd (EOF, empty report) or the setup
+    /// failed (the report says why).
+    pub fn read_report(&mut self) -> Result<String, RuntimeError> {
         let mut report = String::new();
-        File::from(report_r).read_to_string(&mut report).map_err(RuntimeError::HelperIo)?;
-        if let Output::Lines(callback) = output {
-            pump_lines(child.stdout.take(), child.stderr.take(), callback);
+        if let Some(fd) = self.report.take() {
+            File::from(fd).read_to_string(&mut report).map_err(RuntimeError::HelperIo)?;
         }
-        let status = child.wait().map_err(RuntimeError::Wait)?;
-        if !report.is_empty() {
-            return Err(RuntimeError::Setup { message: report.trim_end().to_string() });
+        Ok(report)
+    }
+
+    /// Kills the helper if asked (after an error), reaps it and forgets it.
+    pub fn finish(&mut self, kill: bool) {
+        if kill {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        Ok(exit_code(status))
-    })();
-    if result.is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
+        if let Ok(mut running) = RUNNING.lock() {
+            running.retain(|p| *p != self.child.id());
+        }
     }
-    if let Ok(mut running) = RUNNING.lock() {
-        running.retain(|p| *p != child.id());
+}
+
+/// A failed setup's report as an error: exec failures keep the command's
+/// exit code (127 not found, 126 not executable), as docker and podman.
+pub(crate) fn check_report(report: String, status: std::process::ExitStatus) -> Result<(), RuntimeError> {
+    if report.is_empty() {
+        return Ok(());
     }
-    result
+    let message = report.trim_end().to_string();
+    match exit_code(status) {
+        code @ (126 | 127) => Err(RuntimeError::Exec { code, message }),
+        _ => Err(RuntimeError::Setup { message }),
+    }
 }
 
 /// Hands every line of both streams to `callback` on this thread, as they come.
@@ -176,8 +245,15 @@ fn send_report(report: &mut Option<File>, message: &str) {
 
 fn helper(report: &mut Option<File>) -> Result<i32, String> {
     let mut json = Vec::new();
-    std::io::stdin().read_to_end(&mut json).map_err(|e| format!("read the run spec: {e}"))?;
+    let spec_fd = sys::inherited_fd(SPEC_FD).ok_or("the run spec descriptor is missing")?;
+    File::from(spec_fd).read_to_end(&mut json).map_err(|e| format!("read the run spec: {e}"))?;
     let spec: RunSpec = serde_json::from_slice(&json).map_err(|e| format!("parse the run spec: {e}"))?;
+    let mut console = match spec.tty {
+        Some(_) => Some(File::from(sys::inherited_fd(CONSOLE_FD).ok_or("the console socket is missing")?)),
+        None => None,
+    };
+    // If kiln dies, the helper dies, and with it the command (below).
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("set the parent-death signal: {e}"))?;
     let mut flags =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.network == Network::None {
@@ -187,8 +263,11 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
     if spec.network == Network::None {
         sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
     }
+    // Blocked before the fork so none is lost; the command unblocks them.
+    let signals = helper_signals();
+    signals.thread_block().map_err(|e| format!("block signals: {e}"))?;
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => match command_main(&spec) {
+        ForkResult::Child => match command_main(&spec, console.take()) {
             Ok(never) => match never {},
             Err((code, message)) => {
                 send_report(report, &message);
@@ -199,12 +278,47 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
             // Only the command's side may hold the report pipe now, so its
             // exec shows up as EOF.
             drop(report.take());
-            loop {
-                match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(format!("wait for the command: {e}")),
+            drop(console.take());
+            wait_forwarding(child, &signals)
+        }
+    }
+}
+
+/// What the helper forwards to the command, plus SIGCHLD to notice its end.
+fn helper_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCHLD] {
+        set.add(sig);
+    }
+    set
+}
+
+/// Waits for the command, passing on the signals kiln sends. Signals the
+/// kernel generated (a terminal's Ctrl-C reaches the whole process group)
+/// are not passed on: kiln got the same one and decides.
+fn wait_forwarding(child: nix::unistd::Pid, signals: &SigSet) -> Result<i32, String> {
+    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC);
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("wait for the command: {e}")),
+        }
+        let Ok(sfd) = &sfd else {
+            // No signalfd: just wait.
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("wait for the command: {e}")),
+            }
+        };
+        if let Ok(Some(info)) = sfd.read_signal() {
+            let signo = info.ssi_signo as i32;
+            if signo != libc::SIGCHLD && info.ssi_pid != 0 {
+                if let Ok(sig) = Signal::try_from(signo) {
+                    let _ = nix::sys::signal::kill(child, sig);
                 }
             }
         }
@@ -213,12 +327,13 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
 
 /// PID 1 of the step: set up and exec; returns only on failure, with the
 /// exit code and the message to report.
-fn command_main(spec: &RunSpec) -> Result<std::convert::Infallible, (i32, String)> {
+fn command_main(spec: &RunSpec, console: Option<File>) -> Result<std::convert::Infallible, (i32, String)> {
     let fail = |what: &str, e: &dyn std::fmt::Display| (SETUP_FAILED, format!("{what}: {e}"));
     // If the helper dies (killed with the build), the whole step dies.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| fail("set the parent-death signal", &e))?;
-    // Its own session: a terminal's Ctrl-C reaches the helper, not the step
-    // directly, and the helper's death ends the step.
+    // Its own session: a terminal's Ctrl-C reaches kiln, not the command
+    // directly (kiln forwards it), and a pseudo-terminal can become its
+    // controlling terminal.
     let _ = nix::unistd::setsid();
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| fail("make mounts private", &e))?;
@@ -229,9 +344,16 @@ fn command_main(spec: &RunSpec) -> Result<std::convert::Infallible, (i32, String
     mounts::apply(&root, &mounts::plan(spec)).map_err(|e| (SETUP_FAILED, e))?;
     pivot_into(&root).map_err(|e| fail("pivot_root into the rootfs", &e))?;
     nix::unistd::sethostname(&spec.hostname).map_err(|e| fail("set the hostname", &e))?;
-    let devnull = File::open("/dev/null").map_err(|e| fail("open /dev/null", &e))?;
-    nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 0).map_err(|e| fail("redirect stdin", &e))?;
-    drop(devnull);
+    match (spec.tty, console) {
+        (Some(size), Some(console)) => {
+            attach_terminal(&console, size, spec.user.uid).map_err(|e| fail("set up the terminal", &e))?
+        }
+        _ if spec.stdin => {}
+        _ => {
+            let devnull = File::open("/dev/null").map_err(|e| fail("open /dev/null", &e))?;
+            nix::unistd::dup2(devnull.as_raw_fd(), 0).map_err(|e| fail("redirect stdin", &e))?;
+        }
+    }
     if spec.create_cwd {
         std::fs::create_dir_all(&spec.cwd)
             .map_err(|e| fail(&format!("create the working directory {}", spec.cwd), &e))?;
@@ -239,7 +361,44 @@ fn command_main(spec: &RunSpec) -> Result<std::convert::Infallible, (i32, String
     set_ids(spec)?;
     nix::unistd::chdir(spec.cwd.as_str())
         .map_err(|e| fail(&format!("change to the working directory {}", spec.cwd), &e))?;
+    SigSet::empty().thread_set_mask().map_err(|e| fail("unblock signals", &e))?;
     exec(spec)
+}
+
+/// Makes a pseudo-terminal in the container's own devpts (so `tty` names a
+/// /dev/pts path that exists there), sends its master to kiln over
+/// `console`, and makes the slave the controlling terminal and stdio.
+fn attach_terminal(console: &File, size: TtySize, uid: u32) -> Result<(), String> {
+    let master =
+        posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(|e| format!("open /dev/ptmx: {e}"))?;
+    grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
+    unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
+    let name = ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&name)
+        .map_err(|e| format!("open {name}: {e}"))?;
+    // The command's user owns its terminal, as with podman (best effort:
+    // in a single-id namespace only root exists).
+    let _ = nix::unistd::fchown(slave.as_raw_fd(), Some(Uid::from_raw(uid)), None);
+    sys::set_window_size(&slave, size.rows, size.cols).map_err(|e| format!("set the window size: {e}"))?;
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(
+        console.as_raw_fd(),
+        &[IoSlice::new(b"T")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("send the terminal to kiln: {e}"))?;
+    drop(master);
+    sys::set_controlling_terminal(&slave).map_err(|e| format!("make {name} the controlling terminal: {e}"))?;
+    for fd in 0..3 {
+        nix::unistd::dup2(slave.as_raw_fd(), fd).map_err(|e| format!("attach {name} as descriptor {fd}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn pivot_into(root: &File) -> nix::Result<()> {

@@ -30,6 +30,13 @@ pub enum RuntimeError {
     Prepare { path: PathBuf, source: std::io::Error },
     #[error("set up the RUN process: {message}")]
     Setup { message: String },
+    /// The command could not be executed; `code` is 127 (not found) or 126.
+    #[error("set up the RUN process: {message}")]
+    Exec { code: i32, message: String },
+    #[error("pass the terminal from the container")]
+    Console(#[source] nix::Error),
+    #[error("relay the terminal")]
+    Relay(#[source] nix::Error),
     #[error("make a private mount namespace for the build")]
     MountNamespace(#[source] nix::Error),
     #[error("resolve the user of the RUN step")]

@@ -5,6 +5,7 @@
 //! `main` (before clap, logging or any thread): kiln re-executes itself in
 //! hidden modes to enter namespaces, since a multi-threaded process cannot.
 
+pub mod attach;
 pub mod child;
 mod error;
 pub mod idmap;
@@ -15,11 +16,12 @@ mod sys;
 pub mod user;
 pub mod userns;
 
+pub use attach::run_attached;
 pub use child::{kill_running_steps, run, run_with_helper, Output, Stream};
 pub use error::RuntimeError;
 pub use idmap::{detect, IdMap, MapMode};
 pub use mounts::placeholders;
-pub use spec::{MountSpec, Network, RunSpec, UserSpec};
+pub use spec::{MountSpec, Network, RunSpec, TtySize, UserSpec};
 pub use sys::default_sigpipe;
 pub use userns::{enter_user_namespace, private_mount_namespace};
 

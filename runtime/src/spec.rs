@@ -23,6 +23,20 @@ pub struct RunSpec {
     pub create_cwd: bool,
     /// Bind the host's /etc/resolv.conf and /etc/hosts read-only.
     pub bind_resolv_hosts: bool,
+    /// Keep the caller's stdin for the command (`run -i`); otherwise it reads /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Give the command a pseudo-terminal of its own, made inside the
+    /// container (`run -t`), starting at this size.
+    #[serde(default)]
+    pub tty: Option<TtySize>,
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// Resolved numeric ids (see `user::resolve`).
@@ -65,6 +79,8 @@ impl RunSpec {
             mounts: Vec::new(),
             create_cwd: true,
             bind_resolv_hosts: true,
+            stdin: false,
+            tty: None,
         }
     }
 

@@ -157,3 +157,46 @@ pub fn default_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Makes the terminal `fd` the controlling terminal of the calling process,
+/// which must be a session leader without one (after `setsid`).
+pub fn set_controlling_terminal(fd: &impl AsFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal the
+    // terminal from another session); no memory is passed.
+    let ret = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The size of the terminal `fd` (rows, columns).
+pub fn window_size(fd: &impl AsFd) -> io::Result<(u16, u16)> {
+    // SAFETY: winsize is plain old data; all-zero is a valid value.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into the valid, exclusively
+    // borrowed `ws` and nothing else.
+    let ret = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCGWINSZ, &mut ws as *mut libc::winsize) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((ws.ws_row, ws.ws_col))
+}
+
+/// Sets the size of the terminal `fd` (its foreground process group gets SIGWINCH).
+pub fn set_window_size(fd: &impl AsFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ only reads one winsize from the valid `ws`.
+    let ret = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes ownership of a descriptor that arrived in an SCM_RIGHTS message.
+pub fn received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel installed this descriptor in our table when the
+    // message was received; nothing else in the process knows its number.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -15,6 +15,7 @@ pub mod load;
 pub mod lookup;
 pub mod prune;
 pub mod rmi;
+pub mod run;
 pub mod save;
 pub mod system;
 pub mod tag;
@@ -58,6 +59,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Run a command (default: $SHELL) inside kiln's user namespace, like `podman unshare`.
     Unshare(unshare::UnshareArgs),
+    /// Run a command in a throwaway container of an image.
+    Run(run::RunArgs),
     /// Show image details as JSON.
     Inspect(inspect::InspectArgs),
     /// Show the history of an image.
@@ -106,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Images(args) => images::run(&cli, args),
         Command::Info(args) => info::run(&cli, args),
         Command::Unshare(args) => unshare::run(&cli, args),
+        Command::Run(args) => run::run(&cli, args),
         Command::Inspect(args) => inspect::run(&cli, args),
         Command::History(args) => history::run(&cli, args),
         Command::Tag(args) => tag::run(&cli, args),

@@ -58,6 +58,10 @@ impl Env {
             let path = ctx.path().join(name);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, content).unwrap();
+            // A fixed mtime: the same file in two builds gives the same layer
+            // whatever second each build ran in.
+            let epoch = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(epoch).unwrap();
             dockerfile.push_str(&format!("COPY {name} /{name}\n"));
         }
         dockerfile.push_str(extra);

@@ -1,0 +1,464 @@
+//! `kiln run`: a command in a throwaway container of an image, rootless,
+//! in the same namespaces and overlay as a RUN step. The image's
+//! Entrypoint/Cmd/Env/User/WorkingDir apply as `podman run` applies them;
+//! what the command writes goes to a scratch upper dir deleted afterwards.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use kiln_overlay::mount::{self, Driver};
+use kiln_runtime::{MountSpec, Network, RunSpec};
+
+use crate::exec::layers::LayerDirs;
+use crate::image::config::ContainerConfig;
+
+use super::{lookup, Cli};
+
+/// PATH when the image sets none (docker's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Exit code for kiln's own failures, as docker and podman use.
+const RUN_FAILED: i32 = 125;
+
+#[derive(Debug, Args)]
+#[command(after_help = "kiln keeps no containers: every run starts from the image, and what the command \
+writes is discarded when it exits (so --rm is implied and accepted only for compatibility). \
+As in docker, -v is --volume here: for more detail put -v before `run`.
+
+Examples:
+  kiln run app
+  kiln run --rm -it app sh
+  kiln run -e MODE=test -v \"$PWD/data:/data:ro\" -w /data app ls -l
+  kiln run -it 3f2a1c0b9d8e sh        # debug the last good step of a failed build")]
+pub struct RunArgs {
+    /// Keep stdin open: the command reads kiln's stdin.
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// Give the command a pseudo-terminal (with -i, the keys you type go to it).
+    #[arg(short, long)]
+    pub tty: bool,
+
+    /// Accepted for compatibility: kiln never keeps a container.
+    #[arg(long)]
+    pub rm: bool,
+
+    /// Set an environment variable: K=V, or K to pass kiln's value; repeatable.
+    #[arg(short, long = "env", value_name = "K[=V]")]
+    pub env: Vec<String>,
+
+    /// Read environment variables from a file (K=V lines, `#` comments); repeatable.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+
+    /// Bind a host path into the container: HOST:CTR[:ro|rw]; repeatable.
+    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub volumes: Vec<String>,
+
+    /// Working directory inside the container (created when missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// User to run as: name|uid[:group|gid].
+    #[arg(short, long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Network: host (default) or none (loopback only).
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    pub network: String,
+
+    /// Replace the image's ENTRYPOINT (a program, or a JSON array); clears its CMD unless CMD args are given.
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+
+    /// The container's hostname (default: the image's short id).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Storage driver: overlay, fuse-overlayfs or vfs (default: the best that works here).
+    #[arg(long, env = "KILN_STORAGE_DRIVER", value_name = "DRIVER")]
+    pub storage_driver: Option<Driver>,
+
+    /// Shadows the global --verbose so that `-v` here is --volume, as in
+    /// docker (`kiln -v run …` still gives more detail).
+    #[arg(long, action = clap::ArgAction::Count, hide = true)]
+    pub verbose: u8,
+
+    /// The image: a name, digest or id (prefix).
+    pub image: String,
+
+    /// The command and its arguments (default: the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunCmdError {
+    #[error("no command: the image has no ENTRYPOINT or CMD, and none was given")]
+    NoCommand,
+    #[error("invalid -v {0:?}: expected HOST:CTR[:ro|rw]")]
+    VolumeSyntax(String),
+    #[error("invalid -v {spec:?}: unknown option {option:?} (expected ro or rw)")]
+    VolumeOption { spec: String, option: String },
+    #[error("invalid -v {0:?}: the container path must be absolute")]
+    VolumeTarget(String),
+    #[error("invalid -v {0:?}: named volumes are not supported, give a host path (absolute, or starting with .)")]
+    NamedVolume(String),
+    #[error("-v {spec:?}: the host path {} does not exist", .path.display())]
+    VolumeSource {
+        spec: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid --entrypoint {0:?}: not a JSON array of strings")]
+    Entrypoint(String),
+    #[error("invalid -e {0:?}: empty variable name")]
+    EnvName(String),
+    #[error("read --env-file {}", .0.display())]
+    EnvFile(PathBuf, #[source] std::io::Error),
+    #[error("resolve user {user:?} in the image")]
+    User {
+        user: String,
+        #[source]
+        source: kiln_runtime::user::UserError,
+    },
+}
+
+pub fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
+    match run_container(cli, args) {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            if let Some(kiln_runtime::RuntimeError::Exec { code, message }) = err.downcast_ref() {
+                eprintln!("kiln: {message}");
+                return Ok(*code);
+            }
+            eprint!("{}", crate::report::render(&err));
+            Ok(RUN_FAILED)
+        }
+    }
+}
+
+fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
+    // Checked before entering the namespace, so errors come once and early.
+    let volumes = args.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>, _>>()?;
+    let overrides = env_overrides(&args.env, &args.env_files, |k| std::env::var(k).ok())?;
+    let entrypoint = args.entrypoint.as_deref().map(parse_entrypoint).transpose()?;
+
+    let mode = kiln_runtime::detect();
+    match kiln_runtime::enter_user_namespace(&mode).context("enter kiln's user namespace")? {
+        Some(code) => return Ok(code),
+        None if matches!(mode, kiln_runtime::MapMode::Root) && !kiln_runtime::userns::inside() => {
+            kiln_runtime::private_mount_namespace().context("enter a private mount namespace")?;
+        }
+        None => {}
+    }
+
+    let store = cli.open_store()?;
+    let image = lookup::find(&store, &args.image)?;
+    // Held shared like a build's, so `rmi`/`prune` wait instead of deleting
+    // the layer dirs this run stacks.
+    let _builds = store.builds_lock(|| {})?;
+    let layers = LayerDirs::new(&store);
+    let lowers = layers
+        .ensure(&store, &image.manifest.layers, &image.config.rootfs.diff_ids)
+        .with_context(|| format!("prepare the layers of {}", args.image))?;
+    let driver = args.storage_driver.unwrap_or_else(|| mount::detect_driver_in(&store.tmp_dir()));
+    // Upper, work and merged dirs: deleted when this is dropped.
+    let scratch = layers.step_dir()?;
+    let upper = scratch.path().join("diff");
+    let work = scratch.path().join("work");
+    let merged = scratch.path().join("merged");
+    for d in [&upper, &work, &merged] {
+        fs::create_dir(d).with_context(|| format!("create {}", d.display()))?;
+    }
+    let guard = mount::mount(driver, &lowers, &upper, &work, &merged).context("mount the container's filesystem")?;
+
+    let hostname = args.hostname.clone().unwrap_or_else(|| crate::exec::short(&image.config_digest).to_string());
+    let spec = (|| -> anyhow::Result<RunSpec> {
+        let config = &image.config.config;
+        let argv = command_line(config, entrypoint.as_deref(), &args.command)?;
+        let mut spec = RunSpec::new(&merged, argv);
+        let user = args.user.clone().or_else(|| config.user.clone()).unwrap_or_default();
+        spec.user = kiln_runtime::user::resolve(&merged, &user)
+            .map_err(|source| RunCmdError::User { user: user.clone(), source })?;
+        let home = home_of(&merged, spec.user.uid);
+        spec.env = environment(config.env.as_deref().unwrap_or_default(), &overrides, &hostname, &home, args.tty);
+        spec.cwd = match args.workdir.as_deref().or(config.working_dir.as_deref()) {
+            Some(w) if !w.is_empty() => crate::exec::state::join_workdir("/", w),
+            _ => "/".to_string(),
+        };
+        spec.create_cwd = true;
+        spec.hostname = hostname.clone();
+        spec.network = if args.network == "none" { Network::None } else { Network::Host };
+        spec.mounts = volumes.clone();
+        spec.stdin = args.interactive;
+        if args.tty {
+            spec.tty = Some(kiln_runtime::attach::terminal_size().unwrap_or_default());
+        }
+        Ok(spec)
+    })();
+    let result = spec.and_then(|spec| kiln_runtime::run_attached(&spec).map_err(anyhow::Error::new));
+    if let Err(e) = guard.unmount() {
+        log::warn!("{e}");
+    }
+    drop(scratch);
+    result
+}
+
+/// The argv `podman run` would run: the entrypoint (the image's, or
+/// `--entrypoint`, which also drops the image's CMD) followed by the CMD
+/// args given, else the image's CMD.
+pub fn command_line(
+    config: &ContainerConfig,
+    entrypoint: Option<&[String]>,
+    args: &[String],
+) -> Result<Vec<String>, RunCmdError> {
+    let (entry, default_cmd) = match entrypoint {
+        Some(e) => (e.to_vec(), Vec::new()),
+        None => (config.entrypoint.clone().unwrap_or_default(), config.cmd.clone().unwrap_or_default()),
+    };
+    let mut argv = entry;
+    argv.extend(if args.is_empty() { default_cmd } else { args.to_vec() });
+    if argv.is_empty() {
+        return Err(RunCmdError::NoCommand);
+    }
+    Ok(argv)
+}
+
+/// `--entrypoint`: a JSON array, or one program (docker's form); empty clears it.
+pub fn parse_entrypoint(text: &str) -> Result<Vec<String>, RunCmdError> {
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(text).map_err(|_| RunCmdError::Entrypoint(text.to_string()));
+    }
+    Ok(if text.is_empty() { Vec::new() } else { vec![text.to_string()] })
+}
+
+/// The command's environment: the image's, then PATH (when missing),
+/// TERM=xterm with a terminal, HOSTNAME, HOME (when the image sets none),
+/// then the -e/--env-file values over all of it.
+pub fn environment(
+    image: &[String],
+    overrides: &[(String, String)],
+    hostname: &str,
+    home: &str,
+    tty: bool,
+) -> Vec<String> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| match env.iter_mut().find(|(n, _)| n == k) {
+        Some(slot) => slot.1 = v.to_string(),
+        None => env.push((k.to_string(), v.to_string())),
+    };
+    for entry in image {
+        let (k, v) = entry.split_once('=').unwrap_or((entry, ""));
+        set(&mut env, k, v);
+    }
+    let has = |env: &Vec<(String, String)>, k: &str| env.iter().any(|(n, _)| n == k);
+    if !has(&env, "PATH") {
+        set(&mut env, "PATH", DEFAULT_PATH);
+    }
+    if tty && !has(&env, "TERM") {
+        set(&mut env, "TERM", "xterm");
+    }
+    set(&mut env, "HOSTNAME", hostname);
+    if !has(&env, "HOME") {
+        set(&mut env, "HOME", home);
+    }
+    for (k, v) in overrides {
+        set(&mut env, k, v);
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The -e and --env-file values in order (files first, as docker reads
+/// them); `K` alone takes `lookup(K)` and is dropped when that is unset.
+pub fn env_overrides(
+    flags: &[String],
+    files: &[PathBuf],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, RunCmdError> {
+    let mut entries: Vec<String> = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(file).map_err(|e| RunCmdError::EnvFile(file.clone(), e))?;
+        entries.extend(
+            text.lines()
+                .map(|l| l.trim_start())
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| l.trim_end_matches('\r').to_string()),
+        );
+    }
+    entries.extend(flags.iter().cloned());
+    let mut out = Vec::new();
+    for entry in entries {
+        let (k, v) = match entry.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (entry.trim_end().to_string(), None),
+        };
+        if k.is_empty() {
+            return Err(RunCmdError::EnvName(entry));
+        }
+        if let Some(v) = v.or_else(|| lookup(&k)) {
+            out.push((k, v));
+        }
+    }
+    Ok(out)
+}
+
+/// `HOST:CTR[:ro|rw]`; the host path must exist (it is made absolute).
+pub fn parse_volume(spec: &str) -> Result<MountSpec, RunCmdError> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, target, options) = match parts.as_slice() {
+        [h, t] => (*h, *t, ""),
+        [h, t, o] => (*h, *t, *o),
+        _ => return Err(RunCmdError::VolumeSyntax(spec.to_string())),
+    };
+    if host.is_empty() || target.is_empty() {
+        return Err(RunCmdError::VolumeSyntax(spec.to_string()));
+    }
+    if !host.starts_with('/') && !host.starts_with('.') {
+        return Err(RunCmdError::NamedVolume(spec.to_string()));
+    }
+    if !target.starts_with('/') {
+        return Err(RunCmdError::VolumeTarget(spec.to_string()));
+    }
+    let mut readonly = false;
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option {
+            "ro" => readonly = true,
+            "rw" => readonly = false,
+            // SELinux relabelling: nothing to do without SELinux.
+            "z" | "Z" => {}
+            other => return Err(RunCmdError::VolumeOption { spec: spec.to_string(), option: other.to_string() }),
+        }
+    }
+    let source = Path::new(host).canonicalize().map_err(|source| RunCmdError::VolumeSource {
+        spec: spec.to_string(),
+        path: PathBuf::from(host),
+        source,
+    })?;
+    Ok(MountSpec { source, target: crate::exec::state::join_workdir("/", target), readonly })
+}
+
+/// HOME for `uid` from the image's /etc/passwd, else `/` (as podman).
+fn home_of(rootfs: &Path, uid: u32) -> String {
+    let passwd = kiln_runtime::user::read_in_root(rootfs, "etc/passwd").unwrap_or_default();
+    kiln_runtime::user::parse_passwd(&passwd)
+        .into_iter()
+        .find(|e| e.uid == uid && !e.home.is_empty())
+        .map_or_else(|| "/".to_string(), |e| e.home)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn config(entrypoint: &[&str], cmd: &[&str]) -> ContainerConfig {
+        let v = |a: &[&str]| (!a.is_empty()).then(|| a.iter().map(|s| s.to_string()).collect());
+        ContainerConfig { entrypoint: v(entrypoint), cmd: v(cmd), ..Default::default() }
+    }
+
+    fn env_map(env: &[String]) -> BTreeMap<&str, &str> {
+        env.iter().map(|e| e.split_once('=').unwrap_or((e, ""))).collect()
+    }
+
+    fn strings(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_command_line_definition_is_valid() {
+        use clap::CommandFactory;
+        crate::cli::Cli::command().debug_assert();
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "kiln", "run", "-it", "-v", "/a:/b:ro", "-e", "X=1", "img", "sh", "-c", "exit 7", "-v",
+        ])
+        .unwrap();
+        let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };
+        assert!(args.interactive && args.tty);
+        assert_eq!(args.volumes, ["/a:/b:ro"]);
+        assert_eq!(args.image, "img");
+        assert_eq!(args.command, ["sh", "-c", "exit 7", "-v"], "flags after IMAGE belong to the command");
+    }
+
+    #[test]
+    fn command_line_follows_podman() {
+        let c = config(&["/entry", "-x"], &["default"]);
+        assert_eq!(command_line(&c, None, &[]).unwrap(), ["/entry", "-x", "default"]);
+        assert_eq!(command_line(&c, None, &strings(&["a", "b"])).unwrap(), ["/entry", "-x", "a", "b"]);
+        // --entrypoint drops the image's CMD unless args are given.
+        assert_eq!(command_line(&c, Some(&strings(&["/other"])), &[]).unwrap(), ["/other"]);
+        assert_eq!(command_line(&c, Some(&strings(&["/other"])), &strings(&["z"])).unwrap(), ["/other", "z"]);
+        // An empty --entrypoint clears it: the args alone run.
+        assert_eq!(command_line(&c, Some(&[]), &strings(&["sh"])).unwrap(), ["sh"]);
+        let only_cmd = config(&[], &["sh", "-c", "true"]);
+        assert_eq!(command_line(&only_cmd, None, &[]).unwrap(), ["sh", "-c", "true"]);
+        assert!(matches!(command_line(&config(&[], &[]), None, &[]), Err(RunCmdError::NoCommand)));
+        assert!(matches!(command_line(&c, Some(&[]), &[]), Err(RunCmdError::NoCommand)));
+    }
+
+    #[test]
+    fn entrypoint_forms() {
+        assert_eq!(parse_entrypoint("/bin/sh").unwrap(), ["/bin/sh"]);
+        assert_eq!(parse_entrypoint(r#"["/bin/sh","-c"]"#).unwrap(), ["/bin/sh", "-c"]);
+        assert!(parse_entrypoint("").unwrap().is_empty());
+        assert!(parse_entrypoint("[oops").is_err());
+    }
+
+    #[test]
+    fn environment_layers() {
+        let image = strings(&["A=1", "HOME=/srv", "B=x=y"]);
+        let env = environment(&image, &[("A".into(), "2".into()), ("C".into(), "".into())], "h1", "/root", true);
+        let m = env_map(&env);
+        assert_eq!(m["A"], "2");
+        assert_eq!(m["B"], "x=y");
+        assert_eq!(m["C"], "");
+        assert_eq!(m["HOME"], "/srv", "the image's HOME wins over passwd");
+        assert_eq!(m["PATH"], DEFAULT_PATH);
+        assert_eq!(m["TERM"], "xterm");
+        assert_eq!(m["HOSTNAME"], "h1");
+        let env = environment(&strings(&["PATH=/x"]), &[], "h", "/home/u", false);
+        let m = env_map(&env);
+        assert_eq!(m["PATH"], "/x");
+        assert_eq!(m["HOME"], "/home/u");
+        assert!(!m.contains_key("TERM"));
+        // -e overrides even the computed ones.
+        let env = environment(&[], &[("HOME".into(), "/h".into()), ("TERM".into(), "dumb".into())], "h", "/", true);
+        assert_eq!(env_map(&env)["HOME"], "/h");
+        assert_eq!(env_map(&env)["TERM"], "dumb");
+    }
+
+    #[test]
+    fn env_flags_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        fs::write(&file, "# comment\n\nX=from-file\nY=1\nFROMHOST\nMISSING\n").unwrap();
+        let lookup = |k: &str| (k == "FROMHOST" || k == "Z").then(|| format!("host-{k}"));
+        let got = env_overrides(&strings(&["Y=2", "Z", "NOPE"]), &[file], lookup).unwrap();
+        assert_eq!(
+            got,
+            [("X", "from-file"), ("Y", "1"), ("FROMHOST", "host-FROMHOST"), ("Y", "2"), ("Z", "host-Z")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert!(env_overrides(&strings(&["=v"]), &[], |_| None).is_err());
+        assert!(env_overrides(&[], &[dir.path().join("none")], |_| None).is_err());
+    }
+
+    #[test]
+    fn volume_specs() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().to_str().unwrap();
+        let m = parse_volume(&format!("{host}:/data")).unwrap();
+        assert_eq!((m.source.as_path(), m.target.as_str(), m.readonly), (dir.path(), "/data", false));
+        assert!(parse_volume(&format!("{host}:/data/../x/:ro")).unwrap().readonly);
+        assert_eq!(parse_volume(&format!("{host}:/data/../x/:ro")).unwrap().target, "/x");
+        assert!(!parse_volume(&format!("{host}:/d:rw,z")).unwrap().readonly);
+        assert!(matches!(parse_volume(&format!("{host}:/d:bogus")), Err(RunCmdError::VolumeOption { .. })));
+        assert!(matches!(parse_volume(&format!("{host}:rel")), Err(RunCmdError::VolumeTarget(_))));
+        assert!(matches!(parse_volume("name:/d"), Err(RunCmdError::NamedVolume(_))));
+        assert!(matches!(parse_volume("/no/such/dir/kiln:/d"), Err(RunCmdError::VolumeSource { .. })));
+        assert!(matches!(parse_volume("/a"), Err(RunCmdError::VolumeSyntax(_))));
+    }
+}
