@@ -3,7 +3,7 @@ CARGO ?= cargo
 KILN  := target/debug/kiln
 DEMO  := target/demo
 
-.PHONY: build demo test unit integration fuzz clean-demo
+.PHONY: build demo test unit integration fuzz bench clean-demo
 
 build:
 	$(CARGO) build --workspace --locked
@@ -21,6 +21,11 @@ unit:
 
 integration: build
 	$(CARGO) test -p kiln-integration --locked
+
+# kiln against buildah, side by side: cold, cached and incremental builds.
+bench:
+	$(CARGO) build --release --locked
+	bash bench/bench.sh target/release/kiln target/bench
 
 # Bounded fuzz run of the Dockerfile parser (needs cargo-fuzz).
 fuzz:
