@@ -6,6 +6,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,9 +16,11 @@ use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::Signal;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, ForkResult, Gid, Uid};
 
+use crate::fake_chown;
 use crate::mounts;
 use crate::spec::{Network, RunSpec};
 use crate::sys;
@@ -187,8 +190,17 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
     if spec.network == Network::None {
         sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
     }
+    let chown = if spec.fake_chown && fake_chown::supported() {
+        let supervisor = fake_chown::Supervisor::new()
+            .map_err(|e| format!("prepare to record chown to unmapped ids: read /proc: {e}"))?;
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| format!("create a socket pair for the chown supervisor: {e}"))?;
+        Some((supervisor, ours, theirs))
+    } else {
+        None
+    };
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => match command_main(&spec) {
+        ForkResult::Child => match command_main(&spec, chown.map(|(_, _, theirs)| theirs)) {
             Ok(never) => match never {},
             Err((code, message)) => {
                 send_report(report, &message);
@@ -199,6 +211,12 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
             // Only the command's side may hold the report pipe now, so its
             // exec shows up as EOF.
             drop(report.take());
+            if let Some((supervisor, ours, theirs)) = chown {
+                // Only PID 1 may hold its end: its exit or exec then ends
+                // the supervisor's wait for the listener.
+                drop(theirs);
+                std::thread::spawn(move || supervisor.serve(ours));
+            }
             loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => return Ok(code),
@@ -212,8 +230,9 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
 }
 
 /// PID 1 of the step: set up and exec; returns only on failure, with the
-/// exit code and the message to report.
-fn command_main(spec: &RunSpec) -> Result<std::convert::Infallible, (i32, String)> {
+/// exit code and the message to report. With `chown_sock`, chown is
+/// intercepted and the listener sent there (see `fake_chown`).
+fn command_main(spec: &RunSpec, chown_sock: Option<OwnedFd>) -> Result<std::convert::Infallible, (i32, String)> {
     let fail = |what: &str, e: &dyn std::fmt::Display| (SETUP_FAILED, format!("{what}: {e}"));
     // If the helper dies (killed with the build), the whole step dies.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| fail("set the parent-death signal", &e))?;
@@ -239,6 +258,10 @@ fn command_main(spec: &RunSpec) -> Result<std::convert::Infallible, (i32, String
     set_ids(spec)?;
     nix::unistd::chdir(spec.cwd.as_str())
         .map_err(|e| fail(&format!("change to the working directory {}", spec.cwd), &e))?;
+    if let Some(sock) = chown_sock {
+        // Last, so no setup call above waits on the supervisor.
+        fake_chown::install(&sock).map_err(|e| fail("intercept chown for the single-id map", &e))?;
+    }
     exec(spec)
 }
 

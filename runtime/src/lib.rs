@@ -7,6 +7,7 @@
 
 pub mod child;
 mod error;
+pub mod fake_chown;
 pub mod idmap;
 pub mod mounts;
 pub mod probe;

@@ -23,6 +23,11 @@ pub struct RunSpec {
     pub create_cwd: bool,
     /// Bind the host's /etc/resolv.conf and /etc/hosts read-only.
     pub bind_resolv_hosts: bool,
+    /// Single-id mode: chown to ids the user namespace lacks succeeds and
+    /// records the owner in `user.containers.override_stat` for the layer
+    /// (see `fake_chown`).
+    #[serde(default)]
+    pub fake_chown: bool,
 }
 
 /// Resolved numeric ids (see `user::resolve`).
@@ -65,6 +70,7 @@ impl RunSpec {
             mounts: Vec::new(),
             create_cwd: true,
             bind_resolv_hosts: true,
+            fake_chown: false,
         }
     }
 
