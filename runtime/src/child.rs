@@ -72,13 +72,8 @@ pub fn run(spec: &RunSpec, output: Output<'_>) -> Result<i32, RuntimeError> {
 }
 
 /// `run` with an explicit helper executable.
-pub fn run_with_helper(
-    helper: &Path,
-    spec: &RunSpec,
-    output: Output<'_>,
-) -> Result<i32, RuntimeError> {
-    let created =
-        mounts::prepare(spec).map_err(|(path, source)| RuntimeError::Prepare { path, source })?;
+pub fn run_with_helper(helper: &Path, spec: &RunSpec, output: Output<'_>) -> Result<i32, RuntimeError> {
+    let created = mounts::prepare(spec).map_err(|(path, source)| RuntimeError::Prepare { path, source })?;
     let result = run_prepared(helper, spec, output);
     mounts::cleanup(spec, &created);
     result
@@ -95,10 +90,7 @@ fn run_prepared(helper: &Path, spec: &RunSpec, output: Output<'_>) -> Result<i32
     sys::pass_fds(&mut cmd, vec![(report_w, REPORT_FD)]);
     let spawned = cmd.spawn();
     drop(cmd);
-    let mut child = spawned.map_err(|source| RuntimeError::Spawn {
-        what: "for a RUN step",
-        source,
-    })?;
+    let mut child = spawned.map_err(|source| RuntimeError::Spawn { what: "for a RUN step", source })?;
     if let Ok(mut running) = RUNNING.lock() {
         running.push(child.id());
     }
@@ -107,17 +99,13 @@ fn run_prepared(helper: &Path, spec: &RunSpec, output: Output<'_>) -> Result<i32
             stdin.write_all(&json).map_err(RuntimeError::HelperIo)?;
         }
         let mut report = String::new();
-        File::from(report_r)
-            .read_to_string(&mut report)
-            .map_err(RuntimeError::HelperIo)?;
+        File::from(report_r).read_to_string(&mut report).map_err(RuntimeError::HelperIo)?;
         if let Output::Lines(callback) = output {
             pump_lines(child.stdout.take(), child.stderr.take(), callback);
         }
         let status = child.wait().map_err(RuntimeError::Wait)?;
         if !report.is_empty() {
-            return Err(RuntimeError::Setup {
-                message: report.trim_end().to_string(),
-            });
+            return Err(RuntimeError::Setup { message: report.trim_end().to_string() });
         }
         Ok(exit_code(status))
     })();
@@ -140,14 +128,8 @@ fn pump_lines(
     let (tx, rx) = std::sync::mpsc::channel::<(Stream, String)>();
     let mut readers = Vec::new();
     let streams: [(Stream, Option<Box<dyn Read + Send>>); 2] = [
-        (
-            Stream::Stdout,
-            stdout.map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ),
-        (
-            Stream::Stderr,
-            stderr.map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ),
+        (Stream::Stdout, stdout.map(|s| Box::new(s) as Box<dyn Read + Send>)),
+        (Stream::Stderr, stderr.map(|s| Box::new(s) as Box<dyn Read + Send>)),
     ];
     for (which, reader) in streams {
         let Some(reader) = reader else { continue };
@@ -197,15 +179,10 @@ fn send_report(report: &mut Option<File>, message: &str) {
 
 fn helper(report: &mut Option<File>) -> Result<i32, String> {
     let mut json = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut json)
-        .map_err(|e| format!("read the run spec: {e}"))?;
-    let spec: RunSpec =
-        serde_json::from_slice(&json).map_err(|e| format!("parse the run spec: {e}"))?;
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
+    std::io::stdin().read_to_end(&mut json).map_err(|e| format!("read the run spec: {e}"))?;
+    let spec: RunSpec = serde_json::from_slice(&json).map_err(|e| format!("parse the run spec: {e}"))?;
+    let mut flags =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -216,13 +193,8 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
     let chown = if spec.fake_chown && fake_chown::supported() {
         let supervisor = fake_chown::Supervisor::new()
             .map_err(|e| format!("prepare to record chown to unmapped ids: read /proc: {e}"))?;
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| format!("create a socket pair for the chown supervisor: {e}"))?;
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| format!("create a socket pair for the chown supervisor: {e}"))?;
         Some((supervisor, ours, theirs))
     } else {
         None
@@ -275,42 +247,24 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
 /// PID 1 of the step: set up and exec; returns only on failure, with the
 /// exit code and the message to report. With `chown_sock`, chown is
 /// intercepted and the listener sent there (see `fake_chown`).
-fn command_main(
-    spec: &RunSpec,
-    chown_sock: Option<OwnedFd>,
-) -> Result<std::convert::Infallible, (i32, String)> {
+fn command_main(spec: &RunSpec, chown_sock: Option<OwnedFd>) -> Result<std::convert::Infallible, (i32, String)> {
     let fail = |what: &str, e: &dyn std::fmt::Display| (SETUP_FAILED, format!("{what}: {e}"));
     // If the helper dies (killed with the build), the whole step dies.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| fail("set the parent-death signal", &e))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| fail("set the parent-death signal", &e))?;
     // Its own session: a terminal's Ctrl-C reaches the helper, not the step
     // directly, and the helper's death ends the step.
     let _ = nix::unistd::setsid();
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| fail("make mounts private", &e))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| fail("make mounts private", &e))?;
     let rootfs = spec.rootfs.as_path();
-    mount(
-        Some(rootfs),
-        rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| fail(&format!("bind the rootfs {}", rootfs.display()), &e))?;
-    let root = File::open(rootfs)
-        .map_err(|e| fail(&format!("open the rootfs {}", rootfs.display()), &e))?;
+    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| fail(&format!("bind the rootfs {}", rootfs.display()), &e))?;
+    let root = File::open(rootfs).map_err(|e| fail(&format!("open the rootfs {}", rootfs.display()), &e))?;
     mounts::apply(&root, &mounts::plan(spec)).map_err(|e| (SETUP_FAILED, e))?;
     pivot_into(&root).map_err(|e| fail("pivot_root into the rootfs", &e))?;
     nix::unistd::sethostname(&spec.hostname).map_err(|e| fail("set the hostname", &e))?;
     let devnull = File::open("/dev/null").map_err(|e| fail("open /dev/null", &e))?;
-    nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 0)
-        .map_err(|e| fail("redirect stdin", &e))?;
+    nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 0).map_err(|e| fail("redirect stdin", &e))?;
     drop(devnull);
     if spec.create_cwd {
         std::fs::create_dir_all(&spec.cwd)
@@ -321,8 +275,7 @@ fn command_main(
         .map_err(|e| fail(&format!("change to the working directory {}", spec.cwd), &e))?;
     if let Some(sock) = chown_sock {
         // Last, so no setup call above waits on the supervisor.
-        fake_chown::install(&sock)
-            .map_err(|e| fail("intercept chown for the single-id map", &e))?;
+        fake_chown::install(&sock).map_err(|e| fail("intercept chown for the single-id map", &e))?;
     }
     exec(spec)
 }
@@ -332,24 +285,14 @@ fn pivot_into(root: &File) -> nix::Result<()> {
     nix::unistd::pivot_root(".", ".")?;
     // The old root is now stacked on "."; detach it without letting the
     // unmount propagate anywhere.
-    mount(
-        None::<&str>,
-        ".",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )?;
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)?;
     umount2(".", MntFlags::MNT_DETACH)?;
     nix::unistd::chdir("/")
 }
 
 fn set_ids(spec: &RunSpec) -> Result<(), (i32, String)> {
     let user = &spec.user;
-    let groups: Vec<Gid> = user
-        .additional_gids
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
+    let groups: Vec<Gid> = user.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {
         // In single-id mode setgroups is denied; only fail when groups were asked for.
         if !groups.is_empty() {
@@ -363,25 +306,11 @@ fn set_ids(spec: &RunSpec) -> Result<(), (i32, String)> {
         }
     }
     let gid = Gid::from_raw(user.gid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| {
-        (
-            SETUP_FAILED,
-            format!(
-                "set gid {} (is it mapped in the user namespace?): {e}",
-                user.gid
-            ),
-        )
-    })?;
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| (SETUP_FAILED, format!("set gid {} (is it mapped in the user namespace?): {e}", user.gid)))?;
     let uid = Uid::from_raw(user.uid);
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| {
-        (
-            SETUP_FAILED,
-            format!(
-                "set uid {} (is it mapped in the user namespace?): {e}",
-                user.uid
-            ),
-        )
-    })
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| (SETUP_FAILED, format!("set uid {} (is it mapped in the user namespace?): {e}", user.uid)))
 }
 
 /// Finds `name` the way execvp would, in the spec's PATH (inside the rootfs).
@@ -396,40 +325,15 @@ pub fn find_executable(name: &str, path: Option<&str>) -> Option<PathBuf> {
 }
 
 fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, (i32, String)> {
-    let name = spec
-        .argv
-        .first()
-        .ok_or((SETUP_FAILED, "exec: the command is empty".to_string()))?;
-    let program = find_executable(name, spec.env_value("PATH")).ok_or_else(|| {
-        (
-            127,
-            format!("exec {name}: executable file not found in $PATH"),
-        )
-    })?;
-    let cstr = |s: &[u8]| {
-        CString::new(s).map_err(|_| {
-            (
-                SETUP_FAILED,
-                "exec: an argument contains a NUL byte".to_string(),
-            )
-        })
-    };
+    let name = spec.argv.first().ok_or((SETUP_FAILED, "exec: the command is empty".to_string()))?;
+    let program = find_executable(name, spec.env_value("PATH"))
+        .ok_or_else(|| (127, format!("exec {name}: executable file not found in $PATH")))?;
+    let cstr =
+        |s: &[u8]| CString::new(s).map_err(|_| (SETUP_FAILED, "exec: an argument contains a NUL byte".to_string()));
     let program_c = cstr(program.as_os_str().as_bytes())?;
-    let argv = spec
-        .argv
-        .iter()
-        .map(|a| cstr(a.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let env = spec
-        .env
-        .iter()
-        .map(|e| cstr(e.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let argv = spec.argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
+    let env = spec.env.iter().map(|e| cstr(e.as_bytes())).collect::<Result<Vec<_>, _>>()?;
     let err = nix::unistd::execve(&program_c, &argv, &env).unwrap_err();
-    let code = if err == nix::errno::Errno::ENOENT {
-        127
-    } else {
-        126
-    };
+    let code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
     Err((code, format!("exec {}: {err}", program.display())))
 }

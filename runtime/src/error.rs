@@ -11,29 +11,15 @@ pub enum RuntimeError {
     #[error("create a pipe to the helper process")]
     Pipe(#[source] nix::Error),
     #[error("start kiln's helper process {what}")]
-    Spawn {
-        what: &'static str,
-        source: std::io::Error,
-    },
+    Spawn { what: &'static str, source: std::io::Error },
     #[error("the user namespace helper failed before the maps were written: {message}")]
     ChildSetup { message: String },
     #[error("run {tool} for process {pid}")]
-    MapTool {
-        tool: String,
-        pid: u32,
-        source: std::io::Error,
-    },
+    MapTool { tool: String, pid: u32, source: std::io::Error },
     #[error("{tool} for process {pid} failed: {stderr}")]
-    MapToolFailed {
-        tool: String,
-        pid: u32,
-        stderr: String,
-    },
+    MapToolFailed { tool: String, pid: u32, stderr: String },
     #[error("write {path}")]
-    WriteMap {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    WriteMap { path: PathBuf, source: std::io::Error },
     #[error("talk to the helper process")]
     HelperIo(#[source] std::io::Error),
     #[error("wait for the helper process")]
@@ -41,10 +27,7 @@ pub enum RuntimeError {
     #[error("serialize the run spec")]
     Spec(#[source] serde_json::Error),
     #[error("prepare mount point {path}")]
-    Prepare {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Prepare { path: PathBuf, source: std::io::Error },
     #[error("set up the RUN process: {message}")]
     Setup { message: String },
     #[error("make a private mount namespace for the build")]

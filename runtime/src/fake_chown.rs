@@ -74,13 +74,8 @@ const INTERCEPTED: &[i64] = &[
     SYS_FCHMODAT2,
 ];
 #[cfg(target_arch = "aarch64")]
-const INTERCEPTED: &[i64] = &[
-    libc::SYS_fchown,
-    libc::SYS_fchownat,
-    libc::SYS_fchmod,
-    libc::SYS_fchmodat,
-    SYS_FCHMODAT2,
-];
+const INTERCEPTED: &[i64] =
+    &[libc::SYS_fchown, libc::SYS_fchownat, libc::SYS_fchmod, libc::SYS_fchmodat, SYS_FCHMODAT2];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const INTERCEPTED: &[i64] = &[];
 
@@ -97,12 +92,7 @@ fn program() -> Vec<libc::sock_filter> {
 }
 
 fn build_program(arch: u32, nrs: &[i64]) -> Vec<libc::sock_filter> {
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
     let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
         code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
         jt,
@@ -123,10 +113,7 @@ fn build_program(arch: u32, nrs: &[i64]) -> Vec<libc::sock_filter> {
         prog.push(jeq(*nr as u32, n - i as u8, 0));
     }
     prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
-    prog.push(stmt(
-        libc::BPF_RET | libc::BPF_K,
-        libc::SECCOMP_RET_USER_NOTIF,
-    ));
+    prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_USER_NOTIF));
     prog
 }
 
@@ -157,12 +144,7 @@ enum Target {
     Fd(i32),
     /// A path (address in the caller's memory) from a directory descriptor
     /// (`None`: the working directory).
-    Path {
-        dirfd: Option<i32>,
-        addr: u64,
-        follow: bool,
-        empty_ok: bool,
-    },
+    Path { dirfd: Option<i32>, addr: u64, follow: bool, empty_ok: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,12 +165,7 @@ fn dirfd(arg: u64) -> Option<i32> {
 /// The call a notification stands for; `None` for anything the kernel
 /// should judge itself (unknown flags, other calls).
 fn decode(nr: i64, a: &[u64; 6]) -> Option<Call> {
-    let path = |dirfd, addr, follow| Target::Path {
-        dirfd,
-        addr,
-        follow,
-        empty_ok: false,
-    };
+    let path = |dirfd, addr, follow| Target::Path { dirfd, addr, follow, empty_ok: false };
     let at_path = |dir: u64, addr: u64, flags: u64| {
         let known = (libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) as u64;
         (flags & !known == 0).then_some(Target::Path {
@@ -198,13 +175,8 @@ fn decode(nr: i64, a: &[u64; 6]) -> Option<Call> {
             empty_ok: flags & libc::AT_EMPTY_PATH as u64 != 0,
         })
     };
-    let chown = |a1: u64, a2: u64| Op::Chown {
-        uid: id(a1),
-        gid: id(a2),
-    };
-    let chmod = |m: u64| Op::Chmod {
-        mode: m as u32 & 0o7777,
-    };
+    let chown = |a1: u64, a2: u64| Op::Chown { uid: id(a1), gid: id(a2) };
+    let chmod = |m: u64| Op::Chmod { mode: m as u32 & 0o7777 };
     let call = |op, target| Some(Call { op, target });
     #[cfg(target_arch = "x86_64")]
     match nr {
@@ -252,8 +224,7 @@ fn mode_after_chown(mode: u32) -> u32 {
 }
 
 fn is_mapped(maps: &[IdMap], id: u32) -> bool {
-    maps.iter()
-        .any(|m| id >= m.container && id - m.container < m.size)
+    maps.iter().any(|m| id >= m.container && id - m.container < m.size)
 }
 
 // ------------------------------------------------------------ the supervisor
@@ -279,14 +250,8 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new() -> io::Result<Supervisor> {
         let proc_dir = File::open("/proc")?.into();
-        let read = |name: &str| {
-            std::fs::read_to_string(Path::new("/proc/self").join(name)).map(|t| parse_proc_map(&t))
-        };
-        Ok(Supervisor {
-            proc_dir,
-            uids: read("uid_map")?,
-            gids: read("gid_map")?,
-        })
+        let read = |name: &str| std::fs::read_to_string(Path::new("/proc/self").join(name)).map(|t| parse_proc_map(&t));
+        Ok(Supervisor { proc_dir, uids: read("uid_map")?, gids: read("gid_map")? })
     }
 
     /// Receives the listener from the step's PID 1 and answers notifications
@@ -298,10 +263,8 @@ impl Supervisor {
         };
         drop(sock);
         loop {
-            let mut fds = [
-                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
-            ];
+            let mut fds =
+                [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -332,11 +295,7 @@ impl Supervisor {
             id: notif.id,
             val: 0,
             error: 0,
-            flags: if reply == Reply::Continue {
-                libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32
-            } else {
-                0
-            },
+            flags: if reply == Reply::Continue { libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32 } else { 0 },
         };
         // ENOENT: the caller died meanwhile; nothing to tell anyone.
         let _ = sys::seccomp_send(listener, &resp);
@@ -365,9 +324,7 @@ impl Supervisor {
             },
             Op::Chmod { mode } => {
                 if let Err(err) = self.chmod(&target, mode) {
-                    eprintln!(
-                        "kiln: could not update the recorded mode of a file chmod'ed in RUN: {err}"
-                    );
+                    eprintln!("kiln: could not update the recorded mode of a file chmod'ed in RUN: {err}");
                 }
                 Reply::Continue
             }
@@ -377,35 +334,16 @@ impl Supervisor {
     /// An O_PATH descriptor of the file the call names, resolved as the
     /// calling task would. `valid` confirms the task still waits in the call,
     /// so the /proc/PID entries opened before it were the caller's.
-    fn open_target(
-        &self,
-        pid: u32,
-        target: Target,
-        valid: impl Fn() -> bool,
-    ) -> io::Result<OwnedFd> {
+    fn open_target(&self, pid: u32, target: Target, valid: impl Fn() -> bool) -> io::Result<OwnedFd> {
         let opath = |dir: &OwnedFd, name: &str| sys::openat2(dir, Path::new(name), libc::O_PATH, 0);
         let (dirfd, addr, follow, empty_ok) = match target {
             Target::Fd(fd) => {
                 let file = opath(&self.proc_dir, &format!("{pid}/fd/{fd}"))?;
-                return if valid() {
-                    Ok(file)
-                } else {
-                    Err(io::Error::from_raw_os_error(libc::ESRCH))
-                };
+                return if valid() { Ok(file) } else { Err(io::Error::from_raw_os_error(libc::ESRCH)) };
             }
-            Target::Path {
-                dirfd,
-                addr,
-                follow,
-                empty_ok,
-            } => (dirfd, addr, follow, empty_ok),
+            Target::Path { dirfd, addr, follow, empty_ok } => (dirfd, addr, follow, empty_ok),
         };
-        let mem = File::from(sys::openat2(
-            &self.proc_dir,
-            Path::new(&format!("{pid}/mem")),
-            libc::O_RDONLY,
-            0,
-        )?);
+        let mem = File::from(sys::openat2(&self.proc_dir, Path::new(&format!("{pid}/mem")), libc::O_RDONLY, 0)?);
         if !valid() {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
@@ -421,11 +359,7 @@ impl Supervisor {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
         if path.is_empty() {
-            return if empty_ok {
-                Ok(base)
-            } else {
-                Err(io::Error::from_raw_os_error(libc::ENOENT))
-            };
+            return if empty_ok { Ok(base) } else { Err(io::Error::from_raw_os_error(libc::ENOENT)) };
         }
         let flags = libc::O_PATH | if follow { 0 } else { libc::O_NOFOLLOW };
         let path = Path::new(std::ffi::OsStr::from_bytes(&path));
@@ -452,13 +386,10 @@ impl Supervisor {
         let st = nix::sys::stat::fstat(target.as_raw_fd()).map_err(io::Error::from)?;
         let file = self.reopen(target, &st)?;
         let recorded = match &file {
-            Some(f) => f
-                .get_xattr(OVERRIDE_STAT_XATTR)?
-                .and_then(|v| parse_override(&v)),
+            Some(f) => f.get_xattr(OVERRIDE_STAT_XATTR)?.and_then(|v| parse_override(&v)),
             None => None,
         };
-        let (cur_uid, cur_gid, cur_mode) =
-            recorded.unwrap_or((st.st_uid, st.st_gid, st.st_mode & 0o7777));
+        let (cur_uid, cur_gid, cur_mode) = recorded.unwrap_or((st.st_uid, st.st_gid, st.st_mode & 0o7777));
         let (uid, gid) = (uid.unwrap_or(cur_uid), gid.unwrap_or(cur_gid));
         if is_mapped(&self.uids, uid) && is_mapped(&self.gids, gid) {
             if let (Some(f), Some(_)) = (&file, recorded) {
@@ -470,15 +401,8 @@ impl Supervisor {
             return Ok(Reply::Done);
         };
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let mode = if is_dir {
-            cur_mode
-        } else {
-            mode_after_chown(cur_mode)
-        };
-        file.set_xattr(
-            OVERRIDE_STAT_XATTR,
-            format_override(uid, gid, mode).as_bytes(),
-        )?;
+        let mode = if is_dir { cur_mode } else { mode_after_chown(cur_mode) };
+        file.set_xattr(OVERRIDE_STAT_XATTR, format_override(uid, gid, mode).as_bytes())?;
         Ok(Reply::Done)
     }
 
@@ -487,14 +411,8 @@ impl Supervisor {
         let Some(file) = self.reopen(target, &st)? else {
             return Ok(());
         };
-        if let Some((uid, gid, _)) = file
-            .get_xattr(OVERRIDE_STAT_XATTR)?
-            .and_then(|v| parse_override(&v))
-        {
-            file.set_xattr(
-                OVERRIDE_STAT_XATTR,
-                format_override(uid, gid, mode).as_bytes(),
-            )?;
+        if let Some((uid, gid, _)) = file.get_xattr(OVERRIDE_STAT_XATTR)?.and_then(|v| parse_override(&v)) {
+            file.set_xattr(OVERRIDE_STAT_XATTR, format_override(uid, gid, mode).as_bytes())?;
         }
         Ok(())
     }

@@ -56,11 +56,7 @@ impl MapMode {
     pub fn uid_maps(&self, caller: u32) -> Vec<IdMap> {
         match self {
             MapMode::Full { uids, .. } => uids.clone(),
-            MapMode::Single => vec![IdMap {
-                container: 0,
-                host: caller,
-                size: 1,
-            }],
+            MapMode::Single => vec![IdMap { container: 0, host: caller, size: 1 }],
             MapMode::Root | MapMode::Unavailable { .. } => Vec::new(),
         }
     }
@@ -69,11 +65,7 @@ impl MapMode {
     pub fn gid_maps(&self, caller: u32) -> Vec<IdMap> {
         match self {
             MapMode::Full { gids, .. } => gids.clone(),
-            MapMode::Single => vec![IdMap {
-                container: 0,
-                host: caller,
-                size: 1,
-            }],
+            MapMode::Single => vec![IdMap { container: 0, host: caller, size: 1 }],
             MapMode::Root | MapMode::Unavailable { .. } => Vec::new(),
         }
     }
@@ -100,11 +92,7 @@ pub fn parse_subid(text: &str, name: Option<&str>, id: u32) -> Vec<SubIdRange> {
 /// Builds a full map: container 0 ↔ `caller`, then container 1.. ↔ each
 /// range in order. Stops before container ids would overflow.
 pub fn build_full_map(caller: u32, ranges: &[SubIdRange]) -> Vec<IdMap> {
-    let mut maps = vec![IdMap {
-        container: 0,
-        host: caller,
-        size: 1,
-    }];
+    let mut maps = vec![IdMap { container: 0, host: caller, size: 1 }];
     let mut next: u32 = 1;
     for range in ranges {
         let room = u32::MAX - next;
@@ -112,11 +100,7 @@ pub fn build_full_map(caller: u32, ranges: &[SubIdRange]) -> Vec<IdMap> {
         if size == 0 {
             break;
         }
-        maps.push(IdMap {
-            container: next,
-            host: range.start,
-            size,
-        });
+        maps.push(IdMap { container: next, host: range.start, size });
         next += size;
     }
     maps
@@ -127,20 +111,14 @@ pub fn parse_proc_map(text: &str) -> Vec<IdMap> {
     text.lines()
         .filter_map(|line| {
             let mut f = line.split_whitespace().map(|v| v.parse::<u32>().ok());
-            Some(IdMap {
-                container: f.next()??,
-                host: f.next()??,
-                size: f.next()??,
-            })
+            Some(IdMap { container: f.next()??, host: f.next()??, size: f.next()?? })
         })
         .collect()
 }
 
 /// Renders maps the way /proc/PID/uid_map shows them.
 pub fn format_maps(maps: &[IdMap]) -> String {
-    maps.iter()
-        .map(|m| format!("{} {} {}\n", m.container, m.host, m.size))
-        .collect()
+    maps.iter().map(|m| format!("{} {} {}\n", m.container, m.host, m.size)).collect()
 }
 
 /// Kernel and system facts that decide the mode; gathered separately so the
@@ -169,22 +147,14 @@ pub struct Facts {
 pub fn decide(facts: &Facts) -> (MapMode, Option<String>) {
     if let Some((uids, gids)) = &facts.inside {
         let single = uids.len() <= 1 && uids.iter().all(|m| m.size <= 1);
-        let mode = if single {
-            MapMode::Single
-        } else {
-            MapMode::Full {
-                uids: uids.clone(),
-                gids: gids.clone(),
-            }
-        };
+        let mode = if single { MapMode::Single } else { MapMode::Full { uids: uids.clone(), gids: gids.clone() } };
         return (mode, None);
     }
     if facts.euid == 0 {
         return (MapMode::Root, None);
     }
     if let Some(reason) = forbidden(facts) {
-        let warning =
-            format!("{reason}; RUN steps are not possible (builds without RUN still work)");
+        let warning = format!("{reason}; RUN steps are not possible (builds without RUN still work)");
         return (MapMode::Unavailable { reason }, Some(warning));
     }
     let missing = if facts.subuids.is_empty() || facts.subgids.is_empty() {
@@ -199,8 +169,8 @@ pub fn decide(facts: &Facts) -> (MapMode, Option<String>) {
     };
     if let Some(why) = missing {
         let warning = format!(
-            "{why}: using a single-id map, so only uid/gid 0 exist in RUN steps (USER and chown to other ids \
-             fail, apt cannot drop privileges); fix: {SUBID_FIX}"
+            "{why}: using a single-id map, so only uid/gid 0 exist in RUN steps (USER fails, apt cannot drop \
+             privileges; chown to other ids is recorded for the image while RUN sees uid 0); fix: {SUBID_FIX}"
         );
         return (MapMode::Single, Some(warning));
     }
@@ -255,10 +225,7 @@ pub fn gather_facts(probe: impl FnOnce() -> Result<(), String>) -> Facts {
         let read = |p: &str| parse_proc_map(&std::fs::read_to_string(p).unwrap_or_default());
         (read("/proc/self/uid_map"), read("/proc/self/gid_map"))
     });
-    let user_name = User::from_uid(Uid::from_raw(euid))
-        .ok()
-        .flatten()
-        .map(|u| u.name);
+    let user_name = User::from_uid(Uid::from_raw(euid)).ok().flatten().map(|u| u.name);
     let mut facts = Facts {
         euid,
         egid,
@@ -276,13 +243,7 @@ pub fn gather_facts(probe: impl FnOnce() -> Result<(), String>) -> Facts {
         facts.probe = Some(probe());
     }
     let name = facts.user_name.clone();
-    let read = |p: &str| {
-        parse_subid(
-            &std::fs::read_to_string(p).unwrap_or_default(),
-            name.as_deref(),
-            euid,
-        )
-    };
+    let read = |p: &str| parse_subid(&std::fs::read_to_string(p).unwrap_or_default(), name.as_deref(), euid);
     facts.subuids = read("/etc/subuid");
     facts.subgids = read("/etc/subgid");
     facts.newuidmap = find_tool("newuidmap");

@@ -20,11 +20,7 @@ pub enum Kind {
     /// host's when refused, as in nested containers).
     Proc,
     /// A fresh filesystem of this type with these options.
-    Fs {
-        fstype: &'static str,
-        data: String,
-        flags: MsFlags,
-    },
+    Fs { fstype: &'static str, data: String, flags: MsFlags },
     /// A bind mount of a host path (recursive for directories).
     Bind { source: PathBuf, recursive: bool },
     /// A symlink created inside a tmpfs of the plan.
@@ -57,11 +53,7 @@ const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"
 
 fn fs(fstype: &'static str, target: &str, data: &str, flags: MsFlags, in_image: bool) -> Mount {
     Mount {
-        kind: Kind::Fs {
-            fstype,
-            data: data.to_string(),
-            flags,
-        },
+        kind: Kind::Fs { fstype, data: data.to_string(), flags },
         target: target.to_string(),
         target_type: TargetType::Dir,
         readonly: false,
@@ -81,18 +73,9 @@ fn link(target: &str, to: &'static str) -> Mount {
     }
 }
 
-fn bind(
-    source: impl Into<PathBuf>,
-    target: &str,
-    target_type: TargetType,
-    readonly: bool,
-    in_image: bool,
-) -> Mount {
+fn bind(source: impl Into<PathBuf>, target: &str, target_type: TargetType, readonly: bool, in_image: bool) -> Mount {
     Mount {
-        kind: Kind::Bind {
-            source: source.into(),
-            recursive: target_type == TargetType::Dir,
-        },
+        kind: Kind::Bind { source: source.into(), recursive: target_type == TargetType::Dir },
         target: target.to_string(),
         target_type,
         readonly,
@@ -116,23 +99,11 @@ pub fn plan(spec: &RunSpec) -> Vec<Mount> {
         // A fresh sysfs is refused in a user namespace that does not own the
         // network namespace, so bind the host's and make it read-only.
         bind("/sys", "/sys", TargetType::Dir, true, true),
-        fs(
-            "tmpfs",
-            "/dev",
-            "mode=755,size=65536k",
-            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-            true,
-        ),
+        fs("tmpfs", "/dev", "mode=755,size=65536k", MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, true),
     ];
     // No mknod in a user namespace: bind the host's nodes instead.
     for node in DEV_NODES {
-        plan.push(bind(
-            format!("/dev/{node}"),
-            &format!("/dev/{node}"),
-            TargetType::File,
-            false,
-            false,
-        ));
+        plan.push(bind(format!("/dev/{node}"), &format!("/dev/{node}"), TargetType::File, false, false));
     }
     plan.push(fs(
         "devpts",
@@ -142,13 +113,7 @@ pub fn plan(spec: &RunSpec) -> Vec<Mount> {
         false,
     ));
     plan.push(link("/dev/ptmx", "pts/ptmx"));
-    plan.push(fs(
-        "tmpfs",
-        "/dev/shm",
-        "mode=1777,size=65536k",
-        nosuid_nodev_noexec,
-        false,
-    ));
+    plan.push(fs("tmpfs", "/dev/shm", "mode=1777,size=65536k", nosuid_nodev_noexec, false));
     for (name, to) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -167,18 +132,8 @@ pub fn plan(spec: &RunSpec) -> Vec<Mount> {
         }
     }
     for extra in &spec.mounts {
-        let target_type = if extra.source.is_dir() {
-            TargetType::Dir
-        } else {
-            TargetType::File
-        };
-        plan.push(bind(
-            extra.source.clone(),
-            &extra.target,
-            target_type,
-            extra.readonly,
-            !under_dev(&extra.target),
-        ));
+        let target_type = if extra.source.is_dir() { TargetType::Dir } else { TargetType::File };
+        plan.push(bind(extra.source.clone(), &extra.target, target_type, extra.readonly, !under_dev(&extra.target)));
     }
     plan
 }
@@ -191,9 +146,7 @@ fn under_dev(target: &str) -> bool {
 /// paths inside the rootfs, parents first). `run` creates and removes them
 /// itself; this tells a caller which paths are not the step's own work.
 pub fn placeholders(spec: &RunSpec) -> Vec<PathBuf> {
-    let Ok(root) = std::fs::File::open(&spec.rootfs) else {
-        return Vec::new();
-    };
+    let Ok(root) = std::fs::File::open(&spec.rootfs) else { return Vec::new() };
     let mut out = Vec::new();
     for m in plan(spec).iter().filter(|m| m.in_image) {
         for path in missing_chain(&root, &m.target) {
@@ -230,19 +183,11 @@ fn in_root_exists(root: &impl AsFd, path: &Path) -> bool {
 /// A symlink whose target does not exist in the image: it exists (creating
 /// anything there would fail), but cannot be mounted over.
 fn dangling_link(root: &impl AsFd, path: &Path) -> bool {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return false;
-    };
-    let Ok(dir) = sys::open_in_root(root, parent, libc::O_PATH | libc::O_DIRECTORY, 0) else {
-        return false;
-    };
-    nix::sys::stat::fstatat(
-        Some(dir.as_raw_fd()),
-        name,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
-    .unwrap_or(false)
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return false };
+    let Ok(dir) = sys::open_in_root(root, parent, libc::O_PATH | libc::O_DIRECTORY, 0) else { return false };
+    nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+        .unwrap_or(false)
 }
 
 /// A mount point created by `prepare`.
@@ -261,11 +206,7 @@ pub fn prepare(spec: &RunSpec) -> Result<Vec<Created>, (PathBuf, std::io::Error)
         let chain = missing_chain(&root, &m.target);
         let last = chain.len().saturating_sub(1);
         for (i, path) in chain.into_iter().enumerate() {
-            let target_type = if i == last {
-                m.target_type
-            } else {
-                TargetType::Dir
-            };
+            let target_type = if i == last { m.target_type } else { TargetType::Dir };
             if let Err(e) = create_in_root(&root, &path, target_type) {
                 if m.optional {
                     // `apply` skips it with a warning (e.g. a dangling
@@ -283,9 +224,7 @@ pub fn prepare(spec: &RunSpec) -> Result<Vec<Created>, (PathBuf, std::io::Error)
 
 fn parent_dir(root: &impl AsFd, path: &Path) -> std::io::Result<(OwnedFd, PathBuf)> {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let name = path.file_name().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     let dir = sys::open_in_root(root, parent, libc::O_PATH | libc::O_DIRECTORY, 0)?;
     Ok((dir, PathBuf::from(name)))
 }
@@ -293,23 +232,10 @@ fn parent_dir(root: &impl AsFd, path: &Path) -> std::io::Result<(OwnedFd, PathBu
 fn create_in_root(root: &impl AsFd, path: &Path, target_type: TargetType) -> std::io::Result<()> {
     let (dir, name) = parent_dir(root, path)?;
     match target_type {
-        TargetType::Dir => mkdirat(
-            Some(dir.as_raw_fd()),
-            &name,
-            Mode::from_bits_truncate(0o755),
-        )?,
+        TargetType::Dir => mkdirat(Some(dir.as_raw_fd()), &name, Mode::from_bits_truncate(0o755))?,
         TargetType::File => {
-            let flags = OFlag::O_CREAT
-                | OFlag::O_EXCL
-                | OFlag::O_WRONLY
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC;
-            let fd = openat(
-                Some(dir.as_raw_fd()),
-                &name,
-                flags,
-                Mode::from_bits_truncate(0o644),
-            )?;
+            let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let fd = openat(Some(dir.as_raw_fd()), &name, flags, Mode::from_bits_truncate(0o644))?;
             nix::unistd::close(fd)?;
         }
     }
@@ -319,25 +245,16 @@ fn create_in_root(root: &impl AsFd, path: &Path, target_type: TargetType) -> std
 /// Removes the placeholders `prepare` created, innermost first, if they are
 /// still empty (a step that filled one keeps it: that is its own work).
 pub fn cleanup(spec: &RunSpec, created: &[Created]) {
-    let Ok(root) = std::fs::File::open(&spec.rootfs) else {
-        return;
-    };
+    let Ok(root) = std::fs::File::open(&spec.rootfs) else { return };
     for c in created.iter().rev() {
-        let Ok((dir, name)) = parent_dir(&root, &c.path) else {
-            continue;
-        };
-        let empty_file = nix::sys::stat::fstatat(
-            Some(dir.as_raw_fd()),
-            &name,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0)
-        .unwrap_or(false);
+        let Ok((dir, name)) = parent_dir(&root, &c.path) else { continue };
+        let empty_file =
+            nix::sys::stat::fstatat(Some(dir.as_raw_fd()), &name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0)
+                .unwrap_or(false);
         let result = match c.target_type {
             TargetType::Dir => unlinkat(Some(dir.as_raw_fd()), &name, UnlinkatFlags::RemoveDir),
-            TargetType::File if empty_file => {
-                unlinkat(Some(dir.as_raw_fd()), &name, UnlinkatFlags::NoRemoveDir)
-            }
+            TargetType::File if empty_file => unlinkat(Some(dir.as_raw_fd()), &name, UnlinkatFlags::NoRemoveDir),
             TargetType::File => continue,
         };
         if let Err(err) = result {
@@ -374,66 +291,30 @@ fn apply_one(root: &impl AsFd, m: &Mount) -> Result<(), String> {
         return nix::unistd::symlinkat(to, Some(dir.as_raw_fd()), &name).map_err(|e| e.to_string());
     }
     if !m.in_image && !in_root_exists(root, target) {
-        create_in_root(root, target, m.target_type)
-            .map_err(|e| format!("create mount point: {e}"))?;
+        create_in_root(root, target, m.target_type).map_err(|e| format!("create mount point: {e}"))?;
     }
-    let open_flags = libc::O_PATH
-        | if m.target_type == TargetType::Dir {
-            libc::O_DIRECTORY
-        } else {
-            0
-        };
+    let open_flags = libc::O_PATH | if m.target_type == TargetType::Dir { libc::O_DIRECTORY } else { 0 };
     let fd = sys::open_in_root(root, target, open_flags, 0).map_err(|e| e.to_string())?;
     let path = fd_path(&fd);
     match &m.kind {
         Kind::Proc => {
             let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-            if mount(
-                Some("proc"),
-                path.as_str(),
-                Some("proc"),
-                flags,
-                None::<&str>,
-            )
-            .is_err()
-            {
-                mount(
-                    Some("/proc"),
-                    path.as_str(),
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None::<&str>,
-                )
-                .map_err(|e| format!("bind the host's /proc: {e}"))?;
+            if mount(Some("proc"), path.as_str(), Some("proc"), flags, None::<&str>).is_err() {
+                mount(Some("/proc"), path.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                    .map_err(|e| format!("bind the host's /proc: {e}"))?;
             }
         }
-        Kind::Fs {
-            fstype,
-            data,
-            flags,
-        } => {
-            mount(
-                Some(*fstype),
-                path.as_str(),
-                Some(*fstype),
-                *flags,
-                Some(data.as_str()),
-            )
-            .map_err(|e| e.to_string())?;
+        Kind::Fs { fstype, data, flags } => {
+            mount(Some(*fstype), path.as_str(), Some(*fstype), *flags, Some(data.as_str()))
+                .map_err(|e| e.to_string())?;
         }
         Kind::Bind { source, recursive } => {
             let mut flags = MsFlags::MS_BIND;
             if *recursive {
                 flags |= MsFlags::MS_REC;
             }
-            mount(
-                Some(source.as_path()),
-                path.as_str(),
-                None::<&str>,
-                flags,
-                None::<&str>,
-            )
-            .map_err(|e| format!("bind {}: {e}", source.display()))?;
+            mount(Some(source.as_path()), path.as_str(), None::<&str>, flags, None::<&str>)
+                .map_err(|e| format!("bind {}: {e}", source.display()))?;
         }
         Kind::Symlink { .. } => {}
     }
@@ -446,11 +327,7 @@ fn apply_one(root: &impl AsFd, m: &Mount) -> Result<(), String> {
 
 /// Read-only remount of a bind mount, keeping the flags the kernel locks in
 /// a user namespace (nosuid, nodev, noexec, atime), or it refuses.
-fn remount_readonly(
-    root: &impl AsFd,
-    target: &Path,
-    open_flags: libc::c_int,
-) -> Result<(), String> {
+fn remount_readonly(root: &impl AsFd, target: &Path, open_flags: libc::c_int) -> Result<(), String> {
     let fd = sys::open_in_root(root, target, open_flags, 0).map_err(|e| e.to_string())?;
     let path = fd_path(&fd);
     let st = nix::sys::statvfs::statvfs(path.as_str()).map_err(|e| e.to_string())?;
@@ -468,14 +345,7 @@ fn remount_readonly(
             flags |= ms_flag;
         }
     }
-    mount(
-        None::<&str>,
-        path.as_str(),
-        None::<&str>,
-        flags,
-        None::<&str>,
-    )
-    .map_err(|e| format!("remount read-only: {e}"))
+    mount(None::<&str>, path.as_str(), None::<&str>, flags, None::<&str>).map_err(|e| format!("remount read-only: {e}"))
 }
 
 #[cfg(test)]

@@ -41,38 +41,20 @@ pub fn gather(scratch_parent: &Path) -> Report {
         let read = |p: &str| idmap::parse_proc_map(&std::fs::read_to_string(p).unwrap_or_default());
         (read("/proc/self/uid_map"), read("/proc/self/gid_map"))
     } else {
-        (
-            mode.uid_maps(Uid::effective().as_raw()),
-            mode.gid_maps(Gid::effective().as_raw()),
-        )
+        (mode.uid_maps(Uid::effective().as_raw()), mode.gid_maps(Gid::effective().as_raw()))
     };
-    let number = |p: &str| {
-        std::fs::read_to_string(p)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-    };
+    let number = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse().ok());
     let runnable = !matches!(mode, MapMode::Unavailable { .. });
     let skipped = || Err("user namespaces are unavailable".to_string());
     Report {
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
         uid_maps,
         gid_maps,
         max_user_namespaces: number("/proc/sys/user/max_user_namespaces"),
         unprivileged_userns_clone: number("/proc/sys/kernel/unprivileged_userns_clone"),
         apparmor_restrict: number("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
-        overlay_in_userns: if runnable {
-            probe("overlay", scratch_parent)
-        } else {
-            skipped()
-        },
-        whiteouts: if runnable {
-            probe("whiteout", scratch_parent)
-        } else {
-            skipped()
-        },
+        overlay_in_userns: if runnable { probe("overlay", scratch_parent) } else { skipped() },
+        whiteouts: if runnable { probe("whiteout", scratch_parent) } else { skipped() },
         mode,
     }
 }
@@ -84,24 +66,15 @@ pub fn userns_works() -> Result<(), String> {
 }
 
 fn probe(what: &str, parent: &Path) -> Result<(), String> {
-    let dir = scratch_dir(parent)
-        .map_err(|e| format!("create a scratch directory in {}: {e}", parent.display()))?;
-    let out = Command::new("/proc/self/exe")
-        .arg(PROBE_ARG)
-        .arg(what)
-        .arg(&dir)
-        .output();
+    let dir = scratch_dir(parent).map_err(|e| format!("create a scratch directory in {}: {e}", parent.display()))?;
+    let out = Command::new("/proc/self/exe").arg(PROBE_ARG).arg(what).arg(&dir).output();
     let _ = std::fs::remove_dir_all(&dir);
     let out = out.map_err(|e| format!("start the probe: {e}"))?;
     if out.status.success() {
         return Ok(());
     }
     let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    Err(if text.is_empty() {
-        format!("probe exited with {}", out.status)
-    } else {
-        text
-    })
+    Err(if text.is_empty() { format!("probe exited with {}", out.status) } else { text })
 }
 
 fn scratch_dir(parent: &Path) -> std::io::Result<PathBuf> {
@@ -136,14 +109,8 @@ pub(crate) fn helper_main(args: &[String]) -> i32 {
 fn run_probe(what: &str, dir: &Path) -> Result<(), String> {
     let userns = enter_own_namespace()?;
     match what {
-        "userns" => mount(
-            Some("tmpfs"),
-            dir,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| format!("mount tmpfs in a user namespace: {e}")),
+        "userns" => mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::empty(), None::<&str>)
+            .map_err(|e| format!("mount tmpfs in a user namespace: {e}")),
         "overlay" => {
             for sub in ["lower", "upper", "work", "merged"] {
                 std::fs::create_dir(dir.join(sub)).map_err(|e| format!("create {sub}: {e}"))?;
@@ -157,22 +124,11 @@ fn run_probe(what: &str, dir: &Path) -> Result<(), String> {
             if userns {
                 data.push_str(",userxattr");
             }
-            mount(
-                Some("overlay"),
-                &dir.join("merged"),
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(data.as_str()),
-            )
-            .map_err(|e| format!("mount overlay ({data}): {e}"))
+            mount(Some("overlay"), &dir.join("merged"), Some("overlay"), MsFlags::empty(), Some(data.as_str()))
+                .map_err(|e| format!("mount overlay ({data}): {e}"))
         }
-        "whiteout" => mknod(
-            &dir.join("wh"),
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o000),
-            0,
-        )
-        .map_err(|e| format!("mknod c 0 0: {e}")),
+        "whiteout" => mknod(&dir.join("wh"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o000), 0)
+            .map_err(|e| format!("mknod c 0 0: {e}")),
         other => Err(format!("unknown probe {other}")),
     }
 }
@@ -187,8 +143,7 @@ fn enter_own_namespace() -> Result<bool, String> {
         unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
             .map_err(|e| format!("unshare a user namespace: {e}"))?;
         let write = |file: &str, text: String| {
-            std::fs::write(format!("/proc/self/{file}"), text)
-                .map_err(|e| format!("write /proc/self/{file}: {e}"))
+            std::fs::write(format!("/proc/self/{file}"), text).map_err(|e| format!("write /proc/self/{file}: {e}"))
         };
         write("setgroups", "deny".into())?;
         write("uid_map", format!("0 {uid} 1"))?;
@@ -196,24 +151,13 @@ fn enter_own_namespace() -> Result<bool, String> {
     } else {
         unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare a mount namespace: {e}"))?;
     }
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("make mounts private: {e}"))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("make mounts private: {e}"))?;
     Ok(fresh || !initial_user_namespace())
 }
 
 /// Whether this process is in the initial user namespace (the identity map).
 fn initial_user_namespace() -> bool {
-    let maps =
-        idmap::parse_proc_map(&std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default());
-    maps == [IdMap {
-        container: 0,
-        host: 0,
-        size: u32::MAX,
-    }]
+    let maps = idmap::parse_proc_map(&std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default());
+    maps == [IdMap { container: 0, host: 0, size: u32::MAX }]
 }

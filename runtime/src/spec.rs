@@ -61,9 +61,7 @@ impl RunSpec {
     pub fn new(rootfs: impl Into<PathBuf>, argv: Vec<String>) -> RunSpec {
         RunSpec {
             argv,
-            env: vec![
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            ],
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()],
             cwd: "/".to_string(),
             user: UserSpec::default(),
             rootfs: rootfs.into(),
@@ -78,9 +76,6 @@ impl RunSpec {
 
     /// The value of `name` in the spec's environment.
     pub fn env_value(&self, name: &str) -> Option<&str> {
-        self.env
-            .iter()
-            .rev()
-            .find_map(|e| e.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+        self.env.iter().rev().find_map(|e| e.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
     }
 }

@@ -29,10 +29,7 @@ pub fn fork_single_threaded() -> nix::Result<ForkResult> {
 /// `Command` is dropped (drop it right after `spawn` to close the parent's
 /// copies).
 pub fn pass_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>) {
-    let pairs: Vec<(RawFd, RawFd)> = fds
-        .iter()
-        .map(|(fd, target)| (fd.as_raw_fd(), *target))
-        .collect();
+    let pairs: Vec<(RawFd, RawFd)> = fds.iter().map(|(fd, target)| (fd.as_raw_fd(), *target)).collect();
     // Keep the owners alive inside the closure: the raw numbers stay valid
     // for as long as the command lives.
     let owners = fds;
@@ -77,10 +74,7 @@ pub fn pass_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>) {
 pub fn inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
     // Mark it close-on-exec so the command we finally exec does not see it.
-    let _ = nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
     // SAFETY: the descriptor is open (F_GETFD succeeded) and was handed to
     // this process by its parent for this purpose alone; nothing else in the
     // process owns it.
@@ -89,29 +83,13 @@ pub fn inherited_fd(fd: RawFd) -> Option<OwnedFd> {
 
 /// Opens `path` as if `root` were `/`: `..` and symlinks (absolute ones too)
 /// cannot leave `root` (openat2 with `RESOLVE_IN_ROOT`, Linux 5.6).
-pub fn open_in_root(
-    root: &impl AsFd,
-    path: &Path,
-    flags: libc::c_int,
-    mode: libc::mode_t,
-) -> io::Result<OwnedFd> {
-    openat2_how(
-        root,
-        path,
-        flags,
-        mode,
-        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    )
+pub fn open_in_root(root: &impl AsFd, path: &Path, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    openat2_how(root, path, flags, mode, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS)
 }
 
 /// Opens `path` below `dir` with openat2 and the given `RESOLVE_*` flags;
 /// `resolve` 0 resolves like openat.
-pub fn openat2(
-    dir: &impl AsFd,
-    path: &Path,
-    flags: libc::c_int,
-    resolve: u64,
-) -> io::Result<OwnedFd> {
+pub fn openat2(dir: &impl AsFd, path: &Path, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
     openat2_how(dir, path, flags, 0, resolve)
 }
 
@@ -122,16 +100,11 @@ fn openat2_how(
     mode: libc::mode_t,
     resolve: u64,
 ) -> io::Result<OwnedFd> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: open_how is plain old data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
-        mode as u64
-    } else {
-        0
-    };
+    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { mode as u64 } else { 0 };
     how.resolve = resolve;
     let mut attempts = 0;
     loop {
@@ -208,12 +181,8 @@ pub fn default_sigpipe() {
 /// no_new_privs; it is set only then, so setuid programs keep working for
 /// callers that are root in their namespace.
 pub fn install_seccomp_listener(program: &[libc::sock_filter]) -> io::Result<OwnedFd> {
-    let len = libc::c_ushort::try_from(program.len())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let prog = libc::sock_fprog {
-        len,
-        filter: program.as_ptr() as *mut libc::sock_filter,
-    };
+    let len = libc::c_ushort::try_from(program.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let prog = libc::sock_fprog { len, filter: program.as_ptr() as *mut libc::sock_filter };
     let install = || {
         // SAFETY: `prog` points at `len` valid instructions that outlive the
         // call (the kernel copies them); the result is checked before use.
@@ -246,13 +215,8 @@ pub fn seccomp_recv(listener: &impl AsFd) -> io::Result<libc::seccomp_notif> {
         let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
         // SAFETY: RECV writes one seccomp_notif into the valid, exclusively
         // borrowed `notif`; the ioctl number encodes that size.
-        let ret = unsafe {
-            libc::ioctl(
-                listener.as_fd().as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_RECV,
-                &mut notif as *mut _,
-            )
-        };
+        let ret =
+            unsafe { libc::ioctl(listener.as_fd().as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut notif as *mut _) };
         if ret == 0 {
             return Ok(notif);
         }
@@ -266,13 +230,7 @@ pub fn seccomp_recv(listener: &impl AsFd) -> io::Result<libc::seccomp_notif> {
 /// Answers a seccomp user notification.
 pub fn seccomp_send(listener: &impl AsFd, resp: &libc::seccomp_notif_resp) -> io::Result<()> {
     // SAFETY: SEND only reads one seccomp_notif_resp from the valid `resp`.
-    let ret = unsafe {
-        libc::ioctl(
-            listener.as_fd().as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_SEND,
-            resp as *const _,
-        )
-    };
+    let ret = unsafe { libc::ioctl(listener.as_fd().as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, resp as *const _) };
     if ret == 0 {
         Ok(())
     } else {
@@ -284,13 +242,7 @@ pub fn seccomp_send(listener: &impl AsFd, resp: &libc::seccomp_notif_resp) -> io
 /// system call, so a pid looked up since the notification still names it.
 pub fn seccomp_id_valid(listener: &impl AsFd, id: u64) -> bool {
     // SAFETY: ID_VALID only reads the u64 that `id` provides.
-    unsafe {
-        libc::ioctl(
-            listener.as_fd().as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-            &id as *const u64,
-        ) == 0
-    }
+    unsafe { libc::ioctl(listener.as_fd().as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id as *const u64) == 0 }
 }
 
 /// Sends `fd` over a unix socket (SCM_RIGHTS).
@@ -299,13 +251,8 @@ pub fn send_fd(sock: &impl AsFd, fd: &impl AsFd) -> io::Result<()> {
     let fds = [fd.as_fd().as_raw_fd()];
     let iov = [io::IoSlice::new(b"F")];
     loop {
-        match sendmsg::<()>(
-            sock.as_fd().as_raw_fd(),
-            &iov,
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        ) {
+        match sendmsg::<()>(sock.as_fd().as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+        {
             Err(nix::errno::Errno::EINTR) => continue,
             other => return other.map(drop).map_err(io::Error::from),
         }
@@ -320,12 +267,8 @@ pub fn recv_fd(sock: &impl AsFd) -> io::Result<Option<OwnedFd>> {
     let mut iov = [io::IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!(RawFd);
     loop {
-        let msg = match recvmsg::<()>(
-            sock.as_fd().as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
+        let msg = match recvmsg::<()>(sock.as_fd().as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        {
             Err(nix::errno::Errno::EINTR) => continue,
             other => other.map_err(io::Error::from)?,
         };

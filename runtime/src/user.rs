@@ -17,10 +17,7 @@ pub enum UserError {
     #[error("parse USER {spec:?}: an empty user name")]
     Empty { spec: String },
     #[error("read {path} in the image")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,13 +59,8 @@ pub fn parse_group(text: &str) -> Vec<GroupEntry> {
             if f.len() < 3 || f[0].is_empty() || line.starts_with('#') {
                 return None;
             }
-            let members = f.get(3).map(|m| {
-                m.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            });
+            let members =
+                f.get(3).map(|m| m.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect());
             Some(GroupEntry {
                 name: f[0].to_string(),
                 gid: f[2].trim().parse().ok()?,
@@ -80,11 +72,7 @@ pub fn parse_group(text: &str) -> Vec<GroupEntry> {
 
 /// Resolves `user` (`name|uid[:group|gid]`, empty = root) with the given
 /// database contents.
-pub fn resolve_with(
-    user: &str,
-    passwd: &[PasswdEntry],
-    groups: &[GroupEntry],
-) -> Result<UserSpec, UserError> {
+pub fn resolve_with(user: &str, passwd: &[PasswdEntry], groups: &[GroupEntry]) -> Result<UserSpec, UserError> {
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -93,9 +81,7 @@ pub fn resolve_with(
         if user.is_empty() {
             return Ok(UserSpec::default());
         }
-        return Err(UserError::Empty {
-            spec: user.to_string(),
-        });
+        return Err(UserError::Empty { spec: user.to_string() });
     }
     let entry = match user_part.parse::<u32>() {
         Ok(uid) => passwd.iter().find(|p| p.uid == uid).cloned(),
@@ -104,19 +90,11 @@ pub fn resolve_with(
                 .iter()
                 .find(|p| p.name == user_part)
                 .cloned()
-                .ok_or_else(|| UserError::UnknownUser {
-                    name: user_part.to_string(),
-                })?,
+                .ok_or_else(|| UserError::UnknownUser { name: user_part.to_string() })?,
         ),
     };
-    let uid = entry
-        .as_ref()
-        .map_or_else(|| user_part.parse().unwrap_or(0), |e| e.uid);
-    let mut spec = UserSpec {
-        uid,
-        gid: entry.as_ref().map_or(0, |e| e.gid),
-        additional_gids: Vec::new(),
-    };
+    let uid = entry.as_ref().map_or_else(|| user_part.parse().unwrap_or(0), |e| e.uid);
+    let mut spec = UserSpec { uid, gid: entry.as_ref().map_or(0, |e| e.gid), additional_gids: Vec::new() };
     match group_part.filter(|g| !g.is_empty()) {
         Some(group) => {
             spec.gid = match group.parse::<u32>() {
@@ -125,9 +103,7 @@ pub fn resolve_with(
                     .iter()
                     .find(|g| g.name == group)
                     .map(|g| g.gid)
-                    .ok_or_else(|| UserError::UnknownGroup {
-                        name: group.to_string(),
-                    })?,
+                    .ok_or_else(|| UserError::UnknownGroup { name: group.to_string() })?,
             };
         }
         None => {
@@ -156,10 +132,7 @@ pub fn resolve(rootfs: &Path, user: &str) -> Result<UserSpec, UserError> {
 
 /// Reads a text file of the image; a missing file reads as empty.
 pub fn read_in_root(rootfs: &Path, path: &str) -> Result<String, UserError> {
-    let err = |source| UserError::Read {
-        path: PathBuf::from("/").join(path),
-        source,
-    };
+    let err = |source| UserError::Read { path: PathBuf::from("/").join(path), source };
     let root = std::fs::File::open(rootfs).map_err(err)?;
     let fd = match sys::open_in_root(&root, Path::new(path), libc::O_RDONLY, 0) {
         Ok(fd) => fd,
@@ -167,9 +140,7 @@ pub fn read_in_root(rootfs: &Path, path: &str) -> Result<String, UserError> {
         Err(e) => return Err(err(e)),
     };
     let mut bytes = Vec::new();
-    std::fs::File::from(fd)
-        .read_to_end(&mut bytes)
-        .map_err(err)?;
+    std::fs::File::from(fd).read_to_end(&mut bytes).map_err(err)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -178,8 +149,7 @@ mod tests {
     use super::*;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n";
-    const GROUP: &str =
-        "root:x:0:\nalice:x:1000:\nwheel:x:10:alice,bob\naudio:x:29:bob, alice\nstaff:x:50:\n";
+    const GROUP: &str = "root:x:0:\nalice:x:1000:\nwheel:x:10:alice,bob\naudio:x:29:bob, alice\nstaff:x:50:\n";
 
     fn res(user: &str) -> Result<UserSpec, UserError> {
         resolve_with(user, &parse_passwd(PASSWD), &parse_group(GROUP))
@@ -188,76 +158,24 @@ mod tests {
     #[test]
     fn names_and_ids() {
         assert_eq!(res("").unwrap(), UserSpec::default());
-        assert_eq!(
-            res("alice").unwrap(),
-            UserSpec {
-                uid: 1000,
-                gid: 1000,
-                additional_gids: vec![10, 29]
-            }
-        );
-        assert_eq!(
-            res("1000").unwrap(),
-            UserSpec {
-                uid: 1000,
-                gid: 1000,
-                additional_gids: vec![10, 29]
-            }
-        );
-        assert_eq!(
-            res("_apt").unwrap(),
-            UserSpec {
-                uid: 42,
-                gid: 65534,
-                additional_gids: vec![]
-            }
-        );
+        assert_eq!(res("alice").unwrap(), UserSpec { uid: 1000, gid: 1000, additional_gids: vec![10, 29] });
+        assert_eq!(res("1000").unwrap(), UserSpec { uid: 1000, gid: 1000, additional_gids: vec![10, 29] });
+        assert_eq!(res("_apt").unwrap(), UserSpec { uid: 42, gid: 65534, additional_gids: vec![] });
         // A uid without an entry is fine and gets gid 0.
-        assert_eq!(
-            res("4242").unwrap(),
-            UserSpec {
-                uid: 4242,
-                gid: 0,
-                additional_gids: vec![]
-            }
-        );
+        assert_eq!(res("4242").unwrap(), UserSpec { uid: 4242, gid: 0, additional_gids: vec![] });
     }
 
     #[test]
     fn explicit_group_drops_supplementary() {
-        assert_eq!(
-            res("alice:staff").unwrap(),
-            UserSpec {
-                uid: 1000,
-                gid: 50,
-                additional_gids: vec![]
-            }
-        );
-        assert_eq!(
-            res("1000:1000").unwrap(),
-            UserSpec {
-                uid: 1000,
-                gid: 1000,
-                additional_gids: vec![]
-            }
-        );
-        assert_eq!(
-            res("4242:777").unwrap(),
-            UserSpec {
-                uid: 4242,
-                gid: 777,
-                additional_gids: vec![]
-            }
-        );
+        assert_eq!(res("alice:staff").unwrap(), UserSpec { uid: 1000, gid: 50, additional_gids: vec![] });
+        assert_eq!(res("1000:1000").unwrap(), UserSpec { uid: 1000, gid: 1000, additional_gids: vec![] });
+        assert_eq!(res("4242:777").unwrap(), UserSpec { uid: 4242, gid: 777, additional_gids: vec![] });
     }
 
     #[test]
     fn unknown_names_fail() {
         assert!(matches!(res("bob"), Err(UserError::UnknownUser { .. })));
-        assert!(matches!(
-            res("alice:nogroup"),
-            Err(UserError::UnknownGroup { .. })
-        ));
+        assert!(matches!(res("alice:nogroup"), Err(UserError::UnknownGroup { .. })));
         assert!(matches!(res(":10"), Err(UserError::Empty { .. })));
     }
 
@@ -268,13 +186,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         std::fs::write(dir.path().join("data/passwd"), PASSWD).unwrap();
         std::os::unix::fs::symlink("/data/passwd", dir.path().join("etc/passwd")).unwrap();
-        std::os::unix::fs::symlink("../../../../../etc/shadow", dir.path().join("etc/group"))
-            .unwrap();
+        std::os::unix::fs::symlink("../../../../../etc/shadow", dir.path().join("etc/group")).unwrap();
         let spec = resolve(dir.path(), "alice").unwrap();
         assert_eq!((spec.uid, spec.gid), (1000, 1000));
-        assert!(
-            spec.additional_gids.is_empty(),
-            "the escaping group symlink must read as missing"
-        );
+        assert!(spec.additional_gids.is_empty(), "the escaping group symlink must read as missing");
     }
 }

@@ -32,14 +32,8 @@ const READY_FD: i32 = 4;
 /// any thread starts.
 pub fn private_mount_namespace() -> Result<(), RuntimeError> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(RuntimeError::MountNamespace)?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(RuntimeError::MountNamespace)
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(RuntimeError::MountNamespace)
 }
 
 /// Whether this process runs inside kiln's user namespace.
@@ -59,25 +53,15 @@ pub fn enter_user_namespace(mode: &MapMode) -> Result<Option<i32>, RuntimeError>
     }
     let (uids, gids) = match mode {
         MapMode::Root => return Ok(None),
-        MapMode::Unavailable { reason } => {
-            return Err(RuntimeError::Unavailable {
-                reason: reason.clone(),
-            })
-        }
+        MapMode::Unavailable { reason } => return Err(RuntimeError::Unavailable { reason: reason.clone() }),
         MapMode::Full { uids, gids } => (uids.clone(), gids.clone()),
-        MapMode::Single => (
-            mode.uid_maps(Uid::effective().as_raw()),
-            mode.gid_maps(Gid::effective().as_raw()),
-        ),
+        MapMode::Single => (mode.uid_maps(Uid::effective().as_raw()), mode.gid_maps(Gid::effective().as_raw())),
     };
     let full = matches!(mode, MapMode::Full { .. });
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| "kiln".into());
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0(arg0)
-        .args(args)
-        .env(SYNC_ENV, "1")
-        .env(INSIDE_ENV, mode.name());
+    cmd.arg0(arg0).args(args).env(SYNC_ENV, "1").env(INSIDE_ENV, mode.name());
     let status = run_in_namespace(cmd, |pid| write_maps(pid, full, &uids, &gids))?;
     Ok(Some(exit_code(status)))
 }
@@ -97,11 +81,7 @@ pub(crate) fn run_in_namespace(
     // the child starts with an empty mask (std resets it on spawn).
     let forwarded = forwarded_signals();
     let mut old_mask = SigSet::empty();
-    let _ = nix::sys::signal::pthread_sigmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&forwarded),
-        Some(&mut old_mask),
-    );
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut old_mask));
     let result = spawn_and_release(&mut cmd, release_w, ready_r, write_maps);
     drop(cmd);
     let result = result.and_then(|child| wait_forwarding(child, &forwarded));
@@ -115,10 +95,7 @@ fn spawn_and_release(
     ready_r: OwnedFd,
     write_maps: impl FnOnce(u32) -> Result<(), RuntimeError>,
 ) -> Result<Child, RuntimeError> {
-    let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
-        what: "in a user namespace",
-        source,
-    })?;
+    let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn { what: "in a user namespace", source })?;
     // Close our copies of the child's ends (held by the command's closure)
     // so a dying child shows up as EOF.
     let mut ready = File::from(ready_r);
@@ -148,12 +125,7 @@ fn spawn_and_release(
 
 fn forwarded_signals() -> SigSet {
     let mut set = SigSet::empty();
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-    ] {
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCHLD] {
         set.add(sig);
     }
     set
@@ -176,9 +148,7 @@ fn wait_forwarding(mut child: Child, set: &SigSet) -> Result<ExitStatus, Runtime
 
 /// Exit code of a finished process: its code, or 128 + the signal number.
 pub fn exit_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 fn write_maps(pid: u32, full: bool, uids: &[IdMap], gids: &[IdMap]) -> Result<(), RuntimeError> {
@@ -196,24 +166,12 @@ fn run_map_tool(tool: &str, pid: u32, maps: &[IdMap]) -> Result<(), RuntimeError
     let mut cmd = Command::new(tool);
     cmd.arg(pid.to_string());
     for m in maps {
-        cmd.args([
-            m.container.to_string(),
-            m.host.to_string(),
-            m.size.to_string(),
-        ]);
+        cmd.args([m.container.to_string(), m.host.to_string(), m.size.to_string()]);
     }
-    let out = cmd.output().map_err(|source| RuntimeError::MapTool {
-        tool: tool.into(),
-        pid,
-        source,
-    })?;
+    let out = cmd.output().map_err(|source| RuntimeError::MapTool { tool: tool.into(), pid, source })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(RuntimeError::MapToolFailed {
-            tool: tool.into(),
-            pid,
-            stderr,
-        });
+        return Err(RuntimeError::MapToolFailed { tool: tool.into(), pid, stderr });
     }
     Ok(())
 }
@@ -229,8 +187,7 @@ fn write_proc(pid: u32, file: &str, text: &str) -> Result<(), RuntimeError> {
 pub(crate) fn child_side_if_requested() -> Option<i32> {
     std::env::var_os(SYNC_ENV)?;
     std::env::remove_var(SYNC_ENV);
-    let (Some(release), Some(ready)) = (sys::inherited_fd(RELEASE_FD), sys::inherited_fd(READY_FD))
-    else {
+    let (Some(release), Some(ready)) = (sys::inherited_fd(RELEASE_FD), sys::inherited_fd(READY_FD)) else {
         eprintln!("kiln: user namespace helper started without its sync pipes");
         return Some(125);
     };
@@ -253,13 +210,7 @@ pub(crate) fn child_side_if_requested() -> Option<i32> {
     // refused in single-id mode, where setgroups is denied, which is fine.
     let _ = nix::unistd::setgroups(&[]);
     // Mounts made inside must never propagate back to the host's namespace.
-    if let Err(err) = mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    ) {
+    if let Err(err) = mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>) {
         eprintln!("kiln: make mounts private in the user namespace: {err}");
         return Some(125);
     }

@@ -137,10 +137,7 @@ impl Checker {
             println!("ok   [{}] {what}", self.label);
         } else {
             self.failures += 1;
-            println!(
-                "FAIL [{}] {what}\n---- output ----\n{}----------------",
-                self.label, result.raw
-            );
+            println!("FAIL [{}] {what}\n---- output ----\n{}----------------", self.label, result.raw);
         }
     }
 }
@@ -155,25 +152,16 @@ fn outer() -> usize {
         who.push(Some(FULL_USER));
         who.push(Some(SINGLE_USER));
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("kiln-run-test")
-        .tempdir()
-        .expect("create a scratch dir");
+    let scratch = tempfile::Builder::new().prefix("kiln-run-test").tempdir().expect("create a scratch dir");
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = scratch.path().join("run-test");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).expect("copy the test binary");
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     for user in who {
-        let rootfs = scratch
-            .path()
-            .join(format!("rootfs-{}", user.unwrap_or("self")));
+        let rootfs = scratch.path().join(format!("rootfs-{}", user.unwrap_or("self")));
         make_rootfs(&rootfs);
         if let Some(user) = user {
-            let status = Command::new("chown")
-                .args(["-R", user])
-                .arg(&rootfs)
-                .status()
-                .unwrap();
+            let status = Command::new("chown").args(["-R", user]).arg(&rootfs).status().unwrap();
             assert!(status.success());
         }
         let mode = match user {
@@ -182,10 +170,7 @@ fn outer() -> usize {
             Some(FULL_USER) => "full",
             Some(_) => "single",
         };
-        let mut c = Checker {
-            failures: 0,
-            label: mode.to_string(),
-        };
+        let mut c = Checker { failures: 0, label: mode.to_string() };
         let run = |name: &str| run_case(&exe, user, name, &rootfs);
         check_cases(&mut c, mode, &rootfs, &run);
         // No placeholder survives: the image had no /proc, /sys, /dev,
@@ -207,16 +192,8 @@ fn outer() -> usize {
             setup: None,
             raw: format!("/: {left:?}\n/etc: {etc:?}\n"),
         };
-        c.check(
-            left == ["bin", "etc", "tmp", "work"],
-            "only the image's dirs and the created WORKDIR remain",
-            &dummy,
-        );
-        c.check(
-            etc == ["group", "passwd"],
-            "no stub /etc/hosts or /etc/resolv.conf",
-            &dummy,
-        );
+        c.check(left == ["bin", "etc", "tmp", "work"], "only the image's dirs and the created WORKDIR remain", &dummy);
+        c.check(etc == ["group", "passwd"], "no stub /etc/hosts or /etc/resolv.conf", &dummy);
         failures += c.failures;
     }
     failures
@@ -226,80 +203,30 @@ fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) ->
     let full = mode == "full" || mode == "root";
     let r = run("basic");
     c.check(r.code == Some(0), "basic step exits 0", &r);
-    c.check(
-        r.out.first().map(String::as_str) == Some("hi"),
-        "echo hi",
-        &r,
-    );
-    c.check(
-        r.out.get(1).map(String::as_str) == Some("0"),
-        "runs as uid 0",
-        &r,
-    );
-    c.check(
-        r.out.get(2).map(String::as_str) == Some(HOSTNAME),
-        "hostname is set",
-        &r,
-    );
-    c.check(
-        r.out.get(3).map(String::as_str) == Some("1"),
-        "the command is PID 1",
-        &r,
-    );
-    for node in [
-        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd",
-    ] {
-        c.check(
-            r.out
-                .iter()
-                .any(|l| l.split_whitespace().any(|w| w == node)),
-            &format!("/dev/{node} exists"),
-            &r,
-        );
+    c.check(r.out.first().map(String::as_str) == Some("hi"), "echo hi", &r);
+    c.check(r.out.get(1).map(String::as_str) == Some("0"), "runs as uid 0", &r);
+    c.check(r.out.get(2).map(String::as_str) == Some(HOSTNAME), "hostname is set", &r);
+    c.check(r.out.get(3).map(String::as_str) == Some("1"), "the command is PID 1", &r);
+    for node in ["null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd"] {
+        c.check(r.out.iter().any(|l| l.split_whitespace().any(|w| w == node)), &format!("/dev/{node} exists"), &r);
     }
-    c.check(
-        r.out.iter().any(|l| l.starts_with("sh -c echo hi")),
-        "/proc/1/cmdline is the command",
-        &r,
-    );
+    c.check(r.out.iter().any(|l| l.starts_with("sh -c echo hi")), "/proc/1/cmdline is the command", &r);
     c.check(r.err == ["oops"], "stderr arrives as its own stream", &r);
     c.check(r.out.iter().any(|l| l == "sys-ro"), "/sys is read-only", &r);
-    c.check(
-        r.out.last().map(String::as_str) == Some("/work/dir"),
-        "missing WORKDIR is created and entered",
-        &r,
-    );
+    c.check(r.out.last().map(String::as_str) == Some("/work/dir"), "missing WORKDIR is created and entered", &r);
     if Path::new("/etc/hosts").exists() {
-        let n = std::fs::read_to_string("/etc/hosts")
-            .unwrap()
-            .lines()
-            .filter(|l| !l.is_empty())
-            .count();
-        c.check(
-            r.out.iter().any(|l| *l == n.to_string()),
-            "the host's /etc/hosts is bound",
-            &r,
-        );
+        let n = std::fs::read_to_string("/etc/hosts").unwrap().lines().filter(|l| !l.is_empty()).count();
+        c.check(r.out.iter().any(|l| *l == n.to_string()), "the host's /etc/hosts is bound", &r);
     }
     match mode {
         "full" => c.check(
-            r.out
-                .iter()
-                .filter(|l| l.split_whitespace().count() == 3)
-                .count()
-                >= 2,
+            r.out.iter().filter(|l| l.split_whitespace().count() == 3).count() >= 2,
             "uid_map is the full map",
             &r,
         ),
-        "single" => c.check(
-            r.out
-                .iter()
-                .filter(|l| l.split_whitespace().count() == 3)
-                .count()
-                == 1,
-            "uid_map has one line",
-            &r,
-        ),
+        "single" => {
+            c.check(r.out.iter().filter(|l| l.split_whitespace().count() == 3).count() == 1, "uid_map has one line", &r)
+        }
         _ => {}
     }
 
@@ -309,9 +236,7 @@ fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) ->
     // can kill it: the "kill" case below shows 128 + n.
     let r = run("notfound");
     c.check(
-        r.setup
-            .as_deref()
-            .is_some_and(|s| s.contains("not found in $PATH")),
+        r.setup.as_deref().is_some_and(|s| s.contains("not found in $PATH")),
         "a missing command is a setup error",
         &r,
     );
@@ -319,25 +244,16 @@ fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) ->
     let r = run("netnone");
     c.check(r.code == Some(0), "network none step runs", &r);
     c.check(
-        r.out.iter().filter(|l| !l.is_empty()).all(|l| l == "lo")
-            && r.out.iter().filter(|l| *l == "lo").count() == 2,
+        r.out.iter().filter(|l| !l.is_empty()).all(|l| l == "lo") && r.out.iter().filter(|l| *l == "lo").count() == 2,
         "network none: only lo, and it is up",
         &r,
     );
 
     let r = run("chown");
     if full {
-        c.check(
-            r.out == ["4242:4242"],
-            "chown to 4242 works under the full map",
-            &r,
-        );
+        c.check(r.out == ["4242:4242"], "chown to 4242 works under the full map", &r);
     } else {
-        c.check(
-            r.code != Some(0),
-            "chown to 4242 fails under the single-id map",
-            &r,
-        );
+        c.check(r.code != Some(0), "chown to 4242 fails under the single-id map", &r);
     }
     let r = run("fakechown");
     let rootfs = rootfs.join("tmp/fc");
@@ -347,41 +263,22 @@ fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) ->
             .flatten()
             .map(|v| String::from_utf8_lossy(&v).into_owned())
     };
-    let mode_of = |name: &str| {
-        std::fs::metadata(rootfs.join(name))
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0)
-    };
+    let mode_of =
+        |name: &str| std::fs::metadata(rootfs.join(name)).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0);
     c.check(r.code == Some(0), "chown to other ids in RUN exits 0", &r);
     if mode == "single" {
-        c.check(
-            r.out.get(1..) == Some(&["0:0".to_string(), "0:0".into()]),
-            "the step still sees uid 0",
-            &r,
-        );
+        c.check(r.out.get(1..) == Some(&["0:0".to_string(), "0:0".into()]), "the step still sees uid 0", &r);
         let want = format!("4242:4244:0{:o}", mode_of("f"));
-        c.check(
-            record("f") == Some(want),
-            "chown to unmapped ids is recorded in override_stat",
-            &r,
-        );
+        c.check(record("f") == Some(want), "chown to unmapped ids is recorded in override_stat", &r);
         c.check(record("z").is_none(), "chown to 0 records nothing", &r);
-        c.check(
-            record("d").as_deref() == Some("1000:0:02750"),
-            "chmod after chown updates the recorded mode",
-            &r,
-        );
+        c.check(record("d").as_deref() == Some("1000:0:02750"), "chmod after chown updates the recorded mode", &r);
     } else if full {
         c.check(
             r.out.get(1..) == Some(&["4242:4244".to_string(), "0:0".into()]),
             "chown is real under the full map",
             &r,
         );
-        c.check(
-            record("f").is_none() && record("d").is_none(),
-            "nothing is recorded under the full map",
-            &r,
-        );
+        c.check(record("f").is_none() && record("d").is_none(), "nothing is recorded under the full map", &r);
     }
 
     let r = run("user");
@@ -391,11 +288,7 @@ fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) ->
             "USER alice: uid, gid, supplementary groups",
             &r,
         );
-        c.check(
-            r.out.get(3).map(String::as_str) == Some("1000:1000"),
-            "files written by USER alice are hers",
-            &r,
-        );
+        c.check(r.out.get(3).map(String::as_str) == Some("1000:1000"), "files written by USER alice are hers", &r);
     } else {
         c.check(
             r.setup.as_deref().is_some_and(|s| s.contains("mapped")),
@@ -406,19 +299,11 @@ fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) ->
 
     let started = std::time::Instant::now();
     let r = run("kill");
-    c.check(
-        r.code == Some(128 + 9) && started.elapsed().as_secs() < 4,
-        "kill_running_steps ends the step",
-        &r,
-    );
+    c.check(r.code == Some(128 + 9) && started.elapsed().as_secs() < 4, "kill_running_steps ends the step", &r);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let ps = String::from_utf8_lossy(&ps.stdout);
-    c.check(
-        !ps.lines().any(|l| l.starts_with("sleep 432")),
-        "no process of the killed step survives",
-        &r,
-    );
+    c.check(!ps.lines().any(|l| l.starts_with("sleep 432")), "no process of the killed step survives", &r);
 }
 
 fn run_case(exe: &Path, user: Option<&str>, name: &str, rootfs: &Path) -> CaseResult {
@@ -434,13 +319,8 @@ fn run_case(exe: &Path, user: Option<&str>, name: &str, rootfs: &Path) -> CaseRe
     let out = cmd.output().expect("run a case");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let mut r = CaseResult {
-        out: vec![],
-        err: vec![],
-        code: None,
-        setup: None,
-        raw: format!("{stdout}[stderr]\n{stderr}"),
-    };
+    let mut r =
+        CaseResult { out: vec![], err: vec![], code: None, setup: None, raw: format!("{stdout}[stderr]\n{stderr}") };
     for line in stdout.lines() {
         if let Some(l) = line.strip_prefix("OUT: ") {
             r.out.push(l.to_string());
@@ -471,10 +351,7 @@ fn make_rootfs(rootfs: &Path) {
     std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
     std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
     let list = Command::new(&busybox).arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .filter(|a| *a != "busybox")
-    {
+    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     std::fs::write(
@@ -482,24 +359,14 @@ fn make_rootfs(rootfs: &Path) {
         "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
     )
     .unwrap();
-    std::fs::write(
-        rootfs.join("etc/group"),
-        "root:x:0:\nalice:x:1000:\nwheel:x:10:alice\naudio:x:29:alice\n",
-    )
-    .unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nalice:x:1000:\nwheel:x:10:alice\naudio:x:29:alice\n").unwrap();
 }
 
 /// Creates `name` once; with a subuid/subgid range, or with none at all.
 fn ensure_user(name: &str, with_range: bool) {
-    let exists = Command::new("id")
-        .arg(name)
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let exists = Command::new("id").arg(name).output().is_ok_and(|o| o.status.success());
     if !exists {
-        let status = Command::new("useradd")
-            .args(["-m", name])
-            .status()
-            .expect("run useradd");
+        let status = Command::new("useradd").args(["-m", name]).status().expect("run useradd");
         assert!(status.success(), "useradd {name}");
     }
     for file in ["/etc/subuid", "/etc/subgid"] {
@@ -509,11 +376,8 @@ fn ensure_user(name: &str, with_range: bool) {
             let start = 4_000_000 + 100_000 * u32::from(file.ends_with("gid"));
             std::fs::write(file, format!("{text}{name}:{start}:65536\n")).unwrap();
         } else if !with_range && has {
-            let kept: String = text
-                .lines()
-                .filter(|l| !l.starts_with(&format!("{name}:")))
-                .map(|l| format!("{l}\n"))
-                .collect();
+            let kept: String =
+                text.lines().filter(|l| !l.starts_with(&format!("{name}:"))).map(|l| format!("{l}\n")).collect();
             std::fs::write(file, kept).unwrap();
         }
     }

@@ -31,36 +31,18 @@ fn run_bpf(prog: &[libc::sock_filter], nr: i32, arch: u32) -> u32 {
 fn the_filter_notifies_exactly_the_chown_and_chmod_calls_of_this_architecture() {
     let prog = build_program(0xC000_003E, &[92, 94, 260]);
     for nr in [92, 94, 260] {
-        assert_eq!(
-            run_bpf(&prog, nr, 0xC000_003E),
-            libc::SECCOMP_RET_USER_NOTIF,
-            "nr {nr}"
-        );
-        assert_eq!(
-            run_bpf(&prog, nr, 0x4000_0003),
-            libc::SECCOMP_RET_ALLOW,
-            "nr {nr} of i386"
-        );
+        assert_eq!(run_bpf(&prog, nr, 0xC000_003E), libc::SECCOMP_RET_USER_NOTIF, "nr {nr}");
+        assert_eq!(run_bpf(&prog, nr, 0x4000_0003), libc::SECCOMP_RET_ALLOW, "nr {nr} of i386");
     }
     for nr in [0, 1, 93, 259, 261, 0x4000_0000 + 92] {
-        assert_eq!(
-            run_bpf(&prog, nr, 0xC000_003E),
-            libc::SECCOMP_RET_ALLOW,
-            "nr {nr}"
-        );
+        assert_eq!(run_bpf(&prog, nr, 0xC000_003E), libc::SECCOMP_RET_ALLOW, "nr {nr}");
     }
     if supported() {
         let prog = program();
         for nr in INTERCEPTED {
-            assert_eq!(
-                run_bpf(&prog, *nr as i32, AUDIT_ARCH),
-                libc::SECCOMP_RET_USER_NOTIF
-            );
+            assert_eq!(run_bpf(&prog, *nr as i32, AUDIT_ARCH), libc::SECCOMP_RET_USER_NOTIF);
         }
-        assert_eq!(
-            run_bpf(&prog, libc::SYS_getpid as i32, AUDIT_ARCH),
-            libc::SECCOMP_RET_ALLOW
-        );
+        assert_eq!(run_bpf(&prog, libc::SYS_getpid as i32, AUDIT_ARCH), libc::SECCOMP_RET_ALLOW);
     }
 }
 
@@ -68,57 +50,15 @@ fn the_filter_notifies_exactly_the_chown_and_chmod_calls_of_this_architecture() 
 fn decodes_the_at_variants_with_their_flags() {
     let nofollow = libc::AT_SYMLINK_NOFOLLOW as u64;
     let cwd = libc::AT_FDCWD as u32 as u64;
-    let call = decode(
-        libc::SYS_fchownat,
-        &[cwd, 0x1000, 4242, u32::MAX as u64, nofollow, 0],
-    )
-    .unwrap();
-    assert_eq!(
-        call.op,
-        Op::Chown {
-            uid: Some(4242),
-            gid: None
-        }
-    );
-    assert_eq!(
-        call.target,
-        Target::Path {
-            dirfd: None,
-            addr: 0x1000,
-            follow: false,
-            empty_ok: false
-        }
-    );
-    let call = decode(
-        libc::SYS_fchownat,
-        &[5, 0x1000, 0, 7, libc::AT_EMPTY_PATH as u64, 0],
-    )
-    .unwrap();
-    assert_eq!(
-        call.target,
-        Target::Path {
-            dirfd: Some(5),
-            addr: 0x1000,
-            follow: true,
-            empty_ok: true
-        }
-    );
+    let call = decode(libc::SYS_fchownat, &[cwd, 0x1000, 4242, u32::MAX as u64, nofollow, 0]).unwrap();
+    assert_eq!(call.op, Op::Chown { uid: Some(4242), gid: None });
+    assert_eq!(call.target, Target::Path { dirfd: None, addr: 0x1000, follow: false, empty_ok: false });
+    let call = decode(libc::SYS_fchownat, &[5, 0x1000, 0, 7, libc::AT_EMPTY_PATH as u64, 0]).unwrap();
+    assert_eq!(call.target, Target::Path { dirfd: Some(5), addr: 0x1000, follow: true, empty_ok: true });
     // Flags the kernel would reject are left to the kernel.
-    assert_eq!(
-        decode(libc::SYS_fchownat, &[5, 0x1000, 0, 7, 0x8000_0000, 0]),
-        None
-    );
+    assert_eq!(decode(libc::SYS_fchownat, &[5, 0x1000, 0, 7, 0x8000_0000, 0]), None);
     let call = decode(libc::SYS_fchown, &[3, 1, 2, 0, 0, 0]).unwrap();
-    assert_eq!(
-        call,
-        Call {
-            op: Op::Chown {
-                uid: Some(1),
-                gid: Some(2)
-            },
-            target: Target::Fd(3)
-        }
-    );
+    assert_eq!(call, Call { op: Op::Chown { uid: Some(1), gid: Some(2) }, target: Target::Fd(3) });
     let call = decode(libc::SYS_fchmodat, &[cwd, 0x2000, 0o104755, 0, 0, 0]).unwrap();
     assert_eq!(call.op, Op::Chmod { mode: 0o4755 });
     assert_eq!(decode(libc::SYS_getpid, &[0; 6]), None);
@@ -145,34 +85,19 @@ fn chown_drops_setuid_and_executable_setgid_like_the_kernel() {
 fn reads_a_path_out_of_a_process_memory() {
     let mem = File::open("/proc/self/mem").unwrap();
     let text = CString::new("/some/path/in/memory").unwrap();
-    assert_eq!(
-        read_c_string(&mem, text.as_ptr() as u64).unwrap(),
-        b"/some/path/in/memory"
-    );
+    assert_eq!(read_c_string(&mem, text.as_ptr() as u64).unwrap(), b"/some/path/in/memory");
     // A string that ends right before a page boundary.
     let mut buf = vec![b'a'; 3 * 4096];
     let page_end = (buf.as_ptr() as usize / 4096 + 2) * 4096 - buf.as_ptr() as usize;
     buf[page_end - 1] = 0;
     let start = page_end - 10;
-    assert_eq!(
-        read_c_string(&mem, buf[start..].as_ptr() as u64).unwrap(),
-        vec![b'a'; 9]
-    );
-    assert_eq!(
-        read_c_string(&mem, 0).unwrap_err().raw_os_error(),
-        Some(libc::EIO)
-    );
+    assert_eq!(read_c_string(&mem, buf[start..].as_ptr() as u64).unwrap(), vec![b'a'; 9]);
+    assert_eq!(read_c_string(&mem, 0).unwrap_err().raw_os_error(), Some(libc::EIO));
 }
 
 fn supervisor() -> Supervisor {
     let me = nix::unistd::getuid().as_raw();
-    let one = |id| {
-        vec![IdMap {
-            container: id,
-            host: id,
-            size: 1,
-        }]
-    };
+    let one = |id| vec![IdMap { container: id, host: id, size: 1 }];
     Supervisor {
         proc_dir: File::open("/proc").unwrap().into(),
         uids: one(me),
@@ -186,9 +111,7 @@ fn opath(path: &Path, follow: bool) -> OwnedFd {
 }
 
 fn record(path: &Path) -> Option<String> {
-    xattr::get(path, OVERRIDE_STAT_XATTR)
-        .unwrap()
-        .map(|v| String::from_utf8(v).unwrap())
+    xattr::get(path, OVERRIDE_STAT_XATTR).unwrap().map(|v| String::from_utf8(v).unwrap())
 }
 
 #[test]
@@ -198,31 +121,17 @@ fn unmapped_owners_are_recorded_and_mapped_ones_pass_through() {
     std::fs::write(&file, "x").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o4750)).unwrap();
     let sup = supervisor();
-    let me = (
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
-    );
+    let me = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
 
-    assert_eq!(
-        sup.chown(&opath(&file, true), Some(4242), Some(4243))
-            .unwrap(),
-        Reply::Done
-    );
+    assert_eq!(sup.chown(&opath(&file, true), Some(4242), Some(4243)).unwrap(), Reply::Done);
     assert_eq!(record(&file).as_deref(), Some("4242:4243:0750"));
     // -1 keeps the recorded id, not the real one.
-    assert_eq!(
-        sup.chown(&opath(&file, true), None, Some(7)).unwrap(),
-        Reply::Done
-    );
+    assert_eq!(sup.chown(&opath(&file, true), None, Some(7)).unwrap(), Reply::Done);
     assert_eq!(record(&file).as_deref(), Some("4242:7:0750"));
     sup.chmod(&opath(&file, true), 0o640).unwrap();
     assert_eq!(record(&file).as_deref(), Some("4242:7:0640"));
     // Back to mapped ids: the record goes, the kernel does the real chown.
-    assert_eq!(
-        sup.chown(&opath(&file, true), Some(me.0), Some(me.1))
-            .unwrap(),
-        Reply::Continue
-    );
+    assert_eq!(sup.chown(&opath(&file, true), Some(me.0), Some(me.1)).unwrap(), Reply::Continue);
     assert_eq!(record(&file), None);
     sup.chmod(&opath(&file, true), 0o600).unwrap();
     assert_eq!(record(&file), None, "chmod alone records nothing");
@@ -231,16 +140,10 @@ fn unmapped_owners_are_recorded_and_mapped_ones_pass_through() {
     let sub = dir.path().join("d");
     std::fs::create_dir(&sub).unwrap();
     std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o2775)).unwrap();
-    assert_eq!(
-        sup.chown(&opath(&sub, true), Some(1000), None).unwrap(),
-        Reply::Done
-    );
+    assert_eq!(sup.chown(&opath(&sub, true), Some(1000), None).unwrap(), Reply::Done);
     assert_eq!(record(&sub), Some(format!("1000:{}:02775", me.1)));
     let link = dir.path().join("l");
     std::os::unix::fs::symlink("f", &link).unwrap();
-    assert_eq!(
-        sup.chown(&opath(&link, false), Some(7), Some(7)).unwrap(),
-        Reply::Done
-    );
+    assert_eq!(sup.chown(&opath(&link, false), Some(7), Some(7)).unwrap(), Reply::Done);
     assert_eq!(record(&file), None);
 }

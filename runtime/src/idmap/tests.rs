@@ -16,85 +16,34 @@ fn parses_every_range_by_name_or_uid() {
     assert_eq!(
         ranges,
         vec![
-            SubIdRange {
-                start: 100000,
-                count: 65536
-            },
-            SubIdRange {
-                start: 300000,
-                count: 1000
-            },
-            SubIdRange {
-                start: 400000,
-                count: 10
-            },
+            SubIdRange { start: 100000, count: 65536 },
+            SubIdRange { start: 300000, count: 1000 },
+            SubIdRange { start: 400000, count: 10 },
         ]
     );
     assert!(parse_subid(SUBUID, Some("carol"), 1002).is_empty());
-    assert_eq!(
-        parse_subid(SUBUID, None, 1001),
-        vec![SubIdRange {
-            start: 300000,
-            count: 1000
-        }]
-    );
+    assert_eq!(parse_subid(SUBUID, None, 1001), vec![SubIdRange { start: 300000, count: 1000 }]);
 }
 
 #[test]
 fn full_map_puts_caller_at_zero_and_ranges_in_order() {
-    let ranges = [
-        SubIdRange {
-            start: 100000,
-            count: 65536,
-        },
-        SubIdRange {
-            start: 400000,
-            count: 10,
-        },
-    ];
+    let ranges = [SubIdRange { start: 100000, count: 65536 }, SubIdRange { start: 400000, count: 10 }];
     let maps = build_full_map(1000, &ranges);
     assert_eq!(
         maps,
         vec![
-            IdMap {
-                container: 0,
-                host: 1000,
-                size: 1
-            },
-            IdMap {
-                container: 1,
-                host: 100000,
-                size: 65536
-            },
-            IdMap {
-                container: 65537,
-                host: 400000,
-                size: 10
-            },
+            IdMap { container: 0, host: 1000, size: 1 },
+            IdMap { container: 1, host: 100000, size: 65536 },
+            IdMap { container: 65537, host: 400000, size: 10 },
         ]
     );
-    assert_eq!(
-        format_maps(&maps),
-        "0 1000 1\n1 100000 65536\n65537 400000 10\n"
-    );
-    assert_eq!(
-        parse_proc_map("         0       1000          1\n         1     100000      65536\n"),
-        maps[..2]
-    );
+    assert_eq!(format_maps(&maps), "0 1000 1\n1 100000 65536\n65537 400000 10\n");
+    assert_eq!(parse_proc_map("         0       1000          1\n         1     100000      65536\n"), maps[..2]);
 }
 
 #[test]
 fn full_map_never_overflows() {
-    let maps = build_full_map(
-        5,
-        &[
-            SubIdRange {
-                start: 1,
-                count: u32::MAX,
-            },
-            SubIdRange { start: 9, count: 9 },
-        ],
-    );
+    let maps = build_full_map(5, &[SubIdRange { start: 1, count: u32::MAX }, SubIdRange { start: 9, count: 9 }]);
     assert_eq!(maps.len(), 2);
     assert_eq!(maps[1].size, u32::MAX - 1);
 }
@@ -105,14 +54,8 @@ fn user_facts() -> Facts {
         egid: 1000,
         user_name: Some("alice".into()),
         max_user_namespaces: Some(1000),
-        subuids: vec![SubIdRange {
-            start: 100000,
-            count: 65536,
-        }],
-        subgids: vec![SubIdRange {
-            start: 100000,
-            count: 65536,
-        }],
+        subuids: vec![SubIdRange { start: 100000, count: 65536 }],
+        subgids: vec![SubIdRange { start: 100000, count: 65536 }],
         newuidmap: Some("/usr/bin/newuidmap".into()),
         newgidmap: Some("/usr/bin/newgidmap".into()),
         ..Facts::default()
@@ -123,108 +66,46 @@ fn user_facts() -> Facts {
 fn ladder() {
     let facts = user_facts();
     let (mode, warning) = decide(&facts);
-    assert!(
-        matches!(&mode, MapMode::Full { uids, .. } if uids.len() == 2 && uids[1].size == 65536)
-    );
+    assert!(matches!(&mode, MapMode::Full { uids, .. } if uids.len() == 2 && uids[1].size == 65536));
     assert!(warning.is_none());
 
-    let root = Facts {
-        euid: 0,
-        ..user_facts()
-    };
+    let root = Facts { euid: 0, ..user_facts() };
     assert_eq!(decide(&root).0, MapMode::Root);
 
-    let no_range = Facts {
-        subgids: vec![],
-        ..user_facts()
-    };
+    let no_range = Facts { subgids: vec![], ..user_facts() };
     let (mode, warning) = decide(&no_range);
     assert_eq!(mode, MapMode::Single);
     let warning = warning.unwrap();
-    assert!(
-        warning.contains("alice") && warning.contains(SUBID_FIX),
-        "{warning}"
-    );
+    assert!(warning.contains("alice") && warning.contains(SUBID_FIX), "{warning}");
 
-    let no_tool = Facts {
-        newgidmap: None,
-        ..user_facts()
-    };
+    let no_tool = Facts { newgidmap: None, ..user_facts() };
     let (mode, warning) = decide(&no_tool);
     assert_eq!(mode, MapMode::Single);
     assert!(warning.unwrap().contains("uidmap"));
 
-    let disabled = Facts {
-        max_user_namespaces: Some(0),
-        ..user_facts()
-    };
+    let disabled = Facts { max_user_namespaces: Some(0), ..user_facts() };
     let (mode, warning) = decide(&disabled);
     assert!(matches!(mode, MapMode::Unavailable { .. }));
-    assert!(warning
-        .unwrap()
-        .contains("sysctl -w user.max_user_namespaces"));
+    assert!(warning.unwrap().contains("sysctl -w user.max_user_namespaces"));
 
-    let debian = Facts {
-        unprivileged_userns_clone: Some(0),
-        ..user_facts()
-    };
-    assert!(decide(&debian)
-        .1
-        .unwrap()
-        .contains("kernel.unprivileged_userns_clone=1"));
+    let debian = Facts { unprivileged_userns_clone: Some(0), ..user_facts() };
+    assert!(decide(&debian).1.unwrap().contains("kernel.unprivileged_userns_clone=1"));
 
-    let apparmor = Facts {
-        apparmor_restrict: Some(1),
-        probe: Some(Err("EPERM".into())),
-        ..user_facts()
-    };
+    let apparmor = Facts { apparmor_restrict: Some(1), probe: Some(Err("EPERM".into())), ..user_facts() };
     let (mode, warning) = decide(&apparmor);
     assert!(matches!(mode, MapMode::Unavailable { .. }));
     assert!(warning.unwrap().contains("AppArmor"));
     // The restriction on with a working probe (kiln has a profile) is fine.
-    let allowed = Facts {
-        apparmor_restrict: Some(1),
-        probe: Some(Ok(())),
-        ..user_facts()
-    };
+    let allowed = Facts { apparmor_restrict: Some(1), probe: Some(Ok(())), ..user_facts() };
     assert!(matches!(decide(&allowed).0, MapMode::Full { .. }));
 }
 
 #[test]
 fn inside_reports_the_maps_in_effect() {
-    let full = vec![
-        IdMap {
-            container: 0,
-            host: 1000,
-            size: 1,
-        },
-        IdMap {
-            container: 1,
-            host: 100000,
-            size: 65536,
-        },
-    ];
-    let facts = Facts {
-        euid: 0,
-        inside: Some((full.clone(), full.clone())),
-        ..Facts::default()
-    };
-    assert_eq!(
-        decide(&facts).0,
-        MapMode::Full {
-            uids: full.clone(),
-            gids: full
-        }
-    );
-    let single = vec![IdMap {
-        container: 0,
-        host: 1000,
-        size: 1,
-    }];
-    let facts = Facts {
-        euid: 0,
-        inside: Some((single.clone(), single)),
-        ..Facts::default()
-    };
+    let full = vec![IdMap { container: 0, host: 1000, size: 1 }, IdMap { container: 1, host: 100000, size: 65536 }];
+    let facts = Facts { euid: 0, inside: Some((full.clone(), full.clone())), ..Facts::default() };
+    assert_eq!(decide(&facts).0, MapMode::Full { uids: full.clone(), gids: full });
+    let single = vec![IdMap { container: 0, host: 1000, size: 1 }];
+    let facts = Facts { euid: 0, inside: Some((single.clone(), single)), ..Facts::default() };
     assert_eq!(decide(&facts), (MapMode::Single, None));
 }
