@@ -230,7 +230,7 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
             };
             drop(report.take());
             if let Some((supervisor, sock, pidfd)) = supervise {
-                supervisor.serve(sock, &pidfd);
+                supervisor.serve(sock, child, &pidfd);
             }
             loop {
                 match waitpid(child, None) {

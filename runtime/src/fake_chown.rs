@@ -245,23 +245,28 @@ pub struct Supervisor {
     proc_dir: OwnedFd,
     uids: Vec<IdMap>,
     gids: Vec<IdMap>,
+    /// This process's root is the step's: relative lookups are safe.
+    rooted: bool,
 }
 
 impl Supervisor {
     pub fn new() -> io::Result<Supervisor> {
         let proc_dir = File::open("/proc")?.into();
         let read = |name: &str| std::fs::read_to_string(Path::new("/proc/self").join(name)).map(|t| parse_proc_map(&t));
-        Ok(Supervisor { proc_dir, uids: read("uid_map")?, gids: read("gid_map")? })
+        Ok(Supervisor { proc_dir, uids: read("uid_map")?, gids: read("gid_map")?, rooted: false })
     }
 
     /// Receives the listener from the step's PID 1 and answers notifications
     /// until that process exits (`pidfd` becomes readable). Returns at once
     /// when PID 1 sent no listener (its setup failed before).
-    pub fn serve(self, sock: OwnedFd, pidfd: &impl AsFd) {
-        let Ok(Some(listener)) = sys::recv_fd(&sock) else {
-            return;
-        };
+    pub fn serve(mut self, sock: OwnedFd, child: nix::unistd::Pid, pidfd: &impl AsFd) {
+        let Ok(Some(listener)) = sys::recv_fd(&sock) else { return };
         drop(sock);
+        // PID 1 sends the listener after pivot_root, so its root is final now.
+        match self.enter_root_of(child) {
+            Ok(()) => self.rooted = true,
+            Err(e) => eprintln!("kiln: enter the step's root to follow its chown calls: {e}"),
+        }
         loop {
             let mut fds =
                 [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
@@ -299,6 +304,17 @@ impl Supervisor {
         };
         // ENOENT: the caller died meanwhile; nothing to tell anyone.
         let _ = sys::seccomp_send(listener, &resp);
+    }
+
+    /// Makes this process's root the step's, so that `..` and absolute
+    /// symlinks met in relative lookups resolve as the step's would.
+    /// (pivot_root already moved it there, as it moves every process of the
+    /// mount namespace whose root was the old one; this does not rely on it.)
+    fn enter_root_of(&self, pid: nix::unistd::Pid) -> io::Result<()> {
+        let name = format!("{pid}/root");
+        let root = sys::openat2(&self.proc_dir, Path::new(&name), libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        nix::unistd::fchdir(root.as_raw_fd()).map_err(io::Error::from)?;
+        nix::unistd::chroot(".").map_err(io::Error::from)
     }
 
     fn answer(&self, listener: &OwnedFd, notif: &libc::seccomp_notif) -> Reply {
@@ -349,6 +365,9 @@ impl Supervisor {
         }
         let path = read_c_string(&mem, addr)?;
         let absolute = path.first() == Some(&b'/');
+        if !absolute && !self.rooted {
+            return Err(io::Error::from_raw_os_error(libc::EXDEV));
+        }
         let base = match (absolute, dirfd) {
             (true, _) => format!("{pid}/root"),
             (false, None) => format!("{pid}/cwd"),

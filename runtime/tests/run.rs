@@ -18,6 +18,7 @@ const SINGLE_USER: &str = "kilnrt1";
 const FAKE_CHOWN_SCRIPT: &str = "set -e; rm -rf /tmp/fc; mkdir /tmp/fc; cd /tmp/fc; touch f z; mkdir d; \
     ln -s f symlink; ln -s /tmp/fc/f abslink; \
     chown 4242:4243 f; chown -h 7:7 symlink; chown 4242:4244 abslink; chown 0:0 z; chown 1000 d; chmod 2750 d; \
+    touch up; chown 4242:4242 ../../../../../tmp/fc/up; \
     ls -ln /tmp/fc/f; stat -c %u:%g f z";
 
 fn main() {
@@ -271,6 +272,8 @@ fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) ->
         let want = format!("4242:4244:0{:o}", mode_of("f"));
         c.check(record("f") == Some(want), "chown to unmapped ids is recorded in override_stat", &r);
         c.check(record("z").is_none(), "chown to 0 records nothing", &r);
+        let want = format!("4242:4242:0{:o}", mode_of("up"));
+        c.check(record("up") == Some(want), "`..` in a relative path stops at the step's root", &r);
         c.check(record("d").as_deref() == Some("1000:0:02750"), "chmod after chown updates the recorded mode", &r);
     } else if full {
         c.check(

@@ -102,6 +102,7 @@ fn supervisor() -> Supervisor {
         proc_dir: File::open("/proc").unwrap().into(),
         uids: one(me),
         gids: one(nix::unistd::getgid().as_raw()),
+        rooted: true,
     }
 }
 
