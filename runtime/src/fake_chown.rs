@@ -16,12 +16,14 @@
 //! The step itself keeps seeing the real owner: `stat` in this and later RUN
 //! steps shows uid 0 for such files, while the image gets the recorded owner.
 //!
-//! Paths are resolved through /proc/PID/{root,cwd,fd/N} of the calling task.
-//! The helper's own root is the step's root too: pivot_root moved every
-//! process of the mount namespace whose root was the old one, the helper
-//! included, so `..` and absolute symlinks met on the way land where the
-//! step's lookup would. Whenever the supervisor cannot decide (an unreadable
-//! path, a vanished file, a task it cannot see), it lets the kernel run the
+//! Paths are resolved through /proc/PID/{root,cwd,fd/N} of the calling task,
+//! absolute ones inside its root (RESOLVE_IN_ROOT); for relative ones the
+//! supervisor first makes its own root the step's (chroot), so `..` and
+//! absolute symlinks met on the way land where the step's lookup would.
+//! Known limit: tools that stat a file and pass the owner they saw back to
+//! chown (busybox `chown :G`) pass uid 0 and so replace a recorded uid.
+//! Whenever the supervisor cannot decide (an unreadable path, a vanished
+//! file, a task it cannot see), it lets the kernel run the
 //! call (SECCOMP_USER_NOTIF_FLAG_CONTINUE), which then fails or succeeds
 //! exactly as without the filter.
 
