@@ -6,6 +6,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,13 +19,14 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::SigSet;
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, ForkResult, Gid, Uid};
 use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
+use crate::fake_chown;
 use crate::mounts;
 use crate::spec::{Network, RunSpec, TtySize};
 use crate::sys;
@@ -266,8 +268,17 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
     // Blocked before the fork so none is lost; the command unblocks them.
     let signals = helper_signals();
     signals.thread_block().map_err(|e| format!("block signals: {e}"))?;
+    let chown = if spec.fake_chown && fake_chown::supported() {
+        let supervisor = fake_chown::Supervisor::new()
+            .map_err(|e| format!("prepare to record chown to unmapped ids: read /proc: {e}"))?;
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| format!("create a socket pair for the chown supervisor: {e}"))?;
+        Some((supervisor, ours, theirs))
+    } else {
+        None
+    };
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => match command_main(&spec, console.take()) {
+        ForkResult::Child => match command_main(&spec, console.take(), chown.map(|(_, _, theirs)| theirs)) {
             Ok(never) => match never {},
             Err((code, message)) => {
                 send_report(report, &message);
@@ -277,8 +288,31 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
         ForkResult::Parent { child } => {
             // Only the command's side may hold the report pipe now, so its
             // exec shows up as EOF.
+            // A process that unshared its PID namespace cannot start
+            // threads, so the supervisor runs here until PID 1 exits.
+            let supervise = match chown {
+                Some((supervisor, ours, theirs)) => {
+                    // Only PID 1 may hold its end: its exit or exec then ends
+                    // the supervisor's wait for the listener.
+                    drop(theirs);
+                    match sys::pidfd_open(child) {
+                        Ok(pidfd) => Some((supervisor, ours, pidfd)),
+                        Err(e) => {
+                            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                            let _ = waitpid(child, None);
+                            return Err(format!("watch the command's process: {e}"));
+                        }
+                    }
+                }
+                None => None,
+            };
             drop(report.take());
             drop(console.take());
+            if let Some((supervisor, sock, pidfd)) = supervise {
+                // Until PID 1 exits; kiln's signals wait (blocked) meanwhile,
+                // and a killed kiln still ends the step (parent-death signal).
+                supervisor.serve(sock, child, &pidfd);
+            }
             wait_forwarding(child, &signals)
         }
     }
@@ -326,8 +360,13 @@ fn wait_forwarding(child: nix::unistd::Pid, signals: &SigSet) -> Result<i32, Str
 }
 
 /// PID 1 of the step: set up and exec; returns only on failure, with the
-/// exit code and the message to report.
-fn command_main(spec: &RunSpec, console: Option<File>) -> Result<std::convert::Infallible, (i32, String)> {
+/// exit code and the message to report. With `chown_sock`, chown is
+/// intercepted and the listener sent there (see `fake_chown`).
+fn command_main(
+    spec: &RunSpec,
+    console: Option<File>,
+    chown_sock: Option<OwnedFd>,
+) -> Result<std::convert::Infallible, (i32, String)> {
     let fail = |what: &str, e: &dyn std::fmt::Display| (SETUP_FAILED, format!("{what}: {e}"));
     // If the helper dies (killed with the build), the whole step dies.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| fail("set the parent-death signal", &e))?;
@@ -362,6 +401,10 @@ fn command_main(spec: &RunSpec, console: Option<File>) -> Result<std::convert::I
     nix::unistd::chdir(spec.cwd.as_str())
         .map_err(|e| fail(&format!("change to the working directory {}", spec.cwd), &e))?;
     SigSet::empty().thread_set_mask().map_err(|e| fail("unblock signals", &e))?;
+    if let Some(sock) = chown_sock {
+        // Last, so no setup call above waits on the supervisor.
+        fake_chown::install(&sock).map_err(|e| fail("intercept chown for the single-id map", &e))?;
+    }
     exec(spec)
 }
 

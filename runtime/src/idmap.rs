@@ -169,8 +169,8 @@ pub fn decide(facts: &Facts) -> (MapMode, Option<String>) {
     };
     if let Some(why) = missing {
         let warning = format!(
-            "{why}: using a single-id map, so only uid/gid 0 exist in RUN steps (USER and chown to other ids \
-             fail, apt cannot drop privileges); fix: {SUBID_FIX}"
+            "{why}: using a single-id map, so only uid/gid 0 exist in RUN steps (USER fails, apt cannot drop \
+             privileges; chown to other ids is recorded for the image while RUN sees uid 0); fix: {SUBID_FIX}"
         );
         return (MapMode::Single, Some(warning));
     }

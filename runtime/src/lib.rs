@@ -1,6 +1,9 @@
 //! kiln's privilege boundary: user namespaces, id maps, mount namespaces and
 //! running one process. All `unsafe` lives in `sys.rs`.
 //!
+//! In single-id mode (`RunSpec::fake_chown`) a RUN step's chown to ids the
+//! namespace lacks succeeds and is recorded for the layer: see [`fake_chown`].
+//!
 //! A program using this crate must call [`dispatch_helper`] first thing in
 //! `main` (before clap, logging or any thread): kiln re-executes itself in
 //! hidden modes to enter namespaces, since a multi-threaded process cannot.
@@ -8,6 +11,7 @@
 pub mod attach;
 pub mod child;
 mod error;
+pub mod fake_chown;
 pub mod idmap;
 pub mod mounts;
 pub mod probe;

@@ -30,6 +30,11 @@ pub struct RunSpec {
     /// container (`run -t`), starting at this size.
     #[serde(default)]
     pub tty: Option<TtySize>,
+    /// Single-id mode: chown to ids the user namespace lacks succeeds and
+    /// records the owner in `user.containers.override_stat` for the layer
+    /// (see `fake_chown`).
+    #[serde(default)]
+    pub fake_chown: bool,
 }
 
 /// A terminal's size in character cells.
@@ -81,6 +86,7 @@ impl RunSpec {
             bind_resolv_hosts: true,
             stdin: false,
             tty: None,
+            fake_chown: false,
         }
     }
 

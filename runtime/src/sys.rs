@@ -84,12 +84,28 @@ pub fn inherited_fd(fd: RawFd) -> Option<OwnedFd> {
 /// Opens `path` as if `root` were `/`: `..` and symlinks (absolute ones too)
 /// cannot leave `root` (openat2 with `RESOLVE_IN_ROOT`, Linux 5.6).
 pub fn open_in_root(root: &impl AsFd, path: &Path, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    openat2_how(root, path, flags, mode, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS)
+}
+
+/// Opens `path` below `dir` with openat2 and the given `RESOLVE_*` flags;
+/// `resolve` 0 resolves like openat.
+pub fn openat2(dir: &impl AsFd, path: &Path, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
+    openat2_how(dir, path, flags, 0, resolve)
+}
+
+fn openat2_how(
+    dir: &impl AsFd,
+    path: &Path,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: open_how is plain old data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { mode as u64 } else { 0 };
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -99,7 +115,7 @@ pub fn open_in_root(root: &impl AsFd, path: &Path, flags: libc::c_int, mode: lib
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_openat2,
-                root.as_fd().as_raw_fd(),
+                dir.as_fd().as_raw_fd(),
                 c_path.as_ptr(),
                 &how as *const libc::open_how,
                 std::mem::size_of::<libc::open_how>(),
@@ -199,4 +215,129 @@ pub fn received_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: the kernel installed this descriptor in our table when the
     // message was received; nothing else in the process knows its number.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Installs a seccomp filter on the calling thread and returns its user
+/// notification listener (`SECCOMP_FILTER_FLAG_NEW_LISTENER`, Linux 5.0).
+///
+/// Without CAP_SYS_ADMIN in the current user namespace the kernel demands
+/// no_new_privs; it is set only then, so setuid programs keep working for
+/// callers that are root in their namespace.
+pub fn install_seccomp_listener(program: &[libc::sock_filter]) -> io::Result<OwnedFd> {
+    let len = libc::c_ushort::try_from(program.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let prog = libc::sock_fprog { len, filter: program.as_ptr() as *mut libc::sock_filter };
+    let install = || {
+        // SAFETY: `prog` points at `len` valid instructions that outlive the
+        // call (the kernel copies them); the result is checked before use.
+        unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog as *const libc::sock_fprog,
+            )
+        }
+    };
+    let mut ret = install();
+    if ret < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EACCES) {
+        nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)?;
+        ret = install();
+    }
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this new listener descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// Waits for the next seccomp user notification (retrying on EINTR).
+pub fn seccomp_recv(listener: &impl AsFd) -> io::Result<libc::seccomp_notif> {
+    loop {
+        // SAFETY: seccomp_notif is plain old data, and the kernel insists on
+        // an all-zero one.
+        let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: RECV writes one seccomp_notif into the valid, exclusively
+        // borrowed `notif`; the ioctl number encodes that size.
+        let ret =
+            unsafe { libc::ioctl(listener.as_fd().as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut notif as *mut _) };
+        if ret == 0 {
+            return Ok(notif);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Answers a seccomp user notification.
+pub fn seccomp_send(listener: &impl AsFd, resp: &libc::seccomp_notif_resp) -> io::Result<()> {
+    // SAFETY: SEND only reads one seccomp_notif_resp from the valid `resp`.
+    let ret = unsafe { libc::ioctl(listener.as_fd().as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, resp as *const _) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether notification `id` is still pending: its task still waits in the
+/// system call, so a pid looked up since the notification still names it.
+pub fn seccomp_id_valid(listener: &impl AsFd, id: u64) -> bool {
+    // SAFETY: ID_VALID only reads the u64 that `id` provides.
+    unsafe { libc::ioctl(listener.as_fd().as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id as *const u64) == 0 }
+}
+
+/// Sends `fd` over a unix socket (SCM_RIGHTS).
+pub fn send_fd(sock: &impl AsFd, fd: &impl AsFd) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd.as_fd().as_raw_fd()];
+    let iov = [io::IoSlice::new(b"F")];
+    loop {
+        match sendmsg::<()>(sock.as_fd().as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+        {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map(drop).map_err(io::Error::from),
+        }
+    }
+}
+
+/// Receives one descriptor sent with [`send_fd`];
+/// `None` when the peer closed its end without sending one.
+pub fn recv_fd(sock: &impl AsFd) -> io::Result<Option<OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!(RawFd);
+    loop {
+        let msg = match recvmsg::<()>(sock.as_fd().as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => other.map_err(io::Error::from)?,
+        };
+        let mut received = None;
+        for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // SAFETY: SCM_RIGHTS just installed this descriptor in our
+                    // table for us alone; wrapping it makes sure it is closed.
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    received.get_or_insert(owned);
+                }
+            }
+        }
+        return Ok(received);
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` exits
+/// (pidfd_open, Linux 5.3).
+pub fn pidfd_open(pid: nix::unistd::Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes no pointers; the result is checked and owned.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this new descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }

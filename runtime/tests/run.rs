@@ -12,6 +12,14 @@ use kiln_runtime::{Network, Output, RunSpec, Stream};
 const HOSTNAME: &str = "kiln-test-host";
 const FULL_USER: &str = "kilnrt";
 const SINGLE_USER: &str = "kilnrt1";
+/// chown to unmapped ids, by relative path, through a symlink (absolute, so
+/// it resolves in the step's root), of a symlink itself, to 0, and a chmod
+/// after a chown.
+const FAKE_CHOWN_SCRIPT: &str = "set -e; rm -rf /tmp/fc; mkdir /tmp/fc; cd /tmp/fc; touch f z; mkdir d; \
+    ln -s f symlink; ln -s /tmp/fc/f abslink; \
+    chown 4242:4243 f; chown -h 7:7 symlink; chown 4242:4244 abslink; chown 0:0 z; chown 1000 d; chmod 2750 d; \
+    touch up; chown 4242:4242 ../../../../../tmp/fc/up; \
+    ls -ln /tmp/fc/f; stat -c %u:%g f z";
 
 fn main() {
     if let Some(code) = kiln_runtime::dispatch_helper() {
@@ -72,6 +80,11 @@ fn case_main(name: &str, rootfs: &Path) -> i32 {
             spec.argv = sh("id -u; id -g; id -G; touch /tmp/by-alice; stat -c %u:%g /tmp/by-alice");
         }
         "chown" => spec.argv = sh("touch /tmp/f && chown 4242:4242 /tmp/f && stat -c %u:%g /tmp/f"),
+        "fakechown" => {
+            // As the engine does: intercept only where other ids do not exist.
+            spec.fake_chown = matches!(mode, kiln_runtime::MapMode::Single);
+            spec.argv = sh(FAKE_CHOWN_SCRIPT);
+        }
         "notfound" => spec.argv = vec!["no-such-command".into()],
         "kill" => {
             spec.argv = sh("sleep 4321 & sleep 4322; echo not-killed");
@@ -160,7 +173,7 @@ fn outer() -> usize {
         };
         let mut c = Checker { failures: 0, label: mode.to_string() };
         let run = |name: &str| run_case(&exe, user, name, &rootfs);
-        check_cases(&mut c, mode, &run);
+        check_cases(&mut c, mode, &rootfs, &run);
         // No placeholder survives: the image had no /proc, /sys, /dev,
         // /etc/hosts, /etc/resolv.conf, /work.
         let mut left: Vec<String> = std::fs::read_dir(&rootfs)
@@ -187,7 +200,7 @@ fn outer() -> usize {
     failures
 }
 
-fn check_cases(c: &mut Checker, mode: &str, run: &dyn Fn(&str) -> CaseResult) {
+fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) -> CaseResult) {
     let full = mode == "full" || mode == "root";
     let r = run("basic");
     c.check(r.code == Some(0), "basic step exits 0", &r);
@@ -243,6 +256,34 @@ fn check_cases(c: &mut Checker, mode: &str, run: &dyn Fn(&str) -> CaseResult) {
     } else {
         c.check(r.code != Some(0), "chown to 4242 fails under the single-id map", &r);
     }
+    let r = run("fakechown");
+    let rootfs = rootfs.join("tmp/fc");
+    let record = |name: &str| {
+        xattr::get(rootfs.join(name), "user.containers.override_stat")
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    let mode_of =
+        |name: &str| std::fs::metadata(rootfs.join(name)).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0);
+    c.check(r.code == Some(0), "chown to other ids in RUN exits 0", &r);
+    if mode == "single" {
+        c.check(r.out.get(1..) == Some(&["0:0".to_string(), "0:0".into()]), "the step still sees uid 0", &r);
+        let want = format!("4242:4244:0{:o}", mode_of("f"));
+        c.check(record("f") == Some(want), "chown to unmapped ids is recorded in override_stat", &r);
+        c.check(record("z").is_none(), "chown to 0 records nothing", &r);
+        let want = format!("4242:4242:0{:o}", mode_of("up"));
+        c.check(record("up") == Some(want), "`..` in a relative path stops at the step's root", &r);
+        c.check(record("d").as_deref() == Some("1000:0:02750"), "chmod after chown updates the recorded mode", &r);
+    } else if full {
+        c.check(
+            r.out.get(1..) == Some(&["4242:4244".to_string(), "0:0".into()]),
+            "chown is real under the full map",
+            &r,
+        );
+        c.check(record("f").is_none() && record("d").is_none(), "nothing is recorded under the full map", &r);
+    }
+
     let r = run("user");
     if full {
         c.check(

@@ -187,6 +187,7 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
     spec.cwd = state.workdir();
     spec.create_cwd = true;
     spec.hostname = hostname.to_string();
+    spec.fake_chown = matches!(kiln_runtime::detect(), kiln_runtime::MapMode::Single);
     spec.network = match step.network.as_deref() {
         Some("none") => Network::None,
         _ => Network::Host,

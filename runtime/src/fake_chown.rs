@@ -1,0 +1,466 @@
+//! chown in single-id mode. Only uid/gid 0 exist in the user namespace, so a
+//! RUN step's `chown 4242 /f` would fail with EINVAL and break the build.
+//! The step's PID 1 installs a seccomp filter that turns the chown and chmod
+//! families into user notifications, and hands the listener to the helper
+//! (its parent), which answers them:
+//!
+//! - chown to ids the namespace has runs unchanged (the kernel continues it);
+//! - chown to ids it lacks is recorded on the file as
+//!   `user.containers.override_stat` = `uid:gid:0mode`, the containers/storage
+//!   convention the layer writer turns back into the entry's owner and mode,
+//!   and reported as success. Symlinks, fifos, sockets and devices cannot
+//!   carry `user.*` xattrs: their chown succeeds without a record;
+//! - chmod of a file with a record updates the recorded mode (the layer takes
+//!   the mode from there), then runs unchanged.
+//!
+//! The step itself keeps seeing the real owner: `stat` in this and later RUN
+//! steps shows uid 0 for such files, while the image gets the recorded owner.
+//!
+//! Paths are resolved through /proc/PID/{root,cwd,fd/N} of the calling task,
+//! absolute ones inside its root (RESOLVE_IN_ROOT); for relative ones the
+//! supervisor first makes its own root the step's (chroot), so `..` and
+//! absolute symlinks met on the way land where the step's lookup would.
+//! Known limit: tools that stat a file and pass the owner they saw back to
+//! chown (busybox `chown :G`) pass uid 0 and so replace a recorded uid.
+//! Whenever the supervisor cannot decide (an unreadable path, a vanished
+//! file, a task it cannot see), it lets the kernel run the
+//! call (SECCOMP_USER_NOTIF_FLAG_CONTINUE), which then fails or succeeds
+//! exactly as without the filter.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use xattr::FileExt as _;
+
+use crate::idmap::{parse_proc_map, IdMap};
+use crate::sys;
+
+/// The xattr rootless container tools record an owner in (kiln-overlay's
+/// `OVERRIDE_STAT_XATTR`, which the layer writer applies).
+pub const OVERRIDE_STAT_XATTR: &str = "user.containers.override_stat";
+
+/// The longest path the kernel accepts, NUL included (PATH_MAX).
+const PATH_MAX: usize = 4096;
+
+// ------------------------------------------------------------ the filter
+
+/// linux/audit.h: AUDIT_ARCH_* of the architectures whose system call
+/// numbers the filter knows (libc does not export them). Elsewhere 0, which
+/// no call carries: the filter then lets everything through.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const AUDIT_ARCH: u32 = 0;
+
+/// fchmodat2 (Linux 6.6) has the same number on every architecture; libc
+/// lacks it for some targets.
+const SYS_FCHMODAT2: i64 = 452;
+
+/// The calls the filter sends to the supervisor on this architecture.
+#[cfg(target_arch = "x86_64")]
+const INTERCEPTED: &[i64] = &[
+    libc::SYS_chown,
+    libc::SYS_lchown,
+    libc::SYS_fchown,
+    libc::SYS_fchownat,
+    libc::SYS_chmod,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    SYS_FCHMODAT2,
+];
+#[cfg(target_arch = "aarch64")]
+const INTERCEPTED: &[i64] =
+    &[libc::SYS_fchown, libc::SYS_fchownat, libc::SYS_fchmod, libc::SYS_fchmodat, SYS_FCHMODAT2];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const INTERCEPTED: &[i64] = &[];
+
+/// Whether this build can intercept chown (an architecture it knows).
+pub fn supported() -> bool {
+    AUDIT_ARCH != 0
+}
+
+/// The BPF program: calls of another architecture (i386 or arm32 compat;
+/// x32 numbers differ too) and every other call pass; the intercepted ones
+/// notify the listener.
+fn program() -> Vec<libc::sock_filter> {
+    build_program(AUDIT_ARCH, INTERCEPTED)
+}
+
+fn build_program(arch: u32, nrs: &[i64]) -> Vec<libc::sock_filter> {
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load = |offset: usize| stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, offset as u32);
+    // Far fewer than 255 calls, so every jump fits its u8 offset.
+    let n = nrs.len() as u8;
+    let mut prog = vec![
+        load(std::mem::offset_of!(libc::seccomp_data, arch)),
+        // Another architecture: skip the number checks and the load, to ALLOW.
+        jeq(arch, 0, n + 1),
+        load(std::mem::offset_of!(libc::seccomp_data, nr)),
+    ];
+    for (i, nr) in nrs.iter().enumerate() {
+        // On a match jump over the remaining checks and ALLOW, to USER_NOTIF.
+        prog.push(jeq(*nr as u32, n - i as u8, 0));
+    }
+    prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+    prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_USER_NOTIF));
+    prog
+}
+
+/// In the step's PID 1, just before exec: installs the filter and sends its
+/// listener to the supervisor over `sock`.
+pub fn install(sock: &impl AsFd) -> io::Result<()> {
+    let listener = sys::install_seccomp_listener(&program())?;
+    sys::send_fd(sock, &listener)
+}
+
+// ------------------------------------------------------------ decoding calls
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `None` is -1: keep that id.
+    Chown {
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    Chmod {
+        mode: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The open file itself (fchown, fchmod).
+    Fd(i32),
+    /// A path (address in the caller's memory) from a directory descriptor
+    /// (`None`: the working directory).
+    Path { dirfd: Option<i32>, addr: u64, follow: bool, empty_ok: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Call {
+    op: Op,
+    target: Target,
+}
+
+fn id(arg: u64) -> Option<u32> {
+    // uid_t is 32 bits: the kernel ignores the upper half.
+    Some(arg as u32).filter(|id| *id != u32::MAX)
+}
+
+fn dirfd(arg: u64) -> Option<i32> {
+    Some(arg as i32).filter(|fd| *fd != libc::AT_FDCWD)
+}
+
+/// The call a notification stands for; `None` for anything the kernel
+/// should judge itself (unknown flags, other calls).
+fn decode(nr: i64, a: &[u64; 6]) -> Option<Call> {
+    let path = |dirfd, addr, follow| Target::Path { dirfd, addr, follow, empty_ok: false };
+    let at_path = |dir: u64, addr: u64, flags: u64| {
+        let known = (libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) as u64;
+        (flags & !known == 0).then_some(Target::Path {
+            dirfd: dirfd(dir),
+            addr,
+            follow: flags & libc::AT_SYMLINK_NOFOLLOW as u64 == 0,
+            empty_ok: flags & libc::AT_EMPTY_PATH as u64 != 0,
+        })
+    };
+    let chown = |a1: u64, a2: u64| Op::Chown { uid: id(a1), gid: id(a2) };
+    let chmod = |m: u64| Op::Chmod { mode: m as u32 & 0o7777 };
+    let call = |op, target| Some(Call { op, target });
+    #[cfg(target_arch = "x86_64")]
+    match nr {
+        libc::SYS_chown => return call(chown(a[1], a[2]), path(None, a[0], true)),
+        libc::SYS_lchown => return call(chown(a[1], a[2]), path(None, a[0], false)),
+        libc::SYS_chmod => return call(chmod(a[1]), path(None, a[0], true)),
+        _ => {}
+    }
+    match nr {
+        libc::SYS_fchown => call(chown(a[1], a[2]), Target::Fd(a[0] as i32)),
+        libc::SYS_fchownat => call(chown(a[2], a[3]), at_path(a[0], a[1], a[4])?),
+        libc::SYS_fchmod => call(chmod(a[1]), Target::Fd(a[0] as i32)),
+        libc::SYS_fchmodat => call(chmod(a[2]), path(dirfd(a[0]), a[1], true)),
+        SYS_FCHMODAT2 => call(chmod(a[2]), at_path(a[0], a[1], a[3])?),
+        _ => None,
+    }
+}
+
+// ------------------------------------------------------------ the record
+
+/// `uid:gid:0mode`, as containers/storage writes it.
+fn format_override(uid: u32, gid: u32, mode: u32) -> String {
+    format!("{uid}:{gid}:0{:o}", mode & 0o7777)
+}
+
+/// Parses a record (a trailing `:type` field is allowed and ignored).
+fn parse_override(value: &[u8]) -> Option<(u32, u32, u32)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.split(':');
+    let uid = parts.next()?.parse().ok()?;
+    let gid = parts.next()?.parse().ok()?;
+    let mode = u32::from_str_radix(parts.next()?, 8).ok()?;
+    Some((uid, gid, mode & 0o7777))
+}
+
+/// The mode a chown leaves on a non-directory: like the kernel, it drops
+/// setuid, and setgid when group execute is set (without it the bit means
+/// mandatory locking, not privilege).
+fn mode_after_chown(mode: u32) -> u32 {
+    let mut mode = mode & !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        mode &= !libc::S_ISGID;
+    }
+    mode
+}
+
+fn is_mapped(maps: &[IdMap], id: u32) -> bool {
+    maps.iter().any(|m| id >= m.container && id - m.container < m.size)
+}
+
+// ------------------------------------------------------------ the supervisor
+
+/// What to answer a notification.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    /// Let the kernel run the call as if unfiltered.
+    Continue,
+    /// The call is done: return 0.
+    Done,
+}
+
+/// The helper's side. Made before the fork, while /proc is still the one
+/// whose pids the notifications carry (the step mounts its own /proc, which
+/// the helper shares after pivot_root).
+pub struct Supervisor {
+    proc_dir: OwnedFd,
+    uids: Vec<IdMap>,
+    gids: Vec<IdMap>,
+    /// This process's root is the step's: relative lookups are safe.
+    rooted: bool,
+}
+
+impl Supervisor {
+    pub fn new() -> io::Result<Supervisor> {
+        let proc_dir = File::open("/proc")?.into();
+        let read = |name: &str| std::fs::read_to_string(Path::new("/proc/self").join(name)).map(|t| parse_proc_map(&t));
+        Ok(Supervisor { proc_dir, uids: read("uid_map")?, gids: read("gid_map")?, rooted: false })
+    }
+
+    /// Receives the listener from the step's PID 1 and answers notifications
+    /// until that process exits (`pidfd` becomes readable). Returns at once
+    /// when PID 1 sent no listener (its setup failed before).
+    pub fn serve(mut self, sock: OwnedFd, child: nix::unistd::Pid, pidfd: &impl AsFd) {
+        let Ok(Some(listener)) = sys::recv_fd(&sock) else { return };
+        drop(sock);
+        // PID 1 sends the listener after pivot_root, so its root is final now.
+        match self.enter_root_of(child) {
+            Ok(()) => self.rooted = true,
+            Err(e) => eprintln!("kiln: enter the step's root to follow its chown calls: {e}"),
+        }
+        loop {
+            let mut fds =
+                [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+            let revents = |fd: &PollFd| fd.revents().unwrap_or(PollFlags::empty());
+            let (listener_events, exited) = (revents(&fds[0]), !revents(&fds[1]).is_empty());
+            if exited {
+                return;
+            }
+            if listener_events.contains(PollFlags::POLLIN) {
+                self.answer_next(&listener);
+            } else if !listener_events.is_empty() {
+                // POLLHUP: no task uses the filter any more.
+                return;
+            }
+        }
+    }
+
+    fn answer_next(&self, listener: &OwnedFd) {
+        let notif = match sys::seccomp_recv(listener) {
+            Ok(n) => n,
+            // The caller was killed before we got to it.
+            Err(_) => return,
+        };
+        let reply = self.answer(listener, &notif);
+        let resp = libc::seccomp_notif_resp {
+            id: notif.id,
+            val: 0,
+            error: 0,
+            flags: if reply == Reply::Continue { libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32 } else { 0 },
+        };
+        // ENOENT: the caller died meanwhile; nothing to tell anyone.
+        let _ = sys::seccomp_send(listener, &resp);
+    }
+
+    /// Makes this process's root the step's, so that `..` and absolute
+    /// symlinks met in relative lookups resolve as the step's would.
+    /// (pivot_root already moved it there, as it moves every process of the
+    /// mount namespace whose root was the old one; this does not rely on it.)
+    fn enter_root_of(&self, pid: nix::unistd::Pid) -> io::Result<()> {
+        let name = format!("{pid}/root");
+        let root = sys::openat2(&self.proc_dir, Path::new(&name), libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        nix::unistd::fchdir(root.as_raw_fd()).map_err(io::Error::from)?;
+        nix::unistd::chroot(".").map_err(io::Error::from)
+    }
+
+    fn answer(&self, listener: &OwnedFd, notif: &libc::seccomp_notif) -> Reply {
+        if notif.data.arch != AUDIT_ARCH || notif.pid == 0 {
+            return Reply::Continue;
+        }
+        let Some(call) = decode(notif.data.nr as i64, &notif.data.args) else {
+            return Reply::Continue;
+        };
+        let valid = || sys::seccomp_id_valid(listener, notif.id);
+        let Ok(target) = self.open_target(notif.pid, call.target, valid) else {
+            return Reply::Continue;
+        };
+        match call.op {
+            Op::Chown { uid, gid } => match self.chown(&target, uid, gid) {
+                Ok(reply) => reply,
+                Err(err) => {
+                    // The step asked for an owner the namespace lacks and it
+                    // cannot be recorded: say so, but do not fail the build.
+                    eprintln!("kiln: could not record the owner of a file chown'ed in RUN: {err}");
+                    Reply::Done
+                }
+            },
+            Op::Chmod { mode } => {
+                if let Err(err) = self.chmod(&target, mode) {
+                    eprintln!("kiln: could not update the recorded mode of a file chmod'ed in RUN: {err}");
+                }
+                Reply::Continue
+            }
+        }
+    }
+
+    /// An O_PATH descriptor of the file the call names, resolved as the
+    /// calling task would. `valid` confirms the task still waits in the call,
+    /// so the /proc/PID entries opened before it were the caller's.
+    fn open_target(&self, pid: u32, target: Target, valid: impl Fn() -> bool) -> io::Result<OwnedFd> {
+        let opath = |dir: &OwnedFd, name: &str| sys::openat2(dir, Path::new(name), libc::O_PATH, 0);
+        let (dirfd, addr, follow, empty_ok) = match target {
+            Target::Fd(fd) => {
+                let file = opath(&self.proc_dir, &format!("{pid}/fd/{fd}"))?;
+                return if valid() { Ok(file) } else { Err(io::Error::from_raw_os_error(libc::ESRCH)) };
+            }
+            Target::Path { dirfd, addr, follow, empty_ok } => (dirfd, addr, follow, empty_ok),
+        };
+        let mem = File::from(sys::openat2(&self.proc_dir, Path::new(&format!("{pid}/mem")), libc::O_RDONLY, 0)?);
+        if !valid() {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        let path = read_c_string(&mem, addr)?;
+        let absolute = path.first() == Some(&b'/');
+        if !absolute && !self.rooted {
+            return Err(io::Error::from_raw_os_error(libc::EXDEV));
+        }
+        let base = match (absolute, dirfd) {
+            (true, _) => format!("{pid}/root"),
+            (false, None) => format!("{pid}/cwd"),
+            (false, Some(fd)) => format!("{pid}/fd/{fd}"),
+        };
+        let base = opath(&self.proc_dir, &base)?;
+        if !valid() {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        if path.is_empty() {
+            return if empty_ok { Ok(base) } else { Err(io::Error::from_raw_os_error(libc::ENOENT)) };
+        }
+        let flags = libc::O_PATH | if follow { 0 } else { libc::O_NOFOLLOW };
+        let path = Path::new(std::ffi::OsStr::from_bytes(&path));
+        if absolute {
+            sys::open_in_root(&base, path, flags, 0)
+        } else {
+            sys::openat2(&base, path, flags, libc::RESOLVE_NO_MAGICLINKS)
+        }
+    }
+
+    /// A readable descriptor of `target` for the xattr calls (which refuse
+    /// O_PATH ones), or `None` for files that cannot carry `user.*` xattrs.
+    fn reopen(&self, target: &OwnedFd, st: &libc::stat) -> io::Result<Option<File>> {
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind != libc::S_IFREG && kind != libc::S_IFDIR {
+            return Ok(None);
+        }
+        let name = format!("self/fd/{}", target.as_raw_fd());
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+        sys::openat2(&self.proc_dir, Path::new(&name), flags, 0).map(|fd| Some(File::from(fd)))
+    }
+
+    fn chown(&self, target: &OwnedFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<Reply> {
+        let st = nix::sys::stat::fstat(target.as_raw_fd()).map_err(io::Error::from)?;
+        let file = self.reopen(target, &st)?;
+        let recorded = match &file {
+            Some(f) => f.get_xattr(OVERRIDE_STAT_XATTR)?.and_then(|v| parse_override(&v)),
+            None => None,
+        };
+        let (cur_uid, cur_gid, cur_mode) = recorded.unwrap_or((st.st_uid, st.st_gid, st.st_mode & 0o7777));
+        let (uid, gid) = (uid.unwrap_or(cur_uid), gid.unwrap_or(cur_gid));
+        if is_mapped(&self.uids, uid) && is_mapped(&self.gids, gid) {
+            if let (Some(f), Some(_)) = (&file, recorded) {
+                f.remove_xattr(OVERRIDE_STAT_XATTR)?;
+            }
+            return Ok(Reply::Continue);
+        }
+        let Some(file) = file else {
+            return Ok(Reply::Done);
+        };
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let mode = if is_dir { cur_mode } else { mode_after_chown(cur_mode) };
+        file.set_xattr(OVERRIDE_STAT_XATTR, format_override(uid, gid, mode).as_bytes())?;
+        Ok(Reply::Done)
+    }
+
+    fn chmod(&self, target: &OwnedFd, mode: u32) -> io::Result<()> {
+        let st = nix::sys::stat::fstat(target.as_raw_fd()).map_err(io::Error::from)?;
+        let Some(file) = self.reopen(target, &st)? else {
+            return Ok(());
+        };
+        if let Some((uid, gid, _)) = file.get_xattr(OVERRIDE_STAT_XATTR)?.and_then(|v| parse_override(&v)) {
+            file.set_xattr(OVERRIDE_STAT_XATTR, format_override(uid, gid, mode).as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a NUL-terminated string at `addr` of the task whose memory `mem`
+/// is, page by page (the string may end just before an unmapped page).
+fn read_c_string(mem: &File, addr: u64) -> io::Result<Vec<u8>> {
+    const PAGE: u64 = 4096;
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < PATH_MAX {
+        let chunk = (PAGE - at % PAGE) as usize;
+        let mut buf = vec![0u8; chunk.min(PATH_MAX - out.len())];
+        let n = mem.read_at(&mut buf, at)?;
+        if n == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        if let Some(end) = buf[..n].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&buf[..end]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+        at += n as u64;
+    }
+    Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG))
+}
+
+#[cfg(test)]
+mod tests;
