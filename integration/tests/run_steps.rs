@@ -1,0 +1,198 @@
+//! RUN as a build step: VOLUME semantics, failures, networking, the layer
+//! cache, and the resulting image running rootless under runc.
+
+use std::collections::BTreeSet;
+
+use kiln_integration::*;
+
+/// After `VOLUME /data`, what RUN changes under /data is discarded, while
+/// COPY into it is kept (docker's and buildah's behaviour).
+#[test]
+fn volume_discards_run_changes_but_keeps_copy() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    sb.write("ctx/f", "copied\n");
+    let df = format!(
+        "{RUN_BASE}\
+RUN mkdir /data && echo before > /data/keep
+VOLUME /data
+RUN echo x > /data/run-f && echo changed > /data/keep && echo outside > /outside
+COPY f /data/f
+RUN cat /data/f > /seen && ls /data > /listing
+"
+    );
+    let img = sb.build(&df, "vol");
+    let fs = img.fs();
+    assert_eq!(img.file_str("data/keep"), "before\n", "a RUN after VOLUME changed the volume's content");
+    assert!(!fs.contains_key("data/run-f"), "a file RUN wrote into the volume is in the image");
+    assert_eq!(img.file_str("outside"), "outside\n", "the RUN's changes outside the volume are kept");
+    assert_eq!(img.file_str("data/f"), "copied\n", "COPY into the volume is kept");
+    assert_eq!(img.file_str("seen"), "copied\n", "a later RUN sees what COPY put into the volume");
+    assert_eq!(img.runtime()["Volumes"], serde_json::json!({"/data": {}}));
+}
+
+/// `RUN exit 3` fails the build at its line with the command and the code,
+/// and the store keeps the image the tag named before.
+#[test]
+fn failing_run_reports_line_and_code_and_keeps_the_store() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let good = sb.build(&format!("{RUN_BASE}RUN echo good > /state\n"), "keep:1");
+    let listed_before = sb.kiln(&["images", "-q", "--no-trunc"]);
+    listed_before.ok();
+
+    // RUN_BASE is four lines; `RUN exit 3` is line 6.
+    let df = format!("{RUN_BASE}RUN echo partial > /state\nRUN exit 3\nRUN echo never > /never\n");
+    let out = sb.try_build(&df, "keep:1", &[]);
+    assert!(!out.success(), "the build must fail\n{}", out.transcript());
+    assert_ne!(out.code(), Some(0));
+    out.stderr_has(&["RUN exited with code 3: exit 3", "Dockerfile:6", "RUN exit 3"]);
+    assert!(!out.stdout.contains("Successfully tagged"), "{}", out.transcript());
+    assert!(!out.stdout.contains("echo never") && !out.stdout.contains("STEP 7/"), "the build went on after the failure\n{}", out.transcript());
+
+    let after = sb.image("keep:1");
+    assert_eq!(after.manifest_digest, good.manifest_digest, "the failed build moved the tag");
+    assert_eq!(after.file_str("state"), "good\n");
+    let listed_after = sb.kiln(&["images", "-q", "--no-trunc"]);
+    listed_after.ok();
+    assert_eq!(listed_before.stdout, listed_after.stdout, "the failed build changed the image list");
+
+    // A shell killed by a signal: the RUN's shell reports 128+9, as in docker.
+    // (The RUN's own process is PID 1 of its namespace, which ignores signals
+    // it has no handler for, so the kill goes to a child shell.)
+    let out = sb.try_build(&format!("{RUN_BASE}RUN sh -c 'kill -9 $$'\n"), "keep:1", &[]);
+    assert!(!out.success(), "a RUN whose command was killed must fail the build\n{}", out.transcript());
+    out.stderr_has(&["RUN exited with code 137"]);
+    assert_eq!(sb.image("keep:1").manifest_digest, good.manifest_digest);
+}
+
+/// Interface names in `ip link` output (`2: eth0@if3: <…>` → `eth0`).
+fn interfaces(ip_link: &str) -> BTreeSet<String> {
+    ip_link
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .collect()
+}
+
+/// `--network=none` leaves only the loopback device; by default RUN shares
+/// the host's network namespace (no slirp4netns or pasta needed).
+#[test]
+fn network_none_and_host() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let df = format!("{RUN_BASE}RUN --network=none ip link > /net-none\nRUN ip link > /net-default\nRUN --network=host ip link > /net-host\n");
+    let img = sb.build(&df, "net");
+    let host = sb.tool("busybox", &["ip", "link"]);
+    host.ok();
+    let host = interfaces(&host.stdout);
+    assert!(host.contains("lo"), "{host:?}");
+    let none = interfaces(&img.file_str("net-none"));
+    assert_eq!(none, BTreeSet::from(["lo".to_string()]), "--network=none:\n{}", img.file_str("net-none"));
+    assert_eq!(interfaces(&img.file_str("net-default")), host, "the default network is the host's");
+    assert_eq!(interfaces(&img.file_str("net-host")), host, "--network=host");
+}
+
+/// A second identical build takes every step from the cache and gives the
+/// same image; changing one context file makes the COPY that reads it and
+/// every later step miss, saying why.
+#[test]
+fn layer_cache_hits_and_misses() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    sb.write("ctx/a.txt", "a1\n");
+    sb.write("ctx/b.txt", "b1\n");
+    let df = format!(
+        "{RUN_BASE}\
+COPY a.txt /a.txt
+RUN cat /a.txt > /copy-a
+COPY b.txt /b.txt
+RUN cat /b.txt > /copy-b && date +%s%N > /stamp
+ENV DONE=1
+"
+    );
+    let (first, img1) = sb.build_with(&df, "c", &[]);
+    assert!(!first.stdout.contains("Using cache"), "a fresh store has no cache\n{}", first.transcript());
+
+    let (second, img2) = sb.build_with(&df, "c", &[]);
+    let steps = second.stdout.lines().filter(|l| l.starts_with("STEP ")).count();
+    let hits = second.stdout.lines().filter(|l| l.starts_with("--> Using cache")).count();
+    assert_eq!(hits, steps - 1, "every step but FROM scratch comes from the cache\n{}", second.transcript());
+    assert!(!second.stdout.contains("cache miss"), "{}", second.transcript());
+    assert_eq!(img2.id(), img1.id(), "an identical build gives the same image id");
+
+    sb.write("ctx/b.txt", "b2\n");
+    let (third, img3) = sb.build_with(&df, "c", &[]);
+    // Per step: did it hit, and what miss line did it print.
+    let mut per_step: Vec<(String, bool, Vec<String>)> = Vec::new();
+    for l in third.stdout.lines() {
+        if l.starts_with("STEP ") {
+            per_step.push((l.to_string(), false, Vec::new()));
+        } else if let Some(cur) = per_step.last_mut() {
+            if l.starts_with("--> Using cache") {
+                cur.1 = true;
+            } else if l.starts_with("--> cache miss") {
+                cur.2.push(l.to_string());
+            }
+        }
+    }
+    let first_miss = per_step.iter().position(|s| s.0.contains("COPY b.txt")).unwrap();
+    for (i, (step, hit, misses)) in per_step.iter().enumerate().skip(1) {
+        if i < first_miss {
+            assert!(hit, "{step} should come from the cache\n{}", third.transcript());
+        } else {
+            assert!(!hit, "{step} must not come from the cache after b.txt changed\n{}", third.transcript());
+        }
+        if i == first_miss {
+            assert!(
+                misses.iter().any(|m| m.contains("cache miss: file b.txt changed")),
+                "{step}: no `cache miss: file b.txt changed` line\n{}",
+                third.transcript()
+            );
+        }
+    }
+    assert_ne!(img3.id(), img1.id());
+    assert_eq!(img3.file_str("copy-b"), "b2\n");
+    assert_eq!(img3.file_str("copy-a"), "a1\n");
+    assert_ne!(img3.file("stamp"), img1.file("stamp"), "the RUN after the changed COPY ran again");
+    // The layers before the changed COPY are shared.
+    let shared = img1.layers.iter().zip(&img3.layers).take_while(|(a, b)| a.digest == b.digest).count();
+    assert_eq!(shared, 5, "the layers of busybox, --install, /tmp, COPY a.txt and RUN cat /a.txt are reused");
+}
+
+/// The image kiln built with RUN steps runs rootless: exported as an OCI
+/// layout, unpacked by `umoci unpack --rootless` and run by runc (crun 1.8
+/// refuses this host's hybrid cgroups).
+#[test]
+fn image_with_run_layers_runs_under_runc() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let df = format!(
+        "{RUN_BASE}\
+RUN echo hello from a RUN layer > /msg && touch /owned && chown 4242:4242 /owned && rm /bin/vi
+CMD [\"/bin/sh\", \"-c\", \"cat /msg; stat -c %u /owned; test -e /bin/vi || echo vi gone\"]
+"
+    );
+    sb.dockerfile(&df);
+    let out_dir = sb.path("out");
+    let ctx = sb.ctx();
+    sb.kiln(&["build", "-t", "app", "-o", &format!("type=oci,dest={}", out_dir.display()), ctx.to_str().unwrap()])
+        .ok();
+    sb.validate_layout(&out_dir, "app:latest");
+    sb.tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:app:latest", out_dir.display()), "bundle"])
+        .ok();
+    assert!(!sb.exists("bundle/rootfs/bin/vi"), "umoci applied the whiteout of /bin/vi");
+    let cfg_path = sb.path("bundle/config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["process"]["terminal"] = serde_json::json!(false);
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+
+    let state = sb.path("run/runc");
+    let bundle = sb.path("bundle");
+    let run = sb.tool("runc", &["--root", state.to_str().unwrap(), "run", "--bundle", bundle.to_str().unwrap(), "kiln-it-run-steps"]);
+    run.ok();
+    // umoci's rootless unpack maps every owner to the unpacking user, who is
+    // root in runc's rootless container.
+    assert_eq!(run.stdout, "hello from a RUN layer\n0\nvi gone\n", "{}", run.transcript());
+}
