@@ -59,8 +59,9 @@ fn failing_run_reports_line_and_code_and_keeps_the_store() {
 
     // A shell killed by a signal: the RUN's shell reports 128+9, as in docker.
     // (The RUN's own process is PID 1 of its namespace, which ignores signals
-    // it has no handler for, so the kill goes to a child shell.)
-    let out = sb.try_build(&format!("{RUN_BASE}RUN sh -c 'kill -9 $$'\n"), "keep:1", &[]);
+    // it has no handler for, so the kill goes to a child shell; `&&` keeps
+    // busybox sh from exec'ing that child in its own place.)
+    let out = sb.try_build(&format!("{RUN_BASE}RUN sh -c 'kill -9 $$' && echo not reached\n"), "keep:1", &[]);
     assert!(!out.success(), "a RUN whose command was killed must fail the build\n{}", out.transcript());
     out.stderr_has(&["RUN exited with code 137"]);
     assert_eq!(sb.image("keep:1").manifest_digest, good.manifest_digest);
