@@ -107,7 +107,8 @@ enum Runner {
     Direct,
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (and so drop to [`TEST_USER`] for kiln).
+pub fn is_root() -> bool {
     // /proc/self/status "Uid:" line: real, effective, ...
     let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     status
@@ -326,7 +327,12 @@ impl Output {
 }
 
 /// Runs `cmd` with a timeout, feeding `stdin`, capturing both outputs.
-fn run_command(mut cmd: Command, stdin: Option<Vec<u8>>, shown: String) -> Output {
+fn run_command(cmd: Command, stdin: Option<Vec<u8>>, shown: String) -> Output {
+    run_command_for(cmd, stdin, shown, COMMAND_TIMEOUT)
+}
+
+/// [`run_command`] with a timeout of its own, for the few slow commands.
+fn run_command_for(mut cmd: Command, stdin: Option<Vec<u8>>, shown: String, timeout: Duration) -> Output {
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -350,7 +356,7 @@ fn run_command(mut cmd: Command, stdin: Option<Vec<u8>>, shown: String) -> Outpu
         let _ = err_pipe.read_to_end(&mut v);
         v
     });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait for command") {
             break s;
@@ -358,7 +364,7 @@ fn run_command(mut cmd: Command, stdin: Option<Vec<u8>>, shown: String) -> Outpu
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{shown} did not finish within {COMMAND_TIMEOUT:?}");
+            panic!("{shown} did not finish within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -1232,6 +1238,15 @@ impl Sandbox {
         let p = self.copy_in(&bin, rel);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
         p
+    }
+
+    /// Runs `kiln --root <store> ARGS...` allowing it `timeout` (for the slow tests).
+    pub fn kiln_slow(&self, args: &[&str], timeout: Duration) -> Output {
+        let store = self.store();
+        let mut all: Vec<&OsStr> = vec![OsStr::new("--root"), store.as_os_str()];
+        all.extend(args.iter().map(OsStr::new));
+        let (cmd, shown) = self.command(self.kiln.as_os_str(), &all);
+        run_command_for(cmd, None, shown, timeout)
     }
 
     /// Runs `kiln --root <store> ARGS...` with extra environment variables.
