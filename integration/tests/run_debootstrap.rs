@@ -60,10 +60,7 @@ fn deb822_sources(text: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
         let field = |name: &str| {
-            stanza
-                .lines()
-                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-                .unwrap_or_default()
+            stanza.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string())).unwrap_or_default()
         };
         if field("Enabled:") == "no"
             || !field("Types:").split_whitespace().any(|t| t == "deb")
@@ -71,7 +68,9 @@ fn deb822_sources(text: &str) -> Vec<(String, String)> {
         {
             continue;
         }
-        if let (Some(uri), Some(suite)) = (field("URIs:").split_whitespace().next(), field("Suites:").split_whitespace().next()) {
+        if let (Some(uri), Some(suite)) =
+            (field("URIs:").split_whitespace().next(), field("Suites:").split_whitespace().next())
+        {
             out.push((uri.to_string(), suite.to_string()));
         }
     }
@@ -96,7 +95,11 @@ fn ensure_debootstrap() {
     if Path::new("/usr/sbin/debootstrap").exists() {
         return;
     }
-    root_run(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends", "debootstrap"]).env("DEBIAN_FRONTEND", "noninteractive"));
+    root_run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", "debootstrap"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    );
 }
 
 /// Gives the base the host's apt view: sources, validity/date/proxy settings, CA certificates.
@@ -164,7 +167,14 @@ fn apt_get_install_on_a_debootstrapped_base() {
     root_run(&mut deb);
     copy_host_apt_setup(&base);
     let after_debootstrap = started.elapsed();
-    root_run(Command::new("tar").args(["--numeric-owner", "--xattrs", "-C"]).arg(&base).args(["-cf"]).arg(sb.path("ctx/base.tar")).arg("."));
+    root_run(
+        Command::new("tar")
+            .args(["--numeric-owner", "--xattrs", "-C"])
+            .arg(&base)
+            .args(["-cf"])
+            .arg(sb.path("ctx/base.tar"))
+            .arg("."),
+    );
     sb.give_tree(&sb.path("ctx/base.tar"));
     fs::remove_dir_all(&base).unwrap();
 
@@ -190,7 +200,10 @@ CMD [\"/usr/bin/{PACKAGE}\"]\n"
     assert_eq!(img.file_str("hello.out"), "Hello, world!\n");
     assert_eq!(img.file_str("partial-owner"), "42\n", "apt's partial dir belongs to _apt (uid 42)");
     let status = img.file_str("var/lib/dpkg/status");
-    assert!(status.contains(&format!("Package: {PACKAGE}\nStatus: install ok installed")), "dpkg does not list {PACKAGE}");
+    assert!(
+        status.contains(&format!("Package: {PACKAGE}\nStatus: install ok installed")),
+        "dpkg does not list {PACKAGE}"
+    );
     let partial = img.entry("var/lib/apt/lists/partial").expect("apt's lists/partial dir");
     assert_eq!(partial.uid, 42, "owner of /var/lib/apt/lists/partial in the layer");
     eprintln!(

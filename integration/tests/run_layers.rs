@@ -76,7 +76,15 @@ fn check_features(img: &Image, driver: &str) {
     // Whiteouts: deleted files and directories of the lower layer are gone,
     // the rest of the lower layer is untouched.
     assert_eq!(img.file_str("lower/keep/f"), "keep\n", "{ctx}");
-    for gone in ["lower/gone-file", "lower/gone-dir", "lower/gone-dir/sub", "lower/gone-dir/sub/f", "lower/opq/old", "lower/opq/deep", "lower/opq/deep/f"] {
+    for gone in [
+        "lower/gone-file",
+        "lower/gone-dir",
+        "lower/gone-dir/sub",
+        "lower/gone-dir/sub/f",
+        "lower/opq/old",
+        "lower/opq/deep",
+        "lower/opq/deep/f",
+    ] {
         assert!(!fs.contains_key(gone), "{ctx}: {gone} was deleted by RUN but is in the image");
     }
     // Opaque: the recreated directory holds only what the step wrote.
@@ -96,7 +104,10 @@ fn check_features(img: &Image, driver: &str) {
         del_paths.contains(&"lower/opq/.wh..wh..opq".to_string()) || del_paths.contains(&"lower/.wh.opq".to_string()),
         "{ctx}: neither an opaque marker nor a whiteout for lower/opq: {del_paths:?}"
     );
-    assert!(!del_paths.iter().any(|p| p.starts_with("lower/keep")), "{ctx}: untouched lower/keep in the layer: {del_paths:?}");
+    assert!(
+        !del_paths.iter().any(|p| p.starts_with("lower/keep")),
+        "{ctx}: untouched lower/keep in the layer: {del_paths:?}"
+    );
     assert!(!del_paths.iter().any(|p| p.contains("gone-dir/")), "{ctx}: {del_paths:?}");
 
     // Hard links: one file, two names, inside the layer.
@@ -221,10 +232,8 @@ fn run_layers_under_vfs() {
 #[test]
 fn drivers_give_the_same_filesystem() {
     let sb = Sandbox::new();
-    let summaries: Vec<_> = DRIVERS
-        .iter()
-        .map(|d| (d, fs_summary(&build_features(&sb, d, &format!("same:{d}")))))
-        .collect();
+    let summaries: Vec<_> =
+        DRIVERS.iter().map(|d| (d, fs_summary(&build_features(&sb, d, &format!("same:{d}"))))).collect();
     for (d, s) in &summaries[1..] {
         assert_same_summary(&summaries[0].1, s, &format!("{} vs {d}", summaries[0].0));
     }
@@ -239,7 +248,8 @@ fn drivers_give_the_same_filesystem() {
 fn hard_link_to_a_lower_file() {
     let sb = Sandbox::new();
     sb.busybox_context();
-    let df = format!("{RUN_BASE}RUN mkdir /lower && echo keep > /lower/f\nRUN ln /lower/f /hard && ln -s lower/f /soft\n");
+    let df =
+        format!("{RUN_BASE}RUN mkdir /lower && echo keep > /lower/f\nRUN ln /lower/f /hard && ln -s lower/f /soft\n");
     for driver in DRIVERS {
         if driver == "fuse-overlayfs" {
             require_fuse(&sb);
@@ -253,7 +263,8 @@ fn hard_link_to_a_lower_file() {
             assert_eq!(hard.kind, Kind::File, "{driver}");
             continue;
         }
-        let lower = layer.entry("lower/f").unwrap_or_else(|| panic!("{driver}: lower/f not copied up: {:?}", layer.paths()));
+        let lower =
+            layer.entry("lower/f").unwrap_or_else(|| panic!("{driver}: lower/f not copied up: {:?}", layer.paths()));
         let kinds = [hard.kind, lower.kind];
         assert!(kinds.contains(&Kind::Hardlink) && kinds.contains(&Kind::File), "{driver}: {hard:?} {lower:?}");
     }

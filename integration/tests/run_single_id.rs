@@ -62,7 +62,10 @@ fn single_id_map_and_chown_to_another_id() {
         assert_eq!((f.uid, f.gid), (4242, 4242), "the intended owner must reach the layer: {f:?}");
         return;
     }
-    eprintln!("NOTICE: chown to 4242 under the single-id map fails the build (known limitation):\n{}", out.transcript());
+    eprintln!(
+        "NOTICE: chown to 4242 under the single-id map fails the build (known limitation):\n{}",
+        out.transcript()
+    );
     assert_eq!(out.code(), Some(1), "{}", out.transcript());
     // The chown's own error, the warning that explains it and its fix, and
     // the failing line.

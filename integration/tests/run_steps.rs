@@ -48,7 +48,11 @@ fn failing_run_reports_line_and_code_and_keeps_the_store() {
     assert_ne!(out.code(), Some(0));
     out.stderr_has(&["RUN exited with code 3: exit 3", "Dockerfile:6", "RUN exit 3"]);
     assert!(!out.stdout.contains("Successfully tagged"), "{}", out.transcript());
-    assert!(!out.stdout.contains("echo never") && !out.stdout.contains("STEP 7/"), "the build went on after the failure\n{}", out.transcript());
+    assert!(
+        !out.stdout.contains("echo never") && !out.stdout.contains("STEP 7/"),
+        "the build went on after the failure\n{}",
+        out.transcript()
+    );
 
     let after = sb.image("keep:1");
     assert_eq!(after.manifest_digest, good.manifest_digest, "the failed build moved the tag");
@@ -178,11 +182,9 @@ CMD [\"/bin/sh\", \"-c\", \"cat /msg; stat -c %u /owned; test -e /bin/vi || echo
     sb.dockerfile(&df);
     let out_dir = sb.path("out");
     let ctx = sb.ctx();
-    sb.kiln(&["build", "-t", "app", "-o", &format!("type=oci,dest={}", out_dir.display()), ctx.to_str().unwrap()])
-        .ok();
+    sb.kiln(&["build", "-t", "app", "-o", &format!("type=oci,dest={}", out_dir.display()), ctx.to_str().unwrap()]).ok();
     sb.validate_layout(&out_dir, "app:latest");
-    sb.tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:app:latest", out_dir.display()), "bundle"])
-        .ok();
+    sb.tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:app:latest", out_dir.display()), "bundle"]).ok();
     assert!(!sb.exists("bundle/rootfs/bin/vi"), "umoci applied the whiteout of /bin/vi");
     let cfg_path = sb.path("bundle/config.json");
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
@@ -191,7 +193,10 @@ CMD [\"/bin/sh\", \"-c\", \"cat /msg; stat -c %u /owned; test -e /bin/vi || echo
 
     let state = sb.path("run/runc");
     let bundle = sb.path("bundle");
-    let run = sb.tool("runc", &["--root", state.to_str().unwrap(), "run", "--bundle", bundle.to_str().unwrap(), "kiln-it-run-steps"]);
+    let run = sb.tool(
+        "runc",
+        &["--root", state.to_str().unwrap(), "run", "--bundle", bundle.to_str().unwrap(), "kiln-it-run-steps"],
+    );
     run.ok();
     // umoci's rootless unpack maps every owner to the unpacking user, who is
     // root in runc's rootless container.
