@@ -1249,6 +1249,20 @@ impl Sandbox {
         run_command_for(cmd, None, shown, timeout)
     }
 
+    /// Starts `kiln --root <store> ARGS...` in the background, its stdout and
+    /// stderr going to `<sandbox>/NAME.out` and `NAME.err`. In root mode
+    /// setpriv execs kiln, so the child's pid is kiln's.
+    pub fn spawn_kiln(&self, args: &[&str], name: &str) -> std::process::Child {
+        let store = self.store();
+        let mut all: Vec<&OsStr> = vec![OsStr::new("--root"), store.as_os_str()];
+        all.extend(args.iter().map(OsStr::new));
+        let (mut cmd, shown) = self.command(self.kiln.as_os_str(), &all);
+        let out = fs::File::create(self.path(&format!("{name}.out"))).unwrap();
+        let err = fs::File::create(self.path(&format!("{name}.err"))).unwrap();
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.spawn().unwrap_or_else(|e| panic!("start {shown}: {e}"))
+    }
+
     /// Runs `kiln --root <store> ARGS...` with extra environment variables.
     pub fn kiln_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let store = self.store();
@@ -1398,4 +1412,15 @@ impl Image {
         }
         stray
     }
+}
+
+/// The pids of processes whose command line is exactly `argv` (NUL-separated in /proc).
+pub fn pids_with_cmdline(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
 }
