@@ -291,7 +291,8 @@ fn no_stray_whiteouts_under_fuse_overlayfs() {
 fn run_on_an_image_of_120_layers() {
     let sb = Sandbox::new();
     sb.busybox_context();
-    let mut df = String::from("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n");
+    let mut df =
+        String::from("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n");
     for i in 1..=120 {
         sb.write(&format!("ctx/l/f{i}"), format!("{i}\n"));
         df.push_str(&format!("COPY l/f{i} /layers/f{i}\n"));

@@ -213,7 +213,8 @@ fn sigterm_during_run_kills_the_step() {
     sb.busybox_context();
     let good = sb.build(&format!("{RUN_BASE}RUN echo good > /state\n"), "keep:1");
     // Sleep lengths no other test uses, to find this step's processes.
-    let (a, b) = (format!("{}", 40_000 + std::process::id() % 10_000), format!("{}", 50_000 + std::process::id() % 10_000));
+    let (a, b) =
+        (format!("{}", 40_000 + std::process::id() % 10_000), format!("{}", 50_000 + std::process::id() % 10_000));
     sb.dockerfile(&format!("{RUN_BASE}RUN echo started; sleep {a} & sleep {b}; echo never > /never\n"));
     let ctx = sb.ctx();
     let mut child = sb.spawn_kiln(&["build", "-t", "keep:1", ctx.to_str().unwrap()], "term");
@@ -254,7 +255,10 @@ fn sigterm_during_run_kills_the_step() {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             let ppid = status.lines().find_map(|l| l.strip_prefix("PPid:")).unwrap_or("?").trim().to_string();
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            report.push_str(&format!("pid {pid} (parent {ppid}): {}\n", String::from_utf8_lossy(&cmd).replace('\0', " ")));
+            report.push_str(&format!(
+                "pid {pid} (parent {ppid}): {}\n",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
         }
         for pid in shells.iter().chain(&sleeps) {
             let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
@@ -264,4 +268,84 @@ fn sigterm_during_run_kills_the_step() {
     assert_eq!(sb.image("keep:1").manifest_digest, good.manifest_digest, "the stopped build moved the tag");
     let again = sb.build(&format!("{RUN_BASE}RUN echo after > /state\n"), "keep:2");
     assert_eq!(again.file_str("state"), "after\n");
+}
+
+/// What the RUN process sees: build args and ENV, WORKDIR (created when
+/// missing), SHELL, its own hostname, the host's resolv.conf (not committed),
+/// the /dev nodes, a read-only /sys, and being PID 1.
+#[test]
+fn run_environment() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let df = format!(
+        "{RUN_BASE}\
+ARG A=default
+ARG B
+ENV E=fromenv
+WORKDIR /made/here
+SHELL [\"/bin/ash\", \"-e\", \"-c\"]
+RUN pwd > /pwd && echo \"$A|$B|$E\" > /env && echo $$ > /pid && cat /proc/1/cmdline | tr '\\0' ' ' > /cmdline \\
+ && hostname > /hostname && cat /etc/resolv.conf > /resolv && ls /dev > /devlist \\
+ && (touch /sys/kiln-probe 2>/dev/null && echo writable || echo read-only) > /sys-state \\
+ && (echo x > /dev/full 2>/dev/null; echo $? > /full-rc) && head -c 16 /dev/urandom | wc -c > /urandom
+"
+    );
+    sb.dockerfile(&df);
+    let ctx = sb.ctx();
+    sb.kiln(&["build", "-t", "env", "--build-arg", "B=cli", ctx.to_str().unwrap()]).ok();
+    let img = sb.image("env");
+    assert_eq!(img.file_str("pwd"), "/made/here\n");
+    assert_eq!(img.entry("made/here").expect("WORKDIR is created").kind, Kind::Dir);
+    assert_eq!(img.file_str("env"), "default|cli|fromenv\n", "build args and ENV reach RUN");
+    assert_eq!(img.file_str("pid"), "1\n", "the RUN command is PID 1 of its namespace");
+    assert!(img.file_str("cmdline").starts_with("/bin/ash -e -c pwd"), "SHELL: {}", img.file_str("cmdline"));
+    let hostname = img.file_str("hostname");
+    assert!(!hostname.trim().is_empty(), "RUN has a hostname");
+    if let Ok(host_resolv) = std::fs::read_to_string("/etc/resolv.conf") {
+        assert_eq!(img.file_str("resolv"), host_resolv, "RUN sees the host's /etc/resolv.conf");
+    }
+    let dev: Vec<String> = img.file_str("devlist").lines().map(str::to_string).collect();
+    for node in ["null", "zero", "full", "random", "urandom", "tty", "pts", "shm"] {
+        assert!(dev.iter().any(|d| d == node), "/dev/{node} missing in RUN: {dev:?}");
+    }
+    assert_eq!(img.file_str("sys-state"), "read-only\n", "/sys is read-only in RUN");
+    assert_ne!(img.file_str("full-rc"), "0\n", "/dev/full refuses writes");
+    assert_eq!(img.file_str("urandom").trim(), "16");
+    // Build args stay out of the image config; ENV is in it.
+    let env: Vec<String> =
+        img.runtime()["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert!(env.contains(&"E=fromenv".to_string()), "{env:?}");
+    assert!(!env.iter().any(|e| e.starts_with("A=") || e.starts_with("B=")), "{env:?}");
+    // Nothing of the RUN sandbox is committed.
+    let fs = img.fs();
+    for p in ["etc/resolv.conf", "etc/hosts", "etc/hostname", "sys/kiln-probe", "dev/null", "proc/1"] {
+        assert!(!fs.contains_key(p), "{p} was committed into the image");
+    }
+}
+
+/// COPY onto a base whose destination goes through a symlink resolves the
+/// link inside the image, never on the host, even for an absolute link that
+/// names a real host directory.
+#[test]
+fn copy_through_a_symlink_of_the_base_stays_in_the_image() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    sb.write("ctx/f", "payload\n");
+    let host_dir = sb.mkdir("host-target");
+    let df = format!(
+        "{RUN_BASE}\
+RUN mkdir /real && ln -s /real /link && ln -s {host} /escape && ln -s ../real /rel
+COPY f /link/f
+COPY f /escape/f
+COPY f /rel/g
+",
+        host = host_dir.display()
+    );
+    let img = sb.build(&df, "links");
+    assert!(!host_dir.join("f").exists(), "COPY followed an image symlink onto the host");
+    assert_eq!(img.file_str("real/f"), "payload\n");
+    assert_eq!(img.file_str("real/g"), "payload\n");
+    let escaped = format!("{}/f", host_dir.display()).trim_start_matches('/').to_string();
+    assert_eq!(img.file_str(&escaped), "payload\n", "the absolute link resolves inside the image");
+    assert_eq!(img.entry("link").unwrap().kind, Kind::Symlink, "the symlink itself is kept");
 }
