@@ -820,6 +820,12 @@ impl Image {
             for e in &layer.entries {
                 let base = e.path.rsplit('/').next().unwrap();
                 if !base.starts_with(".wh.") {
+                    // A non-directory replacing a directory takes its content
+                    // with it (as docker's layer apply removes the old tree).
+                    if e.kind != Kind::Dir {
+                        let prefix = format!("{}/", e.path);
+                        merged.retain(|p, _| !p.starts_with(&prefix));
+                    }
                     merged.insert(e.path.clone(), e.clone());
                 }
             }

@@ -311,3 +311,63 @@ fn run_on_an_image_of_120_layers() {
         assert_eq!(made, ["count"], "{driver}");
     }
 }
+
+/// Changes to what lower layers hold: a directory replaced by a file and a
+/// file by a directory, renames of a lower directory and file, and
+/// metadata-only changes (chmod, chown, touch), which must still carry the
+/// whole content into the layer. overlayfs's redirect/origin/metacopy
+/// bookkeeping must not show.
+#[test]
+fn changes_to_lower_files_and_directories() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let df = format!(
+        "{RUN_BASE}\
+RUN mkdir -p /lower/d/sub /lower/mv-d/sub && echo x > /lower/same && echo y > /lower/d/sub/f \\
+ && echo m > /lower/mv-d/sub/f && echo mf > /lower/mv-f && echo t > /lower/to-dir \\
+ && echo meta > /lower/meta && echo meta2 > /lower/meta2 && echo meta3 > /lower/meta3 \\
+ && seq 1 40000 > /lower/bigmeta && sha256sum /lower/bigmeta > /bigmeta.sum
+RUN rm -rf /lower/d && echo now-a-file > /lower/d \\
+ && rm /lower/to-dir && mkdir /lower/to-dir && echo inside > /lower/to-dir/f \\
+ && mv /lower/mv-d /lower/moved-d && mv /lower/mv-f /lower/moved-f \\
+ && chmod 600 /lower/meta && chown 1000:1000 /lower/meta2 && touch /lower/meta3 && chmod 700 /lower/bigmeta
+"
+    );
+    let mut summaries = Vec::new();
+    for driver in DRIVERS {
+        if driver == "fuse-overlayfs" {
+            require_fuse(&sb);
+        }
+        let (_, img) = sb.build_with(&df, &format!("lower:{driver}"), &["--no-cache", "--storage-driver", driver]);
+        let fs = img.fs();
+        let get = |p: &str| fs.get(p).cloned().unwrap_or_else(|| panic!("{driver}: {p} missing"));
+        assert_eq!(get("lower/d").kind, Kind::File, "{driver}: a file replaced the directory");
+        assert_eq!(img.file_str("lower/d"), "now-a-file\n", "{driver}");
+        assert!(!fs.keys().any(|p| p.starts_with("lower/d/")), "{driver}: the old directory's content survived");
+        assert_eq!(get("lower/to-dir").kind, Kind::Dir, "{driver}: a directory replaced the file");
+        assert_eq!(img.file_str("lower/to-dir/f"), "inside\n", "{driver}");
+        assert_eq!(img.file_str("lower/moved-d/sub/f"), "m\n", "{driver}: renamed lower directory");
+        assert_eq!(img.file_str("lower/moved-f"), "mf\n", "{driver}: renamed lower file");
+        assert!(!fs.keys().any(|p| p.starts_with("lower/mv-")), "{driver}: the old names survived the renames");
+        assert_eq!((get("lower/meta").mode, img.file_str("lower/meta")), (0o600, "meta\n".into()), "{driver}");
+        assert_eq!((get("lower/meta2").uid, img.file_str("lower/meta2")), (1000, "meta2\n".into()), "{driver}");
+        assert_eq!(img.file_str("lower/meta3"), "meta3\n", "{driver}");
+        assert_eq!(get("lower/bigmeta").mode, 0o700, "{driver}");
+        let want = img.file_str("bigmeta.sum");
+        let got = format!("{}  /lower/bigmeta\n", sha256_hex(&img.file("lower/bigmeta")));
+        assert_eq!(got, want, "{driver}: chmod of a lower file lost its content");
+        let layer = img.layer_by("rm -rf /lower/d");
+        // The chmod/chown'ed lower files are in the layer with their whole content.
+        let meta = layer.entry("lower/bigmeta").unwrap_or_else(|| panic!("{driver}: {:?}", layer.paths()));
+        let expected: String = (1..=40000).map(|i| format!("{i}\n")).collect();
+        assert!(meta.data == expected.as_bytes(), "{driver}: metadata-only copy-up must carry the data");
+        assert!(layer.entry("lower/same").is_none(), "{driver}: an unchanged lower file is in the layer");
+        for e in &layer.entries {
+            assert!(e.xattrs.is_empty(), "{driver}: {} carries xattrs {:?}", e.path, e.xattrs.keys());
+        }
+        summaries.push((driver, fs_summary(&img)));
+    }
+    for (d, s) in &summaries[1..] {
+        assert_same_summary(&summaries[0].1, s, &format!("{} vs {d}", summaries[0].0));
+    }
+}
