@@ -371,3 +371,61 @@ RUN rm -rf /lower/d && echo now-a-file > /lower/d \\
         assert_same_summary(&summaries[0].1, s, &format!("{} vs {d}", summaries[0].0));
     }
 }
+
+/// A base built under one driver is the lower of a RUN under another: the
+/// stored layer directories hold whiteouts and opaque markers in one form,
+/// which every driver must honour (nothing deleted may come back, no
+/// whiteout device or marker may show up as a file).
+fn cross_driver(firsts: &[&str]) {
+    let base_df = format!(
+        "{RUN_BASE}\
+RUN mkdir -p /lower/gone /lower/opq /lower/keep && echo 1 > /lower/gone/f && echo 2 > /lower/opq/old \\
+ && echo 3 > /lower/keep/f && echo 4 > /lower/gone-file
+RUN rm -rf /lower/gone /lower/gone-file /lower/opq && mkdir /lower/opq && echo new > /lower/opq/new
+"
+    );
+    let mut failures = Vec::new();
+    for &first in firsts {
+        let sb = Sandbox::new();
+        sb.busybox_context();
+        if first == "fuse-overlayfs" {
+            require_fuse(&sb);
+        }
+        let (_, base) = sb.build_with(&base_df, "base", &["--storage-driver", first]);
+        let expected: Vec<String> =
+            base.paths().into_iter().filter(|p| p.starts_with("lower")).map(|p| format!("/{p}")).collect();
+        for second in DRIVERS.iter().filter(|d| **d != first) {
+            if *second == "fuse-overlayfs" {
+                require_fuse(&sb);
+            }
+            let df = "FROM base\nRUN find /lower | sort > /seen && cat /lower/opq/* > /opq-content\n";
+            let (_, img) = sb.build_with(df, &format!("derived:{second}"), &["--no-cache", "--storage-driver", second]);
+            let seen: Vec<String> = img.file_str("seen").lines().map(str::to_string).collect();
+            let opq = img.file_str("opq-content");
+            if seen != expected || opq != "new\n" {
+                failures.push(format!(
+                    "base built under {first}, RUN under {second}:\n  RUN saw  {seen:?}\n  expected {expected:?}\n  \
+                     /lower/opq/* held {opq:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn bases_built_under_overlay_or_vfs_run_under_the_others() {
+    cross_driver(&["overlay", "vfs"]);
+}
+
+/// fuse-overlayfs marks opaque directories (and every directory it creates)
+/// with a `.wh..wh..opq` file in its upper dir. kiln renames that upper dir
+/// into the store as the layer's directory unchanged, so when the layer is
+/// later a lower of kernel overlay or of the copy driver, the marker shows as
+/// a file and the content it hid (here /lower/opq/old) comes back. The
+/// committed tar is right; the stored layer directory is not.
+#[test]
+#[ignore = "kiln bug: layer dirs committed under fuse-overlayfs keep its .wh..wh..opq marker files; under overlay or vfs they show as files and deleted lower content returns"]
+fn bases_built_under_fuse_overlayfs_run_under_the_others() {
+    cross_driver(&["fuse-overlayfs"]);
+}
