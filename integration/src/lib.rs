@@ -44,6 +44,7 @@ fn package_of(tool: &str) -> &str {
         "newuidmap" | "newgidmap" => "uidmap",
         "setpriv" | "runuser" => "util-linux",
         "useradd" => "passwd",
+        "cc" => "gcc libc6-dev",
         other => other,
     }
 }

@@ -79,3 +79,21 @@ fn single_id_map_and_chown_to_another_id() {
     ]);
     assert_eq!(out.stderr.matches("usermod --add-subuids").count(), 1, "one warning\n{}", out.transcript());
 }
+
+/// The test user with a subordinate id range gets the full map, and says so.
+#[test]
+fn full_map_is_reported_for_a_user_with_a_range() {
+    let sb = Sandbox::new();
+    if !sb.drops_privileges() {
+        eprintln!("NOTICE: skipped: the tests do not run as root, so the test user's ranges are not known");
+        return;
+    }
+    let info = sb.kiln(&["info"]);
+    info.ok();
+    assert!(info.stdout.contains("full subuid/subgid map"), "{}", info.transcript());
+    assert!(!info.stderr.contains("usermod --add-subuids"), "no fallback warning with a range\n{}", info.transcript());
+    let uid_line = info.stdout.lines().find(|l| l.starts_with("uid map:")).unwrap_or_default().to_string();
+    let (uid, _) = sb.ids();
+    assert!(uid_line.contains(&format!("0 {uid} 1")), "uid 0 maps to the user: {uid_line}");
+    assert!(uid_line.contains(" 1 ") && uid_line.contains("65536"), "ids 1.. map to the range: {uid_line}");
+}
