@@ -44,6 +44,7 @@ fn package_of(tool: &str) -> &str {
         "newuidmap" | "newgidmap" => "uidmap",
         "setpriv" | "runuser" => "util-linux",
         "useradd" => "passwd",
+        "cc" => "gcc libc6-dev",
         other => other,
     }
 }
@@ -107,7 +108,8 @@ enum Runner {
     Direct,
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (and so drop to [`TEST_USER`] for kiln).
+pub fn is_root() -> bool {
     // /proc/self/status "Uid:" line: real, effective, ...
     let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     status
@@ -156,8 +158,61 @@ fn ensure_test_user() -> Runner {
 }
 
 fn id_of(flag: &str) -> Option<String> {
-    let out = Command::new("id").args([flag, TEST_USER]).output().ok()?;
+    id_of_user(flag, TEST_USER)
+}
+
+fn id_of_user(flag: &str, user: &str) -> Option<String> {
+    let out = Command::new("id").args([flag, user]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A second unprivileged user, with no subordinate id range, for kiln's single-id fallback.
+pub const NOSUBID_USER: &str = "kilnnosub";
+
+/// Creates [`NOSUBID_USER`] and makes sure no /etc/subuid or /etc/subgid line names it
+/// (Debian's useradd hands out a range by default).
+fn ensure_nosubid_user() -> Runner {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/kiln-integration-user.lock")
+        .expect("open the user-setup lock file");
+    lock.lock().expect("lock the user-setup lock file");
+    if id_of_user("-u", NOSUBID_USER).is_none() {
+        let out = Command::new(require_tool("useradd"))
+            .args(["-m", "-s", "/bin/sh", "-U", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", NOSUBID_USER])
+            .output()
+            .expect("run useradd");
+        assert!(
+            out.status.success() || out.status.code() == Some(9),
+            "useradd {NOSUBID_USER} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let uid: u32 = id_of_user("-u", NOSUBID_USER).expect("uid of the no-subid user").parse().unwrap();
+    let gid: u32 = id_of_user("-g", NOSUBID_USER).expect("gid of the no-subid user").parse().unwrap();
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        let names = [NOSUBID_USER.to_string(), uid.to_string()];
+        let kept: Vec<&str> =
+            text.lines().filter(|l| !names.iter().any(|n| l.split(':').next() == Some(n.as_str()))).collect();
+        if kept.len() != text.lines().count() {
+            let mut out = kept.join("\n");
+            out.push('\n');
+            fs::write(file, out).unwrap_or_else(|e| panic!("rewrite {file}: {e}"));
+        }
+    }
+    Runner::User { name: NOSUBID_USER.into(), uid, gid }
+}
+
+/// Whether /etc/subuid lists a range for `user` (by name or uid).
+fn has_subid_range(user: &str) -> bool {
+    let uid = id_of_user("-u", user).unwrap_or_default();
+    fs::read_to_string("/etc/subuid")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| matches!(l.split(':').next(), Some(n) if n == user || n == uid))
 }
 
 /// Appends `kilntest:START:65536` to a subordinate id file unless the user
@@ -273,7 +328,12 @@ impl Output {
 }
 
 /// Runs `cmd` with a timeout, feeding `stdin`, capturing both outputs.
-fn run_command(mut cmd: Command, stdin: Option<Vec<u8>>, shown: String) -> Output {
+fn run_command(cmd: Command, stdin: Option<Vec<u8>>, shown: String) -> Output {
+    run_command_for(cmd, stdin, shown, COMMAND_TIMEOUT)
+}
+
+/// [`run_command`] with a timeout of its own, for the few slow commands.
+fn run_command_for(mut cmd: Command, stdin: Option<Vec<u8>>, shown: String, timeout: Duration) -> Output {
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -297,7 +357,7 @@ fn run_command(mut cmd: Command, stdin: Option<Vec<u8>>, shown: String) -> Outpu
         let _ = err_pipe.read_to_end(&mut v);
         v
     });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait for command") {
             break s;
@@ -305,7 +365,7 @@ fn run_command(mut cmd: Command, stdin: Option<Vec<u8>>, shown: String) -> Outpu
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{shown} did not finish within {COMMAND_TIMEOUT:?}");
+            panic!("{shown} did not finish within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -349,8 +409,28 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
+        Sandbox::for_runner(runner().clone())
+    }
+
+    /// A sandbox whose commands run as a user with no subordinate id range
+    /// ([`NOSUBID_USER`], created when the tests run as root). When the tests
+    /// run unprivileged, only the current user can be used, so this is `None`
+    /// unless that user has no range either.
+    pub fn without_subids() -> Option<Sandbox> {
+        static NOSUB: OnceLock<Option<Runner>> = OnceLock::new();
+        let runner = NOSUB.get_or_init(|| {
+            if is_root() {
+                Some(ensure_nosubid_user())
+            } else {
+                let me = std::env::var("USER").unwrap_or_default();
+                (!has_subid_range(&me)).then_some(Runner::Direct)
+            }
+        });
+        runner.clone().map(Sandbox::for_runner)
+    }
+
+    fn for_runner(runner: Runner) -> Sandbox {
         let kiln_src = kiln_binary();
-        let runner = runner().clone();
         let label: String = std::thread::current()
             .name()
             .unwrap_or("test")
@@ -746,6 +826,12 @@ impl Image {
             for e in &layer.entries {
                 let base = e.path.rsplit('/').next().unwrap();
                 if !base.starts_with(".wh.") {
+                    // A non-directory replacing a directory takes its content
+                    // with it (as docker's layer apply removes the old tree).
+                    if e.kind != Kind::Dir {
+                        let prefix = format!("{}/", e.path);
+                        merged.retain(|p, _| !p.starts_with(&prefix));
+                    }
                     merged.insert(e.path.clone(), e.clone());
                 }
             }
@@ -1094,4 +1180,259 @@ impl Sandbox {
         out.ok();
         assert!(out.stdout.contains("Validation succeeded"), "{}", out.transcript());
     }
+}
+
+// ---------------------------------------------------------------------------
+// RUN steps
+
+/// The first lines of every RUN test's Dockerfile: Debian's static busybox
+/// FROM scratch, its applets installed as symlinks by a RUN step, and a
+/// world-writable /tmp. The context must hold `busybox` ([`Sandbox::busybox_context`]).
+pub const RUN_BASE: &str = "FROM scratch\n\
+COPY busybox /bin/busybox\n\
+RUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n\
+RUN mkdir -m 1777 /tmp\n";
+
+/// The storage drivers kiln has for RUN steps.
+pub const DRIVERS: [&str; 3] = ["overlay", "fuse-overlayfs", "vfs"];
+
+/// A C program that sets one extended attribute: `xattr-set PATH NAME VALUE`,
+/// VALUE taken literally or, with a `0x` prefix, as hex bytes. busybox has no
+/// setfattr/setcap and the host's are dynamically linked, so the tests build
+/// this statically and COPY it into the image.
+const XATTR_SET_C: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include <sys/xattr.h>
+int main(int argc, char **argv) {
+    unsigned char buf[1024];
+    size_t n = 0;
+    if (argc != 4) { fprintf(stderr, "usage: xattr-set PATH NAME VALUE\n"); return 2; }
+    const char *v = argv[3];
+    if (strncmp(v, "0x", 2) == 0) {
+        for (v += 2; v[0] && v[1] && n < sizeof buf; v += 2) {
+            unsigned int b;
+            if (sscanf(v, "%2x", &b) != 1) { fprintf(stderr, "bad hex\n"); return 2; }
+            buf[n++] = (unsigned char)b;
+        }
+    } else {
+        n = strlen(v);
+        if (n > sizeof buf) return 2;
+        memcpy(buf, v, n);
+    }
+    if (lsetxattr(argv[1], argv[2], buf, n, 0) != 0) { perror("lsetxattr"); return 1; }
+    return 0;
+}
+"#;
+
+impl Sandbox {
+    /// Puts Debian's static busybox into the context as `busybox` (for [`RUN_BASE`]).
+    pub fn busybox_context(&self) {
+        if !self.exists("ctx/busybox") {
+            self.copy_in(&static_busybox(), "ctx/busybox");
+        }
+    }
+
+    /// Compiles the static `xattr-set` helper into the context at `rel`.
+    pub fn xattr_helper(&self, rel: &str) -> PathBuf {
+        let cc = require_tool("cc");
+        let dir = tempfile::tempdir().expect("temp dir for the helper source");
+        let src = dir.path().join("xattr-set.c");
+        fs::write(&src, XATTR_SET_C).unwrap();
+        let bin = dir.path().join("xattr-set");
+        let out = Command::new(cc).args(["-static", "-Os", "-o"]).arg(&bin).arg(&src).output().expect("run cc");
+        assert!(
+            out.status.success(),
+            "cc -static failed (needs gcc and libc6-dev): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!elf_has_interpreter(&fs::read(&bin).unwrap()), "xattr-set came out dynamically linked");
+        let p = self.copy_in(&bin, rel);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// Runs `kiln --root <store> ARGS...` allowing it `timeout` (for the slow tests).
+    pub fn kiln_slow(&self, args: &[&str], timeout: Duration) -> Output {
+        let store = self.store();
+        let mut all: Vec<&OsStr> = vec![OsStr::new("--root"), store.as_os_str()];
+        all.extend(args.iter().map(OsStr::new));
+        let (cmd, shown) = self.command(self.kiln.as_os_str(), &all);
+        run_command_for(cmd, None, shown, timeout)
+    }
+
+    /// Starts `kiln --root <store> ARGS...` in the background, its stdout and
+    /// stderr going to `<sandbox>/NAME.out` and `NAME.err`. In root mode
+    /// setpriv execs kiln, so the child's pid is kiln's.
+    pub fn spawn_kiln(&self, args: &[&str], name: &str) -> std::process::Child {
+        let store = self.store();
+        let mut all: Vec<&OsStr> = vec![OsStr::new("--root"), store.as_os_str()];
+        all.extend(args.iter().map(OsStr::new));
+        let (mut cmd, shown) = self.command(self.kiln.as_os_str(), &all);
+        let out = fs::File::create(self.path(&format!("{name}.out"))).unwrap();
+        let err = fs::File::create(self.path(&format!("{name}.err"))).unwrap();
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.spawn().unwrap_or_else(|e| panic!("start {shown}: {e}"))
+    }
+
+    /// Runs `kiln --root <store> ARGS...` with extra environment variables.
+    pub fn kiln_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let store = self.store();
+        let mut all = vec!["--root", store.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.kiln_raw(&all, None, env)
+    }
+
+    /// Writes `ctx/Dockerfile` and runs `kiln build -t TAG EXTRA... ctx`, returning the output.
+    pub fn try_build(&self, dockerfile: &str, tag: &str, extra: &[&str]) -> Output {
+        self.dockerfile(dockerfile);
+        let ctx = self.ctx();
+        let mut args = vec!["build", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        self.kiln(&args)
+    }
+
+    /// Like [`Sandbox::build`] with extra `kiln build` arguments; returns the output too.
+    #[track_caller]
+    pub fn build_with(&self, dockerfile: &str, tag: &str, extra: &[&str]) -> (Output, Image) {
+        let out = self.try_build(dockerfile, tag, extra);
+        out.ok();
+        let img = self.image(tag);
+        assert_eq!(out.last_line(), img.id(), "the last line of build output is not the image id\n{}", out.transcript());
+        (out, img)
+    }
+}
+
+/// Panics unless /dev/fuse can be opened by the test user (fuse-overlayfs needs it).
+pub fn require_fuse(sb: &Sandbox) {
+    require_tool("fuse-overlayfs");
+    let probe = sb.sh("exec 3<>/dev/fuse");
+    assert!(
+        probe.success(),
+        "/dev/fuse is not usable by the unprivileged test user, so the fuse-overlayfs driver cannot be \
+         tested: run `chmod 0666 /dev/fuse` (Debian's udev rules set that mode)\n{}",
+        probe.transcript()
+    );
+}
+
+/// A description of every path of an image's merged filesystem, for comparing
+/// images built different ways: kind, mode, owner, link target, content
+/// digest, xattrs and, for hard links, the other names of the same file.
+/// Timestamps are left out.
+pub fn fs_summary(img: &Image) -> BTreeMap<String, String> {
+    let fs = img.fs();
+    // Hard link groups, keyed by the path of the file the links point to.
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (p, e) in &fs {
+        if e.kind == Kind::Hardlink {
+            let target = e.link.clone().unwrap().trim_start_matches('/').to_string();
+            let g = groups.entry(target.clone()).or_default();
+            g.insert(target);
+            g.insert(p.clone());
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (p, e) in &fs {
+        let (kind, data) = match e.kind {
+            Kind::Hardlink => (Kind::File, img.file(p)),
+            k => (k, e.data.clone()),
+        };
+        let group = groups.values().find(|g| g.contains(p)).map(|g| {
+            g.iter().filter(|o| *o != p).cloned().collect::<Vec<_>>().join(",")
+        });
+        let xattrs: Vec<String> = e.xattrs.iter().map(|(k, v)| format!("{k}={}", hex::encode(v))).collect();
+        let link = if kind == Kind::Symlink { e.link.clone() } else { None };
+        out.insert(
+            p.clone(),
+            format!(
+                "{kind:?} {:o} {}:{} link={link:?} sha256={} xattrs=[{}] hardlinks=[{}]",
+                e.mode,
+                e.uid,
+                e.gid,
+                sha256_hex(&data),
+                xattrs.join(" "),
+                group.unwrap_or_default()
+            ),
+        );
+    }
+    out
+}
+
+/// Panics listing how two [`fs_summary`]s differ.
+#[track_caller]
+pub fn assert_same_summary(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>, what: &str) {
+    let mut diffs = Vec::new();
+    for (p, x) in a {
+        match b.get(p) {
+            None => diffs.push(format!("only in the first: {p}: {x}")),
+            Some(y) if x != y => diffs.push(format!("{p}:\n    {x}\n    {y}")),
+            _ => {}
+        }
+    }
+    for (p, y) in b {
+        if !a.contains_key(p) {
+            diffs.push(format!("only in the second: {p}: {y}"));
+        }
+    }
+    assert!(diffs.is_empty(), "{what}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
+}
+
+impl Image {
+    /// The merged filesystem of the first `n` layers.
+    pub fn fs_upto(&self, n: usize) -> BTreeMap<String, Entry> {
+        Image { layers: self.layers[..n].to_vec(), ..self.clone() }.fs()
+    }
+
+    /// The layer made by the step whose history `created_by` contains `needle`
+    /// (the only such step that made a layer).
+    #[track_caller]
+    pub fn layer_by(&self, needle: &str) -> &Layer {
+        let made: Vec<Value> =
+            self.history().into_iter().filter(|h| h["empty_layer"] != Value::Bool(true)).collect();
+        let hits: Vec<usize> = made
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h["created_by"].as_str().unwrap_or("").contains(needle))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(hits.len(), 1, "{} layer-making steps match {needle:?}: {made:#?}", hits.len());
+        &self.layers[hits[0]]
+    }
+
+    /// Whiteouts (`.wh.X`) that delete nothing: X does not exist in the layers below.
+    /// docker never writes these; they are noise at best.
+    pub fn stray_whiteouts(&self) -> Vec<String> {
+        let mut stray = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let below = self.fs_upto(i);
+            for e in &layer.entries {
+                let (dir, base) = match e.path.rsplit_once('/') {
+                    Some((d, b)) => (format!("{d}/"), b),
+                    None => (String::new(), e.path.as_str()),
+                };
+                if base == ".wh..wh..opq" {
+                    continue;
+                }
+                if let Some(victim) = base.strip_prefix(".wh.") {
+                    let victim = format!("{dir}{victim}");
+                    if !below.contains_key(&victim) {
+                        stray.push(format!("layer {i}: {}", e.path));
+                    }
+                }
+            }
+        }
+        stray
+    }
+}
+
+/// The pids of processes whose command line is exactly `argv` (NUL-separated in /proc).
+pub fn pids_with_cmdline(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
 }
