@@ -277,7 +277,6 @@ fn hard_link_to_a_lower_file() {
 /// The merged view is right (the whiteouts hide nothing), but docker never
 /// writes such entries and the layers differ from the other drivers'.
 #[test]
-#[ignore = "kiln bug: fuse-overlayfs RUN layers carry whiteouts of the sandbox's removed mount points (.wh.dev, .wh.proc, .wh.sys, .wh.etc)"]
 fn no_stray_whiteouts_under_fuse_overlayfs() {
     let sb = Sandbox::new();
     let img = build_features(&sb, "fuse-overlayfs", "stray:fuse");
@@ -425,7 +424,6 @@ fn bases_built_under_overlay_or_vfs_run_under_the_others() {
 /// a file and the content it hid (here /lower/opq/old) comes back. The
 /// committed tar is right; the stored layer directory is not.
 #[test]
-#[ignore = "kiln bug: layer dirs committed under fuse-overlayfs keep its .wh..wh..opq marker files; under overlay or vfs they show as files and deleted lower content returns"]
 fn bases_built_under_fuse_overlayfs_run_under_the_others() {
     cross_driver(&["fuse-overlayfs"]);
 }

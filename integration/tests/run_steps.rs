@@ -207,7 +207,6 @@ CMD [\"/bin/sh\", \"-c\", \"cat /msg; stat -c %u /owned; test -e /bin/vi || echo
 /// leaves the store as it was: the tag keeps its image and the next build
 /// works.
 #[test]
-#[ignore = "kiln bug: SIGTERM kills kiln but its __kiln-run-helper and the RUN's processes live on, reparented to init"]
 fn sigterm_during_run_kills_the_step() {
     let sb = Sandbox::new();
     sb.busybox_context();

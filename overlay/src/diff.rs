@@ -68,11 +68,18 @@ fn walk<W: Write + 'static>(
         let path = dir.join(&name);
         let md = fs::symlink_metadata(&path).map_err(|source| DiffError::Read { path: path.clone(), source })?;
         let rel_s = rel_string(&rel)?;
+        // A whiteout hides a lower entry; one for a name no lower has (fuse-overlayfs leaves them where
+        // a file was created and removed within the step, e.g. mount points) would only add noise.
+        let hides = |r: &Path| lowers.is_empty() || lowers.lookup(r).is_some();
         if is_whiteout(&path, &md, &opts.prefix) {
-            em.whiteout(&rel_s, md.mtime())?;
+            if hides(&rel) {
+                em.whiteout(&rel_s, md.mtime())?;
+            }
         } else if let Some(hidden) = name.to_str().and_then(|n| n.strip_prefix(WH_PREFIX)) {
-            let hidden_rel = rel_string(&rel_dir.join(hidden))?;
-            em.whiteout(&hidden_rel, md.mtime())?;
+            let hidden_rel = rel_dir.join(hidden);
+            if hides(&hidden_rel) {
+                em.whiteout(&rel_string(&hidden_rel)?, md.mtime())?;
+            }
         } else if md.is_dir() {
             let meta = em.meta(&path, &rel_s)?;
             // Opaque hides lower entries; with no lower directory there, the marker says nothing (drivers

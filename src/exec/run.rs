@@ -156,12 +156,15 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     let mut diff_ids = state.config.rootfs.diff_ids.clone();
     diff_ids.push(info.diff_id.clone());
     let chain = chain_ids(&diff_ids).pop().expect("one diff id at least");
-    if env.driver != Driver::Vfs {
+    // Only the kernel overlay's upper dir is in the layer-dir format (char
+    // 0:0 whiteouts, the opaque xattr) that every driver reads; with
+    // fuse-overlayfs or vfs the layer dir is unpacked from the blob when a
+    // later step needs it.
+    if env.driver == Driver::Overlay {
         let _ = fs::remove_dir_all(&work);
         let _ = fs::remove_dir(&merged);
         env.layers.adopt(step_dir.keep(), &chain)?;
     }
-    // With vfs the layer dir is unpacked from the blob when a later step needs it.
     Ok(RunLayer { info, digest, size })
 }
 
