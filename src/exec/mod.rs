@@ -400,6 +400,9 @@ impl<'a> Executor<'a> {
         config.created = Some(self.stamp.created.clone());
         let desc = self.store.write_image(&config, &state.layers).ok()?;
         let id = self.store.load_image(&desc).ok()?.config_digest;
+        if let Err(e) = self.cache.lock().expect("cache lock").keep_intermediate(&desc.digest, &id) {
+            log::warn!("could not record the intermediate image {}: {}", short(&id), e);
+        }
         Some(short(&id).to_string())
     }
 
