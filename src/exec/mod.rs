@@ -658,7 +658,22 @@ fn stamp() -> Stamp {
         Some(s) => chrono::DateTime::from_timestamp(s, 0).unwrap_or_else(chrono::Utc::now),
         None => chrono::Utc::now(),
     };
-    Stamp { created: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), seconds: time.timestamp() }
+    Stamp { created: go_rfc3339_nano(&time), seconds: time.timestamp() }
+}
+
+/// RFC 3339 with nanoseconds, trailing zeros dropped, as Go's
+/// `time.RFC3339Nano` writes it: tools that re-encode an image config
+/// (podman, skopeo) then produce the same bytes, and so the same image id.
+fn go_rfc3339_nano(time: &chrono::DateTime<chrono::Utc>) -> String {
+    let full = time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let (main, _) = full.split_once('Z').unwrap_or((&full, ""));
+    match main.split_once('.') {
+        Some((secs, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            if frac.is_empty() { format!("{}Z", secs) } else { format!("{}.{}Z", secs, frac) }
+        }
+        None => full,
+    }
 }
 
 /// `os/arch[/variant]`, defaulting to the host's.
@@ -727,6 +742,15 @@ mod tests {
         assert_eq!(human_size(132_000_000), "132MB");
         assert_eq!(human_size(132_456_000), "132.5MB");
         assert_eq!(human_size(1_234_567), "1.235MB");
+    }
+
+    #[test]
+    fn timestamps_like_go() {
+        let t = |s: i64, ns: u32| go_rfc3339_nano(&chrono::DateTime::from_timestamp(s, ns).unwrap());
+        assert_eq!(t(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(t(0, 275_419_340), "1970-01-01T00:00:00.27541934Z");
+        assert_eq!(t(0, 500_000_000), "1970-01-01T00:00:00.5Z");
+        assert_eq!(t(0, 1), "1970-01-01T00:00:00.000000001Z");
     }
 
     #[test]
