@@ -4,6 +4,7 @@
 pub mod chmod;
 pub mod copy;
 pub mod layers;
+pub mod mounts;
 pub mod owner;
 pub mod rootfs;
 pub mod run;
