@@ -22,6 +22,47 @@ pub enum SecretSource {
     Env(String),
 }
 
+/// Parses a `--secret` value: `id=NAME,src=FILE`, `id=NAME,env=VAR`, or
+/// `id=NAME` alone (the variable NAME, or the file NAME with `type=file`).
+pub fn parse_secret(spec: &str) -> Result<(String, SecretSource), String> {
+    let (mut id, mut file, mut env, mut kind) = (None, None, None, None);
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("--secret {spec:?}: expected key=value, got {part:?}"))?;
+        match k.trim() {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => file = Some(PathBuf::from(v)),
+            "env" => env = Some(v.to_string()),
+            "type" if v == "file" || v == "env" => kind = Some(v.to_string()),
+            _ => return Err(format!("--secret {spec:?}: unknown field {part:?} (expected id, src, env or type=file|env)")),
+        }
+    }
+    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| format!("--secret {spec:?}: id=NAME is required"))?;
+    let source = match (file, env) {
+        (Some(f), None) => SecretSource::File(f),
+        (None, Some(e)) => SecretSource::Env(e),
+        (None, None) if kind.as_deref() == Some("file") => SecretSource::File(PathBuf::from(&id)),
+        (None, None) => SecretSource::Env(id.clone()),
+        (Some(_), Some(_)) => return Err(format!("--secret {spec:?}: give src or env, not both")),
+    };
+    Ok((id, source))
+}
+
+/// Parses a `--ssh` value: `ID` (the agent at `$SSH_AUTH_SOCK`) or `ID=SOCKET`.
+pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), String> {
+    let (id, path) = match spec.split_once('=') {
+        Some((id, path)) => (id, PathBuf::from(path.split(',').next().unwrap_or(path))),
+        None => {
+            let sock = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty());
+            let sock = sock.ok_or_else(|| format!("--ssh {spec}: SSH_AUTH_SOCK is not set; give the agent socket as {spec}=PATH"))?;
+            (spec, PathBuf::from(sock))
+        }
+    };
+    if id.is_empty() {
+        return Err(format!("--ssh {spec:?}: the id is empty"));
+    }
+    Ok((id.to_string(), path))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("RUN --mount type={kind}: {message}")]

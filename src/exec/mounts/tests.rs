@@ -140,3 +140,15 @@ fn tmpfs_sizes() {
     assert_eq!(parse_size("1000"), Some(1000));
     assert!(f.prepare(&[mount(MountKind::Tmpfs, "target=/t,size=lots")]).is_err());
 }
+
+#[test]
+fn secret_and_ssh_flags() {
+    assert_eq!(parse_secret("id=a,src=/f").unwrap(), ("a".into(), SecretSource::File("/f".into())));
+    assert_eq!(parse_secret("id=a,env=V").unwrap(), ("a".into(), SecretSource::Env("V".into())));
+    assert_eq!(parse_secret("id=A").unwrap(), ("A".into(), SecretSource::Env("A".into())));
+    assert_eq!(parse_secret("id=a,type=file").unwrap(), ("a".into(), SecretSource::File("a".into())));
+    assert!(parse_secret("src=/f").is_err());
+    assert!(parse_secret("id=a,bogus=1").is_err());
+    assert_eq!(parse_ssh("default=/s.sock").unwrap(), ("default".into(), PathBuf::from("/s.sock")));
+    assert!(parse_ssh("=/x").is_err());
+}
