@@ -74,6 +74,14 @@ RUN --mount=type=bind,source=src,target=/mnt/rw,rw [\"/bin/busybox\", \"sh\", \"
     assert_eq!(img.file_str("rw-seen"), "changed\n");
     assert_eq!(std::fs::read_to_string(sb.path("ctx/src/hello.txt")).unwrap(), "from the context\n", "a rw bind changed the context");
     assert!(!layer_paths(&img).iter().any(|p| p.starts_with("mnt")), "a bind mount point reached a layer");
+
+    // The bound files are part of the step's cache key, as in docker.
+    let (again, _) = sb.build_with(&df, "bind", &[]);
+    assert!(!again.stdout.contains("cache miss"), "an unchanged build missed\n{}", again.transcript());
+    sb.write("ctx/src/hello.txt", "edited\n");
+    let (edited, img) = sb.build_with(&df, "bind", &[]);
+    assert!(edited.stdout.contains("src/hello.txt"), "the miss does not name the bound file\n{}", edited.transcript());
+    assert_eq!(img.file_str("seen"), "edited\nfrom the stage\nreadonly\n", "a changed bound file did not re-run the step");
 }
 
 /// A tmpfs mount starts empty and what the step writes there is not committed.

@@ -373,6 +373,7 @@ impl<'a> Executor<'a> {
                     _ => self.image(r)?.manifest_digest,
                 },
             },
+            StepKind::Run(r) if !r.mounts.is_empty() => self.bind_inputs(r, &mut files)?,
             _ => String::new(),
         };
         // A layer written with other compression is another blob.
@@ -594,6 +595,39 @@ impl<'a> Executor<'a> {
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// What a RUN's bind mounts show, for its cache key (docker re-runs a
+    /// step whose bound files changed): context files by content, stages by
+    /// their key, images by digest. Secrets count by id only (in the text).
+    fn bind_inputs(
+        &self,
+        r: &RunStep,
+        files: &mut std::collections::BTreeMap<String, String>,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let mut parts = Vec::new();
+        for m in r.mounts.iter().filter(|m| m.kind == crate::dockerfile::ast::MountKind::Bind) {
+            let opt = |k: &[&str]| m.options.iter().find(|(n, _)| k.contains(&n.as_str())).and_then(|(_, v)| v.clone());
+            let source = opt(&["source", "src"]).unwrap_or_else(|| ".".into());
+            match opt(&["from"]) {
+                None => {
+                    let digest = crate::context::digest::sources(self.ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
+                    files.extend(digest.files.clone());
+                    parts.push(digest.digest());
+                }
+                Some(from) => {
+                    let lower = from.to_lowercase();
+                    let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == from);
+                    let key = match stage {
+                        Some(s) => self.done.lock().expect("done lock").get(&s.index).map(|s| s.key.clone()).unwrap_or_default(),
+                        None if self.opts.named_contexts.contains_key(&from) => from.clone(),
+                        None => self.image(&from)?.manifest_digest,
+                    };
+                    parts.push(format!("{from}={key}"));
+                }
+            }
+        }
+        Ok(parts.join(","))
     }
 
     /// The step's `--mount`s as runtime mounts; `from=` names a stage (by
