@@ -254,7 +254,8 @@ fn cache(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> 
     let dir = cache_mount_dir(src.store_root, &id);
     let parent = dir.parent().unwrap_or(src.store_root);
     fs::create_dir_all(parent).map_err(|source| MountError::Io { path: parent.to_path_buf(), source })?;
-    let lock_path = dir.with_extension("lock");
+    // Escaped ids never start with '.', so lock names cannot collide with them.
+    let lock_path = parent.join(format!(".{}.lock", dir.file_name().unwrap_or_default().to_string_lossy()));
     let lock_file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -84,6 +84,10 @@ fn a_locked_private_cache_gives_a_fresh_dir() {
     let third = f.prepare(&[mount(MountKind::Cache, "target=/c,sharing=private")]).unwrap();
     assert!(third.mounts[0].source.join("x").exists());
     assert!(f.prepare(&[mount(MountKind::Cache, "target=/c,sharing=bogus")]).is_err());
+    // Ids that look like lock files or share a stem get their own dirs and locks.
+    let _a = f.prepare(&[mount(MountKind::Cache, "target=/x,id=a.b,sharing=locked")]).unwrap();
+    let b = f.prepare(&[mount(MountKind::Cache, "target=/x,id=a,sharing=private")]).unwrap();
+    assert_eq!(b.mounts[0].source, cache_mount_dir(f.store.path(), "a"));
 }
 
 #[test]
