@@ -88,6 +88,14 @@ pub struct BuildArgs {
     #[arg(long)]
     pub push: bool,
 
+    /// A secret for RUN --mount=type=secret: id=NAME,src=FILE or id=NAME,env=VAR; repeatable.
+    #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+
+    /// An ssh agent for RUN --mount=type=ssh: ID (from $SSH_AUTH_SOCK) or ID=SOCKET; repeatable.
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
+
     #[command(flatten)]
     pub registry: super::pull::RegistryFlags,
 
@@ -164,6 +172,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         named_contexts: named_contexts(&args.build_contexts)?,
         pull: pull_options(args),
+        secrets: args.secrets.iter().map(|s| exec::mounts::parse_secret(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
+        ssh: args.ssh.iter().map(|s| exec::mounts::parse_ssh(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();

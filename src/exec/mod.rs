@@ -4,6 +4,7 @@
 pub mod chmod;
 pub mod copy;
 pub mod layers;
+pub mod mounts;
 pub mod owner;
 pub mod rootfs;
 pub mod run;
@@ -87,6 +88,10 @@ pub struct BuildOptions {
     pub named_contexts: HashMap<String, NamedContext>,
     /// `--pull` and how to reach registries for base images.
     pub pull: crate::registry::PullOptions,
+    /// `--secret id=…`: what `RUN --mount=type=secret` exposes, by id.
+    pub secrets: HashMap<String, mounts::SecretSource>,
+    /// `--ssh id=SOCKET`: agent sockets `RUN --mount=type=ssh` forwards, by id.
+    pub ssh: HashMap<String, std::path::PathBuf>,
 }
 
 /// A `--build-context` value.
@@ -111,6 +116,8 @@ impl Default for BuildOptions {
             jobs: 1,
             named_contexts: HashMap::new(),
             pull: Default::default(),
+            secrets: HashMap::new(),
+            ssh: HashMap::new(),
         }
     }
 }
@@ -366,6 +373,7 @@ impl<'a> Executor<'a> {
                     _ => self.image(r)?.manifest_digest,
                 },
             },
+            StepKind::Run(r) if !r.mounts.is_empty() => self.bind_inputs(r, &mut files)?,
             _ => String::new(),
         };
         // A layer written with other compression is another blob.
@@ -558,6 +566,8 @@ impl<'a> Executor<'a> {
             log::info!("storage driver: {}", d);
             d
         });
+        // Held until the step ran: cache locks and temporary copies.
+        let mounts = self.run_mounts(state, r)?;
         let mut progress = Progress(&self.progress);
         let mut env = run::RunEnv {
             store: self.store,
@@ -569,8 +579,10 @@ impl<'a> Executor<'a> {
             quiet: self.opts.quiet,
             hostname: short(&state.key).to_string(),
             clamp_mtime: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()),
+            mounts: &mounts,
         };
         let layer = run::run(&mut env, state, r)?;
+        drop(mounts);
         let media = layer_media_type(self.opts.compression);
         state.layers.push(Descriptor::new(media, layer.digest.clone(), layer.size));
         state.config.rootfs.diff_ids.push(layer.info.diff_id);
@@ -586,6 +598,67 @@ impl<'a> Executor<'a> {
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// What a RUN's bind mounts show, for its cache key (docker re-runs a
+    /// step whose bound files changed): context files by content, stages by
+    /// their key, images by digest. Secrets count by id only (in the text).
+    fn bind_inputs(
+        &self,
+        r: &RunStep,
+        files: &mut std::collections::BTreeMap<String, String>,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let mut parts = Vec::new();
+        for m in r.mounts.iter().filter(|m| m.kind == crate::dockerfile::ast::MountKind::Bind) {
+            let opt = |k: &[&str]| m.options.iter().find(|(n, _)| k.contains(&n.as_str())).and_then(|(_, v)| v.clone());
+            let source = opt(&["source", "src"]).unwrap_or_else(|| ".".into());
+            match opt(&["from"]) {
+                None => {
+                    let digest = crate::context::digest::sources(self.ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
+                    files.extend(digest.files.clone());
+                    parts.push(digest.digest());
+                }
+                Some(from) => {
+                    let lower = from.to_lowercase();
+                    let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == from);
+                    let key = match stage {
+                        Some(s) => self.done.lock().expect("done lock").get(&s.index).map(|s| s.key.clone()).unwrap_or_default(),
+                        None if self.opts.named_contexts.contains_key(&from) => from.clone(),
+                        None => self.image(&from)?.manifest_digest,
+                    };
+                    parts.push(format!("{from}={key}"));
+                }
+            }
+        }
+        Ok(parts.join(","))
+    }
+
+    /// The step's `--mount`s as runtime mounts; `from=` names a stage (by
+    /// name or index), a `--build-context` or an image.
+    fn run_mounts(&self, state: &StageState, r: &RunStep) -> Result<mounts::Prepared, Box<dyn std::error::Error + Send + Sync>> {
+        if r.mounts.is_empty() {
+            return Ok(mounts::Prepared::default());
+        }
+        let from = |name: &str| -> Result<std::path::PathBuf, String> {
+            let lower = name.to_lowercase();
+            let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name);
+            let from = match stage {
+                Some(s) => CopyFrom::Stage(s.index),
+                None => CopyFrom::Image(name.to_string()),
+            };
+            let key = self.unpack_from(&from).map_err(|e| e.to_string())?;
+            let root = self.unpacked.lock().expect("unpacked lock")[&key].0.root().to_path_buf();
+            Ok(root)
+        };
+        let sources = mounts::MountSources {
+            store_root: self.store.root(),
+            scratch: self.scratch.path(),
+            context: self.ctx.root(),
+            from: &from,
+            secrets: &self.opts.secrets,
+            ssh: &self.opts.ssh,
+        };
+        Ok(mounts::prepare(&r.mounts, &sources, &state.workdir())?)
     }
 
     /// Unpacks the stage or image `COPY --from` names, once per build.
