@@ -109,11 +109,11 @@ impl BuildContext {
     }
 
     /// A context in `subdir` of a temporary directory that the context
-    /// keeps alive (a cloned repository), filtered by its own
-    /// `.dockerignore`.
-    pub fn from_temp_dir(temp: tempfile::TempDir, subdir: &str) -> Result<BuildContext, ContextError> {
+    /// keeps alive (a cloned repository); with `ignore`, filtered by its
+    /// own `.dockerignore`.
+    pub fn from_temp_dir(temp: tempfile::TempDir, subdir: &str, ignore: bool) -> Result<BuildContext, ContextError> {
         let dir = temp.path().join(subdir);
-        let ignore = BuildContext::find_ignore_file(&dir, None);
+        let ignore = if ignore { BuildContext::find_ignore_file(&dir, None) } else { None };
         let mut ctx = BuildContext::from_dir(&dir, ignore.as_deref())?;
         ctx._temp = Some(temp);
         Ok(ctx)

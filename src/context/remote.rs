@@ -127,7 +127,7 @@ impl GitUrl {
             .or_else(|_| self.git(dest, "fetch the submodules of", &["submodule", "update", "-q", "--init", "--recursive"]))?;
         let commit = self.git(dest, "resolve the commit of", &["rev-parse", "HEAD"])?;
         if !keep_git_dir {
-            std::fs::remove_dir_all(dest.join(".git")).map_err(|source| RemoteError::Write { url: self.repo.clone(), source })?;
+            remove_git_dirs(dest).map_err(|source| RemoteError::Write { url: self.repo.clone(), source })?;
         }
         Ok(commit.trim().to_string())
     }
@@ -147,6 +147,30 @@ impl GitUrl {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// Removes `.git` everywhere in a checkout: the top directory and the
+/// `.git` files of submodules (git never tracks a path named `.git`).
+fn remove_git_dirs(root: &Path) -> io::Result<()> {
+    let mut found = Vec::new();
+    let mut walk = walkdir::WalkDir::new(root).min_depth(1).into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = entry.map_err(io::Error::other)?;
+        if entry.file_name() == ".git" {
+            if entry.file_type().is_dir() {
+                walk.skip_current_dir();
+            }
+            found.push((entry.path().to_path_buf(), entry.file_type().is_dir()));
+        }
+    }
+    for (path, is_dir) in found {
+        if is_dir {
+            std::fs::remove_dir_all(path)?;
+        } else {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
 }
 
 /// A file fetched over http(s).
@@ -248,7 +272,7 @@ pub fn open_context(remote: &Remote) -> Result<RemoteContext, RemoteError> {
                     subdir,
                 });
             }
-            Ok(RemoteContext::Context(BuildContext::from_temp_dir(temp, &subdir)?))
+            Ok(RemoteContext::Context(BuildContext::from_temp_dir(temp, &subdir, true)?))
         }
         Remote::Http(url) => {
             let temp = tempfile::Builder::new()
