@@ -113,14 +113,15 @@ impl GitUrl {
         self.git(dest, "create a repository for", &["init", "-q"])?;
         self.git(dest, "add the remote", &["remote", "add", "origin", &self.repo])?;
         let reference = self.reference.as_deref().unwrap_or("HEAD");
-        // A server may refuse a shallow fetch of a commit id: then fetch all.
-        if self.git(dest, "fetch", &["fetch", "-q", "--depth=1", "origin", reference]).is_err() {
-            self.git(dest, "fetch", &["fetch", "-q", "--tags", "origin"])?;
-        }
-        let target = if self.git(dest, "resolve FETCH_HEAD of", &["rev-parse", "-q", "--verify", "FETCH_HEAD^{commit}"]).is_ok() {
+        // A server may refuse a shallow fetch of a commit id: then fetch
+        // everything and look the reference up among commits and branches.
+        let target = if self.git(dest, "fetch", &["fetch", "-q", "--depth=1", "origin", reference]).is_ok() {
             "FETCH_HEAD".to_string()
         } else {
-            reference.to_string()
+            self.git(dest, "fetch", &["fetch", "-q", "--tags", "origin"])?;
+            let exists = |r: &str| self.git(dest, "resolve", &["rev-parse", "-q", "--verify", &format!("{r}^{{commit}}")]).is_ok();
+            let branch = format!("origin/{reference}");
+            if !exists(reference) && exists(&branch) { branch } else { reference.to_string() }
         };
         self.git(dest, "check out", &["checkout", "-q", "--detach", &target])?;
         self.git(dest, "fetch the submodules of", &["submodule", "update", "-q", "--init", "--recursive", "--depth=1"])
@@ -134,7 +135,7 @@ impl GitUrl {
 
     fn git(&self, dir: &Path, what: &'static str, args: &[&str]) -> Result<String, RemoteError> {
         let out = Command::new("git")
-            .args(["-c", "advice.detachedHead=false", "-c", "protocol.file.allow=user"])
+            .args(["-c", "advice.detachedHead=false"])
             .args(args)
             .current_dir(dir)
             .env("GIT_TERMINAL_PROMPT", "0")
@@ -320,6 +321,55 @@ mod tests {
         assert_eq!(url_file_name("http://h/a/dir/"), "dir");
         assert_eq!(url_file_name("http://h"), "__unnamed__");
         assert_eq!(url_file_name("http://h/"), "__unnamed__");
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "git {:?}: {}", args, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn clones_branches_and_commits_not_at_a_tip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("r");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        std::fs::write(repo.join("a"), "1").unwrap();
+        git(&repo, &["add", "a"]);
+        git(&repo, &["commit", "-qm", "1"]);
+        let first = git(&repo, &["rev-parse", "HEAD"]);
+        std::fs::write(repo.join("a"), "2").unwrap();
+        git(&repo, &["commit", "-qam", "2"]);
+        git(&repo, &["checkout", "-qb", "dev"]);
+        std::fs::create_dir(repo.join("d")).unwrap();
+        std::fs::write(repo.join("d/b"), "3").unwrap();
+        git(&repo, &["add", "d"]);
+        git(&repo, &["commit", "-qm", "3"]);
+        let dev = git(&repo, &["rev-parse", "HEAD"]);
+        let url = format!("file://{}", repo.display());
+        let cases = [(format!("{url}#{first}"), first.clone(), "1"), (format!("{url}#dev:d"), dev.clone(), "2"), (url.clone(), dev, "2")];
+        for (i, (word, commit, a)) in cases.iter().enumerate() {
+            let dest = tmp.path().join(format!("c{i}"));
+            std::fs::create_dir(&dest).unwrap();
+            let got = GitUrl::parse(word).clone_into(&dest, false).unwrap();
+            assert_eq!(&got, commit, "{word}");
+            assert_eq!(std::fs::read_to_string(dest.join("a")).unwrap(), *a, "{word}");
+            assert!(!dest.join(".git").exists());
+        }
+        let dest = tmp.path().join("keep");
+        std::fs::create_dir(&dest).unwrap();
+        GitUrl::parse(&format!("{url}#main")).clone_into(&dest, true).unwrap();
+        assert!(dest.join(".git/HEAD").is_file());
+        let missing = tmp.path().join("missing");
+        std::fs::create_dir(&missing).unwrap();
+        let err = GitUrl::parse(&format!("{url}#nope")).clone_into(&missing, false).unwrap_err();
+        assert!(matches!(err, RemoteError::Git { .. }), "{err}");
     }
 
     #[test]
