@@ -99,6 +99,7 @@ cd .. && {GIT} clone -q --bare sub ../repos/sub.git
 mkdir app && cd app && {GIT} init -q && echo top > top.txt && {GIT} add . && {GIT} commit -qm one
 {GIT} checkout -q -b dev
 mkdir svc && printf 'FROM scratch\nCOPY . /app/\n' > svc/Dockerfile && echo hello > svc/hello.txt
+echo secret > svc/secret.txt && echo secret.txt > svc/.dockerignore
 {GIT} submodule -q add git://127.0.0.1:{port}/sub.git svc/vendor
 {GIT} add . && {GIT} commit -qm two
 {GIT} tag v2
@@ -122,6 +123,7 @@ fn build_from_git_url_with_ref_subdir_and_submodule() {
     assert_eq!(img.file_str("app/vendor/lib.txt"), "vendored\n", "the submodule is checked out");
     assert!(!img.paths().iter().any(|p| p.split('/').any(|c| c == ".git")), "{:?}", img.paths());
     assert!(!img.paths().contains("app/top.txt"), "only the subdir is the context");
+    assert!(!img.paths().contains("app/secret.txt"), "the context's .dockerignore applies");
     // A tag works as the ref too, and `-f` names a file inside the context.
     let url = format!("git://127.0.0.1:{}/app.git#v2", daemon.1);
     sb.kiln(&["build", "-f", "svc/Dockerfile", "-t", "tag", &url]).ok();
@@ -199,6 +201,8 @@ fn add_from_url() {
     sb.kiln(&["build", "-t", "bad", ctx.to_str().unwrap()])
         .fails_with(1)
         .stderr_has(&["checksum", &sum]);
+    sb.dockerfile(&format!("FROM scratch\nADD {base}/gone.txt /x\n"));
+    sb.kiln(&["build", "-t", "gone", ctx.to_str().unwrap()]).fails_with(1).stderr_has(&["gone.txt", "404"]);
 }
 
 #[test]

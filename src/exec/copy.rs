@@ -34,8 +34,9 @@ pub enum CopyError {
     Url(String),
     #[error("COPY cannot take a URL ({0}) as a source: use ADD")]
     UrlInCopy(String),
-    #[error("fetch {0}")]
-    Fetch(String, #[source] crate::context::remote::RemoteError),
+    /// Names the URL and what failed itself.
+    #[error(transparent)]
+    Fetch(#[from] crate::context::remote::RemoteError),
     #[error("the checksum of {url} does not match: expected {expected}, got {actual}")]
     ChecksumMismatch { url: String, expected: String, actual: String },
     #[error("--checksum is only supported for ADD from a URL, not for the local source {0}")]
@@ -509,7 +510,7 @@ fn fetch_url(step: &CopyStep, env: &CopyEnv, word: &str) -> Result<Arc<Fetched>,
         (Some(f), None) => f,
         _ => return Err(CopyError::Url(word.to_string())),
     };
-    let fetched = fetcher.fetch(word, step.keep_git_dir).map_err(|e| CopyError::Fetch(word.to_string(), e))?;
+    let fetched = fetcher.fetch(word, step.keep_git_dir)?;
     if let Some(expected) = &step.checksum {
         let (actual, matches) = match &*fetched {
             Fetched::File(d) => (d.digest.clone(), d.digest.eq_ignore_ascii_case(expected)),
