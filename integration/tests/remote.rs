@@ -74,9 +74,11 @@ fn git_daemon(base: &std::path::Path) -> Daemon {
         .stderr(Stdio::null())
         .spawn()
         .expect("start git daemon");
+    // Dropping the daemon kills it, on the panic below too.
+    let daemon = Daemon(child, port);
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Daemon(child, port);
+            return daemon;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
