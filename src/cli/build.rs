@@ -99,7 +99,8 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub registry: super::pull::RegistryFlags,
 
-    /// The build context: a directory, or `-` for a tar (plain, gz, xz, bz2 or zst) on stdin.
+    /// The build context: a directory; `-` for a tar (plain, gz, xz, bz2 or zst) on stdin; a git URL
+    /// (`https://host/repo.git#ref:subdir`, `git://…`, `git@host:repo.git`); or an http(s) URL of a tar or a Dockerfile.
     #[arg(default_value = ".")]
     pub context: String,
 }
@@ -236,6 +237,9 @@ fn read_input(args: &BuildArgs) -> anyhow::Result<Input> {
         std::io::stdin().read_to_end(&mut bytes).context("read the build context from stdin")?;
         return stdin_context(bytes, args);
     }
+    if let Some(remote) = crate::context::remote::classify(&args.context) {
+        return remote_input(&remote, args, stdin_file);
+    }
     if stdin_file {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("read the Dockerfile from stdin")?;
@@ -258,14 +262,37 @@ fn read_input(args: &BuildArgs) -> anyhow::Result<Input> {
 fn stdin_context(bytes: Vec<u8>, args: &BuildArgs) -> anyhow::Result<Input> {
     if kiln_overlay::compress::is_archive(std::io::Cursor::new(bytes.clone()))? {
         let ctx = BuildContext::from_tar(std::io::Cursor::new(bytes), true).context("unpack the build context from stdin")?;
-        let name = args.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
-        let path = ctx.root().join(&name);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("the context on stdin has no {}", name.display()))?;
-        return Ok(Input { text, display: name.display().to_string(), dockerfile_path: None, context: Some(ctx) });
+        return context_input(ctx, args, "the context on stdin");
     }
     let text = String::from_utf8(bytes).context("stdin is neither a tar archive nor a Dockerfile")?;
     Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(BuildContext::empty()) })
+}
+
+/// The Dockerfile inside a context that came as a whole (a tar, a clone):
+/// `-f` names a path in it.
+fn context_input(ctx: BuildContext, args: &BuildArgs, what: &str) -> anyhow::Result<Input> {
+    let name = args.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
+    let path = ctx.root().join(&name);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{} has no {}", what, name.display()))?;
+    Ok(Input { text, display: name.display().to_string(), dockerfile_path: None, context: Some(ctx) })
+}
+
+/// A git or http(s) URL context, as the docker CLI takes it: a repository
+/// (`#ref:subdir`), a tar in any compression, or a bare Dockerfile.
+fn remote_input(remote: &crate::context::remote::Remote, args: &BuildArgs, stdin_file: bool) -> anyhow::Result<Input> {
+    use crate::context::remote::{open_context, RemoteContext};
+    let opened = open_context(remote).with_context(|| format!("open the build context {}", args.context))?;
+    match opened {
+        RemoteContext::Context(ctx) if stdin_file => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).context("read the Dockerfile from stdin")?;
+            Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(ctx) })
+        }
+        RemoteContext::Context(ctx) => context_input(ctx, args, &format!("the build context {}", args.context)),
+        RemoteContext::Dockerfile(text) => {
+            Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(BuildContext::empty()) })
+        }
+    }
 }
 
 fn dockerfile_path(args: &BuildArgs) -> anyhow::Result<PathBuf> {

@@ -3,6 +3,7 @@
 
 pub mod chmod;
 pub mod copy;
+mod fetch;
 pub mod layers;
 pub mod mounts;
 pub mod owner;
@@ -151,6 +152,7 @@ pub fn build(
     let _builds = store.builds_lock(|| clear_leftovers(store))?;
     let cache = Cache::open(store, &opts.cache_identity);
     let stat = StatCache::load(&cache.stat_cache_path(ctx.root()));
+    let scratch = tempfile::Builder::new().prefix("build-").tempdir_in(store.tmp_dir()).map_err(ExecError::Layer)?;
     let exec = Executor {
         store,
         ctx,
@@ -165,7 +167,8 @@ pub fn build(
         done: Mutex::new(HashMap::new()),
         unpacked: Mutex::new(HashMap::new()),
         new_layer_bytes: AtomicU64::new(0),
-        scratch: tempfile::Builder::new().prefix("build-").tempdir_in(store.tmp_dir()).map_err(ExecError::Layer)?,
+        fetcher: fetch::Fetcher::new(scratch.path().join("fetch")),
+        scratch,
     };
     let started = Instant::now();
     exec.schedule()?;
@@ -210,6 +213,8 @@ struct Executor<'a> {
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: Mutex<HashMap<String, Unpacked>>,
     new_layer_bytes: AtomicU64,
+    /// ADD sources behind URLs, fetched once per build.
+    fetcher: fetch::Fetcher,
     scratch: tempfile::TempDir,
 }
 
@@ -357,7 +362,8 @@ impl<'a> Executor<'a> {
         let extra = match &step.kind {
             StepKind::Copy(c) => match &c.from {
                 None => {
-                    let digest = crate::context::digest::sources(self.ctx, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
+                    let mut digest = crate::context::digest::sources(self.ctx, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
+                    self.fetcher.describe(c, &mut digest.files)?;
                     files = digest.files.clone();
                     digest.digest()
                 }
@@ -514,6 +520,7 @@ impl<'a> Executor<'a> {
             chmod: chmod.as_ref(),
             now: self.stamp.seconds,
             scratch: self.scratch.path(),
+            fetcher: Some(&self.fetcher),
         };
         let entries = copy::plan_copy(c, &env, tree)?;
 
