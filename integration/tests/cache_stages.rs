@@ -105,3 +105,27 @@ fn unused_build_args_warn_and_platform_args_expand() {
     assert_eq!(img.runtime()["Labels"]["platform"], "linux/arm64");
     assert_eq!(img.config["architecture"], "arm64");
 }
+
+/// A 10-step Dockerfile rebuilt unchanged runs no step; touching a file that
+/// .dockerignore excludes keeps every hit, even for `COPY . /app`.
+#[test]
+fn unchanged_ten_steps_run_nothing_and_ignored_files_do_not_count() {
+    let sb = Sandbox::new();
+    sb.write("ctx/.dockerignore", "*.log\n");
+    sb.write("ctx/app.txt", "app\n");
+    sb.write("ctx/debug.log", "noise 1\n");
+    sb.dockerfile(
+        "FROM scratch\nARG V=1\nCOPY . /app\nENV A=1\nLABEL l=1\nWORKDIR /app\nCOPY app.txt /copy\n\
+         USER 1000\nEXPOSE 80\nCMD [\"/x\"]\nSTOPSIGNAL SIGINT\n",
+    );
+    build(&sb, &["-t", "ten"]).ok();
+    let again = build(&sb, &["-t", "ten"]);
+    again.ok();
+    assert_eq!(again.stdout.matches("--> Using cache").count(), 10, "{}", again.transcript());
+    assert!(!again.stdout.contains("cache miss"), "{}", again.transcript());
+    sb.write("ctx/debug.log", "noise 2, much longer than before\n");
+    let touched = build(&sb, &["-t", "ten"]);
+    touched.ok();
+    assert_eq!(touched.stdout.matches("--> Using cache").count(), 10, "{}", touched.transcript());
+    assert!(!sb.image("ten").fs().contains_key("app/debug.log"));
+}
