@@ -91,6 +91,33 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub registry: super::pull::RegistryFlags,
 
+    /// Write the image id (sha256:…) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+
+    /// Add a label to the final image (after the Dockerfile's LABELs); repeatable.
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+
+    /// Add an annotation to the image's manifest (and its index entry); repeatable.
+    #[arg(long = "annotation", value_name = "K=V")]
+    pub annotations: Vec<String>,
+
+    /// Merge the final stage's own layers into one, keeping its base image's layers.
+    #[arg(long)]
+    pub squash: bool,
+
+    /// --layers=false: one new layer per stage instead of one per step
+    /// (each step's result is still cached).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value_t = true, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub layers: bool,
+
+    /// Clamp file mtimes to N (seconds since the epoch) and set every `created` to N, for reproducible
+    /// images; the flag wins over SOURCE_DATE_EPOCH.
+    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "N")]
+    pub source_date_epoch: Option<i64>,
+
     /// The build context: a directory, or `-` for a tar (plain, gz, xz, bz2 or zst) on stdin.
     #[arg(default_value = ".")]
     pub context: String,
@@ -164,6 +191,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         named_contexts: named_contexts(&args.build_contexts)?,
         pull: pull_options(args),
+        labels: key_values("--label", &args.labels)?,
+        annotations: key_values("--annotation", &args.annotations)?.into_iter().collect(),
+        squash: args.squash,
+        layers: args.layers,
+        source_date_epoch: args.source_date_epoch,
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();
@@ -205,8 +237,21 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             println!("Wrote {} to {}", kind_name(&out.kind), out.dest.display());
         }
     }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &result.image_id).with_context(|| format!("write the image id to {}", path.display()))?;
+    }
     println!("{}", result.image_id.trim_start_matches("sha256:"));
     Ok(0)
+}
+
+/// `K=V` pairs of a repeatable flag (`V` may be empty, `K` may not).
+fn key_values(flag: &str, raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|r| match r.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => anyhow::bail!("{} {:?}: expected KEY=VALUE", flag, r),
+        })
+        .collect()
 }
 
 struct Input {
