@@ -52,6 +52,13 @@ fn malformed_labels_and_annotations_are_refused() {
     let df = "FROM scratch\nCOPY f.txt /f.txt\n";
     sb.try_build(df, "bad", &["--label", "novalue"]).fails_with(1).stderr_has(&["--label", "novalue"]);
     sb.try_build(df, "bad", &["--annotation", "=v"]).fails_with(1).stderr_has(&["--annotation"]);
+    let ctx = sb.ctx();
+    let ctx = ctx.to_str().unwrap();
+    sb.kiln_env(&["build", "-t", "bad", ctx], &[("SOURCE_DATE_EPOCH", "yesterday")])
+        .fails_with(1)
+        .stderr_has(&["SOURCE_DATE_EPOCH", "yesterday"]);
+    // Empty means unset, as the reproducible-builds spec says.
+    sb.kiln_env(&["build", "-t", "empty-epoch", ctx], &[("SOURCE_DATE_EPOCH", "")]).ok();
 }
 
 /// A base image built by kiln with several layers, holding files the
@@ -178,4 +185,36 @@ fn source_date_epoch_makes_builds_reproducible() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (_, b) = sb.build_with(&df, "now2", &["--no-cache"]);
     assert_ne!(a.id(), b.id());
+}
+
+#[test]
+fn layers_false_with_run_steps_keeps_deletions_right() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let df = format!(
+        "{}\
+RUN echo x > /x && echo y > /y && mkdir -p /d/sub && echo old > /d/sub/old
+RUN rm /x
+FROM first
+RUN rm /y && rm -rf /d && mkdir /d && echo new > /d/new
+RUN echo z > /z
+",
+        RUN_BASE.replacen("FROM scratch", "FROM scratch AS first", 1)
+    );
+    let per_step = sb.build(&df, "run-per-step");
+    let (out, per_stage) = sb.build_with(&df, "run-per-stage", &["--layers=false"]);
+    assert_eq!(per_stage.layers.len(), 2, "{}", out.transcript());
+    assert_same_summary(&fs_summary(&per_step), &fs_summary(&per_stage), "--layers vs --layers=false with RUN");
+    // The first stage stands on scratch: nothing to hide, so no whiteouts.
+    let first = &per_stage.layers[0];
+    assert!(first.entries.iter().all(|e| !e.path.rsplit('/').next().unwrap().starts_with(".wh.")), "{:?}", first.paths());
+    assert!(!first.paths().contains("x"));
+    // The second keeps the whiteouts that hide the first stage's files.
+    let second = per_stage.layers[1].paths();
+    assert!(second.contains(".wh.y"), "{second:?}");
+    let paths = per_stage.paths();
+    for gone in ["x", "y", "d/sub", "d/sub/old"] {
+        assert!(!paths.contains(gone), "{gone} is in the image");
+    }
+    assert_eq!(per_stage.file_str("d/new"), "new\n");
 }

@@ -114,8 +114,8 @@ pub struct BuildArgs {
     pub layers: bool,
 
     /// Clamp file mtimes to N (seconds since the epoch) and set every `created` to N, for reproducible
-    /// images; the flag wins over SOURCE_DATE_EPOCH.
-    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "N")]
+    /// images. Default: $SOURCE_DATE_EPOCH when set and not empty.
+    #[arg(long, value_name = "N")]
     pub source_date_epoch: Option<i64>,
 
     /// The build context: a directory, or `-` for a tar (plain, gz, xz, bz2 or zst) on stdin.
@@ -195,7 +195,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         annotations: key_values("--annotation", &args.annotations)?.into_iter().collect(),
         squash: args.squash,
         layers: args.layers,
-        source_date_epoch: args.source_date_epoch,
+        source_date_epoch: source_date_epoch(args)?,
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();
@@ -242,6 +242,22 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     }
     println!("{}", result.image_id.trim_start_matches("sha256:"));
     Ok(0)
+}
+
+/// `--source-date-epoch`, else `SOURCE_DATE_EPOCH` (empty counts as unset,
+/// as the reproducible-builds spec asks; a malformed value is an error).
+fn source_date_epoch(args: &BuildArgs) -> anyhow::Result<Option<i64>> {
+    if args.source_date_epoch.is_some() {
+        return Ok(args.source_date_epoch);
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("SOURCE_DATE_EPOCH={:?} is not a number of seconds since the epoch", v)),
+        _ => Ok(None),
+    }
 }
 
 /// `K=V` pairs of a repeatable flag (`V` may be empty, `K` may not).

@@ -76,7 +76,7 @@ pub fn squash_stage(
     if own < 2 {
         return Ok(None);
     }
-    let squashed = squash_layers(store, &state.layers[base..], compression, clamp_mtime, scratch)?;
+    let squashed = squash_layers(store, &state.layers[base..], base > 0, compression, clamp_mtime, scratch)?;
     state.layers.truncate(base);
     state.layers.push(Descriptor::new(super::layer_media_type(compression), squashed.digest.clone(), squashed.size));
     state.config.rootfs.diff_ids.truncate(base);
@@ -97,10 +97,13 @@ fn mark_squashed_history(history: &mut [crate::image::config::History], own: usi
     }
 }
 
-/// Merges `layers` (bottom first) into one layer blob in the store.
+/// Merges `layers` (bottom first) into one layer blob in the store. With no
+/// `lower` layers below them, whiteouts and opaque markers hide nothing and
+/// are left out.
 pub fn squash_layers(
     store: &Store,
     layers: &[Descriptor],
+    lower: bool,
     compression: Compression,
     clamp_mtime: Option<i64>,
     scratch: &Path,
@@ -114,6 +117,10 @@ pub fn squash_layers(
     }
     let blob = store.blob_writer()?;
     let mut writer = LayerWriter::new(blob, compression).map_err(SquashError::Write)?;
+    if !lower {
+        merge.nodes.retain(|_, n| !matches!(n, Node::Whiteout));
+        merge.opaque.clear();
+    }
     merge.write(&mut writer, clamp_mtime).map_err(SquashError::Write)?;
     let (blob, info) = writer.finish().map_err(SquashError::Write)?;
     let (digest, size) = blob.commit_expecting(&info.digest, Some(info.size))?;
