@@ -115,6 +115,19 @@ fn squash_merges_the_final_stages_own_layers_keeping_the_base() {
     assert!(top.paths().contains("base/.wh.gone"), "whiteout for a base file: {:?}", top.paths());
     // It runs in a container as is.
     sb.kiln(&["run", "--rm", "squashed", "/bin/cat", "/base/dir/new"]).ok();
+
+    // A hard link outlives its target's removal: squashed, it becomes the file.
+    let with_rm = format!("{SQUASHED}RUN rm /f.txt\n");
+    let (out, squashed) = sb.build_with(&with_rm, "squashed-rm", &["--squash"]);
+    assert_eq!(squashed.layers.len(), base.layers.len() + 1, "{}", out.transcript());
+    assert!(!squashed.paths().contains("f.txt"));
+    assert_eq!(squashed.file_str("hard"), "f\n");
+    sb.build(&with_rm, "unsquashed-rm");
+    for tag in ["squashed-rm", "unsquashed-rm"] {
+        let out = sb.kiln(&["run", "--rm", tag, "/bin/cat", "/hard"]);
+        out.ok();
+        assert_eq!(out.stdout, "f\n", "{tag}");
+    }
 }
 
 #[test]

@@ -201,12 +201,49 @@ impl Merge {
     }
 
     fn remove(&mut self, path: &str) {
+        self.detach_links(path);
         self.nodes.retain(|p, _| p != path && !under(p, path));
         self.opaque.retain(|p| p != path && !under(p, path));
     }
 
+    /// Hard links to files at or under `path`, which is about to be removed
+    /// or replaced: in the unsquashed layers they keep the old file, so the
+    /// first becomes that file and the others link to it.
+    fn detach_links(&mut self, path: &str) {
+        let links: Vec<(String, String)> = self
+            .nodes
+            .iter()
+            .filter_map(|(p, n)| match n {
+                Node::Entry { meta: EntryMeta { kind: EntryKind::Hardlink(t), .. }, .. } if t == path || under(t, path) => {
+                    Some((p.clone(), t.clone()))
+                }
+                _ => None,
+            })
+            .filter(|(p, _)| p != path && !under(p, path))
+            .collect();
+        let mut moved: BTreeMap<String, String> = BTreeMap::new();
+        for (link, target) in links {
+            let node = match moved.get(&target) {
+                Some(first) => {
+                    let Some(Node::Entry { meta, .. }) = self.nodes.get(&link) else { continue };
+                    Node::Entry { meta: EntryMeta { kind: EntryKind::Hardlink(first.clone()), ..meta.clone() }, data: None }
+                }
+                None => {
+                    // A target in the base layers cannot be copied from here.
+                    let Some(Node::Entry { meta, data }) = self.nodes.get(&target) else { continue };
+                    moved.insert(target.clone(), link.clone());
+                    Node::Entry { meta: EntryMeta { path: link.clone(), ..meta.clone() }, data: *data }
+                }
+            };
+            self.nodes.insert(link, node);
+        }
+    }
+
     fn add(&mut self, meta: EntryMeta, data: Option<(u64, u64)>) {
         let path = meta.path.clone();
+        if matches!(self.nodes.get(&path), Some(Node::Entry { .. })) {
+            self.detach_links(&path);
+        }
         if meta.kind == EntryKind::Dir {
             // A directory where a lower squashed layer removed or replaced
             // one: the base's content there must stay hidden.
@@ -401,6 +438,19 @@ mod tests {
         let (entries, _) = merged(&[l1]);
         let names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(names, ["z", "a"]);
+    }
+
+    #[test]
+    fn hard_links_keep_a_removed_targets_content() {
+        let l1 = layer(&[("t", EntryKind::File, b"data"), ("a", EntryKind::Hardlink("t".into()), b""), ("b", EntryKind::Hardlink("t".into()), b"")]);
+        let l2 = layer(&[(".wh.t", EntryKind::File, b"")]);
+        let (entries, tar_bytes) = merged(&[l1, l2]);
+        let names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["a", ".wh.t", "b"]);
+        assert_eq!(entries[0].1, b"data");
+        let mut a = tar::Archive::new(&tar_bytes[..]);
+        let b = a.entries().unwrap().map(|e| e.unwrap()).find(|e| &*e.path_bytes() == b"b").unwrap();
+        assert_eq!(b.link_name_bytes().as_deref(), Some(&b"a"[..]));
     }
 
     #[test]
