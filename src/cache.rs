@@ -85,6 +85,16 @@ impl Cache {
         self.dir.join("steps").join(&hex[..2.min(hex.len())]).join(format!("{}.json", hex))
     }
 
+    /// Keeps the image a failed build left for debugging as build cache:
+    /// `kiln images` lists it only with `-a` (as docker's intermediate
+    /// images), and `system prune` removes it.
+    pub fn keep_intermediate(&self, manifest_digest: &str, config_digest: &str) -> std::io::Result<()> {
+        let hex = manifest_digest.strip_prefix("sha256:").unwrap_or(manifest_digest);
+        let path = self.dir.join("intermediate").join(format!("{}.json", hex));
+        let record = serde_json::json!({ "manifest": manifest_digest, "config": config_digest });
+        write_atomic(&path, record.to_string().as_bytes())
+    }
+
     /// Remembers what step `pos` saw in this build.
     pub fn note(&mut self, pos: &str, inputs: StepInputs) {
         self.current.steps.insert(pos.to_string(), inputs);

@@ -142,5 +142,5 @@ fn podman_loads_kiln_saves_and_kiln_loads_podman_saves() {
     let out = other.ok(&["load", "-i", s(&saved_oci)]);
     assert!(out.starts_with("Loaded image"), "{out}");
     let listed = other.ok(&["images", "-q", "--no-trunc"]);
-    assert_eq!(listed.trim(), format!("sha256:{v2}"));
+    assert_eq!(listed.trim(), format!("sha256:{v2}"), "podman's copy: {}\nours: {}", other.ok(&["inspect", listed.trim()]), env.ok(&["inspect", "app:v2"]));
 }

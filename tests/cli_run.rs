@@ -10,7 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const TEST_USER: &str = "kilntest";
+mod cli_util;
+use cli_util::{ensure_test_user, is_root, TEST_USER};
+
 const DOCKERFILE: &str = r#"FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox","--install","-s","/bin"]
@@ -22,9 +24,6 @@ CMD ["echo","hello from cmd"]
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nu:x:1000:1000::/home/u:/bin/sh\n";
 const GROUP: &str = "root:x:0:\nu:x:1000:\n";
 
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
 
 /// The built image, shared by every test of this file.
 struct Fixture {
@@ -100,40 +99,6 @@ fn static_busybox() -> &'static Path {
         );
     }
     p
-}
-
-/// Creates `kilntest` with a subordinate id range unless it exists (the
-/// integration harness makes the same user; its lock serialises the two).
-fn ensure_test_user() {
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/kiln-integration-user.lock")
-        .unwrap();
-    lock.lock().unwrap();
-    if !Command::new("id").arg(TEST_USER).output().is_ok_and(|o| o.status.success()) {
-        let st = Command::new("useradd").args(["-m", "-s", "/bin/sh", "-U", TEST_USER]).status().unwrap();
-        assert!(st.success() || st.code() == Some(9), "useradd {TEST_USER}");
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let content = std::fs::read_to_string(file).unwrap_or_default();
-        if content.lines().any(|l| l.starts_with(&format!("{TEST_USER}:"))) {
-            continue;
-        }
-        // After every range already given out.
-        let end = content
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                Some(f.get(1)?.parse::<u64>().ok()? + f.get(2)?.parse::<u64>().ok()?)
-            })
-            .max()
-            .unwrap_or(100_000)
-            .max(100_000);
-        let sep = if content.is_empty() || content.ends_with('\n') { "" } else { "\n" };
-        std::fs::write(file, format!("{content}{sep}{TEST_USER}:{end}:65536\n")).unwrap();
-    }
 }
 
 fn text(b: &[u8]) -> String {

@@ -113,7 +113,7 @@ fn layer_cache_hits_and_misses() {
 COPY a.txt /a.txt
 RUN cat /a.txt > /copy-a
 COPY b.txt /b.txt
-RUN cat /b.txt > /copy-b && date +%s%N > /stamp
+RUN cat /b.txt > /copy-b && cat /proc/sys/kernel/random/uuid > /stamp
 ENV DONE=1
 "
     );

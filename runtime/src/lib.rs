@@ -25,7 +25,7 @@ pub use child::{kill_running_steps, run, run_with_helper, Output, Stream};
 pub use error::RuntimeError;
 pub use idmap::{detect, IdMap, MapMode};
 pub use mounts::placeholders;
-pub use spec::{MountSpec, Network, RunSpec, TtySize, UserSpec};
+pub use spec::{MountKind, MountSpec, Network, RunSpec, TtySize, UserSpec};
 pub use sys::default_sigpipe;
 pub use userns::{enter_user_namespace, private_mount_namespace};
 

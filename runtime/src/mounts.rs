@@ -10,7 +10,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{mkdirat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use crate::spec::RunSpec;
+use crate::spec::{MountKind, RunSpec};
 use crate::sys;
 
 /// What is mounted at a target.
@@ -132,8 +132,21 @@ pub fn plan(spec: &RunSpec) -> Vec<Mount> {
         }
     }
     for extra in &spec.mounts {
-        let target_type = if extra.source.is_dir() { TargetType::Dir } else { TargetType::File };
-        plan.push(bind(extra.source.clone(), &extra.target, target_type, extra.readonly, !under_dev(&extra.target)));
+        let in_image = !under_dev(&extra.target);
+        match extra.kind {
+            MountKind::Bind => {
+                let target_type = if extra.source.is_dir() { TargetType::Dir } else { TargetType::File };
+                plan.push(bind(extra.source.clone(), &extra.target, target_type, extra.readonly, in_image));
+            }
+            MountKind::Tmpfs { size } => {
+                let data = size.map(|s| format!("size={s}")).unwrap_or_default();
+                let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                if extra.readonly {
+                    flags |= MsFlags::MS_RDONLY;
+                }
+                plan.push(fs("tmpfs", &extra.target, &data, flags, in_image));
+            }
+        }
     }
     plan
 }

@@ -68,6 +68,19 @@ pub struct MountSpec {
     /// Absolute path inside the rootfs.
     pub target: String,
     pub readonly: bool,
+    /// What is mounted; a bind of `source` unless said otherwise.
+    #[serde(default)]
+    pub kind: MountKind,
+}
+
+/// The kind of an extra mount.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    /// Bind `source` (a directory, file or socket) at the target.
+    #[default]
+    Bind,
+    /// A fresh tmpfs (`source` unused), at most `size` bytes when given.
+    Tmpfs { size: Option<u64> },
 }
 
 impl RunSpec {

@@ -88,6 +88,14 @@ pub struct BuildArgs {
     #[arg(long)]
     pub push: bool,
 
+    /// A secret for RUN --mount=type=secret: id=NAME,src=FILE or id=NAME,env=VAR; repeatable.
+    #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+
+    /// An ssh agent for RUN --mount=type=ssh: ID (from $SSH_AUTH_SOCK) or ID=SOCKET; repeatable.
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
+
     #[command(flatten)]
     pub registry: super::pull::RegistryFlags,
 
@@ -118,7 +126,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N")]
     pub source_date_epoch: Option<i64>,
 
-    /// The build context: a directory, or `-` for a tar (plain, gz, xz, bz2 or zst) on stdin.
+    /// The build context: a directory; `-` for a tar (plain, gz, xz, bz2 or zst) on stdin; a git URL
+    /// (`https://host/repo.git#ref:subdir`, `git://…`, `git@host:repo.git`); or an http(s) URL of a tar or a Dockerfile.
     #[arg(default_value = ".")]
     pub context: String,
 }
@@ -196,6 +205,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         squash: args.squash,
         layers: args.layers,
         source_date_epoch: source_date_epoch(args)?,
+        secrets: args.secrets.iter().map(|s| exec::mounts::parse_secret(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
+        ssh: args.ssh.iter().map(|s| exec::mounts::parse_ssh(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();
@@ -287,6 +298,9 @@ fn read_input(args: &BuildArgs) -> anyhow::Result<Input> {
         std::io::stdin().read_to_end(&mut bytes).context("read the build context from stdin")?;
         return stdin_context(bytes, args);
     }
+    if let Some(remote) = crate::context::remote::classify(&args.context) {
+        return remote_input(&remote, args, stdin_file);
+    }
     if stdin_file {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("read the Dockerfile from stdin")?;
@@ -309,14 +323,37 @@ fn read_input(args: &BuildArgs) -> anyhow::Result<Input> {
 fn stdin_context(bytes: Vec<u8>, args: &BuildArgs) -> anyhow::Result<Input> {
     if kiln_overlay::compress::is_archive(std::io::Cursor::new(bytes.clone()))? {
         let ctx = BuildContext::from_tar(std::io::Cursor::new(bytes), true).context("unpack the build context from stdin")?;
-        let name = args.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
-        let path = ctx.root().join(&name);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("the context on stdin has no {}", name.display()))?;
-        return Ok(Input { text, display: name.display().to_string(), dockerfile_path: None, context: Some(ctx) });
+        return context_input(ctx, args, "the context on stdin");
     }
     let text = String::from_utf8(bytes).context("stdin is neither a tar archive nor a Dockerfile")?;
     Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(BuildContext::empty()) })
+}
+
+/// The Dockerfile inside a context that came as a whole (a tar, a clone):
+/// `-f` names a path in it.
+fn context_input(ctx: BuildContext, args: &BuildArgs, what: &str) -> anyhow::Result<Input> {
+    let name = args.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
+    let path = ctx.root().join(&name);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{} has no {}", what, name.display()))?;
+    Ok(Input { text, display: name.display().to_string(), dockerfile_path: None, context: Some(ctx) })
+}
+
+/// A git or http(s) URL context, as the docker CLI takes it: a repository
+/// (`#ref:subdir`), a tar in any compression, or a bare Dockerfile.
+fn remote_input(remote: &crate::context::remote::Remote, args: &BuildArgs, stdin_file: bool) -> anyhow::Result<Input> {
+    use crate::context::remote::{open_context, RemoteContext};
+    let opened = open_context(remote).with_context(|| format!("open the build context {}", args.context))?;
+    match opened {
+        RemoteContext::Context(ctx) if stdin_file => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).context("read the Dockerfile from stdin")?;
+            Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(ctx) })
+        }
+        RemoteContext::Context(ctx) => context_input(ctx, args, &format!("the build context {}", args.context)),
+        RemoteContext::Dockerfile(text) => {
+            Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(BuildContext::empty()) })
+        }
+    }
 }
 
 fn dockerfile_path(args: &BuildArgs) -> anyhow::Result<PathBuf> {

@@ -337,7 +337,7 @@ pub fn parse_volume(spec: &str) -> Result<MountSpec, RunCmdError> {
         path: PathBuf::from(host),
         source,
     })?;
-    Ok(MountSpec { source, target: crate::exec::state::join_workdir("/", target), readonly })
+    Ok(MountSpec { source, target: crate::exec::state::join_workdir("/", target), readonly, kind: Default::default() })
 }
 
 /// HOME for `uid` from the image's /etc/passwd, else `/` (as podman).

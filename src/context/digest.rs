@@ -120,7 +120,7 @@ impl SourceDigest {
 pub fn sources(ctx: &BuildContext, words: &[String], stat: &mut StatCache) -> Result<SourceDigest, ContextError> {
     let mut out = SourceDigest::default();
     for word in words {
-        if word.starts_with("http://") || word.starts_with("https://") || word.starts_with("git@") {
+        if super::remote::is_remote(word) {
             out.files.insert(word.clone(), "url".into());
             continue;
         }

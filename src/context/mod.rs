@@ -9,6 +9,7 @@ pub mod digest;
 mod dockerignore;
 mod error;
 mod glob;
+pub mod remote;
 mod resolve;
 mod source;
 mod tarball;
@@ -104,6 +105,17 @@ impl BuildContext {
                 }
             }
         }
+        Ok(ctx)
+    }
+
+    /// A context in `subdir` of a temporary directory that the context
+    /// keeps alive (a cloned repository); with `ignore`, filtered by its
+    /// own `.dockerignore`.
+    pub fn from_temp_dir(temp: tempfile::TempDir, subdir: &str, ignore: bool) -> Result<BuildContext, ContextError> {
+        let dir = temp.path().join(subdir);
+        let ignore = if ignore { BuildContext::find_ignore_file(&dir, None) } else { None };
+        let mut ctx = BuildContext::from_dir(&dir, ignore.as_deref())?;
+        ctx._temp = Some(temp);
         Ok(ctx)
     }
 

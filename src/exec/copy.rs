@@ -14,9 +14,12 @@ use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
 
 use crate::context::DockerIgnore;
 use crate::context::{BuildContext, ContextEntry, SourceMatch};
+use crate::context::remote;
 use crate::plan::CopyStep;
+use std::sync::Arc;
 
 use super::chmod::Chmod;
+use super::fetch::{Fetched, Fetcher};
 use super::tree::{clean, pax_xattrs, Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +30,15 @@ pub enum CopyError {
     Tree(#[from] TreeError),
     #[error("when using {0} with more than one source file, the destination must be a directory and end with a /")]
     MultipleSourcesNeedDir(&'static str),
-    #[error("ADD from a URL ({0}) is not supported yet: download the file into the build context and ADD it from there")]
+    #[error("ADD from a URL ({0}) is not supported here: ADD it from the build context")]
     Url(String),
+    #[error("COPY cannot take a URL ({0}) as a source: use ADD")]
+    UrlInCopy(String),
+    /// Names the URL and what failed itself.
+    #[error(transparent)]
+    Fetch(#[from] crate::context::remote::RemoteError),
+    #[error("the checksum of {url} does not match: expected {expected}, got {actual}")]
+    ChecksumMismatch { url: String, expected: String, actual: String },
     #[error("--checksum is only supported for ADD from a URL, not for the local source {0}")]
     ChecksumLocal(String),
     #[error("invalid --exclude pattern")]
@@ -80,6 +90,8 @@ pub struct CopyEnv<'a> {
     pub now: i64,
     /// Scratch space for unpacking ADD archives.
     pub scratch: &'a Path,
+    /// Fetches ADD sources that are URLs; `None` refuses them.
+    pub fetcher: Option<&'a Fetcher>,
 }
 
 /// Works out the entries of the layer a COPY/ADD step writes, sorted by path.
@@ -92,16 +104,18 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
     };
 
     let mut matches: Vec<SourceMatch> = Vec::new();
+    let mut fetched: Vec<Arc<Fetched>> = Vec::new();
     for word in &step.sources {
-        if is_url(word) {
-            return Err(CopyError::Url(word.clone()));
+        if remote::is_remote(word) {
+            fetched.push(fetch_url(step, env, word)?);
+            continue;
         }
         if step.checksum.is_some() {
             return Err(CopyError::ChecksumLocal(word.clone()));
         }
         matches.extend(env.source.resolve_source(word)?);
     }
-    let source_count = matches.len() + step.heredocs.len();
+    let source_count = matches.len() + fetched.len() + step.heredocs.len();
     if source_count == 0 {
         return Err(CopyError::NoSources);
     }
@@ -151,6 +165,25 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
             }
             for e in env.source.walk(m)? {
                 out.entry(&target, &e, &m.rel)?;
+            }
+        }
+    }
+    for f in &fetched {
+        match &**f {
+            Fetched::File(d) => {
+                let target = if dest_is_dir { join(&dest, &d.name) } else { dest.clone() };
+                out.download(target, d);
+            }
+            Fetched::Tree { ctx, .. } => {
+                // A repository always lands as the contents of the destination directory.
+                for m in ctx.resolve_source(".")? {
+                    out.dir(&dest, &m)?;
+                    for e in ctx.walk(&m)? {
+                        if !e.rel.is_empty() {
+                            out.entry(&join(&dest, &e.rel), &e, &e.rel)?;
+                        }
+                    }
+                }
             }
         }
     }
@@ -242,6 +275,22 @@ impl Output<'_> {
         });
         self.put(path.to_string(), meta, Data::None);
         Ok(())
+    }
+
+    /// A file downloaded for ADD: mode 0600 and the server's Last-Modified
+    /// time (else the epoch), as BuildKit does; never unpacked.
+    fn download(&mut self, target: String, d: &remote::Download) {
+        let meta = self.owned(EntryMeta {
+            path: String::new(),
+            kind: EntryKind::File,
+            mode: self.env.chmod.map_or(0o600, |c| c.apply(0o600, false)),
+            uid: 0,
+            gid: 0,
+            mtime: d.mtime.unwrap_or(0),
+            size: d.size,
+            xattrs: BTreeMap::new(),
+        });
+        self.put(target, meta, Data::Host(d.path.clone()));
     }
 
     fn ensure_dir(&mut self, path: &str) {
@@ -452,8 +501,27 @@ fn safe_archive_path(name: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-fn is_url(word: &str) -> bool {
-    word.starts_with("http://") || word.starts_with("https://") || word.starts_with("git@")
+/// An ADD source URL, fetched (once per build) and checked against `--checksum`.
+fn fetch_url(step: &CopyStep, env: &CopyEnv, word: &str) -> Result<Arc<Fetched>, CopyError> {
+    if !step.is_add {
+        return Err(CopyError::UrlInCopy(word.to_string()));
+    }
+    let fetcher = match (env.fetcher, &step.from) {
+        (Some(f), None) => f,
+        _ => return Err(CopyError::Url(word.to_string())),
+    };
+    let fetched = fetcher.fetch(word, step.keep_git_dir)?;
+    if let Some(expected) = &step.checksum {
+        let (actual, matches) = match &*fetched {
+            Fetched::File(d) => (d.digest.clone(), d.digest.eq_ignore_ascii_case(expected)),
+            // For a repository BuildKit takes the commit id (or a prefix of it).
+            Fetched::Tree { commit, .. } => (commit.clone(), !expected.is_empty() && commit.starts_with(expected.as_str())),
+        };
+        if !matches {
+            return Err(CopyError::ChecksumMismatch { url: word.to_string(), expected: expected.clone(), actual });
+        }
+    }
+    Ok(fetched)
 }
 
 fn join(a: &str, b: &str) -> String {

@@ -3,8 +3,10 @@
 
 pub mod chmod;
 pub mod copy;
+mod fetch;
 mod finish;
 pub mod layers;
+pub mod mounts;
 pub mod owner;
 pub mod rootfs;
 pub mod run;
@@ -101,6 +103,10 @@ pub struct BuildOptions {
     pub layers: bool,
     /// `--source-date-epoch` / `SOURCE_DATE_EPOCH`: clamps mtimes, sets `created`.
     pub source_date_epoch: Option<i64>,
+    /// `--secret id=…`: what `RUN --mount=type=secret` exposes, by id.
+    pub secrets: HashMap<String, mounts::SecretSource>,
+    /// `--ssh id=SOCKET`: agent sockets `RUN --mount=type=ssh` forwards, by id.
+    pub ssh: HashMap<String, std::path::PathBuf>,
 }
 
 /// A `--build-context` value.
@@ -130,6 +136,8 @@ impl Default for BuildOptions {
             squash: false,
             layers: true,
             source_date_epoch: None,
+            secrets: HashMap::new(),
+            ssh: HashMap::new(),
         }
     }
 }
@@ -163,6 +171,7 @@ pub fn build(
     let _builds = store.builds_lock(|| clear_leftovers(store))?;
     let cache = Cache::open(store, &opts.cache_identity);
     let stat = StatCache::load(&cache.stat_cache_path(ctx.root()));
+    let scratch = tempfile::Builder::new().prefix("build-").tempdir_in(store.tmp_dir()).map_err(ExecError::Layer)?;
     let exec = Executor {
         store,
         ctx,
@@ -177,7 +186,8 @@ pub fn build(
         done: Mutex::new(HashMap::new()),
         unpacked: Mutex::new(HashMap::new()),
         new_layer_bytes: AtomicU64::new(0),
-        scratch: tempfile::Builder::new().prefix("build-").tempdir_in(store.tmp_dir()).map_err(ExecError::Layer)?,
+        fetcher: fetch::Fetcher::new(scratch.path().join("fetch")),
+        scratch,
     };
     let started = Instant::now();
     exec.schedule()?;
@@ -227,6 +237,8 @@ struct Executor<'a> {
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: Mutex<HashMap<String, Unpacked>>,
     new_layer_bytes: AtomicU64,
+    /// ADD sources behind URLs, fetched once per build.
+    fetcher: fetch::Fetcher,
     scratch: tempfile::TempDir,
 }
 
@@ -387,7 +399,8 @@ impl<'a> Executor<'a> {
         let extra = match &step.kind {
             StepKind::Copy(c) => match &c.from {
                 None => {
-                    let digest = crate::context::digest::sources(self.ctx, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
+                    let mut digest = crate::context::digest::sources(self.ctx, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
+                    self.fetcher.describe(c, &mut digest.files)?;
                     files = digest.files.clone();
                     digest.digest()
                 }
@@ -403,6 +416,7 @@ impl<'a> Executor<'a> {
                     _ => self.image(r)?.manifest_digest,
                 },
             },
+            StepKind::Run(r) if !r.mounts.is_empty() => self.bind_inputs(r, &mut files)?,
             _ => String::new(),
         };
         // A layer written with other compression is another blob.
@@ -437,6 +451,9 @@ impl<'a> Executor<'a> {
         config.created = Some(self.stamp.created.clone());
         let desc = self.store.write_image(&config, &state.layers).ok()?;
         let id = self.store.load_image(&desc).ok()?.config_digest;
+        if let Err(e) = self.cache.lock().expect("cache lock").keep_intermediate(&desc.digest, &id) {
+            log::warn!("could not record the intermediate image {}: {}", short(&id), e);
+        }
         Some(short(&id).to_string())
     }
 
@@ -540,6 +557,7 @@ impl<'a> Executor<'a> {
             chmod: chmod.as_ref(),
             now: self.stamp.seconds,
             scratch: self.scratch.path(),
+            fetcher: Some(&self.fetcher),
         };
         let entries = copy::plan_copy(c, &env, tree)?;
 
@@ -593,6 +611,8 @@ impl<'a> Executor<'a> {
             log::info!("storage driver: {}", d);
             d
         });
+        // Held until the step ran: cache locks and temporary copies.
+        let mounts = self.run_mounts(state, r)?;
         let mut progress = Progress(&self.progress);
         let mut env = run::RunEnv {
             store: self.store,
@@ -604,8 +624,10 @@ impl<'a> Executor<'a> {
             quiet: self.opts.quiet,
             hostname: short(&state.key).to_string(),
             clamp_mtime: self.opts.source_date_epoch,
+            mounts: &mounts,
         };
         let layer = run::run(&mut env, state, r)?;
+        drop(mounts);
         let media = layer_media_type(self.opts.compression);
         state.layers.push(Descriptor::new(media, layer.digest.clone(), layer.size));
         state.config.rootfs.diff_ids.push(layer.info.diff_id);
@@ -621,6 +643,67 @@ impl<'a> Executor<'a> {
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// What a RUN's bind mounts show, for its cache key (docker re-runs a
+    /// step whose bound files changed): context files by content, stages by
+    /// their key, images by digest. Secrets count by id only (in the text).
+    fn bind_inputs(
+        &self,
+        r: &RunStep,
+        files: &mut std::collections::BTreeMap<String, String>,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let mut parts = Vec::new();
+        for m in r.mounts.iter().filter(|m| m.kind == crate::dockerfile::ast::MountKind::Bind) {
+            let opt = |k: &[&str]| m.options.iter().find(|(n, _)| k.contains(&n.as_str())).and_then(|(_, v)| v.clone());
+            let source = opt(&["source", "src"]).unwrap_or_else(|| ".".into());
+            match opt(&["from"]) {
+                None => {
+                    let digest = crate::context::digest::sources(self.ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
+                    files.extend(digest.files.clone());
+                    parts.push(digest.digest());
+                }
+                Some(from) => {
+                    let lower = from.to_lowercase();
+                    let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == from);
+                    let key = match stage {
+                        Some(s) => self.done.lock().expect("done lock").get(&s.index).map(|s| s.key.clone()).unwrap_or_default(),
+                        None if self.opts.named_contexts.contains_key(&from) => from.clone(),
+                        None => self.image(&from)?.manifest_digest,
+                    };
+                    parts.push(format!("{from}={key}"));
+                }
+            }
+        }
+        Ok(parts.join(","))
+    }
+
+    /// The step's `--mount`s as runtime mounts; `from=` names a stage (by
+    /// name or index), a `--build-context` or an image.
+    fn run_mounts(&self, state: &StageState, r: &RunStep) -> Result<mounts::Prepared, Box<dyn std::error::Error + Send + Sync>> {
+        if r.mounts.is_empty() {
+            return Ok(mounts::Prepared::default());
+        }
+        let from = |name: &str| -> Result<std::path::PathBuf, String> {
+            let lower = name.to_lowercase();
+            let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name);
+            let from = match stage {
+                Some(s) => CopyFrom::Stage(s.index),
+                None => CopyFrom::Image(name.to_string()),
+            };
+            let key = self.unpack_from(&from).map_err(|e| e.to_string())?;
+            let root = self.unpacked.lock().expect("unpacked lock")[&key].0.root().to_path_buf();
+            Ok(root)
+        };
+        let sources = mounts::MountSources {
+            store_root: self.store.root(),
+            scratch: self.scratch.path(),
+            context: self.ctx.root(),
+            from: &from,
+            secrets: &self.opts.secrets,
+            ssh: &self.opts.ssh,
+        };
+        Ok(mounts::prepare(&r.mounts, &sources, &state.workdir())?)
     }
 
     /// Unpacks the stage or image `COPY --from` names, once per build.
@@ -692,7 +775,22 @@ fn stamp(seconds: Option<i64>) -> Stamp {
         Some(s) => chrono::DateTime::from_timestamp(s, 0).unwrap_or_else(chrono::Utc::now),
         None => chrono::Utc::now(),
     };
-    Stamp { created: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), seconds: time.timestamp() }
+    Stamp { created: go_rfc3339_nano(&time), seconds: time.timestamp() }
+}
+
+/// RFC 3339 with nanoseconds, trailing zeros dropped, as Go's
+/// `time.RFC3339Nano` writes it: tools that re-encode an image config
+/// (podman, skopeo) then produce the same bytes, and so the same image id.
+fn go_rfc3339_nano(time: &chrono::DateTime<chrono::Utc>) -> String {
+    let full = time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let (main, _) = full.split_once('Z').unwrap_or((&full, ""));
+    match main.split_once('.') {
+        Some((secs, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            if frac.is_empty() { format!("{}Z", secs) } else { format!("{}.{}Z", secs, frac) }
+        }
+        None => full,
+    }
 }
 
 /// `os/arch[/variant]`, defaulting to the host's.
@@ -761,6 +859,15 @@ mod tests {
         assert_eq!(human_size(132_000_000), "132MB");
         assert_eq!(human_size(132_456_000), "132.5MB");
         assert_eq!(human_size(1_234_567), "1.235MB");
+    }
+
+    #[test]
+    fn timestamps_like_go() {
+        let t = |s: i64, ns: u32| go_rfc3339_nano(&chrono::DateTime::from_timestamp(s, ns).unwrap());
+        assert_eq!(t(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(t(0, 275_419_340), "1970-01-01T00:00:00.27541934Z");
+        assert_eq!(t(0, 500_000_000), "1970-01-01T00:00:00.5Z");
+        assert_eq!(t(0, 1), "1970-01-01T00:00:00.000000001Z");
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct RunEnv<'a> {
     pub hostname: String,
     /// `SOURCE_DATE_EPOCH`, if set, clamps mtimes in the layer.
     pub clamp_mtime: Option<i64>,
+    /// The step's `--mount`s, resolved (see `super::mounts`).
+    pub mounts: &'a super::mounts::Prepared,
 }
 
 /// The result of a RUN: the new layer, already in the store.
@@ -81,9 +83,6 @@ pub struct RunLayer {
 }
 
 pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLayer, RunError> {
-    if !step.mounts.is_empty() {
-        return Err(RunError::Unsupported("--mount"));
-    }
     if step.security.as_deref() == Some("insecure") {
         return Err(RunError::Unsupported("--security=insecure"));
     }
@@ -100,7 +99,8 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     }
 
     let guard = mount::mount(env.driver, &lowers, &upper, &work, &merged)?;
-    let spec = spec(state, step, &merged, &env.hostname)?;
+    let mut spec = spec(state, step, &merged, &env.hostname)?;
+    add_mounts(&mut spec, env.mounts);
     let mut tail: VecDeque<String> = VecDeque::new();
     let code = {
         let (progress, tag, quiet) = (&mut *env.progress, env.tag.clone(), env.quiet);
@@ -200,6 +200,17 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
         spec.user = kiln_runtime::user::resolve(rootfs, &user).map_err(|source| RunError::User { user, source })?;
     }
     Ok(spec)
+}
+
+/// `--mount`s over the rootfs; their variables (secrets as env,
+/// SSH_AUTH_SOCK) override the image's.
+fn add_mounts(spec: &mut RunSpec, mounts: &super::mounts::Prepared) {
+    spec.mounts.extend(mounts.mounts.iter().cloned());
+    for entry in &mounts.env {
+        let name = entry.split_once('=').map_or(entry.as_str(), |(n, _)| n);
+        spec.env.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != name);
+        spec.env.push(entry.clone());
+    }
 }
 
 fn argv(state: &StageState, step: &RunStep) -> Vec<String> {

@@ -6,26 +6,69 @@ use std::process::Command as StdCommand;
 
 use assert_cmd::Command;
 
+/// The unprivileged user the CLI tests run kiln as when they run as root:
+/// kiln's users are not root (the integration harness makes the same user).
+pub const TEST_USER: &str = "kilntest";
+
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub store: PathBuf,
+    /// As root: a copy of kiln the test user can run.
+    kiln: PathBuf,
 }
 
 impl Env {
     pub fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new().prefix("kiln-cli-").tempdir_in("/tmp").unwrap();
         let store = dir.path().join("store");
-        Env { dir, store }
+        let kiln = if is_root() {
+            ensure_test_user();
+            let bin = dir.path().join("bin");
+            std::fs::create_dir(&bin).unwrap();
+            // A hard link writes nothing: a copy is open for writing while
+            // other test threads fork, and their children then make the exec
+            // fail with "text file busy".
+            let src = env!("CARGO_BIN_EXE_kiln");
+            if std::fs::hard_link(src, bin.join("kiln")).is_err() {
+                let tmp = bin.join(".kiln.tmp");
+                std::fs::copy(src, &tmp).unwrap();
+                std::fs::rename(&tmp, bin.join("kiln")).unwrap();
+            }
+            bin.join("kiln")
+        } else {
+            PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
+        };
+        Env { dir, store, kiln }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    /// `kiln --root <store> args…`
+    /// `kiln --root <store> args…`, as the test user when the tests run as
+    /// root (the sandbox is handed to that user first, so whatever the test
+    /// wrote as root is theirs).
     pub fn kiln(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        cmd.arg("--root").arg(&self.store).args(args).env_remove("KILN_ROOT");
+        let mut cmd = if is_root() {
+            let st = StdCommand::new("chown").args(["-R", &format!("{TEST_USER}:")]).arg(self.dir.path()).status().unwrap();
+            assert!(st.success(), "chown the sandbox to {TEST_USER}");
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups", "--"]).arg(&self.kiln);
+            c
+        } else {
+            Command::new(&self.kiln)
+        };
+        cmd.arg("--root")
+            .arg(&self.store)
+            .args(args)
+            .env_remove("KILN_ROOT")
+            .env("HOME", self.dir.path())
+            .env("TMPDIR", self.dir.path())
+            .current_dir(self.dir.path());
         cmd
     }
 
@@ -128,3 +171,38 @@ pub fn du_sb(dir: &Path) -> Option<u64> {
 pub fn rows(out: &str) -> Vec<Vec<String>> {
     out.lines().map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect()).collect()
 }
+
+/// Creates `kilntest` with a subordinate id range unless it exists (the
+/// integration harness makes the same user; its lock serialises the two).
+pub fn ensure_test_user() {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/kiln-integration-user.lock")
+        .unwrap();
+    lock.lock().unwrap();
+    if !StdCommand::new("id").arg(TEST_USER).output().is_ok_and(|o| o.status.success()) {
+        let st = StdCommand::new("useradd").args(["-m", "-s", "/bin/sh", "-U", TEST_USER]).status().unwrap();
+        assert!(st.success() || st.code() == Some(9), "useradd {TEST_USER}");
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let content = std::fs::read_to_string(file).unwrap_or_default();
+        if content.lines().any(|l| l.starts_with(&format!("{TEST_USER}:"))) {
+            continue;
+        }
+        // After every range already given out.
+        let end = content
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                Some(f.get(1)?.parse::<u64>().ok()? + f.get(2)?.parse::<u64>().ok()?)
+            })
+            .max()
+            .unwrap_or(100_000)
+            .max(100_000);
+        let sep = if content.is_empty() || content.ends_with('\n') { "" } else { "\n" };
+        std::fs::write(file, format!("{content}{sep}{TEST_USER}:{end}:65536\n")).unwrap();
+    }
+}
+

@@ -39,7 +39,7 @@ fn resolv_and_hosts_only_when_asked_and_extra_binds_last() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(dir.path());
     s.bind_resolv_hosts = false;
-    s.mounts.push(MountSpec { source: dir.path().to_path_buf(), target: "/cache".into(), readonly: true });
+    s.mounts.push(MountSpec { source: dir.path().to_path_buf(), target: "/cache".into(), readonly: true, kind: Default::default() });
     let plan = plan(&s);
     assert!(!plan.iter().any(|m| m.target.starts_with("/etc")));
     let last = plan.last().unwrap();
@@ -94,4 +94,23 @@ fn a_filled_placeholder_is_kept() {
     cleanup(&s, &created);
     assert!(root.join("dev/keep").exists());
     assert!(!root.join("sys").exists());
+}
+
+#[test]
+fn tmpfs_mounts_are_fresh_filesystems_with_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path());
+    let kind = crate::spec::MountKind::Tmpfs { size: Some(1 << 20) };
+    s.mounts.push(MountSpec { source: PathBuf::new(), target: "/scratch".into(), readonly: false, kind });
+    let last = plan(&s).pop().unwrap();
+    assert_eq!(last.target, "/scratch");
+    assert!(last.in_image && last.target_type == TargetType::Dir);
+    assert!(matches!(last.kind, Kind::Fs { fstype: "tmpfs", ref data, .. } if data == "size=1048576"));
+}
+
+#[test]
+fn mount_specs_without_a_kind_are_binds() {
+    let json = r#"{"source":"/x","target":"/y","readonly":false}"#;
+    let m: MountSpec = serde_json::from_str(json).unwrap();
+    assert_eq!(m.kind, crate::spec::MountKind::Bind);
 }

@@ -1,0 +1,380 @@
+//! Sources that live elsewhere: git repositories (cloned with the `git`
+//! command) and files behind http(s) URLs (fetched with ureq). Used for
+//! remote build contexts and for `ADD <url>`.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::{BuildContext, ContextError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("run git to {what} ({url}): is git installed?")]
+    GitMissing {
+        what: &'static str,
+        url: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("git failed to {what} {url}: {stderr}")]
+    Git { what: &'static str, url: String, stderr: String },
+    #[error("the git reference {reference:?} of {url} has no directory {subdir:?}")]
+    NoSubdir { url: String, reference: String, subdir: String },
+    #[error("download {url}")]
+    Http {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("download {url}: the server answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("write the download of {url}")]
+    Write {
+        url: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("create a temporary directory for {url}")]
+    TempDir {
+        url: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Context(#[from] ContextError),
+}
+
+/// Where a remote source lives, by the docker CLI's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    Git(GitUrl),
+    Http(String),
+}
+
+/// A git URL split as docker reads `repo#ref:subdir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitUrl {
+    pub repo: String,
+    /// Branch, tag or commit; `None` is the remote's default branch.
+    pub reference: Option<String>,
+    /// Directory inside the repository; `None` is its root.
+    pub subdir: Option<String>,
+}
+
+/// Classifies a context argument or ADD source: `git://`, `ssh://`,
+/// `git@…` and `github.com/…` are git, as is an http(s) URL whose path ends
+/// in `.git`; any other http(s) URL is a plain download. Local paths are `None`.
+pub fn classify(word: &str) -> Option<Remote> {
+    let is_http = word.starts_with("http://") || word.starts_with("https://");
+    let before_fragment = word.split('#').next().unwrap_or(word);
+    let git = ["git://", "ssh://", "git@", "github.com/"].iter().any(|p| word.starts_with(p))
+        || (is_http && before_fragment.ends_with(".git"));
+    if git {
+        Some(Remote::Git(GitUrl::parse(word)))
+    } else if is_http {
+        Some(Remote::Http(word.to_string()))
+    } else {
+        None
+    }
+}
+
+/// Whether `word` names a remote source rather than a context path.
+pub fn is_remote(word: &str) -> bool {
+    classify(word).is_some()
+}
+
+impl GitUrl {
+    pub fn parse(word: &str) -> GitUrl {
+        let (repo, fragment) = match word.split_once('#') {
+            Some((r, f)) => (r, Some(f)),
+            None => (word, None),
+        };
+        let repo = if repo.starts_with("github.com/") { format!("https://{}", repo) } else { repo.to_string() };
+        let (reference, subdir) = match fragment {
+            Some(f) => match f.split_once(':') {
+                Some((r, s)) => (r, s),
+                None => (f, ""),
+            },
+            None => ("", ""),
+        };
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        GitUrl { repo, reference: some(reference), subdir: some(subdir.trim_matches('/')) }
+    }
+
+    /// Clones into the empty directory `dest` at the reference, with
+    /// submodules, as shallow as the server allows. Without `keep_git_dir`
+    /// the `.git` directory is removed. Returns the commit checked out.
+    pub fn clone_into(&self, dest: &Path, keep_git_dir: bool) -> Result<String, RemoteError> {
+        self.git(dest, "create a repository for", &["init", "-q"])?;
+        self.git(dest, "add the remote", &["remote", "add", "origin", &self.repo])?;
+        let reference = self.reference.as_deref().unwrap_or("HEAD");
+        // A server may refuse a shallow fetch of a commit id: then fetch
+        // everything and look the reference up among commits and branches.
+        let target = if self.git(dest, "fetch", &["fetch", "-q", "--depth=1", "origin", reference]).is_ok() {
+            "FETCH_HEAD".to_string()
+        } else {
+            self.git(dest, "fetch", &["fetch", "-q", "--tags", "origin"])?;
+            let exists = |r: &str| self.git(dest, "resolve", &["rev-parse", "-q", "--verify", &format!("{r}^{{commit}}")]).is_ok();
+            let branch = format!("origin/{reference}");
+            if !exists(reference) && exists(&branch) { branch } else { reference.to_string() }
+        };
+        self.git(dest, "check out", &["checkout", "-q", "--detach", &target])?;
+        self.git(dest, "fetch the submodules of", &["submodule", "update", "-q", "--init", "--recursive", "--depth=1"])
+            .or_else(|_| self.git(dest, "fetch the submodules of", &["submodule", "update", "-q", "--init", "--recursive"]))?;
+        let commit = self.git(dest, "resolve the commit of", &["rev-parse", "HEAD"])?;
+        if !keep_git_dir {
+            remove_git_dirs(dest).map_err(|source| RemoteError::Write { url: self.repo.clone(), source })?;
+        }
+        Ok(commit.trim().to_string())
+    }
+
+    fn git(&self, dir: &Path, what: &'static str, args: &[&str]) -> Result<String, RemoteError> {
+        let out = Command::new("git")
+            .args(["-c", "advice.detachedHead=false"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|source| RemoteError::GitMissing { what, url: self.repo.clone(), source })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(RemoteError::Git { what, url: self.repo.clone(), stderr });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Removes `.git` everywhere in a checkout: the top directory and the
+/// `.git` files of submodules (git never tracks a path named `.git`).
+fn remove_git_dirs(root: &Path) -> io::Result<()> {
+    let mut found = Vec::new();
+    let mut walk = walkdir::WalkDir::new(root).min_depth(1).into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = entry.map_err(io::Error::other)?;
+        if entry.file_name() == ".git" {
+            if entry.file_type().is_dir() {
+                walk.skip_current_dir();
+            }
+            found.push((entry.path().to_path_buf(), entry.file_type().is_dir()));
+        }
+    }
+    for (path, is_dir) in found {
+        if is_dir {
+            std::fs::remove_dir_all(path)?;
+        } else {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
+}
+
+/// A file fetched over http(s).
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub path: PathBuf,
+    /// The last component of the URL's path, as docker names the file.
+    pub name: String,
+    /// From `Last-Modified`; `None` when the server sent none.
+    pub mtime: Option<i64>,
+    /// `sha256:<hex>` of the content.
+    pub digest: String,
+    pub size: u64,
+}
+
+/// Downloads `url` into a new file in `dir`.
+pub fn download(url: &str, dir: &Path) -> Result<Download, RemoteError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(120)))
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .accept_encoding("identity")
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().map_err(|source| RemoteError::Http { url: url.to_string(), source })?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(RemoteError::Status { url: url.to_string(), status });
+    }
+    let mtime = resp
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date);
+    let werr = |source| RemoteError::Write { url: url.to_string(), source };
+    let file = tempfile::Builder::new().prefix("download-").tempfile_in(dir).map_err(werr)?;
+    let (mut f, path) = file.keep().map_err(|e| werr(e.error))?;
+    let mut hasher = Sha256::new();
+    let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(werr)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        f.write_all(&buf[..n]).map_err(werr)?;
+        size += n as u64;
+    }
+    f.flush().map_err(werr)?;
+    Ok(Download {
+        path,
+        name: url_file_name(url),
+        mtime,
+        digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+        size,
+    })
+}
+
+/// docker's name for a downloaded file: the URL path's last component.
+pub fn url_file_name(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    match path.trim_end_matches('/').rsplit('/').next() {
+        Some(name) if !name.is_empty() && name != "." && name != ".." => name.to_string(),
+        _ => "__unnamed__".to_string(),
+    }
+}
+
+fn parse_http_date(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc2822(s.trim()).ok().map(|t| t.timestamp())
+}
+
+/// What a remote build context turned out to be.
+pub enum RemoteContext {
+    Context(BuildContext),
+    /// A URL that served a Dockerfile rather than an archive: the build
+    /// has an empty context.
+    Dockerfile(String),
+}
+
+/// Opens a context argument that is a git or http(s) URL.
+pub fn open_context(remote: &Remote) -> Result<RemoteContext, RemoteError> {
+    match remote {
+        Remote::Git(git) => {
+            let temp = tempfile::Builder::new()
+                .prefix("kiln-context-")
+                .tempdir()
+                .map_err(|source| RemoteError::TempDir { url: git.repo.clone(), source })?;
+            git.clone_into(temp.path(), false)?;
+            let subdir = git.subdir.clone().unwrap_or_default();
+            if subdir.split('/').any(|c| c == "..") || (!subdir.is_empty() && !temp.path().join(&subdir).is_dir()) {
+                return Err(RemoteError::NoSubdir {
+                    url: git.repo.clone(),
+                    reference: git.reference.clone().unwrap_or_else(|| "HEAD".into()),
+                    subdir,
+                });
+            }
+            Ok(RemoteContext::Context(BuildContext::from_temp_dir(temp, &subdir, true)?))
+        }
+        Remote::Http(url) => {
+            let temp = tempfile::Builder::new()
+                .prefix("kiln-download-")
+                .tempdir()
+                .map_err(|source| RemoteError::TempDir { url: url.clone(), source })?;
+            let d = download(url, temp.path())?;
+            let werr = |source| RemoteError::Write { url: url.clone(), source };
+            if kiln_overlay::compress::is_archive(File::open(&d.path).map_err(werr)?).map_err(werr)? {
+                let ctx = BuildContext::from_tar(File::open(&d.path).map_err(werr)?, true)?;
+                return Ok(RemoteContext::Context(ctx));
+            }
+            let text = std::fs::read(&d.path).map_err(werr)?;
+            Ok(RemoteContext::Dockerfile(String::from_utf8_lossy(&text).into_owned()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_like_docker() {
+        assert!(matches!(classify("https://h/x.tar.gz"), Some(Remote::Http(_))));
+        assert!(matches!(classify("http://h/r.git#main"), Some(Remote::Git(_))));
+        assert!(matches!(classify("git@github.com:o/r.git"), Some(Remote::Git(_))));
+        assert!(matches!(classify("git://h/r"), Some(Remote::Git(_))));
+        assert!(matches!(classify("ssh://git@h/r.git"), Some(Remote::Git(_))));
+        assert_eq!(classify("./dir"), None);
+        assert_eq!(classify("file.git"), None);
+        assert_eq!(
+            GitUrl::parse("github.com/o/r#v1:sub/dir/"),
+            GitUrl { repo: "https://github.com/o/r".into(), reference: Some("v1".into()), subdir: Some("sub/dir".into()) }
+        );
+        assert_eq!(
+            GitUrl::parse("git@h:r.git#:d"),
+            GitUrl { repo: "git@h:r.git".into(), reference: None, subdir: Some("d".into()) }
+        );
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(url_file_name("http://h:1/a/b.tar.gz?x=1"), "b.tar.gz");
+        assert_eq!(url_file_name("http://h/a/dir/"), "dir");
+        assert_eq!(url_file_name("http://h"), "__unnamed__");
+        assert_eq!(url_file_name("http://h/"), "__unnamed__");
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "git {:?}: {}", args, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn clones_branches_and_commits_not_at_a_tip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("r");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        std::fs::write(repo.join("a"), "1").unwrap();
+        git(&repo, &["add", "a"]);
+        git(&repo, &["commit", "-qm", "1"]);
+        let first = git(&repo, &["rev-parse", "HEAD"]);
+        std::fs::write(repo.join("a"), "2").unwrap();
+        git(&repo, &["commit", "-qam", "2"]);
+        git(&repo, &["checkout", "-qb", "dev"]);
+        std::fs::create_dir(repo.join("d")).unwrap();
+        std::fs::write(repo.join("d/b"), "3").unwrap();
+        git(&repo, &["add", "d"]);
+        git(&repo, &["commit", "-qm", "3"]);
+        let dev = git(&repo, &["rev-parse", "HEAD"]);
+        let url = format!("file://{}", repo.display());
+        let cases = [(format!("{url}#{first}"), first.clone(), "1"), (format!("{url}#dev:d"), dev.clone(), "2"), (url.clone(), dev, "2")];
+        for (i, (word, commit, a)) in cases.iter().enumerate() {
+            let dest = tmp.path().join(format!("c{i}"));
+            std::fs::create_dir(&dest).unwrap();
+            let got = GitUrl::parse(word).clone_into(&dest, false).unwrap();
+            assert_eq!(&got, commit, "{word}");
+            assert_eq!(std::fs::read_to_string(dest.join("a")).unwrap(), *a, "{word}");
+            assert!(!dest.join(".git").exists());
+        }
+        let dest = tmp.path().join("keep");
+        std::fs::create_dir(&dest).unwrap();
+        GitUrl::parse(&format!("{url}#main")).clone_into(&dest, true).unwrap();
+        assert!(dest.join(".git/HEAD").is_file());
+        let missing = tmp.path().join("missing");
+        std::fs::create_dir(&missing).unwrap();
+        let err = GitUrl::parse(&format!("{url}#nope")).clone_into(&missing, false).unwrap_err();
+        assert!(matches!(err, RemoteError::Git { .. }), "{err}");
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(parse_http_date("Sat, 29 Oct 1994 19:43:31 GMT"), Some(783459811));
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+}

@@ -1,0 +1,460 @@
+//! `RUN --mount`: turns the step's mount options into the runtime's extra
+//! mounts and environment, with docker's defaults. What a mount exposes never
+//! reaches the layer: every mount is a bind or tmpfs over the rootfs, and the
+//! runtime removes the mount points it had to create.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use kiln_runtime::{MountKind as RtKind, MountSpec};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::dockerfile::ast::{Mount, MountKind};
+
+use super::state::join_workdir;
+
+/// Where `--secret id=…` takes the secret's bytes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Parses a `--secret` value: `id=NAME,src=FILE`, `id=NAME,env=VAR`, or
+/// `id=NAME` alone (the variable NAME, or the file NAME with `type=file`).
+pub fn parse_secret(spec: &str) -> Result<(String, SecretSource), String> {
+    let (mut id, mut file, mut env, mut kind) = (None, None, None, None);
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("--secret {spec:?}: expected key=value, got {part:?}"))?;
+        match k.trim() {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => file = Some(PathBuf::from(v)),
+            "env" => env = Some(v.to_string()),
+            "type" if v == "file" || v == "env" => kind = Some(v.to_string()),
+            _ => return Err(format!("--secret {spec:?}: unknown field {part:?} (expected id, src, env or type=file|env)")),
+        }
+    }
+    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| format!("--secret {spec:?}: id=NAME is required"))?;
+    let source = match (file, env) {
+        (Some(f), None) => SecretSource::File(f),
+        (None, Some(e)) => SecretSource::Env(e),
+        (None, None) if kind.as_deref() == Some("file") => SecretSource::File(PathBuf::from(&id)),
+        (None, None) => SecretSource::Env(id.clone()),
+        (Some(_), Some(_)) => return Err(format!("--secret {spec:?}: give src or env, not both")),
+    };
+    Ok((id, source))
+}
+
+/// Parses a `--ssh` value: `ID` (the agent at `$SSH_AUTH_SOCK`) or `ID=SOCKET`.
+pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), String> {
+    let (id, path) = match spec.split_once('=') {
+        Some((id, path)) => (id, PathBuf::from(path.split(',').next().unwrap_or(path))),
+        None => {
+            let sock = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty());
+            let sock = sock.ok_or_else(|| format!("--ssh {spec}: SSH_AUTH_SOCK is not set; give the agent socket as {spec}=PATH"))?;
+            (spec, PathBuf::from(sock))
+        }
+    };
+    if id.is_empty() {
+        return Err(format!("--ssh {spec:?}: the id is empty"));
+    }
+    Ok((id.to_string(), path))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("RUN --mount type={kind}: {message}")]
+    Invalid { kind: &'static str, message: String },
+    #[error("RUN --mount type=secret: secret {0:?} is required but was not given (use kiln build --secret id={0},src=FILE)")]
+    MissingSecret(String),
+    #[error("RUN --mount type=ssh: ssh agent {0:?} is required but was not given (use kiln build --ssh {0}[=SOCKET])")]
+    MissingSsh(String),
+    #[error("RUN --mount type=secret: read secret {id:?}")]
+    ReadSecret {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("RUN --mount from={0}")]
+    From(String),
+    #[error("RUN --mount: prepare {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a step's mounts need from the build.
+pub struct MountSources<'a> {
+    /// The store root: cache mounts live under `<root>/kiln/cache-mounts`.
+    pub store_root: &'a Path,
+    /// Scratch space for secret files, rw copies and private caches; removed
+    /// with the build.
+    pub scratch: &'a Path,
+    /// The build context's root (binds without `from`).
+    pub context: &'a Path,
+    /// The root directory of what `from=` names (a stage, image or context).
+    pub from: &'a dyn Fn(&str) -> Result<PathBuf, String>,
+    pub secrets: &'a HashMap<String, SecretSource>,
+    /// `--ssh id=SOCKET`.
+    pub ssh: &'a HashMap<String, PathBuf>,
+}
+
+/// The runtime mounts and environment of one step. Holds cache locks and
+/// temporary copies until dropped (after the step ran).
+#[derive(Default)]
+pub struct Prepared {
+    pub mounts: Vec<MountSpec>,
+    /// `NAME=value` entries that override the step's environment.
+    pub env: Vec<String>,
+    _locks: Vec<Flock<fs::File>>,
+    _temp: Vec<tempfile::TempDir>,
+}
+
+/// The key/value options of one `--mount`, docker's aliases folded.
+struct Options<'a> {
+    kind: &'static str,
+    map: HashMap<&'a str, Option<&'a str>>,
+}
+
+impl<'a> Options<'a> {
+    fn new(m: &'a Mount) -> Self {
+        let kind = match m.kind {
+            MountKind::Bind => "bind",
+            MountKind::Cache => "cache",
+            MountKind::Tmpfs => "tmpfs",
+            MountKind::Secret => "secret",
+            MountKind::Ssh => "ssh",
+        };
+        let map = m
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let k = match k.as_str() {
+                    "dst" | "destination" => "target",
+                    "src" => "source",
+                    "readonly" => "ro",
+                    "readwrite" => "rw",
+                    other => other,
+                };
+                (k, v.as_deref())
+            })
+            .collect();
+        Options { kind, map }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.map.get(key).copied().flatten().filter(|v| !v.is_empty())
+    }
+
+    fn flag(&self, key: &str) -> Result<Option<bool>, MountError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(None) => Ok(Some(true)),
+            Some(Some(v)) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(Some(true)),
+                "false" | "0" | "no" => Ok(Some(false)),
+                _ => Err(self.invalid(format!("{key}={v:?} is not a boolean"))),
+            },
+        }
+    }
+
+    /// `ro`/`rw`, with the mount type's default.
+    fn readonly(&self, default: bool) -> Result<bool, MountError> {
+        Ok(match (self.flag("ro")?, self.flag("rw")?) {
+            (Some(ro), _) => ro,
+            (None, Some(rw)) => !rw,
+            (None, None) => default,
+        })
+    }
+
+    fn number(&self, key: &str, radix: u32) -> Result<Option<u32>, MountError> {
+        self.get(key)
+            .map(|v| u32::from_str_radix(v, radix).map_err(|_| self.invalid(format!("{key}={v:?} is not a number"))))
+            .transpose()
+    }
+
+    fn target(&self, workdir: &str) -> Result<String, MountError> {
+        let t = self.get("target").ok_or_else(|| self.invalid("target is required".into()))?;
+        Ok(join_workdir(workdir, t))
+    }
+
+    fn invalid(&self, message: String) -> MountError {
+        MountError::Invalid { kind: self.kind, message }
+    }
+}
+
+/// Resolves `mounts` for a step whose WORKDIR is `workdir`.
+pub fn prepare(mounts: &[Mount], src: &MountSources, workdir: &str) -> Result<Prepared, MountError> {
+    let mut out = Prepared::default();
+    for m in mounts {
+        let o = Options::new(m);
+        match m.kind {
+            MountKind::Bind => bind(&o, src, workdir, &mut out)?,
+            MountKind::Cache => cache(&o, src, workdir, &mut out)?,
+            MountKind::Tmpfs => {
+                let size = o.get("size").map(|s| parse_size(s).ok_or_else(|| o.invalid(format!("size={s:?} is not a size")))).transpose()?;
+                out.mounts.push(MountSpec {
+                    source: PathBuf::new(),
+                    target: o.target(workdir)?,
+                    readonly: false,
+                    kind: RtKind::Tmpfs { size },
+                });
+            }
+            MountKind::Secret => secret(&o, src, &mut out)?,
+            MountKind::Ssh => ssh(&o, src, &mut out)?,
+        }
+    }
+    Ok(out)
+}
+
+fn bind(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> Result<(), MountError> {
+    let root = match o.get("from") {
+        Some(from) => (src.from)(from).map_err(|e| MountError::From(format!("{from}: {e}")))?,
+        None => src.context.to_path_buf(),
+    };
+    let source = inside(&root, o.get("source").unwrap_or("."), o)?;
+    let readonly = o.readonly(true)?;
+    let source = if readonly {
+        source
+    } else {
+        // Writes to a rw bind are discarded, as BuildKit does: the step
+        // writes to a throwaway copy.
+        let tmp = temp_dir(src.scratch, "bind-")?;
+        let copy = tmp.path().join("src");
+        copy_tree(&source, &copy)?;
+        out._temp.push(tmp);
+        copy
+    };
+    out.mounts.push(MountSpec { source, target: o.target(workdir)?, readonly, kind: RtKind::Bind });
+    Ok(())
+}
+
+fn cache(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> Result<(), MountError> {
+    let target = o.target(workdir)?;
+    let id = o.get("id").map(str::to_string).unwrap_or_else(|| target.clone());
+    let readonly = o.readonly(false)?;
+    let sharing = o.get("sharing").unwrap_or("shared");
+    if !matches!(sharing, "shared" | "private" | "locked") {
+        return Err(o.invalid(format!("sharing={sharing:?}: expected shared, private or locked")));
+    }
+    let owner = (o.number("uid", 10)?.unwrap_or(0), o.number("gid", 10)?.unwrap_or(0));
+    let mode = o.number("mode", 8)?.unwrap_or(0o755);
+    let seed = match o.get("from") {
+        Some(from) => {
+            let root = (src.from)(from).map_err(|e| MountError::From(format!("{from}: {e}")))?;
+            Some(inside(&root, o.get("source").unwrap_or("."), o)?)
+        }
+        None => None,
+    };
+
+    let dir = cache_mount_dir(src.store_root, &id);
+    let parent = dir.parent().unwrap_or(src.store_root);
+    fs::create_dir_all(parent).map_err(|source| MountError::Io { path: parent.to_path_buf(), source })?;
+    // Escaped ids never start with '.', so lock names cannot collide with them.
+    let lock_path = parent.join(format!(".{}.lock", dir.file_name().unwrap_or_default().to_string_lossy()));
+    let lock_file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| MountError::Io { path: lock_path.clone(), source })?;
+    let dir = match sharing {
+        "locked" => {
+            let lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| MountError::Io { path: lock_path.clone(), source: e.into() })?;
+            out._locks.push(lock);
+            dir
+        }
+        "private" => match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                out._locks.push(lock);
+                dir
+            }
+            // In use by another private step: this one gets a fresh cache.
+            Err(_) => {
+                let tmp = temp_dir(src.scratch, "cache-")?;
+                let fresh = tmp.path().join("cache");
+                out._temp.push(tmp);
+                fresh
+            }
+        },
+        // Shared caches are used concurrently; a shared lock keeps a
+        // private or locked user from taking the directory meanwhile.
+        _ => {
+            let lock = Flock::lock(lock_file, FlockArg::LockShared)
+                .map_err(|(_, e)| MountError::Io { path: lock_path.clone(), source: e.into() })?;
+            out._locks.push(lock);
+            dir
+        }
+    };
+    if !dir.exists() {
+        create_cache_dir(&dir, seed.as_deref(), owner, mode)?;
+    }
+    out.mounts.push(MountSpec { source: dir, target, readonly, kind: RtKind::Bind });
+    Ok(())
+}
+
+/// Creates a cache directory atomically, so a concurrent step never sees it
+/// half-seeded.
+fn create_cache_dir(dir: &Path, seed: Option<&Path>, (uid, gid): (u32, u32), mode: u32) -> Result<(), MountError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MountError::Io { path, source }
+    };
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let tmp = tempfile::Builder::new().prefix(".new-").tempdir_in(parent).map_err(io(parent))?;
+    let new = tmp.path().join("d");
+    match seed {
+        Some(seed) => copy_tree(seed, &new)?,
+        None => fs::create_dir(&new).map_err(io(&new))?,
+    }
+    if seed.is_none() || uid != 0 || gid != 0 {
+        chown(&new, Some(uid), Some(gid)).map_err(io(&new))?;
+    }
+    fs::set_permissions(&new, fs::Permissions::from_mode(mode)).map_err(io(&new))?;
+    match fs::rename(&new, dir) {
+        Ok(()) => Ok(()),
+        // Another build created it first: use theirs.
+        Err(_) if dir.is_dir() => Ok(()),
+        Err(e) => Err(MountError::Io { path: dir.to_path_buf(), source: e }),
+    }
+}
+
+fn secret(o: &Options, src: &MountSources, out: &mut Prepared) -> Result<(), MountError> {
+    let id = o.get("id").or_else(|| o.get("target").and_then(|t| Path::new(t).file_name()?.to_str()));
+    let id = id.ok_or_else(|| o.invalid("id or target is required".into()))?.to_string();
+    let required = o.flag("required")?.unwrap_or(false);
+    let bytes = match src.secrets.get(&id) {
+        Some(SecretSource::File(path)) => fs::read(path).map_err(|source| MountError::ReadSecret { id: id.clone(), source })?,
+        Some(SecretSource::Env(var)) => match std::env::var_os(var) {
+            Some(v) => std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec(),
+            None if required => return Err(MountError::MissingSecret(id)),
+            None => return Ok(()),
+        },
+        None if required => return Err(MountError::MissingSecret(id)),
+        None => return Ok(()),
+    };
+    let env = o.get("env");
+    if let Some(name) = env {
+        let value = String::from_utf8(bytes.clone()).map_err(|_| o.invalid(format!("secret {id:?} is not UTF-8, so it cannot be env={name}")))?;
+        out.env.push(format!("{name}={value}"));
+        if o.get("target").is_none() {
+            return Ok(());
+        }
+    }
+    let target = match o.get("target") {
+        Some(t) => join_workdir("/", t),
+        None => format!("/run/secrets/{id}"),
+    };
+    let tmp = temp_dir(src.scratch, "secret-")?;
+    let file = tmp.path().join("secret");
+    let io = |source| MountError::Io { path: file.clone(), source };
+    fs::write(&file, &bytes).map_err(io)?;
+    chown(&file, Some(o.number("uid", 10)?.unwrap_or(0)), Some(o.number("gid", 10)?.unwrap_or(0))).map_err(io)?;
+    fs::set_permissions(&file, fs::Permissions::from_mode(o.number("mode", 8)?.unwrap_or(0o400))).map_err(io)?;
+    out._temp.push(tmp);
+    out.mounts.push(MountSpec { source: file, target, readonly: true, kind: RtKind::Bind });
+    Ok(())
+}
+
+fn ssh(o: &Options, src: &MountSources, out: &mut Prepared) -> Result<(), MountError> {
+    let id = o.get("id").unwrap_or("default");
+    let required = o.flag("required")?.unwrap_or(false);
+    let Some(socket) = src.ssh.get(id) else {
+        return if required { Err(MountError::MissingSsh(id.to_string())) } else { Ok(()) };
+    };
+    let target = o.get("target").map(|t| join_workdir("/", t)).unwrap_or_else(|| "/run/buildkit/ssh_agent.0".to_string());
+    out.env.push(format!("SSH_AUTH_SOCK={target}"));
+    out.mounts.push(MountSpec { source: socket.clone(), target, readonly: false, kind: RtKind::Bind });
+    Ok(())
+}
+
+/// The persistent directory of cache mount `id`: one path component, any id.
+pub fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
+    let mut name = String::new();
+    for b in id.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => name.push(b as char),
+            _ => name.push_str(&format!("%{b:02X}")),
+        }
+    }
+    // "." and ".." (and lock-file names) must not be taken literally.
+    if name.starts_with('.') {
+        name.replace_range(0..1, "%2E");
+    }
+    store_root.join("kiln").join(crate::store::CACHE_MOUNTS_DIR).join(name)
+}
+
+/// `path` under `root`, refusing what leaves it (through `..` or symlinks).
+fn inside(root: &Path, path: &str, o: &Options) -> Result<PathBuf, MountError> {
+    // Lexically inside first (`..` stops at the root, as in docker).
+    let joined = root.join(join_workdir("/", path).trim_start_matches('/'));
+    let real = joined.canonicalize().map_err(|source| MountError::Io { path: joined.clone(), source })?;
+    let real_root = root.canonicalize().map_err(|source| MountError::Io { path: root.to_path_buf(), source })?;
+    if !real.starts_with(&real_root) {
+        return Err(o.invalid(format!("source {path:?} leaves its root")));
+    }
+    Ok(real)
+}
+
+fn temp_dir(scratch: &Path, prefix: &str) -> Result<tempfile::TempDir, MountError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(scratch)
+        .map_err(|source| MountError::Io { path: scratch.to_path_buf(), source })
+}
+
+/// Copies a file or tree, keeping modes, owners and symlinks.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), MountError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MountError::Io { path, source }
+    };
+    let meta = fs::symlink_metadata(from).map_err(io(from))?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        fs::create_dir(to).map_err(io(to))?;
+        for entry in fs::read_dir(from).map_err(io(from))? {
+            let entry = entry.map_err(io(from))?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from).map_err(io(from))?, to).map_err(io(to))?;
+        return Ok(());
+    } else if ft.is_file() {
+        fs::copy(from, to).map_err(io(to))?;
+    } else {
+        // Sockets, fifos and devices are not copied.
+        return Ok(());
+    }
+    use std::os::unix::fs::MetadataExt;
+    let _ = chown(to, Some(meta.uid()), Some(meta.gid()));
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io(to))?;
+    Ok(())
+}
+
+/// Bytes, with an optional k/m/g suffix (docker's RAM sizes, 1024-based).
+fn parse_size(s: &str) -> Option<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let lower = lower.trim_end_matches('b');
+    let (digits, unit) = match lower.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => lower.split_at(i),
+        None => (lower, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests;
