@@ -99,6 +99,33 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub registry: super::pull::RegistryFlags,
 
+    /// Write the image id (sha256:…) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+
+    /// Add a label to the final image (after the Dockerfile's LABELs); repeatable.
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+
+    /// Add an annotation to the image's manifest (and its index entry); repeatable.
+    #[arg(long = "annotation", value_name = "K=V")]
+    pub annotations: Vec<String>,
+
+    /// Merge the final stage's own layers into one, keeping its base image's layers.
+    #[arg(long)]
+    pub squash: bool,
+
+    /// --layers=false: one new layer per stage instead of one per step
+    /// (each step's result is still cached).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value_t = true, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub layers: bool,
+
+    /// Clamp file mtimes to N (seconds since the epoch) and set every `created` to N, for reproducible
+    /// images. Default: $SOURCE_DATE_EPOCH when set and not empty.
+    #[arg(long, value_name = "N")]
+    pub source_date_epoch: Option<i64>,
+
     /// The build context: a directory; `-` for a tar (plain, gz, xz, bz2 or zst) on stdin; a git URL
     /// (`https://host/repo.git#ref:subdir`, `git://…`, `git@host:repo.git`); or an http(s) URL of a tar or a Dockerfile.
     #[arg(default_value = ".")]
@@ -173,6 +200,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         named_contexts: named_contexts(&args.build_contexts)?,
         pull: pull_options(args),
+        labels: key_values("--label", &args.labels)?,
+        annotations: key_values("--annotation", &args.annotations)?.into_iter().collect(),
+        squash: args.squash,
+        layers: args.layers,
+        source_date_epoch: source_date_epoch(args)?,
         secrets: args.secrets.iter().map(|s| exec::mounts::parse_secret(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
         ssh: args.ssh.iter().map(|s| exec::mounts::parse_ssh(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
     };
@@ -216,8 +248,37 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             println!("Wrote {} to {}", kind_name(&out.kind), out.dest.display());
         }
     }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &result.image_id).with_context(|| format!("write the image id to {}", path.display()))?;
+    }
     println!("{}", result.image_id.trim_start_matches("sha256:"));
     Ok(0)
+}
+
+/// `--source-date-epoch`, else `SOURCE_DATE_EPOCH` (empty counts as unset,
+/// as the reproducible-builds spec asks; a malformed value is an error).
+fn source_date_epoch(args: &BuildArgs) -> anyhow::Result<Option<i64>> {
+    if args.source_date_epoch.is_some() {
+        return Ok(args.source_date_epoch);
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("SOURCE_DATE_EPOCH={:?} is not a number of seconds since the epoch", v)),
+        _ => Ok(None),
+    }
+}
+
+/// `K=V` pairs of a repeatable flag (`V` may be empty, `K` may not).
+fn key_values(flag: &str, raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|r| match r.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => anyhow::bail!("{} {:?}: expected KEY=VALUE", flag, r),
+        })
+        .collect()
 }
 
 struct Input {

@@ -4,11 +4,13 @@
 pub mod chmod;
 pub mod copy;
 mod fetch;
+mod finish;
 pub mod layers;
 pub mod mounts;
 pub mod owner;
 pub mod rootfs;
 pub mod run;
+pub mod squash;
 pub mod state;
 pub mod tree;
 
@@ -66,6 +68,8 @@ pub enum ExecError {
     Platform(String),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    #[error("squash the stage's layers")]
+    Squash(#[from] squash::SquashError),
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +93,16 @@ pub struct BuildOptions {
     pub named_contexts: HashMap<String, NamedContext>,
     /// `--pull` and how to reach registries for base images.
     pub pull: crate::registry::PullOptions,
+    /// `--label`: added to the final image's labels, over the Dockerfile's.
+    pub labels: Vec<(String, String)>,
+    /// `--annotation`: put on the final image's manifest and index entry.
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// `--squash`: the final stage's own layers become one.
+    pub squash: bool,
+    /// `--layers` (default true); false gives one new layer per stage.
+    pub layers: bool,
+    /// `--source-date-epoch` / `SOURCE_DATE_EPOCH`: clamps mtimes, sets `created`.
+    pub source_date_epoch: Option<i64>,
     /// `--secret id=…`: what `RUN --mount=type=secret` exposes, by id.
     pub secrets: HashMap<String, mounts::SecretSource>,
     /// `--ssh id=SOCKET`: agent sockets `RUN --mount=type=ssh` forwards, by id.
@@ -117,6 +131,11 @@ impl Default for BuildOptions {
             jobs: 1,
             named_contexts: HashMap::new(),
             pull: Default::default(),
+            labels: Vec::new(),
+            annotations: Default::default(),
+            squash: false,
+            layers: true,
+            source_date_epoch: None,
             secrets: HashMap::new(),
             ssh: HashMap::new(),
         }
@@ -159,7 +178,7 @@ pub fn build(
         plan,
         opts,
         progress: Mutex::new(progress),
-        stamp: stamp(),
+        stamp: stamp(opts.source_date_epoch),
         cache: Mutex::new(cache),
         stat: Mutex::new(stat),
         layer_dirs: LayerDirs::new(store),
@@ -175,11 +194,16 @@ pub fn build(
     let _ = exec.cache.lock().expect("cache lock").save_log();
     let _ = exec.stat.lock().expect("stat lock").save();
     let state = exec.done.lock().expect("done lock").remove(&plan.target).expect("target stage was built");
+    let mut state = state;
+    if opts.squash && opts.layers {
+        exec.squash(&mut state)?;
+    }
     let mut config = state.config;
     // The last step's time, so a fully cached build gives the same image id.
     let last = config.history.last().and_then(|h| h.created.clone());
     config.created = Some(last.unwrap_or_else(|| exec.stamp.created.clone()));
-    let desc = store.write_image(&config, &state.layers)?;
+    finish::apply(&mut config, opts, &exec.stamp.created);
+    let desc = store.write_image_annotated(&config, &state.layers, &opts.annotations)?;
     let image_id = desc_config_digest(store, &desc)?;
     let new_layer_bytes = exec.new_layer_bytes.load(Ordering::Relaxed);
     let _ = writeln!(
@@ -300,6 +324,7 @@ impl<'a> Executor<'a> {
         if !triggers.is_empty() {
             let _ = writeln!(self.out(), "# Executing {} build trigger{}", triggers.len(), if triggers.len() == 1 { "" } else { "s" });
         }
+        finish::scope_key(&mut state, self.opts);
         let use_cache = !self.opts.no_cache
             && !self.opts.no_cache_stages.iter().any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
         for (i, step) in steps.into_iter().enumerate() {
@@ -330,7 +355,19 @@ impl<'a> Executor<'a> {
                 log::warn!("could not write the cache record for step {}: {}", pos, e);
             }
         }
+        if !self.opts.layers {
+            self.squash(&mut state).map_err(|e| self.fail(stage.span, &stage.original, Box::new(e)))?;
+        }
         Ok(state)
+    }
+
+    /// Merges the stage's own layers into one (`--squash`, `--layers=false`).
+    fn squash(&self, state: &mut StageState) -> Result<(), ExecError> {
+        let layer = squash::squash_stage(self.store, state, self.opts.compression, self.opts.source_date_epoch, self.scratch.path())?;
+        if let Some(layer) = layer {
+            let _ = writeln!(self.out(), "--> squashed into {} ({})", short(&layer.digest), human_size(layer.size));
+        }
+        Ok(())
     }
 
     /// An image base's ONBUILD triggers run first, as docker runs them, and
@@ -527,13 +564,14 @@ impl<'a> Executor<'a> {
         let blob = self.store.blob_writer()?;
         let mut writer = LayerWriter::new(blob, self.opts.compression).map_err(ExecError::Layer)?;
         for planned in entries.values() {
+            let meta = &finish::clamp(&planned.meta, self.opts.source_date_epoch);
             match &planned.data {
-                Data::None => writer.append(&planned.meta, None),
-                Data::Bytes(b) => writer.append(&planned.meta, Some(&mut &b[..])),
+                Data::None => writer.append(meta, None),
+                Data::Bytes(b) => writer.append(meta, Some(&mut &b[..])),
                 Data::Host(path) => {
                     let mut f = std::fs::File::open(path)?;
                     let mut r: &mut dyn Read = &mut f;
-                    writer.append(&planned.meta, Some(&mut r))
+                    writer.append(meta, Some(&mut r))
                 }
             }
             .map_err(ExecError::Layer)?;
@@ -585,7 +623,7 @@ impl<'a> Executor<'a> {
             progress: &mut progress,
             quiet: self.opts.quiet,
             hostname: short(&state.key).to_string(),
-            clamp_mtime: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()),
+            clamp_mtime: self.opts.source_date_epoch,
             mounts: &mounts,
         };
         let layer = run::run(&mut env, state, r)?;
@@ -732,8 +770,7 @@ fn desc_config_digest(store: &Store, desc: &Descriptor) -> Result<String, ExecEr
     Ok(store.load_image(desc)?.config_digest)
 }
 
-fn stamp() -> Stamp {
-    let seconds = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse::<i64>().ok());
+fn stamp(seconds: Option<i64>) -> Stamp {
     let time = match seconds {
         Some(s) => chrono::DateTime::from_timestamp(s, 0).unwrap_or_else(chrono::Utc::now),
         None => chrono::Utc::now(),

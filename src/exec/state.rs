@@ -25,11 +25,14 @@ pub struct StageState {
     pub tree: Option<Tree>,
     /// Cache key of the state: the base's identity, then each step's key.
     pub key: String,
+    /// How many of `layers` came with the base (`--squash` keeps those).
+    pub base_layers: usize,
 }
 
 impl StageState {
     pub fn new(config: ImageConfig, layers: Vec<Descriptor>) -> Self {
-        StageState { config, layers, cmd_set: false, tree: None, key: String::new() }
+        let base_layers = layers.len();
+        StageState { config, layers, cmd_set: false, tree: None, key: String::new(), base_layers }
     }
 
     /// Takes the state a cache record holds (its filesystem index is rebuilt if needed).

@@ -196,6 +196,17 @@ impl Store {
     /// Writes the config and an OCI manifest for `layers` (which must already
     /// be in the store) and returns the manifest's descriptor. Does not tag.
     pub fn write_image(&self, config: &ImageConfig, layers: &[Descriptor]) -> Result<Descriptor, StoreError> {
+        self.write_image_annotated(config, layers, &BTreeMap::new())
+    }
+
+    /// Like [`Store::write_image`], with `annotations` on the manifest and on
+    /// the returned descriptor (so a tag's index entry carries them too).
+    pub fn write_image_annotated(
+        &self,
+        config: &ImageConfig,
+        layers: &[Descriptor],
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Descriptor, StoreError> {
         if layers.len() != config.rootfs.diff_ids.len() {
             return Err(StoreError::LayerCountMismatch {
                 layers: layers.len(),
@@ -216,9 +227,11 @@ impl Store {
             media_type: Some(OCI_MANIFEST.to_string()),
             config: Descriptor::new(OCI_CONFIG, config_digest, config_size),
             layers: layers.to_vec(),
-            annotations: None,
+            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
         };
-        self.put_manifest(&manifest, platform_of(config))
+        let mut descriptor = self.put_manifest(&manifest, platform_of(config))?;
+        descriptor.annotations = manifest.annotations;
+        Ok(descriptor)
     }
 
     /// Stores a manifest blob and returns its descriptor.

@@ -234,13 +234,17 @@ fn image_blobs(store: &Store, manifest: &Descriptor) -> Result<(Descriptor, Vec<
     Ok((sized, blobs))
 }
 
-/// The index entry for an exported image: no store annotations, only its ref name.
+/// The index entry for an exported image: the image's own annotations
+/// (`--annotation`) and its export name, not the store's tag name.
 fn index_entry(name: &Option<String>, manifest: &Descriptor) -> Descriptor {
     let mut entry = Descriptor::new(&manifest.media_type, manifest.digest.clone(), manifest.size);
     entry.platform = manifest.platform.clone();
+    let mut annotations: BTreeMap<String, String> =
+        manifest.annotations.clone().unwrap_or_default().into_iter().filter(|(k, _)| k != REF_NAME).collect();
     if let Some(name) = name {
-        entry.annotations = Some(BTreeMap::from([(REF_NAME.to_string(), name.clone())]));
+        annotations.insert(REF_NAME.to_string(), name.clone());
     }
+    entry.annotations = (!annotations.is_empty()).then_some(annotations);
     entry
 }
 
