@@ -261,3 +261,19 @@ fn build_cache_outlives_rmi_until_system_prune() {
     let fresh = env.ok(&["build", "-t", "app:1", ctx]);
     assert!(!fresh.contains("Using cache"), "{fresh}");
 }
+
+/// `kiln prune --cache-mounts` (issue 5's spelling of `system prune --volumes`)
+/// removes RUN cache mounts; without the flag they stay.
+#[test]
+fn prune_cache_mounts() {
+    let env = Env::new();
+    env.build("app:1", &[("f", "f")], "");
+    let mount = env.store.join("kiln/cache-mounts/go-build");
+    std::fs::create_dir_all(&mount).unwrap();
+    std::fs::write(mount.join("obj"), "cached object").unwrap();
+    env.ok(&["prune", "-f"]);
+    assert!(mount.join("obj").exists(), "cache mounts stay without --cache-mounts");
+    env.ok(&["prune", "-f", "--cache-mounts"]);
+    assert!(!mount.exists(), "prune --cache-mounts removes them");
+    assert!(env.ok(&["images", "-q"]).trim().len() >= 12, "tagged images stay");
+}

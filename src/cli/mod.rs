@@ -85,6 +85,8 @@ pub enum Command {
         #[command(subcommand)]
         command: system::SystemCommand,
     },
+    /// Remove unused images, build cache and (with --cache-mounts) cache mounts; same as `system prune`.
+    Prune(system::SystemPruneArgs),
     /// Pull an image from a registry into the store.
     Pull(pull::PullArgs),
     /// Push an image from the store to a registry.
@@ -119,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::ExportLayout(args) => export_layout::run(&cli, args),
         Command::Image { command } => image::run(&cli, command),
         Command::System { command } => system::run(&cli, command),
+        Command::Prune(args) => system::run_prune(&cli, args),
         Command::Pull(args) => pull::run(&cli, args),
         Command::Push(args) => push::run(&cli, args),
         Command::Login(args) => login::login(&cli, args),

@@ -30,7 +30,7 @@ pub struct SystemPruneArgs {
     #[arg(short, long)]
     pub force: bool,
     /// Also remove cache mounts (RUN --mount=type=cache directories).
-    #[arg(long)]
+    #[arg(long, visible_alias = "cache-mounts")]
     pub volumes: bool,
     /// until=TIMESTAMP|DURATION, label=KEY[=VALUE], label!=KEY[=VALUE] (for images).
     #[arg(long = "filter", value_name = "FILTER")]
@@ -55,7 +55,7 @@ pub fn run(cli: &Cli, command: &SystemCommand) -> anyhow::Result<i32> {
     }
 }
 
-fn run_prune(cli: &Cli, args: &SystemPruneArgs) -> anyhow::Result<i32> {
+pub fn run_prune(cli: &Cli, args: &SystemPruneArgs) -> anyhow::Result<i32> {
     let mut warning = String::from("WARNING! This will remove:\n");
     warning.push_str(if args.all {
         "  - all images without at least one container associated to them\n"
