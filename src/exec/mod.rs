@@ -343,7 +343,7 @@ impl<'a> Executor<'a> {
                     let _ = writeln!(self.out(), "{}--> cache miss: {}", prefix, why);
                 }
             }
-            if let Err(e) = self.step(&mut state, step, prefix) {
+            if let Err(e) = self.step(&mut state, step, prefix, i + 2) {
                 let mut err = self.fail(step.span, &step.original, e);
                 if let (ExecError::Step { hint, .. }, Some(id)) = (&mut err, self.keep_last_good(&state)) {
                     *hint = Some(format!("the state before this step is image {}: look inside with `kiln run -it {} sh`", id, id));
@@ -513,7 +513,7 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn step(&self, state: &mut StageState, step: &Step, prefix: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn step(&self, state: &mut StageState, step: &Step, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if state.apply_metadata(&step.kind) {
             // BuildKit keeps ARG out of the history.
             if !matches!(step.kind, StepKind::Arg(_)) {
@@ -523,7 +523,7 @@ impl<'a> Executor<'a> {
         }
         match &step.kind {
             StepKind::Copy(c) => self.copy(state, step, c, prefix),
-            StepKind::Run(r) => self.run(state, step, r, prefix),
+            StepKind::Run(r) => self.run(state, step, r, prefix, n),
             _ => unreachable!("apply_metadata handles every other step"),
         }
     }
@@ -604,7 +604,7 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn run(&self, state: &mut StageState, step: &Step, r: &RunStep, prefix: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn run(&self, state: &mut StageState, step: &Step, r: &RunStep, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
         let driver = *self.driver.get_or_init(|| {
             let d = self.opts.storage_driver.unwrap_or_else(|| kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir()));
@@ -619,7 +619,8 @@ impl<'a> Executor<'a> {
             layers: &self.layer_dirs,
             driver,
             compression: self.opts.compression,
-            tag: prefix.to_string(),
+            // Output lines carry their step, as BuildKit's plain progress does.
+            tag: format!("{}#{} ", prefix, n),
             progress: &mut progress,
             quiet: self.opts.quiet,
             hostname: short(&state.key).to_string(),
