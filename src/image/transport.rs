@@ -183,6 +183,19 @@ pub fn export_docker_archive(
     tarout::write_file_atomically(dest_file, |w| write_docker_archive(store, images, w))
 }
 
+/// A store blob read back for export must still hash to its name.
+fn check_store_blob(store: &Store, digest: &str, actual: String) -> Result<(), TransportError> {
+    if actual == digest {
+        return Ok(());
+    }
+    Err(TransportError::DigestMismatch {
+        what: "blob".into(),
+        source_name: store.root().display().to_string(),
+        expected: digest.to_string(),
+        actual,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

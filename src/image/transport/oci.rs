@@ -316,15 +316,7 @@ fn copy_store_blob_to(store: &Store, digest: &str, dir: &Path, target: &Path) ->
     let mut reader = HashingReader::new(store.open_blob(digest)?);
     let mut tmp = NamedTempFile::with_prefix_in(".tmp-", dir).map_err(io_err("create temp file in", dir))?;
     io::copy(&mut reader, tmp.as_file_mut()).map_err(io_err("copy blob to", target))?;
-    let actual = reader.digest();
-    if actual != digest {
-        return Err(TransportError::DigestMismatch {
-            what: "blob".into(),
-            source_name: store.root().display().to_string(),
-            expected: digest.to_string(),
-            actual,
-        });
-    }
+    super::check_store_blob(store, digest, reader.digest())?;
     make_readable(&tmp, target)?;
     tmp.as_file().sync_all().map_err(io_err("fsync", target))?;
     tmp.persist(target).map_err(|e| TransportError::Io {

@@ -46,15 +46,7 @@ impl<W: Write> TarOut<W> {
             .len();
         let mut reader = HashingReader::new(file);
         self.reader(name, size, &mut reader)?;
-        let actual = reader.digest();
-        if actual != digest {
-            return Err(TransportError::DigestMismatch {
-                what: "blob".into(),
-                source_name: store.root().display().to_string(),
-                expected: digest.to_string(),
-                actual,
-            });
-        }
+        super::check_store_blob(store, digest, reader.digest())?;
         Ok(())
     }
 
