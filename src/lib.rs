@@ -9,6 +9,7 @@ pub mod context;
 pub mod dockerfile;
 pub mod exec;
 pub mod image;
+pub mod net;
 pub mod plan;
 pub mod registry;
 pub mod report;

@@ -33,6 +33,7 @@ impl RegistryFlags {
             platform,
             progress,
             chunk_size: None,
+            net: None,
         }
     }
 }

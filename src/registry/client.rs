@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use ureq::http::Response;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
-use ureq::{Agent, Body};
+use ureq::{Agent, Body, ResponseExt};
+
+use crate::net::{self, Limits, NetError, Origin, Paced};
 
 use super::auth::{self, Challenge, Credentials};
 use super::error::{ErrorKind, RegistryError};
@@ -63,6 +65,7 @@ pub struct Client {
     creds: Option<Credentials>,
     scopes: Vec<String>,
     auth: Mutex<AuthState>,
+    limits: Limits,
 }
 
 impl Client {
@@ -92,7 +95,8 @@ impl Client {
         let host = reference.api_host().to_string();
         let verify = opts.tls_verify.unwrap_or_else(|| !super::config::is_insecure(&reference.registry));
         let cert_dir = cert_dir_for(&reference.registry, opts.cert_dir.as_deref());
-        let agent = agent(tls_config(verify, cert_dir.as_deref()).map_err(err)?);
+        let limits = opts.net.unwrap_or_else(Limits::from_env);
+        let agent = limits.agent_builder().tls_config(tls_config(verify, cert_dir.as_deref()).map_err(err)?).build().into();
         let mut client = Client {
             agent,
             reference: reference.clone(),
@@ -101,6 +105,7 @@ impl Client {
             creds,
             scopes,
             auth: Mutex::new(AuthState::default()),
+            limits,
         };
         // HTTPS first; loopback registries may answer in plain HTTP, as
         // docker allows, and so may any with --tls-verify=false.
@@ -131,20 +136,26 @@ impl Client {
         format!("{}/v2/{}/{}", self.base, self.reference.repository, rest)
     }
 
-    /// An upload `Location` as an absolute URL.
-    pub fn absolute(&self, location: &str) -> String {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_string()
-        } else if location.starts_with('/') {
-            format!("{}{}", self.base, location)
-        } else {
-            format!("{}/{}", self.base, location)
-        }
+    /// An upload `Location` as an absolute URL, resolved against the URL
+    /// that answered with it. It may name another host: requests there go
+    /// without credentials (see [`Client::send`]).
+    pub fn absolute(&self, answered: &str, location: &str) -> Result<String, RegistryError> {
+        net::join(answered, location).ok_or_else(|| {
+            self.err(ErrorKind::Invalid {
+                what: "upload location".into(),
+                detail: format!("{:?} is not an http(s) URL", net::redact(location)),
+            })
+        })
+    }
+
+    /// The registry's origin: the only one its credentials and tokens go to.
+    fn origin(&self) -> Option<Origin> {
+        Origin::of(&self.base)
     }
 
     fn ping(&self) -> Result<(), RegistryError> {
         let url = format!("{}/v2/", self.base);
-        let resp = self.once(Method::Get, &url, &[], SendBody::Empty, None)?;
+        let mut resp = self.once(Method::Get, &url, &[], SendBody::Empty, None)?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             401 => {
@@ -156,13 +167,15 @@ impl Client {
             status => Err(self.err(ErrorKind::Status {
                 what: format!("{} is not a registry (GET /v2/)", self.reference.registry),
                 status,
-                detail: String::new(),
+                detail: self.error_detail(&mut resp),
             })),
         }
     }
 
     /// Sends a request with authentication, retrying transient failures; a
-    /// 401 refreshes the token (once) for the challenge it carries.
+    /// 401 refreshes the token (once) for the challenge it carries. The
+    /// credentials (or token) go only to the registry's own origin: not to
+    /// an upload `Location` elsewhere, nor across a redirect to a blob store.
     pub fn send(
         &self,
         method: Method,
@@ -170,14 +183,21 @@ impl Client {
         headers: &[(&str, String)],
         body: SendBody<'_>,
     ) -> Result<Response<Body>, RegistryError> {
+        let origin = self.origin();
         let mut reauthorized = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let authorization = self.authorization(false)?;
-            let result = self.once(method, url, headers, body, authorization.as_deref());
+            let credentials = authorization.as_deref().zip(origin.as_ref());
+            let result = self.once(method, url, headers, body, credentials);
             match result {
-                Ok(resp) if resp.status().as_u16() == 401 && !reauthorized => {
+                // Only the registry's own 401 is a challenge for its credentials.
+                Ok(resp)
+                    if resp.status().as_u16() == 401
+                        && !reauthorized
+                        && origin.as_ref().is_some_and(|o| net::same_origin(o, &resp.get_uri().to_string())) =>
+                {
                     reauthorized = true;
                     let fresh = challenge_of(&resp);
                     {
@@ -192,12 +212,12 @@ impl Client {
                     }
                 }
                 Ok(resp) if retryable_status(resp.status().as_u16()) && attempt < ATTEMPTS => {
-                    log::info!("{url}: {} answered {}, retrying", self.reference.registry, resp.status());
+                    log::info!("{}: {} answered {}, retrying", what_of(method, url), net::host_of(url), resp.status());
                     backoff(attempt);
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) if attempt < ATTEMPTS && transient(&e.kind) => {
-                    log::info!("{url}: {}, retrying", e.kind);
+                    log::info!("{}: {}, retrying", what_of(method, url), e.kind);
                     backoff(attempt);
                 }
                 Err(e) => return Err(e),
@@ -206,7 +226,52 @@ impl Client {
     }
 
     /// One request, no retries; HTTP errors come back as responses.
+    /// Redirects of GET and HEAD are followed here, not by ureq, so that
+    /// `credentials` (an `Authorization` value and the origin it belongs to)
+    /// are sent to that origin only.
     fn once(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: SendBody<'_>,
+        credentials: Option<(&str, &Origin)>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let mut url = url.to_string();
+        for _ in 0..=net::MAX_REDIRECTS {
+            let authorization = match credentials {
+                Some((value, origin)) if net::same_origin(origin, &url) => Some(value),
+                Some(_) => {
+                    log::debug!("not sending credentials to {}: not the origin they are for", net::host_of(&url));
+                    None
+                }
+                None => None,
+            };
+            let resp = self.exchange(method, &url, headers, body, authorization)?;
+            let redirect = matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+            let location = header(&resp, "location");
+            match location {
+                Some(location) if redirect && matches!(method, Method::Get | Method::Head) => {
+                    let next = net::join(&url, location).ok_or_else(|| {
+                        self.err(ErrorKind::Invalid {
+                            what: format!("redirect from {}", net::host_of(&url)),
+                            detail: format!("{:?} is not an http(s) URL", net::redact(location)),
+                        })
+                    })?;
+                    log::debug!("{} redirects to {}", net::host_of(&url), net::host_of(&next));
+                    url = next;
+                }
+                _ => return Ok(resp),
+            }
+        }
+        Err(self.err(ErrorKind::Invalid {
+            what: what_of(method, &url),
+            detail: format!("more than {} redirects", net::MAX_REDIRECTS),
+        }))
+    }
+
+    /// One HTTP exchange under the client's deadlines.
+    fn exchange(
         &self,
         method: Method,
         url: &str,
@@ -227,26 +292,31 @@ impl Client {
         if let Some(a) = authorization {
             builder = builder.header("Authorization", a);
         }
+        let invalid = |e: ureq::http::Error| {
+            self.err(ErrorKind::Invalid { what: format!("request {}", net::redact(url)), detail: e.to_string() })
+        };
         let result = match body {
             SendBody::Empty if matches!(method, Method::Get | Method::Head) => {
-                builder.body(ureq::SendBody::none()).map(|req| self.agent.run(req))
+                self.agent.run(builder.body(ureq::SendBody::none()).map_err(invalid)?)
             }
-            SendBody::Empty => builder.header("Content-Length", "0").body(&[][..]).map(|req| self.agent.run(req)),
-            SendBody::Bytes(bytes) => builder.body(bytes).map(|req| self.agent.run(req)),
+            SendBody::Empty => self.agent.run(builder.header("Content-Length", "0").body(&[][..]).map_err(invalid)?),
+            SendBody::Bytes(bytes) => self.agent.run(builder.body(bytes).map_err(invalid)?),
             SendBody::File { path, offset, len } => {
                 let file = open_at(path, offset).map_err(|error| {
                     self.err(ErrorKind::Local { action: "read", path: path.display().to_string(), error })
                 })?;
                 let mut reader = file.take(len);
-                builder
+                let request = builder
                     .header("Content-Length", len.to_string())
                     .body(ureq::SendBody::from_reader(&mut reader))
-                    .map(|req| self.agent.run(req))
+                    .map_err(invalid)?;
+                // An upload gets the time its size needs at the minimum rate.
+                let request =
+                    self.agent.configure_request(request).timeout_send_body(Some(self.limits.allowed(len))).build();
+                self.agent.run(request)
             }
         };
-        let result = result
-            .map_err(|e| self.err(ErrorKind::Invalid { what: format!("request {url}"), detail: e.to_string() }))?;
-        result.map_err(|e| self.err(classify(self.reference.api_host(), e)))
+        result.map_err(|e| self.err(classify(&net::host_of(url), e, &self.limits)))
     }
 
     /// The `Authorization` header for the current challenge; fetches a bearer
@@ -279,6 +349,12 @@ impl Client {
         let realm = challenge
             .param("realm")
             .ok_or_else(|| self.err(ErrorKind::Invalid { what: "auth challenge".into(), detail: "no realm".into() }))?;
+        let realm_origin = Origin::of(realm).ok_or_else(|| {
+            self.err(ErrorKind::Invalid {
+                what: "auth challenge".into(),
+                detail: format!("the realm {:?} is not an http(s) URL", net::redact(realm)),
+            })
+        })?;
         let mut query: Vec<String> = Vec::new();
         if let Some(service) = challenge.param("service") {
             query.push(format!("service={}", encode(service)));
@@ -296,10 +372,23 @@ impl Client {
         }
         let sep = if realm.contains('?') { '&' } else { '?' };
         let url = if query.is_empty() { realm.to_string() } else { format!("{realm}{sep}{}", query.join("&")) };
-        let basic = self.creds.as_ref().filter(|c| c.username != IDENTITY_TOKEN_USER).map(Credentials::basic_header);
+        // Credentials for a registry reached over TLS never travel in
+        // plain HTTP, wherever its challenge points.
+        let creds = self.creds.as_ref().filter(|_| {
+            let downgrade = realm_origin.scheme == "http" && self.origin().is_some_and(|o| o.scheme == "https");
+            if downgrade {
+                log::warn!(
+                    "{} sends kiln for a token to {} over plain HTTP: asking without credentials",
+                    self.reference.registry,
+                    net::host_of(realm)
+                );
+            }
+            !downgrade
+        });
+        let basic = creds.filter(|c| c.username != IDENTITY_TOKEN_USER).map(Credentials::basic_header);
         // An identity token (docker's `identitytoken`) is an OAuth2 refresh
         // token, traded at the realm with a POST.
-        let refresh = self.creds.as_ref().filter(|c| c.username == IDENTITY_TOKEN_USER).map(|c| {
+        let refresh = creds.filter(|c| c.username == IDENTITY_TOKEN_USER).map(|c| {
             let mut form = vec![
                 "grant_type=refresh_token".to_string(),
                 format!("refresh_token={}", encode(&c.password)),
@@ -319,10 +408,11 @@ impl Client {
         };
         let form_type = [("Content-Type", "application/x-www-form-urlencoded".to_string())];
         let headers: &[(&str, String)] = if refresh.is_some() { &form_type } else { &[] };
+        let credentials = basic.as_deref().map(|b| (b, &realm_origin));
         let mut attempt = 0;
         let mut resp = loop {
             attempt += 1;
-            match self.once(method, &url, headers, body, basic.as_deref()) {
+            match self.once(method, &url, headers, body, credentials) {
                 Ok(r) if retryable_status(r.status().as_u16()) && attempt < ATTEMPTS => backoff(attempt),
                 Ok(r) => break r,
                 Err(e) if attempt < ATTEMPTS && transient(&e.kind) => backoff(attempt),
@@ -340,11 +430,10 @@ impl Client {
             }));
         }
         if !(200..300).contains(&status) {
-            let detail = error_detail(&mut resp);
+            let detail = self.error_detail(&mut resp);
             return Err(self.err(ErrorKind::Status { what: "token request".into(), status, detail }));
         }
-        let answer: TokenAnswer = read_json(&mut resp)
-            .map_err(|detail| self.err(ErrorKind::Invalid { what: "token answer".into(), detail }))?;
+        let answer: TokenAnswer = self.read_json(&mut resp, "token answer")?;
         answer.token.or(answer.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
             self.err(ErrorKind::Invalid { what: "token answer".into(), detail: "it holds no token".into() })
         })
@@ -353,7 +442,7 @@ impl Client {
     /// Maps an unsuccessful status to an error about `what`.
     pub fn status_error(&self, what: &str, resp: &mut Response<Body>) -> RegistryError {
         let status = resp.status().as_u16();
-        let detail = error_detail(resp);
+        let detail = self.error_detail(resp);
         self.err(match status {
             401 => ErrorKind::Unauthorized { registry: self.reference.registry.clone(), detail },
             403 => ErrorKind::Denied { detail },
@@ -371,26 +460,100 @@ impl Client {
         }
         let url = format!("{}/v2/", self.base);
         let authorization = self.authorization(false)?;
-        let mut resp = self.once(Method::Get, &url, &[], SendBody::Empty, authorization.as_deref())?;
+        let origin = self.origin();
+        let credentials = authorization.as_deref().zip(origin.as_ref());
+        let mut resp = self.once(Method::Get, &url, &[], SendBody::Empty, credentials)?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             _ => Err(self.status_error("GET /v2/", &mut resp)),
         }
     }
+
+    /// The body of `resp`, read under the client's deadlines; errors name
+    /// the host that answered.
+    pub fn body<'a>(&self, resp: &'a mut Response<Body>) -> Paced<ureq::BodyReader<'a>> {
+        let host = net::host_of(&resp.get_uri().to_string());
+        Paced::new(resp.body_mut().as_reader(), &host, self.limits)
+    }
+
+    /// Reads a body of at most `limit` bytes (a manifest, a token answer).
+    pub fn read_limited(&self, resp: &mut Response<Body>, limit: u64, what: &str) -> Result<Vec<u8>, RegistryError> {
+        let host = net::host_of(&resp.get_uri().to_string());
+        let mut bytes = Vec::new();
+        self.body(resp).take(limit + 1).read_to_end(&mut bytes).map_err(|e| self.read_error(what, e))?;
+        if bytes.len() as u64 > limit {
+            return Err(self.err(ErrorKind::Net(NetError::TooLarge {
+                what: what.to_string(),
+                host,
+                limit,
+                hint: "kiln reads no larger manifests or answers".into(),
+            })));
+        }
+        Ok(bytes)
+    }
+
+    /// A failed body read: a deadline or limit as it is, else a transfer cut short.
+    pub fn read_error(&self, what: &str, e: std::io::Error) -> RegistryError {
+        self.err(match net::into_net_error(e) {
+            Ok(net) => ErrorKind::Net(net),
+            Err(e) => ErrorKind::Truncated { what: what.to_string(), detail: e.to_string() },
+        })
+    }
+
+    /// Reads a small JSON document.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: &mut Response<Body>,
+        what: &str,
+    ) -> Result<T, RegistryError> {
+        let bytes = self.read_limited(resp, MAX_DOCUMENT, what)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.err(ErrorKind::Invalid { what: what.to_string(), detail: e.to_string() }))
+    }
+
+    /// The registry's own words from an error body (`{"errors":[{"code","message"}]}`).
+    pub fn error_detail(&self, resp: &mut Response<Body>) -> String {
+        #[derive(Deserialize)]
+        struct Errors {
+            #[serde(default)]
+            errors: Vec<ErrorItem>,
+        }
+        #[derive(Deserialize)]
+        struct ErrorItem {
+            #[serde(default)]
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        let mut bytes = Vec::new();
+        if self.body(resp).take(64 * 1024).read_to_end(&mut bytes).is_err() {
+            return String::new();
+        }
+        match serde_json::from_slice::<Errors>(&bytes) {
+            Ok(e) if !e.errors.is_empty() => e
+                .errors
+                .iter()
+                .map(|i| if i.message.is_empty() { i.code.clone() } else { format!("{} ({})", i.message, i.code) })
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => String::from_utf8_lossy(&bytes).trim().chars().take(200).collect(),
+        }
+    }
 }
 
-fn agent(tls: TlsConfig) -> Agent {
-    Agent::config_builder()
-        .http_status_as_error(false)
-        .tls_config(tls)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(120)))
-        .timeout_per_read(Some(Duration::from_secs(120)))
-        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-        // Uploads and blobs are sent and read as they are.
-        .accept_encoding("identity")
-        .build()
-        .into()
+/// `GET host/path` for messages: the URL without its query, which may
+/// carry a registry's upload state or signature.
+fn what_of(method: Method, url: &str) -> String {
+    let url = net::redact(url);
+    let path = url.split(['?', '#']).next().unwrap_or(&url);
+    let name = match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+    };
+    format!("{name} {path}")
 }
 
 fn tls_config(verify: bool, cert_dir: Option<&Path>) -> Result<TlsConfig, ErrorKind> {
@@ -491,7 +654,12 @@ fn challenge_of(resp: &Response<Body>) -> Option<Challenge> {
 }
 
 /// Turns a transport failure into what a user can act on.
-pub fn classify(host: &str, e: ureq::Error) -> ErrorKind {
+pub fn classify(host: &str, e: ureq::Error, limits: &Limits) -> ErrorKind {
+    if let ureq::Error::Timeout(t) = &e {
+        if let Some(net) = net::timeout_error(host, *t, limits) {
+            return ErrorKind::Net(net);
+        }
+    }
     let host = host.to_string();
     match e {
         ureq::Error::HostNotFound => ErrorKind::UnknownHost(host),
@@ -533,7 +701,11 @@ fn looks_like_tls(text: &str) -> bool {
 /// Failures worth another try: dropped connections and timeouts, not a
 /// refused connection, an unknown host or a TLS rejection.
 pub fn transient(kind: &ErrorKind) -> bool {
-    matches!(kind, ErrorKind::Network { .. } | ErrorKind::Truncated { .. })
+    match kind {
+        ErrorKind::Network { .. } | ErrorKind::Truncated { .. } => true,
+        ErrorKind::Net(e) => e.is_transient(),
+        _ => false,
+    }
 }
 
 fn retryable_status(status: u16) -> bool {
@@ -549,49 +721,8 @@ pub fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(base + jitter));
 }
 
-/// Reads a small JSON document.
-pub fn read_json<T: serde::de::DeserializeOwned>(resp: &mut Response<Body>) -> Result<T, String> {
-    let bytes = read_limited(resp, MAX_DOCUMENT)?;
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
-}
-
-pub fn read_limited(resp: &mut Response<Body>, limit: u64) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    resp.body_mut().as_reader().take(limit + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("larger than {limit} bytes"));
-    }
-    Ok(bytes)
-}
-
 pub fn max_document() -> u64 {
     MAX_DOCUMENT
-}
-
-/// The registry's own words from an error body (`{"errors":[{"code","message"}]}`).
-pub fn error_detail(resp: &mut Response<Body>) -> String {
-    #[derive(Deserialize)]
-    struct Errors {
-        #[serde(default)]
-        errors: Vec<ErrorItem>,
-    }
-    #[derive(Deserialize)]
-    struct ErrorItem {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let Ok(bytes) = read_limited(resp, 64 * 1024) else { return String::new() };
-    match serde_json::from_slice::<Errors>(&bytes) {
-        Ok(e) if !e.errors.is_empty() => e
-            .errors
-            .iter()
-            .map(|i| if i.message.is_empty() { i.code.clone() } else { format!("{} ({})", i.message, i.code) })
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => String::from_utf8_lossy(&bytes).trim().chars().take(200).collect(),
-    }
 }
 
 pub fn header<'a>(resp: &'a Response<Body>, name: &str) -> Option<&'a str> {
@@ -618,12 +749,17 @@ mod tests {
     #[test]
     fn transport_failures_are_classified() {
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(matches!(classify("h:1", ureq::Error::Io(refused)), ErrorKind::Refused(h) if h == "h:1"));
+        let limits = Limits::default();
+        assert!(matches!(classify("h:1", ureq::Error::Io(refused), &limits), ErrorKind::Refused(h) if h == "h:1"));
         let dns = std::io::Error::other("failed to lookup address information: Name or service not known");
-        assert!(matches!(classify("h", ureq::Error::Io(dns)), ErrorKind::UnknownHost(_)));
-        assert!(matches!(classify("h", ureq::Error::HostNotFound), ErrorKind::UnknownHost(_)));
+        assert!(matches!(classify("h", ureq::Error::Io(dns), &limits), ErrorKind::UnknownHost(_)));
+        assert!(matches!(classify("h", ureq::Error::HostNotFound, &limits), ErrorKind::UnknownHost(_)));
+        let idle = classify("h:2", ureq::Error::Timeout(ureq::Timeout::PerRead), &limits);
+        assert!(transient(&idle) && idle.to_string().contains("h:2"), "{idle}");
+        let slow = classify("h:3", ureq::Error::Timeout(ureq::Timeout::RecvResponse), &limits);
+        assert!(!transient(&slow) && slow.to_string().contains("h:3"), "{slow}");
         let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
-        let kind = classify("h", ureq::Error::Io(reset));
+        let kind = classify("h", ureq::Error::Io(reset), &limits);
         assert!(transient(&kind), "{kind}");
         assert!(!transient(&ErrorKind::Refused("h".into())));
         assert!(retryable_status(503) && retryable_status(429) && !retryable_status(501) && !retryable_status(404));

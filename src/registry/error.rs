@@ -66,6 +66,9 @@ pub enum ErrorKind {
     Credentials(String),
     #[error("image store: {}", chain(.0))]
     Store(StoreError),
+    /// A deadline passed or a limit was reached (the message names the host).
+    #[error(transparent)]
+    Net(crate::net::NetError),
     #[error("{action} {path}: {error}")]
     Local { action: &'static str, path: String, error: std::io::Error },
 }

@@ -39,6 +39,9 @@ pub struct RegistryOptions {
     /// Push blobs in chunks of this many bytes; `None` uploads blobs whole
     /// unless they are larger than 64 MiB.
     pub chunk_size: Option<u64>,
+    /// Deadlines for registry and token servers; `None` takes them from
+    /// the environment ([`crate::net::Limits::from_env`]).
+    pub net: Option<crate::net::Limits>,
 }
 
 /// `--pull`: when a build (or run) fetches a base image, as podman has it.

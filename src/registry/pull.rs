@@ -113,8 +113,7 @@ pub(crate) fn fetch_manifest(
     }
     let content_type = header(&resp, "content-type").map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
     let registry_digest = header(&resp, "docker-content-digest").map(str::to_string);
-    let bytes = client::read_limited(&mut resp, client::max_document())
-        .map_err(|detail| client.err(ErrorKind::Truncated { what: format!("manifest {reference}"), detail }))?;
+    let bytes = client.read_limited(&mut resp, client::max_document(), &format!("manifest {reference}"))?;
     let digest = sha256_digest(&bytes);
     let what = format!("manifest {reference}");
     for want in [expected, registry_digest.as_deref().filter(|d| d.starts_with("sha256:"))].into_iter().flatten() {
@@ -218,7 +217,7 @@ fn download(client: &Client, store: &Store, blob: &Descriptor, events: &Sender<E
     }
     let mut writer = store.blob_writer().map_err(|e| client.err(ErrorKind::Store(e)))?;
     // One byte past the size is enough to tell an overlong blob.
-    let mut reader = resp.body_mut().as_reader().take(blob.size.saturating_add(1));
+    let mut reader = client.body(&mut resp).take(blob.size.saturating_add(1));
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     let mut reported = 0u64;
@@ -227,10 +226,7 @@ fn download(client: &Client, store: &Store, blob: &Descriptor, events: &Sender<E
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(client
-                    .err(ErrorKind::Truncated { what, detail: format!("got {total} of {} bytes: {e}", blob.size) }))
-            }
+            Err(e) => return Err(client.read_error(&format!("{what} (got {total} of {} bytes)", blob.size), e)),
         };
         writer.write_all(&buf[..n]).map_err(|error| {
             client.err(ErrorKind::Local {

@@ -211,7 +211,7 @@ fn push_blob(
             }
             // Not mountable: the answer opened an ordinary upload instead.
             202 => {
-                location = header(&resp, "location").map(str::to_string);
+                location = header(&resp, "location").map(|l| client.absolute(&url, l)).transpose()?;
                 break;
             }
             _ => log::debug!("mount of {} from {from} refused: {}", blob.digest, client.status_error(&what, &mut resp)),
@@ -226,7 +226,7 @@ fn push_blob(
     if !path.is_file() {
         return Err(client.err(ErrorKind::Store(crate::store::StoreError::MissingBlob { digest: blob.digest.clone() })));
     }
-    let mut location = client.absolute(&location);
+    let mut location = location;
     if blob.size > chunk {
         let mut offset = 0;
         while offset < blob.size {
@@ -240,7 +240,9 @@ fn push_blob(
             if resp.status().as_u16() != 202 {
                 return Err(client.status_error(&format!("{what} chunk at {offset}"), &mut resp));
             }
-            location = client.absolute(header(&resp, "location").unwrap_or(&location));
+            if let Some(next) = header(&resp, "location") {
+                location = client.absolute(&location, next)?;
+            }
             offset += len;
             let _ = events.send(Event::Bytes { digest: blob.digest.clone(), done: offset });
         }
@@ -268,12 +270,13 @@ fn start_upload(client: &Client, what: &str) -> Result<String, RegistryError> {
     if resp.status().as_u16() != 202 {
         return Err(client.status_error(&format!("start upload of {what}"), &mut resp));
     }
-    header(&resp, "location").map(str::to_string).ok_or_else(|| {
+    let location = header(&resp, "location").ok_or_else(|| {
         client.err(ErrorKind::Invalid {
             what: format!("upload of {what}"),
             detail: "the registry sent no Location".into(),
         })
-    })
+    })?;
+    client.absolute(&url, location)
 }
 
 fn with_digest(location: &str, digest: &str) -> String {
