@@ -126,6 +126,11 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N")]
     pub source_date_epoch: Option<i64>,
 
+    /// The most a remote build context may download and unpack to, and the most one `ADD <url>` may
+    /// download: bytes with an optional k, m, g or t suffix (1024-based).
+    #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = crate::net::parse_size)]
+    pub max_context_size: u64,
+
     /// The build context: a directory; `-` for a tar (plain, gz, xz, bz2 or zst) on stdin; a git URL
     /// (`https://host/repo.git#ref:subdir`, `git://…`, `git@host:repo.git`); or an http(s) URL of a tar or a Dockerfile.
     #[arg(default_value = ".")]
@@ -207,6 +212,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         source_date_epoch: source_date_epoch(args)?,
         secrets: args.secrets.iter().map(|s| exec::mounts::parse_secret(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
         ssh: args.ssh.iter().map(|s| exec::mounts::parse_ssh(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
+        max_context_size: args.max_context_size,
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();
@@ -341,15 +347,17 @@ fn context_input(ctx: BuildContext, args: &BuildArgs, what: &str) -> anyhow::Res
 /// A git or http(s) URL context, as the docker CLI takes it: a repository
 /// (`#ref:subdir`), a tar in any compression, or a bare Dockerfile.
 fn remote_input(remote: &crate::context::remote::Remote, args: &BuildArgs, stdin_file: bool) -> anyhow::Result<Input> {
-    use crate::context::remote::{open_context, RemoteContext};
-    let opened = open_context(remote).with_context(|| format!("open the build context {}", args.context))?;
+    use crate::context::remote::{open_context, DownloadLimits, RemoteContext};
+    let limits = DownloadLimits::new(args.max_context_size);
+    let shown = crate::net::redact(&args.context);
+    let opened = open_context(remote, &limits).with_context(|| format!("open the build context {shown}"))?;
     match opened {
         RemoteContext::Context(ctx) if stdin_file => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).context("read the Dockerfile from stdin")?;
             Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(ctx) })
         }
-        RemoteContext::Context(ctx) => context_input(ctx, args, &format!("the build context {}", args.context)),
+        RemoteContext::Context(ctx) => context_input(ctx, args, &format!("the build context {shown}")),
         RemoteContext::Dockerfile(text) => {
             Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(BuildContext::empty()) })
         }

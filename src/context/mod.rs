@@ -33,6 +33,35 @@ pub struct BuildContext {
     empty: bool,
 }
 
+/// A reader that fails, rather than ends, once more than `max` bytes come.
+struct Capped<'h, R> {
+    inner: R,
+    left: u64,
+    max: u64,
+    hint: &'h str,
+}
+
+impl<R: Read> Read for Capped<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            // At the limit: only the end of the stream is fine.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            let hint = if self.hint.is_empty() { String::new() } else { format!(" ({})", self.hint) };
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("the archive unpacks to more than {}{hint}", crate::net::human_bytes(self.max)),
+            ));
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// One COPY/ADD source as matched in the context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceMatch {
@@ -93,10 +122,17 @@ impl BuildContext {
     /// the context. With `ignore`, its own `.dockerignore` applies. A
     /// `Dockerfile` in the stream can be read from [`BuildContext::root`].
     pub fn from_tar<R: Read>(r: R, ignore: bool) -> Result<BuildContext, ContextError> {
+        BuildContext::from_tar_limited(r, ignore, u64::MAX, "")
+    }
+
+    /// [`from_tar`](Self::from_tar) for an archive from elsewhere: its
+    /// uncompressed stream may hold at most `max` bytes, so a small
+    /// compressed bomb cannot fill the disk. `hint` says how to raise it.
+    pub fn from_tar_limited<R: Read>(r: R, ignore: bool, max: u64, hint: &str) -> Result<BuildContext, ContextError> {
         let temp = tempfile::Builder::new().prefix("kiln-context-").tempdir().map_err(ContextError::TempDir)?;
         let root = temp.path().canonicalize().map_err(ContextError::TempDir)?;
         let stream = tarball::decompress(r).map_err(ContextError::ReadArchive)?;
-        tarball::extract(stream, &root)?;
+        tarball::extract(Capped { inner: stream, left: max, max, hint }, &root)?;
         let mut ctx = BuildContext { root, ignore: DockerIgnore::empty(), _temp: Some(temp), empty: false };
         if ignore {
             if let Ok(found) = resolve::resolve(&ctx.root, ".dockerignore", true) {

@@ -6,9 +6,10 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+
+use crate::net::{self, Paced};
 
 use super::{BuildContext, ContextError};
 
@@ -31,6 +32,23 @@ pub enum RemoteError {
         #[source]
         source: ureq::Error,
     },
+    #[error("download {url}")]
+    Net {
+        url: String,
+        #[source]
+        source: net::NetError,
+    },
+    #[error("download {url}: reading from {host} failed")]
+    Read {
+        url: String,
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("download {url}: {detail}")]
+    Redirect { url: String, detail: String },
+    #[error("{url} served neither an archive nor a Dockerfile of at most {}", net::human_bytes(*.limit))]
+    DockerfileTooLarge { url: String, limit: u64 },
     #[error("download {url}: the server answered {status}")]
     Status { url: String, status: u16 },
     #[error("write the download of {url}")]
@@ -134,17 +152,24 @@ impl GitUrl {
     }
 
     fn git(&self, dir: &Path, what: &'static str, args: &[&str]) -> Result<String, RemoteError> {
+        // Over http(s), git gives up on a transfer slower than the minimum
+        // rate for the length of the deadline, as kiln's own downloads do.
+        let limits = net::Limits::from_env();
         let out = Command::new("git")
             .args(["-c", "advice.detachedHead=false"])
+            .arg("-c")
+            .arg(format!("http.lowSpeedLimit={}", limits.min_rate))
+            .arg("-c")
+            .arg(format!("http.lowSpeedTime={}", limits.deadline.as_secs().max(1)))
             .args(args)
             .current_dir(dir)
             .env("GIT_TERMINAL_PROMPT", "0")
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|source| RemoteError::GitMissing { what, url: self.repo.clone(), source })?;
+            .map_err(|source| RemoteError::GitMissing { what, url: net::redact(&self.repo), source })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(RemoteError::Git { what, url: self.repo.clone(), stderr });
+            return Err(RemoteError::Git { what, url: net::redact(&self.repo), stderr });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -187,43 +212,122 @@ pub struct Download {
     pub size: u64,
 }
 
-/// Downloads `url` into a new file in `dir`.
-pub fn download(url: &str, dir: &Path) -> Result<Download, RemoteError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(120)))
-        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-        .accept_encoding("identity")
-        .build()
-        .into();
-    let mut resp = agent.get(url).call().map_err(|source| RemoteError::Http { url: url.to_string(), source })?;
+/// The most a remote context or an `ADD <url>` download may hold by
+/// default (`--max-context-size`).
+pub const DEFAULT_MAX_SIZE: u64 = 2 << 30;
+/// The largest Dockerfile a URL may serve in place of a context: it is read
+/// into memory whole.
+pub const MAX_REMOTE_DOCKERFILE: u64 = 16 << 20;
+
+/// What one download may take: deadlines, and a size beyond which it stops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DownloadLimits {
+    pub net: net::Limits,
+    /// Bytes; `--max-context-size`.
+    pub max_size: u64,
+}
+
+impl DownloadLimits {
+    /// `max_size`, with deadlines from the environment.
+    pub fn new(max_size: u64) -> DownloadLimits {
+        DownloadLimits { net: net::Limits::from_env(), max_size }
+    }
+}
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        DownloadLimits::new(DEFAULT_MAX_SIZE)
+    }
+}
+
+/// How a size limit is raised, for errors.
+const MAX_SIZE_HINT: &str = "the limit of --max-context-size";
+
+/// Downloads `url` into a new file in `dir`, streaming it to disk under
+/// `limits`; nothing is left behind when it fails. Redirects are followed
+/// here: credentials in the URL (`user:password@`) stay with its origin.
+pub fn download(url: &str, dir: &Path, limits: &DownloadLimits) -> Result<Download, RemoteError> {
+    let shown = net::redact(url);
+    let agent: ureq::Agent = limits.net.agent_builder().build().into();
+    let mut current = url.to_string();
+    let mut hops = 0;
+    let mut resp = loop {
+        let host = net::host_of(&current);
+        let resp = agent.get(&current).call().map_err(|e| match e {
+            ureq::Error::Timeout(t) => match net::timeout_error(&host, t, &limits.net) {
+                Some(source) => RemoteError::Net { url: shown.clone(), source },
+                None => RemoteError::Http { url: shown.clone(), source: ureq::Error::Timeout(t) },
+            },
+            source => RemoteError::Http { url: shown.clone(), source },
+        })?;
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("location").and_then(|v| v.to_str().ok());
+        match location {
+            Some(location) if matches!(status, 301 | 302 | 303 | 307 | 308) => {
+                hops += 1;
+                if hops > net::MAX_REDIRECTS {
+                    return Err(RemoteError::Redirect { url: shown, detail: format!("more than {} redirects", net::MAX_REDIRECTS) });
+                }
+                current = net::join(&current, location).ok_or_else(|| RemoteError::Redirect {
+                    url: shown.clone(),
+                    detail: format!("{} sent {:?}, which is not an http(s) URL", host, net::redact(location)),
+                })?;
+                log::debug!("{shown}: {host} redirects to {}", net::host_of(&current));
+            }
+            _ => break resp,
+        }
+    };
+    let host = net::host_of(&current);
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
-        return Err(RemoteError::Status { url: url.to_string(), status });
+        return Err(RemoteError::Status { url: shown, status });
+    }
+    let too_large = || RemoteError::Net {
+        url: shown.clone(),
+        source: net::NetError::TooLarge {
+            what: "the download".into(),
+            host: host.clone(),
+            limit: limits.max_size,
+            hint: MAX_SIZE_HINT.into(),
+        },
+    };
+    let announced = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > limits.max_size) {
+        return Err(too_large());
     }
     let mtime = resp
         .headers()
         .get("last-modified")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_http_date);
-    let werr = |source| RemoteError::Write { url: url.to_string(), source };
-    let file = tempfile::Builder::new().prefix("download-").tempfile_in(dir).map_err(werr)?;
-    let (mut f, path) = file.keep().map_err(|e| werr(e.error))?;
+    let werr = |source| RemoteError::Write { url: shown.clone(), source };
+    // Removed on any error below; kept only once the whole body is in.
+    let mut file = tempfile::Builder::new().prefix("download-").tempfile_in(dir).map_err(werr)?;
     let mut hasher = Sha256::new();
-    let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+    let mut reader = Paced::new(resp.body_mut().as_reader(), &host, limits.net).take(limits.max_size.saturating_add(1));
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
-        let n = reader.read(&mut buf).map_err(werr)?;
-        if n == 0 {
-            break;
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(match net::into_net_error(e) {
+                    Ok(source) => RemoteError::Net { url: shown, source },
+                    Err(source) => RemoteError::Read { url: shown, host, source },
+                })
+            }
+        };
+        size += n as u64;
+        if size > limits.max_size {
+            return Err(too_large());
         }
         hasher.update(&buf[..n]);
-        f.write_all(&buf[..n]).map_err(werr)?;
-        size += n as u64;
+        file.write_all(&buf[..n]).map_err(werr)?;
     }
-    f.flush().map_err(werr)?;
+    file.flush().map_err(werr)?;
+    let (_, path) = file.keep().map_err(|e| werr(e.error))?;
     Ok(Download {
         path,
         name: url_file_name(url),
@@ -256,19 +360,20 @@ pub enum RemoteContext {
     Dockerfile(String),
 }
 
-/// Opens a context argument that is a git or http(s) URL.
-pub fn open_context(remote: &Remote) -> Result<RemoteContext, RemoteError> {
+/// Opens a context argument that is a git or http(s) URL; a download (and
+/// the archive it unpacks to) may hold at most `limits.max_size` bytes.
+pub fn open_context(remote: &Remote, limits: &DownloadLimits) -> Result<RemoteContext, RemoteError> {
     match remote {
         Remote::Git(git) => {
             let temp = tempfile::Builder::new()
                 .prefix("kiln-context-")
                 .tempdir()
-                .map_err(|source| RemoteError::TempDir { url: git.repo.clone(), source })?;
+                .map_err(|source| RemoteError::TempDir { url: crate::net::redact(&git.repo), source })?;
             git.clone_into(temp.path(), false)?;
             let subdir = git.subdir.clone().unwrap_or_default();
             if subdir.split('/').any(|c| c == "..") || (!subdir.is_empty() && !temp.path().join(&subdir).is_dir()) {
                 return Err(RemoteError::NoSubdir {
-                    url: git.repo.clone(),
+                    url: crate::net::redact(&git.repo),
                     reference: git.reference.clone().unwrap_or_else(|| "HEAD".into()),
                     subdir,
                 });
@@ -279,12 +384,17 @@ pub fn open_context(remote: &Remote) -> Result<RemoteContext, RemoteError> {
             let temp = tempfile::Builder::new()
                 .prefix("kiln-download-")
                 .tempdir()
-                .map_err(|source| RemoteError::TempDir { url: url.clone(), source })?;
-            let d = download(url, temp.path())?;
-            let werr = |source| RemoteError::Write { url: url.clone(), source };
+                .map_err(|source| RemoteError::TempDir { url: net::redact(url), source })?;
+            let d = download(url, temp.path(), limits)?;
+            let shown = net::redact(url);
+            let werr = |source| RemoteError::Write { url: shown.clone(), source };
             if kiln_overlay::compress::is_archive(File::open(&d.path).map_err(werr)?).map_err(werr)? {
-                let ctx = BuildContext::from_tar(File::open(&d.path).map_err(werr)?, true)?;
+                let archive = File::open(&d.path).map_err(werr)?;
+                let ctx = BuildContext::from_tar_limited(archive, true, limits.max_size, MAX_SIZE_HINT)?;
                 return Ok(RemoteContext::Context(ctx));
+            }
+            if d.size > MAX_REMOTE_DOCKERFILE {
+                return Err(RemoteError::DockerfileTooLarge { url: shown, limit: MAX_REMOTE_DOCKERFILE });
             }
             let text = std::fs::read(&d.path).map_err(werr)?;
             Ok(RemoteContext::Dockerfile(String::from_utf8_lossy(&text).into_owned()))

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::context::remote::{self, Download, Remote, RemoteError};
+use crate::context::remote::{self, Download, DownloadLimits, Remote, RemoteError};
 use crate::context::BuildContext;
 use crate::plan::CopyStep;
 
@@ -30,13 +30,15 @@ impl Fetched {
 
 pub struct Fetcher {
     dir: PathBuf,
+    limits: DownloadLimits,
     done: Mutex<HashMap<(String, bool), Arc<Fetched>>>,
 }
 
 impl Fetcher {
-    /// Fetches into `dir`, which must outlive the build's layers.
-    pub fn new(dir: PathBuf) -> Fetcher {
-        Fetcher { dir, done: Mutex::new(HashMap::new()) }
+    /// Fetches into `dir`, which must outlive the build's layers; each
+    /// download may hold at most `limits.max_size` bytes.
+    pub fn new(dir: PathBuf, limits: DownloadLimits) -> Fetcher {
+        Fetcher { dir, limits, done: Mutex::new(HashMap::new()) }
     }
 
     /// The source `word` names (a URL), fetched on first use.
@@ -47,18 +49,18 @@ impl Fetcher {
         if let Some(f) = done.get(&key) {
             return Ok(f.clone());
         }
-        std::fs::create_dir_all(&self.dir).map_err(|source| RemoteError::TempDir { url: word.to_string(), source })?;
+        std::fs::create_dir_all(&self.dir).map_err(|source| RemoteError::TempDir { url: crate::net::redact(word), source })?;
         let fetched = match remote::classify(word) {
             Some(Remote::Git(git)) => {
                 let temp = tempfile::Builder::new()
                     .prefix("git-")
                     .tempdir_in(&self.dir)
-                    .map_err(|source| RemoteError::TempDir { url: word.to_string(), source })?;
+                    .map_err(|source| RemoteError::TempDir { url: crate::net::redact(word), source })?;
                 let commit = git.clone_into(temp.path(), keep_git_dir)?;
                 let subdir = git.subdir.clone().unwrap_or_default();
                 if subdir.split('/').any(|c| c == "..") || !temp.path().join(&subdir).is_dir() {
                     return Err(RemoteError::NoSubdir {
-                        url: git.repo.clone(),
+                        url: crate::net::redact(&git.repo),
                         reference: git.reference.clone().unwrap_or_else(|| "HEAD".into()),
                         subdir,
                     });
@@ -66,7 +68,7 @@ impl Fetcher {
                 let ctx = BuildContext::from_temp_dir(temp, &subdir, false)?;
                 Fetched::Tree { ctx, commit }
             }
-            _ => Fetched::File(remote::download(word, &self.dir)?),
+            _ => Fetched::File(remote::download(word, &self.dir, &self.limits)?),
         };
         let fetched = Arc::new(fetched);
         done.insert(key, fetched.clone());

@@ -107,6 +107,8 @@ pub struct BuildOptions {
     pub secrets: HashMap<String, mounts::SecretSource>,
     /// `--ssh id=SOCKET`: agent sockets `RUN --mount=type=ssh` forwards, by id.
     pub ssh: HashMap<String, std::path::PathBuf>,
+    /// `--max-context-size`: the most bytes one `ADD <url>` may download.
+    pub max_context_size: u64,
 }
 
 /// A `--build-context` value.
@@ -138,6 +140,7 @@ impl Default for BuildOptions {
             source_date_epoch: None,
             secrets: HashMap::new(),
             ssh: HashMap::new(),
+            max_context_size: crate::context::remote::DEFAULT_MAX_SIZE,
         }
     }
 }
@@ -186,7 +189,10 @@ pub fn build(
         done: Mutex::new(HashMap::new()),
         unpacked: Mutex::new(HashMap::new()),
         new_layer_bytes: AtomicU64::new(0),
-        fetcher: fetch::Fetcher::new(scratch.path().join("fetch")),
+        fetcher: fetch::Fetcher::new(
+            scratch.path().join("fetch"),
+            crate::context::remote::DownloadLimits::new(opts.max_context_size),
+        ),
         scratch,
     };
     let started = Instant::now();
