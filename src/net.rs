@@ -103,7 +103,7 @@ pub enum NetError {
     #[error("{host} sent nothing for {}; giving up (set {IDLE_ENV}=SECONDS to wait longer)", seconds_text(*.idle))]
     Idle { host: String, idle: Duration },
     #[error(
-        "{host} is too slow: {} in {} is past the deadline of {} plus {}/s (set {DEADLINE_ENV}=SECONDS or {MIN_RATE_ENV}=BYTES to allow more)",
+        "{host} is too slow: it sent {} in {}, and kiln allows {} plus a second per {} (set {DEADLINE_ENV}=SECONDS or {MIN_RATE_ENV}=BYTES to allow more)",
         human_bytes(*.bytes), seconds_text(*.elapsed), seconds_text(.limits.deadline), human_bytes(.limits.min_rate)
     )]
     TooSlow { host: String, bytes: u64, elapsed: Duration, limits: Limits },
