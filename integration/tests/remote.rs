@@ -5,7 +5,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kiln_integration::*;
 
@@ -240,4 +242,99 @@ fn add_from_git_url() {
     assert!(!img.paths().iter().filter(|p| p.starts_with("src/")).any(|p| p.split('/').any(|c| c == ".git")), "{:?}", img.paths());
     assert_eq!(img.file_str("withgit/lib.txt"), "vendored\n");
     assert!(img.paths().contains("withgit/.git/HEAD"), "--keep-git-dir keeps .git");
+}
+
+/// A hostile server: `/endless` never ends its body, `/drip` sends a byte
+/// every 200 ms. Returns its port and the body bytes it managed to send.
+fn hostile_server() -> (u16, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let sent = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap_or(0);
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                // Bounded, so a broken kiln fails the test instead of hanging it.
+                let until = Instant::now() + Duration::from_secs(60);
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                if path == "/drip" {
+                    while Instant::now() < until && conn.write_all(b"#").is_ok() {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                } else {
+                    let chunk = vec![b'y'; 64 * 1024];
+                    while Instant::now() < until && conn.write_all(&chunk).is_ok() {
+                        sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    (port, sent)
+}
+
+/// Bytes in the files under `dir`.
+fn disk_use(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_use(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn endless_and_dripping_downloads_stop_with_a_clear_error() {
+    let sb = Sandbox::new();
+    let (port, sent) = hostile_server();
+    let host = format!("127.0.0.1:{port}");
+    let store = sb.store();
+    let ctx = sb.ctx();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--root", store.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let started = Instant::now();
+        let out = sb.kiln_raw(&all, None, &[("KILN_NET_TIMEOUT", "1"), ("KILN_NET_IDLE_TIMEOUT", "2")]);
+        (out, started.elapsed())
+    };
+
+    // ADD <url> stops at the limit instead of filling the disk.
+    sb.dockerfile(&format!("FROM scratch\nADD http://{host}/endless /f\n"));
+    let (out, took) = run(&["build", "--max-context-size", "2m", "-t", "endless", ctx.to_str().unwrap()]);
+    out.fails_with(1).stderr_has(&["larger than 2 MiB", "--max-context-size", &host]);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(sent.load(Ordering::SeqCst) < 32 << 20, "kiln kept reading");
+    let left = disk_use(&store) + disk_use(&sb.path("tmp"));
+    assert!(left < 2 << 20, "{left} bytes of the download stayed on disk");
+
+    // So does a remote context.
+    let url = format!("http://{host}/endless");
+    let (out, took) = run(&["build", "--max-context-size", "2m", "-t", "ctx", &url]);
+    out.fails_with(1).stderr_has(&["larger than 2 MiB", "--max-context-size", &host]);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+
+    // A server that drips is given up on after the deadline, by name.
+    sb.dockerfile(&format!("FROM scratch\nADD http://{host}/drip /f\n"));
+    let (out, took) = run(&["build", "-t", "drip", ctx.to_str().unwrap()]);
+    out.fails_with(1).stderr_has(&[&host, "too slow", "KILN_NET_TIMEOUT"]);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let (out, took) = run(&["build", "-t", "drip", &format!("http://{host}/drip")]);
+    out.fails_with(1).stderr_has(&[&host, "too slow"]);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
 }
