@@ -542,3 +542,25 @@ fn credentials_in_context_urls_stay_out_of_messages() {
     // ...yet the server of that URL got them, as the user asked.
     assert_eq!(server.requests()[0].authorization(), Some(basic_value().as_str()));
 }
+
+#[test]
+fn credentials_echoed_by_a_registry_are_not_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let registry = Server::start(|req| match req.authorization() {
+        None => full(401, &[("WWW-Authenticate", r#"Basic realm="r""#)], ""),
+        Some(sent) => {
+            let body = format!(r#"{{"errors":[{{"code":"DENIED","message":"you sent {sent}, that is {USER}:{PASSWORD}"}}]}}"#);
+            full(400, &[], body)
+        }
+    });
+    let authfile = tmp.path().join("auth.json");
+    write_authfile(&authfile, &registry.host());
+    let err = fails_within(
+        &root,
+        &["-vv", "pull", "--authfile", authfile.to_str().unwrap(), &format!("{}/app:1", registry.host())],
+        &[],
+        Duration::from_secs(15),
+    );
+    assert!(err.contains("400") && err.contains("<redacted>"), "{err}");
+}

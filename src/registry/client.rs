@@ -529,7 +529,7 @@ impl Client {
         if self.body(resp).take(64 * 1024).read_to_end(&mut bytes).is_err() {
             return String::new();
         }
-        match serde_json::from_slice::<Errors>(&bytes) {
+        let detail = match serde_json::from_slice::<Errors>(&bytes) {
             Ok(e) if !e.errors.is_empty() => e
                 .errors
                 .iter()
@@ -537,7 +537,25 @@ impl Client {
                 .collect::<Vec<_>>()
                 .join("; "),
             _ => String::from_utf8_lossy(&bytes).trim().chars().take(200).collect(),
+        };
+        self.scrub(detail)
+    }
+
+    /// `text` (a server's words) without the user's secrets: a peer that
+    /// echoes them back must not get them printed.
+    fn scrub(&self, mut text: String) -> String {
+        let mut secrets = Vec::new();
+        if let Some(c) = &self.creds {
+            secrets.push(c.password.clone());
+            secrets.push(c.basic_header().trim_start_matches("Basic ").to_string());
         }
+        if let Some(token) = self.auth.try_lock().ok().and_then(|s| s.token.clone()) {
+            secrets.push(token);
+        }
+        for secret in secrets.iter().filter(|s| s.len() >= 4) {
+            text = text.replace(secret.as_str(), "<redacted>");
+        }
+        text
     }
 }
 
