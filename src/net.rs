@@ -184,13 +184,8 @@ impl<R: Read> Paced<R> {
     fn check(&self) -> io::Result<()> {
         let elapsed = self.started.elapsed();
         if elapsed > self.limits.allowed(self.bytes) {
-            return Err(NetError::TooSlow {
-                host: self.host.clone(),
-                bytes: self.bytes,
-                elapsed,
-                limits: self.limits,
-            }
-            .into_io());
+            return Err(NetError::TooSlow { host: self.host.clone(), bytes: self.bytes, elapsed, limits: self.limits }
+                .into_io());
         }
         Ok(())
     }
@@ -222,7 +217,9 @@ impl<R> Paced<R> {
             _ => None,
         };
         match timeout {
-            Some(ureq::Timeout::PerRead) => NetError::Idle { host: self.host.clone(), idle: self.limits.idle }.into_io(),
+            Some(ureq::Timeout::PerRead) => {
+                NetError::Idle { host: self.host.clone(), idle: self.limits.idle }.into_io()
+            }
             Some(_) => NetError::TooSlow {
                 host: self.host.clone(),
                 bytes: self.bytes,

@@ -43,11 +43,20 @@ impl Request {
 }
 
 enum Answer {
-    Full { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// Headers announcing `len` bytes, then a byte every `every`.
-    DripBody { len: u64, every: Duration },
+    DripBody {
+        len: u64,
+        every: Duration,
+    },
     /// The status line and headers themselves, a byte every `every`.
-    DripHead { every: Duration },
+    DripHead {
+        every: Duration,
+    },
     /// Headers, then nothing at all.
     Stall,
     /// A body that never ends (no length, closed by the server "later").
@@ -79,12 +88,7 @@ impl Server {
     fn start(handler: impl Fn(&Request) -> Answer + Send + Sync + 'static) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let server = Server {
-            port,
-            log: Arc::default(),
-            sent: Arc::default(),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
+        let server = Server { port, log: Arc::default(), sent: Arc::default(), stop: Arc::new(AtomicBool::new(false)) };
         let (log, sent, stop) = (server.log.clone(), server.sent.clone(), server.stop.clone());
         let handler: Arc<Handler> = Arc::new(handler);
         std::thread::spawn(move || {
@@ -341,11 +345,9 @@ fn redirects_to_other_origins_get_no_token() {
     let blobs: Vec<(String, Vec<u8>)> = vec![(config_digest.clone(), config), (layer_digest.clone(), layer)];
     let store_blobs = blobs.clone();
     // A blob store on another port, as registries use CDNs.
-    let cdn = Server::start(move |req| {
-        match store_blobs.iter().find(|(d, _)| req.path == format!("/cdn/{d}")) {
-            Some((_, b)) => full(200, &[], b.clone()),
-            None => full(404, &[], ""),
-        }
+    let cdn = Server::start(move |req| match store_blobs.iter().find(|(d, _)| req.path == format!("/cdn/{d}")) {
+        Some((_, b)) => full(200, &[], b.clone()),
+        None => full(404, &[], ""),
     });
     let cdn_host = cdn.host();
     let own_port = Arc::new(AtomicU64::new(0));
@@ -403,7 +405,8 @@ fn redirects_to_other_origins_get_no_token() {
     }
     let same = registry.requests();
     assert!(
-        same.iter().any(|r| r.path.starts_with("/same-origin/") && r.authorization() == Some(&format!("Bearer {TOKEN}"))),
+        same.iter()
+            .any(|r| r.path.starts_with("/same-origin/") && r.authorization() == Some(&format!("Bearer {TOKEN}"))),
         "a redirect within the registry keeps the token: {same:?}"
     );
 }
@@ -508,7 +511,8 @@ fn remote_contexts_are_bounded_in_size_and_time() {
     let env: Vec<(&str, &str)> = SHORT.iter().copied().chain([("TMPDIR", scratch_arg)]).collect();
     let url = |p: &str| format!("http://{}/{p}", server.host());
 
-    let err = fails_within(&root, &["build", "--max-context-size", "1m", &url("endless")], &env, Duration::from_secs(20));
+    let err =
+        fails_within(&root, &["build", "--max-context-size", "1m", &url("endless")], &env, Duration::from_secs(20));
     assert!(err.contains("larger than 1 MiB") && err.contains("--max-context-size"), "{err}");
     assert!(err.contains(&server.host()), "{err}");
     // What kiln took: the limit, plus what sat in socket buffers.
@@ -517,10 +521,12 @@ fn remote_contexts_are_bounded_in_size_and_time() {
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "the partial download is removed");
 
     // A length over the limit is refused before any of the body is read.
-    let err = fails_within(&root, &["build", "--max-context-size", "1m", &url("announced")], &env, Duration::from_secs(10));
+    let err =
+        fails_within(&root, &["build", "--max-context-size", "1m", &url("announced")], &env, Duration::from_secs(10));
     assert!(err.contains("larger than 1 MiB"), "{err}");
 
-    let err = fails_within(&root, &["build", "--max-context-size", "1m", &url("bomb.tar.gz")], &env, Duration::from_secs(20));
+    let err =
+        fails_within(&root, &["build", "--max-context-size", "1m", &url("bomb.tar.gz")], &env, Duration::from_secs(20));
     assert!(err.contains("unpacks to more than 1 MiB") && err.contains("--max-context-size"), "{err}");
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "the partial context is removed");
 
@@ -550,7 +556,8 @@ fn credentials_echoed_by_a_registry_are_not_printed() {
     let registry = Server::start(|req| match req.authorization() {
         None => full(401, &[("WWW-Authenticate", r#"Basic realm="r""#)], ""),
         Some(sent) => {
-            let body = format!(r#"{{"errors":[{{"code":"DENIED","message":"you sent {sent}, that is {USER}:{PASSWORD}"}}]}}"#);
+            let body =
+                format!(r#"{{"errors":[{{"code":"DENIED","message":"you sent {sent}, that is {USER}:{PASSWORD}"}}]}}"#);
             full(400, &[], body)
         }
     });

@@ -266,7 +266,8 @@ pub fn download(url: &str, dir: &Path, limits: &DownloadLimits) -> Result<Downlo
             Some(location) if matches!(status, 301 | 302 | 303 | 307 | 308) => {
                 hops += 1;
                 if hops > net::MAX_REDIRECTS {
-                    return Err(RemoteError::Redirect { url: shown, detail: format!("more than {} redirects", net::MAX_REDIRECTS) });
+                    let detail = format!("more than {} redirects", net::MAX_REDIRECTS);
+                    return Err(RemoteError::Redirect { url: shown, detail });
                 }
                 current = net::join(&current, location).ok_or_else(|| RemoteError::Redirect {
                     url: shown.clone(),
@@ -291,7 +292,8 @@ pub fn download(url: &str, dir: &Path, limits: &DownloadLimits) -> Result<Downlo
             hint: MAX_SIZE_HINT.into(),
         },
     };
-    let announced = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let announced =
+        resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|len| len > limits.max_size) {
         return Err(too_large());
     }

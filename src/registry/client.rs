@@ -96,7 +96,8 @@ impl Client {
         let verify = opts.tls_verify.unwrap_or_else(|| !super::config::is_insecure(&reference.registry));
         let cert_dir = cert_dir_for(&reference.registry, opts.cert_dir.as_deref());
         let limits = opts.net.unwrap_or_else(Limits::from_env);
-        let agent = limits.agent_builder().tls_config(tls_config(verify, cert_dir.as_deref()).map_err(err)?).build().into();
+        let tls = tls_config(verify, cert_dir.as_deref()).map_err(err)?;
+        let agent = limits.agent_builder().tls_config(tls).build().into();
         let mut client = Client {
             agent,
             reference: reference.clone(),
@@ -482,12 +483,12 @@ impl Client {
         let mut bytes = Vec::new();
         self.body(resp).take(limit + 1).read_to_end(&mut bytes).map_err(|e| self.read_error(what, e))?;
         if bytes.len() as u64 > limit {
-            return Err(self.err(ErrorKind::Net(NetError::TooLarge {
+            return Err(self.err(ErrorKind::Net(Box::new(NetError::TooLarge {
                 what: what.to_string(),
                 host,
                 limit,
                 hint: "kiln reads no larger manifests or answers".into(),
-            })));
+            }))));
         }
         Ok(bytes)
     }
@@ -495,7 +496,7 @@ impl Client {
     /// A failed body read: a deadline or limit as it is, else a transfer cut short.
     pub fn read_error(&self, what: &str, e: std::io::Error) -> RegistryError {
         self.err(match net::into_net_error(e) {
-            Ok(net) => ErrorKind::Net(net),
+            Ok(net) => ErrorKind::Net(Box::new(net)),
             Err(e) => ErrorKind::Truncated { what: what.to_string(), detail: e.to_string() },
         })
     }
@@ -675,7 +676,7 @@ fn challenge_of(resp: &Response<Body>) -> Option<Challenge> {
 pub fn classify(host: &str, e: ureq::Error, limits: &Limits) -> ErrorKind {
     if let ureq::Error::Timeout(t) = &e {
         if let Some(net) = net::timeout_error(host, *t, limits) {
-            return ErrorKind::Net(net);
+            return ErrorKind::Net(Box::new(net));
         }
     }
     let host = host.to_string();

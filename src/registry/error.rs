@@ -68,7 +68,7 @@ pub enum ErrorKind {
     Store(StoreError),
     /// A deadline passed or a limit was reached (the message names the host).
     #[error(transparent)]
-    Net(crate::net::NetError),
+    Net(Box<crate::net::NetError>),
     #[error("{action} {path}: {error}")]
     Local { action: &'static str, path: String, error: std::io::Error },
 }
