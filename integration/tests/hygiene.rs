@@ -212,9 +212,9 @@ fn store_is_private_to_its_owner() {
     let store = sb.store();
     let layer = layer_with(&store, "suid");
     let suid = layer.join("diff/suid");
-    assert_eq!(mode(&suid), 0o4755, "the layer keeps the image's setuid file as it is");
+    assert_eq!(format!("{:o}", mode(&suid)), "4755", "the layer keeps the image's setuid file as it is");
     for dir in [store.clone(), store.join("kiln"), store.join("kiln/layers"), layer.clone()] {
-        assert_eq!(mode(&dir), 0o700, "{} is not private", dir.display());
+        assert_eq!(format!("{:o}", mode(&dir)), "700", "{} is not private", dir.display());
     }
 
     if !is_root() {
@@ -231,21 +231,28 @@ fn store_is_private_to_its_owner() {
         assert_denied(&as_other("cat", &[&s(&store.join("index.json"))]));
         assert_denied(&as_other("ls", &[&s(&store.join("kiln/layers"))]));
         assert_denied(&as_other("stat", &[&s(&layer)]));
-        assert_denied(&as_other(&s(&suid), &["id", "-u"]));
+        // From a shell of that user's: setpriv's own exec still holds
+        // root's capabilities (its saved uid stays 0).
+        assert_denied(&as_other("sh", &["-c", &format!("{} id -u", quote(&s(&suid)))]));
     };
     check_denied();
 
     // An older kiln left the store open: the next command closes it.
-    for dir in [store.clone(), store.join("kiln"), store.join("kiln/layers")] {
+    let opened = [store.clone(), store.join("kiln"), store.join("kiln/layers"), layer.clone()];
+    for dir in &opened {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     }
-    // (Proof that the modes are what stands in the way.)
+    // (Proof that the modes are what stands in the way: with them open, the
+    // other user reads the index and runs the setuid file, as its owner.)
     as_other("cat", &[store.join("index.json").to_str().unwrap()]).ok();
+    let ran = as_other("sh", &["-c", &format!("{} id -u", quote(suid.to_str().unwrap()))]);
+    assert!(!ran.stderr.contains("Permission denied"), "{}", ran.transcript());
     let out = sb.kiln(&["images"]);
     out.ok().stderr_has(&[store.to_str().unwrap(), "0700"]);
-    for dir in [store.clone(), store.join("kiln"), store.join("kiln/layers")] {
-        assert_eq!(mode(&dir), 0o700, "{} was not made private again", dir.display());
+    for dir in &opened {
+        assert_eq!(format!("{:o}", mode(dir)), "700", "{} was not made private again", dir.display());
     }
+    assert_eq!(mode(&suid), 0o4755, "the image's own modes below a layer dir are kept");
     check_denied();
     // Once private, kiln says nothing more.
     let out = sb.kiln(&["images"]);
@@ -260,9 +267,10 @@ fn new_stores_are_created_private() {
     let sb = Sandbox::new();
     sb.kiln_raw(&["images"], None, &[]).ok();
     let default = sb.path("home/.local/share/kiln");
-    assert_eq!(mode(&default), 0o700);
-    assert_eq!(mode(&default.join("kiln/layers")), 0o700);
+    assert_eq!(format!("{:o}", mode(&default)), "700");
+    assert_eq!(format!("{:o}", mode(&default.join("kiln/layers"))), "700");
     let named = sb.path("elsewhere/deeper/store");
     sb.kiln_raw(&["images"], None, &[("KILN_ROOT", named.to_str().unwrap())]).ok();
-    assert_eq!(mode(&named), 0o700);
+    assert_eq!(format!("{:o}", mode(&named)), "700");
 }
+

@@ -217,24 +217,39 @@ pub fn open_files_limit() -> io::Result<u64> {
 /// `nohup` caller ignores SIGHUP, and ignored signals survive exec. Only for
 /// a process about to exec: Rust's own handlers (stack-overflow reporting)
 /// are gone too.
+///
+/// It calls the kernel directly: glibc's sigaction refuses the two signals
+/// it reserves for itself (32 and 33), and glibc's posix_spawn leaves them
+/// ignored in the programs it starts (a Rust or Python parent's children),
+/// so a command would otherwise inherit them ignored through kiln.
 pub fn default_signal_actions() {
-    // SIGRTMAX is a function in glibc (it reserves the lowest real-time
-    // signals for itself; sigaction refuses those, which is fine).
-    for sig in 1..=libc::SIGRTMAX() {
+    // The kernel's struct sigaction (handler, flags, restorer, mask, in an
+    // order that differs between architectures) is all zeros for SIG_DFL
+    // with no flags and an empty mask, whatever the order: 64 zero bytes
+    // cover it everywhere.
+    let action = [0u64; 8];
+    // The kernel's sigset_t: _NSIG / 8 bytes.
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    const SIGSET_SIZE: usize = 16;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    const SIGSET_SIZE: usize = 8;
+    for sig in 1..=(SIGSET_SIZE * 8) as libc::c_int {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: sigaction is plain old data; all-zero is a valid value,
-        // and sigemptyset initialises its mask.
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = libc::SIG_DFL;
-        // SAFETY: `action` is a valid, initialised sigaction that outlives
-        // the call; installing SIG_DFL runs no code of ours in a signal
-        // context, so no handler can observe a broken invariant. A signal the
-        // libc reserves is refused with EINVAL, which changes nothing.
+        // SAFETY: rt_sigaction reads one kernel sigaction from `action`,
+        // which is larger than it and outlives the call, and writes nothing
+        // (the old action pointer is null). SIG_DFL runs no code of ours in
+        // a signal context, and this process is single-threaded and about to
+        // exec, so no libc state depends on the handlers replaced.
         unsafe {
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                action.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                SIGSET_SIZE,
+            );
         }
     }
 }

@@ -130,6 +130,7 @@ impl Store {
         for dir in [root.to_path_buf(), store.private_dir(), store.private_dir().join(LAYERS_DIR)] {
             make_private(&dir)?;
         }
+        make_layer_dirs_private(&store.private_dir().join(LAYERS_DIR))?;
         for dir in [store.blob_dir(), store.tmp_dir()] {
             fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
                 action: "create directory",
@@ -485,6 +486,41 @@ fn make_private(dir: &Path) -> Result<(), StoreError> {
         "{} was open to other users (mode {mode:04o}); made it {private:04o}: kiln keeps its store private",
         dir.display()
     );
+    Ok(())
+}
+
+/// Takes the group's and others' bits off every layer dir (`<chain id>/`,
+/// whose `diff/` below keeps the image's own modes) that an older kiln left
+/// open. Other entries are left alone: `empty/` stands as an image's root.
+fn make_layer_dirs_private(layers: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries = fs::read_dir(layers).map_err(|source| StoreError::Io {
+        action: "read directory",
+        path: layers.to_path_buf(),
+        source,
+    })?;
+    let mut tightened = 0;
+    for entry in entries.flatten() {
+        let is_layer = entry.file_name().to_str().is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+        let Ok(meta) = entry.metadata() else { continue };
+        let mode = meta.permissions().mode() & 0o7777;
+        if !is_layer || !meta.is_dir() || mode & 0o077 == 0 {
+            continue;
+        }
+        let path = entry.path();
+        match fs::set_permissions(&path, fs::Permissions::from_mode(mode & !0o077)) {
+            Ok(()) => tightened += 1,
+            // Removed meanwhile by a prune.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::NotPrivate { path, mode, source }),
+        }
+    }
+    if tightened > 0 {
+        log::warn!(
+            "{tightened} layer directories in {} were open to other users; made them 0700: kiln keeps its store private",
+            layers.display()
+        );
+    }
     Ok(())
 }
 
