@@ -49,12 +49,14 @@ fn victim(sb: &Sandbox) -> std::path::PathBuf {
 
 /// What the probes below print, as `KEY value` lines: the descriptors the
 /// shell has (as `ls` lists them: its own directory handle is 3), whether fd
-/// 8 exists, the signal lines of a child's status, and `yes | head -c 1`,
-/// which only ends when `yes` dies of SIGPIPE.
+/// 8 exists, the signal lines of a child's status, and two pipelines whose
+/// reader exits first: busybox `yes` stops on EPIPE, `base64` only when
+/// SIGPIPE kills it (else `timeout` does: status 137).
 const PROBE: &str = "echo FDS $(ls /proc/self/fd); \
 if [ -e /proc/self/fd/8 ]; then echo LEAK $(ls /proc/self/fd/8/); touch /proc/self/fd/8/planted; else echo LEAK none; fi; \
 grep -E '^Sig(Ign|Blk):' /proc/self/status | tr -d '\\t'; \
-echo YES $(yes | head -c 1)";
+echo YES $(timeout -s KILL 60 sh -c 'yes | head -c 1'); \
+timeout -s KILL 60 sh -c 'base64 /dev/urandom | head -c 1000 >/dev/null'; echo B64 $?";
 
 /// Checks what [`PROBE`] printed.
 #[track_caller]
@@ -75,6 +77,7 @@ fn check_probe(text: &str, victim: &Path, what: &str) {
     assert_eq!(line("SigIgn:"), NO_SIGNALS, "{what}: signals are ignored\n{text}");
     assert_eq!(line("SigBlk:"), NO_SIGNALS, "{what}: signals are blocked\n{text}");
     assert_eq!(line("YES"), "y", "{what}: `yes | head -c 1`\n{text}");
+    assert_eq!(line("B64"), "0", "{what}: `base64 /dev/urandom | head -c 1000` did not end (SIGPIPE ignored)\n{text}");
     let mut names: Vec<String> =
         fs::read_dir(victim).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
