@@ -41,7 +41,8 @@ pub fn cloexec_from(first: RawFd) -> io::Result<()> {
             }
         }
         None => {
-            let limit = RawFd::try_from(sys::open_files_limit()?).unwrap_or(RawFd::MAX);
+            // Linux's default ceiling (fs.nr_open) bounds an unlimited limit.
+            let limit = RawFd::try_from(sys::open_files_limit()?.min(1 << 20)).unwrap_or(1 << 20);
             for fd in first..limit {
                 match set_cloexec(fd, true) {
                     Ok(()) => {}
