@@ -243,7 +243,7 @@ fn store_is_private_to_its_owner() {
     // An older kiln left the store open: the next command closes it.
     let opened = [store.clone(), store.join("kiln"), store.join("kiln/layers"), layer.clone()];
     for dir in &opened {
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     }
     // (Proof that the modes are what stands in the way: with them open, the
     // other user reads the index and runs the setuid file, as its owner.)
