@@ -283,3 +283,56 @@ fn store_lock_excludes_other_holders_and_tag_works_while_held() {
     rx.recv_timeout(std::time::Duration::from_secs(10)).expect("lock released on drop");
     waiter.join().unwrap();
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The store is its owner's alone: created 0700 (root, kiln/, kiln/layers),
+/// and a store an older kiln left open is made 0700 again, layer dirs
+/// included, while the image trees below them and `empty/` (which stands as
+/// an image's root) keep their modes.
+#[test]
+fn open_keeps_the_store_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("a/b/store");
+    drop(Store::open(&root).unwrap());
+    for d in [root.clone(), root.join("kiln"), root.join("kiln/layers")] {
+        assert_eq!(mode_of(&d), 0o700, "{} was not created private", d.display());
+    }
+
+    let layer = root.join("kiln/layers").join("ab".repeat(32));
+    let empty = root.join("kiln/layers/empty");
+    std::fs::create_dir_all(layer.join("diff/usr")).unwrap();
+    std::fs::create_dir_all(&empty).unwrap();
+    for (d, m) in [(&root, 0o755), (&root.join("kiln"), 0o2775), (&root.join("kiln/layers"), 0o711), (&layer, 0o755)] {
+        set_mode(d, m);
+    }
+    set_mode(&layer.join("diff"), 0o755);
+    set_mode(&layer.join("diff/usr"), 0o755);
+    set_mode(&empty, 0o755);
+    drop(Store::open(&root).unwrap());
+    assert_eq!(mode_of(&root), 0o700);
+    assert_eq!(mode_of(&root.join("kiln")), 0o2700, "only the group's and others' bits are taken off");
+    assert_eq!(mode_of(&root.join("kiln/layers")), 0o700);
+    assert_eq!(mode_of(&layer), 0o700);
+    assert_eq!(mode_of(&layer.join("diff")), 0o755, "an image's tree keeps its modes");
+    assert_eq!(mode_of(&layer.join("diff/usr")), 0o755);
+    assert_eq!(mode_of(&empty), 0o755);
+}
+
+#[test]
+fn open_refuses_a_store_root_that_is_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::write(&root, "not a directory").unwrap();
+    let err = Store::open(&root).unwrap_err();
+    assert!(matches!(err, StoreError::NotADirectory { .. }), "{err:?}");
+    assert!(err.to_string().contains(&*root.to_string_lossy()), "{err}");
+}

@@ -27,6 +27,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 use crate::fake_chown;
+use crate::fds;
 use crate::mounts;
 use crate::spec::{Network, RunSpec, TtySize};
 use crate::sys;
@@ -400,11 +401,20 @@ fn command_main(
     set_ids(spec)?;
     nix::unistd::chdir(spec.cwd.as_str())
         .map_err(|e| fail(&format!("change to the working directory {}", spec.cwd), &e))?;
+    // The command starts as under docker or buildah: every signal at its
+    // default action and none blocked. This helper is a Rust program, which
+    // ignores SIGPIPE (so `base64 /dev/urandom | head -c 1` would never end),
+    // and kiln's caller may have ignored others (nohup); an ignored signal
+    // stays ignored across exec.
+    sys::default_signal_actions();
     SigSet::empty().thread_set_mask().map_err(|e| fail("unblock signals", &e))?;
     if let Some(sock) = chown_sock {
         // Last, so no setup call above waits on the supervisor.
         fake_chown::install(&sock).map_err(|e| fail("intercept chown for the single-id map", &e))?;
     }
+    // Nothing but 0-2 survives the exec, whatever this process holds (the
+    // report pipe stays open until then, so its EOF still means "exec'd").
+    fds::cloexec_from(3).map_err(|e| fail("mark descriptors close-on-exec", &e))?;
     exec(spec)
 }
 

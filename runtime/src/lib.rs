@@ -12,6 +12,7 @@ pub mod attach;
 pub mod child;
 mod error;
 pub mod fake_chown;
+pub mod fds;
 pub mod idmap;
 pub mod mounts;
 pub mod probe;
@@ -39,5 +40,12 @@ pub fn dispatch_helper() -> Option<i32> {
         Some(probe::PROBE_ARG) => return Some(probe::helper_main(&args.collect::<Vec<_>>())),
         _ => {}
     }
-    userns::child_side_if_requested()
+    let failed = userns::child_side_if_requested();
+    if failed.is_none() {
+        // kiln proper (the front-end, or the engine in the namespace): what
+        // the caller left open stays usable here but reaches no program
+        // kiln runs.
+        fds::hide_inherited();
+    }
+    failed
 }

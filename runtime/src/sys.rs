@@ -174,6 +174,86 @@ pub fn default_sigpipe() {
     }
 }
 
+/// Marks every descriptor from `first` up close-on-exec with one call
+/// (close_range with `CLOSE_RANGE_CLOEXEC`, Linux 5.11); older kernels fail
+/// with ENOSYS or EINVAL, and the caller falls back to one fcntl per descriptor.
+pub fn close_range_cloexec(first: RawFd) -> io::Result<()> {
+    let first = libc::c_uint::try_from(first).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: close_range takes no pointers. With CLOSE_RANGE_CLOEXEC it
+    // closes nothing, it only sets a flag, so every descriptor this process
+    // owns (OwnedFd, File) stays valid.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_uint)
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A new close-on-exec descriptor (the lowest from 3 up) for the same open
+/// file as the inherited descriptor number `fd`.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    let new = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(io::Error::from)?;
+    // SAFETY: fcntl just created this descriptor for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// The soft limit on open descriptors (RLIMIT_NOFILE): no descriptor this
+/// process opens from now on is numbered at or above it.
+pub fn open_files_limit() -> io::Result<u64> {
+    // SAFETY: rlimit is plain old data; all-zero is a valid value.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit writes one rlimit into the valid, exclusively
+    // borrowed `limit` and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur as u64)
+}
+
+/// Sets the action of every signal to its default (SIG_DFL), undoing what
+/// this process inherited or set: the Rust runtime ignores SIGPIPE, a
+/// `nohup` caller ignores SIGHUP, and ignored signals survive exec. Only for
+/// a process about to exec: Rust's own handlers (stack-overflow reporting)
+/// are gone too.
+///
+/// It calls the kernel directly: glibc's sigaction refuses the two signals
+/// it reserves for itself (32 and 33), and glibc's posix_spawn leaves them
+/// ignored in the programs it starts (a Rust or Python parent's children),
+/// so a command would otherwise inherit them ignored through kiln.
+pub fn default_signal_actions() {
+    // The kernel's struct sigaction (handler, flags, restorer, mask, in an
+    // order that differs between architectures) is all zeros for SIG_DFL
+    // with no flags and an empty mask, whatever the order: 64 zero bytes
+    // cover it everywhere.
+    let action = [0u64; 8];
+    // The kernel's sigset_t: _NSIG / 8 bytes.
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    const SIGSET_SIZE: usize = 16;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
+    const SIGSET_SIZE: usize = 8;
+    for sig in 1..=(SIGSET_SIZE * 8) as libc::c_int {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel sigaction from `action`,
+        // which is larger than it and outlives the call, and writes nothing
+        // (the old action pointer is null). SIG_DFL runs no code of ours in
+        // a signal context, and this process is single-threaded and about to
+        // exec, so no libc state depends on the handlers replaced.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                action.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                SIGSET_SIZE,
+            );
+        }
+    }
+}
+
 /// Makes the terminal `fd` the controlling terminal of the calling process,
 /// which must be a session leader without one (after `setsid`).
 pub fn set_controlling_terminal(fd: &impl AsFd) -> io::Result<()> {

@@ -76,16 +76,20 @@ pub fn enter_user_namespace(mode: &MapMode) -> Result<Option<i32>, RuntimeError>
     Ok(Some(exit_code(status)))
 }
 
-/// Spawns `cmd` (a program that calls `dispatch_helper` first), lets
-/// `write_maps` map its namespace, releases it and waits, forwarding SIGINT,
-/// SIGTERM and SIGHUP.
+/// Spawns `cmd` (a program that calls `dispatch_helper` first) with the
+/// descriptors this process inherited, lets `write_maps` map its namespace,
+/// releases it and waits, forwarding SIGINT, SIGTERM and SIGHUP.
 pub(crate) fn run_in_namespace(
     mut cmd: Command,
     write_maps: impl FnOnce(u32) -> Result<(), RuntimeError>,
 ) -> Result<ExitStatus, RuntimeError> {
     let (release_r, release_w) = pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::Pipe)?;
     let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::Pipe)?;
-    sys::pass_fds(&mut cmd, vec![(release_r, RELEASE_FD), (ready_w, READY_FD)]);
+    let mut fds = vec![(release_r, RELEASE_FD), (ready_w, READY_FD)];
+    // The engine is still kiln: what the caller left open (a `/dev/fd/N`
+    // argument) must open there too. Nothing else kiln runs gets them.
+    fds.extend(crate::fds::inherited_for_child(&[RELEASE_FD, READY_FD]));
+    sys::pass_fds(&mut cmd, fds);
 
     // Block the signals we forward before the child exists, so none is lost;
     // the child starts with an empty mask (std resets it on spawn).

@@ -21,6 +21,17 @@ const FAKE_CHOWN_SCRIPT: &str = "set -e; rm -rf /tmp/fc; mkdir /tmp/fc; cd /tmp/
     touch up; chown 4242:4242 ../../../../../tmp/fc/up; \
     ls -ln /tmp/fc/f; stat -c %u:%g f z";
 
+/// What a step sees of kiln's own state: its descriptors (as `ls` lists
+/// them, its own directory handle being 3), fd 8, the signal lines of its
+/// status, and whether two pipelines whose reader exits early end: busybox
+/// `yes` stops on EPIPE, but `base64` only ends when SIGPIPE kills it
+/// (`timeout` kills it otherwise: status 137).
+const CLEAN_SCRIPT: &str = "echo FDS $(ls /proc/self/fd); \
+    if [ -e /proc/self/fd/8 ]; then echo FD8 open; else echo FD8 none; fi; \
+    grep -E '^Sig(Ign|Blk):' /proc/self/status | tr -d '\\t'; \
+    echo YES $(timeout -s KILL 30 sh -c 'yes | head -c 1'); \
+    timeout -s KILL 30 sh -c 'base64 /dev/urandom | head -c 1000 >/dev/null'; echo B64 $?";
+
 fn main() {
     if let Some(code) = kiln_runtime::dispatch_helper() {
         std::process::exit(code);
@@ -86,6 +97,8 @@ fn case_main(name: &str, rootfs: &Path) -> i32 {
             spec.argv = sh(FAKE_CHOWN_SCRIPT);
         }
         "notfound" => spec.argv = vec!["no-such-command".into()],
+        // Started by `run_case_leaky`: fd 8 open, SIGHUP and SIGPIPE ignored.
+        "clean" => spec.argv = sh(CLEAN_SCRIPT),
         "kill" => {
             spec.argv = sh("sleep 4321 & sleep 4322; echo not-killed");
             std::thread::spawn(|| {
@@ -172,8 +185,9 @@ fn outer() -> usize {
             Some(_) => "single",
         };
         let mut c = Checker { failures: 0, label: mode.to_string() };
-        let run = |name: &str| run_case(&exe, user, name, &rootfs);
-        check_cases(&mut c, mode, &rootfs, &run);
+        let run = |name: &str| run_case(&exe, user, name, &rootfs, false);
+        let run_leaky = |name: &str| run_case(&exe, user, name, &rootfs, true);
+        check_cases(&mut c, mode, &rootfs, &run, &run_leaky);
         // No placeholder survives: the image had no /proc, /sys, /dev,
         // /etc/hosts, /etc/resolv.conf, /work.
         let mut left: Vec<String> = std::fs::read_dir(&rootfs)
@@ -200,7 +214,13 @@ fn outer() -> usize {
     failures
 }
 
-fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) -> CaseResult) {
+fn check_cases(
+    c: &mut Checker,
+    mode: &str,
+    rootfs: &Path,
+    run: &dyn Fn(&str) -> CaseResult,
+    run_leaky: &dyn Fn(&str) -> CaseResult,
+) {
     let full = mode == "full" || mode == "root";
     let r = run("basic");
     c.check(r.code == Some(0), "basic step exits 0", &r);
@@ -300,6 +320,21 @@ fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) ->
         );
     }
 
+    // Whatever kiln inherited stays with kiln.
+    let r = run_leaky("clean");
+    c.check(r.code == Some(0), "the clean-start step exits 0", &r);
+    let field = |key: &str| r.out.iter().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or("missing");
+    c.check(
+        field("FDS ").split_whitespace().all(|fd| ["0", "1", "2", "3"].contains(&fd)),
+        "the command has only descriptors 0-2",
+        &r,
+    );
+    c.check(field("FD8 ") == "none", "a descriptor kiln inherited does not reach the command", &r);
+    c.check(field("SigIgn:") == "0000000000000000", "no signal is ignored", &r);
+    c.check(field("SigBlk:") == "0000000000000000", "no signal is blocked", &r);
+    c.check(field("YES ") == "y", "`yes | head -c 1` ends", &r);
+    c.check(field("B64 ") == "0", "`base64 /dev/urandom | head -c 1000` ends: SIGPIPE is at its default", &r);
+
     let started = std::time::Instant::now();
     let r = run("kill");
     c.check(r.code == Some(128 + 9) && started.elapsed().as_secs() < 4, "kill_running_steps ends the step", &r);
@@ -309,16 +344,22 @@ fn check_cases(c: &mut Checker, mode: &str, rootfs: &Path, run: &dyn Fn(&str) ->
     c.check(!ps.lines().any(|l| l.starts_with("sleep 432")), "no process of the killed step survives", &r);
 }
 
-fn run_case(exe: &Path, user: Option<&str>, name: &str, rootfs: &Path) -> CaseResult {
+/// Runs one case as `user`; `leaky` starts it from a shell that left fd 8
+/// open on / and SIGHUP and SIGPIPE ignored, as a careless caller would.
+fn run_case(exe: &Path, user: Option<&str>, name: &str, rootfs: &Path, leaky: bool) -> CaseResult {
     let mut cmd = match user {
         Some(user) => {
             let mut c = Command::new("runuser");
-            c.args(["-u", user, "--"]).arg(exe);
+            c.args(["-u", user, "--"]);
             c
         }
-        None => Command::new(exe),
+        // `env` runs the next word as the program.
+        None => Command::new("env"),
     };
-    cmd.arg("--case").arg(name).arg(rootfs).current_dir("/");
+    if leaky {
+        cmd.args(["sh", "-c", "exec 8</; trap '' HUP PIPE; exec \"$0\" \"$@\""]);
+    }
+    cmd.arg(exe).arg("--case").arg(name).arg(rootfs).current_dir("/");
     let out = cmd.output().expect("run a case");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -27,6 +27,9 @@ pub fn run(_cli: &Cli, args: &UnshareArgs) -> anyhow::Result<i32> {
     if command.is_empty() {
         command.push(std::env::var_os("SHELL").filter(|s| !s.is_empty()).unwrap_or_else(|| "/bin/sh".into()));
     }
+    // The command is the user's own, like any they start from their shell:
+    // it gets the descriptors kiln was started with.
+    kiln_runtime::fds::restore_inherited();
     let err = std::process::Command::new(&command[0]).args(&command[1..]).env("KILN_UNSHARE", "1").exec();
     Err(anyhow::Error::new(err).context(format!("run {}", command[0].to_string_lossy())))
 }

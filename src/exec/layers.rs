@@ -68,6 +68,7 @@ impl LayerDirs {
         fs::create_dir_all(&self.root).map_err(|source| LayerDirError::Io { path: self.root.clone(), source })?;
         tempfile::Builder::new()
             .prefix(".step-")
+            .permissions(private())
             .tempdir_in(&self.root)
             .map_err(|source| LayerDirError::Io { path: self.root.clone(), source })
     }
@@ -99,7 +100,11 @@ impl LayerDirs {
             move |source| LayerDirError::Io { path, source }
         };
         fs::create_dir_all(&self.root).map_err(io(&self.root))?;
-        let aside = tempfile::Builder::new().prefix(".unpack-").tempdir_in(&self.root).map_err(io(&self.root))?;
+        let aside = tempfile::Builder::new()
+            .prefix(".unpack-")
+            .permissions(private())
+            .tempdir_in(&self.root)
+            .map_err(io(&self.root))?;
         let diff = aside.path().join("diff");
         fs::create_dir(&diff).map_err(io(&diff))?;
         let blob = store.open_blob(&layer.digest).map_err(|source| LayerDirError::Blob { digest: layer.digest.clone(), source })?;
@@ -124,6 +129,12 @@ impl LayerDirs {
         }
         Ok(())
     }
+}
+
+/// A layer dir's own mode: only the store's owner may enter it (the tree
+/// below keeps the image's modes, setuid files included).
+fn private() -> fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o700)
 }
 
 /// OCI chain ids: ChainID(L0) = DiffID(L0), ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln)).

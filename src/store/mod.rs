@@ -63,6 +63,20 @@ pub enum StoreError {
     AmbiguousId { prefix: String, matches: Vec<String> },
     #[error("invalid image name")]
     Reference(#[from] ReferenceError),
+    #[error(
+        "{} is open to other users (mode {mode:04o}) and kiln cannot make it private; \
+         run `chmod 700 {}` as its owner, or choose another store with --root",
+        path.display(),
+        path.display()
+    )]
+    NotPrivate {
+        path: PathBuf,
+        mode: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is not a directory, so it cannot hold the image store", path.display())]
+    NotADirectory { path: PathBuf },
 }
 
 /// Where the store lives: `$KILN_ROOT`, else `$XDG_DATA_HOME/kiln`, else
@@ -98,8 +112,25 @@ pub struct Store {
 
 impl Store {
     /// Opens the store at `root`, creating the layout if it is missing.
+    ///
+    /// The store is its owner's alone, as podman keeps its storage: the root,
+    /// kiln's private dir and the layer tree are created 0700 and tightened
+    /// to 0700 when found open to others. Layer dirs hold images' files as
+    /// they are, setuid programs included, which another local user must not
+    /// run (or even read: they may hold secrets of the images' owner).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let store = Store { root: root.to_path_buf() };
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                action: "create directory",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        for dir in [root.to_path_buf(), store.private_dir(), store.private_dir().join(LAYERS_DIR)] {
+            make_private(&dir)?;
+        }
+        make_layer_dirs_private(&store.private_dir().join(LAYERS_DIR))?;
         for dir in [store.blob_dir(), store.tmp_dir()] {
             fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
                 action: "create directory",
@@ -424,6 +455,73 @@ impl Store {
     pub fn tmp_dir(&self) -> PathBuf {
         self.private_dir().join("tmp")
     }
+}
+
+/// Makes sure `dir` is a directory only its owner may enter: creates it with
+/// mode 0700, or takes the group's and others' bits off an existing one
+/// (saying so, since an older kiln left it open).
+fn make_private(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => return Err(StoreError::Io { action: "create directory", path: dir.to_path_buf(), source }),
+    }
+    let meta = fs::metadata(dir).map_err(|source| StoreError::Io {
+        action: "read the permissions of",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(StoreError::NotADirectory { path: dir.to_path_buf() });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let private = mode & !0o077;
+    fs::set_permissions(dir, fs::Permissions::from_mode(private))
+        .map_err(|source| StoreError::NotPrivate { path: dir.to_path_buf(), mode, source })?;
+    log::warn!(
+        "{} was open to other users (mode {mode:04o}); made it {private:04o}: kiln keeps its store private",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Takes the group's and others' bits off every layer dir (`<chain id>/`,
+/// whose `diff/` below keeps the image's own modes) that an older kiln left
+/// open. Other entries are left alone: `empty/` stands as an image's root.
+fn make_layer_dirs_private(layers: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries = fs::read_dir(layers).map_err(|source| StoreError::Io {
+        action: "read directory",
+        path: layers.to_path_buf(),
+        source,
+    })?;
+    let mut tightened = 0;
+    for entry in entries.flatten() {
+        let is_layer = entry.file_name().to_str().is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+        let Ok(meta) = entry.metadata() else { continue };
+        let mode = meta.permissions().mode() & 0o7777;
+        if !is_layer || !meta.is_dir() || mode & 0o077 == 0 {
+            continue;
+        }
+        let path = entry.path();
+        match fs::set_permissions(&path, fs::Permissions::from_mode(mode & !0o077)) {
+            Ok(()) => tightened += 1,
+            // Removed meanwhile by a prune.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::NotPrivate { path, mode, source }),
+        }
+    }
+    if tightened > 0 {
+        log::warn!(
+            "{tightened} layer directories in {} were open to other users; made them 0700: kiln keeps its store private",
+            layers.display()
+        );
+    }
+    Ok(())
 }
 
 /// Parses a manifest blob, refusing indexes and other JSON.
