@@ -66,6 +66,8 @@ pub enum ErrorKind {
     Credentials(String),
     #[error("image store: {}", chain(.0))]
     Store(StoreError),
+    #[error("{}", chain(.0))]
+    Layer(crate::store::LayerError),
     #[error("{action} {path}: {error}")]
     Local { action: &'static str, path: String, error: std::io::Error },
 }

@@ -371,6 +371,7 @@ impl Store {
             }
             match fs::remove_file(&path) {
                 Ok(()) => {
+                    self.forget_diff_id(&digest);
                     reclaimed.blobs.push(digest);
                     reclaimed.bytes += size;
                 }
