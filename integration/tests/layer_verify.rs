@@ -248,3 +248,25 @@ fn a_layer_dir_without_its_marker_is_rebuilt() {
     sb.build(&format!("FROM oci:{}:bb:latest\n{CHECK_CLEAN}RUN [\"/bin/busybox\",\"true\"]\n", honest.display()), "third");
     assert!(!planted.exists(), "rebuilt again");
 }
+
+#[test]
+fn layers_made_by_run_pass_their_own_check_under_vfs() {
+    // Under vfs a RUN layer's dir is unpacked from the blob kiln just wrote,
+    // through the same check as any pulled layer: what kiln writes must verify.
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    sb.dockerfile(&format!(
+        "{RUN_BASE}RUN echo one > /one && mkdir -p /d/e && echo two > /d/e/two\nRUN rm /one && cat /d/e/two > /three\n"
+    ));
+    let out = sb.kiln(&["build", "--storage-driver", "vfs", "-t", "vfs", sb.ctx().to_str().unwrap()]);
+    out.ok();
+    let img = sb.image("vfs");
+    assert_eq!(img.file_str("three"), "two\n");
+    assert!(img.entry("one").is_none());
+    let dirs = layer_dirs(&sb);
+    assert!(!dirs.is_empty() && dirs.iter().all(|d| !d.starts_with('.')), "{dirs:?}");
+    for d in &dirs {
+        let marker = sb.store().join("kiln/layers").join(d).join("verified");
+        assert_eq!(fs::read_to_string(&marker).unwrap().trim(), format!("sha256:{d}"), "{}", marker.display());
+    }
+}

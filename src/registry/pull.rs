@@ -4,7 +4,6 @@
 //! parallel pulls of the same image share the downloads.
 
 use std::io::{Read, Write};
-
 use std::sync::mpsc::Sender;
 
 use crate::image::config::ImageConfig;

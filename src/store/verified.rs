@@ -48,14 +48,6 @@ fn of_image(image: &Option<String>) -> String {
     image.as_ref().map(|i| format!(" of {i}")).unwrap_or_default()
 }
 
-impl LayerError {
-    /// Whether reading the source failed (a disk or a connection), as opposed
-    /// to the content being wrong.
-    pub fn is_read_failure(&self) -> bool {
-        matches!(self, LayerError::Refused { source: VerifyError::Read(_), .. })
-    }
-}
-
 /// The layer being stored, for messages and checks.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerRef<'a> {
