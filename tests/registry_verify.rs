@@ -155,7 +155,10 @@ fn options(dir: &std::path::Path) -> RegistryOptions {
 
 fn refused(err: &registry::RegistryError) -> &VerifyError {
     match &err.kind {
-        ErrorKind::Layer(LayerError::Refused { source, .. }) => source,
+        ErrorKind::Layer(layer) => match layer.as_ref() {
+            LayerError::Refused { source, .. } => source,
+            other => panic!("expected a refused layer, got {other:?} ({err})"),
+        },
         other => panic!("expected a refused layer, got {other:?} ({err})"),
     }
 }

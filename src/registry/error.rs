@@ -66,8 +66,9 @@ pub enum ErrorKind {
     Credentials(String),
     #[error("image store: {}", chain(.0))]
     Store(StoreError),
-    #[error("{}", chain(.0))]
-    Layer(crate::store::LayerError),
+    /// Boxed: the refusal carries both digests and would double the size of every registry result.
+    #[error("{}", chain(.0.as_ref()))]
+    Layer(Box<crate::store::LayerError>),
     #[error("{action} {path}: {error}")]
     Local { action: &'static str, path: String, error: std::io::Error },
 }

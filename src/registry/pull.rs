@@ -189,7 +189,7 @@ pub(crate) fn fetch_blob(
         let _ = events.send(Event::Done { digest: blob.digest.clone(), note });
     };
     let check_stored = || match layer {
-        Some(layer) => store.check_layer(layer).map_err(|e| client.err(ErrorKind::Layer(e))),
+        Some(layer) => store.check_layer(layer).map_err(|e| client.err(ErrorKind::Layer(Box::new(e)))),
         None => Ok(()),
     };
     if store.has_blob(&blob.digest) {
@@ -311,7 +311,7 @@ fn download(
             LayerError::Store(StoreError::Io { action, path, source }) => {
                 ErrorKind::Local { action, path: path.display().to_string(), error: source }
             }
-            other => ErrorKind::Layer(other),
+            other => ErrorKind::Layer(Box::new(other)),
         })
     })
 }
