@@ -95,6 +95,9 @@ fn rmi_respects_the_build_cache_and_layer_dirs() {
     let odd_dir = make_layer_dir(&env, "not-a-chain-id", Duration::from_secs(86400));
     let stale_chain = format!("sha256:{}", "e".repeat(64));
     let fresh_orphan = make_layer_dir(&env, &stale_chain, Duration::ZERO);
+    // What a killed kiln leaves: an unpack aside, old and fresh.
+    let old_unpack = make_layer_dir(&env, ".unpack-killed", Duration::from_secs(7200));
+    let fresh_unpack = make_layer_dir(&env, ".unpack-running", Duration::ZERO);
 
     // A build-cache record that names the image: rmi refuses without -f.
     std::fs::create_dir_all(env.store.join("kiln/cache")).unwrap();
@@ -121,6 +124,7 @@ fn rmi_respects_the_build_cache_and_layer_dirs() {
     let out = env.ok(&["system", "prune", "-f"]);
     assert!(out.contains(&"e".repeat(64)), "{out}");
     assert!(!fresh_orphan.exists() && keep_dir.exists() && odd_dir.exists());
+    assert!(!old_unpack.exists() && fresh_unpack.exists(), "an old unpack aside goes, a fresh one stays");
 }
 
 #[test]

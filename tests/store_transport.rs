@@ -6,11 +6,14 @@ mod store_util;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-use kiln::image::manifest::{Descriptor, Index, Platform, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, REF_NAME};
+use kiln::image::manifest::{
+    Descriptor, Index, Manifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST, REF_NAME,
+};
 use kiln::image::transport::{
     export_docker_archive, export_oci_archive, export_oci_dir, import, parse_transport, Transport, TransportError,
 };
-use kiln::store::{sha256_digest, Image, Store};
+use kiln::store::{sha256_digest, Image, LayerError, Store};
+use kiln_overlay::verify::VerifyError;
 use store_util::*;
 
 fn layer_files(store: &Store, layer: &Descriptor) -> BTreeMap<String, String> {
@@ -319,7 +322,13 @@ fn docker_archive_wrong_diff_id_is_refused() {
     std::fs::write(&file, builder.into_inner().unwrap()).unwrap();
     let (_d, store) = fresh_store();
     let err = import(&store, &Transport::DockerArchive { path: file }).unwrap_err();
-    assert!(matches!(err, TransportError::DigestMismatch { .. }), "{err}");
+    let TransportError::Layer(LayerError::Refused { layer, source: VerifyError::DiffId { expected, actual }, .. }) = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(layer, "layer.tar");
+    assert_eq!(expected, &sha256_digest(b"wrong"));
+    assert_eq!(actual, &sha256_digest(&l1));
     assert!(!store.has_blob(&sha256_digest(&l1)));
 }
 
@@ -364,4 +373,116 @@ fn podman_loads_exports_and_kiln_imports_podman_saves() {
         assert_eq!(imported.config.rootfs, image.config.rootfs, "{format}");
         assert_same_image(&store, &image, &other, &imported);
     }
+}
+
+/// Writes an OCI layout at `dir` holding one image tagged `x` whose only
+/// layer is `blob` and whose config lists `diff_id` for it.
+fn one_layer_layout(dir: &std::path::Path, blob: &[u8], media_type: &str, diff_id: &str) -> Descriptor {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let digest = sha256_digest(bytes);
+        std::fs::write(blobs.join(&digest[7..]), bytes).unwrap();
+        (digest, bytes.len() as u64)
+    };
+    let (layer_digest, layer_size) = put(blob);
+    let config = serde_json::to_vec(&config_for("forged", vec![diff_id.to_string()])).unwrap();
+    let (config_digest, config_size) = put(&config);
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.into()),
+        config: Descriptor::new(OCI_CONFIG, config_digest, config_size),
+        layers: vec![Descriptor::new(media_type, layer_digest, layer_size)],
+        annotations: None,
+    };
+    let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let mut entry = Descriptor::new(OCI_MANIFEST, manifest_digest, manifest_size);
+    entry.annotations = Some([(REF_NAME.to_string(), "x".to_string())].into_iter().collect());
+    let index = Index { schema_version: 2, media_type: Some(OCI_INDEX.into()), manifests: vec![entry.clone()], annotations: None };
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    entry
+}
+
+fn import_x(store: &Store, layout: &std::path::Path) -> Result<Image, TransportError> {
+    import(store, &parse_transport(&format!("oci:{}:x", layout.display())))
+}
+
+#[test]
+fn oci_import_refuses_a_config_that_lies_about_a_diff_id() {
+    let honest = layer_tar(&[("bin/sh", "the real shell\n")]);
+    let evil = layer_tar(&[("POISONED", "gotcha\n")]);
+    let (dir, store) = fresh_store();
+
+    // A blob the store does not have: refused while streaming, nothing kept.
+    let forged = dir.path().join("forged");
+    let entry = one_layer_layout(&forged, &gzip(&evil), OCI_LAYER_GZIP, &sha256_digest(&honest));
+    let err = import_x(&store, &forged).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&sha256_digest(&gzip(&evil))), "names the layer: {text}");
+    let TransportError::Layer(LayerError::Refused { source: VerifyError::DiffId { expected, actual }, .. }) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((expected, actual), (&sha256_digest(&honest), &sha256_digest(&evil)));
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(cause.contains(&sha256_digest(&honest)) && cause.contains(&sha256_digest(&evil)), "{cause}");
+    assert!(!store.has_blob(&sha256_digest(&gzip(&evil))), "the layer blob was not stored");
+    assert!(!store.has_blob(&entry.digest), "the manifest was not stored");
+    assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0, "no temp files left");
+
+    // The honest image imports, and its pair (blob, diff_id) is remembered.
+    let good = dir.path().join("good");
+    one_layer_layout(&good, &gzip(&honest), OCI_LAYER_GZIP, &sha256_digest(&honest));
+    let image = import_x(&store, &good).unwrap();
+    assert_eq!(store.verified_diff_id(&image.manifest.layers[0].digest), Some(sha256_digest(&honest)));
+
+    // A blob the store already has, claimed with another diff_id: refused too.
+    let reuse = dir.path().join("reuse");
+    let entry = one_layer_layout(&reuse, &gzip(&honest), OCI_LAYER_GZIP, &sha256_digest(&evil));
+    let err = import_x(&store, &reuse).unwrap_err();
+    assert!(
+        matches!(&err, TransportError::Layer(LayerError::Refused { source: VerifyError::DiffId { .. }, .. })),
+        "{err:?}"
+    );
+    assert!(!store.has_blob(&entry.digest));
+
+    // The same, in a store that has the blob but no record of it (an older kiln): read and checked.
+    std::fs::remove_dir_all(store.root().join("kiln/diffids")).unwrap();
+    assert!(import_x(&store, &reuse).is_err());
+    assert!(import_x(&store, &good).is_ok());
+}
+
+#[test]
+fn oci_import_refuses_corrupt_and_truncated_gzip_layers() {
+    let tar = layer_tar(&[("etc/data", &"some content ".repeat(2000))]);
+    let gz = gzip(&tar);
+    let (dir, store) = fresh_store();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("crc", {
+            let mut b = gz.clone();
+            let at = b.len() - 8;
+            b[at] ^= 0xff;
+            b
+        }),
+        ("isize", {
+            let mut b = gz.clone();
+            let at = b.len() - 2;
+            b[at] ^= 0x01;
+            b
+        }),
+        ("truncated", gz[..gz.len() - 6].to_vec()),
+        ("trailing", [&gz[..], b"junk"].concat()),
+    ];
+    for (name, blob) in cases {
+        // The manifest names this (bad) blob correctly: only the content check can catch it.
+        let layout = dir.path().join(name);
+        one_layer_layout(&layout, &blob, OCI_LAYER_GZIP, &sha256_digest(&tar));
+        let err = import_x(&store, &layout).unwrap_err();
+        let TransportError::Layer(LayerError::Refused { source, .. }) = &err else { panic!("{name}: {err:?}") };
+        assert!(matches!(source, VerifyError::Corrupt { .. } | VerifyError::Trailing { .. }), "{name}: {source:?}");
+        assert!(!store.has_blob(&sha256_digest(&blob)), "{name}: the blob was not stored");
+    }
+    let layout = dir.path().join("fine");
+    one_layer_layout(&layout, &gz, OCI_LAYER_GZIP, &sha256_digest(&tar));
+    import_x(&store, &layout).unwrap();
 }

@@ -6,6 +6,7 @@ pub mod diff;
 mod emit;
 pub mod naive;
 pub mod digest;
+pub mod verify;
 pub mod layer;
 pub mod tarfmt;
 pub mod whiteout;
@@ -16,6 +17,7 @@ pub use compress::{
     decompress, detect, encoder, is_archive, looks_like_tar, Compression, Encoder, Format,
 };
 pub use digest::{HashingReader, HashingWriter};
+pub use verify::{verify_layer, LayerReader, VerifyError};
 pub use layer::{entry_from_path, LayerInfo, LayerWriter};
 pub use tarfmt::{EntryKind, EntryMeta, TarWriter};
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyReport};

@@ -1,16 +1,31 @@
 //! Layer directories: each layer's extracted tree, kept under the store at
 //! `kiln/layers/<chain id>/diff` so later steps stack it as an overlay lower
-//! with no unpacking. A directory appears atomically (built aside, renamed).
+//! with no unpacking.
+//!
+//! A directory is trusted only when it carries the marker
+//! `kiln/layers/<chain id>/verified` naming its chain id. The marker is
+//! written before the directory is renamed into place, and only after the
+//! layer's uncompressed content was found to hash to its diff_id with its
+//! compressed stream read to the end (or, for a RUN step's upper dir, after
+//! the layer was made from it). A directory of that name without the marker
+//! (half removed, left by an older kiln, or made by hand) is moved aside and
+//! built again.
 
 use std::fs;
+use std::io::{BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use kiln_overlay::apply::{apply_layer, ApplyOptions};
+use kiln_overlay::verify::LayerReader;
 use kiln_overlay::whiteout::{WhiteoutFormat, XattrPrefix};
 use sha2::{Digest, Sha256};
 
 use crate::image::manifest::Descriptor;
-use crate::store::Store;
+use crate::store::{LayerError, Store};
+
+/// The file in a layer dir that says what was verified (its chain id).
+pub const MARKER: &str = "verified";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerDirError {
@@ -32,6 +47,8 @@ pub enum LayerDirError {
         #[source]
         source: kiln_overlay::apply::ApplyError,
     },
+    #[error(transparent)]
+    Refused(#[from] LayerError),
     #[error("the image has {layers} layers but {diff_ids} diff_ids")]
     Mismatch { layers: usize, diff_ids: usize },
 }
@@ -52,7 +69,11 @@ impl LayerDirs {
 
     /// Where the layer with this chain id keeps its tree.
     pub fn diff_dir(&self, chain_id: &str) -> PathBuf {
-        self.root.join(hex_of(chain_id)).join("diff")
+        self.layer_dir(chain_id).join("diff")
+    }
+
+    fn layer_dir(&self, chain_id: &str) -> PathBuf {
+        self.root.join(hex_of(chain_id))
     }
 
     /// An empty directory to stand as the lower of a step on `scratch`.
@@ -73,19 +94,18 @@ impl LayerDirs {
             .map_err(|source| LayerDirError::Io { path: self.root.clone(), source })
     }
 
-    /// Makes sure every layer has its directory and returns them topmost
-    /// first, as overlay's lowerdir lists them.
+    /// Makes sure every layer has its verified directory and returns them
+    /// topmost first, as overlay's lowerdir lists them.
     pub fn ensure(&self, store: &Store, layers: &[Descriptor], diff_ids: &[String]) -> Result<Vec<PathBuf>, LayerDirError> {
         if layers.len() != diff_ids.len() {
             return Err(LayerDirError::Mismatch { layers: layers.len(), diff_ids: diff_ids.len() });
         }
         let mut dirs = Vec::with_capacity(layers.len());
-        for (layer, chain) in layers.iter().zip(chain_ids(diff_ids)) {
-            let dir = self.diff_dir(&chain);
-            if !dir.exists() {
-                self.unpack(store, layer, &chain)?;
+        for ((layer, diff_id), chain) in layers.iter().zip(diff_ids).zip(chain_ids(diff_ids)) {
+            if !self.is_verified(&chain) {
+                self.unpack(store, layer, diff_id, &chain)?;
             }
-            dirs.push(dir);
+            dirs.push(self.diff_dir(&chain));
         }
         if dirs.is_empty() {
             dirs.push(self.empty()?);
@@ -94,7 +114,17 @@ impl LayerDirs {
         Ok(dirs)
     }
 
-    fn unpack(&self, store: &Store, layer: &Descriptor, chain: &str) -> Result<(), LayerDirError> {
+    /// Whether the layer dir for `chain` is in place with its marker.
+    pub fn is_verified(&self, chain: &str) -> bool {
+        let dir = self.layer_dir(chain);
+        let marked = fs::read_to_string(dir.join(MARKER)).is_ok_and(|text| text.lines().next() == Some(chain));
+        marked && dir.join("diff").is_dir()
+    }
+
+    /// Applies the layer into a directory aside, checks the blob against its
+    /// diff_id (reading the compressed stream to its end), and only then
+    /// publishes it. On any failure the directory aside is removed.
+    fn unpack(&self, store: &Store, layer: &Descriptor, diff_id: &str, chain: &str) -> Result<(), LayerDirError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| LayerDirError::Io { path, source }
@@ -108,26 +138,80 @@ impl LayerDirs {
         let diff = aside.path().join("diff");
         fs::create_dir(&diff).map_err(io(&diff))?;
         let blob = store.open_blob(&layer.digest).map_err(|source| LayerDirError::Blob { digest: layer.digest.clone(), source })?;
+        let refused = |source| LayerError::Refused { image: None, layer: layer.digest.clone(), source };
+        let mut reader = LayerReader::new(BufReader::with_capacity(256 * 1024, blob)).map_err(refused)?;
         let opts = ApplyOptions { whiteouts: WhiteoutFormat::Overlay, prefix: self.prefix.clone(), record_unmapped_owners: true };
-        let report = apply_layer(blob, &diff, &opts).map_err(|source| LayerDirError::Apply { digest: layer.digest.clone(), source })?;
+        let report = apply_layer(&mut reader, &diff, &opts).map_err(|source| LayerDirError::Apply { digest: layer.digest.clone(), source })?;
+        reader.finish_expecting(diff_id).map_err(refused)?;
         for skipped in &report.skipped {
             log::warn!("layer {}: skipped {}", crate::exec::short(&layer.digest), skipped);
         }
         self.adopt(aside.keep(), chain)
     }
 
-    /// Moves `dir` (holding a `diff/` tree) into place as the layer `chain`.
-    /// Another kiln may have made the same layer meanwhile: theirs wins.
+    /// Marks `dir` (holding a `diff/` tree) as the layer `chain` and moves it
+    /// into place. Another kiln may have made the same layer meanwhile:
+    /// theirs wins. A directory in the way without the marker is moved aside
+    /// and removed.
     pub fn adopt(&self, dir: PathBuf, chain: &str) -> Result<(), LayerDirError> {
-        let dest = self.root.join(hex_of(chain));
-        if fs::rename(&dir, &dest).is_err() {
-            if dest.join("diff").exists() {
-                let _ = fs::remove_dir_all(&dir);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LayerDirError::Io { path, source }
+        };
+        let marker = dir.join(MARKER);
+        let mut file = fs::File::create(&marker).map_err(io(&marker))?;
+        file.write_all(format!("{chain}\n").as_bytes()).and_then(|()| file.sync_all()).map_err(io(&marker))?;
+        drop(file);
+        let dest = self.layer_dir(chain);
+        // Twice at most: once as things are, once after moving a stale directory aside.
+        for _ in 0..2 {
+            let err = match fs::rename(&dir, &dest) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if self.is_verified(chain) {
+                remove_tree(&dir);
                 return Ok(());
             }
-            fs::rename(&dir, &dest).map_err(|source| LayerDirError::Io { path: dest.clone(), source })?;
+            if fs::symlink_metadata(&dest).is_err() {
+                return Err(LayerDirError::Io { path: dest, source: err });
+            }
+            self.discard(&dest);
         }
-        Ok(())
+        fs::rename(&dir, &dest).map_err(io(&dest))
+    }
+
+    /// Moves an untrusted layer dir out of the way (so no one stacks it), then
+    /// removes it.
+    fn discard(&self, path: &Path) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        log::info!("layer dir {} has no verification marker; building it again", path.display());
+        let Ok(stale) = tempfile::Builder::new().prefix(&format!(".stale-{name}-")).tempdir_in(&self.root) else {
+            return;
+        };
+        let stale = stale.keep();
+        // Renaming a directory over the (empty) temp dir replaces it; a file in the way goes below it.
+        if fs::rename(path, &stale).is_err() {
+            let _ = fs::rename(path, stale.join("old"));
+        }
+        remove_tree(&stale);
+    }
+}
+
+/// Removes a tree whose directories may be read-only (layer dirs keep image
+/// modes such as 0555); logs what it cannot remove.
+fn remove_tree(path: &Path) {
+    for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+        if entry.file_type().is_dir() {
+            if let Ok(meta) = entry.metadata() {
+                if meta.permissions().mode() & 0o700 != 0o700 {
+                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(meta.permissions().mode() | 0o700));
+                }
+            }
+        }
+    }
+    if let Err(e) = fs::remove_dir_all(path) {
+        log::warn!("cannot remove {}: {e}", path.display());
     }
 }
 

@@ -76,6 +76,8 @@ pub enum TransportError {
     UnsupportedLayer { digest: String, media_type: String },
     #[error("no image '{0}' in the store")]
     NotInStore(String),
+    #[error(transparent)]
+    Layer(#[from] crate::store::LayerError),
     #[error("archive links form a loop or chain too long at {0}")]
     LinkLoop(String),
 }

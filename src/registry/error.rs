@@ -69,6 +69,9 @@ pub enum ErrorKind {
     /// A deadline passed or a limit was reached (the message names the host).
     #[error(transparent)]
     Net(Box<crate::net::NetError>),
+    /// Boxed: the refusal carries both digests and would double the size of every registry result.
+    #[error("{}", chain(.0.as_ref()))]
+    Layer(Box<crate::store::LayerError>),
     #[error("{action} {path}: {error}")]
     Local { action: &'static str, path: String, error: std::io::Error },
 }

@@ -10,7 +10,7 @@ use crate::image::config::ImageConfig;
 use crate::image::manifest::{
     Descriptor, Index, Manifest, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
 };
-use crate::store::{platform_of, sha256_digest, Image, Store, StoreError};
+use crate::store::{platform_of, sha256_digest, Image, LayerError, LayerRef, Store, StoreError};
 
 use super::client::{self, header, Client, Method, SendBody};
 use super::error::{ErrorKind, RegistryError};
@@ -79,8 +79,13 @@ pub fn pull(
         log::warn!("{r} is for {}/{}, not {wanted}", config.os, config.architecture);
     }
 
-    progress::run_parallel(&manifest.layers, "Copying", opts.progress, out, |layer, events| {
-        fetch_blob(&client, store, layer, events)?;
+    // Each layer is checked against its diff_id before it is stored (or, if
+    // the store has it, against what was verified before).
+    let image = r.to_string();
+    let layers: Vec<(&Descriptor, &String)> = manifest.layers.iter().zip(&config.rootfs.diff_ids).collect();
+    progress::run_parallel(&layers, "Copying", opts.progress, out, |(layer, diff_id), events| {
+        let check = LayerRef { image: &image, blob: Some(layer), name: &layer.digest, diff_id };
+        fetch_blob(&client, store, layer, Some(check), events)?;
         sources::record(store, &layer.digest, &repo);
         Ok(())
     })?;
@@ -164,27 +169,36 @@ fn fetch_config(client: &Client, store: &Store, config: &Descriptor) -> Result<V
         }));
     }
     let (tx, _rx) = std::sync::mpsc::channel();
-    fetch_blob(client, store, config, &tx)?;
+    fetch_blob(client, store, config, None, &tx)?;
     store.read_blob(&config.digest).map_err(|e| client.err(ErrorKind::Store(e)))
 }
 
 /// Streams one blob into the store unless it is there already. Transfers
-/// cut off midway are tried again; a wrong digest is not.
+/// cut off midway are tried again; a wrong digest is not. A layer (`layer`
+/// given) is verified against its diff_id as it streams, and one the store
+/// already has is checked against it.
 pub(crate) fn fetch_blob(
     client: &Client,
     store: &Store,
     blob: &Descriptor,
+    layer: Option<LayerRef<'_>>,
     events: &Sender<Event>,
 ) -> Result<(), RegistryError> {
     let done = |note| {
         let _ = events.send(Event::Done { digest: blob.digest.clone(), note });
     };
+    let check_stored = || match layer {
+        Some(layer) => store.check_layer(layer).map_err(|e| client.err(ErrorKind::Layer(Box::new(e)))),
+        None => Ok(()),
+    };
     if store.has_blob(&blob.digest) {
+        check_stored()?;
         done("skipped: already exists");
         return Ok(());
     }
     let _lock = BlobLock::acquire(store, &blob.digest);
     if store.has_blob(&blob.digest) {
+        check_stored()?;
         done("skipped: fetched by another pull");
         return Ok(());
     }
@@ -192,7 +206,7 @@ pub(crate) fn fetch_blob(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match download(client, store, blob, events) {
+        match download(client, store, blob, layer, events) {
             Ok(()) => {
                 done("done");
                 return Ok(());
@@ -206,7 +220,53 @@ pub(crate) fn fetch_blob(
     }
 }
 
-fn download(client: &Client, store: &Store, blob: &Descriptor, events: &Sender<Event>) -> Result<(), RegistryError> {
+/// The response body, counted and reported as it is read, remembering how
+/// it ended so that a cut-off transfer is told from bad content.
+struct Body<'a, R> {
+    inner: R,
+    total: u64,
+    reported: u64,
+    /// The first failure of the transfer itself (kept whole: a deadline error names the host).
+    error: Option<std::io::Error>,
+    eof: bool,
+    digest: &'a str,
+    events: &'a Sender<Event>,
+}
+
+impl<R: Read> Read for Body<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.eof = true;
+                Ok(0)
+            }
+            Ok(n) => {
+                self.total += n as u64;
+                if self.total - self.reported >= 1 << 20 {
+                    self.reported = self.total;
+                    let _ = self.events.send(Event::Bytes { digest: self.digest.to_string(), done: self.total });
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+                let copy = std::io::Error::new(e.kind(), e.to_string());
+                self.error.get_or_insert(e);
+                Err(copy)
+            }
+        }
+    }
+}
+
+fn download(
+    client: &Client,
+    store: &Store,
+    blob: &Descriptor,
+    layer: Option<LayerRef<'_>>,
+    events: &Sender<Event>,
+) -> Result<(), RegistryError> {
     let what = format!("blob {}", blob.digest);
     let url = client.repo_url(&format!("blobs/{}", blob.digest));
     let mut resp = client.send(Method::Get, &url, &[], SendBody::Empty)?;
@@ -215,42 +275,55 @@ fn download(client: &Client, store: &Store, blob: &Descriptor, events: &Sender<E
         404 => return Err(client.err(ErrorKind::BlobUnknown(blob.digest.clone()))),
         _ => return Err(client.status_error(&what, &mut resp)),
     }
-    let mut writer = store.blob_writer().map_err(|e| client.err(ErrorKind::Store(e)))?;
-    // One byte past the size is enough to tell an overlong blob.
-    let mut reader = client.body(&mut resp).take(blob.size.saturating_add(1));
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    let mut reported = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(client.read_error(&format!("{what} (got {total} of {} bytes)", blob.size), e)),
-        };
-        writer.write_all(&buf[..n]).map_err(|error| {
-            client.err(ErrorKind::Local {
-                action: "write blob into",
-                path: store.tmp_dir().display().to_string(),
-                error,
-            })
-        })?;
-        total += n as u64;
-        if total - reported >= 1 << 20 {
-            reported = total;
-            let _ = events.send(Event::Bytes { digest: blob.digest.clone(), done: total });
-        }
+    let mut body = Body {
+        // One byte past the size is enough to tell an overlong blob.
+        inner: client.body(&mut resp).take(blob.size.saturating_add(1)),
+        total: 0,
+        reported: 0,
+        error: None,
+        eof: false,
+        digest: &blob.digest,
+        events,
+    };
+    let stored: Result<(), LayerError> = match layer {
+        Some(layer) => store.receive_layer(&mut body, layer).and_then(|l| Ok(l.commit().map(|_| ())?)),
+        None => store_plain(store, &mut body, blob),
+    };
+    // How the transfer ended decides first: a cut-off or overlong body is
+    // reported as such, whatever the decoder made of it.
+    if let Some(e) = body.error.take() {
+        return Err(client.read_error(&format!("{what} (got {} of {} bytes)", body.total, blob.size), e));
     }
-    if total < blob.size {
-        return Err(client.err(ErrorKind::Truncated { what, detail: format!("got {total} of {} bytes", blob.size) }));
+    if body.total > blob.size {
+        return Err(client.err(ErrorKind::SizeMismatch { what, expected: blob.size, actual: body.total }));
     }
-    writer.commit_expecting(&blob.digest, Some(blob.size)).map(|_| ()).map_err(|e| {
+    if body.eof && body.total < blob.size {
+        let detail = format!("got {} of {} bytes", body.total, blob.size);
+        return Err(client.err(ErrorKind::Truncated { what, detail }));
+    }
+    stored.map_err(|e| {
         client.err(match e {
-            StoreError::DigestMismatch { expected, actual } => ErrorKind::DigestMismatch { what, expected, actual },
-            StoreError::SizeMismatch { expected, actual, .. } => ErrorKind::SizeMismatch { what, expected, actual },
-            other => ErrorKind::Store(other),
+            LayerError::Store(StoreError::DigestMismatch { expected, actual }) => {
+                ErrorKind::DigestMismatch { what, expected, actual }
+            }
+            LayerError::Store(StoreError::SizeMismatch { expected, actual, .. }) => {
+                ErrorKind::SizeMismatch { what, expected, actual }
+            }
+            LayerError::Store(StoreError::Io { action, path, source }) => {
+                ErrorKind::Local { action, path: path.display().to_string(), error: source }
+            }
+            other => ErrorKind::Layer(Box::new(other)),
         })
     })
+}
+
+/// Streams a blob that is not a layer (a config) into the store.
+fn store_plain(store: &Store, body: &mut impl Read, blob: &Descriptor) -> Result<(), LayerError> {
+    let mut writer = store.blob_writer()?;
+    std::io::copy(body, &mut writer)
+        .map_err(|source| StoreError::Io { action: "write blob into", path: store.tmp_dir(), source })?;
+    writer.commit_expecting(&blob.digest, Some(blob.size))?;
+    Ok(())
 }
 
 /// An exclusive lock on one blob's download, shared by all kiln processes

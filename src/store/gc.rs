@@ -371,6 +371,7 @@ impl Store {
             }
             match fs::remove_file(&path) {
                 Ok(()) => {
+                    self.forget_diff_id(&digest);
                     reclaimed.blobs.push(digest);
                     reclaimed.bytes += size;
                 }
@@ -380,6 +381,15 @@ impl Store {
         }
         for (path, meta) in subdirs(&self.kiln_dir(LAYERS_DIR))? {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            // Unpacks, steps and stale dirs moved aside that a killed kiln
+            // left behind (`.unpack-*`, `.step-*`, `.stale-*`): nothing ever
+            // stacks them, so once old they are garbage.
+            if name.starts_with('.') {
+                if old(&meta) && remove_tree(&path, &mut reclaimed) {
+                    reclaimed.layer_dirs.push(path);
+                }
+                continue;
+            }
             let Some(chain) = layer_dir_chain_id(&name) else { continue };
             if live_chains.contains(&chain) || !(doomed_chains.contains(&chain) || old(&meta)) {
                 continue;

@@ -8,12 +8,12 @@
 //! layer file against its diff id.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::io::{self, BufReader, Read, Seek, Write};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use kiln_overlay::compress::Format;
+use kiln_overlay::verify::{format_name, LayerReader, VerifyError};
 
-use super::oci::HashingReader;
 use super::source::Source;
 use super::tarout::TarOut;
 use super::TransportError;
@@ -23,7 +23,7 @@ use crate::image::manifest::{
     OCI_LAYER_ZSTD, OCI_MANIFEST,
 };
 use crate::image::reference;
-use crate::store::{platform_of, sha256_digest, sha256_hex, Image, Store};
+use crate::store::{platform_of, sha256_digest, sha256_hex, Image, LayerError, LayerRef, Store};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -32,33 +32,6 @@ struct ArchiveEntry {
     #[serde(default)]
     repo_tags: Option<Vec<String>>,
     layers: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    fn sniff(head: &[u8]) -> Self {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-
-    fn oci_media_type(self) -> &'static str {
-        match self {
-            Compression::None => OCI_LAYER_TAR,
-            Compression::Gzip => OCI_LAYER_GZIP,
-            Compression::Zstd => OCI_LAYER_ZSTD,
-        }
-    }
 }
 
 pub fn import_docker_archive(store: &Store, source: &mut dyn Source) -> Result<Image, TransportError> {
@@ -136,95 +109,29 @@ fn import_layer(store: &Store, source: &dyn Source, path: &str, diff_id: &str) -
         .open(path)?
         .ok_or_else(|| TransportError::Missing { name: path.to_string(), source_name: source.name() })?;
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
-    let io_err =
-        |e| TransportError::Io { action: "copy layer", path: format!("{}/{path}", source.name()).into(), source: e };
-    let compression = Compression::sniff(reader.fill_buf().map_err(io_err)?);
-
-    let mut blob = store.blob_writer()?;
-    let mut diff = DiffHasher::new(compression).map_err(io_err)?;
-    loop {
-        let chunk = reader.fill_buf().map_err(io_err)?;
-        if chunk.is_empty() {
-            break;
-        }
-        blob.write_all(chunk).map_err(io_err)?;
-        diff.write_all(chunk).map_err(io_err)?;
-        let n = chunk.len();
-        reader.consume(n);
-    }
-    let actual_diff = diff.finish().map_err(io_err)?;
-    check_digest(source, &format!("layer {path} (uncompressed)"), diff_id, &actual_diff)?;
+    let image = source.name();
+    let layer = store.receive_layer(&mut reader, LayerRef { image: &image, blob: None, name: path, diff_id })?;
     // `blobs/sha256/<hex>` names the blob; `<hex>.tar` (podman) names the
     // blob or, for a compressed layer, possibly its diff id.
     if let Some(named) = digest_in_name(path) {
-        let blob_digest = blob.digest();
-        if named != blob_digest && (path.starts_with("blobs/") || named != actual_diff) {
+        let blob_digest = layer.digest();
+        if named != blob_digest && (path.starts_with("blobs/") || named != diff_id) {
             check_digest(source, path, &named, &blob_digest)?;
         }
     }
-    let (digest, size) = blob.commit()?;
-    Ok(Descriptor::new(compression.oci_media_type(), digest, size))
-}
-
-/// sha256 of a layer's uncompressed bytes, fed compressed bytes.
-enum DiffHasher {
-    Plain(Sha256Writer),
-    Gzip(flate2::write::MultiGzDecoder<Sha256Writer>),
-    Zstd(zstd::stream::write::Decoder<'static, Sha256Writer>),
-}
-
-impl DiffHasher {
-    fn new(compression: Compression) -> io::Result<Self> {
-        Ok(match compression {
-            Compression::None => DiffHasher::Plain(Sha256Writer::default()),
-            Compression::Gzip => DiffHasher::Gzip(flate2::write::MultiGzDecoder::new(Sha256Writer::default())),
-            Compression::Zstd => DiffHasher::Zstd(zstd::stream::write::Decoder::new(Sha256Writer::default())?),
-        })
-    }
-
-    fn finish(self) -> io::Result<String> {
-        let hasher = match self {
-            DiffHasher::Plain(h) => h,
-            DiffHasher::Gzip(d) => d.finish()?,
-            DiffHasher::Zstd(mut d) => {
-                d.flush()?;
-                d.into_inner()
-            }
-        };
-        Ok(format!("sha256:{}", hex::encode(hasher.0.finalize())))
-    }
-}
-
-impl Write for DiffHasher {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            DiffHasher::Plain(h) => h.write(buf),
-            DiffHasher::Gzip(d) => d.write(buf),
-            DiffHasher::Zstd(d) => d.write(buf),
+    let media_type = match layer.format() {
+        Format::None => OCI_LAYER_TAR,
+        Format::Gzip => OCI_LAYER_GZIP,
+        Format::Zstd => OCI_LAYER_ZSTD,
+        other => {
+            return Err(TransportError::UnsupportedLayer {
+                digest: layer.digest(),
+                media_type: format!("{}-compressed tar", format_name(other)),
+            })
         }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            DiffHasher::Plain(h) => h.flush(),
-            DiffHasher::Gzip(d) => d.flush(),
-            DiffHasher::Zstd(d) => d.flush(),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Sha256Writer(Sha256);
-
-impl Write for Sha256Writer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    };
+    let (digest, size) = layer.commit()?;
+    Ok(Descriptor::new(media_type, digest, size))
 }
 
 /// The digest a file name carries: `blobs/sha256/<hex>`, `<hex>.json`,
@@ -324,16 +231,10 @@ fn append_uncompressed_layer<W: Write>(
         let path = blob_path.clone();
         move |source| TransportError::Io { action, path, source }
     };
-    let mismatch = |actual: String| TransportError::DigestMismatch {
-        what: format!("layer {} (uncompressed)", layer.digest),
-        source_name: store.root().display().to_string(),
-        expected: diff_id.to_string(),
-        actual,
-    };
-    let compression = match layer.media_type.as_str() {
-        OCI_LAYER_TAR | DOCKER_LAYER_TAR => Compression::None,
-        OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => Compression::Gzip,
-        OCI_LAYER_ZSTD => Compression::Zstd,
+    let refused = |source| LayerError::Refused { image: None, layer: layer.digest.clone(), source };
+    let plain = match layer.media_type.as_str() {
+        OCI_LAYER_TAR | DOCKER_LAYER_TAR => true,
+        OCI_LAYER_GZIP | DOCKER_LAYER_GZIP | OCI_LAYER_ZSTD => false,
         other => {
             return Err(TransportError::UnsupportedLayer {
                 digest: layer.digest.clone(),
@@ -341,26 +242,34 @@ fn append_uncompressed_layer<W: Write>(
             })
         }
     };
-    if compression == Compression::None {
-        let size = blob.metadata().map_err(io_err("stat"))?.len();
-        let mut reader = HashingReader::new(blob);
+    let mut reader = LayerReader::new(BufReader::with_capacity(256 * 1024, blob)).map_err(refused)?;
+    if plain {
+        if reader.format() != Format::None {
+            return Err(TransportError::UnsupportedLayer {
+                digest: layer.digest.clone(),
+                media_type: format!("{} holding {} data", layer.media_type, format_name(reader.format())),
+            });
+        }
+        let size = store.open_blob(&layer.digest)?.metadata().map_err(io_err("stat"))?.len();
         tar.reader(name, size, &mut reader)?;
-        let actual = reader.digest();
-        return if actual == diff_id { Ok(()) } else { Err(mismatch(actual)) };
+        reader.finish_expecting(diff_id).map_err(refused)?;
+        return Ok(());
     }
 
     let mut tmp = tempfile::tempfile_in(store.tmp_dir()).map_err(io_err("create temp file for"))?;
-    let reader = BufReader::with_capacity(256 * 1024, blob);
-    let mut decoded: Box<dyn Read> = match compression {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-        _ => Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(io_err("decompress"))?),
-    };
-    let mut hashing = HashingReader::new(&mut decoded);
-    let size = io::copy(&mut hashing, &mut tmp).map_err(io_err("decompress"))?;
-    let actual = hashing.digest();
-    if actual != diff_id {
-        return Err(mismatch(actual));
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(refused(VerifyError::Corrupt { format: reader.format(), source }).into()),
+        };
+        tmp.write_all(&buf[..n]).map_err(io_err("write the decompressed layer of"))?;
+        size += n as u64;
     }
+    reader.finish_expecting(diff_id).map_err(refused)?;
     tmp.rewind().map_err(io_err("rewind decompressed"))?;
     tar.reader(name, size, BufReader::with_capacity(256 * 1024, tmp))
 }
@@ -376,36 +285,5 @@ mod tests {
         assert_eq!(digest_in_name(&format!("{hex}.json")), Some(format!("sha256:{hex}")));
         assert_eq!(digest_in_name(&format!("{hex}.tar")), Some(format!("sha256:{hex}")));
         assert_eq!(digest_in_name(&format!("{hex}/layer.tar")), None);
-    }
-
-    #[test]
-    fn diff_ids_of_compressed_streams() {
-        let raw = b"layer content ".repeat(5000);
-        let want = sha256_digest(&raw);
-        let mut gz = Vec::new();
-        for half in raw.chunks(raw.len() / 2) {
-            // Two gzip members, as parallel compressors write them.
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(half).unwrap();
-            gz.extend(enc.finish().unwrap());
-        }
-        let zst = zstd::encode_all(&raw[..], 3).unwrap();
-        for (bytes, compression) in
-            [(&raw[..], Compression::None), (&gz[..], Compression::Gzip), (&zst[..], Compression::Zstd)]
-        {
-            assert_eq!(Compression::sniff(bytes), compression);
-            let mut hasher = DiffHasher::new(compression).unwrap();
-            for chunk in bytes.chunks(1000) {
-                hasher.write_all(chunk).unwrap();
-            }
-            assert_eq!(hasher.finish().unwrap(), want, "{compression:?}");
-        }
-    }
-
-    #[test]
-    fn sniffs_compression() {
-        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
-        assert_eq!(Compression::sniff(b"etc/\0\0"), Compression::None);
     }
 }

@@ -14,7 +14,8 @@ use super::source::Source;
 use super::tarout::TarOut;
 use super::TransportError;
 use crate::image::manifest::{Descriptor, Index, Manifest, Platform, DOCKER_MANIFEST_LIST, OCI_INDEX, REF_NAME};
-use crate::store::{parse_manifest, sha256_digest, sha256_hex, Image, Store};
+use crate::image::config::ImageConfig;
+use crate::store::{parse_manifest, sha256_digest, sha256_hex, Image, LayerRef, Store};
 
 /// How deep indexes may nest before we give up.
 const MAX_INDEX_DEPTH: usize = 8;
@@ -66,9 +67,20 @@ fn import_entry(store: &Store, source: &dyn Source, entry: &Descriptor) -> Resul
     let (manifest_desc, manifest_bytes) = resolve_to_manifest(source, entry)?;
     let manifest = parse_manifest(&manifest_desc.digest, &manifest_bytes)?;
 
-    // Layers and config first: a manifest in the store implies its blobs are.
-    for layer in &manifest.layers {
-        copy_blob(store, source, layer)?;
+    // The config first, for the diff_ids every layer is checked against.
+    let config_bytes = read_blob(source, &manifest.config)?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| TransportError::Json {
+        action: format!("parse image config {}", manifest.config.digest),
+        source_name: source.name(),
+        source: e,
+    })?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(TransportError::LayerCount { layers: manifest.layers.len(), diff_ids: diff_ids.len() });
+    }
+    // Layers and config before the manifest: a manifest in the store implies its blobs are.
+    for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
+        copy_layer(store, source, layer, diff_id)?;
     }
     copy_blob(store, source, &manifest.config)?;
     let mut writer = store.blob_writer()?;
@@ -220,6 +232,23 @@ fn copy_blob(store: &Store, source: &dyn Source, desc: &Descriptor) -> Result<()
         source: e,
     })?;
     writer.commit_expecting(&desc.digest, Some(desc.size))?;
+    Ok(())
+}
+
+/// Streams a layer blob into the store, verified against its descriptor and
+/// `diff_id` (see [`Store::receive_layer`]); a blob the store already has is
+/// checked against `diff_id` too.
+fn copy_layer(store: &Store, source: &dyn Source, desc: &Descriptor, diff_id: &str) -> Result<(), TransportError> {
+    let image = source.name();
+    let layer = LayerRef { image: &image, blob: Some(desc), name: &desc.digest, diff_id };
+    if store.has_blob(&desc.digest) {
+        return Ok(store.check_layer(layer)?);
+    }
+    let rel = blob_rel(source, &desc.digest)?;
+    let reader =
+        source.open(&rel)?.ok_or_else(|| TransportError::Missing { name: rel.clone(), source_name: source.name() })?;
+    let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
+    store.receive_layer(&mut reader, layer)?.commit()?;
     Ok(())
 }
 
