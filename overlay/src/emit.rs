@@ -123,7 +123,7 @@ impl<'w, W: Write + 'static> Emitter<'w, W> {
         if meta.kind == EntryKind::File && md.nlink() > 1 {
             let key = (md.dev(), md.ino());
             if let Some(first) = self.links.get(&key) {
-                meta.kind = EntryKind::Hardlink(first.clone());
+                meta.kind = EntryKind::Hardlink(first.clone().into());
                 meta.size = 0;
                 self.report.hardlinks += 1;
                 return self.write(&meta, None);
@@ -202,7 +202,7 @@ impl<'w, W: Write + 'static> Emitter<'w, W> {
 
     fn write(&mut self, meta: &EntryMeta, data: Option<&mut dyn io::Read>) -> Result<(), DiffError> {
         self.report.entries += 1;
-        self.writer.append(meta, data).map_err(|source| DiffError::Write { path: meta.path.clone(), source })
+        self.writer.append(meta, data).map_err(|source| DiffError::Write { path: meta.path.to_string(), source })
     }
 }
 

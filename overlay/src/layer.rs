@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -133,14 +134,9 @@ pub fn entry_from_path(path: &Path, rel: &str) -> io::Result<EntryMeta> {
     } else if ft.is_dir() {
         EntryKind::Dir
     } else if ft.is_symlink() {
-        let target = fs::read_link(path)?;
-        let target = target.into_os_string().into_string().map_err(|t| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("read symlink {}: target {t:?} is not utf-8", path.display()),
-            )
-        })?;
-        EntryKind::Symlink(target)
+        // Any bytes: a target need not be UTF-8.
+        let target = fs::read_link(path)?.into_os_string().into_vec();
+        EntryKind::Symlink(target.into())
     } else if ft.is_char_device() {
         EntryKind::CharDev {
             major: libc::major(rdev),
@@ -168,7 +164,7 @@ pub fn entry_from_path(path: &Path, rel: &str) -> io::Result<EntryMeta> {
         0
     };
     Ok(EntryMeta {
-        path: rel.to_string(),
+        path: rel.into(),
         kind,
         mode: md.mode() & 0o7777,
         uid: u64::from(md.uid()),

@@ -192,7 +192,7 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
         let mode = env.chmod.map_or(0o644, |c| c.apply(0o644, false));
         let (uid, gid) = env.owner.unwrap_or((0, 0));
         let meta = EntryMeta {
-            path: target.clone(),
+            path: target.clone().into(),
             kind: EntryKind::File,
             mode,
             uid,
@@ -216,7 +216,7 @@ fn order_hardlinks(entries: &mut BTreeMap<String, Planned>) {
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (path, p) in entries.iter() {
         if let EntryKind::Hardlink(target) = &p.meta.kind {
-            groups.entry(target.clone()).or_default().push(path.clone());
+            groups.entry(target.to_string()).or_default().push(path.clone());
         }
     }
     for (target, links) in groups {
@@ -227,14 +227,14 @@ fn order_hardlinks(entries: &mut BTreeMap<String, Planned>) {
         let file = entries.remove(&target).expect("checked above");
         for link in &links {
             if let Some(l) = entries.get_mut(link) {
-                l.meta.kind = EntryKind::Hardlink(first.clone());
+                l.meta.kind = EntryKind::Hardlink(first.clone().into());
             }
         }
         let mut primary = file.clone();
-        primary.meta.path = first.clone();
+        primary.meta.path = first.clone().into();
         entries.insert(first.clone(), primary);
         let mut moved = file;
-        moved.meta.kind = EntryKind::Hardlink(first.clone());
+        moved.meta.kind = EntryKind::Hardlink(first.clone().into());
         moved.meta.size = 0;
         moved.data = Data::None;
         entries.insert(target, moved);
@@ -251,7 +251,7 @@ struct Output<'a> {
 
 impl Output<'_> {
     fn put(&mut self, path: String, mut meta: EntryMeta, data: Data) {
-        meta.path = path.clone();
+        meta.path = path.clone().into();
         // A later source replaces an earlier one at the same path, as in docker.
         self.entries.insert(path, Planned { meta, data });
     }
@@ -264,7 +264,7 @@ impl Output<'_> {
         let md = std::fs::metadata(&m.host).map_err(|source| CopyError::Read { path: m.host.clone(), source })?;
         let mode = self.source_mode(&m.rel, md.mode());
         let meta = self.owned(EntryMeta {
-            path: String::new(),
+            path: Default::default(),
             kind: EntryKind::Dir,
             mode: self.env.chmod.map_or(mode, |c| c.apply(mode, true)),
             uid: 0,
@@ -281,7 +281,7 @@ impl Output<'_> {
     /// time (else the epoch), as BuildKit does; never unpacked.
     fn download(&mut self, target: String, d: &remote::Download) {
         let meta = self.owned(EntryMeta {
-            path: String::new(),
+            path: Default::default(),
             kind: EntryKind::File,
             mode: self.env.chmod.map_or(0o600, |c| c.apply(0o600, false)),
             uid: 0,
@@ -315,7 +315,7 @@ impl Output<'_> {
                 if md.nlink() > 1 {
                     let key = (md.dev(), md.ino());
                     if let Some(first) = self.links.get(&key) {
-                        meta.kind = EntryKind::Hardlink(first.clone());
+                        meta.kind = EntryKind::Hardlink(first.clone().into());
                         meta.size = 0;
                     } else {
                         self.links.insert(key, target.to_string());
@@ -377,7 +377,7 @@ impl Output<'_> {
             let header = entry.header().clone();
             let xattrs = pax_xattrs(&mut entry).map_err(err)?;
             let mut meta = EntryMeta {
-                path: String::new(),
+                path: Default::default(),
                 kind: EntryKind::File,
                 mode: header.mode().map_err(err)? & 0o7777,
                 uid: header.uid().map_err(err)?,
@@ -390,12 +390,12 @@ impl Output<'_> {
             let mut data = Data::None;
             meta.kind = match header.entry_type() {
                 tar::EntryType::Directory => EntryKind::Dir,
-                tar::EntryType::Symlink => EntryKind::Symlink(link.unwrap_or_default()),
+                tar::EntryType::Symlink => EntryKind::Symlink(link.unwrap_or_default().into()),
                 tar::EntryType::Link => {
                     let l = link.unwrap_or_default();
                     let inner_target = safe_archive_path(&l)
                         .ok_or_else(|| CopyError::ArchiveEscape { archive: rel.to_string(), entry: l.clone() })?;
-                    EntryKind::Hardlink(by_path.get(&inner_target).cloned().unwrap_or_else(|| join(dest, &inner_target)))
+                    EntryKind::Hardlink(by_path.get(&inner_target).cloned().unwrap_or_else(|| join(dest, &inner_target)).into())
                 }
                 tar::EntryType::Char => EntryKind::CharDev {
                     major: header.device_major().map_err(err)?.unwrap_or(0),
@@ -456,13 +456,13 @@ fn add_parents(entries: &mut BTreeMap<String, Planned>, tree: &Tree, env: &CopyE
                 EntryMeta { uid, gid, ..new_dir(env.now) }
             }
         };
-        entries.insert(p.clone(), Planned { meta: EntryMeta { path: p, ..meta }, data: Data::None });
+        entries.insert(p.clone(), Planned { meta: EntryMeta { path: p.into(), ..meta }, data: Data::None });
     }
 }
 
 fn new_dir(now: i64) -> EntryMeta {
     EntryMeta {
-        path: String::new(),
+        path: Default::default(),
         kind: EntryKind::Dir,
         mode: 0o755,
         uid: 0,
