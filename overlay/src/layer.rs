@@ -49,7 +49,7 @@ impl<W: Write + 'static> LayerWriter<W> {
 
     /// Appends the file, directory, link or node at `path` under the archive name `rel`, reading its
     /// metadata with [`entry_from_path`]. Returns the metadata written.
-    pub fn append_path(&mut self, path: &Path, rel: &str) -> io::Result<EntryMeta> {
+    pub fn append_path(&mut self, path: &Path, rel: impl AsRef<[u8]>) -> io::Result<EntryMeta> {
         let meta = entry_from_path(path, rel)?;
         if meta.kind == EntryKind::File {
             let mut f = File::open(path)?;
@@ -125,7 +125,7 @@ fn is_unsupported(e: &io::Error) -> bool {
 /// Builds an entry for `path` from its lstat and xattrs, named `rel` in the archive. Sockets cannot be
 /// archived (as in docker, callers skip them): they give an error of kind [`io::ErrorKind::Unsupported`].
 /// Hard links are not detected here; a caller that tracks inodes turns repeats into [`EntryKind::Hardlink`].
-pub fn entry_from_path(path: &Path, rel: &str) -> io::Result<EntryMeta> {
+pub fn entry_from_path(path: &Path, rel: impl AsRef<[u8]>) -> io::Result<EntryMeta> {
     let md = fs::symlink_metadata(path)?;
     let ft = md.file_type();
     let rdev = md.rdev();
@@ -164,7 +164,7 @@ pub fn entry_from_path(path: &Path, rel: &str) -> io::Result<EntryMeta> {
         0
     };
     Ok(EntryMeta {
-        path: rel.into(),
+        path: rel.as_ref().into(),
         kind,
         mode: md.mode() & 0o7777,
         uid: u64::from(md.uid()),

@@ -2,10 +2,11 @@
 //! names and link targets, big ids, sizes and times, xattrs). Only what the entry describes goes in: no user
 //! or group names, no atime or ctime, no host metadata, so the same entries always give the same bytes.
 //!
-//! Names and link targets are bytes, as on Linux: a name that is not UTF-8 is written exactly. It goes in a
-//! PAX `path` (or `linkpath`) record with `hdrcharset=BINARY`, which POSIX defines for values that are not
-//! UTF-8; GNU tar then keeps the bytes as they are, and readers that ignore `hdrcharset` (Go's archive/tar,
-//! the `tar` crate, kiln's applier) read the record's bytes verbatim anyway.
+//! Names and link targets are bytes, as on Linux: a name that is not UTF-8 is written exactly, in a PAX
+//! `path` (or `linkpath`) record holding its raw bytes. That is what GNU tar and Go's archive/tar (so docker)
+//! write, and what they, the `tar` crate and kiln's applier read back verbatim. POSIX would add
+//! `hdrcharset=BINARY`, but GNU tar warns about that keyword on every entry and reads the bytes the same way
+//! without it.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -76,8 +77,6 @@ const BLOCK: usize = 512;
 const NAME_LEN: usize = 100;
 const PREFIX_LEN: usize = 155;
 const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
-/// The PAX record saying that `path` and `linkpath` values are raw bytes rather than UTF-8.
-const PAX_HDRCHARSET: &str = "hdrcharset";
 /// Largest value an octal field of `len` bytes holds (len - 1 digits and a NUL).
 const fn octal_max(len: usize) -> u64 {
     (1u64 << (3 * (len as u32 - 1))) - 1
@@ -408,9 +407,7 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(PaxRecords, [u8; BLOCK])> {
 
     let name = entry_name(meta)?;
     let (prefix, short, needs_pax) = place_name(&name);
-    let mut binary = false;
     if needs_pax {
-        binary |= name.to_str().is_err();
         pax.insert("path".into(), name);
     }
     b.put_bytes(field::NAME, &short);
@@ -434,15 +431,10 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(PaxRecords, [u8; BLOCK])> {
     if let Some(link) = link {
         if link.len() > NAME_LEN || !link.is_ascii() {
             b.put_bytes(field::LINKNAME, &ascii_truncated(&link, NAME_LEN));
-            binary |= link.to_str().is_err();
             pax.insert("linkpath".into(), link);
         } else {
             b.put_bytes(field::LINKNAME, &link);
         }
-    }
-    // Only when needed, so archives of UTF-8 names keep the bytes they always had.
-    if binary {
-        pax.insert(PAX_HDRCHARSET.into(), b"BINARY".to_vec());
     }
 
     b.put_num(field::MODE, u64::from(meta.mode & 0o7777));
