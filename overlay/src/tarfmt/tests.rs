@@ -326,6 +326,49 @@ fn pax_only_where_ustar_cannot_say_it() {
     }
 }
 
+/// Names and link targets that are not UTF-8 go in PAX records byte for byte, the way GNU tar and Go write
+/// them: `x\xff` and `x\xfe` stay two names, and a long one keeps every byte past ustar's 100.
+#[test]
+fn names_that_are_not_utf8_are_written_byte_exact() {
+    let long: Vec<u8> = [&b"dir\xfe/"[..], &[b'n'; 120], b"\xff"].concat();
+    let items = vec![
+        other(entry("x\u{0}", EntryKind::File, 0o644)).meta,
+        EntryMeta::new(&b"x\xff"[..], EntryKind::File),
+        EntryMeta::new(&b"x\xfe"[..], EntryKind::File),
+        EntryMeta::new(long.clone(), EntryKind::File),
+        EntryMeta::new(&b"l"[..], EntryKind::Symlink((&b"t\xfd"[..]).into())),
+        EntryMeta::new(&b"d\xfc"[..], EntryKind::Dir),
+    ];
+    // A NUL is never a name byte: refused, and the message shows the name escaped.
+    let err = TarWriter::new(Vec::new()).append(&items[0], None).unwrap_err();
+    assert!(err.to_string().contains("x\\0"), "{err}");
+    let fixtures: Vec<Fixture> = items[1..].iter().cloned().map(other).collect();
+    let bytes = write_archive(&fixtures);
+    let records: Vec<Vec<(String, Vec<u8>)>> = raw_entries(&bytes)
+        .into_iter()
+        .filter(|r| r.0 == b'x')
+        .map(|r| parse_pax_records(&r.2).unwrap())
+        .collect();
+    let want: Vec<Vec<(String, Vec<u8>)>> = vec![
+        vec![("path".into(), b"x\xff".to_vec())],
+        vec![("path".into(), b"x\xfe".to_vec())],
+        vec![("path".into(), long.clone())],
+        vec![("linkpath".into(), b"t\xfd".to_vec())],
+        vec![("path".into(), b"d\xfc/".to_vec())],
+    ];
+    assert_eq!(records, want);
+    // The ustar name field holds only an ASCII stand-in for readers that skip PAX.
+    let names: Vec<Vec<u8>> = raw_entries(&bytes).into_iter().filter(|r| r.0 != b'x').map(|r| r.1).collect();
+    assert_eq!(names[0], b"x");
+    let read: Vec<BString> = tar::Archive::new(&bytes[..])
+        .entries()
+        .unwrap()
+        .map(|e| BString::from(e.unwrap().path_bytes().into_owned()))
+        .collect();
+    let want: Vec<&[u8]> = vec![b"x\xff", b"x\xfe", &long, b"l", b"d\xfc/"];
+    assert_eq!(read, want);
+}
+
 #[test]
 fn negative_and_far_mtimes_are_in_pax() {
     for t in [-1_234_567_890i64, 1 << 40] {
