@@ -86,3 +86,34 @@ fn non_utf8_names_survive_copy_run_dockerignore_and_the_cache() {
     assert!(changed.stdout.contains("cache miss: file src/x\\xfe changed (content)"), "{}", changed.transcript());
     assert_eq!(sb.image("names").file_str("both"), "ff\nFE\n");
 }
+
+/// With every storage driver, names a RUN creates and removes are committed
+/// by their bytes: the whiteout of `x\xff` hides `x\xff` and only it.
+#[test]
+fn run_commits_and_removes_non_utf8_names_with_every_driver() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let df = format!(
+        "{RUN_BASE}\
+RUN mkdir \"/d$(printf '\\375')\" && echo ff > \"/x$(printf '\\377')\" && echo fe > \"/x$(printf '\\376')\" && echo in > \"/d$(printf '\\375')/f$(printf '\\374')\"\n\
+RUN rm \"/x$(printf '\\377')\" && rm -r \"/d$(printf '\\375')\"\n\
+RUN printf '%s\\n' /x* /d? > /left\n"
+    );
+    for driver in DRIVERS {
+        if driver == "fuse-overlayfs" {
+            require_fuse(&sb);
+        }
+        let (_, img) = sb.build_with(&df, &format!("made:{driver}"), &["--no-cache", "--storage-driver", driver]);
+        let made = img.layer_by("echo ff");
+        for (name, data) in [(&b"x\xff"[..], "ff\n"), (b"x\xfe", "fe\n"), (b"d\xfd/f\xfc", "in\n")] {
+            let e = raw(made, name).unwrap_or_else(|| panic!("{driver}: {:?} not committed", OsStr::from_bytes(name)));
+            assert_eq!(e.data, data.as_bytes(), "{driver}");
+        }
+        let removed = img.layer_by("rm ");
+        let mut names: Vec<&[u8]> = removed.entries.iter().map(|e| e.raw_path.as_slice()).collect();
+        names.sort();
+        assert_eq!(names, vec![&b".wh.d\xfd"[..], b".wh.x\xff"], "{driver}");
+        // Applied by the next RUN: only x\xfe is left, under its own name.
+        assert_eq!(img.file("left"), b"/x\xfe\n/d?\n", "{driver}");
+    }
+}
