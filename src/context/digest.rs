@@ -231,6 +231,31 @@ mod tests {
     }
 
     #[test]
+    fn stat_cache_keeps_names_that_are_not_utf8_apart() {
+        use std::ffi::OsStr;
+        let dir = tempfile::tempdir().unwrap();
+        let (ff, fe) = (dir.path().join(OsStr::from_bytes(b"x\xff")), dir.path().join(OsStr::from_bytes(b"x\xfe")));
+        assert_ne!(stat_key(&ff), stat_key(&fe));
+        assert!(stat_key(&ff).starts_with("hex:"));
+        assert_eq!(stat_key(Path::new("/ctx/a")), "/ctx/a");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        for (p, body) in [(&ff, "ff"), (&fe, "fe")] {
+            std::fs::write(p, body).unwrap();
+            File::options().write(true).open(p).unwrap().set_modified(old).unwrap();
+        }
+        let cache_path = dir.path().join("stat.json");
+        let mut c = StatCache::load(&cache_path);
+        let a = c.file_digest(&ff, &std::fs::metadata(&ff).unwrap()).unwrap();
+        let b = c.file_digest(&fe, &std::fs::metadata(&fe).unwrap()).unwrap();
+        assert_ne!(a, b);
+        c.save().unwrap();
+        let mut c = StatCache::load(&cache_path);
+        assert_eq!(c.file_digest(&ff, &std::fs::metadata(&ff).unwrap()).unwrap(), a);
+        assert_eq!(c.file_digest(&fe, &std::fs::metadata(&fe).unwrap()).unwrap(), b);
+        assert_eq!(c.hashed, 0, "both came from the saved cache, each under its own key");
+    }
+
+    #[test]
     fn digests_follow_content_and_mode_not_mtime() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("src")).unwrap();
