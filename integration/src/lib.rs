@@ -747,8 +747,11 @@ pub enum Kind {
 /// One entry of a layer tar.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// Relative, without `./` or a trailing `/` (`bin/busybox`).
+    /// Relative, without `./` or a trailing `/` (`bin/busybox`); shown lossily
+    /// when the name is not UTF-8 (see `raw_path`).
     pub path: String,
+    /// The same name as the exact bytes of the archive.
+    pub raw_path: Vec<u8>,
     pub kind: Kind,
     /// Permission bits including setuid/setgid/sticky (mode & 0o7777).
     pub mode: u32,
@@ -756,6 +759,8 @@ pub struct Entry {
     pub gid: u64,
     /// Symlink or hardlink target.
     pub link: Option<String>,
+    /// The target as the exact bytes of the archive.
+    pub raw_link: Option<Vec<u8>>,
     pub size: u64,
     pub mtime: u64,
     /// From `SCHILY.xattr.*` PAX records.
@@ -1005,8 +1010,16 @@ pub fn tar_entries(tar_bytes: &[u8]) -> Vec<Entry> {
     let mut entries = Vec::new();
     for e in archive.entries().expect("read tar") {
         let mut e = e.expect("read tar entry");
-        let raw_path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-        let path = raw_path.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/').to_string();
+        let bytes = e.path_bytes().into_owned();
+        let mut raw = bytes.as_slice();
+        while let Some(rest) = raw.strip_prefix(b"./").or_else(|| raw.strip_prefix(b"/")) {
+            raw = rest;
+        }
+        while let Some(rest) = raw.strip_suffix(b"/") {
+            raw = rest;
+        }
+        let raw_path = raw.to_vec();
+        let path = String::from_utf8_lossy(&raw_path).into_owned();
         let h = e.header().clone();
         let kind = match h.entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
@@ -1018,7 +1031,8 @@ pub fn tar_entries(tar_bytes: &[u8]) -> Vec<Entry> {
             tar::EntryType::Fifo => Kind::Fifo,
             other => Kind::Other(other.as_byte()),
         };
-        let link = e.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned());
+        let raw_link = e.link_name_bytes().map(|l| l.into_owned());
+        let link = raw_link.as_ref().map(|l| String::from_utf8_lossy(l).into_owned());
         let mut uid = h.uid().expect("tar uid");
         let mut gid = h.gid().expect("tar gid");
         let mut xattrs = BTreeMap::new();
@@ -1043,11 +1057,13 @@ pub fn tar_entries(tar_bytes: &[u8]) -> Vec<Entry> {
         }
         entries.push(Entry {
             path,
+            raw_path,
             kind,
             mode: h.mode().expect("tar mode") & 0o7777,
             uid,
             gid,
             link,
+            raw_link,
             size,
             mtime: h.mtime().unwrap_or(0),
             xattrs,

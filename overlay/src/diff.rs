@@ -14,10 +14,11 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::emit::{dir_identity, rel_string, Emitter};
+use crate::emit::{dir_identity, rel_bytes, Emitter};
 pub use crate::emit::{DiffError, DiffOptions, DiffReport};
 use crate::layer::LayerWriter;
 use crate::naive::Lowers;
@@ -67,7 +68,7 @@ fn walk<W: Write + 'static>(
         }
         let path = dir.join(&name);
         let md = fs::symlink_metadata(&path).map_err(|source| DiffError::Read { path: path.clone(), source })?;
-        let rel_s = rel_string(&rel)?;
+        let rel_s = rel_bytes(&rel);
         // A whiteout hides a lower entry; one for a name no lower has (fuse-overlayfs leaves them where
         // a file was created and removed within the step, e.g. mount points) would only add noise.
         let hides = |r: &Path| lowers.is_empty() || lowers.lookup(r).is_some();
@@ -75,10 +76,10 @@ fn walk<W: Write + 'static>(
             if hides(&rel) {
                 em.whiteout(&rel_s, md.mtime())?;
             }
-        } else if let Some(hidden) = name.to_str().and_then(|n| n.strip_prefix(WH_PREFIX)) {
-            let hidden_rel = rel_dir.join(hidden);
+        } else if let Some(hidden) = name.as_bytes().strip_prefix(WH_PREFIX.as_bytes()) {
+            let hidden_rel = rel_dir.join(std::ffi::OsStr::from_bytes(hidden));
             if hides(&hidden_rel) {
-                em.whiteout(&rel_string(&hidden_rel)?, md.mtime())?;
+                em.whiteout(&rel_bytes(&hidden_rel), md.mtime())?;
             }
         } else if md.is_dir() {
             let meta = em.meta(&path, &rel_s)?;

@@ -6,8 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, Metadata};
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use bstr::{BString, ByteSlice};
 
 use crate::apply::OVERRIDE_STAT_XATTR;
 use crate::layer::{entry_from_path, LayerWriter};
@@ -42,12 +45,10 @@ pub enum DiffError {
     },
     #[error("write layer entry {path:?}")]
     Write {
-        path: String,
+        path: BString,
         #[source]
         source: io::Error,
     },
-    #[error("name {} is not utf-8 and cannot be stored in a layer", .0.display())]
-    Name(PathBuf),
 }
 
 /// How a diff treats metadata.
@@ -67,7 +68,7 @@ impl DiffOptions {
 }
 
 struct Pending {
-    rel: String,
+    rel: BString,
     meta: EntryMeta,
     changed: bool,
     opaque: bool,
@@ -77,13 +78,15 @@ struct Pending {
 pub(crate) struct Emitter<'w, W: Write + 'static> {
     writer: &'w mut LayerWriter<W>,
     stack: Vec<Pending>,
-    links: HashMap<(u64, u64), String>,
+    links: HashMap<(u64, u64), BString>,
     clamp: Option<i64>,
     pub report: DiffReport,
 }
 
-pub(crate) fn rel_string(rel: &Path) -> Result<String, DiffError> {
-    rel.to_str().map(str::to_string).ok_or_else(|| DiffError::Name(rel.to_path_buf()))
+/// The archive name of a relative host path: its bytes, whatever they are (a RUN may create names that are
+/// not UTF-8, and they must come out as they went in).
+pub(crate) fn rel_bytes(rel: &Path) -> BString {
+    BString::from(rel.as_os_str().as_bytes())
 }
 
 impl<'w, W: Write + 'static> Emitter<'w, W> {
@@ -92,7 +95,7 @@ impl<'w, W: Write + 'static> Emitter<'w, W> {
     }
 
     /// Reads an entry's portable metadata.
-    pub fn meta(&self, path: &Path, rel: &str) -> Result<EntryMeta, DiffError> {
+    pub fn meta(&self, path: &Path, rel: &[u8]) -> Result<EntryMeta, DiffError> {
         let mut meta = entry_from_path(path, rel).map_err(|source| DiffError::Read { path: path.into(), source })?;
         portable(&mut meta);
         if let Some(clamp) = self.clamp {
@@ -103,17 +106,17 @@ impl<'w, W: Write + 'static> Emitter<'w, W> {
 
     /// Enters a directory. `changed`: its own metadata differs from what the lowers show; an opaque
     /// directory always counts as changed.
-    pub fn dir(&mut self, rel: &str, meta: EntryMeta, changed: bool, opaque: bool) -> Result<(), DiffError> {
+    pub fn dir(&mut self, rel: &[u8], meta: EntryMeta, changed: bool, opaque: bool) -> Result<(), DiffError> {
         self.leave_to(rel)?;
-        self.stack.push(Pending { rel: rel.to_string(), meta, changed: changed || opaque, opaque, written: false });
+        self.stack.push(Pending { rel: rel.into(), meta, changed: changed || opaque, opaque, written: false });
         Ok(())
     }
 
     /// Writes a non-directory entry found at `path` (with lstat `md`).
-    pub fn file(&mut self, path: &Path, rel: &str, md: &Metadata) -> Result<(), DiffError> {
+    pub fn file(&mut self, path: &Path, rel: &[u8], md: &Metadata) -> Result<(), DiffError> {
         let mut meta = match self.meta(path, rel) {
             Err(DiffError::Read { source, .. }) if source.kind() == io::ErrorKind::Unsupported => {
-                self.report.skipped.push(rel.to_string());
+                self.report.skipped.push(rel.to_str_lossy().into_owned());
                 return Ok(());
             }
             other => other?,
@@ -123,12 +126,12 @@ impl<'w, W: Write + 'static> Emitter<'w, W> {
         if meta.kind == EntryKind::File && md.nlink() > 1 {
             let key = (md.dev(), md.ino());
             if let Some(first) = self.links.get(&key) {
-                meta.kind = EntryKind::Hardlink(first.clone());
+                meta.kind = EntryKind::Hardlink(first.clone().into());
                 meta.size = 0;
                 self.report.hardlinks += 1;
                 return self.write(&meta, None);
             }
-            self.links.insert(key, rel.to_string());
+            self.links.insert(key, rel.into());
         }
         if meta.kind == EntryKind::File {
             let mut f = File::open(path).map_err(|source| DiffError::Read { path: path.into(), source })?;
@@ -141,11 +144,13 @@ impl<'w, W: Write + 'static> Emitter<'w, W> {
     }
 
     /// Writes a whiteout for `rel` (the hidden path).
-    pub fn whiteout(&mut self, rel: &str, mtime: i64) -> Result<(), DiffError> {
+    pub fn whiteout(&mut self, rel: &[u8], mtime: i64) -> Result<(), DiffError> {
         self.leave_to(rel)?;
         self.flush_parents()?;
-        let (dir, name) = rel.rsplit_once('/').map_or(("", rel), |(d, n)| (d, n));
-        let wh = if dir.is_empty() { format!("{WH_PREFIX}{name}") } else { format!("{dir}/{WH_PREFIX}{name}") };
+        let wh = match rel.rsplit_once_str("/") {
+            Some((dir, name)) => [dir, b"/", WH_PREFIX.as_bytes(), name].concat(),
+            None => [WH_PREFIX.as_bytes(), rel].concat(),
+        };
         let mut meta = EntryMeta::new(wh, EntryKind::File);
         meta.mode = 0o644;
         meta.mtime = self.clamp.map_or(mtime, |c| mtime.min(c));
@@ -161,9 +166,9 @@ impl<'w, W: Write + 'static> Emitter<'w, W> {
     }
 
     /// Pops directories that are not ancestors of `rel`.
-    fn leave_to(&mut self, rel: &str) -> Result<(), DiffError> {
+    fn leave_to(&mut self, rel: &[u8]) -> Result<(), DiffError> {
         while let Some(top) = self.stack.last() {
-            if rel.len() > top.rel.len() && rel.starts_with(&top.rel) && rel.as_bytes()[top.rel.len()] == b'/' {
+            if rel.len() > top.rel.len() && rel.starts_with(&top.rel) && rel[top.rel.len()] == b'/' {
                 break;
             }
             self.pop()?;
@@ -191,7 +196,8 @@ impl<'w, W: Write + 'static> Emitter<'w, W> {
             let meta = self.stack[i].meta.clone();
             self.write(&meta, None)?;
             if self.stack[i].opaque {
-                let mut marker = EntryMeta::new(format!("{}/{WH_OPAQUE}", self.stack[i].rel), EntryKind::File);
+                let path = [&self.stack[i].rel[..], b"/", WH_OPAQUE.as_bytes()].concat();
+                let mut marker = EntryMeta::new(path, EntryKind::File);
                 marker.mtime = meta.mtime;
                 self.report.opaque_dirs += 1;
                 self.write(&marker, None)?;

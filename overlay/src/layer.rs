@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -48,7 +49,7 @@ impl<W: Write + 'static> LayerWriter<W> {
 
     /// Appends the file, directory, link or node at `path` under the archive name `rel`, reading its
     /// metadata with [`entry_from_path`]. Returns the metadata written.
-    pub fn append_path(&mut self, path: &Path, rel: &str) -> io::Result<EntryMeta> {
+    pub fn append_path(&mut self, path: &Path, rel: impl AsRef<[u8]>) -> io::Result<EntryMeta> {
         let meta = entry_from_path(path, rel)?;
         if meta.kind == EntryKind::File {
             let mut f = File::open(path)?;
@@ -124,7 +125,7 @@ fn is_unsupported(e: &io::Error) -> bool {
 /// Builds an entry for `path` from its lstat and xattrs, named `rel` in the archive. Sockets cannot be
 /// archived (as in docker, callers skip them): they give an error of kind [`io::ErrorKind::Unsupported`].
 /// Hard links are not detected here; a caller that tracks inodes turns repeats into [`EntryKind::Hardlink`].
-pub fn entry_from_path(path: &Path, rel: &str) -> io::Result<EntryMeta> {
+pub fn entry_from_path(path: &Path, rel: impl AsRef<[u8]>) -> io::Result<EntryMeta> {
     let md = fs::symlink_metadata(path)?;
     let ft = md.file_type();
     let rdev = md.rdev();
@@ -133,14 +134,9 @@ pub fn entry_from_path(path: &Path, rel: &str) -> io::Result<EntryMeta> {
     } else if ft.is_dir() {
         EntryKind::Dir
     } else if ft.is_symlink() {
-        let target = fs::read_link(path)?;
-        let target = target.into_os_string().into_string().map_err(|t| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("read symlink {}: target {t:?} is not utf-8", path.display()),
-            )
-        })?;
-        EntryKind::Symlink(target)
+        // Any bytes: a target need not be UTF-8.
+        let target = fs::read_link(path)?.into_os_string().into_vec();
+        EntryKind::Symlink(target.into())
     } else if ft.is_char_device() {
         EntryKind::CharDev {
             major: libc::major(rdev),
@@ -168,7 +164,7 @@ pub fn entry_from_path(path: &Path, rel: &str) -> io::Result<EntryMeta> {
         0
     };
     Ok(EntryMeta {
-        path: rel.to_string(),
+        path: rel.as_ref().into(),
         kind,
         mode: md.mode() & 0o7777,
         uid: u64::from(md.uid()),

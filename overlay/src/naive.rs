@@ -20,7 +20,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
 
 use crate::diff::sorted_children;
-use crate::emit::{dir_identity, rel_string, DiffError, DiffOptions, DiffReport, Emitter};
+use crate::emit::{dir_identity, rel_bytes, DiffError, DiffOptions, DiffReport, Emitter};
 use crate::layer::LayerWriter;
 use crate::tarfmt::EntryKind;
 use crate::whiteout::{is_opaque, is_overlay_xattr, is_whiteout, XattrPrefix};
@@ -259,7 +259,7 @@ fn compare_dir<W: Write + 'static>(
         if opts.skipped(&rel) {
             continue;
         }
-        let rel_s = rel_string(&rel)?;
+        let rel_s = rel_bytes(&rel);
         if !here.contains(name) {
             let mtime = fs::symlink_metadata(&dir).map(|m| m.mtime()).unwrap_or(0);
             em.whiteout(&rel_s, mtime)?;
@@ -306,7 +306,7 @@ fn same_entry<W: Write + 'static>(
     lower_path: &Path,
     lower_md: &Metadata,
     em: &Emitter<'_, W>,
-    rel: &str,
+    rel: &[u8],
 ) -> Result<bool, DiffError> {
     if md.file_type() != lower_md.file_type()
         || md.size() != lower_md.size()

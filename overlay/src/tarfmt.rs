@@ -1,19 +1,27 @@
 //! A deterministic tar writer: ustar headers, with a PAX extended header where ustar cannot say it (long
 //! names and link targets, big ids, sizes and times, xattrs). Only what the entry describes goes in: no user
 //! or group names, no atime or ctime, no host metadata, so the same entries always give the same bytes.
+//!
+//! Names and link targets are bytes, as on Linux: a name that is not UTF-8 is written exactly, in a PAX
+//! `path` (or `linkpath`) record holding its raw bytes. That is what GNU tar and Go's archive/tar (so docker)
+//! write, and what they, the `tar` crate and kiln's applier read back verbatim. POSIX would add
+//! `hdrcharset=BINARY`, but GNU tar warns about that keyword on every entry and reads the bytes the same way
+//! without it.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+
+use bstr::{BStr, BString, ByteSlice};
 
 /// What an entry is; link targets and device numbers travel with the kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     File,
     Dir,
-    /// A symlink and its target, verbatim.
-    Symlink(String),
+    /// A symlink and its target, verbatim (any bytes but NUL).
+    Symlink(BString),
     /// A hard link to an earlier entry's path in the same archive.
-    Hardlink(String),
+    Hardlink(BString),
     CharDev {
         major: u32,
         minor: u32,
@@ -28,8 +36,9 @@ pub enum EntryKind {
 /// One archive entry's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryMeta {
-    /// Relative, `/`-separated, no leading `/` or `./`; a directory may end in `/`.
-    pub path: String,
+    /// Relative, `/`-separated, no leading `/` or `./`; a directory may end in `/`. Bytes, not text: a
+    /// name need not be UTF-8.
+    pub path: BString,
     pub kind: EntryKind,
     /// Permission bits plus setuid, setgid and sticky (`0o7777`); file type bits are ignored.
     pub mode: u32,
@@ -45,7 +54,7 @@ pub struct EntryMeta {
 
 impl EntryMeta {
     /// An entry with root ownership, mtime 0, no xattrs, and the usual mode for its kind.
-    pub fn new(path: impl Into<String>, kind: EntryKind) -> Self {
+    pub fn new(path: impl Into<BString>, kind: EntryKind) -> Self {
         let mode = match kind {
             EntryKind::Dir => 0o755,
             EntryKind::Symlink(_) => 0o777,
@@ -97,30 +106,33 @@ fn invalid(msg: String) -> io::Error {
 
 /// Checks that `path` is a clean relative path: non-empty, no leading `/`, no empty, `.` or `..` components,
 /// no NUL. A single trailing `/` is allowed and returned separately.
-fn clean_path(path: &str, what: &str) -> io::Result<(String, bool)> {
-    let (body, trailing_slash) = match path.strip_suffix('/') {
+fn clean_path(path: &BStr, what: &str) -> io::Result<(Vec<u8>, bool)> {
+    let (body, trailing_slash) = match path.strip_suffix(b"/") {
         Some(b) => (b, true),
-        None => (path, false),
+        None => (path.as_bytes(), false),
     };
     let bad = body.is_empty()
-        || body.contains('\0')
-        || body.starts_with('/')
+        || body.contains(&0)
+        || body.starts_with(b"/")
         || body
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..");
+            .split(|&b| b == b'/')
+            .any(|c| c.is_empty() || c == b"." || c == b"..");
     if bad {
         return Err(invalid(format!(
             "write tar entry: {what} {path:?} is not a clean relative path"
         )));
     }
-    Ok((body.to_string(), trailing_slash))
+    Ok((body.to_vec(), trailing_slash))
 }
 
 /// The archive name of an entry: directories always end in `/`, nothing else does.
-fn entry_name(meta: &EntryMeta) -> io::Result<String> {
-    let (body, trailing_slash) = clean_path(&meta.path, "path")?;
+fn entry_name(meta: &EntryMeta) -> io::Result<Vec<u8>> {
+    let (mut body, trailing_slash) = clean_path(meta.path.as_bstr(), "path")?;
     match (&meta.kind, trailing_slash) {
-        (EntryKind::Dir, _) => Ok(body + "/"),
+        (EntryKind::Dir, _) => {
+            body.push(b'/');
+            Ok(body)
+        }
         (_, false) => Ok(body),
         (_, true) => Err(invalid(format!(
             "write tar entry: non-directory path {:?} ends in '/'",
@@ -131,32 +143,32 @@ fn entry_name(meta: &EntryMeta) -> io::Result<String> {
 
 /// Splits a long ASCII name into ustar prefix and name at a `/`, as Go's archive/tar does; None when no split
 /// fits.
-fn split_ustar(name: &str) -> Option<(&str, &str)> {
+fn split_ustar(name: &[u8]) -> Option<(&[u8], &[u8])> {
     if name.len() <= NAME_LEN || !name.is_ascii() {
         return None;
     }
     // A directory's trailing '/' stays with the name part and is no place to split.
     let search_end = (name.len() - 1).min(PREFIX_LEN + 1);
-    let i = name[..search_end].rfind('/')?;
+    let i = name[..search_end].rfind_byte(b'/')?;
     let (prefix, rest) = (&name[..i], &name[i + 1..]);
     (i > 0 && prefix.len() <= PREFIX_LEN && !rest.is_empty() && rest.len() <= NAME_LEN)
         .then_some((prefix, rest))
 }
 
 /// What goes into a header's name fields, and whether a PAX `path` record is needed instead.
-fn place_name(name: &str) -> (String, String, bool) {
+fn place_name(name: &[u8]) -> (Vec<u8>, Vec<u8>, bool) {
     if name.len() <= NAME_LEN && name.is_ascii() {
-        return (String::new(), name.to_string(), false);
+        return (Vec::new(), name.to_vec(), false);
     }
     match split_ustar(name) {
-        Some((prefix, rest)) => (prefix.to_string(), rest.to_string(), false),
-        None => (String::new(), ascii_truncated(name, NAME_LEN), true),
+        Some((prefix, rest)) => (prefix.to_vec(), rest.to_vec(), false),
+        None => (Vec::new(), ascii_truncated(name, NAME_LEN), true),
     }
 }
 
-/// A stand-in for readers that ignore PAX: the ASCII characters of `s`, cut to `len` bytes.
-fn ascii_truncated(s: &str, len: usize) -> String {
-    s.chars().filter(char::is_ascii).take(len).collect()
+/// A stand-in for readers that ignore PAX: the ASCII bytes of `s`, cut to `len` bytes.
+fn ascii_truncated(s: &[u8], len: usize) -> Vec<u8> {
+    s.iter().copied().filter(u8::is_ascii).take(len).collect()
 }
 
 fn typeflag(kind: &EntryKind) -> u8 {
@@ -300,7 +312,7 @@ impl<W: Write> TarWriter<W> {
         self.out.write_all(&header)?;
         if meta.kind == EntryKind::File {
             match data {
-                Some(r) => self.copy_exact(r, meta.size, &meta.path)?,
+                Some(r) => self.copy_exact(r, meta.size, meta.path.as_bstr())?,
                 None if meta.size == 0 => {}
                 None => {
                     return Err(invalid(format!(
@@ -325,7 +337,7 @@ impl<W: Write> TarWriter<W> {
     fn write_pax(&mut self, meta: &EntryMeta, records: &PaxRecords) -> io::Result<()> {
         let data = encode_pax(records);
         let mut b = Block::new();
-        b.put_bytes(field::NAME, pax_header_name(&meta.path).as_bytes());
+        b.put_bytes(field::NAME, &pax_header_name(meta.path.as_bstr()));
         b.put_num(field::MODE, 0o644);
         b.put_num(field::UID, 0);
         b.put_num(field::GID, 0);
@@ -339,7 +351,7 @@ impl<W: Write> TarWriter<W> {
         self.pad(data.len() as u64)
     }
 
-    fn copy_exact(&mut self, r: &mut dyn Read, size: u64, path: &str) -> io::Result<()> {
+    fn copy_exact(&mut self, r: &mut dyn Read, size: u64, path: &BStr) -> io::Result<()> {
         if self.buf.len() < COPY_BUF {
             self.buf.resize(COPY_BUF, 0);
         }
@@ -376,11 +388,11 @@ impl<W: Write> TarWriter<W> {
 
 /// The name of a PAX header block, as Go's archive/tar makes it: `<dir>/PaxHeaders.0/<base>`, ASCII, cut to
 /// fit. Readers that do not know PAX extract it as a plain file; no reader relies on it.
-fn pax_header_name(path: &str) -> String {
-    let path = path.trim_end_matches('/');
-    let name = match path.rsplit_once('/') {
-        Some((dir, base)) => format!("{dir}/PaxHeaders.0/{base}"),
-        None => format!("PaxHeaders.0/{path}"),
+fn pax_header_name(path: &BStr) -> Vec<u8> {
+    let path = path.trim_end_with(|c| c == '/');
+    let name = match path.rsplit_once_str("/") {
+        Some((dir, base)) => [dir, b"/PaxHeaders.0/", base].concat(),
+        None => [b"PaxHeaders.0/", path].concat(),
     };
     ascii_truncated(&name, NAME_LEN)
 }
@@ -396,30 +408,32 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(PaxRecords, [u8; BLOCK])> {
     let name = entry_name(meta)?;
     let (prefix, short, needs_pax) = place_name(&name);
     if needs_pax {
-        pax.insert("path".into(), name.into_bytes());
+        pax.insert("path".into(), name);
     }
-    b.put_bytes(field::NAME, short.as_bytes());
-    b.put_bytes(field::PREFIX, prefix.as_bytes());
+    b.put_bytes(field::NAME, &short);
+    b.put_bytes(field::PREFIX, &prefix);
 
     let link = match &meta.kind {
         EntryKind::Symlink(target) => {
-            if target.is_empty() || target.contains('\0') {
+            if target.is_empty() || target.contains(&0) {
                 return Err(invalid(format!(
                     "write tar entry {:?}: bad symlink target {target:?}",
                     meta.path
                 )));
             }
-            Some(target.clone())
+            Some(target.to_vec())
         }
-        EntryKind::Hardlink(target) => Some(clean_path(target, "hard link target")?.0),
+        EntryKind::Hardlink(target) => {
+            Some(clean_path(target.as_bstr(), "hard link target")?.0)
+        }
         _ => None,
     };
     if let Some(link) = link {
         if link.len() > NAME_LEN || !link.is_ascii() {
-            b.put_bytes(field::LINKNAME, ascii_truncated(&link, NAME_LEN).as_bytes());
-            pax.insert("linkpath".into(), link.into_bytes());
+            b.put_bytes(field::LINKNAME, &ascii_truncated(&link, NAME_LEN));
+            pax.insert("linkpath".into(), link);
         } else {
-            b.put_bytes(field::LINKNAME, link.as_bytes());
+            b.put_bytes(field::LINKNAME, &link);
         }
     }
 

@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use bstr::{BString, ByteSlice};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -44,7 +46,7 @@ impl StatCache {
 
     /// The sha256 of a regular file's content, read only when its stat changed.
     pub fn file_digest(&mut self, host: &Path, md: &std::fs::Metadata) -> io::Result<String> {
-        let key = host.to_string_lossy().into_owned();
+        let key = stat_key(host);
         let mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
         let ctime_ns = md.ctime() * 1_000_000_000 + md.ctime_nsec();
         if let Some(s) = self.entries.get(&key) {
@@ -81,6 +83,18 @@ impl StatCache {
     }
 }
 
+/// A host path as a key of the JSON stat cache: the path itself when it is
+/// UTF-8, else `hex:` and its bytes, so two names that differ only in
+/// non-UTF-8 bytes never share an entry (host paths are absolute, so no
+/// UTF-8 path starts with `hex:`).
+fn stat_key(host: &Path) -> String {
+    let bytes = host.as_os_str().as_bytes();
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => format!("hex:{}", hex::encode(bytes)),
+    }
+}
+
 struct HashWriter<'a>(&'a mut Sha256);
 
 impl Write for HashWriter<'_> {
@@ -95,23 +109,43 @@ impl Write for HashWriter<'_> {
 
 /// What a COPY/ADD step would read from the context, per path: enough to
 /// key the cache and to say which file changed on a miss.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceDigest {
-    /// Context-relative path → `mode:… link:… sha256:…` description.
-    pub files: BTreeMap<String, String>,
+    /// Context-relative path (bytes: names need not be UTF-8) →
+    /// `mode:… link:… sha256:…` description.
+    pub files: BTreeMap<BString, String>,
 }
 
 impl SourceDigest {
-    /// One digest over every file's description.
+    /// One digest over every file's description, names by their exact
+    /// bytes (the same digest as ever for UTF-8 names).
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         for (path, desc) in &self.files {
-            h.update(path.as_bytes());
+            h.update(path.as_slice());
             h.update([0]);
             h.update(desc.as_bytes());
             h.update([0]);
         }
         format!("sha256:{}", hex::encode(h.finalize()))
+    }
+
+    /// The files by printable name, for the build log that explains cache
+    /// misses; a name that is not UTF-8 is shown escaped (`x\xff`).
+    pub fn shown(&self) -> BTreeMap<String, String> {
+        self.files.iter().map(|(path, desc)| (show_name(path), desc.clone())).collect()
+    }
+}
+
+/// A name for messages: itself when UTF-8, else with its invalid bytes
+/// escaped, which keeps `x\xff` and `x\xfe` apart where lossy text would not.
+pub fn show_name(name: &[u8]) -> String {
+    match std::str::from_utf8(name) {
+        Ok(s) => s.to_string(),
+        Err(_) => {
+            let quoted = format!("{:?}", name.as_bstr());
+            quoted[1..quoted.len() - 1].to_string()
+        }
     }
 }
 
@@ -121,18 +155,18 @@ pub fn sources(ctx: &BuildContext, words: &[String], stat: &mut StatCache) -> Re
     let mut out = SourceDigest::default();
     for word in words {
         if super::remote::is_remote(word) {
-            out.files.insert(word.clone(), "url".into());
+            out.files.insert(word.as_str().into(), "url".into());
             continue;
         }
         for m in ctx.resolve_source(word)? {
             if m.is_dir {
-                out.files.insert(format!("{}/", m.rel), "dir".into());
+                out.files.insert([&m.rel[..], b"/"].concat().into(), "dir".into());
             }
             for e in ctx.walk(&m)? {
                 let rel = match (m.rel.is_empty(), e.rel.is_empty()) {
                     (_, true) => m.rel.clone(),
                     (true, false) => e.rel.clone(),
-                    (false, false) => format!("{}/{}", m.rel, e.rel),
+                    (false, false) => [&m.rel[..], b"/", &e.rel[..]].concat().into(),
                 };
                 out.files.insert(rel, describe(&e.host, &e.metadata, &e.link_target, stat)?);
             }
@@ -150,7 +184,11 @@ fn describe(
     let io_err = |source| ContextError::Io { path: host.to_path_buf(), source };
     let mut desc = format!("mode:{:o}", md.mode());
     if let Some(target) = link {
-        desc.push_str(&format!(" link:{}", target.display()));
+        // A target that is not UTF-8 is described by its bytes, never lossily.
+        match target.to_str() {
+            Some(t) => desc.push_str(&format!(" link:{t}")),
+            None => desc.push_str(&format!(" link-hex:{}", hex::encode(target.as_os_str().as_bytes()))),
+        }
     } else if md.is_file() {
         desc.push_str(&format!(" {}", stat.file_digest(host, md).map_err(io_err)?));
     }
@@ -193,6 +231,31 @@ mod tests {
     }
 
     #[test]
+    fn stat_cache_keeps_names_that_are_not_utf8_apart() {
+        use std::ffi::OsStr;
+        let dir = tempfile::tempdir().unwrap();
+        let (ff, fe) = (dir.path().join(OsStr::from_bytes(b"x\xff")), dir.path().join(OsStr::from_bytes(b"x\xfe")));
+        assert_ne!(stat_key(&ff), stat_key(&fe));
+        assert!(stat_key(&ff).starts_with("hex:"));
+        assert_eq!(stat_key(Path::new("/ctx/a")), "/ctx/a");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        for (p, body) in [(&ff, "ff"), (&fe, "fe")] {
+            std::fs::write(p, body).unwrap();
+            File::options().write(true).open(p).unwrap().set_modified(old).unwrap();
+        }
+        let cache_path = dir.path().join("stat.json");
+        let mut c = StatCache::load(&cache_path);
+        let a = c.file_digest(&ff, &std::fs::metadata(&ff).unwrap()).unwrap();
+        let b = c.file_digest(&fe, &std::fs::metadata(&fe).unwrap()).unwrap();
+        assert_ne!(a, b);
+        c.save().unwrap();
+        let mut c = StatCache::load(&cache_path);
+        assert_eq!(c.file_digest(&ff, &std::fs::metadata(&ff).unwrap()).unwrap(), a);
+        assert_eq!(c.file_digest(&fe, &std::fs::metadata(&fe).unwrap()).unwrap(), b);
+        assert_eq!(c.hashed, 0, "both came from the saved cache, each under its own key");
+    }
+
+    #[test]
     fn digests_follow_content_and_mode_not_mtime() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("src")).unwrap();
@@ -206,6 +269,6 @@ mod tests {
         std::fs::write(dir.path().join("src/x"), "y").unwrap();
         let c = sources(&ctx, &["src".into()], &mut stat).unwrap();
         assert_ne!(a.digest(), c.digest());
-        assert!(c.files.contains_key("src/x"));
+        assert!(c.files.contains_key(b"src/x".as_slice()));
     }
 }

@@ -86,6 +86,12 @@ impl DockerIgnore {
         Ok(DockerIgnore { patterns })
     }
 
+    /// Parses a .dockerignore as read from disk. Docker takes it as bytes, so a pattern may hold a name
+    /// that is not UTF-8 and then matches that name's exact bytes (see [`glob::match_text`]).
+    pub fn parse_bytes(bytes: &[u8]) -> Result<DockerIgnore, IgnoreError> {
+        DockerIgnore::parse(&glob::match_text(bytes))
+    }
+
     /// A matcher that excludes nothing.
     pub fn empty() -> DockerIgnore {
         DockerIgnore::default()
@@ -93,9 +99,11 @@ impl DockerIgnore {
 
     /// True if `rel_path` (relative to the context root, `/`-separated) is
     /// excluded: the last pattern that matches it or one of its parent
-    /// directories decides. The context root itself is never excluded.
-    pub fn matches(&self, rel_path: &str) -> bool {
-        let path = clean(rel_path.trim_start_matches('/'));
+    /// directories decides. The context root itself is never excluded. The path is bytes: a name need
+    /// not be UTF-8.
+    pub fn matches(&self, rel_path: impl AsRef<[u8]>) -> bool {
+        let text = glob::match_text(rel_path.as_ref());
+        let path = clean(text.trim_start_matches('/'));
         if path == "." || path.is_empty() || path == "/" {
             return false;
         }
@@ -128,8 +136,9 @@ impl DockerIgnore {
     /// True if some `!` exception could match a path below `rel_dir`, so a
     /// walker must still descend into that directory even when it is
     /// excluded. Conservative: a `**` component answers yes.
-    pub fn may_include_under(&self, rel_dir: &str) -> bool {
-        let dir = clean(rel_dir.trim_start_matches('/'));
+    pub fn may_include_under(&self, rel_dir: impl AsRef<[u8]>) -> bool {
+        let text = glob::match_text(rel_dir.as_ref());
+        let dir = clean(text.trim_start_matches('/'));
         let dir_parts: Vec<&str> = if dir == "." || dir.is_empty() { Vec::new() } else { dir.split('/').collect() };
         self.patterns.iter().filter(|p| p.exception).any(|p| could_match_below(&p.components, &dir_parts))
     }
@@ -283,6 +292,20 @@ mod tests {
 
     fn ig(lines: &[&str]) -> DockerIgnore {
         DockerIgnore::parse(&lines.join("\n")).unwrap_or_else(|e| panic!("{lines:?}: {e}"))
+    }
+
+    #[test]
+    fn names_and_patterns_that_are_not_utf8_match_by_bytes() {
+        let one = DockerIgnore::parse_bytes(b"x\xff\nd\xfe\n").unwrap();
+        assert!(one.matches(b"x\xff"));
+        assert!(!one.matches(b"x\xfe"), "a different byte is a different name");
+        assert!(one.matches(b"d\xfe/inner") && !one.matches(b"d\xff/inner"));
+        let glob = DockerIgnore::parse_bytes(b"x?\n!x\xfe\n**/*\xfd\n").unwrap();
+        assert!(glob.matches(b"x\xff") && !glob.matches(b"x\xfe"));
+        assert!(glob.matches(b"a/b/c\xfd") && !glob.matches(b"a/b/c\xfc"));
+        assert!(glob.may_include_under(b"x\xfe") && !glob.may_include_under(b"x\xff"));
+        // Patterns are text; the lossy U+FFFD spelling matches no raw byte.
+        assert!(!ig(&["x\u{fffd}"]).matches(b"x\xff"));
     }
 
     #[test]

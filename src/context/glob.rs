@@ -7,8 +7,36 @@
 //! Every literal is escaped for the regex engine, so characters that are
 //! special to `regex` but not to Go's globs (`^`, `&&`, `~~`, nested `[`)
 //! keep their literal meaning.
+//!
+//! Names are bytes and need not be UTF-8. They are matched through [`match_text`], which keeps valid UTF-8
+//! as it is and turns each byte of an invalid sequence into a character of its own, so `?` and `*` take
+//! such a byte as one character (as Go does, which sees it as one U+FFFD) and a pattern holding the same raw
+//! byte matches exactly that byte: `x\xff` and `x\xfe` are different names to every pattern.
+
+use std::borrow::Cow;
 
 use regex::Regex;
+
+/// Where [`match_text`] puts the bytes of invalid UTF-8: byte `b` becomes `U+10FF00 + b`, at the end of the
+/// last private use plane, which no real file name uses.
+const RAW_BYTE_BASE: u32 = 0x10_FF00;
+
+/// The text a name or pattern is matched as: itself when it is UTF-8; otherwise its valid parts as they
+/// are, and every byte of an invalid sequence as one private use character that stands for that byte
+/// alone. Distinct byte strings give distinct texts, except for names that really hold those characters.
+pub(crate) fn match_text(bytes: &[u8]) -> Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for &b in chunk.invalid() {
+            out.push(char::from_u32(RAW_BYTE_BASE + u32::from(b)).expect("U+10FF00..U+10FFFF are characters"));
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// What is wrong with a glob pattern.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,8 +178,9 @@ impl ComponentGlob {
         Ok(ComponentGlob { re })
     }
 
-    pub fn is_match(&self, name: &str) -> bool {
-        self.re.is_match(name)
+    /// Whether the name (any bytes) matches; see [`match_text`].
+    pub fn is_match(&self, name: impl AsRef<[u8]>) -> bool {
+        self.re.is_match(&match_text(name.as_ref()))
     }
 }
 
@@ -207,6 +236,21 @@ mod tests {
         for pat in bad {
             assert!(ComponentGlob::new(pat).is_err(), "{pat:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_match_by_their_bytes() {
+        let star = ComponentGlob::new("x*").unwrap();
+        assert!(star.is_match(b"x\xff") && star.is_match(b"x\xfe"));
+        // One invalid byte is one character, as for Go; a valid two-byte character is one too.
+        let one = ComponentGlob::new("x?").unwrap();
+        assert!(one.is_match(b"x\xff") && one.is_match("xé") && !one.is_match(b"x\xff\xfe"));
+        assert!(!ComponentGlob::new("x??").unwrap().is_match("xé"));
+        // A pattern holding the raw byte tells the two names apart.
+        let exact = ComponentGlob::new(&match_text(b"x\xff[a-z]")).unwrap();
+        assert!(exact.is_match(b"x\xffq") && !exact.is_match(b"x\xfeq"));
+        assert_ne!(match_text(b"x\xff"), match_text(b"x\xfe"));
+        assert_eq!(match_text(b"plain"), "plain");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! Paths handed out are always real paths inside the context root: COPY
 //! sources are resolved with symlinks scoped to the root (see `resolve`),
 //! and walking never follows a symlink.
+//!
+//! Names are bytes from the walk to the cache key: a name that is not UTF-8
+//! is kept exactly (Linux allows any byte but `/` and NUL) and only shown
+//! lossily in messages.
 
 pub mod digest;
 mod dockerignore;
@@ -16,7 +20,10 @@ mod tarball;
 mod walk;
 
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use bstr::BString;
 
 pub use dockerignore::{DockerIgnore, IgnoreError};
 pub use error::ContextError;
@@ -66,7 +73,7 @@ impl<R: Read> Read for Capped<'_, R> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceMatch {
     /// Path relative to the root as matched, `/`-separated; "" for the root.
-    pub rel: String,
+    pub rel: BString,
     /// Resolved real path inside the root.
     pub host: PathBuf,
     pub is_dir: bool,
@@ -77,7 +84,7 @@ pub struct SourceMatch {
 pub struct ContextEntry {
     /// Path relative to the SourceMatch: for a directory source, its
     /// contents (`a`, `a/b`, …); for a file source, "" meaning the file.
-    pub rel: String,
+    pub rel: BString,
     pub host: PathBuf,
     /// lstat of `host`.
     pub metadata: std::fs::Metadata,
@@ -135,7 +142,7 @@ impl BuildContext {
         tarball::extract(Capped { inner: stream, left: max, max, hint }, &root)?;
         let mut ctx = BuildContext { root, ignore: DockerIgnore::empty(), _temp: Some(temp), empty: false };
         if ignore {
-            if let Ok(found) = resolve::resolve(&ctx.root, ".dockerignore", true) {
+            if let Ok(found) = resolve::resolve(&ctx.root, b".dockerignore", true) {
                 if !found.is_dir {
                     ctx.ignore = read_ignore(&found.host)?;
                 }
@@ -189,16 +196,16 @@ impl BuildContext {
 
     /// The context-relative, `/`-separated form of a real path inside the
     /// root.
-    fn rel_of(&self, host: &Path) -> String {
+    fn rel_of(&self, host: &Path) -> BString {
         host.strip_prefix(&self.root)
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| BString::from(p.as_os_str().as_bytes()))
             .unwrap_or_default()
     }
 }
 
 fn read_ignore(path: &Path) -> Result<DockerIgnore, ContextError> {
     let bytes = std::fs::read(path).map_err(|source| ContextError::ReadIgnore { path: path.to_path_buf(), source })?;
-    DockerIgnore::parse(&String::from_utf8_lossy(&bytes))
+    DockerIgnore::parse_bytes(&bytes)
         .map_err(|source| ContextError::ParseIgnore { path: path.to_path_buf(), source })
 }
 

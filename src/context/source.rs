@@ -1,4 +1,9 @@
-//! COPY/ADD source words to context paths.
+//! COPY/ADD source words to context paths. Words are text; the names they
+//! match are bytes.
+
+use std::os::unix::ffi::OsStrExt;
+
+use bstr::BString;
 
 use super::dockerignore::clean;
 use super::glob::{has_wildcards, unescape, ComponentGlob};
@@ -12,7 +17,7 @@ pub(super) fn resolve_source(ctx: &BuildContext, word: &str) -> Result<Vec<Sourc
     let wildcard = has_wildcards(&cleaned);
     if ctx.empty {
         return match cleaned.is_empty() {
-            true => Ok(vec![SourceMatch { rel: String::new(), host: ctx.root.clone(), is_dir: true }]),
+            true => Ok(vec![SourceMatch { rel: BString::default(), host: ctx.root.clone(), is_dir: true }]),
             false if wildcard => Err(ContextError::NoSourceFiles { word: word.to_string() }),
             false => Err(ContextError::SourceNotFound { word: word.to_string() }),
         };
@@ -26,7 +31,7 @@ pub(super) fn resolve_source(ctx: &BuildContext, word: &str) -> Result<Vec<Sourc
 
 fn plain(ctx: &BuildContext, word: &str, cleaned: &str) -> Result<SourceMatch, ContextError> {
     let not_found = || ContextError::SourceNotFound { word: word.to_string() };
-    let found = match resolve(&ctx.root, cleaned, true) {
+    let found = match resolve(&ctx.root, cleaned.as_bytes(), true) {
         Ok(r) => r,
         Err(ResolveError::NotFound) => return Err(not_found()),
         Err(e) => return Err(resolve_error(word, e)),
@@ -34,7 +39,7 @@ fn plain(ctx: &BuildContext, word: &str, cleaned: &str) -> Result<SourceMatch, C
     if !visible(ctx, &found)? {
         return Err(not_found());
     }
-    Ok(SourceMatch { rel: cleaned.to_string(), host: found.host, is_dir: found.is_dir })
+    Ok(SourceMatch { rel: cleaned.into(), host: found.host, is_dir: found.is_dir })
 }
 
 /// Expands the wildcards one component at a time against the tree. Each
@@ -43,9 +48,9 @@ fn plain(ctx: &BuildContext, word: &str, cleaned: &str) -> Result<SourceMatch, C
 fn expand(ctx: &BuildContext, word: &str, cleaned: &str) -> Result<Vec<SourceMatch>, ContextError> {
     let parts: Vec<&str> = cleaned.split('/').collect();
     // (matched path, resolved path)
-    let mut frontier: Vec<(String, Resolved)> = vec![(
-        String::new(),
-        Resolved { host: ctx.root.clone(), rel: String::new(), links: Vec::new(), is_dir: true },
+    let mut frontier: Vec<(BString, Resolved)> = vec![(
+        BString::default(),
+        Resolved { host: ctx.root.clone(), rel: BString::default(), links: Vec::new(), is_dir: true },
     )];
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
@@ -56,9 +61,9 @@ fn expand(ctx: &BuildContext, word: &str, cleaned: &str) -> Result<Vec<SourceMat
         };
         let mut next = Vec::new();
         for (matched, dir) in &frontier {
-            let names = match &glob {
+            let names: Vec<BString> = match &glob {
                 Some(g) => list_dir(&dir.host)?.into_iter().filter(|n| g.is_match(n)).collect(),
-                None => vec![unescape(part)],
+                None => vec![unescape(part).into()],
             };
             for name in names {
                 let mut found = match resolve(&ctx.root, &join(&dir.rel, &name), true) {
@@ -106,7 +111,7 @@ fn visible(ctx: &BuildContext, found: &Resolved) -> Result<bool, ContextError> {
     walk::has_included(ctx, &found.host, &found.rel)
 }
 
-fn list_dir(dir: &std::path::Path) -> Result<Vec<String>, ContextError> {
+fn list_dir(dir: &std::path::Path) -> Result<Vec<BString>, ContextError> {
     let read = match std::fs::read_dir(dir) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -115,7 +120,7 @@ fn list_dir(dir: &std::path::Path) -> Result<Vec<String>, ContextError> {
     let mut names = Vec::new();
     for entry in read {
         let entry = entry.map_err(|source| ContextError::Io { path: dir.to_path_buf(), source })?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
+        names.push(BString::from(entry.file_name().as_bytes()));
     }
     names.sort();
     Ok(names)
@@ -129,10 +134,10 @@ fn resolve_error(word: &str, e: ResolveError) -> ContextError {
     }
 }
 
-pub(super) fn join(base: &str, name: &str) -> String {
+pub(super) fn join(base: &[u8], name: &[u8]) -> BString {
     if base.is_empty() {
-        name.to_string()
+        name.into()
     } else {
-        format!("{base}/{name}")
+        [base, b"/", name].concat().into()
     }
 }

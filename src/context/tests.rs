@@ -5,6 +5,8 @@ use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
+use bstr::ByteSlice;
+
 use super::*;
 
 fn write(root: &Path, rel: &str, body: &str) {
@@ -20,13 +22,13 @@ fn ctx_with(root: &Path, ignore: &str) -> BuildContext {
 }
 
 fn rels(ms: &[SourceMatch]) -> Vec<&str> {
-    ms.iter().map(|m| m.rel.as_str()).collect()
+    ms.iter().map(|m| m.rel.to_str().unwrap()).collect()
 }
 
 fn walked(ctx: &BuildContext, word: &str) -> Vec<String> {
     let ms = ctx.resolve_source(word).unwrap();
     assert_eq!(ms.len(), 1, "{word}");
-    ctx.walk(&ms[0]).unwrap().into_iter().map(|e| e.rel).collect()
+    ctx.walk(&ms[0]).unwrap().into_iter().map(|e| e.rel.to_str().unwrap().to_string()).collect()
 }
 
 /// A small project tree used by several tests.
@@ -80,7 +82,7 @@ fn plain_paths_and_escapes() {
     assert_eq!(ctx.resolve_source("../a.txt").unwrap()[0].rel, "a.txt");
     assert_eq!(ctx.resolve_source("/../../src/../a.txt").unwrap()[0].rel, "a.txt");
     let root = &ctx.resolve_source("..").unwrap()[0];
-    assert_eq!((root.rel.as_str(), root.is_dir), ("", true));
+    assert_eq!((root.rel.to_str().unwrap(), root.is_dir), ("", true));
     assert_eq!(root.host, ctx.root());
     assert_eq!(ctx.resolve_source(".").unwrap()[0].rel, "");
 
@@ -375,4 +377,76 @@ fn tar_garbage_is_an_error() {
     assert!(BuildContext::from_tar(&junk[..], true).is_err());
     let bad_gz = [0x1f, 0x8b, 0, 1, 2, 3, 4, 5];
     assert!(BuildContext::from_tar(&bad_gz[..], true).is_err());
+}
+
+/// A context holding names that are not UTF-8: two files that differ only in
+/// such a byte, and a directory with such a name.
+fn raw_names(ignore: &[u8]) -> tempfile::TempDir {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path();
+    let p = |b: &[u8]| r.join(std::ffi::OsStr::from_bytes(b));
+    fs::write(p(b"x\xff"), "ff").unwrap();
+    fs::write(p(b"x\xfe"), "fe").unwrap();
+    fs::create_dir(p(b"d\xfd")).unwrap();
+    fs::write(p(b"d\xfd/in\xfc"), "in").unwrap();
+    symlink(std::ffi::OsStr::from_bytes(b"x\xff"), p(b"l\xfb")).unwrap();
+    fs::write(r.join(".dockerignore"), ignore).unwrap();
+    tmp
+}
+
+fn raw_ctx(tmp: &tempfile::TempDir) -> BuildContext {
+    BuildContext::from_dir(tmp.path(), BuildContext::find_ignore_file(tmp.path(), None).as_deref()).unwrap()
+}
+
+#[test]
+fn names_that_are_not_utf8_are_walked_exactly() {
+    let tmp = raw_names(b"");
+    let ctx = raw_ctx(&tmp);
+    let m = ctx.resolve_source(".").unwrap();
+    let got: Vec<bstr::BString> = ctx.walk(&m[0]).unwrap().into_iter().map(|e| e.rel).collect();
+    let want: Vec<&[u8]> = vec![b".dockerignore", b"d\xfd", b"d\xfd/in\xfc", b"l\xfb", b"x\xfe", b"x\xff"];
+    assert_eq!(got, want);
+    // A wildcard matches both by their bytes, and each resolves to its own file.
+    let ms = ctx.resolve_source("x*").unwrap();
+    let got: Vec<(&[u8], String)> =
+        ms.iter().map(|m| (m.rel.as_slice(), fs::read_to_string(&m.host).unwrap())).collect();
+    assert_eq!(got, vec![(&b"x\xfe"[..], "fe".to_string()), (&b"x\xff"[..], "ff".to_string())]);
+    let ms = ctx.resolve_source("d?/*").unwrap();
+    assert_eq!(ms.len(), 1);
+    assert_eq!(ms[0].rel, &b"d\xfd/in\xfc"[..]);
+}
+
+#[test]
+fn a_dockerignore_line_with_a_raw_name_excludes_only_that_name() {
+    let tmp = raw_names(b"x\xff\nd\xfd\n");
+    let ctx = raw_ctx(&tmp);
+    let m = ctx.resolve_source(".").unwrap();
+    let got: Vec<bstr::BString> = ctx.walk(&m[0]).unwrap().into_iter().map(|e| e.rel).collect();
+    let want: Vec<&[u8]> = vec![b".dockerignore", b"l\xfb", b"x\xfe"];
+    assert_eq!(got, want);
+    assert!(matches!(ctx.resolve_source("x*").unwrap().as_slice(), [only] if only.rel == &b"x\xfe"[..]));
+}
+
+#[test]
+fn the_source_digest_tells_names_that_are_not_utf8_apart() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = raw_names(b"");
+    let ctx = raw_ctx(&tmp);
+    let mut stat = digest::StatCache::default();
+    let before = digest::sources(&ctx, &[".".into()], &mut stat).unwrap();
+    assert!(before.files.contains_key(b"x\xff".as_slice()) && before.files.contains_key(b"x\xfe".as_slice()));
+    assert_ne!(before.files[b"x\xff".as_slice()], before.files[b"x\xfe".as_slice()]);
+    // Shown escaped in the build log, never collapsed into one U+FFFD name.
+    let shown = before.shown();
+    assert!(shown.contains_key("x\\xff") && shown.contains_key("x\\xfe"), "{shown:?}");
+    // Swapping the two files' contents changes the key: names are not confused.
+    let p = |b: &[u8]| tmp.path().join(std::ffi::OsStr::from_bytes(b));
+    fs::write(p(b"x\xff"), "fe").unwrap();
+    fs::write(p(b"x\xfe"), "ff").unwrap();
+    let swapped = digest::sources(&ctx, &[".".into()], &mut stat).unwrap();
+    assert_ne!(before.digest(), swapped.digest());
+    fs::write(p(b"x\xff"), "ff").unwrap();
+    fs::write(p(b"x\xfe"), "fe").unwrap();
+    assert_eq!(before.digest(), digest::sources(&ctx, &[".".into()], &mut stat).unwrap().digest());
 }

@@ -5,7 +5,10 @@
 //! just before that entry, as BuildKit's fsutil walker does.
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use bstr::BString;
 
 use super::source::join;
 use super::{BuildContext, ContextEntry, ContextError, SourceMatch};
@@ -17,22 +20,22 @@ pub(super) fn walk(ctx: &BuildContext, m: &SourceMatch) -> Result<Vec<ContextEnt
     let metadata = lstat(&m.host)?;
     if !metadata.is_dir() {
         let link_target = read_link_if(&m.host, &metadata)?;
-        return Ok(vec![ContextEntry { rel: String::new(), host: m.host.clone(), metadata, link_target }]);
+        return Ok(vec![ContextEntry { rel: BString::default(), host: m.host.clone(), metadata, link_target }]);
     }
     let mut out = Vec::new();
     let mut pending = Vec::new();
     let mut sink = Sink { out: &mut out, pending: &mut pending, stop_at_first: false };
-    walk_dir(ctx, &m.host, &ctx.rel_of(&m.host), "", &mut sink)?;
+    walk_dir(ctx, &m.host, &ctx.rel_of(&m.host), b"", &mut sink)?;
     Ok(out)
 }
 
 /// True if some entry below the excluded directory `host` (context path
 /// `rel`) is re-included by an exception.
-pub(super) fn has_included(ctx: &BuildContext, host: &Path, rel: &str) -> Result<bool, ContextError> {
+pub(super) fn has_included(ctx: &BuildContext, host: &Path, rel: &[u8]) -> Result<bool, ContextError> {
     let mut out = Vec::new();
     let mut pending = Vec::new();
     let mut sink = Sink { out: &mut out, pending: &mut pending, stop_at_first: true };
-    walk_dir(ctx, host, rel, "", &mut sink)?;
+    walk_dir(ctx, host, rel, b"", &mut sink)?;
     Ok(!out.is_empty())
 }
 
@@ -54,7 +57,7 @@ impl Sink<'_> {
     }
 }
 
-fn walk_dir(ctx: &BuildContext, dir: &Path, ctx_rel: &str, out_rel: &str, sink: &mut Sink) -> Result<(), ContextError> {
+fn walk_dir(ctx: &BuildContext, dir: &Path, ctx_rel: &[u8], out_rel: &[u8], sink: &mut Sink) -> Result<(), ContextError> {
     let read = fs::read_dir(dir).map_err(|source| ContextError::Io { path: dir.to_path_buf(), source })?;
     let mut names = Vec::new();
     for entry in read {
@@ -66,9 +69,8 @@ fn walk_dir(ctx: &BuildContext, dir: &Path, ctx_rel: &str, out_rel: &str, sink: 
             return Ok(());
         }
         let host = dir.join(&name);
-        let name = name.to_string_lossy();
-        let crel = join(ctx_rel, &name);
-        let orel = join(out_rel, &name);
+        let crel = join(ctx_rel, name.as_bytes());
+        let orel = join(out_rel, name.as_bytes());
         let metadata = lstat(&host)?;
         let excluded = ctx.ignore.matches(&crel);
         let is_dir = metadata.is_dir();

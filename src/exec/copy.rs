@@ -2,12 +2,17 @@
 //! entries as one layer. Nothing touches the image's files: the destination
 //! is looked up in the stage's `Tree`, so symlinks in the image resolve inside
 //! the image and never on the host.
+//!
+//! Paths from the context are bytes: a name that is not UTF-8 goes into the
+//! layer exactly as it is on disk. The destination comes from the Dockerfile
+//! and is text.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use bstr::{BString, ByteSlice};
 use kiln_overlay::compress;
 use kiln_overlay::layer::entry_from_path;
 use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
@@ -95,7 +100,7 @@ pub struct CopyEnv<'a> {
 }
 
 /// Works out the entries of the layer a COPY/ADD step writes, sorted by path.
-pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap<String, Planned>, CopyError> {
+pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap<BString, Planned>, CopyError> {
     let keyword = if step.is_add { "ADD" } else { "COPY" };
     let exclude = if step.exclude.is_empty() {
         None
@@ -134,8 +139,9 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
     let dest_is_dir = dir_syntax || multiple || tree.is_dir(&dest) || dest.is_empty();
 
     let mut out = Output { entries: BTreeMap::new(), links: HashMap::new(), env, tree };
+    let dest_b = dest.as_bytes();
     for m in &matches {
-        let rel_root = if step.parents { join(&dest, &m.rel) } else { dest.clone() };
+        let rel_root = if step.parents { join_bytes(dest_b, &m.rel) } else { BString::from(dest_b) };
         if m.is_dir {
             out.dir(&rel_root, m)?;
             for e in env.source.walk(m)? {
@@ -145,22 +151,23 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
                 if excluded(&exclude, &m.rel, &e.rel) {
                     continue;
                 }
-                out.entry(&join(&rel_root, &e.rel), &e, &join(&m.rel, &e.rel))?;
+                out.entry(&join_bytes(&rel_root, &e.rel), &e, &join_bytes(&m.rel, &e.rel))?;
             }
         } else {
             let name = basename(&m.rel);
-            if excluded(&exclude, "", &m.rel) {
+            if excluded(&exclude, b"", &m.rel) {
                 continue;
             }
             let target = match (step.parents, dest_is_dir) {
-                (true, _) => join(&dest, &m.rel),
-                (false, true) => join(&dest, name),
-                (false, false) => dest.clone(),
+                (true, _) => join_bytes(dest_b, &m.rel),
+                (false, true) => join_bytes(dest_b, name),
+                (false, false) => BString::from(dest_b),
             };
             if step.is_add && step.unpack && is_archive(&m.host)? {
-                let archive_dir = if step.parents { parent(&target).to_string() } else { dest.clone() };
+                let archive_dir = if step.parents { BString::from(parent(&target)) } else { BString::from(dest_b) };
                 out.ensure_dir(&archive_dir);
-                out.unpack(&m.host, &m.rel, &archive_dir)?;
+                // The archive extraction still takes text; names there are its own business.
+                out.unpack(&m.host, &m.rel.to_str_lossy(), &archive_dir.to_str_lossy())?;
                 continue;
             }
             for e in env.source.walk(m)? {
@@ -171,16 +178,16 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
     for f in &fetched {
         match &**f {
             Fetched::File(d) => {
-                let target = if dest_is_dir { join(&dest, &d.name) } else { dest.clone() };
+                let target = if dest_is_dir { join_bytes(dest_b, d.name.as_bytes()) } else { BString::from(dest_b) };
                 out.download(target, d);
             }
             Fetched::Tree { ctx, .. } => {
                 // A repository always lands as the contents of the destination directory.
                 for m in ctx.resolve_source(".")? {
-                    out.dir(&dest, &m)?;
+                    out.dir(dest_b, &m)?;
                     for e in ctx.walk(&m)? {
                         if !e.rel.is_empty() {
-                            out.entry(&join(&dest, &e.rel), &e, &e.rel)?;
+                            out.entry(&join_bytes(dest_b, &e.rel), &e, &e.rel)?;
                         }
                     }
                 }
@@ -188,7 +195,7 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
         }
     }
     for doc in &step.heredocs {
-        let target = if dest_is_dir { join(&dest, &doc.name) } else { dest.clone() };
+        let target = if dest_is_dir { join_bytes(dest_b, doc.name.as_bytes()) } else { BString::from(dest_b) };
         let mode = env.chmod.map_or(0o644, |c| c.apply(0o644, false));
         let (uid, gid) = env.owner.unwrap_or((0, 0));
         let meta = EntryMeta {
@@ -212,8 +219,8 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
 /// A tar hardlink must follow its target. Links were found in walk order,
 /// which differs from the layer's path order, so make the first path of each
 /// group (in layer order) the file and point the others at it.
-fn order_hardlinks(entries: &mut BTreeMap<String, Planned>) {
-    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+fn order_hardlinks(entries: &mut BTreeMap<BString, Planned>) {
+    let mut groups: BTreeMap<BString, Vec<BString>> = BTreeMap::new();
     for (path, p) in entries.iter() {
         if let EntryKind::Hardlink(target) = &p.meta.kind {
             groups.entry(target.clone()).or_default().push(path.clone());
@@ -242,29 +249,30 @@ fn order_hardlinks(entries: &mut BTreeMap<String, Planned>) {
 }
 
 struct Output<'a> {
-    entries: BTreeMap<String, Planned>,
+    entries: BTreeMap<BString, Planned>,
     /// (dev, inode) → first path written, to keep hardlinks as hardlinks.
-    links: HashMap<(u64, u64), String>,
+    links: HashMap<(u64, u64), BString>,
     env: &'a CopyEnv<'a>,
     tree: &'a Tree,
 }
 
 impl Output<'_> {
-    fn put(&mut self, path: String, mut meta: EntryMeta, data: Data) {
+    fn put(&mut self, path: impl Into<BString>, mut meta: EntryMeta, data: Data) {
+        let path = path.into();
         meta.path = path.clone();
         // A later source replaces an earlier one at the same path, as in docker.
         self.entries.insert(path, Planned { meta, data });
     }
 
     /// The destination directory a directory source's contents go into.
-    fn dir(&mut self, path: &str, m: &SourceMatch) -> Result<(), CopyError> {
-        if path.is_empty() || self.tree.is_dir(path) {
+    fn dir(&mut self, path: &[u8], m: &SourceMatch) -> Result<(), CopyError> {
+        if path.is_empty() || tree_is_dir(self.tree, path) {
             return Ok(());
         }
         let md = std::fs::metadata(&m.host).map_err(|source| CopyError::Read { path: m.host.clone(), source })?;
         let mode = self.source_mode(&m.rel, md.mode());
         let meta = self.owned(EntryMeta {
-            path: String::new(),
+            path: Default::default(),
             kind: EntryKind::Dir,
             mode: self.env.chmod.map_or(mode, |c| c.apply(mode, true)),
             uid: 0,
@@ -273,15 +281,15 @@ impl Output<'_> {
             size: 0,
             xattrs: BTreeMap::new(),
         });
-        self.put(path.to_string(), meta, Data::None);
+        self.put(path, meta, Data::None);
         Ok(())
     }
 
     /// A file downloaded for ADD: mode 0600 and the server's Last-Modified
     /// time (else the epoch), as BuildKit does; never unpacked.
-    fn download(&mut self, target: String, d: &remote::Download) {
+    fn download(&mut self, target: BString, d: &remote::Download) {
         let meta = self.owned(EntryMeta {
-            path: String::new(),
+            path: Default::default(),
             kind: EntryKind::File,
             mode: self.env.chmod.map_or(0o600, |c| c.apply(0o600, false)),
             uid: 0,
@@ -293,20 +301,20 @@ impl Output<'_> {
         self.put(target, meta, Data::Host(d.path.clone()));
     }
 
-    fn ensure_dir(&mut self, path: &str) {
-        if path.is_empty() || self.tree.is_dir(path) || self.entries.contains_key(path) {
+    fn ensure_dir(&mut self, path: &[u8]) {
+        if path.is_empty() || tree_is_dir(self.tree, path) || self.entries.contains_key(path.as_bstr()) {
             return;
         }
         let meta = self.owned(new_dir(self.env.now));
-        self.put(path.to_string(), meta, Data::None);
+        self.put(path, meta, Data::None);
     }
 
     /// One file, directory, symlink or special file from the source tree.
-    fn entry(&mut self, target: &str, e: &ContextEntry, source_rel: &str) -> Result<(), CopyError> {
+    fn entry(&mut self, target: &[u8], e: &ContextEntry, source_rel: &[u8]) -> Result<(), CopyError> {
         let read_err = |source| CopyError::Read { path: e.host.clone(), source };
         let mut meta = entry_from_path(&e.host, target).map_err(read_err)?;
         meta.mode = self.source_mode(source_rel, meta.mode);
-        if let Some(recorded) = self.env.source_meta.and_then(|m| m.get(&clean(source_rel))) {
+        if let Some(recorded) = self.recorded(source_rel) {
             meta.xattrs = recorded.xattrs.clone();
         }
         let md = &e.metadata;
@@ -318,7 +326,7 @@ impl Output<'_> {
                         meta.kind = EntryKind::Hardlink(first.clone());
                         meta.size = 0;
                     } else {
-                        self.links.insert(key, target.to_string());
+                        self.links.insert(key, target.into());
                     }
                 }
                 if matches!(meta.kind, EntryKind::File) {
@@ -336,16 +344,20 @@ impl Output<'_> {
             }
         }
         let meta = self.owned(meta);
-        self.put(target.to_string(), meta, data);
+        self.put(target, meta, data);
         Ok(())
     }
 
+    /// The metadata a `--from` rootfs recorded aside for a source path (it
+    /// records UTF-8 names only).
+    fn recorded(&self, source_rel: &[u8]) -> Option<&EntryMeta> {
+        let rel = source_rel.to_str().ok()?;
+        self.env.source_meta.and_then(|m| m.get(&clean(rel)))
+    }
+
     /// The mode the source really has: a `--from` rootfs records it aside.
-    fn source_mode(&self, source_rel: &str, lstat_mode: u32) -> u32 {
-        self.env
-            .source_meta
-            .and_then(|m| m.get(&clean(source_rel)))
-            .map_or(lstat_mode & 0o7777, |recorded| recorded.mode)
+    fn source_mode(&self, source_rel: &[u8], lstat_mode: u32) -> u32 {
+        self.recorded(source_rel).map_or(lstat_mode & 0o7777, |recorded| recorded.mode)
     }
 
     fn owned(&self, mut meta: EntryMeta) -> EntryMeta {
@@ -377,7 +389,7 @@ impl Output<'_> {
             let header = entry.header().clone();
             let xattrs = pax_xattrs(&mut entry).map_err(err)?;
             let mut meta = EntryMeta {
-                path: String::new(),
+                path: Default::default(),
                 kind: EntryKind::File,
                 mode: header.mode().map_err(err)? & 0o7777,
                 uid: header.uid().map_err(err)?,
@@ -390,12 +402,12 @@ impl Output<'_> {
             let mut data = Data::None;
             meta.kind = match header.entry_type() {
                 tar::EntryType::Directory => EntryKind::Dir,
-                tar::EntryType::Symlink => EntryKind::Symlink(link.unwrap_or_default()),
+                tar::EntryType::Symlink => EntryKind::Symlink(link.unwrap_or_default().into()),
                 tar::EntryType::Link => {
                     let l = link.unwrap_or_default();
                     let inner_target = safe_archive_path(&l)
                         .ok_or_else(|| CopyError::ArchiveEscape { archive: rel.to_string(), entry: l.clone() })?;
-                    EntryKind::Hardlink(by_path.get(&inner_target).cloned().unwrap_or_else(|| join(dest, &inner_target)))
+                    EntryKind::Hardlink(by_path.get(&inner_target).cloned().unwrap_or_else(|| join(dest, &inner_target)).into())
                 }
                 tar::EntryType::Char => EntryKind::CharDev {
                     major: header.device_major().map_err(err)?.unwrap_or(0),
@@ -436,12 +448,12 @@ impl Output<'_> {
 
 /// Adds every missing ancestor directory of the entries: with the image's
 /// metadata where it has the directory, else a new 0755 directory.
-fn add_parents(entries: &mut BTreeMap<String, Planned>, tree: &Tree, env: &CopyEnv) {
-    let mut parents: Vec<String> = Vec::new();
+fn add_parents(entries: &mut BTreeMap<BString, Planned>, tree: &Tree, env: &CopyEnv) {
+    let mut parents: Vec<BString> = Vec::new();
     for path in entries.keys() {
         let mut p = parent(path);
-        while !p.is_empty() && !entries.contains_key(p) {
-            parents.push(p.to_string());
+        while !p.is_empty() && !entries.contains_key(p.as_bstr()) {
+            parents.push(p.into());
             p = parent(p);
         }
     }
@@ -449,7 +461,7 @@ fn add_parents(entries: &mut BTreeMap<String, Planned>, tree: &Tree, env: &CopyE
         if entries.contains_key(&p) {
             continue;
         }
-        let meta = match tree.get(&p) {
+        let meta = match p.to_str().ok().and_then(|p| tree.get(p)) {
             Some(existing) if matches!(existing.kind, EntryKind::Dir) => existing.clone(),
             _ => {
                 let (uid, gid) = env.owner.unwrap_or((0, 0));
@@ -462,7 +474,7 @@ fn add_parents(entries: &mut BTreeMap<String, Planned>, tree: &Tree, env: &CopyE
 
 fn new_dir(now: i64) -> EntryMeta {
     EntryMeta {
-        path: String::new(),
+        path: Default::default(),
         kind: EntryKind::Dir,
         mode: 0o755,
         uid: 0,
@@ -473,11 +485,18 @@ fn new_dir(now: i64) -> EntryMeta {
     }
 }
 
-fn excluded(exclude: &Option<DockerIgnore>, base: &str, rel: &str) -> bool {
+fn excluded(exclude: &Option<DockerIgnore>, base: &[u8], rel: &[u8]) -> bool {
     match exclude {
-        Some(ex) => ex.matches(&join(base, rel)) || ex.matches(rel),
+        Some(ex) => ex.matches(join_bytes(base, rel)) || ex.matches(rel),
         None => false,
     }
+}
+
+/// Whether the image has a directory at `path`. The image tree holds UTF-8
+/// names only, so a name that is not UTF-8 is taken as new: its directory
+/// entry is written, which is right either way.
+fn tree_is_dir(tree: &Tree, path: &[u8]) -> bool {
+    path.to_str().is_ok_and(|p| tree.is_dir(p))
 }
 
 /// Docker decides by content: a tar, possibly compressed with gzip, bzip2, xz or zstd.
@@ -528,13 +547,20 @@ fn join(a: &str, b: &str) -> String {
     clean(&format!("{}/{}", a, b))
 }
 
-fn parent(path: &str) -> &str {
-    path.rfind('/').map_or("", |i| &path[..i])
+/// `a` and `b` joined and cleaned (`./a//b/` → `a/b`), as bytes.
+fn join_bytes(a: &[u8], b: &[u8]) -> BString {
+    let joined = [a, b"/", b].concat();
+    let parts: Vec<&[u8]> = joined.split_str("/").filter(|c| !c.is_empty() && *c != b".").collect();
+    parts.join(&b'/').into()
 }
 
-fn basename(path: &str) -> &str {
-    let p = path.trim_end_matches('/');
-    p.rfind('/').map_or(p, |i| &p[i + 1..])
+fn parent(path: &[u8]) -> &[u8] {
+    path.rfind_byte(b'/').map_or(b"", |i| &path[..i])
+}
+
+fn basename(path: &[u8]) -> &[u8] {
+    let p = path.trim_end_with(|c| c == '/');
+    p.rfind_byte(b'/').map_or(p, |i| &p[i + 1..])
 }
 
 #[cfg(test)]
@@ -552,11 +578,14 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(basename("a/b/c.txt"), "c.txt");
-        assert_eq!(basename("c"), "c");
-        assert_eq!(parent("a/b/c"), "a/b");
-        assert_eq!(parent("a"), "");
+        assert_eq!(basename(b"a/b/c.txt"), b"c.txt");
+        assert_eq!(basename(b"c"), b"c");
+        assert_eq!(basename(b"d\xff/x\xfe/"), b"x\xfe");
+        assert_eq!(parent(b"a/b/c"), b"a/b");
+        assert_eq!(parent(b"a"), b"");
         assert_eq!(join("", "x"), "x");
         assert_eq!(join("usr/bin", "./y"), "usr/bin/y");
+        assert_eq!(join_bytes(b"usr/bin", b"./y"), "usr/bin/y");
+        assert_eq!(join_bytes(b"d/", b"x\xff//./z"), &b"d/x\xff/z"[..]);
     }
 }

@@ -78,7 +78,7 @@ impl Fetcher {
     /// Puts what the URL sources of an ADD from the context hold into
     /// `files`, which keys the cache. With `--checksum` the checksum
     /// stands for the content, so nothing is downloaded on a cache hit.
-    pub fn describe(&self, step: &CopyStep, files: &mut BTreeMap<String, String>) -> Result<(), RemoteError> {
+    pub fn describe(&self, step: &CopyStep, files: &mut BTreeMap<bstr::BString, String>) -> Result<(), RemoteError> {
         if !step.is_add || step.from.is_some() {
             return Ok(());
         }
@@ -87,7 +87,7 @@ impl Fetcher {
                 (Some(sum), Some(Remote::Http(_))) => format!("url {}", sum),
                 _ => self.fetch(word, step.keep_git_dir)?.describe(),
             };
-            files.insert(word.clone(), desc);
+            files.insert(word.as_str().into(), desc);
         }
         Ok(())
     }

@@ -407,7 +407,7 @@ impl<'a> Executor<'a> {
                 None => {
                     let mut digest = crate::context::digest::sources(self.ctx, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
                     self.fetcher.describe(c, &mut digest.files)?;
-                    files = digest.files.clone();
+                    files = digest.shown();
                     digest.digest()
                 }
                 Some(CopyFrom::Stage(i)) => self.done.lock().expect("done lock").get(i).map(|s| s.key.clone()).unwrap_or_default(),
@@ -416,7 +416,7 @@ impl<'a> Executor<'a> {
                         let key = self.unpack_from(c.from.as_ref().expect("matched above"))?;
                         let from = self.unpacked.lock().expect("unpacked lock")[&key].clone();
                         let digest = crate::context::digest::sources(&from.0, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
-                        files = digest.files.clone();
+                        files = digest.shown();
                         digest.digest()
                     }
                     _ => self.image(r)?.manifest_digest,
@@ -667,7 +667,7 @@ impl<'a> Executor<'a> {
             match opt(&["from"]) {
                 None => {
                     let digest = crate::context::digest::sources(self.ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
-                    files.extend(digest.files.clone());
+                    files.extend(digest.shown());
                     parts.push(digest.digest());
                 }
                 Some(from) => {

@@ -98,11 +98,11 @@ fn extract(blob: fs::File, dest: &Path, meta: &mut BTreeMap<String, EntryMeta>) 
         let header = entry.header();
         let mode = header.mode()? & 0o7777;
         let recorded = EntryMeta {
-            path: path.clone(),
+            path: path.clone().into(),
             kind: match kind {
                 tar::EntryType::Directory => EntryKind::Dir,
                 tar::EntryType::Symlink => EntryKind::Symlink(
-                    entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default(),
+                    entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default().into(),
                 ),
                 tar::EntryType::Fifo => EntryKind::Fifo,
                 _ => EntryKind::File,

@@ -170,7 +170,8 @@ impl Merge {
             if meta.path.is_empty() {
                 continue;
             }
-            let (dir, name) = meta.path.rsplit_once('/').unwrap_or(("", meta.path.as_str()));
+            let mpath = meta.path.to_string();
+            let (dir, name) = mpath.rsplit_once('/').unwrap_or(("", mpath.as_str()));
             if name == WH_OPAQUE {
                 let dir = dir.to_string();
                 self.nodes.retain(|p, _| !under(p, &dir));
@@ -214,8 +215,8 @@ impl Merge {
             .nodes
             .iter()
             .filter_map(|(p, n)| match n {
-                Node::Entry { meta: EntryMeta { kind: EntryKind::Hardlink(t), .. }, .. } if t == path || under(t, path) => {
-                    Some((p.clone(), t.clone()))
+                Node::Entry { meta: EntryMeta { kind: EntryKind::Hardlink(t), .. }, .. } if t == path || under(&t.to_string(), path) => {
+                    Some((p.clone(), t.to_string()))
                 }
                 _ => None,
             })
@@ -226,13 +227,13 @@ impl Merge {
             let node = match moved.get(&target) {
                 Some(first) => {
                     let Some(Node::Entry { meta, .. }) = self.nodes.get(&link) else { continue };
-                    Node::Entry { meta: EntryMeta { kind: EntryKind::Hardlink(first.clone()), ..meta.clone() }, data: None }
+                    Node::Entry { meta: EntryMeta { kind: EntryKind::Hardlink(first.clone().into()), ..meta.clone() }, data: None }
                 }
                 None => {
                     // A target in the base layers cannot be copied from here.
                     let Some(Node::Entry { meta, data }) = self.nodes.get(&target) else { continue };
                     moved.insert(target.clone(), link.clone());
-                    Node::Entry { meta: EntryMeta { path: link.clone(), ..meta.clone() }, data: *data }
+                    Node::Entry { meta: EntryMeta { path: link.clone().into(), ..meta.clone() }, data: *data }
                 }
             };
             self.nodes.insert(link, node);
@@ -240,7 +241,7 @@ impl Merge {
     }
 
     fn add(&mut self, meta: EntryMeta, data: Option<(u64, u64)>) {
-        let path = meta.path.clone();
+        let path = meta.path.to_string();
         if matches!(self.nodes.get(&path), Some(Node::Entry { .. })) {
             self.detach_links(&path);
         }
@@ -345,8 +346,8 @@ fn meta_of<R: Read>(
         Ok((h.device_major()?.unwrap_or(0), h.device_minor()?.unwrap_or(0)))
     };
     let kind = match h.entry_type().as_byte() {
-        b'1' => EntryKind::Hardlink(clean(&link)),
-        b'2' => EntryKind::Symlink(link),
+        b'1' => EntryKind::Hardlink(clean(&link).into()),
+        b'2' => EntryKind::Symlink(link.into()),
         b'3' => {
             let (major, minor) = device(h)?;
             EntryKind::CharDev { major, minor }
@@ -360,7 +361,7 @@ fn meta_of<R: Read>(
         _ if raw.ends_with('/') => EntryKind::Dir,
         _ => EntryKind::File,
     };
-    Ok(EntryMeta { path: clean(&raw), kind, mode: h.mode()? & 0o7777, uid, gid, mtime, size: 0, xattrs })
+    Ok(EntryMeta { path: clean(&raw).into(), kind, mode: h.mode()? & 0o7777, uid, gid, mtime, size: 0, xattrs })
 }
 
 fn read_all(r: &mut impl Read) -> io::Result<Vec<u8>> {

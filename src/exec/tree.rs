@@ -101,12 +101,12 @@ impl Tree {
         for (path, meta) in added {
             if let EntryKind::Hardlink(target) = &meta.kind {
                 // A hardlink shares its target's metadata.
-                let target = clean(target);
+                let target = clean(&target.to_string());
                 if let Some(t) = self.nodes.get(&target).cloned() {
                     if let Some(c) = self.files.get(&target).cloned() {
                         self.files.insert(path.clone(), c);
                     }
-                    self.insert(path, EntryMeta { path: String::new(), ..t });
+                    self.insert(path, EntryMeta { path: Default::default(), ..t });
                     continue;
                 }
             }
@@ -152,7 +152,7 @@ impl Tree {
     /// Records an entry a COPY/ADD step just wrote, so later steps see it.
     /// `content` is asked for only for the files `--chown` reads.
     pub fn record(&mut self, meta: &EntryMeta, content: impl FnOnce() -> Option<Vec<u8>>) {
-        let path = clean(&meta.path);
+        let path = clean(&meta.path.to_string());
         if WANTED.contains(&path.as_str()) {
             match content() {
                 Some(c) if matches!(meta.kind, EntryKind::File) => self.files.insert(path.clone(), c),
@@ -195,10 +195,10 @@ impl Tree {
                     if hops > MAX_HOPS {
                         return Err(TreeError::SymlinkLoop(clean(path)));
                     }
-                    if target.starts_with('/') {
+                    if target.starts_with(b"/") {
                         done.clear();
                     }
-                    for c in components(target).into_iter().rev() {
+                    for c in components(&target.to_string()).into_iter().rev() {
                         pending.push(c);
                     }
                 }
@@ -213,8 +213,8 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<R>, path: &str) -> std::io::Result<En
     let header = entry.header();
     let kind = match header.entry_type() {
         tar::EntryType::Directory => EntryKind::Dir,
-        tar::EntryType::Symlink => EntryKind::Symlink(link_name(entry)),
-        tar::EntryType::Link => EntryKind::Hardlink(link_name(entry)),
+        tar::EntryType::Symlink => EntryKind::Symlink(link_name(entry).into()),
+        tar::EntryType::Link => EntryKind::Hardlink(link_name(entry).into()),
         tar::EntryType::Char => EntryKind::CharDev {
             major: header.device_major()?.unwrap_or(0),
             minor: header.device_minor()?.unwrap_or(0),
@@ -228,7 +228,7 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<R>, path: &str) -> std::io::Result<En
     };
     let header = entry.header();
     Ok(EntryMeta {
-        path: path.to_string(),
+        path: path.into(),
         kind,
         mode: header.mode()? & 0o7777,
         uid: header.uid()?,

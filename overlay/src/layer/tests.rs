@@ -101,7 +101,7 @@ fn walk(root: &Path) -> Vec<(PathBuf, EntryMeta)> {
         let md = fs::symlink_metadata(e.path()).unwrap();
         if meta.kind == EntryKind::File && md.nlink() > 1 {
             if let Some(first) = seen.get(&(md.dev(), md.ino())) {
-                meta.kind = EntryKind::Hardlink(first.clone());
+                meta.kind = EntryKind::Hardlink(first.clone().into());
                 meta.size = 0;
             } else {
                 seen.insert((md.dev(), md.ino()), rel.clone());
@@ -243,7 +243,7 @@ fn tar_crate_reads_the_layer_back() {
             let name = if m.kind == EntryKind::Dir {
                 format!("{}/", m.path)
             } else {
-                m.path.clone()
+                m.path.to_string()
             };
             (name, m.mode, m.uid)
         })
@@ -274,7 +274,7 @@ fn gnu_tar_lists_and_extracts_the_layer() {
             if m.kind == EntryKind::Dir {
                 format!("{}/", m.path)
             } else {
-                m.path.clone()
+                m.path.to_string()
             }
         })
         .collect();
@@ -371,7 +371,7 @@ fn entry_from_path_reads_lstat_and_xattrs() {
     let long = entry_from_path(&tree.join("etc/long-link"), "etc/long-link").unwrap();
     assert_eq!(
         long.kind,
-        EntryKind::Symlink(format!("/{}/target", "x".repeat(300)))
+        EntryKind::Symlink(format!("/{}/target", "x".repeat(300)).into())
     );
 
     let fifo = entry_from_path(&tree.join("fifo"), "fifo").unwrap();

@@ -1,5 +1,6 @@
 use super::*;
 use crate::digest::sha256_digest;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -117,12 +118,12 @@ fn fixtures() -> Vec<Fixture> {
         )),
         other(entry(
             "long-symlink",
-            EntryKind::Symlink(format!("../{}/target", "t".repeat(200))),
+            EntryKind::Symlink(format!("../{}/target", "t".repeat(200)).into()),
             0o777,
         )),
         other(entry(
             "long-hardlink",
-            EntryKind::Hardlink(very_long_path()),
+            EntryKind::Hardlink(very_long_path().into()),
             0o640,
         )),
     ];
@@ -169,9 +170,14 @@ fn write_archive(items: &[Fixture]) -> Vec<u8> {
     w.finish().unwrap()
 }
 
-fn expected_name(meta: &EntryMeta) -> String {
+/// A tar name as a host path: the same bytes.
+fn host(name: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(name))
+}
+
+fn expected_name(meta: &EntryMeta) -> BString {
     match meta.kind {
-        EntryKind::Dir if !meta.path.ends_with('/') => format!("{}/", meta.path),
+        EntryKind::Dir if !meta.path.ends_with(b"/") => [&meta.path[..], b"/"].concat().into(),
         _ => meta.path.clone(),
     }
 }
@@ -186,7 +192,7 @@ fn round_trips_through_the_tar_crate() {
     for (got, want) in archive.entries().unwrap().zip(&items) {
         let mut got = got.unwrap();
         let m = &want.meta;
-        let name = String::from_utf8(got.path_bytes().into_owned()).unwrap();
+        let name = BString::from(got.path_bytes().into_owned());
         assert_eq!(name, expected_name(m));
         let h = got.header().clone();
         assert_eq!(h.mode().unwrap(), m.mode, "{name}");
@@ -211,7 +217,7 @@ fn round_trips_through_the_tar_crate() {
         assert_eq!(h.entry_type(), ty, "{name}");
         let got_link = got
             .link_name_bytes()
-            .map(|l| String::from_utf8(l.into_owned()).unwrap());
+            .map(|l| BString::from(l.into_owned()));
         assert_eq!(got_link, link, "{name}");
         if let Some((major, minor)) = dev {
             assert_eq!(h.device_major().unwrap(), Some(major), "{name}");
@@ -271,11 +277,11 @@ fn pax_only_where_ustar_cannot_say_it() {
         ),
         (entry("ü", EntryKind::File, 0o644), vec!["path"]),
         (
-            entry("l", EntryKind::Symlink("x".repeat(100)), 0o777),
+            entry("l", EntryKind::Symlink("x".repeat(100).into()), 0o777),
             vec![],
         ),
         (
-            entry("l", EntryKind::Symlink("x".repeat(101)), 0o777),
+            entry("l", EntryKind::Symlink("x".repeat(101).into()), 0o777),
             vec!["linkpath"],
         ),
         (
@@ -318,6 +324,49 @@ fn pax_only_where_ustar_cannot_say_it() {
             .collect();
         assert_eq!(got_keys, keys, "{:?}", meta.path);
     }
+}
+
+/// Names and link targets that are not UTF-8 go in PAX records byte for byte, the way GNU tar and Go write
+/// them: `x\xff` and `x\xfe` stay two names, and a long one keeps every byte past ustar's 100.
+#[test]
+fn names_that_are_not_utf8_are_written_byte_exact() {
+    let long: Vec<u8> = [&b"dir\xfe/"[..], &[b'n'; 120], b"\xff"].concat();
+    let items = vec![
+        other(entry("x\u{0}", EntryKind::File, 0o644)).meta,
+        EntryMeta::new(&b"x\xff"[..], EntryKind::File),
+        EntryMeta::new(&b"x\xfe"[..], EntryKind::File),
+        EntryMeta::new(long.clone(), EntryKind::File),
+        EntryMeta::new(&b"l"[..], EntryKind::Symlink((&b"t\xfd"[..]).into())),
+        EntryMeta::new(&b"d\xfc"[..], EntryKind::Dir),
+    ];
+    // A NUL is never a name byte: refused, and the message shows the name escaped.
+    let err = TarWriter::new(Vec::new()).append(&items[0], None).unwrap_err();
+    assert!(err.to_string().contains("x\\0"), "{err}");
+    let fixtures: Vec<Fixture> = items[1..].iter().cloned().map(other).collect();
+    let bytes = write_archive(&fixtures);
+    let records: Vec<Vec<(String, Vec<u8>)>> = raw_entries(&bytes)
+        .into_iter()
+        .filter(|r| r.0 == b'x')
+        .map(|r| parse_pax_records(&r.2).unwrap())
+        .collect();
+    let want: Vec<Vec<(String, Vec<u8>)>> = vec![
+        vec![("path".into(), b"x\xff".to_vec())],
+        vec![("path".into(), b"x\xfe".to_vec())],
+        vec![("path".into(), long.clone())],
+        vec![("linkpath".into(), b"t\xfd".to_vec())],
+        vec![("path".into(), b"d\xfc/".to_vec())],
+    ];
+    assert_eq!(records, want);
+    // The ustar name field holds only an ASCII stand-in for readers that skip PAX.
+    let names: Vec<Vec<u8>> = raw_entries(&bytes).into_iter().filter(|r| r.0 != b'x').map(|r| r.1).collect();
+    assert_eq!(names[0], b"x");
+    let read: Vec<BString> = tar::Archive::new(&bytes[..])
+        .entries()
+        .unwrap()
+        .map(|e| BString::from(e.unwrap().path_bytes().into_owned()))
+        .collect();
+    let want: Vec<&[u8]> = vec![b"x\xff", b"x\xfe", &long, b"l", b"d\xfc/"];
+    assert_eq!(read, want);
 }
 
 #[test]
@@ -456,7 +505,7 @@ fn bad_entries_are_refused() {
     let mut w = TarWriter::new(Vec::new());
     let hl = entry("h", EntryKind::Hardlink("/etc/passwd".into()), 0o644);
     assert!(w.append(&hl, None).is_err());
-    let empty_target = entry("s", EntryKind::Symlink(String::new()), 0o777);
+    let empty_target = entry("s", EntryKind::Symlink(BString::default()), 0o777);
     assert!(w.append(&empty_target, None).is_err());
     let mut eq_xattr = entry("x", EntryKind::Dir, 0o755);
     eq_xattr.xattrs.insert("user.a=b".into(), b"v".to_vec());
@@ -526,7 +575,7 @@ fn gnu_tar_lists_the_same_entries() {
     let names = run(Command::new("tar")
         .args(["--quoting-style=literal", "-tf"])
         .arg(&archive));
-    let want: Vec<String> = items.iter().map(|f| expected_name(&f.meta)).collect();
+    let want: Vec<String> = items.iter().map(|f| expected_name(&f.meta).to_string()).collect();
     assert_eq!(names.lines().collect::<Vec<_>>(), want);
 
     let long = run(Command::new("tar")
@@ -659,16 +708,16 @@ fn gnu_tar_extracts_contents_links_and_xattrs() {
 
     for f in &items {
         let m = &f.meta;
-        let p = out.join(m.path.trim_end_matches('/'));
+        let p = out.join(host(m.path.trim_end_with(|c| c == '/')));
         let md = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", m.path));
         match &m.kind {
             EntryKind::File => assert_eq!(std::fs::read(&p).unwrap(), f.data, "{}", m.path),
             EntryKind::Dir => assert!(md.is_dir()),
-            EntryKind::Symlink(t) => assert_eq!(std::fs::read_link(&p).unwrap(), Path::new(t)),
+            EntryKind::Symlink(t) => assert_eq!(std::fs::read_link(&p).unwrap(), host(t)),
             EntryKind::Hardlink(t) => {
                 assert_eq!(
                     md.ino(),
-                    std::fs::metadata(out.join(t)).unwrap().ino(),
+                    std::fs::metadata(out.join(host(t))).unwrap().ino(),
                     "{}",
                     m.path
                 )
