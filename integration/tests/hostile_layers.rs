@@ -31,7 +31,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use kiln_integration::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// What the hostile layers write where they can.
 const PAYLOAD: &str = "PWNED";
@@ -615,11 +615,15 @@ impl EntryPoint {
     }
 }
 
-/// What the probe saw inside the image: the victim's path and the hard link.
+/// What the probe saw inside the image: the victim's path, the hard link, and
+/// `evil/file` (where a write through the planted symlink lands when the
+/// symlink is replaced by a directory, as podman and docker's overlay2 do when
+/// they apply a layer into a directory of its own).
 #[derive(Debug)]
 struct Probe {
     victim: String,
     link: String,
+    evil: String,
 }
 
 /// A shell script printing what is at the victim's path and at the hard link
@@ -627,7 +631,7 @@ struct Probe {
 fn probe_script(v: &Victim, root: &str) -> String {
     format!(
         "p() {{ if [ -f \"$1\" ]; then echo \"$2:$(/bin/busybox cat \"$1\")\"; else echo \"$2:ABSENT\"; fi; }}; \
-         p {root}/{}/file PROBE; p {root}/{LINK} LINK",
+         p {root}/{}/file PROBE; p {root}/{LINK} LINK; p {root}/{EVIL}/file EVIL",
         v.rel
     )
 }
@@ -639,7 +643,7 @@ fn parse_probe(text: &str, what: &str) -> Result<Probe, String> {
             .map(str::to_string)
             .ok_or_else(|| format!("{what}: no {key} line in the probe output {text:?}"))
     };
-    Ok(Probe { victim: find("PROBE")?, link: find("LINK")? })
+    Ok(Probe { victim: find("PROBE")?, link: find("LINK")?, evil: find("EVIL")? })
 }
 
 /// A RUN step (exec form, so no shell is needed in the image to parse it)
@@ -653,8 +657,8 @@ fn run_probe(v: &Victim, root: &str) -> String {
 enum Outcome {
     /// A kiln command failed; the rest were not run.
     Failed(Output),
-    /// Every command succeeded; what the probe saw.
-    Accepted(Probe),
+    /// Every command succeeded; what the probe saw, or why it could not look.
+    Accepted(Result<Probe, String>),
 }
 
 struct Case<'a> {
@@ -703,10 +707,27 @@ impl Case<'_> {
         read_image(&self.store(), &normalize_tag(tag))
     }
 
+    /// The entries of the last layer of image `tag` in the store. Unlike
+    /// [`read_image`], this checks no diff_id of the layers below, which a
+    /// wrongly accepted hostile image may have forged.
+    fn last_layer(&self, tag: &str) -> Result<Vec<kiln_integration::Entry>, String> {
+        let store = self.store();
+        let desc = find_descriptor(&store, &normalize_tag(tag));
+        let blob = |d: &Value| {
+            let d = d.as_str().ok_or("descriptor without a digest")?;
+            let path = store.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+            fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))
+        };
+        let manifest: Value = serde_json::from_slice(&blob(&desc["digest"])?).map_err(|e| e.to_string())?;
+        let last = manifest["layers"].as_array().and_then(|l| l.last()).ok_or("the image has no layers")?;
+        let raw = blob(&last["digest"])?;
+        Ok(tar_entries(&decompress(last["mediaType"].as_str().unwrap_or_default(), &raw)))
+    }
+
     /// The probe a RUN step left in /probe, in the image's last layer.
     fn probe_in_last_layer(&self, tag: &str) -> Result<Probe, String> {
-        let img = self.image(tag);
-        let e = img.layers.last().and_then(|l| l.entry("probe")).ok_or("the image's last layer has no /probe")?;
+        let entries = self.last_layer(tag)?;
+        let e = entries.iter().rev().find(|e| e.path == "probe").ok_or("the image's last layer has no /probe")?;
         parse_probe(&String::from_utf8_lossy(&e.data), "/probe")
     }
 
@@ -722,11 +743,24 @@ impl Case<'_> {
         if let Some((p, _)) = fs.iter().find(|(_, e)| e.kind == Kind::File && e.data.starts_with(PRECIOUS.as_bytes())) {
             return Err(format!("the host victim's content was copied into the image at {p}"));
         }
-        Ok(Probe { victim: get(&format!("c/{}/file", self.victim.rel)), link: get(&format!("c/{LINK}")) })
+        Ok(Probe {
+            victim: get(&format!("c/{}/file", self.victim.rel)),
+            link: get(&format!("c/{LINK}")),
+            evil: get(&format!("c/{EVIL}/file")),
+        })
     }
 
-    /// Runs the entry point; `Err` is a broken test step (not kiln's verdict).
-    fn attempt(&self, entry: EntryPoint, layers: usize) -> Result<Outcome, String> {
+    /// Runs the entry point: the first kiln command that fails, or what the
+    /// probe saw once all succeeded.
+    fn attempt(&self, entry: EntryPoint, layers: usize) -> Outcome {
+        match self.try_attempt(entry, layers) {
+            Ok(outcome) => outcome,
+            Err(why) => Outcome::Accepted(Err(why)),
+        }
+    }
+
+    /// `Err`: every command succeeded, but the probe could not be read.
+    fn try_attempt(&self, entry: EntryPoint, layers: usize) -> Result<Outcome, String> {
         use EntryPoint::*;
         let v = self.victim;
         let href = format!("oci:{}:hostile", self.layout());
@@ -743,31 +777,31 @@ impl Case<'_> {
         let probe = match entry {
             FromRun => {
                 step!(self.build(&format!("FROM {href}\nRUN {}\n", run_probe(v, "")), "t", &[]));
-                self.probe_in_last_layer("t")?
+                guard(|| self.probe_in_last_layer("t"))?
             }
             CopyFromImage => {
                 step!(self.build(&format!("FROM scratch\nCOPY --from={href} / /c/\n"), "t", &[]));
-                self.probe_in_copy("t")?
+                guard(|| self.probe_in_copy("t"))?
             }
             CopyFromStage => {
                 let df = format!("FROM {href} AS s\nLABEL stage=hostile\nFROM scratch\nCOPY --from=s / /c/\n");
                 step!(self.build(&df, "t", &[]));
-                self.probe_in_copy("t")?
+                guard(|| self.probe_in_copy("t"))?
             }
             NamedContext => {
                 let bc = format!("hostile-ctx=oci-layout://{}:hostile", self.layout());
                 step!(self.build("FROM scratch\nCOPY --from=hostile-ctx / /c/\n", "t", &["--build-context", &bc]));
-                self.probe_in_copy("t")?
+                guard(|| self.probe_in_copy("t"))?
             }
             BindMount => {
                 let df = format!("FROM {plain}\nRUN --mount=type=bind,from={href},target=/m {}\n", run_probe(v, "/m"));
                 step!(self.build(&df, "t", &[]));
-                self.probe_in_last_layer("t")?
+                guard(|| self.probe_in_last_layer("t"))?
             }
             Squash => {
                 let df = format!("FROM {href}\nRUN {}\nRUN [\"/bin/busybox\",\"true\"]\n", run_probe(v, ""));
                 step!(self.build(&df, "t", &["--squash"]));
-                let p = self.probe_in_last_layer("t")?;
+                let p = guard(|| self.probe_in_last_layer("t"))?;
                 step!(self.run_probe("t"));
                 p
             }
@@ -779,7 +813,7 @@ impl Case<'_> {
                 if entry == AddTar {
                     df.push_str(&format!("RUN {}\n", run_probe(v, "")));
                     step!(self.build(&df, "t", &[]));
-                    self.probe_in_last_layer("t")?
+                    guard(|| self.probe_in_last_layer("t"))?
                 } else {
                     df.push_str("RUN [\"/bin/busybox\",\"true\"]\n");
                     step!(self.build(&df, "t", &["--squash"]));
@@ -803,8 +837,24 @@ impl Case<'_> {
                 parse_probe(&out.stdout, "kiln run")?
             }
         };
-        Ok(Outcome::Accepted(probe))
+        Ok(Outcome::Accepted(Ok(probe)))
     }
+}
+
+/// Runs `f`, turning a panic (a harness assertion about what kiln wrote) into an error.
+fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => Err(panic_message(&*panic)),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 /// Runs the whole matrix against `entry`; panics listing every failed case.
@@ -840,11 +890,7 @@ fn matrix(entry: EntryPoint) {
                     problems
                 }
                 Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
+                    let msg = panic_message(&*panic);
                     verdicts.push(format!("{name}: FAILED (test step panicked)"));
                     vec![format!("a test step panicked: {msg}")]
                 }
@@ -915,7 +961,7 @@ fn run_case(case: &Case, entry: EntryPoint, class: &Class, variant: Variant, bas
         }
     }
 
-    let outcome = case.attempt(entry, hostile.len()).map_err(|e| vec![e])?;
+    let outcome = case.attempt(entry, hostile.len());
     let mut problems = Vec::new();
     let verdict = match (&outcome, expect) {
         (Outcome::Failed(out), Expect::Succeed(_)) => {
@@ -925,6 +971,10 @@ fn run_case(case: &Case, entry: EntryPoint, class: &Class, variant: Variant, bas
         (Outcome::Failed(out), Expect::Refuse | Expect::RefuseOr(_)) => {
             let mut names: Vec<String> = hostile.iter().flat_map(Blob::names).collect();
             names.push(class.needle.clone());
+            // ADD's layers are context files, named by their file names.
+            if entry.is_add() {
+                names.extend((0..hostile.len()).map(|i| format!("h{i}.tar.gz")));
+            }
             if out.code().is_none() {
                 problems.push(format!("kiln was killed by a signal:\n{}\n{}", out.command, out.transcript()));
             } else if out.stderr.contains("panicked at") {
@@ -944,21 +994,30 @@ fn run_case(case: &Case, entry: EntryPoint, class: &Class, variant: Variant, bas
             problems.push("accepted, but this image must be refused".to_string());
             "accepted"
         }
-        (Outcome::Accepted(p), Expect::Succeed(inside) | Expect::RefuseOr(inside)) => {
-            let want = match inside {
-                Inside::Decoy => Some(DECOY),
-                Inside::Payload => Some(PAYLOAD),
-                Inside::Gone => Some("ABSENT"),
-                Inside::Any => None,
+        (Outcome::Accepted(Err(why)), Expect::Succeed(_) | Expect::RefuseOr(_)) => {
+            problems.push(format!("accepted, but what kiln made cannot be read: {why}"));
+            "accepted"
+        }
+        (Outcome::Accepted(Ok(p)), Expect::Succeed(inside) | Expect::RefuseOr(inside)) => {
+            // Through a planted symlink, the name resolves inside the root
+            // (docker with containerd) or the symlink gives way to a directory
+            // of that name (a layer applied into a directory of its own, as
+            // podman and docker's overlay2 do). Either keeps the effect inside.
+            let (ok, want) = match inside {
+                Inside::Decoy => (p.victim == DECOY, "the decoy, untouched"),
+                Inside::Payload => (
+                    p.victim == PAYLOAD || (p.victim == DECOY && p.evil == PAYLOAD),
+                    "the payload there, or the decoy and the payload at /evil/file",
+                ),
+                Inside::Gone => (p.victim == "ABSENT" || p.victim == DECOY, "nothing, or the decoy"),
+                Inside::Any => (true, ""),
             };
-            if let Some(w) = want {
-                if p.victim != w {
-                    problems.push(format!(
-                        "accepted, but inside the image the victim's path holds {:?}, where resolving the \
-                         hostile names inside the root gives {w:?}",
-                        p.victim
-                    ));
-                }
+            if !ok {
+                problems.push(format!(
+                    "accepted, but inside the image the victim's path holds {:?} (and /{EVIL}/file {:?}), where \
+                     applying the hostile names inside the root gives {want}",
+                    p.victim, p.evil
+                ));
             }
             if p.link.starts_with(PRECIOUS) || p.victim.starts_with(PRECIOUS) {
                 problems.push(format!("the host victim's content reached the image: {p:?}"));
