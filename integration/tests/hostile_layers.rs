@@ -979,6 +979,15 @@ fn run_case(case: &Case, entry: EntryPoint, class: &Class, variant: Variant, bas
                 problems.push(format!("kiln was killed by a signal:\n{}\n{}", out.command, out.transcript()));
             } else if out.stderr.contains("panicked at") {
                 problems.push(format!("kiln panicked:\n{}\n{}", out.command, out.transcript()));
+            } else if entry.is_add() && !(out.command.contains(" build ") && out.stderr.contains("ADD h")) {
+                // Issue 9 item 6: ADD resolves names inside the image or
+                // refuses the entry; a layer the next step (or `kiln run`)
+                // cannot apply is neither.
+                problems.push(format!(
+                    "ADD was accepted, but what it made fails later:\n{}\n{}",
+                    out.command,
+                    out.transcript()
+                ));
             } else if !names.iter().any(|n| out.stderr.contains(n.as_str())) {
                 problems.push(format!(
                     "refused, but the error names neither the entry ({:?}) nor the layer ({}):\n{}\n{}",
@@ -1034,7 +1043,7 @@ fn run_case(case: &Case, entry: EntryPoint, class: &Class, variant: Variant, bas
         image_files(&legit_layers, "legit").write_layout(sb, &format!("{}/legit", case.dir));
         let lref = format!("oci:{}:legit", sb.path(&format!("{}/legit", case.dir)).display());
         let script = "( echo \"PROBE:$(/bin/busybox cat /POISONED 2>/dev/null || echo ABSENT)\"; \
-                      echo \"LINK:$(/bin/busybox cat /legit)\" ) > /probe";
+                      echo \"LINK:$(/bin/busybox cat /legit)\"; echo EVIL:none ) > /probe";
         let run = serde_json::to_string(&["/bin/busybox", "sh", "-c", script]).unwrap();
         let out = case.build(&format!("FROM {lref}\nRUN {run}\n"), "legit", &[]);
         if !out.success() {
