@@ -3,7 +3,7 @@ CARGO ?= cargo
 KILN  := target/debug/kiln
 DEMO  := target/demo
 
-.PHONY: build demo test unit integration fuzz bench clean-demo
+.PHONY: build demo test unit integration fuzz fuzz-apply bench clean-demo
 
 build:
 	$(CARGO) build --workspace --locked
@@ -30,6 +30,12 @@ bench:
 # Bounded fuzz run of the Dockerfile parser (needs cargo-fuzz).
 fuzz:
 	cd fuzz && mkdir -p corpus && cargo +nightly fuzz run parse_dockerfile corpus seeds -- -max_total_time=120 -max_len=4096
+
+# Bounded fuzz run of the layer applier: arbitrary layer blobs must never change
+# anything outside the root they are applied to (needs cargo-fuzz; as root the
+# target confines itself to a private tmpfs). Seeds: fuzz/make_apply_seeds.py.
+fuzz-apply:
+	cd fuzz && mkdir -p corpus-apply && cargo +nightly fuzz run apply_layer corpus-apply seeds_apply_layer -- -max_total_time=120 -max_len=65536 -rss_limit_mb=4096
 
 clean-demo:
 	rm -rf $(DEMO)
