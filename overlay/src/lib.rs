@@ -5,6 +5,7 @@ pub mod compress;
 pub mod diff;
 mod emit;
 pub mod naive;
+pub mod reader;
 pub mod digest;
 pub mod layer;
 pub mod tarfmt;
@@ -18,7 +19,7 @@ pub use compress::{
 pub use digest::{HashingReader, HashingWriter};
 pub use layer::{entry_from_path, LayerInfo, LayerWriter};
 pub use tarfmt::{EntryKind, EntryMeta, TarWriter};
-pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyReport};
+pub use apply::{apply_layer, apply_tar, ApplyError, ApplyOptions, ApplyReport};
 pub use diff::{write_diff, DiffError, DiffOptions, DiffReport};
 pub use emit::capability_v2;
 pub use mount::{detect_driver, detect_driver_in, mount, Driver, MountError, MountGuard};
