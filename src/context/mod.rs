@@ -95,8 +95,7 @@ impl BuildContext {
     pub fn from_tar<R: Read>(r: R, ignore: bool) -> Result<BuildContext, ContextError> {
         let temp = tempfile::Builder::new().prefix("kiln-context-").tempdir().map_err(ContextError::TempDir)?;
         let root = temp.path().canonicalize().map_err(ContextError::TempDir)?;
-        let stream = tarball::decompress(r).map_err(ContextError::ReadArchive)?;
-        tarball::extract(stream, &root)?;
+        tarball::extract(r, &root)?;
         let mut ctx = BuildContext { root, ignore: DockerIgnore::empty(), _temp: Some(temp), empty: false };
         if ignore {
             if let Ok(found) = resolve::resolve(&ctx.root, ".dockerignore", true) {

@@ -103,7 +103,7 @@ impl LayerDirs {
         let diff = aside.path().join("diff");
         fs::create_dir(&diff).map_err(io(&diff))?;
         let blob = store.open_blob(&layer.digest).map_err(|source| LayerDirError::Blob { digest: layer.digest.clone(), source })?;
-        let opts = ApplyOptions { whiteouts: WhiteoutFormat::Overlay, prefix: self.prefix.clone(), record_unmapped_owners: true };
+        let opts = ApplyOptions { whiteouts: WhiteoutFormat::Overlay, prefix: self.prefix.clone(), record_unmapped_owners: true, ..ApplyOptions::default() };
         let report = apply_layer(blob, &diff, &opts).map_err(|source| LayerDirError::Apply { digest: layer.digest.clone(), source })?;
         for skipped in &report.skipped {
             log::warn!("layer {}: skipped {}", crate::exec::short(&layer.digest), skipped);

@@ -8,7 +8,6 @@ mod finish;
 pub mod layers;
 pub mod mounts;
 pub mod owner;
-pub mod rootfs;
 pub mod run;
 pub mod squash;
 pub mod state;
@@ -216,9 +215,8 @@ pub fn build(
     Ok(BuildOutput { manifest: desc, image_id, config, layers: state.layers, new_layer_bytes })
 }
 
-/// A `--from` source ready to copy from: its tree and the metadata an
-/// unprivileged unpack could not keep.
-type Unpacked = Arc<(BuildContext, std::collections::BTreeMap<String, kiln_overlay::tarfmt::EntryMeta>)>;
+/// A `--from` source ready to copy from: a context over its root directory.
+type Unpacked = Arc<BuildContext>;
 
 /// Shared by the threads that build independent stages; each field that
 /// changes is behind its own lock.
@@ -409,7 +407,7 @@ impl<'a> Executor<'a> {
                     Some(NamedContext::Dir(_)) => {
                         let key = self.unpack_from(c.from.as_ref().expect("matched above"))?;
                         let from = self.unpacked.lock().expect("unpacked lock")[&key].clone();
-                        let digest = crate::context::digest::sources(&from.0, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
+                        let digest = crate::context::digest::sources(&from, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
                         files = digest.files.clone();
                         digest.digest()
                     }
@@ -545,13 +543,12 @@ impl<'a> Executor<'a> {
             Some(from) => Some(self.unpack_from(from)?),
         };
         let from = key.map(|k| self.unpacked.lock().expect("unpacked lock")[&k].clone());
-        let (source, source_meta) = match &from {
-            None => (self.ctx, None),
-            Some(f) => (&f.0, Some(&f.1)),
+        let source = match &from {
+            None => self.ctx,
+            Some(f) => &**f,
         };
         let env = CopyEnv {
             source,
-            source_meta,
             workdir: &workdir,
             owner,
             chmod: chmod.as_ref(),
@@ -693,7 +690,7 @@ impl<'a> Executor<'a> {
                 None => CopyFrom::Image(name.to_string()),
             };
             let key = self.unpack_from(&from).map_err(|e| e.to_string())?;
-            let root = self.unpacked.lock().expect("unpacked lock")[&key].0.root().to_path_buf();
+            let root = self.unpacked.lock().expect("unpacked lock")[&key].root().to_path_buf();
             Ok(root)
         };
         let sources = mounts::MountSources {
@@ -721,7 +718,7 @@ impl<'a> Executor<'a> {
                 if !unpacked.contains_key(&key) {
                     let Some(NamedContext::Dir(dir)) = self.opts.named_contexts.get(name) else { unreachable!() };
                     let ctx = BuildContext::from_dir(dir, None)?;
-                    unpacked.insert(key.clone(), Arc::new((ctx, Default::default())));
+                    unpacked.insert(key.clone(), Arc::new(ctx));
                 }
                 return Ok(key);
             }
@@ -734,13 +731,48 @@ impl<'a> Executor<'a> {
         let mut unpacked = self.unpacked.lock().expect("unpacked lock");
         if !unpacked.contains_key(&key) {
             let dir = tempfile::Builder::new().prefix("from-").tempdir_in(self.scratch.path())?;
-            let meta = rootfs::unpack(self.store, &layers, dir.path())?;
+            unpack_layers(self.store, &layers, dir.path())?;
             let root = dir.keep();
             let ctx = BuildContext::from_dir(&root, None)?;
-            unpacked.insert(key.clone(), Arc::new((ctx, meta)));
+            unpacked.insert(key.clone(), Arc::new(ctx));
         }
         Ok(key)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("open layer {digest}")]
+    Store {
+        digest: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("unpack layer {digest}")]
+    Apply {
+        digest: String,
+        #[source]
+        source: kiln_overlay::ApplyError,
+    },
+}
+
+/// Applies `layers` in order to the empty directory `dest`, whiteouts as
+/// deletions, for `COPY --from` and `RUN --mount=type=bind,from=`. The same
+/// applier as RUN's layer directories: every path resolves inside `dest`, so
+/// no layer reaches the host through a symlink or `..`. Owners and modes are
+/// real (the engine is uid 0 in its user namespace); an owner the namespace
+/// cannot map is kept in the `user.containers.override_stat` xattr.
+fn unpack_layers(store: &Store, layers: &[Descriptor], dest: &std::path::Path) -> Result<(), UnpackError> {
+    let opts = kiln_overlay::ApplyOptions::rootfs();
+    for layer in layers {
+        let blob = store.open_blob(&layer.digest).map_err(|source| UnpackError::Store { digest: layer.digest.clone(), source })?;
+        let report = kiln_overlay::apply_layer(blob, dest, &opts)
+            .map_err(|source| UnpackError::Apply { digest: layer.digest.clone(), source })?;
+        for skipped in &report.skipped {
+            log::warn!("layer {}: skipped {}", short(&layer.digest), skipped);
+        }
+    }
+    Ok(())
 }
 
 fn layer_media_type(c: Compression) -> &'static str {
