@@ -403,7 +403,14 @@ impl Applier<'_> {
     }
 
     fn opaque(&mut self, parent: &[OsString]) -> io::Result<()> {
-        let dir = self.ensure_dir(parent)?;
+        let dir = match self.opts.whiteouts {
+            // Nothing to empty where there is no directory.
+            WhiteoutFormat::Naive => match self.open_dir(&join(parent)) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(()),
+                other => other?,
+            },
+            _ => self.ensure_dir(parent)?,
+        };
         self.report.opaque_dirs += 1;
         match self.opts.whiteouts {
             WhiteoutFormat::Naive => {

@@ -17,7 +17,7 @@
 //! applier's business ([`Entry::check_inside`] is the shared rule).
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::tarfmt::{parse_pax_records, EntryKind, EntryMeta};
 
@@ -280,6 +280,22 @@ impl<R: Read> Reader<R> {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the archive ends inside an extended header"));
         }
         Ok(data)
+    }
+}
+
+impl<R: Read + Seek> Reader<R> {
+    /// Like [`Reader::next_entry`], but seeks over the unread data of the previous entry instead of
+    /// reading it (indexing a large archive on disk).
+    pub fn next_entry_seeking(&mut self) -> io::Result<Option<Entry>> {
+        let n = self.left + self.pad;
+        if n > 0 {
+            let n_signed = i64::try_from(n).map_err(|_| malformed(format!("entry {:?} is too large", self.current)))?;
+            self.inner.seek(SeekFrom::Current(n_signed))?;
+            self.pos += n;
+            self.left = 0;
+            self.pad = 0;
+        }
+        self.next_entry()
     }
 }
 

@@ -393,6 +393,16 @@ fn malicious_layers_are_rejected_and_nothing_escapes() {
             end_of_archive([raw_entry("evil", b'2', &out_s, b""), raw_entry("evil/.wh.victim", b'0', "", b"")].concat()),
             false,
         ),
+        (
+            "symlink then opaque marker through it",
+            end_of_archive([raw_entry("evil", b'2', &out_s, b""), raw_entry("evil/.wh..wh..opq", b'0', "", b"")].concat()),
+            false,
+        ),
+        (
+            "opaque marker through '..'",
+            end_of_archive(raw_entry(&format!("../../../../../../..{out_s}/.wh..wh..opq"), b'0', "", b"")),
+            true,
+        ),
     ];
     for format in [WhiteoutFormat::Overlay, WhiteoutFormat::Naive] {
         for (name, archive, must_fail) in &cases {
