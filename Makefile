@@ -27,9 +27,11 @@ bench:
 	$(CARGO) build --release --locked
 	bash bench/bench.sh target/release/kiln target/bench
 
-# Bounded fuzz run of the Dockerfile parser (needs cargo-fuzz).
+# Bounded fuzz runs of the Dockerfile parser and the layer applier (needs cargo-fuzz).
+# The applier target works in /tmp/kiln-fuzz-apply: one worker only.
 fuzz:
-	cd fuzz && mkdir -p corpus && cargo +nightly fuzz run parse_dockerfile corpus seeds -- -max_total_time=120 -max_len=4096
+	cd fuzz && mkdir -p corpus corpus-apply && cargo +nightly fuzz run parse_dockerfile corpus seeds -- -max_total_time=120 -max_len=4096
+	cd fuzz && cargo +nightly fuzz run apply_layer corpus-apply seeds-apply -- -max_total_time=120 -max_len=16384
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -291,6 +291,12 @@ impl Applier<'_> {
                 )
                 .map_err(|e| entry_err(e.into()))?;
             }
+            Kind::Char | Kind::Block if !self.opts.layer => {
+                // A build context has no business with device nodes, even where kiln could make them.
+                log::warn!("archive entry {:?}: device node not extracted", item.name);
+                self.report.skipped.push(format!("{}: device node not extracted", item.name));
+                return Ok(());
+            }
             Kind::Char | Kind::Block | Kind::Fifo => {
                 remove_existing(&parent_dir, last).map_err(entry_err)?;
                 let (ty, dev) = match item.kind {
