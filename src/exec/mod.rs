@@ -182,6 +182,7 @@ pub fn build(
         stat: Mutex::new(stat),
         layer_dirs: LayerDirs::new(store),
         driver: OnceLock::new(),
+        from_mounts: Mutex::new(Vec::new()),
         done: Mutex::new(HashMap::new()),
         unpacked: Mutex::new(HashMap::new()),
         new_layer_bytes: AtomicU64::new(0),
@@ -231,6 +232,9 @@ struct Executor<'a> {
     stat: Mutex<StatCache>,
     layer_dirs: LayerDirs,
     driver: OnceLock<Driver>,
+    /// Overlay views of `--from` stages and images, mounted for the build
+    /// (unmounted when dropped, before their directories are removed).
+    from_mounts: Mutex<Vec<(kiln_overlay::MountGuard, tempfile::TempDir)>>,
     done: Mutex<HashMap<usize, StageState>>,
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: Mutex<HashMap<String, Unpacked>>,
@@ -256,6 +260,14 @@ impl Write for Progress<'_, '_> {
 }
 
 impl<'a> Executor<'a> {
+    fn driver(&self) -> Driver {
+        *self.driver.get_or_init(|| {
+            let d = self.opts.storage_driver.unwrap_or_else(|| kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir()));
+            log::info!("storage driver: {}", d);
+            d
+        })
+    }
+
     fn out(&self) -> std::sync::MutexGuard<'_, &'a mut (dyn Write + Send)> {
         self.progress.lock().expect("progress lock")
     }
@@ -603,11 +615,7 @@ impl<'a> Executor<'a> {
 
     fn run(&self, state: &mut StageState, step: &Step, r: &RunStep, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
-        let driver = *self.driver.get_or_init(|| {
-            let d = self.opts.storage_driver.unwrap_or_else(|| kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir()));
-            log::info!("storage driver: {}", d);
-            d
-        });
+        let driver = self.driver();
         // Held until the step ran: cache locks and temporary copies.
         let mounts = self.run_mounts(state, r)?;
         let mut progress = Progress(&self.progress);
@@ -706,11 +714,11 @@ impl<'a> Executor<'a> {
 
     /// Unpacks the stage or image `COPY --from` names, once per build.
     fn unpack_from(&self, from: &CopyFrom) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        let (key, layers) = match from {
+        let (key, layers, diff_ids) = match from {
             CopyFrom::Stage(i) => {
                 let done = self.done.lock().expect("done lock");
                 let s = done.get(i).ok_or("COPY --from names a stage that was not built")?;
-                (format!("stage:{}", i), s.layers.clone())
+                (format!("stage:{}", i), s.layers.clone(), s.config.rootfs.diff_ids.clone())
             }
             CopyFrom::Image(name) if matches!(self.opts.named_contexts.get(name), Some(NamedContext::Dir(_))) => {
                 let key = format!("context:{}", name);
@@ -724,19 +732,52 @@ impl<'a> Executor<'a> {
             }
             CopyFrom::Image(reference) => {
                 let image = self.image(reference)?;
-                (format!("image:{}", image.config_digest), image.manifest.layers)
+                (format!("image:{}", image.config_digest), image.manifest.layers, image.config.rootfs.diff_ids)
             }
         };
         // Held while unpacking: two stages copying from one source unpack it once.
         let mut unpacked = self.unpacked.lock().expect("unpacked lock");
         if !unpacked.contains_key(&key) {
-            let dir = tempfile::Builder::new().prefix("from-").tempdir_in(self.scratch.path())?;
-            unpack_layers(self.store, &layers, dir.path())?;
-            let root = dir.keep();
+            let root = match self.mount_from(&layers, &diff_ids)? {
+                Some(merged) => merged,
+                None => {
+                    let dir = tempfile::Builder::new().prefix("from-").tempdir_in(self.scratch.path())?;
+                    unpack_layers(self.store, &layers, dir.path())?;
+                    dir.keep()
+                }
+            };
             let ctx = BuildContext::from_dir(&root, None)?;
             unpacked.insert(key.clone(), Arc::new(ctx));
         }
         Ok(key)
+    }
+
+    /// The fast path for `--from`: the layer directories RUN uses (each
+    /// applied once, by the safe applier), stacked by a kernel overlay mount,
+    /// so nothing is unpacked again. Its upper layer is thrown away with the
+    /// build. `None` where the storage driver is not kernel overlay or the
+    /// mount fails: the caller unpacks instead.
+    fn mount_from(&self, layers: &[Descriptor], diff_ids: &[String]) -> Result<Option<std::path::PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
+        if self.driver() != Driver::Overlay {
+            return Ok(None);
+        }
+        let lowers = self.layer_dirs.ensure(self.store, layers, diff_ids)?;
+        let dir = self.layer_dirs.step_dir()?;
+        let (upper, work, merged) = (dir.path().join("diff"), dir.path().join("work"), dir.path().join("merged"));
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir(d)?;
+        }
+        match kiln_overlay::mount(Driver::Overlay, &lowers, &upper, &work, &merged) {
+            Ok(guard) => {
+                log::info!("--from layers mounted at {}", merged.display());
+                self.from_mounts.lock().expect("from mounts lock").push((guard, dir));
+                Ok(Some(merged))
+            }
+            Err(e) => {
+                log::info!("mounting the layers for --from failed ({e}); unpacking them instead");
+                Ok(None)
+            }
+        }
     }
 }
 
