@@ -144,6 +144,9 @@ pub fn apply_tar<R: Read>(plain: R, dest: &Path, opts: &ApplyOptions) -> Result<
         let item = Item::from_entry(entry);
         applier.apply(item, &mut reader.data())?;
     }
+    // Read to the end of the stream, past the end-of-archive blocks, as docker does: a digest or checksum
+    // computed over the stream (diff_id, gzip CRC) then covers all of it.
+    io::copy(&mut reader.into_inner(), &mut io::sink()).map_err(ApplyError::Read)?;
     applier.finish()?;
     Ok(applier.report)
 }

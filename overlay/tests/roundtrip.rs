@@ -658,3 +658,18 @@ fn plain_archives_keep_names_and_refuse_symlinked_parents() {
     assert!(err.to_string().contains("goes through a symlink"), "{err}");
     assert!(!dest.join("sub/x").exists());
 }
+
+/// The applier reads the stream to its end, past the end-of-archive blocks, so a digest or checksum taken
+/// over the stream covers all of it (docker drains the same way).
+#[test]
+fn apply_reads_the_whole_stream() {
+    let tmp = scratch();
+    let mut archive = tar_of(&[file("f", b"x")]);
+    archive.extend_from_slice(&[0u8; 4096]);
+    let total = archive.len();
+    let mut cursor = std::io::Cursor::new(archive);
+    let dest = tmp.path().join("d");
+    fs::create_dir(&dest).unwrap();
+    apply_tar(&mut cursor, &dest, &ApplyOptions::rootfs()).unwrap();
+    assert_eq!(cursor.position() as usize, total);
+}
