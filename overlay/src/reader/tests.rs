@@ -271,3 +271,20 @@ fn pax_times() {
     assert_eq!(parse_pax_time("-1.5"), Some((-2, 500_000_000)));
     assert_eq!(parse_pax_time("x"), None);
 }
+
+#[test]
+fn global_headers_are_skipped_and_base256_numbers_read() {
+    let mut t = Vec::new();
+    let records = pax(&[("comment", b"ignored")]);
+    push(&mut t, header(b"pax_global_header", b'g', records.len() as u64, b""), &records);
+    let mut big = header(b"big", b'0', 0, b"");
+    // uid 2^40 in GNU base-256.
+    big[108..116].copy_from_slice(&[0x80, 0, 0x01, 0, 0, 0, 0, 0]);
+    seal(&mut big);
+    push(&mut t, big, b"");
+    end(&mut t);
+    let all = read_all(&t).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].0.name, b"big");
+    assert_eq!(all[0].0.uid, 1 << 40);
+}
