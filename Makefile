@@ -27,8 +27,8 @@ bench:
 	$(CARGO) build --release --locked
 	bash bench/bench.sh target/release/kiln target/bench
 
-# Bounded fuzz run of the Dockerfile parser (needs cargo-fuzz).
-fuzz:
+# Bounded fuzz runs of the Dockerfile parser and the layer applier (needs cargo-fuzz).
+fuzz: fuzz-apply
 	cd fuzz && mkdir -p corpus && cargo +nightly fuzz run parse_dockerfile corpus seeds -- -max_total_time=120 -max_len=4096
 
 # Bounded fuzz run of the layer applier: arbitrary layer blobs must never change

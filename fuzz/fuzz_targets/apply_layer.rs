@@ -102,14 +102,19 @@ impl Sandbox {
         fs::set_permissions(s.join("dir"), fs::Permissions::from_mode(0o750)).unwrap();
     }
 
-    /// Applies `data` twice into a fresh root (deleting whiteouts, then overlay
-    /// markers) and compares everything outside the root with how it was.
+    /// Applies `data` three times into a fresh root (deleting whiteouts, as overlay
+    /// markers, as a plain archive) and compares everything outside the root with how it was.
     fn check(&self, data: &[u8]) -> Result<(), String> {
         let before = self.snapshot();
-        for whiteouts in [WhiteoutFormat::Naive, WhiteoutFormat::Overlay] {
+        let layer = |whiteouts| ApplyOptions { whiteouts, prefix: XattrPrefix::user(), ..ApplyOptions::default() };
+        let modes = [
+            ("rootfs", layer(WhiteoutFormat::Naive)),
+            ("layer dir", layer(WhiteoutFormat::Overlay)),
+            ("plain archive", ApplyOptions::plain()),
+        ];
+        for (whiteouts, opts) in modes {
             let root = self.root();
             fs::create_dir(&root).map_err(|e| format!("create the root: {e}"))?;
-            let opts = ApplyOptions { whiteouts, prefix: XattrPrefix::user(), record_unmapped_owners: true };
             // Errors are fine; escapes are not.
             let _ = apply_layer(data, &root, &opts);
             let names: Vec<String> = fs::read_dir(&self.parent)
@@ -119,11 +124,11 @@ impl Sandbox {
             let mut sorted = names.clone();
             sorted.sort();
             if sorted != ["root", "sentinel"] {
-                return Err(format!("{whiteouts:?}: the parent holds {sorted:?}, not just root and sentinel"));
+                return Err(format!("{whiteouts}: the parent holds {sorted:?}, not just root and sentinel"));
             }
             let after = self.snapshot();
             if after != before {
-                return Err(format!("{whiteouts:?}: outside the root changed:\n{}", diff(&before, &after)));
+                return Err(format!("{whiteouts}: outside the root changed:\n{}", diff(&before, &after)));
             }
             remove_tree(&root).map_err(|e| format!("remove the root: {e}"))?;
         }

@@ -119,3 +119,98 @@ ADD --unpack=false b.tar.gz /x/kept/
         assert_eq!(n, 1, "{dir} holds exactly the one file: {:?}", img.paths());
     }
 }
+
+/// Appends a raw entry: the name and link target go into the header as they
+/// are (the tar crate refuses absolute link names and `..`, which these
+/// tests need).
+fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Option<&str>, body: &[u8]) {
+    let mut h = tar::Header::new_ustar();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    if let Some(link) = link {
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+    h.set_size(body.len() as u64);
+    h.set_mtime(1_600_000_000);
+    h.set_cksum();
+    b.append(&h, body).unwrap();
+}
+
+fn write_tar(sb: &Sandbox, rel: &str, entries: &[(&str, tar::EntryType, Option<&str>, &[u8])]) {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link, body) in entries {
+        raw_entry(&mut b, name, *kind, *link, body);
+    }
+    sb.write(rel, b.into_inner().unwrap());
+}
+
+/// An archive entry whose path goes through a symlink the same archive made
+/// lands where the symlink leads inside the image, as docker extracts it;
+/// hard links whose target is absolute are taken relative to the extraction
+/// directory, as docker takes them. The next RUN applies the layer and reads
+/// every file.
+#[test]
+fn add_resolves_archive_symlinks_inside_the_image_and_the_next_run_applies_it() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
+    write_tar(
+        &sb,
+        "ctx/links.tar",
+        &[
+            ("sub/", D, None, b""),
+            ("rel", S, Some("sub"), b""),
+            ("rel/through-rel", F, None, b"through a relative link\n"),
+            ("abs", S, Some("/etc"), b""),
+            ("abs/through-abs", F, None, b"through an absolute link\n"),
+            ("hard-abs", H, Some("/sub/through-rel"), b""),
+            ("hard-via-link", H, Some("rel/through-rel"), b""),
+            ("abs/hard-in-etc", H, Some("abs/through-abs"), b""),
+        ],
+    );
+    let img = sb.build(
+        &format!(
+            "{RUN_BASE}\
+ADD links.tar /x/
+RUN cat /x/sub/through-rel /etc/through-abs /x/hard-abs /x/hard-via-link /etc/hard-in-etc > /seen && \
+    stat -c %h /x/sub/through-rel >> /seen && test -L /x/rel && test -L /x/abs
+"
+        ),
+        "links",
+    );
+    assert_eq!(
+        img.file_str("seen"),
+        "through a relative link\nthrough an absolute link\nthrough a relative link\nthrough a relative link\n\
+         through an absolute link\n3\n",
+        "files through archive symlinks land inside the image and hard links stay hard links"
+    );
+    assert!(img.entry("x/rel/through-rel").is_none() && img.entry("x/abs/through-abs").is_none());
+    assert!(img.entry("etc/through-abs").is_some(), "/x/abs -> /etc resolves to the image's /etc");
+}
+
+/// Entries that would leave the destination or link to what the layer does
+/// not hold are refused with an error that names the archive and the entry,
+/// and nothing is built.
+#[test]
+fn add_refuses_archive_entries_it_cannot_place() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    use tar::EntryType::{Link as H, Regular as F, Symlink as S};
+    let cases: &[(&str, &[(&str, tar::EntryType, Option<&str>, &[u8])], &str)] = &[
+        ("escape.tar", &[("../../escape", F, None, b"x")], "../../escape"),
+        ("hard-out.tar", &[("h", H, Some("../../../etc/passwd"), b"")], "\"h\""),
+        // The image has /bin/busybox, but a layer cannot link to another layer's file.
+        ("hard-image.tar", &[("h", H, Some("/bin/busybox"), b"")], "\"h\""),
+        ("hard-missing.tar", &[("h", H, Some("nowhere"), b"")], "\"h\""),
+        ("file-parent.tar", &[("f", F, None, b"x"), ("f/inside", F, None, b"y")], "\"f/inside\""),
+        ("loop.tar", &[("a", S, Some("b"), b""), ("b", S, Some("a"), b""), ("a/x", F, None, b"x")], "\"a/x\""),
+        ("whiteout.tar", &[(".wh.busybox", F, None, b"")], ".wh.busybox"),
+    ];
+    for (archive, entries, entry) in cases {
+        write_tar(&sb, &format!("ctx/{archive}"), entries);
+        let out = sb.try_build(&format!("{RUN_BASE}ADD {archive} /\nRUN echo applied\n"), "refused", &[]);
+        assert!(!out.success(), "ADD {archive} must fail:\n{}", out.transcript());
+        out.stderr_has(&[archive, entry]);
+    }
+}

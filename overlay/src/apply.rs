@@ -7,11 +7,8 @@
 //! path. Names with `..` components, absolute names and hard links whose target is absolute or has `..` are
 //! rejected outright, as no well-formed layer has them.
 //!
-//! The archive is read in raw mode with PAX, GNU long-name and long-link headers handled here:
-//! `parse_pax_records` keeps binary xattr values intact, where the `tar` crate's PAX iterator splits them at
-//! newlines (a `security.capability` often holds one) and can lose the records after them. A consequence: a
-//! size that only a PAX record gives (files over 8 GiB written by tools that do not use base-256) is not
-//! supported.
+//! The archive is read by [`crate::reader`], the one tar reader kiln has: names stay bytes and binary
+//! xattr values arrive intact.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
@@ -29,8 +26,8 @@ use nix::fcntl::AtFlags;
 use xattr::FileExt;
 
 use crate::compress;
+use crate::reader::{self, Entry, Kind, Reader};
 use crate::sys;
-use crate::tarfmt::parse_pax_records;
 use crate::whiteout::{self, is_overlay_xattr, WhiteoutFormat, XattrPrefix, WH_OPAQUE, WH_PREFIX};
 
 /// The xattr rootless container tools record an owner in when the id is not mapped (`uid:gid:0mode`).
@@ -45,6 +42,34 @@ pub struct ApplyOptions {
     /// When an owner cannot be set because its id is not mapped in this user namespace (single-id mode),
     /// record it in [`OVERRIDE_STAT_XATTR`] instead of failing.
     pub record_unmapped_owners: bool,
+    /// The archive is an image layer: `.wh.` names are whiteouts and opaque markers. Any other archive (a
+    /// build context) keeps them as ordinary names.
+    pub layer: bool,
+    /// Set owners from the archive; without, everything belongs to the caller.
+    pub owners: bool,
+    /// Refuse an entry whose parent path goes through a symlink (an error naming it), instead of resolving
+    /// the symlink inside the root as the container would.
+    pub refuse_symlinked_parents: bool,
+}
+
+impl ApplyOptions {
+    /// Options for an archive that is not a layer (a build context): names are taken literally, owners are
+    /// the caller's, and nothing is written through a symlink the archive made.
+    pub fn plain() -> Self {
+        ApplyOptions {
+            whiteouts: WhiteoutFormat::Naive,
+            prefix: XattrPrefix::default(),
+            record_unmapped_owners: false,
+            layer: false,
+            owners: false,
+            refuse_symlinked_parents: true,
+        }
+    }
+
+    /// Options for layers applied in order to one root directory: whiteouts delete.
+    pub fn rootfs() -> Self {
+        ApplyOptions { whiteouts: WhiteoutFormat::Naive, ..ApplyOptions::default() }
+    }
 }
 
 impl Default for ApplyOptions {
@@ -53,6 +78,9 @@ impl Default for ApplyOptions {
             whiteouts: WhiteoutFormat::Overlay,
             prefix: XattrPrefix::default(),
             record_unmapped_owners: true,
+            layer: true,
+            owners: true,
+            refuse_symlinked_parents: false,
         }
     }
 }
@@ -94,6 +122,11 @@ pub enum ApplyError {
 /// Applies a layer blob (gzip, zstd, xz, bzip2 or plain tar) to `dest`, which must exist.
 pub fn apply_layer<R: Read>(blob: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
     let (_, plain) = compress::decompress(blob).map_err(ApplyError::Read)?;
+    apply_tar(plain, dest, opts)
+}
+
+/// Applies a plain (decompressed) tar stream to `dest`, which must exist.
+pub fn apply_tar<R: Read>(plain: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
     let root = File::options()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -104,62 +137,18 @@ pub fn apply_layer<R: Read>(blob: R, dest: &Path, opts: &ApplyOptions) -> Result
         opts,
         report: ApplyReport::default(),
         written: HashSet::new(),
-        dir_times: Vec::new(),
+        dirs: BTreeMap::new(),
     };
-    let mut archive = tar::Archive::new(plain);
-    let entries = archive.entries().map_err(ApplyError::Read)?.raw(true);
-    let mut ext = Extensions::default();
-    for entry in entries {
-        let mut entry = entry.map_err(ApplyError::Read)?;
-        let header = entry.header();
-        match header.entry_type().as_byte() {
-            b'x' => ext.pax = parse_pax_records(&read_all(&mut entry)?).map_err(ApplyError::Read)?,
-            // Global records apply to every later entry; none that matters to a layer is ever set there.
-            b'g' => drop(read_all(&mut entry)?),
-            b'L' => ext.long_name = Some(trim_nul(read_all(&mut entry)?)),
-            b'K' => ext.long_link = Some(trim_nul(read_all(&mut entry)?)),
-            _ => {
-                let ext = std::mem::take(&mut ext);
-                let item = Item::from_entry(&entry, ext).map_err(ApplyError::Read)?;
-                applier.apply(item, &mut entry)?;
-            }
-        }
+    let mut reader = Reader::new(plain);
+    while let Some(entry) = reader.next_entry().map_err(ApplyError::Read)? {
+        let item = Item::from_entry(entry);
+        applier.apply(item, &mut reader.data())?;
     }
+    // Read to the end of the stream, past the end-of-archive blocks, as docker does: a digest or checksum
+    // computed over the stream (diff_id, gzip CRC) then covers all of it.
+    io::copy(&mut reader.into_inner(), &mut io::sink()).map_err(ApplyError::Read)?;
     applier.finish()?;
     Ok(applier.report)
-}
-
-fn read_all(r: &mut impl Read) -> Result<Vec<u8>, ApplyError> {
-    let mut buf = Vec::new();
-    r.read_to_end(&mut buf).map_err(ApplyError::Read)?;
-    Ok(buf)
-}
-
-fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
-    while v.last() == Some(&0) {
-        v.pop();
-    }
-    v
-}
-
-/// What the headers before an entry said about it.
-#[derive(Default)]
-struct Extensions {
-    pax: Vec<(String, Vec<u8>)>,
-    long_name: Option<Vec<u8>>,
-    long_link: Option<Vec<u8>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    File,
-    Dir,
-    Symlink,
-    Hardlink,
-    Char,
-    Block,
-    Fifo,
-    Other(u8),
 }
 
 /// One archive entry, as this module needs it.
@@ -176,102 +165,37 @@ struct Item {
     gid: u64,
     mtime: TimeSpec,
     size: u64,
-    dev: (u64, u64),
+    dev: (u32, u32),
     xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 impl Item {
-    fn from_entry<R: Read>(entry: &tar::Entry<'_, R>, ext: Extensions) -> io::Result<Item> {
-        let h = entry.header();
-        let mut name = ext.long_name.unwrap_or_else(|| entry.path_bytes().into_owned());
-        let mut link = ext
-            .long_link
-            .unwrap_or_else(|| entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default());
-        let mut uid = h.uid()?;
-        let mut gid = h.gid()?;
-        let mut mtime = TimeSpec::new(h.mtime()? as i64, 0);
-        let mut xattrs = BTreeMap::new();
-        for (key, value) in ext.pax {
-            let text = || String::from_utf8_lossy(&value).into_owned();
-            match key.as_str() {
-                "path" => name = value,
-                "linkpath" => link = value,
-                "uid" => uid = text().parse().unwrap_or(uid),
-                "gid" => gid = text().parse().unwrap_or(gid),
-                "mtime" => mtime = parse_pax_time(&text()).unwrap_or(mtime),
-                _ => {
-                    if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
-                        xattrs.insert(x.to_string(), value);
-                    }
-                }
-            }
+    fn from_entry(e: Entry) -> Item {
+        Item {
+            name: e.display(),
+            components: split_components(&e.name),
+            kind: e.kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            mtime: TimeSpec::new(e.mtime, i64::from(e.mtime_nsec)),
+            size: e.size,
+            dev: e.dev,
+            xattrs: e.xattrs,
+            link: e.link,
+            raw_name: e.name,
         }
-        let kind = match h.entry_type().as_byte() {
-            b'0' | 0 | b'7' => Kind::File,
-            b'1' => Kind::Hardlink,
-            b'2' => Kind::Symlink,
-            b'3' => Kind::Char,
-            b'4' => Kind::Block,
-            b'5' => Kind::Dir,
-            b'6' => Kind::Fifo,
-            other => Kind::Other(other),
-        };
-        let dev = match kind {
-            Kind::Char | Kind::Block => (
-                u64::from(h.device_major()?.unwrap_or(0)),
-                u64::from(h.device_minor()?.unwrap_or(0)),
-            ),
-            _ => (0, 0),
-        };
-        let display = String::from_utf8_lossy(&name).into_owned();
-        // An old-style directory is a regular file entry whose name ends in '/'.
-        let kind = if kind == Kind::File && name.ends_with(b"/") { Kind::Dir } else { kind };
-        Ok(Item {
-            components: split_components(&name),
-            name: display,
-            kind,
-            link,
-            mode: h.mode()? & 0o7777,
-            uid,
-            gid,
-            mtime,
-            size: h.size()?,
-            dev,
-            xattrs,
-            raw_name: name,
-        })
     }
-}
-
-/// PAX times are decimal seconds with an optional fraction.
-fn parse_pax_time(s: &str) -> Option<TimeSpec> {
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = secs.parse().ok()?;
-    let mut nanos: i64 = 0;
-    for (i, c) in frac.chars().take(9).enumerate() {
-        nanos += i64::from(c.to_digit(10)?) * 10i64.pow(8 - i as u32);
-    }
-    Some(TimeSpec::new(secs, if secs < 0 { -nanos } else { nanos }))
 }
 
 /// Splits an archive name into components, dropping empty and `.` ones. `..` is kept for the caller to
 /// reject.
 fn split_components(name: &[u8]) -> Vec<OsString> {
-    name.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .map(|c| OsString::from_vec(c.to_vec()))
-        .collect()
+    reader::components(name).into_iter().map(|c| OsString::from_vec(c.to_vec())).collect()
 }
 
 fn check_name(name: &[u8], display: &str) -> Result<(), ApplyError> {
-    let unsafe_err = |reason| ApplyError::Unsafe { path: display.to_string(), reason };
-    if name.starts_with(b"/") {
-        return Err(unsafe_err("is an absolute path"));
-    }
-    if name.split(|&b| b == b'/').any(|c| c == b"..") {
-        return Err(unsafe_err("leaves the layer root through '..'"));
-    }
-    Ok(())
+    reader::check_inside(name).map_err(|reason| ApplyError::Unsafe { path: display.to_string(), reason })
 }
 
 fn join(components: &[OsString]) -> PathBuf {
@@ -284,8 +208,9 @@ struct Applier<'o> {
     report: ApplyReport,
     /// Paths this layer wrote: an opaque marker or whiteout in the same layer never removes them.
     written: HashSet<PathBuf>,
-    /// Directory mtimes, set last: creating children changes them.
-    dir_times: Vec<(PathBuf, TimeSpec)>,
+    /// Directory modes and mtimes, set last: creating children changes the mtime, and a read-only mode
+    /// would stop an unprivileged caller from creating them. A later entry for the same path wins.
+    dirs: BTreeMap<PathBuf, (u32, TimeSpec)>,
 }
 
 impl Applier<'_> {
@@ -297,28 +222,31 @@ impl Applier<'_> {
             if item.kind == Kind::Dir {
                 let root = self.root.try_clone().map_err(entry_err)?;
                 self.set_fd_meta(&root, &item).map_err(entry_err)?;
-                self.dir_times.push((PathBuf::new(), item.mtime));
+                self.dirs.insert(PathBuf::new(), (item.mode, item.mtime));
             }
             return Ok(());
         };
         let last_bytes = last.as_bytes();
-        if last_bytes == WH_OPAQUE.as_bytes() {
-            return self.opaque(parent).map_err(entry_err);
-        }
-        if let Some(hidden) = last_bytes.strip_prefix(WH_PREFIX.as_bytes()) {
-            if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.starts_with(b".wh.") {
-                return Err(ApplyError::Unsafe { path: item.name.clone(), reason: "is not a valid whiteout" });
+        // Only a layer has whiteouts; in any other archive `.wh.` names are names.
+        if self.opts.layer {
+            if last_bytes == WH_OPAQUE.as_bytes() {
+                return self.opaque(parent).map_err(|e| self.path_error(&item, e));
             }
-            return self.whiteout(parent, OsStr::from_bytes(hidden)).map_err(entry_err);
+            if let Some(hidden) = last_bytes.strip_prefix(WH_PREFIX.as_bytes()) {
+                if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.starts_with(b".wh.") {
+                    return Err(ApplyError::Unsafe { path: item.name.clone(), reason: "is not a valid whiteout" });
+                }
+                return self.whiteout(parent, OsStr::from_bytes(hidden)).map_err(|e| self.path_error(&item, e));
+            }
         }
-        let parent_dir = self.ensure_dir(parent).map_err(entry_err)?;
+        let parent_dir = self.ensure_dir(parent).map_err(|e| self.path_error(&item, e))?;
         let name = CString::new(last_bytes).map_err(|_| entry_err(nul_error()))?;
         let rel = join(&item.components);
         match item.kind {
             Kind::Dir => {
                 let dir = self.make_dir(&parent_dir, last, &name, item.mode).map_err(entry_err)?;
                 self.set_fd_meta(&dir, &item).map_err(entry_err)?;
-                self.dir_times.push((rel.clone(), item.mtime));
+                self.dirs.insert(rel.clone(), (item.mode, item.mtime));
             }
             Kind::File => {
                 remove_existing(&parent_dir, last).map_err(entry_err)?;
@@ -351,7 +279,7 @@ impl Applier<'_> {
                 let Some((tlast, tparent)) = target.split_last() else {
                     return Err(ApplyError::Unsafe { path: item.name.clone(), reason: "is a hard link to the root" });
                 };
-                let tdir = self.open_dir(&join(tparent)).map_err(entry_err)?;
+                let tdir = self.open_dir(&join(tparent)).map_err(|e| self.path_error(&item, e))?;
                 if same_inode(&tdir, tlast, &parent_dir, last) {
                     self.written.insert(rel);
                     return Ok(());
@@ -366,11 +294,17 @@ impl Applier<'_> {
                 )
                 .map_err(|e| entry_err(e.into()))?;
             }
+            Kind::Char | Kind::Block if !self.opts.layer => {
+                // A build context has no business with device nodes, even where kiln could make them.
+                log::warn!("archive entry {:?}: device node not extracted", item.name);
+                self.report.skipped.push(format!("{}: device node not extracted", item.name));
+                return Ok(());
+            }
             Kind::Char | Kind::Block | Kind::Fifo => {
                 remove_existing(&parent_dir, last).map_err(entry_err)?;
                 let (ty, dev) = match item.kind {
-                    Kind::Char => (libc::S_IFCHR, libc::makedev(item.dev.0 as u32, item.dev.1 as u32)),
-                    Kind::Block => (libc::S_IFBLK, libc::makedev(item.dev.0 as u32, item.dev.1 as u32)),
+                    Kind::Char => (libc::S_IFCHR, libc::makedev(item.dev.0, item.dev.1)),
+                    Kind::Block => (libc::S_IFBLK, libc::makedev(item.dev.0, item.dev.1)),
                     _ => (libc::S_IFIFO, 0),
                 };
                 match sys::mknodat(parent_dir.as_fd(), &name, ty | 0o600, dev) {
@@ -395,10 +329,26 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// An error resolving an entry's parent: with `refuse_symlinked_parents`, a symlink on the way is the
+    /// archive's fault and said so.
+    fn path_error(&self, item: &Item, e: io::Error) -> ApplyError {
+        if self.opts.refuse_symlinked_parents && matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EXDEV)) {
+            return ApplyError::Unsafe { path: item.name.clone(), reason: "goes through a symlink" };
+        }
+        ApplyError::Entry { path: item.name.clone(), source: e }
+    }
+
     fn finish(&mut self) -> Result<(), ApplyError> {
-        for (rel, t) in self.dir_times.iter().rev() {
+        for (rel, (mode, t)) in &self.dirs {
             let path = rel.display().to_string();
-            let dir = self.open_dir(rel).map_err(|source| ApplyError::Entry { path: path.clone(), source })?;
+            let dir = match self.open_dir(rel) {
+                Ok(dir) => dir,
+                // Replaced by a later entry of the archive, or removed by a whiteout.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => continue,
+                Err(source) => return Err(ApplyError::Entry { path, source }),
+            };
+            fchmod(dir.as_raw_fd(), Mode::from_bits_truncate(*mode))
+                .map_err(|e| ApplyError::Entry { path: path.clone(), source: e.into() })?;
             nix::sys::stat::futimens(dir.as_raw_fd(), t, t)
                 .map_err(|e| ApplyError::Entry { path, source: e.into() })?;
         }
@@ -410,14 +360,12 @@ impl Applier<'_> {
         if rel.as_os_str().is_empty() {
             return self.root.try_clone();
         }
-        sys::openat2(
-            self.root.as_fd(),
-            rel,
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-            sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
-        )
-        .map(File::from)
+        let resolve = if self.opts.refuse_symlinked_parents {
+            sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS
+        } else {
+            sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS
+        };
+        sys::openat2(self.root.as_fd(), rel, libc::O_RDONLY | libc::O_DIRECTORY, 0, resolve).map(File::from)
     }
 
     /// Opens the directory at `components`, creating missing ones as root-owned 0755 directories.
@@ -464,7 +412,14 @@ impl Applier<'_> {
     }
 
     fn opaque(&mut self, parent: &[OsString]) -> io::Result<()> {
-        let dir = self.ensure_dir(parent)?;
+        let dir = match self.opts.whiteouts {
+            // Nothing to empty where there is no directory.
+            WhiteoutFormat::Naive => match self.open_dir(&join(parent)) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(()),
+                other => other?,
+            },
+            _ => self.ensure_dir(parent)?,
+        };
         self.report.opaque_dirs += 1;
         match self.opts.whiteouts {
             WhiteoutFormat::Naive => {
@@ -506,7 +461,8 @@ impl Applier<'_> {
     /// Owner, mode and xattrs of an entry open as `f` (a file or directory).
     fn set_fd_meta(&mut self, f: &File, item: &Item) -> io::Result<()> {
         let mut xattrs = self.filter_xattrs(item);
-        match fchown(f.as_raw_fd(), Some(uid(item.uid)?), Some(gid(item.gid)?)) {
+        let chown = if self.opts.owners { fchown(f.as_raw_fd(), Some(uid(item.uid)?), Some(gid(item.gid)?)) } else { Ok(()) };
+        match chown {
             Ok(()) => {}
             Err(nix::errno::Errno::EINVAL) if self.opts.record_unmapped_owners => {
                 self.report.unmapped_owners += 1;
@@ -514,8 +470,10 @@ impl Applier<'_> {
             }
             Err(e) => return Err(e.into()),
         }
-        // After chown, which clears setuid and setgid.
-        fchmod(f.as_raw_fd(), Mode::from_bits_truncate(item.mode))?;
+        // After chown, which clears setuid and setgid. A directory stays writable for its owner until
+        // `finish` gives it its mode, so its entries can be created in it.
+        let mode = if item.kind == Kind::Dir { item.mode | 0o700 } else { item.mode };
+        fchmod(f.as_raw_fd(), Mode::from_bits_truncate(mode))?;
         for (name, value) in &xattrs {
             if let Err(e) = f.set_xattr(name, value) {
                 self.refused_xattr(item, name, e)?;
@@ -527,13 +485,11 @@ impl Applier<'_> {
     /// Owner, mode, xattrs and mtime of a symlink or node `last` in `parent`, without opening it.
     fn set_at_meta(&mut self, parent: &File, last: &OsStr, item: &Item, symlink: bool) -> io::Result<()> {
         let mut xattrs = self.filter_xattrs(item);
-        let res = fchownat(
-            Some(parent.as_raw_fd()),
-            last,
-            Some(uid(item.uid)?),
-            Some(gid(item.gid)?),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        );
+        let res = if self.opts.owners {
+            fchownat(Some(parent.as_raw_fd()), last, Some(uid(item.uid)?), Some(gid(item.gid)?), AtFlags::AT_SYMLINK_NOFOLLOW)
+        } else {
+            Ok(())
+        };
         match res {
             Ok(()) => {}
             Err(nix::errno::Errno::EINVAL) if self.opts.record_unmapped_owners => {

@@ -20,7 +20,7 @@ use common::*;
 use kiln_overlay::compress::Compression;
 use kiln_overlay::layer::LayerWriter;
 use kiln_overlay::tarfmt::EntryKind;
-use kiln_overlay::{apply_layer, mount, naive, write_diff, ApplyOptions, DiffOptions, Driver, WhiteoutFormat, XattrPrefix};
+use kiln_overlay::{apply_layer, apply_tar, mount, naive, write_diff, ApplyOptions, DiffOptions, Driver, WhiteoutFormat, XattrPrefix};
 
 fn apply_opts(format: WhiteoutFormat) -> ApplyOptions {
     ApplyOptions { whiteouts: format, ..ApplyOptions::default() }
@@ -393,6 +393,16 @@ fn malicious_layers_are_rejected_and_nothing_escapes() {
             end_of_archive([raw_entry("evil", b'2', &out_s, b""), raw_entry("evil/.wh.victim", b'0', "", b"")].concat()),
             false,
         ),
+        (
+            "symlink then opaque marker through it",
+            end_of_archive([raw_entry("evil", b'2', &out_s, b""), raw_entry("evil/.wh..wh..opq", b'0', "", b"")].concat()),
+            false,
+        ),
+        (
+            "opaque marker through '..'",
+            end_of_archive(raw_entry(&format!("../../../../../../..{out_s}/.wh..wh..opq"), b'0', "", b"")),
+            true,
+        ),
     ];
     for format in [WhiteoutFormat::Overlay, WhiteoutFormat::Naive] {
         for (name, archive, must_fail) in &cases {
@@ -597,4 +607,69 @@ fn rootless_single_id_map() {
         return;
     }
     run_inner(&["roundtrip_kernel_overlay", "roundtrip_vfs", "apply_keeps_metadata_and_reports_skips"], false);
+}
+
+/// Layers applied in order to one root (COPY --from, bind mounts from an image): a symlink planted by one
+/// layer and a whiteout, opaque marker or file through it in the next never reach the host.
+#[test]
+fn rootfs_layers_in_order_stay_inside() {
+    let tmp = scratch();
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("victim"), b"safe").unwrap();
+    let out_s = outside.to_str().unwrap().to_string();
+    let plant = end_of_archive([raw_entry("evil", b'2', &out_s, b""), raw_entry("rel", b'2', "../../../../../..", b"")].concat());
+    let seconds = [
+        ("opaque", end_of_archive(raw_entry("evil/.wh..wh..opq", b'0', "", b""))),
+        ("whiteout", end_of_archive(raw_entry("evil/.wh.victim", b'0', "", b""))),
+        ("file", end_of_archive(raw_entry("evil/victim", b'0', "", b"pwned"))),
+        ("relative", end_of_archive(raw_entry(&format!("rel{out_s}/.wh..wh..opq"), b'0', "", b""))),
+        ("relative file", end_of_archive(raw_entry(&format!("rel{out_s}/victim"), b'0', "", b"pwned"))),
+    ];
+    for (name, second) in &seconds {
+        let dest = tmp.path().join(format!("root-{}", name.replace(' ', "-")));
+        fs::create_dir(&dest).unwrap();
+        apply_layer(&plant[..], &dest, &ApplyOptions::rootfs()).unwrap();
+        let _ = apply_layer(&second[..], &dest, &ApplyOptions::rootfs());
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"safe", "{name}");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1, "{name}");
+    }
+}
+
+/// A build context is no layer: `.wh.` names are files, owners stay the caller's, and a path through a
+/// symlink the archive made is refused, not followed.
+#[test]
+fn plain_archives_keep_names_and_refuse_symlinked_parents() {
+    let tmp = scratch();
+    let mut owned = file("owned", b"o");
+    owned.meta.uid = 4242;
+    let archive = tar_of(&[file(".wh.kept", b"k"), dir("d"), file("d/.wh..wh..opq", b"q"), owned]);
+    let dest = tmp.path().join("ctx");
+    fs::create_dir(&dest).unwrap();
+    apply_tar(&archive[..], &dest, &ApplyOptions::plain()).unwrap();
+    assert_eq!(fs::read(dest.join(".wh.kept")).unwrap(), b"k");
+    assert_eq!(fs::read(dest.join("d/.wh..wh..opq")).unwrap(), b"q");
+    assert_eq!(fs::metadata(dest.join("owned")).unwrap().uid(), nix::unistd::geteuid().as_raw());
+
+    let dest = tmp.path().join("ctx2");
+    fs::create_dir(&dest).unwrap();
+    let archive = end_of_archive([raw_entry("sub", b'5', "", b""), raw_entry("link", b'2', "sub", b""), raw_entry("link/x", b'0', "", b"x")].concat());
+    let err = apply_tar(&archive[..], &dest, &ApplyOptions::plain()).unwrap_err();
+    assert!(err.to_string().contains("goes through a symlink"), "{err}");
+    assert!(!dest.join("sub/x").exists());
+}
+
+/// The applier reads the stream to its end, past the end-of-archive blocks, so a digest or checksum taken
+/// over the stream covers all of it (docker drains the same way).
+#[test]
+fn apply_reads_the_whole_stream() {
+    let tmp = scratch();
+    let mut archive = tar_of(&[file("f", b"x")]);
+    archive.extend_from_slice(&[0u8; 4096]);
+    let total = archive.len();
+    let mut cursor = std::io::Cursor::new(archive);
+    let dest = tmp.path().join("d");
+    fs::create_dir(&dest).unwrap();
+    apply_tar(&mut cursor, &dest, &ApplyOptions::rootfs()).unwrap();
+    assert_eq!(cursor.position() as usize, total);
 }

@@ -32,7 +32,7 @@ pub enum ContextError {
     TempDir(#[source] io::Error),
     #[error("read the build context archive")]
     ReadArchive(#[source] io::Error),
-    #[error("refuse entry {entry:?} of the build context archive: {reason}")]
+    #[error("refuse entry {entry:?} of the build context archive: it {reason}")]
     UnsafeEntry { entry: String, reason: &'static str },
     #[error("extract {entry:?} from the build context archive")]
     Extract {

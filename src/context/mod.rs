@@ -138,7 +138,7 @@ impl BuildContext {
     pub fn from_tar_limited<R: Read>(r: R, ignore: bool, max: u64, hint: &str) -> Result<BuildContext, ContextError> {
         let temp = tempfile::Builder::new().prefix("kiln-context-").tempdir().map_err(ContextError::TempDir)?;
         let root = temp.path().canonicalize().map_err(ContextError::TempDir)?;
-        let stream = tarball::decompress(r).map_err(ContextError::ReadArchive)?;
+        let (_, stream) = kiln_overlay::compress::decompress(r).map_err(ContextError::ReadArchive)?;
         tarball::extract(Capped { inner: stream, left: max, max, hint }, &root)?;
         let mut ctx = BuildContext { root, ignore: DockerIgnore::empty(), _temp: Some(temp), empty: false };
         if ignore {

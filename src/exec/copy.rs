@@ -13,7 +13,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use bstr::{BString, ByteSlice};
+use kiln_overlay::apply::OVERRIDE_STAT_XATTR;
 use kiln_overlay::compress;
+use kiln_overlay::reader::Reader;
 use kiln_overlay::layer::entry_from_path;
 use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
 
@@ -25,7 +27,7 @@ use std::sync::Arc;
 
 use super::chmod::Chmod;
 use super::fetch::{Fetched, Fetcher};
-use super::tree::{clean, pax_xattrs, Tree, TreeError};
+use super::tree::{clean, Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -62,6 +64,8 @@ pub enum CopyError {
     },
     #[error("archive {archive} has an entry that leaves the destination: {entry}")]
     ArchiveEscape { archive: String, entry: String },
+    #[error("ADD {archive}: entry {entry:?} {reason}")]
+    ArchiveEntry { archive: String, entry: String, reason: String },
     #[error("no source files were specified")]
     NoSources,
 }
@@ -84,9 +88,6 @@ pub struct Planned {
 pub struct CopyEnv<'a> {
     /// The build context, or the rootfs of the `--from` stage or image.
     pub source: &'a BuildContext,
-    /// Metadata recorded when a `--from` rootfs was unpacked (modes the
-    /// unprivileged unpack could not keep); keyed by path relative to root.
-    pub source_meta: Option<&'a BTreeMap<String, EntryMeta>>,
     /// The current WORKDIR.
     pub workdir: &'a str,
     pub owner: Option<(u64, u64)>,
@@ -151,7 +152,7 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
                 if excluded(&exclude, &m.rel, &e.rel) {
                     continue;
                 }
-                out.entry(&join_bytes(&rel_root, &e.rel), &e, &join_bytes(&m.rel, &e.rel))?;
+                out.entry(&join_bytes(&rel_root, &e.rel), &e)?;
             }
         } else {
             let name = basename(&m.rel);
@@ -171,7 +172,7 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
                 continue;
             }
             for e in env.source.walk(m)? {
-                out.entry(&target, &e, &m.rel)?;
+                out.entry(&target, &e)?;
             }
         }
     }
@@ -187,7 +188,7 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
                     out.dir(dest_b, &m)?;
                     for e in ctx.walk(&m)? {
                         if !e.rel.is_empty() {
-                            out.entry(&join_bytes(dest_b, &e.rel), &e, &e.rel)?;
+                            out.entry(&join_bytes(dest_b, &e.rel), &e)?;
                         }
                     }
                 }
@@ -270,7 +271,7 @@ impl Output<'_> {
             return Ok(());
         }
         let md = std::fs::metadata(&m.host).map_err(|source| CopyError::Read { path: m.host.clone(), source })?;
-        let mode = self.source_mode(&m.rel, md.mode());
+        let mode = md.mode() & 0o7777;
         let meta = self.owned(EntryMeta {
             path: Default::default(),
             kind: EntryKind::Dir,
@@ -310,13 +311,11 @@ impl Output<'_> {
     }
 
     /// One file, directory, symlink or special file from the source tree.
-    fn entry(&mut self, target: &[u8], e: &ContextEntry, source_rel: &[u8]) -> Result<(), CopyError> {
+    fn entry(&mut self, target: &[u8], e: &ContextEntry) -> Result<(), CopyError> {
         let read_err = |source| CopyError::Read { path: e.host.clone(), source };
         let mut meta = entry_from_path(&e.host, target).map_err(read_err)?;
-        meta.mode = self.source_mode(source_rel, meta.mode);
-        if let Some(recorded) = self.recorded(source_rel) {
-            meta.xattrs = recorded.xattrs.clone();
-        }
+        // Owner bookkeeping of an unpacked `--from` image, never content: COPY sets owners itself.
+        meta.xattrs.remove(OVERRIDE_STAT_XATTR);
         let md = &e.metadata;
         let data = match meta.kind {
             EntryKind::File => {
@@ -348,18 +347,6 @@ impl Output<'_> {
         Ok(())
     }
 
-    /// The metadata a `--from` rootfs recorded aside for a source path (it
-    /// records UTF-8 names only).
-    fn recorded(&self, source_rel: &[u8]) -> Option<&EntryMeta> {
-        let rel = source_rel.to_str().ok()?;
-        self.env.source_meta.and_then(|m| m.get(&clean(rel)))
-    }
-
-    /// The mode the source really has: a `--from` rootfs records it aside.
-    fn source_mode(&self, source_rel: &[u8], lstat_mode: u32) -> u32 {
-        self.recorded(source_rel).map_or(lstat_mode & 0o7777, |recorded| recorded.mode)
-    }
-
     fn owned(&self, mut meta: EntryMeta) -> EntryMeta {
         let (uid, gid) = self.env.owner.unwrap_or((0, 0));
         meta.uid = uid;
@@ -369,65 +356,80 @@ impl Output<'_> {
 
     /// ADD of a local archive: its entries land under `dest`, keeping the
     /// archive's own owners and modes unless --chown/--chmod say otherwise.
+    ///
+    /// Docker extracts into the container's root, so an entry whose path goes
+    /// through a symlink (one the image has, or one this archive made earlier,
+    /// `link -> /etc` then `link/file`) lands where the symlink leads inside
+    /// the image; the layer gets that resolved path, which every later step
+    /// can apply. Hard-link targets are taken relative to the extraction
+    /// directory, as docker takes them (`/etc/passwd` is `<dest>/etc/passwd`),
+    /// and must be a file this step writes: a layer cannot link to another.
     fn unpack(&mut self, host: &Path, rel: &str, dest: &str) -> Result<(), CopyError> {
         let err = |source| CopyError::Archive { path: rel.to_string(), source };
+        let refuse = |entry: &str, reason: String| CopyError::ArchiveEntry {
+            archive: rel.to_string(),
+            entry: entry.to_string(),
+            reason,
+        };
         let file = File::open(host).map_err(err)?;
-        let (_, reader) = compress::decompress(file).map_err(err)?;
-        let mut archive = tar::Archive::new(reader);
+        let (_, plain) = compress::decompress(file).map_err(err)?;
+        let mut reader = Reader::new(plain);
         let scratch = tempfile::Builder::new().prefix("add-").tempdir_in(self.env.scratch).map_err(err)?;
         let mut counter = 0u64;
-        let mut by_path: HashMap<String, String> = HashMap::new();
-        for entry in archive.entries().map_err(err)? {
-            let mut entry = entry.map_err(err)?;
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        while let Some(entry) = reader.next_entry().map_err(err)? {
+            let name = entry.display();
             let inner = safe_archive_path(&name)
                 .ok_or_else(|| CopyError::ArchiveEscape { archive: rel.to_string(), entry: name.clone() })?;
             if inner.is_empty() {
                 continue;
             }
-            let target = join(dest, &inner);
-            let header = entry.header().clone();
-            let xattrs = pax_xattrs(&mut entry).map_err(err)?;
-            let mut meta = EntryMeta {
-                path: Default::default(),
-                kind: EntryKind::File,
-                mode: header.mode().map_err(err)? & 0o7777,
-                uid: header.uid().map_err(err)?,
-                gid: header.gid().map_err(err)?,
-                mtime: header.mtime().map_err(err)? as i64,
-                size: 0,
-                xattrs,
+            let Some(mut meta) = entry.meta() else {
+                log::warn!("ADD {rel}: entry {name:?} has a type kiln does not extract ({:?}); skipped", entry.kind);
+                continue;
             };
-            let link = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned());
+            // Archive names meet the image tree here, whose paths are text.
+            let (inner_dir, last) = split_name(&inner);
+            if last.starts_with(".wh.") {
+                // In a layer this name deletes; kept, it would delete in the next step.
+                return Err(refuse(&name, "has a name that image layers reserve for deletions (.wh.)".into()));
+            }
+            let target = self.archive_target(&join(dest, inner_dir), last).map_err(|r| refuse(&name, r))?;
             let mut data = Data::None;
-            meta.kind = match header.entry_type() {
-                tar::EntryType::Directory => EntryKind::Dir,
-                tar::EntryType::Symlink => EntryKind::Symlink(link.unwrap_or_default().into()),
-                tar::EntryType::Link => {
-                    let l = link.unwrap_or_default();
-                    let inner_target = safe_archive_path(&l)
-                        .ok_or_else(|| CopyError::ArchiveEscape { archive: rel.to_string(), entry: l.clone() })?;
-                    EntryKind::Hardlink(by_path.get(&inner_target).cloned().unwrap_or_else(|| join(dest, &inner_target)).into())
+            match &meta.kind {
+                EntryKind::Hardlink(_) => {
+                    let link = String::from_utf8_lossy(&entry.link).into_owned();
+                    let inner_link = safe_archive_path(&link)
+                        .filter(|l| !l.is_empty())
+                        .ok_or_else(|| refuse(&name, format!("is a hard link to {link:?}, outside the extraction directory")))?;
+                    let (link_dir, link_last) = split_name(&inner_link);
+                    let resolved = self
+                        .archive_target(&join(dest, link_dir), link_last)
+                        .map_err(|r| refuse(&name, r))?;
+                    let linked = match self.entries.get(resolved.as_bytes()).map(|p| &p.meta.kind) {
+                        Some(EntryKind::Hardlink(first)) => first.clone(),
+                        Some(EntryKind::Dir) => return Err(refuse(&name, format!("is a hard link to the directory /{resolved}"))),
+                        Some(_) => BString::from(resolved),
+                        None => {
+                            return Err(refuse(
+                                &name,
+                                format!("is a hard link to /{resolved}, which is not an earlier entry of the archive"),
+                            ))
+                        }
+                    };
+                    if linked.as_slice() == target.as_bytes() {
+                        continue;
+                    }
+                    meta.kind = EntryKind::Hardlink(linked);
                 }
-                tar::EntryType::Char => EntryKind::CharDev {
-                    major: header.device_major().map_err(err)?.unwrap_or(0),
-                    minor: header.device_minor().map_err(err)?.unwrap_or(0),
-                },
-                tar::EntryType::Block => EntryKind::BlockDev {
-                    major: header.device_major().map_err(err)?.unwrap_or(0),
-                    minor: header.device_minor().map_err(err)?.unwrap_or(0),
-                },
-                tar::EntryType::Fifo => EntryKind::Fifo,
-                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
-                _ => {
+                EntryKind::File => {
                     counter += 1;
                     let spill = scratch.path().join(counter.to_string());
                     let mut f = File::create(&spill).map_err(err)?;
-                    meta.size = std::io::copy(&mut entry, &mut f).map_err(err)?;
+                    meta.size = std::io::copy(&mut reader.data(), &mut f).map_err(err)?;
                     data = Data::Host(spill);
-                    EntryKind::File
                 }
-            };
+                _ => {}
+            }
             if let Some(c) = self.env.chmod {
                 if !matches!(meta.kind, EntryKind::Symlink(_) | EntryKind::Hardlink(_)) {
                     meta.mode = c.apply(meta.mode, matches!(meta.kind, EntryKind::Dir));
@@ -437,12 +439,37 @@ impl Output<'_> {
                 meta.uid = uid;
                 meta.gid = gid;
             }
-            by_path.insert(inner, target.clone());
+            if !matches!(meta.kind, EntryKind::Dir) {
+                // A non-directory replaces a directory with everything in it.
+                let prefix = format!("{target}/");
+                self.entries.retain(|p, _| !p.starts_with(prefix.as_bytes()));
+            }
             self.put(target, meta, data);
         }
         // The spilled files must outlive this call: the layer is written later.
         let _ = scratch.keep();
         Ok(())
+    }
+
+    /// Where an archive entry named `last` in the directory `dir` lands: `dir`
+    /// resolved inside the image (its symlinks, and those this step already
+    /// wrote, followed), which must be a directory or not exist yet.
+    fn archive_target(&self, dir: &str, last: &str) -> Result<String, String> {
+        let entries = &self.entries;
+        let resolved = self
+            .tree
+            .resolve_with(dir, true, |p| entries.get(p.as_bytes()).map(|e| &e.meta.kind))
+            .map_err(|e| e.to_string())?;
+        let mut prefix = String::new();
+        for c in resolved.split('/').filter(|c| !c.is_empty()) {
+            prefix = join(&prefix, c);
+            let kind = entries.get(prefix.as_bytes()).map(|e| &e.meta.kind).or_else(|| self.tree.get(&prefix).map(|m| &m.kind));
+            match kind {
+                None | Some(EntryKind::Dir) => {}
+                Some(_) => return Err(format!("goes through /{prefix}, which is not a directory")),
+            }
+        }
+        Ok(join(&resolved, last))
     }
 }
 
@@ -541,6 +568,11 @@ fn fetch_url(step: &CopyStep, env: &CopyEnv, word: &str) -> Result<Arc<Fetched>,
         }
     }
     Ok(fetched)
+}
+
+/// `a/b/c` → (`a/b`, `c`).
+fn split_name(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 fn join(a: &str, b: &str) -> String {

@@ -16,7 +16,7 @@ use std::io::{BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use kiln_overlay::apply::{apply_layer, ApplyOptions};
+use kiln_overlay::apply::{apply_tar, ApplyOptions};
 use kiln_overlay::verify::LayerReader;
 use kiln_overlay::whiteout::{WhiteoutFormat, XattrPrefix};
 use sha2::{Digest, Sha256};
@@ -140,8 +140,8 @@ impl LayerDirs {
         let blob = store.open_blob(&layer.digest).map_err(|source| LayerDirError::Blob { digest: layer.digest.clone(), source })?;
         let refused = |source| LayerError::Refused { image: None, layer: layer.digest.clone(), source };
         let mut reader = LayerReader::new(BufReader::with_capacity(256 * 1024, blob)).map_err(refused)?;
-        let opts = ApplyOptions { whiteouts: WhiteoutFormat::Overlay, prefix: self.prefix.clone(), record_unmapped_owners: true };
-        let report = apply_layer(&mut reader, &diff, &opts).map_err(|source| LayerDirError::Apply { digest: layer.digest.clone(), source })?;
+        let opts = ApplyOptions { whiteouts: WhiteoutFormat::Overlay, prefix: self.prefix.clone(), ..ApplyOptions::default() };
+        let report = apply_tar(&mut reader, &diff, &opts).map_err(|source| LayerDirError::Apply { digest: layer.digest.clone(), source })?;
         reader.finish_expecting(diff_id).map_err(refused)?;
         for skipped in &report.skipped {
             log::warn!("layer {}: skipped {}", crate::exec::short(&layer.digest), skipped);

@@ -8,7 +8,6 @@ mod finish;
 pub mod layers;
 pub mod mounts;
 pub mod owner;
-pub mod rootfs;
 pub mod run;
 pub mod squash;
 pub mod state;
@@ -186,6 +185,7 @@ pub fn build(
         stat: Mutex::new(stat),
         layer_dirs: LayerDirs::new(store),
         driver: OnceLock::new(),
+        from_mounts: Mutex::new(Vec::new()),
         done: Mutex::new(HashMap::new()),
         unpacked: Mutex::new(HashMap::new()),
         new_layer_bytes: AtomicU64::new(0),
@@ -222,9 +222,8 @@ pub fn build(
     Ok(BuildOutput { manifest: desc, image_id, config, layers: state.layers, new_layer_bytes })
 }
 
-/// A `--from` source ready to copy from: its tree and the metadata an
-/// unprivileged unpack could not keep.
-type Unpacked = Arc<(BuildContext, std::collections::BTreeMap<String, kiln_overlay::tarfmt::EntryMeta>)>;
+/// A `--from` source ready to copy from: a context over its root directory.
+type Unpacked = Arc<BuildContext>;
 
 /// Shared by the threads that build independent stages; each field that
 /// changes is behind its own lock.
@@ -239,6 +238,9 @@ struct Executor<'a> {
     stat: Mutex<StatCache>,
     layer_dirs: LayerDirs,
     driver: OnceLock<Driver>,
+    /// Overlay views of `--from` stages and images, mounted for the build
+    /// (unmounted when dropped, before their directories are removed).
+    from_mounts: Mutex<Vec<(kiln_overlay::MountGuard, tempfile::TempDir)>>,
     done: Mutex<HashMap<usize, StageState>>,
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: Mutex<HashMap<String, Unpacked>>,
@@ -264,6 +266,14 @@ impl Write for Progress<'_, '_> {
 }
 
 impl<'a> Executor<'a> {
+    fn driver(&self) -> Driver {
+        *self.driver.get_or_init(|| {
+            let d = self.opts.storage_driver.unwrap_or_else(|| kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir()));
+            log::info!("storage driver: {}", d);
+            d
+        })
+    }
+
     fn out(&self) -> std::sync::MutexGuard<'_, &'a mut (dyn Write + Send)> {
         self.progress.lock().expect("progress lock")
     }
@@ -415,7 +425,7 @@ impl<'a> Executor<'a> {
                     Some(NamedContext::Dir(_)) => {
                         let key = self.unpack_from(c.from.as_ref().expect("matched above"))?;
                         let from = self.unpacked.lock().expect("unpacked lock")[&key].clone();
-                        let digest = crate::context::digest::sources(&from.0, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
+                        let digest = crate::context::digest::sources(&from, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
                         files = digest.shown();
                         digest.digest()
                     }
@@ -551,13 +561,12 @@ impl<'a> Executor<'a> {
             Some(from) => Some(self.unpack_from(from)?),
         };
         let from = key.map(|k| self.unpacked.lock().expect("unpacked lock")[&k].clone());
-        let (source, source_meta) = match &from {
-            None => (self.ctx, None),
-            Some(f) => (&f.0, Some(&f.1)),
+        let source = match &from {
+            None => self.ctx,
+            Some(f) => &**f,
         };
         let env = CopyEnv {
             source,
-            source_meta,
             workdir: &workdir,
             owner,
             chmod: chmod.as_ref(),
@@ -612,11 +621,7 @@ impl<'a> Executor<'a> {
 
     fn run(&self, state: &mut StageState, step: &Step, r: &RunStep, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
-        let driver = *self.driver.get_or_init(|| {
-            let d = self.opts.storage_driver.unwrap_or_else(|| kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir()));
-            log::info!("storage driver: {}", d);
-            d
-        });
+        let driver = self.driver();
         // Held until the step ran: cache locks and temporary copies.
         let mounts = self.run_mounts(state, r)?;
         let mut progress = Progress(&self.progress);
@@ -699,7 +704,7 @@ impl<'a> Executor<'a> {
                 None => CopyFrom::Image(name.to_string()),
             };
             let key = self.unpack_from(&from).map_err(|e| e.to_string())?;
-            let root = self.unpacked.lock().expect("unpacked lock")[&key].0.root().to_path_buf();
+            let root = self.unpacked.lock().expect("unpacked lock")[&key].root().to_path_buf();
             Ok(root)
         };
         let sources = mounts::MountSources {
@@ -715,11 +720,11 @@ impl<'a> Executor<'a> {
 
     /// Unpacks the stage or image `COPY --from` names, once per build.
     fn unpack_from(&self, from: &CopyFrom) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        let (key, layers) = match from {
+        let (key, layers, diff_ids) = match from {
             CopyFrom::Stage(i) => {
                 let done = self.done.lock().expect("done lock");
                 let s = done.get(i).ok_or("COPY --from names a stage that was not built")?;
-                (format!("stage:{}", i), s.layers.clone())
+                (format!("stage:{}", i), s.layers.clone(), s.config.rootfs.diff_ids.clone())
             }
             CopyFrom::Image(name) if matches!(self.opts.named_contexts.get(name), Some(NamedContext::Dir(_))) => {
                 let key = format!("context:{}", name);
@@ -727,26 +732,94 @@ impl<'a> Executor<'a> {
                 if !unpacked.contains_key(&key) {
                     let Some(NamedContext::Dir(dir)) = self.opts.named_contexts.get(name) else { unreachable!() };
                     let ctx = BuildContext::from_dir(dir, None)?;
-                    unpacked.insert(key.clone(), Arc::new((ctx, Default::default())));
+                    unpacked.insert(key.clone(), Arc::new(ctx));
                 }
                 return Ok(key);
             }
             CopyFrom::Image(reference) => {
                 let image = self.image(reference)?;
-                (format!("image:{}", image.config_digest), image.manifest.layers)
+                (format!("image:{}", image.config_digest), image.manifest.layers, image.config.rootfs.diff_ids)
             }
         };
         // Held while unpacking: two stages copying from one source unpack it once.
         let mut unpacked = self.unpacked.lock().expect("unpacked lock");
         if !unpacked.contains_key(&key) {
-            let dir = tempfile::Builder::new().prefix("from-").tempdir_in(self.scratch.path())?;
-            let meta = rootfs::unpack(self.store, &layers, dir.path())?;
-            let root = dir.keep();
+            let root = match self.mount_from(&layers, &diff_ids)? {
+                Some(merged) => merged,
+                None => {
+                    let dir = tempfile::Builder::new().prefix("from-").tempdir_in(self.scratch.path())?;
+                    unpack_layers(self.store, &layers, dir.path())?;
+                    dir.keep()
+                }
+            };
             let ctx = BuildContext::from_dir(&root, None)?;
-            unpacked.insert(key.clone(), Arc::new((ctx, meta)));
+            unpacked.insert(key.clone(), Arc::new(ctx));
         }
         Ok(key)
     }
+
+    /// The fast path for `--from`: the layer directories RUN uses (each
+    /// applied once, by the safe applier), stacked by a kernel overlay mount,
+    /// so nothing is unpacked again. Its upper layer is thrown away with the
+    /// build. `None` where the storage driver is not kernel overlay or the
+    /// mount fails: the caller unpacks instead.
+    fn mount_from(&self, layers: &[Descriptor], diff_ids: &[String]) -> Result<Option<std::path::PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
+        if self.driver() != Driver::Overlay {
+            return Ok(None);
+        }
+        let lowers = self.layer_dirs.ensure(self.store, layers, diff_ids)?;
+        let dir = self.layer_dirs.step_dir()?;
+        let (upper, work, merged) = (dir.path().join("diff"), dir.path().join("work"), dir.path().join("merged"));
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir(d)?;
+        }
+        match kiln_overlay::mount(Driver::Overlay, &lowers, &upper, &work, &merged) {
+            Ok(guard) => {
+                log::info!("--from layers mounted at {}", merged.display());
+                self.from_mounts.lock().expect("from mounts lock").push((guard, dir));
+                Ok(Some(merged))
+            }
+            Err(e) => {
+                log::info!("mounting the layers for --from failed ({e}); unpacking them instead");
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("open layer {digest}")]
+    Store {
+        digest: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("unpack layer {digest}")]
+    Apply {
+        digest: String,
+        #[source]
+        source: kiln_overlay::ApplyError,
+    },
+}
+
+/// Applies `layers` in order to the empty directory `dest`, whiteouts as
+/// deletions, for `COPY --from` and `RUN --mount=type=bind,from=`. The same
+/// applier as RUN's layer directories: every path resolves inside `dest`, so
+/// no layer reaches the host through a symlink or `..`. Owners and modes are
+/// real (the engine is uid 0 in its user namespace); an owner the namespace
+/// cannot map is kept in the `user.containers.override_stat` xattr.
+fn unpack_layers(store: &Store, layers: &[Descriptor], dest: &std::path::Path) -> Result<(), UnpackError> {
+    let opts = kiln_overlay::ApplyOptions::rootfs();
+    for layer in layers {
+        let blob = store.open_blob(&layer.digest).map_err(|source| UnpackError::Store { digest: layer.digest.clone(), source })?;
+        let report = kiln_overlay::apply_layer(blob, dest, &opts)
+            .map_err(|source| UnpackError::Apply { digest: layer.digest.clone(), source })?;
+        for skipped in &report.skipped {
+            log::warn!("layer {}: skipped {}", short(&layer.digest), skipped);
+        }
+    }
+    Ok(())
 }
 
 fn layer_media_type(c: Compression) -> &'static str {

@@ -10,7 +10,12 @@ pub enum OwnerError {
     NoGroup(String),
     #[error("empty --chown value")]
     Empty,
+    #[error("--chown: id {0} is out of range (user and group ids go from 0 to 4294967294)")]
+    OutOfRange(u64),
 }
+
+/// Ids a file can have: 32-bit, and 2^32-1 means "unchanged" to chown(2).
+const MAX_ID: u64 = u32::MAX as u64 - 1;
 
 /// Resolves `spec` to numeric ids. `passwd` and `group` are the image's files.
 pub fn resolve(spec: &str, passwd: Option<&[u8]>, group: Option<&[u8]>) -> Result<(u64, u64), OwnerError> {
@@ -32,6 +37,11 @@ pub fn resolve(spec: &str, passwd: Option<&[u8]>, group: Option<&[u8]>) -> Resul
             Err(_) => lookup(group, g, 2).ok_or_else(|| OwnerError::NoGroup(g.to_string()))?,
         },
     };
+    for id in [uid, gid] {
+        if id > MAX_ID {
+            return Err(OwnerError::OutOfRange(id));
+        }
+    }
     Ok((uid, gid))
 }
 
@@ -59,6 +69,15 @@ mod tests {
         assert_eq!(resolve("app", Some(PASSWD), Some(GROUP)), Ok((1000, 1000)));
         assert_eq!(resolve("app:staff", Some(PASSWD), Some(GROUP)), Ok((1000, 50)));
         assert_eq!(resolve("1:app", Some(PASSWD), Some(GROUP)), Ok((1, 1001)));
+    }
+
+    #[test]
+    fn ids_beyond_32_bits_are_refused() {
+        assert_eq!(resolve("4294967294", None, None), Ok((4_294_967_294, 4_294_967_294)));
+        assert_eq!(resolve("4294967295", None, None), Err(OwnerError::OutOfRange(4_294_967_295)));
+        assert_eq!(resolve("1:99999999999", None, None), Err(OwnerError::OutOfRange(99_999_999_999)));
+        let passwd = b"big:x:5000000000:1::/:/bin/sh\n";
+        assert_eq!(resolve("big", Some(passwd), None), Err(OwnerError::OutOfRange(5_000_000_000)));
     }
 
     #[test]

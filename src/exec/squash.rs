@@ -12,16 +12,14 @@ use std::path::Path;
 
 use kiln_overlay::compress::{self, Compression};
 use kiln_overlay::layer::{LayerInfo, LayerWriter};
-use kiln_overlay::tarfmt::{parse_pax_records, EntryKind, EntryMeta};
+use kiln_overlay::reader::Reader;
+use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
+use kiln_overlay::whiteout::{WH_OPAQUE, WH_PREFIX};
 
 use crate::image::manifest::Descriptor;
 use crate::store::Store;
 
 use super::state::StageState;
-use super::tree::clean;
-
-const WH_PREFIX: &str = ".wh.";
-const WH_OPAQUE: &str = ".wh..wh..opq";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SquashError {
@@ -140,33 +138,15 @@ impl Merge {
     /// below it, then its entries are added.
     fn apply<R: Read>(&mut self, blob: R) -> io::Result<()> {
         let (_, plain) = compress::decompress(blob)?;
-        let mut archive = tar::Archive::new(plain);
-        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut long_name: Option<Vec<u8>> = None;
-        let mut long_link: Option<Vec<u8>> = None;
+        let mut reader = Reader::new(plain);
         let mut added: Vec<(EntryMeta, Option<(u64, u64)>)> = Vec::new();
-        for entry in archive.entries()?.raw(true) {
-            let mut entry = entry?;
-            match entry.header().entry_type().as_byte() {
-                b'x' => {
-                    pax = parse_pax_records(&read_all(&mut entry)?)?;
-                    continue;
-                }
-                b'g' => {
-                    read_all(&mut entry)?;
-                    continue;
-                }
-                b'L' => {
-                    long_name = Some(trim_nul(read_all(&mut entry)?));
-                    continue;
-                }
-                b'K' => {
-                    long_link = Some(trim_nul(read_all(&mut entry)?));
-                    continue;
-                }
-                _ => {}
-            }
-            let meta = meta_of(&entry, std::mem::take(&mut pax), long_name.take(), long_link.take())?;
+        while let Some(entry) = reader.next_entry()? {
+            // The same rule the applier enforces: a merged layer must not carry what no RUN would apply.
+            entry.check_inside().map_err(|reason| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("layer entry {:?} {reason}", entry.display()))
+            })?;
+            let Some(mut meta) = entry.meta() else { continue };
+            meta.size = 0;
             if meta.path.is_empty() {
                 continue;
             }
@@ -187,7 +167,7 @@ impl Merge {
             }
             let data = if meta.kind == EntryKind::File {
                 let start = self.spool_len;
-                let n = io::copy(&mut entry, &mut self.spool)?;
+                let n = io::copy(&mut reader.data(), &mut self.spool)?;
                 self.spool_len += n;
                 Some((start, n))
             } else {
@@ -312,69 +292,11 @@ fn marker(path: String, mtime: i64) -> EntryMeta {
     meta
 }
 
-fn meta_of<R: Read>(
-    entry: &tar::Entry<'_, R>,
-    pax: Vec<(String, Vec<u8>)>,
-    long_name: Option<Vec<u8>>,
-    long_link: Option<Vec<u8>>,
-) -> io::Result<EntryMeta> {
-    let h = entry.header();
-    let mut name = long_name.unwrap_or_else(|| entry.path_bytes().into_owned());
-    let mut link = long_link.unwrap_or_else(|| entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default());
-    let mut uid = h.uid()?;
-    let mut gid = h.gid()?;
-    let mut mtime = h.mtime()? as i64;
-    let mut xattrs = BTreeMap::new();
-    for (key, value) in pax {
-        let text = || String::from_utf8_lossy(&value).into_owned();
-        match key.as_str() {
-            "path" => name = value,
-            "linkpath" => link = value,
-            "uid" => uid = text().parse().unwrap_or(uid),
-            "gid" => gid = text().parse().unwrap_or(gid),
-            "mtime" => mtime = text().split('.').next().and_then(|s| s.parse().ok()).unwrap_or(mtime),
-            _ => {
-                if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
-                    xattrs.insert(x.to_string(), value);
-                }
-            }
-        }
-    }
-    let link = String::from_utf8_lossy(&link).into_owned();
-    let raw = String::from_utf8_lossy(&name).into_owned();
-    let device = |h: &tar::Header| -> io::Result<(u32, u32)> {
-        Ok((h.device_major()?.unwrap_or(0), h.device_minor()?.unwrap_or(0)))
-    };
-    let kind = match h.entry_type().as_byte() {
-        b'1' => EntryKind::Hardlink(clean(&link).into()),
-        b'2' => EntryKind::Symlink(link.into()),
-        b'3' => {
-            let (major, minor) = device(h)?;
-            EntryKind::CharDev { major, minor }
-        }
-        b'4' => {
-            let (major, minor) = device(h)?;
-            EntryKind::BlockDev { major, minor }
-        }
-        b'5' => EntryKind::Dir,
-        b'6' => EntryKind::Fifo,
-        _ if raw.ends_with('/') => EntryKind::Dir,
-        _ => EntryKind::File,
-    };
-    Ok(EntryMeta { path: clean(&raw).into(), kind, mode: h.mode()? & 0o7777, uid, gid, mtime, size: 0, xattrs })
-}
-
+#[cfg(test)]
 fn read_all(r: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     r.read_to_end(&mut buf)?;
     Ok(buf)
-}
-
-fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
-    while v.last() == Some(&0) {
-        v.pop();
-    }
-    v
 }
 
 #[cfg(test)]

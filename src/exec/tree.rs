@@ -6,8 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
+use bstr::ByteSlice;
 use kiln_overlay::compress;
+use kiln_overlay::reader::Reader;
 use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
+use kiln_overlay::whiteout::{WH_OPAQUE, WH_PREFIX};
 
 use crate::image::manifest::Descriptor;
 use crate::store::Store;
@@ -58,33 +61,37 @@ impl Tree {
 
     /// Applies one (possibly compressed) layer tar.
     pub fn apply_layer<R: Read + 'static>(&mut self, blob: R) -> std::io::Result<()> {
-        let (_, reader) = compress::decompress(blob)?;
-        let mut archive = tar::Archive::new(reader);
+        let (_, plain) = compress::decompress(blob)?;
+        let mut reader = Reader::new(plain);
         // Whiteouts act on the lower layers only, so collect this layer first.
         let mut added: Vec<(String, EntryMeta)> = Vec::new();
         let mut contents: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         let mut opaque: Vec<String> = Vec::new();
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+        while let Some(entry) = reader.next_entry()? {
+            // The same rule the applier enforces: such a layer never reaches a RUN either.
+            entry.check_inside().map_err(|reason| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("layer entry {:?} {reason}", entry.display()))
+            })?;
+            let Some(meta) = entry.meta() else { continue };
+            // The tree is keyed by text; a name that is not UTF-8 is indexed lossily here (the layer keeps it exact).
+            let path = meta.path.to_str_lossy().into_owned();
             if path.is_empty() {
                 continue;
             }
             let (dir, name) = split(&path);
-            if name == ".wh..wh..opq" {
+            if name == WH_OPAQUE {
                 opaque.push(dir.to_string());
                 continue;
             }
-            if let Some(hidden) = name.strip_prefix(".wh.") {
+            if let Some(hidden) = name.strip_prefix(WH_PREFIX) {
                 removed.push(join(dir, hidden));
                 continue;
             }
-            let meta = meta_of(&mut entry, &path)?;
             if WANTED.contains(&path.as_str()) {
                 if matches!(meta.kind, EntryKind::File) {
                     let mut buf = Vec::new();
-                    entry.read_to_end(&mut buf)?;
+                    reader.data().read_to_end(&mut buf)?;
                     contents.push((path.clone(), Some(buf)));
                 } else {
                     contents.push((path.clone(), None));
@@ -179,6 +186,18 @@ impl Tree {
     /// (the last one too when `follow_last`) are followed, absolute targets
     /// and `..` never leave the image root. Returns a clean relative path.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, TreeError> {
+        self.resolve_with(path, follow_last, |_| None)
+    }
+
+    /// [`Tree::resolve`] with entries not in the tree yet: `pending(path)` gives the kind of an entry the
+    /// current step is writing (it hides the tree's).
+    pub fn resolve_with<'p>(
+        &self,
+        path: &str,
+        follow_last: bool,
+        pending_kind: impl Fn(&str) -> Option<&'p EntryKind>,
+    ) -> Result<String, TreeError> {
+        let lookup = |p: &str| pending_kind(p).or_else(|| self.nodes.get(p).map(|m| &m.kind));
         let mut pending: Vec<String> = components(path).into_iter().rev().collect();
         let mut done: Vec<String> = Vec::new();
         let mut hops = 0;
@@ -189,7 +208,7 @@ impl Tree {
             }
             let candidate = if done.is_empty() { comp.clone() } else { format!("{}/{}", done.join("/"), comp) };
             let last = pending.is_empty();
-            match self.nodes.get(&candidate).map(|m| &m.kind) {
+            match lookup(&candidate) {
                 Some(EntryKind::Symlink(target)) if follow_last || !last => {
                     hops += 1;
                     if hops > MAX_HOPS {
@@ -207,59 +226,6 @@ impl Tree {
         }
         Ok(done.join("/"))
     }
-}
-
-fn meta_of<R: Read>(entry: &mut tar::Entry<R>, path: &str) -> std::io::Result<EntryMeta> {
-    let header = entry.header();
-    let kind = match header.entry_type() {
-        tar::EntryType::Directory => EntryKind::Dir,
-        tar::EntryType::Symlink => EntryKind::Symlink(link_name(entry).into()),
-        tar::EntryType::Link => EntryKind::Hardlink(link_name(entry).into()),
-        tar::EntryType::Char => EntryKind::CharDev {
-            major: header.device_major()?.unwrap_or(0),
-            minor: header.device_minor()?.unwrap_or(0),
-        },
-        tar::EntryType::Block => EntryKind::BlockDev {
-            major: header.device_major()?.unwrap_or(0),
-            minor: header.device_minor()?.unwrap_or(0),
-        },
-        tar::EntryType::Fifo => EntryKind::Fifo,
-        _ => EntryKind::File,
-    };
-    let header = entry.header();
-    Ok(EntryMeta {
-        path: path.into(),
-        kind,
-        mode: header.mode()? & 0o7777,
-        uid: header.uid()?,
-        gid: header.gid()?,
-        mtime: header.mtime()? as i64,
-        size: header.size()?,
-        xattrs: pax_xattrs(entry)?,
-    })
-}
-
-fn link_name<R: Read>(entry: &tar::Entry<R>) -> String {
-    entry
-        .link_name_bytes()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
-/// Reads `SCHILY.xattr.*` records from the entry's PAX header.
-pub fn pax_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
-    let mut out = BTreeMap::new();
-    if let Some(exts) = entry.pax_extensions()? {
-        for ext in exts {
-            let ext = ext?;
-            if let Ok(key) = ext.key() {
-                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                    out.insert(name.to_string(), ext.value_bytes().to_vec());
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// `./a//b/` → `a/b`; a leading `/` is dropped. `..` is kept for `resolve`.

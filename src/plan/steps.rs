@@ -297,6 +297,11 @@ impl StepPlanner<'_, '_> {
             Ok(raw.as_deref().map(expand).transpose()?.filter(|v| !v.is_empty()))
         };
         let chown = optional(&copy.chown)?;
+        if let Some(bad) = chown.as_deref().and_then(chown_id_out_of_range) {
+            return Err(self
+                .error(format!("{keyword} --chown: id {bad} is out of range"))
+                .with_help("user and group ids go from 0 to 4294967294"));
+        }
         let chmod = optional(&copy.chmod)?;
         let checksum = optional(&copy.checksum)?;
         let exclude = copy.exclude.iter().map(|raw| expand(raw)).collect::<Result<Vec<_>, _>>()?;
@@ -446,9 +451,27 @@ fn is_signal(text: &str) -> bool {
         || name.strip_prefix("RTMAX-").is_some_and(|rest| offset(rest, 14))
 }
 
+/// The first numeric id of a `--chown=user[:group]` value that no file can
+/// have (ids are 32-bit and 2^32-1 means "unchanged" to chown(2)); names are
+/// looked up later, in the image.
+pub(crate) fn chown_id_out_of_range(spec: &str) -> Option<&str> {
+    spec.split(':').find(|part| {
+        !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && part.parse::<u32>().map_or(true, |n| n == u32::MAX)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chown_ids_in_range() {
+        assert_eq!(chown_id_out_of_range("4294967294:0"), None);
+        assert_eq!(chown_id_out_of_range("app:staff"), None);
+        assert_eq!(chown_id_out_of_range("99999999999"), Some("99999999999"));
+        assert_eq!(chown_id_out_of_range("1:4294967295"), Some("4294967295"));
+        assert_eq!(chown_id_out_of_range("184467440737095516160"), Some("184467440737095516160"));
+    }
 
     #[test]
     fn heredoc_names() {
@@ -480,3 +503,4 @@ mod tests {
         assert!(mount_from_value(&lex, "${X}").is_err());
     }
 }
+

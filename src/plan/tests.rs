@@ -673,3 +673,10 @@ fn plan_is_serializable() {
     assert_eq!(json["stages"][0]["steps"][0]["original"], "ENV A=1");
     let _unused: HashMap<String, String> = HashMap::new();
 }
+
+#[test]
+fn chown_ids_beyond_32_bits_are_refused_when_planning() {
+    let e = plan_err("FROM scratch\nARG U=99999999999\nCOPY --chown=$U a /b\n", &PlanOptions::default());
+    assert!(e.to_string().contains("--chown: id 99999999999 is out of range"), "{e}");
+    assert_eq!(e.line, 3);
+}

@@ -8,6 +8,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use kiln_overlay::reader::Kind;
 use tempfile::NamedTempFile;
 
 use super::TransportError;
@@ -166,29 +167,26 @@ impl Read for RangeReader<'_> {
 
 fn index_archive(file: &File) -> io::Result<HashMap<String, Item>> {
     let mut items = HashMap::new();
-    let mut archive = tar::Archive::new(file);
-    for entry in archive.entries_with_seek()? {
-        let entry = entry?;
-        let raw_path = entry.path()?.to_string_lossy().into_owned();
+    let mut reader = kiln_overlay::reader::Reader::new(file);
+    while let Some(entry) = reader.next_entry_seeking()? {
+        let raw_path = entry.display();
         let Some(path) = normalize(&raw_path) else { continue };
-        let kind = entry.header().entry_type();
-        let item = if kind.is_file() {
-            Item::File { offset: entry.raw_file_position(), size: entry.size() }
-        } else if kind.is_hard_link() || kind.is_symlink() {
-            let Some(target) = entry.link_name()? else { continue };
-            let target = target.to_string_lossy().into_owned();
-            let resolved = if kind.is_symlink() && !target.starts_with('/') {
-                let parent = path.rsplit_once('/').map_or("", |(dir, _)| dir);
-                normalize(&format!("{parent}/{target}"))
-            } else {
-                normalize(&target)
-            };
-            match resolved {
-                Some(resolved) => Item::Link(resolved),
-                None => continue,
+        let item = match entry.kind {
+            Kind::File => Item::File { offset: reader.position(), size: entry.size },
+            Kind::Hardlink | Kind::Symlink => {
+                let target = String::from_utf8_lossy(&entry.link).into_owned();
+                let resolved = if entry.kind == Kind::Symlink && !target.starts_with('/') {
+                    let parent = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+                    normalize(&format!("{parent}/{target}"))
+                } else {
+                    normalize(&target)
+                };
+                match resolved {
+                    Some(resolved) => Item::Link(resolved),
+                    None => continue,
+                }
             }
-        } else {
-            continue;
+            _ => continue,
         };
         items.insert(path, item);
     }
