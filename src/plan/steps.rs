@@ -169,8 +169,9 @@ impl StepPlanner<'_, '_> {
             .with_help("quote or escape `$` to keep it literal; unset variables expand to nothing")
     }
 
-    fn env(&self) -> HashMap<String, String> {
-        self.vars.expansion_env()
+    /// What expansion sees here; read in place, never copied.
+    fn env(&self) -> &StageVars {
+        self.vars
     }
 
     fn word(&self, raw: &str) -> Result<String, DockerfileError> {
@@ -371,7 +372,7 @@ impl StepPlanner<'_, '_> {
         &self,
         copy: &CopyCmd,
         name: &str,
-        env: &HashMap<String, String>,
+        env: &StageVars,
     ) -> Result<Heredoc, DockerfileError> {
         let Some(doc) = copy.heredocs.iter().find(|doc| doc.name == name) else {
             return Err(self.error(format!("heredoc <<{name} has no body")).with_help(format!(
