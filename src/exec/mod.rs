@@ -334,15 +334,18 @@ impl<'a> Executor<'a> {
             let key = inputs.key.clone();
             self.cache.lock().expect("cache lock").note(&pos, inputs.clone());
             if use_cache {
-                if let Some(record) = self.cache.lock().expect("cache lock").get(&key, self.store) {
-                    state.restore(record, key.clone());
-                    let _ = writeln!(self.out(), "{}--> Using cache {}", prefix, short(&key));
-                    continue;
+                let record = self.cache.lock().expect("cache lock").get(&key, &state.key, self.store);
+                if let Some(record) = record {
+                    if state.restore(&step.kind, record, key.clone()) {
+                        let _ = writeln!(self.out(), "{}--> Using cache {}", prefix, short(&key));
+                        continue;
+                    }
                 }
                 if let Some(why) = self.cache.lock().expect("cache lock").explain_miss(&pos, &inputs) {
                     let _ = writeln!(self.out(), "{}--> cache miss: {}", prefix, why);
                 }
             }
+            let (mark, parent) = (state.mark(), state.key.clone());
             if let Err(e) = self.step(&mut state, step, prefix, i + 2) {
                 let mut err = self.fail(step.span, &step.original, e);
                 if let (ExecError::Step { hint, .. }, Some(id)) = (&mut err, self.keep_last_good(&state)) {
@@ -351,7 +354,7 @@ impl<'a> Executor<'a> {
                 return Err(err);
             }
             state.key = key.clone();
-            if let Err(e) = self.cache.lock().expect("cache lock").put(&key, &state.record()) {
+            if let Err(e) = self.cache.lock().expect("cache lock").put(&key, &state.record(mark, &parent)) {
                 log::warn!("could not write the cache record for step {}: {}", pos, e);
             }
         }

@@ -213,6 +213,8 @@ impl StepPlanner<'_, '_> {
     fn expose(&self, specs: &[String]) -> Result<Vec<String>, DockerfileError> {
         let env = self.env();
         let mut out: Vec<String> = Vec::new();
+        // A range is up to 65536 ports: a set keeps the dedup linear.
+        let mut seen = std::collections::HashSet::new();
         for raw in specs {
             let words = self.ctx.lex.process_words(raw, &env).map_err(|err| self.expand_error(err))?;
             for word in words {
@@ -221,7 +223,7 @@ impl StepPlanner<'_, '_> {
                         .with_help("EXPOSE takes PORT, PORT/PROTO or START-END/PROTO")
                 })?;
                 for port in ports {
-                    if !out.contains(&port) {
+                    if seen.insert(port.clone()) {
                         out.push(port);
                     }
                 }
