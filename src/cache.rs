@@ -136,7 +136,7 @@ impl Cache {
     pub fn explain_miss(&self, pos: &str, now: &StepInputs) -> Option<String> {
         let before = self.previous.steps.get(pos)?;
         if before.key == now.key {
-            return Some("its cache record was removed (pruned?)".into());
+            return Some("its cache record is gone or unusable (pruned, or written by another kiln version?)".into());
         }
         if before.instruction != now.instruction {
             return Some(format!("the instruction changed (was `{}`)", before.instruction));

@@ -266,6 +266,10 @@ impl StepPlanner<'_, '_> {
                 Some(raw) => Some(self.ctx.lex.process_word(raw, &env).map_err(|err| self.expand_error(err))?),
                 None => None,
             };
+            if let (Some(value), true) = (&value, matches!(key.to_ascii_lowercase().as_str(), "uid" | "gid")) {
+                crate::dockerfile::ids::parse_mount_id(value)
+                    .map_err(|why| self.error(format!("RUN --mount {key}={value}: {why}")))?;
+            }
             options.push((key.clone(), value));
         }
         Ok(Mount { kind: mount.kind, options })
@@ -300,6 +304,12 @@ impl StepPlanner<'_, '_> {
             Ok(raw.as_deref().map(expand).transpose()?.filter(|v| !v.is_empty()))
         };
         let chown = optional(&copy.chown)?;
+        if let Some(spec) = &chown {
+            crate::dockerfile::ids::check_chown(spec).map_err(|why| {
+                self.error(format!("invalid {keyword} --chown={spec}: {why}"))
+                    .with_help("give a user and group that exist in the image, or ids from 0 to 4294967294")
+            })?;
+        }
         let chmod = optional(&copy.chmod)?;
         let checksum = optional(&copy.checksum)?;
         let exclude = copy.exclude.iter().map(|raw| expand(raw)).collect::<Result<Vec<_>, _>>()?;
