@@ -213,7 +213,9 @@ fn content_of(desc: &str) -> &str {
 pub fn step_key(parent: &str, step: &Step, extra: &str) -> String {
     let mut kind = step.kind.clone();
     if let StepKind::Run(run) = &mut kind {
-        run.build_args.retain(|(k, _)| !PROXY_ARGS.contains(&k.as_str()));
+        let kept: Vec<(String, String)> =
+            run.build_args.to_vec().into_iter().filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str())).collect();
+        run.build_args = kept.into();
     }
     let mut h = Sha256::new();
     h.update(parent.as_bytes());

@@ -115,18 +115,26 @@ fn lines(n: usize, line: impl Fn(usize) -> String) -> String {
 #[test]
 fn thousands_of_variables_plan_in_linear_time() {
     const N: usize = 16_000;
-    let shapes: [(&str, String); 5] = [
+    let shapes: [(&str, String); 6] = [
         ("ENV", lines(N, |i| format!("ENV V{i}=value{i} W{i}=$V{}", i.saturating_sub(1)))),
         ("ARG", lines(N, |i| format!("ARG A{i}=value{i}"))),
         ("LABEL", lines(N, |i| format!("LABEL l{i}=value{i}"))),
         ("meta ARG", format!("{}FROM scratch\n", (0..N).map(|i| format!("ARG A{i}=$A0{i}\n")).collect::<String>())),
         ("EXPOSE", "FROM scratch\n".to_string() + &"EXPOSE 1-65535/udp\n".repeat(2)),
+        // Each RUN sees every ARG before it; copying them per RUN took
+        // quadratic memory (8,000 pairs: 3.5 GB).
+        ("ARG and RUN", lines(N, |i| format!("ARG A{i}=value{i}\nRUN true"))),
     ];
     for (what, text) in shapes {
         let started = Instant::now();
         let plan = plan_ok(&text);
         let took = started.elapsed();
         assert!(took < Duration::from_secs(10), "{N} {what} lines took {took:?}");
+        if what == "ARG and RUN" {
+            let StepKind::Run(last) = &plan.stages[0].steps[2 * N - 1].kind else { panic!("not a RUN step") };
+            let args = last.build_args.to_vec();
+            assert_eq!((args.len(), &args[N - 1].1), (N, &format!("value{}", N - 1)));
+        }
         if what == "ENV" {
             let StepKind::Env(last) = &plan.stages[0].steps[N - 1].kind else { panic!("not an ENV step") };
             // Each line sees the variables the lines before it set.

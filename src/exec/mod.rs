@@ -463,9 +463,9 @@ impl<'a> Executor<'a> {
         let args = match &step.kind {
             StepKind::Run(r) => r
                 .build_args
-                .iter()
+                .to_vec()
+                .into_iter()
                 .filter(|(k, _)| !crate::cache::PROXY_ARGS.contains(&k.as_str()))
-                .cloned()
                 .collect(),
             _ => Default::default(),
         };

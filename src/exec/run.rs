@@ -178,7 +178,7 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
     let argv = argv(state, step);
     let mut spec = RunSpec::new(rootfs, argv);
     let mut env = state.config.config.env.clone().unwrap_or_default();
-    for (k, v) in &step.build_args {
+    for (k, v) in &step.build_args.to_vec() {
         if !env.iter().any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str())) {
             env.push(format!("{}={}", k, v));
         }

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use crate::dockerfile::shell::Lookup;
 
+use super::types::RunArgs;
+
 /// Names in the order first set, with an index: setting or reading one is
 /// O(1), so a Dockerfile of thousands of ENV or ARG lines plans in linear
 /// time. Setting an existing name replaces its value in place (its position
@@ -39,10 +41,6 @@ impl<V> Ordered<V> {
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
-
-    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v))
-    }
 }
 
 /// Variables with values (env, meta args).
@@ -59,7 +57,7 @@ impl Vars {
 
     #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries().map(|(k, v)| (k, v.as_str()))
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// `K=V` strings as an image config stores them.
@@ -215,6 +213,8 @@ pub(crate) struct StageVars {
     pub env: Vars,
     /// In declaration order; `None` = declared without any value.
     pub args: Ordered<Option<String>>,
+    /// The same declarations as a list RUN steps share.
+    declared: RunArgs,
 }
 
 impl Lookup for StageVars {
@@ -231,10 +231,11 @@ impl StageVars {
         if !env.contains("PATH") {
             env.set("PATH", DEFAULT_PATH);
         }
-        StageVars { env, args: Ordered::default() }
+        StageVars { env, args: Ordered::default(), declared: RunArgs::default() }
     }
 
     pub(crate) fn declare_arg(&mut self, name: &str, value: Option<String>) {
+        self.declared.declare(name, value.clone());
         self.args.insert(name, value);
     }
 
@@ -242,9 +243,9 @@ impl StageVars {
         self.args.contains(name)
     }
 
-    /// ARGs with a value, in order, for RUN's environment.
-    pub(crate) fn valued_args(&self) -> Vec<(String, String)> {
-        self.args.entries().filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone()))).collect()
+    /// ARGs with a value, in order, for RUN's environment, then `extra`.
+    pub(crate) fn run_args(&self, extra: Vec<(String, String)>) -> RunArgs {
+        self.declared.with_extra(extra)
     }
 }
 
@@ -296,7 +297,7 @@ mod tests {
         assert_eq!(vars.var("Z"), None);
         assert!(vars.is_declared("Z"));
         assert_eq!(vars.var("PATH"), Some(DEFAULT_PATH));
-        assert_eq!(vars.valued_args(), [("X".to_string(), "arg".to_string()), ("Y".into(), "arg".into())]);
+        assert_eq!(vars.run_args(Vec::new()).to_vec(), [("X".to_string(), "arg".to_string()), ("Y".into(), "arg".into())]);
     }
 
     #[test]
@@ -310,7 +311,14 @@ mod tests {
         stage.declare_arg("X", None);
         stage.declare_arg("Y", Some("1".into()));
         stage.declare_arg("X", Some("2".into()));
-        assert_eq!(stage.valued_args(), [("X".to_string(), "2".to_string()), ("Y".into(), "1".into())]);
+        assert_eq!(stage.run_args(Vec::new()).to_vec(), [("X".to_string(), "2".to_string()), ("Y".into(), "1".into())]);
+        stage.declare_arg("Y", None);
+        let extra = vec![("P".to_string(), "p".to_string())];
+        assert_eq!(stage.run_args(extra).to_vec(), [("X".to_string(), "2".to_string()), ("P".into(), "p".into())]);
+        // A stage of 200,000 declarations is freed without recursion.
+        let mut long = StageVars::default();
+        (0..200_000).for_each(|i| long.declare_arg(&format!("A{i}"), Some(String::new())));
+        drop(long);
     }
 
     #[test]

@@ -234,15 +234,16 @@ impl StepPlanner<'_, '_> {
 
     fn run(&self, run: &RunCmd) -> Result<RunStep, DockerfileError> {
         let mounts = run.mounts.iter().map(|mount| self.mount(mount)).collect::<Result<Vec<_>, _>>()?;
-        let mut build_args = self.vars.valued_args();
         // Docker hands the proxy args to RUN even when no ARG declares them.
+        let mut proxies = Vec::new();
         for name in self.ctx.build_args.names() {
             if is_proxy_arg(name) && !self.vars.is_declared(name) {
                 if let Some(value) = self.ctx.build_args.get(name) {
-                    build_args.push((name.clone(), value.to_string()));
+                    proxies.push((name.clone(), value.to_string()));
                 }
             }
         }
+        let build_args = self.vars.run_args(proxies);
         Ok(RunStep {
             cmd: run.cmd.clone(),
             heredocs: run.heredocs.clone(),
