@@ -128,13 +128,14 @@ impl Cache {
 
     /// Remembers what step `pos` saw in this build.
     pub fn note(&mut self, pos: &str, inputs: StepInputs) {
-        self.current.steps.insert(pos.to_string(), inputs);
+        self.current.steps.insert(pos.to_string(), logged(inputs));
     }
 
     /// One line saying why step `pos` missed, when a previous build of this
     /// Dockerfile ran it.
     pub fn explain_miss(&self, pos: &str, now: &StepInputs) -> Option<String> {
         let before = self.previous.steps.get(pos)?;
+        let now = &logged(now.clone());
         if before.key == now.key {
             return Some("its cache record is gone or unusable (pruned, or written by another kiln version?)".into());
         }
@@ -163,7 +164,26 @@ impl Cache {
     }
 }
 
+/// The most build args the log keeps by name for one step.
+const MAX_LOGGED_ARGS: usize = 64;
+
+/// `inputs` as the log keeps them: a RUN that sees many build args (each
+/// RUN after thousands of ARG lines sees them all) logs one digest of them,
+/// so the log grows with the Dockerfile, not with its square.
+fn logged(mut inputs: StepInputs) -> StepInputs {
+    if inputs.args.len() > MAX_LOGGED_ARGS {
+        let all = serde_json::to_vec(&inputs.args).unwrap_or_default();
+        let name = format!("({} build args)", inputs.args.len());
+        inputs.args = BTreeMap::from([(name, format!("sha256:{}", sha256_hex(&all)))]);
+    }
+    inputs
+}
+
 fn diff_args(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Option<String> {
+    let digested = |args: &BTreeMap<String, String>| args.keys().any(|k| k.starts_with('('));
+    if digested(before) || digested(now) {
+        return (before != now).then(|| "its build args changed (too many to say which)".to_string());
+    }
     for (k, v) in now {
         match before.get(k) {
             None => return Some(format!("build arg {} is new ({})", k, v)),
@@ -276,5 +296,23 @@ mod tests {
             "file a changed (content)"
         );
         assert!(c.explain_miss("9/9", &inputs("X", &[], &[])).is_none());
+    }
+
+    #[test]
+    fn many_args_are_logged_as_one_digest() {
+        let many: Vec<(String, String)> = (0..100).map(|i| (format!("A{i}"), "1".to_string())).collect();
+        let pairs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let before = inputs("RUN x", &pairs, &[]);
+        let mut cache = cache_with(before.clone());
+        cache.note("0/1", before.clone());
+        assert_eq!(cache.current.steps["0/1"].args.len(), 1);
+        let mut changed = pairs.clone();
+        changed[5].1 = "2";
+        let mut now = inputs("RUN x", &changed, &[]);
+        now.key = "other".into();
+        let mut previous = BuildLog::default();
+        previous.steps.insert("0/1".into(), logged(before));
+        cache.previous = previous;
+        assert_eq!(cache.explain_miss("0/1", &now).unwrap(), "its build args changed (too many to say which)");
     }
 }
