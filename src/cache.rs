@@ -1,7 +1,11 @@
 //! The layer cache: each step's key derives from its parent state, the step
 //! after expansion (with the build args it sees) and, for COPY/ADD, the
-//! digest of every source it reads. A record holds the state after the step,
-//! so a hit needs no mount and no namespace work.
+//! digest of every source it reads. A record holds what the step added to
+//! the state before it (layers, history), so a hit needs no mount and no
+//! namespace work, and records grow with the step, not with the image: a
+//! copy of the whole config per step made a Dockerfile of 4,000 LABEL lines
+//! write 700 MB of records. What a metadata step (ENV, LABEL, …) does to the
+//! config is not stored: the step is part of the key, so a hit replays it.
 //!
 //! Each build also leaves a log of its steps' inputs; on a miss, comparing
 //! with the previous build of the same Dockerfile says what changed.
@@ -12,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::image::config::ImageConfig;
+use crate::image::config::History;
 use crate::image::manifest::Descriptor;
 use crate::plan::{Step, StepKind};
 use crate::store::Store;
@@ -23,13 +27,30 @@ pub const PROXY_ARGS: &[&str] = &[
     "ALL_PROXY", "all_proxy",
 ];
 
-/// The state after a step.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The record format; records of another format (older kilns wrote the
+/// whole state) are misses.
+pub const RECORD_VERSION: u32 = 2;
+
+/// What a step added to the state it started from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Record {
-    pub config: ImageConfig,
+    pub version: u32,
+    /// The key of the state the step started from. A step's key already
+    /// derives from it; comparing it again makes a record written for
+    /// another state (a corrupt or hand-edited file) a miss.
+    pub parent: String,
+    /// Layers the step added (RUN, COPY, ADD: one; metadata steps: none)
+    /// and their diff ids, in the same order.
     pub layers: Vec<Descriptor>,
-    pub cmd_set: bool,
+    pub diff_ids: Vec<String>,
+    /// History entries the step added, with the time it first ran, so a
+    /// cached build gives the same image id.
+    pub history: Vec<History>,
 }
+
+/// Records are small; anything larger is not one of ours.
+const MAX_RECORD: u64 = 1 << 20;
 
 /// What a step saw, kept to explain the next build's misses.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,11 +89,21 @@ impl Cache {
         self.dir.join("stat").join(format!("{}.json", &id[..32]))
     }
 
-    /// A record whose layers are all still in the store.
-    pub fn get(&self, key: &str, store: &Store) -> Option<Record> {
-        let bytes = std::fs::read(self.record_path(key)).ok()?;
+    /// The record of `key` when it is one for a step starting from `parent`
+    /// whose layers are all still in the store. Anything else (missing,
+    /// unreadable, older format, another parent) is a miss.
+    pub fn get(&self, key: &str, parent: &str, store: &Store) -> Option<Record> {
+        let path = self.record_path(key);
+        if std::fs::metadata(&path).ok()?.len() > MAX_RECORD {
+            return None;
+        }
+        let bytes = std::fs::read(path).ok()?;
         let record: Record = serde_json::from_slice(&bytes).ok()?;
-        record.layers.iter().all(|l| store.has_blob(&l.digest)).then_some(record)
+        let valid = record.version == RECORD_VERSION
+            && record.parent == parent
+            && record.layers.len() == record.diff_ids.len()
+            && record.layers.iter().all(|l| store.has_blob(&l.digest));
+        valid.then_some(record)
     }
 
     pub fn put(&self, key: &str, record: &Record) -> std::io::Result<()> {
@@ -97,15 +128,16 @@ impl Cache {
 
     /// Remembers what step `pos` saw in this build.
     pub fn note(&mut self, pos: &str, inputs: StepInputs) {
-        self.current.steps.insert(pos.to_string(), inputs);
+        self.current.steps.insert(pos.to_string(), logged(inputs));
     }
 
     /// One line saying why step `pos` missed, when a previous build of this
     /// Dockerfile ran it.
     pub fn explain_miss(&self, pos: &str, now: &StepInputs) -> Option<String> {
         let before = self.previous.steps.get(pos)?;
+        let now = &logged(now.clone());
         if before.key == now.key {
-            return Some("its cache record was removed (pruned?)".into());
+            return Some("its cache record is gone or unusable (pruned, or written by another kiln version?)".into());
         }
         if before.instruction != now.instruction {
             return Some(format!("the instruction changed (was `{}`)", before.instruction));
@@ -132,7 +164,26 @@ impl Cache {
     }
 }
 
+/// The most build args the log keeps by name for one step.
+const MAX_LOGGED_ARGS: usize = 64;
+
+/// `inputs` as the log keeps them: a RUN that sees many build args (each
+/// RUN after thousands of ARG lines sees them all) logs one digest of them,
+/// so the log grows with the Dockerfile, not with its square.
+fn logged(mut inputs: StepInputs) -> StepInputs {
+    if inputs.args.len() > MAX_LOGGED_ARGS {
+        let all = serde_json::to_vec(&inputs.args).unwrap_or_default();
+        let name = format!("({} build args)", inputs.args.len());
+        inputs.args = BTreeMap::from([(name, format!("sha256:{}", sha256_hex(&all)))]);
+    }
+    inputs
+}
+
 fn diff_args(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Option<String> {
+    let digested = |args: &BTreeMap<String, String>| args.keys().any(|k| k.starts_with('('));
+    if digested(before) || digested(now) {
+        return (before != now).then(|| "its build args changed (too many to say which)".to_string());
+    }
     for (k, v) in now {
         match before.get(k) {
             None => return Some(format!("build arg {} is new ({})", k, v)),
@@ -182,7 +233,9 @@ fn content_of(desc: &str) -> &str {
 pub fn step_key(parent: &str, step: &Step, extra: &str) -> String {
     let mut kind = step.kind.clone();
     if let StepKind::Run(run) = &mut kind {
-        run.build_args.retain(|(k, _)| !PROXY_ARGS.contains(&k.as_str()));
+        let kept: Vec<(String, String)> =
+            run.build_args.to_vec().into_iter().filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str())).collect();
+        run.build_args = kept.into();
     }
     let mut h = Sha256::new();
     h.update(parent.as_bytes());
@@ -243,5 +296,23 @@ mod tests {
             "file a changed (content)"
         );
         assert!(c.explain_miss("9/9", &inputs("X", &[], &[])).is_none());
+    }
+
+    #[test]
+    fn many_args_are_logged_as_one_digest() {
+        let many: Vec<(String, String)> = (0..100).map(|i| (format!("A{i}"), "1".to_string())).collect();
+        let pairs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let before = inputs("RUN x", &pairs, &[]);
+        let mut cache = cache_with(before.clone());
+        cache.note("0/1", before.clone());
+        assert_eq!(cache.current.steps["0/1"].args.len(), 1);
+        let mut changed = pairs.clone();
+        changed[5].1 = "2";
+        let mut now = inputs("RUN x", &changed, &[]);
+        now.key = "other".into();
+        let mut previous = BuildLog::default();
+        previous.steps.insert("0/1".into(), logged(before));
+        cache.previous = previous;
+        assert_eq!(cache.explain_miss("0/1", &now).unwrap(), "its build args changed (too many to say which)");
     }
 }

@@ -421,3 +421,12 @@ fn error_rendering() {
     assert!(r.contains("   |   ^\n"));
     assert!(r.contains("help: did you mean \"RUN\"?"));
 }
+
+#[test]
+fn chown_ids_beyond_4294967294() {
+    let e = at("FROM a\nCOPY --chown=99999999999 x /x\n", 2, 6, "invalid --chown");
+    assert!(e.message.contains("numeric ids go from 0 to 4294967294"), "{}", e.message);
+    assert!(e.help.unwrap().contains("ids from 0 to 4294967294"));
+    at("FROM a\nADD --chown=root:4294967295 x /x\n", 2, 5, "invalid --chown");
+    at("FROM a\nRUN --mount=type=cache,target=/c,gid=4294967295 x\n", 2, 5, "not a valid user or group id");
+}

@@ -561,12 +561,20 @@ fn copy(
         exclude.push(pattern);
     }
     let is_add = cx.keyword == "ADD";
+    let chown = flags.string("chown");
+    // A value with variables is checked again once the planner expands it.
+    if let Some((spec, offset)) = chown.as_ref().filter(|(spec, _)| !spec.contains('$')) {
+        super::ids::check_chown(spec).map_err(|why| {
+            cx.err(*offset, format!("invalid --chown: {why}"))
+                .with_help("give a user and group that exist in the image, or ids from 0 to 4294967294")
+        })?;
+    }
     Ok(CopyCmd {
         sources: source_words,
         dest: dest.text.clone(),
         heredocs,
         from: flags.string("from").map(|(v, _)| v),
-        chown: flags.string("chown").map(|(v, _)| v),
+        chown: chown.map(|(v, _)| v),
         chmod: flags.string("chmod").map(|(v, _)| v),
         link: flags.bool("link").unwrap_or(false),
         parents: flags.bool("parents").unwrap_or(false),

@@ -9,6 +9,7 @@
 
 pub mod ast;
 pub mod error;
+pub mod ids;
 pub mod shell;
 
 mod directives;

@@ -96,9 +96,12 @@ fn check_fields(kind: MountKind, options: &[(String, Option<String>)]) -> Result
                     return Err(format!("{key} is not allowed for {name} mounts"));
                 }
                 if let Some(v) = literal {
-                    let radix = if key == "mode" { 8 } else { 10 };
-                    if u32::from_str_radix(v, radix).is_err() {
-                        return Err(format!("invalid value {v:?} for {key} of a mount"));
+                    if key == "mode" {
+                        if u32::from_str_radix(v, 8).is_err() {
+                            return Err(format!("invalid value {v:?} for {key} of a mount"));
+                        }
+                    } else {
+                        super::ids::parse_mount_id(v).map_err(|why| format!("invalid {key} of a mount: {why}"))?;
                     }
                 }
             }
@@ -279,6 +282,9 @@ mod tests {
         assert!(parse_mount("type=bind,sharing=locked").is_err());
         assert!(parse_mount("type=bind,required").is_err());
         assert!(parse_mount("type=cache,uid=abc").is_err());
+        assert!(parse_mount("type=cache,target=/c,uid=4294967294").is_ok());
+        assert!(parse_mount("type=cache,target=/c,uid=4294967295").is_err());
+        assert!(parse_mount("type=secret,id=s,gid=99999999999").is_err());
         assert!(parse_mount("type=cache,uid=$UID").is_ok());
         assert!(parse_mount("a\"b").is_err());
         assert!(parse_mount("\"a").is_err());

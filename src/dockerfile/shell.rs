@@ -9,10 +9,41 @@
 //! Words are split only on whitespace that is unquoted and not escaped;
 //! whitespace that comes out of a variable's value splits too (like sh),
 //! whitespace inside quotes never does.
+//!
+//! Dockerfiles are untrusted input, so expansion is bounded where BuildKit
+//! is not: `${A:-${B:-…}}` may nest [`MAX_NESTING`] levels (each level is a
+//! recursive call, and a deeper word would overflow the stack), and one word
+//! may grow by at most [`MAX_GROWTH`] bytes (`ENV B=$A$A` doubles a value
+//! per line, so a few dozen lines would otherwise exhaust memory).
 
 use std::collections::HashMap;
 
 use regex::Regex;
+
+/// How deep `${…}` forms may nest inside one another.
+pub const MAX_NESTING: usize = 100;
+
+/// How many bytes expansion may add to one word (a Linux process cannot
+/// receive a single environment string over 128 KiB anyway).
+pub const MAX_GROWTH: usize = 1 << 20;
+
+/// Where expansion looks variables up: a map, or the planner's variables
+/// without copying them into one.
+pub trait Lookup {
+    fn var(&self, name: &str) -> Option<&str>;
+}
+
+impl<T: Lookup + ?Sized> Lookup for &T {
+    fn var(&self, name: &str) -> Option<&str> {
+        (**self).var(name)
+    }
+}
+
+impl Lookup for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+}
 
 /// Why an expansion failed. Messages match BuildKit's so users recognise them.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -32,6 +63,20 @@ pub enum ShellError {
     Required { word: String, name: String, message: String },
     #[error("failed to process {word:?}: invalid pattern ({pattern}) in substitution: {reason}")]
     InvalidPattern { word: String, pattern: String, reason: String },
+    /// `word` is only the start of the word: it can be very long.
+    #[error("failed to process {word:?}: variable substitutions are nested more than {max} levels deep")]
+    TooDeep { word: String, max: usize },
+    #[error("failed to process {word:?}: the expansion grows the word by more than {max} bytes")]
+    TooLong { word: String, max: usize },
+}
+
+/// The start of a long word, for errors about words too deep or too long.
+fn head(word: &str) -> String {
+    const SHOWN: usize = 40;
+    match word.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &word[..end]),
+        None => word.to_string(),
+    }
 }
 
 /// A failure without the word it happened in; `ShellLex` adds the word.
@@ -44,6 +89,8 @@ enum Fail {
     UnsupportedModifier(String),
     Required { name: String, message: String },
     InvalidPattern { pattern: String, reason: String },
+    TooDeep,
+    TooLong,
 }
 
 impl Fail {
@@ -57,6 +104,8 @@ impl Fail {
             Fail::UnsupportedModifier(modifier) => ShellError::UnsupportedModifier { word, modifier },
             Fail::Required { name, message } => ShellError::Required { word, name, message },
             Fail::InvalidPattern { pattern, reason } => ShellError::InvalidPattern { word, pattern, reason },
+            Fail::TooDeep => ShellError::TooDeep { word: head(&word), max: MAX_NESTING },
+            Fail::TooLong => ShellError::TooLong { word: head(&word), max: MAX_GROWTH },
         }
     }
 }
@@ -74,25 +123,25 @@ impl ShellLex {
 
     /// Expand one word: quotes removed, `$V`, `${V}` and its modifiers
     /// replaced, escapes resolved. Unset variables expand to "".
-    pub fn process_word(&self, word: &str, env: &HashMap<String, String>) -> Result<String, ShellError> {
+    pub fn process_word(&self, word: &str, env: &dyn Lookup) -> Result<String, ShellError> {
         self.run(word, env).map(|(text, _)| text)
     }
 
     /// Expand and split into words on unquoted whitespace.
-    pub fn process_words(&self, word: &str, env: &HashMap<String, String>) -> Result<Vec<String>, ShellError> {
+    pub fn process_words(&self, word: &str, env: &dyn Lookup) -> Result<Vec<String>, ShellError> {
         self.run(word, env).map(|(_, words)| words)
     }
 
     /// Expand a heredoc body (`COPY <<EOF` with an unquoted delimiter):
     /// `$` forms and `\` escapes only; quotes are ordinary text. BuildKit
     /// uses `\` here whatever the escape directive says.
-    pub fn process_heredoc(&self, body: &str, env: &HashMap<String, String>) -> Result<String, ShellError> {
+    pub fn process_heredoc(&self, body: &str, env: &dyn Lookup) -> Result<String, ShellError> {
         let mut lexer = Lexer::new(body, '\\', env);
         lexer.skip_quotes = true;
         lexer.process_until(None, false).map(|(text, _)| text).map_err(|fail| fail.in_word(body))
     }
 
-    fn run(&self, word: &str, env: &HashMap<String, String>) -> Result<(String, Vec<String>), ShellError> {
+    fn run(&self, word: &str, env: &dyn Lookup) -> Result<(String, Vec<String>), ShellError> {
         let mut lexer = Lexer::new(word, self.escape, env);
         lexer.process_until(None, false).map_err(|fail| fail.in_word(word))
     }
@@ -149,7 +198,12 @@ struct Lexer<'a> {
     chars: Vec<char>,
     pos: usize,
     escape: char,
-    env: &'a HashMap<String, String>,
+    env: &'a dyn Lookup,
+    /// How many `process_until` calls are running (nesting of `${…}`).
+    depth: usize,
+    /// The longest the expanded text may get: the word's length plus
+    /// `MAX_GROWTH`.
+    limit: usize,
     /// Keep escape characters in the output: pattern words of `#`, `%` and
     /// `/` need them to tell `\*` from `*`.
     raw_escapes: bool,
@@ -158,8 +212,17 @@ struct Lexer<'a> {
 }
 
 impl<'a> Lexer<'a> {
-    fn new(text: &str, escape: char, env: &'a HashMap<String, String>) -> Self {
-        Lexer { chars: text.chars().collect(), pos: 0, escape, env, raw_escapes: false, skip_quotes: false }
+    fn new(text: &str, escape: char, env: &'a dyn Lookup) -> Self {
+        let limit = text.len().saturating_add(MAX_GROWTH);
+        Lexer { chars: text.chars().collect(), pos: 0, escape, env, depth: 0, limit, raw_escapes: false, skip_quotes: false }
+    }
+
+    /// Text expanded so far must stay within the limit.
+    fn check_len(&self, text: &str) -> Result<(), Fail> {
+        if text.len() > self.limit {
+            return Err(Fail::TooLong);
+        }
+        Ok(())
     }
 
     fn peek(&self) -> Option<char> {
@@ -176,9 +239,14 @@ impl<'a> Lexer<'a> {
 
     /// Expands until `stop` (consumed) or, when `stop` is `None`, the end.
     fn process_until(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), Fail> {
+        if self.depth >= MAX_NESTING {
+            return Err(Fail::TooDeep);
+        }
+        self.depth += 1;
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
         let outcome = self.process_until_inner(stop);
         self.raw_escapes = saved;
+        self.depth -= 1;
         outcome
     }
 
@@ -194,6 +262,7 @@ impl<'a> Lexer<'a> {
                 '$' => {
                     let value = self.dollar()?;
                     result.push_str(&value);
+                    self.check_len(&result)?;
                     words.add_str(&value);
                 }
                 '\'' if !self.skip_quotes => {
@@ -256,7 +325,10 @@ impl<'a> Lexer<'a> {
                     self.pos += 1;
                     return Ok(result);
                 }
-                Some('$') => result.push_str(&self.dollar()?),
+                Some('$') => {
+                    result.push_str(&self.dollar()?);
+                    self.check_len(&result)?;
+                }
                 Some(ch) => {
                     self.pos += 1;
                     if ch != self.escape {
@@ -363,6 +435,12 @@ impl<'a> Lexer<'a> {
             self.process_until(Some('}'), true).map_err(|fail| self.at_end_means(fail, Fail::MissingBrace))?;
         let value = self.lookup(name).unwrap_or_default();
         let re = pattern_regex(&pattern, true, false)?;
+        // Count before replacing: a short pattern replaced by a long text
+        // everywhere multiplies the sizes.
+        let matches = if all { re.find_iter(value).count() } else { usize::from(re.is_match(value)) };
+        if value.len().saturating_add(matches.saturating_mul(replacement.len())) > self.limit {
+            return Err(Fail::TooLong);
+        }
         let found = if all {
             re.replace_all(value, regex::NoExpand(&replacement)).into_owned()
         } else {
@@ -407,7 +485,7 @@ impl<'a> Lexer<'a> {
     }
 
     fn lookup(&self, name: &str) -> Option<&str> {
-        self.env.get(name).map(String::as_str)
+        self.env.var(name)
     }
 }
 
@@ -549,6 +627,37 @@ mod tests {
         let vars = env(&[("NAME", "kiln")]);
         let body = "echo \"hi $NAME\" '$NAME' \\$NAME\n";
         assert_eq!(lex.process_heredoc(body, &vars).unwrap(), "echo \"hi kiln\" 'kiln' $NAME\n");
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |depth: usize| format!("{}a{}", "${X:-".repeat(depth), "}".repeat(depth));
+        assert_eq!(word(&nested(MAX_NESTING - 1), &[]).unwrap(), "a");
+        // Far deeper than any stack holds: an error, not a crash.
+        for deep in [nested(MAX_NESTING), nested(10_000), format!("\"{}\"", nested(10_000))] {
+            let err = word(&deep, &[]).unwrap_err();
+            assert!(matches!(err, ShellError::TooDeep { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.len() < 200, "the error shows only the start of the word: {text}");
+            assert!(text.contains("nested more than 100 levels"), "{text}");
+        }
+        let heredoc = ShellLex::new('\\').process_heredoc(&nested(10_000), &env(&[]));
+        assert!(matches!(heredoc, Err(ShellError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn growth_is_bounded() {
+        let big = "x".repeat(MAX_GROWTH / 2 + 10);
+        let vars = [("A", big.as_str()), ("B", "y")];
+        assert_eq!(word("$A", &vars).unwrap().len(), big.len());
+        assert!(matches!(word("$A$A", &vars), Err(ShellError::TooLong { .. })));
+        assert!(matches!(word("\"${A}${A}\"", &vars), Err(ShellError::TooLong { .. })));
+        assert!(matches!(word("${B:-$A$A}", &vars), Err(ShellError::TooLong { .. })));
+        // Replacing every character with a long text multiplies the sizes.
+        let many = "y".repeat(2000);
+        let vars = [("A", big.as_str()), ("M", many.as_str())];
+        assert!(matches!(word("${M//?/$A}", &vars), Err(ShellError::TooLong { .. })));
+        assert_eq!(word("${M//y/zz}", &vars).unwrap().len(), 4000);
     }
 
     #[test]

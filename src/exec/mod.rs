@@ -189,6 +189,7 @@ pub fn build(
         done: Mutex::new(HashMap::new()),
         unpacked: Mutex::new(HashMap::new()),
         new_layer_bytes: AtomicU64::new(0),
+        readers: readers(plan),
         fetcher: fetch::Fetcher::new(
             scratch.path().join("fetch"),
             crate::context::remote::DownloadLimits::new(opts.max_context_size),
@@ -245,6 +246,8 @@ struct Executor<'a> {
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: Mutex<HashMap<String, Unpacked>>,
     new_layer_bytes: AtomicU64,
+    /// For each stage, how many needed stages read it (FROM, `--from`).
+    readers: Vec<usize>,
     /// ADD sources behind URLs, fetched once per build.
     fetcher: fetch::Fetcher,
     scratch: tempfile::TempDir,
@@ -286,36 +289,66 @@ impl<'a> Executor<'a> {
         let total = needed.len();
         let jobs = self.opts.jobs.max(1);
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<StageState, ExecError>)>();
-        let mut started: Vec<usize> = Vec::new();
-        let mut finished: Vec<usize> = Vec::new();
+        // Readiness is counted, not searched for: scanning every stage for
+        // ready ones after each finished stage made a Dockerfile of
+        // thousands of stages take cubic time to schedule.
+        let count = self.plan.stages.len();
+        let mut position = vec![usize::MAX; count];
+        needed.iter().enumerate().for_each(|(n, &i)| position[i] = n);
+        // For each stage, the needed stages it waits for, and who waits for it.
+        let mut waiting = vec![0usize; count];
+        let mut waiters: Vec<Vec<usize>> = vec![Vec::new(); count];
+        for &i in needed {
+            for &d in self.plan.stages[i].deps.iter().filter(|&&d| position[d] != usize::MAX) {
+                waiting[i] += 1;
+                waiters[d].push(i);
+            }
+        }
+        // Ready stages by position in `needed`: the earliest starts first.
+        let mut ready: std::collections::BTreeSet<usize> =
+            needed.iter().filter(|&&i| waiting[i] == 0).map(|&i| position[i]).collect();
+        let (mut started, mut finished) = (0usize, 0usize);
+        // How many needed stages read each stage and have not finished.
+        let mut readers = self.readers.clone();
         let mut failure: Option<ExecError> = None;
         std::thread::scope(|scope| loop {
-            if failure.is_none() {
-                for (n, &index) in needed.iter().enumerate() {
-                    if started.len() - finished.len() >= jobs {
-                        break;
-                    }
-                    let stage = &self.plan.stages[index];
-                    let ready = stage.deps.iter().all(|d| !needed.contains(d) || finished.contains(d));
-                    if started.contains(&index) || !ready {
-                        continue;
-                    }
-                    started.push(index);
-                    let prefix = if total > 1 { format!("[{}/{}] ", n + 1, total) } else { String::new() };
-                    let tx = tx.clone();
-                    scope.spawn(move || {
-                        let _ = tx.send((index, self.stage(stage, &prefix)));
-                    });
-                }
+            while failure.is_none() && started - finished < jobs {
+                let Some(n) = ready.pop_first() else { break };
+                let index = needed[n];
+                let stage = &self.plan.stages[index];
+                started += 1;
+                let prefix = if total > 1 { format!("[{}/{}] ", n + 1, total) } else { String::new() };
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let _ = tx.send((index, self.stage(stage, &prefix)));
+                });
             }
-            if started.len() == finished.len() {
+            if started == finished {
                 break;
             }
             let Ok((index, result)) = rx.recv() else { break };
-            finished.push(index);
+            finished += 1;
+            if result.is_ok() {
+                for &w in &waiters[index] {
+                    waiting[w] -= 1;
+                    if waiting[w] == 0 {
+                        ready.insert(position[w]);
+                    }
+                }
+            }
             match result {
                 Ok(state) => {
-                    self.done.lock().expect("done lock").insert(index, state);
+                    let mut done = self.done.lock().expect("done lock");
+                    done.insert(index, state);
+                    // A stage's state is dropped once every stage that reads
+                    // it is done: a chain of thousands of stages would
+                    // otherwise keep thousands of configs (16 GB for 10,000).
+                    for &d in &self.plan.stages[index].deps {
+                        readers[d] = readers[d].saturating_sub(1);
+                        if readers[d] == 0 && d != self.plan.target {
+                            done.remove(&d);
+                        }
+                    }
                 }
                 Err(e) => {
                     failure.get_or_insert(e);
@@ -350,15 +383,18 @@ impl<'a> Executor<'a> {
             let key = inputs.key.clone();
             self.cache.lock().expect("cache lock").note(&pos, inputs.clone());
             if use_cache {
-                if let Some(record) = self.cache.lock().expect("cache lock").get(&key, self.store) {
-                    state.restore(record, key.clone());
-                    let _ = writeln!(self.out(), "{}--> Using cache {}", prefix, short(&key));
-                    continue;
+                let record = self.cache.lock().expect("cache lock").get(&key, &state.key, self.store);
+                if let Some(record) = record {
+                    if state.restore(&step.kind, record, key.clone()) {
+                        let _ = writeln!(self.out(), "{}--> Using cache {}", prefix, short(&key));
+                        continue;
+                    }
                 }
                 if let Some(why) = self.cache.lock().expect("cache lock").explain_miss(&pos, &inputs) {
                     let _ = writeln!(self.out(), "{}--> cache miss: {}", prefix, why);
                 }
             }
+            let (mark, parent) = (state.mark(), state.key.clone());
             if let Err(e) = self.step(&mut state, step, prefix, i + 2) {
                 let mut err = self.fail(step.span, &step.original, e);
                 if let (ExecError::Step { hint, .. }, Some(id)) = (&mut err, self.keep_last_good(&state)) {
@@ -367,7 +403,7 @@ impl<'a> Executor<'a> {
                 return Err(err);
             }
             state.key = key.clone();
-            if let Err(e) = self.cache.lock().expect("cache lock").put(&key, &state.record()) {
+            if let Err(e) = self.cache.lock().expect("cache lock").put(&key, &state.record(mark, &parent)) {
                 log::warn!("could not write the cache record for step {}: {}", pos, e);
             }
         }
@@ -443,9 +479,9 @@ impl<'a> Executor<'a> {
         let args = match &step.kind {
             StepKind::Run(r) => r
                 .build_args
-                .iter()
+                .to_vec()
+                .into_iter()
                 .filter(|(k, _)| !crate::cache::PROXY_ARGS.contains(&k.as_str()))
-                .cloned()
                 .collect(),
             _ => Default::default(),
         };
@@ -496,10 +532,19 @@ impl<'a> Executor<'a> {
                 s
             }
             Base::Stage(i) => {
-                let done = self.done.lock().expect("done lock");
-                let parent = done.get(i).ok_or("stage used before it was built")?;
-                let mut s = StageState::new(parent.config.clone(), parent.layers.clone());
-                s.tree = parent.tree.clone();
+                let mut done = self.done.lock().expect("done lock");
+                let parent = done.get_mut(i).ok_or("stage used before it was built")?;
+                // The only stage that reads its parent takes the parent's
+                // config and file index instead of copying them (copies made
+                // a chain of thousands of stages quadratic). Its layers and
+                // key stay: this stage's own `COPY --from` may read them.
+                let only_reader = self.readers[*i] == 1 && *i != self.plan.target;
+                let (config, tree) = match only_reader {
+                    true => (std::mem::take(&mut parent.config), parent.tree.take()),
+                    false => (parent.config.clone(), parent.tree.clone()),
+                };
+                let mut s = StageState::new(config, parent.layers.clone());
+                s.tree = tree;
                 s.key = parent.key.clone();
                 s
             }
@@ -820,6 +865,15 @@ fn unpack_layers(store: &Store, layers: &[Descriptor], dest: &std::path::Path) -
         }
     }
     Ok(())
+}
+
+/// For each stage, how many of the needed stages read it.
+fn readers(plan: &BuildPlan) -> Vec<usize> {
+    let mut readers = vec![0usize; plan.stages.len()];
+    for &i in &plan.needed {
+        plan.stages[i].deps.iter().for_each(|&d| readers[d] += 1);
+    }
+    readers
 }
 
 fn layer_media_type(c: Compression) -> &'static str {

@@ -173,7 +173,10 @@ impl<'a> Options<'a> {
 
     fn number(&self, key: &str, radix: u32) -> Result<Option<u32>, MountError> {
         self.get(key)
-            .map(|v| u32::from_str_radix(v, radix).map_err(|_| self.invalid(format!("{key}={v:?} is not a number"))))
+            .map(|v| match key {
+                "uid" | "gid" => crate::dockerfile::ids::parse_mount_id(v).map_err(|why| self.invalid(format!("{key}: {why}"))),
+                _ => u32::from_str_radix(v, radix).map_err(|_| self.invalid(format!("{key}={v:?} is not a number"))),
+            })
             .transpose()
     }
 

@@ -2,6 +2,8 @@
 //! /etc/group, as docker does: names are looked up in the image (never on the
 //! host); a user without a group uses the same number for the group.
 
+use crate::dockerfile::ids::{numeric_id, MAX_ID};
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum OwnerError {
     #[error("unable to find user {0}: no matching entries in passwd file")]
@@ -10,12 +12,11 @@ pub enum OwnerError {
     NoGroup(String),
     #[error("empty --chown value")]
     Empty,
-    #[error("--chown: id {0} is out of range (user and group ids go from 0 to 4294967294)")]
-    OutOfRange(u64),
+    /// A number in the Dockerfile (the planner refuses those) or in the
+    /// image's passwd or group file.
+    #[error("--chown: {0}")]
+    OutOfRange(String),
 }
-
-/// Ids a file can have: 32-bit, and 2^32-1 means "unchanged" to chown(2).
-const MAX_ID: u64 = u32::MAX as u64 - 1;
 
 /// Resolves `spec` to numeric ids. `passwd` and `group` are the image's files.
 pub fn resolve(spec: &str, passwd: Option<&[u8]>, group: Option<&[u8]>) -> Result<(u64, u64), OwnerError> {
@@ -26,26 +27,23 @@ pub fn resolve(spec: &str, passwd: Option<&[u8]>, group: Option<&[u8]>) -> Resul
     if user.is_empty() {
         return Err(OwnerError::Empty);
     }
-    let uid = match user.parse::<u64>() {
-        Ok(n) => n,
-        Err(_) => lookup(passwd, user, 2).ok_or_else(|| OwnerError::NoUser(user.to_string()))?,
+    let uid = match numeric_id(user).map_err(OwnerError::OutOfRange)? {
+        Some(n) => n,
+        None => lookup(passwd, user, 2).ok_or_else(|| OwnerError::NoUser(user.to_string()))?,
     };
     let gid = match grp {
         None | Some("") => uid,
-        Some(g) => match g.parse::<u64>() {
-            Ok(n) => n,
-            Err(_) => lookup(group, g, 2).ok_or_else(|| OwnerError::NoGroup(g.to_string()))?,
+        Some(g) => match numeric_id(g).map_err(OwnerError::OutOfRange)? {
+            Some(n) => n,
+            None => lookup(group, g, 2).ok_or_else(|| OwnerError::NoGroup(g.to_string()))?,
         },
     };
-    for id in [uid, gid] {
-        if id > MAX_ID {
-            return Err(OwnerError::OutOfRange(id));
-        }
-    }
     Ok((uid, gid))
 }
 
-/// Finds `name` in a colon-separated database and returns field `index` as a number.
+/// Finds `name` in a colon-separated database and returns field `index` as
+/// a number. An id out of range (an image's passwd is untrusted) counts as
+/// no match.
 fn lookup(db: Option<&[u8]>, name: &str, index: usize) -> Option<u64> {
     let text = String::from_utf8_lossy(db?);
     text.lines()
@@ -53,6 +51,7 @@ fn lookup(db: Option<&[u8]>, name: &str, index: usize) -> Option<u64> {
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.first() == Some(&name))
         .and_then(|f| f.get(index)?.trim().parse().ok())
+        .filter(|&id| id <= MAX_ID)
 }
 
 #[cfg(test)]
@@ -72,18 +71,18 @@ mod tests {
     }
 
     #[test]
-    fn ids_beyond_32_bits_are_refused() {
-        assert_eq!(resolve("4294967294", None, None), Ok((4_294_967_294, 4_294_967_294)));
-        assert_eq!(resolve("4294967295", None, None), Err(OwnerError::OutOfRange(4_294_967_295)));
-        assert_eq!(resolve("1:99999999999", None, None), Err(OwnerError::OutOfRange(99_999_999_999)));
-        let passwd = b"big:x:5000000000:1::/:/bin/sh\n";
-        assert_eq!(resolve("big", Some(passwd), None), Err(OwnerError::OutOfRange(5_000_000_000)));
-    }
-
-    #[test]
     fn unknown_names_fail() {
         assert_eq!(resolve("nobody", Some(PASSWD), Some(GROUP)), Err(OwnerError::NoUser("nobody".into())));
         assert_eq!(resolve("app:wheel", Some(PASSWD), Some(GROUP)), Err(OwnerError::NoGroup("wheel".into())));
         assert_eq!(resolve("app", None, None), Err(OwnerError::NoUser("app".into())));
+    }
+
+    #[test]
+    fn ids_beyond_the_kernels_are_refused() {
+        assert_eq!(resolve("4294967294", None, None), Ok((4294967294, 4294967294)));
+        assert!(matches!(resolve("99999999999", None, None), Err(OwnerError::OutOfRange(_))));
+        assert!(matches!(resolve("1:4294967295", None, None), Err(OwnerError::OutOfRange(_))));
+        let passwd = b"big:x:99999999999:0::/:/bin/sh\n";
+        assert_eq!(resolve("big", Some(passwd), None), Err(OwnerError::NoUser("big".into())));
     }
 }

@@ -178,8 +178,11 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
     let argv = argv(state, step);
     let mut spec = RunSpec::new(rootfs, argv);
     let mut env = state.config.config.env.clone().unwrap_or_default();
-    for (k, v) in &step.build_args {
-        if !env.iter().any(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str())) {
+    // A set, not a search per arg: thousands of ENVs and ARGs stay linear.
+    let names: std::collections::HashSet<String> =
+        env.iter().map(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n).to_string()).collect();
+    for (k, v) in step.build_args.to_vec() {
+        if !names.contains(&k) {
             env.push(format!("{}={}", k, v));
         }
     }

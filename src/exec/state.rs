@@ -1,7 +1,7 @@
 //! One stage's state while it builds (config + layers), and the metadata
 //! steps that change only the config.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::dockerfile::ast::CmdLine;
 use crate::image::config::{Empty, Healthcheck, History, ImageConfig};
@@ -27,25 +27,62 @@ pub struct StageState {
     pub key: String,
     /// How many of `layers` came with the base (`--squash` keeps those).
     pub base_layers: usize,
+    /// Position of each name in `config.config.env`, built by the first
+    /// ENV step (ENV changes the env only through `apply_metadata`), so
+    /// thousands of ENV lines take linear time.
+    env_index: Option<HashMap<String, usize>>,
+}
+
+/// How long the growing parts of a state were before a step: what the step
+/// added is the cache record.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    layers: usize,
+    diff_ids: usize,
+    history: usize,
 }
 
 impl StageState {
     pub fn new(config: ImageConfig, layers: Vec<Descriptor>) -> Self {
         let base_layers = layers.len();
-        StageState { config, layers, cmd_set: false, tree: None, key: String::new(), base_layers }
+        StageState { config, layers, cmd_set: false, tree: None, key: String::new(), base_layers, env_index: None }
     }
 
-    /// Takes the state a cache record holds (its filesystem index is rebuilt if needed).
-    pub fn restore(&mut self, record: Record, key: String) {
-        self.config = record.config;
-        self.layers = record.layers;
-        self.cmd_set = record.cmd_set;
-        self.tree = None;
+    /// Applies a cached step: `kind`'s config change is replayed (the step
+    /// is part of the key), the layers and history come from the record.
+    /// Returns false, changing nothing, when the record cannot be the
+    /// result of `kind` (a metadata step with layers).
+    pub fn restore(&mut self, kind: &StepKind, record: Record, key: String) -> bool {
+        let metadata = !matches!(kind, StepKind::Run(_) | StepKind::Copy(_));
+        if metadata && !record.layers.is_empty() {
+            return false;
+        }
+        self.apply_metadata(kind);
+        if !record.layers.is_empty() {
+            // The filesystem changed: its index is rebuilt when needed.
+            self.tree = None;
+        }
+        self.layers.extend(record.layers);
+        self.config.rootfs.diff_ids.extend(record.diff_ids);
+        self.config.history.extend(record.history);
         self.key = key;
+        true
     }
 
-    pub fn record(&self) -> Record {
-        Record { config: self.config.clone(), layers: self.layers.clone(), cmd_set: self.cmd_set }
+    pub fn mark(&self) -> Mark {
+        Mark { layers: self.layers.len(), diff_ids: self.config.rootfs.diff_ids.len(), history: self.config.history.len() }
+    }
+
+    /// What the step since `mark` added, as a cache record for a step that
+    /// started from the state keyed `parent`.
+    pub fn record(&self, mark: Mark, parent: &str) -> Record {
+        Record {
+            version: crate::cache::RECORD_VERSION,
+            parent: parent.to_string(),
+            layers: self.layers.get(mark.layers..).unwrap_or_default().to_vec(),
+            diff_ids: self.config.rootfs.diff_ids.get(mark.diff_ids..).unwrap_or_default().to_vec(),
+            history: self.config.history.get(mark.history..).unwrap_or_default().to_vec(),
+        }
     }
 
     pub fn workdir(&self) -> String {
@@ -80,8 +117,9 @@ impl StageState {
         match kind {
             StepKind::Env(pairs) => {
                 let env = c.env.get_or_insert_with(Vec::new);
+                let index = self.env_index.get_or_insert_with(|| env_index(env));
                 for (k, v) in pairs {
-                    set_env(env, k, v);
+                    set_env_indexed(env, index, k, v);
                 }
             }
             StepKind::Label(pairs) => {
@@ -141,6 +179,28 @@ impl StageState {
     }
 }
 
+fn env_index(env: &[String]) -> HashMap<String, usize> {
+    let mut index = HashMap::with_capacity(env.len());
+    for (i, entry) in env.iter().enumerate() {
+        let name = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+        // The first entry of a name is the one ENV replaces.
+        index.entry(name.to_string()).or_insert(i);
+    }
+    index
+}
+
+/// `set_env` with an index of `env` kept up to date.
+fn set_env_indexed(env: &mut Vec<String>, index: &mut HashMap<String, usize>, key: &str, value: &str) {
+    let entry = format!("{}={}", key, value);
+    match index.get(key) {
+        Some(&i) => env[i] = entry,
+        None => {
+            index.insert(key.to_string(), env.len());
+            env.push(entry);
+        }
+    }
+}
+
 /// Replaces `key`'s entry in place, or appends it, as docker's ENV does.
 pub fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
     let entry = format!("{}={}", key, value);
@@ -191,6 +251,45 @@ mod tests {
         set_env(&mut env, "A", "3");
         set_env(&mut env, "C", "x=y");
         assert_eq!(env, ["A=3", "B=2", "C=x=y"]);
+    }
+
+    #[test]
+    fn env_steps_replace_in_place() {
+        let mut s = state();
+        s.config.config.env = Some(vec!["PATH=/bin".into(), "A=1".into(), "A=2".into(), "NOVALUE".into()]);
+        s.apply_metadata(&StepKind::Env(vec![("A".into(), "3".into()), ("B".into(), "4".into())]));
+        s.apply_metadata(&StepKind::Env(vec![("B".into(), "5".into()), ("NOVALUE".into(), "6".into())]));
+        assert_eq!(s.config.config.env.unwrap(), ["PATH=/bin", "A=3", "A=2", "NOVALUE=6", "B=5"]);
+    }
+
+    #[test]
+    fn records_hold_what_a_step_added() {
+        let mut s = state();
+        s.key = "parent".into();
+        s.push_history("t0", "FROM x", false);
+        let mark = s.mark();
+        let label = StepKind::Label(vec![("a".into(), "b".into())]);
+        s.apply_metadata(&label);
+        s.push_history("t1", "LABEL a=b", true);
+        let record = s.record(mark, "parent");
+        assert_eq!(record.parent, "parent");
+        assert!(record.layers.is_empty() && record.diff_ids.is_empty());
+        assert_eq!(record.history.len(), 1);
+
+        // Replayed on the state the step started from, it gives the same state.
+        let mut other = state();
+        other.push_history("t0", "FROM x", false);
+        assert!(other.restore(&label, record.clone(), "k".into()));
+        assert_eq!(other.config, s.config);
+        assert_eq!(other.key, "k");
+
+        // A record with a layer cannot be a LABEL's.
+        let mut bogus = record;
+        bogus.layers.push(Descriptor::new("x", "sha256:00".into(), 1));
+        bogus.diff_ids.push("sha256:00".into());
+        let mut third = state();
+        assert!(!third.restore(&label, bogus, "k".into()));
+        assert!(third.config.config.labels.is_none());
     }
 
     #[test]

@@ -3,33 +3,61 @@
 
 use std::collections::HashMap;
 
-/// An ordered set of variables; setting an existing name replaces its value
-/// in place (its position stays, as docker keeps it in history and env).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Vars(Vec<(String, String)>);
+use crate::dockerfile::shell::Lookup;
 
-impl Vars {
-    pub(crate) fn set(&mut self, name: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| k == name) {
-            Some(slot) => slot.1 = value.to_string(),
-            None => self.0.push((name.to_string(), value.to_string())),
+use super::types::RunArgs;
+
+/// Names in the order first set, with an index: setting or reading one is
+/// O(1), so a Dockerfile of thousands of ENV or ARG lines plans in linear
+/// time. Setting an existing name replaces its value in place (its position
+/// stays, as docker keeps it in history and env).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ordered<V> {
+    entries: Vec<(String, V)>,
+    index: HashMap<String, usize>,
+}
+
+impl<V> Default for Ordered<V> {
+    fn default() -> Self {
+        Ordered { entries: Vec::new(), index: HashMap::new() }
+    }
+}
+
+impl<V> Ordered<V> {
+    pub(crate) fn insert(&mut self, name: &str, value: V) {
+        match self.index.get(name) {
+            Some(&i) => self.entries[i].1 = value,
+            None => {
+                self.index.insert(name.to_string(), self.entries.len());
+                self.entries.push((name.to_string(), value));
+            }
         }
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    pub(crate) fn value(&self, name: &str) -> Option<&V> {
+        self.index.get(name).map(|&i| &self.entries[i].1)
     }
 
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.get(name).is_some()
+        self.index.contains_key(name)
+    }
+}
+
+/// Variables with values (env, meta args).
+pub(crate) type Vars = Ordered<String>;
+
+impl Vars {
+    pub(crate) fn set(&mut self, name: &str, value: &str) {
+        self.insert(name, value.to_string());
     }
 
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.value(name).map(String::as_str)
+    }
+
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    pub(crate) fn to_map(&self) -> HashMap<String, String> {
-        self.0.iter().cloned().collect()
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// `K=V` strings as an image config stores them.
@@ -170,14 +198,29 @@ pub(crate) fn platform_vars(target: &Platform, build: &Platform, build_args: &Bu
     vars
 }
 
+impl Lookup for Vars {
+    fn var(&self, name: &str) -> Option<&str> {
+        self.get(name)
+    }
+}
+
 /// What a stage's instructions see: the environment (base image + ENV) and
 /// the ARGs in scope. ENV wins over an ARG of the same name whatever their
-/// order, as the Dockerfile reference says.
+/// order, as the Dockerfile reference says. Expansion reads it directly
+/// (it is a [`Lookup`]): copying it per instruction made planning quadratic.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StageVars {
     pub env: Vars,
     /// In declaration order; `None` = declared without any value.
-    pub args: Vec<(String, Option<String>)>,
+    pub args: Ordered<Option<String>>,
+    /// The same declarations as a list RUN steps share.
+    declared: RunArgs,
+}
+
+impl Lookup for StageVars {
+    fn var(&self, name: &str) -> Option<&str> {
+        self.env.get(name).or_else(|| self.args.value(name).and_then(|v| v.as_deref()))
+    }
 }
 
 /// The PATH BuildKit adds when a base image sets none.
@@ -188,31 +231,21 @@ impl StageVars {
         if !env.contains("PATH") {
             env.set("PATH", DEFAULT_PATH);
         }
-        StageVars { env, args: Vec::new() }
+        StageVars { env, args: Ordered::default(), declared: RunArgs::default() }
     }
 
     pub(crate) fn declare_arg(&mut self, name: &str, value: Option<String>) {
-        match self.args.iter_mut().find(|(k, _)| k == name) {
-            Some(slot) => slot.1 = value,
-            None => self.args.push((name.to_string(), value)),
-        }
+        self.declared.declare(name, value.clone());
+        self.args.insert(name, value);
     }
 
     pub(crate) fn is_declared(&self, name: &str) -> bool {
-        self.args.iter().any(|(k, _)| k == name)
+        self.args.contains(name)
     }
 
-    /// The variables expansion uses.
-    pub(crate) fn expansion_env(&self) -> HashMap<String, String> {
-        let mut map: HashMap<String, String> =
-            self.args.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone()))).collect();
-        map.extend(self.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        map
-    }
-
-    /// ARGs with a value, in order, for RUN's environment.
-    pub(crate) fn valued_args(&self) -> Vec<(String, String)> {
-        self.args.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone()))).collect()
+    /// ARGs with a value, in order, for RUN's environment, then `extra`.
+    pub(crate) fn run_args(&self, extra: Vec<(String, String)>) -> RunArgs {
+        self.declared.with_extra(extra)
     }
 }
 
@@ -259,12 +292,33 @@ mod tests {
         vars.declare_arg("X", Some("arg".into()));
         vars.declare_arg("Y", Some("arg".into()));
         vars.declare_arg("Z", None);
-        let env = vars.expansion_env();
-        assert_eq!(env["X"], "env");
-        assert_eq!(env["Y"], "arg");
-        assert!(!env.contains_key("Z"));
-        assert_eq!(env["PATH"], DEFAULT_PATH);
-        assert_eq!(vars.valued_args(), [("X".to_string(), "arg".to_string()), ("Y".into(), "arg".into())]);
+        assert_eq!(vars.var("X"), Some("env"));
+        assert_eq!(vars.var("Y"), Some("arg"));
+        assert_eq!(vars.var("Z"), None);
+        assert!(vars.is_declared("Z"));
+        assert_eq!(vars.var("PATH"), Some(DEFAULT_PATH));
+        assert_eq!(vars.run_args(Vec::new()).to_vec(), [("X".to_string(), "arg".to_string()), ("Y".into(), "arg".into())]);
+    }
+
+    #[test]
+    fn setting_again_keeps_the_position() {
+        let mut vars = Vars::default();
+        vars.set("A", "1");
+        vars.set("B", "2");
+        vars.set("A", "3");
+        assert_eq!(vars.iter().collect::<Vec<_>>(), [("A", "3"), ("B", "2")]);
+        let mut stage = StageVars::default();
+        stage.declare_arg("X", None);
+        stage.declare_arg("Y", Some("1".into()));
+        stage.declare_arg("X", Some("2".into()));
+        assert_eq!(stage.run_args(Vec::new()).to_vec(), [("X".to_string(), "2".to_string()), ("Y".into(), "1".into())]);
+        stage.declare_arg("Y", None);
+        let extra = vec![("P".to_string(), "p".to_string())];
+        assert_eq!(stage.run_args(extra).to_vec(), [("X".to_string(), "2".to_string()), ("P".into(), "p".into())]);
+        // A stage of 200,000 declarations is freed without recursion.
+        let mut long = StageVars::default();
+        (0..200_000).for_each(|i| long.declare_arg(&format!("A{i}"), Some(String::new())));
+        drop(long);
     }
 
     #[test]

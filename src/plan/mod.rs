@@ -159,7 +159,7 @@ fn meta_args(
             let value = match (build_args.get(&decl.name), &decl.default) {
                 (Some(value), _) => value.to_string(),
                 (None, Some(raw)) => lex
-                    .process_word(raw, &vars.to_map())
+                    .process_word(raw, &vars)
                     .map_err(|err| at(df, ins.span, format!("expand the default of ARG {}: {err}", decl.name)))?,
                 (None, None) => continue,
             };

@@ -65,7 +65,7 @@ pub(crate) fn headers(
     globals: &Vars,
     lex: &ShellLex,
 ) -> Result<Vec<Header>, DockerfileError> {
-    let env = globals.to_map();
+    let env = globals;
     let mut by_name: HashMap<String, usize> = HashMap::new();
     let mut out: Vec<Header> = Vec::with_capacity(stages.len());
     for (index, stage) in stages.iter().enumerate() {
@@ -74,12 +74,12 @@ pub(crate) fn headers(
             return Err(at(df, ins.span, "expected a FROM instruction here"));
         };
         let expanded =
-            lex.process_word(image, &env).map_err(|err| at(df, ins.span, format!("expand the FROM image: {err}")))?;
+            lex.process_word(image, env).map_err(|err| at(df, ins.span, format!("expand the FROM image: {err}")))?;
         if expanded.is_empty() {
             return Err(at(df, ins.span, format!("base name ({image}) should not be blank"))
                 .with_help("declare the variable with ARG before the first FROM or pass it with --build-arg"));
         }
-        let platform = platform.as_deref().map(|raw| expand_platform(df, ins.span, raw, lex, &env)).transpose()?;
+        let platform = platform.as_deref().map(|raw| expand_platform(df, ins.span, raw, lex, env)).transpose()?;
         let name = alias.as_deref().map(|alias| stage_name(df, ins.span, alias, &by_name)).transpose()?;
 
         let base = if expanded.eq_ignore_ascii_case("scratch") {
@@ -109,7 +109,7 @@ fn expand_platform(
     span: Span,
     raw: &str,
     lex: &ShellLex,
-    env: &HashMap<String, String>,
+    env: &Vars,
 ) -> Result<String, DockerfileError> {
     let value =
         lex.process_word(raw, env).map_err(|err| at(df, span, format!("expand the FROM --platform value: {err}")))?;

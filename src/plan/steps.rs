@@ -169,8 +169,9 @@ impl StepPlanner<'_, '_> {
             .with_help("quote or escape `$` to keep it literal; unset variables expand to nothing")
     }
 
-    fn env(&self) -> HashMap<String, String> {
-        self.vars.expansion_env()
+    /// What expansion sees here; read in place, never copied.
+    fn env(&self) -> &StageVars {
+        self.vars
     }
 
     fn word(&self, raw: &str) -> Result<String, DockerfileError> {
@@ -212,6 +213,8 @@ impl StepPlanner<'_, '_> {
     fn expose(&self, specs: &[String]) -> Result<Vec<String>, DockerfileError> {
         let env = self.env();
         let mut out: Vec<String> = Vec::new();
+        // A range is up to 65536 ports: a set keeps the dedup linear.
+        let mut seen = std::collections::HashSet::new();
         for raw in specs {
             let words = self.ctx.lex.process_words(raw, &env).map_err(|err| self.expand_error(err))?;
             for word in words {
@@ -220,7 +223,7 @@ impl StepPlanner<'_, '_> {
                         .with_help("EXPOSE takes PORT, PORT/PROTO or START-END/PROTO")
                 })?;
                 for port in ports {
-                    if !out.contains(&port) {
+                    if seen.insert(port.clone()) {
                         out.push(port);
                     }
                 }
@@ -231,15 +234,16 @@ impl StepPlanner<'_, '_> {
 
     fn run(&self, run: &RunCmd) -> Result<RunStep, DockerfileError> {
         let mounts = run.mounts.iter().map(|mount| self.mount(mount)).collect::<Result<Vec<_>, _>>()?;
-        let mut build_args = self.vars.valued_args();
         // Docker hands the proxy args to RUN even when no ARG declares them.
+        let mut proxies = Vec::new();
         for name in self.ctx.build_args.names() {
             if is_proxy_arg(name) && !self.vars.is_declared(name) {
                 if let Some(value) = self.ctx.build_args.get(name) {
-                    build_args.push((name.clone(), value.to_string()));
+                    proxies.push((name.clone(), value.to_string()));
                 }
             }
         }
+        let build_args = self.vars.run_args(proxies);
         Ok(RunStep {
             cmd: run.cmd.clone(),
             heredocs: run.heredocs.clone(),
@@ -263,6 +267,10 @@ impl StepPlanner<'_, '_> {
                 Some(raw) => Some(self.ctx.lex.process_word(raw, &env).map_err(|err| self.expand_error(err))?),
                 None => None,
             };
+            if let (Some(value), true) = (&value, matches!(key.to_ascii_lowercase().as_str(), "uid" | "gid")) {
+                crate::dockerfile::ids::parse_mount_id(value)
+                    .map_err(|why| self.error(format!("RUN --mount {key}={value}: {why}")))?;
+            }
             options.push((key.clone(), value));
         }
         Ok(Mount { kind: mount.kind, options })
@@ -297,10 +305,11 @@ impl StepPlanner<'_, '_> {
             Ok(raw.as_deref().map(expand).transpose()?.filter(|v| !v.is_empty()))
         };
         let chown = optional(&copy.chown)?;
-        if let Some(bad) = chown.as_deref().and_then(chown_id_out_of_range) {
-            return Err(self
-                .error(format!("{keyword} --chown: id {bad} is out of range"))
-                .with_help("user and group ids go from 0 to 4294967294"));
+        if let Some(spec) = &chown {
+            crate::dockerfile::ids::check_chown(spec).map_err(|why| {
+                self.error(format!("invalid {keyword} --chown={spec}: {why}"))
+                    .with_help("give a user and group that exist in the image, or ids from 0 to 4294967294")
+            })?;
         }
         let chmod = optional(&copy.chmod)?;
         let checksum = optional(&copy.checksum)?;
@@ -376,7 +385,7 @@ impl StepPlanner<'_, '_> {
         &self,
         copy: &CopyCmd,
         name: &str,
-        env: &HashMap<String, String>,
+        env: &StageVars,
     ) -> Result<Heredoc, DockerfileError> {
         let Some(doc) = copy.heredocs.iter().find(|doc| doc.name == name) else {
             return Err(self.error(format!("heredoc <<{name} has no body")).with_help(format!(
@@ -451,27 +460,9 @@ fn is_signal(text: &str) -> bool {
         || name.strip_prefix("RTMAX-").is_some_and(|rest| offset(rest, 14))
 }
 
-/// The first numeric id of a `--chown=user[:group]` value that no file can
-/// have (ids are 32-bit and 2^32-1 means "unchanged" to chown(2)); names are
-/// looked up later, in the image.
-pub(crate) fn chown_id_out_of_range(spec: &str) -> Option<&str> {
-    spec.split(':').find(|part| {
-        !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && part.parse::<u32>().map_or(true, |n| n == u32::MAX)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chown_ids_in_range() {
-        assert_eq!(chown_id_out_of_range("4294967294:0"), None);
-        assert_eq!(chown_id_out_of_range("app:staff"), None);
-        assert_eq!(chown_id_out_of_range("99999999999"), Some("99999999999"));
-        assert_eq!(chown_id_out_of_range("1:4294967295"), Some("4294967295"));
-        assert_eq!(chown_id_out_of_range("184467440737095516160"), Some("184467440737095516160"));
-    }
 
     #[test]
     fn heredoc_names() {
