@@ -185,6 +185,15 @@ fn a_config_that_lies_about_a_diff_id_is_refused_and_poisons_nothing() {
     let out = sb.kiln(&["run", "--rm", "forged", "/bin/busybox", "cat", "/POISONED"]);
     assert!(!out.success() && !out.stdout.contains("attacker"), "{}", out.transcript());
     out.stderr_has(&["refused layer", &forged_blob]);
+    // COPY --from reads the same layers: through the verified layer dirs
+    // (overlay) or by applying the blobs (vfs), and refuses them either way.
+    for driver in ["overlay", "vfs"] {
+        sb.write("ctx/Dockerfile", "FROM scratch\nCOPY --from=forged /POISONED /got\n");
+        let out = sb.kiln(&["build", "--pull=never", "--storage-driver", driver, "-t", "copied", sb.ctx().to_str().unwrap()]);
+        assert!(!out.success(), "{driver}: {}", out.transcript());
+        out.stderr_has(&["refused layer", &forged_blob, &claimed, "diff_id"]);
+        assert_eq!(layer_dirs(&sb), Vec::<String>::new(), "{driver}: no layer dir was made");
+    }
     let img = sb.build(&format!("FROM oci:{}:bb:latest\n{CHECK_CLEAN}", honest.display()), "honest");
     assert_eq!(img.file_str("clean"), "clean\n");
 }

@@ -121,11 +121,16 @@ pub enum ApplyError {
 
 /// Applies a layer blob (gzip, zstd, xz, bzip2 or plain tar) to `dest`, which must exist.
 pub fn apply_layer<R: Read>(blob: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
-    let (_, plain) = compress::decompress(blob).map_err(ApplyError::Read)?;
-    apply_tar(plain, dest, opts)
+    let (_, mut plain) = compress::decompress(blob).map_err(ApplyError::Read)?;
+    let report = apply_tar(&mut plain, dest, opts)?;
+    // Read to the end of the stream, past the end-of-archive blocks, as docker does: the decoder then checks
+    // its trailer (gzip CRC and length, zstd checksum).
+    io::copy(&mut plain, &mut io::sink()).map_err(ApplyError::Read)?;
+    Ok(report)
 }
 
-/// Applies a plain (decompressed) tar stream to `dest`, which must exist.
+/// Applies a plain (decompressed) tar stream to `dest`, which must exist. It stops after the end-of-archive
+/// blocks: a caller that verifies the stream (a [`crate::LayerReader`]) reads the rest and checks it.
 pub fn apply_tar<R: Read>(plain: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
     let root = File::options()
         .read(true)
@@ -144,9 +149,6 @@ pub fn apply_tar<R: Read>(plain: R, dest: &Path, opts: &ApplyOptions) -> Result<
         let item = Item::from_entry(entry);
         applier.apply(item, &mut reader.data())?;
     }
-    // Read to the end of the stream, past the end-of-archive blocks, as docker does: a digest or checksum
-    // computed over the stream (diff_id, gzip CRC) then covers all of it.
-    io::copy(&mut reader.into_inner(), &mut io::sink()).map_err(ApplyError::Read)?;
     applier.finish()?;
     Ok(applier.report)
 }

@@ -670,6 +670,15 @@ fn apply_reads_the_whole_stream() {
     let mut cursor = std::io::Cursor::new(archive);
     let dest = tmp.path().join("d");
     fs::create_dir(&dest).unwrap();
-    apply_tar(&mut cursor, &dest, &ApplyOptions::rootfs()).unwrap();
+    apply_layer(&mut cursor, &dest, &ApplyOptions::rootfs()).unwrap();
     assert_eq!(cursor.position() as usize, total);
+    // A gzip layer whose trailer is wrong is refused only if the trailer is read.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar_of(&[file("g", b"y")])).unwrap();
+    let mut gz = gz.finish().unwrap();
+    let crc = gz.len() - 8;
+    gz[crc] ^= 0xff;
+    let dest = tmp.path().join("e");
+    fs::create_dir(&dest).unwrap();
+    assert!(apply_layer(&gz[..], &dest, &ApplyOptions::rootfs()).is_err(), "the corrupt CRC was not noticed");
 }

@@ -19,8 +19,8 @@ use super::error::ContextError;
 
 /// Extracts the decompressed tar stream `plain` into the existing, empty
 /// directory `dest`.
-pub(crate) fn extract<R: Read>(plain: R, dest: &Path) -> Result<(), ContextError> {
-    let report = apply_tar(plain, dest, &ApplyOptions::plain()).map_err(|e| match e {
+pub(crate) fn extract<R: Read>(mut plain: R, dest: &Path) -> Result<(), ContextError> {
+    let report = apply_tar(&mut plain, dest, &ApplyOptions::plain()).map_err(|e| match e {
         ApplyError::Read(source) => ContextError::ReadArchive(source),
         ApplyError::Unsafe { path, reason } => ContextError::UnsafeEntry { entry: path, reason },
         ApplyError::Entry { path, source } => ContextError::Extract { entry: path, source },
@@ -28,6 +28,8 @@ pub(crate) fn extract<R: Read>(plain: R, dest: &Path) -> Result<(), ContextError
         #[allow(unreachable_patterns)]
         other => ContextError::ReadArchive(std::io::Error::other(other.to_string())),
     })?;
+    // The rest of the stream: a compressed context's trailer (gzip CRC) is checked, and a size cap counts it.
+    std::io::copy(&mut plain, &mut std::io::sink()).map_err(ContextError::ReadArchive)?;
     for skipped in &report.skipped {
         log::warn!("build context archive: skipped {skipped}");
     }
