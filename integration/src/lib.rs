@@ -456,7 +456,10 @@ impl Sandbox {
         fs::set_permissions(root.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
         if let Runner::User { .. } = sb.runner {
             let bin = sb.mkdir("bin").join("kiln");
-            fs::copy(&kiln_src, &bin).expect("copy the kiln binary into the sandbox");
+            // Copied by another process: a write fd opened here could be inherited by a
+            // child another test thread forks meanwhile, and exec would fail with ETXTBSY.
+            let copied = Command::new("cp").arg(&kiln_src).arg(&bin).status().expect("run cp");
+            assert!(copied.success(), "copy the kiln binary into the sandbox");
             fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
             sb.give(&bin);
             sb.kiln = bin;

@@ -540,7 +540,12 @@ impl<'a> Executor<'a> {
                 // key stay: this stage's own `COPY --from` may read them.
                 let only_reader = self.readers[*i] == 1 && *i != self.plan.target;
                 let (config, tree) = match only_reader {
-                    true => (std::mem::take(&mut parent.config), parent.tree.take()),
+                    true => {
+                        let config = std::mem::take(&mut parent.config);
+                        // `COPY --from` of the parent reads its layers by their diff_ids.
+                        parent.config.rootfs = config.rootfs.clone();
+                        (config, parent.tree.take())
+                    }
                     false => (parent.config.clone(), parent.tree.clone()),
                 };
                 let mut s = StageState::new(config, parent.layers.clone());
