@@ -137,15 +137,8 @@ impl LayerDirs {
             .map_err(io(&self.root))?;
         let diff = aside.path().join("diff");
         fs::create_dir(&diff).map_err(io(&diff))?;
-        let blob = store.open_blob(&layer.digest).map_err(|source| LayerDirError::Blob { digest: layer.digest.clone(), source })?;
-        let refused = |source| LayerError::Refused { image: None, layer: layer.digest.clone(), source };
-        let mut reader = LayerReader::new(BufReader::with_capacity(256 * 1024, blob)).map_err(refused)?;
         let opts = ApplyOptions { whiteouts: WhiteoutFormat::Overlay, prefix: self.prefix.clone(), ..ApplyOptions::default() };
-        let report = apply_tar(&mut reader, &diff, &opts).map_err(|source| LayerDirError::Apply { digest: layer.digest.clone(), source })?;
-        reader.finish_expecting(diff_id).map_err(refused)?;
-        for skipped in &report.skipped {
-            log::warn!("layer {}: skipped {}", crate::exec::short(&layer.digest), skipped);
-        }
+        apply_verified(store, layer, diff_id, &diff, &opts)?;
         self.adopt(aside.keep(), chain)
     }
 
@@ -219,6 +212,37 @@ fn remove_tree(path: &Path) {
 /// below keeps the image's modes, setuid files included).
 fn private() -> fs::Permissions {
     std::os::unix::fs::PermissionsExt::from_mode(0o700)
+}
+
+/// Applies `layers` in order to the empty directory `dest`, whiteouts as
+/// deletions: an image's filesystem for `COPY --from` and
+/// `RUN --mount=type=bind,from=` where its layer directories cannot be
+/// mounted. Every layer is checked as a layer directory's is.
+pub fn apply_in_order(store: &Store, layers: &[Descriptor], diff_ids: &[String], dest: &Path) -> Result<(), LayerDirError> {
+    if layers.len() != diff_ids.len() {
+        return Err(LayerDirError::Mismatch { layers: layers.len(), diff_ids: diff_ids.len() });
+    }
+    let opts = ApplyOptions::rootfs();
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+        apply_verified(store, layer, diff_id, dest, &opts)?;
+    }
+    Ok(())
+}
+
+/// Applies one layer blob of the store to `dest` with the one safe applier
+/// (every path resolved inside `dest`) and refuses it unless its content
+/// hashes to `diff_id` and its compressed stream ends cleanly. The caller
+/// discards `dest` on error.
+fn apply_verified(store: &Store, layer: &Descriptor, diff_id: &str, dest: &Path, opts: &ApplyOptions) -> Result<(), LayerDirError> {
+    let blob = store.open_blob(&layer.digest).map_err(|source| LayerDirError::Blob { digest: layer.digest.clone(), source })?;
+    let refused = |source| LayerError::Refused { image: None, layer: layer.digest.clone(), source };
+    let mut reader = LayerReader::new(BufReader::with_capacity(256 * 1024, blob)).map_err(refused)?;
+    let report = apply_tar(&mut reader, dest, opts).map_err(|source| LayerDirError::Apply { digest: layer.digest.clone(), source })?;
+    reader.finish_expecting(diff_id).map_err(refused)?;
+    for skipped in &report.skipped {
+        log::warn!("layer {}: skipped {}", crate::exec::short(&layer.digest), skipped);
+    }
+    Ok(())
 }
 
 /// OCI chain ids: ChainID(L0) = DiffID(L0), ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln)).

@@ -798,7 +798,7 @@ impl<'a> Executor<'a> {
                 Some(merged) => merged,
                 None => {
                     let dir = tempfile::Builder::new().prefix("from-").tempdir_in(self.scratch.path())?;
-                    unpack_layers(self.store, &layers, &diff_ids, dir.path())?;
+                    layers::apply_in_order(self.store, &layers, &diff_ids, dir.path())?;
                     dir.keep()
                 }
             };
@@ -835,53 +835,6 @@ impl<'a> Executor<'a> {
             }
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum UnpackError {
-    #[error("open layer {digest}")]
-    Store {
-        digest: String,
-        #[source]
-        source: crate::store::StoreError,
-    },
-    #[error("unpack layer {digest}")]
-    Apply {
-        digest: String,
-        #[source]
-        source: kiln_overlay::ApplyError,
-    },
-    #[error(transparent)]
-    Refused(#[from] crate::store::LayerError),
-    #[error("the image has {layers} layers but {diff_ids} diff_ids")]
-    Mismatch { layers: usize, diff_ids: usize },
-}
-
-/// Applies `layers` in order to the empty directory `dest`, whiteouts as
-/// deletions, for `COPY --from` and `RUN --mount=type=bind,from=` where the
-/// layer directories cannot be mounted. The same applier as RUN's layer
-/// directories: every path resolves inside `dest`, so no layer reaches the
-/// host through a symlink or `..`; and the same check, so each layer must
-/// hash to its diff_id with its compressed stream intact. Owners and modes are
-/// real (the engine is uid 0 in its user namespace); an owner the namespace
-/// cannot map is kept in the `user.containers.override_stat` xattr.
-fn unpack_layers(store: &Store, layers: &[Descriptor], diff_ids: &[String], dest: &std::path::Path) -> Result<(), UnpackError> {
-    if layers.len() != diff_ids.len() {
-        return Err(UnpackError::Mismatch { layers: layers.len(), diff_ids: diff_ids.len() });
-    }
-    let opts = kiln_overlay::ApplyOptions::rootfs();
-    for (layer, diff_id) in layers.iter().zip(diff_ids) {
-        let refused = |source| crate::store::LayerError::Refused { image: None, layer: layer.digest.clone(), source };
-        let blob = store.open_blob(&layer.digest).map_err(|source| UnpackError::Store { digest: layer.digest.clone(), source })?;
-        let mut reader = kiln_overlay::verify::LayerReader::new(std::io::BufReader::with_capacity(256 * 1024, blob)).map_err(refused)?;
-        let report = kiln_overlay::apply_tar(&mut reader, dest, &opts)
-            .map_err(|source| UnpackError::Apply { digest: layer.digest.clone(), source })?;
-        reader.finish_expecting(diff_id).map_err(refused)?;
-        for skipped in &report.skipped {
-            log::warn!("layer {}: skipped {}", short(&layer.digest), skipped);
-        }
-    }
-    Ok(())
 }
 
 /// For each stage, how many of the needed stages read it.
