@@ -1,4 +1,4 @@
-//! `kiln system prune` and `kiln system df`.
+//! `kiln system prune`, `kiln system df` and `kiln system check`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +18,22 @@ pub enum SystemCommand {
     Prune(SystemPruneArgs),
     /// Show the store's disk usage.
     Df(DfArgs),
+    /// Verify the store (blobs, references, configs, layer dirs, leftovers); --repair removes what is broken.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Prints one line per problem (PATH: what is wrong) and a summary; exits 1 while problems remain.\n\
+--repair removes temp files of interrupted kilns, blobs whose content does not match their digest,\n\
+half-written and unused layer dirs, broken untagged images, build-cache records naming missing blobs and\n\
+index entries whose manifest is missing; it says what it removed, one line each. A broken tagged image\n\
+is kept: the line says how to replace or remove it.\n\nExamples:\n  kiln system check\n  kiln system check --repair"
+)]
+pub struct CheckArgs {
+    /// Remove what is broken or left over (waits for running builds).
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]
@@ -52,7 +68,56 @@ pub fn run(cli: &Cli, command: &SystemCommand) -> anyhow::Result<i32> {
     match command {
         SystemCommand::Prune(args) => run_prune(cli, args),
         SystemCommand::Df(args) => run_df(cli, args),
+        SystemCommand::Check(args) => run_check(cli, args),
     }
+}
+
+fn run_check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
+    // As a build does: layer dirs hold files of subordinate ids, which only
+    // uid 0 of kiln's user namespace may remove.
+    let mode = kiln_runtime::detect();
+    match kiln_runtime::enter_user_namespace(&mode) {
+        Ok(Some(code)) => return Ok(code),
+        Ok(None) => {}
+        Err(kiln_runtime::RuntimeError::Unavailable { .. }) => {} // detect() warned; the caller's own files still go
+        Err(e) => return Err(anyhow::Error::new(e).context("enter kiln's user namespace")),
+    }
+    let store = cli.open_store()?;
+    let report = if args.repair {
+        let (done, report) = store.repair()?;
+        for repair in &done {
+            println!("{repair}");
+        }
+        report
+    } else {
+        store.check()?
+    };
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    if !report.in_use.is_empty() {
+        eprintln!(
+            "note: {} temp files and layer dirs belong to a kiln that is running; not judged",
+            report.in_use.len()
+        );
+        for path in &report.in_use {
+            log::info!("in use: {}", path.display());
+        }
+    }
+    let n = report.problems.len();
+    if n == 0 {
+        println!(
+            "store is consistent ({} blobs, {} images, {} layer dirs)",
+            report.blobs, report.images, report.layer_dirs
+        );
+        return Ok(0);
+    }
+    println!("{n} problem{}", if n == 1 { "" } else { "s" });
+    let repairable = report.problems.iter().any(|p| !matches!(p.fix, crate::store::Fix::Manual(_)));
+    if repairable && !args.repair {
+        eprintln!("hint: `kiln system check --repair` removes what is broken or left over");
+    }
+    Ok(1)
 }
 
 pub fn run_prune(cli: &Cli, args: &SystemPruneArgs) -> anyhow::Result<i32> {

@@ -249,7 +249,7 @@ impl Store {
     }
 
     /// A blob's bytes when it may be JSON (small, starts with `{`).
-    fn json_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) fn json_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.blob_path(digest);
         let io = |source| StoreError::Io { action: "read blob", path: path.clone(), source };
         let mut file = match File::open(&path) {
@@ -297,7 +297,7 @@ impl Store {
         Ok(refs)
     }
 
-    fn cache_record_paths(&self) -> Result<Vec<PathBuf>, StoreError> {
+    pub(super) fn cache_record_paths(&self) -> Result<Vec<PathBuf>, StoreError> {
         let dir = self.kiln_dir(CACHE_DIR);
         if !dir.exists() {
             return Ok(Vec::new());
@@ -469,7 +469,7 @@ impl Store {
 }
 
 /// A manifest of an image (a config and layers), not of another artifact.
-fn looks_like_image_manifest(digest: &str, bytes: &[u8]) -> bool {
+pub(super) fn looks_like_image_manifest(digest: &str, bytes: &[u8]) -> bool {
     let Ok(manifest) = parse_manifest(digest, bytes) else { return false };
     manifest.schema_version == 2
         && (manifest.config.media_type.contains("image.config")
@@ -513,7 +513,7 @@ fn subdirs(dir: &Path) -> Result<Vec<(PathBuf, fs::Metadata)>, StoreError> {
 /// Removes a directory tree, first making read-only directories in it
 /// writable (layer dirs keep image modes such as 0555). Records the bytes
 /// freed, or the failure; returns whether the tree is gone.
-fn remove_tree(path: &Path, reclaimed: &mut Reclaimed) -> bool {
+pub(super) fn remove_tree(path: &Path, reclaimed: &mut Reclaimed) -> bool {
     let mut bytes = 0;
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     for entry in walkdir::WalkDir::new(path).into_iter().flatten() {

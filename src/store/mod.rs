@@ -5,6 +5,7 @@
 //! under `<root>/kiln/` (locks, temp files).
 
 mod blobs;
+mod check;
 mod gc;
 mod index;
 mod lock;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use blobs::{sha256_digest, sha256_hex, BlobWriter};
+pub use check::{CheckReport, Defect, Fix, Problem, Repair};
 pub use gc::{chain_ids, layer_dir_chain_id, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR, GRACE, LAYERS_DIR};
 pub use lock::{BuildsLock, StoreLock};
 pub use verified::{LayerError, LayerRef, VerifiedLayer};
@@ -176,6 +178,11 @@ impl Store {
 
     pub(crate) fn builds_lock_exclusive(&self) -> Result<BuildsLock, StoreError> {
         lock::BuildsLock::exclusive(&self.private_dir().join("builds.lock"))
+    }
+
+    /// The builds lock, exclusively, if no other kiln holds it right now.
+    pub(crate) fn try_builds_lock_exclusive(&self) -> Result<Option<BuildsLock>, StoreError> {
+        lock::BuildsLock::try_exclusive(&self.private_dir().join("builds.lock"))
     }
 
     pub fn lock(&self) -> Result<StoreLock, StoreError> {
