@@ -194,13 +194,23 @@ impl Store {
         entry: &Descriptor,
         cache_refs: &BTreeSet<String>,
     ) -> Result<Option<StoredImage>, StoreError> {
+        let tag = entry.ref_name();
         if !self.has_blob(&entry.digest) {
+            if let Some(tag) = tag {
+                super::warn_skipped(tag, &StoreError::MissingBlob { digest: entry.digest.clone() });
+            }
             return Ok(None);
         }
+        // One broken image (a config that is no JSON, a missing blob) must
+        // not stop listing or pruning the others.
         let image = match self.load_image(entry) {
             Ok(image) => image,
-            Err(StoreError::NotAManifest { .. }) | Err(StoreError::MissingBlob { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(StoreError::NotAManifest { .. }) => return Ok(None),
+            Err(StoreError::MissingBlob { .. }) if tag.is_none() => return Ok(None),
+            Err(e) => {
+                super::warn_skipped(tag.unwrap_or(&entry.digest), &e);
+                return Ok(None);
+            }
         };
         let cached = cache_refs.contains(&image.manifest_digest) || cache_refs.contains(&image.config_digest);
         Ok(Some(StoredImage {
