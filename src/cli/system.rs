@@ -173,6 +173,8 @@ struct Report {
     /// Blob digests tagged images (and the build cache) use.
     live: BTreeSet<String>,
     active_layer_dirs: BTreeSet<String>,
+    /// Layer dirs of chains nothing in the store uses.
+    unreachable: BTreeSet<String>,
 }
 
 fn report(store: &Store) -> anyhow::Result<Report> {
@@ -210,8 +212,21 @@ fn report(store: &Store) -> anyhow::Result<Report> {
         .filter(|name| layer_dir_chain_id(name).is_none_or(|c| live_chains.contains(&c)))
         .cloned()
         .collect();
-    let layer_bytes: u64 = usage.layer_dirs.values().sum();
+    // Layer dirs of chains no image and no build-cache record has: a killed
+    // build's, or a removed image's that could not be deleted.
+    let used_chains = store.used_chains()?;
+    let unreachable: BTreeSet<String> = usage
+        .layer_dirs
+        .keys()
+        .filter(|name| layer_dir_chain_id(name).is_some_and(|c| !used_chains.contains(&c)))
+        .cloned()
+        .collect();
+    let unreachable_bytes: u64 = unreachable.iter().filter_map(|n| usage.layer_dirs.get(n)).sum();
+    let layer_bytes: u64 = usage.layer_dirs.values().sum::<u64>() - unreachable_bytes;
     let layer_active_bytes: u64 = active_layer_dirs.iter().filter_map(|n| usage.layer_dirs.get(n)).sum();
+    // Temp files are reclaimable when no kiln that may own them runs.
+    let temp_bytes: u64 = usage.temp.values().sum();
+    let kiln_running = store.try_builds_lock_exclusive()?.is_none();
     let mount_bytes: u64 = usage.cache_mounts.values().sum();
     let cache_bytes = usage.cache_bytes + cache_blob_bytes;
     let kinds = vec![
@@ -231,10 +246,24 @@ fn report(store: &Store) -> anyhow::Result<Report> {
         },
         Kind {
             name: "Layer dirs",
-            total: usage.layer_dirs.len(),
+            total: usage.layer_dirs.len() - unreachable.len(),
             active: active_layer_dirs.len(),
             size: layer_bytes,
             reclaimable: layer_bytes - layer_active_bytes,
+        },
+        Kind {
+            name: "Unreachable layer dirs",
+            total: unreachable.len(),
+            active: 0,
+            size: unreachable_bytes,
+            reclaimable: unreachable_bytes,
+        },
+        Kind {
+            name: "Temp files",
+            total: usage.temp.len(),
+            active: if kiln_running { usage.temp.len() } else { 0 },
+            size: temp_bytes,
+            reclaimable: if kiln_running { 0 } else { temp_bytes },
         },
         Kind {
             name: "Cache mounts",
@@ -244,7 +273,7 @@ fn report(store: &Store) -> anyhow::Result<Report> {
             reclaimable: mount_bytes,
         },
     ];
-    Ok(Report { usage, images, kinds, live, active_layer_dirs })
+    Ok(Report { usage, images, kinds, live, active_layer_dirs, unreachable })
 }
 
 fn percent(part: u64, whole: u64) -> String {
@@ -351,8 +380,21 @@ fn print_verbose(r: &Report) {
     println!("Layer dirs space usage:\n");
     let mut rows = vec![["CHAIN ID", "SIZE", "IN USE"].map(String::from).to_vec()];
     for (name, size) in &r.usage.layer_dirs {
-        let in_use = if r.active_layer_dirs.contains(name) { "yes" } else { "no" };
+        let in_use = if r.active_layer_dirs.contains(name) {
+            "yes"
+        } else if r.unreachable.contains(name) {
+            "unreachable"
+        } else {
+            "no"
+        };
         rows.push(vec![name.clone(), format::size(*size), in_use.into()]);
+    }
+    print!("{}", format::table(&rows));
+
+    println!("\nTemp files space usage:\n");
+    let mut rows = vec![["PATH", "SIZE"].map(String::from).to_vec()];
+    for (name, size) in &r.usage.temp {
+        rows.push(vec![name.clone(), format::size(*size)]);
     }
     print!("{}", format::table(&rows));
 
@@ -365,13 +407,15 @@ fn print_verbose(r: &Report) {
 
     let u = &r.usage;
     println!(
-        "\nStore total: {} ({} bytes, as du -sb counts): images {}, build cache {}, layer dirs {}, cache mounts {}, metadata {} bytes",
+        "\nStore total: {} ({} bytes, as du -sb counts): images {}, build cache {}, layer dirs {}, unreachable layer dirs {}, temp files {}, cache mounts {}, metadata {} bytes",
         format::size(u.total),
         u.total,
         r.kinds[0].size,
         r.kinds[1].size,
         r.kinds[2].size,
         r.kinds[3].size,
+        r.kinds[4].size,
+        r.kinds[5].size,
         u.other
     );
     for e in &u.unreadable {

@@ -144,7 +144,10 @@ pub struct Usage {
     pub cache_records: usize,
     /// Each cache mount's bytes, by name.
     pub cache_mounts: BTreeMap<String, u64>,
-    /// Everything else: index.json, oci-layout, directories, locks, temp files.
+    /// Temp files and scratch dirs (`kiln/tmp/*`, `kiln/layers/.*`): each
+    /// one's bytes, by path below the root.
+    pub temp: BTreeMap<String, u64>,
+    /// Everything else: index.json, oci-layout, directories, locks.
     pub other: u64,
     pub total: u64,
     /// Entries that could not be read (counted as far as they could).
@@ -432,6 +435,7 @@ impl Store {
         let cache = Path::new("kiln").join(CACHE_DIR);
         let mounts = Path::new("kiln").join(CACHE_MOUNTS_DIR);
         let blobs = Path::new("blobs").join("sha256");
+        let tmp = Path::new("kiln").join("tmp");
         for entry in walkdir::WalkDir::new(&self.root) {
             let entry = match entry {
                 Ok(e) => e,
@@ -464,7 +468,13 @@ impl Store {
                 }
             }
             if let Some(name) = first_below(&layers) {
-                *usage.layer_dirs.entry(name).or_default() += bytes;
+                if name.starts_with('.') {
+                    *usage.temp.entry(format!("kiln/{LAYERS_DIR}/{name}")).or_default() += bytes;
+                } else {
+                    *usage.layer_dirs.entry(name).or_default() += bytes;
+                }
+            } else if let Some(name) = first_below(&tmp) {
+                *usage.temp.entry(format!("kiln/tmp/{name}")).or_default() += bytes;
             } else if let Some(name) = first_below(&mounts) {
                 *usage.cache_mounts.entry(name).or_default() += bytes;
             } else if first_below(&cache).is_some() {
