@@ -1,0 +1,70 @@
+//! `kiln system check [--repair]` as the unprivileged test user, on layer
+//! dirs a real RUN made: files of subordinate ids and a mode-000 directory,
+//! which the user cannot remove from outside kiln's user namespace.
+
+use std::path::PathBuf;
+
+use kiln_integration::*;
+
+fn layer_dirs(sb: &Sandbox) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(sb.store().join("kiln/layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().len() == 64)
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn repair_removes_broken_layer_dirs_of_subordinate_ids_and_the_next_build_rebuilds_them() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let dockerfile = format!(
+        "{RUN_BASE}RUN mkdir -p /home/u/deep /locked && echo x > /home/u/deep/f \
+         && chown -R 1000:1000 /home/u && chmod 700 /home/u && chmod 000 /locked\n"
+    );
+    sb.build(&dockerfile, "owned:1");
+    let clean = sb.kiln(&["system", "check"]);
+    clean.ok();
+    assert!(clean.stdout.starts_with("store is consistent ("), "{}", clean.transcript());
+
+    let dirs = layer_dirs(&sb);
+    assert!(dirs.len() >= 3, "RUN steps leave layer dirs: {dirs:?}");
+    // The last RUN's layer dir holds /home/u (uid 1000 of the image) and /locked.
+    let last = dirs.iter().find(|d| d.join("diff/home/u").exists()).expect("the chown step's layer dir").clone();
+    let first = dirs.iter().find(|d| **d != last).unwrap().clone();
+    if sb.drops_privileges() {
+        // Outside the namespace the user cannot remove it (what rmi and prune hit).
+        let rm = sb.sh(&format!("rm -rf {} 2>&1", last.join("diff/home").display()));
+        assert!(!rm.success(), "the test user removed sub-id files outside the namespace:\n{}", rm.transcript());
+        assert!(last.join("diff/home/u").exists());
+    }
+    // Half-removed (no marker) and mislabelled layer dirs, as a kill can leave them.
+    std::fs::remove_file(last.join("verified")).unwrap();
+    std::fs::write(first.join("verified"), format!("sha256:{}\n", "0".repeat(64))).unwrap();
+
+    let check = sb.kiln(&["system", "check"]);
+    check.fails_with(1);
+    assert!(check.stdout.contains(&format!("{}: layer dir without its `verified` marker", last.display())), "{}", check.transcript());
+    assert!(check.stdout.contains(&format!("{}: layer dir whose marker names", first.display())), "{}", check.transcript());
+
+    let repair = sb.kiln(&["system", "check", "--repair"]);
+    repair.ok();
+    for dir in [&first, &last] {
+        assert!(repair.stdout.contains(&format!("removed {}: ", dir.display())), "{}", repair.transcript());
+        assert!(!dir.exists(), "{} is still there", dir.display());
+    }
+    assert!(repair.last_line().starts_with("store is consistent"), "{}", repair.transcript());
+    sb.kiln(&["system", "check"]).ok();
+
+    // The image is intact: a build on it unpacks the layers again and sees every file.
+    let next = sb.build(&format!("{dockerfile}RUN test -f /home/u/deep/f && test -d /locked && touch /after\n"), "next:1");
+    let fs = next.fs();
+    for path in ["home/u/deep/f", "locked", "after", "bin/busybox"] {
+        assert!(fs.contains_key(path), "{path} missing: {:?}", fs.keys().collect::<Vec<_>>());
+    }
+    assert_eq!(fs["home/u/deep/f"].uid, 1000);
+    sb.kiln(&["system", "check"]).ok();
+}
