@@ -4,6 +4,7 @@
 
 mod cli_util;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use cli_util::Env;
@@ -271,4 +272,35 @@ fn df_counts_temp_files_and_unreachable_layer_dirs() {
     if let Some(du) = cli_util::du_sb(&env.store) {
         assert_eq!(total, du, "{rows:?}");
     }
+}
+
+/// While another kiln holds the builds lock, its temp files are not judged;
+/// once it is gone they are leftovers.
+#[test]
+fn temp_files_of_a_running_kiln_are_not_problems() {
+    let env = Env::new();
+    env.build("good:1", &[("g", "good\n")], "");
+    let tmp_blob = env.store.join("kiln/tmp/blob-running");
+    std::fs::write(&tmp_blob, b"partial").unwrap();
+    let lock = env.store.join("kiln/builds.lock");
+    // What a running build holds (a shared flock); ready once the lock is taken.
+    let ready = env.path("ready");
+    let mut holder = std::process::Command::new("flock")
+        .args(["-s", "-o", cli_util::s(&lock), "sh", "-c", &format!("touch {} && sleep 60", cli_util::s(&ready))])
+        .process_group(0)
+        .spawn()
+        .expect("run flock");
+    let pgid = nix::unistd::Pid::from_raw(holder.id() as i32);
+    while !ready.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, out, err) = check(&env, &[]);
+    // The whole group: flock, its shell and the sleep.
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = holder.wait();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("note: 1 temp files and layer dirs belong to a kiln that is running"), "{err}");
+    let (code, out, _) = check(&env, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_line(&out, &tmp_blob, "left behind by an interrupted kiln");
 }
