@@ -68,3 +68,59 @@ fn repair_removes_broken_layer_dirs_of_subordinate_ids_and_the_next_build_rebuil
     assert_eq!(fs["home/u/deep/f"].uid, 1000);
     sb.kiln(&["system", "check"]).ok();
 }
+
+/// A build killed (the whole process group, SIGKILL) in the middle of a RUN
+/// leaves leftovers that `system check` names; `--repair` removes them, from
+/// inside the namespace, and the next build is complete.
+#[test]
+fn check_names_what_a_killed_build_left_and_repair_clears_it() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    sb.dockerfile(&format!(
+        "{RUN_BASE}RUN mkdir -p /data && for i in 1 2 3 4 5 6 7 8; do echo $i > /data/$i; done && chown -R 1000 /data\n\
+         ARG WAIT=60\n\
+         RUN mkdir /late && chown 1000 /late && echo started > /started && sleep $WAIT\n"
+    ));
+    let kiln = sb.kiln_path().to_str().unwrap().to_string();
+    let (store, ctx) = (sb.store(), sb.ctx());
+    let script = format!(
+        "setsid {kiln} --root {store} build -t killed {ctx} > build.log 2>&1 &\n\
+         pid=$!\n\
+         for i in $(seq 1 600); do grep -q 'RUN mkdir /late' build.log && break; sleep 0.1; done\n\
+         sleep 1\n\
+         env kill -9 -- -$pid\n\
+         wait $pid\n\
+         cat build.log",
+        store = store.display(),
+        ctx = ctx.display()
+    );
+    let killed = sb.sh(&script);
+    assert!(killed.stdout.contains("RUN mkdir /late"), "the build never reached the slow step:\n{}", killed.stdout);
+    assert!(!killed.stdout.contains("Successfully tagged"), "the build was not killed:\n{}", killed.stdout);
+
+    let check = sb.kiln(&["system", "check"]);
+    check.fails_with(1);
+    let step = check.stdout.lines().find(|l| l.contains("/kiln/layers/.step-") && l.ends_with(": left behind by an interrupted kiln"));
+    assert!(step.is_some(), "the killed RUN's step dir is named:\n{}", check.transcript());
+    assert!(check.stdout.contains("/kiln/tmp/build-"), "the build's scratch dir is named:\n{}", check.transcript());
+
+    let repair = sb.kiln(&["system", "check", "--repair"]);
+    repair.ok();
+    assert!(repair.stdout.contains("removed ") && repair.last_line().starts_with("store is consistent"), "{}", repair.transcript());
+    let left: Vec<String> = std::fs::read_dir(store.join("kiln/layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(std::fs::read_dir(store.join("kiln/tmp")).unwrap().count(), 0);
+
+    let again = sb.kiln(&["build", "--build-arg", "WAIT=0", "-t", "killed", ctx.to_str().unwrap()]);
+    again.ok();
+    let fs = sb.image("killed").fs();
+    let data: Vec<&String> = fs.keys().filter(|k| k.starts_with("data/")).collect();
+    assert_eq!(data.len(), 8, "{data:?}");
+    assert!(fs.contains_key("started") && fs.contains_key("late"));
+    sb.kiln(&["system", "check"]).ok();
+}
