@@ -124,3 +124,21 @@ fn check_names_what_a_killed_build_left_and_repair_clears_it() {
     assert!(fs.contains_key("started") && fs.contains_key("late"));
     sb.kiln(&["system", "check"]).ok();
 }
+
+/// The layer dirs of a stage no image is made of (a multi-stage build's
+/// builder) are used by the build cache: a check right after the build is clean.
+#[test]
+fn layer_dirs_of_a_builder_stage_are_the_build_caches() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let builder = RUN_BASE.replacen("FROM scratch", "FROM scratch AS builder", 1);
+    sb.build(
+        &format!("{builder}RUN echo built > /artifact\nFROM scratch\nCOPY --from=builder /artifact /artifact\n"),
+        "multi:1",
+    );
+    let dirs = layer_dirs(&sb);
+    assert!(dirs.len() >= 3, "the builder's RUN steps leave layer dirs: {dirs:?}");
+    let check = sb.kiln(&["system", "check"]);
+    check.ok();
+    assert!(check.stdout.contains(&format!("{} layer dirs)", dirs.len())), "{}", check.transcript());
+}
