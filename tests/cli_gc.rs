@@ -204,8 +204,11 @@ fn system_df_adds_up_to_du_and_system_prune_reclaims() {
     assert!(rows_before["Metadata"].2 < 64 * 1024, "metadata is small: {rows_before:?}");
     assert_eq!(rows_before["Images"].0, 2);
     assert_eq!(rows_before["Images"].1, 1);
-    assert_eq!(rows_before["Layer dirs"].0, 2);
+    assert_eq!(rows_before["Layer dirs"].0, 1);
     assert_eq!(rows_before["Layer dirs"].1, 1);
+    // No image has the chain of the other dir: its own row.
+    assert_eq!(rows_before["Unreachable layer dirs"].0, 1);
+    assert_eq!(rows_before["Temp files"].0, 0);
     assert_eq!(rows_before["Cache mounts"].0, 1);
     assert_eq!(rows_before["Cache mounts"].2, 12_345 + 4096, "the file once and its directory");
     assert_eq!(rows_before["Build Cache"].0, 1);
@@ -228,10 +231,12 @@ fn system_df_adds_up_to_du_and_system_prune_reclaims() {
     assert_eq!(rows_after["Images"].0, 1);
     assert_eq!(rows_after["Images"].3, 0, "nothing reclaimable left");
     assert_eq!(rows_after["Layer dirs"].0, 1);
+    assert_eq!(rows_after["Unreachable layer dirs"].0, 0);
     assert_eq!(rows_after["Cache mounts"].0, 0);
     assert_eq!(rows_after["Build Cache"].0, 0);
     let freed = rows_before["Images"].3
         + rows_before["Layer dirs"].3
+        + rows_before["Unreachable layer dirs"].3
         + rows_before["Cache mounts"].3
         + rows_before["Build Cache"].3;
     // Exactly what du lost: removals count files and directories as df does.

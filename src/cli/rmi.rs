@@ -63,14 +63,20 @@ pub fn run(cli: &Cli, args: &RmiArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
     let mut failed = false;
     let mut doomed: Vec<StoredImage> = Vec::new();
+    let mut broken: BTreeSet<String> = BTreeSet::new();
     for name in &args.images {
-        if let Err(e) = remove_one(&store, name, args.force, &mut doomed) {
+        let result = match remove_one(&store, name, args.force, &mut doomed) {
+            Err(e) => untag_broken(&store, name, &mut broken).map_err(|_| e),
+            ok => ok,
+        };
+        if let Err(e) = result {
             eprint!("{}", crate::report::render(&e));
             failed = true;
         }
     }
-    if !doomed.is_empty() {
-        let images: BTreeSet<String> = doomed.iter().map(|i| i.manifest_digest().to_string()).collect();
+    if !doomed.is_empty() || !broken.is_empty() {
+        let mut images: BTreeSet<String> = doomed.iter().map(|i| i.manifest_digest().to_string()).collect();
+        images.extend(broken);
         let reclaimed = store.collect(&Collect { images, ..Collect::default() })?;
         let removed: BTreeSet<&String> = reclaimed.blobs.iter().collect();
         let mut printed = BTreeSet::new();
@@ -98,6 +104,23 @@ fn remove_one(store: &Store, name: &str, force: bool, doomed: &mut Vec<StoredIma
     }
     if delete {
         doomed.push(image);
+    }
+    Ok(())
+}
+
+/// A tag whose image cannot be read (its manifest or config is missing or
+/// broken) is removed all the same, so `kiln rmi` can clear what
+/// `kiln system check` reports; its blobs go with the collection.
+fn untag_broken(store: &Store, name: &str, broken: &mut BTreeSet<String>) -> anyhow::Result<()> {
+    let tag = reference::normalize_local(name)?;
+    let entry = store.list()?.into_iter().find(|d| d.ref_name() == Some(tag.as_str()));
+    let Some(entry) = entry else { anyhow::bail!("{name} is no tag") };
+    if store.images()?.iter().any(|i| i.tags.contains(&tag)) {
+        anyhow::bail!("{name} is readable"); // the first error stands
+    }
+    if store.untag(&tag)? {
+        println!("Untagged: {tag}");
+        broken.insert(entry.digest);
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `kiln system prune` and `kiln system df`.
+//! `kiln system prune`, `kiln system df` and `kiln system check`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +18,22 @@ pub enum SystemCommand {
     Prune(SystemPruneArgs),
     /// Show the store's disk usage.
     Df(DfArgs),
+    /// Verify the store (blobs, references, configs, layer dirs, leftovers); --repair removes what is broken.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Prints one line per problem (PATH: what is wrong) and a summary; exits 1 while problems remain.\n\
+--repair removes temp files of interrupted kilns, blobs whose content does not match their digest,\n\
+half-written and unused layer dirs, broken untagged images, build-cache records naming missing blobs and\n\
+index entries whose manifest is missing; it says what it removed, one line each. A broken tagged image\n\
+is kept: the line says how to replace or remove it.\n\nExamples:\n  kiln system check\n  kiln system check --repair"
+)]
+pub struct CheckArgs {
+    /// Remove what is broken or left over (waits for running builds).
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]
@@ -52,7 +68,56 @@ pub fn run(cli: &Cli, command: &SystemCommand) -> anyhow::Result<i32> {
     match command {
         SystemCommand::Prune(args) => run_prune(cli, args),
         SystemCommand::Df(args) => run_df(cli, args),
+        SystemCommand::Check(args) => run_check(cli, args),
     }
+}
+
+fn run_check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
+    // As a build does: layer dirs hold files of subordinate ids, which only
+    // uid 0 of kiln's user namespace may remove.
+    let mode = kiln_runtime::detect();
+    match kiln_runtime::enter_user_namespace(&mode) {
+        Ok(Some(code)) => return Ok(code),
+        Ok(None) => {}
+        Err(kiln_runtime::RuntimeError::Unavailable { .. }) => {} // detect() warned; the caller's own files still go
+        Err(e) => return Err(anyhow::Error::new(e).context("enter kiln's user namespace")),
+    }
+    let store = cli.open_store()?;
+    let report = if args.repair {
+        let (done, report) = store.repair()?;
+        for repair in &done {
+            println!("{repair}");
+        }
+        report
+    } else {
+        store.check()?
+    };
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    if !report.in_use.is_empty() {
+        eprintln!(
+            "note: {} temp files and layer dirs belong to a kiln that is running; not judged",
+            report.in_use.len()
+        );
+        for path in &report.in_use {
+            log::info!("in use: {}", path.display());
+        }
+    }
+    let n = report.problems.len();
+    if n == 0 {
+        println!(
+            "store is consistent ({} blobs, {} images, {} layer dirs)",
+            report.blobs, report.images, report.layer_dirs
+        );
+        return Ok(0);
+    }
+    println!("{n} problem{}", if n == 1 { "" } else { "s" });
+    let repairable = report.problems.iter().any(|p| !matches!(p.fix, crate::store::Fix::Manual(_)));
+    if repairable && !args.repair {
+        eprintln!("hint: `kiln system check --repair` removes what is broken or left over");
+    }
+    Ok(1)
 }
 
 pub fn run_prune(cli: &Cli, args: &SystemPruneArgs) -> anyhow::Result<i32> {
@@ -108,6 +173,8 @@ struct Report {
     /// Blob digests tagged images (and the build cache) use.
     live: BTreeSet<String>,
     active_layer_dirs: BTreeSet<String>,
+    /// Layer dirs of chains nothing in the store uses.
+    unreachable: BTreeSet<String>,
 }
 
 fn report(store: &Store) -> anyhow::Result<Report> {
@@ -145,8 +212,21 @@ fn report(store: &Store) -> anyhow::Result<Report> {
         .filter(|name| layer_dir_chain_id(name).is_none_or(|c| live_chains.contains(&c)))
         .cloned()
         .collect();
-    let layer_bytes: u64 = usage.layer_dirs.values().sum();
+    // Layer dirs of chains no image and no build-cache record has: a killed
+    // build's, or a removed image's that could not be deleted.
+    let used_chains = store.used_chains()?;
+    let unreachable: BTreeSet<String> = usage
+        .layer_dirs
+        .keys()
+        .filter(|name| layer_dir_chain_id(name).is_some_and(|c| !used_chains.contains(&c)))
+        .cloned()
+        .collect();
+    let unreachable_bytes: u64 = unreachable.iter().filter_map(|n| usage.layer_dirs.get(n)).sum();
+    let layer_bytes: u64 = usage.layer_dirs.values().sum::<u64>() - unreachable_bytes;
     let layer_active_bytes: u64 = active_layer_dirs.iter().filter_map(|n| usage.layer_dirs.get(n)).sum();
+    // Temp files are reclaimable when no kiln that may own them runs.
+    let temp_bytes: u64 = usage.temp.values().sum();
+    let kiln_running = store.try_builds_lock_exclusive()?.is_none();
     let mount_bytes: u64 = usage.cache_mounts.values().sum();
     let cache_bytes = usage.cache_bytes + cache_blob_bytes;
     let kinds = vec![
@@ -166,10 +246,24 @@ fn report(store: &Store) -> anyhow::Result<Report> {
         },
         Kind {
             name: "Layer dirs",
-            total: usage.layer_dirs.len(),
+            total: usage.layer_dirs.len() - unreachable.len(),
             active: active_layer_dirs.len(),
             size: layer_bytes,
             reclaimable: layer_bytes - layer_active_bytes,
+        },
+        Kind {
+            name: "Unreachable layer dirs",
+            total: unreachable.len(),
+            active: 0,
+            size: unreachable_bytes,
+            reclaimable: unreachable_bytes,
+        },
+        Kind {
+            name: "Temp files",
+            total: usage.temp.len(),
+            active: if kiln_running { usage.temp.len() } else { 0 },
+            size: temp_bytes,
+            reclaimable: if kiln_running { 0 } else { temp_bytes },
         },
         Kind {
             name: "Cache mounts",
@@ -179,7 +273,7 @@ fn report(store: &Store) -> anyhow::Result<Report> {
             reclaimable: mount_bytes,
         },
     ];
-    Ok(Report { usage, images, kinds, live, active_layer_dirs })
+    Ok(Report { usage, images, kinds, live, active_layer_dirs, unreachable })
 }
 
 fn percent(part: u64, whole: u64) -> String {
@@ -286,8 +380,21 @@ fn print_verbose(r: &Report) {
     println!("Layer dirs space usage:\n");
     let mut rows = vec![["CHAIN ID", "SIZE", "IN USE"].map(String::from).to_vec()];
     for (name, size) in &r.usage.layer_dirs {
-        let in_use = if r.active_layer_dirs.contains(name) { "yes" } else { "no" };
+        let in_use = if r.active_layer_dirs.contains(name) {
+            "yes"
+        } else if r.unreachable.contains(name) {
+            "unreachable"
+        } else {
+            "no"
+        };
         rows.push(vec![name.clone(), format::size(*size), in_use.into()]);
+    }
+    print!("{}", format::table(&rows));
+
+    println!("\nTemp files space usage:\n");
+    let mut rows = vec![["PATH", "SIZE"].map(String::from).to_vec()];
+    for (name, size) in &r.usage.temp {
+        rows.push(vec![name.clone(), format::size(*size)]);
     }
     print!("{}", format::table(&rows));
 
@@ -300,13 +407,15 @@ fn print_verbose(r: &Report) {
 
     let u = &r.usage;
     println!(
-        "\nStore total: {} ({} bytes, as du -sb counts): images {}, build cache {}, layer dirs {}, cache mounts {}, metadata {} bytes",
+        "\nStore total: {} ({} bytes, as du -sb counts): images {}, build cache {}, layer dirs {}, unreachable layer dirs {}, temp files {}, cache mounts {}, metadata {} bytes",
         format::size(u.total),
         u.total,
         r.kinds[0].size,
         r.kinds[1].size,
         r.kinds[2].size,
         r.kinds[3].size,
+        r.kinds[4].size,
+        r.kinds[5].size,
         u.other
     );
     for e in &u.unreadable {

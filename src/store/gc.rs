@@ -144,7 +144,10 @@ pub struct Usage {
     pub cache_records: usize,
     /// Each cache mount's bytes, by name.
     pub cache_mounts: BTreeMap<String, u64>,
-    /// Everything else: index.json, oci-layout, directories, locks, temp files.
+    /// Temp files and scratch dirs (`kiln/tmp/*`, `kiln/layers/.*`): each
+    /// one's bytes, by path below the root.
+    pub temp: BTreeMap<String, u64>,
+    /// Everything else: index.json, oci-layout, directories, locks.
     pub other: u64,
     pub total: u64,
     /// Entries that could not be read (counted as far as they could).
@@ -194,13 +197,23 @@ impl Store {
         entry: &Descriptor,
         cache_refs: &BTreeSet<String>,
     ) -> Result<Option<StoredImage>, StoreError> {
+        let tag = entry.ref_name();
         if !self.has_blob(&entry.digest) {
+            if let Some(tag) = tag {
+                super::warn_skipped(tag, &StoreError::MissingBlob { digest: entry.digest.clone() });
+            }
             return Ok(None);
         }
+        // One broken image (a config that is no JSON, a missing blob) must
+        // not stop listing or pruning the others.
         let image = match self.load_image(entry) {
             Ok(image) => image,
-            Err(StoreError::NotAManifest { .. }) | Err(StoreError::MissingBlob { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(StoreError::NotAManifest { .. }) => return Ok(None),
+            Err(StoreError::MissingBlob { .. }) if tag.is_none() => return Ok(None),
+            Err(e) => {
+                super::warn_skipped(tag.unwrap_or(&entry.digest), &e);
+                return Ok(None);
+            }
         };
         let cached = cache_refs.contains(&image.manifest_digest) || cache_refs.contains(&image.config_digest);
         Ok(Some(StoredImage {
@@ -249,7 +262,7 @@ impl Store {
     }
 
     /// A blob's bytes when it may be JSON (small, starts with `{`).
-    fn json_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) fn json_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.blob_path(digest);
         let io = |source| StoreError::Io { action: "read blob", path: path.clone(), source };
         let mut file = match File::open(&path) {
@@ -297,7 +310,7 @@ impl Store {
         Ok(refs)
     }
 
-    fn cache_record_paths(&self) -> Result<Vec<PathBuf>, StoreError> {
+    pub(super) fn cache_record_paths(&self) -> Result<Vec<PathBuf>, StoreError> {
         let dir = self.kiln_dir(CACHE_DIR);
         if !dir.exists() {
             return Ok(Vec::new());
@@ -422,6 +435,7 @@ impl Store {
         let cache = Path::new("kiln").join(CACHE_DIR);
         let mounts = Path::new("kiln").join(CACHE_MOUNTS_DIR);
         let blobs = Path::new("blobs").join("sha256");
+        let tmp = Path::new("kiln").join("tmp");
         for entry in walkdir::WalkDir::new(&self.root) {
             let entry = match entry {
                 Ok(e) => e,
@@ -454,7 +468,13 @@ impl Store {
                 }
             }
             if let Some(name) = first_below(&layers) {
-                *usage.layer_dirs.entry(name).or_default() += bytes;
+                if name.starts_with('.') {
+                    *usage.temp.entry(format!("kiln/{LAYERS_DIR}/{name}")).or_default() += bytes;
+                } else {
+                    *usage.layer_dirs.entry(name).or_default() += bytes;
+                }
+            } else if let Some(name) = first_below(&tmp) {
+                *usage.temp.entry(format!("kiln/tmp/{name}")).or_default() += bytes;
             } else if let Some(name) = first_below(&mounts) {
                 *usage.cache_mounts.entry(name).or_default() += bytes;
             } else if first_below(&cache).is_some() {
@@ -469,7 +489,7 @@ impl Store {
 }
 
 /// A manifest of an image (a config and layers), not of another artifact.
-fn looks_like_image_manifest(digest: &str, bytes: &[u8]) -> bool {
+pub(super) fn looks_like_image_manifest(digest: &str, bytes: &[u8]) -> bool {
     let Ok(manifest) = parse_manifest(digest, bytes) else { return false };
     manifest.schema_version == 2
         && (manifest.config.media_type.contains("image.config")
@@ -513,7 +533,7 @@ fn subdirs(dir: &Path) -> Result<Vec<(PathBuf, fs::Metadata)>, StoreError> {
 /// Removes a directory tree, first making read-only directories in it
 /// writable (layer dirs keep image modes such as 0555). Records the bytes
 /// freed, or the failure; returns whether the tree is gone.
-fn remove_tree(path: &Path, reclaimed: &mut Reclaimed) -> bool {
+pub(super) fn remove_tree(path: &Path, reclaimed: &mut Reclaimed) -> bool {
     let mut bytes = 0;
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     for entry in walkdir::WalkDir::new(path).into_iter().flatten() {

@@ -90,6 +90,19 @@ impl BuildsLock {
         Ok(BuildsLock { _flock: flock })
     }
 
+    /// Exclusive hold if no kiln holds the lock now (no build, pull, run or
+    /// collection is running); `None` otherwise. Never waits.
+    pub(crate) fn try_exclusive(path: &Path) -> Result<Option<BuildsLock>, StoreError> {
+        let file = open_lock_file(path)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(flock) => Ok(Some(BuildsLock { _flock: flock })),
+            Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => {
+                Err(StoreError::Io { action: "lock", path: path.to_path_buf(), source: std::io::Error::from(errno) })
+            }
+        }
+    }
+
     /// Exclusive hold for garbage collection; waits for running builds.
     pub(crate) fn exclusive(path: &Path) -> Result<BuildsLock, StoreError> {
         let file = open_lock_file(path)?;

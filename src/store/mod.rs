@@ -5,6 +5,7 @@
 //! under `<root>/kiln/` (locks, temp files).
 
 mod blobs;
+mod check;
 mod gc;
 mod index;
 mod lock;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use blobs::{sha256_digest, sha256_hex, BlobWriter};
+pub use check::{CheckReport, Defect, Fix, Problem, Repair};
 pub use gc::{chain_ids, layer_dir_chain_id, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR, GRACE, LAYERS_DIR};
 pub use lock::{BuildsLock, StoreLock};
 pub use verified::{LayerError, LayerRef, VerifiedLayer};
@@ -176,6 +178,11 @@ impl Store {
 
     pub(crate) fn builds_lock_exclusive(&self) -> Result<BuildsLock, StoreError> {
         lock::BuildsLock::exclusive(&self.private_dir().join("builds.lock"))
+    }
+
+    /// The builds lock, exclusively, if no other kiln holds it right now.
+    pub(crate) fn try_builds_lock_exclusive(&self) -> Result<Option<BuildsLock>, StoreError> {
+        lock::BuildsLock::try_exclusive(&self.private_dir().join("builds.lock"))
     }
 
     pub fn lock(&self) -> Result<StoreLock, StoreError> {
@@ -372,7 +379,7 @@ impl Store {
             return Ok(Some(found.clone()));
         }
         for d in manifests {
-            if self.config_digest_of(d)?.as_deref() == Some(digest) {
+            if self.config_digest_of(d).as_deref() == Some(digest) {
                 return Ok(Some(d.clone()));
             }
         }
@@ -391,7 +398,7 @@ impl Store {
         let mut found: Option<&Descriptor> = None;
         let mut ids: Vec<String> = Vec::new();
         for d in manifests {
-            let Some(id) = self.config_digest_of(d)? else { continue };
+            let Some(id) = self.config_digest_of(d) else { continue };
             let hex = id.strip_prefix("sha256:").unwrap_or(&id);
             if hex.starts_with(prefix) && !ids.contains(&id) {
                 ids.push(id);
@@ -406,12 +413,20 @@ impl Store {
 
     /// The config digest of an index entry; `None` for entries that are not
     /// image manifests (e.g. nested indexes).
-    fn config_digest_of(&self, d: &Descriptor) -> Result<Option<String>, StoreError> {
+    /// An entry whose manifest is missing or broken has none (with a warning):
+    /// one broken image must not stop finding the others.
+    fn config_digest_of(&self, d: &Descriptor) -> Option<String> {
         if d.media_type != OCI_MANIFEST && d.media_type != DOCKER_MANIFEST {
-            return Ok(None);
+            return None;
         }
-        let bytes = self.read_blob(&d.digest)?;
-        Ok(Some(parse_manifest(&d.digest, &bytes)?.config.digest))
+        let found = self.read_blob(&d.digest).and_then(|bytes| parse_manifest(&d.digest, &bytes));
+        match found {
+            Ok(manifest) => Some(manifest.config.digest),
+            Err(e) => {
+                warn_skipped(d.ref_name().unwrap_or(&d.digest), &e);
+                None
+            }
+        }
     }
 
     /// Read-modify-write of index.json under the index lock; `change` returns
@@ -456,6 +471,17 @@ impl Store {
 
     pub fn tmp_dir(&self) -> PathBuf {
         self.private_dir().join("tmp")
+    }
+}
+
+/// Warns, once per process and image, that a broken image is left out.
+pub(crate) fn warn_skipped(name: &str, error: &StoreError) {
+    static WARNED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let first = WARNED.lock().map(|mut w| w.insert(name.to_string())).unwrap_or(true);
+    if first {
+        let cause = std::error::Error::source(error).map(|s| format!(": {s}")).unwrap_or_default();
+        log::warn!("skipping image {name}: {error}{cause}; `kiln system check` lists what is broken");
     }
 }
 
