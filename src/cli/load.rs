@@ -28,6 +28,9 @@ pub struct LoadArgs {
 
 pub fn run(cli: &Cli, args: &LoadArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
+    // Held shared like a build's: a prune then knows this load's temp files
+    // (staged archive, partial blobs) belong to a live process.
+    let _builds = store.builds_lock(|| {})?;
     let staged = stage_input(&store, args.input.as_ref())?;
     let path = staged.as_ref().map(|t| t.path().to_path_buf()).or_else(|| args.input.clone());
     let path = path.context("no input")?;

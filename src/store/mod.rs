@@ -8,6 +8,7 @@ mod blobs;
 mod gc;
 mod index;
 mod lock;
+pub mod remove;
 mod verified;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use blobs::{sha256_digest, sha256_hex, BlobWriter};
-pub use gc::{chain_ids, layer_dir_chain_id, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR, GRACE, LAYERS_DIR};
+pub use gc::{chain_ids, layer_dir_chain_id, CachePrune, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR, GRACE, LAYERS_DIR};
 pub use lock::{BuildsLock, StoreLock};
 pub use verified::{LayerError, LayerRef, VerifiedLayer};
 
