@@ -368,6 +368,11 @@ fn system_prune_removes_temp_files_of_dead_processes_only() {
     std::fs::write(scratch.join("passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
     std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o555)).unwrap();
     std::fs::set_permissions(tmp.join("build-killed/from-0"), std::fs::Permissions::from_mode(0)).unwrap();
+    // The temp file of an atomic index.json replace: any command may be
+    // writing one right now, so only an old one goes.
+    std::fs::write(tmp.join(".tmp-old"), "{}").unwrap();
+    std::fs::File::open(tmp.join(".tmp-old")).unwrap().set_modified(SystemTime::now() - Duration::from_secs(7200)).unwrap();
+    std::fs::write(tmp.join(".tmp-fresh"), "{}").unwrap();
 
     // A running build's hold on the builds lock.
     let lock_file = std::fs::File::options().read(true).write(true).open(env.store.join("kiln/builds.lock")).unwrap();
@@ -393,8 +398,8 @@ fn system_prune_removes_temp_files_of_dead_processes_only() {
     let out = prune.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("Deleted temp files of stopped kiln processes: 2"), "{stdout}");
+    assert!(stdout.contains("Deleted temp files of stopped kiln processes: 3"), "{stdout}");
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(left, [".tmp-fresh"]);
     assert!(env.ok(&["images", "-q"]).trim().len() >= 12, "the tagged image stays");
 }

@@ -149,11 +149,13 @@ fn report(store: &Store) -> anyhow::Result<Report> {
     for image in images.iter().filter(|i| live.contains(i.manifest_digest())) {
         live_chains.extend(crate::store::chain_ids(&image.config.rootfs.diff_ids));
     }
-    // A dir whose name is no chain id is not ours to judge: count it active.
+    // A dir whose name is no chain id is not ours to judge: count it active;
+    // but a tree moved aside to be removed is garbage.
+    let aside = |name: &str| name.starts_with(crate::store::remove::TRASH_PREFIX) || name.starts_with(".stale-");
     let active_layer_dirs: BTreeSet<String> = usage
         .layer_dirs
         .keys()
-        .filter(|name| layer_dir_chain_id(name).is_none_or(|c| live_chains.contains(&c)))
+        .filter(|name| !aside(name) && layer_dir_chain_id(name).is_none_or(|c| live_chains.contains(&c)))
         .cloned()
         .collect();
     let layer_bytes: u64 = usage.layer_dirs.values().sum();

@@ -494,7 +494,9 @@ impl Store {
             if top == "builds" || top == "stat" {
                 continue; // what explains misses and speeds up hashing: no blob hangs on them
             }
-            if !path.starts_with(&steps_dir) {
+            // Only `<key>.json` is a record; a `.tmp<pid>` beside one is a
+            // write a kill cut short.
+            if !path.starts_with(&steps_dir) || path.extension().is_none_or(|e| e != "json") {
                 doomed.push(path);
                 continue;
             }
