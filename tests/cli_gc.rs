@@ -367,7 +367,7 @@ fn system_prune_removes_temp_files_of_dead_processes_only() {
     std::fs::create_dir_all(&scratch).unwrap();
     std::fs::write(scratch.join("passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
     std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o555)).unwrap();
-    std::fs::set_permissions(tmp.join("build-killed/from-0"), std::fs::Permissions::from_mode(0)).unwrap();
+    std::fs::set_permissions(tmp.join("build-killed/from-0"), std::fs::Permissions::from_mode(0o000)).unwrap();
     // The temp file of an atomic index.json replace: any command may be
     // writing one right now, so only an old one goes.
     std::fs::write(tmp.join(".tmp-old"), "{}").unwrap();

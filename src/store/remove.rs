@@ -185,7 +185,7 @@ mod tests {
         std::fs::hard_link(tree.join("diff/home/u/deep/f"), tree.join("diff/link")).unwrap();
         std::fs::create_dir(tree.join("diff/locked")).unwrap();
         std::fs::write(tree.join("diff/locked/g"), "x").unwrap();
-        for (p, mode) in [("diff/home/u/deep", 0o555), ("diff/home/u", 0o700), ("diff/locked", 0), ("diff", 0)] {
+        for (p, mode) in [("diff/home/u/deep", 0o555), ("diff/home/u", 0o700), ("diff/locked", 0o000), ("diff", 0o000)] {
             std::fs::set_permissions(tree.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
         }
         let mut freed = Freed::default();
