@@ -297,20 +297,26 @@ fn prune_keeps_the_cache_of_tagged_images_and_all_drops_it() {
         std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
         ctx.to_str().unwrap().to_string()
     };
-    let app = write_ctx("app", "FROM scratch\nCOPY f /f\nENV A=1\nCOPY g /g\nLABEL x=y\nCMD [\"/f\"]\n");
+    // A stage the image only copies from holds nothing of its own in the
+    // image, yet the image was built from it.
+    let app = write_ctx(
+        "app",
+        "FROM scratch AS tools\nCOPY g /tool\nENV T=1\n\
+         FROM scratch\nCOPY f /f\nENV A=1\nCOPY --from=tools /tool /g\nLABEL x=y\nCMD [\"/f\"]\n",
+    );
     let other = write_ctx("other", "FROM scratch\nCOPY f /other\nENV B=2\n");
     let id = env.ok(&["build", "-q", "-t", "app:1", &app]);
     env.ok(&["build", "-q", &other]); // dangling: nothing tagged was built from it
     let records = |env: &Env| {
         walkdir::WalkDir::new(env.store.join("kiln/cache/steps")).into_iter().flatten().filter(|e| e.file_type().is_file()).count()
     };
-    assert_eq!(records(&env), 7);
+    assert_eq!(records(&env), 9);
 
     let out = env.ok(&["prune", "-f"]);
     assert!(out.contains("Deleted build cache objects: 2"), "the dangling build's two records go:\n{out}");
-    assert_eq!(records(&env), 5, "app:1's records stay");
+    assert_eq!(records(&env), 7, "app:1's records stay, its tools stage's too");
     let again = env.ok(&["build", "-t", "app:1", &app]);
-    assert_eq!(again.matches("--> Using cache").count(), 5, "{again}");
+    assert_eq!(again.matches("--> Using cache").count(), 7, "{again}");
     assert!(again.contains(&id.trim()[..12]), "the same image:\n{again}");
     let rebuilt = env.ok(&["build", &other]);
     assert!(!rebuilt.contains("Using cache"), "{rebuilt}");
@@ -318,7 +324,7 @@ fn prune_keeps_the_cache_of_tagged_images_and_all_drops_it() {
     // A second prune drops the dangling rebuild again, nothing of app:1's.
     let out = env.ok(&["prune", "-f"]);
     assert!(out.contains("Deleted build cache objects: 2"), "{out}");
-    assert_eq!(records(&env), 5);
+    assert_eq!(records(&env), 7);
     let out = env.ok(&["prune", "-f"]);
     assert!(!out.contains("build cache"), "{out}");
 

@@ -115,10 +115,12 @@ pub enum CachePrune {
     #[default]
     Keep,
     /// Those no tagged image was built from, as docker's prune keeps what
-    /// tagged images were built from: step records whose layers and history
-    /// no tagged image has (and that are no ancestor of one that a tagged
-    /// image has), intermediate images of failed builds, and any other file
-    /// but the build logs and stat caches.
+    /// tagged images were built from. A step record is kept when a tagged
+    /// image holds the layers and history its step added, when the last
+    /// build of a Dockerfile (its build log) made a tagged image and ran the
+    /// step (stages it copied from), or when it is the parent of a kept one.
+    /// Intermediate images of failed builds and any other file go; build
+    /// logs and stat caches stay.
     Unreachable,
     /// Every one (`prune -a`).
     All,
@@ -304,6 +306,20 @@ impl Store {
             }
         }
         Ok(live)
+    }
+
+    /// The step keys of each build log (`cache/builds/*.json`, the last
+    /// build of each Dockerfile); unreadable logs are skipped.
+    fn build_logs(&self, dir: &Path) -> Vec<Vec<String>> {
+        let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(bytes) = fs::read(entry.path()) else { continue };
+            let Ok(log) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+            let Some(steps) = log.get("steps").and_then(|s| s.as_object()) else { continue };
+            out.push(steps.values().filter_map(|s| s.get("key")?.as_str().map(str::to_string)).collect());
+        }
+        out
     }
 
     /// Digests the build-cache records mention.
@@ -510,19 +526,26 @@ impl Store {
                 _ => doomed.push(path),
             }
         }
-        // A record is kept when a tagged image holds what its step added,
-        // and so is every record before it (its parent, and so on up).
+        // A record is kept when a tagged image holds what its step added.
         let built_into = |r: &Record| {
             (!r.layers.is_empty() || !r.history.is_empty())
                 && tagged.iter().any(|(layers, history)| {
                     r.layers.iter().all(|l| layers.contains(&l.digest)) && r.history.iter().all(|h| history.contains(h))
                 })
         };
-        let mut kept: BTreeSet<String> = BTreeSet::new();
-        for (key, (_, record)) in &records {
-            if !built_into(record) {
-                continue;
+        let mut anchors: BTreeSet<String> =
+            records.iter().filter(|(_, (_, r))| built_into(r)).map(|(k, _)| k.clone()).collect();
+        // So is every step of the last build of a Dockerfile (its log) that
+        // made a tagged image: the stages it copied from hold nothing of
+        // theirs in the image, yet an unchanged rebuild needs them.
+        for log in self.build_logs(&dir.join("builds")) {
+            if log.iter().any(|k| anchors.contains(k)) {
+                anchors.extend(log.into_iter().filter(|k| records.contains_key(k)));
             }
+        }
+        // And every record before a kept one (its parent, and so on up).
+        let mut kept: BTreeSet<String> = BTreeSet::new();
+        for key in &anchors {
             let mut next = Some(key.clone());
             while let Some(k) = next.take() {
                 if !kept.insert(k.clone()) {
