@@ -133,3 +133,59 @@ fn a_layer_dir_cut_short_is_never_stacked() {
     assert!(!layer_entries(&store).iter().any(|n| n.starts_with('.')), "{:?}", layer_entries(&store));
     assert_eq!(count(&sb), 200);
 }
+
+/// What the issue saw: a SIGKILL during `kiln rmi` left a layer dir with
+/// 4,831 of its 20,000 files under its real name, and the image, back from
+/// the build cache, was then stacked on it. Now the dir is moved aside
+/// before anything in it is removed: after the kill, a layer dir is whole or
+/// gone, and the image comes back whole. (The kill is sent as soon as the
+/// layer's files under its real name are fewer: mid-removal, with 5,000.)
+#[test]
+fn rmi_killed_midway_leaves_no_half_deleted_layer() {
+    const FILES: usize = 5_000;
+    let sb = Sandbox::new();
+    sb.copy_in(&static_busybox(), "ctx/busybox");
+    let many = sb.mkdir("ctx/many");
+    for i in 0..FILES {
+        std::fs::write(many.join(format!("f{i:05}")), "x").unwrap();
+    }
+    sb.give_tree(&many);
+    let dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\nCOPY many /many\n";
+    sb.build(dockerfile, "big");
+    let count = |sb: &Sandbox| {
+        let out = sb.kiln(&["run", "big", "/bin/busybox", "ls", "/many"]);
+        out.ok();
+        out.stdout.lines().count()
+    };
+    assert_eq!(count(&sb), FILES); // and the layer dirs are made
+    let store = sb.store();
+    let script = format!(
+        "setsid {kiln} --root {store} rmi big > rmi.log 2>&1 &\n\
+         pid=$!\n\
+         for i in $(seq 1 5000); do [ $(ls {store}/kiln/layers/*/diff/many 2>/dev/null | wc -l) -lt {FILES} ] && break; done\n\
+         env kill -9 -- -$pid\n\
+         wait $pid\n\
+         cat rmi.log",
+        kiln = sb.kiln_path().display(),
+        store = store.display()
+    );
+    let killed = sb.sh(&script);
+    // Whatever moment the kill hit: each layer dir under its real name is whole.
+    for name in layer_entries(&store).into_iter().filter(|n| !n.starts_with('.')) {
+        let dir = store.join("kiln/layers").join(&name);
+        if dir.join("diff/many").exists() {
+            let n = std::fs::read_dir(dir.join("diff/many")).unwrap().count();
+            assert_eq!(n, FILES, "{name} is half deleted under its name:\n{}", killed.transcript());
+        }
+    }
+
+    // The image comes back from the build cache, whole.
+    let again = sb.kiln(&["build", "-t", "big", sb.ctx().to_str().unwrap()]);
+    again.ok();
+    assert_eq!(again.stdout.matches("--> Using cache").count(), 2, "{}", again.transcript());
+    assert_eq!(count(&sb), FILES);
+    // What the kill left aside goes with the next prune.
+    sb.kiln(&["prune", "-f"]).ok();
+    assert!(!layer_entries(&store).iter().any(|n| n.starts_with('.')), "{:?}", layer_entries(&store));
+    assert_eq!(count(&sb), FILES);
+}
