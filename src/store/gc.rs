@@ -328,10 +328,14 @@ impl Store {
     }
 
     /// Digests the build-cache records mention, but for the files in
-    /// `dropped` (those a prune is about to remove).
+    /// `dropped` (those a prune is about to remove). Build logs and stat
+    /// caches hold no blob: the base image an old log names may go.
     pub fn cache_refs_without(&self, dropped: &BTreeSet<PathBuf>) -> Result<BTreeSet<String>, StoreError> {
+        let dir = self.kiln_dir(CACHE_DIR);
+        let (logs, stat) = (dir.join("builds"), dir.join("stat"));
         let mut refs = BTreeSet::new();
-        for path in self.cache_record_paths()?.into_iter().filter(|p| !dropped.contains(p)) {
+        let paths = self.cache_record_paths()?;
+        for path in paths.into_iter().filter(|p| !dropped.contains(p) && !p.starts_with(&logs) && !p.starts_with(&stat)) {
             let bytes =
                 fs::read(&path).map_err(|source| StoreError::Io { action: "read cache record", path, source })?;
             refs.extend(digests_in(&String::from_utf8_lossy(&bytes)));
