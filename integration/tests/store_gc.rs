@@ -189,3 +189,30 @@ fn rmi_killed_midway_leaves_no_half_deleted_layer() {
     assert!(!layer_entries(&store).iter().any(|n| n.starts_with('.')), "{:?}", layer_entries(&store));
     assert_eq!(count(&sb), FILES);
 }
+
+/// With no subordinate ids (a single-id map), every file is the user's own:
+/// read-only and mode-000 directories still go with `rmi` and `prune`.
+#[test]
+fn single_id_layers_with_unsearchable_dirs_are_removed() {
+    let Some(sb) = Sandbox::without_subids() else {
+        eprintln!("skipped: the current user has a subordinate id range");
+        return;
+    };
+    sb.copy_in(&static_busybox(), "ctx/busybox");
+    sb.build(
+        "FROM scratch\nCOPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir -p /ro/x /locked/inner && /bin/busybox chmod 555 /ro/x /ro && /bin/busybox chmod 000 /locked/inner /locked\"]\n",
+        "single",
+    );
+    let store = sb.store();
+    assert!(!layer_entries(&store).is_empty());
+    let rmi = sb.kiln(&["rmi", "single"]);
+    rmi.ok();
+    let prune = sb.kiln(&["prune", "-f"]);
+    prune.ok();
+    for out in [&rmi, &prune] {
+        assert!(!out.stderr.contains("could not remove"), "{}", out.transcript());
+    }
+    assert_eq!(layer_entries(&store), Vec::<String>::new(), "{}", prune.transcript());
+    assert_eq!(blob_count(&store), 0);
+}
