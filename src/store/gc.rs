@@ -10,6 +10,11 @@
 //! Builds write blobs before the manifest that makes them reachable, so an
 //! unreachable blob or layer dir that belongs to no image being removed is
 //! only deleted once it is older than [`GRACE`].
+//!
+//! A collect runs with the builds lock held exclusively (no build, pull,
+//! load or run is going on), so it also removes the temp files in
+//! `kiln/tmp` and the trees left moved aside: their owners are gone. Layer
+//! dirs are moved aside before they are removed (see [`super::remove`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
