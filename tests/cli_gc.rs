@@ -286,3 +286,131 @@ fn prune_cache_mounts() {
     assert!(!mount.exists(), "prune --cache-mounts removes them");
     assert!(env.ok(&["images", "-q"]).trim().len() >= 12, "tagged images stay");
 }
+
+/// Docker's prune semantics: `prune -f` keeps the build cache tagged images
+/// were built from (an unchanged rebuild is all cache hits, metadata steps
+/// included, and gives the same image) and drops the rest; `-a` drops all
+/// cache and every image in one run.
+#[test]
+fn prune_keeps_the_cache_of_tagged_images_and_all_drops_it() {
+    let env = Env::new();
+    let write_ctx = |name: &str, dockerfile: &str| {
+        let ctx = env.path(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("f"), format!("{name} f")).unwrap();
+        std::fs::write(ctx.join("g"), format!("{name} g")).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        ctx.to_str().unwrap().to_string()
+    };
+    // A stage the image only copies from holds nothing of its own in the
+    // image, yet the image was built from it.
+    let app = write_ctx(
+        "app",
+        "FROM scratch AS tools\nCOPY g /tool\nENV T=1\n\
+         FROM scratch\nCOPY f /f\nENV A=1\nCOPY --from=tools /tool /g\nLABEL x=y\nCMD [\"/f\"]\n",
+    );
+    let other = write_ctx("other", "FROM scratch\nCOPY f /other\nENV B=2\n");
+    let id = env.ok(&["build", "-q", "-t", "app:1", &app]);
+    env.ok(&["build", "-q", &other]); // dangling: nothing tagged was built from it
+    let records = |env: &Env| {
+        walkdir::WalkDir::new(env.store.join("kiln/cache/steps")).into_iter().flatten().filter(|e| e.file_type().is_file()).count()
+    };
+    assert_eq!(records(&env), 9);
+
+    let out = env.ok(&["prune", "-f"]);
+    assert!(out.contains("Deleted build cache objects: 2"), "the dangling build's two records go:\n{out}");
+    assert_eq!(records(&env), 7, "app:1's records stay, its tools stage's too");
+    let again = env.ok(&["build", "-t", "app:1", &app]);
+    assert_eq!(again.matches("--> Using cache").count(), 7, "{again}");
+    assert!(again.contains(&id.trim()[..12]), "the same image:\n{again}");
+    let rebuilt = env.ok(&["build", &other]);
+    assert!(!rebuilt.contains("Using cache"), "{rebuilt}");
+
+    // A second prune drops the dangling rebuild again, nothing of app:1's.
+    let out = env.ok(&["prune", "-f"]);
+    assert!(out.contains("Deleted build cache objects: 2"), "{out}");
+    assert_eq!(records(&env), 7);
+    let out = env.ok(&["prune", "-f"]);
+    assert!(!out.contains("build cache"), "{out}");
+
+    // -a: all cache and all images, in one run.
+    env.ok(&["system", "prune", "-a", "-f"]);
+    assert_eq!(records(&env), 0);
+    assert_eq!(env.blob_count(), 0);
+    assert_eq!(env.ok(&["images", "-a", "-q"]), "");
+    let fresh = env.ok(&["build", "-t", "app:1", &app]);
+    assert!(!fresh.contains("Using cache"), "{fresh}");
+}
+
+/// kiln as the tests run it, as a std Command that can be spawned.
+fn spawnable(env: &Env, args: &[&str]) -> std::process::Command {
+    let _ = env.kiln(&[]); // hands the sandbox to the test user
+    let mut cmd = if cli_util::is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid", cli_util::TEST_USER, "--regid", cli_util::TEST_USER, "--init-groups", "--"]);
+        c.arg(env.path("bin/kiln"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+    };
+    cmd.arg("--root")
+        .arg(&env.store)
+        .args(args)
+        .env_remove("KILN_ROOT")
+        .env("HOME", env.dir.path())
+        .env("TMPDIR", env.dir.path())
+        .current_dir(env.dir.path());
+    cmd
+}
+
+/// Partial blobs and scratch dirs of kiln processes that are gone go with
+/// `system prune` (read-only dirs in them too); while a build holds the
+/// builds lock, prune waits for it instead of touching its temp files.
+#[test]
+fn system_prune_removes_temp_files_of_dead_processes_only() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.build("app:1", &[("f", "f")], "");
+    let tmp = env.store.join("kiln/tmp");
+    std::fs::write(tmp.join("blob-killed"), vec![1u8; 300_000]).unwrap();
+    let scratch = tmp.join("build-killed/from-0/etc");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(scratch.join("passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(tmp.join("build-killed/from-0"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    // The temp file of an atomic index.json replace: any command may be
+    // writing one right now, so only an old one goes.
+    std::fs::write(tmp.join(".tmp-old"), "{}").unwrap();
+    std::fs::File::open(tmp.join(".tmp-old")).unwrap().set_modified(SystemTime::now() - Duration::from_secs(7200)).unwrap();
+    std::fs::write(tmp.join(".tmp-fresh"), "{}").unwrap();
+
+    // A running build's hold on the builds lock.
+    let lock_file = std::fs::File::options().read(true).write(true).open(env.store.join("kiln/builds.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockSharedNonblock).unwrap();
+    let mut prune = spawnable(&env, &["-v", "system", "prune", "-f"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(prune.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "prune ended without waiting:\n{seen}");
+        seen.push_str(&line);
+        if line.contains("waiting for running kiln builds") {
+            break;
+        }
+    }
+    assert!(tmp.join("blob-killed").exists() && tmp.join("build-killed").exists(), "nothing goes while a build runs");
+    drop(held);
+    let out = prune.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("Deleted temp files of stopped kiln processes: 3"), "{stdout}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, [".tmp-fresh"]);
+    assert!(env.ok(&["images", "-q"]).trim().len() >= 12, "the tagged image stays");
+}

@@ -104,6 +104,21 @@ impl Cli {
     }
 }
 
+/// Commands that remove layer dirs and scratch trees run inside kiln's user
+/// namespace, as builds do: those trees hold files of subordinate ids (a
+/// `chown -R 1000 /home/u && chmod 700 /home/u`) that only uid 0 there may
+/// remove. Returns `Some(code)` in the front-end, whose child did the work.
+/// Where no namespace can be made the command runs as it is and reports what
+/// it could not remove, with what to run.
+pub(crate) fn enter_namespace_to_remove() -> anyhow::Result<Option<i32>> {
+    let mode = kiln_runtime::detect();
+    match kiln_runtime::enter_user_namespace(&mode) {
+        Ok(code) => Ok(code),
+        Err(kiln_runtime::RuntimeError::Unavailable { .. }) => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context("enter kiln's user namespace")),
+    }
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {

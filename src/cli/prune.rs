@@ -1,15 +1,18 @@
-//! `kiln image prune`: remove dangling images (or, with `-a`, every image
-//! the build cache does not hold) and what only they used.
+//! `kiln image prune`: remove dangling images (or, with `-a`, every image)
+//! and what only they used, and the build cache no tagged image was built
+//! from (with `-a`, all of it), as docker's prune does: the next build of a
+//! tagged image still finds every step it ran.
 
 use std::collections::BTreeSet;
 use std::io::BufRead;
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::format::{self, parse_time};
 use super::Cli;
-use crate::store::{Collect, Reclaimed, Store, StoredImage};
+use crate::store::{CachePrune, Collect, Reclaimed, Store, StoredImage};
 
 #[derive(Debug, Args)]
 #[command(
@@ -28,6 +31,9 @@ pub struct ImagePruneArgs {
 }
 
 pub fn run(cli: &Cli, args: &ImagePruneArgs) -> anyhow::Result<i32> {
+    if let Some(code) = super::enter_namespace_to_remove()? {
+        return Ok(code);
+    }
     let warning = if args.all {
         "WARNING! This will remove all images without at least one container associated to them."
     } else {
@@ -52,17 +58,25 @@ pub fn confirm(warning: &str) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
-/// Untags and removes the images prune selects, then collects (with the
-/// extra work in `collect`); prints docker's "Deleted Images:" block.
+/// Untags and removes the images prune selects, and the build cache it
+/// drops (all of it with `all` and no filter, else what no tagged image was
+/// built from), then collects (with the extra work in `collect`); prints
+/// docker's "Deleted Images:" block.
 pub fn prune_images(
     store: &Store,
     all: bool,
     filters: &PruneFilters,
     mut collect: Collect,
 ) -> anyhow::Result<Reclaimed> {
+    collect.cache = if all && filters.is_empty() { CachePrune::All } else { CachePrune::Unreachable };
     let images = store.images()?;
+    // An image the build cache still holds once this prune has dropped its
+    // part stays; one only dropped records held goes in the same run.
+    let dropped: BTreeSet<PathBuf> = store.cache_records_to_drop(collect.cache)?.into_iter().collect();
+    let held = store.cache_refs_without(&dropped)?;
+    let cached = |i: &StoredImage| held.contains(i.manifest_digest()) || held.contains(&i.config_digest);
     let chosen: Vec<&StoredImage> =
-        images.iter().filter(|i| !i.cached && (all || i.tags.is_empty()) && filters.matches(i)).collect();
+        images.iter().filter(|i| !cached(i) && (all || i.tags.is_empty()) && filters.matches(i)).collect();
     let mut lines = Vec::new();
     for image in &chosen {
         for tag in &image.tags {
@@ -121,6 +135,10 @@ impl PruneFilters {
             }
         }
         Ok(f)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.until.is_none() && self.labels.is_empty()
     }
 
     pub fn matches(&self, image: &StoredImage) -> bool {

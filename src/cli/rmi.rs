@@ -60,6 +60,9 @@ pub fn plan(name: &str, image: &StoredImage, force: bool) -> Result<Plan, Confli
 }
 
 pub fn run(cli: &Cli, args: &RmiArgs) -> anyhow::Result<i32> {
+    if let Some(code) = super::enter_namespace_to_remove()? {
+        return Ok(code);
+    }
     let store = cli.open_store()?;
     let mut failed = false;
     let mut doomed: Vec<StoredImage> = Vec::new();

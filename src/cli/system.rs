@@ -14,7 +14,7 @@ use crate::store::{layer_dir_chain_id, Collect, Store, StoredImage, Usage};
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
-    /// Remove dangling images, the build cache and unreferenced layer dirs.
+    /// Remove dangling images, build cache no tagged image uses, unreferenced layer dirs and temp files.
     Prune(SystemPruneArgs),
     /// Show the store's disk usage.
     Df(DfArgs),
@@ -39,7 +39,7 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  kiln system prune -f\n  kiln system prune -af --volumes")]
 pub struct SystemPruneArgs {
-    /// Remove all images the build cache does not hold, not just dangling ones.
+    /// Remove all images and all build cache, not just dangling images and unused cache.
     #[arg(short, long)]
     pub all: bool,
     /// Do not ask for confirmation.
@@ -121,6 +121,9 @@ fn run_check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
 }
 
 pub fn run_prune(cli: &Cli, args: &SystemPruneArgs) -> anyhow::Result<i32> {
+    if let Some(code) = super::enter_namespace_to_remove()? {
+        return Ok(code);
+    }
     let mut warning = String::from("WARNING! This will remove:\n");
     warning.push_str(if args.all {
         "  - all images without at least one container associated to them\n"
@@ -130,13 +133,18 @@ pub fn run_prune(cli: &Cli, args: &SystemPruneArgs) -> anyhow::Result<i32> {
     if args.volumes {
         warning.push_str("  - all cache mounts\n");
     }
-    warning.push_str("  - all build cache\n  - all layer dirs no image uses");
+    warning.push_str(if args.all {
+        "  - all build cache\n"
+    } else {
+        "  - build cache no tagged image was built from\n"
+    });
+    warning.push_str("  - all layer dirs no image uses\n  - temp files of stopped kiln processes");
     if !args.force && !prune::confirm(&warning)? {
         return Ok(0);
     }
     let store = cli.open_store()?;
     let filters = PruneFilters::parse(&args.filters, Utc::now())?;
-    let collect = Collect { images: BTreeSet::new(), cache: true, cache_mounts: args.volumes };
+    let collect = Collect { images: BTreeSet::new(), cache_mounts: args.volumes, ..Collect::default() };
     let reclaimed = prune::prune_images(&store, args.all, &filters, collect)?;
     if reclaimed.cache_records > 0 {
         println!("Deleted build cache objects: {}", reclaimed.cache_records);
@@ -150,6 +158,9 @@ pub fn run_prune(cli: &Cli, args: &SystemPruneArgs) -> anyhow::Result<i32> {
     }
     if reclaimed.cache_mounts > 0 {
         println!("Deleted cache mounts: {}", reclaimed.cache_mounts);
+    }
+    if reclaimed.temp_files > 0 {
+        println!("Deleted temp files of stopped kiln processes: {}", reclaimed.temp_files);
     }
     println!("Total reclaimed space: {}", format::size(reclaimed.bytes));
     Ok(0)
@@ -205,11 +216,13 @@ fn report(store: &Store) -> anyhow::Result<Report> {
     for image in images.iter().filter(|i| live.contains(i.manifest_digest())) {
         live_chains.extend(crate::store::chain_ids(&image.config.rootfs.diff_ids));
     }
-    // A dir whose name is no chain id is not ours to judge: count it active.
+    // A dir whose name is no chain id is not ours to judge: count it active;
+    // but a tree moved aside to be removed is garbage.
+    let aside = |name: &str| name.starts_with(crate::store::remove::TRASH_PREFIX) || name.starts_with(".stale-");
     let active_layer_dirs: BTreeSet<String> = usage
         .layer_dirs
         .keys()
-        .filter(|name| layer_dir_chain_id(name).is_none_or(|c| live_chains.contains(&c)))
+        .filter(|name| !aside(name) && layer_dir_chain_id(name).is_none_or(|c| live_chains.contains(&c)))
         .cloned()
         .collect();
     // Layer dirs of chains no image and no build-cache record has: a killed
@@ -229,6 +242,14 @@ fn report(store: &Store) -> anyhow::Result<Report> {
     let kiln_running = store.try_builds_lock_exclusive()?.is_none();
     let mount_bytes: u64 = usage.cache_mounts.values().sum();
     let cache_bytes = usage.cache_bytes + cache_blob_bytes;
+    // What `system prune` drops: records no tagged image was built from,
+    // and the blobs only the cache holds.
+    let dropped_record_bytes: u64 = store
+        .cache_records_to_drop(crate::store::CachePrune::Unreachable)?
+        .iter()
+        .filter_map(|p| std::fs::symlink_metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
     let kinds = vec![
         Kind {
             name: "Images",
@@ -242,7 +263,7 @@ fn report(store: &Store) -> anyhow::Result<Report> {
             total: usage.cache_records,
             active: 0,
             size: cache_bytes,
-            reclaimable: cache_bytes,
+            reclaimable: dropped_record_bytes + cache_blob_bytes,
         },
         Kind {
             name: "Layer dirs",

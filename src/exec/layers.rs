@@ -13,7 +13,6 @@
 
 use std::fs;
 use std::io::{BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use kiln_overlay::apply::{apply_tar, ApplyOptions};
@@ -22,7 +21,7 @@ use kiln_overlay::whiteout::{WhiteoutFormat, XattrPrefix};
 use sha2::{Digest, Sha256};
 
 use crate::image::manifest::Descriptor;
-use crate::store::{LayerError, Store};
+use crate::store::{remove, LayerError, Store};
 
 /// The file in a layer dir that says what was verified (its chain id).
 pub const MARKER: &str = "verified";
@@ -159,7 +158,9 @@ impl LayerDirs {
         // Twice at most: once as things are, once after moving a stale directory aside.
         for _ in 0..2 {
             let err = match fs::rename(&dir, &dest) {
-                Ok(()) => return Ok(()),
+                // Durable, so a crash cannot leave the marker's dir unnamed
+                // or the rename half known.
+                Ok(()) => return fs::File::open(&self.root).and_then(|d| d.sync_all()).map_err(io(&self.root)),
                 Err(e) => e,
             };
             if self.is_verified(chain) {
@@ -175,36 +176,20 @@ impl LayerDirs {
     }
 
     /// Moves an untrusted layer dir out of the way (so no one stacks it), then
-    /// removes it.
+    /// removes it; what cannot be removed stays aside for the next prune.
     fn discard(&self, path: &Path) {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         log::info!("layer dir {} has no verification marker; building it again", path.display());
-        let Ok(stale) = tempfile::Builder::new().prefix(&format!(".stale-{name}-")).tempdir_in(&self.root) else {
-            return;
-        };
-        let stale = stale.keep();
-        // Renaming a directory over the (empty) temp dir replaces it; a file in the way goes below it.
-        if fs::rename(path, &stale).is_err() {
-            let _ = fs::rename(path, stale.join("old"));
+        if let Err(e) = remove::remove_aside(path, &mut remove::Freed::default()) {
+            log::warn!("cannot remove {e}");
         }
-        remove_tree(&stale);
     }
 }
 
 /// Removes a tree whose directories may be read-only (layer dirs keep image
 /// modes such as 0555); logs what it cannot remove.
 fn remove_tree(path: &Path) {
-    for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
-        if entry.file_type().is_dir() {
-            if let Ok(meta) = entry.metadata() {
-                if meta.permissions().mode() & 0o700 != 0o700 {
-                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(meta.permissions().mode() | 0o700));
-                }
-            }
-        }
-    }
-    if let Err(e) = fs::remove_dir_all(path) {
-        log::warn!("cannot remove {}: {e}", path.display());
+    if let Err(e) = remove::remove_tree(path, &mut remove::Freed::default()) {
+        log::warn!("cannot remove {e}");
     }
 }
 

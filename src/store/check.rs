@@ -7,7 +7,7 @@
 //! blobs the store has; every layer dir carries a `verified` marker naming
 //! its own chain id, and some image or build-cache record uses that chain;
 //! nothing is left in `kiln/tmp/` or as `kiln/layers/.step-*`, `.unpack-*`,
-//! `.stale-*` by a kiln that was interrupted.
+//! `.stale-*` or `.trash-*` by a kiln that was interrupted.
 //!
 //! Leftovers and new layer dirs of a build that is running are not
 //! problems: a check that cannot take the builds lock (some kiln builds,
@@ -35,7 +35,7 @@ const MAX_JSON: u64 = 4 << 20;
 /// How deep indexes may nest before the check stops following them.
 const MAX_DEPTH: usize = 8;
 /// Prefixes of the scratch dirs kiln keeps beside the layer dirs.
-const SCRATCH_PREFIXES: &[&str] = &[".step-", ".unpack-", ".stale-"];
+const SCRATCH_PREFIXES: &[&str] = &[".step-", ".unpack-", ".stale-", super::remove::TRASH_PREFIX];
 
 /// What is wrong with one path of the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -692,13 +692,15 @@ fn blob_digest(store: &Store, path: &Path) -> Option<String> {
 }
 
 /// The one way the check removes things: a file, or a tree with gc's
-/// removal (read-only directories made writable first). Subordinate-id-owned
-/// trees go because `kiln system check` runs inside kiln's user namespace.
+/// removal (renamed aside first, so a repair cut short never leaves a half
+/// tree under its name; read-only directories made writable on the way).
+/// Subordinate-id-owned trees go because `kiln system check` runs inside
+/// kiln's user namespace.
 fn remove_path(path: &Path) -> Result<(), String> {
     let meta = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
     if meta.is_dir() {
         let mut reclaimed = Reclaimed::default();
-        if gc::remove_tree(path, &mut reclaimed) {
+        if gc::remove_aside(path, &mut reclaimed) {
             return Ok(());
         }
         return Err(reclaimed.failed.join("; "));

@@ -10,18 +10,25 @@
 //! Builds write blobs before the manifest that makes them reachable, so an
 //! unreachable blob or layer dir that belongs to no image being removed is
 //! only deleted once it is older than [`GRACE`].
+//!
+//! A collect runs with the builds lock held exclusively (no build, pull,
+//! load or run is going on), so it also removes the temp files in
+//! `kiln/tmp` and the trees left moved aside: their owners are gone. Layer
+//! dirs are moved aside before they are removed (see [`super::remove`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
+use super::remove::{self, Freed, TRASH_PREFIX};
 use super::{index, parse_manifest, sha256_hex, Store, StoreError};
-use crate::image::config::ImageConfig;
+use crate::cache::Record;
+use crate::image::config::{History, ImageConfig};
 use crate::image::manifest::{Descriptor, Index, Manifest, OCI_MANIFEST};
 
 /// Unpacked layers, one directory per chain id, under `<root>/kiln/`.
@@ -106,14 +113,32 @@ pub fn layer_dir_chain_id(name: &str) -> Option<String> {
     sha256_hex(&digest).is_some().then_some(digest)
 }
 
+/// Which build-cache records a [`Store::collect`] removes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CachePrune {
+    /// None (`rmi`).
+    #[default]
+    Keep,
+    /// Those no tagged image was built from, as docker's prune keeps what
+    /// tagged images were built from. A step record is kept when a tagged
+    /// image holds the layers and history its step added, when the last
+    /// build of a Dockerfile (its build log) made a tagged image and ran the
+    /// step (stages it copied from), or when it is the parent of a kept one.
+    /// Intermediate images of failed builds and any other file go; build
+    /// logs and stat caches stay.
+    Unreachable,
+    /// Every one (`prune -a`).
+    All,
+}
+
 /// What to remove in one [`Store::collect`].
 #[derive(Debug, Clone, Default)]
 pub struct Collect {
     /// Image manifests to remove, unless a tag or the build cache points at
     /// one again by the time the lock is held. Untag them first.
     pub images: BTreeSet<String>,
-    /// Remove every build-cache record first.
-    pub cache: bool,
+    /// Build-cache records to remove first.
+    pub cache: CachePrune,
     /// Remove every cache mount.
     pub cache_mounts: bool,
 }
@@ -126,9 +151,11 @@ pub struct Reclaimed {
     pub layer_dirs: Vec<PathBuf>,
     pub cache_records: usize,
     pub cache_mounts: usize,
+    /// Temp files and scratch dirs of kiln processes that are gone.
+    pub temp_files: usize,
     pub bytes: u64,
     /// Things that could not be removed (e.g. layer files owned by a
-    /// subordinate id), with the reason.
+    /// subordinate id), with the reason and what to run.
     pub failed: Vec<String>,
 }
 
@@ -299,10 +326,34 @@ impl Store {
         Ok(live)
     }
 
+    /// The step keys of each build log (`cache/builds/*.json`, the last
+    /// build of each Dockerfile); unreadable logs are skipped.
+    fn build_logs(&self, dir: &Path) -> Vec<Vec<String>> {
+        let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(bytes) = fs::read(entry.path()) else { continue };
+            let Ok(log) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+            let Some(steps) = log.get("steps").and_then(|s| s.as_object()) else { continue };
+            out.push(steps.values().filter_map(|s| s.get("key")?.as_str().map(str::to_string)).collect());
+        }
+        out
+    }
+
     /// Digests the build-cache records mention.
     pub fn cache_refs(&self) -> Result<BTreeSet<String>, StoreError> {
+        self.cache_refs_without(&BTreeSet::new())
+    }
+
+    /// Digests the build-cache records mention, but for the files in
+    /// `dropped` (those a prune is about to remove). Build logs and stat
+    /// caches hold no blob: the base image an old log names may go.
+    pub fn cache_refs_without(&self, dropped: &BTreeSet<PathBuf>) -> Result<BTreeSet<String>, StoreError> {
+        let dir = self.kiln_dir(CACHE_DIR);
+        let (logs, stat) = (dir.join("builds"), dir.join("stat"));
         let mut refs = BTreeSet::new();
-        for path in self.cache_record_paths()? {
+        let paths = self.cache_record_paths()?;
+        for path in paths.into_iter().filter(|p| !dropped.contains(p) && !p.starts_with(&logs) && !p.starts_with(&stat)) {
             let bytes =
                 fs::read(&path).map_err(|source| StoreError::Io { action: "read cache record", path, source })?;
             refs.extend(digests_in(&String::from_utf8_lossy(&bytes)));
@@ -330,23 +381,29 @@ impl Store {
     }
 
     /// Removes, under the store lock, what `what` asks for and every blob and
-    /// layer dir nothing live references (see the module notes).
+    /// layer dir nothing live references (see the module notes), and what
+    /// kiln processes that are gone left in `kiln/tmp`.
     pub fn collect(&self, what: &Collect) -> Result<Reclaimed, StoreError> {
         let _builds = self.builds_lock_exclusive()?;
         let _lock = self.lock()?;
         let mut reclaimed = Reclaimed::default();
+        let now = SystemTime::now();
+        let old = |meta: &fs::Metadata| meta.modified().ok().and_then(|m| now.duration_since(m).ok()) > Some(GRACE);
+        self.remove_temp_files(&mut reclaimed, &old)?;
         // What only the dropped cache records kept alive goes with them.
-        let uncached: BTreeSet<String> = if what.cache { self.cache_refs()?.into_iter().collect() } else { BTreeSet::new() };
-        if what.cache {
-            for path in self.cache_record_paths()? {
-                let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(&path).map_err(|source| StoreError::Io {
-                    action: "remove cache record",
-                    path: path.clone(),
-                    source,
-                })?;
-                reclaimed.cache_records += 1;
-                reclaimed.bytes += size;
+        let mut uncached: BTreeSet<String> = BTreeSet::new();
+        for path in self.cache_records_to_drop(what.cache)? {
+            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            if let Ok(bytes) = fs::read(&path) {
+                uncached.extend(digests_in(&String::from_utf8_lossy(&bytes)));
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    reclaimed.cache_records += 1;
+                    reclaimed.bytes += meta.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StoreError::Io { action: "remove cache record", path, source }),
             }
         }
         if what.cache_mounts {
@@ -370,8 +427,6 @@ impl Store {
         let live = self.reachable(roots)?;
         let doomed = self.reachable(doomed_roots.iter().cloned().chain(uncached.iter().cloned()))?;
 
-        let now = SystemTime::now();
-        let old = |meta: &fs::Metadata| meta.modified().ok().and_then(|m| now.duration_since(m).ok()) > Some(GRACE);
         let (live_chains, doomed_chains) = (self.chains_of(&live)?, self.chains_of(&doomed)?);
         for (digest, size) in self.blob_files()? {
             if live.contains(&digest) {
@@ -394,9 +449,18 @@ impl Store {
         }
         for (path, meta) in subdirs(&self.kiln_dir(LAYERS_DIR))? {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            // Unpacks, steps and stale dirs moved aside that a killed kiln
-            // left behind (`.unpack-*`, `.step-*`, `.stale-*`): nothing ever
-            // stacks them, so once old they are garbage.
+            // Trees moved aside to be removed (by a removal or a build that
+            // found a dir without its marker) that a kill cut short: no
+            // build is running, and nothing stacks them, so they go now.
+            if name.starts_with(TRASH_PREFIX) || name.starts_with(".stale-") {
+                if remove_tree(&path, &mut reclaimed) {
+                    reclaimed.layer_dirs.push(path);
+                }
+                continue;
+            }
+            // Unpacks and steps that a killed kiln left behind (`.unpack-*`,
+            // `.step-*`): nothing ever stacks them, so once old they are
+            // garbage (and the next build clears them sooner).
             if name.starts_with('.') {
                 if old(&meta) && remove_tree(&path, &mut reclaimed) {
                     reclaimed.layer_dirs.push(path);
@@ -407,11 +471,114 @@ impl Store {
             if live_chains.contains(&chain) || !(doomed_chains.contains(&chain) || old(&meta)) {
                 continue;
             }
-            if remove_tree(&path, &mut reclaimed) {
+            if remove_aside(&path, &mut reclaimed) {
                 reclaimed.layer_dirs.push(path);
             }
         }
         Ok(reclaimed)
+    }
+
+    /// Removes what kiln processes that are gone left in `kiln/tmp`: partial
+    /// blobs (`blob-*`), build scratch dirs (`build-*`), staged archives
+    /// (`load-*`, `archive-*`), pull locks. Runs with the builds lock held
+    /// exclusively, and every kiln that writes there while it works (build,
+    /// pull, push, load, run) holds it shared: whatever is there now belongs
+    /// to no live process. The one exception is the temp file of an atomic
+    /// replace (`.tmp-*`, index.json and verification records), which any
+    /// command may write for a moment: those go once older than [`GRACE`].
+    fn remove_temp_files(&self, reclaimed: &mut Reclaimed, old: &dyn Fn(&fs::Metadata) -> bool) -> Result<(), StoreError> {
+        let dir = self.tmp_dir();
+        let io = |source| StoreError::Io { action: "list", path: dir.clone(), source };
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") && !old(&meta) {
+                continue;
+            }
+            if remove_tree(&entry.path(), reclaimed) {
+                reclaimed.temp_files += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The build-cache files `mode` removes; see [`CachePrune`].
+    pub fn cache_records_to_drop(&self, mode: CachePrune) -> Result<Vec<PathBuf>, StoreError> {
+        let all = match mode {
+            CachePrune::Keep => return Ok(Vec::new()),
+            CachePrune::All => return self.cache_record_paths(),
+            CachePrune::Unreachable => self.cache_record_paths()?,
+        };
+        let dir = self.kiln_dir(CACHE_DIR);
+        let steps_dir = dir.join("steps");
+        // What tagged images hold: their layers and history entries, per image.
+        let mut tagged: Vec<(BTreeSet<String>, Vec<History>)> = Vec::new();
+        for entry in index::read_index(&self.index_path())?.manifests {
+            // A broken image must not stop a prune: it holds nothing.
+            let Ok(image) = self.load_image(&entry) else { continue };
+            let layers = image.manifest.layers.iter().map(|l| l.digest.clone()).collect();
+            tagged.push((layers, image.config.history));
+        }
+        let mut records: BTreeMap<String, (PathBuf, Record)> = BTreeMap::new();
+        let mut doomed = Vec::new();
+        for path in all {
+            let rel = path.strip_prefix(&dir).unwrap_or(&path);
+            let top = rel.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
+            if top == "builds" || top == "stat" {
+                continue; // what explains misses and speeds up hashing: no blob hangs on them
+            }
+            // Only `<key>.json` is a record; a `.tmp<pid>` beside one is a
+            // write a kill cut short.
+            if !path.starts_with(&steps_dir) || path.extension().is_none_or(|e| e != "json") {
+                doomed.push(path);
+                continue;
+            }
+            let record = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok());
+            let key = path.file_stem().map(|s| format!("sha256:{}", s.to_string_lossy()));
+            match (record, key) {
+                (Some(record), Some(key)) if record.version == crate::cache::RECORD_VERSION => {
+                    records.insert(key, (path, record));
+                }
+                // Unreadable or of another format: a miss for every build anyway.
+                _ => doomed.push(path),
+            }
+        }
+        // A record is kept when a tagged image holds what its step added.
+        let built_into = |r: &Record| {
+            (!r.layers.is_empty() || !r.history.is_empty())
+                && tagged.iter().any(|(layers, history)| {
+                    r.layers.iter().all(|l| layers.contains(&l.digest)) && r.history.iter().all(|h| history.contains(h))
+                })
+        };
+        let mut anchors: BTreeSet<String> =
+            records.iter().filter(|(_, (_, r))| built_into(r)).map(|(k, _)| k.clone()).collect();
+        // So is every step of the last build of a Dockerfile (its log) that
+        // made a tagged image: the stages it copied from hold nothing of
+        // theirs in the image, yet an unchanged rebuild needs them.
+        for log in self.build_logs(&dir.join("builds")) {
+            if log.iter().any(|k| anchors.contains(k)) {
+                anchors.extend(log.into_iter().filter(|k| records.contains_key(k)));
+            }
+        }
+        // And every record before a kept one (its parent, and so on up).
+        let mut kept: BTreeSet<String> = BTreeSet::new();
+        for key in &anchors {
+            let mut next = Some(key.clone());
+            while let Some(k) = next.take() {
+                if !kept.insert(k.clone()) {
+                    break;
+                }
+                next = records.get(&k).map(|(_, r)| r.parent.clone()).filter(|p| records.contains_key(p));
+            }
+        }
+        doomed.extend(records.into_iter().filter(|(k, _)| !kept.contains(k)).map(|(_, (path, _))| path));
+        doomed.sort();
+        Ok(doomed)
     }
 
     /// The chain ids of the image manifests among `digests`.
@@ -530,32 +697,31 @@ fn subdirs(dir: &Path) -> Result<Vec<(PathBuf, fs::Metadata)>, StoreError> {
     Ok(out)
 }
 
-/// Removes a directory tree, first making read-only directories in it
-/// writable (layer dirs keep image modes such as 0555). Records the bytes
-/// freed, or the failure; returns whether the tree is gone.
+/// Removes a tree (or file) in place; records the bytes freed, or the
+/// failure with what to run. Returns whether it is gone.
 pub(super) fn remove_tree(path: &Path, reclaimed: &mut Reclaimed) -> bool {
-    let mut bytes = 0;
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
-        if let Ok(meta) = entry.metadata() {
-            // Hard links free their bytes once (and only if all links go,
-            // which within one tree they do).
-            if meta.is_dir() || meta.nlink() == 1 || seen.insert((meta.dev(), meta.ino())) {
-                bytes += meta.len();
-            }
-            if meta.is_dir() && meta.permissions().mode() & 0o700 != 0o700 {
-                let mode = meta.permissions().mode() | 0o700;
-                let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode));
-            }
+    let mut freed = Freed::default();
+    let result = remove::remove_tree(path, &mut freed);
+    reclaimed.bytes += freed.bytes;
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            reclaimed.failed.push(e.to_string());
+            false
         }
     }
-    match fs::remove_dir_all(path) {
-        Ok(()) => {
-            reclaimed.bytes += bytes;
-            true
-        }
+}
+
+/// Like [`remove_tree`], for a tree trusted by its name (a layer dir): moved
+/// aside first.
+pub(super) fn remove_aside(path: &Path, reclaimed: &mut Reclaimed) -> bool {
+    let mut freed = Freed::default();
+    let result = remove::remove_aside(path, &mut freed);
+    reclaimed.bytes += freed.bytes;
+    match result {
+        Ok(()) => true,
         Err(e) => {
-            reclaimed.failed.push(format!("{}: {e}", path.display()));
+            reclaimed.failed.push(e.to_string());
             false
         }
     }

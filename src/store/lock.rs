@@ -111,7 +111,11 @@ impl BuildsLock {
         let flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => flock,
             Err((file, Errno::EWOULDBLOCK)) => {
-                log::info!("waiting for running kiln builds to finish ({})", path.display());
+                // Said by default: a `kiln run -it` session can hold it for long.
+                log::warn!(
+                    "waiting for running kiln builds, pulls, loads and runs to finish before removing anything ({})",
+                    path.display()
+                );
                 lock_blocking(file).map_err(lock_err)?
             }
             Err((_, errno)) => return Err(lock_err(errno)),

@@ -9,6 +9,7 @@ mod check;
 mod gc;
 mod index;
 mod lock;
+pub mod remove;
 mod verified;
 
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use thiserror::Error;
 
 pub use blobs::{sha256_digest, sha256_hex, BlobWriter};
 pub use check::{CheckReport, Defect, Fix, Problem, Repair};
-pub use gc::{chain_ids, layer_dir_chain_id, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR, GRACE, LAYERS_DIR};
+pub use gc::{chain_ids, layer_dir_chain_id, CachePrune, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR, GRACE, LAYERS_DIR};
 pub use lock::{BuildsLock, StoreLock};
 pub use verified::{LayerError, LayerRef, VerifiedLayer};
 
