@@ -205,3 +205,37 @@ fn watch(sfd: &mut SignalFd) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(Interrupted::Signal(libc::SIGINT).exit_code(), 130);
+        assert_eq!(Interrupted::Signal(libc::SIGTERM).exit_code(), 143);
+        assert_eq!(Interrupted::ParentGone.exit_code(), 137);
+    }
+
+    #[test]
+    fn an_interruption_is_found_through_io_errors_and_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("write layer")]
+        struct Outer(#[source] io::Error);
+        let wrapped = Outer(Interrupted::Signal(libc::SIGINT).into_io());
+        assert!(is_interruption(&wrapped));
+        let plain = Outer(io::Error::other("disk full"));
+        assert!(!is_interruption(&plain));
+        // Loops that retry ErrorKind::Interrupted must not retry this one.
+        assert_ne!(Interrupted::Signal(libc::SIGTERM).into_io().kind(), io::ErrorKind::Interrupted);
+    }
+
+    #[test]
+    fn without_a_parent_or_a_signal_the_work_is_wanted() {
+        // Test processes are not bound to a front-end and install no handler.
+        assert!(parent_alive());
+        assert_eq!(interrupted(), None);
+        assert!(still_wanted());
+        assert!(check_interrupted().is_ok());
+    }
+}
