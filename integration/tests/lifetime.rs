@@ -63,7 +63,7 @@ fn running(pid: u32, start: u64) -> bool {
 }
 
 /// Live processes whose command line mentions the sandbox (kiln itself,
-/// fuse-overlayfs with its layer paths), other than `except`.
+/// fuse-overlayfs with its layer paths).
 fn sandbox_procs(sb: &Sandbox) -> Vec<String> {
     let needle = sb.root().to_string_lossy().into_owned();
     all_procs()
@@ -318,13 +318,20 @@ fn ctrl_c_during_a_big_commit_leaves_no_partial_blob() {
 
 #[test]
 fn kiln_run_killed_leaves_nothing() {
-    for (sig, group) in [(SIGKILL, false), (SIGKILL, true), (SIGTERM, false)] {
+    let fuse = ["--storage-driver", "fuse-overlayfs"];
+    for (sig, group, driver) in [(SIGKILL, false, &[][..]), (SIGKILL, true, &[][..]), (SIGTERM, false, &[][..]), (SIGKILL, false, &fuse[..])] {
         let sb = Sandbox::new();
+        if !driver.is_empty() {
+            require_fuse(&sb);
+        }
         prepare(&sb);
         // The command is PID 1 of its container, which ignores SIGTERM
         // unless it handles it (as under docker): this one does.
         let script = "trap 'exit 143' TERM; echo started; sleep 30 & wait";
-        let mut child = start(&sb, &["run", "base", "sh", "-c", script], "run");
+        let mut args = vec!["run"];
+        args.extend_from_slice(driver);
+        args.extend_from_slice(&["base", "sh", "-c", script]);
+        let mut child = start(&sb, &args, "run");
         wait_for_output(&sb, &mut child, "run", "started");
         std::thread::sleep(Duration::from_millis(300));
         let pid = child.id() as i32;
@@ -332,8 +339,8 @@ fn kiln_run_killed_leaves_nothing() {
         assert!(before.len() >= 3, "expected kiln, its engine and the command running: {before:?}");
         signal(if group { -pid } else { pid }, sig);
         let code = wait_code(&mut child);
-        assert_eq!(code, 128 + sig, "signal {sig} (group: {group})");
-        assert_all_gone(&sb, &before, &format!("kiln run after signal {sig} (group: {group})"));
+        assert_eq!(code, 128 + sig, "signal {sig} (group: {group}, {driver:?})");
+        assert_all_gone(&sb, &before, &format!("kiln run after signal {sig} (group: {group}, {driver:?})"));
         if sig != SIGKILL {
             assert!(leftovers(&sb).is_empty(), "temp files left: {:?}", leftovers(&sb));
         }

@@ -227,7 +227,6 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     for tag in &tags {
         kiln_runtime::ensure_still_wanted()?;
         store.tag(tag, &result.manifest)?;
-        super::note_tagged(tag);
         if !args.quiet {
             println!("Successfully tagged {}", tag);
         }

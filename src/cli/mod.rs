@@ -104,22 +104,12 @@ impl Cli {
     }
 }
 
-/// Tags this process wrote, for the line an interrupted command prints.
-static TAGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-/// Records that tag `name` was written.
-pub(crate) fn note_tagged(name: &str) {
-    if let Ok(mut tagged) = TAGGED.lock() {
-        tagged.push(name.to_string());
-    }
-}
-
 /// When the command was interrupted (Ctrl-C, SIGTERM, SIGHUP) or its
 /// front-end is gone: prints the one line saying what the store holds now
 /// (not the errors the unwinding produced) and returns the exit code.
 pub fn interrupted_exit(result: &anyhow::Result<i32>) -> Option<i32> {
     if let Some(sig) = kiln_runtime::lifetime::interrupted() {
-        let tagged = TAGGED.lock().map(|t| t.clone()).unwrap_or_default();
+        let tagged = crate::store::tagged_by_this_process();
         if tagged.is_empty() {
             eprintln!("interrupted: nothing was tagged; the store is intact");
         } else {
