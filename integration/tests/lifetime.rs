@@ -319,7 +319,7 @@ fn ctrl_c_during_a_big_commit_leaves_no_partial_blob() {
 #[test]
 fn kiln_run_killed_leaves_nothing() {
     let fuse = ["--storage-driver", "fuse-overlayfs"];
-    for (sig, group, driver) in [(SIGKILL, false, &[][..]), (SIGKILL, true, &[][..]), (SIGTERM, false, &[][..]), (SIGKILL, false, &fuse[..])] {
+    for (sig, group, driver) in [(SIGKILL, false, &[][..]), (SIGKILL, true, &[][..]), (SIGTERM, false, &[][..]), (SIGKILL, false, &fuse[..]), (SIGTERM, false, &fuse[..])] {
         let sb = Sandbox::new();
         if !driver.is_empty() {
             require_fuse(&sb);

@@ -332,12 +332,21 @@ fn mount_fuse(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> R
     sys::tie_to_process(&mut cmd);
     let mut child = spawn_tied(cmd).map_err(MountError::FuseSpawn)?;
     let stderr = child.stderr.take().map(|mut pipe| {
-        std::thread::spawn(move || {
+        quiet_thread("kiln-fuse-stderr", move || {
             let mut text = Vec::new();
             let _ = std::io::Read::read_to_end(&mut pipe, &mut text);
             text
         })
     });
+    let stderr = match stderr {
+        Some(Ok(reader)) => Some(reader),
+        Some(Err(e)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(MountError::FuseSpawn(e));
+        }
+        None => None,
+    };
     let mut daemon = FuseDaemon { child, stderr };
     let deadline = std::time::Instant::now() + FUSE_MOUNT_TIMEOUT;
     loop {
@@ -362,6 +371,23 @@ fn mount_fuse(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> R
     }
 }
 
+/// Starts a helper thread with every signal blocked: signals meant for kiln
+/// (SIGCHLD, or a SIGTERM that `kiln run` reads from a signalfd to pass on)
+/// must not be taken, and acted on by default, by a thread that does not
+/// want them. It starts with the mask already set (blocked here around the
+/// spawn); programs it spawns start with none blocked (std resets the mask).
+fn quiet_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old));
+    let started = std::thread::Builder::new().name(name.into()).spawn(f);
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    started
+}
+
 /// Spawns `cmd` from one thread that lives as long as this process, so a
 /// parent-death signal set for it fires when kiln dies, not when the thread
 /// that asked for the mount ends (the signal belongs to the spawning thread).
@@ -372,7 +398,7 @@ fn spawn_tied(cmd: Command) -> std::io::Result<std::process::Child> {
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Request>();
         // The sender stays in the static, so the thread never ends.
-        let started = std::thread::Builder::new().name("kiln-fuse-spawner".into()).spawn(move || {
+        let started = quiet_thread("kiln-fuse-spawner", move || {
             for (mut cmd, reply) in rx {
                 let _ = reply.send(cmd.spawn());
             }
