@@ -3,7 +3,7 @@
 //!
 //! The engine in the user namespace is a child of the kiln the user started
 //! (the front-end). It dies with it: the parent-death signal is set between
-//! fork and exec ([`crate::sys::die_with_parent`]) and again first thing in
+//! fork and exec (`sys::die_with_parent`) and again first thing in
 //! the child, which then checks that its parent is still the front-end (the
 //! front-end may have died before the first `prctl`). A signal can still be
 //! on its way while the engine writes, so every store change that makes
@@ -172,9 +172,11 @@ pub fn handle_interrupts() -> io::Result<()> {
 }
 
 fn watch(sfd: &mut SignalFd) {
-    // Signals the front-end forwarded; a terminal's Ctrl-C also reaches
-    // this process straight from the kernel, and is counted once.
-    static FROM_PARENT: AtomicU32 = AtomicU32::new(0);
+    // Interrupts that count toward "again": with a front-end, only those it
+    // forwarded (a terminal's Ctrl-C reaches this process straight from the
+    // kernel too, and a `kill` of the process group twice), so one Ctrl-C
+    // counts once.
+    static COUNTED: AtomicU32 = AtomicU32::new(0);
     loop {
         let info = match sfd.read_signal() {
             Ok(Some(info)) => info,
@@ -182,15 +184,15 @@ fn watch(sfd: &mut SignalFd) {
             Err(_) => return,
         };
         let sig = info.ssi_signo as i32;
-        let parent = parent().map(|p| p.as_raw() as u32);
+        let front_end = parent().map(|p| p.as_raw() as u32);
         let from_kernel = info.ssi_pid == 0;
-        let counted = match parent {
+        let counted = match front_end {
             // The front-end forwards what it gets, the terminal's too.
-            Some(parent) if crate::userns::forwarded_by_parent() => {
+            Some(front_end) if crate::userns::forwarded_by_parent() => {
                 if from_kernel {
                     continue;
                 }
-                info.ssi_pid == parent
+                info.ssi_pid == front_end
             }
             _ => true,
         };
@@ -199,7 +201,7 @@ fn watch(sfd: &mut SignalFd) {
         if !counted {
             continue;
         }
-        if FROM_PARENT.fetch_add(1, Ordering::SeqCst) >= 1 && !first {
+        if COUNTED.fetch_add(1, Ordering::SeqCst) >= 1 && !first {
             eprintln!("interrupted again: stopping now; the store is intact, the next build removes temp files");
             std::process::exit(128 + interrupted().unwrap_or(sig));
         }
