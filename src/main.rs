@@ -16,7 +16,11 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .init();
-    let code = match kiln::cli::run(cli) {
+    let result = kiln::cli::run(cli);
+    if let Some(code) = kiln::cli::interrupted_exit(&result) {
+        std::process::exit(code);
+    }
+    let code = match result {
         Ok(code) => code,
         Err(err) => {
             eprint!("{}", kiln::report::render(&err));

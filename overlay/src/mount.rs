@@ -96,6 +96,8 @@ pub struct MountGuard {
     target: PathBuf,
     driver: Driver,
     mounted: bool,
+    /// fuse-overlayfs serving the mount (run in the foreground, so it dies with kiln).
+    daemon: Option<FuseDaemon>,
 }
 
 impl MountGuard {
@@ -110,16 +112,54 @@ impl MountGuard {
     /// Unmounts now, reporting failure.
     pub fn unmount(mut self) -> Result<(), MountError> {
         self.mounted = false;
-        unmount_target(self.driver, &self.target)
+        let result = unmount_target(self.driver, &self.target);
+        if let Some(daemon) = self.daemon.take() {
+            daemon.reap(result.is_ok());
+        }
+        result
     }
 }
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
+        let mut unmounted = !self.mounted;
         if self.mounted {
-            if let Err(e) = unmount_target(self.driver, &self.target) {
-                log::warn!("{e}");
+            match unmount_target(self.driver, &self.target) {
+                Ok(()) => unmounted = true,
+                Err(e) => log::warn!("{e}"),
             }
+        }
+        if let Some(daemon) = self.daemon.take() {
+            daemon.reap(unmounted);
+        }
+    }
+}
+
+/// A fuse-overlayfs process kept in the foreground (`-f`), started with a
+/// parent-death signal from a thread that lives as long as kiln: a
+/// daemonized one would outlive a killed kiln forever, holding kiln's mount
+/// namespace (and so its own mount) alive.
+#[derive(Debug)]
+struct FuseDaemon {
+    child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl FuseDaemon {
+    /// Waits for the daemon to exit after its mount is gone (killing it if
+    /// it lingers, or right away when the unmount failed).
+    fn reap(mut self, unmounted: bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while unmounted && std::time::Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.stderr.take() {
+            let _ = reader.join();
         }
     }
 }
@@ -147,15 +187,16 @@ fn unmount_target(driver: Driver, target: &Path) -> Result<(), MountError> {
 /// the merged lowers are copied into `target` and the diff is taken with [`naive::diff_to_layer`]; `upper`
 /// and `work` are not used.
 pub fn mount(driver: Driver, lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<MountGuard, MountError> {
+    let mut daemon = None;
     match driver {
         Driver::Overlay => mount_overlay(lowers, upper, work, target)?,
-        Driver::FuseOverlayfs => mount_fuse(lowers, upper, work, target)?,
+        Driver::FuseOverlayfs => daemon = Some(mount_fuse(lowers, upper, work, target)?),
         Driver::Vfs => {
             naive::snapshot(lowers, target, &XattrPrefix::for_current_namespace())
                 .map_err(|source| MountError::Snapshot { target: target.into(), source })?;
         }
     }
-    Ok(MountGuard { target: target.into(), driver, mounted: true })
+    Ok(MountGuard { target: target.into(), driver, mounted: true, daemon })
 }
 
 /// Whether this process runs in a user namespace other than the initial one.
@@ -274,16 +315,105 @@ pub fn mount_overlay_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, targe
     sys::mount_overlay_from_dir(&links, &target_abs, &data).map_err(overlay_err)
 }
 
-fn mount_fuse(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), MountError> {
+/// How long fuse-overlayfs may take to mount.
+const FUSE_MOUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn mount_fuse(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<FuseDaemon, MountError> {
+    use std::os::unix::fs::MetadataExt;
     let lowers = lowers_or_empty(lowers, work)?;
     let joined: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
     let opts = format!("lowerdir={},upperdir={},workdir={}", joined.join(":"), upper.display(), work.display());
-    let out = Command::new("fuse-overlayfs").arg("-o").arg(&opts).arg(target).output().map_err(MountError::FuseSpawn)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(MountError::Fuse { target: target.into(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() })
+    let prep = |source| MountError::Prepare { path: target.into(), source };
+    // The mount shows as the target changing device.
+    let before = fs::metadata(target).map_err(prep)?.dev();
+    let mut cmd = Command::new("fuse-overlayfs");
+    cmd.arg("-f").arg("-o").arg(&opts).arg(target);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    sys::tie_to_process(&mut cmd);
+    let mut child = spawn_tied(cmd).map_err(MountError::FuseSpawn)?;
+    let stderr = child.stderr.take().map(|mut pipe| {
+        quiet_thread("kiln-fuse-stderr", move || {
+            let mut text = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut pipe, &mut text);
+            text
+        })
+    });
+    let stderr = match stderr {
+        Some(Ok(reader)) => Some(reader),
+        Some(Err(e)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(MountError::FuseSpawn(e));
+        }
+        None => None,
+    };
+    let mut daemon = FuseDaemon { child, stderr };
+    let deadline = std::time::Instant::now() + FUSE_MOUNT_TIMEOUT;
+    loop {
+        if fs::metadata(target).is_ok_and(|m| m.dev() != before) {
+            return Ok(daemon);
+        }
+        let exited = daemon.child.try_wait().map_err(MountError::FuseSpawn)?;
+        if exited.is_some() || std::time::Instant::now() > deadline {
+            let _ = daemon.child.kill();
+            let status = daemon.child.wait().map_err(MountError::FuseSpawn)?;
+            let text = daemon.stderr.take().and_then(|r| r.join().ok()).unwrap_or_default();
+            let mut stderr = String::from_utf8_lossy(&text).trim().to_string();
+            if stderr.is_empty() {
+                stderr = match exited {
+                    Some(_) => format!("fuse-overlayfs exited with {status}"),
+                    None => format!("fuse-overlayfs did not mount within {}s", FUSE_MOUNT_TIMEOUT.as_secs()),
+                };
+            }
+            return Err(MountError::Fuse { target: target.into(), stderr });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// Starts a helper thread with every signal blocked: signals meant for kiln
+/// (SIGCHLD, or a SIGTERM that `kiln run` reads from a signalfd to pass on)
+/// must not be taken, and acted on by default, by a thread that does not
+/// want them. It starts with the mask already set (blocked here around the
+/// spawn); programs it spawns start with none blocked (std resets the mask).
+fn quiet_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old));
+    let started = std::thread::Builder::new().name(name.into()).spawn(f);
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    started
+}
+
+/// Spawns `cmd` from one thread that lives as long as this process, so a
+/// parent-death signal set for it fires when kiln dies, not when the thread
+/// that asked for the mount ends (the signal belongs to the spawning thread).
+fn spawn_tied(cmd: Command) -> std::io::Result<std::process::Child> {
+    use std::sync::mpsc;
+    type Request = (Command, mpsc::Sender<std::io::Result<std::process::Child>>);
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<Option<mpsc::Sender<Request>>>> = std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        // The sender stays in the static, so the thread never ends.
+        let started = quiet_thread("kiln-fuse-spawner", move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        std::sync::Mutex::new(started.ok().map(|_| tx))
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let sent = match spawner.lock() {
+        Ok(guard) => guard.as_ref().map(|tx| tx.send((cmd, reply_tx)).is_ok()).unwrap_or(false),
+        Err(_) => false,
+    };
+    if !sent {
+        return Err(std::io::Error::other("the thread that starts fuse-overlayfs is not running"));
+    }
+    reply_rx.recv().map_err(|_| std::io::Error::other("the thread that starts fuse-overlayfs is gone"))?
 }
 
 /// Picks the best driver that works here, probing with scratch directories under `probe_dir` (which should

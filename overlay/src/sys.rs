@@ -221,3 +221,27 @@ pub fn mount_overlay_from_dir(dir: &Path, target: &Path, data: &str) -> io::Resu
         Err(io::Error::other("overlay mount helper was killed"))
     }
 }
+
+/// Makes the spawned child die (SIGKILL) when the spawning thread exits and
+/// gives it a session of its own, so a terminal's Ctrl-C, meant for kiln,
+/// does not reach it (kiln unmounts it while unwinding). It fails to start
+/// when this process is gone by the time it runs.
+pub fn tie_to_process(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec in the child and calls
+    // only setsid, prctl and getppid, which are async-signal-safe; it
+    // allocates nothing (errors come from raw errno values).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}

@@ -135,6 +135,8 @@ pub(crate) fn spawn_helper(
     if let Some(console) = console {
         fds.push((console, CONSOLE_FD));
     }
+    // The step dies with this process; the spawning thread waits for it.
+    sys::die_with_parent(&mut cmd);
     sys::pass_fds(&mut cmd, fds);
     let spawned = cmd.spawn();
     drop(cmd);
@@ -143,6 +145,15 @@ pub(crate) fn spawn_helper(
         running.push(child.id());
     }
     let mut spawned = Spawned { child, report: Some(report_r) };
+    // An interrupt that came while this step was being started found no
+    // step to kill: stop it here (`kill_running_steps` sees it otherwise).
+    if let Some(sig) = crate::lifetime::interrupted() {
+        spawned.finish(true);
+        return Err(RuntimeError::Spawn {
+            what: "for a RUN step",
+            source: crate::lifetime::Interrupted::Signal(sig).into_io(),
+        });
+    }
     // The spec is small; a helper that died early shows up as EPIPE here
     // and as its report below.
     if let Err(e) = File::from(spec_w).write_all(&json) {

@@ -68,6 +68,32 @@ pub fn pass_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>) {
     }
 }
 
+/// Makes the spawned child die (SIGKILL) when the thread spawning it exits,
+/// and fail to start if this process is already gone by the time it runs.
+///
+/// The parent-death signal belongs to the spawning *thread*: spawn from a
+/// thread that outlives the child (one that waits for it). It survives the
+/// exec of kiln itself, which is neither set-id nor file-capable.
+pub fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec in the child and calls
+    // only prctl and getppid, which are async-signal-safe; it allocates
+    // nothing (the error is built from a raw errno).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: then nothing would
+            // ever send the signal.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Takes ownership of a descriptor number inherited from the parent.
 ///
 /// Returns `None` when the number is not an open descriptor.

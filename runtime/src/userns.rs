@@ -21,6 +21,9 @@ use crate::RuntimeError;
 /// Environment variable that tells a fresh kiln process to unshare and wait
 /// for its maps (read first thing by `dispatch_helper`).
 const SYNC_ENV: &str = "_KILN_USERNS_SYNC";
+/// The front-end's pid, which the child checks is still its parent once it
+/// has set its parent-death signal.
+const PARENT_ENV: &str = "_KILN_USERNS_PARENT";
 /// Descriptor the child reads the release byte from.
 const RELEASE_FD: i32 = 3;
 /// Descriptor the child reports "unshared" (or an error) on.
@@ -72,6 +75,7 @@ pub fn enter_user_namespace(mode: &MapMode) -> Result<Option<i32>, RuntimeError>
     let arg0 = args.next().unwrap_or_else(|| "kiln".into());
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0(arg0).args(args).env(SYNC_ENV, "1").env(INSIDE_ENV, mode.name());
+    cmd.env(PARENT_ENV, std::process::id().to_string());
     let status = run_in_namespace(cmd, |pid| write_maps(pid, full, &uids, &gids))?;
     Ok(Some(exit_code(status)))
 }
@@ -79,6 +83,9 @@ pub fn enter_user_namespace(mode: &MapMode) -> Result<Option<i32>, RuntimeError>
 /// Spawns `cmd` (a program that calls `dispatch_helper` first) with the
 /// descriptors this process inherited, lets `write_maps` map its namespace,
 /// releases it and waits, forwarding SIGINT, SIGTERM and SIGHUP.
+///
+/// The child dies with this process (parent-death signal): call it from the
+/// thread that lives longest, as `main` does (it waits here until the end).
 pub(crate) fn run_in_namespace(
     mut cmd: Command,
     write_maps: impl FnOnce(u32) -> Result<(), RuntimeError>,
@@ -89,6 +96,7 @@ pub(crate) fn run_in_namespace(
     // The engine is still kiln: what the caller left open (a `/dev/fd/N`
     // argument) must open there too. Nothing else kiln runs gets them.
     fds.extend(crate::fds::inherited_for_child(&[RELEASE_FD, READY_FD]));
+    sys::die_with_parent(&mut cmd);
     sys::pass_fds(&mut cmd, fds);
 
     // Block the signals we forward before the child exists, so none is lost;
@@ -202,6 +210,18 @@ pub(crate) fn child_side_if_requested() -> Option<i32> {
     std::env::var_os(SYNC_ENV)?;
     std::env::remove_var(SYNC_ENV);
     FORWARDED.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Die with the kiln the user started, whatever kills it (set before the
+    // exec too; set again here so it holds whatever the exec did).
+    let parent = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse::<i32>().ok());
+    std::env::remove_var(PARENT_ENV);
+    let Some(parent) = parent else {
+        eprintln!("kiln: user namespace helper started without its parent's pid");
+        return Some(125);
+    };
+    if let Err(message) = crate::lifetime::bind_to_parent(Pid::from_raw(parent)) {
+        eprintln!("kiln: {message}");
+        return Some(125);
+    }
     let (Some(release), Some(ready)) = (sys::inherited_fd(RELEASE_FD), sys::inherited_fd(READY_FD)) else {
         eprintln!("kiln: user namespace helper started without its sync pipes");
         return Some(125);

@@ -157,6 +157,9 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             Err(kiln_runtime::RuntimeError::Unavailable { .. }) => {} // detect() warned; builds without RUN still work
             Err(e) => return Err(anyhow::Error::new(e).context("enter kiln's user namespace")),
         }
+        // This process does the work: Ctrl-C and SIGTERM unwind it (RUN
+        // steps killed, temp files and mounts removed) instead of killing it.
+        kiln_runtime::lifetime::handle_interrupts().context("prepare for Ctrl-C")?;
     }
     let input = read_input(args)?;
     let df = dockerfile::parse(&input.text, &input.display)
@@ -222,6 +225,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     warn_unused(&plan.unused_build_args);
 
     for tag in &tags {
+        kiln_runtime::ensure_still_wanted()?;
         store.tag(tag, &result.manifest)?;
         if !args.quiet {
             println!("Successfully tagged {}", tag);

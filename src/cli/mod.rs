@@ -119,6 +119,28 @@ pub(crate) fn enter_namespace_to_remove() -> anyhow::Result<Option<i32>> {
     }
 }
 
+/// When the command was interrupted (Ctrl-C, SIGTERM, SIGHUP) or its
+/// front-end is gone: prints the one line saying what the store holds now
+/// (not the errors the unwinding produced) and returns the exit code.
+pub fn interrupted_exit(result: &anyhow::Result<i32>) -> Option<i32> {
+    if let Some(sig) = kiln_runtime::lifetime::interrupted() {
+        let tagged = crate::store::tagged_by_this_process();
+        if tagged.is_empty() {
+            eprintln!("interrupted: nothing was tagged; the store is intact");
+        } else {
+            eprintln!("interrupted: tagged {} before stopping; the store is intact", tagged.join(", "));
+        }
+        return Some(128 + sig);
+    }
+    match result {
+        // Nobody is left to read a message.
+        Err(e) if e.chain().any(kiln_runtime::lifetime::is_interruption) => {
+            Some(kiln_runtime::Interrupted::ParentGone.exit_code())
+        }
+        _ => None,
+    }
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {

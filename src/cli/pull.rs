@@ -59,6 +59,9 @@ pub struct PullArgs {
 }
 
 pub fn run(cli: &Cli, args: &PullArgs) -> anyhow::Result<i32> {
+    // Ctrl-C and SIGTERM stop at the next blob write, which removes the
+    // partial blob (see `kiln_runtime::lifetime`).
+    anyhow::Context::context(kiln_runtime::lifetime::handle_interrupts(), "prepare for Ctrl-C")?;
     let store = cli.open_store()?;
     // Shared with builds: `kiln system prune` waits while blobs arrive.
     let _builds = store.builds_lock(|| {})?;

@@ -210,6 +210,7 @@ pub fn build(
     let last = config.history.last().and_then(|h| h.created.clone());
     config.created = Some(last.unwrap_or_else(|| exec.stamp.created.clone()));
     finish::apply(&mut config, opts, &exec.stamp.created);
+    kiln_runtime::ensure_still_wanted().map_err(|e| ExecError::Layer(e.into_io()))?;
     let desc = store.write_image_annotated(&config, &state.layers, &opts.annotations)?;
     let image_id = desc_config_digest(store, &desc)?;
     let new_layer_bytes = exec.new_layer_bytes.load(Ordering::Relaxed);
@@ -377,6 +378,8 @@ impl<'a> Executor<'a> {
         let use_cache = !self.opts.no_cache
             && !self.opts.no_cache_stages.iter().any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
         for (i, step) in steps.into_iter().enumerate() {
+            // A step boundary: stop here once interrupted or orphaned.
+            kiln_runtime::ensure_still_wanted().map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?;
             let _ = writeln!(self.out(), "{}STEP {}/{}: {}", prefix, i + 2, total, step.original);
             let pos = format!("{}/{}", stage.index, i);
             let inputs = self.inputs(&state, step).map_err(|e| self.fail(step.span, &step.original, e))?;
@@ -496,7 +499,8 @@ impl<'a> Executor<'a> {
 
     /// Writes the stage's state as an untagged image, for debugging a failed step.
     fn keep_last_good(&self, state: &StageState) -> Option<String> {
-        if state.layers.is_empty() {
+        // An interrupted build writes nothing more.
+        if state.layers.is_empty() || !kiln_runtime::still_wanted() {
             return None;
         }
         let mut config = state.config.clone();

@@ -123,6 +123,9 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Every long copy into the store (a pull, a commit) passes here: an
+        // interrupted kiln stops at the next write and drops the temp file.
+        kiln_runtime::lifetime::check_interrupted()?;
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;

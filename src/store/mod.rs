@@ -84,6 +84,14 @@ pub enum StoreError {
     NotADirectory { path: PathBuf },
 }
 
+/// Tags this process wrote, for the line an interrupted kiln prints.
+static TAGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The tags this process wrote so far (any store), oldest first.
+pub fn tagged_by_this_process() -> Vec<String> {
+    TAGGED.lock().map(|t| t.clone()).unwrap_or_default()
+}
+
 /// Where the store lives: `$KILN_ROOT`, else `$XDG_DATA_HOME/kiln`, else
 /// `~/.local/share/kiln`.
 pub fn default_root() -> PathBuf {
@@ -302,8 +310,11 @@ impl Store {
             index.manifests.retain(|d| d.ref_name() != Some(name.as_str()));
             index.manifests.push(entry);
             true
-        })
-        .map(|_| ())
+        })?;
+        if let Ok(mut tagged) = TAGGED.lock() {
+            tagged.push(name);
+        }
+        Ok(())
     }
 
     /// Removes tag `name`; returns whether it existed.
