@@ -31,6 +31,7 @@ fn kill_9_mid_build_keeps_the_store_and_the_finished_steps() {
          sleep 1\n\
          env kill -9 -- -$pid\n\
          wait $pid\n\
+         for i in $(seq 1 100); do pgrep -g $pid > /dev/null || break; sleep 0.1; done\n\
          cat build.log",
         store = store.display(),
         ctx = ctx.display()
@@ -47,7 +48,10 @@ fn kill_9_mid_build_keeps_the_store_and_the_finished_steps() {
     let store_ref = format!("oci:{}:earlier:1", store.display());
     sb.tool("skopeo", &["inspect", &store_ref]).ok();
 
-    // The next build reuses the three finished steps and completes.
+    // The next build reuses the three finished steps and completes. (The
+    // script waited for the whole killed group to be gone: a process still
+    // exiting holds the builds lock, and the next build would then leave its
+    // leftovers for later.)
     let again = sb.kiln(&["build", "--build-arg", "WAIT=0", "-t", "rec", ctx.to_str().unwrap()]);
     again.ok();
     let out = again.stdout.clone();

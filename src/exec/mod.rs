@@ -858,17 +858,23 @@ fn layer_media_type(c: Compression) -> &'static str {
     }
 }
 
-/// Removes what killed builds left behind (step and unpack dirs, scratch
-/// space). Runs only while no other build holds the builds lock.
+/// Removes what killed builds left behind (step and unpack dirs, trees moved
+/// aside, scratch space). Runs only while no other build holds the builds
+/// lock; read-only and sub-id-owned trees go too (the engine is uid 0 in its
+/// user namespace, and the removal makes directories writable first).
 fn clear_leftovers(store: &Store) {
-    let dirs = [(store.root().join("kiln").join("layers"), [".step-", ".unpack-"]), (store.tmp_dir(), ["build-", "build-"])];
+    use crate::store::remove::{remove_tree, Freed, TRASH_PREFIX};
+    let layers: &[&str] = &[".step-", ".unpack-", ".stale-", TRASH_PREFIX];
+    let dirs = [(store.root().join("kiln").join("layers"), layers), (store.tmp_dir(), &["build-"][..])];
     for (dir, prefixes) in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if prefixes.iter().any(|p| name.starts_with(p)) {
                 log::info!("removing {} left by an interrupted build", entry.path().display());
-                let _ = std::fs::remove_dir_all(entry.path());
+                if let Err(e) = remove_tree(&entry.path(), &mut Freed::default()) {
+                    log::warn!("{e}");
+                }
             }
         }
     }
