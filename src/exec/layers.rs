@@ -165,8 +165,9 @@ impl LayerDirs {
         let dest = self.layer_dir(chain);
         // Twice at most: once as things are, once after moving a stale directory aside.
         for _ in 0..2 {
+            crate::fault::point("layer-rename-before");
             let err = match fs::rename(&dir, &dest) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return { crate::fault::point("layer-rename-after"); Ok(()) },
                 Err(e) => e,
             };
             if self.is_verified(chain) {

@@ -112,17 +112,20 @@ impl BlobWriter {
             .map_err(|source| StoreError::Io { action: "chmod", path: tmp_path.clone(), source })?;
         file.sync_all().map_err(|source| StoreError::Io { action: "fsync", path: tmp_path, source })?;
         drop(file);
+        crate::fault::point("blob-rename-before");
         self.tmp.persist(&dest).map_err(|e| StoreError::Io {
             action: "rename blob into",
             path: dest.clone(),
             source: e.error,
         })?;
+        crate::fault::point("blob-rename-after");
         sync_dir(&self.blob_dir)
     }
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        crate::fault::point("blob-write");
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;

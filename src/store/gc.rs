@@ -369,6 +369,7 @@ impl Store {
             if !doomed.contains(&digest) && !is_old {
                 continue;
             }
+            crate::fault::point("gc-remove-blob");
             match fs::remove_file(&path) {
                 Ok(()) => {
                     self.forget_diff_id(&digest);
@@ -529,6 +530,7 @@ fn remove_tree(path: &Path, reclaimed: &mut Reclaimed) -> bool {
             }
         }
     }
+    crate::fault::point("gc-remove-tree");
     match fs::remove_dir_all(path) {
         Ok(()) => {
             reclaimed.bytes += bytes;
