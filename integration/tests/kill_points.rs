@@ -200,7 +200,7 @@ impl World {
             Scenario::Pull => vec!["pull".into(), self.pull_ref.clone()],
             Scenario::Push => vec!["push".into(), "victim".into(), format!("{}/push{case}:1", self.registry.host())],
             Scenario::Rmi => vec!["rmi".into(), "-f".into(), "victim".into()],
-            Scenario::Prune => vec!["system".into(), "prune".into(), "-a".into(), "-f".into()],
+            Scenario::Prune => vec!["system".into(), "prune".into(), "-f".into()],
         };
         a.extend(more);
         a
