@@ -32,7 +32,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use fault_util::{fault_kiln, mounts_under, reap_leftovers, seed, user_uids, Registry, Rng};
-use kiln_integration::{read_image, static_busybox, Entry, Image, Kind, Output, Sandbox, RUN_BASE};
+use kiln_integration::{read_image, require_fuse, static_busybox, Entry, Image, Kind, Output, Sandbox, RUN_BASE};
 
 /// Files the killed build's RUN step writes.
 const W_FILES: usize = 1000;
@@ -186,7 +186,9 @@ impl World {
     }
 
     /// The kiln command line of a scenario against the store at `root`.
-    fn scenario_args(&self, s: Scenario, root: &Path, case: usize) -> Vec<String> {
+    /// `fuse`: the build's RUN steps use fuse-overlayfs (a process of its own
+    /// that must go with kiln) instead of the kernel's overlay.
+    fn scenario_args(&self, s: Scenario, root: &Path, case: usize, fuse: bool) -> Vec<String> {
         let ctx = self.sb.ctx();
         let mut a = vec!["--root".to_string(), root.display().to_string()];
         let more: Vec<String> = match s {
@@ -198,8 +200,12 @@ impl World {
                 format!("CASE={case}"),
                 "-t".into(),
                 "work".into(),
+                format!("--storage-driver={}", if fuse { "fuse-overlayfs" } else { "overlay" }),
                 ctx.display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .filter(|a| fuse || !a.starts_with("--storage-driver"))
+            .collect(),
             Scenario::Pull => vec!["pull".into(), self.pull_ref.clone()],
             Scenario::Push => vec!["push".into(), "victim".into(), format!("{}/push{case}:1", self.registry.host())],
             Scenario::Rmi => vec!["rmi".into(), "-f".into(), "victim".into()],
@@ -209,16 +215,24 @@ impl World {
         a
     }
 
-    /// Copies the template store to `dest` keeping every owner (layer dirs
-    /// hold files of subordinate ids): as root directly, else inside kiln's
-    /// user namespace.
+    /// Makes `dest` a copy of the template store, keeping every owner (layer
+    /// dirs hold files of subordinate ids): as root directly, else inside
+    /// kiln's user namespace. Files are hard links (a full copy per case
+    /// would take most of the suite's time): kiln never writes a stored file
+    /// in place — blobs, layer dirs, index.json and cache records change by
+    /// rename and unlink only, and overlay copies a lower file up before
+    /// changing it — so no case can reach the template through them. Lock
+    /// files are the exception (a flock is per inode): each case gets its own.
     fn copy_store(&self, dest: &Path) {
         let (src, dst) = (self.template.to_str().unwrap(), dest.to_str().unwrap());
+        let script = format!(
+            "cp -al {src} {dst} && find {dst} -name '*lock' -type f -exec sh -c 'cp -p \"$1\" \"$1.new\" && mv \"$1.new\" \"$1\"' _ {{}} \\;"
+        );
         if self.sb.drops_privileges() {
-            let st = Command::new("cp").args(["-a", src, dst]).status().unwrap();
-            assert!(st.success(), "cp -a {src} {dst}");
+            let st = Command::new("sh").args(["-c", &script]).status().unwrap();
+            assert!(st.success(), "{script}");
         } else {
-            self.sb.kiln_raw(&["unshare", "cp", "-a", src, dst], None, &[]).ok();
+            self.sb.kiln_raw(&["unshare", "sh", "-c", &script], None, &[]).ok();
         }
     }
 
@@ -242,7 +256,9 @@ struct Run {
 /// Starts a scenario in its own process group (so a group kill reaches only
 /// it) and kills it as the case says.
 fn run_killed(w: &World, case: &Case, dir: &Path, store: &Path) -> Run {
-    let args = w.scenario_args(case.scenario, store, case.id);
+    // Half the timed build kills hit fuse-overlayfs builds.
+    let fuse = matches!(case.kill, Kill::After { .. }) && case.id % 2 == 1;
+    let args = w.scenario_args(case.scenario, store, case.id, fuse);
     let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     let mut cmd = w.sb.kiln_command(&args);
     let marker = format!("KILN_KILL_CASE={}-{}", std::process::id(), case.id);
@@ -469,6 +485,7 @@ fn run_case(w: &World, case: &Case, summary: &Mutex<Summary>) {
 /// the registry, and measures each scenario once unkilled.
 fn world() -> World {
     let sb = Sandbox::with_kiln(&fault_kiln());
+    require_fuse(&sb);
     sb.copy_in(&static_busybox(), "ctx/busybox");
     sb.write("ctx/keep.txt", "keep\n");
     for i in 0..C_FILES {
@@ -520,7 +537,7 @@ fn world() -> World {
         let dir = w.sb.mkdir(&format!("measure/{s:?}"));
         let store = dir.join("store");
         w.copy_store(&store);
-        let args = w.scenario_args(s, &store, 100_000 + s as usize);
+        let args = w.scenario_args(s, &store, 100_000 + s as usize, false);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let t = Instant::now();
         w.sb.kiln_raw(&args, None, &[]).ok();
