@@ -9,8 +9,8 @@
 //! itself only (`KILN_FAULT_MODE=self`). A process that runs kiln this way must
 //! give it a process group of its own. With `KILN_FAULT_FIRED=FILE` the point
 //! creates FILE just before the kill, so a test knows the kill came from it.
-//! Without the feature a point is an
-//! empty inline function, so release builds carry no trace of it.
+//! Without the feature a point is an empty inline function, so release builds
+//! carry no trace of it.
 
 /// A moment at which the kill-point tests may SIGKILL kiln; see the module docs.
 #[cfg(not(feature = "fault-injection"))]

@@ -93,7 +93,7 @@ fn fault_points(s: Scenario) -> Vec<(&'static str, Vec<u32>)> {
     match s {
         Scenario::Build => vec![
             ("copy-entry", vec![1, 100, 200]),
-            ("blob-write", vec![1, 5, 20, 60]),
+            ("blob-write", vec![1, 5, 15, 30]),
             ("blob-rename-before", vec![1, 2, 3]),
             ("blob-rename-after", vec![1, 3]),
             ("layer-rename-before", vec![1, 2]),
@@ -104,7 +104,7 @@ fn fault_points(s: Scenario) -> Vec<(&'static str, Vec<u32>)> {
             ("tag-before", vec![1]),
         ],
         Scenario::Pull => vec![
-            ("pull-blob-read", vec![1, 10, 50]),
+            ("pull-blob-read", vec![1, 10, 25]),
             ("blob-write", vec![1, 10]),
             ("blob-rename-before", vec![1, 2, 3]),
             ("blob-rename-after", vec![1, 3]),
@@ -117,10 +117,10 @@ fn fault_points(s: Scenario) -> Vec<(&'static str, Vec<u32>)> {
             ("rmi-untagged", vec![1]),
             ("index-write-before", vec![1]),
             ("index-write-after", vec![1]),
-            ("gc-remove-blob", vec![1, 2, 3]),
-            ("gc-remove-tree", vec![1, 2]),
+            ("gc-remove-blob", vec![1, 2]),
+            ("gc-remove-tree", vec![1]),
         ],
-        Scenario::Prune => vec![("gc-remove-blob", vec![1, 2, 4]), ("gc-remove-tree", vec![1, 2, 3])],
+        Scenario::Prune => vec![("gc-remove-blob", vec![1, 2, 3]), ("gc-remove-tree", vec![1])],
     }
 }
 
@@ -552,7 +552,7 @@ fn world() -> World {
 }
 
 fn cases(w: &World) -> Vec<Case> {
-    let timing: usize = std::env::var("KILN_KILL_TIMING").ok().and_then(|s| s.parse().ok()).unwrap_or(14);
+    let timing: usize = std::env::var("KILN_KILL_TIMING").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
     let mut rng = Rng::new(seed());
     let mut out = Vec::new();
     for s in SCENARIOS {

@@ -167,7 +167,10 @@ impl LayerDirs {
         for _ in 0..2 {
             crate::fault::point("layer-rename-before");
             let err = match fs::rename(&dir, &dest) {
-                Ok(()) => return { crate::fault::point("layer-rename-after"); Ok(()) },
+                Ok(()) => {
+                    crate::fault::point("layer-rename-after");
+                    return Ok(());
+                }
                 Err(e) => e,
             };
             if self.is_verified(chain) {
