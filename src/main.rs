@@ -16,6 +16,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .init();
+    let store = cli.root.clone().unwrap_or_else(kiln::store::default_root);
     let result = kiln::cli::run(cli);
     if let Some(code) = kiln::cli::interrupted_exit(&result) {
         std::process::exit(code);
@@ -24,6 +25,7 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             eprint!("{}", kiln::report::render(&err));
+            eprint!("{}", kiln::report::disk_full_hint(&err, &store).unwrap_or_default());
             1
         }
     };

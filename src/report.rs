@@ -66,3 +66,35 @@ fn chain<'a>(first: &str, errors: impl Iterator<Item = &'a (dyn Error + 'static)
     }
     out
 }
+
+/// The line to add when `err` failed for want of disk space (ENOSPC or
+/// EDQUOT anywhere in its chain): which store filled up and what to do.
+pub fn disk_full_hint(err: &anyhow::Error, store: &std::path::Path) -> Option<String> {
+    let full = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
+    });
+    full.then(|| {
+        format!(
+            "hint: the disk holding the image store {} is full: free space there (`kiln system prune` removes \
+             unused images and build cache), or choose a store on another disk with --root\n",
+            store.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod disk_full_tests {
+    use super::disk_full_hint;
+    use std::path::Path;
+
+    #[test]
+    fn names_the_store_only_when_the_disk_is_full() {
+        let full = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOSPC)).context("write layer entry");
+        let hint = disk_full_hint(&full, Path::new("/s/store")).expect("ENOSPC gets a hint");
+        assert!(hint.contains("/s/store") && hint.contains("is full"), "{hint}");
+        let other = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EACCES)).context("write layer entry");
+        assert_eq!(disk_full_hint(&other, Path::new("/s/store")), None);
+    }
+}

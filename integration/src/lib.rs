@@ -429,8 +429,17 @@ impl Sandbox {
         runner.clone().map(Sandbox::for_runner)
     }
 
+    /// A sandbox that runs `kiln` (another build of kiln, e.g. one with the
+    /// `fault-injection` feature) instead of [`kiln_binary`].
+    pub fn with_kiln(kiln: &Path) -> Sandbox {
+        Sandbox::for_runner_with(runner().clone(), kiln.to_path_buf())
+    }
+
     fn for_runner(runner: Runner) -> Sandbox {
-        let kiln_src = kiln_binary();
+        Sandbox::for_runner_with(runner, kiln_binary())
+    }
+
+    fn for_runner_with(runner: Runner, kiln_src: PathBuf) -> Sandbox {
         let label: String = std::thread::current()
             .name()
             .unwrap_or("test")
@@ -628,6 +637,13 @@ impl Sandbox {
             cmd.env("RUST_LOG", v);
         }
         (cmd, shown)
+    }
+
+    /// A command running kiln with exactly `args` as the test user, with the
+    /// sandbox's environment, for tests that manage the process themselves
+    /// (own process group, kill at a moment of their choosing).
+    pub fn kiln_command(&self, args: &[&OsStr]) -> Command {
+        self.command(self.kiln.as_os_str(), args).0
     }
 
     /// Runs kiln with exactly `args` (no `--root` added), in the sandbox dir.

@@ -104,6 +104,7 @@ fn remove_one(store: &Store, name: &str, force: bool, doomed: &mut Vec<StoredIma
         if store.untag(tag)? {
             println!("Untagged: {tag}");
         }
+        crate::fault::point("rmi-untagged");
     }
     if delete {
         doomed.push(image);

@@ -157,10 +157,14 @@ impl LayerDirs {
         let dest = self.layer_dir(chain);
         // Twice at most: once as things are, once after moving a stale directory aside.
         for _ in 0..2 {
+            crate::fault::point("layer-rename-before");
             let err = match fs::rename(&dir, &dest) {
                 // Durable, so a crash cannot leave the marker's dir unnamed
                 // or the rename half known.
-                Ok(()) => return fs::File::open(&self.root).and_then(|d| d.sync_all()).map_err(io(&self.root)),
+                Ok(()) => {
+                    crate::fault::point("layer-rename-after");
+                    return fs::File::open(&self.root).and_then(|d| d.sync_all()).map_err(io(&self.root));
+                }
                 Err(e) => e,
             };
             if self.is_verified(chain) {

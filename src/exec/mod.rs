@@ -633,6 +633,7 @@ impl<'a> Executor<'a> {
         let blob = self.store.blob_writer()?;
         let mut writer = LayerWriter::new(blob, self.opts.compression).map_err(ExecError::Layer)?;
         for planned in entries.values() {
+            crate::fault::point("copy-entry");
             let meta = &finish::clamp(&planned.meta, self.opts.source_date_epoch);
             match &planned.data {
                 Data::None => writer.append(meta, None),

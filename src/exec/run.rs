@@ -133,6 +133,7 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
         return Err(RunError::Failed { code, command: command_text(&step.cmd), tail });
     }
 
+    crate::fault::point("run-commit-before");
     let volumes = volume_paths(state);
     let blob = env.store.blob_writer()?;
     let mut writer = LayerWriter::new(blob, env.compression).map_err(RunError::Layer)?;

@@ -241,6 +241,7 @@ impl<R: Read> Read for Body<'_, R> {
                 Ok(0)
             }
             Ok(n) => {
+                crate::fault::point("pull-blob-read");
                 self.total += n as u64;
                 if self.total - self.reported >= 1 << 20 {
                     self.reported = self.total;

@@ -222,6 +222,7 @@ fn push_blob(
         None => start_upload(client, &what)?,
     };
     let _ = events.send(Event::Start { digest: blob.digest.clone(), size: blob.size });
+    crate::fault::point("push-blob-before");
     let path = store.blob_path(&blob.digest);
     if !path.is_file() {
         return Err(client.err(ErrorKind::Store(crate::store::StoreError::MissingBlob { digest: blob.digest.clone() })));
@@ -260,6 +261,7 @@ fn push_blob(
             return Err(client.status_error(&what, &mut resp));
         }
     }
+    crate::fault::point("push-blob-after");
     done("done");
     Ok(())
 }

@@ -112,11 +112,13 @@ impl BlobWriter {
             .map_err(|source| StoreError::Io { action: "chmod", path: tmp_path.clone(), source })?;
         file.sync_all().map_err(|source| StoreError::Io { action: "fsync", path: tmp_path, source })?;
         drop(file);
+        crate::fault::point("blob-rename-before");
         self.tmp.persist(&dest).map_err(|e| StoreError::Io {
             action: "rename blob into",
             path: dest.clone(),
             source: e.error,
         })?;
+        crate::fault::point("blob-rename-after");
         sync_dir(&self.blob_dir)
     }
 }
@@ -126,6 +128,7 @@ impl Write for BlobWriter {
         // Every long copy into the store (a pull, a commit) passes here: an
         // interrupted kiln stops at the next write and drops the temp file.
         kiln_runtime::lifetime::check_interrupted()?;
+        crate::fault::point("blob-write");
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;

@@ -437,6 +437,7 @@ impl Store {
             if !doomed.contains(&digest) && !is_old {
                 continue;
             }
+            crate::fault::point("gc-remove-blob");
             match fs::remove_file(&path) {
                 Ok(()) => {
                     self.forget_diff_id(&digest);
@@ -700,6 +701,7 @@ fn subdirs(dir: &Path) -> Result<Vec<(PathBuf, fs::Metadata)>, StoreError> {
 /// Removes a tree (or file) in place; records the bytes freed, or the
 /// failure with what to run. Returns whether it is gone.
 pub(super) fn remove_tree(path: &Path, reclaimed: &mut Reclaimed) -> bool {
+    crate::fault::point("gc-remove-tree");
     let mut freed = Freed::default();
     let result = remove::remove_tree(path, &mut freed);
     reclaimed.bytes += freed.bytes;
@@ -715,6 +717,7 @@ pub(super) fn remove_tree(path: &Path, reclaimed: &mut Reclaimed) -> bool {
 /// Like [`remove_tree`], for a tree trusted by its name (a layer dir): moved
 /// aside first.
 pub(super) fn remove_aside(path: &Path, reclaimed: &mut Reclaimed) -> bool {
+    crate::fault::point("gc-remove-tree");
     let mut freed = Freed::default();
     let result = remove::remove_aside(path, &mut freed);
     reclaimed.bytes += freed.bytes;

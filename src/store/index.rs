@@ -41,7 +41,8 @@ pub fn write_index(path: &Path, tmp_dir: &Path, index: &Index) -> Result<(), Sto
         source,
     })?;
     bytes.push(b'\n');
-    write_atomic(path, tmp_dir, &bytes)
+    crate::fault::point("index-write-before");
+    write_atomic(path, tmp_dir, &bytes).map(|()| crate::fault::point("index-write-after"))
 }
 
 /// Checks an existing `oci-layout` file.

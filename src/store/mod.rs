@@ -304,6 +304,7 @@ impl Store {
         if !self.has_blob(&manifest.digest) {
             return Err(StoreError::MissingBlob { digest: manifest.digest.clone() });
         }
+        crate::fault::point("tag-before");
         let mut entry = manifest.clone();
         entry.annotations.get_or_insert_with(BTreeMap::new).insert(REF_NAME.to_string(), name.clone());
         self.update_index(|index| {

@@ -124,6 +124,7 @@ fn remove_entry(parent: &Dir, parent_path: &Path, name: &CString, freed: &mut Fr
     };
     let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
     if !is_dir {
+        crate::fault::point("remove-file");
         return match unlinkat(Some(fd), name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(nix::Error::ENOENT) => {
                 if freed.seen.insert((st.st_dev, st.st_ino)) {
