@@ -92,20 +92,20 @@ impl Case {
 fn fault_points(s: Scenario) -> Vec<(&'static str, Vec<u32>)> {
     match s {
         Scenario::Build => vec![
-            ("copy-entry", vec![1, 100, 200]),
-            ("blob-write", vec![1, 5, 15, 30]),
+            ("copy-entry", vec![1, 50, 100, 150, 200]),
+            ("blob-write", vec![1, 5, 10, 15]),
             ("blob-rename-before", vec![1, 2, 3]),
             ("blob-rename-after", vec![1, 3]),
-            ("layer-rename-before", vec![1, 2]),
-            ("layer-rename-after", vec![1, 2]),
+            ("layer-rename-before", vec![1, 2, 3]),
+            ("layer-rename-after", vec![1, 2, 3]),
             ("run-commit-before", vec![1, 2, 3]),
             ("index-write-before", vec![1]),
             ("index-write-after", vec![1]),
             ("tag-before", vec![1]),
         ],
         Scenario::Pull => vec![
-            ("pull-blob-read", vec![1, 10, 25]),
-            ("blob-write", vec![1, 10]),
+            ("pull-blob-read", vec![1, 5, 10, 25]),
+            ("blob-write", vec![1, 5, 10]),
             ("blob-rename-before", vec![1, 2, 3]),
             ("blob-rename-after", vec![1, 3]),
             ("index-write-before", vec![1]),
