@@ -63,9 +63,13 @@ impl Drop for Daemon {
 /// `git daemon` exporting every repository under `base`.
 fn git_daemon(base: &std::path::Path) -> Daemon {
     let git = require_tool("git");
+    // `git daemon` runs git-daemon as a child of its own, which killing `git`
+    // would leave running: start git-daemon itself.
+    let exec_path = Command::new(&git).arg("--exec-path").output().expect("git --exec-path");
+    let daemon_bin = std::path::PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(git)
-        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
+    let child = Command::new(daemon_bin)
+        .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
         .arg(format!("--base-path={}", base.display()))
         .arg(base)
         // The repositories belong to the sandbox user; the daemon may not.
