@@ -544,8 +544,12 @@ impl Sandbox {
         let parent = path.parent().unwrap();
         if !parent.exists() {
             self.make_parents(parent);
-            fs::create_dir(parent).unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
-            self.give(parent);
+            // Another test thread may make the same parent meanwhile.
+            match fs::create_dir(parent) {
+                Ok(()) => self.give(parent),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("mkdir {}: {e}", parent.display()),
+            }
         }
     }
 
