@@ -8,12 +8,18 @@ DEMO  := target/demo
 build:
 	$(CARGO) build --workspace --locked
 
-# Builds a real image FROM scratch holding Debian's static busybox, exports it as
-# an OCI image layout and runs it.
-demo: build
+# Builds a real image FROM scratch holding Debian's static busybox and runs it
+# with `kiln run`; then, when runc or crun and umoci are there, exports it as an
+# OCI image layout and runs that too. Checks its prerequisites first and prints
+# the command that installs what is missing.
+demo:
+	@bash examples/prereqs.sh demo
+	$(CARGO) build --workspace --locked
 	bash examples/demo.sh $(KILN) $(DEMO)
 
-test: build
+test:
+	@bash examples/prereqs.sh test
+	$(CARGO) build --workspace --locked
 	$(CARGO) test --workspace --locked --no-fail-fast
 
 unit:

@@ -134,7 +134,10 @@ fn ensure_test_user() -> Runner {
         .write(true)
         .open("/tmp/kiln-integration-user.lock")
         .expect("open the user-setup lock file");
-    lock.lock().expect("lock the user-setup lock file");
+    // Held until this function returns (std's File::lock needs Rust 1.89).
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the user-setup lock file");
 
     if id_of("-u").is_none() {
         let useradd = require_tool("useradd");
@@ -178,7 +181,10 @@ fn ensure_nosubid_user() -> Runner {
         .write(true)
         .open("/tmp/kiln-integration-user.lock")
         .expect("open the user-setup lock file");
-    lock.lock().expect("lock the user-setup lock file");
+    // Held until this function returns (std's File::lock needs Rust 1.89).
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the user-setup lock file");
     if id_of_user("-u", NOSUBID_USER).is_none() {
         let out = Command::new(require_tool("useradd"))
             .args(["-m", "-s", "/bin/sh", "-U", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", NOSUBID_USER])

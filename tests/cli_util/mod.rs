@@ -181,7 +181,8 @@ pub fn ensure_test_user() {
         .write(true)
         .open("/tmp/kiln-integration-user.lock")
         .unwrap();
-    lock.lock().unwrap();
+    // Held until this function returns (std's File::lock needs Rust 1.89).
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
     if !StdCommand::new("id").arg(TEST_USER).output().is_ok_and(|o| o.status.success()) {
         let st = StdCommand::new("useradd").args(["-m", "-s", "/bin/sh", "-U", TEST_USER]).status().unwrap();
         assert!(st.success() || st.code() == Some(9), "useradd {TEST_USER}");
