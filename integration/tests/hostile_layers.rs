@@ -84,7 +84,7 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(512) {
+    while out.len() % 512 != 0 {
         out.push(0);
     }
 }

@@ -151,7 +151,10 @@ fn ensure_other_user() {
         .write(true)
         .open("/tmp/kiln-integration-user.lock")
         .expect("open the user-setup lock file");
-    lock.lock().expect("lock the user-setup lock file");
+    // Held until this function returns (std's File::lock needs Rust 1.89).
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the user-setup lock file");
     let exists = Command::new("id").arg(OTHER_USER).output().is_ok_and(|o| o.status.success());
     if !exists {
         let out = Command::new(require_tool("useradd"))

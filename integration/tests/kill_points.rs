@@ -479,7 +479,7 @@ fn run_case(w: &World, case: &Case, summary: &Mutex<Summary>) {
         Err(Bad::WrongFs(e)) => s.wrong_fs.push(format!("{label}: {e}")),
         Err(Bad::Failed(e)) => s.failed_next.push(format!("{label}: {e}\nkilled run's output:\n{}", log())),
     }
-    if s.cases.is_multiple_of(20) {
+    if s.cases % 20 == 0 {
         eprintln!("kill points: {} cases done, {} kills", s.cases, s.kills);
     }
     drop(s);
