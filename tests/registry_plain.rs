@@ -102,6 +102,18 @@ fn from_a_registry_image_seeded_by_skopeo() {
     // --pull=always asks the registry again (the blobs are already here).
     let out = ok(&kiln(&root, &["build", "--pull=always", "-t", "child:3", ctx.path().to_str().unwrap()]));
     assert!(out.contains(&format!("Pulling {base}")) && out.contains("skipped: already exists"), "{out}");
+    // `--pull` alone is docker's switch (always), not a policy that swallows
+    // the context after it.
+    let out = ok(&kiln(&root, &["build", "-t", "child:5", "--pull", ctx.path().to_str().unwrap()]));
+    assert!(out.contains(&format!("Pulling {base}")), "{out}");
+    // An image the registry does not have: "Pulling …" once, then the error.
+    let missing = tempfile::tempdir().unwrap();
+    std::fs::write(missing.path().join("Dockerfile"), format!("FROM {}/base/missing:1\n", reg.host())).unwrap();
+    let out = kiln(&root, &["build", missing.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = failed(&out);
+    assert!(err.contains("base/missing:1"), "{err}");
+    assert_eq!(stdout.matches("Pulling").count(), 1, "a failed pull says Pulling once\n{stdout}\n{err}");
     // --pull=newer keeps the stored base when the registry is gone.
     drop(reg);
     let out = kiln(&root, &["build", "--pull=newer", "-t", "child:4", ctx.path().to_str().unwrap()]);

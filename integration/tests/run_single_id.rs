@@ -12,12 +12,31 @@ fn nosub_sandbox() -> Option<Sandbox> {
     sb
 }
 
+/// `kiln info` names a usermod command whose range no line of /etc/subuid or
+/// /etc/subgid overlaps (other users' ranges included).
+fn assert_suggests_a_free_range(info: &str) {
+    let line = info.lines().find(|l| l.starts_with("subordinate ids:")).unwrap_or_else(|| panic!("no subordinate ids line\n{info}"));
+    let range = line.split("--add-subuids ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a range");
+    assert!(line.contains(&format!("--add-subgids {range} ")), "{line}");
+    let (start, end) = range.split_once('-').expect("START-END");
+    let (start, end): (u64, u64) = (start.parse().unwrap(), end.parse().unwrap());
+    assert_eq!(end - start + 1, 65536, "{line}");
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        for l in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let f: Vec<&str> = l.split(':').collect();
+            let (Some(s), Some(c)) = (f.get(1).and_then(|v| v.parse::<u64>().ok()), f.get(2).and_then(|v| v.parse::<u64>().ok())) else { continue };
+            assert!(s + c <= start || s > end, "suggested {range} overlaps {file}: {l}");
+        }
+    }
+}
+
 #[test]
 fn single_id_map_builds_run_steps_with_one_warning() {
     let Some(sb) = nosub_sandbox() else { return };
     let info = sb.kiln(&["info"]);
     info.ok();
     assert!(info.stdout.contains("single"), "kiln info should report the single-id map\n{}", info.transcript());
+    assert_suggests_a_free_range(&info.stdout);
 
     sb.busybox_context();
     let df = format!(

@@ -7,8 +7,11 @@ use std::sync::OnceLock;
 
 use nix::unistd::{Gid, Uid, User};
 
-/// The hint printed with every fallback that a subordinate id range would fix.
-pub const SUBID_FIX: &str = "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER";
+/// How many subordinate ids the suggested fix hands out (what useradd gives).
+pub const SUBID_COUNT: u32 = 65536;
+
+/// Where useradd starts handing out subordinate ids (SUB_UID_MIN).
+const SUBID_MIN: u32 = 100_000;
 
 /// Environment marker set inside kiln's user namespace.
 pub const INSIDE_ENV: &str = "KILN_USERNS";
@@ -89,6 +92,48 @@ pub fn parse_subid(text: &str, name: Option<&str>, id: u32) -> Vec<SubIdRange> {
         .collect()
 }
 
+/// Every range of /etc/subuid or /etc/subgid text, whoever owns it.
+pub fn parse_all_subids(text: &str) -> Vec<SubIdRange> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| {
+            let mut fields = line.split(':').skip(1);
+            let start = fields.next()?.trim().parse::<u32>().ok()?;
+            let count = fields.next()?.trim().parse::<u32>().ok()?;
+            Some(SubIdRange { start, count })
+        })
+        .collect()
+}
+
+/// The first `count` ids from 100000 up that no range in `taken` touches,
+/// so the suggested fix never hands out another user's ids.
+pub fn first_free_subids(taken: &[SubIdRange], count: u32) -> Option<u32> {
+    let mut ranges: Vec<(u64, u64)> =
+        taken.iter().map(|r| (r.start as u64, r.start as u64 + r.count as u64)).collect();
+    ranges.sort_unstable();
+    let mut start = SUBID_MIN as u64;
+    for (s, e) in ranges {
+        if s >= start + count as u64 {
+            break;
+        }
+        start = start.max(e);
+    }
+    (start + count as u64 <= u32::MAX as u64).then_some(start as u32)
+}
+
+/// The command that gives `user` a range free in both files.
+pub fn subid_fix(user: Option<&str>, taken: &[SubIdRange]) -> String {
+    let user = user.unwrap_or("$USER");
+    match first_free_subids(taken, SUBID_COUNT) {
+        Some(start) => {
+            let range = format!("{start}-{}", start + (SUBID_COUNT - 1));
+            format!("sudo usermod --add-subuids {range} --add-subgids {range} {user}")
+        }
+        None => format!("give {user} a free range of {SUBID_COUNT} ids in /etc/subuid and /etc/subgid"),
+    }
+}
+
 /// Builds a full map: container 0 ↔ `caller`, then container 1.. ↔ each
 /// range in order. Stops before container ids would overflow.
 pub fn build_full_map(caller: u32, ranges: &[SubIdRange]) -> Vec<IdMap> {
@@ -138,6 +183,9 @@ pub struct Facts {
     pub probe: Option<Result<(), String>>,
     pub subuids: Vec<SubIdRange>,
     pub subgids: Vec<SubIdRange>,
+    /// Every range in /etc/subuid and /etc/subgid, of every user: what a
+    /// suggested new range must not overlap.
+    pub taken_subids: Vec<SubIdRange>,
     pub newuidmap: Option<PathBuf>,
     pub newgidmap: Option<PathBuf>,
 }
@@ -170,7 +218,8 @@ pub fn decide(facts: &Facts) -> (MapMode, Option<String>) {
     if let Some(why) = missing {
         let warning = format!(
             "{why}: using a single-id map, so only uid/gid 0 exist in RUN steps (USER fails, apt cannot drop \
-             privileges; chown to other ids is recorded for the image while RUN sees uid 0); fix: {SUBID_FIX}"
+             privileges; chown to other ids is recorded for the image while RUN sees uid 0); fix: {}",
+            subid_fix(facts.user_name.as_deref(), &facts.taken_subids)
         );
         return (MapMode::Single, Some(warning));
     }
@@ -246,6 +295,9 @@ pub fn gather_facts(probe: impl FnOnce() -> Result<(), String>) -> Facts {
     let read = |p: &str| parse_subid(&std::fs::read_to_string(p).unwrap_or_default(), name.as_deref(), euid);
     facts.subuids = read("/etc/subuid");
     facts.subgids = read("/etc/subgid");
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        facts.taken_subids.extend(parse_all_subids(&std::fs::read_to_string(file).unwrap_or_default()));
+    }
     facts.newuidmap = find_tool("newuidmap");
     facts.newgidmap = find_tool("newgidmap");
     facts

@@ -79,8 +79,11 @@ pub struct BuildArgs {
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
 
-    /// When to pull base images: missing (default), always, never or newer; --pull alone means always.
-    #[arg(long, value_name = "POLICY", num_args = 0..=1, default_value = "missing", default_missing_value = "always",
+    /// When to pull base images: --pull=missing (default), always, never or newer; --pull alone means always.
+    // require_equals: `--pull .` is the switch and the context, as docker and
+    // podman read it, not a policy named ".".
+    #[arg(long, value_name = "POLICY", num_args = 0..=1, require_equals = true, default_value = "missing",
+          default_missing_value = "always",
           value_parser = ["missing", "always", "never", "newer", "true", "false"])]
     pub pull: String,
 
@@ -480,13 +483,59 @@ fn pull_options(args: &BuildArgs) -> crate::registry::PullOptions {
 fn base_env(store: &Store, reference: &str, pull: &crate::registry::PullOptions) -> Option<Vec<String>> {
     match transport::parse_transport(reference) {
         Transport::Store(_) => {
-            let mut out: Box<dyn Write> =
-                if pull.registry.progress { Box::new(std::io::stdout()) } else { Box::new(std::io::sink()) };
-            // A failed pull is reported by the executor, with the Dockerfile line.
+            // A pull that fails here is tried again and reported by the
+            // executor, with the Dockerfile line: the "Pulling …" line waits
+            // until the pull got somewhere, so a missing image, a refused login
+            // or no network prints it once. Blob progress stays live.
+            let mut out = HeldFirstLine::new(pull.registry.progress);
             let image = crate::registry::resolve_or_pull(store, reference, pull, &mut out).ok()?;
+            out.release();
             image.config.config.env
         }
         other => transport::import(store, &other).ok().and_then(|i| i.config.config.env),
+    }
+}
+
+/// Progress to stdout (or nowhere) whose first line is held back until a
+/// second one starts or [`HeldFirstLine::release`] is called.
+struct HeldFirstLine {
+    show: bool,
+    held: Option<Vec<u8>>,
+}
+
+impl HeldFirstLine {
+    fn new(show: bool) -> Self {
+        HeldFirstLine { show, held: Some(Vec::new()) }
+    }
+
+    fn release(&mut self) {
+        if let Some(held) = self.held.take() {
+            if self.show {
+                let _ = std::io::stdout().write_all(&held);
+            }
+        }
+    }
+}
+
+impl Write for HeldFirstLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.held {
+            Some(held) if !held.ends_with(b"\n") => held.extend_from_slice(buf),
+            Some(_) => {
+                self.release();
+                return self.write(buf);
+            }
+            None if self.show => return std::io::stdout().write(buf),
+            None => {}
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.held.is_none() && self.show {
+            std::io::stdout().flush()?;
+        }
+        Ok(())
     }
 }
 

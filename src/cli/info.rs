@@ -28,6 +28,12 @@ pub fn run(cli: &Cli, _args: &InfoArgs) -> anyhow::Result<i32> {
     };
     println!("kernel:                     {}", report.kernel);
     println!("user namespace:             {mode}");
+    if matches!(report.mode, MapMode::Single) {
+        // The first range no user has yet, so the command can be run as is.
+        let facts = kiln_runtime::idmap::gather_facts(|| Ok(()));
+        let fix = kiln_runtime::idmap::subid_fix(facts.user_name.as_deref(), &facts.taken_subids);
+        println!("subordinate ids:            none; for a full map run: {fix}");
+    }
     println!("uid map:                    {}", maps(&report.uid_maps));
     println!("gid map:                    {}", maps(&report.gid_maps));
     println!("max_user_namespaces:        {}", sysctl(report.max_user_namespaces));

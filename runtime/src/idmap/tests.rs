@@ -76,7 +76,12 @@ fn ladder() {
     let (mode, warning) = decide(&no_range);
     assert_eq!(mode, MapMode::Single);
     let warning = warning.unwrap();
-    assert!(warning.contains("alice") && warning.contains(SUBID_FIX), "{warning}");
+    assert!(warning.contains("sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 alice"), "{warning}");
+    // Other users' ranges are skipped: the suggestion is the first free one.
+    let taken = vec![SubIdRange { start: 100000, count: 65536 }, SubIdRange { start: 165536, count: 10 }];
+    let crowded = Facts { subgids: vec![], taken_subids: taken, ..user_facts() };
+    let warning = decide(&crowded).1.unwrap();
+    assert!(warning.contains("--add-subuids 165546-231081 --add-subgids 165546-231081 alice"), "{warning}");
 
     let no_tool = Facts { newgidmap: None, ..user_facts() };
     let (mode, warning) = decide(&no_tool);
@@ -108,4 +113,21 @@ fn inside_reports_the_maps_in_effect() {
     let single = vec![IdMap { container: 0, host: 1000, size: 1 }];
     let facts = Facts { euid: 0, inside: Some((single.clone(), single)), ..Facts::default() };
     assert_eq!(decide(&facts), (MapMode::Single, None));
+}
+
+#[test]
+fn first_free_subids_skips_every_taken_range() {
+    let r = |start, count| SubIdRange { start, count };
+    assert_eq!(first_free_subids(&[], 65536), Some(100000));
+    // Below the minimum, or far above, leaves 100000 free.
+    assert_eq!(first_free_subids(&[r(1000, 5000), r(500000, 65536)], 65536), Some(100000));
+    // A hole too small is skipped; unsorted input; overlapping ranges.
+    let taken = [r(300000, 65536), r(100000, 65536), r(165600, 100), r(165536, 200)];
+    assert_eq!(first_free_subids(&taken, 65536), Some(165736));
+    // A hole exactly big enough is used.
+    assert_eq!(first_free_subids(&[r(100000, 10), r(165546, 10)], 65536), Some(100010));
+    // No room left below 2^32.
+    assert_eq!(first_free_subids(&[r(100000, u32::MAX - 100000)], 65536), None);
+    let text = "alice:100000:65536\n# comment\nbob:165536:65536\nbad line\n";
+    assert_eq!(parse_all_subids(text), vec![r(100000, 65536), r(165536, 65536)]);
 }
