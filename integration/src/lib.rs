@@ -1280,18 +1280,24 @@ impl Sandbox {
 
     /// Compiles the static `xattr-set` helper into the context at `rel`.
     pub fn xattr_helper(&self, rel: &str) -> PathBuf {
+        self.static_c_program(rel, XATTR_SET_C)
+    }
+
+    /// Compiles C `source` statically (busybox images have no libc) into the
+    /// sandbox at `rel`, mode 0755.
+    pub fn static_c_program(&self, rel: &str, source: &str) -> PathBuf {
         let cc = require_tool("cc");
-        let dir = tempfile::tempdir().expect("temp dir for the helper source");
-        let src = dir.path().join("xattr-set.c");
-        fs::write(&src, XATTR_SET_C).unwrap();
-        let bin = dir.path().join("xattr-set");
+        let dir = tempfile::tempdir().expect("temp dir for the program source");
+        let src = dir.path().join("program.c");
+        fs::write(&src, source).unwrap();
+        let bin = dir.path().join("program");
         let out = Command::new(cc).args(["-static", "-Os", "-o"]).arg(&bin).arg(&src).output().expect("run cc");
         assert!(
             out.status.success(),
             "cc -static failed (needs gcc and libc6-dev): {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(!elf_has_interpreter(&fs::read(&bin).unwrap()), "xattr-set came out dynamically linked");
+        assert!(!elf_has_interpreter(&fs::read(&bin).unwrap()), "{rel} came out dynamically linked");
         let p = self.copy_in(&bin, rel);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
         p

@@ -152,10 +152,30 @@ fn apt_get_install_on_a_debootstrapped_base() {
         eprintln!("NOTICE: skipped: debootstrap needs root; run the integration tests as root");
         return;
     }
+    apt_get_install(Sandbox::new(), "42\n");
+}
+
+/// Without a subuid range apt's drop to `_apt` is pretended (see
+/// kiln_runtime::fake_ids): the same Dockerfile builds unchanged. RUN sees
+/// the partial dir owned by root; the layer records `_apt` as its owner.
+#[test]
+#[cfg_attr(not(kiln_slow), ignore = "slow; set KILN_SLOW_TESTS=1 to run")]
+fn apt_get_install_without_a_subuid_range() {
+    if !is_root() {
+        eprintln!("NOTICE: skipped: debootstrap needs root; run the integration tests as root");
+        return;
+    }
+    let sb = Sandbox::without_subids().expect("as root, a user without a subuid range is created");
+    apt_get_install(sb, "0\n");
+}
+
+/// Builds `FROM` a debootstrapped base: apt-get update and install, then
+/// checks the package, apt's `_apt` ownership and that apt did drop to `_apt`.
+/// `partial_owner_in_run`: what `stat -c %u` on apt's partial dir shows in RUN.
+fn apt_get_install(sb: Sandbox, partial_owner_in_run: &str) {
     let started = Instant::now();
     ensure_debootstrap();
     let (mirror, suite) = host_mirror();
-    let sb = Sandbox::new();
     let base = sb.path("base");
     let https = mirror.starts_with("https:");
     let mut deb = Command::new("/usr/sbin/debootstrap");
@@ -198,7 +218,7 @@ CMD [\"/usr/bin/{PACKAGE}\"]\n"
     );
     let img = sb.image("deb");
     assert_eq!(img.file_str("hello.out"), "Hello, world!\n");
-    assert_eq!(img.file_str("partial-owner"), "42\n", "apt's partial dir belongs to _apt (uid 42)");
+    assert_eq!(img.file_str("partial-owner"), partial_owner_in_run, "apt's partial dir as RUN sees it");
     let status = img.file_str("var/lib/dpkg/status");
     assert!(
         status.contains(&format!("Package: {PACKAGE}\nStatus: install ok installed")),

@@ -102,3 +102,56 @@ fn full_map_is_reported_for_a_user_with_a_range() {
     assert!(uid_line.contains(&format!("0 {uid} 1")), "uid 0 maps to the user: {uid_line}");
     assert!(uid_line.contains(" 1 ") && uid_line.contains("65536"), "ids 1.. map to the range: {uid_line}");
 }
+
+/// What apt does to drop to its `_apt` sandbox user, then checks, as a
+/// static program: setgroups, setresgid, setresuid to ids the single-id map
+/// lacks, then every get*id must show them and regaining root must fail.
+const DROP_PRIVILEGES_C: &str = r#"
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    gid_t g = 65534;
+    if (setgroups(1, &g)) { perror("setgroups"); return 1; }
+    if (setresgid(65534, 65534, 65534)) { perror("setresgid"); return 1; }
+    if (setresuid(42, 42, 42)) { perror("setresuid"); return 1; }
+    uid_t r, e, s; gid_t rg, eg, sg, list[8];
+    if (getresuid(&r, &e, &s) || getresgid(&rg, &eg, &sg)) { perror("getres"); return 1; }
+    int n = getgroups(8, list);
+    printf("ids %d %d %d %d res %d %d %d %d %d %d groups %d %d\n", (int)getuid(), (int)geteuid(), (int)getgid(),
+           (int)getegid(), (int)r, (int)e, (int)s, (int)rg, (int)eg, (int)sg, n, n > 0 ? (int)list[0] : -1);
+    if (setuid(0) == 0 || errno != EPERM) { printf("regained root\n"); return 1; }
+    if (setgroups(1, &g) == 0 || errno != EPERM) { printf("setgroups after the drop\n"); return 1; }
+    fflush(stdout);
+    execl("/bin/sh", "sh", "-c", "echo after exec $(id -u) $(id -g)", (char *)0);
+    perror("exec");
+    return 1;
+}
+"#;
+
+/// apt, dnf and su drop privileges to ids the single-id map lacks: the calls
+/// succeed, the process sees the ids it set (across exec), and cannot get
+/// root back, while its children and later steps are root again.
+#[test]
+fn single_id_map_pretends_set_ids_like_apt_needs() {
+    let Some(sb) = nosub_sandbox() else { return };
+    sb.busybox_context();
+    sb.static_c_program("ctx/drop", DROP_PRIVILEGES_C);
+    let df = format!(
+        "{RUN_BASE}\
+COPY drop /drop
+RUN /drop > /dropped && id -u > /after
+"
+    );
+    let out = sb.try_build(&df, "drop", &[]);
+    out.ok();
+    let img = sb.image("drop");
+    assert_eq!(
+        img.file_str("dropped"),
+        "ids 42 42 65534 65534 res 42 42 42 65534 65534 65534 groups 1 65534\nafter exec 42 65534\n",
+        "{}",
+        out.transcript()
+    );
+    assert_eq!(img.file_str("after"), "0\n", "the shell that ran /drop is still root");
+}

@@ -37,6 +37,7 @@ use std::path::Path;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use xattr::FileExt as _;
 
+use crate::fake_ids::{self, IdCall};
 use crate::idmap::{parse_proc_map, IdMap};
 use crate::sys;
 
@@ -90,7 +91,11 @@ pub fn supported() -> bool {
 /// x32 numbers differ too) and every other call pass; the intercepted ones
 /// notify the listener.
 fn program() -> Vec<libc::sock_filter> {
-    build_program(AUDIT_ARCH, INTERCEPTED)
+    let mut calls = INTERCEPTED.to_vec();
+    if !INTERCEPTED.is_empty() {
+        calls.extend_from_slice(crate::fake_ids::CALLS);
+    }
+    build_program(AUDIT_ARCH, &calls)
 }
 
 fn build_program(arch: u32, nrs: &[i64]) -> Vec<libc::sock_filter> {
@@ -238,6 +243,10 @@ enum Reply {
     Continue,
     /// The call is done: return 0.
     Done,
+    /// The call is done: return this value.
+    Value(u64),
+    /// The call failed with this errno.
+    Error(i32),
 }
 
 /// The helper's side. Made before the fork, while /proc is still the one
@@ -249,13 +258,21 @@ pub struct Supervisor {
     gids: Vec<IdMap>,
     /// This process's root is the step's: relative lookups are safe.
     rooted: bool,
+    /// The ids processes set that the namespace lacks (see `fake_ids`).
+    ids: std::cell::RefCell<fake_ids::Table>,
 }
 
 impl Supervisor {
     pub fn new() -> io::Result<Supervisor> {
         let proc_dir = File::open("/proc")?.into();
         let read = |name: &str| std::fs::read_to_string(Path::new("/proc/self").join(name)).map(|t| parse_proc_map(&t));
-        Ok(Supervisor { proc_dir, uids: read("uid_map")?, gids: read("gid_map")?, rooted: false })
+        Ok(Supervisor {
+            proc_dir,
+            uids: read("uid_map")?,
+            gids: read("gid_map")?,
+            rooted: false,
+            ids: Default::default(),
+        })
     }
 
     /// Receives the listener from the step's PID 1 and answers notifications
@@ -298,12 +315,13 @@ impl Supervisor {
             Err(_) => return,
         };
         let reply = self.answer(listener, &notif);
-        let resp = libc::seccomp_notif_resp {
-            id: notif.id,
-            val: 0,
-            error: 0,
-            flags: if reply == Reply::Continue { libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32 } else { 0 },
+        let (val, error, flags) = match reply {
+            Reply::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+            Reply::Done => (0, 0, 0),
+            Reply::Value(v) => (v as i64, 0, 0),
+            Reply::Error(errno) => (0, -errno, 0),
         };
+        let resp = libc::seccomp_notif_resp { id: notif.id, val, error, flags };
         // ENOENT: the caller died meanwhile; nothing to tell anyone.
         let _ = sys::seccomp_send(listener, &resp);
     }
@@ -322,6 +340,9 @@ impl Supervisor {
     fn answer(&self, listener: &OwnedFd, notif: &libc::seccomp_notif) -> Reply {
         if notif.data.arch != AUDIT_ARCH || notif.pid == 0 {
             return Reply::Continue;
+        }
+        if let Some(call) = fake_ids::decode(notif.data.nr as i64, &notif.data.args) {
+            return self.answer_ids(listener, notif, call);
         }
         let Some(call) = decode(notif.data.nr as i64, &notif.data.args) else {
             return Reply::Continue;
@@ -347,6 +368,161 @@ impl Supervisor {
                 Reply::Continue
             }
         }
+    }
+
+    /// set*id and get*id calls: ids the namespace has are the kernel's
+    /// business until a process sets one it lacks; from then on its ids are
+    /// remembered here and its get*id calls answered from them.
+    fn answer_ids(&self, listener: &OwnedFd, notif: &libc::seccomp_notif, call: IdCall) -> Reply {
+        let valid = || sys::seccomp_id_valid(listener, notif.id);
+        let proc_text = |name: &str| -> Option<String> {
+            let fd = sys::openat2(&self.proc_dir, Path::new(name), libc::O_RDONLY, 0).ok()?;
+            std::io::read_to_string(File::from(fd)).ok()
+        };
+        let Some(status) = proc_text(&format!("{}/status", notif.pid)) else { return Reply::Continue };
+        let Some(key) = proc_text(&format!("{}/stat", notif.pid)).and_then(|stat| fake_ids::process_key(&status, &stat))
+        else {
+            return Reply::Continue;
+        };
+        if !valid() {
+            return Reply::Continue;
+        }
+        self.learn_ancestry(key, &status, &proc_text);
+        let known = self.ids.borrow().get(key).cloned();
+        let pick = |ids: &fake_ids::Ids, effective: bool| if effective { ids.e } else { ids.r };
+        let kind = |c: &fake_ids::Creds, group: bool| if group { c.gids } else { c.uids };
+        match call {
+            IdCall::Get { group, effective } => match known {
+                Some(c) => Reply::Value(pick(&kind(&c, group), effective) as u64),
+                None => Reply::Continue,
+            },
+            IdCall::GetRes { group, addrs } => match known {
+                Some(c) => {
+                    let ids = kind(&c, group);
+                    let values = [ids.r, ids.e, ids.s];
+                    let words: Vec<(u64, Vec<u8>)> =
+                        addrs.iter().zip(values).map(|(a, v)| (*a, v.to_ne_bytes().to_vec())).collect();
+                    self.write_memory(notif.pid, &words, valid).map_or(Reply::Error(libc::EFAULT), |()| Reply::Done)
+                }
+                None => Reply::Continue,
+            },
+            IdCall::GetGroups { size, list } => match known {
+                Some(c) => {
+                    let n = c.groups.len() as u64;
+                    if size as i32 == 0 {
+                        Reply::Value(n)
+                    } else if (size as i32) < 0 || (size as u32 as u64) < n {
+                        Reply::Error(libc::EINVAL)
+                    } else {
+                        let bytes = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+                        self.write_memory(notif.pid, &[(list, bytes)], valid)
+                            .map_or(Reply::Error(libc::EFAULT), |()| Reply::Value(n))
+                    }
+                }
+                None => Reply::Continue,
+            },
+            IdCall::SetGroups { size, list } => {
+                let n = size as i32;
+                if !(0..=65536).contains(&n) {
+                    return Reply::Error(libc::EINVAL);
+                }
+                let Ok(bytes) = self.read_memory(notif.pid, list, n as usize * 4, valid) else {
+                    return Reply::Error(libc::EFAULT);
+                };
+                let groups = bytes.chunks_exact(4).map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]])).collect();
+                let current = known.unwrap_or_else(|| fake_ids::Creds::root(fake_ids::groups_of(&status)));
+                match fake_ids::set_groups(&current, groups) {
+                    Ok(next) => {
+                        self.ids.borrow_mut().set(key, now_ticks(&proc_text), next);
+                        Reply::Done
+                    }
+                    Err(errno) => Reply::Error(errno),
+                }
+            }
+            set => {
+                let mapped = |group: bool, id: u32| is_mapped(if group { &self.gids } else { &self.uids }, id);
+                if known.is_none() && fake_ids::kernel_can(set, mapped) {
+                    return Reply::Continue;
+                }
+                let current = known.unwrap_or_else(|| fake_ids::Creds::root(fake_ids::groups_of(&status)));
+                let result = fake_ids::apply(&current, set);
+                if let IdCall::SetFs { group, .. } = set {
+                    // setfsuid returns the previous value and never fails.
+                    let previous = kind(&current, group).fs as u64;
+                    if let Ok(next) = result {
+                        self.ids.borrow_mut().set(key, now_ticks(&proc_text), next);
+                    }
+                    return Reply::Value(previous);
+                }
+                match result {
+                    Ok(next) => {
+                        self.ids.borrow_mut().set(key, now_ticks(&proc_text), next);
+                        Reply::Done
+                    }
+                    Err(errno) => Reply::Error(errno),
+                }
+            }
+        }
+    }
+
+    /// A process met for the first time takes what its parent had when it
+    /// started, the parent's found the same way (up to the step's PID 1, or
+    /// a process already known).
+    fn learn_ancestry(&self, key: fake_ids::ProcessKey, status: &str, proc_text: &dyn Fn(&str) -> Option<String>) {
+        let mut chain = vec![key];
+        let mut parent = fake_ids::parent_of(status);
+        // Bounded: a step's process tree is not deeper than this in practice,
+        // and each level costs two /proc reads once per process.
+        while let Some(ppid) = parent.filter(|p| *p > 0) {
+            if self.ids.borrow().known(*chain.last().expect("not empty")) || chain.len() > 64 {
+                break;
+            }
+            let Some(pstatus) = proc_text(&format!("{ppid}/status")) else { break };
+            let Some(pkey) = proc_text(&format!("{ppid}/stat")).and_then(|st| fake_ids::process_key(&pstatus, &st))
+            else {
+                break;
+            };
+            chain.push(pkey);
+            parent = fake_ids::parent_of(&pstatus);
+        }
+        // From the oldest ancestor down, each child takes its parent's ids
+        // as of its own start.
+        let mut ids = self.ids.borrow_mut();
+        for pair in chain.windows(2).rev() {
+            let (child, parent) = (pair[0], pair[1]);
+            if ids.known(child) {
+                continue;
+            }
+            let inherited = ids.at(parent, child.1).cloned();
+            ids.inherit(child, inherited);
+        }
+        if !ids.known(key) {
+            ids.inherit(key, None);
+        }
+    }
+
+    fn open_mem(&self, pid: u32, flags: libc::c_int, valid: impl Fn() -> bool) -> io::Result<File> {
+        let mem = File::from(sys::openat2(&self.proc_dir, Path::new(&format!("{pid}/mem")), flags, 0)?);
+        if !valid() {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(mem)
+    }
+
+    fn read_memory(&self, pid: u32, addr: u64, len: usize, valid: impl Fn() -> bool) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        if len > 0 {
+            self.open_mem(pid, libc::O_RDONLY, valid)?.read_exact_at(&mut buf, addr)?;
+        }
+        Ok(buf)
+    }
+
+    fn write_memory(&self, pid: u32, words: &[(u64, Vec<u8>)], valid: impl Fn() -> bool) -> io::Result<()> {
+        let mem = self.open_mem(pid, libc::O_RDWR, valid)?;
+        for (addr, bytes) in words {
+            mem.write_all_at(bytes, *addr)?;
+        }
+        Ok(())
     }
 
     /// An O_PATH descriptor of the file the call names, resolved as the
@@ -437,6 +613,11 @@ impl Supervisor {
         }
         Ok(())
     }
+}
+
+/// Clock ticks since boot now, as process start times count them.
+fn now_ticks(proc_text: &dyn Fn(&str) -> Option<String>) -> u64 {
+    proc_text("uptime").as_deref().and_then(fake_ids::uptime_ticks).unwrap_or(u64::MAX)
 }
 
 /// Reads a NUL-terminated string at `addr` of the task whose memory `mem`

@@ -217,8 +217,8 @@ pub fn decide(facts: &Facts) -> (MapMode, Option<String>) {
     };
     if let Some(why) = missing {
         let warning = format!(
-            "{why}: using a single-id map, so only uid/gid 0 exist in RUN steps (USER fails, apt cannot drop \
-             privileges; chown to other ids is recorded for the image while RUN sees uid 0); fix: {}",
+            "{why}: using a single-id map, so only uid/gid 0 exist in RUN steps (USER with another id fails; \
+             chown and setuid to other ids are pretended: the image records the owner, RUN sees uid 0); fix: {}",
             subid_fix(facts.user_name.as_deref(), &facts.taken_subids)
         );
         return (MapMode::Single, Some(warning));

@@ -12,6 +12,7 @@ pub mod attach;
 pub mod child;
 mod error;
 pub mod fake_chown;
+pub mod fake_ids;
 pub mod fds;
 pub mod idmap;
 pub mod lifetime;

@@ -103,6 +103,7 @@ fn supervisor() -> Supervisor {
         uids: one(me),
         gids: one(nix::unistd::getgid().as_raw()),
         rooted: true,
+        ids: Default::default(),
     }
 }
 
