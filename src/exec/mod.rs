@@ -55,8 +55,8 @@ pub enum ExecError {
     },
     #[error("image {0:?} is not in the local store")]
     ImageNotFound(String),
-    #[error("build context {0:?} is the directory {1}: FROM needs an image (use --build-context {0}=docker-image://REF)")]
-    DirContextAsImage(String, std::path::PathBuf),
+    #[error("build context {0:?} is {1}: FROM needs an image (use --build-context {0}=docker-image://REF)")]
+    DirContextAsImage(String, String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -113,10 +113,21 @@ pub struct BuildOptions {
 /// A `--build-context` value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NamedContext {
-    /// A local directory, read like the main context (without .dockerignore).
+    /// A local directory, read like the main context: its own
+    /// `.dockerignore` (else `.containerignore`) applies, as in BuildKit.
     Dir(std::path::PathBuf),
+    /// A git URL (`repo.git#ref:subdir`, `git@…`) or an http(s) URL of a tar
+    /// archive, fetched once per build when first used.
+    Remote(String),
     /// An image reference (any form `FROM` takes).
     Image(String),
+}
+
+impl NamedContext {
+    /// A set of files (directory or remote) rather than an image.
+    pub fn is_files(&self) -> bool {
+        matches!(self, NamedContext::Dir(_) | NamedContext::Remote(_))
+    }
 }
 
 impl Default for BuildOptions {
@@ -461,7 +472,7 @@ impl<'a> Executor<'a> {
                 }
                 Some(CopyFrom::Stage(i)) => self.done.lock().expect("done lock").get(i).map(|s| s.key.clone()).unwrap_or_default(),
                 Some(CopyFrom::Image(r)) => match self.opts.named_contexts.get(r) {
-                    Some(NamedContext::Dir(_)) => {
+                    Some(named) if named.is_files() => {
                         let key = self.unpack_from(c.from.as_ref().expect("matched above"))?;
                         let from = self.unpacked.lock().expect("unpacked lock")[&key].clone();
                         let digest = crate::context::digest::sources(&from, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
@@ -569,7 +580,12 @@ impl<'a> Executor<'a> {
     fn image(&self, reference: &str) -> Result<Image, ExecError> {
         let reference = match self.opts.named_contexts.get(reference) {
             Some(NamedContext::Image(r)) => r.as_str(),
-            Some(NamedContext::Dir(d)) => return Err(ExecError::DirContextAsImage(reference.to_string(), d.clone())),
+            Some(NamedContext::Dir(d)) => {
+                return Err(ExecError::DirContextAsImage(reference.to_string(), format!("the directory {}", d.display())))
+            }
+            Some(NamedContext::Remote(url)) => {
+                return Err(ExecError::DirContextAsImage(reference.to_string(), crate::net::redact(url)))
+            }
             None => reference,
         };
         match transport::parse_transport(reference) {
@@ -735,6 +751,15 @@ impl<'a> Executor<'a> {
                     let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == from);
                     let key = match stage {
                         Some(s) => self.done.lock().expect("done lock").get(&s.index).map(|s| s.key.clone()).unwrap_or_default(),
+                        // The files the mount shows, as for COPY --from: an
+                        // edit in the named context reruns the step.
+                        None if self.opts.named_contexts.get(&from).is_some_and(NamedContext::is_files) => {
+                            let key = self.unpack_from(&CopyFrom::Image(from.clone()))?;
+                            let ctx = self.unpacked.lock().expect("unpacked lock")[&key].clone();
+                            let digest = crate::context::digest::sources(&ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
+                            files.extend(digest.shown());
+                            digest.digest()
+                        }
                         None if self.opts.named_contexts.contains_key(&from) => from.clone(),
                         None => self.image(&from)?.manifest_digest,
                     };
@@ -751,7 +776,7 @@ impl<'a> Executor<'a> {
         if r.mounts.is_empty() {
             return Ok(mounts::Prepared::default());
         }
-        let from = |name: &str| -> Result<std::path::PathBuf, String> {
+        let from = |name: &str| -> Result<Arc<BuildContext>, String> {
             let lower = name.to_lowercase();
             let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name);
             let from = match stage {
@@ -759,13 +784,13 @@ impl<'a> Executor<'a> {
                 None => CopyFrom::Image(name.to_string()),
             };
             let key = self.unpack_from(&from).map_err(|e| e.to_string())?;
-            let root = self.unpacked.lock().expect("unpacked lock")[&key].root().to_path_buf();
-            Ok(root)
+            let ctx = self.unpacked.lock().expect("unpacked lock")[&key].clone();
+            Ok(ctx)
         };
         let sources = mounts::MountSources {
             store_root: self.store.root(),
             scratch: self.scratch.path(),
-            context: self.ctx.root(),
+            context: self.ctx,
             from: &from,
             secrets: &self.opts.secrets,
             ssh: &self.opts.ssh,
@@ -781,12 +806,20 @@ impl<'a> Executor<'a> {
                 let s = done.get(i).ok_or("COPY --from names a stage that was not built")?;
                 (format!("stage:{}", i), s.layers.clone(), s.config.rootfs.diff_ids.clone())
             }
-            CopyFrom::Image(name) if matches!(self.opts.named_contexts.get(name), Some(NamedContext::Dir(_))) => {
+            CopyFrom::Image(name) if self.opts.named_contexts.get(name).is_some_and(NamedContext::is_files) => {
                 let key = format!("context:{}", name);
                 let mut unpacked = self.unpacked.lock().expect("unpacked lock");
                 if !unpacked.contains_key(&key) {
-                    let Some(NamedContext::Dir(dir)) = self.opts.named_contexts.get(name) else { unreachable!() };
-                    let ctx = BuildContext::from_dir(dir, None)?;
+                    let ctx = match &self.opts.named_contexts[name] {
+                        NamedContext::Dir(dir) => BuildContext::from_dir(dir, BuildContext::find_ignore_file(dir, None).as_deref())?,
+                        NamedContext::Remote(url) => {
+                            let remote = crate::context::remote::classify(url)
+                                .ok_or_else(|| format!("--build-context {name}: {url} is not a git or http(s) URL"))?;
+                            let limits = crate::context::remote::DownloadLimits::new(self.opts.max_context_size);
+                            crate::context::remote::open_named(&remote, &limits)?
+                        }
+                        NamedContext::Image(_) => unreachable!("matched is_files"),
+                    };
                     unpacked.insert(key.clone(), Arc::new(ctx));
                 }
                 return Ok(key);
