@@ -538,7 +538,8 @@ impl<'a> Executor<'a> {
     fn base(&self, stage: &Stage) -> Result<StageState, Box<dyn std::error::Error + Send + Sync>> {
         Ok(match &stage.base {
             Base::Scratch => {
-                let (os, architecture, variant) = platform(self.opts.platform.as_deref().or(stage.platform.as_deref()))?;
+                // FROM --platform wins over --platform, as in BuildKit.
+                let (os, architecture, variant) = platform(stage.platform.as_deref().or(self.opts.platform.as_deref()))?;
                 let key = format!("scratch:{}/{}/{}", os, architecture, variant.clone().unwrap_or_default());
                 let mut config = ImageConfig { architecture, os, variant, rootfs: RootFs::default(), ..Default::default() };
                 config.config.env = Some(vec![DEFAULT_PATH.to_string()]);
@@ -569,7 +570,7 @@ impl<'a> Executor<'a> {
                 s
             }
             Base::Image(reference) => {
-                let image = self.image(reference)?;
+                let image = self.image_for(reference, stage.platform.as_deref().or(self.opts.platform.as_deref()))?;
                 let mut s = StageState::new(image.config, image.manifest.layers);
                 s.key = image.manifest_digest.clone();
                 s
@@ -578,6 +579,13 @@ impl<'a> Executor<'a> {
     }
 
     fn image(&self, reference: &str) -> Result<Image, ExecError> {
+        self.image_for(reference, self.opts.platform.as_deref())
+    }
+
+    /// The image `reference` names, for `platform` (`os/arch[/variant]`):
+    /// picked from a multi-platform image, and an error when the image has
+    /// no such platform. `None` prefers the host's.
+    fn image_for(&self, reference: &str, platform: Option<&str>) -> Result<Image, ExecError> {
         let reference = match self.opts.named_contexts.get(reference) {
             Some(NamedContext::Image(r)) => r.as_str(),
             Some(NamedContext::Dir(d)) => {
@@ -593,9 +601,17 @@ impl<'a> Executor<'a> {
                 // Found in the store, or pulled from its registry per --pull.
                 let mut out: Box<dyn Write> =
                     if self.opts.pull.registry.progress { Box::new(std::io::stdout()) } else { Box::new(std::io::sink()) };
-                Ok(crate::registry::resolve_or_pull(self.store, &name, &self.opts.pull, &mut out)?)
+                let mut pull = self.opts.pull.clone();
+                pull.registry.platform = platform.map(str::to_string);
+                Ok(crate::registry::resolve_or_pull(self.store, &name, &pull, &mut out)?)
             }
-            other => Ok(transport::import(self.store, &other)?),
+            other => {
+                let wanted = platform
+                    .map(crate::image::platform::Platform::parse)
+                    .transpose()
+                    .map_err(|e| ExecError::Platform(e.0))?;
+                Ok(transport::import_for(self.store, &other, wanted.as_ref())?)
+            }
         }
     }
 
@@ -941,31 +957,14 @@ fn go_rfc3339_nano(time: &chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
-/// `os/arch[/variant]`, defaulting to the host's.
+/// `os/arch[/variant]` for an image config (names normalised, the
+/// variant kept as given, `arm`'s default written out), defaulting to the
+/// host's.
 pub fn platform(spec: Option<&str>) -> Result<(String, String, Option<String>), ExecError> {
-    let Some(spec) = spec else {
-        return Ok(("linux".into(), host_arch().into(), None));
-    };
-    let parts: Vec<&str> = spec.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] if !os.is_empty() && !arch.is_empty() => Ok((os.to_string(), arch.to_string(), None)),
-        [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
-            Ok((os.to_string(), arch.to_string(), Some(variant.to_string())))
-        }
-        _ => Err(ExecError::Platform(spec.to_string())),
-    }
-}
-
-/// The host's architecture in OCI's (Go's) spelling.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "arm" => "arm",
-        other => other,
-    }
+    let p = crate::image::platform::Platform::parse_or_host(spec).map_err(|e| ExecError::Platform(e.0))?;
+    let given = spec.and_then(|s| s.split('/').nth(2)).map(str::to_string);
+    let variant = given.or_else(|| p.variant_for_config());
+    Ok((p.os, p.architecture, variant))
 }
 
 /// The 12-hex-digit id docker prints.
