@@ -12,8 +12,8 @@ use super::manifest::{Descriptor, Index};
 pub struct Platform {
     pub os: String,
     pub architecture: String,
-    /// `None` when the architecture has no variant or it is the default one
-    /// (`arm64` is `v8`, `arm` is `v7`).
+    /// As containerd normalises it: `arm` always has one (`v7` by
+    /// default), `arm64`'s default `v8` is left out.
     pub variant: Option<String>,
 }
 
@@ -43,9 +43,9 @@ impl Platform {
             ("x86_64" | "x86-64" | "amd64", v) => ("amd64".to_string(), v),
             ("aarch64" | "arm64", Some(v)) if v == "v8" || v == "8" => ("arm64".to_string(), None),
             ("aarch64" | "arm64", v) => ("arm64".to_string(), v),
-            ("armhf", _) => ("arm".to_string(), None),
+            ("armhf", _) => ("arm".to_string(), Some("v7".to_string())),
             ("armel", _) => ("arm".to_string(), Some("v6".to_string())),
-            ("arm", Some(v)) if v == "v7" || v == "7" => ("arm".to_string(), None),
+            ("arm", None) => ("arm".to_string(), Some("v7".to_string())),
             ("arm", Some(v)) if v.len() == 1 && v.as_bytes()[0].is_ascii_digit() => ("arm".to_string(), Some(format!("v{v}"))),
             ("i386" | "i686" | "x86" | "386", v) => ("386".to_string(), v),
             (other, v) => (other.to_string(), v),
@@ -68,13 +68,9 @@ impl Platform {
         spec.map_or_else(|| Ok(Platform::host()), Platform::parse)
     }
 
-    /// The variant as an image config or index spells it: the default one
-    /// written out for `arm`, none otherwise.
+    /// The variant as an image config spells it.
     pub fn variant_for_config(&self) -> Option<String> {
-        match (self.architecture.as_str(), &self.variant) {
-            ("arm", None) => Some("v7".to_string()),
-            (_, v) => v.clone(),
-        }
+        self.variant.clone()
     }
 
     /// Whether an image of `os/arch/variant` (as an index or config states
@@ -131,8 +127,9 @@ mod tests {
         assert_eq!(p("Linux/x86_64"), "linux/amd64");
         assert_eq!(p("linux/aarch64"), "linux/arm64");
         assert_eq!(p("linux/arm64/v8"), "linux/arm64");
-        assert_eq!(p("linux/armhf"), "linux/arm");
-        assert_eq!(p("linux/arm/v7"), "linux/arm");
+        assert_eq!(p("linux/armhf"), "linux/arm/v7");
+        assert_eq!(p("linux/arm"), "linux/arm/v7");
+        assert_eq!(p("linux/arm/7"), "linux/arm/v7");
         assert_eq!(p("linux/arm/6"), "linux/arm/v6");
         assert_eq!(p("linux/i686"), "linux/386");
         assert_eq!(p("linux/s390x"), "linux/s390x");
@@ -174,6 +171,6 @@ mod tests {
         assert_eq!(pick("linux/arm/v6"), Some(index.manifests[0].digest.clone()));
         assert_eq!(pick("linux/arm"), Some(index.manifests[1].digest.clone()));
         assert_eq!(pick("linux/s390x"), None);
-        assert_eq!(available(&index), ["linux/arm/v6", "linux/arm", "linux/amd64", "linux/arm64", "unknown/unknown"]);
+        assert_eq!(available(&index), ["linux/arm/v6", "linux/arm/v7", "linux/amd64", "linux/arm64", "unknown/unknown"]);
     }
 }
