@@ -98,6 +98,14 @@ fn ignorefile_flag_overrides_both() {
     assert!(paths.contains("app/notes.txt"), "the context's .dockerignore is not used with --ignorefile: {paths:?}");
     assert!(paths.contains("app/a.log"), "nor its .containerignore: {paths:?}");
 
+    // A context that comes whole (here a tar on stdin) takes it over its own too.
+    sb.tool("tar", &["-C", "ctx", "-cf", "ctx.tar", "."]).ok();
+    let tar = std::fs::read(sb.path("ctx.tar")).unwrap();
+    sb.kiln_stdin(&["build", "--ignorefile", rules.to_str().unwrap(), "-t", "tarflag", "-"], tar).ok();
+    let paths = sb.image("tarflag").paths();
+    assert!(!paths.contains("app/main.c"), "{paths:?}");
+    assert!(paths.contains("app/notes.txt") && paths.contains("app/a.log"), "{paths:?}");
+
     let missing = sb.path("nope.ignore");
     sb.try_build("FROM scratch\nCOPY . /app/\n", "nofile", &["--ignorefile", missing.to_str().unwrap()])
         .fails_with(1)
