@@ -47,7 +47,7 @@ fn image(sb: &Sandbox, arch: &str) -> Value {
     let config = json!({
         "architecture": arch,
         "os": "linux",
-        "config": {"Env": [SCRATCH_PATH_ENV], "Labels": {"base.arch": arch}},
+        "config": {"Env": [SCRATCH_PATH_ENV, format!("ARCHDIR=/opt/{arch}")], "Labels": {"base.arch": arch}},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": format!("fixture for {arch}")}],
     });
@@ -95,8 +95,9 @@ fn from_platform_picks_the_image_of_an_oci_layout() {
     let base = format!("oci:{}:multi", dir.display());
 
     // A stage's FROM --platform picks that image; the result says so.
-    let img = sb.build(&format!("FROM --platform=linux/{other} {base}\nCOPY f.txt /\n"), "stage-other");
+    let img = sb.build(&format!("FROM --platform=linux/{other} {base}\nCOPY f.txt /\nLABEL archdir=$ARCHDIR\n"), "stage-other");
     assert_eq!(img.file_str("platform.txt"), format!("{other}\n"), "the {other} image's layer");
+    assert_eq!(img.config["config"]["Labels"]["archdir"], format!("/opt/{other}"), "$VARs expand with that image's env");
     assert_eq!(img.file_str("f.txt"), "f\n");
     assert_eq!(arch_of(&img), other);
     assert_eq!(img.config["config"]["Labels"]["base.arch"], other);

@@ -191,12 +191,17 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
     let pull_opts = pull_options(args);
     let named = named_contexts(&args.build_contexts)?;
-    let lookup = |r: &str| match named.get(r) {
-        Some(exec::NamedContext::Image(image)) => base_env(&store, image, &pull_opts),
-        Some(_) => None,
-        None => base_env(&store, r, &pull_opts),
+    // The env of the base for the stage's platform: FROM --platform, else --platform.
+    let lookup = |r: &str, platform: Option<&str>| {
+        let mut pull = pull_opts.clone();
+        pull.registry.platform = platform.map(str::to_string).or_else(|| args.platform.clone());
+        match named.get(r) {
+            Some(exec::NamedContext::Image(image)) => base_env(&store, image, &pull),
+            Some(_) => None,
+            None => base_env(&store, r, &pull),
+        }
     };
-    let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
+    let plan = plan::plan_for_platforms(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
     let ctx = match (input.context, &args.ignorefile) {
         // A context that came whole (stdin, git, http): --ignorefile replaces its own ignore file.
         (Some(mut ctx), Some(file)) => {
@@ -511,7 +516,10 @@ fn base_env(store: &Store, reference: &str, pull: &crate::registry::PullOptions)
             let image = crate::registry::resolve_or_pull(store, reference, pull, &mut out).ok()?;
             image.config.config.env
         }
-        other => transport::import(store, &other).ok().and_then(|i| i.config.config.env),
+        other => {
+            let wanted = pull.registry.platform.as_deref().map(crate::image::platform::Platform::parse).transpose().ok()?;
+            transport::import_for(store, &other, wanted.as_ref()).ok().and_then(|i| i.config.config.env)
+        }
     }
 }
 
