@@ -776,7 +776,7 @@ impl<'a> Executor<'a> {
                             files.extend(digest.shown());
                             digest.digest()
                         }
-                        None if self.opts.named_contexts.contains_key(&from) => from.clone(),
+                        // An image, or a named context that is one: by its digest.
                         None => self.image(&from)?.manifest_digest,
                     };
                     parts.push(format!("{from}={key}"));
