@@ -66,3 +66,48 @@ fn dockerfile_specific_ignore_file_wins() {
     assert!(!paths.contains("app/a.log"), "{paths:?}");
     assert!(paths.contains("app/notes.txt"), "{paths:?}");
 }
+
+#[test]
+fn containerignore_when_there_is_no_dockerignore() {
+    let sb = Sandbox::new();
+    populate(&sb);
+    sb.write("ctx/.containerignore", "*.log\n");
+    let paths = sb.build("FROM scratch\nCOPY . /app/\n", "cign").paths();
+    assert!(!paths.contains("app/a.log"), ".containerignore must exclude a.log: {paths:?}");
+    assert!(paths.contains("app/sub/b.log"), "*.log matches at the root only: {paths:?}");
+    assert!(paths.contains("app/notes.txt"), "{paths:?}");
+
+    // Both files: .dockerignore's rules, and only those, apply.
+    sb.write("ctx/.dockerignore", "*.txt\n");
+    let paths = sb.build("FROM scratch\nCOPY . /app/\n", "both").paths();
+    assert!(paths.contains("app/a.log"), ".containerignore is not read when .dockerignore exists: {paths:?}");
+    assert!(!paths.contains("app/notes.txt"), "{paths:?}");
+}
+
+#[test]
+fn ignorefile_flag_overrides_both() {
+    let sb = Sandbox::new();
+    populate(&sb);
+    sb.write("ctx/.dockerignore", "*.txt\n");
+    sb.write("ctx/.containerignore", "*.log\n");
+    let rules = sb.write("rules.ignore", "main.c\ndocs\n");
+    let (_, img) = sb.build_with("FROM scratch\nCOPY . /app/\n", "flag", &["--ignorefile", rules.to_str().unwrap()]);
+    let paths = img.paths();
+    assert!(!paths.contains("app/main.c"), "--ignorefile excludes main.c: {paths:?}");
+    assert!(!paths.contains("app/docs/readme.md"), "{paths:?}");
+    assert!(paths.contains("app/notes.txt"), "the context's .dockerignore is not used with --ignorefile: {paths:?}");
+    assert!(paths.contains("app/a.log"), "nor its .containerignore: {paths:?}");
+
+    // A context that comes whole (here a tar on stdin) takes it over its own too.
+    sb.tool("tar", &["-C", "ctx", "-cf", "ctx.tar", "."]).ok();
+    let tar = std::fs::read(sb.path("ctx.tar")).unwrap();
+    sb.kiln_stdin(&["build", "--ignorefile", rules.to_str().unwrap(), "-t", "tarflag", "-"], tar).ok();
+    let paths = sb.image("tarflag").paths();
+    assert!(!paths.contains("app/main.c"), "{paths:?}");
+    assert!(paths.contains("app/notes.txt") && paths.contains("app/a.log"), "{paths:?}");
+
+    let missing = sb.path("nope.ignore");
+    sb.try_build("FROM scratch\nCOPY . /app/\n", "nofile", &["--ignorefile", missing.to_str().unwrap()])
+        .fails_with(1)
+        .stderr_has(&["--ignorefile", "nope.ignore"]);
+}

@@ -146,6 +146,43 @@ fn build_from_git_url_with_ref_subdir_and_submodule() {
     sb.kiln(&["build", "-t", "bad", &url]).fails_with(1).stderr_has(&["svc"]);
 }
 
+/// `--build-context NAME=` takes git and http(s) tar URLs as the main context
+/// does; `COPY --from=NAME` and `RUN --mount=from=NAME` read them, filtered by
+/// their own .dockerignore.
+#[test]
+fn named_contexts_from_git_and_http() {
+    let sb = Sandbox::new();
+    let daemon = repos(&sb);
+    sb.write("tarred/t.txt", "from the tar\n");
+    sb.write("tarred/skip.log", "ignored\n");
+    sb.write("tarred/.dockerignore", "*.log\n");
+    sb.tool("tar", &["-C", "tarred", "-czf", "named.tar.gz", "."]).ok();
+    let port = http_server(vec![
+        ("/named.tar.gz", std::fs::read(sb.path("named.tar.gz")).unwrap(), None),
+        ("/plain.txt", b"just a file\n".to_vec(), None),
+    ]);
+    let git = format!("--build-context=repo=git://127.0.0.1:{}/app.git#dev:svc", daemon.1);
+    let tar = format!("--build-context=tarball=http://127.0.0.1:{port}/named.tar.gz");
+    let (_, img) = sb.build_with(
+        "FROM scratch\nCOPY --from=repo / /repo/\nCOPY --from=tarball / /tar/\n",
+        "named",
+        &[&git, &tar],
+    );
+    let paths = img.paths();
+    assert_eq!(img.file_str("repo/hello.txt"), "hello\n");
+    assert_eq!(img.file_str("repo/vendor/lib.txt"), "vendored\n", "submodules are checked out");
+    assert!(!paths.contains("repo/secret.txt"), "the repository's .dockerignore applies: {paths:?}");
+    assert!(!paths.iter().any(|p| p.split('/').any(|c| c == ".git")), "{paths:?}");
+    assert_eq!(img.file_str("tar/t.txt"), "from the tar\n");
+    assert!(!paths.contains("tar/skip.log"), "the archive's .dockerignore applies: {paths:?}");
+
+    // A URL of a lone file is no context.
+    let plain = format!("--build-context=f=http://127.0.0.1:{port}/plain.txt");
+    sb.try_build("FROM scratch\nCOPY --from=f / /f/\n", "plain", &[&plain])
+        .fails_with(1)
+        .stderr_has(&["plain.txt", "neither a git repository nor a tar archive"]);
+}
+
 #[test]
 fn build_from_http_tar_and_dockerfile() {
     let sb = Sandbox::new();

@@ -84,6 +84,46 @@ RUN --mount=type=bind,source=src,target=/mnt/rw,rw [\"/bin/busybox\", \"sh\", \"
     assert_eq!(img.file_str("seen"), "edited\nfrom the stage\nreadonly\n", "a changed bound file did not re-run the step");
 }
 
+/// As in docker, where the context arrives already filtered, a bind from the
+/// context or from a named context shows nothing its ignore file excludes.
+#[test]
+fn bind_mounts_leave_out_ignored_files() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    sb.write("ctx/src/hello.txt", "hello\n");
+    sb.write("ctx/src/secret.key", "context secret\n");
+    sb.write("ctx/src/sub/keep.key", "kept\n");
+    sb.write("ctx/.dockerignore", "**/*.key\n!src/sub/keep.key\n");
+    sb.write("extra/data.txt", "data\n");
+    sb.write("extra/private.pem", "named secret\n");
+    sb.write("extra/.dockerignore", "*.pem\n");
+    let extra = sb.path("extra");
+    let df = format!(
+        "{RUN_BASE}\
+RUN --mount=type=bind,source=src,target=/mnt/ctx --mount=type=bind,from=extra,target=/mnt/extra \
+    find /mnt/ctx /mnt/extra | sort > /seen && cat /mnt/ctx/sub/keep.key /mnt/extra/data.txt >> /seen
+RUN --mount=type=bind,source=src,target=/mnt/rw,rw ls /mnt/rw > /rw-seen
+"
+    );
+    let (_, img) = sb.build_with(&df, "bindign", &["--build-context", &format!("extra={}", extra.display())]);
+    let seen = img.file_str("seen");
+    assert_eq!(
+        seen,
+        "/mnt/ctx\n/mnt/ctx/hello.txt\n/mnt/ctx/sub\n/mnt/ctx/sub/keep.key\n/mnt/extra\n/mnt/extra/.dockerignore\n/mnt/extra/data.txt\nkept\ndata\n",
+        "ignored files showed in a bind mount"
+    );
+    assert_eq!(img.file_str("rw-seen"), "hello.txt\nsub\n");
+
+    // A named context's files are in the step's cache key.
+    sb.write("extra/data.txt", "edited\n");
+    let (_, img) = sb.build_with(&df, "bindign", &["--build-context", &format!("extra={}", extra.display())]);
+    assert!(img.file_str("seen").ends_with("kept\nedited\n"), "a changed named-context file did not re-run the step");
+
+    // Naming an ignored file is an error, as COPY's is.
+    let bad = format!("{RUN_BASE}RUN --mount=type=bind,source=src/secret.key,target=/k cat /k\n");
+    sb.try_build(&bad, "bindbad", &[]).fails_with(1).stderr_has(&["secret.key"]);
+}
+
 /// A tmpfs mount starts empty and what the step writes there is not committed.
 #[test]
 fn tmpfs_mount_is_empty_and_not_committed() {

@@ -62,7 +62,12 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
 
-    /// Extra named context: NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR[:TAG]; repeatable.
+    /// Read ignore rules from FILE instead of the context's .dockerignore (or .containerignore).
+    #[arg(long, value_name = "FILE")]
+    pub ignorefile: Option<PathBuf>,
+
+    /// Extra named context: NAME=DIR, NAME=GIT-URL (`https://host/repo.git#ref:subdir`, `git@host:repo.git`),
+    /// NAME=URL of a tar archive, NAME=docker-image://REF or NAME=oci-layout://DIR[:TAG]; repeatable.
     /// `FROM NAME` and `COPY --from=NAME` then use it.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
@@ -189,13 +194,26 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
     let pull_opts = pull_options(args);
     let named = named_contexts(&args.build_contexts)?;
-    let lookup = |r: &str| match named.get(r) {
-        Some(exec::NamedContext::Image(image)) => base_env(&store, image, &pull_opts),
-        Some(exec::NamedContext::Dir(_)) => None,
-        None => base_env(&store, r, &pull_opts),
+    // The env of the base for the stage's platform: FROM --platform, else --platform.
+    let lookup = |r: &str, platform: Option<&str>| {
+        let mut pull = pull_opts.clone();
+        pull.registry.platform = platform.map(str::to_string).or_else(|| args.platform.clone());
+        match named.get(r) {
+            Some(exec::NamedContext::Image(image)) => base_env(&store, image, &pull),
+            Some(_) => None,
+            None => base_env(&store, r, &pull),
+        }
     };
-    let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
-    let ctx = input.context.map(Ok).unwrap_or_else(|| open_context(args, input.dockerfile_path.as_deref()))?;
+    let plan = plan::plan_for_platforms(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
+    let ctx = match (input.context, &args.ignorefile) {
+        // A context that came whole (stdin, git, http): --ignorefile replaces its own ignore file.
+        (Some(mut ctx), Some(file)) => {
+            ctx.set_ignore_file(file).with_context(|| format!("--ignorefile {}", file.display()))?;
+            ctx
+        }
+        (Some(ctx), None) => ctx,
+        (None, _) => open_context(args, input.dockerfile_path.as_deref())?,
+    };
     let build_opts = BuildOptions {
         compression: match args.compression.as_str() {
             "zstd" => kiln_overlay::compress::Compression::Zstd,
@@ -389,7 +407,13 @@ fn dockerfile_path(args: &BuildArgs) -> anyhow::Result<PathBuf> {
 fn open_context(args: &BuildArgs, dockerfile: Option<&Path>) -> anyhow::Result<BuildContext> {
     let dir = Path::new(&args.context);
     anyhow::ensure!(dir.is_dir(), "the build context {} is not a directory", dir.display());
-    let ignore = BuildContext::find_ignore_file(dir, dockerfile);
+    let ignore = match &args.ignorefile {
+        Some(file) => {
+            anyhow::ensure!(file.is_file(), "--ignorefile {}: no such file", file.display());
+            Some(file.clone())
+        }
+        None => BuildContext::find_ignore_file(dir, dockerfile),
+    };
     BuildContext::from_dir(dir, ignore.as_deref()).with_context(|| format!("open the build context {}", dir.display()))
 }
 
@@ -405,8 +429,14 @@ fn named_contexts(raw: &[String]) -> anyhow::Result<std::collections::HashMap<St
             exec::NamedContext::Image(image.to_string())
         } else if let Some(layout) = value.strip_prefix("oci-layout://") {
             exec::NamedContext::Image(format!("oci:{}", layout))
+        } else if crate::context::remote::is_remote(value) {
+            // Fetched by the build when a step first uses it.
+            exec::NamedContext::Remote(value.to_string())
         } else if value.contains("://") {
-            anyhow::bail!("--build-context {:?}: only directories, docker-image:// and oci-layout:// are supported", r);
+            anyhow::bail!(
+                "--build-context {:?}: expected a directory, a git or http(s) URL, docker-image://REF or oci-layout://DIR",
+                r
+            );
         } else {
             let dir = PathBuf::from(value);
             anyhow::ensure!(dir.is_dir(), "--build-context {:?}: {} is not a directory", r, dir.display());
@@ -492,7 +522,10 @@ fn base_env(store: &Store, reference: &str, pull: &crate::registry::PullOptions)
             out.release();
             image.config.config.env
         }
-        other => transport::import(store, &other).ok().and_then(|i| i.config.config.env),
+        other => {
+            let wanted = pull.registry.platform.as_deref().map(crate::image::platform::Platform::parse).transpose().ok()?;
+            transport::import_for(store, &other, wanted.as_ref()).ok().and_then(|i| i.config.config.env)
+        }
     }
 }
 

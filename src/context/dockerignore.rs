@@ -97,6 +97,11 @@ impl DockerIgnore {
         DockerIgnore::default()
     }
 
+    /// True when no pattern is set: nothing is excluded.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
     /// True if `rel_path` (relative to the context root, `/`-separated) is
     /// excluded: the last pattern that matches it or one of its parent
     /// directories decides. The context root itself is never excluded. The path is bytes: a name need

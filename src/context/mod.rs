@@ -29,6 +29,10 @@ pub use dockerignore::{DockerIgnore, IgnoreError};
 pub use error::ContextError;
 pub use glob::{has_wildcards, GlobError};
 
+/// The context's own ignore files, the first found wins: docker's, then
+/// podman's and buildah's.
+const IGNORE_FILES: [&str; 2] = [".dockerignore", ".containerignore"];
+
 /// A build context ready to serve COPY/ADD sources.
 #[derive(Debug)]
 pub struct BuildContext {
@@ -108,9 +112,10 @@ impl BuildContext {
         Ok(BuildContext { root, ignore, _temp: None, empty: false })
     }
 
-    /// Docker's choice of ignore file: `<Dockerfile>.dockerignore` next to
-    /// the Dockerfile wins, else `<context>/.dockerignore`; `None` if
-    /// neither exists.
+    /// The ignore file for a context directory: `<Dockerfile>.dockerignore`
+    /// next to the Dockerfile wins (BuildKit), else `<context>/.dockerignore`,
+    /// else `<context>/.containerignore` (what podman and buildah read);
+    /// `None` if there is none. `--ignorefile` bypasses this choice.
     pub fn find_ignore_file(context_dir: &Path, dockerfile: Option<&Path>) -> Option<PathBuf> {
         if let Some(df) = dockerfile {
             let mut name = df.as_os_str().to_os_string();
@@ -120,13 +125,13 @@ impl BuildContext {
                 return Some(specific);
             }
         }
-        let common = context_dir.join(".dockerignore");
-        common.is_file().then_some(common)
+        IGNORE_FILES.iter().map(|name| context_dir.join(name)).find(|p| p.is_file())
     }
 
     /// A context sent as a tar stream (plain, gzip, xz, bzip2 or zstd),
     /// extracted into a private temporary directory that lives as long as
-    /// the context. With `ignore`, its own `.dockerignore` applies. A
+    /// the context. With `ignore`, its own `.dockerignore` (else
+    /// `.containerignore`) applies. A
     /// `Dockerfile` in the stream can be read from [`BuildContext::root`].
     pub fn from_tar<R: Read>(r: R, ignore: bool) -> Result<BuildContext, ContextError> {
         BuildContext::from_tar_limited(r, ignore, u64::MAX, "")
@@ -142,10 +147,11 @@ impl BuildContext {
         tarball::extract(Capped { inner: stream, left: max, max, hint }, &root)?;
         let mut ctx = BuildContext { root, ignore: DockerIgnore::empty(), _temp: Some(temp), empty: false };
         if ignore {
-            if let Ok(found) = resolve::resolve(&ctx.root, b".dockerignore", true) {
-                if !found.is_dir {
-                    ctx.ignore = read_ignore(&found.host)?;
-                }
+            let found = IGNORE_FILES.iter().find_map(|name| {
+                resolve::resolve(&ctx.root, name.as_bytes(), true).ok().filter(|found| !found.is_dir)
+            });
+            if let Some(found) = found {
+                ctx.ignore = read_ignore(&found.host)?;
             }
         }
         Ok(ctx)
@@ -153,13 +159,20 @@ impl BuildContext {
 
     /// A context in `subdir` of a temporary directory that the context
     /// keeps alive (a cloned repository); with `ignore`, filtered by its
-    /// own `.dockerignore`.
+    /// own `.dockerignore` (else `.containerignore`).
     pub fn from_temp_dir(temp: tempfile::TempDir, subdir: &str, ignore: bool) -> Result<BuildContext, ContextError> {
         let dir = temp.path().join(subdir);
         let ignore = if ignore { BuildContext::find_ignore_file(&dir, None) } else { None };
         let mut ctx = BuildContext::from_dir(&dir, ignore.as_deref())?;
         ctx._temp = Some(temp);
         Ok(ctx)
+    }
+
+    /// Filters the context by `path` (`--ignorefile`) instead of whatever
+    /// ignore file it had.
+    pub fn set_ignore_file(&mut self, path: &Path) -> Result<(), ContextError> {
+        self.ignore = read_ignore(path)?;
+        Ok(())
     }
 
     /// No context: only "." resolves, to an empty directory.

@@ -49,6 +49,8 @@ pub enum RemoteError {
     Redirect { url: String, detail: String },
     #[error("{url} served neither an archive nor a Dockerfile of at most {}", net::human_bytes(*.limit))]
     DockerfileTooLarge { url: String, limit: u64 },
+    #[error("--build-context {url}: the URL serves neither a git repository nor a tar archive")]
+    NotAnArchive { url: String },
     #[error("download {url}: the server answered {status}")]
     Status { url: String, status: u16 },
     #[error("write the download of {url}")]
@@ -401,6 +403,21 @@ pub fn open_context(remote: &Remote, limits: &DownloadLimits) -> Result<RemoteCo
             let text = std::fs::read(&d.path).map_err(werr)?;
             Ok(RemoteContext::Dockerfile(String::from_utf8_lossy(&text).into_owned()))
         }
+    }
+}
+
+/// Opens a `--build-context NAME=URL` value: a git repository or an
+/// http(s) tar archive, filtered by its own ignore file as the main
+/// context is. A URL serving a lone file is not a context here.
+pub fn open_named(remote: &Remote, limits: &DownloadLimits) -> Result<BuildContext, RemoteError> {
+    match open_context(remote, limits)? {
+        RemoteContext::Context(ctx) => Ok(ctx),
+        RemoteContext::Dockerfile(_) => Err(RemoteError::NotAnArchive {
+            url: match remote {
+                Remote::Git(g) => net::redact(&g.repo),
+                Remote::Http(u) => net::redact(u),
+            },
+        }),
     }
 }
 

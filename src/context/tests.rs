@@ -209,6 +209,10 @@ fn ignore_file_choice() {
     write(r, "Dockerfile", "FROM scratch");
     write(r, "build/app.Dockerfile", "FROM scratch");
     assert_eq!(BuildContext::find_ignore_file(r, Some(&r.join("Dockerfile"))), None);
+    // podman's and buildah's name is read when docker's is missing...
+    write(r, ".containerignore", "c");
+    assert_eq!(BuildContext::find_ignore_file(r, Some(&r.join("Dockerfile"))), Some(r.join(".containerignore")));
+    // ...and docker's wins when both exist.
     write(r, ".dockerignore", "x");
     assert_eq!(BuildContext::find_ignore_file(r, Some(&r.join("Dockerfile"))), Some(r.join(".dockerignore")));
     write(r, "build/app.Dockerfile.dockerignore", "y");
@@ -304,6 +308,26 @@ fn tar_plain_gzip_zstd_xz_bzip2() {
     // Without `ignore`, the archive's .dockerignore does not apply.
     let ctx = BuildContext::from_tar(&tar[..], false).unwrap();
     assert!(!ctx.ignore().matches("app/debug.log"));
+}
+
+#[test]
+fn tar_reads_containerignore_when_there_is_no_dockerignore() {
+    let tar = |names: &[(&str, &[u8])]| {
+        let mut b = tar::Builder::new(Vec::new());
+        raw_entry(&mut b, "a.log", tar::EntryType::Regular, b"a", None, 0o644);
+        raw_entry(&mut b, "b.txt", tar::EntryType::Regular, b"b", None, 0o644);
+        for (name, body) in names {
+            raw_entry(&mut b, name, tar::EntryType::Regular, body, None, 0o644);
+        }
+        b.into_inner().unwrap()
+    };
+    let ctx = BuildContext::from_tar(&tar(&[(".containerignore", b"*.log\n")])[..], true).unwrap();
+    assert!(ctx.ignore().matches("a.log"));
+    assert!(!ctx.ignore().matches("b.txt"));
+    let both = tar(&[(".containerignore", b"*.log\n"), (".dockerignore", b"*.txt\n")]);
+    let ctx = BuildContext::from_tar(&both[..], true).unwrap();
+    assert!(!ctx.ignore().matches("a.log"), ".dockerignore wins over .containerignore");
+    assert!(ctx.ignore().matches("b.txt"));
 }
 
 #[test]

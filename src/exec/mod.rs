@@ -55,8 +55,8 @@ pub enum ExecError {
     },
     #[error("image {0:?} is not in the local store")]
     ImageNotFound(String),
-    #[error("build context {0:?} is the directory {1}: FROM needs an image (use --build-context {0}=docker-image://REF)")]
-    DirContextAsImage(String, std::path::PathBuf),
+    #[error("build context {0:?} is {1}: FROM needs an image (use --build-context {0}=docker-image://REF)")]
+    DirContextAsImage(String, String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -113,10 +113,21 @@ pub struct BuildOptions {
 /// A `--build-context` value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NamedContext {
-    /// A local directory, read like the main context (without .dockerignore).
+    /// A local directory, read like the main context: its own
+    /// `.dockerignore` (else `.containerignore`) applies, as in BuildKit.
     Dir(std::path::PathBuf),
+    /// A git URL (`repo.git#ref:subdir`, `git@…`) or an http(s) URL of a tar
+    /// archive, fetched once per build when first used.
+    Remote(String),
     /// An image reference (any form `FROM` takes).
     Image(String),
+}
+
+impl NamedContext {
+    /// A set of files (directory or remote) rather than an image.
+    pub fn is_files(&self) -> bool {
+        matches!(self, NamedContext::Dir(_) | NamedContext::Remote(_))
+    }
 }
 
 impl Default for BuildOptions {
@@ -461,7 +472,7 @@ impl<'a> Executor<'a> {
                 }
                 Some(CopyFrom::Stage(i)) => self.done.lock().expect("done lock").get(i).map(|s| s.key.clone()).unwrap_or_default(),
                 Some(CopyFrom::Image(r)) => match self.opts.named_contexts.get(r) {
-                    Some(NamedContext::Dir(_)) => {
+                    Some(named) if named.is_files() => {
                         let key = self.unpack_from(c.from.as_ref().expect("matched above"))?;
                         let from = self.unpacked.lock().expect("unpacked lock")[&key].clone();
                         let digest = crate::context::digest::sources(&from, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
@@ -527,7 +538,8 @@ impl<'a> Executor<'a> {
     fn base(&self, stage: &Stage) -> Result<StageState, Box<dyn std::error::Error + Send + Sync>> {
         Ok(match &stage.base {
             Base::Scratch => {
-                let (os, architecture, variant) = platform(self.opts.platform.as_deref().or(stage.platform.as_deref()))?;
+                // FROM --platform wins over --platform, as in BuildKit.
+                let (os, architecture, variant) = platform(stage.platform.as_deref().or(self.opts.platform.as_deref()))?;
                 let key = format!("scratch:{}/{}/{}", os, architecture, variant.clone().unwrap_or_default());
                 let mut config = ImageConfig { architecture, os, variant, rootfs: RootFs::default(), ..Default::default() };
                 config.config.env = Some(vec![DEFAULT_PATH.to_string()]);
@@ -558,7 +570,7 @@ impl<'a> Executor<'a> {
                 s
             }
             Base::Image(reference) => {
-                let image = self.image(reference)?;
+                let image = self.image_for(reference, stage.platform.as_deref().or(self.opts.platform.as_deref()))?;
                 let mut s = StageState::new(image.config, image.manifest.layers);
                 s.key = image.manifest_digest.clone();
                 s
@@ -567,9 +579,21 @@ impl<'a> Executor<'a> {
     }
 
     fn image(&self, reference: &str) -> Result<Image, ExecError> {
+        self.image_for(reference, self.opts.platform.as_deref())
+    }
+
+    /// The image `reference` names, for `platform` (`os/arch[/variant]`):
+    /// picked from a multi-platform image, and an error when the image has
+    /// no such platform. `None` prefers the host's.
+    fn image_for(&self, reference: &str, platform: Option<&str>) -> Result<Image, ExecError> {
         let reference = match self.opts.named_contexts.get(reference) {
             Some(NamedContext::Image(r)) => r.as_str(),
-            Some(NamedContext::Dir(d)) => return Err(ExecError::DirContextAsImage(reference.to_string(), d.clone())),
+            Some(NamedContext::Dir(d)) => {
+                return Err(ExecError::DirContextAsImage(reference.to_string(), format!("the directory {}", d.display())))
+            }
+            Some(NamedContext::Remote(url)) => {
+                return Err(ExecError::DirContextAsImage(reference.to_string(), crate::net::redact(url)))
+            }
             None => reference,
         };
         match transport::parse_transport(reference) {
@@ -577,9 +601,17 @@ impl<'a> Executor<'a> {
                 // Found in the store, or pulled from its registry per --pull.
                 let mut out: Box<dyn Write> =
                     if self.opts.pull.registry.progress { Box::new(std::io::stdout()) } else { Box::new(std::io::sink()) };
-                Ok(crate::registry::resolve_or_pull(self.store, &name, &self.opts.pull, &mut out)?)
+                let mut pull = self.opts.pull.clone();
+                pull.registry.platform = platform.map(str::to_string);
+                Ok(crate::registry::resolve_or_pull(self.store, &name, &pull, &mut out)?)
             }
-            other => Ok(transport::import(self.store, &other)?),
+            other => {
+                let wanted = platform
+                    .map(crate::image::platform::Platform::parse)
+                    .transpose()
+                    .map_err(|e| ExecError::Platform(e.0))?;
+                Ok(transport::import_for(self.store, &other, wanted.as_ref())?)
+            }
         }
     }
 
@@ -735,7 +767,16 @@ impl<'a> Executor<'a> {
                     let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == from);
                     let key = match stage {
                         Some(s) => self.done.lock().expect("done lock").get(&s.index).map(|s| s.key.clone()).unwrap_or_default(),
-                        None if self.opts.named_contexts.contains_key(&from) => from.clone(),
+                        // The files the mount shows, as for COPY --from: an
+                        // edit in the named context reruns the step.
+                        None if self.opts.named_contexts.get(&from).is_some_and(NamedContext::is_files) => {
+                            let key = self.unpack_from(&CopyFrom::Image(from.clone()))?;
+                            let ctx = self.unpacked.lock().expect("unpacked lock")[&key].clone();
+                            let digest = crate::context::digest::sources(&ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
+                            files.extend(digest.shown());
+                            digest.digest()
+                        }
+                        // An image, or a named context that is one: by its digest.
                         None => self.image(&from)?.manifest_digest,
                     };
                     parts.push(format!("{from}={key}"));
@@ -751,7 +792,7 @@ impl<'a> Executor<'a> {
         if r.mounts.is_empty() {
             return Ok(mounts::Prepared::default());
         }
-        let from = |name: &str| -> Result<std::path::PathBuf, String> {
+        let from = |name: &str| -> Result<Arc<BuildContext>, String> {
             let lower = name.to_lowercase();
             let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name);
             let from = match stage {
@@ -759,13 +800,13 @@ impl<'a> Executor<'a> {
                 None => CopyFrom::Image(name.to_string()),
             };
             let key = self.unpack_from(&from).map_err(|e| e.to_string())?;
-            let root = self.unpacked.lock().expect("unpacked lock")[&key].root().to_path_buf();
-            Ok(root)
+            let ctx = self.unpacked.lock().expect("unpacked lock")[&key].clone();
+            Ok(ctx)
         };
         let sources = mounts::MountSources {
             store_root: self.store.root(),
             scratch: self.scratch.path(),
-            context: self.ctx.root(),
+            context: self.ctx,
             from: &from,
             secrets: &self.opts.secrets,
             ssh: &self.opts.ssh,
@@ -781,12 +822,20 @@ impl<'a> Executor<'a> {
                 let s = done.get(i).ok_or("COPY --from names a stage that was not built")?;
                 (format!("stage:{}", i), s.layers.clone(), s.config.rootfs.diff_ids.clone())
             }
-            CopyFrom::Image(name) if matches!(self.opts.named_contexts.get(name), Some(NamedContext::Dir(_))) => {
+            CopyFrom::Image(name) if self.opts.named_contexts.get(name).is_some_and(NamedContext::is_files) => {
                 let key = format!("context:{}", name);
                 let mut unpacked = self.unpacked.lock().expect("unpacked lock");
                 if !unpacked.contains_key(&key) {
-                    let Some(NamedContext::Dir(dir)) = self.opts.named_contexts.get(name) else { unreachable!() };
-                    let ctx = BuildContext::from_dir(dir, None)?;
+                    let ctx = match &self.opts.named_contexts[name] {
+                        NamedContext::Dir(dir) => BuildContext::from_dir(dir, BuildContext::find_ignore_file(dir, None).as_deref())?,
+                        NamedContext::Remote(url) => {
+                            let remote = crate::context::remote::classify(url)
+                                .ok_or_else(|| format!("--build-context {name}: {url} is not a git or http(s) URL"))?;
+                            let limits = crate::context::remote::DownloadLimits::new(self.opts.max_context_size);
+                            crate::context::remote::open_named(&remote, &limits)?
+                        }
+                        NamedContext::Image(_) => unreachable!("matched is_files"),
+                    };
                     unpacked.insert(key.clone(), Arc::new(ctx));
                 }
                 return Ok(key);
@@ -908,31 +957,14 @@ fn go_rfc3339_nano(time: &chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
-/// `os/arch[/variant]`, defaulting to the host's.
+/// `os/arch[/variant]` for an image config (names normalised, the
+/// variant kept as given, `arm`'s default written out), defaulting to the
+/// host's.
 pub fn platform(spec: Option<&str>) -> Result<(String, String, Option<String>), ExecError> {
-    let Some(spec) = spec else {
-        return Ok(("linux".into(), host_arch().into(), None));
-    };
-    let parts: Vec<&str> = spec.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] if !os.is_empty() && !arch.is_empty() => Ok((os.to_string(), arch.to_string(), None)),
-        [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
-            Ok((os.to_string(), arch.to_string(), Some(variant.to_string())))
-        }
-        _ => Err(ExecError::Platform(spec.to_string())),
-    }
-}
-
-/// The host's architecture in OCI's (Go's) spelling.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "arm" => "arm",
-        other => other,
-    }
+    let p = crate::image::platform::Platform::parse_or_host(spec).map_err(|e| ExecError::Platform(e.0))?;
+    let given = spec.and_then(|s| s.split('/').nth(2)).map(str::to_string);
+    let variant = given.or_else(|| p.variant_for_config());
+    Ok((p.os, p.architecture, variant))
 }
 
 /// The 12-hex-digit id docker prints.

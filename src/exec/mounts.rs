@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kiln_runtime::{MountKind as RtKind, MountSpec};
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::context::{BuildContext, SourceMatch};
 use crate::dockerfile::ast::{Mount, MountKind};
 
 use super::state::join_workdir;
@@ -94,10 +96,11 @@ pub struct MountSources<'a> {
     /// Scratch space for secret files, rw copies and private caches; removed
     /// with the build.
     pub scratch: &'a Path,
-    /// The build context's root (binds without `from`).
-    pub context: &'a Path,
-    /// The root directory of what `from=` names (a stage, image or context).
-    pub from: &'a dyn Fn(&str) -> Result<PathBuf, String>,
+    /// The build context (binds without `from`), with its ignore rules.
+    pub context: &'a BuildContext,
+    /// What `from=` names (a stage, an image or a named context), as a
+    /// context: a named context brings its own ignore rules.
+    pub from: &'a dyn Fn(&str) -> Result<Arc<BuildContext>, String>,
     pub secrets: &'a HashMap<String, SecretSource>,
     /// `--ssh id=SOCKET`.
     pub ssh: &'a HashMap<String, PathBuf>,
@@ -215,13 +218,26 @@ pub fn prepare(mounts: &[Mount], src: &MountSources, workdir: &str) -> Result<Pr
 }
 
 fn bind(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> Result<(), MountError> {
-    let root = match o.get("from") {
-        Some(from) => (src.from)(from).map_err(|e| MountError::From(format!("{from}: {e}")))?,
-        None => src.context.to_path_buf(),
+    let named;
+    let ctx: &BuildContext = match o.get("from") {
+        Some(from) => {
+            named = (src.from)(from).map_err(|e| MountError::From(format!("{from}: {e}")))?;
+            &named
+        }
+        None => src.context,
     };
-    let source = inside(&root, o.get("source").unwrap_or("."), o)?;
+    let source = inside(ctx.root(), o.get("source").unwrap_or("."), o)?;
     let readonly = o.readonly(true)?;
-    let source = if readonly {
+    let source = if !ctx.ignore().is_empty() {
+        // As in BuildKit, where the context arrives filtered, an ignored
+        // file is not in the mount: the step sees a filtered copy (hard
+        // links where it can, read-only binds cannot write through them).
+        let tmp = temp_dir(src.scratch, "bind-")?;
+        let view = tmp.path().join("src");
+        filtered_view(ctx, &source, &view, readonly, o)?;
+        out._temp.push(tmp);
+        view
+    } else if readonly {
         source
     } else {
         // Writes to a rw bind are discarded, as BuildKit does: the step
@@ -249,7 +265,7 @@ fn cache(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> 
     let seed = match o.get("from") {
         Some(from) => {
             let root = (src.from)(from).map_err(|e| MountError::From(format!("{from}: {e}")))?;
-            Some(inside(&root, o.get("source").unwrap_or("."), o)?)
+            Some(inside(root.root(), o.get("source").unwrap_or("."), o)?)
         }
         None => None,
     };
@@ -402,6 +418,57 @@ fn inside(root: &Path, path: &str, o: &Options) -> Result<PathBuf, MountError> {
         return Err(o.invalid(format!("source {path:?} leaves its root")));
     }
     Ok(real)
+}
+
+/// Writes to `to` what of `source` (a real path inside the context) the
+/// context's ignore rules leave visible. Files are hard links when `link`
+/// and the file system allows, else copies.
+fn filtered_view(ctx: &BuildContext, source: &Path, to: &Path, link: bool, o: &Options) -> Result<(), MountError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MountError::Io { path, source }
+    };
+    let rel = source.strip_prefix(ctx.root()).unwrap_or(Path::new(""));
+    let rel = bstr::BString::from(rel.as_os_str().as_bytes());
+    let meta = fs::metadata(source).map_err(io(source))?;
+    if !rel.is_empty() && ctx.ignore().matches(&rel) && !(meta.is_dir() && ctx.ignore().may_include_under(&rel)) {
+        return Err(o.invalid(format!(
+            "source {:?} is excluded by the context's ignore file (.dockerignore)",
+            String::from_utf8_lossy(&rel)
+        )));
+    }
+    let m = SourceMatch { rel, host: source.to_path_buf(), is_dir: meta.is_dir() };
+    let entries = ctx.walk(&m).map_err(|e| MountError::Io { path: source.to_path_buf(), source: std::io::Error::other(e) })?;
+    let mut dirs = Vec::new();
+    if m.is_dir {
+        fs::create_dir(to).map_err(io(to))?;
+        dirs.push((to.to_path_buf(), meta.clone()));
+    }
+    for e in entries {
+        let dest = if e.rel.is_empty() { to.to_path_buf() } else { to.join(std::ffi::OsStr::from_bytes(&e.rel)) };
+        let ft = e.metadata.file_type();
+        if ft.is_dir() {
+            fs::create_dir(&dest).map_err(io(&dest))?;
+            dirs.push((dest, e.metadata));
+        } else if let Some(target) = &e.link_target {
+            std::os::unix::fs::symlink(target, &dest).map_err(io(&dest))?;
+        } else if ft.is_file() {
+            if !(link && fs::hard_link(&e.host, &dest).is_ok()) {
+                fs::copy(&e.host, &dest).map_err(io(&dest))?;
+                let _ = chown(&dest, Some(e.metadata.uid()), Some(e.metadata.gid()));
+                fs::set_permissions(&dest, fs::Permissions::from_mode(e.metadata.mode() & 0o7777)).map_err(io(&dest))?;
+            }
+        }
+        // Sockets, fifos and devices are left out, as copy_tree does.
+    }
+    // Directory modes last: a read-only directory is filled first.
+    for (dir, meta) in dirs.into_iter().rev() {
+        let _ = chown(&dir, Some(meta.uid()), Some(meta.gid()));
+        fs::set_permissions(&dir, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io(&dir))?;
+    }
+    Ok(())
 }
 
 fn temp_dir(scratch: &Path, prefix: &str) -> Result<tempfile::TempDir, MountError> {

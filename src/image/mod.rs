@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod manifest;
+pub mod platform;
 pub mod reference;
 pub mod transport;

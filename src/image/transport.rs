@@ -60,7 +60,7 @@ pub enum TransportError {
     TagNotFound { tag: String, source_name: String, available: Vec<String> },
     #[error("{source_name} holds more than one image; name one by tag (tags: {})", list_or_none(.available))]
     Ambiguous { source_name: String, available: Vec<String> },
-    #[error("index {digest} has no manifest for {wanted} (platforms: {})", list_or_none(.available))]
+    #[error("no match for platform in manifest {digest}: wanted {wanted}, the image has {}; pick one of those with --platform or FROM --platform", list_or_none(.available))]
     NoPlatform { digest: String, wanted: String, available: Vec<String> },
     #[error("image indexes nest deeper than {0} levels")]
     NestedTooDeep(usize),
@@ -114,6 +114,12 @@ pub fn parse_transport(s: &str) -> Transport {
 /// Copies the image `t` names into the store (without tagging it) and returns
 /// it. For `Transport::Store` it only looks the image up.
 pub fn import(store: &Store, t: &Transport) -> Result<Image, TransportError> {
+    import_for(store, t, None)
+}
+
+/// [`import`] for `platform`: from a multi-platform layout or archive its
+/// image is taken, and an image for another platform is an error.
+pub fn import_for(store: &Store, t: &Transport, platform: Option<&crate::image::platform::Platform>) -> Result<Image, TransportError> {
     match t {
         Transport::Store(name) => {
             let descriptor = store.resolve(name)?.ok_or_else(|| TransportError::NotInStore(name.clone()))?;
@@ -121,15 +127,26 @@ pub fn import(store: &Store, t: &Transport) -> Result<Image, TransportError> {
         }
         Transport::OciDir { path, tag } => {
             let mut source = source::DirSource::new(path);
-            oci::import_layout(store, &mut source, tag.as_deref())
+            oci::import_layout(store, &mut source, tag.as_deref(), platform)
         }
         Transport::OciArchive { path, tag } => {
             let mut source = source::TarSource::open(path, &store.tmp_dir())?;
-            oci::import_layout(store, &mut source, tag.as_deref())
+            oci::import_layout(store, &mut source, tag.as_deref(), platform)
         }
         Transport::DockerArchive { path } => {
             let mut source = source::TarSource::open(path, &store.tmp_dir())?;
-            docker::import_docker_archive(store, &mut source)
+            let image = docker::import_docker_archive(store, &mut source)?;
+            if let Some(wanted) = platform {
+                let c = &image.config;
+                if !wanted.matches(&c.os, &c.architecture, c.variant.as_deref()) {
+                    return Err(TransportError::NoPlatform {
+                        digest: image.manifest_digest.clone(),
+                        wanted: wanted.to_string(),
+                        available: vec![crate::image::platform::Platform::new(&c.os, &c.architecture, c.variant.as_deref()).to_string()],
+                    });
+                }
+            }
+            Ok(image)
         }
     }
 }

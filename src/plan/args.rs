@@ -148,25 +148,15 @@ impl Platform {
         }
     }
 
+    /// Normalised as everywhere else in kiln (`crate::image::platform`), so
+    /// `--platform linux/x86_64` gives `TARGETARCH=amd64`, as BuildKit does.
     fn new(os: &str, arch: &str, variant: Option<&str>) -> Self {
-        Platform {
-            os: os.to_ascii_lowercase(),
-            arch: arch.to_ascii_lowercase(),
-            variant: variant.map(str::to_ascii_lowercase),
-        }
+        Platform::from(crate::image::platform::Platform::new(os, arch, variant))
     }
 
     /// The machine kiln runs on, in OCI names.
     pub(crate) fn host() -> Self {
-        let (arch, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", None),
-            "x86" => ("386", None),
-            "arm" => ("arm", Some("v7")),
-            "powerpc64" => ("ppc64le", None),
-            other => (other, None),
-        };
-        Platform::new("linux", arch, variant)
+        Platform::from(crate::image::platform::Platform::host())
     }
 
     pub(crate) fn format(&self) -> String {
@@ -184,6 +174,12 @@ impl Platform {
             (format!("{prefix}ARCH"), self.arch.clone()),
             (format!("{prefix}VARIANT"), self.variant.clone().unwrap_or_default()),
         ]
+    }
+}
+
+impl From<crate::image::platform::Platform> for Platform {
+    fn from(p: crate::image::platform::Platform) -> Self {
+        Platform { os: p.os, arch: p.architecture, variant: p.variant }
     }
 }
 
@@ -268,8 +264,12 @@ mod tests {
 
     #[test]
     fn platforms_parse_and_format() {
+        // Normalised as BuildKit (containerd) does: arm64's default variant
+        // is left out, arm's written out, aliases become OCI names.
         let p = Platform::parse("linux/ARM64/v8").unwrap();
-        assert_eq!(p.format(), "linux/arm64/v8");
+        assert_eq!(p.format(), "linux/arm64");
+        assert_eq!(Platform::parse("linux/x86_64").unwrap().format(), "linux/amd64");
+        assert_eq!(Platform::parse("linux/arm").unwrap().format(), "linux/arm/v7");
         assert!(Platform::parse("linux").is_none());
         assert!(Platform::parse("linux//x").is_none());
         assert!(Platform::parse("a/b/c/d").is_none());

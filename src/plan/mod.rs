@@ -60,6 +60,16 @@ pub fn plan(
     opts: &PlanOptions,
     base_env: &dyn Fn(&str) -> Option<Vec<String>>,
 ) -> Result<BuildPlan, DockerfileError> {
+    plan_for_platforms(df, opts, &|image, _| base_env(image))
+}
+
+/// [`plan`], with `base_env` also told the stage's expanded
+/// `FROM --platform` (if any), so it looks up the image of that platform.
+pub fn plan_for_platforms(
+    df: &Dockerfile,
+    opts: &PlanOptions,
+    base_env: &dyn Fn(&str, Option<&str>) -> Option<Vec<String>>,
+) -> Result<BuildPlan, DockerfileError> {
     let lex = ShellLex::new(df.directives.escape);
     let build_args = BuildArgs::new(&opts.build_args);
     let (meta, sources) = stages::split(df)?;
@@ -103,7 +113,7 @@ pub fn plan(
             Base::Stage(parent) => final_vars[*parent].clone(),
             Base::Scratch => StageVars::from_env(Vars::default()),
             Base::Image(image) => {
-                let env = if is_needed { base_env(image) } else { None };
+                let env = if is_needed { base_env(image, header.platform.as_deref()) } else { None };
                 StageVars::from_env(Vars::from_env_strings(&env.unwrap_or_default()))
             }
         };

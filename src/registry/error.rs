@@ -54,7 +54,7 @@ pub enum ErrorKind {
     Truncated { what: String, detail: String },
     #[error("{what}: registry answered {status}{}", detail_suffix(.detail))]
     Status { what: String, status: u16, detail: String },
-    #[error("no image for platform {wanted} (the index has: {})", if .available.is_empty() { "none".to_string() } else { .available.join(", ") })]
+    #[error("no match for platform in manifest: wanted {wanted}, the image has {}; pick one of those with --platform or FROM --platform", if .available.is_empty() { "none".to_string() } else { .available.join(", ") })]
     NoPlatform { wanted: String, available: Vec<String> },
     #[error("invalid platform '{0}': expected os/arch[/variant], e.g. linux/amd64")]
     Platform(String),

@@ -91,9 +91,21 @@ pub fn resolve_or_pull(
     opts: &PullOptions,
     out: &mut dyn Write,
 ) -> Result<Image, RegistryError> {
-    let local = find_local(store, name)?;
+    let mut local = find_local(store, name)?;
+    // With a platform asked for, a stored image for another one is not the
+    // image wanted (pulled for another stage or build, or built here): pull
+    // the right one, or say what the stored one is.
+    let mut mismatch = None;
+    if let (Some(spec), Some(image)) = (opts.registry.platform.as_deref(), &local) {
+        let wanted = platform::wanted(Some(spec)).map_err(|k| RegistryError::new("find", name, k))?;
+        if let Err(kind) = platform::check_config(&image.config, &wanted) {
+            mismatch = Some(RegistryError::new("find", name, kind));
+            local = None;
+        }
+    }
     let full = Reference::parse(name).ok().map(|r| r.to_string());
-    let key = (store.root().to_path_buf(), full.clone().unwrap_or_else(|| name.to_string()));
+    let platform_key = opts.registry.platform.as_deref().unwrap_or("");
+    let key = (store.root().to_path_buf(), format!("{}\0{platform_key}", full.clone().unwrap_or_else(|| name.to_string())));
     let pulled_already = PULLED.lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
     let want_pull = match (opts.policy, &local) {
         (PullPolicy::Never, _) => false,
@@ -101,7 +113,7 @@ pub fn resolve_or_pull(
         (PullPolicy::Always | PullPolicy::Newer, _) => !pulled_already || local.is_none(),
     };
     if !want_pull {
-        return local.ok_or_else(|| RegistryError::new("find", name, ErrorKind::NotLocal));
+        return local.ok_or_else(|| mismatch.unwrap_or_else(|| RegistryError::new("find", name, ErrorKind::NotLocal)));
     }
     match pull(store, name, &opts.registry, out) {
         Ok(image) => {
@@ -115,6 +127,11 @@ pub fn resolve_or_pull(
         {
             log::warn!("{e}; using the image in the store");
             local.ok_or(e)
+        }
+        // A local-only image for another platform: its platform is the news.
+        Err(e) if mismatch.is_some() && !matches!(e.kind, ErrorKind::NoPlatform { .. }) => {
+            log::debug!("{e}");
+            Err(mismatch.expect("checked"))
         }
         Err(e) => Err(e),
     }

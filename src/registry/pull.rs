@@ -14,7 +14,7 @@ use crate::store::{platform_of, sha256_digest, Image, LayerError, LayerRef, Stor
 
 use super::client::{self, header, Client, Method, SendBody};
 use super::error::{ErrorKind, RegistryError};
-use super::platform::{self, Wanted};
+use super::platform;
 use super::progress::{self, Event};
 use super::reference::Reference;
 use super::{sources, RegistryOptions};
@@ -34,7 +34,7 @@ pub fn pull(
 ) -> Result<Image, RegistryError> {
     let r = Reference::parse(reference).map_err(|e| RegistryError::new("pull", reference, ErrorKind::Reference(e)))?;
     let err = |kind| RegistryError::new("pull", &r, kind);
-    let wanted = Wanted::parse(opts.platform.as_deref()).map_err(err)?;
+    let wanted = platform::wanted(opts.platform.as_deref()).map_err(err)?;
     let client = Client::connect(&r, vec![format!("repository:{}:pull", r.repository)], opts, "pull")?;
     if opts.progress {
         let _ = writeln!(out, "Pulling {r}");
@@ -75,8 +75,12 @@ pub fn pull(
             ),
         }));
     }
-    if opts.platform.is_some() && (config.os != wanted.os || config.architecture != wanted.architecture) {
-        log::warn!("{r} is for {}/{}, not {wanted}", config.os, config.architecture);
+    // Asked for a platform, an image for another is an error, as in docker;
+    // without one, the host's is only a preference.
+    if opts.platform.is_some() {
+        platform::check_config(&config, &wanted).map_err(err)?;
+    } else if platform::check_config(&config, &wanted).is_err() {
+        log::warn!("{r} is for {}/{}, not this machine's {wanted}", config.os, config.architecture);
     }
 
     // Each layer is checked against its diff_id before it is stored (or, if

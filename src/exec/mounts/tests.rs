@@ -32,13 +32,16 @@ impl Fixture {
         }
     }
     fn prepare(&self, mounts: &[Mount]) -> Result<Prepared, MountError> {
-        let from = |name: &str| -> Result<PathBuf, String> {
-            if name == "stage" { Ok(self.context.path().to_path_buf()) } else { Err("no such stage".into()) }
+        let dir = self.context.path();
+        let open = || BuildContext::from_dir(dir, BuildContext::find_ignore_file(dir, None).as_deref()).unwrap();
+        let from = |name: &str| -> Result<Arc<BuildContext>, String> {
+            if name == "stage" { Ok(Arc::new(open())) } else { Err("no such stage".into()) }
         };
+        let context = open();
         let src = MountSources {
             store_root: self.store.path(),
             scratch: self.scratch.path(),
-            context: self.context.path(),
+            context: &context,
             from: &from,
             secrets: &self.secrets,
             ssh: &self.ssh,
@@ -88,6 +91,35 @@ fn a_locked_private_cache_gives_a_fresh_dir() {
     let _a = f.prepare(&[mount(MountKind::Cache, "target=/x,id=a.b,sharing=locked")]).unwrap();
     let b = f.prepare(&[mount(MountKind::Cache, "target=/x,id=a,sharing=private")]).unwrap();
     assert_eq!(b.mounts[0].source, cache_mount_dir(f.store.path(), "a"));
+}
+
+#[test]
+fn binds_leave_out_what_the_ignore_file_excludes() {
+    let f = Fixture::new();
+    let c = f.context.path();
+    fs::create_dir_all(c.join("src/sub")).unwrap();
+    fs::write(c.join("src/a"), "a").unwrap();
+    fs::write(c.join("src/secret.key"), "k").unwrap();
+    fs::write(c.join("src/sub/b.key"), "b").unwrap();
+    fs::write(c.join("src/sub/keep.key"), "keep").unwrap();
+    fs::set_permissions(c.join("src/a"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::write(c.join(".dockerignore"), "**/*.key\n!src/sub/keep.key\n").unwrap();
+    for opts in ["target=/s,source=src", "target=/s,source=src,rw", "target=/s,from=stage,source=src"] {
+        let p = f.prepare(&[mount(MountKind::Bind, opts)]).unwrap();
+        let m = &p.mounts[0].source;
+        assert!(m.starts_with(f.scratch.path()), "{opts}: a filtered view, not the context itself");
+        assert_eq!(fs::read_to_string(m.join("a")).unwrap(), "a", "{opts}");
+        assert_eq!(fs::metadata(m.join("a")).unwrap().permissions().mode() & 0o7777, 0o640, "{opts}");
+        assert_eq!(fs::read_to_string(m.join("sub/keep.key")).unwrap(), "keep", "{opts}");
+        assert!(!m.join("secret.key").exists(), "{opts}: an ignored file is not in the mount");
+        assert!(!m.join("sub/b.key").exists(), "{opts}");
+    }
+    // An ignored source cannot be mounted, as it cannot be copied.
+    let err = f.prepare(&[mount(MountKind::Bind, "target=/s,source=src/secret.key")]).err().unwrap();
+    assert!(err.to_string().contains("excluded"), "{err}");
+    // A single visible file is mounted as that file.
+    let p = f.prepare(&[mount(MountKind::Bind, "target=/s,source=src/a")]).unwrap();
+    assert_eq!(fs::read_to_string(&p.mounts[0].source).unwrap(), "a");
 }
 
 #[test]

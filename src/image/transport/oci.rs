@@ -13,7 +13,8 @@ use tempfile::NamedTempFile;
 use super::source::Source;
 use super::tarout::TarOut;
 use super::TransportError;
-use crate::image::manifest::{Descriptor, Index, Manifest, Platform, DOCKER_MANIFEST_LIST, OCI_INDEX, REF_NAME};
+use crate::image::manifest::{Descriptor, Index, Manifest, DOCKER_MANIFEST_LIST, OCI_INDEX, REF_NAME};
+use crate::image::platform::{self, Platform};
 use crate::image::config::ImageConfig;
 use crate::store::{parse_manifest, sha256_digest, sha256_hex, Image, LayerRef, Store};
 
@@ -26,11 +27,18 @@ struct OciLayout {
     image_layout_version: String,
 }
 
-/// Imports the image `tag` (or the only image) of an OCI layout.
-pub fn import_layout(store: &Store, source: &mut dyn Source, tag: Option<&str>) -> Result<Image, TransportError> {
+/// Imports the image `tag` (or the only image) of an OCI layout. From a
+/// multi-platform image it takes `platform`'s, else the host's; asked for a
+/// platform, an image for another is an error.
+pub fn import_layout(
+    store: &Store,
+    source: &mut dyn Source,
+    tag: Option<&str>,
+    platform: Option<&Platform>,
+) -> Result<Image, TransportError> {
     let index = read_layout_index(&*source)?;
-    let entry = select_entry(&index, tag, &source.name())?;
-    import_entry(store, &*source, entry)
+    let entry = select_entry(&index, tag, &source.name(), platform)?;
+    import_entry(store, &*source, entry, platform)
 }
 
 /// Imports every image of an OCI layout, each with the names its index
@@ -43,7 +51,7 @@ pub fn import_layout_all(store: &Store, source: &mut dyn Source) -> Result<Vec<(
     }
     let mut out: Vec<(Vec<String>, Image)> = Vec::new();
     for entry in &index.manifests {
-        let image = import_entry(store, &*source, entry)?;
+        let image = import_entry(store, &*source, entry, None)?;
         let name = entry_name(entry);
         match out.iter_mut().find(|(_, i)| i.manifest_digest == image.manifest_digest) {
             Some((names, _)) => names.extend(name),
@@ -63,8 +71,8 @@ fn entry_name(entry: &Descriptor) -> Option<String> {
     (name.contains(':') || name.contains('/')).then(|| name.clone())
 }
 
-fn import_entry(store: &Store, source: &dyn Source, entry: &Descriptor) -> Result<Image, TransportError> {
-    let (manifest_desc, manifest_bytes) = resolve_to_manifest(source, entry)?;
+fn import_entry(store: &Store, source: &dyn Source, entry: &Descriptor, wanted: Option<&Platform>) -> Result<Image, TransportError> {
+    let (manifest_desc, manifest_bytes) = resolve_to_manifest(source, entry, wanted)?;
     let manifest = parse_manifest(&manifest_desc.digest, &manifest_bytes)?;
 
     // The config first, for the diff_ids every layer is checked against.
@@ -74,6 +82,15 @@ fn import_entry(store: &Store, source: &dyn Source, entry: &Descriptor) -> Resul
         source_name: source.name(),
         source: e,
     })?;
+    if let Some(wanted) = wanted {
+        if !wanted.matches(&config.os, &config.architecture, config.variant.as_deref()) {
+            return Err(TransportError::NoPlatform {
+                digest: manifest_desc.digest.clone(),
+                wanted: wanted.to_string(),
+                available: vec![Platform::new(&config.os, &config.architecture, config.variant.as_deref()).to_string()],
+            });
+        }
+    }
     let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != manifest.layers.len() {
         return Err(TransportError::LayerCount { layers: manifest.layers.len(), diff_ids: diff_ids.len() });
@@ -115,8 +132,15 @@ fn read_layout_index(source: &dyn Source) -> Result<Index, TransportError> {
     })
 }
 
-/// The entry tagged `tag`, or the only image when no tag is given.
-fn select_entry<'a>(index: &'a Index, tag: Option<&str>, source_name: &str) -> Result<&'a Descriptor, TransportError> {
+/// The entry tagged `tag`, or the only image when no tag is given. A
+/// layout whose index.json lists one image per platform is itself a
+/// multi-platform index: the entry for `platform` (or the host) is taken.
+fn select_entry<'a>(
+    index: &'a Index,
+    tag: Option<&str>,
+    source_name: &str,
+    platform: Option<&Platform>,
+) -> Result<&'a Descriptor, TransportError> {
     let tags = || index.manifests.iter().filter_map(|d| d.ref_name().map(str::to_string)).collect::<Vec<_>>();
     if let Some(tag) = tag {
         return index.manifests.iter().find(|d| d.ref_name() == Some(tag)).ok_or_else(|| TransportError::TagNotFound {
@@ -126,15 +150,19 @@ fn select_entry<'a>(index: &'a Index, tag: Option<&str>, source_name: &str) -> R
         });
     }
     let first = index.manifests.first().ok_or_else(|| TransportError::NoImages(source_name.to_string()))?;
+    let per_platform = index.manifests.iter().all(|d| d.platform.is_some() && d.ref_name().is_none());
+    if index.manifests.len() > 1 && per_platform {
+        return pick_platform(index, "index.json", platform);
+    }
     if index.manifests.iter().any(|d| d.digest != first.digest) {
         return Err(TransportError::Ambiguous { source_name: source_name.to_string(), available: tags() });
     }
     Ok(first)
 }
 
-/// Follows indexes down to the manifest for this machine's platform; returns
-/// its descriptor and verified bytes.
-fn resolve_to_manifest(source: &dyn Source, entry: &Descriptor) -> Result<(Descriptor, Vec<u8>), TransportError> {
+/// Follows indexes down to the manifest for `wanted` (else this machine's
+/// platform); returns its descriptor and verified bytes.
+fn resolve_to_manifest(source: &dyn Source, entry: &Descriptor, wanted: Option<&Platform>) -> Result<(Descriptor, Vec<u8>), TransportError> {
     let mut current = entry.clone();
     for _ in 0..MAX_INDEX_DEPTH {
         let bytes = read_blob(source, &current)?;
@@ -146,7 +174,7 @@ fn resolve_to_manifest(source: &dyn Source, entry: &Descriptor) -> Result<(Descr
             source_name: source.name(),
             source: e,
         })?;
-        current = pick_platform(&index, &current.digest)?.clone();
+        current = pick_platform(&index, &current.digest, wanted)?.clone();
     }
     Err(TransportError::NestedTooDeep(MAX_INDEX_DEPTH))
 }
@@ -162,37 +190,16 @@ fn is_index(media_type: &str, bytes: &[u8]) -> bool {
     serde_json::from_slice::<Probe>(bytes).is_ok_and(|p| p.manifests.is_some())
 }
 
-fn pick_platform<'a>(index: &'a Index, digest: &str) -> Result<&'a Descriptor, TransportError> {
-    let host = host_platform();
-    let matches = |p: &Platform| p.os == host.os && p.architecture == host.architecture;
-    if let Some(found) = index.manifests.iter().find(|d| d.platform.as_ref().is_some_and(matches)) {
+/// The entry for `wanted`; without one, the host's, else the only entry.
+fn pick_platform<'a>(index: &'a Index, digest: &str, wanted: Option<&Platform>) -> Result<&'a Descriptor, TransportError> {
+    let target = wanted.cloned().unwrap_or_else(Platform::host);
+    if let Some(found) = target.select(index) {
         return Ok(found);
     }
-    if let [only] = index.manifests.as_slice() {
+    if let (None, [only]) = (wanted, index.manifests.as_slice()) {
         return Ok(only);
     }
-    Err(TransportError::NoPlatform {
-        digest: digest.to_string(),
-        wanted: format!("{}/{}", host.os, host.architecture),
-        available: index
-            .manifests
-            .iter()
-            .filter_map(|d| d.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)))
-            .collect(),
-    })
-}
-
-/// This machine's platform in OCI (GOARCH) spelling.
-pub fn host_platform() -> Platform {
-    let architecture = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "loongarch64" => "loong64",
-        other => other,
-    };
-    Platform { architecture: architecture.to_string(), os: std::env::consts::OS.to_string(), ..Platform::default() }
+    Err(TransportError::NoPlatform { digest: digest.to_string(), wanted: target.to_string(), available: platform::available(index) })
 }
 
 fn blob_rel(source: &dyn Source, digest: &str) -> Result<String, TransportError> {
@@ -456,15 +463,35 @@ mod tests {
     #[test]
     fn selects_by_tag_or_uniqueness() {
         let mut index = Index::default();
-        assert!(matches!(select_entry(&index, None, "x"), Err(TransportError::NoImages(_))));
+        assert!(matches!(select_entry(&index, None, "x", None), Err(TransportError::NoImages(_))));
         index.manifests = vec![entry("sha256:a", Some("v1")), entry("sha256:a", Some("v2"))];
-        assert_eq!(select_entry(&index, None, "x").unwrap().digest, "sha256:a");
+        assert_eq!(select_entry(&index, None, "x", None).unwrap().digest, "sha256:a");
         index.manifests.push(entry("sha256:b", Some("v3")));
-        let err = select_entry(&index, None, "x").unwrap_err();
+        let err = select_entry(&index, None, "x", None).unwrap_err();
         assert!(err.to_string().contains("v1, v2, v3"), "{err}");
-        assert_eq!(select_entry(&index, Some("v3"), "x").unwrap().digest, "sha256:b");
-        let err = select_entry(&index, Some("nope"), "x").unwrap_err();
+        assert_eq!(select_entry(&index, Some("v3"), "x", None).unwrap().digest, "sha256:b");
+        let err = select_entry(&index, Some("nope"), "x", None).unwrap_err();
         assert!(matches!(err, TransportError::TagNotFound { .. }));
+    }
+
+    #[test]
+    fn untagged_entries_per_platform_are_an_index() {
+        let mut index = Index::default();
+        for (digest, arch) in [("sha256:a", "amd64"), ("sha256:b", "arm64")] {
+            let mut d = entry(digest, None);
+            d.platform = Some(crate::image::manifest::Platform { os: "linux".into(), architecture: arch.into(), ..Default::default() });
+            index.manifests.push(d);
+        }
+        let arm64 = Platform::parse("linux/arm64").unwrap();
+        assert_eq!(select_entry(&index, None, "x", Some(&arm64)).unwrap().digest, "sha256:b");
+        let s390x = Platform::parse("linux/s390x").unwrap();
+        let err = select_entry(&index, None, "x", Some(&s390x)).unwrap_err().to_string();
+        assert!(err.contains("no match for platform") && err.contains("linux/amd64, linux/arm64"), "{err}");
+        // Without a platform asked for, one entry is taken only if it is the host's.
+        let mut one = index.clone();
+        one.manifests.truncate(1);
+        assert_eq!(pick_platform(&one, "x", None).unwrap().digest, "sha256:a");
+        assert!(pick_platform(&one, "x", Some(&arm64)).is_err(), "asked for arm64, an amd64-only index is an error");
     }
 
     #[test]
