@@ -181,6 +181,9 @@ fn source_date_epoch_makes_builds_reproducible() {
     );
     out.ok();
     assert_eq!(sb.image("sde3").id(), first.id());
+    // buildah's name for the flag.
+    let (out, fourth) = sb.build_with(&df, "sde4", &["--no-cache", "--timestamp", &epoch]);
+    assert_eq!(fourth.id(), first.id(), "--timestamp is --source-date-epoch\n{}", out.transcript());
 
     for layer in &first.layers {
         for e in &layer.entries {
@@ -230,4 +233,49 @@ RUN echo z > /z
         assert!(!paths.contains(gone), "{gone} is in the image");
     }
     assert_eq!(per_stage.file_str("d/new"), "new\n");
+}
+
+/// `--add-host`, `--ulimit` and `--shm-size` reach every RUN, as docker build
+/// gives them, and are part of the RUN's cache key (BuildKit keeps them in
+/// the exec op): the same flags hit, other flags run the step again.
+#[test]
+fn add_host_ulimit_and_shm_size_reach_run() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let df = format!(
+        "{RUN_BASE}RUN (grep -E 'db\\.local|v6\\.local|gw\\.local' /etc/hosts || true) > /hosts \
+         && ulimit -n > /nofile && ulimit -Hn > /nofile-hard \
+         && df -k /dev/shm | tail -n 1 | awk '{{print $2}}' > /shm\n"
+    );
+    let flags = [
+        "--add-host", "db.local:10.1.2.3",
+        "--add-host", "v6.local=fd00::1",
+        "--add-host", "gw.local:host-gateway",
+        "--ulimit", "nofile=256:512",
+        "--shm-size", "16m",
+    ];
+    let (out, img) = sb.build_with(&df, "extras", &flags);
+    assert_eq!(img.file_str("hosts"), "10.1.2.3\tdb.local\nfd00::1\tv6.local\n127.0.0.1\tgw.local\n", "{}", out.transcript());
+    assert_eq!(img.file_str("nofile"), "256\n");
+    assert_eq!(img.file_str("nofile-hard"), "512\n");
+    assert_eq!(img.file_str("shm"), "16384\n");
+    assert!(!img.fs().contains_key("etc/hosts"), "the bound hosts file stays out of the layer");
+
+    let (again, _) = sb.build_with(&df, "extras", &flags);
+    assert!(again.stdout.contains("Using cache"), "same flags: cached\n{}", again.transcript());
+    let (other, img) = sb.build_with(&df, "extras", &["--ulimit", "nofile=128:512"]);
+    assert!(!other.stdout.lines().any(|l| l.contains("Using cache") && l.contains("grep")), "{}", other.transcript());
+    assert_eq!(img.file_str("nofile"), "128\n");
+    assert_eq!(img.file_str("hosts"), "", "no added hosts without --add-host");
+
+    // Mistakes are named before anything runs.
+    for (flag, value, says) in [
+        ("--add-host", "nocolon", "expected NAME:IP"),
+        ("--add-host", "db:999.1.1.1", "is not an IP address"),
+        ("--ulimit", "nofiles=1", "unknown limit"),
+        ("--ulimit", "nofile=10:5", "above the hard limit"),
+    ] {
+        let out = sb.try_build(&df, "bad", &[flag, value]);
+        assert!(!out.status.success() && out.stderr.contains(says), "{flag} {value}\n{}", out.transcript());
+    }
 }

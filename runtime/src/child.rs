@@ -409,6 +409,9 @@ fn command_main(
         std::fs::create_dir_all(&spec.cwd)
             .map_err(|e| fail(&format!("create the working directory {}", spec.cwd), &e))?;
     }
+    // Before dropping to the step's user: lowering works either way, and
+    // root in the namespace may raise a soft limit up to the hard one.
+    crate::ulimit::apply(&spec.ulimits).map_err(|e| (SETUP_FAILED, e))?;
     set_ids(spec)?;
     nix::unistd::chdir(spec.cwd.as_str())
         .map_err(|e| fail(&format!("change to the working directory {}", spec.cwd), &e))?;

@@ -13,6 +13,7 @@ pub mod child;
 mod error;
 pub mod fake_chown;
 pub mod fake_ids;
+pub mod ulimit;
 pub mod fds;
 pub mod idmap;
 pub mod lifetime;

@@ -113,7 +113,8 @@ pub fn plan(spec: &RunSpec) -> Vec<Mount> {
         false,
     ));
     plan.push(link("/dev/ptmx", "pts/ptmx"));
-    plan.push(fs("tmpfs", "/dev/shm", "mode=1777,size=65536k", nosuid_nodev_noexec, false));
+    let shm = spec.shm_size.map_or_else(|| "65536k".to_string(), |bytes| bytes.to_string());
+    plan.push(fs("tmpfs", "/dev/shm", &format!("mode=1777,size={shm}"), nosuid_nodev_noexec, false));
     for (name, to) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),

@@ -35,6 +35,12 @@ pub struct RunSpec {
     /// (see `fake_chown`).
     #[serde(default)]
     pub fake_chown: bool,
+    /// `--ulimit`s the command starts with.
+    #[serde(default)]
+    pub ulimits: Vec<crate::ulimit::Ulimit>,
+    /// Size of /dev/shm in bytes (`--shm-size`); 64 MiB when `None`, as docker.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
 }
 
 /// A terminal's size in character cells.
@@ -100,6 +106,8 @@ impl RunSpec {
             stdin: false,
             tty: None,
             fake_chown: false,
+            ulimits: Vec::new(),
+            shm_size: None,
         }
     }
 

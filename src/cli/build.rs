@@ -130,9 +130,22 @@ pub struct BuildArgs {
     pub layers: bool,
 
     /// Clamp file mtimes to N (seconds since the epoch) and set every `created` to N, for reproducible
-    /// images. Default: $SOURCE_DATE_EPOCH when set and not empty.
-    #[arg(long, value_name = "N")]
+    /// images. Default: $SOURCE_DATE_EPOCH when set and not empty. `--timestamp` is the same (buildah's name).
+    #[arg(long, value_name = "N", visible_alias = "timestamp")]
     pub source_date_epoch: Option<i64>,
+
+    /// Add NAME:IP (or NAME=IP) to /etc/hosts in every RUN; `host-gateway` as IP is the host
+    /// (127.0.0.1: RUN shares the host's network). Repeatable.
+    #[arg(long = "add-host", value_name = "NAME:IP", value_parser = parse_add_host)]
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+
+    /// A resource limit for every RUN: NAME=SOFT[:HARD] (nofile, nproc, core, stack, …; -1 = unlimited). Repeatable.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<kiln_runtime::ulimit::Ulimit>,
+
+    /// Size of /dev/shm in RUN steps: bytes with an optional k, m or g suffix (default 64m).
+    #[arg(long, value_name = "SIZE", value_parser = crate::net::parse_size)]
+    pub shm_size: Option<u64>,
 
     /// The most a remote build context may download and unpack to, and the most one `ADD <url>` may
     /// download: bytes with an optional k, m, g or t suffix (1024-based).
@@ -237,6 +250,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         secrets: args.secrets.iter().map(|s| exec::mounts::parse_secret(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
         ssh: args.ssh.iter().map(|s| exec::mounts::parse_ssh(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
         max_context_size: args.max_context_size,
+        run_extras: exec::run::RunExtras {
+            add_hosts: args.add_hosts.clone(),
+            ulimits: args.ulimits.clone(),
+            shm_size: args.shm_size,
+        },
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();
@@ -498,6 +516,26 @@ fn check_copy_from(
         }
     }
     Ok(())
+}
+
+/// `--add-host NAME:IP` or `NAME=IP` (docker takes both; an IPv6 address
+/// holds colons, so the name ends at the first separator).
+fn parse_add_host(text: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (name, ip) = match (text.find('='), text.find(':')) {
+        (Some(eq), _) => text.split_at(eq),
+        (None, Some(colon)) => text.split_at(colon),
+        (None, None) => return Err(format!("{text:?}: expected NAME:IP, e.g. db.local:10.0.0.5")),
+    };
+    let ip = &ip[1..];
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '#') {
+        return Err(format!("{text:?}: {name:?} is not a host name"));
+    }
+    let ip = if ip == "host-gateway" {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        ip.trim_matches(|c| c == '[' || c == ']').parse().map_err(|_| format!("{text:?}: {ip:?} is not an IP address"))?
+    };
+    Ok((name.to_string(), ip))
 }
 
 fn pull_options(args: &BuildArgs) -> crate::registry::PullOptions {

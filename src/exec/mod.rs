@@ -108,6 +108,8 @@ pub struct BuildOptions {
     pub ssh: HashMap<String, std::path::PathBuf>,
     /// `--max-context-size`: the most bytes one `ADD <url>` may download.
     pub max_context_size: u64,
+    /// `--add-host`, `--ulimit`, `--shm-size` for every RUN.
+    pub run_extras: run::RunExtras,
 }
 
 /// A `--build-context` value.
@@ -151,6 +153,7 @@ impl Default for BuildOptions {
             secrets: HashMap::new(),
             ssh: HashMap::new(),
             max_context_size: crate::context::remote::DEFAULT_MAX_SIZE,
+            run_extras: Default::default(),
         }
     }
 }
@@ -487,7 +490,8 @@ impl<'a> Executor<'a> {
         };
         // A layer written with other compression is another blob.
         let extra = match &step.kind {
-            StepKind::Copy(_) | StepKind::Run(_) => format!("{}|{:?}", extra, self.opts.compression),
+            StepKind::Copy(_) => format!("{}|{:?}", extra, self.opts.compression),
+            StepKind::Run(_) => format!("{}|{:?}{}", extra, self.opts.compression, self.opts.run_extras.cache_text()),
             _ => extra,
         };
         let args = match &step.kind {
@@ -724,6 +728,7 @@ impl<'a> Executor<'a> {
             hostname: short(&state.key).to_string(),
             clamp_mtime: self.opts.source_date_epoch,
             mounts: &mounts,
+            extras: &self.opts.run_extras,
         };
         let layer = run::run(&mut env, state, r)?;
         drop(mounts);

@@ -59,6 +59,43 @@ pub enum RunError {
 }
 
 /// What a RUN step needs from the build besides the stage state.
+/// What `kiln build` sets for every RUN step beyond the Dockerfile:
+/// `--add-host`, `--ulimit`, `--shm-size`. Part of each RUN's cache key,
+/// as BuildKit keeps them in the exec op.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunExtras {
+    /// `--add-host NAME:IP`: lines added to the step's /etc/hosts.
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    pub ulimits: Vec<kiln_runtime::ulimit::Ulimit>,
+    pub shm_size: Option<u64>,
+}
+
+impl RunExtras {
+    /// Their part of a RUN's cache key: empty when none is set, so keys of
+    /// builds without them stay as they were.
+    pub fn cache_text(&self) -> String {
+        if *self == RunExtras::default() {
+            return String::new();
+        }
+        let hosts: Vec<String> = self.add_hosts.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
+        let limits: Vec<String> = self.ulimits.iter().map(|u| format!("{}={}:{}", u.name, u.soft, u.hard)).collect();
+        format!("|hosts={}|ulimits={}|shm={:?}", hosts.join(","), limits.join(","), self.shm_size)
+    }
+
+    /// The step's /etc/hosts with the added names: the host's file (which
+    /// RUN sees by default) and then one `IP<TAB>NAME` line each.
+    fn hosts_file(&self, host_hosts: &str) -> String {
+        let mut text = host_hosts.to_string();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        for (name, ip) in &self.add_hosts {
+            text.push_str(&format!("{ip}\t{name}\n"));
+        }
+        text
+    }
+}
+
 pub struct RunEnv<'a> {
     pub store: &'a Store,
     pub layers: &'a LayerDirs,
@@ -73,6 +110,7 @@ pub struct RunEnv<'a> {
     pub clamp_mtime: Option<i64>,
     /// The step's `--mount`s, resolved (see `super::mounts`).
     pub mounts: &'a super::mounts::Prepared,
+    pub extras: &'a RunExtras,
 }
 
 /// The result of a RUN: the new layer, already in the store.
@@ -101,6 +139,10 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     let guard = mount::mount(env.driver, &lowers, &upper, &work, &merged)?;
     let mut spec = spec(state, step, &merged, &env.hostname)?;
     add_mounts(&mut spec, env.mounts);
+    spec.ulimits = env.extras.ulimits.clone();
+    spec.shm_size = env.extras.shm_size;
+    // Kept until the step ends: the step's /etc/hosts is bound from it.
+    let _hosts = add_hosts(&mut spec, env.extras, &env.store.tmp_dir())?;
     let mut tail: VecDeque<String> = VecDeque::new();
     let code = {
         let (progress, tag, quiet) = (&mut *env.progress, env.tag.clone(), env.quiet);
@@ -167,6 +209,25 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
         env.layers.adopt(step_dir.keep(), &chain)?;
     }
     Ok(RunLayer { info, digest, size })
+}
+
+/// With `--add-host`, binds a hosts file that has the added names over the
+/// step's /etc/hosts (after the host's, so it wins).
+fn add_hosts(spec: &mut RunSpec, extras: &RunExtras, tmp: &Path) -> Result<Option<tempfile::NamedTempFile>, RunError> {
+    if extras.add_hosts.is_empty() {
+        return Ok(None);
+    }
+    let io = |source| RunError::Io { path: tmp.to_path_buf(), source };
+    let host = fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".to_string());
+    let mut file = tempfile::Builder::new().prefix("hosts-").tempfile_in(tmp).map_err(io)?;
+    file.write_all(extras.hosts_file(&host).as_bytes()).map_err(io)?;
+    spec.mounts.push(kiln_runtime::spec::MountSpec {
+        source: file.path().to_path_buf(),
+        target: "/etc/hosts".to_string(),
+        readonly: true,
+        kind: Default::default(),
+    });
+    Ok(Some(file))
 }
 
 fn commit(blob: BlobWriter, info: &LayerInfo) -> Result<(String, u64), RunError> {
