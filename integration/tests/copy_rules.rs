@@ -1,0 +1,370 @@
+//! COPY/ADD rules taken from BuildKit's dockerfile frontend tests and its
+//! copy (tonistiigi/fsutil copy.Copy, solver/llbsolver/file docopy), each
+//! checked on the built image's files: type, mode, owner, content, target.
+//! Where the classic builder did otherwise, the test name says so.
+
+use std::os::unix::fs::MetadataExt;
+
+use kiln_integration::*;
+
+fn entry(img: &Image, p: &str) -> Entry {
+    img.entry(p).unwrap_or_else(|| panic!("{p} missing: {:?}", img.paths()))
+}
+
+/// testEmptyWildcard: `COPY foo nomatch* /` copies foo. A COPY of nothing at
+/// all succeeds too (BuildKit's AllowEmptyWildcard; the classic builder
+/// failed with "no source files were specified"), with a warning here.
+#[test]
+fn unmatched_wildcards_are_skipped_and_a_copy_of_nothing_warns_as_buildkit_does() {
+    let sb = Sandbox::new();
+    sb.write("ctx/package.json", "{}\n");
+    sb.write("ctx/src/index.js", "js\n");
+    let (out, img) = sb.build_with(
+        "FROM scratch
+WORKDIR /app
+COPY package.json yarn.lock* ./
+COPY nomatch* /none/
+COPY src/*.ts missing-dir/* /none2/
+COPY package.json *.lock /single
+",
+        "wild",
+        &[],
+    );
+    assert_eq!(img.file_str("app/package.json"), "{}\n");
+    assert!(!img.paths().iter().any(|p| p.contains("yarn")), "{:?}", img.paths());
+    assert!(img.entry("none").is_none() && img.entry("none2").is_none(), "nothing was copied, so no destination is made: {:?}", img.paths());
+    assert_eq!(entry(&img, "single").kind, Kind::File, "one source left: the destination is that file");
+    assert_eq!(img.file_str("single"), "{}\n");
+    out.stderr_has(&["Dockerfile:4", "nomatch*", "Dockerfile:5", "src/*.ts missing-dir/*", "nothing was copied"]);
+    assert!(!out.stderr.contains("Dockerfile:3:"), "a wildcard left unmatched next to a copied source is no news\n{}", out.transcript());
+
+    // A plain name still has to exist, even next to a wildcard that matched.
+    let out = sb.try_build("FROM scratch\nCOPY package.json yarn.lock* missing.txt ./\n", "bad", &[]);
+    out.fails_with(1).stderr_has(&["Dockerfile:2", "missing.txt", "not found"]);
+}
+
+/// testCopyChownExistingDir / testCopyChownCreateDest: the directory a
+/// directory's contents are copied into is made 0755 and owned by root (or
+/// --chown), whatever the source directory's own mode; the directories
+/// inside keep theirs; an existing destination keeps its mode and owner.
+/// The classic builder gave the destination the source directory's mode.
+#[test]
+fn a_copied_directory_gets_a_new_0755_root_destination_as_buildkit_does_not_the_classic_builder() {
+    let sb = Sandbox::new();
+    sb.write("ctx/top.txt", "top\n");
+    sb.write_mode("ctx/sub/inner.sh", "#!/bin/sh\n", 0o750);
+    sb.chmod("ctx/sub", 0o750);
+    sb.write("ctx/private/p.txt", "p\n");
+    sb.chmod("ctx/private", 0o700);
+    sb.mkdir("ctx/empty");
+    sb.chmod("ctx/empty", 0o1777);
+    sb.mkdir("ctx/keep");
+    sb.dockerfile("FROM scratch\n");
+    // The context directory itself as a user's umask 077 leaves it.
+    sb.chmod("ctx", 0o700);
+    sb.chmod("ctx/Dockerfile", 0o600);
+    let img = sb.build(
+        "FROM scratch
+COPY --chmod=700 keep /kept/
+COPY . /app
+COPY . /deep/er/app/
+COPY --chown=1000:1001 private /owned
+COPY --chmod=750 private /octal
+COPY --chmod=go-w private /symbolic
+COPY private /kept
+",
+        "dirs",
+    );
+    let ctx_mtime = std::fs::metadata(sb.ctx()).unwrap().mtime() as u64;
+    let app = entry(&img, "app");
+    assert_eq!((app.kind, app.mode, app.uid, app.gid), (Kind::Dir, 0o755, 0, 0), "not the context dir's 0700");
+    assert_eq!(app.mtime, ctx_mtime, "BuildKit gives it the source directory's mtime");
+    let meta = |p: &str| {
+        let e = entry(&img, p);
+        (e.kind, e.mode, e.uid, e.gid)
+    };
+    assert_eq!(meta("app/sub"), (Kind::Dir, 0o750, 0, 0), "directories inside keep their modes");
+    assert_eq!(meta("app/private"), (Kind::Dir, 0o700, 0, 0));
+    assert_eq!(meta("app/empty"), (Kind::Dir, 0o1777, 0, 0), "an empty directory is copied, sticky bit and all");
+    assert_eq!(meta("app/sub/inner.sh"), (Kind::File, 0o750, 0, 0));
+    for d in ["deep", "deep/er", "deep/er/app"] {
+        assert_eq!(meta(d), (Kind::Dir, 0o755, 0, 0), "{d}");
+    }
+    assert_eq!(img.file_str("deep/er/app/top.txt"), "top\n");
+    assert_eq!(meta("owned"), (Kind::Dir, 0o755, 1000, 1001), "made for --chown's owner");
+    assert_eq!(meta("owned/p.txt"), (Kind::File, 0o644, 1000, 1001));
+    assert_eq!(meta("octal"), (Kind::Dir, 0o750, 0, 0), "an octal --chmod makes it with that mode");
+    assert_eq!(meta("symbolic"), (Kind::Dir, 0o755, 0, 0), "a symbolic --chmod is for the copied entries only");
+    assert_eq!(meta("symbolic/p.txt"), (Kind::File, 0o644, 0, 0));
+    assert_eq!(meta("kept"), (Kind::Dir, 0o700, 0, 0), "an existing destination keeps its own mode");
+    assert_eq!(img.file_str("kept/p.txt"), "p\n");
+}
+
+/// testCopyChmod: `COPY --chmod=777 foo /parent/foo` makes /parent 0777 and
+/// `--chmod=770 foo /parent/sub/foo` makes /parent/sub 0770 (fsutil
+/// "copy: fix custom chmod for parent directories"); a symbolic mode leaves
+/// new parents 0755. The classic builder made them all 0755.
+#[test]
+fn octal_chmod_also_makes_the_missing_parents_as_buildkit_does() {
+    let sb = Sandbox::new();
+    sb.write_mode("ctx/foo", "foo-contents", 0o600);
+    sb.write_mode("ctx/bar", "bar-contents", 0o700);
+    let img = sb.build(
+        "FROM scratch
+COPY --chmod=0644 foo /
+COPY --chmod=777 bar /baz
+COPY --chmod=0 foo /foobis
+COPY --chmod=777 foo /parent/foo
+COPY --chmod=770 foo /parent/sub/foo
+COPY --chmod=u+x foo /symbolic/parent/foo
+COPY --chmod=700 foo /slash/
+",
+        "chmod",
+    );
+    let mode = |p: &str| entry(&img, p).mode;
+    assert_eq!(mode("foo"), 0o644);
+    assert_eq!(mode("baz"), 0o777);
+    assert_eq!(mode("foobis"), 0o000);
+    assert_eq!(mode("parent"), 0o777);
+    assert_eq!(mode("parent/sub"), 0o770);
+    assert_eq!(mode("parent/sub/foo"), 0o770);
+    assert_eq!(mode("symbolic"), 0o755);
+    assert_eq!(mode("symbolic/parent"), 0o755);
+    assert_eq!(mode("symbolic/parent/foo"), 0o700);
+    assert_eq!(mode("slash"), 0o700, "a destination made for its trailing slash too");
+    assert_eq!(img.file_str("parent/sub/foo"), "foo-contents");
+}
+
+/// testCopyChownExistingDir: files copied from a stage keep their owners;
+/// the destination made for a directory is root's; --chown gives everything
+/// copied (and made) its owner; an existing destination keeps its owner.
+/// The classic builder made files from a stage root's.
+#[test]
+fn copy_from_a_stage_keeps_owners_as_buildkit_does_not_the_classic_builder() {
+    copy_from_keeps_owners(&Sandbox::new());
+}
+
+/// The same where kiln has no subordinate ids: the unpacked stage records
+/// owners it cannot give in an xattr, which COPY --from reads back.
+#[test]
+fn copy_from_a_stage_keeps_owners_in_a_single_id_namespace_too() {
+    let Some(sb) = Sandbox::without_subids() else {
+        eprintln!("skipped: the current user has a subordinate id range and cannot be switched");
+        return;
+    };
+    copy_from_keeps_owners(&sb);
+}
+
+fn copy_from_keeps_owners(sb: &Sandbox) {
+    sb.write("ctx/file", "f\n");
+    sb.write("ctx/dir/subdir/nestedfile", "n\n");
+    sb.mkdir("ctx/top/dir");
+    sb.mkdir("ctx/existing/existingsubdir");
+    sb.write("ctx/existing/existingfile", "e\n");
+    let img = sb.build(
+        "FROM scratch AS source
+COPY --chown=100:200 file /file
+COPY --chown=101:201 dir/subdir /dir/subdir/
+COPY --chown=102:202 dir/subdir/nestedfile /dir/subdir/
+# A directory inside a copied tree takes the source's metadata: /dir becomes 100:200.
+COPY --chown=100:200 top/ /
+
+FROM scratch AS test_base
+COPY --chown=500:600 existing/existingsubdir /existingdir/
+COPY --chown=501:601 existing /existingdir/
+
+FROM test_base AS copy_from
+COPY --from=source /file .
+COPY --from=source /dir /dir
+COPY --from=source /dir/. /existingdir
+
+FROM test_base
+COPY --from=copy_from / /plain/
+COPY --from=source --chown=300:400 /file .
+COPY --from=source --chown=300:400 /dir /dir
+COPY --from=source --chown=300:400 /dir/. /existingdir
+",
+        "owners",
+    );
+    let owner = |p: &str| {
+        let e = entry(&img, p);
+        (e.uid, e.gid)
+    };
+    // Without --chown (the copy_from stage, copied whole under /plain).
+    assert_eq!(owner("plain/file"), (100, 200));
+    assert_eq!(owner("plain/dir"), (0, 0), "the destination made for the directory is root's");
+    assert_eq!(entry(&img, "plain/dir").mode, 0o755);
+    assert_eq!(owner("plain/dir/subdir"), (101, 201));
+    assert_eq!(owner("plain/dir/subdir/nestedfile"), (102, 202));
+    assert_eq!(owner("plain/existingdir"), (500, 600), "an existing directory keeps its owner");
+    assert_eq!(owner("plain/existingdir/existingsubdir"), (501, 601));
+    assert_eq!(owner("plain/existingdir/existingfile"), (501, 601));
+    assert_eq!(owner("plain/existingdir/subdir"), (101, 201));
+    assert_eq!(owner("plain/existingdir/subdir/nestedfile"), (102, 202));
+    // With --chown.
+    assert_eq!(owner("file"), (300, 400));
+    assert_eq!(owner("dir"), (300, 400));
+    assert_eq!(owner("dir/subdir"), (300, 400));
+    assert_eq!(owner("dir/subdir/nestedfile"), (300, 400));
+    assert_eq!(owner("existingdir"), (500, 600));
+    assert_eq!(owner("existingdir/existingsubdir"), (501, 601));
+    assert_eq!(owner("existingdir/existingfile"), (501, 601));
+    assert_eq!(owner("existingdir/subdir"), (300, 400));
+    assert_eq!(owner("existingdir/subdir/nestedfile"), (300, 400));
+}
+
+/// fsutil's copy refuses to put a directory where the image has a file or a
+/// symlink ("cannot copy to non-directory", moby/moby#47367: `COPY rootfs /`
+/// onto Debian 12's `/bin -> usr/bin`) and a file where it has a directory
+/// ("cannot replace to directory ... with file"). The classic builder
+/// replaced the symlink with a directory (moby/moby#41035).
+#[test]
+fn a_directory_never_replaces_a_file_or_symlink_nor_a_file_a_directory_as_buildkit_does_not_the_classic_builder() {
+    let sb = Sandbox::new();
+    sb.write("ctx/base/usr/bin/sh", "sh\n");
+    sb.symlink("usr/bin", "ctx/base/bin");
+    sb.write("ctx/base/etc/motd", "motd\n");
+    sb.write("ctx/base/d/keep", "keep\n");
+    sb.write("ctx/f.txt", "f\n");
+    sb.write("ctx/rootfs/bin/foo.sh", "foo\n");
+    sb.write("ctx/dfile/d", "a file named d\n");
+    sb.write("ctx/motddir/etc/motd/x", "x\n");
+    sb.build("FROM scratch\nCOPY base/ /\n", "base");
+
+    // What works: a file onto a symlinked directory, or into an existing one; a file replaces a file.
+    let img = sb.build("FROM base\nCOPY rootfs/bin/foo.sh /bin\nCOPY f.txt /d\nCOPY f.txt /etc/motd\n", "ok");
+    assert_eq!(entry(&img, "bin").kind, Kind::Symlink);
+    assert_eq!(img.file_str("usr/bin/foo.sh"), "foo\n");
+    assert_eq!(img.file_str("d/f.txt"), "f\n");
+    assert_eq!(img.file_str("d/keep"), "keep\n");
+    assert_eq!(img.file_str("etc/motd"), "f\n");
+
+    for (line, needles) in [
+        ("COPY rootfs /", vec!["Dockerfile:2", "/bin", "symbolic link"]),
+        ("COPY dfile/ /", vec!["Dockerfile:2", "/d", "directory"]),
+        ("COPY motddir /", vec!["Dockerfile:2", "/etc/motd", "file"]),
+        ("COPY f.txt /etc/motd/", vec!["Dockerfile:2", "/etc/motd", "not a directory"]),
+        ("COPY f.txt /etc/motd/sub.txt", vec!["Dockerfile:2", "etc/motd", "not a directory"]),
+    ] {
+        let out = sb.try_build(&format!("FROM base\n{line}\n"), "refused", &[]);
+        out.fails_with(1).stderr_has(&needles);
+    }
+    assert!(!std::fs::read_to_string(sb.store().join("index.json")).unwrap().contains("refused"), "a refused build tagged an image");
+}
+
+/// testCopyThroughSymlinkContext / testCopySymlinks: a symlink named as the
+/// source (or on the way to it) is followed and its target copied under the
+/// name given; symlinks inside a copied directory stay links. Hard links
+/// inside a copied directory stay hard links; empty directories and names
+/// with spaces are copied as they are.
+#[test]
+fn source_symlinks_hard_links_empty_dirs_and_spaces() {
+    let sb = Sandbox::new();
+    sb.write("ctx/sub/real.txt", "real\n");
+    sb.symlink("sub", "ctx/link");
+    sb.symlink("sub/real.txt", "ctx/filelink");
+    sb.symlink("real.txt", "ctx/sub/inner-link");
+    sb.write("ctx/hard/one", "same inode\n");
+    std::fs::hard_link(sb.path("ctx/hard/one"), sb.path("ctx/hard/two")).unwrap();
+    sb.mkdir("ctx/tree/empty");
+    sb.write("ctx/tree/with space.txt", "spaced\n");
+    sb.write("ctx/a file.txt", "a file\n");
+    let img = sb.build(
+        r#"FROM scratch
+COPY link/real.txt /through/
+COPY filelink /followed
+COPY filelink /dir/
+COPY link /linkdir/
+COPY hard /hard/
+COPY tree /tree/
+COPY ["a file.txt", "/spaced dest/"]
+"#,
+        "links",
+    );
+    assert_eq!(img.file_str("through/real.txt"), "real\n");
+    assert_eq!(entry(&img, "followed").kind, Kind::File, "the named link is followed");
+    assert_eq!(img.file_str("followed"), "real\n");
+    assert_eq!(entry(&img, "dir/filelink").kind, Kind::File, "and keeps the name it was given");
+    assert_eq!(img.file_str("linkdir/real.txt"), "real\n", "a linked directory's contents are copied");
+    let inner = entry(&img, "linkdir/inner-link");
+    assert_eq!((inner.kind, inner.link.as_deref()), (Kind::Symlink, Some("real.txt")), "links inside stay links");
+    let (one, two) = (entry(&img, "hard/one"), entry(&img, "hard/two"));
+    let kinds = [one.kind, two.kind];
+    assert!(kinds.contains(&Kind::File) && kinds.contains(&Kind::Hardlink), "{kinds:?}");
+    let link = if one.kind == Kind::Hardlink { &one } else { &two };
+    assert!(["hard/one", "hard/two"].contains(&link.link.as_deref().unwrap().trim_start_matches('/')), "{link:?}");
+    assert_eq!(img.file_str("hard/one"), "same inode\n");
+    assert_eq!(img.file_str("hard/two"), "same inode\n");
+    assert_eq!(entry(&img, "tree/empty").kind, Kind::Dir);
+    assert_eq!(img.file_str("tree/with space.txt"), "spaced\n");
+    assert_eq!(img.file_str("spaced dest/a file.txt"), "a file\n");
+}
+
+/// testCopyParents / testCopyRelativeParents: `--parents` keeps the source's
+/// path under the destination, from the pivot `/./` on when there is one;
+/// the directories on that path take the source directories' modes.
+#[test]
+fn parents_keep_the_path_from_the_pivot_as_buildkit_does() {
+    let sb = Sandbox::new();
+    sb.write("ctx/foo1/foo2/bar", "testing");
+    sb.write("ctx/foo1/foo2/baz", "testing2");
+    sb.chmod("ctx/foo1", 0o700);
+    sb.write("ctx/test/a/b/c/d/foo", "foo");
+    sb.write("ctx/test/a/b/c/d/e/bay", "bay");
+    sb.write("ctx/test/a/b2/c/d/e/bar", "bar");
+    let img = sb.build(
+        "FROM scratch
+COPY --parents foo1/foo2/bar /
+WORKDIR /test
+COPY --parents foo1/foo2/ba* .
+COPY --parents test/a/b/./c/d /middle/
+COPY --parents test/a/b/c/d/. /end/
+COPY --parents test/a/./*/c /wildcard/
+",
+        "parents",
+    );
+    assert_eq!(img.file_str("foo1/foo2/bar"), "testing");
+    assert_eq!(entry(&img, "foo1").mode, 0o700, "the source directory's mode");
+    assert_eq!(img.file_str("test/foo1/foo2/bar"), "testing");
+    assert_eq!(img.file_str("test/foo1/foo2/baz"), "testing2");
+    assert_eq!(img.file_str("middle/c/d/foo"), "foo");
+    assert_eq!(entry(&img, "middle/c/d/e").kind, Kind::Dir);
+    assert!(img.entry("middle/test").is_none() && img.entry("middle/a").is_none(), "{:?}", img.paths());
+    assert_eq!(img.file_str("end/test/a/b/c/d/foo"), "foo");
+    assert_eq!(img.file_str("wildcard/b/c/d/foo"), "foo");
+    assert_eq!(img.file_str("wildcard/b2/c/d/e/bar"), "bar");
+}
+
+/// `COPY --link` copies onto an empty tree laid over the image: a symlink
+/// in the base on the destination path is not followed but replaced by a
+/// directory ("the destination path created with --link will always be a
+/// path containing only directories"), and an existing directory without a
+/// trailing slash does not catch the file. With --chmod, BuildKit drops --link.
+#[test]
+fn copy_link_does_not_look_at_the_base_as_buildkit_does() {
+    let sb = Sandbox::new();
+    sb.write("ctx/base/real/keep.txt", "keep\n");
+    sb.symlink("real", "ctx/base/app");
+    sb.write("ctx/base/real2/keep.txt", "keep\n");
+    sb.symlink("real2", "ctx/base/app2");
+    sb.write("ctx/f.txt", "f\n");
+    sb.build("FROM scratch\nCOPY base/ /\n", "base");
+    let img = sb.build(
+        "FROM base
+COPY --link f.txt /app/
+COPY --chmod=644 --link f.txt /app2/
+COPY --link f.txt /real
+",
+        "linked",
+    );
+    assert_eq!(entry(&img, "app").kind, Kind::Dir, "--link replaced the symlink by a directory");
+    assert_eq!(img.file_str("app/f.txt"), "f\n");
+    assert_eq!(entry(&img, "real").kind, Kind::File, "--link does not see that /real is a directory");
+    assert_eq!(img.file_str("real"), "f\n");
+    assert_eq!(entry(&img, "app2").kind, Kind::Symlink, "with --chmod the link in the base is followed");
+    assert_eq!(img.file_str("real2/f.txt"), "f\n");
+    // Without --link the symlink is followed into /real.
+    let plain = sb.build("FROM base\nCOPY f.txt /app/\n", "unlinked");
+    assert_eq!(entry(&plain, "app").kind, Kind::Symlink);
+    assert_eq!(plain.file_str("real/f.txt"), "f\n");
+}
