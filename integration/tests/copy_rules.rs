@@ -224,6 +224,8 @@ fn a_directory_never_replaces_a_file_or_symlink_nor_a_file_a_directory_as_buildk
     sb.write("ctx/base/usr/bin/sh", "sh\n");
     sb.symlink("usr/bin", "ctx/base/bin");
     sb.write("ctx/base/etc/motd", "motd\n");
+    sb.write("ctx/base/etc/issue", "issue\n");
+    sb.symlink("issue", "ctx/base/etc/issue.link");
     sb.write("ctx/base/d/keep", "keep\n");
     sb.write("ctx/f.txt", "f\n");
     sb.write("ctx/rootfs/bin/foo.sh", "foo\n");
@@ -232,7 +234,13 @@ fn a_directory_never_replaces_a_file_or_symlink_nor_a_file_a_directory_as_buildk
     sb.build("FROM scratch\nCOPY base/ /\n", "base");
 
     // What works: a file onto a symlinked directory, or into an existing one; a file replaces a file.
-    let img = sb.build("FROM base\nCOPY rootfs/bin/foo.sh /bin\nCOPY f.txt /d\nCOPY f.txt /etc/motd\n", "ok");
+    let img = sb.build(
+        "FROM base\nCOPY rootfs/bin/foo.sh /bin\nCOPY f.txt /d\nCOPY f.txt /etc/motd\nCOPY f.txt /etc/issue.link\n",
+        "ok",
+    );
+    let link = entry(&img, "etc/issue.link");
+    assert_eq!((link.kind, link.link.as_deref()), (Kind::Symlink, Some("issue")), "a link to a file is followed, not replaced");
+    assert_eq!(img.file_str("etc/issue"), "f\n");
     assert_eq!(entry(&img, "bin").kind, Kind::Symlink);
     assert_eq!(img.file_str("usr/bin/foo.sh"), "foo\n");
     assert_eq!(img.file_str("d/f.txt"), "f\n");
@@ -367,4 +375,36 @@ COPY --link f.txt /real
     let plain = sb.build("FROM base\nCOPY f.txt /app/\n", "unlinked");
     assert_eq!(entry(&plain, "app").kind, Kind::Symlink);
     assert_eq!(plain.file_str("real/f.txt"), "f\n");
+}
+
+/// solver/llbsolver/file/unpack.go: a local archive is extracted into the
+/// destination, made 0755 (owned by --chown's owner), with the archive's own
+/// modes: --chmod is not applied to what it holds, only --chown is. A file
+/// that is no archive gets --chmod as COPY gives it.
+#[test]
+fn add_chmod_leaves_an_extracted_archives_modes_as_buildkit_does() {
+    let sb = Sandbox::new();
+    sb.write_mode("src/d/run.sh", "#!/bin/sh\n", 0o750);
+    sb.write_mode("src/d/data.txt", "data\n", 0o600);
+    sb.tool("tar", &["-C", "src", "-czf", "ctx/a.tgz", "d"]).ok();
+    sb.write("ctx/plain.txt", "plain\n");
+    let img = sb.build(
+        "FROM scratch
+ADD --chmod=700 --chown=5:6 a.tgz /x/
+ADD --chmod=700 a.tgz /y/sub
+ADD --chmod=700 plain.txt /p.txt
+",
+        "addchmod",
+    );
+    let meta = |p: &str| {
+        let e = entry(&img, p);
+        (e.kind, e.mode, e.uid, e.gid)
+    };
+    assert_eq!(meta("x"), (Kind::Dir, 0o755, 5, 6));
+    assert_eq!(meta("x/d/run.sh"), (Kind::File, 0o750, 5, 6));
+    assert_eq!(meta("x/d/data.txt"), (Kind::File, 0o600, 5, 6));
+    assert_eq!(meta("y/sub"), (Kind::Dir, 0o755, 0, 0), "without a slash too, the destination is the directory extracted into");
+    assert_eq!(meta("y/sub/d/run.sh").1, 0o750);
+    assert_eq!(img.file_str("y/sub/d/data.txt"), "data\n");
+    assert_eq!(meta("p.txt"), (Kind::File, 0o700, 0, 0));
 }

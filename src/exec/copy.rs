@@ -210,7 +210,7 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<CopyPlan
                             let root = out.directory_root(&m, "the repository")?;
                             for e in ctx.walk(&m)? {
                                 if !e.rel.is_empty() {
-                                    out.tree_entry(&join_bytes(&root, &e.rel), &e)?;
+                                    out.tree_entry(&join_bytes(&root, &e.rel), &e, b"")?;
                                 }
                             }
                         }
@@ -399,7 +399,7 @@ impl Output<'_> {
             if e.rel.is_empty() || excluded(exclude, &m.rel, &e.rel) {
                 continue;
             }
-            self.tree_entry(&join_bytes(&root, &e.rel), &e)?;
+            self.tree_entry(&join_bytes(&root, &e.rel), &e, &m.rel)?;
         }
         Ok(())
     }
@@ -470,7 +470,7 @@ impl Output<'_> {
                 if e.rel.is_empty() || excluded(exclude, &m.rel, &e.rel) {
                     continue;
                 }
-                self.tree_entry(&join_bytes(&target, &e.rel), &e)?;
+                self.tree_entry(&join_bytes(&target, &e.rel), &e, &m.rel)?;
             }
         } else {
             if matches!(self.kind_at(&target), Some(EntryKind::Dir)) {
@@ -486,20 +486,20 @@ impl Output<'_> {
     /// An entry inside a copied directory: directories merge with the
     /// image's, a file or link replaces a file or link, anything else is
     /// BuildKit's error.
-    fn tree_entry(&mut self, target: &[u8], e: &ContextEntry) -> Result<(), CopyError> {
+    fn tree_entry(&mut self, target: &[u8], e: &ContextEntry, base: &[u8]) -> Result<(), CopyError> {
         let is_dir = e.metadata.is_dir();
-        match self.kind_at(target) {
-            Some(EntryKind::Dir) if !is_dir => {
-                return Err(CopyError::FileOntoDir { source_name: e.host.display().to_string(), path: target.to_str_lossy().into_owned() })
-            }
-            Some(k) if is_dir && !matches!(k, EntryKind::Dir) => {
-                return Err(CopyError::DirOntoNonDir {
-                    source_name: e.host.display().to_string(),
-                    path: target.to_str_lossy().into_owned(),
-                    what: what(k),
-                })
-            }
-            _ => {}
+        let conflict = match self.kind_at(target) {
+            Some(EntryKind::Dir) => !is_dir,
+            Some(_) => is_dir,
+            None => false,
+        };
+        if conflict {
+            let source_name = show(&join_bytes(base, &e.rel));
+            let path = target.to_str_lossy().into_owned();
+            return Err(match self.kind_at(target) {
+                Some(k) if is_dir => CopyError::DirOntoNonDir { source_name, path, what: what(k) },
+                _ => CopyError::FileOntoDir { source_name, path },
+            });
         }
         self.entry(target, e)
     }
@@ -596,7 +596,8 @@ impl Output<'_> {
     }
 
     /// ADD of a local archive: its entries land under `dest`, keeping the
-    /// archive's own owners and modes unless --chown/--chmod say otherwise.
+    /// archive's own owners unless --chown says otherwise, and its own modes
+    /// whatever --chmod says (BuildKit's unpack ignores it).
     ///
     /// Docker extracts into the container's root, so an entry whose path goes
     /// through a symlink (one the image has, or one this archive made earlier,
@@ -671,11 +672,7 @@ impl Output<'_> {
                 }
                 _ => {}
             }
-            if let Some(c) = self.env.chmod {
-                if !matches!(meta.kind, EntryKind::Symlink(_) | EntryKind::Hardlink(_)) {
-                    meta.mode = c.apply(meta.mode, matches!(meta.kind, EntryKind::Dir));
-                }
-            }
+            // --chmod is not applied: BuildKit's unpack takes only the owner.
             if let Some((uid, gid)) = self.env.owner {
                 meta.uid = uid;
                 meta.gid = gid;
