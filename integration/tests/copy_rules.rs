@@ -91,12 +91,15 @@ COPY private /kept
         assert_eq!(meta(d), (Kind::Dir, 0o755, 0, 0), "{d}");
     }
     assert_eq!(img.file_str("deep/er/app/top.txt"), "top\n");
+    assert_eq!(entry(&img, "deep/er/app").mtime, ctx_mtime, "made for the slash, then given the source's mtime");
     assert_eq!(meta("owned"), (Kind::Dir, 0o755, 1000, 1001), "made for --chown's owner");
     assert_eq!(meta("owned/p.txt"), (Kind::File, 0o644, 1000, 1001));
     assert_eq!(meta("octal"), (Kind::Dir, 0o750, 0, 0), "an octal --chmod makes it with that mode");
     assert_eq!(meta("symbolic"), (Kind::Dir, 0o755, 0, 0), "a symbolic --chmod is for the copied entries only");
     assert_eq!(meta("symbolic/p.txt"), (Kind::File, 0o644, 0, 0));
     assert_eq!(meta("kept"), (Kind::Dir, 0o700, 0, 0), "an existing destination keeps its own mode");
+    let private_mtime = std::fs::metadata(sb.path("ctx/private")).unwrap().mtime() as u64;
+    assert_eq!(entry(&img, "kept").mtime, private_mtime, "and takes the source directory's mtime");
     assert_eq!(img.file_str("kept/p.txt"), "p\n");
 }
 

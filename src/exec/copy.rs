@@ -76,6 +76,10 @@ pub enum CopyError {
     NoSources,
 }
 
+/// Names the placement rules below in cache keys: a layer a COPY wrote
+/// under other rules (an older kiln) must not be reused for this one.
+pub const RULES: &str = "copy-rules-buildkit-1";
+
 /// Where an entry's bytes come from when the layer is written.
 #[derive(Debug, Clone)]
 pub enum Data {
@@ -374,21 +378,26 @@ impl Output<'_> {
 
     /// The directory a directory source's contents go into: the destination,
     /// made if missing (mode 0755 or the octal --chmod, owned by root or
-    /// --chown, with the source directory's mtime, as BuildKit leaves it).
+    /// --chown). Made or not, it gets the source directory's mtime, as
+    /// BuildKit's copy leaves it; its mode and owner stay.
     fn directory_root(&mut self, m: &SourceMatch, shown: &str) -> Result<BString, CopyError> {
         let dest = if self.dir_syntax { self.dest_dir(self.created_mode())? } else { self.dest()? };
-        match self.kind_at(dest.as_bytes()) {
-            _ if dest.is_empty() => {}
-            None => {
-                let md = std::fs::metadata(&m.host).map_err(|source| CopyError::Read { path: m.host.clone(), source })?;
-                let meta = self.new_dir(self.created_mode(), md.mtime());
-                self.put(dest.as_str(), meta, Data::None);
-            }
-            Some(EntryKind::Dir) => {}
+        if dest.is_empty() {
+            return Ok(BString::default());
+        }
+        let md = std::fs::metadata(&m.host).map_err(|source| CopyError::Read { path: m.host.clone(), source })?;
+        let mut meta = match self.kind_at(dest.as_bytes()) {
+            None => self.new_dir(self.created_mode(), 0),
+            Some(EntryKind::Dir) => match self.entries.get(dest.as_bytes().as_bstr()) {
+                Some(p) => p.meta.clone(),
+                None => self.tree.get(&dest).cloned().expect("kind_at found it in the tree"),
+            },
             Some(k) => {
                 return Err(CopyError::DirOntoNonDir { source_name: shown.to_string(), path: dest, what: what(k) });
             }
-        }
+        };
+        meta.mtime = md.mtime();
+        self.put(dest.as_str(), meta, Data::None);
         Ok(BString::from(dest))
     }
 
@@ -876,6 +885,14 @@ mod tests {
         assert_eq!(safe_archive_path("a/../b"), Some("b".into()));
         assert_eq!(safe_archive_path("../evil"), None);
         assert_eq!(safe_archive_path("a/../../evil"), None);
+    }
+
+    #[test]
+    fn parents_pivot() {
+        assert_eq!(pivot_depth("a/b/c"), 0);
+        assert_eq!(pivot_depth("/test/a/b/./c/d"), 3);
+        assert_eq!(pivot_depth("./test/a/./*/c"), 2, "a leading ./ is no pivot");
+        assert_eq!(pivot_depth("test/a/b/c/d/."), 0, "nor a trailing /.");
     }
 
     #[test]

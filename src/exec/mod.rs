@@ -476,7 +476,9 @@ impl<'a> Executor<'a> {
         };
         // A layer written with other compression is another blob.
         let extra = match &step.kind {
-            StepKind::Copy(_) | StepKind::Run(_) => format!("{}|{:?}", extra, self.opts.compression),
+            // A layer cached under older COPY rules is not this kiln's COPY.
+            StepKind::Copy(_) => format!("{}|{:?}|{}", extra, self.opts.compression, copy::RULES),
+            StepKind::Run(_) => format!("{}|{:?}", extra, self.opts.compression),
             _ => extra,
         };
         let args = match &step.kind {
