@@ -331,6 +331,7 @@ COPY --parents foo1/foo2/ba* .
 COPY --parents test/a/b/./c/d /middle/
 COPY --parents test/a/b/c/d/. /end/
 COPY --parents test/a/./*/c /wildcard/
+COPY --parents test/a/b9*/c /nomatch/
 ",
         "parents",
     );
@@ -344,6 +345,8 @@ COPY --parents test/a/./*/c /wildcard/
     assert_eq!(img.file_str("end/test/a/b/c/d/foo"), "foo");
     assert_eq!(img.file_str("wildcard/b/c/d/foo"), "foo");
     assert_eq!(img.file_str("wildcard/b2/c/d/e/bar"), "bar");
+    assert_eq!(entry(&img, "nomatch").kind, Kind::Dir, "the destination is made even when nothing matches");
+    assert!(!img.paths().iter().any(|p| p.starts_with("nomatch/")), "{:?}", img.paths());
 }
 
 /// `COPY --link` copies onto an empty tree laid over the image: a symlink

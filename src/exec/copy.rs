@@ -188,6 +188,10 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<CopyPlan
             Source::Context { word, matches } => {
                 if matches.is_empty() {
                     unmatched.push(word);
+                    if step.parents {
+                        // BuildKit copies the source's root with the word as a pattern: the destination is made even when nothing matches.
+                        out.dest_dir(out.created_mode())?;
+                    }
                 }
                 let pivot = if step.parents { pivot_depth(word) } else { 0 };
                 for m in matches {
