@@ -267,7 +267,7 @@ fn a_directory_never_replaces_a_file_or_symlink_nor_a_file_a_directory_as_buildk
 /// source (or on the way to it) is followed and its target copied under the
 /// name given; symlinks inside a copied directory stay links. Hard links
 /// inside a copied directory stay hard links; empty directories and names
-/// with spaces are copied as they are.
+/// with spaces are copied as they are; a socket becomes an empty file.
 #[test]
 fn source_symlinks_hard_links_empty_dirs_and_spaces() {
     let sb = Sandbox::new();
@@ -280,6 +280,15 @@ fn source_symlinks_hard_links_empty_dirs_and_spaces() {
     sb.mkdir("ctx/tree/empty");
     sb.write("ctx/tree/with space.txt", "spaced\n");
     sb.write("ctx/a file.txt", "a file\n");
+    // testCopySymlinks: links matched by a wildcard are followed too, through chains.
+    sb.write("ctx/ls/lfile", "lfile-contents");
+    sb.write("ctx/ls/subfile", "subfile-contents");
+    sb.write("ctx/ls/baz", "baz-contents");
+    sb.symlink("subfile", "ctx/ls/l0");
+    sb.symlink("second", "ctx/ls/l1");
+    sb.symlink("baz", "ctx/ls/second");
+    // testCopySocket: a socket in the context lands as an empty regular file.
+    let _listener = std::os::unix::net::UnixListener::bind(sb.path("ctx/tree/socket.sock")).unwrap();
     let img = sb.build(
         r#"FROM scratch
 COPY link/real.txt /through/
@@ -289,6 +298,7 @@ COPY link /linkdir/
 COPY hard /hard/
 COPY tree /tree/
 COPY ["a file.txt", "/spaced dest/"]
+COPY ls/l* /alllinks/
 "#,
         "links",
     );
@@ -309,6 +319,13 @@ COPY ["a file.txt", "/spaced dest/"]
     assert_eq!(entry(&img, "tree/empty").kind, Kind::Dir);
     assert_eq!(img.file_str("tree/with space.txt"), "spaced\n");
     assert_eq!(img.file_str("spaced dest/a file.txt"), "a file\n");
+    for (name, want) in [("l0", "subfile-contents"), ("l1", "baz-contents"), ("lfile", "lfile-contents")] {
+        let e = entry(&img, &format!("alllinks/{name}"));
+        assert_eq!(e.kind, Kind::File, "{name}");
+        assert_eq!(img.file_str(&format!("alllinks/{name}")), want);
+    }
+    let sock = entry(&img, "tree/socket.sock");
+    assert_eq!((sock.kind, sock.size), (Kind::File, 0));
 }
 
 /// testCopyParents / testCopyRelativeParents: `--parents` keeps the source's

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use bstr::{BString, ByteSlice};
@@ -561,7 +561,9 @@ impl Output<'_> {
                         self.links.insert(key, target.into());
                     }
                 }
-                if matches!(meta.kind, EntryKind::File) {
+                if md.file_type().is_socket() {
+                    Data::Bytes(Vec::new())
+                } else if matches!(meta.kind, EntryKind::File) {
                     Data::Host(e.host.clone())
                 } else {
                     Data::None
@@ -578,7 +580,22 @@ impl Output<'_> {
     /// its own owner from an image or stage.
     fn source_meta(&self, target: &[u8], e: &ContextEntry) -> Result<EntryMeta, CopyError> {
         let read_err = |source| CopyError::Read { path: e.host.clone(), source };
-        let mut meta = entry_from_path(&e.host, target).map_err(read_err)?;
+        let mut meta = if e.metadata.file_type().is_socket() {
+            // A layer cannot hold a socket: BuildKit's context transfer sends
+            // it as an empty regular file (testCopySocket).
+            EntryMeta {
+                path: target.into(),
+                kind: EntryKind::File,
+                mode: e.metadata.mode() & 0o7777,
+                uid: u64::from(e.metadata.uid()),
+                gid: u64::from(e.metadata.gid()),
+                mtime: e.metadata.mtime(),
+                size: 0,
+                xattrs: BTreeMap::new(),
+            }
+        } else {
+            entry_from_path(&e.host, target).map_err(read_err)?
+        };
         // Owner bookkeeping of an unpacked `--from` image (a single-id
         // namespace could not give the file its owner), never content.
         if let Some(recorded) = meta.xattrs.remove(OVERRIDE_STAT_XATTR) {
