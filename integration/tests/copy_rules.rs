@@ -72,6 +72,7 @@ COPY --chown=1000:1001 private /owned
 COPY --chmod=750 private /octal
 COPY --chmod=go-w private /symbolic
 COPY private /kept
+COPY --chown=7:8 top.txt /chowned/new/
 ",
         "dirs",
     );
@@ -94,6 +95,9 @@ COPY private /kept
     assert_eq!(entry(&img, "deep/er/app").mtime, ctx_mtime, "made for the slash, then given the source's mtime");
     assert_eq!(meta("owned"), (Kind::Dir, 0o755, 1000, 1001), "made for --chown's owner");
     assert_eq!(meta("owned/p.txt"), (Kind::File, 0o644, 1000, 1001));
+    for d in ["chowned", "chowned/new"] {
+        assert_eq!(meta(d), (Kind::Dir, 0o755, 7, 8), "{d}: directories made for a file are --chown's too");
+    }
     assert_eq!(meta("octal"), (Kind::Dir, 0o750, 0, 0), "an octal --chmod makes it with that mode");
     assert_eq!(meta("symbolic"), (Kind::Dir, 0o755, 0, 0), "a symbolic --chmod is for the copied entries only");
     assert_eq!(meta("symbolic/p.txt"), (Kind::File, 0o644, 0, 0));
