@@ -374,7 +374,8 @@ COPY --parents test/a/b9*/c /nomatch/
 /// in the base on the destination path is not followed but replaced by a
 /// directory ("the destination path created with --link will always be a
 /// path containing only directories"), and an existing directory without a
-/// trailing slash does not catch the file. With --chmod, BuildKit drops --link.
+/// trailing slash does not catch the file; parent directories on the way
+/// are new ones that hide the base's modes. With --chmod, BuildKit drops --link.
 #[test]
 fn copy_link_does_not_look_at_the_base_as_buildkit_does() {
     let sb = Sandbox::new();
@@ -382,6 +383,8 @@ fn copy_link_does_not_look_at_the_base_as_buildkit_does() {
     sb.symlink("real", "ctx/base/app");
     sb.write("ctx/base/real2/keep.txt", "keep\n");
     sb.symlink("real2", "ctx/base/app2");
+    sb.mkdir("ctx/base/tmp");
+    sb.chmod("ctx/base/tmp", 0o1777);
     sb.write("ctx/f.txt", "f\n");
     sb.build("FROM scratch\nCOPY base/ /\n", "base");
     let img = sb.build(
@@ -389,9 +392,12 @@ fn copy_link_does_not_look_at_the_base_as_buildkit_does() {
 COPY --link f.txt /app/
 COPY --chmod=644 --link f.txt /app2/
 COPY --link f.txt /real
+COPY --link f.txt /tmp/f.txt
 ",
         "linked",
     );
+    assert_eq!(entry(&img, "tmp").mode, 0o755, "the reference's /tmp caveat: --link lays a new 0755 /tmp over the 1777 one");
+    assert_eq!(img.file_str("tmp/f.txt"), "f\n");
     assert_eq!(entry(&img, "app").kind, Kind::Dir, "--link replaced the symlink by a directory");
     assert_eq!(img.file_str("app/f.txt"), "f\n");
     assert_eq!(entry(&img, "real").kind, Kind::File, "--link does not see that /real is a directory");
