@@ -38,6 +38,12 @@ COPY package.json *.lock /single
     out.stderr_has(&["Dockerfile:4", "nomatch*", "Dockerfile:5", "src/*.ts missing-dir/*", "nothing was copied"]);
     assert!(!out.stderr.contains("Dockerfile:3:"), "a wildcard left unmatched next to a copied source is no news\n{}", out.transcript());
 
+    // testCopyWildcardCache: a file that comes to match later is copied, not a cache hit.
+    let df = std::fs::read_to_string(sb.path("ctx/Dockerfile")).unwrap();
+    sb.write("ctx/yarn.lock", "lock\n");
+    let (_, img) = sb.build_with(&df, "wild2", &[]);
+    assert_eq!(img.file_str("app/yarn.lock"), "lock\n");
+
     // A plain name still has to exist, even next to a wildcard that matched.
     let out = sb.try_build("FROM scratch\nCOPY package.json yarn.lock* missing.txt ./\n", "bad", &[]);
     out.fails_with(1).stderr_has(&["Dockerfile:2", "missing.txt", "not found"]);
