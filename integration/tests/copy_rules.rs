@@ -447,3 +447,32 @@ ADD --chmod=700 plain.txt /p.txt
     assert_eq!(img.file_str("y/sub/d/data.txt"), "data\n");
     assert_eq!(meta("p.txt"), (Kind::File, 0o700, 0, 0));
 }
+
+/// --exclude patterns follow .dockerignore's rules, relative to the
+/// directory copied (moby/buildkit#5509: `*.1` excludes only the top level,
+/// `**/*.1` every level; testExcludedFilesOnCopy). A file a wildcard source
+/// names is excluded too, as the reference's `COPY --exclude=*.txt hom*`
+/// example says (BuildKit itself still copies it: moby/buildkit#5489, open).
+#[test]
+fn exclude_patterns_are_relative_to_the_copied_directory() {
+    let sb = Sandbox::new();
+    for f in ["dir1/a.1", "dir1/a.2", "dir1/dir2/a.1", "dir1/dir2/a.2", "home.txt", "home.md"] {
+        sb.write(&format!("ctx/{f}"), f);
+    }
+    let img = sb.build(
+        "FROM scratch
+COPY --exclude=*.1 dir1 /a/
+COPY --exclude=**/*.1 dir1 /b/
+COPY --exclude=*/*.2 dir1 /c/
+COPY --exclude=*.txt hom* /mydir/
+",
+        "exclude",
+    );
+    let under = |d: &str| -> Vec<String> {
+        img.paths().into_iter().filter_map(|p| p.strip_prefix(&format!("{d}/")).map(str::to_string)).collect()
+    };
+    assert_eq!(under("a"), ["a.2", "dir2", "dir2/a.1", "dir2/a.2"]);
+    assert_eq!(under("b"), ["a.2", "dir2", "dir2/a.2"]);
+    assert_eq!(under("c"), ["a.1", "a.2", "dir2", "dir2/a.1"], "*/*.2 is dir1-relative: dir1/a.2 is not dir2/a.2");
+    assert_eq!(under("mydir"), ["home.md"]);
+}

@@ -409,7 +409,8 @@ impl Output<'_> {
     fn directory(&mut self, m: &SourceMatch, exclude: &Option<DockerIgnore>) -> Result<(), CopyError> {
         let root = self.directory_root(m, &show(&m.rel))?;
         for e in self.env.source.walk(m)? {
-            if e.rel.is_empty() || excluded(exclude, &m.rel, &e.rel) {
+            // Patterns are relative to the directory copied, as .dockerignore's to the context.
+            if e.rel.is_empty() || excluded(exclude, &e.rel) {
                 continue;
             }
             self.tree_entry(&join_bytes(&root, &e.rel), &e, &m.rel)?;
@@ -419,7 +420,7 @@ impl Output<'_> {
 
     /// A file source (a symlink named as the source is followed: its target is copied under the link's name).
     fn file(&mut self, step: &CopyStep, m: &SourceMatch, exclude: &Option<DockerIgnore>) -> Result<(), CopyError> {
-        if excluded(exclude, b"", &m.rel) {
+        if excluded(exclude, &m.rel) {
             return Ok(());
         }
         if step.is_add && step.unpack && is_archive(&m.host)? {
@@ -440,12 +441,14 @@ impl Output<'_> {
     /// that are missing take the source directories' metadata, as BuildKit
     /// copies them.
     fn with_parents(&mut self, m: &SourceMatch, pivot: usize, exclude: &Option<DockerIgnore>) -> Result<(), CopyError> {
-        if !m.is_dir && excluded(exclude, b"", &m.rel) {
+        let parts: Vec<&[u8]> = m.rel.split_str("/").filter(|c| !c.is_empty()).collect();
+        let kept = &parts[pivot.min(parts.len())..];
+        // Patterns are relative to the pivot, where BuildKit starts copying.
+        let kept_rel = BString::from(kept.join(&b'/'));
+        if !m.is_dir && excluded(exclude, &kept_rel) {
             return Ok(());
         }
         let dest = self.dest_dir(self.created_mode())?;
-        let parts: Vec<&[u8]> = m.rel.split_str("/").filter(|c| !c.is_empty()).collect();
-        let kept = &parts[pivot.min(parts.len())..];
         let mut host = self.env.source.root().to_path_buf();
         for p in &parts[..pivot.min(parts.len())] {
             host.push(std::ffi::OsStr::from_bytes(p));
@@ -480,7 +483,7 @@ impl Output<'_> {
         }
         if m.is_dir {
             for e in self.env.source.walk(m)? {
-                if e.rel.is_empty() || excluded(exclude, &m.rel, &e.rel) {
+                if e.rel.is_empty() || excluded(exclude, &join_bytes(&kept_rel, &e.rel)) {
                     continue;
                 }
                 self.tree_entry(&join_bytes(&target, &e.rel), &e, &m.rel)?;
@@ -819,11 +822,8 @@ fn new_dir(now: i64) -> EntryMeta {
     }
 }
 
-fn excluded(exclude: &Option<DockerIgnore>, base: &[u8], rel: &[u8]) -> bool {
-    match exclude {
-        Some(ex) => ex.matches(join_bytes(base, rel)) || ex.matches(rel),
-        None => false,
-    }
+fn excluded(exclude: &Option<DockerIgnore>, rel: &[u8]) -> bool {
+    exclude.as_ref().is_some_and(|ex| ex.matches(rel))
 }
 
 /// Docker decides by content: a tar, possibly compressed with gzip, bzip2, xz or zstd.
