@@ -476,3 +476,29 @@ COPY --exclude=*.txt hom* /mydir/
     assert_eq!(under("c"), ["a.1", "a.2", "dir2", "dir2/a.1"], "*/*.2 is dir1-relative: dir1/a.2 is not dir2/a.2");
     assert_eq!(under("mydir"), ["home.md"]);
 }
+
+/// testCopyThroughSymlinkMultiStage: in a `--from` stage, symlinks on the
+/// source path (absolute ones too) resolve inside that stage's root, and a
+/// link named as the source is copied as the file it points to.
+#[test]
+fn copy_from_a_stage_follows_its_symlinks_inside_its_root() {
+    let sb = Sandbox::new();
+    sb.write("ctx/build/out/sub/foo", "data");
+    sb.symlink("/out/sub", "ctx/build/sub");
+    sb.symlink("out/sub", "ctx/build/sub2");
+    sb.symlink("/out/sub/foo", "ctx/build/filelink");
+    let img = sb.build(
+        "FROM scratch AS build
+COPY build/ /
+FROM scratch
+COPY --from=build /sub/foo .
+COPY --from=build /sub2/foo bar
+COPY --from=build /filelink /followed
+",
+        "through",
+    );
+    assert_eq!(img.file_str("foo"), "data");
+    assert_eq!(img.file_str("bar"), "data");
+    assert_eq!(entry(&img, "followed").kind, Kind::File);
+    assert_eq!(img.file_str("followed"), "data");
+}
