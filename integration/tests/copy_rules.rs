@@ -502,3 +502,22 @@ COPY --from=build /filelink /followed
     assert_eq!(entry(&img, "followed").kind, Kind::File);
     assert_eq!(img.file_str("followed"), "data");
 }
+
+/// testDockerfileAddArchiveWildcard: `ADD *.tar /dest` without a slash
+/// extracts every archive into /dest (the classic builder wanted a slash);
+/// a file after an archive goes into the directory it made.
+#[test]
+fn add_archive_wildcard_extracts_each_into_the_destination_as_buildkit_does() {
+    let sb = Sandbox::new();
+    sb.write("src1/foo", "content0");
+    sb.write("src2/bar", "content1");
+    sb.tool("tar", &["-C", "src1", "-cf", "ctx/t.tar", "foo"]).ok();
+    sb.tool("tar", &["-C", "src2", "-cf", "ctx/b.tar", "bar"]).ok();
+    sb.write("ctx/note.txt", "note\n");
+    let img = sb.build("FROM scratch\nADD *.tar /dest\nADD t.tar note.txt /mixed\n", "addwild");
+    assert_eq!(img.file_str("dest/foo"), "content0");
+    assert_eq!(img.file_str("dest/bar"), "content1");
+    assert_eq!(entry(&img, "mixed").kind, Kind::Dir);
+    assert_eq!(img.file_str("mixed/foo"), "content0");
+    assert_eq!(img.file_str("mixed/note.txt"), "note\n");
+}
