@@ -309,6 +309,7 @@ COPY hard /hard/
 COPY tree /tree/
 COPY ["a file.txt", "/spaced dest/"]
 COPY ls/l* /alllinks/
+COPY hard hard /hard2/
 "#,
         "links",
     );
@@ -326,6 +327,12 @@ COPY ls/l* /alllinks/
     assert!(["hard/one", "hard/two"].contains(&link.link.as_deref().unwrap().trim_start_matches('/')), "{link:?}");
     assert_eq!(img.file_str("hard/one"), "same inode\n");
     assert_eq!(img.file_str("hard/two"), "same inode\n");
+    // The same directory twice: copied over itself, never a link to itself.
+    for p in ["hard2/one", "hard2/two"] {
+        assert_eq!(img.file_str(p), "same inode\n", "{p}");
+        let e = entry(&img, p);
+        assert!(e.kind == Kind::File || e.link.as_deref().map(|l| l.trim_start_matches('/')) != Some(p), "{e:?}");
+    }
     assert_eq!(entry(&img, "tree/empty").kind, Kind::Dir);
     assert_eq!(img.file_str("tree/with space.txt"), "spaced\n");
     assert_eq!(img.file_str("spaced dest/a file.txt"), "a file\n");

@@ -557,7 +557,8 @@ impl Output<'_> {
             EntryKind::File => {
                 if md.nlink() > 1 {
                     let key = (md.dev(), md.ino());
-                    if let Some(first) = self.links.get(&key) {
+                    // The same file copied again to the same path (`COPY d d /x/`) stays a file, not a link to itself.
+                    if let Some(first) = self.links.get(&key).filter(|f| f.as_slice() != target) {
                         meta.kind = EntryKind::Hardlink(first.clone());
                         meta.size = 0;
                     } else {
