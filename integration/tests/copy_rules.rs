@@ -287,6 +287,7 @@ fn source_symlinks_hard_links_empty_dirs_and_spaces() {
     sb.symlink("real.txt", "ctx/sub/inner-link");
     sb.write("ctx/hard/one", "same inode\n");
     std::fs::hard_link(sb.path("ctx/hard/one"), sb.path("ctx/hard/two")).unwrap();
+    sb.write("ctx/other/one", "other\n");
     sb.mkdir("ctx/tree/empty");
     sb.write("ctx/tree/with space.txt", "spaced\n");
     sb.write("ctx/a file.txt", "a file\n");
@@ -310,6 +311,7 @@ COPY tree /tree/
 COPY ["a file.txt", "/spaced dest/"]
 COPY ls/l* /alllinks/
 COPY hard hard /hard2/
+COPY hard other /hard3/
 "#,
         "links",
     );
@@ -327,6 +329,9 @@ COPY hard hard /hard2/
     assert!(["hard/one", "hard/two"].contains(&link.link.as_deref().unwrap().trim_start_matches('/')), "{link:?}");
     assert_eq!(img.file_str("hard/one"), "same inode\n");
     assert_eq!(img.file_str("hard/two"), "same inode\n");
+    // A later source replacing one of the links leaves the other its content.
+    assert_eq!(img.file_str("hard3/one"), "other\n");
+    assert_eq!(img.file_str("hard3/two"), "same inode\n");
     // The same directory twice: copied over itself, never a link to itself.
     for p in ["hard2/one", "hard2/two"] {
         assert_eq!(img.file_str(p), "same inode\n", "{p}");

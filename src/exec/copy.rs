@@ -180,7 +180,16 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<CopyPlan
     let empty = Tree::default();
     let tree = if step.link && step.chmod.is_none() { &empty } else { tree };
 
-    let mut out = Output { entries: BTreeMap::new(), links: HashMap::new(), env, tree, raw_dest, dir_syntax, onto_dest: 0 };
+    let mut out = Output {
+        entries: BTreeMap::new(),
+        links: HashMap::new(),
+        linked: HashMap::new(),
+        env,
+        tree,
+        raw_dest,
+        dir_syntax,
+        onto_dest: 0,
+    };
     let mut unmatched: Vec<&str> = Vec::new();
     let mut placed = 0usize;
     for source in &sources {
@@ -311,6 +320,8 @@ struct Output<'a> {
     entries: BTreeMap<BString, Planned>,
     /// (dev, inode) → first path written, to keep hardlinks as hardlinks.
     links: HashMap<(u64, u64), BString>,
+    /// A hard link's target → the paths linked to it.
+    linked: HashMap<BString, Vec<BString>>,
     env: &'a CopyEnv<'a>,
     tree: &'a Tree,
     /// The destination as written, made absolute with WORKDIR.
@@ -325,7 +336,37 @@ impl Output<'_> {
     fn put(&mut self, path: impl Into<BString>, mut meta: EntryMeta, data: Data) {
         let path = path.into();
         meta.path = path.clone();
-        // A later source replaces an earlier one at the same path, as in docker.
+        // A later source replaces an earlier one at the same path, as in
+        // docker. Links to the file it replaces keep the old content (BuildKit
+        // removes the file and writes a new one): the first of them takes it.
+        if let Some(EntryKind::Hardlink(t)) = self.entries.get(&path).map(|p| &p.meta.kind) {
+            // No longer one of t's links.
+            if let Some(links) = self.linked.get_mut(t) {
+                links.retain(|l| *l != path);
+            }
+        }
+        if let Some(links) = self.linked.remove(&path).filter(|l| !l.is_empty()) {
+            if let Some(old) = self.entries.get(&path).filter(|p| matches!(p.meta.kind, EntryKind::File)).cloned() {
+                let heir = links[0].clone();
+                for l in &links[1..] {
+                    if let Some(p) = self.entries.get_mut(l) {
+                        p.meta.kind = EntryKind::Hardlink(heir.clone());
+                    }
+                }
+                let size = old.meta.size;
+                if let Some(p) = self.entries.get_mut(&heir) {
+                    p.meta.kind = EntryKind::File;
+                    p.meta.size = size;
+                    p.data = old.data;
+                }
+                for first in self.links.values_mut().filter(|f| **f == path) {
+                    *first = heir.clone();
+                }
+                if links.len() > 1 {
+                    self.linked.insert(heir, links[1..].to_vec());
+                }
+            }
+        }
         self.entries.insert(path, Planned { meta, data });
     }
 
@@ -558,8 +599,9 @@ impl Output<'_> {
                 if md.nlink() > 1 {
                     let key = (md.dev(), md.ino());
                     // The same file copied again to the same path (`COPY d d /x/`) stays a file, not a link to itself.
-                    if let Some(first) = self.links.get(&key).filter(|f| f.as_slice() != target) {
-                        meta.kind = EntryKind::Hardlink(first.clone());
+                    if let Some(first) = self.links.get(&key).filter(|f| f.as_slice() != target).cloned() {
+                        self.linked.entry(first.clone()).or_default().push(target.into());
+                        meta.kind = EntryKind::Hardlink(first);
                         meta.size = 0;
                     } else {
                         self.links.insert(key, target.into());
