@@ -73,21 +73,44 @@ COPY di? /q/
     assert_eq!(img.file_str("q/sub/b.sh"), "b\n");
 }
 
+/// BuildKit copies each source (and each wildcard match) on its own, in
+/// order: without a trailing slash the first file becomes the destination
+/// and each next one replaces it (moby/moby#47064). The classic builder
+/// refused instead ("the destination must be a directory and end with a /").
 #[test]
-fn several_sources_need_a_directory_destination() {
+fn several_sources_without_a_slash_replace_each_other_as_buildkit_does_not_the_classic_builder() {
     let sb = Sandbox::new();
     files(&sb);
     let ctx = sb.ctx();
-    for df in ["FROM scratch\nCOPY f.txt g.txt /multi\n", "FROM scratch\nCOPY *.txt /multi\n"] {
-        sb.dockerfile(df);
-        let out = sb.kiln(&["build", "-t", "multi", ctx.to_str().unwrap()]);
-        out.fails_with(1).stderr_has(&["Dockerfile:2", "/"]);
-        assert!(out.stderr.contains("directory") || out.stderr.contains("end with"), "{}", out.transcript());
-    }
-    // One wildcard match is fine without a slash.
-    sb.dockerfile("FROM scratch\nCOPY h*.md /one\n");
-    sb.kiln(&["build", "-t", "one", ctx.to_str().unwrap()]).ok();
-    assert_eq!(sb.image("one").file_str("one"), "h\n");
+    sb.dockerfile(
+        "FROM scratch
+COPY f.txt g.txt /multi
+COPY *.txt /testdir
+COPY dir f.txt /mixed
+COPY h*.md /one
+",
+    );
+    let out = sb.kiln(&["build", "-t", "multi", ctx.to_str().unwrap()]);
+    out.ok();
+    let img = sb.image("multi");
+    let kind = |p: &str| img.entry(p).map(|e| e.kind);
+    assert_eq!(kind("multi"), Some(Kind::File));
+    assert_eq!(img.file_str("multi"), "g\n", "the last source wins");
+    assert_eq!(kind("testdir"), Some(Kind::File));
+    assert_eq!(img.file_str("testdir"), "g\n", "wildcard matches go in name order, the last wins");
+    // A directory first makes the destination a directory; the file then goes into it.
+    assert_eq!(kind("mixed"), Some(Kind::Dir));
+    assert_eq!(img.file_str("mixed/a.txt"), "a\n");
+    assert_eq!(img.file_str("mixed/f.txt"), "f\n");
+    assert_eq!(img.file_str("one"), "h\n", "one wildcard match is fine without a slash");
+    // kiln says what happened, with the place in the Dockerfile.
+    out.stderr_has(&["Dockerfile:2", "/multi", "Dockerfile:3", "/testdir", "end the destination with /"]);
+    assert!(!out.stderr.contains("Dockerfile:4"), "{}", out.transcript());
+
+    // A file first, then a directory onto it: BuildKit's "cannot copy to non-directory".
+    sb.dockerfile("FROM scratch\nCOPY f.txt dir /bad\n");
+    let out = sb.kiln(&["build", "-t", "bad", ctx.to_str().unwrap()]);
+    out.fails_with(1).stderr_has(&["Dockerfile:2", "/bad", "directory"]);
 }
 
 #[test]

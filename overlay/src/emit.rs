@@ -231,7 +231,7 @@ pub(crate) fn portable(meta: &mut EntryMeta) {
 }
 
 /// `uid:gid:0mode[:type]`, as rootless container tools write it.
-pub(crate) fn parse_override_stat(value: &[u8]) -> Option<(u64, u64, u32)> {
+pub fn parse_override_stat(value: &[u8]) -> Option<(u64, u64, u32)> {
     let text = std::str::from_utf8(value).ok()?;
     let mut parts = text.split(':');
     let uid = parts.next()?.parse().ok()?;

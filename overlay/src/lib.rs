@@ -4,6 +4,7 @@ pub mod apply;
 pub mod compress;
 pub mod diff;
 mod emit;
+pub use emit::parse_override_stat;
 pub mod naive;
 pub mod reader;
 pub mod digest;

@@ -42,8 +42,6 @@ pub enum ContextError {
     },
     #[error("COPY failed: file not found in build context or excluded by .dockerignore: stat {word}: file does not exist")]
     SourceNotFound { word: String },
-    #[error("COPY failed: no source files were specified: nothing in the build context matches {word}")]
-    NoSourceFiles { word: String },
     #[error("bad wildcard in source {word}")]
     BadWildcard {
         word: String,

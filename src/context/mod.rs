@@ -195,7 +195,10 @@ impl BuildContext {
     /// `filepath.Match` per component) match against the context tree;
     /// ignored paths never match; the word is cleaned relative to the root
     /// (`../x` is `x`); symlinks resolve inside the root, the final one
-    /// included. Matches come sorted by `rel`.
+    /// included. Matches come sorted by `rel`. A wildcard that matches
+    /// nothing gives no matches, not an error: BuildKit skips such a source
+    /// (`COPY package.json yarn.lock* ./`); a plain name that is missing is
+    /// [`ContextError::SourceNotFound`].
     pub fn resolve_source(&self, pattern: &str) -> Result<Vec<SourceMatch>, ContextError> {
         source::resolve_source(self, pattern)
     }

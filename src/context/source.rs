@@ -18,7 +18,7 @@ pub(super) fn resolve_source(ctx: &BuildContext, word: &str) -> Result<Vec<Sourc
     if ctx.empty {
         return match cleaned.is_empty() {
             true => Ok(vec![SourceMatch { rel: BString::default(), host: ctx.root.clone(), is_dir: true }]),
-            false if wildcard => Err(ContextError::NoSourceFiles { word: word.to_string() }),
+            false if wildcard => Ok(Vec::new()),
             false => Err(ContextError::SourceNotFound { word: word.to_string() }),
         };
     }
@@ -83,9 +83,6 @@ fn expand(ctx: &BuildContext, word: &str, cleaned: &str) -> Result<Vec<SourceMat
             }
         }
         frontier = next;
-    }
-    if frontier.is_empty() {
-        return Err(ContextError::NoSourceFiles { word: word.to_string() });
     }
     let mut out: Vec<SourceMatch> = frontier
         .into_iter()

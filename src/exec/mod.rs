@@ -490,7 +490,8 @@ impl<'a> Executor<'a> {
         };
         // A layer written with other compression is another blob.
         let extra = match &step.kind {
-            StepKind::Copy(_) => format!("{}|{:?}", extra, self.opts.compression),
+            // A layer cached under older COPY rules is not this kiln's COPY.
+            StepKind::Copy(_) => format!("{}|{:?}|{}", extra, self.opts.compression, copy::RULES),
             StepKind::Run(_) => format!("{}|{:?}{}", extra, self.opts.compression, self.opts.run_extras.cache_text()),
             _ => extra,
         };
@@ -655,8 +656,16 @@ impl<'a> Executor<'a> {
             None => self.ctx,
             Some(f) => &**f,
         };
+        // Files from an image or stage keep their owners; a directory (the
+        // context, a --build-context dir) is read as root's, as BuildKit does.
+        let keep_owners = match &c.from {
+            None => false,
+            Some(CopyFrom::Stage(_)) => true,
+            Some(CopyFrom::Image(name)) => !matches!(self.opts.named_contexts.get(name), Some(NamedContext::Dir(_))),
+        };
         let env = CopyEnv {
             source,
+            keep_owners,
             workdir: &workdir,
             owner,
             chmod: chmod.as_ref(),
@@ -664,7 +673,10 @@ impl<'a> Executor<'a> {
             scratch: self.scratch.path(),
             fetcher: Some(&self.fetcher),
         };
-        let entries = copy::plan_copy(c, &env, tree)?;
+        let copy::CopyPlan { entries, warnings } = copy::plan_copy(c, &env, tree)?;
+        for w in warnings {
+            log::warn!("{}:{}: {}: {}", self.plan.file, step.span.line, step.original, w);
+        }
 
         let blob = self.store.blob_writer()?;
         let mut writer = LayerWriter::new(blob, self.opts.compression).map_err(ExecError::Layer)?;
