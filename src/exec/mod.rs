@@ -12,6 +12,7 @@ pub mod run;
 pub mod squash;
 pub mod state;
 pub mod tree;
+pub mod workdir;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -425,13 +426,16 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// An image base's ONBUILD triggers run first, as docker runs them, and
-    /// are not inherited further. (Stage bases are handled by the planner.)
+    /// An image base's ONBUILD triggers run first, as docker runs them. No
+    /// base's triggers carry over into this stage's config (BuildKit sets
+    /// `OnBuild = nil`), so a grandchild never runs them again; a stage
+    /// base's triggers were planned as this stage's first steps.
     fn onbuild_triggers(&self, stage: &Stage, state: &mut StageState) -> Result<Vec<Step>, Box<dyn std::error::Error + Send + Sync>> {
+        let inherited = state.config.config.on_build.take();
         if !matches!(stage.base, Base::Image(_)) {
             return Ok(Vec::new());
         }
-        let Some(triggers) = state.config.config.on_build.take().filter(|t| !t.is_empty()) else {
+        let Some(triggers) = inherited.filter(|t| !t.is_empty()) else {
             return Ok(Vec::new());
         };
         let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
@@ -476,7 +480,7 @@ impl<'a> Executor<'a> {
         };
         // A layer written with other compression is another blob.
         let extra = match &step.kind {
-            StepKind::Copy(_) | StepKind::Run(_) => format!("{}|{:?}", extra, self.opts.compression),
+            StepKind::Copy(_) | StepKind::Run(_) | StepKind::Workdir(_) => format!("{}|{:?}", extra, self.opts.compression),
             _ => extra,
         };
         let args = match &step.kind {
@@ -585,20 +589,20 @@ impl<'a> Executor<'a> {
 
     fn step(&self, state: &mut StageState, step: &Step, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if state.apply_metadata(&step.kind) {
-            // BuildKit keeps ARG out of the history.
-            if !matches!(step.kind, StepKind::Arg(_)) {
-                state.push_history(&self.stamp.created, &step.original, true);
+            if let Some(created_by) = state.created_by(&step.kind, &step.original) {
+                state.push_history(&self.stamp.created, &created_by, true);
             }
             return Ok(());
         }
         match &step.kind {
-            StepKind::Copy(c) => self.copy(state, step, c, prefix),
-            StepKind::Run(r) => self.run(state, step, r, prefix, n),
+            StepKind::Copy(c) => self.copy(state, c, prefix),
+            StepKind::Run(r) => self.run(state, r, prefix, n),
+            StepKind::Workdir(_) => self.workdir(state, step, prefix),
             _ => unreachable!("apply_metadata handles every other step"),
         }
     }
 
-    fn copy(&self, state: &mut StageState, step: &Step, c: &CopyStep, prefix: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn copy(&self, state: &mut StageState, c: &CopyStep, prefix: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
         if state.tree.is_none() {
             state.tree = Some(Tree::from_layers(self.store, &state.layers)?);
@@ -660,7 +664,7 @@ impl<'a> Executor<'a> {
         let media = layer_media_type(self.opts.compression);
         state.layers.push(Descriptor::new(media, digest.clone(), size));
         state.config.rootfs.diff_ids.push(info.diff_id);
-        state.push_history(&self.stamp.created, &step.original, false);
+        state.push_history(&self.stamp.created, &c.created_by(), false);
         self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
         let _ = writeln!(
             self.out(),
@@ -674,7 +678,7 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn run(&self, state: &mut StageState, step: &Step, r: &RunStep, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn run(&self, state: &mut StageState, r: &RunStep, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
         let driver = self.driver();
         // Held until the step ran: cache locks and temporary copies.
@@ -698,7 +702,7 @@ impl<'a> Executor<'a> {
         let media = layer_media_type(self.opts.compression);
         state.layers.push(Descriptor::new(media, layer.digest.clone(), layer.size));
         state.config.rootfs.diff_ids.push(layer.info.diff_id);
-        state.push_history(&self.stamp.created, &step.original, false);
+        state.push_history(&self.stamp.created, &run::created_by(state, r), false);
         state.tree = None;
         self.new_layer_bytes.fetch_add(layer.size, Ordering::Relaxed);
         let _ = writeln!(

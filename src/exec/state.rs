@@ -53,7 +53,8 @@ impl StageState {
     /// Returns false, changing nothing, when the record cannot be the
     /// result of `kind` (a metadata step with layers).
     pub fn restore(&mut self, kind: &StepKind, record: Record, key: String) -> bool {
-        let metadata = !matches!(kind, StepKind::Run(_) | StepKind::Copy(_));
+        // WORKDIR writes a layer when it creates its directory, none for `/`.
+        let metadata = !matches!(kind, StepKind::Run(_) | StepKind::Copy(_) | StepKind::Workdir(_));
         if metadata && !record.layers.is_empty() {
             return false;
         }
@@ -110,8 +111,10 @@ impl StageState {
         }
     }
 
-    /// Applies a config-only step. Returns false for kinds that need the
-    /// filesystem (RUN, COPY, ADD), which the executor handles.
+    /// Applies a step's config change. Returns false for kinds with a
+    /// filesystem part, which the executor does: RUN, COPY and ADD (nothing
+    /// applied here) and WORKDIR (its config applied here; its directory is
+    /// created by the executor).
     pub fn apply_metadata(&mut self, kind: &StepKind) -> bool {
         let c = &mut self.config.config;
         match kind {
@@ -131,6 +134,7 @@ impl StageState {
             StepKind::Workdir(dir) => {
                 let joined = join_workdir(&self.workdir(), dir);
                 self.config.config.working_dir = Some(joined);
+                return false;
             }
             StepKind::User(u) => c.user = Some(u.clone()),
             StepKind::Expose(ports) => {
@@ -166,6 +170,29 @@ impl StageState {
             StepKind::Run(_) | StepKind::Copy(_) => return false,
         }
         true
+    }
+
+    /// The history `created_by` of a config-only step once applied, as
+    /// BuildKit's dockerfile2llb writes it (`commitToHistory` in each
+    /// `dispatch*`); `None` for ONBUILD, which BuildKit records no entry for.
+    /// ARG gets its entry (`ARG NAME=value`), as BuildKit and buildah give it.
+    pub fn created_by(&self, kind: &StepKind, original: &str) -> Option<String> {
+        let c = &self.config.config;
+        let list = |items: &[String]| format!("[{}]", items.join(" "));
+        Some(match kind {
+            StepKind::Onbuild(_) => return None,
+            // Go's `%q` of the stored argv.
+            StepKind::Cmd(_) => format!("CMD {}", go_quoted_list(c.cmd.as_deref().unwrap_or_default())),
+            StepKind::Entrypoint(_) => {
+                format!("ENTRYPOINT {}", go_quoted_list(c.entrypoint.as_deref().unwrap_or_default()))
+            }
+            // Go's `%v` of the lists.
+            StepKind::Shell(shell) => format!("SHELL {}", list(shell)),
+            StepKind::Volume(volumes) => format!("VOLUME {}", list(volumes)),
+            StepKind::Expose(ports) => format!("EXPOSE {}", list(ports)),
+            StepKind::Healthcheck(h) => format!("HEALTHCHECK {}", go_healthcheck(h)),
+            _ => original.to_string(),
+        })
     }
 
     pub fn push_history(&mut self, created: &str, created_by: &str, empty_layer: bool) {
@@ -224,6 +251,75 @@ pub fn join_workdir(current: &str, dir: &str) -> String {
         }
     }
     format!("/{}", parts.join("/"))
+}
+
+/// Go's `%q` of a `[]string`: `["/bin/sh" "-c" "echo \"hi\""]`.
+fn go_quoted_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Go's `strconv.Quote` for the characters Dockerfiles hold.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%+v` of docker's HealthcheckConfig, as BuildKit puts it in history:
+/// `{Test:[CMD-SHELL curl -f x] Interval:30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}`.
+fn go_healthcheck(h: &HealthConfig) -> String {
+    let d = |v: Option<i64>| go_duration(v.unwrap_or(0));
+    format!(
+        "{{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        h.test.join(" "),
+        d(h.interval),
+        d(h.timeout),
+        d(h.start_period),
+        d(h.start_interval),
+        h.retries.unwrap_or(0)
+    )
+}
+
+/// Go's `time.Duration.String` for the non-negative durations HEALTHCHECK takes.
+fn go_duration(ns: i64) -> String {
+    let ns = ns.max(0) as u64;
+    let frac = |value: u64, unit: u64| {
+        let (whole, rest) = (value / unit, value % unit);
+        if rest == 0 {
+            whole.to_string()
+        } else {
+            let width = unit.ilog10() as usize;
+            format!("{whole}.{}", format!("{rest:0width$}").trim_end_matches('0'))
+        }
+    };
+    match ns {
+        0 => "0s".to_string(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}µs", frac(n, 1_000)),
+        n if n < 1_000_000_000 => format!("{}ms", frac(n, 1_000_000)),
+        n => {
+            let (h, m) = (n / 3_600_000_000_000, (n / 60_000_000_000) % 60);
+            let s = frac(n % 60_000_000_000, 1_000_000_000);
+            match (h, m) {
+                (0, 0) => format!("{s}s"),
+                (0, m) => format!("{m}m{s}s"),
+                (h, m) => format!("{h}h{m}m{s}s"),
+            }
+        }
+    }
 }
 
 fn healthcheck(h: &HealthConfig) -> Healthcheck {
@@ -290,6 +386,46 @@ mod tests {
         let mut third = state();
         assert!(!third.restore(&label, bogus, "k".into()));
         assert!(third.config.config.labels.is_none());
+    }
+
+    #[test]
+    fn created_by_like_buildkit() {
+        let mut s = state();
+        let by = |s: &mut StageState, kind: StepKind, original: &str| {
+            s.apply_metadata(&kind);
+            s.created_by(&kind, original)
+        };
+        assert_eq!(by(&mut s, StepKind::Cmd(CmdLine::Shell("echo \"hi\"".into())), "CMD echo \"hi\"").unwrap(), r#"CMD ["/bin/sh" "-c" "echo \"hi\""]"#);
+        assert_eq!(by(&mut s, StepKind::Entrypoint(CmdLine::Exec(vec!["/e".into(), "a\tb".into()])), "").unwrap(), r#"ENTRYPOINT ["/e" "a\tb"]"#);
+        assert_eq!(by(&mut s, StepKind::Shell(vec!["/bin/bash".into(), "-c".into()]), "").unwrap(), "SHELL [/bin/bash -c]");
+        assert_eq!(by(&mut s, StepKind::Volume(vec!["/data".into(), "/c".into()]), "").unwrap(), "VOLUME [/data /c]");
+        assert_eq!(by(&mut s, StepKind::Expose(vec!["80/tcp".into(), "53/udp".into()]), "").unwrap(), "EXPOSE [80/tcp 53/udp]");
+        let h = HealthConfig {
+            test: vec!["CMD-SHELL".into(), "curl -f x".into()],
+            interval: Some(90_000_000_000),
+            timeout: Some(1_500_000_000),
+            start_period: None,
+            start_interval: Some(250_000_000),
+            retries: Some(3),
+        };
+        assert_eq!(
+            by(&mut s, StepKind::Healthcheck(h), "").unwrap(),
+            "HEALTHCHECK {Test:[CMD-SHELL curl -f x] Interval:1m30s Timeout:1.5s StartPeriod:0s StartInterval:250ms Retries:3}"
+        );
+        assert_eq!(by(&mut s, StepKind::Onbuild("RUN x".into()), "ONBUILD RUN x"), None);
+        assert_eq!(by(&mut s, StepKind::Arg(vec![("A".into(), Some("1".into()))]), "ARG A=1").unwrap(), "ARG A=1");
+        assert_eq!(by(&mut s, StepKind::Env(vec![("A".into(), "1".into())]), "ENV A=1").unwrap(), "ENV A=1");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(1_500), "1.5µs");
+        assert_eq!(go_duration(5_000_000_000), "5s");
+    }
+
+    #[test]
+    fn workdir_applies_its_config_and_leaves_the_directory_to_the_executor() {
+        let mut s = state();
+        assert!(!s.apply_metadata(&StepKind::Workdir("/app".into())));
+        assert!(!s.apply_metadata(&StepKind::Workdir("sub".into())));
+        assert_eq!(s.workdir(), "/app/sub");
     }
 
     #[test]

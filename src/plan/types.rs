@@ -92,6 +92,36 @@ pub struct CopyStep {
     pub unpack: bool,
 }
 
+impl CopyStep {
+    /// The history `created_by` BuildKit writes for this step
+    /// (convert_copy.go): `COPY`/`ADD`, then `--parents`, `--chown=`,
+    /// `--chmod=` (never `--from`, `--link` or `--exclude`), the sources,
+    /// the heredoc sources as `<<NAME`, the destination, and ` # buildkit`.
+    pub fn created_by(&self) -> String {
+        let mut text = String::from(if self.is_add { "ADD" } else { "COPY" });
+        if self.parents {
+            text.push_str(" --parents");
+        }
+        if let Some(chown) = &self.chown {
+            text.push_str(&format!(" --chown={chown}"));
+        }
+        if let Some(chmod) = &self.chmod {
+            text.push_str(&format!(" --chmod={chmod}"));
+        }
+        for source in &self.sources {
+            text.push(' ');
+            text.push_str(source);
+        }
+        for doc in &self.heredocs {
+            text.push_str(&format!(" <<{}", doc.name));
+        }
+        text.push(' ');
+        text.push_str(&self.dest);
+        text.push_str(" # buildkit");
+        text
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunStep {
     /// Not expanded (the shell does that), heredoc bodies attached.
@@ -151,6 +181,30 @@ impl RunArgs {
     /// The same declarations, with `extra` after them.
     pub(crate) fn with_extra(&self, extra: Vec<(String, String)>) -> Self {
         RunArgs { declared: self.declared.clone(), extra }
+    }
+
+    /// Every declared name once, where it was first declared, with its
+    /// latest value (`None`: declared without one); the extra args are not
+    /// declarations and are left out. BuildKit lists these in a RUN's
+    /// history (`RUN |2 A=1 B= ...`).
+    pub fn declared(&self) -> Vec<(String, Option<String>)> {
+        let mut newest_first: Vec<&ArgDeclared> = Vec::new();
+        let mut next = self.declared.as_deref();
+        while let Some(node) = next {
+            newest_first.push(node);
+            next = node.prev.as_deref();
+        }
+        let mut latest: HashMap<&str, Option<&str>> = HashMap::new();
+        for node in &newest_first {
+            latest.entry(node.name.as_str()).or_insert(node.value.as_deref());
+        }
+        let mut out = Vec::new();
+        for node in newest_first.iter().rev() {
+            if let Some(value) = latest.remove(node.name.as_str()) {
+                out.push((node.name.clone(), value.map(str::to_string)));
+            }
+        }
+        out
     }
 
     /// Names with values: each declared name once, where it was first
