@@ -83,6 +83,18 @@ WORKDIR /app
     assert_eq!(rows[6], "ENV BASE=/srv|0");
 }
 
+/// A stage FROM another stage starts in that stage's WORKDIR: a relative
+/// WORKDIR joins it, and the directory the first stage made is there.
+#[test]
+fn workdir_in_a_stage_from_a_previous_stage() {
+    let sb = Sandbox::new();
+    let img = sb.build("FROM scratch AS a\nWORKDIR /a\nFROM a\nWORKDIR b\n", "wdstage");
+    assert_eq!(img.runtime()["WorkingDir"], "/a/b");
+    assert_eq!(img.entry("a").map(|e| e.kind), Some(Kind::Dir));
+    assert_eq!(img.entry("a/b").map(|e| e.kind), Some(Kind::Dir));
+    assert_eq!(own_history(&img, 0), [h("WORKDIR /a", false), h("WORKDIR /a/b", false)]);
+}
+
 /// A file where WORKDIR wants a directory is an error naming it, as
 /// BuildKit's mkdir fails with "not a directory".
 #[test]
@@ -274,6 +286,32 @@ fn onbuild_triggers_are_cleared_after_they_fire() {
     assert_eq!(staged.runtime()["OnBuild"], Value::Null, "{}", staged.config);
     assert_eq!(staged.runtime()["Labels"], json!({"fired": "base", "mid": "1", "last": "1"}));
     assert_eq!(created_by(&staged), ["LABEL fired=base", "LABEL mid=1", "LABEL last=1"]);
+}
+
+/// An image's triggers run in the child as BuildKit dispatches them: a
+/// trigger's ARG takes the child build's `--build-arg`, its ENV expands
+/// with the image's env, and the child's own instructions see both.
+#[test]
+fn onbuild_triggers_with_arg_and_env() {
+    let sb = Sandbox::new();
+    let parent = sb.build(
+        "FROM scratch\nENV BASE=img\nONBUILD ARG GREETING=hi\nONBUILD ENV SEEN=${GREETING}-${BASE}\nONBUILD COPY <<EOF /note\n$SEEN\nEOF\n",
+        "obparent",
+    );
+    // A trigger with a heredoc keeps its body, as BuildKit stores it.
+    assert_eq!(parent.runtime()["OnBuild"][2], "COPY <<EOF /note\n$SEEN\nEOF");
+    sb.dockerfile("FROM obparent\nLABEL l=$SEEN g=$GREETING\n");
+    let ctx = sb.ctx();
+    sb.kiln(&["build", "-t", "obchild", "--build-arg", "GREETING=cli", ctx.to_str().unwrap()]).ok();
+    let child = sb.image("obchild");
+    assert_eq!(child.runtime()["Labels"], json!({"l": "cli-img", "g": "cli"}));
+    assert_eq!(child.runtime()["Env"], json!([SCRATCH_PATH_ENV, "BASE=img", "SEEN=cli-img"]));
+    assert_eq!(child.runtime()["OnBuild"], Value::Null);
+    assert_eq!(child.file_str("note"), "cli-img\n", "the heredoc trigger ran, expanded in the child");
+    assert_eq!(
+        created_by(&child),
+        ["ENV BASE=img", "ARG GREETING=cli", "ENV SEEN=cli-img", "COPY <<EOF /note # buildkit", "LABEL l=cli-img g=cli"]
+    );
 }
 
 /// `COPY f /f \` as the file's last line builds, as docker accepts it.

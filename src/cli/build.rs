@@ -187,11 +187,11 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     let pull_opts = pull_options(args);
     let named = named_contexts(&args.build_contexts)?;
     let lookup = |r: &str| match named.get(r) {
-        Some(exec::NamedContext::Image(image)) => base_env(&store, image, &pull_opts),
+        Some(exec::NamedContext::Image(image)) => base_info(&store, image, &pull_opts),
         Some(exec::NamedContext::Dir(_)) => None,
-        None => base_env(&store, r, &pull_opts),
+        None => base_info(&store, r, &pull_opts),
     };
-    let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
+    let plan = plan::plan_with_bases(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
     let ctx = input.context.map(Ok).unwrap_or_else(|| open_context(args, input.dockerfile_path.as_deref()))?;
     let build_opts = BuildOptions {
         compression: match args.compression.as_str() {
@@ -474,20 +474,21 @@ fn pull_options(args: &BuildArgs) -> crate::registry::PullOptions {
     }
 }
 
-/// The env of a base image, for expanding `$VAR`s that the base defines.
-/// A base that is not in the store is pulled here (per `--pull`), since its
-/// env shapes the plan; the executor then finds it in the store.
-fn base_env(store: &Store, reference: &str, pull: &crate::registry::PullOptions) -> Option<Vec<String>> {
-    match transport::parse_transport(reference) {
+/// The env and ONBUILD triggers of a base image, for expanding `$VAR`s that
+/// the base defines and planning its triggers. A base that is not in the
+/// store is pulled here (per `--pull`), since it shapes the plan; the
+/// executor then finds it in the store.
+fn base_info(store: &Store, reference: &str, pull: &crate::registry::PullOptions) -> Option<plan::BaseInfo> {
+    let config = match transport::parse_transport(reference) {
         Transport::Store(_) => {
             let mut out: Box<dyn Write> =
                 if pull.registry.progress { Box::new(std::io::stdout()) } else { Box::new(std::io::sink()) };
             // A failed pull is reported by the executor, with the Dockerfile line.
-            let image = crate::registry::resolve_or_pull(store, reference, pull, &mut out).ok()?;
-            image.config.config.env
+            crate::registry::resolve_or_pull(store, reference, pull, &mut out).ok()?.config.config
         }
-        other => transport::import(store, &other).ok().and_then(|i| i.config.config.env),
-    }
+        other => transport::import(store, &other).ok()?.config.config,
+    };
+    Some(plan::BaseInfo { env: config.env.unwrap_or_default(), onbuild: Some(config.on_build.unwrap_or_default()) })
 }
 
 fn store_env(store: &Store, reference: &str) -> Option<Vec<String>> {

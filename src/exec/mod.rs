@@ -36,7 +36,6 @@ use crate::store::{Image, Store};
 use self::chmod::Chmod;
 use self::copy::{CopyEnv, Data};
 use self::state::{StageState, DEFAULT_PATH};
-use self::tree::Tree;
 use crate::cache::{Cache, StepInputs};
 use crate::context::digest::StatCache;
 
@@ -432,7 +431,7 @@ impl<'a> Executor<'a> {
     /// base's triggers were planned as this stage's first steps.
     fn onbuild_triggers(&self, stage: &Stage, state: &mut StageState) -> Result<Vec<Step>, Box<dyn std::error::Error + Send + Sync>> {
         let inherited = state.config.config.on_build.take();
-        if !matches!(stage.base, Base::Image(_)) {
+        if !matches!(stage.base, Base::Image(_)) || stage.image_triggers_planned {
             return Ok(Vec::new());
         }
         let Some(triggers) = inherited.filter(|t| !t.is_empty()) else {
@@ -604,10 +603,8 @@ impl<'a> Executor<'a> {
 
     fn copy(&self, state: &mut StageState, c: &CopyStep, prefix: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
-        if state.tree.is_none() {
-            state.tree = Some(Tree::from_layers(self.store, &state.layers)?);
-        }
-        let tree = state.tree.as_ref().expect("built above");
+        state.ensure_tree(self.store)?;
+        let tree = state.tree.as_ref().expect("ensured above");
         let owner = match &c.chown {
             Some(spec) => Some(owner::resolve(spec, tree.file("etc/passwd"), tree.file("etc/group"))?),
             None => None,
@@ -703,7 +700,9 @@ impl<'a> Executor<'a> {
         state.layers.push(Descriptor::new(media, layer.digest.clone(), layer.size));
         state.config.rootfs.diff_ids.push(layer.info.diff_id);
         state.push_history(&self.stamp.created, &run::created_by(state, r), false);
-        state.tree = None;
+        // The file index catches up with this layer only when a later step
+        // needs it, instead of being rebuilt from every layer.
+        state.set_tree_aside(state.layers.len() - 1);
         self.new_layer_bytes.fetch_add(layer.size, Ordering::Relaxed);
         let _ = writeln!(
             self.out(),

@@ -8,7 +8,8 @@ use crate::image::config::{Empty, Healthcheck, History, ImageConfig};
 use crate::image::manifest::Descriptor;
 use crate::plan::{HealthConfig, StepKind};
 
-use super::tree::Tree;
+use super::tree::{Tree, TreeError};
+use crate::store::Store;
 use crate::cache::Record;
 
 /// The PATH BuildKit gives images that start from scratch.
@@ -27,6 +28,10 @@ pub struct StageState {
     pub key: String,
     /// How many of `layers` came with the base (`--squash` keeps those).
     pub base_layers: usize,
+    /// A file index set aside when a RUN or cached step added layers it has
+    /// not seen, with how many of `layers` it reflects: [`Self::ensure_tree`]
+    /// catches it up by reading only the newer layers.
+    stale_tree: Option<(Tree, usize)>,
     /// Position of each name in `config.config.env`, built by the first
     /// ENV step (ENV changes the env only through `apply_metadata`), so
     /// thousands of ENV lines take linear time.
@@ -45,7 +50,16 @@ pub struct Mark {
 impl StageState {
     pub fn new(config: ImageConfig, layers: Vec<Descriptor>) -> Self {
         let base_layers = layers.len();
-        StageState { config, layers, cmd_set: false, tree: None, key: String::new(), base_layers, env_index: None }
+        StageState {
+            config,
+            layers,
+            cmd_set: false,
+            tree: None,
+            stale_tree: None,
+            key: String::new(),
+            base_layers,
+            env_index: None,
+        }
     }
 
     /// Applies a cached step: `kind`'s config change is replayed (the step
@@ -60,14 +74,44 @@ impl StageState {
         }
         self.apply_metadata(kind);
         if !record.layers.is_empty() {
-            // The filesystem changed: its index is rebuilt when needed.
-            self.tree = None;
+            // The filesystem changed: its index catches up when needed.
+            self.set_tree_aside(self.layers.len());
         }
         self.layers.extend(record.layers);
         self.config.rootfs.diff_ids.extend(record.diff_ids);
         self.config.history.extend(record.history);
         self.key = key;
         true
+    }
+
+    /// The file index of the current layers: the one at hand, else one set
+    /// aside brought up to date with the layers added since, else built
+    /// from every layer.
+    pub fn ensure_tree(&mut self, store: &Store) -> Result<&mut Tree, TreeError> {
+        if self.tree.is_none() {
+            let tree = match self.stale_tree.take() {
+                Some((mut tree, valid)) if valid <= self.layers.len() => {
+                    for layer in &self.layers[valid..] {
+                        let digest = layer.digest.clone();
+                        let blob = store.open_blob(&digest).map_err(|source| TreeError::Store { digest: digest.clone(), source })?;
+                        tree.apply_layer(blob).map_err(|source| TreeError::Layer { digest, source })?;
+                    }
+                    tree
+                }
+                _ => Tree::from_layers(store, &self.layers)?,
+            };
+            self.tree = Some(tree);
+        }
+        Ok(self.tree.as_mut().expect("set above"))
+    }
+
+    /// Layers were added that the index has not seen: it is kept aside,
+    /// valid for the first `valid_layers`, until a step needs it again (a
+    /// RUN's layer is read only if a later WORKDIR or COPY needs the index).
+    pub fn set_tree_aside(&mut self, valid_layers: usize) {
+        if let Some(tree) = self.tree.take() {
+            self.stale_tree = Some((tree, valid_layers));
+        }
     }
 
     pub fn mark(&self) -> Mark {

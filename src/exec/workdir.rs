@@ -49,10 +49,8 @@ impl Executor<'_> {
             state.push_history(&self.stamp.created, &created_by, true);
             return Ok(());
         }
-        if state.tree.is_none() {
-            state.tree = Some(Tree::from_layers(self.store, &state.layers)?);
-        }
-        let tree = state.tree.as_ref().expect("built above");
+        state.ensure_tree(self.store)?;
+        let tree = state.tree.as_ref().expect("ensured above");
         let user = state.config.config.user.clone().unwrap_or_default();
         let owner = mkdir_owner(&user, user_file(tree, "etc/passwd"), user_file(tree, "etc/group"));
         let dirs = plan_mkdir(tree, &dir, owner, self.stamp.seconds)?;

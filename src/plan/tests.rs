@@ -516,6 +516,48 @@ USER $MODE:$HOME";
     assert!(matches!(&p.stages[0].steps[2].kind, StepKind::Onbuild(t) if t == "COPY app $HOME/app"));
 }
 
+/// BuildKit dispatches an image's ONBUILD triggers in the child stage:
+/// `--build-arg`s and meta args reach a trigger's ARG, the image's env its
+/// expansion, what the triggers declare is seen by the stage's own
+/// instructions, and a `COPY --from` in a trigger makes that stage needed.
+#[test]
+fn image_triggers_are_planned_in_the_child_stage() {
+    let text = "\
+ARG G=global
+FROM scratch AS tools
+FROM scratch AS unused
+FROM base
+USER $MODE:$SEEN";
+    let triggers = ["ARG MODE=debug", "ARG G", "ENV SEEN=$MODE-$HOME-$G", "COPY --from=tools /t /t"];
+    let info = |r: &str| {
+        (r == "base").then(|| BaseInfo {
+            env: vec!["HOME=/home/x".into()],
+            onbuild: Some(triggers.iter().map(|t| t.to_string()).collect()),
+        })
+    };
+    let p = plan_with_bases(&df(text), &opts(&[("MODE", "cli")]), &info).unwrap();
+    let child = last_stage(&p);
+    assert!(child.image_triggers_planned);
+    assert_eq!(child.deps, [0], "the trigger's COPY --from needs the tools stage");
+    assert!(p.needed.contains(&0) && !p.needed.contains(&1));
+    assert_eq!(env_steps(child), [("SEEN".to_string(), "cli-/home/x-global".to_string())]);
+    assert_eq!(copy_step(child, 0).from, Some(CopyFrom::Stage(0)));
+    assert_eq!(users(child), ["cli:cli-/home/x-global"], "the stage sees what the triggers declared");
+    assert!(child.steps[..4].iter().all(|s| s.span.line == 4), "trigger steps point at the FROM");
+    assert!(matches!(&child.steps[0].kind, StepKind::Arg(a) if a == &[("MODE".to_string(), Some("cli".to_string()))]));
+
+    // Without the triggers (plan() reads env only) the executor runs them.
+    let env_only = plan(&df(text), &opts(&[]), &|r: &str| (r == "base").then(Vec::new)).unwrap();
+    assert!(!last_stage(&env_only).image_triggers_planned);
+    assert_eq!(last_stage(&env_only).steps.len(), 1);
+
+    // A trigger that cannot run is an error at the FROM.
+    let bad = |_: &str| Some(BaseInfo { env: Vec::new(), onbuild: Some(vec!["FROM other".into()]) });
+    let err = plan_with_bases(&df("FROM base\n"), &opts(&[]), &bad).unwrap_err();
+    assert_eq!(err.line, 1);
+    assert!(err.message.contains("ONBUILD trigger that cannot run"), "{}", err.message);
+}
+
 // --- normalisation ---
 
 #[test]

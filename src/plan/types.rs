@@ -38,6 +38,9 @@ pub struct Stage {
     /// Stages this one needs (its FROM and every `COPY --from` / `RUN --mount from`
     /// naming a stage), ascending, no duplicates.
     pub deps: Vec<usize>,
+    /// The base image's ONBUILD triggers were read when planning and are
+    /// this stage's first steps: the executor must not run them again.
+    pub image_triggers_planned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
