@@ -208,6 +208,8 @@ EOF
     assert!(img.entry("dev/pipes").is_none(), "the script mount is not committed: {:?}", img.paths());
     let history = created_by(&img);
     assert!(history.iter().any(|h| h == "RUN /bin/sh -c /dev/pipes/EOF # buildkit"), "{history:#?}");
+    assert!(history.iter().any(|h| h == "RUN /bin/sh -c cat <<EOF > /fed\nfed $WHO\nEOF # buildkit"), "{history:#?}");
+    assert!(history.iter().any(|h| h == "RUN /bin/sh -c echo \"$0\" > /shell\n # buildkit"), "{history:#?}");
 }
 
 /// ARG leaves an empty-layer history entry `ARG NAME=value` (the value in
@@ -348,4 +350,35 @@ USER nobody-here
     let out = sb.try_build(&format!("{RUN_BASE}USER nobody-here\nRUN true\n"), "users2", &[]);
     assert!(!out.success(), "{}", out.transcript());
     out.stderr_has(&["nobody-here"]);
+}
+
+/// BuildKit's testUserAdditionalGids (containerd's CVE-2023-25173 fix): a
+/// RUN's groups are its user's /etc/group memberships plus its primary
+/// group; the default user is uid 0 looked up like any other; a uid
+/// without an entry runs with gid 0 and group 0.
+#[test]
+fn run_user_groups_buildkit() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    sb.write("ctx/passwd", "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n");
+    sb.write("ctx/group", "root:x:0:\ndaemon:x:1:\nwheel:x:10:root\n");
+    let img = sb.build(
+        &format!(
+            "{RUN_BASE}\
+COPY passwd group /etc/
+RUN id > /tmp/default
+USER 1234
+RUN id > /tmp/uid
+USER 1234:1234
+RUN id > /tmp/uidgid
+USER daemon
+RUN id > /tmp/daemon
+"
+        ),
+        "groups",
+    );
+    assert_eq!(img.file_str("tmp/default"), "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n");
+    assert_eq!(img.file_str("tmp/uid"), "uid=1234 gid=0(root) groups=0(root)\n");
+    assert_eq!(img.file_str("tmp/uidgid"), "uid=1234 gid=1234 groups=1234\n");
+    assert_eq!(img.file_str("tmp/daemon"), "uid=1(daemon) gid=1(daemon) groups=1(daemon)\n");
 }

@@ -202,8 +202,28 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
         _ => Network::Host,
     };
     let user = state.config.config.user.clone().unwrap_or_default();
-    if !user.is_empty() {
-        spec.user = kiln_runtime::user::resolve(rootfs, &user).map_err(|source| RunError::User { user, source })?;
+    spec.user = run_user(rootfs, &user, spec.fake_chown).map_err(|source| RunError::User { user, source })?;
+    Ok(spec)
+}
+
+/// The ids a RUN runs with. As under BuildKit: the default user is uid 0
+/// looked up in the image like any other (oci.GetUser), so root gets its
+/// /etc/group memberships, and the primary group is always among the
+/// supplementary ones (containerd's fix for CVE-2023-25173): `USER 1234`
+/// runs with groups `0`, root in busybox with `0 10`. A single-id user
+/// namespace cannot set groups, so there only the ones asked for by name
+/// are kept, as before.
+fn run_user(rootfs: &Path, user: &str, single_id: bool) -> Result<kiln_runtime::UserSpec, kiln_runtime::user::UserError> {
+    use kiln_runtime::user::{parse_group, parse_passwd, read_in_root, resolve, resolve_with};
+    if single_id {
+        return if user.is_empty() { Ok(Default::default()) } else { resolve(rootfs, user) };
+    }
+    let lookup = if user.is_empty() { "0" } else { user };
+    let passwd = parse_passwd(&read_in_root(rootfs, "etc/passwd")?);
+    let groups = parse_group(&read_in_root(rootfs, "etc/group")?);
+    let mut spec = resolve_with(lookup, &passwd, &groups)?;
+    if !spec.additional_gids.contains(&spec.gid) {
+        spec.additional_gids.insert(0, spec.gid);
     }
     Ok(spec)
 }
@@ -289,12 +309,24 @@ pub fn created_by(state: &StageState, step: &RunStep) -> String {
             words.push(format!("{name}={value}"));
         }
     }
-    match sole_heredoc(step).filter(|d| d.content.starts_with("#!")) {
-        Some(doc) => {
+    match (&step.cmd, sole_heredoc(step)) {
+        (_, Some(doc)) if doc.content.starts_with("#!") => {
             words.extend(state.shell());
             words.push(format!("{PIPES}/{}", doc.name));
         }
-        None => words.extend(argv(state, step)),
+        // BuildKit's reconstituted script: each body and delimiter after the
+        // command line, without the final newline kiln gives the shell.
+        (CmdLine::Shell(text), None) if !step.heredocs.is_empty() => {
+            words.extend(state.shell());
+            let mut script = text.clone();
+            for doc in &step.heredocs {
+                script.push('\n');
+                script.push_str(&doc.content);
+                script.push_str(&doc.name);
+            }
+            words.push(script);
+        }
+        _ => words.extend(argv(state, step)),
     }
     format!("RUN {} # buildkit", words.join(" "))
 }
