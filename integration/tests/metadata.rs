@@ -67,6 +67,7 @@ fn metadata_instructions_field_by_field() {
     assert_eq!(c["Shell"], json!(["/bin/busybox", "sh", "-c"]));
     assert_eq!(c["Entrypoint"], json!(["/bin/busybox", "sh", "-c", "echo $A"]), "shell form uses SHELL, unexpanded");
     assert_eq!(c["Cmd"], json!(["run"]));
+    assert_eq!(c["ArgsEscaped"], json!(true), "BuildKit sets ArgsEscaped on CMD");
 
     // skopeo reads the same Env and Labels.
     let store = sb.store();

@@ -201,6 +201,9 @@ impl StageState {
             StepKind::Cmd(cmd) => {
                 let argv = self.argv(cmd);
                 self.config.config.cmd = Some(argv);
+                // BuildKit's dispatchCmd sets the (deprecated) ArgsEscaped
+                // on every CMD, for the Docker image spec's readers.
+                self.config.config.args_escaped = Some(true);
                 self.cmd_set = true;
             }
             StepKind::Entrypoint(cmd) => {
@@ -485,6 +488,7 @@ mod tests {
         let mut s = state();
         s.apply_metadata(&StepKind::Cmd(CmdLine::Shell("echo hi".into())));
         assert_eq!(s.config.config.cmd.clone().unwrap(), ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(s.config.config.args_escaped, Some(true), "BuildKit marks every CMD ArgsEscaped");
         s.apply_metadata(&StepKind::Shell(vec!["/bin/bash".into(), "-ec".into()]));
         s.apply_metadata(&StepKind::Entrypoint(CmdLine::Shell("run".into())));
         assert_eq!(s.config.config.entrypoint.clone().unwrap(), ["/bin/bash", "-ec", "run"]);

@@ -313,6 +313,9 @@ mod tests {
         stage.declare_arg("X", Some("2".into()));
         assert_eq!(stage.run_args(Vec::new()).to_vec(), [("X".to_string(), "2".to_string()), ("Y".into(), "1".into())]);
         stage.declare_arg("Y", None);
+        // RUN's history lists every declaration, valueless ones too, never the extras.
+        let declared = stage.run_args(vec![("P".into(), "p".into())]).declared();
+        assert_eq!(declared, [("X".to_string(), Some("2".to_string())), ("Y".into(), None)]);
         let extra = vec![("P".to_string(), "p".to_string())];
         assert_eq!(stage.run_args(extra).to_vec(), [("X".to_string(), "2".to_string()), ("P".into(), "p".into())]);
         // A stage of 200,000 declarations is freed without recursion.
