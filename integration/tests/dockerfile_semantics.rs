@@ -382,3 +382,30 @@ RUN id > /tmp/daemon
     assert_eq!(img.file_str("tmp/uidgid"), "uid=1234 gid=1234 groups=1234\n");
     assert_eq!(img.file_str("tmp/daemon"), "uid=1(daemon) gid=1(daemon) groups=1(daemon)\n");
 }
+
+/// Between an ENV and an ARG of the same name the later wins for expansion
+/// and RUN, as BuildKit dispatches them (the classic builder let ENV win
+/// whatever the order); the image's env keeps the ENV's value.
+#[test]
+fn later_arg_overrides_env_for_run_buildkit() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let img = sb.build(
+        &format!(
+            "{RUN_BASE}\
+ENV MODE=env
+ARG MODE=arg
+RUN echo \"$MODE\" > /tmp/arg && echo {{$MODE}} > /tmp/expanded
+ENV MODE=env2
+RUN echo \"$MODE\" > /tmp/env
+"
+        ),
+        "argenv",
+    );
+    assert_eq!(img.file_str("tmp/arg"), "arg\n", "the ARG after the ENV is what RUN sees");
+    assert_eq!(img.file_str("tmp/env"), "env2\n", "a later ENV wins again");
+    assert_eq!(img.runtime()["Env"], json!([SCRATCH_PATH_ENV, "MODE=env2"]));
+    let history = created_by(&img);
+    assert!(history.contains(&"RUN |1 MODE=arg /bin/sh -c echo \"$MODE\" > /tmp/arg && echo {$MODE} > /tmp/expanded # buildkit".to_string()), "{history:#?}");
+    assert!(history.contains(&"RUN |1 MODE=env2 /bin/sh -c echo \"$MODE\" > /tmp/env # buildkit".to_string()), "{history:#?}");
+}

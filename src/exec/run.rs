@@ -187,6 +187,11 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
     for (k, v) in step.build_args.to_vec() {
         if !names.contains(&k) {
             env.push(format!("{}={}", k, v));
+        } else if step.args_over_env.contains(&k) {
+            // An ARG declared after the ENV: BuildKit runs with its value.
+            for entry in env.iter_mut().filter(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k) {
+                *entry = format!("{}={}", k, v);
+            }
         }
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -305,7 +310,11 @@ pub fn created_by(state: &StageState, step: &RunStep) -> String {
     if !args.is_empty() {
         words.push(format!("|{}", args.len()));
         for (name, value) in args {
-            let value = env_value(&name).or(value).unwrap_or_default();
+            let value = match step.args_over_env.contains(&name) {
+                true => value.or_else(|| env_value(&name)),
+                false => env_value(&name).or(value),
+            }
+            .unwrap_or_default();
             words.push(format!("{name}={value}"));
         }
     }

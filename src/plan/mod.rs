@@ -10,8 +10,9 @@
 //!   without a default takes the meta (or platform) arg's value. A value is
 //!   the `--build-arg` if given, else the expanded default.
 //! - Expansion sees the base image's env (`PATH` added when missing, as
-//!   BuildKit does), then ARGs, then ENVs: an ENV always wins over an ARG of
-//!   the same name, whatever their order.
+//!   BuildKit does), ARGs and ENVs; between an ENV (or the base's env) and a
+//!   valued ARG of the same name the later one wins, for expansion and RUN,
+//!   as in BuildKit (the classic builder let ENV win whatever the order).
 //! - A stage built `FROM` an earlier stage starts with that stage's env and
 //!   ARGs in scope, and runs that stage's own ONBUILD triggers first (they
 //!   appear as its first steps; the executor must not run them again from

@@ -89,7 +89,7 @@ impl StepPlanner<'_, '_> {
             Command::Env(pairs) => {
                 let pairs = self.pairs(pairs.iter().map(|kv| (&kv.key, &kv.value)))?;
                 for (key, value) in &pairs {
-                    self.vars.env.set(key, value);
+                    self.vars.set_env(key, value);
                 }
                 let text = format!("ENV {}", join_pairs(&pairs));
                 (StepKind::Env(pairs), text)
@@ -245,6 +245,7 @@ impl StepPlanner<'_, '_> {
         }
         let build_args = self.vars.run_args(proxies);
         Ok(RunStep {
+            args_over_env: self.vars.args_over_env(),
             cmd: run.cmd.clone(),
             heredocs: run.heredocs.clone(),
             mounts,

@@ -316,15 +316,24 @@ fn env_can_default_from_arg() {
     assert_eq!(users(last_stage(&plan_text(text, &opts(&[])))), ["v1.0.0"]);
 }
 
+/// BuildKit adds a valued ARG to the build's env over an ENV before it (the
+/// classic builder kept the ENV); a later ENV wins again; an ARG without a
+/// value changes nothing; the image's env keeps the ENV either way.
 #[test]
-fn arg_after_env_does_not_override_env() {
-    let text = "FROM scratch\nENV X=env\nARG X=arg\nUSER $X";
+fn arg_after_env_overrides_it_until_the_next_env_buildkit() {
+    let text = "FROM scratch\nENV X=env\nARG X=arg\nUSER $X\nRUN echo $X\nENV X=again\nUSER $X\nRUN echo $X";
     let p = plan_text(text, &opts(&[("X", "cli")]));
-    assert_eq!(users(last_stage(&p)), ["env"]);
-    // RUN still receives the arg; the executor lets ENV win.
-    let text = "FROM scratch\nENV X=env\nARG X=arg\nRUN echo $X";
-    let p = plan_text(text, &opts(&[]));
-    assert_eq!(run_step(last_stage(&p), 0).build_args.to_vec(), [("X".to_string(), "arg".to_string())]);
+    let stage = last_stage(&p);
+    assert_eq!(users(stage), ["cli", "again"]);
+    assert_eq!(run_step(stage, 0).build_args.to_vec(), [("X".to_string(), "cli".to_string())]);
+    assert_eq!(run_step(stage, 0).args_over_env, ["X"], "the RUN runs with the ARG's value");
+    assert!(run_step(stage, 1).args_over_env.is_empty());
+    assert_eq!(env_steps(stage), [("X".to_string(), "env".to_string()), ("X".into(), "again".into())]);
+    // The base image's env is an env too; a valueless ARG leaves it.
+    let base = |_: &str| Some(vec!["HOME=/root".to_string(), "LANG=C".to_string()]);
+    let text = "FROM img\nARG HOME=/arg\nARG LANG\nUSER $HOME:$LANG";
+    let p = plan(&df(text), &opts(&[]), &base).unwrap();
+    assert_eq!(users(last_stage(&p)), ["/arg:C"]);
 }
 
 #[test]

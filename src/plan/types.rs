@@ -135,8 +135,13 @@ pub struct RunStep {
     pub security: Option<String>,
     /// Build args in scope with their values (`--build-arg` over ARG default),
     /// in declaration order: RUN sees them as environment variables unless
-    /// an ENV of the same name overrides them.
+    /// the env has the name too (an ENV, or the base image's), and the ARG
+    /// came first: see `args_over_env`.
     pub build_args: RunArgs,
+    /// Names of `build_args` declared after the env got them (from an ENV
+    /// or the base image): BuildKit runs with the ARG's value for these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args_over_env: Vec<String>,
 }
 
 /// The build args a RUN sees. RUN steps share their stage's list of ARG
