@@ -257,22 +257,23 @@ fn key_value_errors() {
     at("ARG a =b\nFROM x\n", 1, 7, "ARG names can not be blank");
 }
 
+/// BuildKit accepts an escape at the end of the file (also when only blank
+/// or comment lines follow it): the instruction ends with what was joined.
 #[test]
-fn end_of_file_after_continuation() {
-    let e = at(
-        "FROM a\nRUN echo \\",
-        2,
-        10,
-        "unexpected end of file after line continuation",
-    );
-    assert!(e.help.is_some());
-    at("FROM a\nRUN echo \\\n", 2, 10, "end of file");
-    at(
-        "FROM a\nRUN a \\\n  b \\\n\n# only a comment\n",
-        3,
-        5,
-        "end of file",
-    );
+fn end_of_file_after_continuation_is_accepted() {
+    use kiln::dockerfile::{CmdLine, Command};
+    for (src, want) in [
+        ("FROM a\nRUN echo hi \\", "echo hi"),
+        ("FROM a\nRUN echo hi \\\n", "echo hi"),
+        ("FROM a\nRUN a \\\n  b \\\n\n# only a comment\n", "a   b"),
+    ] {
+        let df = dockerfile::parse(src, "Dockerfile").unwrap_or_else(|e| panic!("{src:?}: {e}"));
+        assert_eq!(df.instructions.len(), 2, "{src:?}");
+        match &df.instructions[1].command {
+            Command::Run(run) => assert_eq!(run.cmd, CmdLine::Shell(want.to_string()), "{src:?}"),
+            other => panic!("{src:?}: expected RUN, got {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -186,9 +186,10 @@ fn check_features(img: &Image, driver: &str) {
     assert_eq!(img.file_str("tmp/who4242"), "4242:0\n", "{ctx}");
     assert_eq!(
         img.file_str("home/app/id"),
-        "uid=1000(app) gid=1000(app) groups=1500(extra)\n",
-        "{ctx}: `id` as USER app: the supplementary groups are the /etc/group entries listing app, as \
-         runc and BuildKit set them, and busybox's id prints getgroups() as it is"
+        "uid=1000(app) gid=1000(app) groups=1000(app),1500(extra)\n",
+        "{ctx}: `id` as USER app: the supplementary groups are app's primary group and the /etc/group \
+         entries listing app, as BuildKit sets them (its testUserAdditionalGids, containerd's fix for \
+         CVE-2023-25173), and busybox's id prints getgroups() as it is"
     );
     assert_eq!((get("home/app/f").uid, get("home/app/f").gid), (1000, 1000), "{ctx}");
     assert_eq!(img.file_str("done"), "done\n0\n", "{ctx}: USER root again");

@@ -207,17 +207,17 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
     let pull_opts = pull_options(args);
     let named = named_contexts(&args.build_contexts)?;
-    // The env of the base for the stage's platform: FROM --platform, else --platform.
+    // The env and triggers of the base for the stage's platform: FROM --platform, else --platform.
     let lookup = |r: &str, platform: Option<&str>| {
         let mut pull = pull_opts.clone();
         pull.registry.platform = platform.map(str::to_string).or_else(|| args.platform.clone());
         match named.get(r) {
-            Some(exec::NamedContext::Image(image)) => base_env(&store, image, &pull),
+            Some(exec::NamedContext::Image(image)) => base_info(&store, image, &pull),
             Some(_) => None,
-            None => base_env(&store, r, &pull),
+            None => base_info(&store, r, &pull),
         }
     };
-    let plan = plan::plan_for_platforms(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
+    let plan = plan::plan_with_bases(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
     let ctx = match (input.context, &args.ignorefile) {
         // A context that came whole (stdin, git, http): --ignorefile replaces its own ignore file.
         (Some(mut ctx), Some(file)) => {
@@ -545,11 +545,12 @@ fn pull_options(args: &BuildArgs) -> crate::registry::PullOptions {
     }
 }
 
-/// The env of a base image, for expanding `$VAR`s that the base defines.
-/// A base that is not in the store is pulled here (per `--pull`), since its
-/// env shapes the plan; the executor then finds it in the store.
-fn base_env(store: &Store, reference: &str, pull: &crate::registry::PullOptions) -> Option<Vec<String>> {
-    match transport::parse_transport(reference) {
+/// The env and ONBUILD triggers of a base image, for expanding `$VAR`s that
+/// the base defines and planning its triggers. A base that is not in the
+/// store is pulled here (per `--pull`), since it shapes the plan; the
+/// executor then finds it in the store.
+fn base_info(store: &Store, reference: &str, pull: &crate::registry::PullOptions) -> Option<plan::BaseInfo> {
+    let config = match transport::parse_transport(reference) {
         Transport::Store(_) => {
             // A pull that fails here is tried again and reported by the
             // executor, with the Dockerfile line: the "Pulling …" line waits
@@ -558,13 +559,14 @@ fn base_env(store: &Store, reference: &str, pull: &crate::registry::PullOptions)
             let mut out = HeldFirstLine::new(pull.registry.progress);
             let image = crate::registry::resolve_or_pull(store, reference, pull, &mut out).ok()?;
             out.release();
-            image.config.config.env
+            image.config.config
         }
         other => {
             let wanted = pull.registry.platform.as_deref().map(crate::image::platform::Platform::parse).transpose().ok()?;
-            transport::import_for(store, &other, wanted.as_ref()).ok().and_then(|i| i.config.config.env)
+            transport::import_for(store, &other, wanted.as_ref()).ok()?.config.config
         }
-    }
+    };
+    Some(plan::BaseInfo { env: config.env.unwrap_or_default(), onbuild: Some(config.on_build.unwrap_or_default()) })
 }
 
 /// Progress to stdout (or nowhere) whose first line is held back until a

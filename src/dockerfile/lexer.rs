@@ -118,7 +118,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// The next instruction's joined text, or `None` at the end of input.
-    pub fn next_logical(&mut self, path: &str) -> Result<Option<Logical>, DockerfileError> {
+    pub fn next_logical(&mut self) -> Option<Logical> {
         while self.next < self.lines.len() {
             let index = self.next;
             self.next += 1;
@@ -141,22 +141,12 @@ impl<'a> Lexer<'a> {
             };
             let (keep, mut continued) = trim_continuation(body, self.escape);
             logical.push(&body[..keep], line_no, lead, full);
-            let mut last_escape = Pos {
-                line: line_no,
-                column: 1 + trimmed.get(..lead + keep).map_or(0, |s| s.chars().count()),
-            };
             while continued {
+                // A continuation on the last line ends the instruction there:
+                // BuildKit's scanner simply runs out of lines and keeps what
+                // it joined (`RUN make \` as the file's last line is valid).
                 let Some(&next_full) = self.lines.get(self.next) else {
-                    return Err(DockerfileError::new(
-                        path,
-                        last_escape.line,
-                        last_escape.column,
-                        "unexpected end of file after line continuation",
-                    )
-                    .with_help(format!(
-                        "remove the trailing `{}` or add the rest of the instruction",
-                        self.escape
-                    )));
+                    break;
                 };
                 let next_no = self.next + 1;
                 self.next += 1;
@@ -167,15 +157,11 @@ impl<'a> Lexer<'a> {
                 }
                 let (keep, more) = trim_continuation(next_trimmed, self.escape);
                 logical.push(&next_trimmed[..keep], next_no, 0, next_full);
-                last_escape = Pos {
-                    line: next_no,
-                    column: 1 + next_trimmed[..keep].chars().count(),
-                };
                 continued = more;
             }
-            return Ok(Some(logical));
+            return Some(logical);
         }
-        Ok(None)
+        None
     }
 
     /// Reads the bodies of `requests`, in order, from the lines after the
@@ -258,7 +244,7 @@ mod tests {
     fn all(source: &str) -> Vec<(String, usize, usize)> {
         let mut lexer = Lexer::new(source);
         let mut out = Vec::new();
-        while let Some(l) = lexer.next_logical("Dockerfile").unwrap() {
+        while let Some(l) = lexer.next_logical() {
             out.push((l.text.clone(), l.pos_at(0).line, l.end_line));
         }
         out
@@ -292,28 +278,28 @@ mod tests {
     fn backtick_escape() {
         let mut lexer = Lexer::new("RUN a `\nb\nRUN c \\\n");
         lexer.set_escape('`');
-        let first = lexer.next_logical("D").unwrap().unwrap();
+        let first = lexer.next_logical().unwrap();
         assert_eq!(first.text, "RUN a b");
-        let second = lexer.next_logical("D").unwrap().unwrap();
+        let second = lexer.next_logical().unwrap();
         assert_eq!(second.text, "RUN c \\");
     }
 
     #[test]
     fn positions_follow_continuations() {
         let mut lexer = Lexer::new("  RUN a \\\n   bé c\n");
-        let l = lexer.next_logical("D").unwrap().unwrap();
+        let l = lexer.next_logical().unwrap();
         assert_eq!(l.pos_at(0), Pos { line: 1, column: 3 });
         let c = l.text.find('c').unwrap();
         assert_eq!(l.pos_at(c), Pos { line: 2, column: 7 });
     }
 
     #[test]
-    fn eof_after_continuation_is_an_error() {
-        let mut lexer = Lexer::new("FROM a\nRUN echo \\\n\n# trailing\n");
-        lexer.next_logical("D").unwrap();
-        let err = lexer.next_logical("D").unwrap_err();
-        assert_eq!((err.line, err.column), (2, 10));
-        assert!(err.message.contains("end of file"));
+    fn eof_after_continuation_ends_the_instruction() {
+        // BuildKit accepts a trailing escape on the last line (and after it
+        // only blank or comment lines): the instruction is what was joined.
+        assert_eq!(all("FROM a\nRUN echo \\\n\n# trailing\n")[1], ("RUN echo ".to_string(), 2, 2));
+        assert_eq!(all("FROM a\nRUN echo \\")[1], ("RUN echo ".to_string(), 2, 2));
+        assert_eq!(all("FROM a\nRUN a \\\n  b \\\n")[1], ("RUN a   b ".to_string(), 2, 3));
     }
 
     #[test]
@@ -326,7 +312,7 @@ mod tests {
     #[test]
     fn heredoc_bodies() {
         let mut lexer = Lexer::new("RUN <<A <<-B\na1\n\tA\nA\n\tb1\n\tB\nRUN x");
-        lexer.next_logical("D").unwrap();
+        lexer.next_logical();
         let reqs = vec![
             HeredocRequest {
                 name: "A".into(),
@@ -342,13 +328,13 @@ mod tests {
         let (bodies, last) = lexer.read_heredocs("D", &reqs).unwrap();
         assert_eq!(bodies, vec!["a1\n\tA\n".to_string(), "b1\n".to_string()]);
         assert_eq!(last, 6);
-        assert_eq!(lexer.next_logical("D").unwrap().unwrap().text, "RUN x");
+        assert_eq!(lexer.next_logical().unwrap().text, "RUN x");
     }
 
     #[test]
     fn unterminated_heredoc_points_at_its_start() {
         let mut lexer = Lexer::new("RUN <<EOF\nbody\n");
-        lexer.next_logical("D").unwrap();
+        lexer.next_logical();
         let reqs = vec![HeredocRequest {
             name: "EOF".into(),
             strip_tabs: false,

@@ -15,7 +15,7 @@ pub(crate) fn parse(source: &str, path: &str) -> Result<Dockerfile, DockerfileEr
 
     let mut list: Vec<Instruction> = Vec::new();
     let mut seen_from = false;
-    while let Some(line) = lexer.next_logical(path)? {
+    while let Some(line) = lexer.next_logical() {
         let built = instructions::build(path, &line, 0, directives.escape)?;
         let mut instruction = built.instruction;
         if !built.heredocs.is_empty() {

@@ -12,6 +12,7 @@ pub mod run;
 pub mod squash;
 pub mod state;
 pub mod tree;
+pub mod workdir;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +36,6 @@ use crate::store::{Image, Store};
 use self::chmod::Chmod;
 use self::copy::{CopyEnv, Data};
 use self::state::{StageState, DEFAULT_PATH};
-use self::tree::Tree;
 use crate::cache::{Cache, StepInputs};
 use crate::context::digest::StatCache;
 
@@ -439,13 +439,16 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// An image base's ONBUILD triggers run first, as docker runs them, and
-    /// are not inherited further. (Stage bases are handled by the planner.)
+    /// An image base's ONBUILD triggers run first, as docker runs them. No
+    /// base's triggers carry over into this stage's config (BuildKit sets
+    /// `OnBuild = nil`), so a grandchild never runs them again; a stage
+    /// base's triggers were planned as this stage's first steps.
     fn onbuild_triggers(&self, stage: &Stage, state: &mut StageState) -> Result<Vec<Step>, Box<dyn std::error::Error + Send + Sync>> {
-        if !matches!(stage.base, Base::Image(_)) {
+        let inherited = state.config.config.on_build.take();
+        if !matches!(stage.base, Base::Image(_)) || stage.image_triggers_planned {
             return Ok(Vec::new());
         }
-        let Some(triggers) = state.config.config.on_build.take().filter(|t| !t.is_empty()) else {
+        let Some(triggers) = inherited.filter(|t| !t.is_empty()) else {
             return Ok(Vec::new());
         };
         let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
@@ -493,6 +496,7 @@ impl<'a> Executor<'a> {
             // A layer cached under older COPY rules is not this kiln's COPY.
             StepKind::Copy(_) => format!("{}|{:?}|{}", extra, self.opts.compression, copy::RULES),
             StepKind::Run(_) => format!("{}|{:?}{}", extra, self.opts.compression, self.opts.run_extras.cache_text()),
+            StepKind::Workdir(_) => format!("{}|{:?}", extra, self.opts.compression),
             _ => extra,
         };
         let args = match &step.kind {
@@ -622,25 +626,23 @@ impl<'a> Executor<'a> {
 
     fn step(&self, state: &mut StageState, step: &Step, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if state.apply_metadata(&step.kind) {
-            // BuildKit keeps ARG out of the history.
-            if !matches!(step.kind, StepKind::Arg(_)) {
-                state.push_history(&self.stamp.created, &step.original, true);
+            if let Some(created_by) = state.created_by(&step.kind, &step.original) {
+                state.push_history(&self.stamp.created, &created_by, true);
             }
             return Ok(());
         }
         match &step.kind {
             StepKind::Copy(c) => self.copy(state, step, c, prefix),
-            StepKind::Run(r) => self.run(state, step, r, prefix, n),
+            StepKind::Run(r) => self.run(state, r, prefix, n),
+            StepKind::Workdir(_) => self.workdir(state, step, prefix),
             _ => unreachable!("apply_metadata handles every other step"),
         }
     }
 
     fn copy(&self, state: &mut StageState, step: &Step, c: &CopyStep, prefix: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
-        if state.tree.is_none() {
-            state.tree = Some(Tree::from_layers(self.store, &state.layers)?);
-        }
-        let tree = state.tree.as_ref().expect("built above");
+        state.ensure_tree(self.store)?;
+        let tree = state.tree.as_ref().expect("ensured above");
         let owner = match &c.chown {
             Some(spec) => Some(owner::resolve(spec, tree.file("etc/passwd"), tree.file("etc/group"))?),
             None => None,
@@ -708,7 +710,7 @@ impl<'a> Executor<'a> {
         let media = layer_media_type(self.opts.compression);
         state.layers.push(Descriptor::new(media, digest.clone(), size));
         state.config.rootfs.diff_ids.push(info.diff_id);
-        state.push_history(&self.stamp.created, &step.original, false);
+        state.push_history(&self.stamp.created, &c.created_by(), false);
         self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
         let _ = writeln!(
             self.out(),
@@ -722,7 +724,7 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn run(&self, state: &mut StageState, step: &Step, r: &RunStep, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn run(&self, state: &mut StageState, r: &RunStep, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
         let driver = self.driver();
         // Held until the step ran: cache locks and temporary copies.
@@ -747,8 +749,10 @@ impl<'a> Executor<'a> {
         let media = layer_media_type(self.opts.compression);
         state.layers.push(Descriptor::new(media, layer.digest.clone(), layer.size));
         state.config.rootfs.diff_ids.push(layer.info.diff_id);
-        state.push_history(&self.stamp.created, &step.original, false);
-        state.tree = None;
+        state.push_history(&self.stamp.created, &run::created_by(state, r), false);
+        // The file index catches up with this layer only when a later step
+        // needs it, instead of being rebuilt from every layer.
+        state.set_tree_aside(state.layers.len() - 1);
         self.new_layer_bytes.fetch_add(layer.size, Ordering::Relaxed);
         let _ = writeln!(
             self.out(),

@@ -12,9 +12,9 @@ use kiln_overlay::diff::{write_diff, DiffOptions};
 use kiln_overlay::layer::{LayerInfo, LayerWriter};
 use kiln_overlay::mount::{self, Driver};
 use kiln_overlay::naive;
-use kiln_runtime::{Network, Output, RunSpec, Stream};
+use kiln_runtime::{MountKind, MountSpec, Network, Output, RunSpec, Stream};
 
-use crate::dockerfile::ast::CmdLine;
+use crate::dockerfile::ast::{CmdLine, Heredoc};
 use crate::plan::RunStep;
 use crate::store::{BlobWriter, Store};
 
@@ -143,6 +143,8 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     spec.shm_size = env.extras.shm_size;
     // Kept until the step ends: the step's /etc/hosts is bound from it.
     let _hosts = add_hosts(&mut spec, env.extras, &env.store.tmp_dir())?;
+    // Held until the command ran: the heredoc script it executes.
+    let _script = script_heredoc(env.store, state, step, &mut spec)?;
     let mut tail: VecDeque<String> = VecDeque::new();
     let code = {
         let (progress, tag, quiet) = (&mut *env.progress, env.tag.clone(), env.quiet);
@@ -246,6 +248,11 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
     for (k, v) in step.build_args.to_vec() {
         if !names.contains(&k) {
             env.push(format!("{}={}", k, v));
+        } else if step.args_over_env.contains(&k) {
+            // An ARG declared after the ENV: BuildKit runs with its value.
+            for entry in env.iter_mut().filter(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k) {
+                *entry = format!("{}={}", k, v);
+            }
         }
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -261,8 +268,28 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
         _ => Network::Host,
     };
     let user = state.config.config.user.clone().unwrap_or_default();
-    if !user.is_empty() {
-        spec.user = kiln_runtime::user::resolve(rootfs, &user).map_err(|source| RunError::User { user, source })?;
+    spec.user = run_user(rootfs, &user, spec.fake_chown).map_err(|source| RunError::User { user, source })?;
+    Ok(spec)
+}
+
+/// The ids a RUN runs with. As under BuildKit: the default user is uid 0
+/// looked up in the image like any other (oci.GetUser), so root gets its
+/// /etc/group memberships, and the primary group is always among the
+/// supplementary ones (containerd's fix for CVE-2023-25173): `USER 1234`
+/// runs with groups `0`, root in busybox with `0 10`. A single-id user
+/// namespace cannot set groups, so there only the ones asked for by name
+/// are kept, as before.
+fn run_user(rootfs: &Path, user: &str, single_id: bool) -> Result<kiln_runtime::UserSpec, kiln_runtime::user::UserError> {
+    use kiln_runtime::user::{parse_group, parse_passwd, read_in_root, resolve, resolve_with};
+    if single_id {
+        return if user.is_empty() { Ok(Default::default()) } else { resolve(rootfs, user) };
+    }
+    let lookup = if user.is_empty() { "0" } else { user };
+    let passwd = parse_passwd(&read_in_root(rootfs, "etc/passwd")?);
+    let groups = parse_group(&read_in_root(rootfs, "etc/group")?);
+    let mut spec = resolve_with(lookup, &passwd, &groups)?;
+    if !spec.additional_gids.contains(&spec.gid) {
+        spec.additional_gids.insert(0, spec.gid);
     }
     Ok(spec)
 }
@@ -278,6 +305,102 @@ fn add_mounts(spec: &mut RunSpec, mounts: &super::mounts::Prepared) {
     }
 }
 
+/// Where BuildKit mounts the script of a `#!` heredoc (dispatchRun's
+/// `/dev/pipes/`), read-only.
+const PIPES: &str = "/dev/pipes";
+
+/// The heredoc a RUN consists of, when its command is nothing but one
+/// heredoc marker (`RUN <<EOF`, `RUN <<-'EOF'`, `RUN 3<<EOF`): BuildKit's
+/// `MustParseHeredoc` on the command text.
+fn sole_heredoc(step: &RunStep) -> Option<&Heredoc> {
+    let (CmdLine::Shell(text), [doc]) = (&step.cmd, step.heredocs.as_slice()) else { return None };
+    let marker = text.trim().trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix("<<")?;
+    let marker = marker.strip_prefix('-').unwrap_or(marker);
+    let name = marker.strip_prefix(['\'', '"']).and_then(|m| m.strip_suffix(['\'', '"'])).unwrap_or(marker);
+    (name == doc.name).then_some(doc)
+}
+
+/// BuildKit runs a RUN that is a single heredoc starting with `#!` as a
+/// script file, so its interpreter is the shebang's: the body goes to
+/// `/dev/pipes/<NAME>` (mode 0755, mounted read-only) and the shell runs
+/// that path (`/bin/sh -c /dev/pipes/EOF`). The body is not expanded, as
+/// BuildKit ignores expansion there. Returns the directory to keep until
+/// the command ran.
+fn script_heredoc(
+    store: &Store,
+    state: &StageState,
+    step: &RunStep,
+    spec: &mut RunSpec,
+) -> Result<Option<tempfile::TempDir>, RunError> {
+    let Some(doc) = sole_heredoc(step).filter(|d| d.content.starts_with("#!")) else { return Ok(None) };
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { path, source }
+    };
+    let dir = tempfile::Builder::new().prefix("heredoc-").tempdir_in(store.tmp_dir()).map_err(io(&store.tmp_dir()))?;
+    let script = dir.path().join(&doc.name);
+    fs::write(&script, &doc.content).map_err(io(&script))?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).map_err(io(&script))?;
+    // Readable and searchable by whatever USER the step runs as.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).map_err(io(dir.path()))?;
+    spec.mounts.push(MountSpec {
+        source: dir.path().to_path_buf(),
+        target: PIPES.to_string(),
+        readonly: true,
+        kind: MountKind::Bind,
+    });
+    let mut argv = state.shell();
+    argv.push(format!("{PIPES}/{}", doc.name));
+    spec.argv = argv;
+    Ok(Some(dir))
+}
+
+/// The history `created_by` BuildKit writes for a RUN (dispatchRun and
+/// runCommandString): `RUN `, then `|N NAME=value ...` for the N ARGs
+/// declared in scope (an ENV of the same name shows its value instead; the
+/// proxy args are not declarations and never appear), then the argv it runs
+/// joined by spaces (`/bin/sh -c echo hi`), then ` # buildkit`.
+pub fn created_by(state: &StageState, step: &RunStep) -> String {
+    let env = state.config.config.env.as_deref().unwrap_or_default();
+    let env_value = |name: &str| {
+        env.iter().find_map(|e| e.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+    };
+    let mut words: Vec<String> = Vec::new();
+    let args = step.build_args.declared();
+    if !args.is_empty() {
+        words.push(format!("|{}", args.len()));
+        for (name, value) in args {
+            let value = match step.args_over_env.contains(&name) {
+                true => value.or_else(|| env_value(&name)),
+                false => env_value(&name).or(value),
+            }
+            .unwrap_or_default();
+            words.push(format!("{name}={value}"));
+        }
+    }
+    match (&step.cmd, sole_heredoc(step)) {
+        (_, Some(doc)) if doc.content.starts_with("#!") => {
+            words.extend(state.shell());
+            words.push(format!("{PIPES}/{}", doc.name));
+        }
+        // BuildKit's reconstituted script: each body and delimiter after the
+        // command line, without the final newline kiln gives the shell.
+        (CmdLine::Shell(text), None) if !step.heredocs.is_empty() => {
+            words.extend(state.shell());
+            let mut script = text.clone();
+            for doc in &step.heredocs {
+                script.push('\n');
+                script.push_str(&doc.content);
+                script.push_str(&doc.name);
+            }
+            words.push(script);
+        }
+        _ => words.extend(argv(state, step)),
+    }
+    format!("RUN {} # buildkit", words.join(" "))
+}
+
 fn argv(state: &StageState, step: &RunStep) -> Vec<String> {
     match &step.cmd {
         CmdLine::Exec(v) => v.clone(),
@@ -285,9 +408,8 @@ fn argv(state: &StageState, step: &RunStep) -> Vec<String> {
             let mut argv = state.shell();
             // `RUN <<EOF` alone runs the heredoc as the script, as BuildKit does;
             // otherwise the shell reads the heredocs after the command line.
-            let trimmed = text.trim();
             match step.heredocs.as_slice() {
-                [doc] if trimmed.starts_with("<<") && trimmed.trim_start_matches(['<', '-']).trim_matches(['\'', '"']) == doc.name => {
+                [doc] if sole_heredoc(step).is_some() => {
                     argv.push(doc.content.clone());
                 }
                 [] => argv.push(text.clone()),

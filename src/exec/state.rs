@@ -8,7 +8,8 @@ use crate::image::config::{Empty, Healthcheck, History, ImageConfig};
 use crate::image::manifest::Descriptor;
 use crate::plan::{HealthConfig, StepKind};
 
-use super::tree::Tree;
+use super::tree::{Tree, TreeError};
+use crate::store::Store;
 use crate::cache::Record;
 
 /// The PATH BuildKit gives images that start from scratch.
@@ -27,6 +28,10 @@ pub struct StageState {
     pub key: String,
     /// How many of `layers` came with the base (`--squash` keeps those).
     pub base_layers: usize,
+    /// A file index set aside when a RUN or cached step added layers it has
+    /// not seen, with how many of `layers` it reflects: [`Self::ensure_tree`]
+    /// catches it up by reading only the newer layers.
+    stale_tree: Option<(Tree, usize)>,
     /// Position of each name in `config.config.env`, built by the first
     /// ENV step (ENV changes the env only through `apply_metadata`), so
     /// thousands of ENV lines take linear time.
@@ -45,7 +50,16 @@ pub struct Mark {
 impl StageState {
     pub fn new(config: ImageConfig, layers: Vec<Descriptor>) -> Self {
         let base_layers = layers.len();
-        StageState { config, layers, cmd_set: false, tree: None, key: String::new(), base_layers, env_index: None }
+        StageState {
+            config,
+            layers,
+            cmd_set: false,
+            tree: None,
+            stale_tree: None,
+            key: String::new(),
+            base_layers,
+            env_index: None,
+        }
     }
 
     /// Applies a cached step: `kind`'s config change is replayed (the step
@@ -53,20 +67,51 @@ impl StageState {
     /// Returns false, changing nothing, when the record cannot be the
     /// result of `kind` (a metadata step with layers).
     pub fn restore(&mut self, kind: &StepKind, record: Record, key: String) -> bool {
-        let metadata = !matches!(kind, StepKind::Run(_) | StepKind::Copy(_));
+        // WORKDIR writes a layer when it creates its directory, none for `/`.
+        let metadata = !matches!(kind, StepKind::Run(_) | StepKind::Copy(_) | StepKind::Workdir(_));
         if metadata && !record.layers.is_empty() {
             return false;
         }
         self.apply_metadata(kind);
         if !record.layers.is_empty() {
-            // The filesystem changed: its index is rebuilt when needed.
-            self.tree = None;
+            // The filesystem changed: its index catches up when needed.
+            self.set_tree_aside(self.layers.len());
         }
         self.layers.extend(record.layers);
         self.config.rootfs.diff_ids.extend(record.diff_ids);
         self.config.history.extend(record.history);
         self.key = key;
         true
+    }
+
+    /// The file index of the current layers: the one at hand, else one set
+    /// aside brought up to date with the layers added since, else built
+    /// from every layer.
+    pub fn ensure_tree(&mut self, store: &Store) -> Result<&mut Tree, TreeError> {
+        if self.tree.is_none() {
+            let tree = match self.stale_tree.take() {
+                Some((mut tree, valid)) if valid <= self.layers.len() => {
+                    for layer in &self.layers[valid..] {
+                        let digest = layer.digest.clone();
+                        let blob = store.open_blob(&digest).map_err(|source| TreeError::Store { digest: digest.clone(), source })?;
+                        tree.apply_layer(blob).map_err(|source| TreeError::Layer { digest, source })?;
+                    }
+                    tree
+                }
+                _ => Tree::from_layers(store, &self.layers)?,
+            };
+            self.tree = Some(tree);
+        }
+        Ok(self.tree.as_mut().expect("set above"))
+    }
+
+    /// Layers were added that the index has not seen: it is kept aside,
+    /// valid for the first `valid_layers`, until a step needs it again (a
+    /// RUN's layer is read only if a later WORKDIR or COPY needs the index).
+    pub fn set_tree_aside(&mut self, valid_layers: usize) {
+        if let Some(tree) = self.tree.take() {
+            self.stale_tree = Some((tree, valid_layers));
+        }
     }
 
     pub fn mark(&self) -> Mark {
@@ -110,8 +155,10 @@ impl StageState {
         }
     }
 
-    /// Applies a config-only step. Returns false for kinds that need the
-    /// filesystem (RUN, COPY, ADD), which the executor handles.
+    /// Applies a step's config change. Returns false for kinds with a
+    /// filesystem part, which the executor does: RUN, COPY and ADD (nothing
+    /// applied here) and WORKDIR (its config applied here; its directory is
+    /// created by the executor).
     pub fn apply_metadata(&mut self, kind: &StepKind) -> bool {
         let c = &mut self.config.config;
         match kind {
@@ -131,6 +178,7 @@ impl StageState {
             StepKind::Workdir(dir) => {
                 let joined = join_workdir(&self.workdir(), dir);
                 self.config.config.working_dir = Some(joined);
+                return false;
             }
             StepKind::User(u) => c.user = Some(u.clone()),
             StepKind::Expose(ports) => {
@@ -153,6 +201,9 @@ impl StageState {
             StepKind::Cmd(cmd) => {
                 let argv = self.argv(cmd);
                 self.config.config.cmd = Some(argv);
+                // BuildKit's dispatchCmd sets the (deprecated) ArgsEscaped
+                // on every CMD, for the Docker image spec's readers.
+                self.config.config.args_escaped = Some(true);
                 self.cmd_set = true;
             }
             StepKind::Entrypoint(cmd) => {
@@ -166,6 +217,29 @@ impl StageState {
             StepKind::Run(_) | StepKind::Copy(_) => return false,
         }
         true
+    }
+
+    /// The history `created_by` of a config-only step once applied, as
+    /// BuildKit's dockerfile2llb writes it (`commitToHistory` in each
+    /// `dispatch*`); `None` for ONBUILD, which BuildKit records no entry for.
+    /// ARG gets its entry (`ARG NAME=value`), as BuildKit and buildah give it.
+    pub fn created_by(&self, kind: &StepKind, original: &str) -> Option<String> {
+        let c = &self.config.config;
+        let list = |items: &[String]| format!("[{}]", items.join(" "));
+        Some(match kind {
+            StepKind::Onbuild(_) => return None,
+            // Go's `%q` of the stored argv.
+            StepKind::Cmd(_) => format!("CMD {}", go_quoted_list(c.cmd.as_deref().unwrap_or_default())),
+            StepKind::Entrypoint(_) => {
+                format!("ENTRYPOINT {}", go_quoted_list(c.entrypoint.as_deref().unwrap_or_default()))
+            }
+            // Go's `%v` of the lists.
+            StepKind::Shell(shell) => format!("SHELL {}", list(shell)),
+            StepKind::Volume(volumes) => format!("VOLUME {}", list(volumes)),
+            StepKind::Expose(ports) => format!("EXPOSE {}", list(ports)),
+            StepKind::Healthcheck(h) => format!("HEALTHCHECK {}", go_healthcheck(h)),
+            _ => original.to_string(),
+        })
     }
 
     pub fn push_history(&mut self, created: &str, created_by: &str, empty_layer: bool) {
@@ -224,6 +298,75 @@ pub fn join_workdir(current: &str, dir: &str) -> String {
         }
     }
     format!("/{}", parts.join("/"))
+}
+
+/// Go's `%q` of a `[]string`: `["/bin/sh" "-c" "echo \"hi\""]`.
+fn go_quoted_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Go's `strconv.Quote` for the characters Dockerfiles hold.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%+v` of docker's HealthcheckConfig, as BuildKit puts it in history:
+/// `{Test:[CMD-SHELL curl -f x] Interval:30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}`.
+fn go_healthcheck(h: &HealthConfig) -> String {
+    let d = |v: Option<i64>| go_duration(v.unwrap_or(0));
+    format!(
+        "{{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        h.test.join(" "),
+        d(h.interval),
+        d(h.timeout),
+        d(h.start_period),
+        d(h.start_interval),
+        h.retries.unwrap_or(0)
+    )
+}
+
+/// Go's `time.Duration.String` for the non-negative durations HEALTHCHECK takes.
+fn go_duration(ns: i64) -> String {
+    let ns = ns.max(0) as u64;
+    let frac = |value: u64, unit: u64| {
+        let (whole, rest) = (value / unit, value % unit);
+        if rest == 0 {
+            whole.to_string()
+        } else {
+            let width = unit.ilog10() as usize;
+            format!("{whole}.{}", format!("{rest:0width$}").trim_end_matches('0'))
+        }
+    };
+    match ns {
+        0 => "0s".to_string(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}µs", frac(n, 1_000)),
+        n if n < 1_000_000_000 => format!("{}ms", frac(n, 1_000_000)),
+        n => {
+            let (h, m) = (n / 3_600_000_000_000, (n / 60_000_000_000) % 60);
+            let s = frac(n % 60_000_000_000, 1_000_000_000);
+            match (h, m) {
+                (0, 0) => format!("{s}s"),
+                (0, m) => format!("{m}m{s}s"),
+                (h, m) => format!("{h}h{m}m{s}s"),
+            }
+        }
+    }
 }
 
 fn healthcheck(h: &HealthConfig) -> Healthcheck {
@@ -293,6 +436,46 @@ mod tests {
     }
 
     #[test]
+    fn created_by_like_buildkit() {
+        let mut s = state();
+        let by = |s: &mut StageState, kind: StepKind, original: &str| {
+            s.apply_metadata(&kind);
+            s.created_by(&kind, original)
+        };
+        assert_eq!(by(&mut s, StepKind::Cmd(CmdLine::Shell("echo \"hi\"".into())), "CMD echo \"hi\"").unwrap(), r#"CMD ["/bin/sh" "-c" "echo \"hi\""]"#);
+        assert_eq!(by(&mut s, StepKind::Entrypoint(CmdLine::Exec(vec!["/e".into(), "a\tb".into()])), "").unwrap(), r#"ENTRYPOINT ["/e" "a\tb"]"#);
+        assert_eq!(by(&mut s, StepKind::Shell(vec!["/bin/bash".into(), "-c".into()]), "").unwrap(), "SHELL [/bin/bash -c]");
+        assert_eq!(by(&mut s, StepKind::Volume(vec!["/data".into(), "/c".into()]), "").unwrap(), "VOLUME [/data /c]");
+        assert_eq!(by(&mut s, StepKind::Expose(vec!["80/tcp".into(), "53/udp".into()]), "").unwrap(), "EXPOSE [80/tcp 53/udp]");
+        let h = HealthConfig {
+            test: vec!["CMD-SHELL".into(), "curl -f x".into()],
+            interval: Some(90_000_000_000),
+            timeout: Some(1_500_000_000),
+            start_period: None,
+            start_interval: Some(250_000_000),
+            retries: Some(3),
+        };
+        assert_eq!(
+            by(&mut s, StepKind::Healthcheck(h), "").unwrap(),
+            "HEALTHCHECK {Test:[CMD-SHELL curl -f x] Interval:1m30s Timeout:1.5s StartPeriod:0s StartInterval:250ms Retries:3}"
+        );
+        assert_eq!(by(&mut s, StepKind::Onbuild("RUN x".into()), "ONBUILD RUN x"), None);
+        assert_eq!(by(&mut s, StepKind::Arg(vec![("A".into(), Some("1".into()))]), "ARG A=1").unwrap(), "ARG A=1");
+        assert_eq!(by(&mut s, StepKind::Env(vec![("A".into(), "1".into())]), "ENV A=1").unwrap(), "ENV A=1");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(1_500), "1.5µs");
+        assert_eq!(go_duration(5_000_000_000), "5s");
+    }
+
+    #[test]
+    fn workdir_applies_its_config_and_leaves_the_directory_to_the_executor() {
+        let mut s = state();
+        assert!(!s.apply_metadata(&StepKind::Workdir("/app".into())));
+        assert!(!s.apply_metadata(&StepKind::Workdir("sub".into())));
+        assert_eq!(s.workdir(), "/app/sub");
+    }
+
+    #[test]
     fn workdir_joins_and_cleans() {
         assert_eq!(join_workdir("/", "app"), "/app");
         assert_eq!(join_workdir("/a/b", "../c/./d"), "/a/c/d");
@@ -305,6 +488,7 @@ mod tests {
         let mut s = state();
         s.apply_metadata(&StepKind::Cmd(CmdLine::Shell("echo hi".into())));
         assert_eq!(s.config.config.cmd.clone().unwrap(), ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(s.config.config.args_escaped, Some(true), "BuildKit marks every CMD ArgsEscaped");
         s.apply_metadata(&StepKind::Shell(vec!["/bin/bash".into(), "-ec".into()]));
         s.apply_metadata(&StepKind::Entrypoint(CmdLine::Shell("run".into())));
         assert_eq!(s.config.config.entrypoint.clone().unwrap(), ["/bin/bash", "-ec", "run"]);

@@ -1,7 +1,7 @@
 //! Build arguments: `--build-arg` values, the predefined platform args, the
 //! meta args (ARGs before the first FROM) and the variables a stage sees.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::dockerfile::shell::Lookup;
 
@@ -201,9 +201,12 @@ impl Lookup for Vars {
 }
 
 /// What a stage's instructions see: the environment (base image + ENV) and
-/// the ARGs in scope. ENV wins over an ARG of the same name whatever their
-/// order, as the Dockerfile reference says. Expansion reads it directly
-/// (it is a [`Lookup`]): copying it per instruction made planning quadratic.
+/// the ARGs in scope. Between an ENV and an ARG of the same name the later
+/// one wins, as in BuildKit (dispatchArg adds a valued ARG to the build
+/// state's env, over an ENV before it or the base image's; a later ENV takes
+/// the name back); the classic builder let ENV win whatever the order. An
+/// ARG never changes the image's env. Expansion reads it directly (it is a
+/// [`Lookup`]): copying it per instruction made planning quadratic.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StageVars {
     pub env: Vars,
@@ -211,11 +214,20 @@ pub(crate) struct StageVars {
     pub args: Ordered<Option<String>>,
     /// The same declarations as a list RUN steps share.
     declared: RunArgs,
+    /// Names the env has whose latest setter is a valued ARG: the ARG's
+    /// value is what expansion and RUN see.
+    shadowed: BTreeSet<String>,
 }
 
 impl Lookup for StageVars {
     fn var(&self, name: &str) -> Option<&str> {
-        self.env.get(name).or_else(|| self.args.value(name).and_then(|v| v.as_deref()))
+        let arg = || self.args.value(name).and_then(|v| v.as_deref());
+        if self.shadowed.contains(name) {
+            if let Some(value) = arg() {
+                return Some(value);
+            }
+        }
+        self.env.get(name).or_else(arg)
     }
 }
 
@@ -227,12 +239,26 @@ impl StageVars {
         if !env.contains("PATH") {
             env.set("PATH", DEFAULT_PATH);
         }
-        StageVars { env, args: Ordered::default(), declared: RunArgs::default() }
+        StageVars { env, args: Ordered::default(), declared: RunArgs::default(), shadowed: BTreeSet::new() }
     }
 
     pub(crate) fn declare_arg(&mut self, name: &str, value: Option<String>) {
+        if value.is_some() && self.env.contains(name) {
+            self.shadowed.insert(name.to_string());
+        }
         self.declared.declare(name, value.clone());
         self.args.insert(name, value);
+    }
+
+    /// ENV: the name's value from here on, over any ARG before it.
+    pub(crate) fn set_env(&mut self, name: &str, value: &str) {
+        self.shadowed.remove(name);
+        self.env.set(name, value);
+    }
+
+    /// The env names a RUN must take from its ARGs instead (see `shadowed`).
+    pub(crate) fn args_over_env(&self) -> Vec<String> {
+        self.shadowed.iter().cloned().collect()
     }
 
     pub(crate) fn is_declared(&self, name: &str) -> bool {
@@ -287,12 +313,19 @@ mod tests {
     }
 
     #[test]
-    fn env_wins_over_args_in_expansion() {
-        let mut vars = StageVars::from_env(Vars::from_env_strings(&["X=env".into()]));
+    fn the_later_of_env_and_arg_wins_buildkit() {
+        let mut vars = StageVars::from_env(Vars::from_env_strings(&["X=env".into(), "V=env".into()]));
         vars.declare_arg("X", Some("arg".into()));
         vars.declare_arg("Y", Some("arg".into()));
         vars.declare_arg("Z", None);
-        assert_eq!(vars.var("X"), Some("env"));
+        vars.declare_arg("V", None);
+        assert_eq!(vars.var("X"), Some("arg"), "a valued ARG after the env's X wins");
+        assert_eq!(vars.var("V"), Some("env"), "an ARG without a value does not");
+        assert_eq!(vars.args_over_env(), ["X"]);
+        vars.set_env("X", "env2");
+        assert_eq!(vars.var("X"), Some("env2"), "a later ENV takes it back");
+        assert!(vars.args_over_env().is_empty());
+        vars.set_env("X", "env");
         assert_eq!(vars.var("Y"), Some("arg"));
         assert_eq!(vars.var("Z"), None);
         assert!(vars.is_declared("Z"));
@@ -313,6 +346,9 @@ mod tests {
         stage.declare_arg("X", Some("2".into()));
         assert_eq!(stage.run_args(Vec::new()).to_vec(), [("X".to_string(), "2".to_string()), ("Y".into(), "1".into())]);
         stage.declare_arg("Y", None);
+        // RUN's history lists every declaration, valueless ones too, never the extras.
+        let declared = stage.run_args(vec![("P".into(), "p".into())]).declared();
+        assert_eq!(declared, [("X".to_string(), Some("2".to_string())), ("Y".into(), None)]);
         let extra = vec![("P".to_string(), "p".to_string())];
         assert_eq!(stage.run_args(extra).to_vec(), [("X".to_string(), "2".to_string()), ("P".into(), "p".into())]);
         // A stage of 200,000 declarations is freed without recursion.

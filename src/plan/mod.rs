@@ -10,12 +10,16 @@
 //!   without a default takes the meta (or platform) arg's value. A value is
 //!   the `--build-arg` if given, else the expanded default.
 //! - Expansion sees the base image's env (`PATH` added when missing, as
-//!   BuildKit does), then ARGs, then ENVs: an ENV always wins over an ARG of
-//!   the same name, whatever their order.
+//!   BuildKit does), ARGs and ENVs; between an ENV (or the base's env) and a
+//!   valued ARG of the same name the later one wins, for expansion and RUN,
+//!   as in BuildKit (the classic builder let ENV win whatever the order).
 //! - A stage built `FROM` an earlier stage starts with that stage's env and
 //!   ARGs in scope, and runs that stage's own ONBUILD triggers first (they
 //!   appear as its first steps; the executor must not run them again from
 //!   the inherited config).
+//! - A stage built FROM an image with ONBUILD triggers runs them first too,
+//!   planned here when the caller reads them (`plan_with_bases`), so they
+//!   see `--build-arg`s and the stage sees what they declare.
 //! - `COPY --from` and `RUN --mount from=` must be literal (BuildKit refuses
 //!   variables there). A number is a stage index, a stage name (any case)
 //!   that stage, and anything else an image reference, as BuildKit treats
@@ -30,6 +34,8 @@ mod print;
 mod stages;
 mod steps;
 pub mod types;
+
+use std::collections::HashMap;
 
 use crate::dockerfile::ast::{Command, Instruction};
 use crate::dockerfile::shell::ShellLex;
@@ -60,15 +66,30 @@ pub fn plan(
     opts: &PlanOptions,
     base_env: &dyn Fn(&str) -> Option<Vec<String>>,
 ) -> Result<BuildPlan, DockerfileError> {
-    plan_for_platforms(df, opts, &|image, _| base_env(image))
+    plan_with_bases(df, opts, &|image: &str, _| base_env(image).map(|env| BaseInfo { env, onbuild: None }))
 }
 
-/// [`plan`], with `base_env` also told the stage's expanded
-/// `FROM --platform` (if any), so it looks up the image of that platform.
-pub fn plan_for_platforms(
+/// What the planner learns of a base image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseInfo {
+    /// Its config `Env` (`K=V` strings).
+    pub env: Vec<String>,
+    /// Its config `OnBuild` triggers; `None` when the caller did not read
+    /// them (the executor then runs them as it finds them).
+    pub onbuild: Option<Vec<String>>,
+}
+
+/// [`plan`] with the base images' ONBUILD triggers: a needed stage FROM an
+/// image with triggers gets them as its first steps, planned in the stage
+/// as BuildKit dispatches them (`--build-arg`s, meta args and the image's
+/// env apply; an ARG or ENV a trigger declares is seen by the stage's own
+/// instructions), and may need the stages they name (`COPY --from`).
+/// `base_info` is also told the stage's expanded `FROM --platform` (if
+/// any), so it looks up the image of that platform.
+pub fn plan_with_bases(
     df: &Dockerfile,
     opts: &PlanOptions,
-    base_env: &dyn Fn(&str, Option<&str>) -> Option<Vec<String>>,
+    base_info: &dyn Fn(&str, Option<&str>) -> Option<BaseInfo>,
 ) -> Result<BuildPlan, DockerfileError> {
     let lex = ShellLex::new(df.directives.escape);
     let build_args = BuildArgs::new(&opts.build_args);
@@ -88,21 +109,37 @@ pub fn plan_for_platforms(
     let names: Vec<Option<String>> = headers.iter().map(|h| h.name.clone()).collect();
     let target = stages::target(df, &names, opts.target.as_deref(), sources[sources.len() - 1].from.span)?;
 
-    let bodies: Vec<Vec<&Instruction>> = (0..sources.len())
-        .map(|index| {
-            let inherited = match headers[index].base {
-                Base::Stage(parent) => triggers(&sources[parent]),
-                _ => Vec::new(),
-            };
-            inherited.into_iter().chain(sources[index].body.iter()).collect()
-        })
-        .collect();
-    let deps = bodies
-        .iter()
-        .enumerate()
-        .map(|(index, body)| stage_deps(df, &lex, &names, index, &headers[index].base, body))
-        .collect::<Result<Vec<_>, _>>()?;
-    let needed = stages::needed(&deps, target);
+    // Base images are looked up only for stages the target needs; their
+    // triggers can make more stages needed, so this repeats until no needed
+    // image stage is left unread (BuildKit's resolveReachableStages loop).
+    let mut bases: HashMap<usize, Option<BaseInfo>> = HashMap::new();
+    let mut image_triggers: Vec<Vec<Instruction>> = vec![Vec::new(); sources.len()];
+    let (deps, needed) = loop {
+        let bodies = stage_bodies(&sources, &headers, &image_triggers);
+        let deps = bodies
+            .iter()
+            .enumerate()
+            .map(|(index, body)| stage_deps(df, &lex, &names, index, &headers[index].base, body))
+            .collect::<Result<Vec<_>, _>>()?;
+        let needed = stages::needed(&deps, target);
+        let unread: Vec<usize> = needed
+            .iter()
+            .copied()
+            .filter(|i| matches!(headers[*i].base, Base::Image(_)) && !bases.contains_key(i))
+            .collect();
+        if unread.is_empty() {
+            break (deps, needed);
+        }
+        for index in unread {
+            let Base::Image(image) = &headers[index].base else { continue };
+            let info = base_info(image, headers[index].platform.as_deref());
+            if let Some(triggers) = info.as_ref().and_then(|i| i.onbuild.as_ref()) {
+                image_triggers[index] = parse_triggers(df, triggers, &headers[index])?;
+            }
+            bases.insert(index, info);
+        }
+    };
+    let bodies = stage_bodies(&sources, &headers, &image_triggers);
 
     let mut planned: Vec<Stage> = Vec::with_capacity(sources.len());
     let mut final_vars: Vec<StageVars> = Vec::with_capacity(sources.len());
@@ -112,8 +149,8 @@ pub fn plan_for_platforms(
         let start = match &header.base {
             Base::Stage(parent) => final_vars[*parent].clone(),
             Base::Scratch => StageVars::from_env(Vars::default()),
-            Base::Image(image) => {
-                let env = if is_needed { base_env(image, header.platform.as_deref()) } else { None };
+            Base::Image(_) => {
+                let env = bases.get(&index).cloned().flatten().map(|info| info.env);
                 StageVars::from_env(Vars::from_env_strings(&env.unwrap_or_default()))
             }
         };
@@ -138,6 +175,7 @@ pub fn plan_for_platforms(
             original: header.original,
             steps,
             deps: deps[index].clone(),
+            image_triggers_planned: bases.get(&index).is_some_and(|info| info.as_ref().is_some_and(|i| i.onbuild.is_some())),
         });
     }
 
@@ -177,6 +215,48 @@ fn meta_args(
         }
     }
     Ok((vars, declared))
+}
+
+/// Each stage's instructions: its base's triggers (a stage base's ONBUILDs,
+/// or an image base's parsed triggers), then its own.
+fn stage_bodies<'a>(
+    sources: &[StageSource<'a>],
+    headers: &[stages::Header],
+    image_triggers: &'a [Vec<Instruction>],
+) -> Vec<Vec<&'a Instruction>> {
+    (0..sources.len())
+        .map(|index| {
+            let inherited = match headers[index].base {
+                Base::Stage(parent) => triggers(&sources[parent]),
+                _ => image_triggers[index].iter().collect(),
+            };
+            inherited.into_iter().chain(sources[index].body.iter()).collect()
+        })
+        .collect()
+}
+
+/// An image's ONBUILD triggers as instructions; errors point at the FROM
+/// that pulled them in, whose position every trigger takes.
+fn parse_triggers(df: &Dockerfile, triggers: &[String], header: &stages::Header) -> Result<Vec<Instruction>, DockerfileError> {
+    if triggers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+    let name = format!("{} (ONBUILD of {})", df.path, header.original);
+    let parsed = crate::dockerfile::parse(&text, &name).map_err(|err| {
+        at(df, header.span, format!("the base image's ONBUILD triggers do not parse: {}", err.message))
+            .with_help("rebuild the base image with valid ONBUILD instructions, or use another base")
+    })?;
+    let mut out = Vec::with_capacity(parsed.instructions.len());
+    for mut ins in parsed.instructions.into_iter().skip(1) {
+        if matches!(ins.command, Command::From { .. } | Command::Onbuild(_) | Command::Maintainer(_)) {
+            return Err(at(df, header.span, format!("the base image has an ONBUILD trigger that cannot run: {}", ins.original))
+                .with_help("ONBUILD cannot trigger FROM, ONBUILD or MAINTAINER"));
+        }
+        ins.span = header.span;
+        out.push(ins);
+    }
+    Ok(out)
 }
 
 /// The instructions a stage's ONBUILDs trigger in a stage built FROM it.

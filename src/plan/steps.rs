@@ -85,11 +85,11 @@ impl StepPlanner<'_, '_> {
             Command::Shell(shell) => (StepKind::Shell(shell.clone()), raw),
             Command::Maintainer(who) => (StepKind::Maintainer(who.clone()), raw),
             Command::Healthcheck(spec) => (StepKind::Healthcheck(healthcheck(spec.as_ref())), raw),
-            Command::Onbuild(trigger) => (StepKind::Onbuild(trigger.original.clone()), raw),
+            Command::Onbuild(trigger) => (StepKind::Onbuild(trigger_text(trigger)), raw),
             Command::Env(pairs) => {
                 let pairs = self.pairs(pairs.iter().map(|kv| (&kv.key, &kv.value)))?;
                 for (key, value) in &pairs {
-                    self.vars.env.set(key, value);
+                    self.vars.set_env(key, value);
                 }
                 let text = format!("ENV {}", join_pairs(&pairs));
                 (StepKind::Env(pairs), text)
@@ -245,6 +245,7 @@ impl StepPlanner<'_, '_> {
         }
         let build_args = self.vars.run_args(proxies);
         Ok(RunStep {
+            args_over_env: self.vars.args_over_env(),
             cmd: run.cmd.clone(),
             heredocs: run.heredocs.clone(),
             mounts,
@@ -398,6 +399,24 @@ impl StepPlanner<'_, '_> {
         }
         Ok(doc)
     }
+}
+
+/// An ONBUILD trigger as the image config stores it: the instruction, then
+/// each heredoc's body and delimiter on the lines after it (BuildKit's
+/// parseOnBuild), so the child reads the bodies back.
+fn trigger_text(trigger: &Instruction) -> String {
+    let docs = match &trigger.command {
+        Command::Run(run) => &run.heredocs,
+        Command::Copy(copy) | Command::Add(copy) => &copy.heredocs,
+        _ => return trigger.original.clone(),
+    };
+    let mut text = trigger.original.clone();
+    for doc in docs {
+        text.push('\n');
+        text.push_str(&doc.content);
+        text.push_str(&doc.name);
+    }
+    text
 }
 
 /// `<<EOF`, `<<-EOF`, `<<"EOF"`, `<<'EOF'` to `EOF`.

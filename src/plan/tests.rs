@@ -316,15 +316,24 @@ fn env_can_default_from_arg() {
     assert_eq!(users(last_stage(&plan_text(text, &opts(&[])))), ["v1.0.0"]);
 }
 
+/// BuildKit adds a valued ARG to the build's env over an ENV before it (the
+/// classic builder kept the ENV); a later ENV wins again; an ARG without a
+/// value changes nothing; the image's env keeps the ENV either way.
 #[test]
-fn arg_after_env_does_not_override_env() {
-    let text = "FROM scratch\nENV X=env\nARG X=arg\nUSER $X";
+fn arg_after_env_overrides_it_until_the_next_env_buildkit() {
+    let text = "FROM scratch\nENV X=env\nARG X=arg\nUSER $X\nRUN echo $X\nENV X=again\nUSER $X\nRUN echo $X";
     let p = plan_text(text, &opts(&[("X", "cli")]));
-    assert_eq!(users(last_stage(&p)), ["env"]);
-    // RUN still receives the arg; the executor lets ENV win.
-    let text = "FROM scratch\nENV X=env\nARG X=arg\nRUN echo $X";
-    let p = plan_text(text, &opts(&[]));
-    assert_eq!(run_step(last_stage(&p), 0).build_args.to_vec(), [("X".to_string(), "arg".to_string())]);
+    let stage = last_stage(&p);
+    assert_eq!(users(stage), ["cli", "again"]);
+    assert_eq!(run_step(stage, 0).build_args.to_vec(), [("X".to_string(), "cli".to_string())]);
+    assert_eq!(run_step(stage, 0).args_over_env, ["X"], "the RUN runs with the ARG's value");
+    assert!(run_step(stage, 1).args_over_env.is_empty());
+    assert_eq!(env_steps(stage), [("X".to_string(), "env".to_string()), ("X".into(), "again".into())]);
+    // The base image's env is an env too; a valueless ARG leaves it.
+    let base = |_: &str| Some(vec!["HOME=/root".to_string(), "LANG=C".to_string()]);
+    let text = "FROM img\nARG HOME=/arg\nARG LANG\nUSER $HOME:$LANG";
+    let p = plan(&df(text), &opts(&[]), &base).unwrap();
+    assert_eq!(users(last_stage(&p)), ["/arg:C"]);
 }
 
 #[test]
@@ -514,6 +523,48 @@ USER $MODE:$HOME";
     assert_eq!(copy_step(child, 0).dest, "/root/app", "the trigger runs first, expanded in the child");
     assert_eq!(users(child), ["debug:/root"]);
     assert!(matches!(&p.stages[0].steps[2].kind, StepKind::Onbuild(t) if t == "COPY app $HOME/app"));
+}
+
+/// BuildKit dispatches an image's ONBUILD triggers in the child stage:
+/// `--build-arg`s and meta args reach a trigger's ARG, the image's env its
+/// expansion, what the triggers declare is seen by the stage's own
+/// instructions, and a `COPY --from` in a trigger makes that stage needed.
+#[test]
+fn image_triggers_are_planned_in_the_child_stage() {
+    let text = "\
+ARG G=global
+FROM scratch AS tools
+FROM scratch AS unused
+FROM base
+USER $MODE:$SEEN";
+    let triggers = ["ARG MODE=debug", "ARG G", "ENV SEEN=$MODE-$HOME-$G", "COPY --from=tools /t /t"];
+    let info = |r: &str| {
+        (r == "base").then(|| BaseInfo {
+            env: vec!["HOME=/home/x".into()],
+            onbuild: Some(triggers.iter().map(|t| t.to_string()).collect()),
+        })
+    };
+    let p = plan_with_bases(&df(text), &opts(&[("MODE", "cli")]), &info).unwrap();
+    let child = last_stage(&p);
+    assert!(child.image_triggers_planned);
+    assert_eq!(child.deps, [0], "the trigger's COPY --from needs the tools stage");
+    assert!(p.needed.contains(&0) && !p.needed.contains(&1));
+    assert_eq!(env_steps(child), [("SEEN".to_string(), "cli-/home/x-global".to_string())]);
+    assert_eq!(copy_step(child, 0).from, Some(CopyFrom::Stage(0)));
+    assert_eq!(users(child), ["cli:cli-/home/x-global"], "the stage sees what the triggers declared");
+    assert!(child.steps[..4].iter().all(|s| s.span.line == 4), "trigger steps point at the FROM");
+    assert!(matches!(&child.steps[0].kind, StepKind::Arg(a) if a == &[("MODE".to_string(), Some("cli".to_string()))]));
+
+    // Without the triggers (plan() reads env only) the executor runs them.
+    let env_only = plan(&df(text), &opts(&[]), &|r: &str| (r == "base").then(Vec::new)).unwrap();
+    assert!(!last_stage(&env_only).image_triggers_planned);
+    assert_eq!(last_stage(&env_only).steps.len(), 1);
+
+    // A trigger that cannot run is an error at the FROM.
+    let bad = |_: &str| Some(BaseInfo { env: Vec::new(), onbuild: Some(vec!["FROM other".into()]) });
+    let err = plan_with_bases(&df("FROM base\n"), &opts(&[]), &bad).unwrap_err();
+    assert_eq!(err.line, 1);
+    assert!(err.message.contains("ONBUILD trigger that cannot run"), "{}", err.message);
 }
 
 // --- normalisation ---

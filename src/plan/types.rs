@@ -38,6 +38,9 @@ pub struct Stage {
     /// Stages this one needs (its FROM and every `COPY --from` / `RUN --mount from`
     /// naming a stage), ascending, no duplicates.
     pub deps: Vec<usize>,
+    /// The base image's ONBUILD triggers were read when planning and are
+    /// this stage's first steps: the executor must not run them again.
+    pub image_triggers_planned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,6 +95,36 @@ pub struct CopyStep {
     pub unpack: bool,
 }
 
+impl CopyStep {
+    /// The history `created_by` BuildKit writes for this step
+    /// (convert_copy.go): `COPY`/`ADD`, then `--parents`, `--chown=`,
+    /// `--chmod=` (never `--from`, `--link` or `--exclude`), the sources,
+    /// the heredoc sources as `<<NAME`, the destination, and ` # buildkit`.
+    pub fn created_by(&self) -> String {
+        let mut text = String::from(if self.is_add { "ADD" } else { "COPY" });
+        if self.parents {
+            text.push_str(" --parents");
+        }
+        if let Some(chown) = &self.chown {
+            text.push_str(&format!(" --chown={chown}"));
+        }
+        if let Some(chmod) = &self.chmod {
+            text.push_str(&format!(" --chmod={chmod}"));
+        }
+        for source in &self.sources {
+            text.push(' ');
+            text.push_str(source);
+        }
+        for doc in &self.heredocs {
+            text.push_str(&format!(" <<{}", doc.name));
+        }
+        text.push(' ');
+        text.push_str(&self.dest);
+        text.push_str(" # buildkit");
+        text
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunStep {
     /// Not expanded (the shell does that), heredoc bodies attached.
@@ -102,8 +135,13 @@ pub struct RunStep {
     pub security: Option<String>,
     /// Build args in scope with their values (`--build-arg` over ARG default),
     /// in declaration order: RUN sees them as environment variables unless
-    /// an ENV of the same name overrides them.
+    /// the env has the name too (an ENV, or the base image's), and the ARG
+    /// came first: see `args_over_env`.
     pub build_args: RunArgs,
+    /// Names of `build_args` declared after the env got them (from an ENV
+    /// or the base image): BuildKit runs with the ARG's value for these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args_over_env: Vec<String>,
 }
 
 /// The build args a RUN sees. RUN steps share their stage's list of ARG
@@ -151,6 +189,30 @@ impl RunArgs {
     /// The same declarations, with `extra` after them.
     pub(crate) fn with_extra(&self, extra: Vec<(String, String)>) -> Self {
         RunArgs { declared: self.declared.clone(), extra }
+    }
+
+    /// Every declared name once, where it was first declared, with its
+    /// latest value (`None`: declared without one); the extra args are not
+    /// declarations and are left out. BuildKit lists these in a RUN's
+    /// history (`RUN |2 A=1 B= ...`).
+    pub fn declared(&self) -> Vec<(String, Option<String>)> {
+        let mut newest_first: Vec<&ArgDeclared> = Vec::new();
+        let mut next = self.declared.as_deref();
+        while let Some(node) = next {
+            newest_first.push(node);
+            next = node.prev.as_deref();
+        }
+        let mut latest: HashMap<&str, Option<&str>> = HashMap::new();
+        for node in &newest_first {
+            latest.entry(node.name.as_str()).or_insert(node.value.as_deref());
+        }
+        let mut out = Vec::new();
+        for node in newest_first.iter().rev() {
+            if let Some(value) = latest.remove(node.name.as_str()) {
+                out.push((node.name.clone(), value.map(str::to_string)));
+            }
+        }
+        out
     }
 
     /// Names with values: each declared name once, where it was first
