@@ -49,6 +49,15 @@ impl Compression {
         }
     }
 
+    /// The level used when none is given: gzip's 6, zstd's 3; none for no compression.
+    pub fn default_level(self) -> Option<u32> {
+        match self {
+            Compression::None => None,
+            Compression::Gzip => Some(GZIP_LEVEL),
+            Compression::Zstd => Some(ZSTD_LEVEL as u32),
+        }
+    }
+
     /// Checks a user's level against [`Compression::level_range`].
     pub fn check_level(self, level: u32) -> Result<(), LevelError> {
         let range = self.level_range().ok_or(LevelError::Uncompressed)?;
