@@ -2,6 +2,8 @@
 //! FILE [gzip|zstd|none|flate2] [LEVEL] [THREADS] [RUNS]`. Reads FILE once into memory (so the disk is not measured),
 //! compresses it RUNS times into a counting sink, and prints each run's MB/s, the median, and the ratio.
 //! With OUT set in the environment, the last run's blob is also written there (for `gzip -t` and friends).
+//! With LAYER set, FILE is instead streamed from disk through a whole `LayerWriter` (tar, diff_id,
+//! compression, digest) once, as a commit does, so `/usr/bin/time -f %M` shows the pipeline's peak RSS.
 
 use std::io::{self, Write};
 use std::time::Instant;
@@ -38,6 +40,9 @@ fn main() -> io::Result<()> {
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(kiln_overlay::pgzip::default_threads);
     let runs: usize = args.get(4).and_then(|r| r.parse().ok()).unwrap_or(3);
+    if std::env::var_os("LAYER").is_some() {
+        return layer(file, c, level, threads);
+    }
     let data = std::fs::read(file)?;
     let keep = std::env::var_os("OUT");
     let mut times = Vec::new();
@@ -77,6 +82,22 @@ fn main() -> io::Result<()> {
         data.len(),
         size,
         size as f64 / data.len() as f64
+    );
+    Ok(())
+}
+
+fn layer(file: &str, c: Compression, level: Option<u32>, threads: usize) -> io::Result<()> {
+    let start = Instant::now();
+    let mut w = kiln_overlay::LayerWriter::with_threads(Count(0, None), c, level, threads)?;
+    w.append_path(std::path::Path::new(file), "big")?;
+    let (_, info) = w.finish()?;
+    let secs = start.elapsed().as_secs_f64();
+    let plain = std::fs::metadata(file)?.len();
+    println!(
+        "layer {file} {c:?} level {level:?} threads {threads}: {secs:.2} s, {:.1} MB/s, {plain} -> {} bytes, diff_id {}",
+        plain as f64 / 1e6 / secs,
+        info.size,
+        info.diff_id
     );
     Ok(())
 }
