@@ -202,3 +202,50 @@ fn compression_level_is_checked_and_changes_only_the_blob() {
     let zstd = layer("d:zstd", &["--compression", "zstd", "--compression-level", "19"]);
     assert_eq!(zstd.2, default.2);
 }
+
+/// A gzip layer many parallel-compression blocks long, mixing random (stored), base64 (Huffman-only) and
+/// text (deflated) stretches, is read by Go's gzip (umoci unpack) and by python3's gzip module, byte for byte.
+#[test]
+fn parallel_gzip_layers_are_read_by_umoci_and_python() {
+    let env = Env::new();
+    let ctx = env.path("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY data /data\n").unwrap();
+    let mut data = Vec::new();
+    let mut x = 0x2545f4914f6cdd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for part in 0..12 {
+        for _ in 0..150_000 {
+            let r = next();
+            match part % 3 {
+                0 => data.push((r >> 24) as u8),
+                1 => data.push(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(r & 63) as usize]),
+                _ => data.extend_from_slice(["kiln ", "layer ", "block\n"][(r % 3) as usize].as_bytes()),
+            }
+        }
+    }
+    std::fs::write(ctx.join("data"), &data).unwrap();
+    env.ok(&["build", "-q", "--compression", "gzip", "-t", "mixed:1", s(&ctx)]);
+    let layout = env.path("layout");
+    env.ok(&["export-layout", s(&layout), "mixed:1"]);
+    let digest = env.inspect("mixed:1")["Digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(digest)).unwrap()).unwrap();
+    let layer = &manifest["layers"][0];
+    assert!(layer["mediaType"].as_str().unwrap().ends_with("+gzip"), "{layer}");
+    let blob = layout.join("blobs/sha256").join(layer["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+    assert!(layer["size"].as_u64().unwrap() > 1 << 20, "several blocks: {layer}");
+    let script = "import gzip,hashlib,sys; print('sha256:'+hashlib.sha256(gzip.open(sys.argv[1]).read()).hexdigest())";
+    if let Some(out) = tool("python3", &["-c", script, s(&blob)]) {
+        assert_eq!(Value::String(out.trim().to_string()), env.inspect("mixed:1")["RootFS"]["Layers"][0]);
+    }
+    let bundle = env.path("bundle");
+    let image = format!("{}:mixed:1", s(&layout));
+    if tool("umoci", &["unpack", "--rootless", "--image", &image, s(&bundle)]).is_some() {
+        assert!(std::fs::read(bundle.join("rootfs/data")).unwrap() == data, "umoci unpacked other bytes");
+    }
+}
