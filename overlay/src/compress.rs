@@ -97,7 +97,8 @@ impl Compression {
 /// trailer (gzip CRC, zstd frame end) and hands back the inner writer.
 pub enum Encoder<W: Write> {
     None(W),
-    Gzip(ParGzEncoder<W>),
+    /// Boxed: the parallel encoder's state is large next to the other variants.
+    Gzip(Box<ParGzEncoder<W>>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -124,7 +125,7 @@ pub fn encoder_threads<W: Write + 'static>(
     }
     Ok(match c {
         Compression::None => Encoder::None(w),
-        Compression::Gzip => Encoder::Gzip(ParGzEncoder::new(w, level.unwrap_or(GZIP_LEVEL), threads)),
+        Compression::Gzip => Encoder::Gzip(Box::new(ParGzEncoder::new(w, level.unwrap_or(GZIP_LEVEL), threads))),
         Compression::Zstd => {
             let level = level.map_or(ZSTD_LEVEL, |l| l as i32);
             let mut e = zstd::stream::write::Encoder::new(w, level)?;
@@ -407,7 +408,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             // Runs of words with random stretches between them.
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 out.extend_from_slice(&x.to_le_bytes());
             } else {
                 out.extend_from_slice(format!("entry {} of layer {}\n", x % 5000, x % 7).as_bytes());

@@ -493,7 +493,7 @@ fn large_layer_round_trips_through_layer_reader_on_any_thread_count() {
                 let mut bad = blob.clone();
                 let at = bad.len() - back;
                 bad[at] ^= 1;
-                let err = verify_layer(&bad[..], &info.diff_id).err().expect("corrupt trailer accepted");
+                let err = verify_layer(&bad[..], &info.diff_id).expect_err("corrupt trailer accepted");
                 assert!(matches!(err, VerifyError::Corrupt { .. }), "{err:?}");
             }
         }

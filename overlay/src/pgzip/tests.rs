@@ -24,7 +24,7 @@ fn text(n: usize) -> Vec<u8> {
     while out.len() < n {
         i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         out.extend_from_slice(words[(i >> 60) as usize % words.len()].as_bytes());
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             out.extend_from_slice(format!("{} ", i % 1000).as_bytes());
         }
     }
