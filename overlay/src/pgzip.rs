@@ -367,7 +367,9 @@ impl<W: Write> ParGzEncoder<W> {
         next.extend_from_slice(&data[data.len().saturating_sub(DICT)..]);
         self.dict = next;
 
-        let use_pool = self.threads > 1 && (self.pool.is_some() || !last);
+        // Workers start with the first full block: a small layer (ended by a flush and the last, empty
+        // block, as the tar writer does) is compressed on the caller's thread without starting any.
+        let use_pool = self.threads > 1 && (self.pool.is_some() || data.len() == BLOCK);
         if !use_pool {
             let d = self.local.get_or_insert_with(|| Deflater::new(self.level));
             let mut out = std::mem::take(&mut self.local_out);
