@@ -20,7 +20,9 @@
 //! (flate2 there already runs on zlib-rs; kiln's layers used to go through flate2's slower miniz_oxide.)
 //! zstd -3 (2 workers): 512 MiB random 1016 MB/s median wall, 256 MiB base64 337 MB/s, ratio 0.7537.
 //! A whole `LayerWriter` (file read, tar, two sha256, gzip) streaming 512 MiB of random data: 0.94 s CPU,
-//! peak RSS 6.6 MiB (58 MiB with zstd); 256 MiB of base64: 1.8 s CPU, 7.3 MiB.
+//! peak RSS 6.6 MiB (58 MiB with zstd); 256 MiB of base64: 1.8 s CPU, 7.3 MiB. A release `kiln build` of
+//! `FROM scratch` + `COPY` of that 512 MiB file into a fresh store (load 6–8): 3.65 s median wall with gzip
+//! (1.9 s with `--compression none`), peak RSS 13 MiB (64 MiB with zstd); of the 256 MiB base64 file 5.2 s.
 
 use std::io::{self, Read, Write};
 
