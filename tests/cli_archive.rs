@@ -144,3 +144,108 @@ fn podman_loads_kiln_saves_and_kiln_loads_podman_saves() {
     let listed = other.ok(&["images", "-q", "--no-trunc"]);
     assert_eq!(listed.trim(), format!("sha256:{v2}"), "podman's copy: {}\nours: {}", other.ok(&["inspect", listed.trim()]), env.ok(&["inspect", "app:v2"]));
 }
+
+/// `--compression-level`: checked against `--compression` before anything runs, changes the blob but not
+/// the layer's content, and the default level given explicitly is the same build as none given.
+#[test]
+fn compression_level_is_checked_and_changes_only_the_blob() {
+    let env = Env::new();
+    let ctx = env.path("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY data /data\n").unwrap();
+    let mut text = String::new();
+    let mut x = 12345u64;
+    while text.len() < 400_000 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        text.push_str(["layer ", "blob ", "digest ", "level ", "kiln\n"][(x >> 61) as usize % 5]);
+        text.push_str(&format!("{} ", (x >> 40) % 300));
+    }
+    std::fs::write(ctx.join("data"), &text).unwrap();
+    // (layer digest, layer size, diff_id) of the image built with `extra` flags.
+    let layer = |tag: &str, extra: &[&str]| {
+        let mut args = vec!["build", "-q", "-t", tag];
+        if !extra.contains(&"--compression") {
+            // Asked for explicitly, so the blob is compressed at commit whatever the default.
+            args.extend(["--compression", "gzip"]);
+        }
+        args.extend(extra);
+        args.push(s(&ctx));
+        env.ok(&args);
+        let info = env.inspect(tag);
+        let digest = info["Digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(env.path("store/blobs/sha256").join(digest)).unwrap()).unwrap();
+        let l = &manifest["layers"][0];
+        (l["digest"].as_str().unwrap().to_string(), l["size"].as_u64().unwrap(), info["RootFS"]["Layers"][0].clone())
+    };
+    let default = layer("d:1", &[]);
+    assert_eq!(layer("d:6", &["--compression-level", "6"]), default, "level 6 is gzip's default");
+    let fast = layer("d:fast", &["--compression-level", "1"]);
+    let small = layer("d:small", &["--compression-level", "9"]);
+    assert_eq!(fast.2, default.2, "the tar is the same at every level");
+    assert_eq!(small.2, default.2);
+    assert!(small.1 < fast.1, "level 9 gave {} bytes, level 1 {}", small.1, fast.1);
+    assert!(small.1 < text.len() as u64 / 2);
+    for (flags, says) in [
+        (&["--compression-level", "10"][..], "out of range for gzip: use a level from 1 to 9"),
+        (&["--compression-level", "0"][..], "from 1 to 9"),
+        (&["--compression", "zstd", "--compression-level", "20"][..], "out of range for zstd: use a level from 1 to 19"),
+        (&["--compression", "none", "--compression-level", "3"][..], "--compression none"),
+    ] {
+        let mut args = vec!["build", "-q"];
+        args.extend(flags);
+        args.push(s(&ctx));
+        let err = env.fails(&args);
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
+    // zstd takes its own range.
+    let zstd = layer("d:zstd", &["--compression", "zstd", "--compression-level", "19"]);
+    assert_eq!(zstd.2, default.2);
+}
+
+/// A gzip layer many parallel-compression blocks long, mixing random (stored), base64 (Huffman-only) and
+/// text (deflated) stretches, is read by Go's gzip (umoci unpack) and by python3's gzip module, byte for byte.
+#[test]
+fn parallel_gzip_layers_are_read_by_umoci_and_python() {
+    let env = Env::new();
+    let ctx = env.path("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY data /data\n").unwrap();
+    let mut data = Vec::new();
+    let mut x = 0x2545f4914f6cdd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for part in 0..12 {
+        for _ in 0..150_000 {
+            let r = next();
+            match part % 3 {
+                0 => data.push((r >> 24) as u8),
+                1 => data.push(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(r & 63) as usize]),
+                _ => data.extend_from_slice(["kiln ", "layer ", "block\n"][(r % 3) as usize].as_bytes()),
+            }
+        }
+    }
+    std::fs::write(ctx.join("data"), &data).unwrap();
+    env.ok(&["build", "-q", "--compression", "gzip", "-t", "mixed:1", s(&ctx)]);
+    let layout = env.path("layout");
+    env.ok(&["export-layout", s(&layout), "mixed:1"]);
+    let digest = env.inspect("mixed:1")["Digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(digest)).unwrap()).unwrap();
+    let layer = &manifest["layers"][0];
+    assert!(layer["mediaType"].as_str().unwrap().ends_with("+gzip"), "{layer}");
+    let blob = layout.join("blobs/sha256").join(layer["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+    assert!(layer["size"].as_u64().unwrap() > 1 << 20, "several blocks: {layer}");
+    let script = "import gzip,hashlib,sys; print('sha256:'+hashlib.sha256(gzip.open(sys.argv[1]).read()).hexdigest())";
+    if let Some(out) = tool("python3", &["-c", script, s(&blob)]) {
+        assert_eq!(Value::String(out.trim().to_string()), env.inspect("mixed:1")["RootFS"]["Layers"][0]);
+    }
+    let bundle = env.path("bundle");
+    let image = format!("{}:mixed:1", s(&layout));
+    if tool("umoci", &["unpack", "--rootless", "--image", &image, s(&bundle)]).is_some() {
+        assert!(std::fs::read(bundle.join("rootfs/data")).unwrap() == data, "umoci unpacked other bytes");
+    }
+}

@@ -1,5 +1,7 @@
 //! Writing a layer blob in one pass: entries go through the tar writer, a sha256 of the plain tar (the
 //! diff_id), the compressor, and a sha256 and byte count of the compressed blob (its digest and size).
+//! Compression runs on every core (parallel gzip blocks, zstd workers) while the caller's thread walks, tars
+//! and hashes; nothing is read twice and nothing is synced here (the caller syncs the finished blob once).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -8,7 +10,8 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use crate::compress::{encoder, Compression, Encoder};
+use crate::compress::{encoder_threads, Compression, Encoder};
+use crate::pgzip::default_threads;
 use crate::digest::HashingWriter;
 use crate::tarfmt::{EntryKind, EntryMeta, TarWriter};
 
@@ -36,9 +39,21 @@ pub struct LayerWriter<W: Write + 'static> {
 }
 
 impl<W: Write + 'static> LayerWriter<W> {
+    /// A writer compressing at the default level of `compression`, on every core.
     pub fn new(out: W, compression: Compression) -> io::Result<Self> {
+        Self::with_level(out, compression, None)
+    }
+
+    /// A writer compressing at `level` (None: the default). A level outside
+    /// [`Compression::level_range`] is an [`io::ErrorKind::InvalidInput`] error.
+    pub fn with_level(out: W, compression: Compression, level: Option<u32>) -> io::Result<Self> {
+        Self::with_threads(out, compression, level, default_threads())
+    }
+
+    /// [`LayerWriter::with_level`] on `threads` compression threads; the blob does not depend on `threads`.
+    pub fn with_threads(out: W, compression: Compression, level: Option<u32>, threads: usize) -> io::Result<Self> {
         let blob = HashingWriter::new(BufWriter::with_capacity(OUT_BUF, out));
-        let tar = TarWriter::new(HashingWriter::new(encoder(compression, blob)?));
+        let tar = TarWriter::new(HashingWriter::new(encoder_threads(compression, level, threads, blob)?));
         Ok(LayerWriter { tar, compression })
     }
 

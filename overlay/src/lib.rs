@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod compress;
+pub mod pgzip;
 pub mod diff;
 mod emit;
 pub use emit::parse_override_stat;
@@ -16,7 +17,7 @@ pub mod mount;
 mod sys;
 
 pub use compress::{
-    decompress, detect, encoder, is_archive, looks_like_tar, Compression, Encoder, Format,
+    decompress, detect, encoder, encoder_with, is_archive, LevelError, looks_like_tar, Compression, Encoder, Format,
 };
 pub use digest::{HashingReader, HashingWriter};
 pub use verify::{verify_layer, LayerReader, VerifyError};

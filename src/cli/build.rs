@@ -54,6 +54,10 @@ pub struct BuildArgs {
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
     pub compression: String,
 
+    /// Compression level: gzip 1-9 (default 6), zstd 1-19 (default 3). Higher is smaller and slower.
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<u32>,
+
     /// Print only the image id.
     #[arg(short, long)]
     pub quiet: bool,
@@ -159,6 +163,7 @@ pub struct BuildArgs {
 }
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
+    let compression_level = compression_level(args)?;
     let outputs: Vec<OutputSpec> = args.outputs.iter().map(|o| output::parse(o)).collect::<Result<_, _>>()?;
     let tags: Vec<String> = args
         .tags
@@ -233,6 +238,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             "none" => kiln_overlay::compress::Compression::None,
             _ => kiln_overlay::compress::Compression::Gzip,
         },
+        compression_level,
         platform: args.platform.clone(),
         cache_identity: cache_identity(args, input.dockerfile_path.as_deref(), &ctx),
         no_cache: args.no_cache,
@@ -318,6 +324,19 @@ fn source_date_epoch(args: &BuildArgs) -> anyhow::Result<Option<i64>> {
             .with_context(|| format!("SOURCE_DATE_EPOCH={:?} is not a number of seconds since the epoch", v)),
         _ => Ok(None),
     }
+}
+
+/// `--compression-level`, checked against `--compression` before any work starts.
+fn compression_level(args: &BuildArgs) -> anyhow::Result<Option<u32>> {
+    use kiln_overlay::compress::Compression;
+    let Some(level) = args.compression_level else { return Ok(None) };
+    let compression = match args.compression.as_str() {
+        "zstd" => Compression::Zstd,
+        "none" => Compression::None,
+        _ => Compression::Gzip,
+    };
+    compression.check_level(level).map_err(|e| anyhow::anyhow!("--compression-level {}: {}", level, e))?;
+    Ok(Some(level))
 }
 
 /// `K=V` pairs of a repeatable flag (`V` may be empty, `K` may not).

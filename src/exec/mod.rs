@@ -74,6 +74,8 @@ pub enum ExecError {
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub compression: Compression,
+    /// `--compression-level` (checked by the CLI); `None` is the compression's default.
+    pub compression_level: Option<u32>,
     /// `os/arch[/variant]` for images FROM scratch; others keep their base's.
     pub platform: Option<String>,
     /// Names "the same Dockerfile" across builds, so misses can be explained.
@@ -136,6 +138,7 @@ impl Default for BuildOptions {
     fn default() -> Self {
         BuildOptions {
             compression: Compression::Gzip,
+            compression_level: None,
             platform: None,
             cache_identity: String::new(),
             no_cache: false,
@@ -432,7 +435,7 @@ impl<'a> Executor<'a> {
 
     /// Merges the stage's own layers into one (`--squash`, `--layers=false`).
     fn squash(&self, state: &mut StageState) -> Result<(), ExecError> {
-        let layer = squash::squash_stage(self.store, state, self.opts.compression, self.opts.source_date_epoch, self.scratch.path())?;
+        let layer = squash::squash_stage(self.store, state, self.opts.compression, self.opts.compression_level, self.opts.source_date_epoch, self.scratch.path())?;
         if let Some(layer) = layer {
             let _ = writeln!(self.out(), "--> squashed into {} ({})", short(&layer.digest), human_size(layer.size));
         }
@@ -491,12 +494,19 @@ impl<'a> Executor<'a> {
             StepKind::Run(r) if !r.mounts.is_empty() => self.bind_inputs(r, &mut files)?,
             _ => String::new(),
         };
-        // A layer written with other compression is another blob.
+        // A layer written with other compression is another blob; so is one at another level (the default
+        // level adds nothing, so keys made before levels existed still match).
+        let level = match self.opts.compression_level {
+            Some(l) if Some(l) != self.opts.compression.default_level() => format!("@{}", l),
+            _ => String::new(),
+        };
         let extra = match &step.kind {
             // A layer cached under older COPY rules is not this kiln's COPY.
-            StepKind::Copy(_) => format!("{}|{:?}|{}", extra, self.opts.compression, copy::RULES),
-            StepKind::Run(_) => format!("{}|{:?}{}", extra, self.opts.compression, self.opts.run_extras.cache_text()),
-            StepKind::Workdir(_) => format!("{}|{:?}", extra, self.opts.compression),
+            StepKind::Copy(_) => format!("{}|{:?}{}|{}", extra, self.opts.compression, level, copy::RULES),
+            StepKind::Run(_) => {
+                format!("{}|{:?}{}{}", extra, self.opts.compression, level, self.opts.run_extras.cache_text())
+            }
+            StepKind::Workdir(_) => format!("{}|{:?}{}", extra, self.opts.compression, level),
             _ => extra,
         };
         let args = match &step.kind {
@@ -681,7 +691,7 @@ impl<'a> Executor<'a> {
         }
 
         let blob = self.store.blob_writer()?;
-        let mut writer = LayerWriter::new(blob, self.opts.compression).map_err(ExecError::Layer)?;
+        let mut writer = LayerWriter::with_level(blob, self.opts.compression, self.opts.compression_level).map_err(ExecError::Layer)?;
         for planned in entries.values() {
             crate::fault::point("copy-entry");
             let meta = &finish::clamp(&planned.meta, self.opts.source_date_epoch);
@@ -735,6 +745,7 @@ impl<'a> Executor<'a> {
             layers: &self.layer_dirs,
             driver,
             compression: self.opts.compression,
+            compression_level: self.opts.compression_level,
             // Output lines carry their step, as BuildKit's plain progress does.
             tag: format!("{}#{} ", prefix, n),
             progress: &mut progress,

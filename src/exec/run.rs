@@ -101,6 +101,7 @@ pub struct RunEnv<'a> {
     pub layers: &'a LayerDirs,
     pub driver: Driver,
     pub compression: Compression,
+    pub compression_level: Option<u32>,
     /// Printed before each output line, e.g. `[2/3] `.
     pub tag: String,
     pub progress: &'a mut dyn Write,
@@ -180,7 +181,7 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     crate::fault::point("run-commit-before");
     let volumes = volume_paths(state);
     let blob = env.store.blob_writer()?;
-    let mut writer = LayerWriter::new(blob, env.compression).map_err(RunError::Layer)?;
+    let mut writer = LayerWriter::with_level(blob, env.compression, env.compression_level).map_err(RunError::Layer)?;
     let opts = DiffOptions { prefix: env.layers.prefix().clone(), skip: volumes.clone(), clamp_mtime: env.clamp_mtime };
     if env.driver == Driver::Vfs {
         naive::diff_to_layer(&merged, &lowers, &mut writer, &opts)?;

@@ -66,6 +66,7 @@ pub fn squash_stage(
     store: &Store,
     state: &mut StageState,
     compression: Compression,
+    level: Option<u32>,
     clamp_mtime: Option<i64>,
     scratch: &Path,
 ) -> Result<Option<Squashed>, SquashError> {
@@ -74,7 +75,7 @@ pub fn squash_stage(
     if own < 2 {
         return Ok(None);
     }
-    let squashed = squash_layers(store, &state.layers[base..], base > 0, compression, clamp_mtime, scratch)?;
+    let squashed = squash_layers(store, &state.layers[base..], base > 0, compression, level, clamp_mtime, scratch)?;
     state.layers.truncate(base);
     state.layers.push(Descriptor::new(super::layer_media_type(compression), squashed.digest.clone(), squashed.size));
     state.config.rootfs.diff_ids.truncate(base);
@@ -103,6 +104,7 @@ pub fn squash_layers(
     layers: &[Descriptor],
     lower: bool,
     compression: Compression,
+    level: Option<u32>,
     clamp_mtime: Option<i64>,
     scratch: &Path,
 ) -> Result<Squashed, SquashError> {
@@ -114,7 +116,7 @@ pub fn squash_layers(
         merge.apply(blob).map_err(read_err)?;
     }
     let blob = store.blob_writer()?;
-    let mut writer = LayerWriter::new(blob, compression).map_err(SquashError::Write)?;
+    let mut writer = LayerWriter::with_level(blob, compression, level).map_err(SquashError::Write)?;
     if !lower {
         merge.nodes.retain(|_, n| !matches!(n, Node::Whiteout));
         merge.opaque.clear();

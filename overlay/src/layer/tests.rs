@@ -433,3 +433,69 @@ fn append_path_copies_file_contents() {
     e.read_to_string(&mut s).unwrap();
     assert_eq!(s, "contents");
 }
+
+/// A layer several compression blocks long, with random, text and empty files (so the stored, Huffman and
+/// deflate paths all meet block boundaries), read back through kiln's own [`crate::verify::LayerReader`]:
+/// the diff_id matches, gzip's CRC and length trailer check out, and the blob is the same on any number
+/// of threads.
+#[test]
+fn large_layer_round_trips_through_layer_reader_on_any_thread_count() {
+    use crate::pgzip::BLOCK;
+    use crate::verify::{verify_layer, LayerReader, VerifyError};
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let random: Vec<u8> = (0..3 * BLOCK + 77)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let b64: Vec<u8> = random.iter().map(|b| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(b & 63) as usize]).collect();
+    let text: Vec<u8> = (0..200_000u32).flat_map(|i| format!("line {} of {}\n", i % 977, i % 13).into_bytes()).collect();
+    fs::write(tree.join("random.bin"), &random).unwrap();
+    fs::write(tree.join("empty"), b"").unwrap();
+    fs::write(tree.join("text.txt"), &text).unwrap();
+    fs::write(tree.join("b64.txt"), &b64[..2 * BLOCK + 5]).unwrap();
+    let entries = walk(&tree);
+    for c in [Compression::Gzip, Compression::Zstd] {
+        let mut first: Option<(Vec<u8>, LayerInfo)> = None;
+        for threads in [1, 2, 4] {
+            let mut w = LayerWriter::with_threads(Vec::new(), c, None, threads).unwrap();
+            for (path, meta) in &entries {
+                if meta.kind == EntryKind::File {
+                    w.append(meta, Some(&mut File::open(path).unwrap())).unwrap();
+                } else {
+                    w.append(meta, None).unwrap();
+                }
+            }
+            let (blob, info) = w.finish().unwrap();
+            assert!(info.size == blob.len() as u64 && info.digest == sha256(&blob), "{c:?}");
+            let mut r = LayerReader::new(&blob[..]).unwrap();
+            let mut plain = Vec::new();
+            r.read_to_end(&mut plain).unwrap();
+            assert!(plain.len() > 4 * BLOCK, "{c:?}: {} bytes of tar", plain.len());
+            assert_eq!(sha256(&plain), info.diff_id, "{c:?}");
+            assert_eq!(r.finish().unwrap().0, info.diff_id, "{c:?}");
+            verify_layer(&blob[..], &info.diff_id).unwrap();
+            match &first {
+                None => first = Some((blob, info)),
+                Some((b, i)) => assert!(*b == blob && *i == info, "{c:?} on {threads} threads gave another blob"),
+            }
+        }
+        if c == Compression::Gzip {
+            // The CRC and the length in the trailer are checked: a flipped bit in either is refused.
+            let (blob, info) = first.unwrap();
+            for back in [8, 1] {
+                let mut bad = blob.clone();
+                let at = bad.len() - back;
+                bad[at] ^= 1;
+                let err = verify_layer(&bad[..], &info.diff_id).expect_err("corrupt trailer accepted");
+                assert!(matches!(err, VerifyError::Corrupt { .. }), "{err:?}");
+            }
+        }
+    }
+}
