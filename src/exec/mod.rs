@@ -73,6 +73,9 @@ pub enum ExecError {
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// How layers are committed: plain tars by default (compressed when the
+    /// image is pushed or exported, see `store::compressed`); `--compression`
+    /// compresses at commit instead.
     pub compression: Compression,
     /// `os/arch[/variant]` for images FROM scratch; others keep their base's.
     pub platform: Option<String>,
@@ -122,7 +125,7 @@ pub enum NamedContext {
 impl Default for BuildOptions {
     fn default() -> Self {
         BuildOptions {
-            compression: Compression::Gzip,
+            compression: Compression::None,
             platform: None,
             cache_identity: String::new(),
             no_cache: false,
