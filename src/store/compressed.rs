@@ -57,6 +57,9 @@ impl CompressedRecord {
     }
 }
 
+/// A record file and what it says, or why it cannot be read.
+pub type RecordFile = (PathBuf, Result<CompressedRecord, String>);
+
 /// An image's manifest as it leaves the store.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -133,7 +136,7 @@ impl Store {
 
     /// Every record file with what it says, or why it cannot be read. A
     /// file whose name is not `<diff_id hex>.<gzip|zstd>` counts as unreadable.
-    pub fn compressed_records(&self) -> Result<Vec<(PathBuf, Result<CompressedRecord, String>)>, StoreError> {
+    pub fn compressed_records(&self) -> Result<Vec<RecordFile>, StoreError> {
         let dir = self.compressed_dir();
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,

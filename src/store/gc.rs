@@ -502,7 +502,7 @@ impl Store {
     /// stays, as any live blob.
     fn collect_compressed(
         &self,
-        records: &[(PathBuf, Result<super::CompressedRecord, String>)],
+        records: &[super::compressed::RecordFile],
         copies: &BTreeMap<String, Vec<(PathBuf, String)>>,
         live: &BTreeSet<String>,
         reclaimed: &mut Reclaimed,
