@@ -38,6 +38,7 @@ fn push_then_skopeo_and_kiln_pull_back_the_same_digest() {
     assert!(digest.starts_with("sha256:"), "{digest}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Copying blob"), "{stderr}");
+    assert_eq!(stderr.matches("Compressing layer").count(), 2, "{stderr}");
 
     assert_eq!(skopeo_digest(&dest, &[]), digest, "skopeo sees the digest kiln printed");
 
@@ -83,6 +84,7 @@ fn push_then_skopeo_and_kiln_pull_back_the_same_digest() {
     assert_eq!(last_line(&ok(&again)), digest);
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert_eq!(stderr.matches("skipped: already exists").count(), 3, "two layers and the config: {stderr}");
+    assert!(!stderr.contains("Compressing"), "{stderr}");
     // Another repository of the registry: mounted, not uploaded.
     let other = format!("{}/elsewhere/app:1", reg.host());
     let mounted = kiln(&a, &["push", "app:1", &other]);

@@ -59,8 +59,16 @@ pub fn push(
     let r =
         Reference::parse(destination).map_err(|e| RegistryError::new("push", destination, ErrorKind::Reference(e)))?;
     let err = |kind| RegistryError::new("push", &r, kind);
-    let outgoing =
-        store.outgoing_manifest(&image.manifest_digest, compression).map_err(|e| err(ErrorKind::Store(e)))?;
+    // Plain layers are compressed here, each once in the store's life.
+    let mut compressing = |digest: &str| {
+        if opts.progress {
+            let name = if compression == Compression::Zstd { "zstd" } else { "gzip" };
+            let _ = writeln!(out, "Compressing layer {} ({name})", crate::exec::short(digest));
+        }
+    };
+    let outgoing = store
+        .outgoing_manifest(&image.manifest_digest, compression, &mut compressing)
+        .map_err(|e| err(ErrorKind::Store(e)))?;
     let (bytes, media_type) = manifest_for(&outgoing.manifest, outgoing.bytes, format).map_err(err)?;
     let digest = sha256_digest(&bytes);
     if let Some(pinned) = &r.digest {

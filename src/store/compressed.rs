@@ -158,12 +158,27 @@ impl Store {
     /// layer's remembered compressed copy, made now if there is none yet; any
     /// other layer (already compressed, or `c` is none) as it is.
     pub fn compressed_layer(&self, layer: &Descriptor, diff_id: &str, c: Compression) -> Result<Descriptor, StoreError> {
+        self.compressed_layer_noting(layer, diff_id, c, &mut |_| {})
+    }
+
+    /// [`Store::compressed_layer`], calling `compressing` with the layer's
+    /// digest before it compresses one (for progress output).
+    fn compressed_layer_noting(
+        &self,
+        layer: &Descriptor,
+        diff_id: &str,
+        c: Compression,
+        compressing: &mut dyn FnMut(&str),
+    ) -> Result<Descriptor, StoreError> {
         let Some(media_type) = compressed_media_type(&layer.media_type, c) else {
             return Ok(layer.clone());
         };
         let record = match (self.compressed_record(diff_id, c), compression_name(c)) {
             (Some(record), _) => record,
-            (None, Some(name)) => self.compress_layer(layer, diff_id, c, name)?,
+            (None, Some(name)) => {
+                compressing(&layer.digest);
+                self.compress_layer(layer, diff_id, c, name)?
+            }
             (None, None) => return Ok(layer.clone()),
         };
         let mut out = Descriptor::new(media_type, record.digest, record.size);
@@ -225,7 +240,13 @@ impl Store {
     /// The manifest `manifest_digest` (an image in the store) as it leaves
     /// the store with its plain layers compressed with `c` (see
     /// [`Store::compressed_layer`]). Unchanged when no layer is plain.
-    pub fn outgoing_manifest(&self, manifest_digest: &str, c: Compression) -> Result<Outgoing, StoreError> {
+    /// `compressing` is called with a layer's digest before it is compressed.
+    pub fn outgoing_manifest(
+        &self,
+        manifest_digest: &str,
+        c: Compression,
+        compressing: &mut dyn FnMut(&str),
+    ) -> Result<Outgoing, StoreError> {
         let stored = self.read_blob(manifest_digest)?;
         let manifest = parse_manifest(manifest_digest, &stored)?;
         let unchanged = |manifest: Manifest| Outgoing {
@@ -249,7 +270,7 @@ impl Store {
         }
         let mut out = manifest.clone();
         for (layer, diff_id) in out.layers.iter_mut().zip(diff_ids) {
-            *layer = self.compressed_layer(layer, diff_id, c)?;
+            *layer = self.compressed_layer_noting(layer, diff_id, c, compressing)?;
         }
         if out.layers == manifest.layers {
             return Ok(unchanged(manifest));

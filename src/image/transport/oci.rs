@@ -265,7 +265,7 @@ struct Leaving {
 /// The image `manifest` names as it leaves the store with its plain layers
 /// compressed with `compression` (see [`Store::outgoing_manifest`]).
 fn leaving(store: &Store, manifest: &Descriptor, compression: Compression) -> Result<Leaving, TransportError> {
-    let out = store.outgoing_manifest(&manifest.digest, compression)?;
+    let out = store.outgoing_manifest(&manifest.digest, compression, &mut |_| {})?;
     let mut sized = manifest.clone();
     sized.digest = out.digest.clone();
     sized.size = out.bytes.len() as u64;
