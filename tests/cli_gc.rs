@@ -414,3 +414,31 @@ fn system_prune_removes_temp_files_of_dead_processes_only() {
     assert_eq!(left, [".tmp-fresh"]);
     assert!(env.ok(&["images", "-q"]).trim().len() >= 12, "the tagged image stays");
 }
+
+#[test]
+fn rmi_takes_the_compressed_copies_of_its_layers() {
+    let env = Env::new();
+    env.build("app:1", &[("f", "content\n")], "");
+    // Saved and loaded into another store, where no build cache keeps its layer.
+    let archive = env.path("app.tar");
+    env.ok(&["save", "-o", cli_util::s(&archive), "app:1"]);
+    let other = Env::new();
+    other.ok(&["load", "-i", cli_util::s(&archive)]);
+    let layer = other.inspect("app:1")["RootFS"]["Layers"][0].as_str().unwrap().to_string();
+    assert!(other.has_blob(&layer), "a plain layer: its blob is named by its diff_id");
+    let before = other.blob_count();
+    assert_eq!(before, 3, "layer, config, manifest");
+
+    // An export makes and keeps one gzip copy, with its record.
+    other.ok(&["export-layout", cli_util::s(&other.path("out")), "app:1"]);
+    assert_eq!(other.blob_count(), before + 1);
+    let records = || std::fs::read_dir(other.store.join("kiln/compressed")).map_or(0, |d| d.count());
+    assert_eq!(records(), 1);
+    assert!(other.ok(&["system", "check"]).contains("store is consistent"));
+
+    // rmi takes the layer, its copy and the record.
+    other.ok(&["rmi", "app:1"]);
+    assert_eq!(other.blob_count(), 0);
+    assert_eq!(records(), 0);
+    assert!(other.ok(&["system", "check"]).contains("store is consistent"));
+}

@@ -5,9 +5,12 @@ mod registry_util;
 
 use std::path::Path;
 
-use kiln::image::manifest::{Descriptor, Index, DOCKER_MANIFEST, OCI_INDEX, REF_NAME};
+use kiln::image::manifest::{
+    Descriptor, Index, DOCKER_MANIFEST, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, REF_NAME,
+};
 use kiln::registry::{self, RegistryOptions};
 use kiln::store::{sha256_digest, Store};
+use kiln_overlay::compress::Compression;
 use registry_util::*;
 
 fn store_at(root: &Path) -> Store {
@@ -35,8 +38,28 @@ fn push_then_skopeo_and_kiln_pull_back_the_same_digest() {
     assert!(digest.starts_with("sha256:"), "{digest}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Copying blob"), "{stderr}");
+    assert_eq!(stderr.matches("Compressing layer").count(), 2, "{stderr}");
 
     assert_eq!(skopeo_digest(&dest, &[]), digest, "skopeo sees the digest kiln printed");
+
+    // The store keeps its plain layers (blob digest = diff_id) and its
+    // manifest; the registry got gzip layers, the same config.
+    let stored = image_in(&a, "app:1");
+    assert_ne!(stored.manifest_digest, digest, "the pushed manifest lists other blobs");
+    for (layer, diff_id) in stored.manifest.layers.iter().zip(&stored.config.rootfs.diff_ids) {
+        assert_eq!((layer.media_type.as_str(), &layer.digest), (OCI_LAYER_TAR, diff_id));
+    }
+    let raw: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{dest}")])).unwrap();
+    assert_eq!(raw["config"]["digest"], stored.config_digest.as_str());
+    let pushed_layers = raw["layers"].as_array().unwrap().clone();
+    for (layer, diff_id) in pushed_layers.iter().zip(&stored.config.rootfs.diff_ids) {
+        assert_eq!(layer["mediaType"], OCI_LAYER_GZIP);
+        assert_ne!(layer["digest"], diff_id.as_str());
+        // Kept in the store, for the next push.
+        assert!(store_at(&a).has_blob(layer["digest"].as_str().unwrap()), "{layer}");
+    }
+    let blobs_after_first_push = blob_names(&a);
 
     // skopeo pulls it back: the layout's manifest is the same one.
     let layout = tmp.path().join("layout");
@@ -53,11 +76,60 @@ fn push_then_skopeo_and_kiln_pull_back_the_same_digest() {
     let store = store_at(&b);
     assert_eq!(sha256_digest(&store.read_blob(&digest).unwrap()), digest, "manifest stored byte for byte");
 
-    // A second push skips every blob.
+    // Pulled layers keep their compressed blobs.
+    assert_eq!(image.manifest.layers, serde_json::from_value::<Vec<Descriptor>>(raw["layers"].clone()).unwrap());
+
+    // A second push skips every blob, and compresses nothing again.
     let again = kiln(&a, &["push", "app:1", &dest]);
     assert_eq!(last_line(&ok(&again)), digest);
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert_eq!(stderr.matches("skipped: already exists").count(), 3, "two layers and the config: {stderr}");
+    assert!(!stderr.contains("Compressing"), "{stderr}");
+    // Another repository of the registry: mounted, not uploaded.
+    let other = format!("{}/elsewhere/app:1", reg.host());
+    let mounted = kiln(&a, &["push", "app:1", &other]);
+    assert_eq!(last_line(&ok(&mounted)), digest);
+    let stderr = String::from_utf8_lossy(&mounted.stderr);
+    assert_eq!(stderr.matches("mounted").count(), 3, "two layers and the config: {stderr}");
+    assert_eq!(blob_names(&a), blobs_after_first_push, "no blob was made again");
+    assert_eq!(image_in(&a, "app:1").manifest_digest, stored.manifest_digest, "the stored image is unchanged");
+}
+
+/// The blob files of a store, with their inode numbers and mtimes: a blob
+/// written again would change them.
+fn blob_names(root: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<_> = std::fs::read_dir(root.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            (e.file_name().to_string_lossy().into_owned(), meta.ino(), meta.modified().unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn zstd_built_layers_are_pushed_as_they_are() {
+    if !tools_present() {
+        return;
+    }
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    build_scratch(&a, "app:1", &[("x", &noise(20_000, 7))], &["--compression", "zstd"]);
+    let stored = image_in(&a, "app:1");
+    assert_eq!(stored.manifest.layers[0].media_type, OCI_LAYER_ZSTD, "--compression compresses at commit");
+    assert_eq!(store_at(&a).read_blob(&stored.manifest.layers[0].digest).unwrap()[..4], [0x28, 0xb5, 0x2f, 0xfd]);
+    let dest = format!("{}/z/app:1", reg.host());
+    let digest = last_line(&ok(&kiln(&a, &["push", "app:1", &dest])));
+    assert_eq!(digest, stored.manifest_digest, "the manifest goes as stored");
+    let b = tmp.path().join("b");
+    ok(&kiln(&b, &["pull", "-q", &dest]));
+    assert_eq!(image_in(&b, &dest).config_digest, stored.config_digest);
+    assert!(!a.join("kiln/compressed").exists(), "nothing was compressed again");
 }
 
 #[test]
@@ -175,8 +247,11 @@ fn multi_arch_index_picks_the_platform() {
     let reg = Registry::start();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("build");
-    build_scratch(&root, "multi:amd64", &[("arch", b"amd64\n")], &["--platform", "linux/amd64"]);
-    build_scratch(&root, "multi:arm64", &[("arch", b"arm64\n")], &["--platform", "linux/arm64/v8"]);
+    // gzip layers at commit: skopeo would compress plain ones on the way
+    // to the registry, and the index below would name other manifests.
+    let gz = ["--compression", "gzip"];
+    build_scratch(&root, "multi:amd64", &[("arch", b"amd64\n")], &["--platform", "linux/amd64", gz[0], gz[1]]);
+    build_scratch(&root, "multi:arm64", &[("arch", b"arm64\n")], &["--platform", "linux/arm64/v8", gz[0], gz[1]]);
     let store = store_at(&root);
     let amd = store.resolve("multi:amd64").unwrap().unwrap();
     let arm = store.resolve("multi:arm64").unwrap().unwrap();
@@ -186,7 +261,8 @@ fn multi_arch_index_picks_the_platform() {
         d.annotations = None;
         d
     };
-    kiln::image::transport::export_oci_dir(&store, &[(None, entry(&amd)), (None, entry(&arm))], &layout).unwrap();
+    kiln::image::transport::export_oci_dir(&store, &[(None, entry(&amd)), (None, entry(&arm))], &layout, Compression::Gzip)
+        .unwrap();
     // Replace the layout's two entries by one index over both.
     let index = Index { manifests: vec![entry(&amd), entry(&arm)], ..Default::default() };
     assert!(index.manifests.iter().all(|d| d.platform.is_some()));
@@ -262,7 +338,8 @@ fn a_corrupted_blob_is_refused_and_leaves_nothing() {
     let reg = Registry::start();
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
-    build_scratch(&a, "app:1", &[("x", &noise(20_000, 3))], &[]);
+    // gzip at commit, so the pushed layer is the stored one.
+    build_scratch(&a, "app:1", &[("x", &noise(20_000, 3))], &["--compression", "gzip"]);
     let dest = format!("{}/bad/app:1", reg.host());
     ok(&kiln(&a, &["push", "-q", "app:1", &dest]));
     let layer = image_in(&a, "app:1").manifest.layers[0].clone();
@@ -342,12 +419,12 @@ fn chunked_uploads_and_cross_repository_mounts() {
     let opts = RegistryOptions { progress: true, chunk_size: Some(7_000), ..Default::default() };
     let mut out = Vec::new();
     let first = format!("{}/chunks/one:1", reg.host());
-    let digest = registry::push(&store, &image, &first, &opts, None, &mut out).unwrap();
+    let digest = registry::push(&store, &image, &first, &opts, None, Compression::None, &mut out).unwrap();
     assert_eq!(skopeo_digest(&first, &[]), digest);
 
     let second = format!("{}/chunks/two:1", reg.host());
     let mut out = Vec::new();
-    assert_eq!(registry::push(&store, &image, &second, &opts, None, &mut out).unwrap(), digest);
+    assert_eq!(registry::push(&store, &image, &second, &opts, None, Compression::None, &mut out).unwrap(), digest);
     let text = String::from_utf8_lossy(&out);
     assert_eq!(text.matches("mounted").count(), 2, "{text}");
 

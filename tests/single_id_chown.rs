@@ -39,9 +39,11 @@ fn last_layer_entries(store: &Path) -> Vec<(String, u64, u64, u32)> {
     let manifests = index["manifests"].as_array().unwrap();
     let manifest = json(&blob(store, manifests.last().unwrap()["digest"].as_str().unwrap()));
     let layer = manifest["layers"].as_array().unwrap().last().unwrap()["digest"].as_str().unwrap().to_string();
-    let mut gz = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(blob(store, &layer)).unwrap()).read_to_end(&mut gz).unwrap();
-    let mut archive = tar::Archive::new(gz.as_slice());
+    // Plain in the store (compressed only on push or export); decompressed by magic either way.
+    let (_, mut plain) = kiln_overlay::compress::decompress(std::fs::File::open(blob(store, &layer)).unwrap()).unwrap();
+    let mut tar = Vec::new();
+    plain.read_to_end(&mut tar).unwrap();
+    let mut archive = tar::Archive::new(tar.as_slice());
     let mut out = Vec::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use kiln::image::manifest::{
-    Descriptor, Index, Manifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST, REF_NAME,
+    Descriptor, Index, Manifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD,
+    OCI_MANIFEST, REF_NAME,
 };
 use kiln::image::transport::{
     export_docker_archive, export_oci_archive, export_oci_dir, import, parse_transport, Transport, TransportError,
 };
 use kiln::store::{sha256_digest, Image, LayerError, Store};
+use kiln_overlay::compress::Compression;
 use kiln_overlay::verify::VerifyError;
 use store_util::*;
 
@@ -61,10 +63,10 @@ fn oci_dir_round_trip_and_merge() {
     let a_desc = store.resolve("app:v1").unwrap().unwrap();
     let out = dir.path().join("layout");
 
-    export_oci_dir(&store, &[(Some("v1".into()), a_desc.clone())], &out).unwrap();
-    export_oci_dir(&store, &[(Some("v2".into()), b.clone()), (Some("latest".into()), b.clone())], &out).unwrap();
+    export_oci_dir(&store, &[(Some("v1".into()), a_desc.clone())], &out, Compression::None).unwrap();
+    export_oci_dir(&store, &[(Some("v2".into()), b.clone()), (Some("latest".into()), b.clone())], &out, Compression::None).unwrap();
     // Re-exporting a tag replaces it.
-    export_oci_dir(&store, &[(Some("latest".into()), a.clone())], &out).unwrap();
+    export_oci_dir(&store, &[(Some("latest".into()), a.clone())], &out, Compression::None).unwrap();
 
     let index: Index = serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
     let refs: Vec<_> = index.manifests.iter().map(|d| (d.ref_name().unwrap(), d.digest.as_str())).collect();
@@ -110,7 +112,7 @@ fn oci_dir_import_verifies_digests() {
     let (dir, store) = fresh_store();
     let a = simple_image(&store, "a", false);
     let out = dir.path().join("layout");
-    export_oci_dir(&store, &[(Some("v1".into()), a.clone())], &out).unwrap();
+    export_oci_dir(&store, &[(Some("v1".into()), a.clone())], &out, Compression::None).unwrap();
     let image = store.load_image(&a).unwrap();
     let layer = &image.manifest.layers[1];
     let layer_path = out.join("blobs/sha256").join(&layer.digest[7..]);
@@ -131,7 +133,7 @@ fn oci_dir_import_follows_a_nested_index() {
     let (dir, store) = fresh_store();
     let a = simple_image(&store, "a", true);
     let out = dir.path().join("layout");
-    export_oci_dir(&store, &[(Some("multi".into()), a.clone())], &out).unwrap();
+    export_oci_dir(&store, &[(Some("multi".into()), a.clone())], &out, Compression::Gzip).unwrap();
 
     // Wrap the manifest in an index with a second, foreign platform.
     let mut own = a.clone();
@@ -161,8 +163,8 @@ fn oci_archive_round_trip_is_deterministic() {
     let images = [(Some("latest".to_string()), a.clone()), (Some("b".to_string()), b.clone())];
     let f1 = dir.path().join("one.tar");
     let f2 = dir.path().join("two.tar");
-    export_oci_archive(&store, &images, &f1).unwrap();
-    export_oci_archive(&store, &images, &f2).unwrap();
+    export_oci_archive(&store, &images, &f1, Compression::Gzip).unwrap();
+    export_oci_archive(&store, &images, &f2, Compression::Gzip).unwrap();
     assert_eq!(std::fs::read(&f1).unwrap(), std::fs::read(&f2).unwrap());
 
     if let Some(json) = tool("skopeo", &["inspect", &format!("oci-archive:{}:latest", f1.display())]) {
@@ -237,7 +239,7 @@ fn docker_archive_from_skopeo_imports() {
     let (dir, store) = fresh_store();
     let a = simple_image(&store, "a", true);
     let layout = dir.path().join("layout");
-    export_oci_dir(&store, &[(Some("v1".into()), a.clone())], &layout).unwrap();
+    export_oci_dir(&store, &[(Some("v1".into()), a.clone())], &layout, Compression::Gzip).unwrap();
     let file = dir.path().join("skopeo.tar");
     let copied = tool(
         "skopeo",
@@ -355,7 +357,7 @@ fn podman_loads_exports_and_kiln_imports_podman_saves() {
     let docker_tar = dir.path().join("docker.tar");
     let oci_tar = dir.path().join("oci.tar");
     export_docker_archive(&store, &[(vec!["localhost/kiln-test:v1".into()], a.clone())], &docker_tar).unwrap();
-    export_oci_archive(&store, &[(Some("localhost/kiln-test:v2".into()), a.clone())], &oci_tar).unwrap();
+    export_oci_archive(&store, &[(Some("localhost/kiln-test:v2".into()), a.clone())], &oci_tar, Compression::Gzip).unwrap();
 
     let Some(out) = podman(dir.path(), &["load", "-i", path_str(&docker_tar)]) else { return };
     assert!(out.contains("localhost/kiln-test:v1"), "{out}");
@@ -485,4 +487,189 @@ fn oci_import_refuses_corrupt_and_truncated_gzip_layers() {
     let layout = dir.path().join("fine");
     one_layer_layout(&layout, &gz, OCI_LAYER_GZIP, &sha256_digest(&tar));
     import_x(&store, &layout).unwrap();
+}
+
+/// The store's blob files with inode and mtime: a blob written again would
+/// change them.
+fn blob_list(store: &Store) -> Vec<(String, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<_> = std::fs::read_dir(store.root().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            (e.file_name().to_string_lossy().into_owned(), meta.ino(), meta.modified().unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The image entry of a layout's index.json and its manifest, checked against its digest.
+fn layout_manifest(layout: &std::path::Path) -> (Descriptor, Manifest) {
+    let index: Index = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index.manifests[0].clone();
+    let bytes = std::fs::read(layout.join("blobs/sha256").join(&entry.digest[7..])).unwrap();
+    assert_eq!((sha256_digest(&bytes), bytes.len() as u64), (entry.digest.clone(), entry.size));
+    (entry, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn record_times(store: &Store) -> Vec<std::time::SystemTime> {
+    store.compressed_records().unwrap().iter().map(|(p, _)| std::fs::metadata(p).unwrap().modified().unwrap()).collect()
+}
+
+#[test]
+fn plain_layers_leave_compressed_once_and_go_with_their_image() {
+    let (dir, store) = fresh_store();
+    let plain = simple_image(&store, "lazy", false);
+    store.tag("lazy:1", &plain).unwrap();
+    let image = store.load_image(&plain).unwrap();
+    let diff_ids = image.config.rootfs.diff_ids.clone();
+    for (layer, diff_id) in image.manifest.layers.iter().zip(&diff_ids) {
+        assert_eq!((layer.media_type.as_str(), &layer.digest), (OCI_LAYER_TAR, diff_id));
+    }
+    let blobs_before = blob_list(&store);
+
+    let out = dir.path().join("layout");
+    export_oci_dir(&store, &[(Some("v1".into()), plain.clone())], &out, Compression::Gzip).unwrap();
+    let (entry, manifest) = layout_manifest(&out);
+    assert_ne!(entry.digest, plain.digest, "the exported manifest lists the gzip blobs");
+    assert_eq!(manifest.config, image.manifest.config, "same config, so the same diff_ids");
+    for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+        assert_eq!(layer.media_type, OCI_LAYER_GZIP);
+        let blob = std::fs::read(out.join("blobs/sha256").join(&layer.digest[7..])).unwrap();
+        assert_eq!((sha256_digest(&blob), blob.len() as u64), (layer.digest.clone(), layer.size));
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(&blob[..]).read_to_end(&mut tar).unwrap();
+        assert_eq!(&sha256_digest(&tar), diff_id, "decompressed, it is the layer");
+        assert!(store.has_blob(&layer.digest), "the compressed blob is kept in the store");
+    }
+    assert_eq!(store.resolve("lazy:1").unwrap().unwrap().digest, plain.digest, "the stored image is unchanged");
+    let layout = path_str(&out);
+    tool("oci-image-tool", &["validate", "--type", "image", layout]);
+    if let Some(json) = tool("skopeo", &["inspect", &format!("oci:{layout}:v1")]) {
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let layers: Vec<&str> = v["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+        assert_eq!(layers, manifest.layers.iter().map(|l| l.digest.as_str()).collect::<Vec<_>>());
+    }
+    if let Some(stat) = tool("umoci", &["stat", "--image", &format!("{layout}:v1")]) {
+        assert!(stat.contains("test layer lazy"), "{stat}");
+    }
+
+    // One record per layer; a second export (a layout, an archive) compresses nothing again.
+    let records = store.compressed_records().unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records.iter().all(|(_, r)| r.as_ref().is_ok_and(|r| r.compression == "gzip")), "{records:?}");
+    let after_first = blob_list(&store);
+    assert_eq!(after_first.len(), blobs_before.len() + 2);
+    let times = record_times(&store);
+    let out2 = dir.path().join("layout2");
+    export_oci_dir(&store, &[(Some("v1".into()), plain.clone())], &out2, Compression::Gzip).unwrap();
+    export_oci_archive(&store, &[(Some("v1".into()), plain.clone())], &dir.path().join("a.tar"), Compression::Gzip)
+        .unwrap();
+    assert_eq!(layout_manifest(&out2).0.digest, entry.digest, "the same blobs again");
+    assert_eq!(blob_list(&store), after_first, "no blob was written again");
+    assert_eq!(record_times(&store), times, "no record was written again");
+
+    // zstd is another copy with its own record; `none` leaves the layers as stored.
+    let zstd = dir.path().join("zstd");
+    export_oci_dir(&store, &[(Some("v1".into()), plain.clone())], &zstd, Compression::Zstd).unwrap();
+    assert!(layout_manifest(&zstd).1.layers.iter().all(|l| l.media_type == OCI_LAYER_ZSTD));
+    assert_eq!(store.compressed_records().unwrap().len(), 4);
+    let none = dir.path().join("none");
+    export_oci_dir(&store, &[(Some("v1".into()), plain.clone())], &none, Compression::None).unwrap();
+    assert_eq!(layout_manifest(&none).0.digest, plain.digest);
+
+    // Imported back into the store that made them, the gzip blobs are
+    // verified against the diff_ids like any layer already in the store.
+    for layer in &manifest.layers {
+        assert_eq!(store.verified_diff_id(&layer.digest), None, "nothing was taken on trust yet");
+    }
+    let imported = import(&store, &parse_transport(&format!("oci:{layout}:v1"))).unwrap();
+    assert_eq!(imported.manifest_digest, entry.digest);
+    for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+        assert_eq!(store.verified_diff_id(&layer.digest).as_ref(), Some(diff_id), "read and checked on import");
+    }
+    let report = store.check().unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+
+    // rmi of both images: plain layers, compressed copies and records all go.
+    store.untag("lazy:1").unwrap();
+    let what = kiln::store::Collect {
+        images: [plain.digest.clone(), imported.manifest_digest.clone()].into(),
+        ..Default::default()
+    };
+    let reclaimed = store.collect(&what).unwrap();
+    assert!(reclaimed.failed.is_empty(), "{:?}", reclaimed.failed);
+    assert!(store.compressed_records().unwrap().is_empty());
+    assert_eq!(blob_list(&store), Vec::new(), "every blob went with its image");
+    let report = store.check().unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+}
+
+/// Sets a file's mtime two hours back, past the collector's grace period.
+fn age(path: &std::path::Path) {
+    let status = std::process::Command::new("touch").args(["-h", "-d", "2 hours ago"]).arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn recorded_copies_live_with_their_layer_and_check_judges_records() {
+    let (dir, store) = fresh_store();
+    let plain = simple_image(&store, "keep", false);
+    store.tag("keep:1", &plain).unwrap();
+    export_oci_dir(&store, &[(None, plain.clone())], &dir.path().join("out"), Compression::Gzip).unwrap();
+    let records: Vec<_> = store.compressed_records().unwrap().into_iter().map(|(p, r)| (p, r.unwrap())).collect();
+    assert_eq!(records.len(), 2);
+    for (path, record) in &records {
+        age(path);
+        age(&store.blob_path(&record.digest));
+    }
+    // Old and named by no manifest, but recorded for a live layer: kept.
+    store.collect(&kiln::store::Collect::default()).unwrap();
+    assert!(records.iter().all(|(_, r)| store.has_blob(&r.digest)));
+    assert_eq!(store.compressed_records().unwrap().len(), 2);
+    let report = store.check().unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+
+    // Without its record, an old copy is garbage like any unnamed blob.
+    std::fs::remove_file(&records[0].0).unwrap();
+    store.collect(&kiln::store::Collect::default()).unwrap();
+    assert!(!store.has_blob(&records[0].1.digest));
+    assert!(store.has_blob(&records[1].1.digest));
+
+    // A record naming a missing blob, one naming a blob of the wrong size or
+    // compression, and one that is no record: each is a problem `--repair` removes.
+    let dir_of = records[1].0.parent().unwrap().to_path_buf();
+    let r = &records[1].1;
+    let write = |name: String, record: serde_json::Value| {
+        let path = dir_of.join(name);
+        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        path
+    };
+    let diff_ids = store.load_image(&plain).unwrap().config.rootfs.diff_ids;
+    let other_layer = diff_ids.iter().find(|d| **d != r.diff_id).unwrap();
+    let mut bad = vec![write(
+        format!("{}.gzip", &other_layer[7..]),
+        serde_json::json!({"diffId": other_layer, "compression": "gzip", "digest": sha256_digest(b"gone"), "size": 4}),
+    )];
+    bad.push(write(
+        format!("{}.zstd", &r.diff_id[7..]),
+        serde_json::json!({"diffId": r.diff_id, "compression": "zstd", "digest": r.digest, "size": r.size}),
+    ));
+    let junk = dir_of.join("junk");
+    std::fs::write(&junk, b"{").unwrap();
+    bad.push(junk);
+    let report = store.check().unwrap();
+    let flagged: Vec<_> = report.problems.iter().map(|p| p.path.clone()).collect();
+    for path in &bad {
+        assert!(flagged.contains(path), "{path:?} not flagged: {:?}", report.problems);
+    }
+    assert_eq!(report.problems.len(), bad.len(), "{:?}", report.problems);
+    let text = report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(text.contains("is no zstd stream") && text.contains("not a valid compressed-layer record"), "{text}");
+    let (_, after) = store.repair().unwrap();
+    assert!(after.is_consistent(), "{:?}", after.problems);
+    assert!(bad.iter().all(|p| !p.exists()));
+    assert!(records[1].0.exists() && store.has_blob(&r.digest), "the good record and its blob stay");
 }

@@ -13,6 +13,10 @@ fn ref_names(layout: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
 fn diff_ids(img: &Image) -> Vec<Value> {
     img.config["rootfs"]["diff_ids"].as_array().unwrap().clone()
 }
@@ -42,7 +46,11 @@ fn from_store_tag_and_oci_layout() {
     sk.ok();
     let exported = read_image(&dir, name);
     assert_eq!(sk.json()["Digest"].as_str().unwrap(), exported.manifest_digest);
-    assert_eq!(exported.manifest_digest, sb.image("exp").manifest_digest);
+    // The store keeps plain layers; the layout gets them gzip'd, same config.
+    let stored = sb.image("exp");
+    assert_eq!(exported.config_digest, stored.config_digest);
+    assert!(stored.layers.iter().all(|l| l.media_type == OCI_LAYER_TAR), "{:?}", stored.layers[0].media_type);
+    assert!(exported.layers.iter().all(|l| l.media_type == OCI_LAYER_GZIP), "{:?}", exported.layers[0].media_type);
 
     let img = sb.build(&format!("FROM oci:{}:{name}\nCOPY f.txt /g.txt\n", dir.display()), "from-oci");
     assert_eq!(img.layers[0].digest, exported.layers[0].digest);
@@ -73,10 +81,12 @@ fn oci_archive_round_trip() {
     sb.tool("tar", &["-C", "unpacked", "-xf", file.to_str().unwrap()]).ok();
     let names = ref_names(&sb.path("unpacked"));
     assert_eq!(names.len(), 1, "{names:?}");
-    assert_eq!(read_image(&sb.path("unpacked"), &names[0]).manifest_digest, orig.manifest_digest);
+    let unpacked = read_image(&sb.path("unpacked"), &names[0]);
+    assert_eq!(unpacked.config_digest, orig.config_digest);
+    assert!(unpacked.layers.iter().all(|l| l.media_type == OCI_LAYER_GZIP));
     let sk = sb.tool("skopeo", &["inspect", &format!("oci-archive:{}", file.display())]);
     sk.ok();
-    assert_eq!(sk.json()["Digest"].as_str().unwrap(), orig.manifest_digest);
+    assert_eq!(sk.json()["Digest"].as_str().unwrap(), unpacked.manifest_digest);
 
     let img = sb.build(&format!("FROM oci-archive:{}\nCOPY f.txt /f.txt\n", file.display()), "from-archive");
     assert_eq!(diff_ids(&img)[0], diff_ids(&orig)[0]);
@@ -147,4 +157,111 @@ fn skopeo_copies_out_of_the_store() {
     let img = sb.build(&format!("FROM oci:{}:x\nLABEL copied=yes\n", other.display()), "on-copy");
     assert_eq!(diff_ids(&img), diff_ids(&orig));
     assert_eq!(img.runtime()["Labels"]["copied"], "yes");
+}
+
+/// The store's blob files with inode and mtime (a blob written again would
+/// change them), and its compressed-layer records with their mtimes.
+fn store_files(store: &std::path::Path) -> (Vec<(String, u64, std::time::SystemTime)>, Vec<(String, std::time::SystemTime)>) {
+    use std::os::unix::fs::MetadataExt;
+    let list = |dir: std::path::PathBuf| -> Vec<(String, std::fs::Metadata)> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        let mut out: Vec<_> =
+            entries.map(|e| e.unwrap()).map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let blobs = list(store.join("blobs/sha256")).into_iter().map(|(n, m)| (n, m.ino(), m.modified().unwrap())).collect();
+    let records = list(store.join("kiln/compressed")).into_iter().map(|(n, m)| (n, m.modified().unwrap())).collect();
+    (blobs, records)
+}
+
+/// Layers are committed as plain tars (RUN, COPY, --squash); an export
+/// compresses each once, remembers it, and the next export reuses it; the
+/// copies go with their image; `--compression` still compresses at commit.
+#[test]
+fn layers_stay_plain_in_the_store_and_are_compressed_once_on_export() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    sb.write("ctx/hello", "hello\n");
+    let dockerfile = format!("{RUN_BASE}COPY hello /hello\nRUN echo ran > /ran\n");
+    let img = sb.build(&dockerfile, "lazy:1");
+    let store = sb.store();
+    for (layer, diff_id) in img.layers.iter().zip(diff_ids(&img)) {
+        assert_eq!(layer.media_type, OCI_LAYER_TAR, "committed as a plain tar");
+        assert_eq!(layer.digest, diff_id.as_str().unwrap(), "a plain layer's digest is its diff_id");
+    }
+    // The store is still a layout the tools read.
+    sb.validate_layout(&store, "lazy:1");
+    sb.tool("skopeo", &["inspect", &format!("oci:{}:lazy:1", store.display())]).ok();
+    sb.tool("umoci", &["stat", "--image", &format!("{}:lazy:1", store.display())]).ok();
+    let (blobs_before, records_before) = store_files(&store);
+    assert!(records_before.is_empty(), "nothing compressed while the image stays local");
+
+    // Export: gzip layers that decompress to the diff_ids (read_image checks), same config.
+    let out = sb.path("out");
+    sb.kiln(&["export-layout", out.to_str().unwrap(), "lazy:1"]).ok();
+    let exported = read_image(&out, "lazy:1");
+    assert_eq!(exported.config_digest, img.config_digest);
+    assert_ne!(exported.manifest_digest, img.manifest_digest);
+    assert!(exported.layers.iter().all(|l| l.media_type == OCI_LAYER_GZIP), "{:?}", exported.manifest);
+    assert_eq!(exported.file_str("ran"), "ran\n");
+    assert_eq!(exported.file_str("hello"), "hello\n");
+    sb.validate_layout(&out, "lazy:1");
+    let sk = sb.tool("skopeo", &["inspect", &format!("oci:{}:lazy:1", out.display())]);
+    sk.ok();
+    assert_eq!(sk.json()["Digest"].as_str().unwrap(), exported.manifest_digest);
+    let bundle = sb.path("bundle");
+    sb.tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:lazy:1", out.display()), bundle.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_to_string(bundle.join("rootfs/ran")).unwrap(), "ran\n");
+    // The stored image is unchanged.
+    assert_eq!(sb.image("lazy:1").manifest_digest, img.manifest_digest);
+
+    // Remembered: one record and one gzip blob in the store per layer.
+    let (blobs, records) = store_files(&store);
+    assert_eq!(records.len(), img.layers.len(), "{records:?}");
+    assert_eq!(blobs.len(), blobs_before.len() + img.layers.len());
+    for layer in &exported.layers {
+        assert!(store.join("blobs/sha256").join(&layer.digest[7..]).is_file(), "{} kept in the store", layer.digest);
+    }
+    // A second export (a layout, an archive, a build output) compresses nothing again.
+    let out2 = sb.path("out2");
+    sb.kiln(&["export-layout", out2.to_str().unwrap(), "lazy:1"]).ok();
+    sb.kiln(&["save", "--format", "oci-archive", "-o", sb.path("lazy.tar").to_str().unwrap(), "lazy:1"]).ok();
+    let ctx = sb.ctx();
+    let out3 = sb.path("out3");
+    sb.kiln(&["build", "-t", "lazy:1", "-o", &format!("type=oci,dest={}", out3.display()), ctx.to_str().unwrap()]).ok();
+    assert_eq!(find_descriptor(&out2, "lazy:1")["digest"], exported.manifest_digest.as_str());
+    assert_eq!(find_descriptor(&out3, "lazy:1")["digest"], exported.manifest_digest.as_str());
+    assert_eq!(store_files(&store), (blobs, records), "no blob or record was written again");
+    let check = sb.kiln(&["system", "check"]);
+    check.ok();
+    assert!(check.stdout.contains("store is consistent"), "{}", check.transcript());
+    // Imported back, the gzip layers are verified and used as they are.
+    let back = sb.build(&format!("FROM oci:{}:lazy:1\nLABEL back=1\n", out.display()), "back:1");
+    assert_eq!(back.layers.iter().map(|l| &l.digest).collect::<Vec<_>>(), exported.layers.iter().map(|l| &l.digest).collect::<Vec<_>>());
+
+    // --squash commits plain too; --compression still compresses at commit.
+    sb.dockerfile(&dockerfile);
+    let squashed = sb.kiln(&["build", "--squash", "-t", "sq:1", ctx.to_str().unwrap()]);
+    squashed.ok();
+    let sq = sb.image("sq:1");
+    assert_eq!(sq.layers.len(), 1, "FROM scratch: everything in one layer");
+    assert_eq!(sq.layers[0].media_type, OCI_LAYER_TAR);
+    assert_eq!(sq.layers[0].digest, diff_ids(&sq)[0].as_str().unwrap());
+    sb.kiln(&["build", "--compression", "zstd", "-t", "z:1", ctx.to_str().unwrap()]).ok();
+    let z = sb.image("z:1");
+    assert!(z.layers.iter().all(|l| l.media_type == OCI_LAYER_ZSTD), "{:?}", z.manifest);
+    let zout = sb.path("zout");
+    sb.kiln(&["export-layout", zout.to_str().unwrap(), "z:1"]).ok();
+    assert_eq!(read_image(&zout, "z:1").manifest_digest, z.manifest_digest, "compressed layers leave as they are");
+
+    // Removing everything takes the compressed copies and their records with the layers.
+    sb.kiln(&["system", "prune", "-a", "-f"]).ok();
+    let (blobs, records) = store_files(&store);
+    assert!(records.is_empty(), "{records:?}");
+    assert!(blobs.is_empty(), "{blobs:?}");
+    let check = sb.kiln(&["system", "check"]);
+    check.ok();
+    assert!(check.stdout.contains("store is consistent"), "{}", check.transcript());
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
+use kiln_overlay::compress::Compression;
+
 use crate::context::BuildContext;
 use crate::dockerfile;
 use crate::exec::{self, BuildOptions};
@@ -50,11 +52,14 @@ pub struct BuildArgs {
     #[arg(short, long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
 
-    /// Layer compression: gzip (default), zstd or none.
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
-    pub compression: String,
+    /// Compress each layer when it is committed: gzip, zstd or none. Without it layers are stored as
+    /// plain tars and compressed (gzip) when the image is pushed or exported; with it, --output and
+    /// --push send layers of this compression.
+    #[arg(long, value_enum)]
+    pub compression: Option<output::CompressionArg>,
 
-    /// Compression level: gzip 1-9 (default 6), zstd 1-19 (default 3). Higher is smaller and slower.
+    /// Compression level: gzip 1-9 (default 6), zstd 1-19 (default 3). Higher is smaller and slower. Given
+    /// without --compression, layers are gzip-compressed at commit at that level.
     #[arg(long, value_name = "N")]
     pub compression_level: Option<u32>,
 
@@ -233,11 +238,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         (None, _) => open_context(args, input.dockerfile_path.as_deref())?,
     };
     let build_opts = BuildOptions {
-        compression: match args.compression.as_str() {
-            "zstd" => kiln_overlay::compress::Compression::Zstd,
-            "none" => kiln_overlay::compress::Compression::None,
-            _ => kiln_overlay::compress::Compression::Gzip,
-        },
+        compression: commit_compression(args),
         compression_level,
         platform: args.platform.clone(),
         cache_identity: cache_identity(args, input.dockerfile_path.as_deref(), &ctx),
@@ -288,17 +289,23 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         }
     }
     destinations.dedup();
+    // What leaves the store goes compressed as --compression says, else gzip.
+    let compression = args.compression.map_or(Compression::Gzip, Compression::from);
+    // Pushes and outputs may write compressed blobs into the store: `kiln
+    // system prune` waits for them, as for a build.
+    let _builds = store.builds_lock(|| {})?;
     if !destinations.is_empty() {
         let image = store.load_image(&result.manifest)?;
         for dest in &destinations {
-            let digest = super::push::push_image(&store, &image, dest, &args.registry, None, None, args.quiet)?;
+            let digest =
+                super::push::push_image(&store, &image, dest, &args.registry, None, compression, None, args.quiet)?;
             if !args.quiet {
                 println!("Pushed {dest}@{digest}");
             }
         }
     }
     for out in outputs.iter().filter(|o| o.kind != OutputKind::Registry) {
-        write_output(&store, out, &tags, &result.manifest)?;
+        write_output(&store, out, &tags, &result.manifest, out.compression.unwrap_or(compression))?;
         if !args.quiet {
             println!("Wrote {} to {}", kind_name(&out.kind), out.dest.display());
         }
@@ -326,15 +333,22 @@ fn source_date_epoch(args: &BuildArgs) -> anyhow::Result<Option<i64>> {
     }
 }
 
+/// How layers are committed: plain unless `--compression` says otherwise;
+/// a `--compression-level` alone means gzip at that level (a level is only
+/// worth giving for a compressed layer).
+fn commit_compression(args: &BuildArgs) -> kiln_overlay::compress::Compression {
+    use kiln_overlay::compress::Compression;
+    match (args.compression, args.compression_level) {
+        (Some(c), _) => Compression::from(c),
+        (None, Some(_)) => Compression::Gzip,
+        (None, None) => Compression::None,
+    }
+}
+
 /// `--compression-level`, checked against `--compression` before any work starts.
 fn compression_level(args: &BuildArgs) -> anyhow::Result<Option<u32>> {
-    use kiln_overlay::compress::Compression;
     let Some(level) = args.compression_level else { return Ok(None) };
-    let compression = match args.compression.as_str() {
-        "zstd" => Compression::Zstd,
-        "none" => Compression::None,
-        _ => Compression::Gzip,
-    };
+    let compression = commit_compression(args);
     compression.check_level(level).map_err(|e| anyhow::anyhow!("--compression-level {}: {}", level, e))?;
     Ok(Some(level))
 }
@@ -641,14 +655,17 @@ fn write_output(
     out: &OutputSpec,
     tags: &[String],
     manifest: &crate::image::manifest::Descriptor,
+    compression: Compression,
 ) -> anyhow::Result<()> {
     let name = match &out.name {
         Some(n) => Some(reference::normalize_local(n).with_context(|| format!("invalid name= {:?}", n))?),
         None => tags.first().cloned(),
     };
     match out.kind {
-        OutputKind::Oci => transport::export_oci_dir(store, &[(name, manifest.clone())], &out.dest)?,
-        OutputKind::OciArchive => transport::export_oci_archive(store, &[(name, manifest.clone())], &out.dest)?,
+        OutputKind::Oci => transport::export_oci_dir(store, &[(name, manifest.clone())], &out.dest, compression)?,
+        OutputKind::OciArchive => {
+            transport::export_oci_archive(store, &[(name, manifest.clone())], &out.dest, compression)?
+        }
         OutputKind::DockerArchive => {
             let repo_tags = match &out.name {
                 Some(_) => name.into_iter().collect(),

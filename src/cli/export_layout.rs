@@ -19,6 +19,10 @@ pub struct ExportLayoutArgs {
     /// The layout directory (created if missing; an existing one is merged into).
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// How layers stored as plain tars are written: gzip (default), zstd or none. Layers that are
+    /// compressed already (pulled, or built with --compression) are copied as they are.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: super::output::CompressionArg,
     /// Images: tags (which become the layout's ref names), digests or id prefixes.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
@@ -26,8 +30,10 @@ pub struct ExportLayoutArgs {
 
 pub fn run(cli: &Cli, args: &ExportLayoutArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
+    // Compressed blobs are written into the store: `kiln system prune` waits for them.
+    let _builds = store.builds_lock(|| {})?;
     let images = per_tag(selection(&store, &args.images)?);
-    transport::export_oci_dir(&store, &images, &args.dir)
+    transport::export_oci_dir(&store, &images, &args.dir, args.compression.into())
         .with_context(|| format!("write OCI layout {}", args.dir.display()))?;
     Ok(0)
 }

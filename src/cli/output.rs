@@ -2,6 +2,28 @@
 
 use std::path::PathBuf;
 
+use kiln_overlay::compress::Compression;
+
+/// A layer compression as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+    /// Plain tars (`uncompressed`, as buildx spells it, works too).
+    #[value(alias = "uncompressed")]
+    None,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Compression {
+        match c {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::None => Compression::None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputKind {
     Oci,
@@ -17,6 +39,9 @@ pub struct OutputSpec {
     pub dest: PathBuf,
     /// The reference name written into the layout or archive.
     pub name: Option<String>,
+    /// `compression=`: how plain layers leave (default: the build's
+    /// `--compression`, else gzip).
+    pub compression: Option<Compression>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -29,12 +54,15 @@ pub enum OutputError {
     NoDest(String),
     #[error("--output {0:?}: unknown field {1:?}")]
     UnknownField(String, String),
+    #[error("--output {0:?}: unknown compression {1:?} (expected gzip, zstd or uncompressed)")]
+    UnknownCompression(String, String),
 }
 
 pub fn parse(spec: &str) -> Result<OutputSpec, OutputError> {
     let mut kind = None;
     let mut dest = None;
     let mut name = None;
+    let mut compression = None;
     for field in spec.split(',') {
         let (k, v) = field.split_once('=').unwrap_or((field, ""));
         match k.trim() {
@@ -49,6 +77,14 @@ pub fn parse(spec: &str) -> Result<OutputSpec, OutputError> {
             }
             "dest" => dest = Some(PathBuf::from(v)),
             "name" => name = Some(v.to_string()),
+            "compression" => {
+                compression = Some(match v {
+                    "gzip" => Compression::Gzip,
+                    "zstd" => Compression::Zstd,
+                    "uncompressed" | "none" => Compression::None,
+                    other => return Err(OutputError::UnknownCompression(spec.into(), other.into())),
+                })
+            }
             // buildx's spelling for type=image; pushing is what type=registry does anyway
             "push" if v == "true" => {}
             other => return Err(OutputError::UnknownField(spec.into(), other.into())),
@@ -56,12 +92,13 @@ pub fn parse(spec: &str) -> Result<OutputSpec, OutputError> {
     }
     let kind = kind.ok_or_else(|| OutputError::NoType(spec.into()))?;
     if kind == OutputKind::Registry {
-        return Ok(OutputSpec { kind, dest: dest.unwrap_or_default(), name });
+        return Ok(OutputSpec { kind, dest: dest.unwrap_or_default(), name, compression });
     }
     Ok(OutputSpec {
         kind,
         dest: dest.filter(|d| !d.as_os_str().is_empty()).ok_or_else(|| OutputError::NoDest(spec.into()))?,
         name,
+        compression,
     })
 }
 
@@ -72,7 +109,14 @@ mod tests {
     #[test]
     fn parses_specs() {
         let o = parse("type=oci,dest=out,name=app:1").unwrap();
-        assert_eq!(o, OutputSpec { kind: OutputKind::Oci, dest: "out".into(), name: Some("app:1".into()) });
+        assert_eq!(
+            o,
+            OutputSpec { kind: OutputKind::Oci, dest: "out".into(), name: Some("app:1".into()), compression: None }
+        );
+        let z = parse("type=oci-archive,dest=a.tar,compression=zstd").unwrap();
+        assert_eq!(z.compression, Some(Compression::Zstd));
+        assert_eq!(parse("type=oci,dest=o,compression=uncompressed").unwrap().compression, Some(Compression::None));
+        assert!(matches!(parse("type=oci,dest=o,compression=lz4"), Err(OutputError::UnknownCompression(..))));
         assert_eq!(parse("type=docker-archive,dest=a.tar").unwrap().kind, OutputKind::DockerArchive);
         assert!(matches!(parse("dest=x"), Err(OutputError::NoType(_))));
         assert!(matches!(parse("type=local,dest=x"), Err(OutputError::UnknownType(..))));

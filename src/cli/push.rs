@@ -25,6 +25,11 @@ pub struct PushArgs {
     #[arg(long, value_parser = ["oci", "docker", "v2s2"])]
     pub format: Option<String>,
 
+    /// How layers stored as plain tars are sent: gzip (default), zstd or none. Layers that are
+    /// compressed already (pulled, or built with --compression) go as they are.
+    #[arg(long, alias = "compression-format", value_enum, default_value = "gzip")]
+    pub compression: super::output::CompressionArg,
+
     /// Write the pushed manifest's digest to FILE.
     #[arg(long, value_name = "FILE")]
     pub digestfile: Option<PathBuf>,
@@ -44,25 +49,35 @@ pub fn run(cli: &Cli, args: &PushArgs) -> anyhow::Result<i32> {
     let image = find_image(&store, &args.image)?;
     let destination = args.destination.clone().unwrap_or_else(|| args.image.clone());
     let format = args.format.as_deref().map(|f| f.parse::<ManifestFormat>()).transpose().map_err(anyhow::Error::msg)?;
-    let digest =
-        push_image(&store, &image, &destination, &args.registry, format, args.digestfile.as_deref(), args.quiet)?;
+    let digest = push_image(
+        &store,
+        &image,
+        &destination,
+        &args.registry,
+        format,
+        args.compression.into(),
+        args.digestfile.as_deref(),
+        args.quiet,
+    )?;
     println!("{digest}");
     Ok(0)
 }
 
 /// Pushes and writes the digest file; used by `kiln push` and `kiln build --push`.
+#[allow(clippy::too_many_arguments)]
 pub fn push_image(
     store: &Store,
     image: &Image,
     destination: &str,
     flags: &RegistryFlags,
     format: Option<ManifestFormat>,
+    compression: kiln_overlay::compress::Compression,
     digestfile: Option<&std::path::Path>,
     quiet: bool,
 ) -> anyhow::Result<String> {
     let opts = flags.options(None, !quiet);
     let mut stderr = std::io::stderr();
-    let digest = registry::push(store, image, destination, &opts, format, &mut stderr)?;
+    let digest = registry::push(store, image, destination, &opts, format, compression, &mut stderr)?;
     if let Some(file) = digestfile {
         std::fs::write(file, &digest).with_context(|| format!("write the digest to {}", file.display()))?;
     }

@@ -24,6 +24,10 @@ pub struct SaveArgs {
     /// docker-archive (what `docker load` reads) or oci-archive.
     #[arg(long, default_value = "docker-archive", value_parser = ["docker-archive", "oci-archive"])]
     pub format: String,
+    /// How layers stored as plain tars go into an oci-archive: gzip (default), zstd or none.
+    /// A docker-archive always holds plain tars, as `docker load` wants.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: super::output::CompressionArg,
     /// Images: tags (kept in the archive), digests or id prefixes.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
@@ -59,11 +63,15 @@ pub fn per_tag(selection: Vec<(Vec<String>, Descriptor)>) -> Vec<(Option<String>
 
 pub fn run(cli: &Cli, args: &SaveArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
+    // An oci-archive may write compressed blobs into the store: `kiln system
+    // prune` waits for them.
+    let _builds = store.builds_lock(|| {})?;
     let images = selection(&store, &args.images)?;
+    let compression = args.compression.into();
     match &args.output {
         Some(path) => {
             let result = if args.format == "oci-archive" {
-                transport::export_oci_archive(&store, &per_tag(images), path)
+                transport::export_oci_archive(&store, &per_tag(images), path, compression)
             } else {
                 transport::export_docker_archive(&store, &images, path)
             };
@@ -77,7 +85,7 @@ pub fn run(cli: &Cli, args: &SaveArgs) -> anyhow::Result<i32> {
             );
             let out = std::io::BufWriter::new(stdout.lock());
             let result = if args.format == "oci-archive" {
-                transport::write_oci_archive(&store, &per_tag(images), out)
+                transport::write_oci_archive(&store, &per_tag(images), out, compression)
             } else {
                 transport::write_docker_archive(&store, &images, out)
             };

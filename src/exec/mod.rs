@@ -73,6 +73,9 @@ pub enum ExecError {
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// How layers are committed: plain tars by default (compressed when the
+    /// image is pushed or exported, see `store::compressed`); `--compression`
+    /// compresses at commit instead.
     pub compression: Compression,
     /// `--compression-level` (checked by the CLI); `None` is the compression's default.
     pub compression_level: Option<u32>,
@@ -137,7 +140,7 @@ impl NamedContext {
 impl Default for BuildOptions {
     fn default() -> Self {
         BuildOptions {
-            compression: Compression::Gzip,
+            compression: Compression::None,
             compression_level: None,
             platform: None,
             cache_identity: String::new(),

@@ -12,6 +12,7 @@ mod tarout;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use kiln_overlay::compress::Compression;
 use thiserror::Error;
 
 use crate::image::manifest::Descriptor;
@@ -173,22 +174,28 @@ pub fn import_all(store: &Store, path: &Path) -> Result<Vec<(Vec<String>, Image)
 
 /// Writes the images into the OCI layout at `dest`, creating it if missing
 /// and otherwise merging: an entry with the same ref name is replaced.
+/// Layers stored as plain tars leave compressed with `compression` (made
+/// once and remembered in the store, see [`Store::outgoing_manifest`]);
+/// compressed ones leave as they are.
 pub fn export_oci_dir(
     store: &Store,
     images: &[(Option<String>, Descriptor)],
     dest: &Path,
+    compression: Compression,
 ) -> Result<(), TransportError> {
-    oci::export_dir(store, images, dest)
+    oci::export_dir(store, images, dest, compression)
 }
 
 /// Writes an OCI layout as a tar file (entries in a fixed order, zero
-/// timestamps), replacing `dest_file` atomically.
+/// timestamps), replacing `dest_file` atomically. Layers as in
+/// [`export_oci_dir`].
 pub fn export_oci_archive(
     store: &Store,
     images: &[(Option<String>, Descriptor)],
     dest_file: &Path,
+    compression: Compression,
 ) -> Result<(), TransportError> {
-    tarout::write_file_atomically(dest_file, |w| write_oci_archive(store, images, w))
+    tarout::write_file_atomically(dest_file, |w| write_oci_archive(store, images, w, compression))
 }
 
 /// Writes a `docker save` archive (manifest.json, `<hex>.json` configs,

@@ -6,6 +6,8 @@
 use std::io::Write;
 use std::sync::mpsc::Sender;
 
+use kiln_overlay::compress::Compression;
+
 use crate::image::manifest::{
     Descriptor, Manifest, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, DOCKER_MANIFEST, OCI_CONFIG,
     OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST,
@@ -39,21 +41,35 @@ impl std::str::FromStr for ManifestFormat {
     }
 }
 
-/// Pushes `image` to `destination` (docker syntax); with `format` `None` the
-/// manifest goes as stored. Returns the pushed manifest's digest.
+/// Pushes `image` to `destination` (docker syntax). Layers stored as plain
+/// tars go compressed with `compression` (made once and remembered in the
+/// store, see [`Store::outgoing_manifest`]; `None` sends them plain), the
+/// others as they are. With `format` `None` the manifest keeps its format,
+/// and goes byte for byte as stored when no layer was compressed. Returns
+/// the pushed manifest's digest.
 pub fn push(
     store: &Store,
     image: &Image,
     destination: &str,
     opts: &RegistryOptions,
     format: Option<ManifestFormat>,
+    compression: Compression,
     out: &mut dyn Write,
 ) -> Result<String, RegistryError> {
     let r =
         Reference::parse(destination).map_err(|e| RegistryError::new("push", destination, ErrorKind::Reference(e)))?;
     let err = |kind| RegistryError::new("push", &r, kind);
-    let stored = store.read_blob(&image.manifest_digest).map_err(|e| err(ErrorKind::Store(e)))?;
-    let (bytes, media_type) = manifest_for(&image.manifest, stored, format).map_err(err)?;
+    // Plain layers are compressed here, each once in the store's life.
+    let mut compressing = |digest: &str| {
+        if opts.progress {
+            let name = if compression == Compression::Zstd { "zstd" } else { "gzip" };
+            let _ = writeln!(out, "Compressing layer {} ({name})", crate::exec::short(digest));
+        }
+    };
+    let outgoing = store
+        .outgoing_manifest(&image.manifest_digest, compression, &mut compressing)
+        .map_err(|e| err(ErrorKind::Store(e)))?;
+    let (bytes, media_type) = manifest_for(&outgoing.manifest, outgoing.bytes, format).map_err(err)?;
     let digest = sha256_digest(&bytes);
     if let Some(pinned) = &r.digest {
         if *pinned != digest {
@@ -65,8 +81,8 @@ pub fn push(
         }
     }
 
-    let mut blobs: Vec<Descriptor> = vec![image.manifest.config.clone()];
-    for layer in &image.manifest.layers {
+    let mut blobs: Vec<Descriptor> = vec![outgoing.manifest.config.clone()];
+    for layer in &outgoing.manifest.layers {
         if !blobs.iter().any(|b| b.digest == layer.digest) {
             blobs.push(layer.clone());
         }
@@ -115,8 +131,8 @@ pub fn push(
         }
     }
     let repo = r.name();
-    sources::record(store, &image.manifest.config.digest, &repo);
-    for layer in &image.manifest.layers {
+    sources::record(store, &outgoing.manifest.config.digest, &repo);
+    for layer in &outgoing.manifest.layers {
         sources::record(store, &layer.digest, &repo);
     }
     if opts.progress {

@@ -6,6 +6,8 @@
 //! descriptor gives; configs parse as image configs; build-cache records name
 //! blobs the store has; every layer dir carries a `verified` marker naming
 //! its own chain id, and some image or build-cache record uses that chain;
+//! every compressed-layer record names an intact blob of its size and
+//! compression, and a plain layer the store still holds;
 //! nothing is left in `kiln/tmp/` or as `kiln/layers/.step-*`, `.unpack-*`,
 //! `.stale-*` or `.trash-*` by a kiln that was interrupted.
 //!
@@ -68,6 +70,12 @@ pub enum Defect {
     Leftover,
     #[error("build-cache record names blob {digest}, which is not in the store")]
     CacheRecordMissingBlob { digest: String },
+    #[error("not a valid compressed-layer record: {error}")]
+    BadCompressedRecord { error: String },
+    #[error("compressed-layer record names blob {digest}, which {why}")]
+    CompressedRecordBadBlob { digest: String, why: String },
+    #[error("compressed-layer record of layer {diff_id}, which is not in the store any more")]
+    CompressedRecordStale { diff_id: String },
 }
 
 /// How `--repair` deals with a problem.
@@ -271,6 +279,7 @@ impl Store {
         walk.scan_blobs(true)?;
         walk.images()?;
         walk.cache_records()?;
+        walk.compressed_records()?;
         walk.layer_dirs()?;
         walk.temp_files()?;
         Ok(walk.report)
@@ -572,6 +581,51 @@ impl<'s> Walk<'s> {
         found
     }
 
+    /// Records of compressed copies of plain layers (`compressed.rs`): each
+    /// must name an intact blob of the recorded size and compression, and a
+    /// plain layer still in the store. Repair removes a bad record (a blob
+    /// nothing names then goes with the next prune).
+    fn compressed_records(&mut self) -> Result<(), StoreError> {
+        for (path, record) in self.store.compressed_records()? {
+            let record = match record {
+                Ok(r) => r,
+                Err(error) => {
+                    self.problem(path.clone(), Defect::BadCompressedRecord { error }, Fix::Remove(vec![path]));
+                    continue;
+                }
+            };
+            let digest = record.digest.clone();
+            let why = match self.blobs.get(&digest) {
+                // Written after the blobs were listed, by an export running now.
+                None if self.busy && self.store.has_blob(&digest) => continue,
+                None => Some("is not in the store".to_string()),
+                Some(info) if !info.intact => Some("is corrupt".to_string()),
+                Some(info) if info.size != record.size => {
+                    Some(format!("has {} bytes, not the {} the record says", info.size, record.size))
+                }
+                Some(_) => match blob_format(&self.store.blob_path(&digest)) {
+                    Ok(found) if found != record.format() => {
+                        Some(format!("is no {} stream", record.compression))
+                    }
+                    Ok(_) => None,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
+                    Err(source) => {
+                        return Err(StoreError::Io { action: "read blob", path: self.store.blob_path(&digest), source })
+                    }
+                },
+            };
+            if let Some(why) = why {
+                self.problem(path.clone(), Defect::CompressedRecordBadBlob { digest, why }, Fix::Remove(vec![path]));
+                continue;
+            }
+            if !self.blobs.contains_key(&record.diff_id) && !self.store.has_blob(&record.diff_id) {
+                let defect = Defect::CompressedRecordStale { diff_id: record.diff_id };
+                self.problem(path.clone(), defect, Fix::Remove(vec![path]));
+            }
+        }
+        Ok(())
+    }
+
     fn layer_dirs(&mut self) -> Result<(), StoreError> {
         let root = self.store.private_dir().join(LAYERS_DIR);
         for (path, meta) in entries(&root)? {
@@ -680,6 +734,13 @@ fn hash_file(path: &Path) -> io::Result<(String, u64)> {
         size += n as u64;
     }
     Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
+}
+
+/// The compression a file's first bytes announce.
+fn blob_format(path: &Path) -> io::Result<kiln_overlay::compress::Format> {
+    let mut head = Vec::with_capacity(kiln_overlay::compress::MAGIC_LEN);
+    File::open(path)?.take(kiln_overlay::compress::MAGIC_LEN as u64).read_to_end(&mut head)?;
+    Ok(kiln_overlay::compress::detect(&head))
 }
 
 /// The digest a path in `blobs/sha256` stands for.

@@ -7,6 +7,10 @@
 //! Layer dirs (`kiln/layers/<chain id>`) are live while a live image has
 //! that chain id; a dir whose name is no chain id is never touched.
 //!
+//! A compressed copy of a plain layer, made for a push or an export and
+//! recorded in `kiln/compressed/`, lives as long as its plain layer's blob
+//! and goes with it (see `compressed.rs`).
+//!
 //! Builds write blobs before the manifest that makes them reachable, so an
 //! unreachable blob or layer dir that belongs to no image being removed is
 //! only deleted once it is older than [`GRACE`].
@@ -428,8 +432,18 @@ impl Store {
         let doomed = self.reachable(doomed_roots.iter().cloned().chain(uncached.iter().cloned()))?;
 
         let (live_chains, doomed_chains) = (self.chains_of(&live)?, self.chains_of(&doomed)?);
+        // Compressed copies of plain layers (`compressed.rs`) follow their
+        // layer, decided after the other blobs: by compressed digest, the
+        // records naming it.
+        let records = self.compressed_records()?;
+        let mut copies: BTreeMap<String, Vec<(PathBuf, String)>> = BTreeMap::new();
+        for (path, record) in &records {
+            if let Ok(r) = record {
+                copies.entry(r.digest.clone()).or_default().push((path.clone(), r.diff_id.clone()));
+            }
+        }
         for (digest, size) in self.blob_files()? {
-            if live.contains(&digest) {
+            if live.contains(&digest) || copies.contains_key(&digest) {
                 continue;
             }
             let path = self.blob_path(&digest);
@@ -448,6 +462,7 @@ impl Store {
                 Err(source) => return Err(StoreError::Io { action: "remove blob", path, source }),
             }
         }
+        self.collect_compressed(&records, &copies, &live, &mut reclaimed)?;
         for (path, meta) in subdirs(&self.kiln_dir(LAYERS_DIR))? {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             // Trees moved aside to be removed (by a removal or a build that
@@ -477,6 +492,62 @@ impl Store {
             }
         }
         Ok(reclaimed)
+    }
+
+    /// Removes the compressed copies whose plain layers are all gone (each
+    /// record before its blob: a kill in between leaves a blob nothing
+    /// names, for a later collect, never a record naming a missing blob),
+    /// then records that name no blob or no layer any more, or that cannot
+    /// be read. A copy that a live image uses itself (one imported back)
+    /// stays, as any live blob.
+    fn collect_compressed(
+        &self,
+        records: &[super::compressed::RecordFile],
+        copies: &BTreeMap<String, Vec<(PathBuf, String)>>,
+        live: &BTreeSet<String>,
+        reclaimed: &mut Reclaimed,
+    ) -> Result<(), StoreError> {
+        let remove_record = |path: &Path, reclaimed: &mut Reclaimed| -> Result<(), StoreError> {
+            let bytes = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
+            match fs::remove_file(path) {
+                Ok(()) => {
+                    reclaimed.bytes += bytes;
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(StoreError::Io { action: "remove record", path: path.to_path_buf(), source }),
+            }
+        };
+        for (digest, owners) in copies {
+            if live.contains(digest) || owners.iter().any(|(_, diff_id)| self.has_blob(diff_id)) {
+                continue;
+            }
+            for (path, _) in owners {
+                remove_record(path, reclaimed)?;
+            }
+            let path = self.blob_path(digest);
+            let Ok(meta) = fs::metadata(&path) else { continue };
+            crate::fault::point("gc-remove-blob");
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    self.forget_diff_id(digest);
+                    reclaimed.blobs.push(digest.clone());
+                    reclaimed.bytes += meta.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StoreError::Io { action: "remove blob", path, source }),
+            }
+        }
+        for (path, record) in records {
+            let stale = match record {
+                Ok(r) => !self.has_blob(&r.digest) || !self.has_blob(&r.diff_id),
+                Err(_) => true,
+            };
+            if stale {
+                remove_record(path, reclaimed)?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes what kiln processes that are gone left in `kiln/tmp`: partial

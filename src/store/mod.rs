@@ -6,6 +6,7 @@
 
 mod blobs;
 mod check;
+mod compressed;
 mod gc;
 mod index;
 mod lock;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use blobs::{sha256_digest, sha256_hex, BlobWriter};
+pub use compressed::{CompressedRecord, Outgoing, COMPRESSED_DIR};
 pub use check::{CheckReport, Defect, Fix, Problem, Repair};
 pub use gc::{chain_ids, layer_dir_chain_id, CachePrune, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR, GRACE, LAYERS_DIR};
 pub use lock::{BuildsLock, StoreLock};

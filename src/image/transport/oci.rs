@@ -6,6 +6,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use kiln_overlay::compress::Compression;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tempfile::NamedTempFile;
@@ -13,7 +14,7 @@ use tempfile::NamedTempFile;
 use super::source::Source;
 use super::tarout::TarOut;
 use super::TransportError;
-use crate::image::manifest::{Descriptor, Index, Manifest, DOCKER_MANIFEST_LIST, OCI_INDEX, REF_NAME};
+use crate::image::manifest::{Descriptor, Index, DOCKER_MANIFEST_LIST, OCI_INDEX, REF_NAME};
 use crate::image::platform::{self, Platform};
 use crate::image::config::ImageConfig;
 use crate::store::{parse_manifest, sha256_digest, sha256_hex, Image, LayerRef, Store};
@@ -259,15 +260,25 @@ fn copy_layer(store: &Store, source: &dyn Source, desc: &Descriptor, diff_id: &s
     Ok(())
 }
 
-/// An image's manifest descriptor (with its real size) and the blobs it refers to.
-fn image_blobs(store: &Store, manifest: &Descriptor) -> Result<(Descriptor, Vec<Descriptor>), TransportError> {
-    let bytes = store.read_blob(&manifest.digest)?;
-    let parsed: Manifest = parse_manifest(&manifest.digest, &bytes)?;
+/// An image as it leaves the store: its manifest's descriptor (with its
+/// real digest and size), the manifest's bytes when they are not the stored
+/// blob's, and the blobs the manifest names.
+struct Leaving {
+    manifest: Descriptor,
+    bytes: Option<Vec<u8>>,
+    blobs: Vec<Descriptor>,
+}
+
+/// The image `manifest` names as it leaves the store with its plain layers
+/// compressed with `compression` (see [`Store::outgoing_manifest`]).
+fn leaving(store: &Store, manifest: &Descriptor, compression: Compression) -> Result<Leaving, TransportError> {
+    let out = store.outgoing_manifest(&manifest.digest, compression, &mut |_| {})?;
     let mut sized = manifest.clone();
-    sized.size = bytes.len() as u64;
-    let mut blobs = vec![parsed.config];
-    blobs.extend(parsed.layers);
-    Ok((sized, blobs))
+    sized.digest = out.digest.clone();
+    sized.size = out.bytes.len() as u64;
+    let mut blobs = vec![out.manifest.config.clone()];
+    blobs.extend(out.manifest.layers.iter().cloned());
+    Ok(Leaving { manifest: sized, bytes: (!out.as_stored).then_some(out.bytes), blobs })
 }
 
 /// The index entry for an exported image: the image's own annotations
@@ -295,7 +306,13 @@ fn merge_entry(index: &mut Index, entry: Descriptor) {
     index.manifests.push(entry);
 }
 
-pub fn export_dir(store: &Store, images: &[(Option<String>, Descriptor)], dest: &Path) -> Result<(), TransportError> {
+/// Writes `images` into the OCI layout `dest` (see `super::export_oci_dir`).
+pub fn export_dir(
+    store: &Store,
+    images: &[(Option<String>, Descriptor)],
+    dest: &Path,
+    compression: Compression,
+) -> Result<(), TransportError> {
     let io_err = |action: &'static str, p: &Path| {
         let p = p.to_path_buf();
         move |source| TransportError::Io { action, path: p, source }
@@ -316,18 +333,22 @@ pub fn export_dir(store: &Store, images: &[(Option<String>, Descriptor)], dest: 
     };
 
     for (name, manifest) in images {
-        let (manifest, blobs) = image_blobs(store, manifest)?;
-        for blob in std::iter::once(&manifest).chain(&blobs) {
+        let image = leaving(store, manifest, compression)?;
+        for blob in std::iter::once(&image.manifest).chain(&image.blobs) {
             let hex = sha256_hex(&blob.digest).ok_or_else(|| TransportError::InvalidDigest {
                 digest: blob.digest.clone(),
                 source_name: store.root().display().to_string(),
             })?;
             let target = blob_dir.join(hex);
-            if !target.exists() {
-                copy_store_blob_to(store, &blob.digest, &blob_dir, &target)?;
+            if target.exists() {
+                continue;
+            }
+            match &image.bytes {
+                Some(bytes) if blob.digest == image.manifest.digest => write_replacing(&blob_dir, &target, bytes)?,
+                _ => copy_store_blob_to(store, &blob.digest, &blob_dir, &target)?,
             }
         }
-        merge_entry(&mut index, index_entry(name, &manifest));
+        merge_entry(&mut index, index_entry(name, &image.manifest));
     }
     let mut bytes = serde_json::to_vec_pretty(&index).map_err(|e| TransportError::Json {
         action: "serialize index.json".into(),
@@ -393,18 +414,26 @@ pub fn make_readable(tmp: &NamedTempFile, target: &Path) -> Result<(), Transport
 
 /// Writes the images as a tar of an OCI layout: oci-layout, index.json, then
 /// blobs sorted by digest, all with zero timestamps and root ownership.
+/// Plain layers are compressed with `compression` on the way (see
+/// [`Store::outgoing_manifest`]).
 pub fn write_oci_archive<W: Write>(
     store: &Store,
     images: &[(Option<String>, Descriptor)],
     out: W,
+    compression: Compression,
 ) -> Result<(), TransportError> {
     let mut index = Index::default();
     let mut blobs = BTreeSet::new();
+    // Manifests made for this export, which the store does not hold.
+    let mut made: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (name, manifest) in images {
-        let (manifest, image_blobs) = image_blobs(store, manifest)?;
-        merge_entry(&mut index, index_entry(name, &manifest));
-        blobs.insert(manifest.digest);
-        blobs.extend(image_blobs.into_iter().map(|b| b.digest));
+        let image = leaving(store, manifest, compression)?;
+        merge_entry(&mut index, index_entry(name, &image.manifest));
+        blobs.insert(image.manifest.digest.clone());
+        blobs.extend(image.blobs.into_iter().map(|b| b.digest));
+        if let Some(bytes) = image.bytes {
+            made.insert(image.manifest.digest, bytes);
+        }
     }
     let mut index_bytes = serde_json::to_vec_pretty(&index).map_err(|e| TransportError::Json {
         action: "serialize index.json".into(),
@@ -423,7 +452,10 @@ pub fn write_oci_archive<W: Write>(
             digest: digest.clone(),
             source_name: store.root().display().to_string(),
         })?;
-        tar.store_blob(store, digest, &format!("blobs/sha256/{hex}"))?;
+        match made.get(digest) {
+            Some(bytes) => tar.file(&format!("blobs/sha256/{hex}"), bytes)?,
+            None => tar.store_blob(store, digest, &format!("blobs/sha256/{hex}"))?,
+        }
     }
     tar.finish()
 }
