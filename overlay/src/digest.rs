@@ -18,22 +18,33 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// A writer that hashes and counts every byte the inner writer accepted.
 pub struct HashingWriter<W: Write> {
     inner: W,
-    hasher: Sha256,
+    /// `None`: count only (the caller knows the digest another way).
+    hasher: Option<Sha256>,
     bytes: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
+        HashingWriter { inner, hasher: Some(Sha256::new()), bytes: 0 }
+    }
+
+    /// Counts bytes without hashing them: for a stream whose digest is
+    /// already computed elsewhere (an uncompressed layer blob is its tar).
+    pub fn counting(inner: W) -> Self {
+        HashingWriter { inner, hasher: None, bytes: 0 }
+    }
+
+    /// The digest of the bytes written so far; `None` for a counting writer.
+    pub fn try_digest(&self) -> Option<String> {
+        self.hasher.as_ref().map(format_digest)
     }
 
     /// The digest of the bytes written so far.
+    ///
+    /// # Panics
+    /// On a [`HashingWriter::counting`] writer, which has none.
     pub fn digest(&self) -> String {
-        format_digest(&self.hasher)
+        self.try_digest().expect("digest of a counting-only writer")
     }
 
     /// How many bytes were written so far.
@@ -54,7 +65,9 @@ impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         // Hash only what the inner writer took, so a short write followed by a retry is not hashed twice.
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }

@@ -52,7 +52,10 @@ impl<W: Write + 'static> LayerWriter<W> {
 
     /// [`LayerWriter::with_level`] on `threads` compression threads; the blob does not depend on `threads`.
     pub fn with_threads(out: W, compression: Compression, level: Option<u32>, threads: usize) -> io::Result<Self> {
-        let blob = HashingWriter::new(BufWriter::with_capacity(OUT_BUF, out));
+        let out = BufWriter::with_capacity(OUT_BUF, out);
+        // An uncompressed blob is the tar itself: its digest is the diff_id,
+        // so hashing it a second time would only cost time.
+        let blob = if compression == Compression::None { HashingWriter::counting(out) } else { HashingWriter::new(out) };
         let tar = TarWriter::new(HashingWriter::new(encoder_threads(compression, level, threads, blob)?));
         Ok(LayerWriter { tar, compression })
     }
@@ -86,8 +89,8 @@ impl<W: Write + 'static> LayerWriter<W> {
         let diff_id = plain.digest();
         let blob = plain.into_inner().finish()?;
         let info = LayerInfo {
+            digest: blob.try_digest().unwrap_or_else(|| diff_id.clone()),
             diff_id,
-            digest: blob.digest(),
             size: blob.bytes(),
             compression: self.compression,
         };
