@@ -20,7 +20,7 @@ use kiln_overlay::layer::entry_from_path;
 use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
 
 use crate::context::DockerIgnore;
-use crate::context::{BuildContext, ContextEntry, SourceMatch};
+use crate::context::{ContextEntry, SourceMatch, SourceTree};
 use crate::context::remote;
 use crate::plan::CopyStep;
 use std::sync::Arc;
@@ -87,7 +87,7 @@ pub struct Planned {
 /// What a COPY/ADD needs besides the step itself.
 pub struct CopyEnv<'a> {
     /// The build context, or the rootfs of the `--from` stage or image.
-    pub source: &'a BuildContext,
+    pub source: &'a dyn SourceTree,
     /// The current WORKDIR.
     pub workdir: &'a str,
     pub owner: Option<(u64, u64)>,

@@ -22,7 +22,8 @@ use std::time::Instant;
 use kiln_overlay::compress::Compression;
 use kiln_overlay::layer::LayerWriter;
 
-use crate::context::BuildContext;
+use crate::context::layered::LayerView;
+use crate::context::{BuildContext, SourceTree};
 use crate::dockerfile::ast::Span;
 use crate::image::config::{ImageConfig, RootFs};
 use crate::image::manifest::{self, Descriptor};
@@ -188,6 +189,7 @@ pub fn build(
         from_mounts: Mutex::new(Vec::new()),
         done: Mutex::new(HashMap::new()),
         unpacked: Mutex::new(HashMap::new()),
+        views: Mutex::new(HashMap::new()),
         new_layer_bytes: AtomicU64::new(0),
         readers: readers(plan),
         fetcher: fetch::Fetcher::new(
@@ -246,6 +248,8 @@ struct Executor<'a> {
     done: Mutex<HashMap<usize, StageState>>,
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: Mutex<HashMap<String, Unpacked>>,
+    /// `COPY --from` views of stages' and images' layer dirs, by the same keys.
+    views: Mutex<HashMap<String, Arc<LayerView>>>,
     new_layer_bytes: AtomicU64,
     /// For each stage, how many needed stages read it (FROM, `--from`).
     readers: Vec<usize>,
@@ -459,17 +463,19 @@ impl<'a> Executor<'a> {
                     files = digest.shown();
                     digest.digest()
                 }
-                Some(CopyFrom::Stage(i)) => self.done.lock().expect("done lock").get(i).map(|s| s.key.clone()).unwrap_or_default(),
-                Some(CopyFrom::Image(r)) => match self.opts.named_contexts.get(r) {
-                    Some(NamedContext::Dir(_)) => {
-                        let key = self.unpack_from(c.from.as_ref().expect("matched above"))?;
-                        let from = self.unpacked.lock().expect("unpacked lock")[&key].clone();
-                        let digest = crate::context::digest::sources(&from, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
-                        files = digest.shown();
-                        digest.digest()
-                    }
-                    _ => self.image(r)?.manifest_digest,
-                },
+                Some(from) => {
+                    // What the step would copy, by content: looked up in the
+                    // stage's or image's layer dirs, nothing copied. A change
+                    // elsewhere in the source leaves the key alone.
+                    let source = self.source_of(from)?;
+                    let digest = match self.views_of(from) {
+                        // Layer dirs never change: their digests are not worth persisting.
+                        true => crate::context::digest::sources(&*source, &c.sources, &mut StatCache::default())?,
+                        false => crate::context::digest::sources(&*source, &c.sources, &mut self.stat.lock().expect("stat lock"))?,
+                    };
+                    files = digest.shown();
+                    digest.digest()
+                }
             },
             StepKind::Run(r) if !r.mounts.is_empty() => self.bind_inputs(r, &mut files)?,
             _ => String::new(),
@@ -610,12 +616,8 @@ impl<'a> Executor<'a> {
         };
         let chmod = c.chmod.as_deref().map(Chmod::parse).transpose()?;
         let workdir = state.workdir();
-        let key = match &c.from {
-            None => None,
-            Some(from) => Some(self.unpack_from(from)?),
-        };
-        let from = key.map(|k| self.unpacked.lock().expect("unpacked lock")[&k].clone());
-        let source = match &from {
+        let from = c.from.as_ref().map(|f| self.source_of(f)).transpose()?;
+        let source: &dyn SourceTree = match &from {
             None => self.ctx,
             Some(f) => &**f,
         };
@@ -771,6 +773,52 @@ impl<'a> Executor<'a> {
             ssh: &self.opts.ssh,
         };
         Ok(mounts::prepare(&r.mounts, &sources, &state.workdir())?)
+    }
+
+    /// Whether `from` is read through a view of layer dirs (a stage or an
+    /// image), not a directory (`--build-context name=DIR`).
+    fn views_of(&self, from: &CopyFrom) -> bool {
+        match from {
+            CopyFrom::Stage(_) => true,
+            CopyFrom::Image(name) => !matches!(self.opts.named_contexts.get(name), Some(NamedContext::Dir(_))),
+        }
+    }
+
+    /// What `COPY --from` reads: a named directory context, or the view of
+    /// a stage's or image's verified layer dirs, looked up path by path
+    /// (nothing is mounted or unpacked; each layer dir is made once, and
+    /// kept in the store).
+    fn source_of(&self, from: &CopyFrom) -> Result<Arc<dyn SourceTree>, Box<dyn std::error::Error + Send + Sync>> {
+        if !self.views_of(from) {
+            let key = self.unpack_from(from)?;
+            return Ok(self.unpacked.lock().expect("unpacked lock")[&key].clone());
+        }
+        let (key, layers, diff_ids) = self.layers_of(from)?;
+        // Held while the layer dirs are made: two stages reading one source make them once.
+        let mut views = self.views.lock().expect("views lock");
+        if let Some(view) = views.get(&key) {
+            return Ok(view.clone());
+        }
+        let dirs = self.layer_dirs.ensure(self.store, &layers, &diff_ids)?;
+        let view = Arc::new(LayerView::new(dirs, self.layer_dirs.prefix().clone()));
+        views.insert(key, view.clone());
+        Ok(view)
+    }
+
+    /// The layers of the stage or image `--from` names, with a key naming
+    /// them for this build.
+    fn layers_of(&self, from: &CopyFrom) -> Result<(String, Vec<Descriptor>, Vec<String>), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(match from {
+            CopyFrom::Stage(i) => {
+                let done = self.done.lock().expect("done lock");
+                let s = done.get(i).ok_or("COPY --from names a stage that was not built")?;
+                (format!("stage:{}", i), s.layers.clone(), s.config.rootfs.diff_ids.clone())
+            }
+            CopyFrom::Image(reference) => {
+                let image = self.image(reference)?;
+                (format!("image:{}", image.config_digest), image.manifest.layers, image.config.rootfs.diff_ids)
+            }
+        })
     }
 
     /// Unpacks the stage or image `COPY --from` names, once per build.
