@@ -152,6 +152,16 @@ pub fn show_name(name: &[u8]) -> String {
 /// Digests the sources `words` name in `ctx` (after .dockerignore): content,
 /// mode, link targets and xattrs; never mtimes, which don't reach the cache key.
 pub fn sources(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache) -> Result<SourceDigest, ContextError> {
+    digest_sources(ctx, words, stat, false)
+}
+
+/// Like [`sources`], owners included: for sources whose owners are copied
+/// (`COPY --from` a stage or image).
+pub fn sources_with_owners(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache) -> Result<SourceDigest, ContextError> {
+    digest_sources(ctx, words, stat, true)
+}
+
+fn digest_sources(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache, owners: bool) -> Result<SourceDigest, ContextError> {
     let mut out = SourceDigest::default();
     for word in words {
         if super::remote::is_remote(word) {
@@ -168,7 +178,11 @@ pub fn sources(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache) -> 
                     (true, false) => e.rel.clone(),
                     (false, false) => [&m.rel[..], b"/", &e.rel[..]].concat().into(),
                 };
-                out.files.insert(rel, describe(&e.host, &e.metadata, &e.link_target, stat)?);
+                let mut desc = describe(&e.host, &e.metadata, &e.link_target, stat)?;
+                if owners {
+                    desc.push_str(&format!(" owner:{}:{}", e.metadata.uid(), e.metadata.gid()));
+                }
+                out.files.insert(rel, desc);
             }
         }
     }

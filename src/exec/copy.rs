@@ -91,6 +91,9 @@ pub struct CopyEnv<'a> {
     /// The current WORKDIR.
     pub workdir: &'a str,
     pub owner: Option<(u64, u64)>,
+    /// Without `owner`, keep each source entry's owner (`COPY --from` a
+    /// stage or image, as BuildKit does) instead of making it root's.
+    pub keep_owners: bool,
     pub chmod: Option<&'a Chmod>,
     /// mtime for entries kiln creates (missing parent dirs, heredocs).
     pub now: i64,
@@ -217,6 +220,13 @@ pub fn plan_copy(step: &CopyStep, env: &CopyEnv, tree: &Tree) -> Result<BTreeMap
     Ok(entries)
 }
 
+/// The owner in an `OVERRIDE_STAT_XATTR` value (`uid:gid:0mode[:type]`).
+fn recorded_owner(value: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.split(':');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 /// A tar hardlink must follow its target. Links were found in walk order,
 /// which differs from the layer's path order, so make the first path of each
 /// group (in layer order) the file and point the others at it.
@@ -272,16 +282,19 @@ impl Output<'_> {
         }
         let md = std::fs::metadata(&m.host).map_err(|source| CopyError::Read { path: m.host.clone(), source })?;
         let mode = md.mode() & 0o7777;
-        let meta = self.owned(EntryMeta {
-            path: Default::default(),
-            kind: EntryKind::Dir,
-            mode: self.env.chmod.map_or(mode, |c| c.apply(mode, true)),
-            uid: 0,
-            gid: 0,
-            mtime: md.mtime(),
-            size: 0,
-            xattrs: BTreeMap::new(),
-        });
+        let meta = self.owned_as(
+            EntryMeta {
+                path: Default::default(),
+                kind: EntryKind::Dir,
+                mode: self.env.chmod.map_or(mode, |c| c.apply(mode, true)),
+                uid: 0,
+                gid: 0,
+                mtime: md.mtime(),
+                size: 0,
+                xattrs: BTreeMap::new(),
+            },
+            (u64::from(md.uid()), u64::from(md.gid())),
+        );
         self.put(path, meta, Data::None);
         Ok(())
     }
@@ -314,8 +327,10 @@ impl Output<'_> {
     fn entry(&mut self, target: &[u8], e: &ContextEntry) -> Result<(), CopyError> {
         let read_err = |source| CopyError::Read { path: e.host.clone(), source };
         let mut meta = entry_from_path(&e.host, target).map_err(read_err)?;
-        // Owner bookkeeping of an unpacked `--from` image, never content: COPY sets owners itself.
-        meta.xattrs.remove(OVERRIDE_STAT_XATTR);
+        // Owner bookkeeping of an unpacked `--from` image, never content: the
+        // owner it records (one the user namespace could not map) is the source's.
+        let recorded = meta.xattrs.remove(OVERRIDE_STAT_XATTR).and_then(|v| recorded_owner(&v));
+        let source_owner = recorded.unwrap_or((meta.uid, meta.gid));
         let md = &e.metadata;
         let data = match meta.kind {
             EntryKind::File => {
@@ -342,9 +357,22 @@ impl Output<'_> {
                 meta.mode = c.apply(meta.mode, is_dir);
             }
         }
-        let meta = self.owned(meta);
+        let meta = self.owned_as(meta, source_owner);
         self.put(target, meta, data);
         Ok(())
+    }
+
+    /// `meta` owned by --chown's owner, else by `source` where sources keep
+    /// their owners, else by root.
+    fn owned_as(&self, mut meta: EntryMeta, source: (u64, u64)) -> EntryMeta {
+        let (uid, gid) = match (self.env.owner, self.env.keep_owners) {
+            (Some(owner), _) => owner,
+            (None, true) => source,
+            (None, false) => (0, 0),
+        };
+        meta.uid = uid;
+        meta.gid = gid;
+        meta
     }
 
     fn owned(&self, mut meta: EntryMeta) -> EntryMeta {

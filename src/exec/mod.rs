@@ -470,7 +470,7 @@ impl<'a> Executor<'a> {
                     let source = self.source_of(from)?;
                     let digest = match self.views_of(from) {
                         // Layer dirs never change: their digests are not worth persisting.
-                        true => crate::context::digest::sources(&*source, &c.sources, &mut StatCache::default())?,
+                        true => crate::context::digest::sources_with_owners(&*source, &c.sources, &mut StatCache::default())?,
                         false => crate::context::digest::sources(&*source, &c.sources, &mut self.stat.lock().expect("stat lock"))?,
                     };
                     files = digest.shown();
@@ -625,6 +625,7 @@ impl<'a> Executor<'a> {
             source,
             workdir: &workdir,
             owner,
+            keep_owners: c.from.as_ref().is_some_and(|f| self.views_of(f)),
             chmod: chmod.as_ref(),
             now: self.stamp.seconds,
             scratch: self.scratch.path(),
