@@ -138,3 +138,22 @@ fn copy_from_an_image_in_the_store() {
         assert_eq!(img.paths(), ["got", "got/f.txt", "b.txt"].iter().map(|s| s.to_string()).collect());
     }
 }
+
+#[test]
+fn bind_from_a_stage_shows_its_merged_files_with_every_driver() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    for driver in DRIVERS {
+        let base = RUN_BASE.replacen("FROM scratch", "FROM scratch AS src", 1);
+        let df = format!(
+            "{base}{SOURCE}\
+FROM src
+RUN --mount=type=bind,from=src,source=/out,target=/m \
+ cat /m/one.bin /m/d/a.txt /m/opq/new > /seen \
+ && if test -e /m/many/f1 || test -e /m/opq/old; then echo deleted files show; exit 1; fi
+"
+        );
+        let (out, img) = sb.build_with(&df, &format!("bind-{driver}"), &["--storage-driver", driver]);
+        assert_eq!(img.file_str("seen"), "one\na\nnew\n", "{driver}:\n{}", out.transcript());
+    }
+}

@@ -5,6 +5,7 @@ pub mod chmod;
 pub mod copy;
 mod fetch;
 mod finish;
+mod fromkey;
 pub mod layers;
 pub mod mounts;
 pub mod owner;
@@ -463,16 +464,14 @@ impl<'a> Executor<'a> {
                     files = digest.shown();
                     digest.digest()
                 }
+                Some(from) if self.views_of(from) => {
+                    let memo = self.from_digest(from, &c.sources)?;
+                    files = memo.files;
+                    memo.digest
+                }
                 Some(from) => {
-                    // What the step would copy, by content: looked up in the
-                    // stage's or image's layer dirs, nothing copied. A change
-                    // elsewhere in the source leaves the key alone.
                     let source = self.source_of(from)?;
-                    let digest = match self.views_of(from) {
-                        // Layer dirs never change: their digests are not worth persisting.
-                        true => crate::context::digest::sources_with_owners(&*source, &c.sources, &mut StatCache::default())?,
-                        false => crate::context::digest::sources(&*source, &c.sources, &mut self.stat.lock().expect("stat lock"))?,
-                    };
+                    let digest = crate::context::digest::sources(&*source, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
                     files = digest.shown();
                     digest.digest()
                 }
@@ -776,6 +775,27 @@ impl<'a> Executor<'a> {
         Ok(mounts::prepare(&r.mounts, &sources, &state.workdir())?)
     }
 
+    /// What `COPY --from` a stage or image would copy, by content (paths,
+    /// modes, owners, file digests): looked up in the source's layer dirs,
+    /// nothing copied, and remembered by the source's chain id (see
+    /// `fromkey`). A change elsewhere in the source leaves it alone.
+    fn from_digest(&self, from: &CopyFrom, words: &[String]) -> Result<fromkey::Memo, Box<dyn std::error::Error + Send + Sync>> {
+        let (_, _, diff_ids) = self.layers_of(from)?;
+        let chain = layers::chain_ids(&diff_ids).pop().unwrap_or_else(|| "empty".into());
+        let path = fromkey::path(self.store, &chain, words);
+        if let Some(memo) = fromkey::load(&path) {
+            return Ok(memo);
+        }
+        let source = self.source_of(from)?;
+        // Layer dirs never change: their files' digests need no stat cache.
+        let digest = crate::context::digest::sources_with_owners(&*source, words, &mut StatCache::default())?;
+        let memo = fromkey::Memo { digest: digest.digest(), files: digest.shown() };
+        if let Err(e) = fromkey::save(&path, &memo) {
+            log::warn!("could not remember the digest of COPY --from sources in {}: {}", path.display(), e);
+        }
+        Ok(memo)
+    }
+
     /// Whether `from` is read through a view of layer dirs (a stage or an
     /// image), not a directory (`--build-context name=DIR`).
     fn views_of(&self, from: &CopyFrom) -> bool {
@@ -862,13 +882,15 @@ impl<'a> Executor<'a> {
         Ok(key)
     }
 
-    /// The fast path for `--from`: the layer directories RUN uses (each
-    /// applied once, by the safe applier), stacked by a kernel overlay mount,
-    /// so nothing is unpacked again. Its upper layer is thrown away with the
-    /// build. `None` where the storage driver is not kernel overlay or the
-    /// mount fails: the caller unpacks instead.
+    /// The fast path for `RUN --mount=type=bind,from=`: the layer
+    /// directories RUN uses (each applied once, by the safe applier),
+    /// stacked by a kernel overlay or fuse-overlayfs mount, so nothing is
+    /// unpacked again. Its upper layer is thrown away with the build. `None`
+    /// with the vfs driver or where the mount fails: the caller unpacks
+    /// instead.
     fn mount_from(&self, layers: &[Descriptor], diff_ids: &[String]) -> Result<Option<std::path::PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
-        if self.driver() != Driver::Overlay {
+        let driver = self.driver();
+        if driver == Driver::Vfs {
             return Ok(None);
         }
         let lowers = self.layer_dirs.ensure(self.store, layers, diff_ids)?;
@@ -877,7 +899,7 @@ impl<'a> Executor<'a> {
         for d in [&upper, &work, &merged] {
             std::fs::create_dir(d)?;
         }
-        match kiln_overlay::mount(Driver::Overlay, &lowers, &upper, &work, &merged) {
+        match kiln_overlay::mount(driver, &lowers, &upper, &work, &merged) {
             Ok(guard) => {
                 log::info!("--from layers mounted at {}", merged.display());
                 self.from_mounts.lock().expect("from mounts lock").push((guard, dir));
