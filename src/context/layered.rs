@@ -250,6 +250,54 @@ impl LayerView {
         Ok(out)
     }
 
+    /// Copies what `path` names in the view (a directory with everything
+    /// below it, or one file; symlinks resolved inside the view) to the same
+    /// path under `dest`, keeping modes and owners; for a bind mount's
+    /// source where no overlay can stack the layers (vfs). Special files are
+    /// left out, as a copy of a bind source leaves them out.
+    pub fn materialize(&self, path: &str, dest: &Path) -> Result<(), ContextError> {
+        use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
+        let cleaned = clean(&format!("/{path}")).trim_start_matches('/').to_string();
+        let m = self.plain(path, &cleaned)?;
+        let top = dest.join(&cleaned);
+        let mut entries = self.walk(&m)?;
+        if m.is_dir {
+            fs::create_dir_all(&top).map_err(Self::io(&top))?;
+            let md = fs::symlink_metadata(&m.host).map_err(Self::io(&m.host))?;
+            entries.push(ContextEntry { rel: BString::default(), host: m.host.clone(), metadata: md, link_target: None });
+        } else if let Some(parent) = top.parent() {
+            fs::create_dir_all(parent).map_err(Self::io(parent))?;
+        }
+        // Directories get their modes last, so a read-only one is filled first.
+        let mut dirs = Vec::new();
+        for e in &entries {
+            let to = if e.rel.is_empty() { top.clone() } else { top.join(OsStr::from_bytes(&e.rel)) };
+            let ft = e.metadata.file_type();
+            if ft.is_dir() {
+                if !e.rel.is_empty() {
+                    fs::create_dir(&to).map_err(Self::io(&to))?;
+                }
+                dirs.push((to.clone(), e.metadata.mode()));
+            } else if let Some(target) = &e.link_target {
+                symlink(target, &to).map_err(Self::io(&to))?;
+            } else if ft.is_file() {
+                fs::copy(&e.host, &to).map_err(Self::io(&to))?;
+                fs::set_permissions(&to, fs::Permissions::from_mode(e.metadata.mode() & 0o7777)).map_err(Self::io(&to))?;
+            } else {
+                continue;
+            }
+            lchown(&to, Some(e.metadata.uid()), Some(e.metadata.gid())).map_err(Self::io(&to))?;
+            // chown clears setuid bits: set the mode again.
+            if ft.is_file() {
+                fs::set_permissions(&to, fs::Permissions::from_mode(e.metadata.mode() & 0o7777)).map_err(Self::io(&to))?;
+            }
+        }
+        for (dir, mode) in dirs.into_iter().rev() {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777)).map_err(Self::io(&dir))?;
+        }
+        Ok(())
+    }
+
     fn walk_dir(&self, dir: &Node, rel: &[u8], out_rel: &[u8], out: &mut Vec<ContextEntry>) -> Result<(), ContextError> {
         for (name, node) in self.children(dir, rel)? {
             let orel = join(out_rel, &name);
@@ -416,6 +464,27 @@ mod tests {
         let out = v.walk(&m).unwrap();
         let link = out.iter().find(|e| e.rel == "out").unwrap();
         assert_eq!(link.link_target.as_deref(), Some(host.path()));
+    }
+
+    #[test]
+    fn materialize_copies_only_the_named_subtree() {
+        let (lo, hi, dest) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::create_dir_all(lo.path().join("out/sub")).unwrap();
+        fs::write(lo.path().join("out/sub/a"), "a").unwrap();
+        fs::write(lo.path().join("out/gone"), "g").unwrap();
+        fs::write(lo.path().join("elsewhere"), "e").unwrap();
+        fs::create_dir_all(hi.path().join("out")).unwrap();
+        whiteout(&hi.path().join("out"), "gone");
+        symlink("sub/a", hi.path().join("out/link")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(lo.path().join("out/sub"), fs::Permissions::from_mode(0o555)).unwrap();
+        let v = view(&[hi.path(), lo.path()]);
+        v.materialize("/out/", dest.path()).unwrap();
+        let d = dest.path();
+        assert_eq!(fs::read_to_string(d.join("out/sub/a")).unwrap(), "a");
+        assert_eq!(fs::read_link(d.join("out/link")).unwrap(), Path::new("sub/a"));
+        assert!(!d.join("out/gone").exists() && !d.join("elsewhere").exists());
+        assert_eq!(fs::metadata(d.join("out/sub")).unwrap().permissions().mode() & 0o777, 0o555);
     }
 
     #[test]

@@ -753,13 +753,21 @@ impl<'a> Executor<'a> {
         if r.mounts.is_empty() {
             return Ok(mounts::Prepared::default());
         }
-        let from = |name: &str| -> Result<std::path::PathBuf, String> {
+        let from = |name: &str, source: &str| -> Result<std::path::PathBuf, String> {
             let lower = name.to_lowercase();
             let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name);
             let from = match stage {
                 Some(s) => CopyFrom::Stage(s.index),
                 None => CopyFrom::Image(name.to_string()),
             };
+            if self.driver() == Driver::Vfs && self.views_of(&from) {
+                // No overlay to stack the layer dirs: copy out only what is bound.
+                let view = self.view_of(&from).map_err(|e| e.to_string())?;
+                let dir = tempfile::Builder::new().prefix("bind-from-").tempdir_in(self.scratch.path()).map_err(|e| e.to_string())?;
+                view.materialize(source, dir.path()).map_err(|e| e.to_string())?;
+                // Removed with the build's scratch space.
+                return Ok(dir.keep());
+            }
             let key = self.unpack_from(&from).map_err(|e| e.to_string())?;
             let root = self.unpacked.lock().expect("unpacked lock")[&key].root().to_path_buf();
             Ok(root)
@@ -814,6 +822,11 @@ impl<'a> Executor<'a> {
             let key = self.unpack_from(from)?;
             return Ok(self.unpacked.lock().expect("unpacked lock")[&key].clone());
         }
+        Ok(self.view_of(from)?)
+    }
+
+    /// The view of a stage's or image's verified layer dirs, made once per build.
+    fn view_of(&self, from: &CopyFrom) -> Result<Arc<LayerView>, Box<dyn std::error::Error + Send + Sync>> {
         let (key, layers, diff_ids) = self.layers_of(from)?;
         // Held while the layer dirs are made: two stages reading one source make them once.
         let mut views = self.views.lock().expect("views lock");

@@ -97,7 +97,9 @@ pub struct MountSources<'a> {
     /// The build context's root (binds without `from`).
     pub context: &'a Path,
     /// The root directory of what `from=` names (a stage, image or context).
-    pub from: &'a dyn Fn(&str) -> Result<PathBuf, String>,
+    /// Called with the `from=` name and the mount's `source` path, which
+    /// the returned root must hold.
+    pub from: &'a dyn Fn(&str, &str) -> Result<PathBuf, String>,
     pub secrets: &'a HashMap<String, SecretSource>,
     /// `--ssh id=SOCKET`.
     pub ssh: &'a HashMap<String, PathBuf>,
@@ -216,7 +218,7 @@ pub fn prepare(mounts: &[Mount], src: &MountSources, workdir: &str) -> Result<Pr
 
 fn bind(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> Result<(), MountError> {
     let root = match o.get("from") {
-        Some(from) => (src.from)(from).map_err(|e| MountError::From(format!("{from}: {e}")))?,
+        Some(from) => (src.from)(from, o.get("source").unwrap_or(".")).map_err(|e| MountError::From(format!("{from}: {e}")))?,
         None => src.context.to_path_buf(),
     };
     let source = inside(&root, o.get("source").unwrap_or("."), o)?;
@@ -248,7 +250,7 @@ fn cache(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> 
     let mode = o.number("mode", 8)?.unwrap_or(0o755);
     let seed = match o.get("from") {
         Some(from) => {
-            let root = (src.from)(from).map_err(|e| MountError::From(format!("{from}: {e}")))?;
+            let root = (src.from)(from, o.get("source").unwrap_or(".")).map_err(|e| MountError::From(format!("{from}: {e}")))?;
             Some(inside(&root, o.get("source").unwrap_or("."), o)?)
         }
         None => None,

@@ -32,7 +32,7 @@ impl Fixture {
         }
     }
     fn prepare(&self, mounts: &[Mount]) -> Result<Prepared, MountError> {
-        let from = |name: &str| -> Result<PathBuf, String> {
+        let from = |name: &str, _source: &str| -> Result<PathBuf, String> {
             if name == "stage" { Ok(self.context.path().to_path_buf()) } else { Err("no such stage".into()) }
         };
         let src = MountSources {
