@@ -227,6 +227,9 @@ pub fn build(
     Ok(BuildOutput { manifest: desc, image_id, config, layers: state.layers, new_layer_bytes })
 }
 
+/// A `--from` stage or image: a key naming it in this build, its layers and diff_ids.
+type FromLayers = (String, Vec<Descriptor>, Vec<String>);
+
 /// A `--from` source ready to copy from: a context over its root directory.
 type Unpacked = Arc<BuildContext>;
 
@@ -465,7 +468,7 @@ impl<'a> Executor<'a> {
                     digest.digest()
                 }
                 Some(from) if self.views_of(from) => {
-                    let memo = self.from_digest(from, &c.sources)?;
+                    let memo = self.copy_from_digest(from, &c.sources)?;
                     files = memo.files;
                     memo.digest
                 }
@@ -787,7 +790,7 @@ impl<'a> Executor<'a> {
     /// modes, owners, file digests): looked up in the source's layer dirs,
     /// nothing copied, and remembered by the source's chain id (see
     /// `fromkey`). A change elsewhere in the source leaves it alone.
-    fn from_digest(&self, from: &CopyFrom, words: &[String]) -> Result<fromkey::Memo, Box<dyn std::error::Error + Send + Sync>> {
+    fn copy_from_digest(&self, from: &CopyFrom, words: &[String]) -> Result<fromkey::Memo, Box<dyn std::error::Error + Send + Sync>> {
         let (_, _, diff_ids) = self.layers_of(from)?;
         let chain = layers::chain_ids(&diff_ids).pop().unwrap_or_else(|| "empty".into());
         let path = fromkey::path(self.store, &chain, words);
@@ -841,7 +844,7 @@ impl<'a> Executor<'a> {
 
     /// The layers of the stage or image `--from` names, with a key naming
     /// them for this build.
-    fn layers_of(&self, from: &CopyFrom) -> Result<(String, Vec<Descriptor>, Vec<String>), Box<dyn std::error::Error + Send + Sync>> {
+    fn layers_of(&self, from: &CopyFrom) -> Result<FromLayers, Box<dyn std::error::Error + Send + Sync>> {
         Ok(match from {
             CopyFrom::Stage(i) => {
                 let done = self.done.lock().expect("done lock");
