@@ -279,3 +279,70 @@ fn layers_made_by_run_pass_their_own_check_under_vfs() {
         assert_eq!(fs::read_to_string(&marker).unwrap().trim(), format!("sha256:{d}"), "{}", marker.display());
     }
 }
+
+/// A base of several layers, each a file of its own, and a whiteout.
+fn layered_layout(sb: &Sandbox) -> PathBuf {
+    for (name, text) in [("a.txt", "a\n"), ("b.txt", "b\n"), ("c.txt", "c\n")] {
+        sb.write(&format!("parts/{name}"), text);
+    }
+    let parts = |n: &str| sb.path(&format!("parts/{n}"));
+    layout_of(
+        sb,
+        "layered",
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY a.txt /data/a.txt\nCOPY b.txt /data/b.txt\nCOPY c.txt /data/c.txt\n\
+RUN [\"/bin/busybox\",\"rm\",\"/data/b.txt\"]\n",
+        &[("busybox", &static_busybox()), ("a.txt", &parts("a.txt")), ("b.txt", &parts("b.txt")), ("c.txt", &parts("c.txt"))],
+    )
+}
+
+#[test]
+fn a_base_of_many_layers_is_unpacked_whole_and_a_corrupt_one_refused() {
+    // The layers of a base are made into layer dirs side by side: each one
+    // checked on its own, none published unless it verified.
+    let sb = Sandbox::new();
+    let honest = layered_layout(&sb);
+    assert_eq!(layer_digests(&honest).len(), 5);
+    let run = "RUN [\"/bin/busybox\",\"sh\",\"-c\",\"/bin/busybox cat /data/a.txt /data/c.txt > /all; /bin/busybox ls /data > /listed\"]\n";
+    for driver in ["overlay", "vfs"] {
+        sb.write("ctx/Dockerfile", &format!("FROM oci:{}:bb:latest\n{run}", honest.display()));
+        let out = sb.kiln(&["build", "--no-cache", "--storage-driver", driver, "-t", "whole", sb.ctx().to_str().unwrap()]);
+        out.ok();
+        let img = sb.image("whole");
+        assert_eq!(img.file_str("all"), "a\nc\n", "{driver}");
+        assert_eq!(img.file_str("listed"), "a.txt\nc.txt\n", "{driver}: the whiteout of the last layer holds");
+        // Every layer dir is made again for the next driver.
+        let layers = sb.store().join("kiln/layers");
+        sb.kiln(&["unshare", "rm", "-rf", layers.to_str().unwrap()]).ok();
+    }
+
+    // The same base with a corrupt gzip trailer in its third layer.
+    let bad = sb.path("bad-layered");
+    sb.sh(&format!("cp -r {} {}", honest.display(), bad.display())).ok();
+    let layer = layer_digests(&bad)[2].clone();
+    let mut bytes = fs::read(blob_path(&bad, &layer)).unwrap();
+    let crc = bytes.len() - 8;
+    bytes[crc] ^= 0xff;
+    let (bad_blob, _) = put_blob(&bad, &bytes);
+    rewrite(&sb, &bad, |manifest, _| manifest["layers"][2]["digest"] = bad_blob.clone().into());
+    let fresh = Sandbox::new();
+    fresh.kiln(&["images"]).ok();
+    smuggle_into_store(&fresh, &bad, "badbase");
+    fresh.write("ctx/Dockerfile", &format!("FROM badbase\n{run}"));
+    let out = fresh.kiln(&["build", "--pull=never", "-t", "bad", fresh.ctx().to_str().unwrap()]);
+    out.fails_with(1).stderr_has(&["refused layer", &bad_blob, "gzip stream is corrupt"]);
+    // Layers that verified may stay (each is its own); the corrupt one left nothing, not even aside.
+    let ids = diff_ids(&bad);
+    let mut chain = ids[0].clone();
+    let mut chains = vec![chain.clone()];
+    for d in &ids[1..] {
+        chain = format!("sha256:{}", sha256_hex(format!("{chain} {d}").as_bytes()));
+        chains.push(chain.clone());
+    }
+    let dirs = layer_dirs(&fresh);
+    assert!(!dirs.iter().any(|d| d.starts_with('.')), "{dirs:?}");
+    assert!(!dirs.contains(&chains[2].trim_start_matches("sha256:").to_string()), "{dirs:?}");
+    for d in &dirs {
+        let marker = fresh.store().join("kiln/layers").join(d).join("verified");
+        assert_eq!(fs::read_to_string(&marker).unwrap().trim(), format!("sha256:{d}"), "{}", marker.display());
+    }
+}

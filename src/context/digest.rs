@@ -13,7 +13,7 @@ use bstr::{BString, ByteSlice};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{BuildContext, ContextError};
+use super::{ContextError, SourceTree};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Stat {
@@ -151,7 +151,17 @@ pub fn show_name(name: &[u8]) -> String {
 
 /// Digests the sources `words` name in `ctx` (after .dockerignore): content,
 /// mode, link targets and xattrs; never mtimes, which don't reach the cache key.
-pub fn sources(ctx: &BuildContext, words: &[String], stat: &mut StatCache) -> Result<SourceDigest, ContextError> {
+pub fn sources(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache) -> Result<SourceDigest, ContextError> {
+    digest_sources(ctx, words, stat, false)
+}
+
+/// Like [`sources`], owners included: for sources whose owners are copied
+/// (`COPY --from` a stage or image).
+pub fn sources_with_owners(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache) -> Result<SourceDigest, ContextError> {
+    digest_sources(ctx, words, stat, true)
+}
+
+fn digest_sources(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache, owners: bool) -> Result<SourceDigest, ContextError> {
     let mut out = SourceDigest::default();
     for word in words {
         if super::remote::is_remote(word) {
@@ -168,7 +178,11 @@ pub fn sources(ctx: &BuildContext, words: &[String], stat: &mut StatCache) -> Re
                     (true, false) => e.rel.clone(),
                     (false, false) => [&m.rel[..], b"/", &e.rel[..]].concat().into(),
                 };
-                out.files.insert(rel, describe(&e.host, &e.metadata, &e.link_target, stat)?);
+                let mut desc = describe(&e.host, &e.metadata, &e.link_target, stat)?;
+                if owners {
+                    desc.push_str(&format!(" owner:{}:{}", e.metadata.uid(), e.metadata.gid()));
+                }
+                out.files.insert(rel, desc);
             }
         }
     }
@@ -195,7 +209,9 @@ fn describe(
     if let Ok(names) = xattr::list(host) {
         let mut names: Vec<_> = names.filter_map(|n| n.into_string().ok()).collect();
         names.sort();
-        for n in names.into_iter().filter(|n| !n.starts_with("security.selinux")) {
+        // Overlay bookkeeping (a layer dir's opaque marks) is never copied, so never keyed.
+        let keyed = |n: &String| !n.starts_with("security.selinux") && !kiln_overlay::whiteout::is_overlay_xattr(n);
+        for n in names.into_iter().filter(keyed) {
             if let Ok(Some(v)) = xattr::get(host, &n) {
                 desc.push_str(&format!(" xattr:{}={}", n, hex::encode(v)));
             }
@@ -207,6 +223,7 @@ fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::BuildContext;
 
     #[test]
     fn unchanged_files_are_not_reread() {

@@ -13,6 +13,7 @@ pub mod digest;
 mod dockerignore;
 mod error;
 mod glob;
+pub mod layered;
 pub mod remote;
 mod resolve;
 mod source;
@@ -70,6 +71,34 @@ impl<R: Read> Read for Capped<'_, R> {
         let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+/// Where COPY/ADD sources are read from: a build context, or the layers of
+/// a stage or image (`COPY --from`, see [`layered::LayerView`]).
+pub trait SourceTree: Send + Sync {
+    /// Expands one source word to the paths it names (see
+    /// [`BuildContext::resolve_source`]).
+    fn resolve_source(&self, word: &str) -> Result<Vec<SourceMatch>, ContextError>;
+    /// The entries under a matched source in walk order (see [`BuildContext::walk`]).
+    fn walk(&self, m: &SourceMatch) -> Result<Vec<ContextEntry>, ContextError>;
+    /// Where the entry at the symlink-free path `rel` is on the host (for
+    /// `--parents`, which copies the directories above a source); `None`
+    /// when there is none.
+    fn host_of(&self, rel: &[u8]) -> Result<Option<PathBuf>, ContextError>;
+}
+
+impl SourceTree for BuildContext {
+    fn resolve_source(&self, word: &str) -> Result<Vec<SourceMatch>, ContextError> {
+        BuildContext::resolve_source(self, word)
+    }
+    fn walk(&self, m: &SourceMatch) -> Result<Vec<ContextEntry>, ContextError> {
+        BuildContext::walk(self, m)
+    }
+    fn host_of(&self, rel: &[u8]) -> Result<Option<PathBuf>, ContextError> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = self.root().join(std::ffi::OsStr::from_bytes(rel));
+        Ok(path.symlink_metadata().is_ok().then_some(path))
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -22,7 +21,7 @@ use kiln_overlay::layer::entry_from_path;
 use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
 
 use crate::context::DockerIgnore;
-use crate::context::{BuildContext, ContextEntry, SourceMatch};
+use crate::context::{ContextEntry, SourceMatch, SourceTree};
 use crate::context::remote;
 use crate::plan::CopyStep;
 use std::sync::Arc;
@@ -97,7 +96,7 @@ pub struct Planned {
 /// What a COPY/ADD needs besides the step itself.
 pub struct CopyEnv<'a> {
     /// The build context, or the rootfs of the `--from` stage or image.
-    pub source: &'a BuildContext,
+    pub source: &'a dyn SourceTree,
     /// True when `source` is an image's or stage's rootfs: its files keep
     /// their owners (BuildKit resets owners only for local directories).
     pub keep_owners: bool,
@@ -490,13 +489,10 @@ impl Output<'_> {
             return Ok(());
         }
         let dest = self.dest_dir(self.created_mode())?;
-        let mut host = self.env.source.root().to_path_buf();
-        for p in &parts[..pivot.min(parts.len())] {
-            host.push(std::ffi::OsStr::from_bytes(p));
-        }
+        let mut rel = BString::from(parts[..pivot.min(parts.len())].join(&b'/'));
         let mut target = BString::from(dest.as_str());
         for (i, part) in kept.iter().enumerate() {
-            host.push(std::ffi::OsStr::from_bytes(part));
+            rel = join_bytes(&rel, part);
             target = join_bytes(&target, part);
             let last = i + 1 == kept.len();
             if last && !m.is_dir {
@@ -505,6 +501,7 @@ impl Output<'_> {
             match self.kind_at(&target) {
                 None => {
                     // The matched directory itself and those above it, from the source.
+                    let host = self.env.source.host_of(&rel)?.unwrap_or_else(|| m.host.clone());
                     let md = std::fs::metadata(&host).map_err(|source| CopyError::Read { path: host.clone(), source })?;
                     let e = ContextEntry { rel: BString::default(), host: host.clone(), metadata: md, link_target: None };
                     if e.metadata.is_dir() {

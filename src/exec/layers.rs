@@ -99,18 +99,44 @@ impl LayerDirs {
         if layers.len() != diff_ids.len() {
             return Err(LayerDirError::Mismatch { layers: layers.len(), diff_ids: diff_ids.len() });
         }
-        let mut dirs = Vec::with_capacity(layers.len());
-        for ((layer, diff_id), chain) in layers.iter().zip(diff_ids).zip(chain_ids(diff_ids)) {
-            if !self.is_verified(&chain) {
-                self.unpack(store, layer, diff_id, &chain)?;
-            }
-            dirs.push(self.diff_dir(&chain));
-        }
+        let chains = chain_ids(diff_ids);
+        let missing: Vec<usize> = (0..layers.len()).filter(|&i| !self.is_verified(&chains[i])).collect();
+        self.unpack_all(store, &missing.iter().map(|&i| (&layers[i], diff_ids[i].as_str(), chains[i].as_str())).collect::<Vec<_>>())?;
+        let mut dirs: Vec<PathBuf> = chains.iter().map(|c| self.diff_dir(c)).collect();
         if dirs.is_empty() {
             dirs.push(self.empty()?);
         }
         dirs.reverse();
         Ok(dirs)
+    }
+
+    /// Makes the layer dirs of `todo` (layer, diff_id, chain id), several at
+    /// a time: each is its own directory with its own verification (a layer
+    /// dir holds only its own layer's changes), so they need not wait for
+    /// each other. At most one per core; the first failure in layer order
+    /// is returned once all have stopped (the others' dirs stay valid).
+    fn unpack_all(&self, store: &Store, todo: &[(&Descriptor, &str, &str)]) -> Result<(), LayerDirError> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(todo.len());
+        if workers <= 1 {
+            return todo.iter().try_for_each(|(layer, diff_id, chain)| self.unpack(store, layer, diff_id, chain));
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<std::sync::Mutex<Option<Result<(), LayerDirError>>>> =
+            todo.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((layer, diff_id, chain)) = todo.get(i) else { break };
+                    let result = self.unpack(store, layer, diff_id, chain);
+                    *results[i].lock().expect("result lock") = Some(result);
+                });
+            }
+        });
+        for r in results {
+            r.into_inner().expect("result lock").unwrap_or(Ok(()))?;
+        }
+        Ok(())
     }
 
     /// Whether the layer dir for `chain` is in place with its marker.

@@ -5,6 +5,7 @@ pub mod chmod;
 pub mod copy;
 mod fetch;
 mod finish;
+mod fromkey;
 pub mod layers;
 pub mod mounts;
 pub mod owner;
@@ -23,7 +24,8 @@ use std::time::Instant;
 use kiln_overlay::compress::Compression;
 use kiln_overlay::layer::LayerWriter;
 
-use crate::context::BuildContext;
+use crate::context::layered::LayerView;
+use crate::context::{BuildContext, SourceTree};
 use crate::dockerfile::ast::Span;
 use crate::image::config::{ImageConfig, RootFs};
 use crate::image::manifest::{self, Descriptor};
@@ -208,6 +210,7 @@ pub fn build(
         from_mounts: Mutex::new(Vec::new()),
         done: Mutex::new(HashMap::new()),
         unpacked: Mutex::new(HashMap::new()),
+        views: Mutex::new(HashMap::new()),
         new_layer_bytes: AtomicU64::new(0),
         readers: readers(plan),
         fetcher: fetch::Fetcher::new(
@@ -244,6 +247,9 @@ pub fn build(
     Ok(BuildOutput { manifest: desc, image_id, config, layers: state.layers, new_layer_bytes })
 }
 
+/// A `--from` stage or image: a key naming it in this build, its layers and diff_ids.
+type FromLayers = (String, Vec<Descriptor>, Vec<String>);
+
 /// A `--from` source ready to copy from: a context over its root directory.
 type Unpacked = Arc<BuildContext>;
 
@@ -266,6 +272,8 @@ struct Executor<'a> {
     done: Mutex<HashMap<usize, StageState>>,
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: Mutex<HashMap<String, Unpacked>>,
+    /// `COPY --from` views of stages' and images' layer dirs, by the same keys.
+    views: Mutex<HashMap<String, Arc<LayerView>>>,
     new_layer_bytes: AtomicU64,
     /// For each stage, how many needed stages read it (FROM, `--from`).
     readers: Vec<usize>,
@@ -482,17 +490,17 @@ impl<'a> Executor<'a> {
                     files = digest.shown();
                     digest.digest()
                 }
-                Some(CopyFrom::Stage(i)) => self.done.lock().expect("done lock").get(i).map(|s| s.key.clone()).unwrap_or_default(),
-                Some(CopyFrom::Image(r)) => match self.opts.named_contexts.get(r) {
-                    Some(named) if named.is_files() => {
-                        let key = self.unpack_from(c.from.as_ref().expect("matched above"))?;
-                        let from = self.unpacked.lock().expect("unpacked lock")[&key].clone();
-                        let digest = crate::context::digest::sources(&from, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
-                        files = digest.shown();
-                        digest.digest()
-                    }
-                    _ => self.image(r)?.manifest_digest,
-                },
+                Some(from) if self.views_of(from) => {
+                    let memo = self.copy_from_digest(from, &c.sources)?;
+                    files = memo.files;
+                    memo.digest
+                }
+                Some(from) => {
+                    let source = self.source_of(from)?;
+                    let digest = crate::context::digest::sources(&*source, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
+                    files = digest.shown();
+                    digest.digest()
+                }
             },
             StepKind::Run(r) if !r.mounts.is_empty() => self.bind_inputs(r, &mut files)?,
             _ => String::new(),
@@ -662,22 +670,14 @@ impl<'a> Executor<'a> {
         };
         let chmod = c.chmod.as_deref().map(Chmod::parse).transpose()?;
         let workdir = state.workdir();
-        let key = match &c.from {
-            None => None,
-            Some(from) => Some(self.unpack_from(from)?),
-        };
-        let from = key.map(|k| self.unpacked.lock().expect("unpacked lock")[&k].clone());
-        let source = match &from {
+        let from = c.from.as_ref().map(|f| self.source_of(f)).transpose()?;
+        let source: &dyn SourceTree = match &from {
             None => self.ctx,
             Some(f) => &**f,
         };
         // Files from an image or stage keep their owners; a directory (the
         // context, a --build-context dir) is read as root's, as BuildKit does.
-        let keep_owners = match &c.from {
-            None => false,
-            Some(CopyFrom::Stage(_)) => true,
-            Some(CopyFrom::Image(name)) => !matches!(self.opts.named_contexts.get(name), Some(NamedContext::Dir(_))),
-        };
+        let keep_owners = c.from.as_ref().is_some_and(|f| self.views_of(f));
         let env = CopyEnv {
             source,
             keep_owners,
@@ -807,7 +807,7 @@ impl<'a> Executor<'a> {
                         None if self.opts.named_contexts.get(&from).is_some_and(NamedContext::is_files) => {
                             let key = self.unpack_from(&CopyFrom::Image(from.clone()))?;
                             let ctx = self.unpacked.lock().expect("unpacked lock")[&key].clone();
-                            let digest = crate::context::digest::sources(&ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
+                            let digest = crate::context::digest::sources(&*ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
                             files.extend(digest.shown());
                             digest.digest()
                         }
@@ -827,13 +827,22 @@ impl<'a> Executor<'a> {
         if r.mounts.is_empty() {
             return Ok(mounts::Prepared::default());
         }
-        let from = |name: &str| -> Result<Arc<BuildContext>, String> {
+        let from = |name: &str, source: &str| -> Result<Arc<BuildContext>, String> {
             let lower = name.to_lowercase();
             let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name);
             let from = match stage {
                 Some(s) => CopyFrom::Stage(s.index),
                 None => CopyFrom::Image(name.to_string()),
             };
+            if self.driver() == Driver::Vfs && self.views_of(&from) {
+                // No overlay to stack the layer dirs: copy out only what is bound.
+                let view = self.view_of(&from).map_err(|e| e.to_string())?;
+                let dir = tempfile::Builder::new().prefix("bind-from-").tempdir_in(self.scratch.path()).map_err(|e| e.to_string())?;
+                view.materialize(source, dir.path()).map_err(|e| e.to_string())?;
+                // Removed with the build's scratch space.
+                let ctx = BuildContext::from_dir(&dir.keep(), None).map_err(|e| e.to_string())?;
+                return Ok(Arc::new(ctx));
+            }
             let key = self.unpack_from(&from).map_err(|e| e.to_string())?;
             let ctx = self.unpacked.lock().expect("unpacked lock")[&key].clone();
             Ok(ctx)
@@ -847,6 +856,78 @@ impl<'a> Executor<'a> {
             ssh: &self.opts.ssh,
         };
         Ok(mounts::prepare(&r.mounts, &sources, &state.workdir())?)
+    }
+
+    /// What `COPY --from` a stage or image would copy, by content (paths,
+    /// modes, owners, file digests): looked up in the source's layer dirs,
+    /// nothing copied, and remembered by the source's chain id (see
+    /// `fromkey`). A change elsewhere in the source leaves it alone.
+    fn copy_from_digest(&self, from: &CopyFrom, words: &[String]) -> Result<fromkey::Memo, Box<dyn std::error::Error + Send + Sync>> {
+        let (_, _, diff_ids) = self.layers_of(from)?;
+        let chain = layers::chain_ids(&diff_ids).pop().unwrap_or_else(|| "empty".into());
+        let path = fromkey::path(self.store, &chain, words);
+        if let Some(memo) = fromkey::load(&path) {
+            return Ok(memo);
+        }
+        let source = self.source_of(from)?;
+        // Layer dirs never change: their files' digests need no stat cache.
+        let digest = crate::context::digest::sources_with_owners(&*source, words, &mut StatCache::default())?;
+        let memo = fromkey::Memo { digest: digest.digest(), files: digest.shown() };
+        if let Err(e) = fromkey::save(&path, &memo) {
+            log::warn!("could not remember the digest of COPY --from sources in {}: {}", path.display(), e);
+        }
+        Ok(memo)
+    }
+
+    /// Whether `from` is read through a view of layer dirs (a stage or an
+    /// image), not a directory (`--build-context name=DIR`).
+    fn views_of(&self, from: &CopyFrom) -> bool {
+        match from {
+            CopyFrom::Stage(_) => true,
+            CopyFrom::Image(name) => !self.opts.named_contexts.get(name).is_some_and(NamedContext::is_files),
+        }
+    }
+
+    /// What `COPY --from` reads: a named directory context, or the view of
+    /// a stage's or image's verified layer dirs, looked up path by path
+    /// (nothing is mounted or unpacked; each layer dir is made once, and
+    /// kept in the store).
+    fn source_of(&self, from: &CopyFrom) -> Result<Arc<dyn SourceTree>, Box<dyn std::error::Error + Send + Sync>> {
+        if !self.views_of(from) {
+            let key = self.unpack_from(from)?;
+            return Ok(self.unpacked.lock().expect("unpacked lock")[&key].clone());
+        }
+        Ok(self.view_of(from)?)
+    }
+
+    /// The view of a stage's or image's verified layer dirs, made once per build.
+    fn view_of(&self, from: &CopyFrom) -> Result<Arc<LayerView>, Box<dyn std::error::Error + Send + Sync>> {
+        let (key, layers, diff_ids) = self.layers_of(from)?;
+        // Held while the layer dirs are made: two stages reading one source make them once.
+        let mut views = self.views.lock().expect("views lock");
+        if let Some(view) = views.get(&key) {
+            return Ok(view.clone());
+        }
+        let dirs = self.layer_dirs.ensure(self.store, &layers, &diff_ids)?;
+        let view = Arc::new(LayerView::new(dirs, self.layer_dirs.prefix().clone()));
+        views.insert(key, view.clone());
+        Ok(view)
+    }
+
+    /// The layers of the stage or image `--from` names, with a key naming
+    /// them for this build.
+    fn layers_of(&self, from: &CopyFrom) -> Result<FromLayers, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(match from {
+            CopyFrom::Stage(i) => {
+                let done = self.done.lock().expect("done lock");
+                let s = done.get(i).ok_or("COPY --from names a stage that was not built")?;
+                (format!("stage:{}", i), s.layers.clone(), s.config.rootfs.diff_ids.clone())
+            }
+            CopyFrom::Image(reference) => {
+                let image = self.image(reference)?;
+                (format!("image:{}", image.config_digest), image.manifest.layers, image.config.rootfs.diff_ids)
+            }
+        })
     }
 
     /// Unpacks the stage or image `COPY --from` names, once per build.
@@ -897,13 +978,15 @@ impl<'a> Executor<'a> {
         Ok(key)
     }
 
-    /// The fast path for `--from`: the layer directories RUN uses (each
-    /// applied once, by the safe applier), stacked by a kernel overlay mount,
-    /// so nothing is unpacked again. Its upper layer is thrown away with the
-    /// build. `None` where the storage driver is not kernel overlay or the
-    /// mount fails: the caller unpacks instead.
+    /// The fast path for `RUN --mount=type=bind,from=`: the layer
+    /// directories RUN uses (each applied once, by the safe applier),
+    /// stacked by a kernel overlay or fuse-overlayfs mount, so nothing is
+    /// unpacked again. Its upper layer is thrown away with the build. `None`
+    /// with the vfs driver or where the mount fails: the caller unpacks
+    /// instead.
     fn mount_from(&self, layers: &[Descriptor], diff_ids: &[String]) -> Result<Option<std::path::PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
-        if self.driver() != Driver::Overlay {
+        let driver = self.driver();
+        if driver == Driver::Vfs {
             return Ok(None);
         }
         let lowers = self.layer_dirs.ensure(self.store, layers, diff_ids)?;
@@ -912,7 +995,7 @@ impl<'a> Executor<'a> {
         for d in [&upper, &work, &merged] {
             std::fs::create_dir(d)?;
         }
-        match kiln_overlay::mount(Driver::Overlay, &lowers, &upper, &work, &merged) {
+        match kiln_overlay::mount(driver, &lowers, &upper, &work, &merged) {
             Ok(guard) => {
                 log::info!("--from layers mounted at {}", merged.display());
                 self.from_mounts.lock().expect("from mounts lock").push((guard, dir));

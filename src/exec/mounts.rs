@@ -99,8 +99,10 @@ pub struct MountSources<'a> {
     /// The build context (binds without `from`), with its ignore rules.
     pub context: &'a BuildContext,
     /// What `from=` names (a stage, an image or a named context), as a
-    /// context: a named context brings its own ignore rules.
-    pub from: &'a dyn Fn(&str) -> Result<Arc<BuildContext>, String>,
+    /// context: a named context brings its own ignore rules. Called with
+    /// the `from=` name and the mount's `source` path, which the returned
+    /// context must hold (a stage read under vfs is copied out that far).
+    pub from: &'a dyn Fn(&str, &str) -> Result<Arc<BuildContext>, String>,
     pub secrets: &'a HashMap<String, SecretSource>,
     /// `--ssh id=SOCKET`.
     pub ssh: &'a HashMap<String, PathBuf>,
@@ -221,7 +223,8 @@ fn bind(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> R
     let named;
     let ctx: &BuildContext = match o.get("from") {
         Some(from) => {
-            named = (src.from)(from).map_err(|e| MountError::From(format!("{from}: {e}")))?;
+            named = (src.from)(from, o.get("source").unwrap_or("."))
+                .map_err(|e| MountError::From(format!("{from}: {e}")))?;
             &named
         }
         None => src.context,
@@ -264,7 +267,7 @@ fn cache(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> 
     let mode = o.number("mode", 8)?.unwrap_or(0o755);
     let seed = match o.get("from") {
         Some(from) => {
-            let root = (src.from)(from).map_err(|e| MountError::From(format!("{from}: {e}")))?;
+            let root = (src.from)(from, o.get("source").unwrap_or(".")).map_err(|e| MountError::From(format!("{from}: {e}")))?;
             Some(inside(root.root(), o.get("source").unwrap_or("."), o)?)
         }
         None => None,

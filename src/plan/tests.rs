@@ -538,7 +538,7 @@ FROM scratch AS unused
 FROM base
 USER $MODE:$SEEN";
     let triggers = ["ARG MODE=debug", "ARG G", "ENV SEEN=$MODE-$HOME-$G", "COPY --from=tools /t /t"];
-    let info = |r: &str| {
+    let info = |r: &str, _: Option<&str>| {
         (r == "base").then(|| BaseInfo {
             env: vec!["HOME=/home/x".into()],
             onbuild: Some(triggers.iter().map(|t| t.to_string()).collect()),
@@ -561,7 +561,7 @@ USER $MODE:$SEEN";
     assert_eq!(last_stage(&env_only).steps.len(), 1);
 
     // A trigger that cannot run is an error at the FROM.
-    let bad = |_: &str| Some(BaseInfo { env: Vec::new(), onbuild: Some(vec!["FROM other".into()]) });
+    let bad = |_: &str, _: Option<&str>| Some(BaseInfo { env: Vec::new(), onbuild: Some(vec!["FROM other".into()]) });
     let err = plan_with_bases(&df("FROM base\n"), &opts(&[]), &bad).unwrap_err();
     assert_eq!(err.line, 1);
     assert!(err.message.contains("ONBUILD trigger that cannot run"), "{}", err.message);

@@ -34,7 +34,7 @@ impl Fixture {
     fn prepare(&self, mounts: &[Mount]) -> Result<Prepared, MountError> {
         let dir = self.context.path();
         let open = || BuildContext::from_dir(dir, BuildContext::find_ignore_file(dir, None).as_deref()).unwrap();
-        let from = |name: &str| -> Result<Arc<BuildContext>, String> {
+        let from = |name: &str, _source: &str| -> Result<Arc<BuildContext>, String> {
             if name == "stage" { Ok(Arc::new(open())) } else { Err("no such stage".into()) }
         };
         let context = open();
