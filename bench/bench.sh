@@ -102,7 +102,7 @@ results="$work/results"
 # user) once under measure.py; record wall, tree and own peak RSS.
 timed() {
     local case=$1 variant=$2 tool=$3 cmdline=$4 out
-    local log="$case_dir/$tool-$variant.log"
+    local log="$case_dir/$tool-$case-$variant.log"
     out=$(python3 "$here/measure.py" "$tool" -- "${as_user[@]}" bash -c "$cmdline" 2>>"$log" </dev/null) || {
         echo "bench: $case/$variant with $tool failed; log: $log" >&2; tail -n 20 "$log" >&2; exit 1; }
     echo "$case $variant $tool $out" >> "$results"
@@ -268,7 +268,6 @@ for p in sys.stdin.read().split("\n"):
     ln -sfn ../local/bin/busybox "$tc/usr/bin/sh"
     chmod 1777 "$tc/tmp"
     head -c 100M /dev/urandom > "$tc/opt/filler.bin"
-    note "$current" stage_bytes - "$(du -sb "$tc" | cut -f1)"
 }
 c_project() {
     local src=$1/src
@@ -287,10 +286,18 @@ EOF
 int main(void) { printf("%s %d\n", greeting(), add(mul(6, 7), 0)); return 0; }
 EOF
 }
-case_cmulti() {
+# cmulti and copyfrom share one context and one pair of stores (in
+# $work/gcc, removed at the end): the ~300 MB stage is made and committed once.
+gcc_setup() {
+    case_dir=$work/gcc
     local ctx=$case_dir/ctx
+    [ -d "$ctx" ] && return
+    mkdir -p "$case_dir"
+    [ "$(id -u)" = 0 ] && chown "$user:" "$case_dir"
     toolchain_ctx "$ctx"; c_project "$ctx"
-    cat > "$ctx/Dockerfile" <<'EOF'
+    head -c 307200 /dev/urandom > "$ctx/toolchain/opt/payload.bin"
+    note gcc stage_bytes - "$(du -sb "$ctx/toolchain" | cut -f1)"
+    cat > "$ctx/Dockerfile.c" <<'EOF'
 FROM scratch AS build
 COPY toolchain/ /
 WORKDIR /src
@@ -299,20 +306,7 @@ RUN mkdir -p /out && gcc -O2 -o /out/app main.c add.c mul.c greet.c
 FROM scratch
 COPY --from=build /out/app /app
 EOF
-    for t in kiln buildah; do u bash -c "$(build $t bench/c "$ctx")" >/dev/null 2>&1; done
-    for r in $(seq "$(reps_of)"); do for t in kiln buildah; do
-        printf '#include "util.h"\nconst char *greeting(void) { return "hello %s"; }\n' "$t-$r-$RANDOM" > "$ctx/src/greet.c"
-        timed cmulti build $t "$(build $t bench/c "$ctx")"
-    done; done
-    reset_stores
-}
-# COPY --from of one ~300 kB file out of the ~300 MB stage, the stage
-# cached: a changed file before the COPY --from makes that step run again.
-case_copyfrom() {
-    local ctx=$case_dir/ctx
-    toolchain_ctx "$ctx"
-    head -c 307200 /dev/urandom > "$ctx/toolchain/opt/payload.bin"
-    cat > "$ctx/Dockerfile" <<'EOF'
+    cat > "$ctx/Dockerfile.cf" <<'EOF'
 FROM scratch AS big
 COPY toolchain/ /
 FROM scratch
@@ -320,19 +314,33 @@ COPY nonce /nonce
 COPY --from=big /opt/payload.bin /payload.bin
 EOF
     echo warm > "$ctx/nonce"
-    for t in kiln buildah; do u bash -c "$(build $t bench/cf "$ctx")" >/dev/null 2>&1; done
+    for t in kiln buildah; do
+        u bash -c "$(build $t bench/c -f "$ctx/Dockerfile.c" "$ctx")" >/dev/null 2>&1
+        u bash -c "$(build $t bench/cf -f "$ctx/Dockerfile.cf" "$ctx")" >/dev/null 2>&1
+    done
+}
+case_cmulti() {
+    gcc_setup; local ctx=$case_dir/ctx
+    for r in $(seq "$(reps_of)"); do for t in kiln buildah; do
+        printf '#include "util.h"\nconst char *greeting(void) { return "hello %s"; }\n' "$t-$r-$RANDOM" > "$ctx/src/greet.c"
+        timed cmulti build $t "$(build $t bench/c -f "$ctx/Dockerfile.c" "$ctx")"
+    done; done
+}
+# COPY --from of one ~300 kB file out of the ~300 MB stage, the stage
+# cached: a changed file before the COPY --from makes that step run again.
+case_copyfrom() {
+    gcc_setup; local ctx=$case_dir/ctx log=$case_dir/kiln-copyfrom-build.log
     for r in $(seq "$(reps_of)"); do for t in kiln buildah; do
         echo "$t-$r-$RANDOM" > "$ctx/nonce"
-        : > "$case_dir/$t-build.log"
-        timed copyfrom build $t "$(build $t bench/cf "$ctx")"
+        : > "$log"
+        timed copyfrom build $t "$(build $t bench/cf -f "$ctx/Dockerfile.cf" "$ctx")"
         if [ $t = kiln ]; then
             # kiln prints each step's own time: "--> <digest> (…, 0.04s)"
             # after the step's "COPY --from" line.
             note copyfrom step kiln "$(awk '/STEP .*COPY --from/ {p = substr($0, 1, index($0, "STEP") - 1); f = 1; next}
-                f && index($0, p "-->") == 1 && match($0, /[0-9.]+s\)$/) {print substr($0, RSTART, RLENGTH - 2); exit}' "$case_dir/kiln-build.log")"
+                f && index($0, p "-->") == 1 && match($0, /[0-9.]+s\)$/) {print substr($0, RSTART, RLENGTH - 2); exit}' "$log")"
         fi
     done; done
-    reset_stores
 }
 case_apt() {
     # A cold apt-based build needs a Debian base image and a Debian mirror;
@@ -345,7 +353,7 @@ case_apt() {
 echo "bench: kiln $("$kiln" --version | cut -d' ' -f2), $(buildah --version | cut -d' ' -f1-3), as $user, reps $reps (cheap cases $reps_cheap), work $work"
 chown "$user:" "$results" 2>/dev/null || true
 for c in $cases; do
-    case_dir=$work/$c current=$c
+    case_dir=$work/$c
     mkdir -p "$case_dir"
     [ "$(id -u)" = 0 ] && chown "$user:" "$case_dir"
     cheap=0
@@ -353,8 +361,9 @@ for c in $cases; do
     echo "bench: $c…" >&2
     "case_$c"
     note "$c" seconds - $(( $(date +%s) - t0 ))
-    [ "${BENCH_KEEP:-0}" = 1 ] || wipe "$case_dir"
+    [ "${BENCH_KEEP:-0}" = 1 ] || wipe "$work/$c"
 done
+[ "${BENCH_KEEP:-0}" = 1 ] || wipe "$work/gcc"
 
 # ---- report ----------------------------------------------------------------
 machine() {

@@ -143,10 +143,9 @@ def main():
             rate("buildah compress at push", bexp - bbuild)
         if rates:
             extra.append(f"{what} ({mib(size)} uncompressed), compression throughput: " + "; ".join(rates))
-    for case in ("cmulti", "copyfrom"):
-        sb = num(case, "stage_bytes")
-        if sb:
-            extra.append(f"{case}: the gcc stage holds {mib(sb)}")
+    sb = num("gcc", "stage_bytes")
+    if sb:
+        extra.append(f"cmulti, copyfrom: the gcc stage holds {mib(sb)}")
     cb = num("ctx200", "context_bytes")
     if cb:
         extra.append(f"ctx200: the context holds {mib(cb)} in 20,000 files")
