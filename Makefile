@@ -28,7 +28,9 @@ unit:
 integration: build
 	$(CARGO) test -p kiln-integration --locked
 
-# kiln against buildah, side by side: cold, cached and incremental builds.
+# kiln against rootless buildah, side by side, into BENCHMARKS.md (issue 11's
+# cases; ~15 min). BENCH_CASES=cached11,rand512 picks cases, BENCH_REPS=N the
+# runs per case, BENCH_KEEP=1 keeps target/bench; see bench/bench.sh.
 bench:
 	$(CARGO) build --release --locked
 	bash bench/bench.sh target/release/kiln target/bench
