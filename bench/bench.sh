@@ -342,11 +342,56 @@ case_copyfrom() {
         fi
     done; done
 }
+# A cold apt-based build: `apt-get update && apt-get install` of a small
+# package FROM a Debian base. The base is made once by debootstrap from the
+# host's apt mirror (untimed; kept in target/bench-debian.tar for later runs,
+# with the host's apt sources, date settings and CA certificates, as the
+# run_debootstrap test makes it) and imported by each tool untimed; the
+# timed build is the RUN alone. The mirror's speed is in both tools' times.
+debian_tar() {
+    local tar=${BENCH_DEBIAN_TAR:-$here/../target/bench-debian.tar}
+    if [ ! -s "$tar" ]; then
+        local suite mirror root
+        suite=$(. /etc/os-release && echo "$VERSION_CODENAME")
+        mirror=$(grep -rhE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+            | grep -v security | grep -oE 'https?://[^ ]+' | head -n 1)
+        [ -n "$suite" ] && [ -n "$mirror" ] || return 1
+        root=$(mktemp -d "$work/debian.XXXXXX")
+        /usr/sbin/debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || return 1
+        rm -f "$root/etc/apt/sources.list"
+        cp /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list "$root/etc/apt/sources.list.d/" 2>/dev/null
+        grep -rhE 'Check-Valid-Until|Check-Date|Proxy' /etc/apt/apt.conf.d/ > "$root/etc/apt/apt.conf.d/99host-settings" 2>/dev/null
+        if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+            mkdir -p "$root/usr/local/share/ca-certificates"
+            cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+        fi
+        mkdir -p "$(dirname "$tar")"
+        # Images carry an empty /dev: device nodes cannot be made rootless.
+        tar --numeric-owner --xattrs -C "$root" --exclude='./dev/*' -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+        rm -rf "$root"
+    fi
+    echo "$tar"
+}
 case_apt() {
-    # A cold apt-based build needs a Debian base image and a Debian mirror;
-    # neither is reachable offline (only package registries are), and a
-    # debootstrap-made base is too slow to rebuild per run.
-    note apt skipped - "no Debian base image here and no network for apt inside a build"
+    local ctx=$case_dir/ctx tar
+    if [ "$(id -u)" != 0 ] || [ ! -x /usr/sbin/debootstrap ]; then
+        note apt skipped - "needs root and debootstrap to make the Debian base once"; return
+    fi
+    tar=$(debian_tar) || { note apt skipped - "debootstrap failed: see $work/debootstrap.log"; return; }
+    mkdir -p "$ctx"; cp "$tar" "$ctx/debian.tar"; chown -R "$user:" "$ctx"
+    printf 'FROM scratch\nADD debian.tar /\n' > "$ctx/Dockerfile.base"
+    # The base ready to run on, for both: buildah extracts an ADD into its
+    # layer store at once, kiln makes a layer's dir on its first RUN.
+    printf 'FROM bench/base\nRUN true\n' > "$ctx/Dockerfile.ready"
+    for t in kiln buildah; do
+        warm_base $t "$ctx"
+        u bash -c "$(build $t bench/ready -f "$ctx/Dockerfile.ready" "$ctx")" >/dev/null 2>&1
+    done
+    for r in $(seq "${BENCH_REPS_APT:-2}"); do for t in kiln buildah; do
+        printf 'FROM bench/base\nRUN apt-get update -qq && apt-get install -y -qq --no-install-recommends hello && hello # %s\n' \
+            "$t-$r-$RANDOM" > "$ctx/Dockerfile"
+        timed apt build $t "$(build $t bench/apt "$ctx")"
+    done; done
 }
 
 # ---- run -------------------------------------------------------------------
@@ -369,7 +414,7 @@ done
 machine() {
     echo "- CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) cores; RAM: $(free -g | awk '/^Mem:/ {print $2}') GiB; kernel $(uname -r)"
     echo "- kiln $("$kiln" --version | cut -d' ' -f2) (release build, storage driver: default = native overlay in a user namespace), $(buildah --version | cut -d' ' -f1-3) (rootless, BUILDAH_ISOLATION=chroot, --storage-driver overlay)"
-    echo "- kiln build flags: \`--compression\` default gzip$(if "$kiln" build --help 2>/dev/null | grep -q -- --compression-level; then echo ', has `--compression-level`'; else echo ', no `--compression-level`'; fi)${BENCH_KILN_FLAGS:+, extra flags: $BENCH_KILN_FLAGS}"
+    echo "- kiln build flags: no \`--compression\` (layers stored plain, gzip at export)$(if "$kiln" build --help 2>/dev/null | grep -q -- --compression-level; then echo ', has `--compression-level`'; else echo ', no `--compression-level`'; fi)${BENCH_KILN_FLAGS:+, extra flags: $BENCH_KILN_FLAGS}"
     echo "- both run as the unprivileged user $user, each in private stores under $work; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 total=$(( $(date +%s) - started_at ))

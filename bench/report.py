@@ -30,6 +30,7 @@ ROWS = [
     (("ctx200", "build"), "COPY of a 200 MiB / 20,000-file context, one file changed", 1.0, None),
     (("cmulti", "build"), "multi-stage C build (gcc stage), one source file touched", 0.5, None),
     (("copyfrom", "build"), "`COPY --from` one 300 kB file out of a ~300 MB stage: whole build", 1.0, None),
+    (("apt", "build"), "cold apt-based build (`apt-get update && apt-get install hello` FROM debootstrapped Debian)", 1.0, None),
 ]
 RSS_LIMIT_KIB = 100 * 1024
 
@@ -117,7 +118,8 @@ def main():
             rows.append(["`COPY --from` one 300 kB file out of a ~300 MB stage: kiln's step time",
                          fmt_t(s), "", "", "", "", "< 100 ms", "yes" if ok else "NO"])
     if notes.get(("apt", "skipped", "-")):
-        rows.append(["cold apt-based build", "skipped", "skipped", "", "", "", "", ""])
+        why = notes[("apt", "skipped", "-")][0]
+        rows.append(["cold apt-based build", "skipped", "skipped", "", "", "", why, ""])
 
     extra = []
     for case, what in (("rand512", "512 MiB random"), ("text256", "256 MiB base64 text")):
