@@ -113,6 +113,15 @@ fn class_char(chars: &[char], mut i: usize) -> Result<(char, usize), GlobError> 
 
 /// True if `word` holds an unescaped `*`, `?` or `[` (BuildKit's
 /// `containsWildcards`).
+/// The matcher for one component of the source word `word`, or `None` when
+/// the component is literal. Context and layer-view expansion share it.
+pub fn source_component(word: &str, part: &str) -> Result<Option<ComponentGlob>, super::ContextError> {
+    if !has_wildcards(part) {
+        return Ok(None);
+    }
+    ComponentGlob::new(part).map(Some).map_err(|source| super::ContextError::BadWildcard { word: word.to_string(), source })
+}
+
 pub fn has_wildcards(word: &str) -> bool {
     let mut chars = word.chars();
     while let Some(ch) = chars.next() {

@@ -30,7 +30,7 @@ use bstr::{BString, ByteSlice};
 use kiln_overlay::whiteout::{is_opaque, is_whiteout, XattrPrefix};
 
 use super::dockerignore::clean;
-use super::glob::{has_wildcards, unescape, ComponentGlob};
+use super::glob::{has_wildcards, source_component, unescape};
 use super::source::join;
 use super::{ContextEntry, ContextError, SourceMatch, SourceTree};
 
@@ -220,11 +220,7 @@ impl LayerView {
         let mut frontier: Vec<(BString, BString, Node)> = vec![(BString::default(), BString::default(), self.root()?)];
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
-            let glob = if has_wildcards(part) {
-                Some(ComponentGlob::new(part).map_err(|source| ContextError::BadWildcard { word: word.to_string(), source })?)
-            } else {
-                None
-            };
+            let glob = source_component(word, part)?;
             let mut next = Vec::new();
             for (matched, real, dir) in &frontier {
                 let names: Vec<BString> = match &glob {

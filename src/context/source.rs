@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use bstr::BString;
 
 use super::dockerignore::clean;
-use super::glob::{has_wildcards, unescape, ComponentGlob};
+use super::glob::{has_wildcards, source_component, unescape};
 use super::resolve::{resolve, ResolveError, Resolved};
 use super::{walk, BuildContext, ContextError, SourceMatch};
 
@@ -54,11 +54,7 @@ fn expand(ctx: &BuildContext, word: &str, cleaned: &str) -> Result<Vec<SourceMat
     )];
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        let glob = if has_wildcards(part) {
-            Some(ComponentGlob::new(part).map_err(|source| ContextError::BadWildcard { word: word.to_string(), source })?)
-        } else {
-            None
-        };
+        let glob = source_component(word, part)?;
         let mut next = Vec::new();
         for (matched, dir) in &frontier {
             let names: Vec<BString> = match &glob {

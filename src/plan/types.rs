@@ -208,6 +208,7 @@ impl RunArgs {
         }
         let mut out = Vec::new();
         for node in newest_first.iter().rev() {
+            // `remove` emits each name once, at its first declaration.
             if let Some(value) = latest.remove(node.name.as_str()) {
                 out.push((node.name.clone(), value.map(str::to_string)));
             }
@@ -219,23 +220,8 @@ impl RunArgs {
     /// declared, with its latest value (and left out when that has none);
     /// then the extra args.
     pub fn to_vec(&self) -> Vec<(String, String)> {
-        let mut newest_first: Vec<&ArgDeclared> = Vec::new();
-        let mut next = self.declared.as_deref();
-        while let Some(node) = next {
-            newest_first.push(node);
-            next = node.prev.as_deref();
-        }
-        let mut latest: HashMap<&str, Option<&str>> = HashMap::new();
-        for node in &newest_first {
-            latest.entry(node.name.as_str()).or_insert(node.value.as_deref());
-        }
-        let mut out = Vec::new();
-        for node in newest_first.iter().rev() {
-            // `remove` emits each name once, at its first declaration.
-            if let Some(Some(value)) = latest.remove(node.name.as_str()) {
-                out.push((node.name.clone(), value.to_string()));
-            }
-        }
+        let mut out: Vec<(String, String)> =
+            self.declared().into_iter().filter_map(|(name, value)| Some((name, value?))).collect();
         out.extend(self.extra.iter().cloned());
         out
     }

@@ -772,25 +772,23 @@ fn subdirs(dir: &Path) -> Result<Vec<(PathBuf, fs::Metadata)>, StoreError> {
 /// Removes a tree (or file) in place; records the bytes freed, or the
 /// failure with what to run. Returns whether it is gone.
 pub(super) fn remove_tree(path: &Path, reclaimed: &mut Reclaimed) -> bool {
-    crate::fault::point("gc-remove-tree");
-    let mut freed = Freed::default();
-    let result = remove::remove_tree(path, &mut freed);
-    reclaimed.bytes += freed.bytes;
-    match result {
-        Ok(()) => true,
-        Err(e) => {
-            reclaimed.failed.push(e.to_string());
-            false
-        }
-    }
+    removed_with(remove::remove_tree, path, reclaimed)
 }
 
 /// Like [`remove_tree`], for a tree trusted by its name (a layer dir): moved
 /// aside first.
 pub(super) fn remove_aside(path: &Path, reclaimed: &mut Reclaimed) -> bool {
+    removed_with(remove::remove_aside, path, reclaimed)
+}
+
+fn removed_with<E: std::fmt::Display>(
+    remover: fn(&Path, &mut Freed) -> Result<(), E>,
+    path: &Path,
+    reclaimed: &mut Reclaimed,
+) -> bool {
     crate::fault::point("gc-remove-tree");
     let mut freed = Freed::default();
-    let result = remove::remove_aside(path, &mut freed);
+    let result = remover(path, &mut freed);
     reclaimed.bytes += freed.bytes;
     match result {
         Ok(()) => true,
