@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 /// when an entry no longer matches anything), and nothing is added.
 const KNOWN: &[&[&str]] = &[
     &["kiln::cache", "kiln::exec", "kiln::image", "kiln::plan", "kiln::registry", "kiln::store"],
-    &["kiln::context::source", "kiln::context::walk"],
-    &["kiln::image::transport::oci", "kiln::image::transport::tarout"],
     &[
         "kiln_overlay::apply",
         "kiln_overlay::diff",

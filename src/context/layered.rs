@@ -31,7 +31,7 @@ use kiln_overlay::whiteout::{is_opaque, is_whiteout, XattrPrefix};
 
 use super::dockerignore::clean;
 use super::glob::{has_wildcards, source_component, unescape};
-use super::source::join;
+use super::relpath::join;
 use super::{ContextEntry, ContextError, SourceMatch, SourceTree};
 
 /// Linux's MAXSYMLINKS: more expansions than this is a loop.

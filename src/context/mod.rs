@@ -14,6 +14,7 @@ mod dockerignore;
 mod error;
 mod glob;
 pub mod layered;
+mod relpath;
 pub mod remote;
 mod resolve;
 mod source;

@@ -7,6 +7,7 @@ use bstr::BString;
 
 use super::dockerignore::clean;
 use super::glob::{has_wildcards, source_component, unescape};
+use super::relpath::join;
 use super::resolve::{resolve, ResolveError, Resolved};
 use super::{walk, BuildContext, ContextError, SourceMatch};
 
@@ -124,13 +125,5 @@ fn resolve_error(word: &str, e: ResolveError) -> ContextError {
         ResolveError::NotFound => ContextError::SourceNotFound { word: word.to_string() },
         ResolveError::Loop => ContextError::SymlinkLoop { word: word.to_string() },
         ResolveError::Io(path, source) => ContextError::Io { path, source },
-    }
-}
-
-pub(super) fn join(base: &[u8], name: &[u8]) -> BString {
-    if base.is_empty() {
-        name.into()
-    } else {
-        [base, b"/", name].concat().into()
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use bstr::BString;
 
-use super::source::join;
+use super::relpath::join;
 use super::{BuildContext, ContextEntry, ContextError, SourceMatch};
 
 pub(super) fn walk(ctx: &BuildContext, m: &SourceMatch) -> Result<Vec<ContextEntry>, ContextError> {

@@ -222,6 +222,17 @@ fn check_store_blob(store: &Store, digest: &str, actual: String) -> Result<(), T
     })
 }
 
+/// Temp files are created 0600; exported files get the usual 0644.
+fn make_readable(tmp: &tempfile::NamedTempFile, target: &Path) -> Result<(), TransportError> {
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|source| TransportError::Io {
+        action: "set permissions of",
+        path: target.to_path_buf(),
+        source,
+    })
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,17 +3,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use kiln_overlay::compress::Compression;
+use kiln_overlay::digest::HashingReader;
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use tempfile::NamedTempFile;
 
 use super::source::Source;
 use super::tarout::TarOut;
-use super::TransportError;
+use super::{make_readable, TransportError};
 use crate::image::manifest::{Descriptor, Index, DOCKER_MANIFEST_LIST, OCI_INDEX, REF_NAME};
 use crate::image::platform::{self, Platform};
 use crate::image::config::ImageConfig;
@@ -402,16 +402,6 @@ fn write_replacing(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), Transpor
     Ok(())
 }
 
-/// Temp files are created 0600; exported files get the usual 0644.
-pub fn make_readable(tmp: &NamedTempFile, target: &Path) -> Result<(), TransportError> {
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644)).map_err(|source| TransportError::Io {
-        action: "set permissions of",
-        path: target.to_path_buf(),
-        source,
-    })
-}
-
 /// Writes the images as a tar of an OCI layout: oci-layout, index.json, then
 /// blobs sorted by digest, all with zero timestamps and root ownership.
 /// Plain layers are compressed with `compression` on the way (see
@@ -458,30 +448,6 @@ pub fn write_oci_archive<W: Write>(
         }
     }
     tar.finish()
-}
-
-/// Hashes what passes through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new() }
-    }
-
-    pub fn digest(&self) -> String {
-        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use tempfile::NamedTempFile;
 
-use super::oci::HashingReader;
-use super::TransportError;
+use kiln_overlay::digest::HashingReader;
+
+use super::{make_readable, TransportError};
 use crate::store::Store;
 
 pub struct TarOut<W: Write> {
@@ -98,7 +99,7 @@ pub fn write_file_atomically(
         write(&mut out)?;
         out.flush().map_err(io_err("write", dest))?;
     }
-    super::oci::make_readable(&tmp, dest)?;
+    make_readable(&tmp, dest)?;
     tmp.as_file().sync_all().map_err(io_err("fsync", dest))?;
     tmp.persist(dest).map_err(|e| TransportError::Io {
         action: "rename archive into",
