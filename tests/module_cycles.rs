@@ -18,14 +18,6 @@ use std::path::{Path, PathBuf};
 const KNOWN: &[&[&str]] = &[
     &["kiln::cache", "kiln::exec", "kiln::image", "kiln::plan", "kiln::registry", "kiln::store"],
     &[
-        "kiln_overlay::apply",
-        "kiln_overlay::diff",
-        "kiln_overlay::emit",
-        "kiln_overlay::mount",
-        "kiln_overlay::naive",
-        "kiln_overlay::whiteout",
-    ],
-    &[
         "kiln_runtime::child",
         "kiln_runtime::fake_chown",
         "kiln_runtime::idmap",

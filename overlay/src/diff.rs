@@ -11,17 +11,16 @@
 //! zeros nearly free), and `apply_layer` recreates holes for whole zero blocks, so a sparse file does not
 //! grow on disk on its way through a layer.
 
-use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::emit::{dir_identity, rel_bytes, Emitter};
+use crate::emit::{dir_identity, rel_bytes, sorted_children, Emitter};
 pub use crate::emit::{DiffError, DiffOptions, DiffReport};
 use crate::layer::LayerWriter;
-use crate::naive::Lowers;
+use crate::lowers::Lowers;
 use crate::whiteout::{is_whiteout, XattrPrefix, WH_OPAQUE, WH_PREFIX};
 
 const FUSE_OPAQUE_XATTR: &str = "user.fuseoverlayfs.opaque";
@@ -39,16 +38,6 @@ pub fn write_diff<W: Write + 'static>(
     let mut em = Emitter::new(writer, opts.clamp_mtime);
     walk(upper, Path::new(""), &lowers, &mut em, opts)?;
     em.finish()
-}
-
-pub(crate) fn sorted_children(dir: &Path) -> Result<Vec<OsString>, DiffError> {
-    let walk_err = |source| DiffError::Walk { path: dir.to_path_buf(), source };
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(walk_err)? {
-        names.push(entry.map_err(walk_err)?.file_name());
-    }
-    names.sort();
-    Ok(names)
 }
 
 fn walk<W: Write + 'static>(

@@ -4,7 +4,8 @@
 //! metadata is made portable (capabilities in v2 form, no overlay bookkeeping, recorded owners applied).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, Metadata};
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -271,6 +272,18 @@ pub fn capability_v2(value: &[u8]) -> Option<Vec<u8>> {
 pub(crate) fn dir_identity(meta: &EntryMeta) -> (u32, u64, u64, &BTreeMap<String, Vec<u8>>) {
     (meta.mode, meta.uid, meta.gid, &meta.xattrs)
 }
+
+/// The names in `dir`, sorted, so that layers come out in one order.
+pub(crate) fn sorted_children(dir: &Path) -> Result<Vec<OsString>, DiffError> {
+    let walk_err = |source| DiffError::Walk { path: dir.to_path_buf(), source };
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(walk_err)? {
+        names.push(entry.map_err(walk_err)?.file_name());
+    }
+    names.sort();
+    Ok(names)
+}
+
 
 #[cfg(test)]
 mod tests {

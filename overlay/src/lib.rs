@@ -11,6 +11,8 @@ pub mod reader;
 pub mod digest;
 pub mod verify;
 pub mod layer;
+mod lowers;
+mod namespace;
 pub mod tarfmt;
 pub mod whiteout;
 pub mod mount;

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::str::FromStr;
 
 use crate::naive;
+pub use crate::namespace::in_user_namespace;
 use crate::sys;
 use crate::whiteout::XattrPrefix;
 
@@ -197,14 +198,6 @@ pub fn mount(driver: Driver, lowers: &[PathBuf], upper: &Path, work: &Path, targ
         }
     }
     Ok(MountGuard { target: target.into(), driver, mounted: true, daemon })
-}
-
-/// Whether this process runs in a user namespace other than the initial one.
-pub fn in_user_namespace() -> bool {
-    match fs::read_to_string("/proc/self/uid_map") {
-        Ok(map) => map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"],
-        Err(_) => false,
-    }
 }
 
 /// Overlay needs at least one lower; a step on `scratch` gets an empty one next to the work dir.

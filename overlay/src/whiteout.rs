@@ -51,7 +51,7 @@ impl XattrPrefix {
 
     /// The prefix a kernel overlay mount in the current user namespace uses.
     pub fn for_current_namespace() -> Self {
-        if crate::mount::in_user_namespace() {
+        if crate::namespace::in_user_namespace() {
             Self::user()
         } else {
             Self::trusted()
