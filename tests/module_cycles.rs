@@ -17,14 +17,6 @@ use std::path::{Path, PathBuf};
 /// when an entry no longer matches anything), and nothing is added.
 const KNOWN: &[&[&str]] = &[
     &["kiln::cache", "kiln::exec", "kiln::image", "kiln::plan", "kiln::registry", "kiln::store"],
-    &[
-        "kiln_runtime::child",
-        "kiln_runtime::fake_chown",
-        "kiln_runtime::idmap",
-        "kiln_runtime::lifetime",
-        "kiln_runtime::probe",
-        "kiln_runtime::userns",
-    ],
 ];
 
 const CRATES: &[(&str, &str)] = &[("kiln", "src"), ("kiln_overlay", "overlay/src"), ("kiln_runtime", "runtime/src")];

@@ -260,7 +260,7 @@ fn handle_signals(child: &Child, sfd: &SignalFd, master: Option<&File>) {
                 }
             }
             Ok(sig) => {
-                if info.ssi_pid == 0 && crate::userns::forwarded_by_parent() {
+                if info.ssi_pid == 0 && crate::lifetime::forwarded_by_parent() {
                     continue;
                 }
                 let _ = kill(Pid::from_raw(child.id() as i32), sig);

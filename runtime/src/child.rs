@@ -10,7 +10,6 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -62,18 +61,6 @@ pub enum Output<'a> {
     /// Each line (without its newline) is handed to the callback, e.g. to
     /// prefix it with the step.
     Lines(&'a mut dyn FnMut(Stream, &str)),
-}
-
-static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-/// Kills every running step (for Ctrl-C / SIGTERM handling): the helper dies,
-/// its PID-1 child gets SIGKILL through the parent-death signal, and the
-/// kernel kills the rest of the step's PID namespace.
-pub fn kill_running_steps() {
-    let pids = RUNNING.lock().map(|p| p.clone()).unwrap_or_default();
-    for pid in pids {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
-    }
 }
 
 /// Runs the step with `/proc/self/exe` as the helper (the kiln binary, whose
@@ -141,9 +128,7 @@ pub(crate) fn spawn_helper(
     let spawned = cmd.spawn();
     drop(cmd);
     let child = spawned.map_err(|source| RuntimeError::Spawn { what: "for a RUN step", source })?;
-    if let Ok(mut running) = RUNNING.lock() {
-        running.push(child.id());
-    }
+    crate::lifetime::step_started(child.id());
     let mut spawned = Spawned { child, report: Some(report_r) };
     // An interrupt that came while this step was being started found no
     // step to kill: stop it here (`kill_running_steps` sees it otherwise).
@@ -180,9 +165,7 @@ impl Spawned {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        if let Ok(mut running) = RUNNING.lock() {
-            running.retain(|p| *p != self.child.id());
-        }
+        crate::lifetime::step_ended(self.child.id());
     }
 }
 

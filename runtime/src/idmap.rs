@@ -3,7 +3,6 @@
 //! newuidmap/newgidmap), a single-id map, or no user namespace at all.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use nix::unistd::{Gid, Uid, User};
 
@@ -301,24 +300,6 @@ pub fn gather_facts(probe: impl FnOnce() -> Result<(), String>) -> Facts {
     facts.newuidmap = find_tool("newuidmap");
     facts.newgidmap = find_tool("newgidmap");
     facts
-}
-
-static DETECTED: OnceLock<MapMode> = OnceLock::new();
-
-/// The mode for this run, decided once; a fallback's warning is logged the
-/// first time.
-pub fn detect() -> MapMode {
-    DETECTED
-        .get_or_init(|| {
-            let facts = gather_facts(crate::probe::userns_works);
-            let (mode, warning) = decide(&facts);
-            if let Some(warning) = warning {
-                log::warn!("{warning}");
-            }
-            log::info!("user namespace mode: {}", mode.name());
-            mode
-        })
-        .clone()
 }
 
 #[cfg(test)]

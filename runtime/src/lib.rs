@@ -25,10 +25,11 @@ pub mod user;
 pub mod userns;
 
 pub use attach::run_attached;
-pub use child::{kill_running_steps, run, run_with_helper, Output, Stream};
+pub use child::{run, run_with_helper, Output, Stream};
 pub use error::RuntimeError;
-pub use idmap::{detect, IdMap, MapMode};
-pub use lifetime::{ensure_still_wanted, still_wanted, Interrupted};
+pub use idmap::{IdMap, MapMode};
+pub use probe::detect;
+pub use lifetime::{ensure_still_wanted, kill_running_steps, still_wanted, Interrupted};
 pub use mounts::placeholders;
 pub use spec::{MountKind, MountSpec, Network, RunSpec, TtySize, UserSpec};
 pub use sys::default_sigpipe;

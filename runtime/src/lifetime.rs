@@ -188,7 +188,7 @@ fn watch(sfd: &mut SignalFd) {
         let from_kernel = info.ssi_pid == 0;
         let counted = match front_end {
             // The front-end forwards what it gets, the terminal's too.
-            Some(front_end) if crate::userns::forwarded_by_parent() => {
+            Some(front_end) if forwarded_by_parent() => {
                 if from_kernel {
                     continue;
                 }
@@ -197,7 +197,7 @@ fn watch(sfd: &mut SignalFd) {
             _ => true,
         };
         let first = INTERRUPTED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst).is_ok();
-        crate::child::kill_running_steps();
+        kill_running_steps();
         if !counted {
             continue;
         }
@@ -206,6 +206,48 @@ fn watch(sfd: &mut SignalFd) {
             std::process::exit(128 + interrupted().unwrap_or(sig));
         }
     }
+}
+
+/// The helper processes of the steps running now, by pid.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes a step's helper so that an interruption can stop it.
+pub(crate) fn step_started(pid: u32) {
+    if let Ok(mut running) = RUNNING.lock() {
+        running.push(pid);
+    }
+}
+
+/// Forgets a step's helper once it was waited for.
+pub(crate) fn step_ended(pid: u32) {
+    if let Ok(mut running) = RUNNING.lock() {
+        running.retain(|p| *p != pid);
+    }
+}
+
+/// Kills every running step (for Ctrl-C / SIGTERM handling): the helper dies,
+/// its PID-1 child gets SIGKILL through the parent-death signal, and the
+/// kernel kills the rest of the step's PID namespace.
+pub fn kill_running_steps() {
+    let pids = RUNNING.lock().map(|p| p.clone()).unwrap_or_default();
+    for pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+/// Set when this process was started by `enter_user_namespace`, whose
+/// front-end forwards SIGINT, SIGTERM and SIGHUP to it.
+static FORWARDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Notes that a kiln front-end started this process and forwards signals.
+pub(crate) fn set_forwarded_by_parent() {
+    FORWARDED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a kiln front-end started this process and forwards signals to
+/// it (so a terminal's Ctrl-C, which reaches both, arrives twice).
+pub fn forwarded_by_parent() -> bool {
+    FORWARDED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub struct Report {
 /// directory under `scratch_parent` (use the store's filesystem: that is the
 /// one overlay must work on).
 pub fn gather(scratch_parent: &Path) -> Report {
-    let mode = idmap::detect();
+    let mode = detect();
     let (uid_maps, gid_maps) = if crate::userns::inside() {
         let read = |p: &str| idmap::parse_proc_map(&std::fs::read_to_string(p).unwrap_or_default());
         (read("/proc/self/uid_map"), read("/proc/self/gid_map"))
@@ -161,3 +161,22 @@ fn initial_user_namespace() -> bool {
     let maps = idmap::parse_proc_map(&std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default());
     maps == [IdMap { container: 0, host: 0, size: u32::MAX }]
 }
+
+static DETECTED: std::sync::OnceLock<MapMode> = std::sync::OnceLock::new();
+
+/// The mode for this run, decided once; a fallback's warning is logged the
+/// first time.
+pub fn detect() -> MapMode {
+    DETECTED
+        .get_or_init(|| {
+            let facts = idmap::gather_facts(userns_works);
+            let (mode, warning) = idmap::decide(&facts);
+            if let Some(warning) = warning {
+                log::warn!("{warning}");
+            }
+            log::info!("user namespace mode: {}", mode.name());
+            mode
+        })
+        .clone()
+}
+

@@ -39,16 +39,6 @@ pub fn private_mount_namespace() -> Result<(), RuntimeError> {
         .map_err(RuntimeError::MountNamespace)
 }
 
-/// Set when this process was started by `enter_user_namespace`, whose
-/// front-end forwards SIGINT, SIGTERM and SIGHUP to it.
-static FORWARDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether a kiln front-end started this process and forwards signals to
-/// it (so a terminal's Ctrl-C, which reaches both, arrives twice).
-pub fn forwarded_by_parent() -> bool {
-    FORWARDED.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Whether this process runs inside kiln's user namespace.
 pub fn inside() -> bool {
     std::env::var_os(INSIDE_ENV).is_some()
@@ -209,7 +199,7 @@ fn write_proc(pid: u32, file: &str, text: &str) -> Result<(), RuntimeError> {
 pub(crate) fn child_side_if_requested() -> Option<i32> {
     std::env::var_os(SYNC_ENV)?;
     std::env::remove_var(SYNC_ENV);
-    FORWARDED.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::lifetime::set_forwarded_by_parent();
     // Die with the kiln the user started, whatever kills it (set before the
     // exec too; set again here so it holds whatever the exec did).
     let parent = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse::<i32>().ok());
