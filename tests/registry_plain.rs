@@ -261,7 +261,7 @@ fn multi_arch_index_picks_the_platform() {
         d.annotations = None;
         d
     };
-    kiln::image::transport::export_oci_dir(&store, &[(None, entry(&amd)), (None, entry(&arm))], &layout, Compression::Gzip)
+    kiln::transport::export_oci_dir(&store, &[(None, entry(&amd)), (None, entry(&arm))], &layout, Compression::Gzip)
         .unwrap();
     // Replace the layout's two entries by one index over both.
     let index = Index { manifests: vec![entry(&amd), entry(&arm)], ..Default::default() };

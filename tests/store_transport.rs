@@ -10,7 +10,7 @@ use kiln::image::manifest::{
     Descriptor, Index, Manifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD,
     OCI_MANIFEST, REF_NAME,
 };
-use kiln::image::transport::{
+use kiln::transport::{
     export_docker_archive, export_oci_archive, export_oci_dir, import, parse_transport, Transport, TransportError,
 };
 use kiln::store::{sha256_digest, Image, LayerError, Store};

@@ -13,7 +13,7 @@ use crate::context::BuildContext;
 use crate::dockerfile;
 use crate::exec::{self, BuildOptions};
 use crate::image::reference;
-use crate::image::transport::{self, Transport};
+use crate::transport::{self, Transport};
 use crate::plan::{self, PlanOptions};
 use crate::report::SourceError;
 use crate::store::Store;

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::save::{per_tag, selection};
 use super::Cli;
-use crate::image::transport;
+use crate::transport;
 
 #[derive(Debug, Args)]
 #[command(

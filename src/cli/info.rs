@@ -45,7 +45,7 @@ pub fn run(cli: &Cli, _args: &InfoArgs) -> anyhow::Result<i32> {
     let size = if store.join("index.json").exists() {
         crate::store::Store::open(&store)
             .and_then(|s| s.disk_usage())
-            .map_or_else(|e| format!("unknown ({e})"), |u| crate::exec::human_size(u.total))
+            .map_or_else(|e| format!("unknown ({e})"), |u| crate::humanize::human_size(u.total))
     } else {
         "(not created yet)".to_string()
     };

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::Cli;
 use crate::image::reference;
-use crate::image::transport;
+use crate::transport;
 use crate::store::Store;
 
 #[derive(Debug, Args)]

@@ -57,6 +57,6 @@ pub fn id(digest: &str, no_trunc: bool) -> String {
     if no_trunc {
         digest.to_string()
     } else {
-        crate::exec::short(digest).to_string()
+        crate::humanize::short(digest).to_string()
     }
 }

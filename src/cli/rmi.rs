@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::lookup;
 use super::Cli;
-use crate::exec::short;
+use crate::humanize::short;
 use crate::image::reference;
 use crate::store::{Collect, Store, StoredImage};
 

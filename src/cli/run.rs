@@ -11,7 +11,7 @@ use clap::Args;
 use kiln_overlay::mount::{self, Driver};
 use kiln_runtime::{MountSpec, Network, RunSpec};
 
-use crate::exec::layers::LayerDirs;
+use crate::store::layers::LayerDirs;
 use crate::image::config::ContainerConfig;
 
 use super::{lookup, Cli};
@@ -175,7 +175,7 @@ fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
     }
     let guard = mount::mount(driver, &lowers, &upper, &work, &merged).context("mount the container's filesystem")?;
 
-    let hostname = args.hostname.clone().unwrap_or_else(|| crate::exec::short(&image.config_digest).to_string());
+    let hostname = args.hostname.clone().unwrap_or_else(|| crate::humanize::short(&image.config_digest).to_string());
     let spec = (|| -> anyhow::Result<RunSpec> {
         let config = &image.config.config;
         let argv = command_line(config, entrypoint.as_deref(), &args.command)?;

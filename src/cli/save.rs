@@ -10,7 +10,7 @@ use super::lookup;
 use super::Cli;
 use crate::image::manifest::Descriptor;
 use crate::image::reference;
-use crate::image::transport;
+use crate::transport;
 use crate::store::Store;
 
 #[derive(Debug, Args)]

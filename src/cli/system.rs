@@ -385,7 +385,7 @@ fn print_verbose(r: &Report) {
             rows.push(vec![
                 repo,
                 tag,
-                crate::exec::short(&image.config_digest).to_string(),
+                crate::humanize::short(&image.config_digest).to_string(),
                 format::since(image.config.created.as_deref(), now),
                 format::size(shared + unique),
                 format::size(shared),

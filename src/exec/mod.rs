@@ -6,7 +6,8 @@ pub mod copy;
 mod fetch;
 mod finish;
 mod fromkey;
-pub mod layers;
+pub use crate::humanize::{human_size, short};
+pub use crate::store::layers;
 pub mod mounts;
 pub mod owner;
 pub mod run;
@@ -29,7 +30,7 @@ use crate::context::{BuildContext, SourceTree};
 use crate::dockerfile::ast::Span;
 use crate::image::config::{ImageConfig, RootFs};
 use crate::image::manifest::{self, Descriptor};
-use crate::image::transport::{self, Transport};
+use crate::transport::{self, Transport};
 use crate::plan::{Base, BuildPlan, CopyFrom, CopyStep, RunStep, Stage, Step, StepKind};
 use kiln_overlay::mount::Driver;
 use self::layers::LayerDirs;
@@ -62,7 +63,7 @@ pub enum ExecError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Transport(#[from] crate::image::transport::TransportError),
+    Transport(#[from] crate::transport::TransportError),
     #[error("write layer")]
     Layer(#[source] std::io::Error),
     #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/amd64")]
@@ -1085,46 +1086,9 @@ pub fn platform(spec: Option<&str>) -> Result<(String, String, Option<String>), 
     Ok((p.os, p.architecture, variant))
 }
 
-/// The 12-hex-digit id docker prints.
-pub fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
-}
-
-/// Sizes as docker prints them: decimal units, three significant digits.
-pub fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{}B", bytes)
-    } else {
-        // Go's %.4g: four significant digits, trailing zeros dropped.
-        let int_digits = (v.log10().floor() as i32 + 1).max(1);
-        let decimals = (4 - int_digits).max(0) as usize;
-        let text = format!("{:.*}", decimals, v);
-        let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
-        text + units[i]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_like_docker() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1000), "1kB");
-        assert_eq!(human_size(132_000_000), "132MB");
-        assert_eq!(human_size(132_456_000), "132.5MB");
-        assert_eq!(human_size(1_234_567), "1.235MB");
-    }
 
     #[test]
     fn timestamps_like_go() {

@@ -1,7 +1,6 @@
-//! Image formats: config, manifests, and the transports kiln reads and writes.
+//! Image formats: config, manifests, platforms and references.
 
 pub mod config;
 pub mod manifest;
 pub mod platform;
 pub mod reference;
-pub mod transport;

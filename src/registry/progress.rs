@@ -100,7 +100,7 @@ impl View {
                 }
             },
             (None, Event::Start { digest, size }) => {
-                let _ = writeln!(out, "{} blob {} ({})", self.verb, short(digest), crate::exec::human_size(*size));
+                let _ = writeln!(out, "{} blob {} ({})", self.verb, short(digest), crate::humanize::human_size(*size));
             }
             (None, Event::Bytes { .. }) => {}
             (None, Event::Done { digest, note }) => {
@@ -116,5 +116,5 @@ impl View {
 }
 
 pub fn short(digest: &str) -> &str {
-    crate::exec::short(digest)
+    crate::humanize::short(digest)
 }

@@ -63,7 +63,7 @@ pub fn push(
     let mut compressing = |digest: &str| {
         if opts.progress {
             let name = if compression == Compression::Zstd { "zstd" } else { "gzip" };
-            let _ = writeln!(out, "Compressing layer {} ({name})", crate::exec::short(digest));
+            let _ = writeln!(out, "Compressing layer {} ({name})", crate::humanize::short(digest));
         }
     };
     let outgoing = store

@@ -28,7 +28,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::gc::{self, looks_like_image_manifest, Reclaimed};
 use super::{chain_ids, parse_manifest, sha256_hex, Store, StoreError, CACHE_DIR, LAYERS_DIR};
-use crate::exec::layers::MARKER;
+use super::layers::MARKER;
 use crate::image::config::ImageConfig;
 use crate::image::manifest::{Descriptor, Index, DOCKER_MANIFEST_LIST, OCI_INDEX};
 
@@ -429,7 +429,7 @@ impl<'s> Walk<'s> {
 
     fn manifest_or_index(&mut self, desc: &Descriptor, owner: &Owner, depth: usize) -> Result<(), StoreError> {
         let Some(bytes) = self.load(desc) else { return Ok(()) };
-        let short = crate::exec::short(&desc.digest).to_string();
+        let short = crate::humanize::short(&desc.digest).to_string();
         let is_index = desc.media_type == OCI_INDEX
             || desc.media_type == DOCKER_MANIFEST_LIST
             || serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v.get("manifests").is_some());
@@ -681,7 +681,7 @@ impl<'s> Walk<'s> {
 fn describe(owner: &Owner) -> String {
     match owner {
         Owner::Indexed(name) => format!("image {name}"),
-        Owner::Dangling(digest) => format!("untagged image {}", crate::exec::short(digest)),
+        Owner::Dangling(digest) => format!("untagged image {}", crate::humanize::short(digest)),
     }
 }
 

@@ -9,6 +9,7 @@ mod check;
 mod compressed;
 mod gc;
 mod index;
+pub mod layers;
 mod lock;
 pub mod remove;
 mod verified;

@@ -12,7 +12,7 @@
 //! uncompressed digest in a label. A blob's content never changes, so a
 //! record is true for as long as anything of that name exists.
 //!
-//! Layer dirs (`crate::exec::layers`) verify again while they unpack: this
+//! Layer dirs (`super::layers`) verify again while they unpack: this
 //! check keeps forged images out, that one keeps unverified trees out.
 
 use std::fs;

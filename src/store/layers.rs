@@ -21,7 +21,7 @@ use kiln_overlay::whiteout::{WhiteoutFormat, XattrPrefix};
 use sha2::{Digest, Sha256};
 
 use crate::image::manifest::Descriptor;
-use crate::store::{remove, LayerError, Store};
+use super::{remove, LayerError, Store};
 
 /// The file in a layer dir that says what was verified (its chain id).
 pub const MARKER: &str = "verified";
@@ -255,7 +255,7 @@ fn apply_verified(store: &Store, layer: &Descriptor, diff_id: &str, dest: &Path,
     let report = apply_tar(&mut reader, dest, opts).map_err(|source| LayerDirError::Apply { digest: layer.digest.clone(), source })?;
     reader.finish_expecting(diff_id).map_err(refused)?;
     for skipped in &report.skipped {
-        log::warn!("layer {}: skipped {}", crate::exec::short(&layer.digest), skipped);
+        log::warn!("layer {}: skipped {}", crate::humanize::short(&layer.digest), skipped);
     }
     Ok(())
 }
