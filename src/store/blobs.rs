@@ -19,10 +19,8 @@ pub fn sha256_hex(digest: &str) -> Option<&str> {
     ok.then_some(hex)
 }
 
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+/// `sha256:<hex>` of `bytes` (one home: the layer crate's digests).
+pub use kiln_overlay::digest::sha256_digest;
 
 /// Writes a blob; nothing is visible in the store until [`BlobWriter::commit`].
 /// Dropping it uncommitted removes the temp file.
