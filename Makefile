@@ -3,7 +3,7 @@ CARGO ?= cargo
 KILN  := target/debug/kiln
 DEMO  := target/demo
 
-.PHONY: build demo test unit integration fuzz fuzz-apply bench clean-demo
+.PHONY: build demo test lint unit integration fuzz fuzz-apply bench clean-demo
 
 build:
 	$(CARGO) build --workspace --locked
@@ -20,7 +20,15 @@ demo:
 test:
 	@bash examples/prereqs.sh test
 	$(CARGO) build --workspace --locked
+	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked --no-fail-fast
+
+# The rules of the workspace's [workspace.lints], with warnings as errors:
+# tests may unwrap (a failed step is a failed test), the libraries and the
+# binary may not.
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings -A clippy::unwrap_used
+	$(CARGO) clippy --workspace --lib --bins --locked -- -D warnings
 
 unit:
 	$(CARGO) test --workspace --exclude kiln-integration --locked

@@ -33,6 +33,18 @@ else
     fi
 fi
 
+# make test checks formatting and lints: rustup's rustfmt and clippy components.
+if [ "$what" = test ] && command -v cargo >/dev/null; then
+    comps=()
+    cargo fmt --version >/dev/null 2>&1 || comps+=(rustfmt)
+    cargo clippy --version >/dev/null 2>&1 || comps+=(clippy)
+    if [ ${#comps[@]} -gt 0 ]; then
+        echo "$what: cargo's ${comps[*]} missing; install with:" >&2
+        echo "    rustup component add ${comps[*]}" >&2
+        status=1
+    fi
+fi
+
 # Debian packages: a command each, and the package that has it.
 declare -A pkg_of=([newuidmap]=uidmap [skopeo]=skopeo)
 need_files=(/bin/busybox)
@@ -40,7 +52,7 @@ if [ "$what" = test ]; then
     pkg_of+=([umoci]=umoci [oci-image-tool]=oci-image-tool [crun]=crun [runc]=runc [fuse-overlayfs]=fuse-overlayfs
              [xz]=xz-utils [bzip2]=bzip2 [zstd]=zstd [docker-registry]=docker-registry [htpasswd]=apache2-utils
              [openssl]=openssl [git]=git [socat]=socat [buildah]=buildah [podman]=podman [setfattr]=attr
-             [debootstrap]=debootstrap)
+             [debootstrap]=debootstrap [pasta]=passt [slirp4netns]=slirp4netns)
     need_files+=(/usr/bin/time)
 fi
 missing=()

@@ -11,6 +11,9 @@
 //! (index.json → manifest → config and layers), checking every digest, size
 //! and diff_id on the way, so that a test never has to trust kiln's own view.
 
+// A test harness: a failed step is a failed test, so it may unwrap.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;

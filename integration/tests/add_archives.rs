@@ -197,7 +197,8 @@ fn add_refuses_archive_entries_it_cannot_place() {
     let sb = Sandbox::new();
     sb.busybox_context();
     use tar::EntryType::{Link as H, Regular as F, Symlink as S};
-    let cases: &[(&str, &[(&str, tar::EntryType, Option<&str>, &[u8])], &str)] = &[
+    type Entry<'a> = (&'a str, tar::EntryType, Option<&'a str>, &'a [u8]);
+    let cases: &[(&str, &[Entry], &str)] = &[
         ("escape.tar", &[("../../escape", F, None, b"x")], "../../escape"),
         ("hard-out.tar", &[("h", H, Some("../../../etc/passwd"), b"")], "\"h\""),
         // The image has /bin/busybox, but a layer cannot link to another layer's file.

@@ -161,7 +161,10 @@ fn skopeo_copies_out_of_the_store() {
 
 /// The store's blob files with inode and mtime (a blob written again would
 /// change them), and its compressed-layer records with their mtimes.
-fn store_files(store: &std::path::Path) -> (Vec<(String, u64, std::time::SystemTime)>, Vec<(String, std::time::SystemTime)>) {
+type BlobFiles = Vec<(String, u64, std::time::SystemTime)>;
+type RecordFiles = Vec<(String, std::time::SystemTime)>;
+
+fn store_files(store: &std::path::Path) -> (BlobFiles, RecordFiles) {
     use std::os::unix::fs::MetadataExt;
     let list = |dir: std::path::PathBuf| -> Vec<(String, std::fs::Metadata)> {
         let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };

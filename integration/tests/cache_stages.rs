@@ -90,7 +90,7 @@ fn onbuild_triggers_of_an_image_base_run_first() {
     let fs = child.fs();
     assert!(fs.contains_key("from-trigger") && fs.contains_key("own"));
     assert_eq!(child.runtime()["Labels"]["triggered"], "yes");
-    assert!(child.runtime().get("OnBuild").map_or(true, |v| v.is_null()), "triggers are not inherited");
+    assert!(child.runtime().get("OnBuild").is_none_or(|v| v.is_null()), "triggers are not inherited");
 }
 
 #[test]

@@ -156,7 +156,7 @@ fn a_config_that_lies_about_a_diff_id_is_refused_and_poisons_nothing() {
     let forged_blob = layer_digests(&forged)[0].clone();
 
     // FROM the forged layout: refused at import, naming the layer and both digests.
-    sb.write("ctx/Dockerfile", &format!("FROM oci:{}:bb:latest\nRUN [\"/bin/busybox\",\"cat\",\"/POISONED\"]\n", forged.display()));
+    sb.write("ctx/Dockerfile", format!("FROM oci:{}:bb:latest\nRUN [\"/bin/busybox\",\"cat\",\"/POISONED\"]\n", forged.display()));
     let out = sb.kiln(&["build", "-t", "victim", sb.ctx().to_str().unwrap()]);
     out.fails_with(1).stderr_has(&["refused layer", &forged_blob, &claimed, "diff_id"]);
     assert!(!out.stdout.contains("attacker"), "the forged layer never ran: {}", out.transcript());
@@ -213,7 +213,7 @@ fn a_gzip_layer_with_a_corrupt_crc_is_refused() {
     rewrite(&sb, &bad, |manifest, _| manifest["layers"][0]["digest"] = bad_blob.clone().into());
 
     // At import: the blob digest matches the manifest; only the trailer lies.
-    sb.write("ctx/Dockerfile", &format!("FROM oci:{}:bb:latest\n{CHECK_CLEAN}", bad.display()));
+    sb.write("ctx/Dockerfile", format!("FROM oci:{}:bb:latest\n{CHECK_CLEAN}", bad.display()));
     let out = sb.kiln(&["build", "-t", "crc", sb.ctx().to_str().unwrap()]);
     out.fails_with(1).stderr_has(&["refused layer", &bad_blob, "gzip stream is corrupt"]);
     assert_eq!(layer_dirs(&sb), Vec::<String>::new(), "no layer dir was made");
@@ -221,7 +221,7 @@ fn a_gzip_layer_with_a_corrupt_crc_is_refused() {
     // Already in the store: the layer dir refuses it.
     sb.kiln(&["images"]).ok();
     smuggle_into_store(&sb, &bad, "crc");
-    sb.write("ctx/Dockerfile", &format!("FROM crc\n{CHECK_CLEAN}"));
+    sb.write("ctx/Dockerfile", format!("FROM crc\n{CHECK_CLEAN}"));
     let out = sb.kiln(&["build", "--pull=never", "-t", "crc2", sb.ctx().to_str().unwrap()]);
     out.fails_with(1).stderr_has(&["refused layer", &bad_blob, "gzip stream is corrupt"]);
     assert_eq!(layer_dirs(&sb), Vec::<String>::new(), "no layer dir was made");
@@ -304,7 +304,7 @@ fn a_base_of_many_layers_is_unpacked_whole_and_a_corrupt_one_refused() {
     assert_eq!(layer_digests(&honest).len(), 5);
     let run = "RUN [\"/bin/busybox\",\"sh\",\"-c\",\"/bin/busybox cat /data/a.txt /data/c.txt > /all; /bin/busybox ls /data > /listed\"]\n";
     for driver in ["overlay", "vfs"] {
-        sb.write("ctx/Dockerfile", &format!("FROM oci:{}:bb:latest\n{run}", honest.display()));
+        sb.write("ctx/Dockerfile", format!("FROM oci:{}:bb:latest\n{run}", honest.display()));
         let out = sb.kiln(&["build", "--no-cache", "--storage-driver", driver, "-t", "whole", sb.ctx().to_str().unwrap()]);
         out.ok();
         let img = sb.image("whole");
@@ -327,7 +327,7 @@ fn a_base_of_many_layers_is_unpacked_whole_and_a_corrupt_one_refused() {
     let fresh = Sandbox::new();
     fresh.kiln(&["images"]).ok();
     smuggle_into_store(&fresh, &bad, "badbase");
-    fresh.write("ctx/Dockerfile", &format!("FROM badbase\n{run}"));
+    fresh.write("ctx/Dockerfile", format!("FROM badbase\n{run}"));
     let out = fresh.kiln(&["build", "--pull=never", "-t", "bad", fresh.ctx().to_str().unwrap()]);
     out.fails_with(1).stderr_has(&["refused layer", &bad_blob, "gzip stream is corrupt"]);
     // Layers that verified may stay (each is its own); the corrupt one left nothing, not even aside.

@@ -127,7 +127,7 @@ impl<'w, W: Write + 'static> Emitter<'w, W> {
         if meta.kind == EntryKind::File && md.nlink() > 1 {
             let key = (md.dev(), md.ino());
             if let Some(first) = self.links.get(&key) {
-                meta.kind = EntryKind::Hardlink(first.clone().into());
+                meta.kind = EntryKind::Hardlink(first.clone());
                 meta.size = 0;
                 self.report.hardlinks += 1;
                 return self.write(&meta, None);

@@ -16,6 +16,8 @@ mod namespace;
 pub mod tarfmt;
 pub mod whiteout;
 pub mod mount;
+// The one module that may use `unsafe`; each use has a SAFETY comment.
+#[allow(unsafe_code)]
 mod sys;
 
 pub use compress::{

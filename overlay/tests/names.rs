@@ -191,7 +191,7 @@ fn a_whiteout_of_a_non_utf8_name_hides_exactly_that_name() {
     // fuse-overlayfs's spelling where mknod is refused: a file named `.wh.<name>`.
     fs::write(upper.join(host(b".wh.x\xff")), b"").unwrap();
     let mut w = LayerWriter::new(Vec::new(), Compression::None).unwrap();
-    let report = write_diff(&upper, &[lower.clone()], &mut w, &DiffOptions::default()).unwrap();
+    let report = write_diff(&upper, std::slice::from_ref(&lower), &mut w, &DiffOptions::default()).unwrap();
     assert_eq!(report.whiteouts, 1);
     let (bytes, _) = w.finish().unwrap();
     let names: Vec<BString> = tar::Archive::new(&bytes[..])

@@ -20,6 +20,8 @@ pub mod lifetime;
 pub mod mounts;
 pub mod probe;
 pub mod spec;
+// The one module that may use `unsafe`; each use has a SAFETY comment.
+#[allow(unsafe_code)]
 mod sys;
 pub mod user;
 pub mod userns;

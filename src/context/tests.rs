@@ -448,7 +448,7 @@ fn a_dockerignore_line_with_a_raw_name_excludes_only_that_name() {
     let got: Vec<bstr::BString> = ctx.walk(&m[0]).unwrap().into_iter().map(|e| e.rel).collect();
     let want: Vec<&[u8]> = vec![b".dockerignore", b"l\xfb", b"x\xfe"];
     assert_eq!(got, want);
-    assert!(matches!(ctx.resolve_source("x*").unwrap().as_slice(), [only] if only.rel == &b"x\xfe"[..]));
+    assert!(matches!(ctx.resolve_source("x*").unwrap().as_slice(), [only] if only.rel == b"x\xfe"[..]));
 }
 
 #[test]

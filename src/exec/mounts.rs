@@ -89,6 +89,9 @@ pub enum MountError {
     },
 }
 
+/// Looks up what a mount's `from=` names (see [`MountSources::from`]).
+pub type FromContext<'a> = dyn Fn(&str, &str) -> Result<Arc<BuildContext>, String> + 'a;
+
 /// What a step's mounts need from the build.
 pub struct MountSources<'a> {
     /// The store root: cache mounts live under `<root>/kiln/cache-mounts`.
@@ -102,7 +105,7 @@ pub struct MountSources<'a> {
     /// context: a named context brings its own ignore rules. Called with
     /// the `from=` name and the mount's `source` path, which the returned
     /// context must hold (a stage read under vfs is copied out that far).
-    pub from: &'a dyn Fn(&str, &str) -> Result<Arc<BuildContext>, String>,
+    pub from: &'a FromContext<'a>,
     pub secrets: &'a HashMap<String, SecretSource>,
     /// `--ssh id=SOCKET`.
     pub ssh: &'a HashMap<String, PathBuf>,
@@ -457,13 +460,12 @@ fn filtered_view(ctx: &BuildContext, source: &Path, to: &Path, link: bool, o: &O
             dirs.push((dest, e.metadata));
         } else if let Some(target) = &e.link_target {
             std::os::unix::fs::symlink(target, &dest).map_err(io(&dest))?;
-        } else if ft.is_file() {
-            if !(link && fs::hard_link(&e.host, &dest).is_ok()) {
+        } else if ft.is_file()
+            && !(link && fs::hard_link(&e.host, &dest).is_ok()) {
                 fs::copy(&e.host, &dest).map_err(io(&dest))?;
                 let _ = chown(&dest, Some(e.metadata.uid()), Some(e.metadata.gid()));
                 fs::set_permissions(&dest, fs::Permissions::from_mode(e.metadata.mode() & 0o7777)).map_err(io(&dest))?;
             }
-        }
         // Sockets, fifos and devices are left out, as copy_tree does.
     }
     // Directory modes last: a read-only directory is filled first.

@@ -288,7 +288,7 @@ impl StepPlanner<'_, '_> {
         let mut shown = Vec::new();
         for raw in &copy.sources {
             if let Some(name) = heredoc_name(raw) {
-                heredocs.push(self.heredoc_source(copy, name, &env)?);
+                heredocs.push(self.heredoc_source(copy, name, env)?);
                 shown.push(raw.clone());
                 continue;
             }

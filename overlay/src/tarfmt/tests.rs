@@ -331,14 +331,12 @@ fn pax_only_where_ustar_cannot_say_it() {
 #[test]
 fn names_that_are_not_utf8_are_written_byte_exact() {
     let long: Vec<u8> = [&b"dir\xfe/"[..], &[b'n'; 120], b"\xff"].concat();
-    let items = vec![
-        other(entry("x\u{0}", EntryKind::File, 0o644)).meta,
+    let items = [other(entry("x\u{0}", EntryKind::File, 0o644)).meta,
         EntryMeta::new(&b"x\xff"[..], EntryKind::File),
         EntryMeta::new(&b"x\xfe"[..], EntryKind::File),
         EntryMeta::new(long.clone(), EntryKind::File),
         EntryMeta::new(&b"l"[..], EntryKind::Symlink((&b"t\xfd"[..]).into())),
-        EntryMeta::new(&b"d\xfc"[..], EntryKind::Dir),
-    ];
+        EntryMeta::new(&b"d\xfc"[..], EntryKind::Dir)];
     // A NUL is never a name byte: refused, and the message shows the name escaped.
     let err = TarWriter::new(Vec::new()).append(&items[0], None).unwrap_err();
     assert!(err.to_string().contains("x\\0"), "{err}");
