@@ -51,25 +51,8 @@ fn map_lines(stdout: &str) -> Vec<Vec<u64>> {
 
 /// Creates `name` once, with a subuid/subgid range or with none at all.
 fn ensure_user(name: &str, with_range: bool) {
-    // The tests of this file run in parallel; /etc/subuid is edited by one at a time.
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let exists = Command::new("id").arg(name).output().is_ok_and(|o| o.status.success());
-    if !exists {
-        assert!(Command::new("useradd").args(["-m", name]).status().unwrap().success(), "useradd {name}");
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let prefix = format!("{name}:");
-        let has = text.lines().any(|l| l.starts_with(&prefix));
-        if with_range && !has {
-            let start = 4_000_000 + 100_000 * u32::from(file.ends_with("gid"));
-            std::fs::write(file, format!("{text}{name}:{start}:65536\n")).unwrap();
-        } else if !with_range && has {
-            let kept: String = text.lines().filter(|l| !l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
-            std::fs::write(file, kept).unwrap();
-        }
-    }
+    use kiln_integration::users::{ensure_user, SubIds};
+    ensure_user(name, if with_range { SubIds::Range } else { SubIds::None });
 }
 
 fn uid_of(user: &str) -> u64 {

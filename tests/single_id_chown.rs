@@ -11,18 +11,7 @@ const SINGLE_USER: &str = "kilnrt1";
 
 /// Creates `name` without a subuid/subgid range (removing one it has).
 fn ensure_user_without_range(name: &str) {
-    let exists = Command::new("id").arg(name).output().is_ok_and(|o| o.status.success());
-    if !exists {
-        assert!(Command::new("useradd").args(["-m", name]).status().unwrap().success(), "useradd {name}");
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let prefix = format!("{name}:");
-        if text.lines().any(|l| l.starts_with(&prefix)) {
-            let kept: String = text.lines().filter(|l| !l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
-            std::fs::write(file, kept).unwrap();
-        }
-    }
+    kiln_integration::users::ensure_user(name, kiln_integration::users::SubIds::None);
 }
 
 fn json(path: &Path) -> serde_json::Value {

@@ -14,6 +14,8 @@
 // A test harness: a failed step is a failed test, so it may unwrap.
 #![allow(clippy::unwrap_used)]
 
+pub mod users;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
@@ -30,8 +32,6 @@ use sha2::{Digest, Sha256};
 /// The unprivileged user the tests run kiln as when they run as root.
 pub const TEST_USER: &str = "kilntest";
 /// Where the subordinate id range for [`TEST_USER`] starts when one is added.
-const SUBID_START: u64 = 200_000;
-const SUBID_COUNT: u64 = 65_536;
 /// No single command in these tests should come near this.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -128,126 +128,18 @@ fn runner() -> &'static Runner {
     RUNNER.get_or_init(|| if is_root() { ensure_test_user() } else { Runner::Direct })
 }
 
-/// Creates [`TEST_USER`] and its subordinate id ranges if they are missing.
-/// Idempotent, and serialised across test processes with a lock file.
+/// [`TEST_USER`] with a subordinate id range.
 fn ensure_test_user() -> Runner {
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/kiln-integration-user.lock")
-        .expect("open the user-setup lock file");
-    // Held until this function returns (std's File::lock needs Rust 1.89).
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("lock the user-setup lock file");
-
-    if id_of("-u").is_none() {
-        let useradd = require_tool("useradd");
-        let out = Command::new(useradd)
-            .args(["-m", "-s", "/bin/sh", "-U", TEST_USER])
-            .output()
-            .expect("run useradd");
-        // 9: the user exists (created meanwhile by someone else).
-        assert!(
-            out.status.success() || out.status.code() == Some(9),
-            "useradd {TEST_USER} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        add_subid_range(Path::new(file));
-    }
-    let uid = id_of("-u").expect("uid of the test user").parse().expect("numeric uid");
-    let gid = id_of("-g").expect("gid of the test user").parse().expect("numeric gid");
-    Runner::User { name: TEST_USER.into(), uid, gid }
-}
-
-fn id_of(flag: &str) -> Option<String> {
-    id_of_user(flag, TEST_USER)
-}
-
-fn id_of_user(flag: &str, user: &str) -> Option<String> {
-    let out = Command::new("id").args([flag, user]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let u = users::ensure_user(TEST_USER, users::SubIds::Range);
+    Runner::User { name: u.name, uid: u.uid, gid: u.gid }
 }
 
 /// A second unprivileged user, with no subordinate id range, for kiln's single-id fallback.
 pub const NOSUBID_USER: &str = "kilnnosub";
 
-/// Creates [`NOSUBID_USER`] and makes sure no /etc/subuid or /etc/subgid line names it
-/// (Debian's useradd hands out a range by default).
 fn ensure_nosubid_user() -> Runner {
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/kiln-integration-user.lock")
-        .expect("open the user-setup lock file");
-    // Held until this function returns (std's File::lock needs Rust 1.89).
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("lock the user-setup lock file");
-    if id_of_user("-u", NOSUBID_USER).is_none() {
-        let out = Command::new(require_tool("useradd"))
-            .args(["-m", "-s", "/bin/sh", "-U", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", NOSUBID_USER])
-            .output()
-            .expect("run useradd");
-        assert!(
-            out.status.success() || out.status.code() == Some(9),
-            "useradd {NOSUBID_USER} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let uid: u32 = id_of_user("-u", NOSUBID_USER).expect("uid of the no-subid user").parse().unwrap();
-    let gid: u32 = id_of_user("-g", NOSUBID_USER).expect("gid of the no-subid user").parse().unwrap();
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = fs::read_to_string(file).unwrap_or_default();
-        let names = [NOSUBID_USER.to_string(), uid.to_string()];
-        let kept: Vec<&str> =
-            text.lines().filter(|l| !names.iter().any(|n| l.split(':').next() == Some(n.as_str()))).collect();
-        if kept.len() != text.lines().count() {
-            let mut out = kept.join("\n");
-            out.push('\n');
-            fs::write(file, out).unwrap_or_else(|e| panic!("rewrite {file}: {e}"));
-        }
-    }
-    Runner::User { name: NOSUBID_USER.into(), uid, gid }
-}
-
-/// Whether /etc/subuid lists a range for `user` (by name or uid).
-fn has_subid_range(user: &str) -> bool {
-    let uid = id_of_user("-u", user).unwrap_or_default();
-    fs::read_to_string("/etc/subuid")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| matches!(l.split(':').next(), Some(n) if n == user || n == uid))
-}
-
-/// Appends `kilntest:START:65536` to a subordinate id file unless the user
-/// already has a range there; START avoids the ranges already given out.
-fn add_subid_range(file: &Path) {
-    let text = fs::read_to_string(file).unwrap_or_default();
-    let mut end = SUBID_START;
-    for line in text.lines() {
-        let f: Vec<&str> = line.trim().split(':').collect();
-        if f.len() != 3 {
-            continue;
-        }
-        if f[0] == TEST_USER {
-            return;
-        }
-        if let (Ok(s), Ok(c)) = (f[1].parse::<u64>(), f[2].parse::<u64>()) {
-            if s + c > end && s < end + SUBID_COUNT * 16 {
-                end = end.max(s + c);
-            }
-        }
-    }
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(file).expect("open subid file");
-    if !text.is_empty() && !text.ends_with('\n') {
-        writeln!(f).unwrap();
-    }
-    writeln!(f, "{TEST_USER}:{end}:{SUBID_COUNT}").expect("append to subid file");
+    let u = users::ensure_user(NOSUBID_USER, users::SubIds::None);
+    Runner::User { name: u.name, uid: u.uid, gid: u.gid }
 }
 
 // ---------------------------------------------------------------------------
@@ -432,7 +324,7 @@ impl Sandbox {
                 Some(ensure_nosubid_user())
             } else {
                 let me = std::env::var("USER").unwrap_or_default();
-                (!has_subid_range(&me)).then_some(Runner::Direct)
+                (!users::has_subid_range(&me)).then_some(Runner::Direct)
             }
         });
         runner.clone().map(Sandbox::for_runner)

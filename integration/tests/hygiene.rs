@@ -143,30 +143,9 @@ fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).permissions().mode() & 0o7777
 }
 
-/// Creates [`OTHER_USER`] (no home, no subordinate ids) if it is missing.
+/// Creates [`OTHER_USER`] (no subordinate ids) if it is missing.
 fn ensure_other_user() {
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/kiln-integration-user.lock")
-        .expect("open the user-setup lock file");
-    // Held until this function returns (std's File::lock needs Rust 1.89).
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("lock the user-setup lock file");
-    let exists = Command::new("id").arg(OTHER_USER).output().is_ok_and(|o| o.status.success());
-    if !exists {
-        let out = Command::new(require_tool("useradd"))
-            .args(["-M", "-s", "/bin/sh", "-U", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", OTHER_USER])
-            .output()
-            .expect("run useradd");
-        assert!(
-            out.status.success() || out.status.code() == Some(9),
-            "useradd {OTHER_USER} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    kiln_integration::users::ensure_user(OTHER_USER, kiln_integration::users::SubIds::None);
 }
 
 /// Runs `program ARGS` as [`OTHER_USER`].

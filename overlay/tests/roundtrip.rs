@@ -538,26 +538,16 @@ fn overlay_bookkeeping_never_reaches_a_layer_and_v3_caps_become_v2() {
 
 // ---- running the suite rootless ----
 
-fn ensure_user(name: &str) -> u32 {
-    if Command::new("id").arg(name).output().unwrap().status.success() {
-        let s = fs::read_to_string("/etc/subuid").unwrap();
-        if let Some(line) = s.lines().find(|l| l.starts_with(&format!("{name}:"))) {
-            return line.split(':').nth(1).unwrap().parse().unwrap();
-        }
-    } else {
-        assert!(Command::new("useradd").args(["-M", "-s", "/bin/sh", name]).status().unwrap().success());
-    }
-    // A range no other test user of this machine uses.
-    let start = 400_000u32;
-    let range = format!("{start}-{}", start + 65535);
-    assert!(Command::new("usermod").args(["--add-subuids", &range, "--add-subgids", &range, name]).status().unwrap().success());
-    start
+/// The user's first subordinate uid and gid.
+fn ensure_user(name: &str) -> (u64, u64) {
+    let user = kiln_integration::users::ensure_user(name, kiln_integration::users::SubIds::Range);
+    (user.subuid.expect("a subuid range"), user.subgid.expect("a subgid range"))
 }
 
 /// Runs `tests` of this binary as an unprivileged user inside a user + mount namespace.
 fn run_inner(tests: &[&str], full_map: bool) {
     let user = "kilnovl";
-    let sub = ensure_user(user);
+    let (subuid, subgid) = ensure_user(user);
     let dir = scratch();
     let exe = dir.path().join("roundtrip-test");
     fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
@@ -566,7 +556,7 @@ fn run_inner(tests: &[&str], full_map: bool) {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", user, "--", "unshare"]);
         if full_map {
-            cmd.arg(format!("--map-users={sub},1,65535")).arg(format!("--map-groups={sub},1,65535"));
+            cmd.arg(format!("--map-users={subuid},1,65535")).arg(format!("--map-groups={subgid},1,65535"));
         }
         cmd.args(["--map-root-user", "--mount"]).arg(&exe).args(["--exact", test, "--nocapture", "--test-threads=1"]);
         cmd.env(INNER_ENV, "1").current_dir("/tmp");

@@ -408,21 +408,6 @@ fn make_rootfs(rootfs: &Path) {
 
 /// Creates `name` once; with a subuid/subgid range, or with none at all.
 fn ensure_user(name: &str, with_range: bool) {
-    let exists = Command::new("id").arg(name).output().is_ok_and(|o| o.status.success());
-    if !exists {
-        let status = Command::new("useradd").args(["-m", name]).status().expect("run useradd");
-        assert!(status.success(), "useradd {name}");
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let has = text.lines().any(|l| l.starts_with(&format!("{name}:")));
-        if with_range && !has {
-            let start = 4_000_000 + 100_000 * u32::from(file.ends_with("gid"));
-            std::fs::write(file, format!("{text}{name}:{start}:65536\n")).unwrap();
-        } else if !with_range && has {
-            let kept: String =
-                text.lines().filter(|l| !l.starts_with(&format!("{name}:"))).map(|l| format!("{l}\n")).collect();
-            std::fs::write(file, kept).unwrap();
-        }
-    }
+    use kiln_integration::users::{ensure_user, SubIds};
+    ensure_user(name, if with_range { SubIds::Range } else { SubIds::None });
 }

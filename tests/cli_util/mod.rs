@@ -173,37 +173,8 @@ pub fn rows(out: &str) -> Vec<Vec<String>> {
 }
 
 /// Creates `kilntest` with a subordinate id range unless it exists (the
-/// integration harness makes the same user; its lock serialises the two).
+/// same user the integration harness runs kiln as).
 pub fn ensure_test_user() {
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/kiln-integration-user.lock")
-        .unwrap();
-    // Held until this function returns (std's File::lock needs Rust 1.89).
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
-    if !StdCommand::new("id").arg(TEST_USER).output().is_ok_and(|o| o.status.success()) {
-        let st = StdCommand::new("useradd").args(["-m", "-s", "/bin/sh", "-U", TEST_USER]).status().unwrap();
-        assert!(st.success() || st.code() == Some(9), "useradd {TEST_USER}");
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let content = std::fs::read_to_string(file).unwrap_or_default();
-        if content.lines().any(|l| l.starts_with(&format!("{TEST_USER}:"))) {
-            continue;
-        }
-        // After every range already given out.
-        let end = content
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                Some(f.get(1)?.parse::<u64>().ok()? + f.get(2)?.parse::<u64>().ok()?)
-            })
-            .max()
-            .unwrap_or(100_000)
-            .max(100_000);
-        let sep = if content.is_empty() || content.ends_with('\n') { "" } else { "\n" };
-        std::fs::write(file, format!("{content}{sep}{TEST_USER}:{end}:65536\n")).unwrap();
-    }
+    kiln_integration::users::ensure_user(TEST_USER, kiln_integration::users::SubIds::Range);
 }
 
