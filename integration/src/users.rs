@@ -106,7 +106,7 @@ fn ensure_range(file: &str, owners: &[String]) -> u64 {
     }
     let mut f = fs::OpenOptions::new().create(true).append(true).open(file).expect("open a subordinate id file");
     let sep = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
-    write!(f, "{sep}{}:{end}:{SUBID_COUNT}\n", owners[0]).expect("append to a subordinate id file");
+    writeln!(f, "{sep}{}:{end}:{SUBID_COUNT}", owners[0]).expect("append to a subordinate id file");
     end
 }
 
