@@ -12,6 +12,7 @@ pub mod fault;
 pub mod image;
 pub mod net;
 pub mod plan;
+pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod store;
