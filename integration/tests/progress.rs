@@ -31,6 +31,43 @@ fn kiln_on_terminal(sb: &Sandbox, args: &[&str], env: &str) -> Output {
     sb.tool("script", &["-qfec", &line, "/dev/null"])
 }
 
+/// Runs `kiln --root STORE ARGS` on a pseudo-terminal and types Ctrl-C
+/// (the terminal's interrupt character, so the kernel signals the
+/// foreground process group, as in a shell) once `ready` shows; what the
+/// terminal received and kiln's exit code.
+fn ctrl_c_on_terminal(sb: &Sandbox, args: &[&str], ready: &str) -> (String, i32) {
+    const DRIVER: &str = r#"
+import os, pty, select, sys, time
+ready, argv = sys.argv[1].encode(), sys.argv[2:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+out, sent, deadline = b"", False, time.time() + 120
+while time.time() < deadline:
+    if select.select([fd], [], [], 0.2)[0]:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    if not sent and ready in out:
+        time.sleep(0.5)
+        os.write(fd, b"\x03")
+        sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let store = sb.store();
+    let kiln = sb.kiln_path().to_str().unwrap().to_string();
+    let mut all = vec!["-c", DRIVER, ready, &kiln, "--root", store.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = sb.tool("python3", &all);
+    (out.stdout.clone(), out.code().unwrap_or(-1))
+}
+
 /// Whether `text` holds a step line for `step` with an elapsed time
 /// (`1.2s`) after it, as the live view draws running steps.
 fn step_with_elapsed(text: &str, step: &str) -> bool {
@@ -217,4 +254,22 @@ fn push_save_and_export_show_each_layer() {
     assert!(saved.stdout.contains("\x1b[2K"), "no redraw: {:?}", saved.stdout);
     // The saved archive is the same either way.
     assert_eq!(std::fs::read(&tar).unwrap(), std::fs::read(sb.path("again.tar")).unwrap());
+}
+
+#[test]
+fn ctrl_c_in_the_live_view_names_the_step_and_leaves_the_store_consistent() {
+    let sb = Sandbox::new();
+    prepare(&sb);
+    sb.dockerfile("FROM base\nRUN X=ready; echo \"$X-now\"; sleep 30; touch /finished\n");
+    let ctx = sb.ctx();
+    let (text, code) = ctrl_c_on_terminal(&sb, &["build", "-t", "stopped", ctx.to_str().unwrap()], "ready-now");
+    assert_eq!(code, 130, "{text:?}");
+    let run = "STEP 2/2: RUN X=ready; echo \"$X-now\"; sleep 30; touch /finished";
+    assert!(text.contains(&format!("=> CANCELED {run}")), "{text:?}");
+    assert!(text.contains(&format!("interrupted: {run} (after ")), "{text:?}");
+    assert!(text.contains("interrupted: nothing was tagged; the store is intact"), "{text:?}");
+    assert!(!sb.kiln(&["images"]).stdout.contains("stopped"));
+    let check = sb.kiln(&["system", "check"]);
+    check.ok();
+    assert!(check.stdout.contains("store is consistent"), "{}", check.transcript());
 }
