@@ -236,9 +236,34 @@ fn blob_style() -> ProgressStyle {
         .progress_chars("=> ")
 }
 
+/// The live view on screen, if any: log lines are written around it.
+static LIVE: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// Where kiln's log lines (warnings, `-v`) go: stderr, with a live view
+/// hidden while a line is written and drawn again below it, so the two do
+/// not overwrite each other.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let live = LIVE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match live {
+            Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 impl Tty {
     fn new() -> Tty {
-        Tty { multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), state: Mutex::default() }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        *LIVE.lock().unwrap_or_else(|p| p.into_inner()) = Some(multi.clone());
+        Tty { multi, state: Mutex::default() }
     }
 
     fn println(&self, line: String) {
@@ -353,6 +378,7 @@ impl Tty {
             bar.finish_and_clear();
         }
         let _ = self.multi.clear();
+        *LIVE.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
