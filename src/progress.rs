@@ -180,7 +180,8 @@ const COMMIT_SHOWN_FROM: u64 = 8 << 20;
 
 /// Runs `work` (a commit writing through the [`CountingWriter`] whose count
 /// is `written`) while reporting [`Event::Committing`] for `step` twice a
-/// second, once the layer is big enough to take a while.
+/// second once the layer is big enough to take a while, and once more at
+/// the end for such a layer (its size and rate, whatever the timing).
 pub fn with_commit_progress<T>(reporter: &dyn Reporter, step: &StepRef, written: &AtomicU64, work: impl FnOnce() -> T) -> T {
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let started = std::time::Instant::now();
@@ -195,6 +196,10 @@ pub fn with_commit_progress<T>(reporter: &dyn Reporter, step: &StepRef, written:
         });
         let out = work();
         drop(done);
+        let n = written.load(Ordering::Relaxed);
+        if n >= COMMIT_SHOWN_FROM {
+            reporter.report(Event::Committing { step: step.clone(), written: n, elapsed: started.elapsed() });
+        }
         out
     })
 }
@@ -242,6 +247,19 @@ mod tests {
         w.write_all(b"abc").unwrap();
         assert_eq!(written.load(Ordering::Relaxed), 1003);
         assert_eq!(w.into_inner().len(), 1003);
+    }
+
+    #[test]
+    fn big_commits_report_their_size_at_the_end() {
+        let events = Collect(Mutex::new(Vec::new()));
+        let step = StepRef { stage: None, number: 3, total: 3 };
+        let written = AtomicU64::new(0);
+        with_commit_progress(&events, &step, &written, || written.store(COMMIT_SHOWN_FROM + 5, Ordering::Relaxed));
+        let events = events.0.lock().unwrap();
+        match events.last() {
+            Some(Event::Committing { step: s, written, .. }) => assert_eq!((s, *written), (&step, COMMIT_SHOWN_FROM + 5)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -173,6 +173,15 @@ fn tty_view_redraws_running_steps_and_ends_with_the_summary() {
     // Plain lines of the RUN output are not printed in the live view.
     assert!(!text.contains("#3 tick-1"), "{text:?}");
 
+    // A big layer's commit shows its progress, and the rate stays on its line.
+    sb.dockerfile("FROM base\nRUN head -c 30000000 /dev/urandom > /big\n");
+    let big = kiln_on_terminal(&sb, &["build", "-t", "big", ctx], "");
+    big.ok();
+    assert!(big.stdout.contains("30MB, committed at "), "{:?}", big.stdout);
+    sb.dockerfile(
+        "FROM base\nCOPY busybox /copied\nRUN for i in 1 2 3 4 5 6 7 8; do echo tick-$i; sleep 0.25; done\nENV DONE=1\n",
+    );
+
     // Cached steps say so.
     let again = kiln_on_terminal(&sb, &["build", "-t", "live", ctx], "");
     again.ok();
@@ -238,6 +247,11 @@ fn push_save_and_export_show_each_layer() {
     export.ok();
     // The layers leave gzip-compressed, as pushed: each blob starts and is done.
     assert_eq!(export.stderr.matches("Writing blob ").count(), 2 * layers.len(), "{}", export.transcript());
+    // Pulled into another store: each layer, as pushed.
+    let other = sb.path("other");
+    let pull = sb.kiln_raw(&["--root", other.to_str().unwrap(), "pull", &dest], None, &[]);
+    pull.ok();
+    assert_eq!(pull.stderr.lines().filter(|l| l.starts_with("Copying blob ") && l.ends_with(" done")).count(), layers.len(), "{}", pull.transcript());
     let quiet = sb.kiln(&["push", "-q", "app:1", &format!("{}/progress/quiet:1", reg.host())]);
     quiet.ok();
     assert_eq!(quiet.stderr, "", "{}", quiet.transcript());

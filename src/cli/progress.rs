@@ -215,6 +215,8 @@ struct StepView {
     cached: bool,
     /// The layer's digest and size, once committed.
     layer: Option<String>,
+    /// How fast a big layer was written.
+    commit_rate: Option<u64>,
 }
 
 fn step_style() -> ProgressStyle {
@@ -286,7 +288,8 @@ impl Tty {
                 bar.set_style(step_style());
                 bar.set_message(label.clone());
                 bar.enable_steady_tick(Duration::from_millis(100));
-                state.steps.insert(step, StepView { label, bar, logs: Vec::new(), tail: VecDeque::new(), cached: false, layer: None });
+                let view = StepView { label, bar, logs: Vec::new(), tail: VecDeque::new(), cached: false, layer: None, commit_rate: None };
+                state.steps.insert(step, view);
             }
             Event::Output { step, line } => {
                 let Some(view) = state.steps.get_mut(&step) else { return };
@@ -306,8 +309,9 @@ impl Tty {
             }
             Event::Committing { step, written, elapsed } => {
                 let Some(view) = state.steps.get_mut(&step) else { return };
-                let rate = written as f64 / elapsed.as_secs_f64().max(0.001);
-                view.bar.set_prefix(format!("committing {} ({}/s)", human_size(written), human_size(rate as u64)));
+                let rate = (written as f64 / elapsed.as_secs_f64().max(0.001)) as u64;
+                view.commit_rate = Some(rate);
+                view.bar.set_prefix(format!("committing {} ({}/s)", human_size(written), human_size(rate)));
             }
             Event::CacheHit { step, .. } => {
                 if let Some(view) = state.steps.get_mut(&step) {
@@ -328,7 +332,8 @@ impl Tty {
                 view.bar.finish_and_clear();
                 self.multi.remove(&view.bar);
                 let cached = if view.cached { "CACHED " } else { "" };
-                let layer = view.layer.map(|l| format!(" --> {l}")).unwrap_or_default();
+                let rate = view.commit_rate.map(|r| format!(", committed at {}/s", human_size(r))).unwrap_or_default();
+                let layer = view.layer.map(|l| format!(" --> {l}{rate}")).unwrap_or_default();
                 self.println(format!("=> {cached}{}{layer}  {:.1}s", view.label, elapsed.as_secs_f64()));
             }
             Event::Transfer(Transfer::Started { verb, digest, size }) => {
