@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -20,9 +21,8 @@ use crate::store::Store;
 
 use super::output::{self, OutputKind, OutputSpec};
 use super::progress::{Mode, View};
-use crate::progress::{Event, Reporter};
-use std::sync::Mutex;
 use super::Cli;
+use crate::progress::{Event, Reporter};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  kiln build -t app .\n  kiln build -f build/Containerfile -t app:1 --build-arg VERSION=2 .\n  kiln build --output type=oci,dest=out/app .\n  kiln build --check .")]
