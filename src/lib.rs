@@ -13,6 +13,7 @@ pub mod humanize;
 pub mod image;
 pub mod net;
 pub mod plan;
+pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod store;

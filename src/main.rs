@@ -15,6 +15,8 @@ fn main() {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
+        // Around the live progress view, when one is drawn.
+        .target(env_logger::Target::Pipe(Box::new(kiln::cli::progress::LogWriter)))
         .init();
     let store = cli.root.clone().unwrap_or_else(kiln::store::default_root);
     let result = kiln::cli::run(cli);

@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::image::manifest::Descriptor;
 use crate::store::{Image, Store, StoreError};
+use crate::progress::{Reporter, Silent};
 
 pub use docker::write_docker_archive;
 pub use oci::write_oci_archive;
@@ -183,7 +184,18 @@ pub fn export_oci_dir(
     dest: &Path,
     compression: Compression,
 ) -> Result<(), TransportError> {
-    oci::export_dir(store, images, dest, compression)
+    oci::export_dir(store, images, dest, compression, &Silent)
+}
+
+/// [`export_oci_dir`], reporting each layer written to `progress`.
+pub fn export_oci_dir_reporting(
+    store: &Store,
+    images: &[(Option<String>, Descriptor)],
+    dest: &Path,
+    compression: Compression,
+    progress: &dyn Reporter,
+) -> Result<(), TransportError> {
+    oci::export_dir(store, images, dest, compression, progress)
 }
 
 /// Writes an OCI layout as a tar file (entries in a fixed order, zero
@@ -195,7 +207,18 @@ pub fn export_oci_archive(
     dest_file: &Path,
     compression: Compression,
 ) -> Result<(), TransportError> {
-    tarout::write_file_atomically(dest_file, |w| write_oci_archive(store, images, w, compression))
+    export_oci_archive_reporting(store, images, dest_file, compression, &Silent)
+}
+
+/// [`export_oci_archive`], reporting each layer written to `progress`.
+pub fn export_oci_archive_reporting(
+    store: &Store,
+    images: &[(Option<String>, Descriptor)],
+    dest_file: &Path,
+    compression: Compression,
+    progress: &dyn Reporter,
+) -> Result<(), TransportError> {
+    tarout::write_file_atomically(dest_file, |w| write_oci_archive(store, images, w, compression, progress))
 }
 
 /// Writes a `docker save` archive (manifest.json, `<hex>.json` configs,
@@ -206,7 +229,17 @@ pub fn export_docker_archive(
     images: &[(Vec<String>, Descriptor)],
     dest_file: &Path,
 ) -> Result<(), TransportError> {
-    tarout::write_file_atomically(dest_file, |w| write_docker_archive(store, images, w))
+    export_docker_archive_reporting(store, images, dest_file, &Silent)
+}
+
+/// [`export_docker_archive`], reporting each layer written to `progress`.
+pub fn export_docker_archive_reporting(
+    store: &Store,
+    images: &[(Vec<String>, Descriptor)],
+    dest_file: &Path,
+    progress: &dyn Reporter,
+) -> Result<(), TransportError> {
+    tarout::write_file_atomically(dest_file, |w| write_docker_archive(store, images, w, progress))
 }
 
 /// A store blob read back for export must still hash to its name.

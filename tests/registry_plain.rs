@@ -13,6 +13,16 @@ use kiln::store::{sha256_digest, Store};
 use kiln_overlay::compress::Compression;
 use registry_util::*;
 
+/// Progress as the plain lines `kiln push` prints.
+#[derive(Default)]
+struct Lines(std::sync::Mutex<Vec<String>>);
+
+impl kiln::progress::Reporter for Lines {
+    fn report(&self, event: kiln::progress::Event) {
+        self.0.lock().unwrap().extend(kiln::cli::progress::plain_line(&event));
+    }
+}
+
 fn store_at(root: &Path) -> Store {
     Store::open(root).unwrap()
 }
@@ -417,20 +427,19 @@ fn chunked_uploads_and_cross_repository_mounts() {
     let store = store_at(&a);
     let image = image_in(&a, "app:1");
     let opts = RegistryOptions { progress: true, chunk_size: Some(7_000), ..Default::default() };
-    let mut out = Vec::new();
     let first = format!("{}/chunks/one:1", reg.host());
-    let digest = registry::push(&store, &image, &first, &opts, None, Compression::None, &mut out).unwrap();
+    let digest = registry::push(&store, &image, &first, &opts, None, Compression::None, &Lines::default()).unwrap();
     assert_eq!(skopeo_digest(&first, &[]), digest);
 
     let second = format!("{}/chunks/two:1", reg.host());
-    let mut out = Vec::new();
-    assert_eq!(registry::push(&store, &image, &second, &opts, None, Compression::None, &mut out).unwrap(), digest);
-    let text = String::from_utf8_lossy(&out);
+    let out = Lines::default();
+    assert_eq!(registry::push(&store, &image, &second, &opts, None, Compression::None, &out).unwrap(), digest);
+    let text = out.0.lock().unwrap().join("\n");
     assert_eq!(text.matches("mounted").count(), 2, "{text}");
 
     // Pulled back whole, byte for byte.
     let b = tmp.path().join("b");
-    let pulled = registry::pull(&store_at(&b), &second, &RegistryOptions::default(), &mut Vec::new()).unwrap();
+    let pulled = registry::pull(&store_at(&b), &second, &RegistryOptions::default(), &kiln::progress::Silent).unwrap();
     assert_eq!(pulled.manifest_digest, digest);
     assert_eq!(
         store_at(&b).read_blob(&image.manifest.layers[0].digest).unwrap(),

@@ -184,7 +184,7 @@ fn pulls_refuse_forged_diff_ids_and_corrupt_streams() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(&tmp.path().join("store")).unwrap();
     let opts = options(tmp.path());
-    let pull = |name: &str| registry::pull(&store, &format!("{}/{name}", reg.host()), &opts, &mut Vec::new());
+    let pull = |name: &str| registry::pull(&store, &format!("{}/{name}", reg.host()), &opts, &kiln::progress::Silent);
 
     let err = pull("t/forged:1").unwrap_err();
     let text = err.to_string();

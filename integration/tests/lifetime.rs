@@ -286,12 +286,23 @@ fn interrupt_build(sig: i32, to_group: bool, dockerfile: &str, extra: &[&str], r
     let err = fs::read_to_string(sb.path("build.err")).unwrap();
     let out = fs::read_to_string(sb.path("build.out")).unwrap();
     assert_eq!(code, 128 + sig, "exit code after signal {sig}:\n{out}\n{err}");
-    assert_eq!(err.trim(), "interrupted: nothing was tagged; the store is intact", "stderr:\n{err}");
+    // What was stopped (the running RUN, with its step number), then what the store holds.
+    let lines: Vec<&str> = err.trim().lines().collect();
+    assert_eq!(lines.len(), 2, "stderr:\n{err}");
+    // The interrupted RUN is the Dockerfile's last instruction.
+    let steps = dockerfile.trim_end().lines().count();
+    let run = dockerfile.trim_end().lines().last().unwrap();
+    let stopped = format!("interrupted: STEP {steps}/{steps}: {run} (after ");
+    assert!(lines[0].starts_with(&stopped) && lines[0].ends_with("s)"), "expected {stopped:?}…, stderr:\n{err}");
+    assert_eq!(lines[1], "interrupted: nothing was tagged; the store is intact", "stderr:\n{err}");
     assert!(took < Duration::from_secs(20), "kiln took {took:?} to stop");
     assert_all_gone(&sb, &before, "after the interrupt");
     assert!(leftovers(&sb).is_empty(), "temp files left: {:?}", leftovers(&sb));
     let images = sb.kiln(&["images"]);
     assert!(!images.stdout.contains("victim"), "{}", images.transcript());
+    let check = sb.kiln(&["system", "check"]);
+    check.ok();
+    assert!(check.stdout.contains("store is consistent"), "{}", check.transcript());
 }
 
 #[test]

@@ -187,13 +187,12 @@ fn watch(sfd: &mut SignalFd) {
         let front_end = parent().map(|p| p.as_raw() as u32);
         let from_kernel = info.ssi_pid == 0;
         let counted = match front_end {
-            // The front-end forwards what it gets, the terminal's too.
-            Some(front_end) if forwarded_by_parent() => {
-                if from_kernel {
-                    continue;
-                }
-                info.ssi_pid == front_end
-            }
+            // The front-end forwards what it gets, the terminal's too. The
+            // terminal's own copy still interrupts (it is not counted): a
+            // forwarded signal that arrives while the terminal's is pending
+            // merges into it and keeps the terminal's sender, so skipping
+            // it would lose that Ctrl-C.
+            Some(front_end) if forwarded_by_parent() => !from_kernel && info.ssi_pid == front_end,
             _ => true,
         };
         let first = INTERRUPTED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst).is_ok();

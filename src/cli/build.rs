@@ -1,8 +1,9 @@
 //! `kiln build`: read the Dockerfile and context, plan, execute, then tag and
 //! export the image.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -19,7 +20,9 @@ use crate::report::SourceError;
 use crate::store::Store;
 
 use super::output::{self, OutputKind, OutputSpec};
+use super::progress::{Mode, View};
 use super::Cli;
+use crate::progress::{Event, Reporter};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  kiln build -t app .\n  kiln build -f build/Containerfile -t app:1 --build-arg VERSION=2 .\n  kiln build --output type=oci,dest=out/app .\n  kiln build --check .")]
@@ -63,9 +66,14 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N")]
     pub compression_level: Option<u32>,
 
-    /// Print only the image id.
+    /// Print only the image id (same as --progress=quiet).
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Progress output: auto (tty when stderr is a terminal, else plain), plain, tty or quiet.
+    /// Default: $KILN_PROGRESS, else $BUILDKIT_PROGRESS, else auto.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub progress: Option<super::progress::ProgressArg>,
 
     /// How many independent stages to build at once (default: the number of CPUs).
     #[arg(long, value_name = "N")]
@@ -168,6 +176,8 @@ pub struct BuildArgs {
 }
 
 pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
+    let mode = super::progress::mode(args.progress, args.quiet)?;
+    let quiet = mode == Mode::Quiet;
     let compression_level = compression_level(args)?;
     let outputs: Vec<OutputSpec> = args.outputs.iter().map(|o| output::parse(o)).collect::<Result<_, _>>()?;
     let tags: Vec<String> = args
@@ -215,16 +225,18 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     }
 
     let store = cli.open_store()?;
-    let pull_opts = pull_options(args);
+    // Build progress goes to stdout in plain mode, as podman prints it.
+    let view = View::new(mode, Box::new(std::io::stdout()));
+    let pull_opts = pull_options(args, quiet);
     let named = named_contexts(&args.build_contexts)?;
     // The env and triggers of the base for the stage's platform: FROM --platform, else --platform.
     let lookup = |r: &str, platform: Option<&str>| {
         let mut pull = pull_opts.clone();
         pull.registry.platform = platform.map(str::to_string).or_else(|| args.platform.clone());
         match named.get(r) {
-            Some(exec::NamedContext::Image(image)) => base_info(&store, image, &pull),
+            Some(exec::NamedContext::Image(image)) => base_info(&store, image, &pull, &view),
             Some(_) => None,
-            None => base_info(&store, r, &pull),
+            None => base_info(&store, r, &pull, &view),
         }
     };
     let plan = plan::plan_with_bases(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
@@ -245,10 +257,10 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         no_cache: args.no_cache,
         no_cache_stages: args.no_cache_filter.iter().map(|s| s.to_lowercase()).collect(),
         storage_driver: args.storage_driver,
-        quiet: args.quiet,
+        quiet,
         jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         named_contexts: named_contexts(&args.build_contexts)?,
-        pull: pull_options(args),
+        pull: pull_options(args, quiet),
         labels: key_values("--label", &args.labels)?,
         annotations: key_values("--annotation", &args.annotations)?.into_iter().collect(),
         squash: args.squash,
@@ -263,17 +275,20 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             shm_size: args.shm_size,
         },
     };
-    let mut stdout = std::io::stdout();
-    let mut sink = std::io::sink();
-    let progress: &mut (dyn Write + Send) = if args.quiet { &mut sink } else { &mut stdout };
-    let result = exec::build(&store, &ctx, &plan, &build_opts, progress)
-        .map_err(|e| SourceError::new(e, &input.text))?;
+    let result = match exec::build(&store, &ctx, &plan, &build_opts, &view) {
+        Ok(result) => result,
+        Err(e) => {
+            view.finish();
+            say_interrupted(&view);
+            return Err(SourceError::new(e, &input.text).into());
+        }
+    };
     warn_unused(&plan.unused_build_args);
 
     for tag in &tags {
         kiln_runtime::ensure_still_wanted()?;
         store.tag(tag, &result.manifest)?;
-        if !args.quiet {
+        if !quiet {
             println!("Successfully tagged {}", tag);
         }
     }
@@ -298,15 +313,15 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         let image = store.load_image(&result.manifest)?;
         for dest in &destinations {
             let digest =
-                super::push::push_image(&store, &image, dest, &args.registry, None, compression, None, args.quiet)?;
-            if !args.quiet {
+                super::push::push_image(&store, &image, dest, &args.registry, None, compression, None, &view)?;
+            if !quiet {
                 println!("Pushed {dest}@{digest}");
             }
         }
     }
     for out in outputs.iter().filter(|o| o.kind != OutputKind::Registry) {
         write_output(&store, out, &tags, &result.manifest, out.compression.unwrap_or(compression))?;
-        if !args.quiet {
+        if !quiet {
             println!("Wrote {} to {}", kind_name(&out.kind), out.dest.display());
         }
     }
@@ -571,10 +586,30 @@ fn parse_add_host(text: &str) -> Result<(String, std::net::IpAddr), String> {
     Ok((name.to_string(), ip))
 }
 
-fn pull_options(args: &BuildArgs) -> crate::registry::PullOptions {
+fn pull_options(args: &BuildArgs, quiet: bool) -> crate::registry::PullOptions {
     crate::registry::PullOptions {
         policy: args.pull.parse().unwrap_or_default(),
-        registry: args.registry.options(args.platform.clone(), !args.quiet),
+        registry: args.registry.options(args.platform.clone(), !quiet),
+    }
+}
+
+/// After an interrupt: which steps it stopped (the store line follows, see
+/// `super::interrupted_exit`).
+fn say_interrupted(view: &View) {
+    if kiln_runtime::lifetime::interrupted().is_none() {
+        return;
+    }
+    let mut running = view.running();
+    running.sort_by_key(|(step, _, _)| (step.stage, step.number));
+    for (step, instruction, elapsed) in running {
+        eprintln!(
+            "interrupted: {}STEP {}/{}: {} (after {:.1}s)",
+            step.prefix(),
+            step.number,
+            step.total,
+            instruction,
+            elapsed.as_secs_f64()
+        );
     }
 }
 
@@ -582,16 +617,21 @@ fn pull_options(args: &BuildArgs) -> crate::registry::PullOptions {
 /// the base defines and planning its triggers. A base that is not in the
 /// store is pulled here (per `--pull`), since it shapes the plan; the
 /// executor then finds it in the store.
-fn base_info(store: &Store, reference: &str, pull: &crate::registry::PullOptions) -> Option<plan::BaseInfo> {
+fn base_info(
+    store: &Store,
+    reference: &str,
+    pull: &crate::registry::PullOptions,
+    progress: &dyn Reporter,
+) -> Option<plan::BaseInfo> {
     let config = match transport::parse_transport(reference) {
         Transport::Store(_) => {
             // A pull that fails here is tried again and reported by the
             // executor, with the Dockerfile line: the "Pulling …" line waits
             // until the pull got somewhere, so a missing image, a refused login
             // or no network prints it once. Blob progress stays live.
-            let mut out = HeldFirstLine::new(pull.registry.progress);
-            let image = crate::registry::resolve_or_pull(store, reference, pull, &mut out).ok()?;
-            out.release();
+            let held = HeldFirst { inner: progress, held: Mutex::new(Some(None)) };
+            let image = crate::registry::resolve_or_pull(store, reference, pull, &held).ok()?;
+            held.release();
             image.config.config
         }
         other => {
@@ -602,46 +642,38 @@ fn base_info(store: &Store, reference: &str, pull: &crate::registry::PullOptions
     Some(plan::BaseInfo { env: config.env.unwrap_or_default(), onbuild: Some(config.on_build.unwrap_or_default()) })
 }
 
-/// Progress to stdout (or nowhere) whose first line is held back until a
-/// second one starts or [`HeldFirstLine::release`] is called.
-struct HeldFirstLine {
-    show: bool,
-    held: Option<Vec<u8>>,
+/// Progress whose first event is held back until a second one comes or
+/// [`HeldFirst::release`] is called.
+struct HeldFirst<'r> {
+    inner: &'r dyn Reporter,
+    /// `Some` while holding: the first event, once it came.
+    held: Mutex<Option<Option<Event>>>,
 }
 
-impl HeldFirstLine {
-    fn new(show: bool) -> Self {
-        HeldFirstLine { show, held: Some(Vec::new()) }
-    }
-
-    fn release(&mut self) {
-        if let Some(held) = self.held.take() {
-            if self.show {
-                let _ = std::io::stdout().write_all(&held);
-            }
+impl HeldFirst<'_> {
+    fn release(&self) {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(Some(event)) = held {
+            self.inner.report(event);
         }
     }
 }
 
-impl Write for HeldFirstLine {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match &mut self.held {
-            Some(held) if !held.ends_with(b"\n") => held.extend_from_slice(buf),
-            Some(_) => {
-                self.release();
-                return self.write(buf);
+impl Reporter for HeldFirst<'_> {
+    fn report(&self, event: Event) {
+        {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(first @ None) = &mut *held {
+                *first = Some(event);
+                return;
             }
-            None if self.show => return std::io::stdout().write(buf),
-            None => {}
         }
-        Ok(buf.len())
+        self.release();
+        self.inner.report(event);
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.held.is_none() && self.show {
-            std::io::stdout().flush()?;
-        }
-        Ok(())
+    fn keeps_output(&self) -> bool {
+        self.inner.keeps_output()
     }
 }
 

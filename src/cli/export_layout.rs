@@ -33,7 +33,9 @@ pub fn run(cli: &Cli, args: &ExportLayoutArgs) -> anyhow::Result<i32> {
     // Compressed blobs are written into the store: `kiln system prune` waits for them.
     let _builds = store.builds_lock(|| {})?;
     let images = per_tag(selection(&store, &args.images)?);
-    transport::export_oci_dir(&store, &images, &args.dir, args.compression.into())
+    let view = super::progress::View::new(super::progress::mode(None, false)?, Box::new(std::io::stderr()));
+    transport::export_oci_dir_reporting(&store, &images, &args.dir, args.compression.into(), &view)
         .with_context(|| format!("write OCI layout {}", args.dir.display()))?;
+    view.finish();
     Ok(0)
 }

@@ -9,6 +9,7 @@ pub mod image;
 pub mod images;
 pub mod info;
 pub mod output;
+pub mod progress;
 pub mod unshare;
 pub mod inspect;
 pub mod load;

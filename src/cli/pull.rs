@@ -1,6 +1,5 @@
 //! `kiln pull IMAGE`: fetch an image from a registry into the store.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -66,9 +65,9 @@ pub fn run(cli: &Cli, args: &PullArgs) -> anyhow::Result<i32> {
     // Shared with builds: `kiln system prune` waits while blobs arrive.
     let _builds = store.builds_lock(|| {})?;
     let opts = args.registry.options(args.platform.clone(), !args.quiet);
-    let mut stderr = std::io::stderr();
-    let image = registry::pull(&store, &args.image, &opts, &mut stderr)?;
-    let _ = stderr.flush();
+    let view = super::progress::View::new(super::progress::mode(None, args.quiet)?, Box::new(std::io::stderr()));
+    let image = registry::pull(&store, &args.image, &opts, &view)?;
+    view.finish();
     println!("{}", image.config_digest.trim_start_matches("sha256:"));
     Ok(0)
 }

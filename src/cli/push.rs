@@ -49,6 +49,7 @@ pub fn run(cli: &Cli, args: &PushArgs) -> anyhow::Result<i32> {
     let image = find_image(&store, &args.image)?;
     let destination = args.destination.clone().unwrap_or_else(|| args.image.clone());
     let format = args.format.as_deref().map(|f| f.parse::<ManifestFormat>()).transpose().map_err(anyhow::Error::msg)?;
+    let view = super::progress::View::new(super::progress::mode(None, args.quiet)?, Box::new(std::io::stderr()));
     let digest = push_image(
         &store,
         &image,
@@ -57,8 +58,9 @@ pub fn run(cli: &Cli, args: &PushArgs) -> anyhow::Result<i32> {
         format,
         args.compression.into(),
         args.digestfile.as_deref(),
-        args.quiet,
+        &view,
     )?;
+    view.finish();
     println!("{digest}");
     Ok(0)
 }
@@ -73,11 +75,10 @@ pub fn push_image(
     format: Option<ManifestFormat>,
     compression: kiln_overlay::compress::Compression,
     digestfile: Option<&std::path::Path>,
-    quiet: bool,
+    progress: &dyn crate::progress::Reporter,
 ) -> anyhow::Result<String> {
-    let opts = flags.options(None, !quiet);
-    let mut stderr = std::io::stderr();
-    let digest = registry::push(store, image, destination, &opts, format, compression, &mut stderr)?;
+    let opts = flags.options(None, true);
+    let digest = registry::push(store, image, destination, &opts, format, compression, progress)?;
     if let Some(file) = digestfile {
         std::fs::write(file, &digest).with_context(|| format!("write the digest to {}", file.display()))?;
     }

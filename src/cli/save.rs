@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::lookup;
+use super::progress::View;
 use super::Cli;
 use crate::image::manifest::Descriptor;
 use crate::image::reference;
@@ -68,12 +69,14 @@ pub fn run(cli: &Cli, args: &SaveArgs) -> anyhow::Result<i32> {
     let _builds = store.builds_lock(|| {})?;
     let images = selection(&store, &args.images)?;
     let compression = args.compression.into();
+    // Per-layer progress on stderr (the archive may be on stdout).
+    let view = View::new(super::progress::mode(None, false)?, Box::new(std::io::stderr()));
     match &args.output {
         Some(path) => {
             let result = if args.format == "oci-archive" {
-                transport::export_oci_archive(&store, &per_tag(images), path, compression)
+                transport::export_oci_archive_reporting(&store, &per_tag(images), path, compression, &view)
             } else {
-                transport::export_docker_archive(&store, &images, path)
+                transport::export_docker_archive_reporting(&store, &images, path, &view)
             };
             result.with_context(|| format!("write {}", path.display()))?;
         }
@@ -85,12 +88,13 @@ pub fn run(cli: &Cli, args: &SaveArgs) -> anyhow::Result<i32> {
             );
             let out = std::io::BufWriter::new(stdout.lock());
             let result = if args.format == "oci-archive" {
-                transport::write_oci_archive(&store, &per_tag(images), out, compression)
+                transport::write_oci_archive(&store, &per_tag(images), out, compression, &view)
             } else {
-                transport::write_docker_archive(&store, &images, out)
+                transport::write_docker_archive(&store, &images, out, &view)
             };
             result.context("write the archive to standard output")?;
         }
     }
+    view.finish();
     Ok(0)
 }

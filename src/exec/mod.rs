@@ -19,7 +19,7 @@ pub mod workdir;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::Instant;
 
 use kiln_overlay::compress::Compression;
@@ -40,6 +40,7 @@ use self::chmod::Chmod;
 use self::copy::{CopyEnv, Data};
 use self::state::{StageState, DEFAULT_PATH};
 use crate::cache::{Cache, StepInputs};
+use crate::progress::{Event, LayerContents, Reporter, StepRef};
 use crate::context::digest::StatCache;
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +184,7 @@ struct Stamp {
     seconds: i64,
 }
 
-/// Builds `plan` from `ctx` into `store`, writing docker-style progress to
+/// Builds `plan` from `ctx` into `store`, reporting each step's progress to
 /// `progress`. Stages that do not depend on each other build in parallel,
 /// up to `opts.jobs` at a time.
 pub fn build(
@@ -191,7 +192,7 @@ pub fn build(
     ctx: &BuildContext,
     plan: &BuildPlan,
     opts: &BuildOptions,
-    progress: &mut (dyn Write + Send),
+    progress: &dyn Reporter,
 ) -> Result<BuildOutput, ExecError> {
     let _builds = store.builds_lock(|| clear_leftovers(store))?;
     let cache = Cache::open(store, &opts.cache_identity);
@@ -202,7 +203,7 @@ pub fn build(
         ctx,
         plan,
         opts,
-        progress: Mutex::new(progress),
+        progress,
         stamp: stamp(opts.source_date_epoch),
         cache: Mutex::new(cache),
         stat: Mutex::new(stat),
@@ -238,13 +239,7 @@ pub fn build(
     let desc = store.write_image_annotated(&config, &state.layers, &opts.annotations)?;
     let image_id = desc_config_digest(store, &desc)?;
     let new_layer_bytes = exec.new_layer_bytes.load(Ordering::Relaxed);
-    let _ = writeln!(
-        exec.out(),
-        "--> {} (new layers {}, {:.2}s)",
-        short(&image_id),
-        human_size(new_layer_bytes),
-        started.elapsed().as_secs_f64()
-    );
+    progress.report(Event::Built { image_id: image_id.clone(), new_layer_bytes, elapsed: started.elapsed() });
     Ok(BuildOutput { manifest: desc, image_id, config, layers: state.layers, new_layer_bytes })
 }
 
@@ -261,7 +256,7 @@ struct Executor<'a> {
     ctx: &'a BuildContext,
     plan: &'a BuildPlan,
     opts: &'a BuildOptions,
-    progress: Mutex<&'a mut (dyn Write + Send)>,
+    progress: &'a dyn Reporter,
     stamp: Stamp,
     cache: Mutex<Cache>,
     stat: Mutex<StatCache>,
@@ -283,21 +278,6 @@ struct Executor<'a> {
     scratch: tempfile::TempDir,
 }
 
-/// Progress output from one step, one whole write at a time.
-struct Progress<'p, 'a>(&'p Mutex<&'a mut (dyn Write + Send)>);
-
-impl Write for Progress<'_, '_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("progress lock").write(buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.0.lock().expect("progress lock").write_all(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.lock().expect("progress lock").flush()
-    }
-}
-
 impl<'a> Executor<'a> {
     fn driver(&self) -> Driver {
         *self.driver.get_or_init(|| {
@@ -307,8 +287,8 @@ impl<'a> Executor<'a> {
         })
     }
 
-    fn out(&self) -> std::sync::MutexGuard<'_, &'a mut (dyn Write + Send)> {
-        self.progress.lock().expect("progress lock")
+    fn report(&self, event: Event) {
+        self.progress.report(event);
     }
 
     /// Runs every needed stage once the stages it depends on are done, at
@@ -347,10 +327,10 @@ impl<'a> Executor<'a> {
                 let index = needed[n];
                 let stage = &self.plan.stages[index];
                 started += 1;
-                let prefix = if total > 1 { format!("[{}/{}] ", n + 1, total) } else { String::new() };
+                let position = (total > 1).then_some((n + 1, total));
                 let tx = tx.clone();
                 scope.spawn(move || {
-                    let _ = tx.send((index, self.stage(stage, &prefix)));
+                    let _ = tx.send((index, self.stage(stage, position)));
                 });
             }
             if started == finished {
@@ -391,25 +371,32 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn stage(&self, stage: &Stage, prefix: &str) -> Result<StageState, ExecError> {
+    fn stage(&self, stage: &Stage, position: Option<(usize, usize)>) -> Result<StageState, ExecError> {
+        let started = Instant::now();
         let mut state = self.base(stage).map_err(|e| self.fail(stage.span, &stage.original, e))?;
         let triggers = self.onbuild_triggers(stage, &mut state).map_err(|e| self.fail(stage.span, &stage.original, e))?;
         let steps: Vec<&Step> = triggers.iter().chain(stage.steps.iter()).collect();
         let total = steps.len() + 1;
-        let _ = writeln!(self.out(), "{}STEP 1/{}: {}", prefix, total, stage.original);
+        let at = |number: usize| StepRef { stage: position, number, total };
+        // Announced once the base is known: how many steps the stage has
+        // depends on the base's ONBUILD triggers.
+        self.report(Event::StepStarted { step: at(1), instruction: stage.original.clone() });
         if let Base::Image(reference) = &stage.base {
-            let _ = writeln!(self.out(), "{}--> using {} {}", prefix, reference, short(&state.key));
+            let id = short(&state.key).to_string();
+            self.report(Event::BaseImage { step: at(1), reference: reference.clone(), id });
         }
         if !triggers.is_empty() {
-            let _ = writeln!(self.out(), "# Executing {} build trigger{}", triggers.len(), if triggers.len() == 1 { "" } else { "s" });
+            self.report(Event::Triggers { count: triggers.len() });
         }
+        self.report(Event::StepFinished { step: at(1), cached: false, elapsed: started.elapsed() });
         finish::scope_key(&mut state, self.opts);
         let use_cache = !self.opts.no_cache
             && !self.opts.no_cache_stages.iter().any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
         for (i, step) in steps.into_iter().enumerate() {
             // A step boundary: stop here once interrupted or orphaned.
             kiln_runtime::ensure_still_wanted().map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?;
-            let _ = writeln!(self.out(), "{}STEP {}/{}: {}", prefix, i + 2, total, step.original);
+            let started = Instant::now();
+            self.report(Event::StepStarted { step: at(i + 2), instruction: step.original.clone() });
             let pos = format!("{}/{}", stage.index, i);
             let inputs = self.inputs(&state, step).map_err(|e| self.fail(step.span, &step.original, e))?;
             let key = inputs.key.clone();
@@ -418,16 +405,17 @@ impl<'a> Executor<'a> {
                 let record = self.cache.lock().expect("cache lock").get(&key, &state.key, self.store);
                 if let Some(record) = record {
                     if state.restore(&step.kind, record, key.clone()) {
-                        let _ = writeln!(self.out(), "{}--> Using cache {}", prefix, short(&key));
+                        self.report(Event::CacheHit { step: at(i + 2), key: short(&key).to_string() });
+                        self.report(Event::StepFinished { step: at(i + 2), cached: true, elapsed: started.elapsed() });
                         continue;
                     }
                 }
                 if let Some(why) = self.cache.lock().expect("cache lock").explain_miss(&pos, &inputs) {
-                    let _ = writeln!(self.out(), "{}--> cache miss: {}", prefix, why);
+                    self.report(Event::CacheMiss { step: at(i + 2), reason: why });
                 }
             }
             let (mark, parent) = (state.mark(), state.key.clone());
-            if let Err(e) = self.step(&mut state, step, prefix, i + 2) {
+            if let Err(e) = self.step(&mut state, step, &at(i + 2)) {
                 let mut err = self.fail(step.span, &step.original, e);
                 if let (ExecError::Step { hint, .. }, Some(id)) = (&mut err, self.keep_last_good(&state)) {
                     *hint = Some(format!("the state before this step is image {}: look inside with `kiln run -it {} sh`", id, id));
@@ -438,6 +426,7 @@ impl<'a> Executor<'a> {
             if let Err(e) = self.cache.lock().expect("cache lock").put(&key, &state.record(mark, &parent)) {
                 log::warn!("could not write the cache record for step {}: {}", pos, e);
             }
+            self.report(Event::StepFinished { step: at(i + 2), cached: false, elapsed: started.elapsed() });
         }
         if !self.opts.layers {
             self.squash(&mut state).map_err(|e| self.fail(stage.span, &stage.original, Box::new(e)))?;
@@ -449,7 +438,7 @@ impl<'a> Executor<'a> {
     fn squash(&self, state: &mut StageState) -> Result<(), ExecError> {
         let layer = squash::squash_stage(self.store, state, self.opts.compression, self.opts.compression_level, self.opts.source_date_epoch, self.scratch.path())?;
         if let Some(layer) = layer {
-            let _ = writeln!(self.out(), "--> squashed into {} ({})", short(&layer.digest), human_size(layer.size));
+            self.report(Event::Squashed { digest: short(&layer.digest).to_string(), size: layer.size });
         }
         Ok(())
     }
@@ -630,11 +619,9 @@ impl<'a> Executor<'a> {
         match transport::parse_transport(reference) {
             Transport::Store(name) => {
                 // Found in the store, or pulled from its registry per --pull.
-                let mut out: Box<dyn Write> =
-                    if self.opts.pull.registry.progress { Box::new(std::io::stdout()) } else { Box::new(std::io::sink()) };
                 let mut pull = self.opts.pull.clone();
                 pull.registry.platform = platform.map(str::to_string);
-                Ok(crate::registry::resolve_or_pull(self.store, &name, &pull, &mut out)?)
+                Ok(crate::registry::resolve_or_pull(self.store, &name, &pull, self.progress)?)
             }
             other => {
                 let wanted = platform
@@ -646,7 +633,7 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn step(&self, state: &mut StageState, step: &Step, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn step(&self, state: &mut StageState, step: &Step, at: &StepRef) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if state.apply_metadata(&step.kind) {
             if let Some(created_by) = state.created_by(&step.kind, &step.original) {
                 state.push_history(&self.stamp.created, &created_by, true);
@@ -654,14 +641,14 @@ impl<'a> Executor<'a> {
             return Ok(());
         }
         match &step.kind {
-            StepKind::Copy(c) => self.copy(state, step, c, prefix),
-            StepKind::Run(r) => self.run(state, r, prefix, n),
-            StepKind::Workdir(_) => self.workdir(state, step, prefix),
+            StepKind::Copy(c) => self.copy(state, step, c, at),
+            StepKind::Run(r) => self.run(state, r, at),
+            StepKind::Workdir(_) => self.workdir(state, step, at),
             _ => unreachable!("apply_metadata handles every other step"),
         }
     }
 
-    fn copy(&self, state: &mut StageState, step: &Step, c: &CopyStep, prefix: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn copy(&self, state: &mut StageState, step: &Step, c: &CopyStep, at: &StepRef) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
         state.ensure_tree(self.store)?;
         let tree = state.tree.as_ref().expect("ensured above");
@@ -726,33 +713,29 @@ impl<'a> Executor<'a> {
         state.config.rootfs.diff_ids.push(info.diff_id);
         state.push_history(&self.stamp.created, &c.created_by(), false);
         self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
-        let _ = writeln!(
-            self.out(),
-            "{}--> {} ({} files, {}, {:.2}s)",
-            prefix,
-            short(&digest),
-            entries.len(),
-            human_size(size),
-            started.elapsed().as_secs_f64()
-        );
+        self.report(Event::Layer {
+            step: at.clone(),
+            digest: short(&digest).to_string(),
+            size,
+            contents: LayerContents::Files(entries.len()),
+            elapsed: started.elapsed(),
+        });
         Ok(())
     }
 
-    fn run(&self, state: &mut StageState, r: &RunStep, prefix: &str, n: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn run(&self, state: &mut StageState, r: &RunStep, at: &StepRef) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
         let driver = self.driver();
         // Held until the step ran: cache locks and temporary copies.
         let mounts = self.run_mounts(state, r)?;
-        let mut progress = Progress(&self.progress);
         let mut env = run::RunEnv {
             store: self.store,
             layers: &self.layer_dirs,
             driver,
             compression: self.opts.compression,
             compression_level: self.opts.compression_level,
-            // Output lines carry their step, as BuildKit's plain progress does.
-            tag: format!("{}#{} ", prefix, n),
-            progress: &mut progress,
+            step: at.clone(),
+            progress: self.progress,
             quiet: self.opts.quiet,
             hostname: short(&state.key).to_string(),
             clamp_mtime: self.opts.source_date_epoch,
@@ -769,14 +752,13 @@ impl<'a> Executor<'a> {
         // needs it, instead of being rebuilt from every layer.
         state.set_tree_aside(state.layers.len() - 1);
         self.new_layer_bytes.fetch_add(layer.size, Ordering::Relaxed);
-        let _ = writeln!(
-            self.out(),
-            "{}--> {} ({}, {:.2}s)",
-            prefix,
-            short(&layer.digest),
-            human_size(layer.size),
-            started.elapsed().as_secs_f64()
-        );
+        self.report(Event::Layer {
+            step: at.clone(),
+            digest: short(&layer.digest).to_string(),
+            size: layer.size,
+            contents: LayerContents::Changes,
+            elapsed: started.elapsed(),
+        });
         Ok(())
     }
 

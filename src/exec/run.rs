@@ -102,9 +102,10 @@ pub struct RunEnv<'a> {
     pub driver: Driver,
     pub compression: Compression,
     pub compression_level: Option<u32>,
-    /// Printed before each output line, e.g. `[2/3] `.
-    pub tag: String,
-    pub progress: &'a mut dyn Write,
+    /// The step, for its output lines and commit progress.
+    pub step: crate::progress::StepRef,
+    pub progress: &'a dyn crate::progress::Reporter,
+    /// Report no output (`-q`); a failing step's error carries its tail.
     pub quiet: bool,
     pub hostname: String,
     /// `SOURCE_DATE_EPOCH`, if set, clamps mtimes in the layer.
@@ -148,15 +149,14 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     let _script = script_heredoc(env.store, state, step, &mut spec)?;
     let mut tail: VecDeque<String> = VecDeque::new();
     let code = {
-        let (progress, tag, quiet) = (&mut *env.progress, env.tag.clone(), env.quiet);
+        let (progress, step, quiet) = (env.progress, &env.step, env.quiet);
         let mut on_line = |_: Stream, line: &str| {
             if tail.len() == TAIL {
                 tail.pop_front();
             }
             tail.push_back(line.to_string());
             if !quiet {
-                // One write per line, so parallel stages never split a line.
-                let _ = progress.write_all(format!("{}{}\n", tag, line).as_bytes());
+                progress.report(crate::progress::Event::Output { step: step.clone(), line: line.to_string() });
             }
         };
         kiln_runtime::run(&spec, Output::Lines(&mut on_line))
@@ -170,7 +170,9 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     };
     if code != 0 {
         let _ = guard.unmount();
-        let tail = if env.quiet && !tail.is_empty() {
+        // Output the user could not read (quiet, or a live view that showed
+        // only its last lines) comes with the error.
+        let tail = if (env.quiet || !env.progress.keeps_output()) && !tail.is_empty() {
             format!("\n{}", tail.iter().map(|l| format!("  {}", l)).collect::<Vec<_>>().join("\n"))
         } else {
             String::new()
@@ -180,24 +182,28 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
 
     crate::fault::point("run-commit-before");
     let volumes = volume_paths(state);
-    let blob = env.store.blob_writer()?;
+    // Counted, so a big layer's commit shows how far it got.
+    let (blob, written) = crate::progress::CountingWriter::new(env.store.blob_writer()?);
     let mut writer = LayerWriter::with_level(blob, env.compression, env.compression_level).map_err(RunError::Layer)?;
     let opts = DiffOptions { prefix: env.layers.prefix().clone(), skip: volumes.clone(), clamp_mtime: env.clamp_mtime };
-    if env.driver == Driver::Vfs {
-        naive::diff_to_layer(&merged, &lowers, &mut writer, &opts)?;
-        guard.unmount()?;
-    } else {
-        guard.unmount()?;
-        // What a RUN changed inside a declared volume is discarded (as
-        // buildah does): drop it from the upper dir so the layer dir and the
-        // layer tar agree.
-        for v in &volumes {
-            remove_any(&upper.join(v));
+    let diffed = crate::progress::with_commit_progress(env.progress, &env.step, &written, || -> Result<_, RunError> {
+        if env.driver == Driver::Vfs {
+            naive::diff_to_layer(&merged, &lowers, &mut writer, &opts)?;
+            guard.unmount()?;
+        } else {
+            guard.unmount()?;
+            // What a RUN changed inside a declared volume is discarded (as
+            // buildah does): drop it from the upper dir so the layer dir and the
+            // layer tar agree.
+            for v in &volumes {
+                remove_any(&upper.join(v));
+            }
+            write_diff(&upper, &lowers, &mut writer, &opts)?;
         }
-        write_diff(&upper, &lowers, &mut writer, &opts)?;
-    }
-    let (blob, info) = writer.finish().map_err(RunError::Layer)?;
-    let (digest, size) = commit(blob, &info)?;
+        writer.finish().map_err(RunError::Layer)
+    });
+    let (blob, info) = diffed?;
+    let (digest, size) = commit(blob.into_inner(), &info)?;
 
     let mut diff_ids = state.config.rootfs.diff_ids.clone();
     diff_ids.push(info.diff_id.clone());

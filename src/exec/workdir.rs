@@ -24,7 +24,8 @@ use crate::plan::Step;
 
 use super::state::StageState;
 use super::tree::{Tree, TreeError};
-use super::{finish, human_size, layer_media_type, short, ExecError, Executor};
+use super::{finish, layer_media_type, short, ExecError, Executor};
+use crate::progress::{Event, LayerContents};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkdirError {
@@ -40,7 +41,7 @@ impl Executor<'_> {
         &self,
         state: &mut StageState,
         step: &Step,
-        prefix: &str,
+        at: &crate::progress::StepRef,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
         let dir = state.workdir();
@@ -71,16 +72,13 @@ impl Executor<'_> {
         state.config.rootfs.diff_ids.push(info.diff_id);
         state.push_history(&self.stamp.created, &created_by, false);
         self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
-        let _ = writeln!(
-            self.out(),
-            "{}--> {} ({} directories for {}, {}, {:.2}s)",
-            prefix,
-            short(&digest),
-            dirs.len(),
-            step.original,
-            human_size(size),
-            started.elapsed().as_secs_f64()
-        );
+        self.report(Event::Layer {
+            step: at.clone(),
+            digest: short(&digest).to_string(),
+            size,
+            contents: LayerContents::Directories { count: dirs.len(), instruction: step.original.clone() },
+            elapsed: started.elapsed(),
+        });
         Ok(())
     }
 }

@@ -12,7 +12,6 @@ pub mod push;
 pub mod reference;
 mod sources;
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use crate::store::{Image, Store};
@@ -89,7 +88,7 @@ pub fn resolve_or_pull(
     store: &Store,
     name: &str,
     opts: &PullOptions,
-    out: &mut dyn Write,
+    progress: &dyn crate::progress::Reporter,
 ) -> Result<Image, RegistryError> {
     let mut local = find_local(store, name)?;
     // With a platform asked for, a stored image for another one is not the
@@ -115,7 +114,7 @@ pub fn resolve_or_pull(
     if !want_pull {
         return local.ok_or_else(|| mismatch.unwrap_or_else(|| RegistryError::new("find", name, ErrorKind::NotLocal)));
     }
-    match pull(store, name, &opts.registry, out) {
+    match pull(store, name, &opts.registry, progress) {
         Ok(image) => {
             PULLED.lock().unwrap_or_else(|p| p.into_inner()).push(key);
             Ok(image)

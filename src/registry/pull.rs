@@ -3,7 +3,7 @@
 //! nothing behind; blobs the store has are skipped, and a per-blob lock lets
 //! parallel pulls of the same image share the downloads.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::mpsc::Sender;
 
 use crate::image::config::ImageConfig;
@@ -30,14 +30,14 @@ pub fn pull(
     store: &Store,
     reference: &str,
     opts: &RegistryOptions,
-    out: &mut dyn Write,
+    progress: &dyn crate::progress::Reporter,
 ) -> Result<Image, RegistryError> {
     let r = Reference::parse(reference).map_err(|e| RegistryError::new("pull", reference, ErrorKind::Reference(e)))?;
     let err = |kind| RegistryError::new("pull", &r, kind);
     let wanted = platform::wanted(opts.platform.as_deref()).map_err(err)?;
     let client = Client::connect(&r, vec![format!("repository:{}:pull", r.repository)], opts, "pull")?;
     if opts.progress {
-        let _ = writeln!(out, "Pulling {r}");
+        progress.report(crate::progress::Event::Note(format!("Pulling {r}")));
     }
 
     let (mut bytes, mut media_type, mut digest) = fetch_manifest(&client, r.manifest_reference(), r.digest.as_deref())?;
@@ -46,7 +46,7 @@ pub fn pull(
             .map_err(|e| err(ErrorKind::Invalid { what: format!("index {digest}"), detail: e.to_string() }))?;
         let chosen = platform::select(&index, &wanted).map_err(err)?.clone();
         if opts.progress {
-            let _ = writeln!(out, "Selected {} for {wanted}", chosen.digest);
+            progress.report(crate::progress::Event::Note(format!("Selected {} for {wanted}", chosen.digest)));
         }
         (bytes, media_type, digest) = fetch_manifest(&client, &chosen.digest, Some(&chosen.digest))?;
         if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
@@ -87,7 +87,7 @@ pub fn pull(
     // the store has it, against what was verified before).
     let image = r.to_string();
     let layers: Vec<(&Descriptor, &String)> = manifest.layers.iter().zip(&config.rootfs.diff_ids).collect();
-    progress::run_parallel(&layers, "Copying", opts.progress, out, |(layer, diff_id), events| {
+    progress::run_parallel(&layers, "Copying", opts.progress, progress, |(layer, diff_id), events| {
         let check = LayerRef { image: &image, blob: Some(layer), name: &layer.digest, diff_id };
         fetch_blob(&client, store, layer, Some(check), events)?;
         sources::record(store, &layer.digest, &repo);
@@ -101,7 +101,7 @@ pub fn pull(
     descriptor.platform = platform_of(&config);
     store.tag(&r.to_string(), &descriptor).map_err(|e| err(ErrorKind::Store(e)))?;
     if opts.progress {
-        let _ = writeln!(out, "Writing manifest to image destination\n{digest}");
+        progress.report(crate::progress::Event::Note(format!("Writing manifest to image destination\n{digest}")));
     }
     store.load_image(&descriptor).map_err(|e| err(ErrorKind::Store(e)))
 }

@@ -3,7 +3,6 @@
 //! mounted from there, the rest are uploaded whole or in chunks; then the
 //! manifest, as stored or converted to OCI or Docker v2s2.
 
-use std::io::Write;
 use std::sync::mpsc::Sender;
 
 use kiln_overlay::compress::Compression;
@@ -54,7 +53,7 @@ pub fn push(
     opts: &RegistryOptions,
     format: Option<ManifestFormat>,
     compression: Compression,
-    out: &mut dyn Write,
+    progress: &dyn crate::progress::Reporter,
 ) -> Result<String, RegistryError> {
     let r =
         Reference::parse(destination).map_err(|e| RegistryError::new("push", destination, ErrorKind::Reference(e)))?;
@@ -63,7 +62,7 @@ pub fn push(
     let mut compressing = |digest: &str| {
         if opts.progress {
             let name = if compression == Compression::Zstd { "zstd" } else { "gzip" };
-            let _ = writeln!(out, "Compressing layer {} ({name})", crate::humanize::short(digest));
+            progress.report(crate::progress::Event::Note(format!("Compressing layer {} ({name})", crate::humanize::short(digest))));
         }
     };
     let outgoing = store
@@ -108,11 +107,11 @@ pub fn push(
     }
     let client = Client::connect(&r, scopes, opts, "push")?;
     if opts.progress {
-        let _ = writeln!(out, "Pushing {r}");
+        progress.report(crate::progress::Event::Note(format!("Pushing {r}")));
     }
     let chunk = opts.chunk_size.filter(|c| *c > 0).unwrap_or(DEFAULT_CHUNK);
     let jobs: Vec<(Descriptor, Vec<String>)> = blobs.into_iter().zip(mounts).collect();
-    progress::run_parallel(&jobs, "Copying", opts.progress, out, |(blob, from), events| {
+    progress::run_parallel(&jobs, "Copying", opts.progress, progress, |(blob, from), events| {
         push_blob(&client, store, blob, from, chunk, events)
     })?;
 
@@ -136,7 +135,7 @@ pub fn push(
         sources::record(store, &layer.digest, &repo);
     }
     if opts.progress {
-        let _ = writeln!(out, "Writing manifest to image destination");
+        progress.report(crate::progress::Event::Note("Writing manifest to image destination".to_string()));
     }
     Ok(digest)
 }

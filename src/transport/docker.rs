@@ -15,6 +15,7 @@ use kiln_overlay::compress::Format;
 use kiln_overlay::verify::{format_name, LayerReader, VerifyError};
 
 use super::source::Source;
+use crate::progress::{Event, ProgressReader, Reporter, Transfer};
 use super::tarout::TarOut;
 use super::TransportError;
 use crate::image::config::ImageConfig;
@@ -162,6 +163,7 @@ pub fn write_docker_archive<W: Write>(
     store: &Store,
     images: &[(Vec<String>, Descriptor)],
     out: W,
+    progress: &dyn Reporter,
 ) -> Result<(), TransportError> {
     let mut tar = TarOut::new(out);
     let mut written: HashSet<String> = HashSet::new();
@@ -182,7 +184,10 @@ pub fn write_docker_archive<W: Write>(
         for (layer, diff_id) in image.manifest.layers.iter().zip(diff_ids) {
             let name = format!("{}.tar", hex_of(store, diff_id)?);
             if written.insert(name.clone()) {
-                append_uncompressed_layer(store, &mut tar, layer, diff_id, &name)?;
+                let verb = "Writing";
+                progress.report(Event::Transfer(Transfer::Started { verb, digest: layer.digest.clone(), size: layer.size }));
+                append_uncompressed_layer(store, &mut tar, layer, diff_id, &name, progress)?;
+                progress.report(Event::Transfer(Transfer::Finished { verb, digest: layer.digest.clone(), note: "done" }));
             }
             layer_names.push(name);
         }
@@ -224,8 +229,10 @@ fn append_uncompressed_layer<W: Write>(
     layer: &Descriptor,
     diff_id: &str,
     name: &str,
+    progress: &dyn Reporter,
 ) -> Result<(), TransportError> {
-    let blob = store.open_blob(&layer.digest)?;
+    // Progress counts the stored blob's bytes as they are read.
+    let blob = ProgressReader::new(store.open_blob(&layer.digest)?, progress, &layer.digest);
     let blob_path = store.blob_path(&layer.digest);
     let io_err = |action: &'static str| {
         let path = blob_path.clone();

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tempfile::NamedTempFile;
 
 use super::source::Source;
+use crate::progress::{Event, ProgressReader, Reporter, Transfer};
 use super::tarout::TarOut;
 use super::{make_readable, TransportError};
 use crate::image::manifest::{Descriptor, Index, DOCKER_MANIFEST_LIST, OCI_INDEX, REF_NAME};
@@ -267,18 +268,25 @@ struct Leaving {
     manifest: Descriptor,
     bytes: Option<Vec<u8>>,
     blobs: Vec<Descriptor>,
+    /// The digests of `blobs` that are layers (progress is shown for those).
+    layers: BTreeSet<String>,
 }
 
 /// The image `manifest` names as it leaves the store with its plain layers
 /// compressed with `compression` (see [`Store::outgoing_manifest`]).
-fn leaving(store: &Store, manifest: &Descriptor, compression: Compression) -> Result<Leaving, TransportError> {
-    let out = store.outgoing_manifest(&manifest.digest, compression, &mut |_| {})?;
+fn leaving(store: &Store, manifest: &Descriptor, compression: Compression, progress: &dyn Reporter) -> Result<Leaving, TransportError> {
+    // Plain layers are compressed here, each once in the store's life.
+    let name = if compression == Compression::Zstd { "zstd" } else { "gzip" };
+    let mut compressing =
+        |digest: &str| progress.report(Event::Note(format!("Compressing layer {} ({name})", crate::exec::short(digest))));
+    let out = store.outgoing_manifest(&manifest.digest, compression, &mut compressing)?;
     let mut sized = manifest.clone();
     sized.digest = out.digest.clone();
     sized.size = out.bytes.len() as u64;
     let mut blobs = vec![out.manifest.config.clone()];
     blobs.extend(out.manifest.layers.iter().cloned());
-    Ok(Leaving { manifest: sized, bytes: (!out.as_stored).then_some(out.bytes), blobs })
+    let layers = out.manifest.layers.iter().map(|l| l.digest.clone()).collect();
+    Ok(Leaving { manifest: sized, bytes: (!out.as_stored).then_some(out.bytes), blobs, layers })
 }
 
 /// The index entry for an exported image: the image's own annotations
@@ -312,6 +320,7 @@ pub fn export_dir(
     images: &[(Option<String>, Descriptor)],
     dest: &Path,
     compression: Compression,
+    progress: &dyn Reporter,
 ) -> Result<(), TransportError> {
     let io_err = |action: &'static str, p: &Path| {
         let p = p.to_path_buf();
@@ -333,7 +342,7 @@ pub fn export_dir(
     };
 
     for (name, manifest) in images {
-        let image = leaving(store, manifest, compression)?;
+        let image = leaving(store, manifest, compression, progress)?;
         for blob in std::iter::once(&image.manifest).chain(&image.blobs) {
             let hex = sha256_hex(&blob.digest).ok_or_else(|| TransportError::InvalidDigest {
                 digest: blob.digest.clone(),
@@ -345,7 +354,13 @@ pub fn export_dir(
             }
             match &image.bytes {
                 Some(bytes) if blob.digest == image.manifest.digest => write_replacing(&blob_dir, &target, bytes)?,
-                _ => copy_store_blob_to(store, &blob.digest, &blob_dir, &target)?,
+                _ if image.layers.contains(&blob.digest) => {
+                    let verb = "Writing";
+                    progress.report(Event::Transfer(Transfer::Started { verb, digest: blob.digest.clone(), size: blob.size }));
+                    copy_store_blob_to(store, &blob.digest, &blob_dir, &target, progress)?;
+                    progress.report(Event::Transfer(Transfer::Finished { verb, digest: blob.digest.clone(), note: "done" }));
+                }
+                _ => copy_store_blob_to(store, &blob.digest, &blob_dir, &target, &crate::progress::Silent)?,
             }
         }
         merge_entry(&mut index, index_entry(name, &image.manifest));
@@ -365,12 +380,18 @@ fn layout_bytes() -> Vec<u8> {
 
 /// Copies a store blob into `dir` under a temp name, checking its digest,
 /// then renames it to `target`.
-fn copy_store_blob_to(store: &Store, digest: &str, dir: &Path, target: &Path) -> Result<(), TransportError> {
+fn copy_store_blob_to(
+    store: &Store,
+    digest: &str,
+    dir: &Path,
+    target: &Path,
+    progress: &dyn Reporter,
+) -> Result<(), TransportError> {
     let io_err = |action: &'static str, p: &Path| {
         let p = p.to_path_buf();
         move |source| TransportError::Io { action, path: p, source }
     };
-    let mut reader = HashingReader::new(store.open_blob(digest)?);
+    let mut reader = HashingReader::new(ProgressReader::new(store.open_blob(digest)?, progress, digest));
     let mut tmp = NamedTempFile::with_prefix_in(".tmp-", dir).map_err(io_err("create temp file in", dir))?;
     io::copy(&mut reader, tmp.as_file_mut()).map_err(io_err("copy blob to", target))?;
     super::check_store_blob(store, digest, reader.digest())?;
@@ -411,14 +432,17 @@ pub fn write_oci_archive<W: Write>(
     images: &[(Option<String>, Descriptor)],
     out: W,
     compression: Compression,
+    progress: &dyn Reporter,
 ) -> Result<(), TransportError> {
     let mut index = Index::default();
     let mut blobs = BTreeSet::new();
+    let mut layers = BTreeMap::new();
     // Manifests made for this export, which the store does not hold.
     let mut made: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (name, manifest) in images {
-        let image = leaving(store, manifest, compression)?;
+        let image = leaving(store, manifest, compression, progress)?;
         merge_entry(&mut index, index_entry(name, &image.manifest));
+        layers.extend(image.blobs.iter().filter(|b| image.layers.contains(&b.digest)).map(|b| (b.digest.clone(), b.size)));
         blobs.insert(image.manifest.digest.clone());
         blobs.extend(image.blobs.into_iter().map(|b| b.digest));
         if let Some(bytes) = image.bytes {
@@ -442,9 +466,15 @@ pub fn write_oci_archive<W: Write>(
             digest: digest.clone(),
             source_name: store.root().display().to_string(),
         })?;
-        match made.get(digest) {
-            Some(bytes) => tar.file(&format!("blobs/sha256/{hex}"), bytes)?,
-            None => tar.store_blob(store, digest, &format!("blobs/sha256/{hex}"))?,
+        match (made.get(digest), layers.get(digest)) {
+            (Some(bytes), _) => tar.file(&format!("blobs/sha256/{hex}"), bytes)?,
+            (None, Some(&size)) => {
+                let verb = "Writing";
+                progress.report(Event::Transfer(Transfer::Started { verb, digest: digest.clone(), size }));
+                tar.store_blob_reporting(store, digest, &format!("blobs/sha256/{hex}"), progress)?;
+                progress.report(Event::Transfer(Transfer::Finished { verb, digest: digest.clone(), note: "done" }));
+            }
+            (None, None) => tar.store_blob(store, digest, &format!("blobs/sha256/{hex}"))?,
         }
     }
     tar.finish()

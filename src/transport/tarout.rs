@@ -40,12 +40,23 @@ impl<W: Write> TarOut<W> {
 
     /// Appends a store blob, checking its digest as it streams.
     pub fn store_blob(&mut self, store: &Store, digest: &str, name: &str) -> Result<(), TransportError> {
+        self.store_blob_reporting(store, digest, name, &crate::progress::Silent)
+    }
+
+    /// [`TarOut::store_blob`], reporting how much of it was written.
+    pub fn store_blob_reporting(
+        &mut self,
+        store: &Store,
+        digest: &str,
+        name: &str,
+        progress: &dyn crate::progress::Reporter,
+    ) -> Result<(), TransportError> {
         let file = store.open_blob(digest)?;
         let size = file
             .metadata()
             .map_err(|source| TransportError::Io { action: "stat", path: store.blob_path(digest), source })?
             .len();
-        let mut reader = HashingReader::new(file);
+        let mut reader = HashingReader::new(crate::progress::ProgressReader::new(file, progress, digest));
         self.reader(name, size, &mut reader)?;
         super::check_store_blob(store, digest, reader.digest())?;
         Ok(())
