@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::exec::{human_size, short};
+use crate::humanize::{human_size, short};
 use crate::progress::{Event, LayerContents, Reporter, StepRef, Transfer};
 
 /// `--progress` values.

@@ -278,7 +278,7 @@ fn leaving(store: &Store, manifest: &Descriptor, compression: Compression, progr
     // Plain layers are compressed here, each once in the store's life.
     let name = if compression == Compression::Zstd { "zstd" } else { "gzip" };
     let mut compressing =
-        |digest: &str| progress.report(Event::Note(format!("Compressing layer {} ({name})", crate::exec::short(digest))));
+        |digest: &str| progress.report(Event::Note(format!("Compressing layer {} ({name})", crate::humanize::short(digest))));
     let out = store.outgoing_manifest(&manifest.digest, compression, &mut compressing)?;
     let mut sized = manifest.clone();
     sized.digest = out.digest.clone();
