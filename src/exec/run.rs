@@ -58,28 +58,43 @@ pub enum RunError {
     },
 }
 
-/// What a RUN step needs from the build besides the stage state.
 /// What `kiln build` sets for every RUN step beyond the Dockerfile:
-/// `--add-host`, `--ulimit`, `--shm-size`. Part of each RUN's cache key,
-/// as BuildKit keeps them in the exec op.
+/// `--add-host`, `--ulimit`, `--shm-size`, `--network`, `--cap-add` and
+/// `--cap-drop`. Part of each RUN's cache key, as BuildKit keeps them in the
+/// exec op.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunExtras {
     /// `--add-host NAME:IP`: lines added to the step's /etc/hosts.
     pub add_hosts: Vec<(String, std::net::IpAddr)>,
     pub ulimits: Vec<kiln_runtime::ulimit::Ulimit>,
     pub shm_size: Option<u64>,
+    /// `--network`: the network of a RUN without its own `--network` (or
+    /// with `--network=default`).
+    pub network: Network,
+    /// The capabilities a RUN keeps (docker's default set unless
+    /// `--cap-add`/`--cap-drop` changed it).
+    pub caps: kiln_runtime::caps::Caps,
 }
 
 impl RunExtras {
     /// Their part of a RUN's cache key: empty when none is set, so keys of
     /// builds without them stay as they were.
     pub fn cache_text(&self) -> String {
-        if *self == RunExtras::default() {
-            return String::new();
+        let defaults = RunExtras::default();
+        let mut text = String::new();
+        if (&self.add_hosts, &self.ulimits, self.shm_size) != (&defaults.add_hosts, &defaults.ulimits, defaults.shm_size) {
+            let hosts: Vec<String> = self.add_hosts.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
+            let limits: Vec<String> =
+                self.ulimits.iter().map(|u| format!("{}={}:{}", u.name, u.soft, u.hard)).collect();
+            text = format!("|hosts={}|ulimits={}|shm={:?}", hosts.join(","), limits.join(","), self.shm_size);
         }
-        let hosts: Vec<String> = self.add_hosts.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
-        let limits: Vec<String> = self.ulimits.iter().map(|u| format!("{}={}:{}", u.name, u.soft, u.hard)).collect();
-        format!("|hosts={}|ulimits={}|shm={:?}", hosts.join(","), limits.join(","), self.shm_size)
+        if self.network != defaults.network {
+            text.push_str(&format!("|network={}", self.network));
+        }
+        if self.caps != defaults.caps {
+            text.push_str(&format!("|caps={:#x}", self.caps.0));
+        }
+        text
     }
 
     /// The step's /etc/hosts with the added names: the host's file (which
@@ -142,6 +157,15 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     add_mounts(&mut spec, env.mounts);
     spec.ulimits = env.extras.ulimits.clone();
     spec.shm_size = env.extras.shm_size;
+    spec.caps = env.extras.caps;
+    spec.network = match step.network.as_deref() {
+        Some("none") => Network::None,
+        Some("host") => Network::Host,
+        _ => env.extras.network,
+    };
+    // A private network's files live in the store's tmp dir (cleaned by the
+    // next build should this one be killed).
+    spec.scratch = Some(env.store.tmp_dir());
     // Kept until the step ends: the step's /etc/hosts is bound from it.
     let _hosts = add_hosts(&mut spec, env.extras, &env.store.tmp_dir())?;
     // Held until the command ran: the heredoc script it executes.
@@ -264,10 +288,6 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
     spec.create_cwd = true;
     spec.hostname = hostname.to_string();
     spec.fake_chown = matches!(kiln_runtime::detect(), kiln_runtime::MapMode::Single);
-    spec.network = match step.network.as_deref() {
-        Some("none") => Network::None,
-        _ => Network::Host,
-    };
     let user = state.config.config.user.clone().unwrap_or_default();
     spec.user = run_user(rootfs, &user, spec.fake_chown).map_err(|source| RunError::User { user, source })?;
     Ok(spec)
