@@ -484,3 +484,27 @@ fn remove_any(path: &Path) {
         Err(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_runtime::caps::Caps;
+
+    #[test]
+    fn run_extras_key_the_cache_only_when_set() {
+        assert_eq!(RunExtras::default().cache_text(), "", "keys of builds without the flags stay as they were");
+        let host = RunExtras { network: Network::Host, caps: Caps::docker_default(), ..Default::default() };
+        assert_eq!(host.cache_text(), "");
+        let private = RunExtras { network: Network::Private, ..Default::default() };
+        assert_eq!(private.cache_text(), "|network=private");
+        let none = RunExtras { network: Network::None, ..Default::default() };
+        assert_ne!(none.cache_text(), private.cache_text());
+        let caps = Caps::tweak(&["NET_ADMIN".into()], &[]).unwrap();
+        let added = RunExtras { caps, ..Default::default() };
+        assert_eq!(added.cache_text(), "|caps=0xa80435fb");
+        let dropped = RunExtras { caps: Caps::tweak(&[], &["NET_RAW".into()]).unwrap(), ..Default::default() };
+        assert_ne!(added.cache_text(), dropped.cache_text());
+        let shm = RunExtras { shm_size: Some(1), caps, ..Default::default() };
+        assert_eq!(shm.cache_text(), "|hosts=|ulimits=|shm=Some(1)|caps=0xa80435fb");
+    }
+}
