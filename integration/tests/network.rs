@@ -95,7 +95,10 @@ fn network_leftovers(dir: &Path) -> Vec<String> {
 const LIST_IFACES: &str = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort";
 
 fn build_network_modes(helper: &str) {
-    let sb = Sandbox::new();
+    build_network_modes_in(&Sandbox::new(), helper);
+}
+
+fn build_network_modes_in(sb: &Sandbox, helper: &str) {
     sb.busybox_context();
     let www = sb.mkdir("www");
     std::fs::write(www.join("hello.txt"), format!("hello over {helper}\n")).unwrap();
@@ -112,7 +115,7 @@ fn build_network_modes(helper: &str) {
     let ctx = sb.ctx();
     let port = server.port.to_string();
     let out = kiln_with(
-        &sb,
+        sb,
         helper,
         &["build", "--network", "private", "--build-arg", &format!("PORT={port}"), "-t", "net", ctx.to_str().unwrap()],
     );
@@ -148,6 +151,18 @@ fn build_network_none_and_private_with_pasta() {
 #[test]
 fn build_network_none_and_private_with_slirp4netns() {
     build_network_modes("slirp4netns");
+}
+
+/// With no subordinate ids (a single-id user namespace) the private network
+/// works the same.
+#[test]
+fn build_network_private_in_single_id_mode() {
+    let Some(sb) = Sandbox::without_subids() else {
+        eprintln!("NOTICE: skipped: the tests run unprivileged as a user with a subuid range");
+        return;
+    };
+    build_network_modes_in(&sb, "pasta");
+    build_network_modes_in(&Sandbox::without_subids().unwrap(), "slirp4netns");
 }
 
 /// GET / on the host's port, as curl would; `None` while nothing answers.
