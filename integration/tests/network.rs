@@ -328,6 +328,14 @@ fn missing_forwarder_and_bad_flags_are_explained() {
     let out = sb.kiln(&["run", "-p", "80", "bb"]);
     assert!(!out.success());
     out.stderr_has(&["give the host port too"]);
+    // A port another program has: kiln says so, with either forwarder.
+    let busy = TcpListener::bind(("0.0.0.0", 0)).unwrap();
+    let publish = format!("{}:80", busy.local_addr().unwrap().port());
+    for helper in ["pasta", "slirp4netns"] {
+        let out = kiln_with(&sb, helper, &["run", "-p", &publish, "bb"]);
+        out.fails_with(125).stderr_has(&[&format!("publish {publish}/tcp"), "in use?"]);
+    }
+    drop(busy);
     let info = sb.kiln(&["info"]);
     info.ok();
     let line = info.stdout.lines().find(|l| l.starts_with("private network:")).expect("kiln info reports the forwarder");
