@@ -108,7 +108,7 @@ fn build_network_modes_in(sb: &Sandbox, helper: &str) {
          ARG PORT\n\
          RUN --network=none {LIST_IFACES} > /none.txt\n\
          RUN {LIST_IFACES} > /private.txt && cat /etc/resolv.conf > /resolv.txt && \
-             grep host.containers.internal /etc/hosts > /hosts.txt && \
+             grep -e host.containers.internal -e added.example /etc/hosts > /hosts.txt && \
              wget -q -O /got.txt http://host.containers.internal:$PORT/hello.txt\n\
          RUN --network=host {LIST_IFACES} > /host.txt\n"
     ));
@@ -117,7 +117,18 @@ fn build_network_modes_in(sb: &Sandbox, helper: &str) {
     let out = kiln_with(
         sb,
         helper,
-        &["build", "--network", "private", "--build-arg", &format!("PORT={port}"), "-t", "net", ctx.to_str().unwrap()],
+        &[
+            "build",
+            "--network",
+            "private",
+            "--add-host",
+            "added.example:10.1.2.3",
+            "--build-arg",
+            &format!("PORT={port}"),
+            "-t",
+            "net",
+            ctx.to_str().unwrap(),
+        ],
     );
     out.ok();
     let img = sb.image("net");
@@ -130,8 +141,12 @@ fn build_network_modes_in(sb: &Sandbox, helper: &str) {
     assert_eq!(img.file_str("got.txt"), format!("hello over {helper}\n"), "the host's server answered");
     let dns = if helper == "pasta" { "169.254.1.1" } else { "10.0.2.3" };
     assert!(img.file_str("resolv.txt").starts_with(&format!("nameserver {dns}\n")), "{}", img.file_str("resolv.txt"));
+    // --add-host adds to the private network's hosts file, which names the host.
+    let hosts = img.file_str("hosts.txt");
+    assert!(hosts.contains("\thost.containers.internal host.docker.internal\n"), "{hosts}");
+    assert!(hosts.ends_with("10.1.2.3\tadded.example\n"), "{hosts}");
     if helper == "slirp4netns" {
-        assert_eq!(img.file_str("hosts.txt"), "10.0.2.2\thost.containers.internal host.docker.internal\n");
+        assert!(hosts.starts_with("10.0.2.2\thost.containers.internal"), "{hosts}");
         assert_eq!(ifaces, ["lo", "tap0"]);
     }
     // RUN --network=host wins over the build's --network: the host's interfaces.

@@ -21,6 +21,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -320,6 +321,9 @@ impl Forwarder {
         cmd.arg("--netns").arg(&netns).arg("--pid").arg(&pidfile);
         let logf = File::create(&log).map_err(io(&log))?;
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf);
+        // Its own process group: a terminal's Ctrl-C is kiln's to handle
+        // (the command may ignore it and keep serving).
+        cmd.process_group(0);
         sys::die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|source| NetworkError::Spawn { program: "pasta", source })?;
         running.child = Some(child);
@@ -368,6 +372,7 @@ impl Forwarder {
         cmd.arg(pid.to_string()).arg("tap0");
         let logf = File::create(&log).map_err(io(&log))?;
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf);
+        cmd.process_group(0);
         sys::die_with_parent(&mut cmd);
         sys::pass_fds(&mut cmd, vec![(ready_w, 3), (exit_r, 4)]);
         let spawned = cmd.spawn();
@@ -575,7 +580,7 @@ fn resolv_conf(host: &str, dns: IpAddr) -> String {
 
 /// The host's hosts file plus `host.containers.internal` and
 /// `host.docker.internal` at the address that reaches the host.
-fn hosts_file(host: &str, host_address: Option<IpAddr>) -> String {
+pub fn hosts_file(host: &str, host_address: Option<IpAddr>) -> String {
     let mut text = host.to_string();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');

@@ -245,7 +245,12 @@ fn add_hosts(spec: &mut RunSpec, extras: &RunExtras, tmp: &Path) -> Result<Optio
         return Ok(None);
     }
     let io = |source| RunError::Io { path: tmp.to_path_buf(), source };
-    let host = fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".to_string());
+    let mut host = fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".to_string());
+    if spec.network == Network::Private {
+        // Over the private network's own hosts file: keep its host names.
+        let host_address = kiln_runtime::network::find().ok().and_then(|f| f.host_address());
+        host = kiln_runtime::network::hosts_file(&host, host_address);
+    }
     let mut file = tempfile::Builder::new().prefix("hosts-").tempfile_in(tmp).map_err(io)?;
     file.write_all(extras.hosts_file(&host).as_bytes()).map_err(io)?;
     spec.mounts.push(kiln_runtime::spec::MountSpec {
