@@ -2,13 +2,15 @@
 //! inherited (stdin only with `RunSpec::stdin`), or a pseudo-terminal made
 //! in the container whose master kiln relays, with the host terminal in raw
 //! mode and window-size changes passed on. SIGINT, SIGTERM and SIGHUP go to
-//! the command; its exit code comes back.
+//! the command, which is killed when it has not ended 10 s later (or at a
+//! second one), as `docker stop` does; its exit code comes back.
 
 use std::fs::File;
 use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -40,9 +42,11 @@ pub fn run_attached(spec: &RunSpec) -> Result<i32, RuntimeError> {
 
 /// `run_attached` with an explicit helper executable.
 pub fn run_attached_with_helper(helper: &Path, spec: &RunSpec) -> Result<i32, RuntimeError> {
-    let created = mounts::prepare(spec).map_err(|(path, source)| RuntimeError::Prepare { path, source })?;
-    let result = attached(helper, spec);
-    mounts::cleanup(spec, &created);
+    let net = crate::network::PrivateNet::prepare(spec)?;
+    let spec = net.as_ref().map_or_else(|| std::borrow::Cow::Borrowed(spec), |n| std::borrow::Cow::Owned(n.spec(spec)));
+    let created = mounts::prepare(&spec).map_err(|(path, source)| RuntimeError::Prepare { path, source })?;
+    let result = attached(helper, &spec, net.as_ref());
+    mounts::cleanup(&spec, &created);
     result
 }
 
@@ -59,7 +63,7 @@ pub fn stdin_is_terminal() -> bool {
     nix::unistd::isatty(std::io::stdin().as_raw_fd()).unwrap_or(false)
 }
 
-fn attached(helper: &Path, spec: &RunSpec) -> Result<i32, RuntimeError> {
+fn attached(helper: &Path, spec: &RunSpec, net: Option<&crate::network::PrivateNet>) -> Result<i32, RuntimeError> {
     let mut signals = SigSet::empty();
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGWINCH, Signal::SIGCHLD] {
         signals.add(sig);
@@ -76,7 +80,7 @@ fn attached(helper: &Path, spec: &RunSpec) -> Result<i32, RuntimeError> {
         None => (None, None),
     };
     let stdin = if spec.stdin && spec.tty.is_none() { Stdio::inherit() } else { Stdio::null() };
-    let mut spawned = spawn_helper(helper, spec, stdin, false, console_child)?;
+    let mut spawned = spawn_helper(helper, spec, stdin, false, console_child, net)?;
     let result = attached_spawned(&mut spawned, spec, &sfd, console);
     spawned.finish(result.is_err());
     result
@@ -130,18 +134,66 @@ fn receive_master(console: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
     fds.into_iter().next().ok_or(RuntimeError::Console(Errno::EBADMSG))
 }
 
+/// How long the command has to end after kiln passed on SIGINT, SIGTERM
+/// or SIGHUP before it is killed (`docker stop`'s default): a PID 1 that
+/// installed no handler ignores them, and kiln must still stop.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// When to kill the command: set by the first stop signal passed on.
+#[derive(Default)]
+struct Stop {
+    deadline: Option<Instant>,
+}
+
+impl Stop {
+    /// After a stop signal was passed on: the first starts the grace period,
+    /// a second one kills at once.
+    fn requested(&mut self, child: &Child) {
+        match self.deadline {
+            None => self.deadline = Some(Instant::now() + STOP_GRACE),
+            Some(_) => kill_now(child),
+        }
+    }
+
+    /// The poll timeout until the deadline.
+    fn timeout(&self) -> PollTimeout {
+        match self.deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let ms = d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
+                PollTimeout::from(ms)
+            }
+        }
+    }
+
+    /// Kills the command once the grace period is over.
+    fn enforce(&self, child: &Child) {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            kill_now(child);
+        }
+    }
+}
+
+/// SIGKILL to the helper: its PID 1 follows (parent-death signal), and with
+/// it the whole PID namespace.
+fn kill_now(child: &Child) {
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+}
+
 /// Waits for the helper, forwarding signals.
 fn wait(child: &mut Child, sfd: &SignalFd) -> Result<ExitStatus, RuntimeError> {
+    let mut stop = Stop::default();
     loop {
         if let Some(status) = child.try_wait().map_err(RuntimeError::Wait)? {
             return Ok(status);
         }
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
+        match poll(&mut fds, stop.timeout()) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(RuntimeError::Relay(e)),
         }
-        handle_signals(child, sfd, None);
+        handle_signals(child, sfd, None, &mut stop);
+        stop.enforce(child);
     }
 }
 
@@ -155,6 +207,7 @@ fn relay(child: &mut Child, sfd: &SignalFd, mut master: File, input: bool) -> Re
     let mut stdin_open = input;
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut stop = Stop::default();
     loop {
         if let Some(status) = child.try_wait().map_err(RuntimeError::Wait)? {
             if master_open {
@@ -180,7 +233,7 @@ fn relay(child: &mut Child, sfd: &SignalFd, mut master: File, input: bool) -> Re
             if want_stdin {
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, stop.timeout()) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(RuntimeError::Relay(e)),
             }
@@ -193,8 +246,9 @@ fn relay(child: &mut Child, sfd: &SignalFd, mut master: File, input: bool) -> Re
             )
         };
         if !sig_ev.is_empty() {
-            handle_signals(child, sfd, Some(&master));
+            handle_signals(child, sfd, Some(&master), &mut stop);
         }
+        stop.enforce(child);
         if master_open && master_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             master_open = copy_out(&mut master, &mut stdout, &mut buf);
         }
@@ -249,7 +303,7 @@ fn drain(master: &mut File, out: &mut impl Write, buf: &mut [u8]) {
 /// rest to the helper (which passes them to the command). A signal the
 /// kernel generated while kiln's own parent forwards signals is that
 /// parent's business: it will forward the same one.
-fn handle_signals(child: &Child, sfd: &SignalFd, master: Option<&File>) {
+fn handle_signals(child: &Child, sfd: &SignalFd, master: Option<&File>, stop: &mut Stop) {
     while let Ok(Some(info)) = sfd.read_signal() {
         let signo = info.ssi_signo as i32;
         match Signal::try_from(signo) {
@@ -264,6 +318,7 @@ fn handle_signals(child: &Child, sfd: &SignalFd, master: Option<&File>) {
                     continue;
                 }
                 let _ = kill(Pid::from_raw(child.id() as i32), sig);
+                stop.requested(child);
             }
             Err(_) => {}
         }

@@ -28,6 +28,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use crate::fake_chown;
 use crate::fds;
 use crate::mounts;
+use crate::network;
 use crate::spec::{Network, RunSpec, TtySize};
 use crate::sys;
 use crate::userns::exit_code;
@@ -44,6 +45,9 @@ const SPEC_FD: i32 = 4;
 /// With a terminal: a unix socket on which the command's side sends the
 /// pseudo-terminal master it made inside the container.
 const CONSOLE_FD: i32 = 5;
+/// With a private network: a unix socket on which the helper says its
+/// network namespace exists (`N`) and waits until the forwarder set it up (`G`).
+const NET_FD: i32 = 6;
 /// Exit code of a helper whose setup failed (docker uses 125 likewise).
 const SETUP_FAILED: i32 = 125;
 
@@ -73,15 +77,22 @@ pub fn run(spec: &RunSpec, output: Output<'_>) -> Result<i32, RuntimeError> {
 
 /// `run` with an explicit helper executable.
 pub fn run_with_helper(helper: &Path, spec: &RunSpec, output: Output<'_>) -> Result<i32, RuntimeError> {
-    let created = mounts::prepare(spec).map_err(|(path, source)| RuntimeError::Prepare { path, source })?;
-    let result = run_prepared(helper, spec, output);
-    mounts::cleanup(spec, &created);
+    let net = network::PrivateNet::prepare(spec)?;
+    let spec = net.as_ref().map_or_else(|| std::borrow::Cow::Borrowed(spec), |n| std::borrow::Cow::Owned(n.spec(spec)));
+    let created = mounts::prepare(&spec).map_err(|(path, source)| RuntimeError::Prepare { path, source })?;
+    let result = run_prepared(helper, &spec, output, net.as_ref());
+    mounts::cleanup(&spec, &created);
     result
 }
 
-fn run_prepared(helper: &Path, spec: &RunSpec, output: Output<'_>) -> Result<i32, RuntimeError> {
+fn run_prepared(
+    helper: &Path,
+    spec: &RunSpec,
+    output: Output<'_>,
+    net: Option<&network::PrivateNet>,
+) -> Result<i32, RuntimeError> {
     let piped = matches!(output, Output::Lines(_));
-    let mut spawned = spawn_helper(helper, spec, Stdio::null(), piped, None)?;
+    let mut spawned = spawn_helper(helper, spec, Stdio::null(), piped, None, net)?;
     let result = (|| {
         let report = spawned.read_report()?;
         if let Output::Lines(callback) = output {
@@ -99,6 +110,8 @@ fn run_prepared(helper: &Path, spec: &RunSpec, output: Output<'_>) -> Result<i32
 pub(crate) struct Spawned {
     pub child: std::process::Child,
     report: Option<std::os::fd::OwnedFd>,
+    /// The private network's forwarder, stopped after the helper.
+    network: Option<network::Running>,
 }
 
 /// Starts the helper with the spec on `SPEC_FD`, the report pipe on
@@ -109,6 +122,7 @@ pub(crate) fn spawn_helper(
     stdin: Stdio,
     piped: bool,
     console: Option<std::os::fd::OwnedFd>,
+    net: Option<&network::PrivateNet>,
 ) -> Result<Spawned, RuntimeError> {
     let json = serde_json::to_vec(spec).map_err(RuntimeError::Spec)?;
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::Pipe)?;
@@ -122,6 +136,15 @@ pub(crate) fn spawn_helper(
     if let Some(console) = console {
         fds.push((console, CONSOLE_FD));
     }
+    let net_sock = match net {
+        Some(_) => {
+            let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(RuntimeError::Pipe)?;
+            fds.push((theirs, NET_FD));
+            Some(ours)
+        }
+        None => None,
+    };
     // The step dies with this process; the spawning thread waits for it.
     sys::die_with_parent(&mut cmd);
     sys::pass_fds(&mut cmd, fds);
@@ -129,7 +152,7 @@ pub(crate) fn spawn_helper(
     drop(cmd);
     let child = spawned.map_err(|source| RuntimeError::Spawn { what: "for a RUN step", source })?;
     crate::lifetime::step_started(child.id());
-    let mut spawned = Spawned { child, report: Some(report_r) };
+    let mut spawned = Spawned { child, report: Some(report_r), network: None };
     // An interrupt that came while this step was being started found no
     // step to kill: stop it here (`kill_running_steps` sees it otherwise).
     if let Some(sig) = crate::lifetime::interrupted() {
@@ -144,6 +167,24 @@ pub(crate) fn spawn_helper(
     if let Err(e) = File::from(spec_w).write_all(&json) {
         spawned.finish(true);
         return Err(RuntimeError::HelperIo(e));
+    }
+    if let (Some(net), Some(sock)) = (net, net_sock) {
+        let mut sock = File::from(sock);
+        let mut byte = [0u8; 1];
+        // EOF instead: the helper failed before, and its report says why.
+        if matches!(sock.read(&mut byte), Ok(1)) {
+            match net.start(spawned.child.id(), &spec.ports) {
+                Ok(running) => spawned.network = Some(running),
+                Err(e) => {
+                    spawned.finish(true);
+                    return Err(e.into());
+                }
+            }
+            if let Err(e) = sock.write_all(b"G") {
+                spawned.finish(true);
+                return Err(RuntimeError::HelperIo(e));
+            }
+        }
     }
     Ok(spawned)
 }
@@ -166,6 +207,8 @@ impl Spawned {
             let _ = self.child.wait();
         }
         crate::lifetime::step_ended(self.child.id());
+        // The forwarder goes with the step: killed, reaped, its files removed.
+        drop(self.network.take());
     }
 }
 
@@ -253,12 +296,23 @@ fn helper(report: &mut Option<File>) -> Result<i32, String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("set the parent-death signal: {e}"))?;
     let mut flags =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if spec.network == Network::None {
+    if spec.network.isolated() {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(|e| format!("unshare mount, PID, UTS, IPC namespaces: {e}"))?;
-    if spec.network == Network::None {
+    if spec.network.isolated() {
         sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
+    }
+    if spec.network == Network::Private {
+        // kiln starts the forwarder for this namespace now; go on once it
+        // configured the network (a failure ends this process instead).
+        let mut sock = File::from(sys::inherited_fd(NET_FD).ok_or("the network socket is missing")?);
+        sock.write_all(b"N").map_err(|e| format!("ask for the private network: {e}"))?;
+        let mut byte = [0u8; 1];
+        match sock.read(&mut byte) {
+            Ok(1) => {}
+            _ => return Err("the private network could not be set up".to_string()),
+        }
     }
     // Blocked before the fork so none is lost; the command unblocks them.
     let signals = helper_signals();
@@ -395,6 +449,9 @@ fn command_main(
     // Before dropping to the step's user: lowering works either way, and
     // root in the namespace may raise a soft limit up to the hard one.
     crate::ulimit::apply(&spec.ulimits).map_err(|e| (SETUP_FAILED, e))?;
+    // Out of the bounding set before the ids change, so no exec (setuid
+    // programs included) brings a dropped capability back.
+    crate::caps::limit_bounding(spec.caps).map_err(|e| (SETUP_FAILED, e))?;
     set_ids(spec)?;
     nix::unistd::chdir(spec.cwd.as_str())
         .map_err(|e| fail(&format!("change to the working directory {}", spec.cwd), &e))?;
@@ -409,6 +466,9 @@ fn command_main(
         // Last, so no setup call above waits on the supervisor.
         fake_chown::install(&sock).map_err(|e| fail("intercept chown for the single-id map", &e))?;
     }
+    // After the chown interception, which needs CAP_SYS_ADMIN to go without
+    // no_new_privs (setuid programs would stop working).
+    crate::caps::limit_sets(spec.caps).map_err(|e| (SETUP_FAILED, e))?;
     // Nothing but 0-2 survives the exec, whatever this process holds (the
     // report pipe stays open until then, so its EOF still means "exec'd").
     fds::cloexec_from(3).map_err(|e| fail("mark descriptors close-on-exec", &e))?;

@@ -39,6 +39,8 @@ pub enum RuntimeError {
     Relay(#[source] nix::Error),
     #[error("make a private mount namespace for the build")]
     MountNamespace(#[source] nix::Error),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("resolve the user of the RUN step")]
     User(#[from] UserError),
 }

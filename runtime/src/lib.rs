@@ -9,6 +9,7 @@
 //! hidden modes to enter namespaces, since a multi-threaded process cannot.
 
 pub mod attach;
+pub mod caps;
 pub mod child;
 mod error;
 pub mod fake_chown;
@@ -18,6 +19,7 @@ pub mod fds;
 pub mod idmap;
 pub mod lifetime;
 pub mod mounts;
+pub mod network;
 pub mod probe;
 pub mod spec;
 // The one module that may use `unsafe`; each use has a SAFETY comment.

@@ -125,8 +125,13 @@ pub fn plan(spec: &RunSpec) -> Vec<Mount> {
     }
     if spec.bind_resolv_hosts {
         for file in ["/etc/resolv.conf", "/etc/hosts"] {
-            if Path::new(file).exists() {
-                let mut m = bind(file, file, TargetType::File, true, true);
+            // A private network's own files (see `network`), else the host's.
+            let source = match &spec.etc_files {
+                Some(dir) => dir.join(Path::new(file).file_name().expect("a file name")),
+                None => PathBuf::from(file),
+            };
+            if source.exists() {
+                let mut m = bind(source, file, TargetType::File, true, true);
                 m.optional = true;
                 plan.push(m);
             }

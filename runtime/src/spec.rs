@@ -41,6 +41,23 @@ pub struct RunSpec {
     /// Size of /dev/shm in bytes (`--shm-size`); 64 MiB when `None`, as docker.
     #[serde(default)]
     pub shm_size: Option<u64>,
+    /// The capabilities the command keeps (`--cap-add`/`--cap-drop`;
+    /// docker's default set otherwise).
+    #[serde(default)]
+    pub caps: crate::caps::Caps,
+    /// Ports published from a private network (`kiln run -p`).
+    #[serde(default)]
+    pub ports: Vec<crate::network::PortMapping>,
+    /// Where the run may keep its own files while it runs (a private
+    /// network's resolv.conf, hosts and forwarder files); the system's temp
+    /// directory when `None`. kiln passes its store's tmp dir, which the
+    /// next build cleans should kiln be killed.
+    #[serde(default)]
+    pub scratch: Option<PathBuf>,
+    /// Set by the runtime for a private network: the directory whose
+    /// `resolv.conf` and `hosts` replace the host's.
+    #[serde(default)]
+    pub etc_files: Option<PathBuf>,
 }
 
 /// A terminal's size in character cells.
@@ -65,6 +82,39 @@ pub enum Network {
     Host,
     /// A new network namespace with only loopback.
     None,
+    /// A new network namespace with outbound access through pasta or
+    /// slirp4netns (see `network`).
+    Private,
+}
+
+impl Network {
+    /// Whether the step gets a network namespace of its own.
+    pub fn isolated(self) -> bool {
+        self != Network::Host
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Network, String> {
+        match text {
+            "host" => Ok(Network::Host),
+            "none" => Ok(Network::None),
+            "private" => Ok(Network::Private),
+            other => Err(format!("unknown network mode {other:?}: use host, none or private")),
+        }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Network::Host => "host",
+            Network::None => "none",
+            Network::Private => "private",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +158,10 @@ impl RunSpec {
             fake_chown: false,
             ulimits: Vec::new(),
             shm_size: None,
+            caps: Default::default(),
+            ports: Vec::new(),
+            scratch: None,
+            etc_files: None,
         }
     }
 

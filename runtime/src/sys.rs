@@ -447,3 +447,77 @@ pub fn pidfd_open(pid: nix::unistd::Pid) -> io::Result<OwnedFd> {
     // SAFETY: the kernel just returned this new descriptor to us.
     Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
+
+/// Removes capability `cap` from the calling thread's bounding set.
+pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes plain integers and no pointers.
+    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Empties the calling thread's ambient capability set.
+pub fn clear_ambient_caps() -> io::Result<()> {
+    // SAFETY: PR_CAP_AMBIENT takes plain integers and no pointers.
+    let ret = unsafe {
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0)
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The kernel's `__user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// The kernel's `__user_cap_data_struct`; version 3 takes two (bits 0-31, 32-63).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// The calling thread's effective and permitted capability sets.
+pub fn get_caps() -> io::Result<(u64, u64)> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes one header (version) and two data structs into
+    // the valid, exclusively borrowed buffers, which match the kernel's
+    // layout for version 3.
+    let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let join = |lo: u32, hi: u32| (lo as u64) | ((hi as u64) << 32);
+    Ok((join(data[0].effective, data[1].effective), join(data[0].permitted, data[1].permitted)))
+}
+
+/// Sets the calling thread's effective, permitted and inheritable sets.
+pub fn set_caps(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let split = |v: u64| (v as u32, (v >> 32) as u32);
+    let (e, p, i) = (split(effective), split(permitted), split(inheritable));
+    let data = [
+        CapData { effective: e.0, permitted: p.0, inheritable: i.0 },
+        CapData { effective: e.1, permitted: p.1, inheritable: i.1 },
+    ];
+    // SAFETY: capset reads one header and two data structs in the kernel's
+    // version-3 layout from valid buffers that outlive the call.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+

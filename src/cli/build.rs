@@ -160,6 +160,20 @@ pub struct BuildArgs {
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
     pub ulimits: Vec<kiln_runtime::ulimit::Ulimit>,
 
+    /// Network of every RUN whose own --network flag gives none (or `default`): host (the default:
+    /// the host's network, as `docker build`), none (loopback only) or private (its own network
+    /// namespace with outbound access through pasta or slirp4netns; see `kiln info`).
+    #[arg(long, value_name = "MODE", default_value = "host")]
+    pub network: kiln_runtime::Network,
+
+    /// Give RUN steps a capability beyond docker's default set (NET_ADMIN or CAP_NET_ADMIN, or ALL). Repeatable.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+
+    /// Take a capability from RUN steps (NET_RAW or CAP_NET_RAW, or ALL). Repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+
     /// Size of /dev/shm in RUN steps: bytes with an optional k, m or g suffix (default 64m).
     #[arg(long, value_name = "SIZE", value_parser = crate::net::parse_size)]
     pub shm_size: Option<u64>,
@@ -273,6 +287,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             add_hosts: args.add_hosts.clone(),
             ulimits: args.ulimits.clone(),
             shm_size: args.shm_size,
+            network: args.network,
+            caps: kiln_runtime::caps::Caps::tweak(&args.cap_add, &args.cap_drop)?,
         },
     };
     let result = match exec::build(&store, &ctx, &plan, &build_opts, &view) {

@@ -1,5 +1,6 @@
 //! `kiln info`: what kiln found about this machine: kernel, id maps, user
-//! namespace limits, overlay and whiteout support, store path.
+//! namespace limits, overlay and whiteout support, the private network's
+//! forwarder, store path.
 
 use clap::Args;
 use kiln_runtime::idmap::IdMap;
@@ -42,6 +43,7 @@ pub fn run(cli: &Cli, _args: &InfoArgs) -> anyhow::Result<i32> {
     println!("overlay in user namespace:  {}", works(&report.overlay_in_userns));
     println!("whiteouts (mknod c 0 0):    {}", works(&report.whiteouts));
     println!("storage driver:             {}", storage_driver(&report, &scratch));
+    println!("private network:            {}", private_network());
     let size = if store.join("index.json").exists() {
         crate::store::Store::open(&store)
             .and_then(|s| s.disk_usage())
@@ -69,6 +71,32 @@ fn storage_driver(report: &kiln_runtime::probe::Report, scratch: &std::path::Pat
     let fuse = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok()
         && std::process::Command::new("fuse-overlayfs").arg("--version").output().is_ok_and(|o| o.status.success());
     if fuse { "fuse-overlayfs" } else { "vfs (copies every layer: slow; install fuse-overlayfs)" }.to_string()
+}
+
+/// What `--network private` and `kiln run -p` would use: the forwarder
+/// found on PATH (and the others), or why they cannot work and the fix.
+fn private_network() -> String {
+    use kiln_runtime::network;
+    let chosen = match network::find() {
+        Ok(f) => f,
+        Err(e) => return format!("unavailable: {e}"),
+    };
+    let others: Vec<String> = network::available()
+        .into_iter()
+        .filter(|f| f.kind != chosen.kind)
+        .map(|f| format!("{} ({})", f.kind.program(), f.path.display()))
+        .collect();
+    let mut text = format!("{} ({})", chosen.kind.program(), chosen.path.display());
+    if std::env::var_os(network::HELPER_ENV).is_some() {
+        text.push_str(&format!(", from {}", network::HELPER_ENV));
+    }
+    if !others.is_empty() {
+        text.push_str(&format!("; also {}", others.join(", ")));
+    }
+    if let Err(e) = network::tun_usable() {
+        text.push_str(&format!("; but {e}"));
+    }
+    text
 }
 
 fn maps(maps: &[IdMap]) -> String {

@@ -64,9 +64,24 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "USER")]
     pub user: Option<String>,
 
-    /// Network: host (default) or none (loopback only).
-    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
-    pub network: String,
+    /// Network: host (the default without -p), none (loopback only) or private (its own network
+    /// namespace with outbound access through pasta or slirp4netns; the default with -p).
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<Network>,
+
+    /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]; repeatable.
+    /// Implies --network private; kiln serves in the foreground until the command exits or
+    /// Ctrl-C/SIGTERM stops it.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]")]
+    pub publish: Vec<kiln_runtime::network::PortMapping>,
+
+    /// Give the command a capability beyond docker's default set (NET_ADMIN or CAP_NET_ADMIN, or ALL); repeatable.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+
+    /// Take a capability from the command (NET_RAW or CAP_NET_RAW, or ALL); repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
 
     /// Replace the image's ENTRYPOINT (a program, or a JSON array); clears its CMD unless CMD args are given.
     #[arg(long, value_name = "CMD")]
@@ -112,6 +127,8 @@ pub enum RunCmdError {
         #[source]
         source: std::io::Error,
     },
+    #[error("-p publishes ports from a private network, and --network {0} has none: drop --network or use --network private")]
+    PublishNeedsPrivate(Network),
     #[error("invalid --entrypoint {0:?}: not a JSON array of strings")]
     Entrypoint(String),
     #[error("invalid -e {0:?}: empty variable name")]
@@ -145,6 +162,12 @@ fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
     let volumes = args.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>, _>>()?;
     let overrides = env_overrides(&args.env, &args.env_files, |k| std::env::var(k).ok())?;
     let entrypoint = args.entrypoint.as_deref().map(parse_entrypoint).transpose()?;
+    let network = network_mode(args.network, !args.publish.is_empty())?;
+    let caps = kiln_runtime::caps::Caps::tweak(&args.cap_add, &args.cap_drop)?;
+    if network == Network::Private {
+        // Said before the image is mounted, and with the fix.
+        kiln_runtime::network::find()?;
+    }
 
     let mode = kiln_runtime::detect();
     match kiln_runtime::enter_user_namespace(&mode).context("enter kiln's user namespace")? {
@@ -191,7 +214,10 @@ fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
         };
         spec.create_cwd = true;
         spec.hostname = hostname.clone();
-        spec.network = if args.network == "none" { Network::None } else { Network::Host };
+        spec.network = network;
+        spec.ports = args.publish.clone();
+        spec.caps = caps;
+        spec.scratch = Some(store.tmp_dir());
         spec.mounts = volumes.clone();
         spec.stdin = args.interactive;
         if args.tty {
@@ -205,6 +231,17 @@ fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
     }
     drop(scratch);
     result
+}
+
+/// The network `kiln run` uses: --network's, else private with -p (which
+/// the other modes cannot serve), else the host's.
+pub fn network_mode(flag: Option<Network>, publish: bool) -> Result<Network, RunCmdError> {
+    match (flag, publish) {
+        (Some(mode @ (Network::Host | Network::None)), true) => Err(RunCmdError::PublishNeedsPrivate(mode)),
+        (Some(mode), _) => Ok(mode),
+        (None, true) => Ok(Network::Private),
+        (None, false) => Ok(Network::Host),
+    }
 }
 
 /// The argv `podman run` would run: the entrypoint (the image's, or
@@ -381,6 +418,26 @@ mod tests {
         assert_eq!(args.volumes, ["/a:/b:ro"]);
         assert_eq!(args.image, "img");
         assert_eq!(args.command, ["sh", "-c", "exit 7", "-v"], "flags after IMAGE belong to the command");
+    }
+
+    #[test]
+    fn publish_implies_a_private_network() {
+        assert_eq!(network_mode(None, false).unwrap(), Network::Host);
+        assert_eq!(network_mode(None, true).unwrap(), Network::Private);
+        assert_eq!(network_mode(Some(Network::Private), true).unwrap(), Network::Private);
+        assert_eq!(network_mode(Some(Network::None), false).unwrap(), Network::None);
+        let err = network_mode(Some(Network::Host), true).unwrap_err();
+        assert!(err.to_string().contains("--network host"), "{err}");
+        assert!(network_mode(Some(Network::None), true).is_err());
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "kiln", "run", "-p", "8080:80", "-p", "127.0.0.1:5353:53/udp", "--cap-drop", "NET_RAW", "site",
+        ])
+        .unwrap();
+        let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.publish.len(), 2);
+        assert_eq!(args.publish[1].to_string(), "127.0.0.1:5353:53/udp");
+        assert_eq!(args.cap_drop, ["NET_RAW"]);
+        assert!(<crate::cli::Cli as clap::Parser>::try_parse_from(["kiln", "run", "--network", "bridge", "x"]).is_err());
     }
 
     #[test]

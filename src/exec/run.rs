@@ -58,28 +58,43 @@ pub enum RunError {
     },
 }
 
-/// What a RUN step needs from the build besides the stage state.
 /// What `kiln build` sets for every RUN step beyond the Dockerfile:
-/// `--add-host`, `--ulimit`, `--shm-size`. Part of each RUN's cache key,
-/// as BuildKit keeps them in the exec op.
+/// `--add-host`, `--ulimit`, `--shm-size`, `--network`, `--cap-add` and
+/// `--cap-drop`. Part of each RUN's cache key, as BuildKit keeps them in the
+/// exec op.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunExtras {
     /// `--add-host NAME:IP`: lines added to the step's /etc/hosts.
     pub add_hosts: Vec<(String, std::net::IpAddr)>,
     pub ulimits: Vec<kiln_runtime::ulimit::Ulimit>,
     pub shm_size: Option<u64>,
+    /// `--network`: the network of a RUN without its own `--network` (or
+    /// with `--network=default`).
+    pub network: Network,
+    /// The capabilities a RUN keeps (docker's default set unless
+    /// `--cap-add`/`--cap-drop` changed it).
+    pub caps: kiln_runtime::caps::Caps,
 }
 
 impl RunExtras {
     /// Their part of a RUN's cache key: empty when none is set, so keys of
     /// builds without them stay as they were.
     pub fn cache_text(&self) -> String {
-        if *self == RunExtras::default() {
-            return String::new();
+        let defaults = RunExtras::default();
+        let mut text = String::new();
+        if (&self.add_hosts, &self.ulimits, self.shm_size) != (&defaults.add_hosts, &defaults.ulimits, defaults.shm_size) {
+            let hosts: Vec<String> = self.add_hosts.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
+            let limits: Vec<String> =
+                self.ulimits.iter().map(|u| format!("{}={}:{}", u.name, u.soft, u.hard)).collect();
+            text = format!("|hosts={}|ulimits={}|shm={:?}", hosts.join(","), limits.join(","), self.shm_size);
         }
-        let hosts: Vec<String> = self.add_hosts.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
-        let limits: Vec<String> = self.ulimits.iter().map(|u| format!("{}={}:{}", u.name, u.soft, u.hard)).collect();
-        format!("|hosts={}|ulimits={}|shm={:?}", hosts.join(","), limits.join(","), self.shm_size)
+        if self.network != defaults.network {
+            text.push_str(&format!("|network={}", self.network));
+        }
+        if self.caps != defaults.caps {
+            text.push_str(&format!("|caps={:#x}", self.caps.0));
+        }
+        text
     }
 
     /// The step's /etc/hosts with the added names: the host's file (which
@@ -143,6 +158,15 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     add_mounts(&mut spec, env.mounts);
     spec.ulimits = env.extras.ulimits.clone();
     spec.shm_size = env.extras.shm_size;
+    spec.caps = env.extras.caps;
+    spec.network = match step.network.as_deref() {
+        Some("none") => Network::None,
+        Some("host") => Network::Host,
+        _ => env.extras.network,
+    };
+    // A private network's files live in the store's tmp dir (cleaned by the
+    // next build should this one be killed).
+    spec.scratch = Some(env.store.tmp_dir());
     // Kept until the step ends: the step's /etc/hosts is bound from it.
     let _hosts = add_hosts(&mut spec, env.extras, &env.store.tmp_dir())?;
     // Held until the command ran: the heredoc script it executes.
@@ -227,7 +251,12 @@ fn add_hosts(spec: &mut RunSpec, extras: &RunExtras, tmp: &Path) -> Result<Optio
         return Ok(None);
     }
     let io = |source| RunError::Io { path: tmp.to_path_buf(), source };
-    let host = fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".to_string());
+    let mut host = fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".to_string());
+    if spec.network == Network::Private {
+        // Over the private network's own hosts file: keep its host names.
+        let host_address = kiln_runtime::network::find().ok().and_then(|f| f.host_address());
+        host = kiln_runtime::network::hosts_file(&host, host_address);
+    }
     let mut file = tempfile::Builder::new().prefix("hosts-").tempfile_in(tmp).map_err(io)?;
     file.write_all(extras.hosts_file(&host).as_bytes()).map_err(io)?;
     spec.mounts.push(kiln_runtime::spec::MountSpec {
@@ -270,10 +299,6 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
     spec.create_cwd = true;
     spec.hostname = hostname.to_string();
     spec.fake_chown = matches!(kiln_runtime::detect(), kiln_runtime::MapMode::Single);
-    spec.network = match step.network.as_deref() {
-        Some("none") => Network::None,
-        _ => Network::Host,
-    };
     let user = state.config.config.user.clone().unwrap_or_default();
     spec.user = run_user(rootfs, &user, spec.fake_chown).map_err(|source| RunError::User { user, source })?;
     Ok(spec)
@@ -468,5 +493,29 @@ fn remove_any(path: &Path) {
             let _ = fs::remove_file(path);
         }
         Err(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_runtime::caps::Caps;
+
+    #[test]
+    fn run_extras_key_the_cache_only_when_set() {
+        assert_eq!(RunExtras::default().cache_text(), "", "keys of builds without the flags stay as they were");
+        let host = RunExtras { network: Network::Host, caps: Caps::docker_default(), ..Default::default() };
+        assert_eq!(host.cache_text(), "");
+        let private = RunExtras { network: Network::Private, ..Default::default() };
+        assert_eq!(private.cache_text(), "|network=private");
+        let none = RunExtras { network: Network::None, ..Default::default() };
+        assert_ne!(none.cache_text(), private.cache_text());
+        let caps = Caps::tweak(&["NET_ADMIN".into()], &[]).unwrap();
+        let added = RunExtras { caps, ..Default::default() };
+        assert_eq!(added.cache_text(), "|caps=0xa80435fb");
+        let dropped = RunExtras { caps: Caps::tweak(&[], &["NET_RAW".into()]).unwrap(), ..Default::default() };
+        assert_ne!(added.cache_text(), dropped.cache_text());
+        let shm = RunExtras { shm_size: Some(1), caps, ..Default::default() };
+        assert_eq!(shm.cache_text(), "|hosts=|ulimits=|shm=Some(1)|caps=0xa80435fb");
     }
 }
