@@ -20,6 +20,7 @@ pub mod idmap;
 pub mod lifetime;
 pub mod mounts;
 pub mod network;
+pub mod ports;
 pub mod probe;
 pub mod spec;
 // The one module that may use `unsafe`; each use has a SAFETY comment.

@@ -47,7 +47,7 @@ pub struct RunSpec {
     pub caps: crate::caps::Caps,
     /// Ports published from a private network (`kiln run -p`).
     #[serde(default)]
-    pub ports: Vec<crate::network::PortMapping>,
+    pub ports: Vec<crate::ports::PortMapping>,
     /// Where the run may keep its own files while it runs (a private
     /// network's resolv.conf, hosts and forwarder files); the system's temp
     /// directory when `None`. kiln passes its store's tmp dir, which the
