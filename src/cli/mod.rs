@@ -10,6 +10,7 @@ pub mod images;
 pub mod info;
 pub mod output;
 pub mod unshare;
+pub mod verify_repro;
 pub mod inspect;
 pub mod load;
 pub mod lookup;
