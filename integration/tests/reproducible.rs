@@ -197,3 +197,26 @@ fn verify_reproducible_names_the_file_a_step_makes_differ() {
     assert!(first.contains("/f: content differs"), "{first}");
     assert!(leftovers(&sb).is_empty(), "scratch stores removed: {:?}", leftovers(&sb));
 }
+
+/// As BuildKit's exporter: the base image's history keeps its times (it is an
+/// input, and the base's own config shows it), through a stage built FROM it
+/// too; the entries of this build carry the epoch.
+#[test]
+fn the_epoch_keeps_the_base_image_history() {
+    let sb = Sandbox::new();
+    sb.write("ctx/f.txt", "f\n");
+    // Built now, without an epoch: its entries are later than the epoch.
+    let base = sb.build("FROM scratch\nCOPY f.txt /f\nENV A=1\n", "base");
+    let base_history = base.history();
+    assert_eq!(base_history.len(), 2);
+    let epoch = EPOCH.to_string();
+    let (_, img) = sb.build_with("FROM base AS s1\nCOPY f.txt /g\nFROM s1\nENV B=2\n", "on-base", &["--source-date-epoch", &epoch]);
+    let history = img.history();
+    assert_eq!(history.len(), 4);
+    assert_eq!(history[..2], base_history[..], "the base image's entries, times included");
+    assert_ne!(base_history[0]["created"], CREATED);
+    for h in &history[2..] {
+        assert_eq!(h["created"], CREATED, "{h}");
+    }
+    assert_eq!(img.config["created"], CREATED);
+}
