@@ -70,7 +70,9 @@ pub fn enter_user_namespace(mode: &MapMode) -> Result<Option<i32>, RuntimeError>
         MapMode::Full { uids, gids } => (uids.clone(), gids.clone()),
         MapMode::Single => (mode.uid_maps(Uid::effective().as_raw()), mode.gid_maps(Gid::effective().as_raw())),
     };
-    let full = matches!(mode, MapMode::Full { .. });
+    // Root (of a container without CAP_SYS_ADMIN) writes a full map itself;
+    // anyone else needs the setuid/file-capability helpers.
+    let full = matches!(mode, MapMode::Full { .. }) && !Uid::effective().is_root();
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| "kiln".into());
     let mut cmd = Command::new("/proc/self/exe");
@@ -177,6 +179,10 @@ fn write_maps(pid: u32, full: bool, uids: &[IdMap], gids: &[IdMap]) -> Result<()
     if full {
         run_map_tool("newuidmap", pid, uids)?;
         run_map_tool("newgidmap", pid, gids)
+    } else if Uid::effective().is_root() {
+        // CAP_SETUID and CAP_SETGID over the parent namespace: setgroups stays allowed.
+        write_proc(pid, "uid_map", &format_maps(uids))?;
+        write_proc(pid, "gid_map", &format_maps(gids))
     } else {
         write_proc(pid, "setgroups", "deny\n")?;
         write_proc(pid, "uid_map", &format_maps(uids))?;
