@@ -220,3 +220,20 @@ fn the_epoch_keeps_the_base_image_history() {
     }
     assert_eq!(img.config["created"], CREATED);
 }
+
+/// As in BuildKit: the epoch is the build arg SOURCE_DATE_EPOCH (a stage that
+/// declares it sees it), and `--build-arg SOURCE_DATE_EPOCH=N` sets the epoch.
+#[test]
+fn the_epoch_is_the_source_date_epoch_build_arg() {
+    let sb = Sandbox::new();
+    sb.busybox_context();
+    let df = format!("{RUN_BASE}ARG SOURCE_DATE_EPOCH\nRUN echo \"$SOURCE_DATE_EPOCH\" > /e\n");
+    let (out, img) = sb.build_with(&df, "flag", &["--source-date-epoch", "1600000000"]);
+    assert_eq!(img.file_str("e"), "1600000000\n", "{}", out.transcript());
+    let (out, img) = sb.build_with(&df, "arg", &["--build-arg", "SOURCE_DATE_EPOCH=1600000000"]);
+    assert_eq!(img.config["created"], "2020-09-13T12:26:40Z", "the build arg sets the epoch\n{}", out.transcript());
+    assert_eq!(img.file_str("e"), "1600000000\n");
+    // A Dockerfile that does not declare it: no "not consumed" warning.
+    let (out, _) = sb.build_with(RUN_BASE, "undeclared", &["--source-date-epoch", "1600000000"]);
+    assert!(!out.stderr.contains("not consumed"), "{}", out.transcript());
+}

@@ -271,6 +271,9 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         },
     };
     if args.verify_reproducible {
+        if !tags.is_empty() || !outputs.is_empty() || args.push {
+            eprintln!("warning: --verify-reproducible only compares two builds: nothing is tagged, exported or pushed");
+        }
         return super::verify_repro::run(&store, &ctx, &plan, &build_opts, args.quiet, &input.text);
     }
     let mut stdout = std::io::stdout();
