@@ -216,6 +216,7 @@ fn kiln_builds_in_rootless_podman_without_privileges() {
     // cannot mount, so kiln maps the container's ids one to one in a user
     // namespace of its own (no newuidmap needed).
     let (out, img) = build_inside(&pod, "root", &[], "", "root");
+    assert!(info_line(&out, "user namespace:").contains("the container's ids, one to one"), "{}", out.transcript());
     assert!(info_line(&out, "uid map:").contains("0 0 1, 1 1 65536"), "{}", out.transcript());
     assert!(info_line(&out, "storage driver:").ends_with("overlay"), "{}", out.transcript());
     assert_image(&img, &expected, &out, "container root");

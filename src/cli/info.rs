@@ -22,6 +22,10 @@ pub fn run(cli: &Cli, _args: &InfoArgs) -> anyhow::Result<i32> {
     };
     let mode = match &report.mode {
         MapMode::Root => "root (no user namespace needed)".to_string(),
+        // Root without CAP_SYS_ADMIN: an unprivileged container's root.
+        MapMode::Full { .. } if nix::unistd::Uid::effective().is_root() => {
+            "full map of the container's ids, one to one (root without CAP_SYS_ADMIN)".to_string()
+        }
         MapMode::Full { .. } => "full subuid/subgid map".to_string(),
         MapMode::Single => "single-id map (no subordinate ids: only id 0 exists inside)".to_string(),
         MapMode::Unavailable { reason } => format!("unavailable: {reason}"),
