@@ -138,8 +138,9 @@ pub struct BuildArgs {
           action = clap::ArgAction::Set)]
     pub layers: bool,
 
-    /// Clamp file mtimes to N (seconds since the epoch) and set every `created` to N, for reproducible
-    /// images. Default: $SOURCE_DATE_EPOCH when set and not empty. `--timestamp` is the same (buildah's name).
+    /// Clamp file mtimes to N (seconds since the epoch) and set `created` to N, for reproducible images
+    /// (docs/reproducible.md). Default: --build-arg SOURCE_DATE_EPOCH=N, else $SOURCE_DATE_EPOCH when set and
+    /// not empty. The epoch is also the build arg SOURCE_DATE_EPOCH. `--timestamp` is the same (buildah's name).
     #[arg(long, value_name = "N", visible_alias = "timestamp")]
     pub source_date_epoch: Option<i64>,
 
