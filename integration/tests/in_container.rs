@@ -5,7 +5,8 @@
 //! newgidmap carry file capabilities, as in podman's own images: a setuid
 //! newuidmap runs as root of the container, which lacks CAP_SYS_ADMIN over
 //! the new namespace, and the kernel refuses its map), and as a user without
-//! one (the single-id map), and as the container's root, which without
+//! one (the single-id map; also what the first falls back to under
+//! no-new-privileges), and as the container's root, which without
 //! CAP_SYS_ADMIN maps the container's ids one to one in a namespace of its
 //! own. With the store on the container's overlay root,
 //! the kernel refuses an overlay there and kiln falls back by itself:
@@ -211,6 +212,13 @@ fn kiln_builds_in_rootless_podman_without_privileges() {
     assert!(info_line(&out, "user namespace:").contains("single"), "{}", out.transcript());
     assert!(out.stderr.contains("usermod --add-subuids"), "the single-id warning names the fix\n{}", out.transcript());
     assert_image(&img, &expected, &out, "single-id user");
+
+    // no-new-privileges (Kubernetes' allowPrivilegeEscalation: false): the
+    // helpers' file capabilities do not apply, newuidmap fails, and kiln
+    // falls back to the single-id map by itself.
+    let (out, img) = build_inside(&pod, "builder", &["--security-opt", "no-new-privileges"], "", "nnp");
+    assert!(out.stderr.contains("using a single-id map"), "{}", out.transcript());
+    assert_image(&img, &expected, &out, "subuid user under no-new-privileges");
 
     // The container's root, as CI jobs often run: without CAP_SYS_ADMIN it
     // cannot mount, so kiln maps the container's ids one to one in a user
