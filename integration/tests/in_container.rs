@@ -186,6 +186,13 @@ fn podman_sandbox() -> Option<Sandbox> {
         eprintln!("NOTICE: skipped: podman is not installed");
         return None;
     }
+    // Rootless podman maps the container's ids through the user's range.
+    let me = std::env::var("USER").unwrap_or_default();
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !is_root() && !subuid.lines().any(|l| l.split(':').next() == Some(me.as_str())) {
+        eprintln!("NOTICE: skipped: rootless podman needs a subordinate id range for {me}");
+        return None;
+    }
     let sb = Sandbox::new();
     sb.dockerfile(&format!("{RUN_BASE}{DOCKERFILE}"));
     sb.busybox_context();
