@@ -150,6 +150,15 @@ pub fn build_full_map(caller: u32, ranges: &[SubIdRange]) -> Vec<IdMap> {
     maps
 }
 
+/// The ids of `own` (a namespace's map, by its inside ids), each mapped to
+/// itself. Extent by extent: the kernel refuses an extent that spans two of
+/// the parent's.
+pub fn identity(own: &[IdMap]) -> Vec<IdMap> {
+    let mut maps: Vec<IdMap> = own.iter().map(|m| IdMap { container: m.container, host: m.container, size: m.size }).collect();
+    maps.sort_unstable_by_key(|m| m.container);
+    maps
+}
+
 /// Parses /proc/PID/uid_map or gid_map text.
 pub fn parse_proc_map(text: &str) -> Vec<IdMap> {
     text.lines()
@@ -187,6 +196,14 @@ pub struct Facts {
     pub taken_subids: Vec<SubIdRange>,
     pub newuidmap: Option<PathBuf>,
     pub newgidmap: Option<PathBuf>,
+    /// For root: whether CAP_SYS_ADMIN is in its effective set. Root of a
+    /// container without it (docker's and podman's default) can neither
+    /// mount nor unshare a mount namespace by itself.
+    pub cap_sys_admin: bool,
+    /// For root: the ids its own user namespace maps (/proc/self/uid_map
+    /// and gid_map), which a namespace of kiln's may map one to one.
+    pub own_uids: Vec<IdMap>,
+    pub own_gids: Vec<IdMap>,
 }
 
 /// The decision and, for a fallback, the one-line warning that says what is
@@ -197,8 +214,18 @@ pub fn decide(facts: &Facts) -> (MapMode, Option<String>) {
         let mode = if single { MapMode::Single } else { MapMode::Full { uids: uids.clone(), gids: gids.clone() } };
         return (mode, None);
     }
-    if facts.euid == 0 {
+    if facts.euid == 0 && facts.cap_sys_admin {
         return (MapMode::Root, None);
+    }
+    if facts.euid == 0 {
+        // Root of an unprivileged container: a user namespace of its own
+        // gives kiln the capabilities there, with every id the container
+        // has (written directly: root needs no newuidmap).
+        if let Some(reason) = forbidden(facts) {
+            let warning = format!("{reason}; RUN steps are not possible (builds without RUN still work)");
+            return (MapMode::Unavailable { reason }, Some(warning));
+        }
+        return (MapMode::Full { uids: identity(&facts.own_uids), gids: identity(&facts.own_gids) }, None);
     }
     if let Some(reason) = forbidden(facts) {
         let warning = format!("{reason}; RUN steps are not possible (builds without RUN still work)");
@@ -248,6 +275,17 @@ fn forbidden(facts: &Facts) -> Option<String> {
     None
 }
 
+/// Whether CAP_SYS_ADMIN (bit 21) is in this process's effective set.
+fn has_cap_sys_admin() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        // Unreadable: assume real root, as before this check existed.
+        .is_none_or(|caps| caps & (1 << 21) != 0)
+}
+
 fn read_number(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -284,6 +322,12 @@ pub fn gather_facts(probe: impl FnOnce() -> Result<(), String>) -> Facts {
         apparmor_restrict: read_number("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
         ..Facts::default()
     };
+    if euid == 0 && facts.inside.is_none() {
+        facts.cap_sys_admin = has_cap_sys_admin();
+        let read = |p: &str| parse_proc_map(&std::fs::read_to_string(p).unwrap_or_default());
+        facts.own_uids = read("/proc/self/uid_map");
+        facts.own_gids = read("/proc/self/gid_map");
+    }
     if facts.inside.is_some() || euid == 0 {
         return facts;
     }

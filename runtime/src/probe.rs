@@ -138,7 +138,10 @@ fn run_probe(what: &str, dir: &Path) -> Result<(), String> {
 /// namespace was created.
 fn enter_own_namespace() -> Result<bool, String> {
     let (uid, gid) = (Uid::effective().as_raw(), Gid::effective().as_raw());
-    let fresh = uid != 0;
+    // Root without CAP_SYS_ADMIN (an unprivileged container's) cannot
+    // unshare a mount namespace by itself: it probes from a user namespace,
+    // as its builds run.
+    let fresh = uid != 0 || unshare(CloneFlags::CLONE_NEWNS).is_err();
     if fresh {
         unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
             .map_err(|e| format!("unshare a user namespace: {e}"))?;
@@ -148,8 +151,6 @@ fn enter_own_namespace() -> Result<bool, String> {
         write("setgroups", "deny".into())?;
         write("uid_map", format!("0 {uid} 1"))?;
         write("gid_map", format!("0 {gid} 1"))?;
-    } else {
-        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare a mount namespace: {e}"))?;
     }
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| format!("make mounts private: {e}"))?;

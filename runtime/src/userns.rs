@@ -60,13 +60,35 @@ pub fn enter_user_namespace(mode: &MapMode) -> Result<Option<i32>, RuntimeError>
         MapMode::Full { uids, gids } => (uids.clone(), gids.clone()),
         MapMode::Single => (mode.uid_maps(Uid::effective().as_raw()), mode.gid_maps(Gid::effective().as_raw())),
     };
-    let full = matches!(mode, MapMode::Full { .. });
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| "kiln".into());
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0(arg0).args(args).env(SYNC_ENV, "1").env(INSIDE_ENV, mode.name());
-    cmd.env(PARENT_ENV, std::process::id().to_string());
-    let status = run_in_namespace(cmd, |pid| write_maps(pid, full, &uids, &gids))?;
+    // Root (of a container without CAP_SYS_ADMIN) writes a full map itself;
+    // anyone else needs the setuid/file-capability helpers.
+    let full = matches!(mode, MapMode::Full { .. }) && !Uid::effective().is_root();
+    let command = |mode: &MapMode| {
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| "kiln".into());
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0(arg0).args(args).env(SYNC_ENV, "1").env(INSIDE_ENV, mode.name());
+        cmd.env(PARENT_ENV, std::process::id().to_string());
+        cmd
+    };
+    let status = match run_in_namespace(command(mode), |pid| write_maps(pid, full, &uids, &gids)) {
+        // The helpers exist but may not map: in a container, a setuid
+        // newuidmap (root there lacks CAP_SYS_ADMIN over the new namespace)
+        // or no-new-privileges (file capabilities do not apply). The first
+        // child was killed before it did anything; the single-id map needs
+        // no helper.
+        Err(RuntimeError::MapToolFailed { tool, stderr, .. }) if full => {
+            log::warn!(
+                "{tool} could not write the subordinate id map ({stderr}): using a single-id map, so only uid/gid 0 \
+                 exist in RUN steps; in a container, give newuidmap and newgidmap file capabilities (cap_setuid+ep, \
+                 cap_setgid+ep) instead of the setuid bit, and do not set no-new-privileges"
+            );
+            let single = MapMode::Single;
+            let (uids, gids) = (single.uid_maps(Uid::effective().as_raw()), single.gid_maps(Gid::effective().as_raw()));
+            run_in_namespace(command(&single), |pid| write_maps(pid, false, &uids, &gids))?
+        }
+        other => other?,
+    };
     Ok(Some(exit_code(status)))
 }
 
@@ -167,6 +189,10 @@ fn write_maps(pid: u32, full: bool, uids: &[IdMap], gids: &[IdMap]) -> Result<()
     if full {
         run_map_tool("newuidmap", pid, uids)?;
         run_map_tool("newgidmap", pid, gids)
+    } else if Uid::effective().is_root() {
+        // CAP_SETUID and CAP_SETGID over the parent namespace: setgroups stays allowed.
+        write_proc(pid, "uid_map", &format_maps(uids))?;
+        write_proc(pid, "gid_map", &format_maps(gids))
     } else {
         write_proc(pid, "setgroups", "deny\n")?;
         write_proc(pid, "uid_map", &format_maps(uids))?;

@@ -146,10 +146,18 @@ pub struct BuildArgs {
           action = clap::ArgAction::Set)]
     pub layers: bool,
 
-    /// Clamp file mtimes to N (seconds since the epoch) and set every `created` to N, for reproducible
-    /// images. Default: $SOURCE_DATE_EPOCH when set and not empty. `--timestamp` is the same (buildah's name).
+    /// Clamp file mtimes to N (seconds since the epoch) and set `created` to N, for reproducible images
+    /// (docs/reproducible.md). Default: --build-arg SOURCE_DATE_EPOCH=N, else $SOURCE_DATE_EPOCH when set and
+    /// not empty. The epoch is also the build arg SOURCE_DATE_EPOCH. `--timestamp` is the same (buildah's name).
     #[arg(long, value_name = "N", visible_alias = "timestamp")]
     pub source_date_epoch: Option<i64>,
+
+    /// Build twice, each time into an empty scratch store (the second from a copy of the context with later
+    /// mtimes, a second or more later), and compare: print the manifest digest when both builds give the same
+    /// image, else name the first difference (layer, path and field, or config field) and exit 1. Nothing is
+    /// tagged or written. Use with --source-date-epoch or SOURCE_DATE_EPOCH.
+    #[arg(long)]
+    pub verify_reproducible: bool,
 
     /// Add NAME:IP (or NAME=IP) to /etc/hosts in every RUN; `host-gateway` as IP is the host
     /// (127.0.0.1: RUN shares the host's network). Repeatable.
@@ -220,7 +228,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     let df = dockerfile::parse(&input.text, &input.display)
         .map_err(|e| SourceError::new(e, &input.text))?;
     let opts = PlanOptions {
-        build_args: build_args(&args.build_args),
+        build_args: with_epoch_arg(build_args(&args.build_args), source_date_epoch(args)?),
         target: args.target.clone(),
         platform: args.platform.clone(),
     };
@@ -291,6 +299,14 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             caps: kiln_runtime::caps::Caps::tweak(&args.cap_add, &args.cap_drop)?,
         },
     };
+    if args.verify_reproducible {
+        if !tags.is_empty() || !outputs.is_empty() || args.push {
+            eprintln!("warning: --verify-reproducible only compares two builds: nothing is tagged, exported or pushed");
+        }
+        let code = super::verify_repro::run(&store, &ctx, &plan, &build_opts, &view, &input.text);
+        view.finish();
+        return code;
+    }
     let result = match exec::build(&store, &ctx, &plan, &build_opts, &view) {
         Ok(result) => result,
         Err(e) => {
@@ -354,7 +370,10 @@ fn source_date_epoch(args: &BuildArgs) -> anyhow::Result<Option<i64>> {
     if args.source_date_epoch.is_some() {
         return Ok(args.source_date_epoch);
     }
-    match std::env::var("SOURCE_DATE_EPOCH") {
+    // BuildKit reads the epoch from the build arg; buildx passes the
+    // environment's only when no build arg names one.
+    let from_arg = build_args(&args.build_args).into_iter().rev().find(|(k, _)| k == EPOCH_ARG).and_then(|(_, v)| v);
+    match from_arg.map(Ok).unwrap_or_else(|| std::env::var(EPOCH_ARG)) {
         Ok(v) if !v.trim().is_empty() => v
             .trim()
             .parse()
@@ -362,6 +381,21 @@ fn source_date_epoch(args: &BuildArgs) -> anyhow::Result<Option<i64>> {
             .with_context(|| format!("SOURCE_DATE_EPOCH={:?} is not a number of seconds since the epoch", v)),
         _ => Ok(None),
     }
+}
+
+const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH";
+
+/// The epoch is the build arg SOURCE_DATE_EPOCH too, as in BuildKit: a stage
+/// that declares `ARG SOURCE_DATE_EPOCH` sees it (and RUN can derive its
+/// timestamps from it). Like the predefined proxy args, it is never reported
+/// as unused.
+fn with_epoch_arg(mut args: Vec<(String, Option<String>)>, epoch: Option<i64>) -> Vec<(String, Option<String>)> {
+    if let Some(epoch) = epoch {
+        if !args.iter().any(|(k, _)| k == EPOCH_ARG) {
+            args.push((EPOCH_ARG.to_string(), Some(epoch.to_string())));
+        }
+    }
+    args
 }
 
 /// How layers are committed: plain unless `--compression` says otherwise;
@@ -547,6 +581,7 @@ fn build_args(raw: &[String]) -> Vec<(String, Option<String>)> {
 }
 
 fn warn_unused(args: &[String]) {
+    let args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != EPOCH_ARG).collect();
     if !args.is_empty() {
         eprintln!("[Warning] one or more build args were not consumed: [{}]", args.join(" "));
     }

@@ -23,6 +23,10 @@ pub fn run(cli: &Cli, _args: &InfoArgs) -> anyhow::Result<i32> {
     };
     let mode = match &report.mode {
         MapMode::Root => "root (no user namespace needed)".to_string(),
+        // Root without CAP_SYS_ADMIN: an unprivileged container's root.
+        MapMode::Full { .. } if nix::unistd::Uid::effective().is_root() => {
+            "full map of the container's ids, one to one (root without CAP_SYS_ADMIN)".to_string()
+        }
         MapMode::Full { .. } => "full subuid/subgid map".to_string(),
         MapMode::Single => "single-id map (no subordinate ids: only id 0 exists inside)".to_string(),
         MapMode::Unavailable { reason } => format!("unavailable: {reason}"),
@@ -68,9 +72,15 @@ fn storage_driver(report: &kiln_runtime::probe::Report, scratch: &std::path::Pat
     if report.overlay_in_userns.is_ok() {
         return "overlay".to_string();
     }
-    let fuse = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok()
-        && std::process::Command::new("fuse-overlayfs").arg("--version").output().is_ok_and(|o| o.status.success());
-    if fuse { "fuse-overlayfs" } else { "vfs (copies every layer: slow; install fuse-overlayfs)" }.to_string()
+    let device = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
+    let program = std::process::Command::new("fuse-overlayfs").arg("--version").output().is_ok_and(|o| o.status.success());
+    match (device, program) {
+        (true, true) => "fuse-overlayfs",
+        (_, false) => "vfs (copies every layer: slow; install fuse-overlayfs)",
+        // Typically a container started without the device.
+        (false, true) => "vfs (copies every layer: slow; /dev/fuse cannot be opened: in a container, pass --device /dev/fuse)",
+    }
+    .to_string()
 }
 
 /// What `--network private` and `kiln run -p` would use: the forwarder

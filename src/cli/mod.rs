@@ -11,6 +11,7 @@ pub mod info;
 pub mod output;
 pub mod progress;
 pub mod unshare;
+pub mod verify_repro;
 pub mod inspect;
 pub mod load;
 pub mod lookup;

@@ -216,6 +216,13 @@ impl BuildContext {
         &self.root
     }
 
+    /// The same context (its ignore rules included) served from `root`, a
+    /// copy of [`BuildContext::root`] the caller made and keeps alive
+    /// (`kiln build --verify-reproducible` builds from a copy with other mtimes).
+    pub fn with_root(&self, root: &Path) -> BuildContext {
+        BuildContext { root: root.to_path_buf(), ignore: self.ignore.clone(), _temp: None, empty: self.empty }
+    }
+
     pub fn ignore(&self) -> &DockerIgnore {
         &self.ignore
     }

@@ -9,18 +9,28 @@ use super::state::StageState;
 use super::BuildOptions;
 
 /// The final image's config after `--label` and `--source-date-epoch`.
-/// `created` is the build's timestamp (the epoch, when one is given).
-pub fn apply(config: &mut ImageConfig, opts: &BuildOptions, created: &str) {
+/// `created` is the build's timestamp (the epoch, when one is given). As
+/// BuildKit's exporter does, the epoch leaves the first `base_history`
+/// entries (the base image's) as they are and clamps the others.
+pub fn apply(config: &mut ImageConfig, opts: &BuildOptions, created: &str, base_history: usize) {
     if !opts.labels.is_empty() {
         let labels = config.config.labels.get_or_insert_with(Default::default);
         for (k, v) in &opts.labels {
             labels.insert(k.clone(), v.clone());
         }
     }
-    if opts.source_date_epoch.is_some() {
-        // Base images' history too, so the id depends on nothing but the inputs.
-        for h in &mut config.history {
-            h.created = Some(created.to_string());
+    if let Some(epoch) = opts.source_date_epoch {
+        // Entries this build wrote carry `created` already; what comes from a
+        // cache record written at another time, or a base entry without a
+        // time, is clamped. Base entries keep their times: they are inputs,
+        // and the base's own config shows the same history.
+        let not_after = |c: &str| {
+            chrono::DateTime::parse_from_rfc3339(c).is_ok_and(|t| (t.timestamp(), t.timestamp_subsec_nanos()) <= (epoch, 0))
+        };
+        for h in config.history.iter_mut().skip(base_history) {
+            if !h.created.as_deref().is_some_and(not_after) {
+                h.created = Some(created.to_string());
+            }
         }
         config.created = Some(created.to_string());
     }
@@ -66,12 +76,36 @@ mod tests {
             source_date_epoch: Some(0),
             ..Default::default()
         };
-        apply(&mut config, &opts, "1970-01-01T00:00:00Z");
+        apply(&mut config, &opts, "1970-01-01T00:00:00Z", 0);
         let labels = config.config.labels.unwrap();
         assert_eq!(labels["a"], "cli");
         assert_eq!(labels["b"], "2");
         assert_eq!(config.history[0].created.as_deref(), Some("1970-01-01T00:00:00Z"));
         assert_eq!(config.created.as_deref(), Some("1970-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn the_epoch_keeps_the_base_history_and_clamps_the_rest() {
+        let entry = |created: Option<&str>| History { created: created.map(str::to_string), created_by: None, author: None, comment: None, empty_layer: false };
+        // Two base entries, one later than the epoch; then this build's.
+        let history = vec![
+            entry(Some("2030-01-01T00:00:00Z")),
+            entry(None),
+            entry(Some("2030-01-01T00:00:00Z")),
+            entry(Some("2001-01-01T00:00:00Z")),
+            entry(None),
+            entry(Some("2023-11-14T22:13:20.5Z")),
+        ];
+        let mut config = ImageConfig { history, ..Default::default() };
+        let opts = BuildOptions { source_date_epoch: Some(1_700_000_000), ..Default::default() };
+        let epoch = "2023-11-14T22:13:20Z";
+        apply(&mut config, &opts, epoch, 2);
+        let created: Vec<Option<&str>> = config.history.iter().map(|h| h.created.as_deref()).collect();
+        assert_eq!(
+            created,
+            [Some("2030-01-01T00:00:00Z"), None, Some(epoch), Some("2001-01-01T00:00:00Z"), Some(epoch), Some(epoch)]
+        );
+        assert_eq!(config.created.as_deref(), Some(epoch));
     }
 
     #[test]

@@ -234,7 +234,7 @@ pub fn build(
     // The last step's time, so a fully cached build gives the same image id.
     let last = config.history.last().and_then(|h| h.created.clone());
     config.created = Some(last.unwrap_or_else(|| exec.stamp.created.clone()));
-    finish::apply(&mut config, opts, &exec.stamp.created);
+    finish::apply(&mut config, opts, &exec.stamp.created, state.base_history);
     kiln_runtime::ensure_still_wanted().map_err(|e| ExecError::Layer(e.into_io()))?;
     let desc = store.write_image_annotated(&config, &state.layers, &opts.annotations)?;
     let image_id = desc_config_digest(store, &desc)?;
@@ -585,6 +585,8 @@ impl<'a> Executor<'a> {
                     false => (parent.config.clone(), parent.tree.clone()),
                 };
                 let mut s = StageState::new(config, parent.layers.clone());
+                // The parent's own steps are this build's, not the base image's.
+                s.base_history = parent.base_history;
                 s.tree = tree;
                 s.key = parent.key.clone();
                 s

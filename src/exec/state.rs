@@ -28,6 +28,9 @@ pub struct StageState {
     pub key: String,
     /// How many of `layers` came with the base (`--squash` keeps those).
     pub base_layers: usize,
+    /// How many of `config.history` came with the base image (through
+    /// earlier stages too): SOURCE_DATE_EPOCH leaves those as they are.
+    pub base_history: usize,
     /// A file index set aside when a RUN or cached step added layers it has
     /// not seen, with how many of `layers` it reflects: [`Self::ensure_tree`]
     /// catches it up by reading only the newer layers.
@@ -50,6 +53,7 @@ pub struct Mark {
 impl StageState {
     pub fn new(config: ImageConfig, layers: Vec<Descriptor>) -> Self {
         let base_layers = layers.len();
+        let base_history = config.history.len();
         StageState {
             config,
             layers,
@@ -58,6 +62,7 @@ impl StageState {
             stale_tree: None,
             key: String::new(),
             base_layers,
+            base_history,
             env_index: None,
         }
     }

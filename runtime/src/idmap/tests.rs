@@ -69,8 +69,15 @@ fn ladder() {
     assert!(matches!(&mode, MapMode::Full { uids, .. } if uids.len() == 2 && uids[1].size == 65536));
     assert!(warning.is_none());
 
-    let root = Facts { euid: 0, ..user_facts() };
+    let root = Facts { euid: 0, cap_sys_admin: true, ..user_facts() };
     assert_eq!(decide(&root).0, MapMode::Root);
+    // Root of a rootless container without CAP_SYS_ADMIN: its own ids, one to one.
+    let own = vec![IdMap { container: 0, host: 1002, size: 1 }, IdMap { container: 1, host: 165536, size: 65536 }];
+    let container_root = Facts { euid: 0, cap_sys_admin: false, own_uids: own.clone(), own_gids: own, ..user_facts() };
+    let (mode, warning) = decide(&container_root);
+    let same = vec![IdMap { container: 0, host: 0, size: 1 }, IdMap { container: 1, host: 1, size: 65536 }];
+    assert_eq!(mode, MapMode::Full { uids: same.clone(), gids: same });
+    assert!(warning.is_none());
 
     let no_range = Facts { subgids: vec![], ..user_facts() };
     let (mode, warning) = decide(&no_range);
