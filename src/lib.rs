@@ -13,5 +13,6 @@ pub mod image;
 pub mod net;
 pub mod plan;
 pub mod registry;
+pub mod remotecache;
 pub mod report;
 pub mod store;

@@ -93,6 +93,14 @@ pub struct BuildArgs {
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
 
+    /// Import a shared build cache: type=registry,ref=REG/REPO:TAG (or REF alone) or type=local,src=DIR (repeatable).
+    #[arg(long = "cache-from", value_name = "SPEC", value_parser = crate::remotecache::spec::parse_from)]
+    pub cache_from: Vec<crate::remotecache::Location>,
+
+    /// Export the build cache: type=registry,ref=REG/REPO:TAG or type=local,dest=DIR, [mode=min|max][,compression=gzip|zstd|uncompressed] (repeatable).
+    #[arg(long = "cache-to", value_name = "SPEC", value_parser = crate::remotecache::spec::parse_to)]
+    pub cache_to: Vec<crate::remotecache::CacheTo>,
+
     /// When to pull base images: --pull=missing (default), always, never or newer; --pull alone means always.
     // require_equals: `--pull .` is the switch and the context, as docker and
     // podman read it, not a policy named ".".
@@ -262,6 +270,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             ulimits: args.ulimits.clone(),
             shm_size: args.shm_size,
         },
+        cache_from: args.cache_from.clone(),
+        cache_to: args.cache_to.clone(),
     };
     let mut stdout = std::io::stdout();
     let mut sink = std::io::sink();
