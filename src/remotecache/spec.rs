@@ -162,7 +162,8 @@ mod tests {
         assert_eq!(parse_to("type=local,dest=d").unwrap().mode, Mode::Min);
         assert_eq!(parse_to("ref=r/a:c").unwrap().compression, Compression::Gzip);
         assert!(parse_to("type=registry").unwrap_err().contains("needs ref="));
-        assert!(parse_to("type=local,src=d").unwrap_err().contains("needs dest="));
+        assert!(parse_to("type=local").unwrap_err().contains("needs dest="));
+        assert!(parse_to("type=local,src=d").unwrap_err().contains("unknown key \"src\""));
         assert!(parse_to("type=registry,ref=r,mode=all").unwrap_err().contains("unknown mode"));
         assert!(parse_to("type=registry,ref=r,colour=red").unwrap_err().contains("unknown key \"colour\""));
         assert!(parse_to("type=inline").unwrap_err().contains("not supported"));
