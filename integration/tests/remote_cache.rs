@@ -206,3 +206,42 @@ fn tampered_cache_layer_is_refused_and_named() {
     // Without the cache the build works.
     build(&b, "app", &[]).ok();
 }
+
+#[test]
+fn keys_match_across_users_and_id_modes() {
+    // Runner B is another unprivileged user, one without a subuid range
+    // (single-id mode: owners it cannot map are kept in an xattr).
+    let Some(b) = Sandbox::without_subids() else {
+        eprintln!("NOTICE: skipped: no second user without subordinate ids is available");
+        return;
+    };
+    let reg = Registry::start();
+    let cache = format!("{}/users/cache:min", reg.host());
+    let df = "FROM scratch AS builder\n\
+COPY --chown=1000:100 src.txt /src/owned.txt\n\
+COPY a.txt /src/a.txt\n\
+FROM scratch\n\
+COPY --from=builder /src /src\n\
+COPY b.txt /b.txt\n";
+    let a = Sandbox::new();
+    for sb in [&a, &b] {
+        sb.write("ctx/src.txt", "source\n");
+        sb.write("ctx/a.txt", "a\n");
+        sb.write("ctx/b.txt", "b\n");
+        sb.dockerfile(df);
+    }
+    assert_ne!(a.ids(), b.ids(), "two users");
+    build(&a, "app", &["--cache-to", &format!("type=registry,ref={cache}")]).ok();
+    let a_img = a.image("app");
+
+    // The builder stage is not in a mode=min cache: B builds it itself, in
+    // its own id mode; the COPY --from key (the content, owners included,
+    // of what it reads) comes out the same, so the final stage hits.
+    let out = build(&b, "app", &["--cache-from", &cache]);
+    out.ok();
+    assert_eq!(count(&out, "[2/2] --> Using cache (registry)"), 2, "{}", out.transcript());
+    let b_img = b.image("app");
+    assert_eq!(b_img.config_digest, a_img.config_digest);
+    let owned = b_img.entry("src/owned.txt").expect("src/owned.txt");
+    assert_eq!((owned.uid, owned.gid), (1000, 100));
+}
