@@ -91,9 +91,19 @@ struct CacheConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CacheLayer {
-    /// The blob's digest; the manifest's layer of that digest describes it.
+    /// The blob's digest; the manifest's layer of that digest must match.
     blob: String,
-    annotations: BTreeMap<String, String>,
+    annotations: LayerAnnotations,
+}
+
+/// As BuildKit's `LayerAnnotations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LayerAnnotations {
+    media_type: String,
+    #[serde(rename = "diffID")]
+    diff_id: String,
+    size: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,13 +192,16 @@ impl Imported {
         let mut resolved = Vec::with_capacity(config.layers.len());
         for l in &config.layers {
             let desc = layers.get(&l.blob).ok_or_else(|| invalid(format!("layer {} is not in its manifest", l.blob)))?;
-            let diff_id = l.annotations.get(UNCOMPRESSED).filter(|d| sha256_hex(d).is_some());
-            let diff_id = diff_id.ok_or_else(|| invalid(format!("layer {} has no valid {UNCOMPRESSED} annotation", l.blob)))?;
+            let a = &l.annotations;
+            if sha256_hex(&a.diff_id).is_none() || a.media_type != desc.media_type || a.size != desc.size {
+                return Err(invalid(format!("layer {}: its annotations do not match its manifest entry", l.blob)));
+            }
             let mut desc = desc.clone();
             desc.annotations = None;
-            resolved.push((desc, diff_id.clone()));
+            resolved.push((desc, a.diff_id.clone()));
         }
-        let index = self.sources.len();
+        // Checked whole before anything is kept: a bad cache adds nothing.
+        let mut records = Vec::with_capacity(config.records.len());
         for r in config.records {
             let mut record = Record {
                 version: RECORD_VERSION,
@@ -203,8 +216,12 @@ impl Imported {
                 record.layers.push(desc.clone());
                 record.diff_ids.push(diff_id.clone());
             }
+            records.push((r.digest, record));
+        }
+        let index = self.sources.len();
+        for (key, record) in records {
             // The first cache named wins, as the first --cache-from does in BuildKit.
-            self.records.entry(r.digest).or_insert((index, record));
+            self.records.entry(key).or_insert((index, record));
         }
         for c in config.copy_from {
             self.copy_from.entry((c.chain, c.words)).or_insert(c.memo);
@@ -422,7 +439,10 @@ pub fn export(
     }
     config.layers = blobs
         .iter()
-        .map(|(d, diff_id)| CacheLayer { blob: d.digest.clone(), annotations: [(UNCOMPRESSED.to_string(), diff_id.clone())].into() })
+        .map(|(d, diff_id)| CacheLayer {
+            blob: d.digest.clone(),
+            annotations: LayerAnnotations { media_type: d.media_type.clone(), diff_id: diff_id.clone(), size: d.size },
+        })
         .collect();
     config.copy_from = export.copy_from.to_vec();
     config.steps = export.steps.clone();
@@ -519,4 +539,65 @@ fn write_local(
     std::fs::write(&tmp, serde_json::to_vec_pretty(&index).expect("an index serializes")).map_err(io("write", &tmp))?;
     std::fs::rename(&tmp, &index_path).map_err(io("rename into", &index_path))?;
     Ok(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::manifest::OCI_LAYER_GZIP;
+
+    fn manifest(layer: &Descriptor) -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            config: Descriptor::new(CONFIG_MEDIA_TYPE, "sha256:c".into(), 1),
+            layers: vec![layer.clone()],
+            annotations: None,
+        }
+    }
+
+    fn config(layer: &Descriptor, index: usize, size: u64) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "kilnVersion": RECORD_VERSION,
+            "layers": [{"blob": layer.digest, "annotations": {"mediaType": layer.media_type, "diffID": format!("sha256:{}", "d".repeat(64)), "size": size}}],
+            "records": [{"digest": "sha256:key", "parent": "sha256:parent", "layers": [{"layer": index}], "history": [{"created_by": "COPY a /a"}]}],
+            "steps": {"0/1": {"key": "sha256:key", "parent": "p", "instruction": "COPY a /a", "args": {}, "files": {}}}
+        }))
+        .unwrap()
+    }
+
+    fn location() -> Location {
+        Location::Local { dir: "/nonexistent".into(), tag: "latest".into() }
+    }
+
+    #[test]
+    fn records_resolve_to_layers_by_digest_and_diff_id() {
+        let layer = Descriptor::new(OCI_LAYER_GZIP, format!("sha256:{}", "a".repeat(64)), 42);
+        let mut imported = Imported::default();
+        imported.add(location(), Backend::Local("/nonexistent".into()), manifest(&layer), &config(&layer, 0, 42)).unwrap();
+        let (record, kind) = imported.get("sha256:key", "sha256:parent").expect("a hit");
+        assert_eq!(kind, "local");
+        assert_eq!(record.layers, vec![layer.clone()]);
+        assert_eq!(record.diff_ids, vec![format!("sha256:{}", "d".repeat(64))]);
+        assert_eq!(record.history[0].created_by.as_deref(), Some("COPY a /a"));
+        // Another parent is another step.
+        assert!(imported.get("sha256:key", "sha256:other").is_none());
+        assert!(imported.has_layer(&layer.digest));
+        assert_eq!(imported.step_inputs()["0/1"].instruction, "COPY a /a");
+    }
+
+    #[test]
+    fn inconsistent_configs_are_refused() {
+        let layer = Descriptor::new(OCI_LAYER_GZIP, format!("sha256:{}", "a".repeat(64)), 42);
+        let mut imported = Imported::default();
+        let err = imported.add(location(), Backend::Local("/x".into()), manifest(&layer), &config(&layer, 3, 42)).unwrap_err();
+        assert!(err.to_string().contains("names layer 3 of 1"), "{err}");
+        let err = imported.add(location(), Backend::Local("/x".into()), manifest(&layer), &config(&layer, 0, 7)).unwrap_err();
+        assert!(err.to_string().contains("do not match its manifest entry"), "{err}");
+        let mut other = manifest(&layer);
+        other.config.media_type = "application/vnd.buildkit.cacheconfig.v0".into();
+        let err = imported.add(location(), Backend::Local("/x".into()), other, &config(&layer, 0, 42)).unwrap_err();
+        assert!(err.to_string().contains("not a application/vnd.kiln.cacheconfig.v1+json"), "{err}");
+        assert!(imported.is_empty());
+    }
 }
