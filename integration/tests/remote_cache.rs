@@ -122,8 +122,11 @@ fn registry_cache_round_trip_is_lazy_and_explains_misses() {
     assert_eq!(store_blobs(&b.store()), image_blobs(&b_img), "{}", out.transcript());
     assert_eq!(count(&out, "--> fetched layer"), 3, "{}", out.transcript());
     b.kiln(&["system", "check"]).ok();
-    // Pushing the result works (its layers are in the store).
-    b.kiln(&["push", "app", &format!("{}/app:pushed", reg.host())]).ok();
+    // Pushing the result works; its layers are mounted from the cache's
+    // repository, not uploaded again.
+    let pushed = b.kiln(&["push", "app", &format!("{}/app:pushed", reg.host())]);
+    pushed.ok();
+    assert_eq!(pushed.stderr.matches(" mounted").count(), 3, "{}", pushed.transcript());
     // The hits whose layers came are now the store's own: the final
     // stage's steps hit without --cache-from (the builder's, whose layers
     // never came, run).

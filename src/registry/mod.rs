@@ -10,7 +10,7 @@ mod progress;
 pub mod pull;
 pub mod push;
 pub mod reference;
-mod sources;
+pub(crate) mod sources;
 
 use std::io::Write;
 use std::path::PathBuf;

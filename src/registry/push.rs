@@ -192,6 +192,9 @@ pub(crate) fn push_artifact(
     if !(200..=202).contains(&resp.status().as_u16()) {
         return Err(client.status_error("cache manifest", &mut resp));
     }
+    for layer in &manifest.layers {
+        sources::record(store, &layer.digest, &r.name());
+    }
     Ok(digest)
 }
 

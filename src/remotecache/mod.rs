@@ -281,6 +281,8 @@ impl Imported {
                 log::info!("fetching cache layer {} from {shown}", layer.digest);
                 crate::registry::pull::fetch_blob(client, store, layer, Some(check), &tx)
                     .map_err(|e| refused(registry_detail(&e)))?;
+                // A push of the image to this registry can mount it from here.
+                crate::registry::sources::record(store, &layer.digest, &client.reference.name());
             }
             Backend::Local(dir) => {
                 let path = blob_path(dir, &layer.digest).ok_or_else(|| refused("not a sha256 digest".into()))?;
