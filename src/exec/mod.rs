@@ -71,8 +71,15 @@ pub enum ExecError {
     Registry(#[from] crate::registry::RegistryError),
     #[error("squash the stage's layers")]
     Squash(#[from] squash::SquashError),
+    /// Boxed: it carries registry errors, which would double every result's size.
     #[error(transparent)]
-    RemoteCache(#[from] crate::remotecache::RemoteCacheError),
+    RemoteCache(Box<crate::remotecache::RemoteCacheError>),
+}
+
+impl From<crate::remotecache::RemoteCacheError> for ExecError {
+    fn from(e: crate::remotecache::RemoteCacheError) -> Self {
+        ExecError::RemoteCache(Box::new(e))
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -43,7 +43,7 @@ pub enum RemoteCacheError {
     Registry {
         location: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("cache {location}: {action} {}: {source}", path.display())]
     Io {
@@ -66,7 +66,7 @@ pub enum RemoteCacheError {
     Store {
         location: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 }
 
@@ -319,7 +319,7 @@ fn read(location: &Location, registry: &RegistryOptions) -> Result<Option<(Backe
     let invalid = |detail: String| RemoteCacheError::Invalid { location: shown.clone(), detail };
     match location {
         Location::Registry(reference) => {
-            let reg = |source| RemoteCacheError::Registry { location: shown.clone(), source };
+            let reg = |source| RemoteCacheError::Registry { location: shown.clone(), source: Box::new(source) };
             let r = Reference::parse(reference)
                 .map_err(|e| reg(RegistryError::new("import cache", reference, ErrorKind::Reference(e))))?;
             let client = Client::connect(&r, vec![format!("repository:{}:pull", r.repository)], registry, "import cache")
@@ -408,7 +408,7 @@ pub fn export(
     out: &mut dyn Write,
 ) -> Result<String, RemoteCacheError> {
     let shown = to.location.to_string();
-    let store_err = |source| RemoteCacheError::Store { location: shown.clone(), source };
+    let store_err = |source| RemoteCacheError::Store { location: shown.clone(), source: Box::new(source) };
     let mut config = CacheConfig { kiln_version: RECORD_VERSION, ..Default::default() };
     let mut blobs: Vec<(Descriptor, String)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -469,7 +469,7 @@ pub fn export(
                 })
             };
             crate::registry::push::push_artifact(store, reference, registry, (&config_bytes, CONFIG_MEDIA_TYPE), &layers, &ensure, out)
-                .map_err(|source| RemoteCacheError::Registry { location: shown.clone(), source })
+                .map_err(|source| RemoteCacheError::Registry { location: shown.clone(), source: Box::new(source) })
         }
         Location::Local { dir, tag } => write_local(store, dir, tag, &config_bytes, &layers, &diff_of, imported, &shown),
     }
