@@ -362,7 +362,11 @@ impl<'a> Executor<'a> {
     fn keep_remote_hits(&self) {
         let hits = std::mem::take(&mut *self.remote_hits.lock().expect("remote hits lock"));
         let cache = self.cache.lock().expect("cache lock");
-        for (key, record) in hits.iter().filter(|(_, r)| r.layers.iter().all(|l| self.store.has_blob(&l.digest))) {
+        // Present and paired with the diff_id verified for it (nothing is downloaded here).
+        let usable = |r: &crate::cache::Record| {
+            r.layers.iter().zip(&r.diff_ids).all(|(l, d)| self.store.has_blob(&l.digest) && self.imported.fetch(self.store, l, d).is_ok())
+        };
+        for (key, record) in hits.iter().filter(|(_, r)| usable(r)) {
             if let Err(e) = cache.put(key, record) {
                 log::warn!("could not write the cache record {}: {}", short(key), e);
             }

@@ -265,9 +265,6 @@ impl Imported {
     /// the store has, or no imported cache has, are left to the caller.
     /// Returns where it was fetched from, if it was.
     pub fn fetch(&self, store: &Store, layer: &Descriptor, diff_id: &str) -> Result<Option<String>, RemoteCacheError> {
-        if store.has_blob(&layer.digest) {
-            return Ok(None);
-        }
         let Some(source) = self.sources.iter().find(|s| s.layers.contains_key(&layer.digest)) else {
             return Ok(None);
         };
@@ -275,6 +272,12 @@ impl Imported {
         let image = format!("cache {shown}");
         let check = LayerRef { image: &image, blob: Some(layer), name: &layer.digest, diff_id };
         let refused = |detail: String| RemoteCacheError::Layer { digest: layer.digest.clone(), location: shown.clone(), detail };
+        if store.has_blob(&layer.digest) {
+            // The store has the blob: the cache's diff_id for it must be the
+            // one verified (or it is verified now), or the image would lie.
+            store.check_layer(check).map_err(|e| refused(layer_detail(&e)))?;
+            return Ok(None);
+        }
         match &source.backend {
             Backend::Registry(client) => {
                 let (tx, _rx) = std::sync::mpsc::channel();
