@@ -592,6 +592,28 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_blob_must_pair_with_its_verified_diff_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_path("a").unwrap();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append(&h, &b"a\n"[..]).unwrap();
+        let (digest, size) = store.put_blob(&tar.into_inner().unwrap()).unwrap();
+        // A plain layer: its digest is its diff_id. The cache says otherwise.
+        let layer = Descriptor::new(crate::image::manifest::OCI_LAYER_TAR, digest.clone(), size);
+        let mut imported = Imported::default();
+        imported.add(location(), Backend::Local("/x".into()), manifest(&layer), &config(&layer, 0, size)).unwrap();
+        let lie = format!("sha256:{}", "d".repeat(64));
+        let err = imported.fetch(&store, &layer, &lie).unwrap_err();
+        assert!(err.to_string().contains(&format!("cache layer {digest} from /nonexistent:latest cannot be used")), "{err}");
+        assert_eq!(imported.fetch(&store, &layer, &digest).unwrap(), None, "the truth passes, nothing to fetch");
+    }
+
+    #[test]
     fn inconsistent_configs_are_refused() {
         let layer = Descriptor::new(OCI_LAYER_GZIP, format!("sha256:{}", "a".repeat(64)), 42);
         let mut imported = Imported::default();
