@@ -141,7 +141,11 @@ impl Cache {
         let before = self.previous.steps.get(pos).or_else(|| self.imported.get(pos))?;
         let now = &logged(now.clone());
         if before.key == now.key {
-            return Some("its cache record is gone or unusable (pruned, or written by another kiln version?)".into());
+            return Some(
+                "its cache record is gone or unusable (pruned, taken last time from a --cache-from cache without its layers, \
+                 or written by another kiln version?)"
+                    .into(),
+            );
         }
         if before.instruction != now.instruction {
             return Some(format!("the instruction changed (was `{}`)", before.instruction));
