@@ -127,6 +127,13 @@ fn registry_cache_round_trip_is_lazy_and_explains_misses() {
     let pushed = b.kiln(&["push", "app", &format!("{}/app:pushed", reg.host())]);
     pushed.ok();
     assert_eq!(pushed.stderr.matches(" mounted").count(), 3, "{}", pushed.transcript());
+    // An image is not a cache: said so, not taken for an empty one.
+    let err = build(&b, "app", &["--cache-from", &format!("{}/app:pushed", reg.host())]);
+    err.fails_with(1).stderr_has(&["is not a kiln build cache", "application/vnd.oci.image.config.v1+json"]);
+    // A cache not written yet (a pipeline's first build) is a warning.
+    let first = build(&b, "app", &["--cache-from", &format!("{}/app/none:yet", reg.host())]);
+    first.ok();
+    assert!(first.stderr.contains("does not exist yet; building without it"), "{}", first.transcript());
     // The hits whose layers came are now the store's own: the final
     // stage's steps hit without --cache-from (the builder's, whose layers
     // never came, run).
