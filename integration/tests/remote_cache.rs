@@ -115,6 +115,11 @@ fn registry_cache_round_trip_is_lazy_and_explains_misses() {
     // The same image: same config (so same id), layers compressed by the cache.
     assert_eq!(b_img.config_digest, a_img.config_digest, "{}", out.transcript());
     assert_eq!(diff_ids(&b_img), diff_ids(&a_img));
+    // And the manifest A pushes (its plain layers gzip-compressed, the very
+    // blobs its cache holds) is the manifest B has.
+    let a_push = a.kiln(&["push", "app", &format!("{}/runner-a/app:1", reg.host())]);
+    a_push.ok();
+    assert_eq!(a_push.last_line(), b_img.manifest_digest, "{}", a_push.transcript());
     assert_eq!(b_img.file_str("built.txt"), "source\nbuilt\n");
     assert_eq!(b_img.file_str("a.txt"), "a\n");
     // Nothing but the final image came: the builder's layers (busybox and
