@@ -15,6 +15,7 @@ pub mod net;
 pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod remotecache;
 pub mod report;
 pub mod store;
 pub mod transport;

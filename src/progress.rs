@@ -52,7 +52,8 @@ pub enum Event {
     /// The base's ONBUILD triggers run first.
     Triggers { count: usize },
     /// The step's result came from the cache.
-    CacheHit { step: StepRef, key: String },
+    /// `from` names a shared cache the hit came from (`registry`, `local`).
+    CacheHit { step: StepRef, key: String, from: Option<String> },
     /// Why a step the same Dockerfile built before runs again.
     CacheMiss { step: StepRef, reason: String },
     /// A line the RUN command wrote (stdout or stderr).

@@ -101,6 +101,14 @@ pub struct BuildArgs {
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
 
+    /// Import a shared build cache: type=registry,ref=REG/REPO:TAG (or REF alone) or type=local,src=DIR (repeatable).
+    #[arg(long = "cache-from", value_name = "SPEC", value_parser = crate::remotecache::spec::parse_from)]
+    pub cache_from: Vec<crate::remotecache::Location>,
+
+    /// Export the build cache: type=registry,ref=REG/REPO:TAG or type=local,dest=DIR, [mode=min|max][,compression=gzip|zstd|uncompressed] (repeatable).
+    #[arg(long = "cache-to", value_name = "SPEC", value_parser = crate::remotecache::spec::parse_to)]
+    pub cache_to: Vec<crate::remotecache::CacheTo>,
+
     /// When to pull base images: --pull=missing (default), always, never or newer; --pull alone means always.
     // require_equals: `--pull .` is the switch and the context, as docker and
     // podman read it, not a policy named ".".
@@ -298,6 +306,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
             network: args.network,
             caps: kiln_runtime::caps::Caps::tweak(&args.cap_add, &args.cap_drop)?,
         },
+        cache_from: args.cache_from.clone(),
+        cache_to: args.cache_to.clone(),
     };
     if args.verify_reproducible {
         if !tags.is_empty() || !outputs.is_empty() || args.push {

@@ -86,7 +86,8 @@ pub fn plain_line(event: &Event) -> Option<String> {
         Event::Triggers { count } => {
             format!("# Executing {} build trigger{}", count, if *count == 1 { "" } else { "s" })
         }
-        Event::CacheHit { step, key } => format!("{}--> Using cache {}", step.prefix(), key),
+        Event::CacheHit { step, key, from: None } => format!("{}--> Using cache {}", step.prefix(), key),
+        Event::CacheHit { step, key, from: Some(from) } => format!("{}--> Using cache ({}) {}", step.prefix(), from, key),
         Event::CacheMiss { step, reason } => format!("{}--> cache miss: {}", step.prefix(), reason),
         // Output lines carry their step, as BuildKit's plain progress does.
         Event::Output { step, line } => format!("{}#{} {}", step.prefix(), step.number, line),
@@ -415,7 +416,9 @@ mod tests {
             line(layer(LayerContents::Directories { count: 2, instruction: "WORKDIR /a/b".into() })),
             "--> 0123456789ab (2 directories for WORKDIR /a/b, 1.5MB, 1.23s)"
         );
-        assert_eq!(line(Event::CacheHit { step: s.clone(), key: "abc".into() }), "[1/2] --> Using cache abc");
+        assert_eq!(line(Event::CacheHit { step: s.clone(), key: "abc".into(), from: None }), "[1/2] --> Using cache abc");
+        let remote = Event::CacheHit { step: s.clone(), key: "abc".into(), from: Some("registry".into()) };
+        assert_eq!(line(remote), "[1/2] --> Using cache (registry) abc");
         assert_eq!(line(Event::Triggers { count: 1 }), "# Executing 1 build trigger");
         let built = Event::Built { image_id: "sha256:0123456789abcdef".into(), new_layer_bytes: 0, elapsed: Duration::ZERO };
         assert_eq!(line(built), "--> 0123456789ab (new layers 0B, 0.00s)");

@@ -178,10 +178,7 @@ fn digest_sources(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache, 
                     (true, false) => e.rel.clone(),
                     (false, false) => [&m.rel[..], b"/", &e.rel[..]].concat().into(),
                 };
-                let mut desc = describe(&e.host, &e.metadata, &e.link_target, stat)?;
-                if owners {
-                    desc.push_str(&format!(" owner:{}:{}", e.metadata.uid(), e.metadata.gid()));
-                }
+                let desc = describe(&e.host, &e.metadata, &e.link_target, stat, owners)?;
                 out.files.insert(rel, desc);
             }
         }
@@ -189,14 +186,25 @@ fn digest_sources(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache, 
     Ok(out)
 }
 
+/// A file as COPY would write it: mode, content or link target, xattrs and
+/// (`owners`) owner. Keys travel between stores, so a layer dir unpacked in
+/// a single-id namespace (owner and mode kept in the override xattr, as
+/// COPY reads them) is described as the same file unpacked with subuids.
 fn describe(
     host: &Path,
     md: &std::fs::Metadata,
     link: &Option<PathBuf>,
     stat: &mut StatCache,
+    owners: bool,
 ) -> Result<String, ContextError> {
+    use kiln_overlay::apply::OVERRIDE_STAT_XATTR;
     let io_err = |source| ContextError::Io { path: host.to_path_buf(), source };
-    let mut desc = format!("mode:{:o}", md.mode());
+    let recorded = xattr::get(host, OVERRIDE_STAT_XATTR).ok().flatten().and_then(|v| kiln_overlay::parse_override_stat(&v));
+    let (uid, gid, mode) = match recorded {
+        Some((uid, gid, mode)) => (uid, gid, (md.mode() & 0o170000) | (mode & 0o7777)),
+        None => (u64::from(md.uid()), u64::from(md.gid()), md.mode()),
+    };
+    let mut desc = format!("mode:{:o}", mode);
     if let Some(target) = link {
         // A target that is not UTF-8 is described by its bytes, never lossily.
         match target.to_str() {
@@ -210,12 +218,17 @@ fn describe(
         let mut names: Vec<_> = names.filter_map(|n| n.into_string().ok()).collect();
         names.sort();
         // Overlay bookkeeping (a layer dir's opaque marks) is never copied, so never keyed.
-        let keyed = |n: &String| !n.starts_with("security.selinux") && !kiln_overlay::whiteout::is_overlay_xattr(n);
+        let keyed = |n: &String| {
+            !n.starts_with("security.selinux") && !kiln_overlay::whiteout::is_overlay_xattr(n) && n != OVERRIDE_STAT_XATTR
+        };
         for n in names.into_iter().filter(keyed) {
             if let Ok(Some(v)) = xattr::get(host, &n) {
                 desc.push_str(&format!(" xattr:{}={}", n, hex::encode(v)));
             }
         }
+    }
+    if owners {
+        desc.push_str(&format!(" owner:{}:{}", uid, gid));
     }
     Ok(desc)
 }
@@ -270,6 +283,29 @@ mod tests {
         assert_eq!(c.file_digest(&ff, &std::fs::metadata(&ff).unwrap()).unwrap(), a);
         assert_eq!(c.file_digest(&fe, &std::fs::metadata(&fe).unwrap()).unwrap(), b);
         assert_eq!(c.hashed, 0, "both came from the saved cache, each under its own key");
+    }
+
+    #[test]
+    fn single_id_owner_records_describe_the_file_they_stand_for() {
+        use std::os::unix::fs::PermissionsExt;
+        // A layer dir unpacked in a single-id namespace: the file is the
+        // caller's, mode 0600, its real owner and mode in the override xattr.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        xattr::set(&f, kiln_overlay::apply::OVERRIDE_STAT_XATTR, b"1000:100:0755").expect("user xattrs on the source tree's file system");
+        let md = std::fs::symlink_metadata(&f).unwrap();
+        let desc = describe(&f, &md, &None, &mut StatCache::default(), true).unwrap();
+        let content = format!("sha256:{}", hex::encode(Sha256::digest(b"x")));
+        assert_eq!(desc, format!("mode:100755 {content} owner:1000:100"));
+        // The same file unpacked with subuids says the same.
+        let g = dir.path().join("g");
+        std::fs::write(&g, "x").unwrap();
+        std::fs::set_permissions(&g, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let md = std::fs::symlink_metadata(&g).unwrap();
+        let plain = describe(&g, &md, &None, &mut StatCache::default(), false).unwrap();
+        assert_eq!(plain, format!("mode:100755 {content}"));
     }
 
     #[test]

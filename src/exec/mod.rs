@@ -5,7 +5,7 @@ pub mod chmod;
 pub mod copy;
 mod fetch;
 mod finish;
-mod fromkey;
+use crate::cache::fromkey;
 pub use crate::humanize::{human_size, short};
 pub use crate::store::layers;
 pub mod mounts;
@@ -73,6 +73,15 @@ pub enum ExecError {
     Registry(#[from] crate::registry::RegistryError),
     #[error("squash the stage's layers")]
     Squash(#[from] squash::SquashError),
+    /// Boxed: it carries registry errors, which would double every result's size.
+    #[error(transparent)]
+    RemoteCache(Box<crate::remotecache::RemoteCacheError>),
+}
+
+impl From<crate::remotecache::RemoteCacheError> for ExecError {
+    fn from(e: crate::remotecache::RemoteCacheError) -> Self {
+        ExecError::RemoteCache(Box::new(e))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +128,10 @@ pub struct BuildOptions {
     pub max_context_size: u64,
     /// `--add-host`, `--ulimit`, `--shm-size` for every RUN.
     pub run_extras: run::RunExtras,
+    /// `--cache-from`: shared caches whose records count as hits.
+    pub cache_from: Vec<crate::remotecache::Location>,
+    /// `--cache-to`: where this build's records go once it succeeded.
+    pub cache_to: Vec<crate::remotecache::CacheTo>,
 }
 
 /// A `--build-context` value.
@@ -164,6 +177,8 @@ impl Default for BuildOptions {
             ssh: HashMap::new(),
             max_context_size: crate::context::remote::DEFAULT_MAX_SIZE,
             run_extras: Default::default(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }
@@ -195,7 +210,13 @@ pub fn build(
     progress: &dyn Reporter,
 ) -> Result<BuildOutput, ExecError> {
     let _builds = store.builds_lock(|| clear_leftovers(store))?;
-    let cache = Cache::open(store, &opts.cache_identity);
+    let mut cache = Cache::open(store, &opts.cache_identity);
+    // --no-cache ignores imported caches too, as in BuildKit.
+    let imported = match opts.cache_from.is_empty() || opts.no_cache {
+        true => crate::remotecache::Imported::default(),
+        false => crate::remotecache::Imported::open(&opts.cache_from, &opts.pull.registry, progress)?,
+    };
+    cache.set_imported(imported.step_inputs().clone());
     let stat = StatCache::load(&cache.stat_cache_path(ctx.root()));
     let scratch = tempfile::Builder::new().prefix("build-").tempdir_in(store.tmp_dir()).map_err(ExecError::Layer)?;
     let exec = Executor {
@@ -220,6 +241,10 @@ pub fn build(
             crate::context::remote::DownloadLimits::new(opts.max_context_size),
         ),
         scratch,
+        imported,
+        exported: Mutex::new(HashMap::new()),
+        remote_hits: Mutex::new(Vec::new()),
+        copy_from_used: Mutex::new(Vec::new()),
     };
     let started = Instant::now();
     exec.schedule()?;
@@ -236,7 +261,11 @@ pub fn build(
     config.created = Some(last.unwrap_or_else(|| exec.stamp.created.clone()));
     finish::apply(&mut config, opts, &exec.stamp.created, state.base_history);
     kiln_runtime::ensure_still_wanted().map_err(|e| ExecError::Layer(e.into_io()))?;
+    // The image names only layers the store holds, verified.
+    exec.fetch_layers(&state.layers, &config.rootfs.diff_ids, None)?;
     let desc = store.write_image_annotated(&config, &state.layers, &opts.annotations)?;
+    exec.keep_remote_hits();
+    exec.export_caches()?;
     let image_id = desc_config_digest(store, &desc)?;
     let new_layer_bytes = exec.new_layer_bytes.load(Ordering::Relaxed);
     progress.report(Event::Built { image_id: image_id.clone(), new_layer_bytes, elapsed: started.elapsed() });
@@ -276,9 +305,98 @@ struct Executor<'a> {
     /// ADD sources behind URLs, fetched once per build.
     fetcher: fetch::Fetcher,
     scratch: tempfile::TempDir,
+    /// The `--cache-from` caches.
+    imported: crate::remotecache::Imported,
+    /// Each stage's step records (hits and runs), in order, for `--cache-to`.
+    exported: Mutex<HashMap<usize, Vec<(String, crate::cache::Record)>>>,
+    /// Hits from imported caches, recorded in the store's own cache once
+    /// their layers are in the store.
+    remote_hits: Mutex<Vec<(String, crate::cache::Record)>>,
+    /// What `COPY --from` steps read out of stages, for `--cache-to`.
+    copy_from_used: Mutex<Vec<crate::remotecache::CopyFromDigest>>,
 }
 
 impl<'a> Executor<'a> {
+    /// Remembers a step's record for `--cache-to`.
+    fn note_record(&self, stage: usize, key: &str, record: crate::cache::Record) {
+        if !self.opts.cache_to.is_empty() {
+            self.exported.lock().expect("exported lock").entry(stage).or_default().push((key.to_string(), record));
+        }
+    }
+
+    /// Fetches the layers an imported cache's hits named and the store
+    /// lacks (each verified against its digest and diff_id as it streams).
+    fn fetch_layers(&self, layers: &[Descriptor], diff_ids: &[String], step: Option<&StepRef>) -> Result<(), ExecError> {
+        if self.imported.is_empty() {
+            return Ok(());
+        }
+        for (layer, diff_id) in layers.iter().zip(diff_ids) {
+            if let Some(from) = self.imported.fetch(self.store, layer, diff_id)? {
+                let (digest, size) = (short(&layer.digest), human_size(layer.size));
+                let prefix = step.map(StepRef::prefix).unwrap_or_default();
+                self.report(Event::Note(format!("{prefix}--> fetched layer {digest} ({size}) from cache {from}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the shared cache's hits in the store's own cache, each once
+    /// its layers are in the store (a record never names a missing blob).
+    fn keep_remote_hits(&self) {
+        let hits = std::mem::take(&mut *self.remote_hits.lock().expect("remote hits lock"));
+        let cache = self.cache.lock().expect("cache lock");
+        // Present and paired with the diff_id verified for it (nothing is downloaded here).
+        let usable = |r: &crate::cache::Record| {
+            r.layers.iter().zip(&r.diff_ids).all(|(l, d)| self.store.has_blob(&l.digest) && self.imported.fetch(self.store, l, d).is_ok())
+        };
+        for (key, record) in hits.iter().filter(|(_, r)| usable(r)) {
+            if let Err(e) = cache.put(key, record) {
+                log::warn!("could not write the cache record {}: {}", short(key), e);
+            }
+        }
+    }
+
+    /// Writes each `--cache-to`: with `mode=min` the steps of the final
+    /// image's stages (the target and the stages it is built FROM), with
+    /// `mode=max` every stage's.
+    fn export_caches(&self) -> Result<(), ExecError> {
+        if self.opts.cache_to.is_empty() {
+            return Ok(());
+        }
+        let exported = self.exported.lock().expect("exported lock");
+        let mut chain = vec![self.plan.target];
+        while let Base::Stage(i) = self.plan.stages[*chain.last().expect("not empty")].base {
+            chain.push(i);
+        }
+        chain.reverse();
+        let copy_from = self.copy_from_used.lock().expect("copy-from lock").clone();
+        let steps = self.cache.lock().expect("cache lock").steps().clone();
+        for to in &self.opts.cache_to {
+            let stages: Vec<usize> = match to.mode {
+                crate::remotecache::Mode::Min => chain.clone(),
+                crate::remotecache::Mode::Max => self.plan.needed.clone(),
+            };
+            let records: Vec<(String, crate::cache::Record)> =
+                stages.iter().filter_map(|i| exported.get(i)).flatten().cloned().collect();
+            // The inputs of the exported stages' steps only: a miss on a step
+            // the cache lacks is no news about what changed.
+            let steps: std::collections::BTreeMap<String, StepInputs> = steps
+                .iter()
+                .filter(|(pos, _)| pos.split_once('/').is_some_and(|(i, _)| stages.iter().any(|s| s.to_string() == i)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let export = crate::remotecache::Export { records: &records, copy_from: &copy_from, steps: &steps };
+            match crate::remotecache::export(self.store, to, &export, &self.imported, &self.opts.pull.registry, self.progress) {
+                Ok(digest) => {
+                    self.report(Event::Note(format!("--> cache exported to {} ({})", to.location, short(&digest))));
+                }
+                Err(e) if to.ignore_error => log::warn!("{}", crate::registry::chain_error(&e)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     fn driver(&self) -> Driver {
         *self.driver.get_or_init(|| {
             let d = self.opts.storage_driver.unwrap_or_else(|| kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir()));
@@ -404,15 +522,33 @@ impl<'a> Executor<'a> {
             if use_cache {
                 let record = self.cache.lock().expect("cache lock").get(&key, &state.key, self.store);
                 if let Some(record) = record {
-                    if state.restore(&step.kind, record, key.clone()) {
-                        self.report(Event::CacheHit { step: at(i + 2), key: short(&key).to_string() });
+                    if state.restore(&step.kind, record.clone(), key.clone()) {
+                        self.report(Event::CacheHit { step: at(i + 2), key: short(&key).to_string(), from: None });
                         self.report(Event::StepFinished { step: at(i + 2), cached: true, elapsed: started.elapsed() });
+                        self.note_record(stage.index, &key, record);
+                        continue;
+                    }
+                }
+                // A hit in a shared cache takes the layers by digest; they
+                // are fetched when something reads them.
+                if let Some((record, kind)) = self.imported.get(&key, &state.key) {
+                    if state.restore(&step.kind, record.clone(), key.clone()) {
+                        let from = Some(kind.to_string());
+                        self.report(Event::CacheHit { step: at(i + 2), key: short(&key).to_string(), from });
+                        self.report(Event::StepFinished { step: at(i + 2), cached: true, elapsed: started.elapsed() });
+                        self.note_record(stage.index, &key, record.clone());
+                        self.remote_hits.lock().expect("remote hits lock").push((key.clone(), record));
                         continue;
                     }
                 }
                 if let Some(why) = self.cache.lock().expect("cache lock").explain_miss(&pos, &inputs) {
                     self.report(Event::CacheMiss { step: at(i + 2), reason: why });
                 }
+            }
+            if matches!(step.kind, StepKind::Run(_) | StepKind::Copy(_) | StepKind::Workdir(_)) {
+                // The step reads the state's files: its layers must be here.
+                self.fetch_layers(&state.layers, &state.config.rootfs.diff_ids, Some(&at(i + 2)))
+                    .map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?;
             }
             let (mark, parent) = (state.mark(), state.key.clone());
             if let Err(e) = self.step(&mut state, step, &at(i + 2)) {
@@ -423,10 +559,12 @@ impl<'a> Executor<'a> {
                 return Err(err);
             }
             state.key = key.clone();
-            if let Err(e) = self.cache.lock().expect("cache lock").put(&key, &state.record(mark, &parent)) {
+            let record = state.record(mark, &parent);
+            if let Err(e) = self.cache.lock().expect("cache lock").put(&key, &record) {
                 log::warn!("could not write the cache record for step {}: {}", pos, e);
             }
             self.report(Event::StepFinished { step: at(i + 2), cached: false, elapsed: started.elapsed() });
+            self.note_record(stage.index, &key, record);
         }
         if !self.opts.layers {
             self.squash(&mut state).map_err(|e| self.fail(stage.span, &stage.original, Box::new(e)))?;
@@ -436,6 +574,7 @@ impl<'a> Executor<'a> {
 
     /// Merges the stage's own layers into one (`--squash`, `--layers=false`).
     fn squash(&self, state: &mut StageState) -> Result<(), ExecError> {
+        self.fetch_layers(&state.layers, &state.config.rootfs.diff_ids, None)?;
         let layer = squash::squash_stage(self.store, state, self.opts.compression, self.opts.compression_level, self.opts.source_date_epoch, self.scratch.path())?;
         if let Some(layer) = layer {
             self.report(Event::Squashed { digest: short(&layer.digest).to_string(), size: layer.size });
@@ -851,7 +990,19 @@ impl<'a> Executor<'a> {
         let (_, _, diff_ids) = self.layers_of(from)?;
         let chain = layers::chain_ids(&diff_ids).pop().unwrap_or_else(|| "empty".into());
         let path = fromkey::path(self.store, &chain, words);
+        let note = |memo: &fromkey::Memo| {
+            let used = crate::remotecache::CopyFromDigest { chain: chain.clone(), words: words.to_vec(), memo: memo.clone() };
+            self.copy_from_used.lock().expect("copy-from lock").push(used);
+        };
         if let Some(memo) = fromkey::load(&path) {
+            note(&memo);
+            return Ok(memo);
+        }
+        // A stage taken from a shared cache: the exporting build's digest
+        // of the same files (same chain id), so its layers need not come.
+        // Kept for this build only: the store's memos are its own findings.
+        if let Some(memo) = self.imported.copy_from(&chain, words) {
+            note(&memo);
             return Ok(memo);
         }
         let source = self.source_of(from)?;
@@ -861,6 +1012,7 @@ impl<'a> Executor<'a> {
         if let Err(e) = fromkey::save(&path, &memo) {
             log::warn!("could not remember the digest of COPY --from sources in {}: {}", path.display(), e);
         }
+        note(&memo);
         Ok(memo)
     }
 
@@ -893,6 +1045,7 @@ impl<'a> Executor<'a> {
         if let Some(view) = views.get(&key) {
             return Ok(view.clone());
         }
+        self.fetch_layers(&layers, &diff_ids, None)?;
         let dirs = self.layer_dirs.ensure(self.store, &layers, &diff_ids)?;
         let view = Arc::new(LayerView::new(dirs, self.layer_dirs.prefix().clone()));
         views.insert(key, view.clone());
@@ -949,6 +1102,7 @@ impl<'a> Executor<'a> {
         // Held while unpacking: two stages copying from one source unpack it once.
         let mut unpacked = self.unpacked.lock().expect("unpacked lock");
         if !unpacked.contains_key(&key) {
+            self.fetch_layers(&layers, &diff_ids, None)?;
             let root = match self.mount_from(&layers, &diff_ids)? {
                 Some(merged) => merged,
                 None => {

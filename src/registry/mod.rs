@@ -10,13 +10,13 @@ mod progress;
 pub mod pull;
 pub mod push;
 pub mod reference;
-mod sources;
+pub(crate) mod sources;
 
 use std::path::PathBuf;
 
 use crate::store::{Image, Store};
 
-pub use error::{ErrorKind, RegistryError};
+pub use error::{chain as chain_error, ErrorKind, RegistryError};
 pub use pull::pull;
 pub use push::{push, ManifestFormat};
 pub use reference::Reference;

@@ -164,6 +164,31 @@ fn media_type_of(bytes: &[u8], content_type: Option<&str>) -> String {
     }
 }
 
+/// A small blob (a config, or a build cache's config) read into memory and
+/// checked against its descriptor's digest and size; nothing is stored.
+pub(crate) fn fetch_document(client: &Client, blob: &Descriptor) -> Result<Vec<u8>, RegistryError> {
+    let what = format!("blob {}", blob.digest);
+    if blob.size > client::max_document() {
+        return Err(client.err(ErrorKind::Invalid { what, detail: format!("{} bytes is too large", blob.size) }));
+    }
+    let url = client.repo_url(&format!("blobs/{}", blob.digest));
+    let mut resp = client.send(Method::Get, &url, &[], SendBody::Empty)?;
+    match resp.status().as_u16() {
+        200 => {}
+        404 => return Err(client.err(ErrorKind::BlobUnknown(blob.digest.clone()))),
+        _ => return Err(client.status_error(&what, &mut resp)),
+    }
+    let bytes = client.read_limited(&mut resp, blob.size, &what)?;
+    let actual = sha256_digest(&bytes);
+    if actual != blob.digest {
+        return Err(client.err(ErrorKind::DigestMismatch { what, expected: blob.digest.clone(), actual }));
+    }
+    if bytes.len() as u64 != blob.size {
+        return Err(client.err(ErrorKind::SizeMismatch { what, expected: blob.size, actual: bytes.len() as u64 }));
+    }
+    Ok(bytes)
+}
+
 /// The config blob's bytes, from the store when it has them.
 fn fetch_config(client: &Client, store: &Store, config: &Descriptor) -> Result<Vec<u8>, RegistryError> {
     if config.size > client::max_document() {

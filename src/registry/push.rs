@@ -140,6 +140,74 @@ pub fn push(
     Ok(digest)
 }
 
+/// Pushes an artifact that is no image (a build cache): `config` (bytes and
+/// media type) and `layers`, blobs of the store, under an OCI image
+/// manifest with `annotations` on each layer as given. Layers the
+/// repository already has are not sent; `ensure_local` is called for each
+/// one it lacks before it is read from the store (a cache layer known only
+/// by digest is fetched then). Returns the manifest's digest.
+pub(crate) fn push_artifact(
+    store: &Store,
+    destination: &str,
+    opts: &RegistryOptions,
+    config: (&[u8], &str),
+    layers: &[Descriptor],
+    ensure_local: &(dyn Fn(&Descriptor) -> Result<(), RegistryError> + Sync),
+    progress: &dyn crate::progress::Reporter,
+) -> Result<String, RegistryError> {
+    let r =
+        Reference::parse(destination).map_err(|e| RegistryError::new("push", destination, ErrorKind::Reference(e)))?;
+    let client = Client::connect(&r, vec![format!("repository:{}:pull,push", r.repository)], opts, "push")?;
+    let config_desc = Descriptor::new(config.1, sha256_digest(config.0), config.0.len() as u64);
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.to_string()),
+        config: config_desc.clone(),
+        layers: layers.to_vec(),
+        annotations: None,
+    };
+    let bytes = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| client.err(ErrorKind::Invalid { what: "cache manifest".into(), detail: e.to_string() }))?;
+    let digest = sha256_digest(&bytes);
+    let chunk = opts.chunk_size.filter(|c| *c > 0).unwrap_or(DEFAULT_CHUNK);
+    progress::run_parallel(&manifest.layers, "Copying", opts.progress, progress, |blob, events| {
+        if !has_blob(&client, &blob.digest)? {
+            ensure_local(blob)?;
+        }
+        push_blob(&client, store, blob, &[], chunk, events)
+    })?;
+    if !has_blob(&client, &config_desc.digest)? {
+        let location = start_upload(&client, "cache config")?;
+        let url = with_digest(&location, &config_desc.digest);
+        let headers = [("Content-Type", "application/octet-stream".to_string())];
+        let mut resp = client.send(Method::Put, &url, &headers, SendBody::Bytes(config.0))?;
+        if resp.status().as_u16() != 201 {
+            return Err(client.status_error(&format!("blob {}", config_desc.digest), &mut resp));
+        }
+    }
+    let url = client.repo_url(&format!("manifests/{}", r.manifest_reference()));
+    let mut resp =
+        client.send(Method::Put, &url, &[("Content-Type", OCI_MANIFEST.to_string())], SendBody::Bytes(&bytes))?;
+    if !(200..=202).contains(&resp.status().as_u16()) {
+        return Err(client.status_error("cache manifest", &mut resp));
+    }
+    for layer in &manifest.layers {
+        sources::record(store, &layer.digest, &r.name());
+    }
+    Ok(digest)
+}
+
+/// Whether the repository holds the blob already (HEAD).
+fn has_blob(client: &Client, digest: &str) -> Result<bool, RegistryError> {
+    let url = client.repo_url(&format!("blobs/{digest}"));
+    let mut resp = client.send(Method::Head, &url, &[], SendBody::Empty)?;
+    match resp.status().as_u16() {
+        200 => Ok(true),
+        404 => Ok(false),
+        _ => Err(client.status_error(&format!("blob {digest}"), &mut resp)),
+    }
+}
+
 /// The manifest bytes and media type to push: the stored bytes when no
 /// conversion is asked for (so the digest stays), else the converted manifest.
 fn manifest_for(

@@ -88,6 +88,18 @@ impl Registry {
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
+
+    /// Where the registry keeps blob `digest`'s bytes (its filesystem driver's layout).
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir.path().join("data/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
+    }
+
+    /// The digest tag `repo:tag` points at.
+    pub fn tag_digest(&self, repo: &str, tag: &str) -> String {
+        let link = self.dir.path().join("data/docker/registry/v2/repositories").join(repo).join("_manifests/tags").join(tag).join("current/link");
+        fs::read_to_string(link).unwrap().trim().to_string()
+    }
 }
 
 impl Drop for Registry {

@@ -10,6 +10,8 @@
 //! Each build also leaves a log of its steps' inputs; on a miss, comparing
 //! with the previous build of the same Dockerfile says what changed.
 
+pub mod fromkey;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -73,6 +75,9 @@ pub struct Cache {
     log_path: PathBuf,
     previous: BuildLog,
     current: BuildLog,
+    /// Step inputs of the builds that exported the `--cache-from` caches,
+    /// for misses this store's own log cannot explain.
+    imported: BTreeMap<String, StepInputs>,
 }
 
 impl Cache {
@@ -81,7 +86,7 @@ impl Cache {
         let dir = store.root().join("kiln").join("cache");
         let log_path = dir.join("builds").join(format!("{}.json", &sha256_hex(identity.as_bytes())[..32]));
         let previous = std::fs::read(&log_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        Cache { dir, log_path, previous, current: BuildLog::default() }
+        Cache { dir, log_path, previous, current: BuildLog::default(), imported: BTreeMap::new() }
     }
 
     pub fn stat_cache_path(&self, context_root: &Path) -> PathBuf {
@@ -133,11 +138,16 @@ impl Cache {
 
     /// One line saying why step `pos` missed, when a previous build of this
     /// Dockerfile ran it.
+    /// Without one, the build that exported an imported cache answers.
     pub fn explain_miss(&self, pos: &str, now: &StepInputs) -> Option<String> {
-        let before = self.previous.steps.get(pos)?;
+        let before = self.previous.steps.get(pos).or_else(|| self.imported.get(pos))?;
         let now = &logged(now.clone());
         if before.key == now.key {
-            return Some("its cache record is gone or unusable (pruned, or written by another kiln version?)".into());
+            return Some(
+                "its cache record is gone or unusable (pruned, taken last time from a --cache-from cache without its layers, \
+                 or written by another kiln version?)"
+                    .into(),
+            );
         }
         if before.instruction != now.instruction {
             return Some(format!("the instruction changed (was `{}`)", before.instruction));
@@ -156,6 +166,17 @@ impl Cache {
             });
         }
         None
+    }
+
+    /// Explains misses with the step inputs of the builds that exported
+    /// the imported caches, where this store has no earlier build's.
+    pub fn set_imported(&mut self, steps: BTreeMap<String, StepInputs>) {
+        self.imported = steps;
+    }
+
+    /// What this build's steps saw so far (as the log keeps it), by `stage/step`.
+    pub fn steps(&self) -> &BTreeMap<String, StepInputs> {
+        &self.current.steps
     }
 
     /// Saves this build's log for the next build to compare against.
@@ -276,7 +297,7 @@ mod tests {
     fn cache_with(prev: StepInputs) -> Cache {
         let mut previous = BuildLog::default();
         previous.steps.insert("0/1".into(), prev);
-        Cache { dir: PathBuf::new(), log_path: PathBuf::new(), previous, current: BuildLog::default() }
+        Cache { dir: PathBuf::new(), log_path: PathBuf::new(), previous, current: BuildLog::default(), imported: BTreeMap::new() }
     }
 
     #[test]
