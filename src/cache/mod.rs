@@ -18,8 +18,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::image::config::History;
-use crate::image::manifest::Descriptor;
 use crate::plan::{Step, StepKind};
 use crate::store::Store;
 
@@ -29,27 +27,7 @@ pub const PROXY_ARGS: &[&str] = &[
     "ALL_PROXY", "all_proxy",
 ];
 
-/// The record format; records of another format (older kilns wrote the
-/// whole state) are misses.
-pub const RECORD_VERSION: u32 = 2;
-
-/// What a step added to the state it started from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    pub version: u32,
-    /// The key of the state the step started from. A step's key already
-    /// derives from it; comparing it again makes a record written for
-    /// another state (a corrupt or hand-edited file) a miss.
-    pub parent: String,
-    /// Layers the step added (RUN, COPY, ADD: one; metadata steps: none)
-    /// and their diff ids, in the same order.
-    pub layers: Vec<Descriptor>,
-    pub diff_ids: Vec<String>,
-    /// History entries the step added, with the time it first ran, so a
-    /// cached build gives the same image id.
-    pub history: Vec<History>,
-}
+pub use crate::store::step_record::{Record, RECORD_VERSION};
 
 /// Records are small; anything larger is not one of ours.
 const MAX_RECORD: u64 = 1 << 20;

@@ -160,7 +160,8 @@ struct BlobInfo {
     intact: bool,
 }
 
-/// A step record, as far as the check reads it (see `crate::cache::Record`).
+/// A step record, as far as the check reads it, of any format version
+/// (see [`super::step_record::Record`]).
 #[derive(Deserialize)]
 struct StepRecord {
     parent: String,

@@ -31,7 +31,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::remove::{self, Freed, TRASH_PREFIX};
 use super::{index, parse_manifest, sha256_hex, Store, StoreError};
-use crate::cache::Record;
+use super::step_record::{Record, RECORD_VERSION};
 use crate::image::config::{History, ImageConfig};
 use crate::image::manifest::{Descriptor, Index, Manifest, OCI_MANIFEST};
 
@@ -613,7 +613,7 @@ impl Store {
             let record = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok());
             let key = path.file_stem().map(|s| format!("sha256:{}", s.to_string_lossy()));
             match (record, key) {
-                (Some(record), Some(key)) if record.version == crate::cache::RECORD_VERSION => {
+                (Some(record), Some(key)) if record.version == RECORD_VERSION => {
                     records.insert(key, (path, record));
                 }
                 // Unreadable or of another format: a miss for every build anyway.

@@ -12,6 +12,7 @@ mod index;
 pub mod layers;
 mod lock;
 pub mod remove;
+pub mod step_record;
 mod verified;
 
 use std::collections::BTreeMap;
