@@ -33,7 +33,7 @@ use crate::image::transport::{self, Transport};
 use crate::plan::{Base, BuildPlan, CopyFrom, CopyStep, RunStep, Stage, Step, StepKind};
 use kiln_overlay::mount::Driver;
 use self::layers::LayerDirs;
-use crate::store::{Image, Store};
+use crate::store::{Image, Store, StoreError};
 
 use self::chmod::Chmod;
 use self::copy::{CopyEnv, Data};
@@ -397,7 +397,8 @@ impl<'a> Executor<'a> {
         let total = steps.len() + 1;
         let _ = writeln!(self.out(), "{}STEP 1/{}: {}", prefix, total, stage.original);
         if let Base::Image(reference) = &stage.base {
-            let _ = writeln!(self.out(), "{}--> using {} {}", prefix, reference, short(&state.key));
+            let id = state.base_id.as_deref().unwrap_or(&state.key);
+            let _ = writeln!(self.out(), "{}--> using {} {}", prefix, reference, short(id));
         }
         if !triggers.is_empty() {
             let _ = writeln!(self.out(), "# Executing {} build trigger{}", triggers.len(), if triggers.len() == 1 { "" } else { "s" });
@@ -416,8 +417,18 @@ impl<'a> Executor<'a> {
             if use_cache {
                 let record = self.cache.lock().expect("cache lock").get(&key, &state.key, self.store);
                 if let Some(record) = record {
+                    let layers = !record.layers.is_empty();
                     if state.restore(&step.kind, record, key.clone()) {
-                        let _ = writeln!(self.out(), "{}--> Using cache {}", prefix, short(&key));
+                        // The id the step printed when it ran: its image is
+                        // written again if a prune took it.
+                        let id = match layers {
+                            true => Some(self.step_image(&state).map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?),
+                            false => None,
+                        };
+                        let _ = match id {
+                            Some(id) => writeln!(self.out(), "{}--> Using cache {}", prefix, id),
+                            None => writeln!(self.out(), "{}--> Using cache", prefix),
+                        };
                         continue;
                     }
                 }
@@ -544,14 +555,27 @@ impl<'a> Executor<'a> {
         if state.layers.is_empty() || !kiln_runtime::still_wanted() {
             return None;
         }
+        self.step_image(state).ok()
+    }
+
+    /// Writes the state after a step as an intermediate image and returns
+    /// its short id: the id printed for the step (the same whether the step
+    /// ran or came from the cache, since the config is made of the same
+    /// history and layers either way) and one `kiln run`, `FROM` and
+    /// `kiln inspect` accept. Its record in `kiln/cache/intermediate/` keeps
+    /// it, like docker's intermediate images, until `kiln prune` (`kiln
+    /// images -a` lists it). Like the final image, it is created when its
+    /// last history entry was, so an unchanged step gives the same id.
+    fn step_image(&self, state: &StageState) -> Result<String, StoreError> {
         let mut config = state.config.clone();
-        config.created = Some(self.stamp.created.clone());
-        let desc = self.store.write_image(&config, &state.layers).ok()?;
-        let id = self.store.load_image(&desc).ok()?.config_digest;
+        let last = config.history.last().and_then(|h| h.created.clone());
+        config.created = Some(last.unwrap_or_else(|| self.stamp.created.clone()));
+        let desc = self.store.write_image(&config, &state.layers)?;
+        let id = self.store.load_image(&desc)?.config_digest;
         if let Err(e) = self.cache.lock().expect("cache lock").keep_intermediate(&desc.digest, &id) {
             log::warn!("could not record the intermediate image {}: {}", short(&id), e);
         }
-        Some(short(&id).to_string())
+        Ok(short(&id).to_string())
     }
 
     fn fail(&self, span: Span, instruction: &str, err: Box<dyn std::error::Error + Send + Sync>) -> ExecError {
@@ -603,6 +627,7 @@ impl<'a> Executor<'a> {
                 let image = self.image_for(reference, stage.platform.as_deref().or(self.opts.platform.as_deref()))?;
                 let mut s = StageState::new(image.config, image.manifest.layers);
                 s.key = image.manifest_digest.clone();
+                s.base_id = Some(image.config_digest);
                 s
             }
         })
@@ -729,7 +754,7 @@ impl<'a> Executor<'a> {
             self.out(),
             "{}--> {} ({} files, {}, {:.2}s)",
             prefix,
-            short(&digest),
+            self.step_image(state)?,
             entries.len(),
             human_size(size),
             started.elapsed().as_secs_f64()
@@ -772,7 +797,7 @@ impl<'a> Executor<'a> {
             self.out(),
             "{}--> {} ({}, {:.2}s)",
             prefix,
-            short(&layer.digest),
+            self.step_image(state)?,
             human_size(layer.size),
             started.elapsed().as_secs_f64()
         );

@@ -28,6 +28,8 @@ pub struct StageState {
     pub key: String,
     /// How many of `layers` came with the base (`--squash` keeps those).
     pub base_layers: usize,
+    /// The image id of an image base (what FROM's `--> using` line prints).
+    pub base_id: Option<String>,
     /// A file index set aside when a RUN or cached step added layers it has
     /// not seen, with how many of `layers` it reflects: [`Self::ensure_tree`]
     /// catches it up by reading only the newer layers.
@@ -58,6 +60,7 @@ impl StageState {
             stale_tree: None,
             key: String::new(),
             base_layers,
+            base_id: None,
             env_index: None,
         }
     }

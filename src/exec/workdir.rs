@@ -24,7 +24,7 @@ use crate::plan::Step;
 
 use super::state::StageState;
 use super::tree::{Tree, TreeError};
-use super::{finish, human_size, layer_media_type, short, ExecError, Executor};
+use super::{finish, human_size, layer_media_type, ExecError, Executor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkdirError {
@@ -75,7 +75,7 @@ impl Executor<'_> {
             self.out(),
             "{}--> {} ({} directories for {}, {}, {:.2}s)",
             prefix,
-            short(&digest),
+            self.step_image(state)?,
             dirs.len(),
             step.original,
             human_size(size),

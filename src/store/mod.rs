@@ -351,7 +351,10 @@ impl Store {
             && prefix.len() <= 64
             && prefix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if is_id_prefix {
-            return self.resolve_id_prefix(&manifests, prefix);
+            return match self.resolve_id_prefix(&manifests, prefix)? {
+                Some(found) => Ok(Some(found)),
+                None => self.resolve_intermediate(prefix),
+            };
         }
         match as_tag {
             Ok(_) => Ok(None),
@@ -398,6 +401,9 @@ impl Store {
                 return Ok(Some(d.clone()));
             }
         }
+        if let Some(found) = self.resolve_intermediate(digest.strip_prefix("sha256:").unwrap_or(digest))? {
+            return Ok(Some(found));
+        }
         // An untagged manifest that is still in the store.
         if self.has_blob(digest) {
             let bytes = self.read_blob(digest)?;
@@ -407,6 +413,39 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    /// An intermediate image a build wrote (each step's printed id, or
+    /// the last good state of a failed build: records in
+    /// `kiln/cache/intermediate/`), by id prefix, while its blobs are here.
+    fn resolve_intermediate(&self, prefix: &str) -> Result<Option<Descriptor>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Record {
+            manifest: String,
+            config: String,
+        }
+        let dir = self.private_dir().join(gc::CACHE_DIR).join("intermediate");
+        let Ok(entries) = fs::read_dir(&dir) else { return Ok(None) };
+        let mut found: Option<Descriptor> = None;
+        let mut ids: Vec<String> = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(bytes) = fs::read(entry.path()) else { continue };
+            let Ok(record) = serde_json::from_slice::<Record>(&bytes) else { continue };
+            let hex = record.config.strip_prefix("sha256:").unwrap_or(&record.config);
+            if !hex.starts_with(prefix) || ids.contains(&record.config) {
+                continue;
+            }
+            let Ok(manifest) = fs::metadata(self.blob_path(&record.manifest)) else { continue };
+            if !self.has_blob(&record.config) {
+                continue;
+            }
+            ids.push(record.config.clone());
+            found.get_or_insert(Descriptor::new(OCI_MANIFEST, record.manifest, manifest.len()));
+        }
+        if ids.len() > 1 {
+            return Err(StoreError::AmbiguousId { prefix: prefix.to_string(), matches: ids });
+        }
+        Ok(found)
     }
 
     fn resolve_id_prefix(&self, manifests: &[Descriptor], prefix: &str) -> Result<Option<Descriptor>, StoreError> {
