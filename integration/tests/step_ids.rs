@@ -85,6 +85,11 @@ fn step_ids_are_images_and_stay_the_same_when_cached() {
     let again = build(&sb, "steps");
     assert_eq!(step_ids(&again), ids, "{}", again.transcript());
     sb.kiln(&["run", "--rm", ran, "/bin/cat", "/r"]).ok();
+    // The image built is the last step's image: rmi needs no -f for it,
+    // and the earlier steps' images stay (build cache) until a prune.
+    sb.kiln(&["rmi", "steps"]).ok();
+    assert!(!sb.kiln(&["inspect", last]).success(), "the removed image is gone");
+    sb.kiln(&["run", "--rm", ran, "/bin/cat", "/r"]).ok();
     let check = sb.kiln(&["system", "check"]);
     check.ok();
     assert!(check.stdout.contains("store is consistent"), "{}", check.transcript());

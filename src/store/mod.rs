@@ -424,7 +424,7 @@ impl Store {
             manifest: String,
             config: String,
         }
-        let dir = self.private_dir().join(gc::CACHE_DIR).join("intermediate");
+        let dir = self.private_dir().join(gc::CACHE_DIR).join(gc::INTERMEDIATE_DIR);
         let Ok(entries) = fs::read_dir(&dir) else { return Ok(None) };
         let mut found: Option<Descriptor> = None;
         let mut ids: Vec<String> = Vec::new();
