@@ -9,6 +9,7 @@ use super::format::{self, parse_time};
 use super::lookup;
 use super::Cli;
 use crate::image::config::History;
+use crate::image::manifest::Descriptor;
 use crate::store::StoredImage;
 
 /// docker cuts CREATED BY to this many characters unless `--no-trunc`.
@@ -46,9 +47,11 @@ pub struct Step {
 
 /// Pairs history entries with layers in order: each entry that is not an
 /// `empty_layer` made the next layer. Layers no entry accounts for (images
-/// without history) get entries of their own.
-pub fn steps(image: &StoredImage) -> Vec<Step> {
-    let mut layers = image.manifest.layers.iter();
+/// without history) get entries of their own. A layer's size is
+/// `sizes[i]` (uncompressed, as docker shows it), else its blob's.
+pub fn steps(image: &StoredImage, sizes: &[u64]) -> Vec<Step> {
+    let mut layers =
+        image.manifest.layers.iter().enumerate().map(|(i, l)| Descriptor { size: sizes.get(i).copied().unwrap_or(l.size), ..l.clone() });
     let mut out: Vec<Step> = image
         .config
         .history
@@ -66,7 +69,8 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
     let image = lookup::find(&store, &args.image)?;
     let now = Utc::now();
-    let values: Vec<Value> = steps(&image)
+    let sizes = super::images::layer_sizes(&store, &image);
+    let values: Vec<Value> = steps(&image, &sizes)
         .iter()
         .rev()
         .enumerate()

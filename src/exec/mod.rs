@@ -555,7 +555,17 @@ impl<'a> Executor<'a> {
         if state.layers.is_empty() || !kiln_runtime::still_wanted() {
             return None;
         }
-        self.step_image(state).ok()
+        self.write_step_image(state).ok()
+    }
+
+    /// The id printed for a step that added layers (see
+    /// [`Self::write_step_image`]); a quiet build prints none, so it writes
+    /// none.
+    fn step_image(&self, state: &StageState) -> Result<String, StoreError> {
+        if self.opts.quiet {
+            return Ok(String::new());
+        }
+        self.write_step_image(state)
     }
 
     /// Writes the state after a step as an intermediate image and returns
@@ -566,7 +576,7 @@ impl<'a> Executor<'a> {
     /// it, like docker's intermediate images, until `kiln prune` (`kiln
     /// images -a` lists it). Like the final image, it is created when its
     /// last history entry was, so an unchanged step gives the same id.
-    fn step_image(&self, state: &StageState) -> Result<String, StoreError> {
+    fn write_step_image(&self, state: &StageState) -> Result<String, StoreError> {
         let mut config = state.config.clone();
         let last = config.history.last().and_then(|h| h.created.clone());
         config.created = Some(last.unwrap_or_else(|| self.stamp.created.clone()));
