@@ -103,6 +103,8 @@ pub struct BuildOptions {
     pub labels: Vec<(String, String)>,
     /// `--annotation`: put on the final image's manifest and index entry.
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// `--format docker`: the final image is stored as Docker v2s2.
+    pub docker_format: bool,
     /// `--squash`: the final stage's own layers become one.
     pub squash: bool,
     /// `--layers` (default true); false gives one new layer per stage.
@@ -155,6 +157,7 @@ impl Default for BuildOptions {
             pull: Default::default(),
             labels: Vec::new(),
             annotations: Default::default(),
+            docker_format: false,
             squash: false,
             layers: true,
             source_date_epoch: None,
@@ -234,7 +237,7 @@ pub fn build(
     config.created = Some(last.unwrap_or_else(|| exec.stamp.created.clone()));
     finish::apply(&mut config, opts, &exec.stamp.created);
     kiln_runtime::ensure_still_wanted().map_err(|e| ExecError::Layer(e.into_io()))?;
-    let desc = store.write_image_annotated(&config, &state.layers, &opts.annotations)?;
+    let desc = store.write_image_as(&config, &state.layers, &opts.annotations, opts.docker_format)?;
     let image_id = desc_config_digest(store, &desc)?;
     let new_layer_bytes = exec.new_layer_bytes.load(Ordering::Relaxed);
     let _ = writeln!(

@@ -17,6 +17,16 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
+/// The Docker v2s2 media type of an OCI or Docker layer type; `None` for
+/// one v2s2 has no name for (zstd among them).
+pub fn docker_layer_type(media_type: &str) -> Option<&'static str> {
+    match media_type {
+        OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => Some(DOCKER_LAYER_GZIP),
+        OCI_LAYER_TAR | DOCKER_LAYER_TAR => Some(DOCKER_LAYER_TAR),
+        _ => None,
+    }
+}
+
 /// The annotation that names a tag in an OCI layout's index.json.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 

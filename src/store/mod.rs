@@ -64,6 +64,8 @@ pub enum StoreError {
     MissingBlob { digest: String },
     #[error("{digest} is a {media_type}, not an image manifest")]
     NotAManifest { digest: String, media_type: String },
+    #[error("layer {digest} is {media_type}, which a Docker v2s2 manifest cannot list: use --format oci (or a base image with gzip layers)")]
+    NotDockerLayer { digest: String, media_type: String },
     #[error("image has {layers} layers but its config lists {diff_ids} diff ids")]
     LayerCountMismatch { layers: usize, diff_ids: usize },
     #[error("'{prefix}' matches more than one image: {}", .matches.join(", "))]
@@ -258,6 +260,32 @@ impl Store {
         layers: &[Descriptor],
         annotations: &BTreeMap<String, String>,
     ) -> Result<Descriptor, StoreError> {
+        self.write_image_as(config, layers, annotations, false)
+    }
+
+    /// Like [`Store::write_image_annotated`]; with `docker`, as a Docker v2s2
+    /// image (`kiln build --format docker`, buildah's and podman's): the
+    /// manifest, config and layer media types are Docker's and the manifest
+    /// has no annotations (v2s2 has none). The config is the same either
+    /// way, docker-only fields (HEALTHCHECK, SHELL, ONBUILD …) included, so
+    /// the image id does not depend on the format.
+    pub fn write_image_as(
+        &self,
+        config: &ImageConfig,
+        layers: &[Descriptor],
+        annotations: &BTreeMap<String, String>,
+        docker: bool,
+    ) -> Result<Descriptor, StoreError> {
+        let mut layers = layers.to_vec();
+        if docker {
+            for layer in &mut layers {
+                let Some(media_type) = crate::image::manifest::docker_layer_type(&layer.media_type) else {
+                    return Err(StoreError::NotDockerLayer { digest: layer.digest.clone(), media_type: layer.media_type.clone() });
+                };
+                layer.media_type = media_type.to_string();
+                layer.annotations = None;
+            }
+        }
         if layers.len() != config.rootfs.diff_ids.len() {
             return Err(StoreError::LayerCountMismatch {
                 layers: layers.len(),
@@ -273,12 +301,16 @@ impl Store {
             source,
         })?;
         let (config_digest, config_size) = self.put_blob(&config_bytes)?;
+        let (manifest_type, config_type) = match docker {
+            true => (DOCKER_MANIFEST, crate::image::manifest::DOCKER_CONFIG),
+            false => (OCI_MANIFEST, OCI_CONFIG),
+        };
         let manifest = Manifest {
             schema_version: 2,
-            media_type: Some(OCI_MANIFEST.to_string()),
-            config: Descriptor::new(OCI_CONFIG, config_digest, config_size),
-            layers: layers.to_vec(),
-            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
+            media_type: Some(manifest_type.to_string()),
+            config: Descriptor::new(config_type, config_digest, config_size),
+            layers,
+            annotations: (!annotations.is_empty() && !docker).then(|| annotations.clone()),
         };
         let mut descriptor = self.put_manifest(&manifest, platform_of(config))?;
         descriptor.annotations = manifest.annotations;
