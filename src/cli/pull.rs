@@ -97,3 +97,19 @@ pub fn run(cli: &Cli, args: &PullArgs) -> anyhow::Result<i32> {
     println!("{}", image.config_digest.trim_start_matches("sha256:"));
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_delays_are_go_durations_or_seconds() {
+        assert_eq!(parse_delay("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_delay("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_delay("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_delay("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_delay("-1s").is_err());
+        assert!(parse_delay("soon").unwrap_err().contains("e.g. 2s"));
+    }
+}

@@ -91,3 +91,16 @@ impl Default for Index {
         Index { schema_version: 2, media_type: Some(OCI_INDEX.to_string()), manifests: Vec::new(), annotations: None }
     }
 }
+
+#[cfg(test)]
+mod docker_type_tests {
+    use super::*;
+
+    #[test]
+    fn docker_layer_types_exist_for_tar_and_gzip_only() {
+        assert_eq!(docker_layer_type(OCI_LAYER_TAR), Some(DOCKER_LAYER_TAR));
+        assert_eq!(docker_layer_type(OCI_LAYER_GZIP), Some(DOCKER_LAYER_GZIP));
+        assert_eq!(docker_layer_type(DOCKER_LAYER_GZIP), Some(DOCKER_LAYER_GZIP));
+        assert_eq!(docker_layer_type(OCI_LAYER_ZSTD), None);
+    }
+}
