@@ -763,11 +763,12 @@ impl<'a> Executor<'a> {
         state.config.rootfs.diff_ids.push(info.diff_id);
         state.push_history(&self.stamp.created, &c.created_by(), false);
         self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
+        let id = self.step_image(state)?;
         let _ = writeln!(
             self.out(),
             "{}--> {} ({} files, {}, {:.2}s)",
             prefix,
-            self.step_image(state)?,
+            id,
             entries.len(),
             human_size(size),
             started.elapsed().as_secs_f64()
@@ -806,11 +807,12 @@ impl<'a> Executor<'a> {
         // needs it, instead of being rebuilt from every layer.
         state.set_tree_aside(state.layers.len() - 1);
         self.new_layer_bytes.fetch_add(layer.size, Ordering::Relaxed);
+        let id = self.step_image(state)?;
         let _ = writeln!(
             self.out(),
             "{}--> {} ({}, {:.2}s)",
             prefix,
-            self.step_image(state)?,
+            id,
             human_size(layer.size),
             started.elapsed().as_secs_f64()
         );

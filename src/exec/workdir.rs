@@ -71,11 +71,12 @@ impl Executor<'_> {
         state.config.rootfs.diff_ids.push(info.diff_id);
         state.push_history(&self.stamp.created, &created_by, false);
         self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
+        let id = self.step_image(state)?;
         let _ = writeln!(
             self.out(),
             "{}--> {} ({} directories for {}, {}, {:.2}s)",
             prefix,
-            self.step_image(state)?,
+            id,
             dirs.len(),
             step.original,
             human_size(size),
