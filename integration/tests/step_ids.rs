@@ -52,6 +52,14 @@ fn step_ids_are_images_and_stay_the_same_when_cached() {
     assert!(image.id().trim_start_matches("sha256:").starts_with(last.as_str()), "{} vs {last}", image.id());
     assert!(cold.last_line().contains(last.as_str()), "{}", cold.transcript());
 
+    // history names the step images, as docker's does its intermediate
+    // images; config-only steps have none.
+    let history = sb.kiln(&["history", "-q", "steps"]);
+    let listed: Vec<&str> = history.ok().stdout.lines().collect();
+    let m = "<missing>";
+    let i = |n: usize| ids[n].as_str();
+    assert_eq!(listed, [i(6), m, i(5), m, i(4), i(3), i(2), i(1), i(0)], "{}", history.transcript());
+
     // Each id is an image: inspect, run and FROM take it.
     let (copy_a, ran) = (&ids[3], &ids[4]);
     let inspected = sb.kiln(&["inspect", "--format", "{{.Id}}", ran]);

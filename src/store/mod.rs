@@ -447,32 +447,40 @@ impl Store {
         Ok(None)
     }
 
-    /// An intermediate image a build wrote (each step's printed id, or
-    /// the last good state of a failed build: records in
-    /// `kiln/cache/intermediate/`), by id prefix, while its blobs are here.
-    fn resolve_intermediate(&self, prefix: &str) -> Result<Option<Descriptor>, StoreError> {
+    /// The intermediate images builds wrote (each step's printed id, or the
+    /// last good state of a failed build: records in
+    /// `kiln/cache/intermediate/`) whose manifest and config are here: each
+    /// as its manifest's descriptor and its config digest (the image id).
+    pub fn intermediate_images(&self) -> Vec<(Descriptor, String)> {
         #[derive(serde::Deserialize)]
         struct Record {
             manifest: String,
             config: String,
         }
         let dir = self.private_dir().join(gc::CACHE_DIR).join(gc::INTERMEDIATE_DIR);
-        let Ok(entries) = fs::read_dir(&dir) else { return Ok(None) };
-        let mut found: Option<Descriptor> = None;
-        let mut ids: Vec<String> = Vec::new();
+        let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
+        let mut out = Vec::new();
         for entry in entries.flatten() {
             let Ok(bytes) = fs::read(entry.path()) else { continue };
             let Ok(record) = serde_json::from_slice::<Record>(&bytes) else { continue };
-            let hex = record.config.strip_prefix("sha256:").unwrap_or(&record.config);
-            if !hex.starts_with(prefix) || ids.contains(&record.config) {
-                continue;
-            }
             let Ok(manifest) = fs::metadata(self.blob_path(&record.manifest)) else { continue };
-            if !self.has_blob(&record.config) {
-                continue;
+            if self.has_blob(&record.config) {
+                out.push((Descriptor::new(OCI_MANIFEST, record.manifest, manifest.len()), record.config));
             }
-            ids.push(record.config.clone());
-            found.get_or_insert(Descriptor::new(OCI_MANIFEST, record.manifest, manifest.len()));
+        }
+        out
+    }
+
+    /// An intermediate image (see [`Store::intermediate_images`]) by id prefix.
+    fn resolve_intermediate(&self, prefix: &str) -> Result<Option<Descriptor>, StoreError> {
+        let mut found: Option<Descriptor> = None;
+        let mut ids: Vec<String> = Vec::new();
+        for (manifest, config) in self.intermediate_images() {
+            let hex = config.strip_prefix("sha256:").unwrap_or(&config);
+            if hex.starts_with(prefix) && !ids.contains(&config) {
+                ids.push(config);
+                found.get_or_insert(manifest);
+            }
         }
         if ids.len() > 1 {
             return Err(StoreError::AmbiguousId { prefix: prefix.to_string(), matches: ids });
