@@ -52,8 +52,9 @@ pub enum Event {
     /// The base's ONBUILD triggers run first.
     Triggers { count: usize },
     /// The step's result came from the cache.
-    /// `from` names a shared cache the hit came from (`registry`, `local`).
-    CacheHit { step: StepRef, key: String, from: Option<String> },
+    /// `id` is the step's image id (none for config-only steps and hits
+    /// from a shared cache); `from` names the shared cache (`registry`, `local`).
+    CacheHit { step: StepRef, id: Option<String>, from: Option<String> },
     /// Why a step the same Dockerfile built before runs again.
     CacheMiss { step: StepRef, reason: String },
     /// A line the RUN command wrote (stdout or stderr).
@@ -62,7 +63,8 @@ pub enum Event {
     /// after `elapsed` of committing.
     Committing { step: StepRef, written: u64, elapsed: Duration },
     /// A step's layer is in the store.
-    Layer { step: StepRef, digest: String, size: u64, contents: LayerContents, elapsed: Duration },
+    /// `id` is the step's image id (what `kiln run` and `FROM` take).
+    Layer { step: StepRef, id: String, size: u64, contents: LayerContents, elapsed: Duration },
     /// A step is done (every step, including config-only ones and cache hits).
     StepFinished { step: StepRef, cached: bool, elapsed: Duration },
     /// `--squash`/`--layers=false` merged a stage's layers into this one.

@@ -84,10 +84,16 @@ fn inspect_agrees_with_skopeo_and_umoci() {
     for key in ["Created", "Size", "Annotations", "Architecture", "Os"] {
         assert!(v.get(key).is_some(), "{key}");
     }
-    // The size is what the store holds for it: manifest, config and layers.
-    let blob_bytes: u64 =
-        std::fs::read_dir(env.store.join("blobs/sha256")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
-    assert_eq!(v["Size"].as_u64().unwrap(), blob_bytes);
+    // The size is the layers' uncompressed size, as docker's and podman's:
+    // here plain tars, the layer blobs themselves.
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(env.store.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap(),
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let tar_bytes: u64 = layers.iter().map(|l| l["size"].as_u64().unwrap()).sum();
+    assert!(layers.iter().all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar"), "{manifest}");
+    assert_eq!(v["Size"].as_u64().unwrap(), tar_bytes);
 
     assert_eq!(env.ok(&["inspect", "--format", "{{.Id}}", "app:v1"]).trim(), id);
     let env_line = env.ok(&["inspect", "-f", "{{.Config.Env}}", "app:v1"]);
@@ -140,7 +146,8 @@ fn history_shows_steps_newest_first() {
     assert_eq!(full_rows[1][0], format!("sha256:{id}"));
     assert!(full.contains(&format!("COPY {long_name} /{long_name}")), "{full}");
     assert!(full_rows[1][1].ends_with('Z') && full_rows[1][1].contains('T'), "RFC 3339: {full}");
-    // --human=false sizes are the layers' blob sizes in bytes.
+    // --human=false sizes are the layers' uncompressed sizes in bytes (here
+    // plain tars: their blob sizes).
     let v = env.inspect("app:v1");
     let layer_sizes: Vec<u64> = {
         let manifest: Value = serde_json::from_slice(

@@ -466,7 +466,8 @@ fn errors_are_one_line_naming_reference_and_cause() {
     let missing = format!("{}/none/app:nope", reg.host());
     one_line(&["pull", "-q", &missing], &[&missing, "manifest unknown"]);
     let closed = format!("127.0.0.1:{}/x/app:1", free_port());
-    one_line(&["pull", "-q", &closed], &[&closed, "connection refused"]);
+    // A refused connection is retried (with a warning per try) unless --retry 0.
+    one_line(&["pull", "-q", "--retry", "0", &closed], &[&closed, "connection refused"]);
     one_line(&["pull", "-q", "no-such-host.invalid/x/app:1"], &["no-such-host.invalid/x/app:1", "unknown host"]);
     one_line(&["pull", "-q", "Bad/Name"], &["Bad/Name", "invalid reference"]);
     one_line(&["push", "-q", "nothing:here", &format!("{}/x/y:1", reg.host())], &["nothing:here"]);
@@ -503,8 +504,9 @@ fn server_errors_are_retried_and_cut_transfers_refused() {
     let err = failed(&kiln(&c, &["pull", "-q", &through]));
     assert!(err.contains(&through) && err.contains("ended early"), "{err}");
     let log = cutting.log.lock().unwrap().clone();
-    // The first blob (the config) is tried three times, then the pull stops.
-    assert_eq!(log.iter().filter(|l| l.contains("cut")).count(), 3, "retried: {log:?}");
+    // The first blob (the config) is tried four times (--retry's default is
+    // 3 more), then the pull stops.
+    assert_eq!(log.iter().filter(|l| l.contains("cut")).count(), 4, "retried: {log:?}");
     let store = store_at(&c);
     assert!(!store.has_blob(&layer));
     assert!(store.list().unwrap().is_empty());

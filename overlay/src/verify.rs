@@ -159,7 +159,12 @@ impl<R: Read> LayerReader<R> {
     /// Reads the rest of the stream to its end, checking every trailer on the way, and refuses any byte
     /// after the compressed stream. Returns the diff_id (`sha256:<hex>` of all uncompressed bytes) and the
     /// source reader, positioned at its end.
-    pub fn finish(mut self) -> Result<(String, R), VerifyError> {
+    pub fn finish(self) -> Result<(String, R), VerifyError> {
+        self.finish_counted().map(|(diff_id, _, inner)| (diff_id, inner))
+    }
+
+    /// [`LayerReader::finish`], also returning how many uncompressed bytes the stream held.
+    pub fn finish_counted(mut self) -> Result<(String, u64, R), VerifyError> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match self.read(&mut buf) {
@@ -181,16 +186,21 @@ impl<R: Read> LayerReader<R> {
             }
         }
         let diff_id = format!("sha256:{}", hex::encode(self.hasher.finalize()));
-        Ok((diff_id, self.decoder.into_inner()))
+        Ok((diff_id, self.bytes, self.decoder.into_inner()))
     }
 
     /// [`LayerReader::finish`], then checks the diff_id against `expected`.
     pub fn finish_expecting(self, expected: &str) -> Result<R, VerifyError> {
-        let (actual, inner) = self.finish()?;
+        self.finish_expecting_counted(expected).map(|(_, inner)| inner)
+    }
+
+    /// [`LayerReader::finish_expecting`], also returning the uncompressed size.
+    pub fn finish_expecting_counted(self, expected: &str) -> Result<(u64, R), VerifyError> {
+        let (actual, bytes, inner) = self.finish_counted()?;
         if actual != expected {
             return Err(VerifyError::DiffId { expected: expected.to_string(), actual });
         }
-        Ok(inner)
+        Ok((bytes, inner))
     }
 
     /// A read error is the source's when the source failed, else the decoder's verdict on the data.

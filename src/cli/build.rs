@@ -144,6 +144,11 @@ pub struct BuildArgs {
     #[arg(long = "annotation", value_name = "K=V")]
     pub annotations: Vec<String>,
 
+    /// Image format: oci (default) or docker (Docker v2s2 manifest and media types, as buildah's
+    /// --format docker). The config is the same, HEALTHCHECK, SHELL and ONBUILD included.
+    #[arg(long, value_name = "FORMAT", env = "BUILDAH_FORMAT", default_value = "oci", value_parser = ["oci", "docker"])]
+    pub format: String,
+
     /// Merge the final stage's own layers into one, keeping its base image's layers.
     #[arg(long)]
     pub squash: bool,
@@ -293,6 +298,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         pull: pull_options(args, quiet),
         labels: key_values("--label", &args.labels)?,
         annotations: key_values("--annotation", &args.annotations)?.into_iter().collect(),
+        docker_format: docker_format(args)?,
         squash: args.squash,
         layers: args.layers,
         source_date_epoch: source_date_epoch(args)?,
@@ -411,6 +417,22 @@ fn with_epoch_arg(mut args: Vec<(String, Option<String>)>, epoch: Option<i64>) -
 /// How layers are committed: plain unless `--compression` says otherwise;
 /// a `--compression-level` alone means gzip at that level (a level is only
 /// worth giving for a compressed layer).
+/// `--format docker`: Docker v2s2 has no zstd layers nor annotations
+/// (dropped with a warning, as buildah does).
+fn docker_format(args: &BuildArgs) -> anyhow::Result<bool> {
+    if args.format != "docker" {
+        return Ok(false);
+    }
+    anyhow::ensure!(
+        args.compression.map(Compression::from) != Some(Compression::Zstd),
+        "--format docker cannot hold zstd layers (Docker v2s2 has no zstd media type): use --compression gzip, or --format oci"
+    );
+    if !args.annotations.is_empty() {
+        log::warn!("--annotation is ignored with --format docker: Docker v2s2 manifests have no annotations");
+    }
+    Ok(true)
+}
+
 fn commit_compression(args: &BuildArgs) -> kiln_overlay::compress::Compression {
     use kiln_overlay::compress::Compression;
     match (args.compression, args.compression_level) {

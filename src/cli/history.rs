@@ -9,6 +9,7 @@ use super::format::{self, parse_time};
 use super::lookup;
 use super::Cli;
 use crate::image::config::History;
+use crate::image::manifest::Descriptor;
 use crate::store::StoredImage;
 
 /// docker cuts CREATED BY to this many characters unless `--no-trunc`.
@@ -46,9 +47,11 @@ pub struct Step {
 
 /// Pairs history entries with layers in order: each entry that is not an
 /// `empty_layer` made the next layer. Layers no entry accounts for (images
-/// without history) get entries of their own.
-pub fn steps(image: &StoredImage) -> Vec<Step> {
-    let mut layers = image.manifest.layers.iter();
+/// without history) get entries of their own. A layer's size is
+/// `sizes[i]` (uncompressed, as docker shows it), else its blob's.
+pub fn steps(image: &StoredImage, sizes: &[u64]) -> Vec<Step> {
+    let mut layers =
+        image.manifest.layers.iter().enumerate().map(|(i, l)| Descriptor { size: sizes.get(i).copied().unwrap_or(l.size), ..l.clone() });
     let mut out: Vec<Step> = image
         .config
         .history
@@ -66,12 +69,20 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
     let image = lookup::find(&store, &args.image)?;
     let now = Utc::now();
-    let values: Vec<Value> = steps(&image)
+    let sizes = super::images::layer_sizes(&store, &image);
+    let steps = steps(&image, &sizes);
+    let ids = step_ids(&store, &image);
+    let values: Vec<Value> = steps
         .iter()
+        .enumerate()
         .rev()
         .enumerate()
-        .map(|(i, step)| {
-            let id = if i == 0 { lookup::id(&image.config_digest, args.no_trunc) } else { "<missing>".into() };
+        .map(|(i, (n, step))| {
+            let id = match (i, ids.get(&(n + 1))) {
+                (0, _) => lookup::id(&image.config_digest, args.no_trunc),
+                (_, Some(id)) => lookup::id(id, args.no_trunc),
+                _ => "<missing>".into(),
+            };
             step_value(step, id, args, now)
         })
         .collect();
@@ -94,6 +105,23 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<i32> {
     }
     print!("{}", format::table(&rows));
     Ok(0)
+}
+
+/// The ids of the step images (see `Store::intermediate_images`) that are
+/// states on the way to `image`, by how many history entries they have: as
+/// docker's history shows the ids of the intermediate images it has.
+fn step_ids(store: &crate::store::Store, image: &StoredImage) -> std::collections::HashMap<usize, String> {
+    let (history, diff_ids) = (&image.config.history, &image.config.rootfs.diff_ids);
+    let mut out = std::collections::HashMap::new();
+    for (_, config_digest) in store.intermediate_images() {
+        let Ok(bytes) = store.read_blob(&config_digest) else { continue };
+        let Ok(config) = serde_json::from_slice::<crate::image::config::ImageConfig>(&bytes) else { continue };
+        let n = config.history.len();
+        if n > 0 && history.starts_with(&config.history) && diff_ids.starts_with(&config.rootfs.diff_ids) {
+            out.insert(n, config_digest);
+        }
+    }
+    out
 }
 
 fn step_value(step: &Step, id: String, args: &HistoryArgs, now: DateTime<Utc>) -> Value {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::format::{self, parse_time};
 use super::lookup;
 use super::Cli;
-use crate::store::StoredImage;
+use crate::store::{Store, StoredImage};
 
 #[derive(Debug, Args)]
 #[command(
@@ -45,6 +45,34 @@ struct Row<'a> {
     image: &'a StoredImage,
     repository: String,
     tag: String,
+    /// Uncompressed, as docker and podman show it.
+    size: u64,
+}
+
+/// An image's size as docker and podman show it: the sum of its layers'
+/// uncompressed sizes (see `Store::uncompressed_size`). A layer whose size
+/// cannot be told (its blob is unreadable or not what the image says)
+/// counts as stored, with a warning.
+pub fn uncompressed_size(store: &Store, image: &StoredImage) -> u64 {
+    layer_sizes(store, image).iter().sum()
+}
+
+/// Each layer's uncompressed size, in manifest order.
+pub fn layer_sizes(store: &Store, image: &StoredImage) -> Vec<u64> {
+    let diff_ids = &image.config.rootfs.diff_ids;
+    image
+        .manifest
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            let Some(diff_id) = diff_ids.get(i) else { return layer.size };
+            store.uncompressed_size(layer, diff_id).unwrap_or_else(|e| {
+                log::warn!("size of layer {} of image {}: {e}", layer.digest, lookup::id(&image.config_digest, false));
+                layer.size
+            })
+        })
+        .collect()
 }
 
 pub fn run(cli: &Cli, args: &ImagesArgs) -> anyhow::Result<i32> {
@@ -60,7 +88,7 @@ pub fn run(cli: &Cli, args: &ImagesArgs) -> anyhow::Result<i32> {
                 continue;
             }
             if filters.matches(image, None) && args.repository.is_none() {
-                rows.push(Row { image, repository: "<none>".into(), tag: "<none>".into() });
+                rows.push(Row { image, repository: "<none>".into(), tag: "<none>".into(), size: 0 });
             }
             continue;
         }
@@ -68,7 +96,7 @@ pub fn run(cli: &Cli, args: &ImagesArgs) -> anyhow::Result<i32> {
             let (repository, tag) = split_tag(name);
             let wanted = args.repository.as_deref().is_none_or(|r| matches_reference(r, &repository, &tag));
             if wanted && filters.matches(image, Some(name)) {
-                rows.push(Row { image, repository, tag });
+                rows.push(Row { image, repository, tag, size: 0 });
             }
         }
     }
@@ -84,6 +112,11 @@ pub fn run(cli: &Cli, args: &ImagesArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
 
+    let mut sizes: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for r in &mut rows {
+        let digest = r.image.manifest_digest();
+        r.size = *sizes.entry(digest).or_insert_with(|| uncompressed_size(&store, r.image));
+    }
     let now = Utc::now();
     let values: Vec<Value> = rows.iter().map(|r| row_value(r, args.no_trunc, now)).collect();
     if let Some(fmt) = &args.format {
@@ -112,7 +145,7 @@ pub fn run(cli: &Cli, args: &ImagesArgs) -> anyhow::Result<i32> {
 /// The fields `--format` sees (docker's names).
 fn row_value(r: &Row, no_trunc: bool, now: DateTime<Utc>) -> Value {
     let created = r.image.config.created.as_deref();
-    let size = format::size(r.image.size());
+    let size = format::size(r.size);
     json!({
         "Containers": "N/A",
         "CreatedAt": format::created_at(created),

@@ -29,7 +29,7 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<i32> {
     let mut missing = Vec::new();
     for name in &args.images {
         match lookup::find(&store, name) {
-            Ok(image) => values.push(inspect_value(&image)),
+            Ok(image) => values.push(inspect_value(&image, super::images::uncompressed_size(&store, &image))),
             Err(e) if e.downcast_ref::<lookup::NoSuchImage>().is_some() => missing.push(name.clone()),
             Err(e) => return Err(e),
         }
@@ -51,8 +51,9 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<i32> {
     Ok(1)
 }
 
-/// The inspect document for one image.
-pub fn inspect_value(image: &StoredImage) -> Value {
+/// The inspect document for one image of `size` bytes (uncompressed, as
+/// docker's `Size`).
+pub fn inspect_value(image: &StoredImage, size: u64) -> Value {
     let config = &image.config;
     let repo_digests: Vec<String> = image
         .tags
@@ -61,7 +62,6 @@ pub fn inspect_value(image: &StoredImage) -> Value {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let size = image.size();
     json!({
         "Id": image.config_digest.trim_start_matches("sha256:"),
         "Digest": image.manifest_digest(),

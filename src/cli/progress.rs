@@ -86,18 +86,21 @@ pub fn plain_line(event: &Event) -> Option<String> {
         Event::Triggers { count } => {
             format!("# Executing {} build trigger{}", count, if *count == 1 { "" } else { "s" })
         }
-        Event::CacheHit { step, key, from: None } => format!("{}--> Using cache {}", step.prefix(), key),
-        Event::CacheHit { step, key, from: Some(from) } => format!("{}--> Using cache ({}) {}", step.prefix(), from, key),
+        Event::CacheHit { step, id, from } => {
+            let from = from.as_ref().map(|f| format!(" ({f})")).unwrap_or_default();
+            let id = id.as_ref().map(|i| format!(" {i}")).unwrap_or_default();
+            format!("{}--> Using cache{from}{id}", step.prefix())
+        }
         Event::CacheMiss { step, reason } => format!("{}--> cache miss: {}", step.prefix(), reason),
         // Output lines carry their step, as BuildKit's plain progress does.
         Event::Output { step, line } => format!("{}#{} {}", step.prefix(), step.number, line),
-        Event::Layer { step, digest, size, contents, elapsed } => {
+        Event::Layer { step, id, size, contents, elapsed } => {
             let what = match contents {
                 LayerContents::Changes => String::new(),
                 LayerContents::Files(n) => format!("{n} files, "),
                 LayerContents::Directories { count, instruction } => format!("{count} directories for {instruction}, "),
             };
-            format!("{}--> {} ({}{}, {:.2}s)", step.prefix(), digest, what, human_size(*size), secs(elapsed))
+            format!("{}--> {} ({}{}, {:.2}s)", step.prefix(), id, what, human_size(*size), secs(elapsed))
         }
         Event::Squashed { digest, size } => format!("--> squashed into {} ({})", digest, human_size(*size)),
         Event::Built { image_id, new_layer_bytes, elapsed } => {
@@ -214,7 +217,7 @@ struct StepView {
     logs: Vec<ProgressBar>,
     tail: VecDeque<String>,
     cached: bool,
-    /// The layer's digest and size, once committed.
+    /// The step's image id and its layer's size, once committed.
     layer: Option<String>,
     /// How fast a big layer was written.
     commit_rate: Option<u64>,
@@ -319,9 +322,9 @@ impl Tty {
                     view.cached = true;
                 }
             }
-            Event::Layer { ref step, ref digest, size, .. } => {
+            Event::Layer { ref step, ref id, size, .. } => {
                 if let Some(view) = state.steps.get_mut(step) {
-                    view.layer = Some(format!("{} {}", digest, human_size(size)));
+                    view.layer = Some(format!("{} {}", id, human_size(size)));
                 }
             }
             Event::StepFinished { step, elapsed, .. } => {
@@ -405,7 +408,7 @@ mod tests {
         assert_eq!(line(Event::Output { step: step(None, 3), line: "hi".into() }), "#3 hi");
         let layer = |contents| Event::Layer {
             step: step(None, 2),
-            digest: "0123456789ab".into(),
+            id: "0123456789ab".into(),
             size: 1_500_000,
             contents,
             elapsed: Duration::from_millis(1234),
@@ -416,9 +419,10 @@ mod tests {
             line(layer(LayerContents::Directories { count: 2, instruction: "WORKDIR /a/b".into() })),
             "--> 0123456789ab (2 directories for WORKDIR /a/b, 1.5MB, 1.23s)"
         );
-        assert_eq!(line(Event::CacheHit { step: s.clone(), key: "abc".into(), from: None }), "[1/2] --> Using cache abc");
-        let remote = Event::CacheHit { step: s.clone(), key: "abc".into(), from: Some("registry".into()) };
-        assert_eq!(line(remote), "[1/2] --> Using cache (registry) abc");
+        assert_eq!(line(Event::CacheHit { step: s.clone(), id: Some("abc".into()), from: None }), "[1/2] --> Using cache abc");
+        assert_eq!(line(Event::CacheHit { step: s.clone(), id: None, from: None }), "[1/2] --> Using cache");
+        let remote = Event::CacheHit { step: s.clone(), id: None, from: Some("registry".into()) };
+        assert_eq!(line(remote), "[1/2] --> Using cache (registry)");
         assert_eq!(line(Event::Triggers { count: 1 }), "# Executing 1 build trigger");
         let built = Event::Built { image_id: "sha256:0123456789abcdef".into(), new_layer_bytes: 0, elapsed: Duration::ZERO };
         assert_eq!(line(built), "--> 0123456789ab (new layers 0B, 0.00s)");

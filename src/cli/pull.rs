@@ -21,6 +21,30 @@ pub struct RegistryFlags {
     /// Read (and for login, write) credentials in FILE instead of the default auth files.
     #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
     pub authfile: Option<PathBuf>,
+
+    /// Try a registry request this many more times when it fails in a way that may pass (refused or
+    /// dropped connection, 429, 5xx); never after 401, 403 or 404.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retry: u32,
+
+    /// Wait this long before each retry (e.g. 2s, 500ms; default: 0.25s doubling each time). A
+    /// registry's Retry-After wins.
+    #[arg(long, value_name = "DURATION", value_parser = parse_delay)]
+    pub retry_delay: Option<std::time::Duration>,
+}
+
+/// `2s`, `500ms`, `1m30s` (Go's durations, as buildah takes them), or bare seconds.
+fn parse_delay(text: &str) -> Result<std::time::Duration, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds >= 0.0 && seconds.is_finite() {
+            return Ok(std::time::Duration::from_secs_f64(seconds));
+        }
+    }
+    match crate::dockerfile::duration::parse_go_duration(text) {
+        Ok(nanos) if nanos >= 0 => Ok(std::time::Duration::from_nanos(nanos as u64)),
+        Ok(_) => Err(format!("{text:?} is negative")),
+        Err(e) => Err(format!("{e} (e.g. 2s, 500ms)")),
+    }
 }
 
 impl RegistryFlags {
@@ -33,6 +57,7 @@ impl RegistryFlags {
             progress,
             chunk_size: None,
             net: None,
+            retry: crate::registry::RetryPolicy { retries: self.retry, delay: self.retry_delay },
         }
     }
 }
@@ -70,4 +95,20 @@ pub fn run(cli: &Cli, args: &PullArgs) -> anyhow::Result<i32> {
     view.finish();
     println!("{}", image.config_digest.trim_start_matches("sha256:"));
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_delays_are_go_durations_or_seconds() {
+        assert_eq!(parse_delay("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_delay("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_delay("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_delay("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_delay("-1s").is_err());
+        assert!(parse_delay("soon").unwrap_err().contains("e.g. 2s"));
+    }
 }

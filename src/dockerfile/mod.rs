@@ -13,7 +13,7 @@ pub mod ids;
 pub mod shell;
 
 mod directives;
-mod duration;
+pub(crate) mod duration;
 mod flags;
 mod heredoc;
 mod instructions;

@@ -34,7 +34,7 @@ use crate::transport::{self, Transport};
 use crate::plan::{Base, BuildPlan, CopyFrom, CopyStep, RunStep, Stage, Step, StepKind};
 use kiln_overlay::mount::Driver;
 use self::layers::LayerDirs;
-use crate::store::{Image, Store};
+use crate::store::{Image, Store, StoreError};
 
 use self::chmod::Chmod;
 use self::copy::{CopyEnv, Data};
@@ -114,6 +114,8 @@ pub struct BuildOptions {
     pub labels: Vec<(String, String)>,
     /// `--annotation`: put on the final image's manifest and index entry.
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// `--format docker`: the final image is stored as Docker v2s2.
+    pub docker_format: bool,
     /// `--squash`: the final stage's own layers become one.
     pub squash: bool,
     /// `--layers` (default true); false gives one new layer per stage.
@@ -170,6 +172,7 @@ impl Default for BuildOptions {
             pull: Default::default(),
             labels: Vec::new(),
             annotations: Default::default(),
+            docker_format: false,
             squash: false,
             layers: true,
             source_date_epoch: None,
@@ -263,7 +266,7 @@ pub fn build(
     kiln_runtime::ensure_still_wanted().map_err(|e| ExecError::Layer(e.into_io()))?;
     // The image names only layers the store holds, verified.
     exec.fetch_layers(&state.layers, &config.rootfs.diff_ids, None)?;
-    let desc = store.write_image_annotated(&config, &state.layers, &opts.annotations)?;
+    let desc = store.write_image_as(&config, &state.layers, &opts.annotations, opts.docker_format)?;
     exec.keep_remote_hits();
     exec.export_caches()?;
     let image_id = desc_config_digest(store, &desc)?;
@@ -500,7 +503,7 @@ impl<'a> Executor<'a> {
         // depends on the base's ONBUILD triggers.
         self.report(Event::StepStarted { step: at(1), instruction: stage.original.clone() });
         if let Base::Image(reference) = &stage.base {
-            let id = short(&state.key).to_string();
+            let id = short(state.base_id.as_deref().unwrap_or(&state.key)).to_string();
             self.report(Event::BaseImage { step: at(1), reference: reference.clone(), id });
         }
         if !triggers.is_empty() {
@@ -522,19 +525,27 @@ impl<'a> Executor<'a> {
             if use_cache {
                 let record = self.cache.lock().expect("cache lock").get(&key, &state.key, self.store);
                 if let Some(record) = record {
+                    let layers = !record.layers.is_empty();
                     if state.restore(&step.kind, record.clone(), key.clone()) {
-                        self.report(Event::CacheHit { step: at(i + 2), key: short(&key).to_string(), from: None });
+                        // The id the step printed when it ran: its image is
+                        // written again if a prune took it.
+                        let id = match layers {
+                            true => Some(self.step_image(&state).map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?),
+                            false => None,
+                        };
+                        self.report(Event::CacheHit { step: at(i + 2), id, from: None });
                         self.report(Event::StepFinished { step: at(i + 2), cached: true, elapsed: started.elapsed() });
                         self.note_record(stage.index, &key, record);
                         continue;
                     }
                 }
                 // A hit in a shared cache takes the layers by digest; they
-                // are fetched when something reads them.
+                // are fetched when something reads them. It shows no step
+                // id: that image would name layers the store does not hold.
                 if let Some((record, kind)) = self.imported.get(&key, &state.key) {
                     if state.restore(&step.kind, record.clone(), key.clone()) {
                         let from = Some(kind.to_string());
-                        self.report(Event::CacheHit { step: at(i + 2), key: short(&key).to_string(), from });
+                        self.report(Event::CacheHit { step: at(i + 2), id: None, from });
                         self.report(Event::StepFinished { step: at(i + 2), cached: true, elapsed: started.elapsed() });
                         self.note_record(stage.index, &key, record.clone());
                         self.remote_hits.lock().expect("remote hits lock").push((key.clone(), record));
@@ -673,14 +684,37 @@ impl<'a> Executor<'a> {
         if state.layers.is_empty() || !kiln_runtime::still_wanted() {
             return None;
         }
+        self.write_step_image(state).ok()
+    }
+
+    /// The id printed for a step that added layers (see
+    /// [`Self::write_step_image`]); a quiet build prints none, so it writes
+    /// none.
+    fn step_image(&self, state: &StageState) -> Result<String, StoreError> {
+        if self.opts.quiet {
+            return Ok(String::new());
+        }
+        self.write_step_image(state)
+    }
+
+    /// Writes the state after a step as an intermediate image and returns
+    /// its short id: the id printed for the step (the same whether the step
+    /// ran or came from the cache, since the config is made of the same
+    /// history and layers either way) and one `kiln run`, `FROM` and
+    /// `kiln inspect` accept. Its record in `kiln/cache/intermediate/` keeps
+    /// it, like docker's intermediate images, until `kiln prune` (`kiln
+    /// images -a` lists it). Like the final image, it is created when its
+    /// last history entry was, so an unchanged step gives the same id.
+    fn write_step_image(&self, state: &StageState) -> Result<String, StoreError> {
         let mut config = state.config.clone();
-        config.created = Some(self.stamp.created.clone());
-        let desc = self.store.write_image(&config, &state.layers).ok()?;
-        let id = self.store.load_image(&desc).ok()?.config_digest;
+        let last = config.history.last().and_then(|h| h.created.clone());
+        config.created = Some(last.unwrap_or_else(|| self.stamp.created.clone()));
+        let desc = self.store.write_image(&config, &state.layers)?;
+        let id = self.store.load_image(&desc)?.config_digest;
         if let Err(e) = self.cache.lock().expect("cache lock").keep_intermediate(&desc.digest, &id) {
             log::warn!("could not record the intermediate image {}: {}", short(&id), e);
         }
-        Some(short(&id).to_string())
+        Ok(short(&id).to_string())
     }
 
     fn fail(&self, span: Span, instruction: &str, err: Box<dyn std::error::Error + Send + Sync>) -> ExecError {
@@ -734,6 +768,7 @@ impl<'a> Executor<'a> {
                 let image = self.image_for(reference, stage.platform.as_deref().or(self.opts.platform.as_deref()))?;
                 let mut s = StageState::new(image.config, image.manifest.layers);
                 s.key = image.manifest_digest.clone();
+                s.base_id = Some(image.config_digest);
                 s
             }
         })
@@ -854,9 +889,10 @@ impl<'a> Executor<'a> {
         state.config.rootfs.diff_ids.push(info.diff_id);
         state.push_history(&self.stamp.created, &c.created_by(), false);
         self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
+        let id = self.step_image(state)?;
         self.report(Event::Layer {
             step: at.clone(),
-            digest: short(&digest).to_string(),
+            id,
             size,
             contents: LayerContents::Files(entries.len()),
             elapsed: started.elapsed(),
@@ -893,9 +929,10 @@ impl<'a> Executor<'a> {
         // needs it, instead of being rebuilt from every layer.
         state.set_tree_aside(state.layers.len() - 1);
         self.new_layer_bytes.fetch_add(layer.size, Ordering::Relaxed);
+        let id = self.step_image(state)?;
         self.report(Event::Layer {
             step: at.clone(),
-            digest: short(&layer.digest).to_string(),
+            id,
             size: layer.size,
             contents: LayerContents::Changes,
             elapsed: started.elapsed(),

@@ -31,6 +31,8 @@ pub struct StageState {
     /// How many of `config.history` came with the base image (through
     /// earlier stages too): SOURCE_DATE_EPOCH leaves those as they are.
     pub base_history: usize,
+    /// The image id of an image base (what FROM's `--> using` line prints).
+    pub base_id: Option<String>,
     /// A file index set aside when a RUN or cached step added layers it has
     /// not seen, with how many of `layers` it reflects: [`Self::ensure_tree`]
     /// catches it up by reading only the newer layers.
@@ -63,6 +65,7 @@ impl StageState {
             key: String::new(),
             base_layers,
             base_history,
+            base_id: None,
             env_index: None,
         }
     }

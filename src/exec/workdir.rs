@@ -24,7 +24,7 @@ use crate::plan::Step;
 
 use super::state::StageState;
 use super::tree::{Tree, TreeError};
-use super::{finish, layer_media_type, short, ExecError, Executor};
+use super::{finish, layer_media_type, ExecError, Executor};
 use crate::progress::{Event, LayerContents};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +72,10 @@ impl Executor<'_> {
         state.config.rootfs.diff_ids.push(info.diff_id);
         state.push_history(&self.stamp.created, &created_by, false);
         self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
+        let id = self.step_image(state)?;
         self.report(Event::Layer {
             step: at.clone(),
-            digest: short(&digest).to_string(),
+            id,
             size,
             contents: LayerContents::Directories { count: dirs.len(), instruction: step.original.clone() },
             elapsed: started.elapsed(),

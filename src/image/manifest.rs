@@ -17,6 +17,16 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
+/// The Docker v2s2 media type of an OCI or Docker layer type; `None` for
+/// one v2s2 has no name for (zstd among them).
+pub fn docker_layer_type(media_type: &str) -> Option<&'static str> {
+    match media_type {
+        OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => Some(DOCKER_LAYER_GZIP),
+        OCI_LAYER_TAR | DOCKER_LAYER_TAR => Some(DOCKER_LAYER_TAR),
+        _ => None,
+    }
+}
+
 /// The annotation that names a tag in an OCI layout's index.json.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -79,5 +89,18 @@ pub struct Index {
 impl Default for Index {
     fn default() -> Self {
         Index { schema_version: 2, media_type: Some(OCI_INDEX.to_string()), manifests: Vec::new(), annotations: None }
+    }
+}
+
+#[cfg(test)]
+mod docker_type_tests {
+    use super::*;
+
+    #[test]
+    fn docker_layer_types_exist_for_tar_and_gzip_only() {
+        assert_eq!(docker_layer_type(OCI_LAYER_TAR), Some(DOCKER_LAYER_TAR));
+        assert_eq!(docker_layer_type(OCI_LAYER_GZIP), Some(DOCKER_LAYER_GZIP));
+        assert_eq!(docker_layer_type(DOCKER_LAYER_GZIP), Some(DOCKER_LAYER_GZIP));
+        assert_eq!(docker_layer_type(OCI_LAYER_ZSTD), None);
     }
 }

@@ -16,14 +16,14 @@ use crate::net::{self, Limits, NetError, Origin, Paced};
 use super::auth::{self, Challenge, Credentials};
 use super::error::{ErrorKind, RegistryError};
 use super::reference::{is_loopback, Reference};
-use super::RegistryOptions;
+use super::{RegistryOptions, RetryPolicy};
 
 /// The user name auth files use for an identity token.
 pub const IDENTITY_TOKEN_USER: &str = "<token>";
 /// The largest manifest or token answer kiln reads.
 const MAX_DOCUMENT: u64 = 8 << 20;
-/// Tries of one request on transient failures.
-const ATTEMPTS: u32 = 4;
+/// The longest `Retry-After` kiln waits for; a longer one waits this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Where podman and skopeo look for per-registry CA certificates.
 const SYSTEM_CERTS_D: &str = "/etc/containers/certs.d";
 const SYSTEM_CA_BUNDLES: &[&str] =
@@ -66,6 +66,14 @@ pub struct Client {
     scopes: Vec<String>,
     auth: Mutex<AuthState>,
     limits: Limits,
+    retry: RetryPolicy,
+}
+
+/// Why a request may be worth another try, and how long the registry asked
+/// to wait (`Retry-After`).
+struct Retryable {
+    why: String,
+    after: Option<Duration>,
 }
 
 impl Client {
@@ -107,25 +115,80 @@ impl Client {
             scopes,
             auth: Mutex::new(AuthState::default()),
             limits,
+            retry: opts.retry,
         };
         // HTTPS first; loopback registries may answer in plain HTTP, as
         // docker allows, and so may any with --tls-verify=false.
         let schemes: &[&str] =
             if is_loopback(&reference.registry) || !verify { &["https", "http"] } else { &["https"] };
         // The first scheme's error is the one worth reporting: a TLS server
-        // with an untrusted certificate also fails the HTTP fallback.
-        let mut first = None;
-        for scheme in schemes {
-            client.base = format!("{scheme}://{host}");
-            match client.ping() {
-                Ok(()) => return Ok(client),
-                Err(e) => {
-                    log::debug!("{e}");
-                    first.get_or_insert(e);
+        // with an untrusted certificate also fails the HTTP fallback. All
+        // schemes are tried again when one failed in a way that may pass
+        // (a registry starting, or overloaded).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut first = None;
+            let mut retryable = None;
+            for scheme in schemes {
+                client.base = format!("{scheme}://{host}");
+                match client.ping() {
+                    Ok(()) => return Ok(client),
+                    Err(failed) => {
+                        let (e, again) = *failed;
+                        log::debug!("{e}");
+                        retryable = retryable.or(again);
+                        first.get_or_insert(e);
+                    }
                 }
             }
+            let e = first.unwrap_or_else(|| err(ErrorKind::Network { host: host.clone(), detail: "no scheme to try".into() }));
+            match retryable {
+                Some(r) if client.again(attempt, &format!("connect to {}", reference.registry), &r) => {}
+                _ => return Err(e),
+            }
         }
-        Err(first.unwrap_or_else(|| err(ErrorKind::Network { host, detail: "no scheme to try".into() })))
+    }
+
+    /// After failed try number `attempt`: whether to try again, as the
+    /// retry policy says; if so, says so (naming the attempt) and waits.
+    fn again(&self, attempt: u32, what: &str, r: &Retryable) -> bool {
+        if attempt > self.retry.retries {
+            return false;
+        }
+        let wait = match r.after {
+            Some(after) => after.min(MAX_RETRY_AFTER),
+            None => self.retry.delay.unwrap_or_else(|| backoff_delay(attempt)),
+        };
+        log::warn!(
+            "{what}: {}; retrying in {:.1}s (attempt {} of {})",
+            r.why,
+            wait.as_secs_f64(),
+            attempt + 1,
+            self.retry.retries + 1
+        );
+        std::thread::sleep(wait);
+        true
+    }
+
+    /// Whether a response or error is worth another try.
+    fn retryable(&self, result: &Result<Response<Body>, RegistryError>) -> Option<Retryable> {
+        match result {
+            Ok(resp) if retryable_status(resp.status().as_u16()) => Some(Retryable {
+                why: format!("{} answered {}", net::host_of(&resp.get_uri().to_string()), resp.status()),
+                after: retry_after(resp),
+            }),
+            Ok(_) => None,
+            Err(e) if transient(&e.kind) || matches!(e.kind, ErrorKind::Refused(_)) => {
+                Some(Retryable { why: e.kind.to_string(), after: None })
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The retry policy, for loops over a whole transfer (a blob body cut off).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
     }
 
     pub fn err(&self, kind: ErrorKind) -> RegistryError {
@@ -154,9 +217,15 @@ impl Client {
         Origin::of(&self.base)
     }
 
-    fn ping(&self) -> Result<(), RegistryError> {
+    /// `GET /v2/`; a failure comes with whether it is worth another try.
+    fn ping(&self) -> Result<(), Box<(RegistryError, Option<Retryable>)>> {
         let url = format!("{}/v2/", self.base);
-        let mut resp = self.once(Method::Get, &url, &[], SendBody::Empty, None)?;
+        let result = self.once(Method::Get, &url, &[], SendBody::Empty, None);
+        let again = self.retryable(&result);
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => return Err(Box::new((e, again))),
+        };
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             401 => {
@@ -165,11 +234,14 @@ impl Client {
                 state.challenge = challenge;
                 Ok(())
             }
-            status => Err(self.err(ErrorKind::Status {
-                what: format!("{} is not a registry (GET /v2/)", self.reference.registry),
-                status,
-                detail: self.error_detail(&mut resp),
-            })),
+            status => Err(Box::new((
+                self.err(ErrorKind::Status {
+                    what: format!("{} is not a registry (GET /v2/)", self.reference.registry),
+                    status,
+                    detail: self.error_detail(&mut resp),
+                }),
+                again,
+            ))),
         }
     }
 
@@ -212,16 +284,10 @@ impl Client {
                         return Ok(resp);
                     }
                 }
-                Ok(resp) if retryable_status(resp.status().as_u16()) && attempt < ATTEMPTS => {
-                    log::info!("{}: {} answered {}, retrying", what_of(method, url), net::host_of(url), resp.status());
-                    backoff(attempt);
-                }
-                Ok(resp) => return Ok(resp),
-                Err(e) if attempt < ATTEMPTS && transient(&e.kind) => {
-                    log::info!("{}: {}, retrying", what_of(method, url), e.kind);
-                    backoff(attempt);
-                }
-                Err(e) => return Err(e),
+                other => match self.retryable(&other) {
+                    Some(r) if self.again(attempt, &what_of(method, url), &r) => {}
+                    _ => return other,
+                },
             }
         }
     }
@@ -413,11 +479,10 @@ impl Client {
         let mut attempt = 0;
         let mut resp = loop {
             attempt += 1;
-            match self.once(method, &url, headers, body, credentials) {
-                Ok(r) if retryable_status(r.status().as_u16()) && attempt < ATTEMPTS => backoff(attempt),
-                Ok(r) => break r,
-                Err(e) if attempt < ATTEMPTS && transient(&e.kind) => backoff(attempt),
-                Err(e) => return Err(e),
+            let result = self.once(method, &url, headers, body, credentials);
+            match self.retryable(&result) {
+                Some(r) if self.again(attempt, &format!("get a token from {}", net::host_of(&url)), &r) => {}
+                _ => break result?,
             }
         };
         let status = resp.status().as_u16();
@@ -732,12 +797,25 @@ fn retryable_status(status: u16) -> bool {
 }
 
 /// 0.25 s, 0.5 s, 1 s, … with a little jitter so parallel pulls spread out.
-pub fn backoff(attempt: u32) {
+pub fn backoff_delay(attempt: u32) -> Duration {
     let base = 250u64 << attempt.saturating_sub(1).min(5);
     let jitter = (std::process::id() as u64
         ^ std::time::SystemTime::now().elapsed().map(|d| d.as_nanos() as u64).unwrap_or(0))
         % 100;
-    std::thread::sleep(Duration::from_millis(base + jitter));
+    Duration::from_millis(base + jitter)
+}
+
+/// A `Retry-After` of `429` or `503`: seconds, or an HTTP date.
+fn retry_after(resp: &Response<Body>) -> Option<Duration> {
+    if !matches!(resp.status().as_u16(), 429 | 503) {
+        return None;
+    }
+    let value = header(resp, "retry-after")?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some((when.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
 }
 
 pub fn max_document() -> u64 {

@@ -41,6 +41,29 @@ pub struct RegistryOptions {
     /// Deadlines for registry and token servers; `None` takes them from
     /// the environment ([`crate::net::Limits::from_env`]).
     pub net: Option<crate::net::Limits>,
+    /// `--retry`, `--retry-delay`.
+    pub retry: RetryPolicy,
+}
+
+/// How often a registry request is tried again after a failure that may
+/// pass (`--retry N`, `--retry-delay D`, as buildah and podman have them):
+/// a refused, reset or dropped connection, a deadline, `408`, `429` or a
+/// `5xx` (but `501`, `505`). Never after a `4xx` such as `401`, `403` or
+/// `404`, nor an unknown host or a TLS rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries after the first (default 3).
+    pub retries: u32,
+    /// The wait before each; `None` backs off (0.25 s, 0.5 s, 1 s, …). A
+    /// `Retry-After` the registry sends with `429` or `503` wins (up to
+    /// [`client::MAX_RETRY_AFTER`]).
+    pub delay: Option<std::time::Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { retries: 3, delay: None }
+    }
 }
 
 /// `--pull`: when a build (or run) fetches a base image, as podman has it.

@@ -240,9 +240,15 @@ pub(crate) fn fetch_blob(
                 done("done");
                 return Ok(());
             }
-            Err(e) if attempt < 3 && client::transient(&e.kind) => {
-                log::info!("{e}; trying again");
-                client::backoff(attempt);
+            Err(e) if attempt <= client.retry_policy().retries && client::transient(&e.kind) => {
+                let wait = client.retry_policy().delay.unwrap_or_else(|| client::backoff_delay(attempt));
+                log::warn!(
+                    "{e}; retrying in {:.1}s (attempt {} of {})",
+                    wait.as_secs_f64(),
+                    attempt + 1,
+                    client.retry_policy().retries + 1
+                );
+                std::thread::sleep(wait);
             }
             Err(e) => return Err(e),
         }

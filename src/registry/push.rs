@@ -217,14 +217,23 @@ fn manifest_for(
 ) -> Result<(Vec<u8>, String), ErrorKind> {
     let current = manifest.media_type.clone().unwrap_or_else(|| OCI_MANIFEST.to_string());
     let target = match format {
-        None => return Ok((stored, current)),
+        None => current.as_str(),
         Some(ManifestFormat::Oci) => OCI_MANIFEST,
         Some(ManifestFormat::Docker) => DOCKER_MANIFEST,
     };
-    if current == target {
+    // A Docker manifest whose layers were compressed on the way out must
+    // still name only Docker layer types (no zstd).
+    let docker_layers =
+        manifest.layers.iter().all(|l| crate::image::manifest::docker_layer_type(&l.media_type) == Some(l.media_type.as_str()));
+    if current == target && (target != DOCKER_MANIFEST || docker_layers) {
         return Ok((stored, current));
     }
-    let converted = convert(manifest, format == Some(ManifestFormat::Docker))?;
+    if target != OCI_MANIFEST && target != DOCKER_MANIFEST {
+        return Ok((stored, current));
+    }
+    let to_docker = target == DOCKER_MANIFEST;
+    let target = target.to_string();
+    let converted = convert(manifest, to_docker)?;
     let bytes = serde_json::to_vec_pretty(&converted)
         .map_err(|e| ErrorKind::Invalid { what: "converted manifest".into(), detail: e.to_string() })?;
     Ok((bytes, target.to_string()))

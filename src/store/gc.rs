@@ -40,6 +40,9 @@ pub const LAYERS_DIR: &str = "layers";
 /// Build-cache records, under `<root>/kiln/`; any `sha256:<hex>` a record
 /// mentions keeps that blob (and the image it names) alive.
 pub const CACHE_DIR: &str = "cache";
+/// Records of intermediate images (a step's image, the last good state of
+/// a failed build), under the build cache: `<manifest hex>.json`.
+pub const INTERMEDIATE_DIR: &str = "intermediate";
 /// `RUN --mount=type=cache` directories, under `<root>/kiln/`.
 pub const CACHE_MOUNTS_DIR: &str = "cache-mounts";
 /// How old an unreferenced blob or layer dir must be before a sweep that
@@ -195,7 +198,11 @@ impl Store {
     /// present), oldest digest first.
     pub fn images(&self) -> Result<Vec<StoredImage>, StoreError> {
         let index = index::read_index(&self.index_path())?;
-        let cache_refs = self.cache_refs()?;
+        // A tagged image that is also a step's intermediate image (the last
+        // step's) is not "used by the build cache": `rmi` removes it and
+        // that record with it. An untagged one is build cache.
+        let (step_refs, intermediate_refs) = self.cache_refs_by_kind()?;
+        let cache_refs: BTreeSet<String> = step_refs.union(&intermediate_refs).cloned().collect();
         let mut out: Vec<StoredImage> = Vec::new();
         let mut in_index: BTreeSet<String> = BTreeSet::new();
         for entry in &index.manifests {
@@ -206,7 +213,7 @@ impl Store {
                 existing.tags.extend(entry.ref_name().map(str::to_string));
                 continue;
             }
-            let Some(mut image) = self.stored_image(entry, &cache_refs)? else { continue };
+            let Some(mut image) = self.stored_image(entry, &step_refs)? else { continue };
             image.tags.extend(entry.ref_name().map(str::to_string));
             out.push(image);
         }
@@ -365,6 +372,22 @@ impl Store {
         Ok(refs)
     }
 
+    /// The digests step and other records mention, and those intermediate
+    /// images' records (`intermediate/`) mention, apart.
+    fn cache_refs_by_kind(&self) -> Result<(BTreeSet<String>, BTreeSet<String>), StoreError> {
+        let dir = self.kiln_dir(CACHE_DIR);
+        let intermediate = dir.join(INTERMEDIATE_DIR);
+        let (logs, stat) = (dir.join("builds"), dir.join("stat"));
+        let (mut steps, mut images) = (BTreeSet::new(), BTreeSet::new());
+        for path in self.cache_record_paths()?.into_iter().filter(|p| !p.starts_with(&logs) && !p.starts_with(&stat)) {
+            let bytes =
+                fs::read(&path).map_err(|source| StoreError::Io { action: "read cache record", path: path.clone(), source })?;
+            let into = if path.starts_with(&intermediate) { &mut images } else { &mut steps };
+            into.extend(digests_in(&String::from_utf8_lossy(&bytes)));
+        }
+        Ok((steps, images))
+    }
+
     pub(super) fn cache_record_paths(&self) -> Result<Vec<PathBuf>, StoreError> {
         let dir = self.kiln_dir(CACHE_DIR);
         if !dir.exists() {
@@ -396,7 +419,18 @@ impl Store {
         self.remove_temp_files(&mut reclaimed, &old)?;
         // What only the dropped cache records kept alive goes with them.
         let mut uncached: BTreeSet<String> = BTreeSet::new();
-        for path in self.cache_records_to_drop(what.cache)? {
+        // An image removed goes with the record of it as a step's
+        // intermediate image (the last step's image is the image built).
+        let mut drop = self.cache_records_to_drop(what.cache)?;
+        let intermediate = self.kiln_dir(CACHE_DIR).join(INTERMEDIATE_DIR);
+        for digest in &what.images {
+            let Some(hex) = sha256_hex(digest) else { continue };
+            let path = intermediate.join(format!("{hex}.json"));
+            if !drop.contains(&path) && path.exists() {
+                drop.push(path);
+            }
+        }
+        for path in drop {
             let Ok(meta) = fs::symlink_metadata(&path) else { continue };
             if let Ok(bytes) = fs::read(&path) {
                 uncached.extend(digests_in(&String::from_utf8_lossy(&bytes)));

@@ -66,6 +66,8 @@ pub enum StoreError {
     MissingBlob { digest: String },
     #[error("{digest} is a {media_type}, not an image manifest")]
     NotAManifest { digest: String, media_type: String },
+    #[error("layer {digest} is {media_type}, which a Docker v2s2 manifest cannot list: use --format oci (or a base image with gzip layers)")]
+    NotDockerLayer { digest: String, media_type: String },
     #[error("image has {layers} layers but its config lists {diff_ids} diff ids")]
     LayerCountMismatch { layers: usize, diff_ids: usize },
     #[error("'{prefix}' matches more than one image: {}", .matches.join(", "))]
@@ -260,6 +262,32 @@ impl Store {
         layers: &[Descriptor],
         annotations: &BTreeMap<String, String>,
     ) -> Result<Descriptor, StoreError> {
+        self.write_image_as(config, layers, annotations, false)
+    }
+
+    /// Like [`Store::write_image_annotated`]; with `docker`, as a Docker v2s2
+    /// image (`kiln build --format docker`, buildah's and podman's): the
+    /// manifest, config and layer media types are Docker's and the manifest
+    /// has no annotations (v2s2 has none). The config is the same either
+    /// way, docker-only fields (HEALTHCHECK, SHELL, ONBUILD …) included, so
+    /// the image id does not depend on the format.
+    pub fn write_image_as(
+        &self,
+        config: &ImageConfig,
+        layers: &[Descriptor],
+        annotations: &BTreeMap<String, String>,
+        docker: bool,
+    ) -> Result<Descriptor, StoreError> {
+        let mut layers = layers.to_vec();
+        if docker {
+            for layer in &mut layers {
+                let Some(media_type) = crate::image::manifest::docker_layer_type(&layer.media_type) else {
+                    return Err(StoreError::NotDockerLayer { digest: layer.digest.clone(), media_type: layer.media_type.clone() });
+                };
+                layer.media_type = media_type.to_string();
+                layer.annotations = None;
+            }
+        }
         if layers.len() != config.rootfs.diff_ids.len() {
             return Err(StoreError::LayerCountMismatch {
                 layers: layers.len(),
@@ -275,12 +303,16 @@ impl Store {
             source,
         })?;
         let (config_digest, config_size) = self.put_blob(&config_bytes)?;
+        let (manifest_type, config_type) = match docker {
+            true => (DOCKER_MANIFEST, crate::image::manifest::DOCKER_CONFIG),
+            false => (OCI_MANIFEST, OCI_CONFIG),
+        };
         let manifest = Manifest {
             schema_version: 2,
-            media_type: Some(OCI_MANIFEST.to_string()),
-            config: Descriptor::new(OCI_CONFIG, config_digest, config_size),
-            layers: layers.to_vec(),
-            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
+            media_type: Some(manifest_type.to_string()),
+            config: Descriptor::new(config_type, config_digest, config_size),
+            layers,
+            annotations: (!annotations.is_empty() && !docker).then(|| annotations.clone()),
         };
         let mut descriptor = self.put_manifest(&manifest, platform_of(config))?;
         descriptor.annotations = manifest.annotations;
@@ -353,7 +385,10 @@ impl Store {
             && prefix.len() <= 64
             && prefix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if is_id_prefix {
-            return self.resolve_id_prefix(&manifests, prefix);
+            return match self.resolve_id_prefix(&manifests, prefix)? {
+                Some(found) => Ok(Some(found)),
+                None => self.resolve_intermediate(prefix),
+            };
         }
         match as_tag {
             Ok(_) => Ok(None),
@@ -400,6 +435,9 @@ impl Store {
                 return Ok(Some(d.clone()));
             }
         }
+        if let Some(found) = self.resolve_intermediate(digest.strip_prefix("sha256:").unwrap_or(digest))? {
+            return Ok(Some(found));
+        }
         // An untagged manifest that is still in the store.
         if self.has_blob(digest) {
             let bytes = self.read_blob(digest)?;
@@ -409,6 +447,47 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    /// The intermediate images builds wrote (each step's printed id, or the
+    /// last good state of a failed build: records in
+    /// `kiln/cache/intermediate/`) whose manifest and config are here: each
+    /// as its manifest's descriptor and its config digest (the image id).
+    pub fn intermediate_images(&self) -> Vec<(Descriptor, String)> {
+        #[derive(serde::Deserialize)]
+        struct Record {
+            manifest: String,
+            config: String,
+        }
+        let dir = self.private_dir().join(gc::CACHE_DIR).join(gc::INTERMEDIATE_DIR);
+        let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(bytes) = fs::read(entry.path()) else { continue };
+            let Ok(record) = serde_json::from_slice::<Record>(&bytes) else { continue };
+            let Ok(manifest) = fs::metadata(self.blob_path(&record.manifest)) else { continue };
+            if self.has_blob(&record.config) {
+                out.push((Descriptor::new(OCI_MANIFEST, record.manifest, manifest.len()), record.config));
+            }
+        }
+        out
+    }
+
+    /// An intermediate image (see [`Store::intermediate_images`]) by id prefix.
+    fn resolve_intermediate(&self, prefix: &str) -> Result<Option<Descriptor>, StoreError> {
+        let mut found: Option<Descriptor> = None;
+        let mut ids: Vec<String> = Vec::new();
+        for (manifest, config) in self.intermediate_images() {
+            let hex = config.strip_prefix("sha256:").unwrap_or(&config);
+            if hex.starts_with(prefix) && !ids.contains(&config) {
+                ids.push(config);
+                found.get_or_insert(manifest);
+            }
+        }
+        if ids.len() > 1 {
+            return Err(StoreError::AmbiguousId { prefix: prefix.to_string(), matches: ids });
+        }
+        Ok(found)
     }
 
     fn resolve_id_prefix(&self, manifests: &[Descriptor], prefix: &str) -> Result<Option<Descriptor>, StoreError> {

@@ -12,6 +12,11 @@
 //! uncompressed digest in a label. A blob's content never changes, so a
 //! record is true for as long as anything of that name exists.
 //!
+//! The record also keeps the layer's uncompressed size (`<diff_id> <bytes>`;
+//! records written before kiln kept it hold the diff_id alone): `kiln
+//! images` and `kiln inspect` show an image's size uncompressed, as docker
+//! and podman do, without reading its compressed layers again.
+//!
 //! Layer dirs (`super::layers`) verify again while they unpack: this
 //! check keeps forged images out, that one keeps unverified trees out.
 
@@ -73,6 +78,7 @@ pub struct VerifiedLayer {
     writer: BlobWriter,
     format: Format,
     diff_id: String,
+    uncompressed: u64,
     expected: Option<(String, u64)>,
     records: PathBuf,
     tmp_dir: PathBuf,
@@ -100,7 +106,7 @@ impl VerifiedLayer {
             Some((digest, size)) => self.writer.commit_expecting(digest, Some(*size))?,
             None => self.writer.commit()?,
         };
-        write_record(&self.records, &self.tmp_dir, &digest, &self.diff_id)?;
+        write_record(&self.records, &self.tmp_dir, &digest, &self.diff_id, Some(self.uncompressed))?;
         Ok((digest, size))
     }
 }
@@ -138,7 +144,7 @@ impl Store {
         let verdict = match LayerReader::new(&mut tee) {
             Ok(reader) => {
                 let format = reader.format();
-                reader.finish_expecting(layer.diff_id).map(|_| format)
+                reader.finish_expecting_counted(layer.diff_id).map(|(bytes, _)| (format, bytes))
             }
             Err(e) => Err(e),
         };
@@ -146,8 +152,8 @@ impl Store {
         if let Some(source) = write_error {
             return Err(StoreError::Io { action: "write blob into", path: self.tmp_dir(), source }.into());
         }
-        let format = match verdict {
-            Ok(format) => format,
+        let (format, uncompressed) = match verdict {
+            Ok(found) => found,
             Err(e @ VerifyError::Read(_)) => return Err(layer.refused(e)),
             Err(e) => {
                 // Read the rest of the blob (no more than the manifest says it
@@ -167,6 +173,7 @@ impl Store {
             writer,
             format,
             diff_id: layer.diff_id.to_string(),
+            uncompressed,
             expected: layer.blob.map(|b| (b.digest.clone(), b.size)),
             records: self.records_dir(),
             tmp_dir: self.tmp_dir(),
@@ -184,19 +191,51 @@ impl Store {
             }
             return Err(layer.refused(VerifyError::DiffId { expected: layer.diff_id.to_string(), actual: known }));
         }
+        self.verify_and_record(blob, layer).map(|_| ())
+    }
+
+    /// Reads a stored blob whole, checks it against `layer.diff_id` and
+    /// records both; returns the uncompressed size.
+    fn verify_and_record(&self, blob: &str, layer: LayerRef<'_>) -> Result<u64, LayerError> {
         let file = self.open_blob(blob)?;
-        kiln_overlay::verify::verify_layer(BufReader::with_capacity(256 * 1024, file), layer.diff_id)
+        let (bytes, _) = LayerReader::new(BufReader::with_capacity(256 * 1024, file))
+            .and_then(|r| r.finish_expecting_counted(layer.diff_id))
             .map_err(|e| layer.refused(e))?;
-        write_record(&self.records_dir(), &self.tmp_dir(), blob, layer.diff_id)?;
-        Ok(())
+        write_record(&self.records_dir(), &self.tmp_dir(), blob, layer.diff_id, Some(bytes))?;
+        Ok(bytes)
+    }
+
+    /// A layer's uncompressed size: a plain tar's own size, else the size
+    /// recorded when the blob was verified, else (a record from before
+    /// sizes were kept, a layer compressed at commit) read whole once,
+    /// checked against `diff_id` and recorded.
+    pub fn uncompressed_size(&self, layer: &Descriptor, diff_id: &str) -> Result<u64, LayerError> {
+        use crate::image::manifest::{DOCKER_LAYER_TAR, OCI_LAYER_TAR};
+        if layer.media_type == OCI_LAYER_TAR || layer.media_type == DOCKER_LAYER_TAR {
+            return Ok(layer.size);
+        }
+        if let Some((known, Some(bytes))) = self.verified_record(&layer.digest) {
+            if known == diff_id {
+                return Ok(bytes);
+            }
+        }
+        let check = LayerRef { image: "", blob: Some(layer), name: &layer.digest, diff_id };
+        self.verify_and_record(&layer.digest, check)
     }
 
     /// The diff_id verified for a blob in the store, if one was.
     pub fn verified_diff_id(&self, blob: &str) -> Option<String> {
+        self.verified_record(blob).map(|(diff_id, _)| diff_id)
+    }
+
+    /// A blob's record: its verified diff_id and, when recorded, its uncompressed size.
+    fn verified_record(&self, blob: &str) -> Option<(String, Option<u64>)> {
         let hex = sha256_hex(blob)?;
         let text = fs::read_to_string(self.records_dir().join(hex)).ok()?;
-        let diff_id = text.trim();
-        sha256_hex(diff_id).is_some().then(|| diff_id.to_string())
+        let mut words = text.split_whitespace();
+        let diff_id = words.next()?;
+        let size = words.next().and_then(|w| w.parse().ok());
+        sha256_hex(diff_id).is_some().then(|| (diff_id.to_string(), size))
     }
 
     /// Forgets what was verified about a blob (it is being removed).
@@ -211,8 +250,18 @@ impl Store {
     }
 }
 
-fn write_record(dir: &std::path::Path, tmp_dir: &std::path::Path, blob: &str, diff_id: &str) -> Result<(), StoreError> {
+fn write_record(
+    dir: &std::path::Path,
+    tmp_dir: &std::path::Path,
+    blob: &str,
+    diff_id: &str,
+    uncompressed: Option<u64>,
+) -> Result<(), StoreError> {
     let hex = sha256_hex(blob).ok_or_else(|| StoreError::InvalidDigest { digest: blob.to_string() })?;
     fs::create_dir_all(dir).map_err(|source| StoreError::Io { action: "create directory", path: dir.to_path_buf(), source })?;
-    index::write_atomic(&dir.join(hex), tmp_dir, format!("{diff_id}\n").as_bytes())
+    let text = match uncompressed {
+        Some(bytes) => format!("{diff_id} {bytes}\n"),
+        None => format!("{diff_id}\n"),
+    };
+    index::write_atomic(&dir.join(hex), tmp_dir, text.as_bytes())
 }
