@@ -18,6 +18,8 @@ use std::thread::JoinHandle;
 
 use zlib_rs::{Deflate, DeflateConfig, DeflateError, DeflateFlush, Status, Strategy};
 
+mod huffman;
+
 /// Input per block. pigz uses 128 KiB; a larger block loses less to the per-block Huffman tables and sync
 /// markers (within 0.1 % of single-stream gzip at this size, see compress.rs) while a few blocks per thread
 /// still bound memory to a few MiB.
@@ -115,7 +117,8 @@ const MATCH_GAIN_PERCENT: usize = 2;
 /// One worker's deflate states, reused block after block.
 struct Deflater {
     lz: Deflate,
-    huff: Deflate,
+    /// Huffman-only coding; the same bytes as zlib-rs's `Strategy::HuffmanOnly`, faster.
+    huff: huffman::Huffman,
     scratch: Vec<u8>,
 }
 
@@ -154,7 +157,7 @@ impl Deflater {
         let raw = |strategy| DeflateConfig { level, window_bits: -15, strategy, ..DeflateConfig::default() };
         Deflater {
             lz: Deflate::new_with_config(raw(Strategy::Default)),
-            huff: Deflate::new_with_config(raw(Strategy::HuffmanOnly)),
+            huff: huffman::Huffman::new(),
             scratch: Vec::new(),
         }
     }
@@ -177,8 +180,7 @@ impl Deflater {
             let sample = &data[at..at + SAMPLE];
             let history = if i == 0 { &dict[dict.len().saturating_sub(SAMPLE_HISTORY)..] } else { &data[at - SAMPLE_HISTORY..at] };
             self.scratch.clear();
-            self.huff.reset();
-            run(&mut self.huff, sample, DeflateFlush::Finish, &mut self.scratch)?;
+            self.huff.block(sample, true, &mut self.scratch);
             let huffman = self.scratch.len();
             self.scratch.clear();
             self.lz.reset();
@@ -202,10 +204,7 @@ impl Deflater {
         let flush = if last { DeflateFlush::Finish } else { DeflateFlush::SyncFlush };
         match self.plan(dict, data)? {
             Plan::Stored => store(data, last, out),
-            Plan::Huffman => {
-                self.huff.reset();
-                run(&mut self.huff, data, flush, out)?;
-            }
+            Plan::Huffman => self.huff.block(data, last, out),
             Plan::Deflate => {
                 self.lz.reset();
                 if !dict.is_empty() {

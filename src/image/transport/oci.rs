@@ -270,9 +270,15 @@ struct Leaving {
 }
 
 /// The image `manifest` names as it leaves the store with its plain layers
-/// compressed with `compression` (see [`Store::outgoing_manifest`]).
-fn leaving(store: &Store, manifest: &Descriptor, compression: Compression) -> Result<Leaving, TransportError> {
-    let out = store.outgoing_manifest(&manifest.digest, compression, &mut |_| {})?;
+/// compressed with `compression` (see [`Store::outgoing_manifest`]); layers
+/// compressed now are also written into `copy_to`, a layout's blob dir.
+fn leaving(
+    store: &Store,
+    manifest: &Descriptor,
+    compression: Compression,
+    copy_to: Option<&Path>,
+) -> Result<Leaving, TransportError> {
+    let out = store.outgoing_manifest_copying(&manifest.digest, compression, &mut |_| {}, copy_to)?;
     let mut sized = manifest.clone();
     sized.digest = out.digest.clone();
     sized.size = out.bytes.len() as u64;
@@ -333,7 +339,9 @@ pub fn export_dir(
     };
 
     for (name, manifest) in images {
-        let image = leaving(store, manifest, compression)?;
+        // A layer compressed for this export lands in the layout as it is
+        // compressed (no second read of the new blob); the rest is copied below.
+        let image = leaving(store, manifest, compression, Some(&blob_dir))?;
         for blob in std::iter::once(&image.manifest).chain(&image.blobs) {
             let hex = sha256_hex(&blob.digest).ok_or_else(|| TransportError::InvalidDigest {
                 digest: blob.digest.clone(),
@@ -427,7 +435,7 @@ pub fn write_oci_archive<W: Write>(
     // Manifests made for this export, which the store does not hold.
     let mut made: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (name, manifest) in images {
-        let image = leaving(store, manifest, compression)?;
+        let image = leaving(store, manifest, compression, None)?;
         merge_entry(&mut index, index_entry(name, &image.manifest));
         blobs.insert(image.manifest.digest.clone());
         blobs.extend(image.blobs.into_iter().map(|b| b.digest));
