@@ -394,6 +394,35 @@ pub(super) struct Huffman {
     bl: Tree,
     fixed_table: [u32; 256],
     fixed_end: u32,
+    /// Byte counts of each chunk of the block last passed to [`Huffman::count`].
+    counts: Vec<[u32; 256]>,
+    /// The same for [`Huffman::block`] (samples), so they leave `counts` alone.
+    own_counts: Vec<[u32; 256]>,
+}
+
+/// Counts the bytes of each of `data`'s chunks into `counts` and returns the counts over all of `data`.
+fn count_chunks(data: &[u8], counts: &mut Vec<[u32; 256]>) -> [u64; 256] {
+    counts.clear();
+    let mut total = [0u64; 256];
+    for chunk in data.chunks(CHUNK) {
+        // Two tables, so runs of one byte value do not wait on their own increments.
+        let mut c = [[0u32; 256]; 2];
+        let mut pairs = chunk.chunks_exact(2);
+        for p in &mut pairs {
+            c[0][p[0] as usize] += 1;
+            c[1][p[1] as usize] += 1;
+        }
+        for &b in pairs.remainder() {
+            c[0][b as usize] += 1;
+        }
+        let mut sum = [0u32; 256];
+        for n in 0..256 {
+            sum[n] = c[0][n] + c[1][n];
+            total[n] += u64::from(sum[n]);
+        }
+        counts.push(sum);
+    }
+    total
 }
 
 impl Huffman {
@@ -416,29 +445,42 @@ impl Huffman {
             bl: Tree::new(2 * BL_CODES + 1),
             fixed_table,
             fixed_end: (fixed.code[END_BLOCK] << 8) | fixed.len[END_BLOCK],
+            counts: Vec::new(),
+            own_counts: Vec::new(),
         }
     }
 
-    /// Appends `data` Huffman-coded to `out`, ending with a sync flush (an empty stored block, so the
-    /// stream is byte-aligned) or, when `last`, with the final block: exactly what a reset zlib-rs raw
-    /// deflate stream with `Strategy::HuffmanOnly` writes for `compress(data, SyncFlush | Finish)`.
-    pub(super) fn block(&mut self, data: &[u8], last: bool, out: &mut Vec<u8>) {
+    /// Counts the bytes of each of `data`'s chunks, for [`Huffman::block_counted`], and returns the
+    /// counts over all of `data` (so the caller's own look at the histogram costs no second pass).
+    pub(super) fn count(&mut self, data: &[u8]) -> [u64; 256] {
+        count_chunks(data, &mut self.counts)
+    }
+
+    /// Like [`Huffman::block`]; [`Huffman::count`] must have been given this same `data` last.
+    pub(super) fn block_counted(&mut self, data: &[u8], last: bool, out: &mut Vec<u8>) {
+        let counts = std::mem::take(&mut self.counts);
+        self.encode(data, &counts, last, out);
+        self.counts = counts;
+    }
+
+    fn encode(&mut self, data: &[u8], counts: &[[u32; 256]], last: bool, out: &mut Vec<u8>) {
+        assert_eq!(counts.len(), data.chunks(CHUNK).count(), "counts of other data");
         let start = out.len();
         let mut bits = Bits { pos: start, out, buf: 0, n: 0 };
         bits.reserve(64);
-        let mut chunks = data.chunks(CHUNK).peekable();
-        while let Some(chunk) = chunks.next() {
+        let mut chunks = data.chunks(CHUNK).zip(counts).peekable();
+        while let Some((chunk, count)) = chunks.next() {
             // zlib ends a block as soon as its symbol buffer is full, and once more at the end: with
             // `Finish` that last block is always written (empty if the input ended with a full one).
             let full = chunk.len() == CHUNK;
             let is_last = last && !full && chunks.peek().is_none();
-            self.flush_block(&mut bits, chunk, is_last);
+            self.flush_block(&mut bits, chunk, count, is_last);
             if last && full && chunks.peek().is_none() {
-                self.flush_block(&mut bits, &[], true);
+                self.flush_block(&mut bits, &[], &[0; 256], true);
             }
         }
         if data.is_empty() && last {
-            self.flush_block(&mut bits, &[], true);
+            self.flush_block(&mut bits, &[], &[0; 256], true);
         }
         if !last {
             bits.stored(&[], false);
@@ -447,8 +489,18 @@ impl Huffman {
         out.truncate(end);
     }
 
+    /// Appends `data` Huffman-coded to `out`, ending with a sync flush (an empty stored block, so the
+    /// stream is byte-aligned) or, when `last`, with the final block: exactly what a reset zlib-rs raw
+    /// deflate stream with `Strategy::HuffmanOnly` writes for `compress(data, SyncFlush | Finish)`.
+    pub(super) fn block(&mut self, data: &[u8], last: bool, out: &mut Vec<u8>) {
+        let mut counts = std::mem::take(&mut self.own_counts);
+        count_chunks(data, &mut counts);
+        self.encode(data, &counts, last, out);
+        self.own_counts = counts;
+    }
+
     /// zlib's `_tr_flush_block` for a block of literals `chunk`.
-    fn flush_block(&mut self, bits: &mut Bits<'_>, chunk: &[u8], last: bool) {
+    fn flush_block(&mut self, bits: &mut Bits<'_>, chunk: &[u8], counts: &[u32; 256], last: bool) {
         // Every block here is smaller than its input plus a few bytes (else it would be stored), and the
         // dynamic header takes at most ~300 bytes.
         bits.reserve(chunk.len() * 2 + 1024);
@@ -465,18 +517,7 @@ impl Huffman {
         l.freq[..L_CODES].fill(0);
         d.freq[..D_CODES].fill(0);
         bl.freq[..BL_CODES].fill(0);
-        let mut counts = [[0u32; 256]; 2];
-        let mut pairs = chunk.chunks_exact(2);
-        for p in &mut pairs {
-            counts[0][p[0] as usize] += 1;
-            counts[1][p[1] as usize] += 1;
-        }
-        for &b in pairs.remainder() {
-            counts[0][b as usize] += 1;
-        }
-        for n in 0..256 {
-            l.freq[n] = counts[0][n] + counts[1][n];
-        }
+        l.freq[..256].copy_from_slice(counts);
         l.freq[END_BLOCK] = 1;
         let mut lens = Lens::default();
         build_tree(l, &L_DESC, &mut lens);
