@@ -370,9 +370,22 @@ impl Bits<'_> {
     fn literals(&mut self, data: &[u8], table: &[u32; 256]) {
         self.reserve(data.len() * 2);
         self.spill();
-        let mut groups = data.chunks_exact(3);
+        // As many codes between spills as fit in the 64-bit buffer next to the up to 7 bits a spill leaves.
+        let longest = table.iter().map(|e| e & 0xff).max().unwrap_or(15);
+        match longest {
+            0..=8 => self.literals_by::<7>(data, table),
+            9 => self.literals_by::<6>(data, table),
+            10..=11 => self.literals_by::<5>(data, table),
+            12..=14 => self.literals_by::<4>(data, table),
+            _ => self.literals_by::<3>(data, table),
+        }
+    }
+
+    /// [`Bits::literals`], `G` codes at a time: 7 + G × (longest code) must stay within 64 bits.
+    #[inline(always)]
+    fn literals_by<const G: usize>(&mut self, data: &[u8], table: &[u32; 256]) {
+        let mut groups = data.chunks_exact(G);
         for g in &mut groups {
-            // At most 7 bits pending plus three codes of at most 15 bits: 52 bits, within the 64-bit buffer.
             for &b in g {
                 let e = table[b as usize];
                 self.buf |= u64::from(e >> 8) << self.n;
