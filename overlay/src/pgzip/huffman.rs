@@ -52,6 +52,8 @@ impl Tree {
     }
 }
 
+/// zlib's heap: every entry and depth it reads was written earlier in the same `build_tree`, so one heap
+/// serves every tree without being cleared.
 struct Heap {
     heap: [usize; HEAP_SIZE],
     len: usize,
@@ -111,8 +113,9 @@ struct Lens {
 }
 
 /// zlib's `build_tree`: lengths and codes of `t` from its frequencies.
-fn build_tree(t: &mut Tree, d: &Desc, lens: &mut Lens) {
-    let mut h = Heap { heap: [0; HEAP_SIZE], len: 0, max: HEAP_SIZE, depth: [0; HEAP_SIZE] };
+fn build_tree(t: &mut Tree, d: &Desc, h: &mut Heap, lens: &mut Lens) {
+    h.len = 0;
+    h.max = HEAP_SIZE;
     let mut max_code: isize = -1;
     for n in 0..d.elems {
         if t.freq[n] > 0 {
@@ -173,7 +176,7 @@ fn build_tree(t: &mut Tree, d: &Desc, lens: &mut Lens) {
     }
     h.max -= 1;
     h.heap[h.max] = h.heap[1];
-    let bl_count = gen_bitlen(t, d, &h, lens);
+    let bl_count = gen_bitlen(t, d, h, lens);
     gen_codes(t, max_code, &bl_count);
 }
 
@@ -411,6 +414,7 @@ pub(super) struct Huffman {
     counts: Vec<[u32; 256]>,
     /// The same for [`Huffman::block`] (samples), so they leave `counts` alone.
     own_counts: Vec<[u32; 256]>,
+    heap: Box<Heap>,
 }
 
 /// Counts the bytes of each of `data`'s chunks into `counts` and returns the counts over all of `data`.
@@ -460,6 +464,7 @@ impl Huffman {
             fixed_end: (fixed.code[END_BLOCK] << 8) | fixed.len[END_BLOCK],
             counts: Vec::new(),
             own_counts: Vec::new(),
+            heap: Box::new(Heap { heap: [0; HEAP_SIZE], len: 0, max: HEAP_SIZE, depth: [0; HEAP_SIZE] }),
         }
     }
 
@@ -527,19 +532,20 @@ impl Huffman {
             return;
         }
         let (l, d, bl) = (&mut self.l, &mut self.d, &mut self.bl);
+        let h = &mut *self.heap;
         l.freq[..L_CODES].fill(0);
         d.freq[..D_CODES].fill(0);
         bl.freq[..BL_CODES].fill(0);
         l.freq[..256].copy_from_slice(counts);
         l.freq[END_BLOCK] = 1;
         let mut lens = Lens::default();
-        build_tree(l, &L_DESC, &mut lens);
-        build_tree(d, &D_DESC, &mut lens);
+        build_tree(l, &L_DESC, h, &mut lens);
+        build_tree(d, &D_DESC, h, &mut lens);
         // build_bl_tree
         for t in [&*l, &*d] {
             walk_tree(&t.len, t.max_code, |sym, _, _| bl.freq[sym] += 1);
         }
-        build_tree(bl, &BL_DESC, &mut lens);
+        build_tree(bl, &BL_DESC, h, &mut lens);
         let mut max_blindex = BL_CODES - 1;
         while max_blindex >= 3 && bl.len[BL_ORDER[max_blindex]] == 0 {
             max_blindex -= 1;
