@@ -210,6 +210,16 @@ fn layers_stay_plain_in_the_store_and_are_compressed_once_on_export() {
     assert_eq!(exported.file_str("ran"), "ran\n");
     assert_eq!(exported.file_str("hello"), "hello\n");
     sb.validate_layout(&out, "lazy:1");
+    // The gzip blobs were written into the layout while compressed (no second copy): same bytes as the
+    // store's, and no temp file left beside them.
+    for entry in std::fs::read_dir(out.join("blobs/sha256")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(!name.starts_with('.'), "temp file {name} left in the layout");
+    }
+    for layer in &exported.layers {
+        let hex = &layer.digest[7..];
+        assert_eq!(std::fs::read(out.join("blobs/sha256").join(hex)).unwrap(), std::fs::read(store.join("blobs/sha256").join(hex)).unwrap());
+    }
     let sk = sb.tool("skopeo", &["inspect", &format!("oci:{}:lazy:1", out.display())]);
     sk.ok();
     assert_eq!(sk.json()["Digest"].as_str().unwrap(), exported.manifest_digest);

@@ -1,5 +1,6 @@
 //! The kill-point suite: kiln is SIGKILLed at ≥ 200 moments of builds (RUN,
-//! COPY, commit, tag), pulls, pushes, rmi and prune — chosen by timing
+//! COPY, commit, tag), pulls, pushes, exports to an OCI layout (compressing
+//! plain layers on demand), rmi and prune — chosen by timing
 //! (seeded random delays) and by the fault-injection points compiled into a
 //! `--features fault-injection` build (`kiln::fault`) — once with its whole
 //! process group (a machine or CI runner dying) and once only the process
@@ -8,7 +9,7 @@
 //! - `kiln system check` is clean, or `kiln system check --repair` makes it clean;
 //! - no process of the kiln run (the test user's or fuse-overlayfs) is left,
 //!   and no mount;
-//! - the next build (or pull, push) succeeds and its image has exactly the
+//! - the next build (or pull, push, export) succeeds and its image has exactly the
 //!   files it should, counted in the image's layers and, by a RUN step, in
 //!   the layer dirs kiln stacks (a half-deleted or half-written layer dir
 //!   that kiln trusts shows up as a wrong count).
@@ -16,7 +17,8 @@
 //! Cases run two at a time (`KILN_KILL_WORKERS`), each on its own copy of a
 //! template store. `KILN_KILL_SEED` changes the delays, `KILN_KILL_TIMING`
 //! the number of timing kills per scenario and mode, `KILN_KILL_STRIDE=K`
-//! runs every K-th case only (a quick look). The summary line:
+//! runs every K-th case only (a quick look), `KILN_KILL_SCENARIOS=Push,Export`
+//! only those scenarios' cases. The summary line:
 //! `kill points: N kills, M inconsistent after repair, K wrong filesystems, J orphan processes`.
 
 mod fault_util;
@@ -50,11 +52,18 @@ enum Scenario {
     Build,
     Pull,
     Push,
+    /// `kiln export-layout` of the victim, whose plain layers get compressed (into the store and the layout).
+    Export,
     Rmi,
     Prune,
 }
 
-const SCENARIOS: [Scenario; 5] = [Scenario::Build, Scenario::Pull, Scenario::Push, Scenario::Rmi, Scenario::Prune];
+const SCENARIOS: [Scenario; 6] =
+    [Scenario::Build, Scenario::Pull, Scenario::Push, Scenario::Export, Scenario::Rmi, Scenario::Prune];
+
+/// Timing kills per mode for the export: fewer than elsewhere (its fault points cover the compression's
+/// renames), so the suite's length stays about the same.
+const EXPORT_TIMING: usize = 2;
 
 #[derive(Debug, Clone)]
 enum Kill {
@@ -112,7 +121,20 @@ fn fault_points(s: Scenario) -> Vec<(&'static str, Vec<u32>)> {
             ("index-write-after", vec![1]),
             ("tag-before", vec![1]),
         ],
-        Scenario::Push => vec![("push-blob-before", vec![1, 2, 3]), ("push-blob-after", vec![1, 2])],
+        // A push compresses the victim's plain layers first (store/compressed.rs).
+        Scenario::Push => vec![
+            ("compress-blob-written", vec![1]),
+            ("compress-record-before", vec![2]),
+            ("compress-record-after", vec![1]),
+            ("push-blob-before", vec![1, 2, 3]),
+            ("push-blob-after", vec![1, 2]),
+        ],
+        // The compressed blob goes into the store and, in the same pass, into the layout.
+        Scenario::Export => vec![
+            ("compress-blob-written", vec![1]),
+            ("compress-record-before", vec![1]),
+            ("compress-record-after", vec![2]),
+        ],
         Scenario::Rmi => vec![
             ("rmi-untagged", vec![1]),
             ("index-write-before", vec![1]),
@@ -211,6 +233,7 @@ impl World {
             .collect(),
             Scenario::Pull => vec!["pull".into(), self.pull_ref.clone()],
             Scenario::Push => vec!["push".into(), "victim".into(), format!("{}/push{case}:1", self.registry.host())],
+            Scenario::Export => vec!["export-layout".into(), layout_of(root).display().to_string(), "victim".into()],
             Scenario::Rmi => vec!["rmi".into(), "-f".into(), "victim".into()],
             Scenario::Prune => vec!["system".into(), "prune".into(), "-f".into()],
         };
@@ -247,6 +270,11 @@ impl World {
             let _ = self.sb.kiln_raw(&["unshare", "rm", "-rf", p], None, &[]);
         }
     }
+}
+
+/// Where the export scenario writes its layout: beside the case's store.
+fn layout_of(store: &Path) -> PathBuf {
+    store.with_file_name("layout")
 }
 
 /// What a killed run did.
@@ -407,6 +435,20 @@ fn next_steps(w: &World, case: &Case, store: &Path) -> Result<(), Bad> {
                 return Err(wrong(format!("RUN on the pulled image sees {} files in /q", img.text("qcount"))));
             }
         }
+        Scenario::Export => {
+            // Exported again into the same (perhaps half-written) layout: complete, every blob matching its
+            // digest (read_image checks), and read by skopeo and umoci.
+            let layout = layout_of(store);
+            let l = layout.display().to_string();
+            need(w.kiln_at(store, &["export-layout", &l, "victim"]), "the next export")?;
+            let img = Files::of(&image_at(&layout, "victim:latest").map_err(|e| wrong(format!("exported victim unreadable: {e}")))?);
+            if img.count("v") != V_FILES {
+                return Err(wrong(format!("the exported victim holds {} files in /v, want {V_FILES}", img.count("v"))));
+            }
+            need(w.sb.tool("skopeo", &["inspect", &format!("oci:{l}:victim:latest")]), "skopeo inspect of the layout")?;
+            need(w.sb.tool("umoci", &["stat", "--image", &format!("{l}:victim:latest")]), "umoci stat of the layout")?;
+            need(w.build_at(store, "vcheck.Dockerfile", "vcheck", &[]), "the next build")?;
+        }
         Scenario::Push | Scenario::Rmi | Scenario::Prune => {
             if case.scenario == Scenario::Push {
                 let dest = format!("{}/push{}:1", w.registry.host(), case.id);
@@ -556,7 +598,7 @@ fn cases(w: &World) -> Vec<Case> {
     let timing: usize = std::env::var("KILN_KILL_TIMING").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
     let mut rng = Rng::new(seed());
     let mut out = Vec::new();
-    for s in SCENARIOS {
+    for s in SCENARIOS.into_iter().filter(|s| scenario_selected(*s)) {
         for (point, hits) in fault_points(s) {
             for n in hits {
                 for group in [true, false] {
@@ -565,6 +607,7 @@ fn cases(w: &World) -> Vec<Case> {
             }
         }
         let span = w.durations[&s].as_secs_f64();
+        let timing = if s == Scenario::Export { timing.min(EXPORT_TIMING) } else { timing };
         for group in [true, false] {
             for _ in 0..timing {
                 // Anywhere within its unkilled length (an idle machine runs it
@@ -575,6 +618,11 @@ fn cases(w: &World) -> Vec<Case> {
         }
     }
     out
+}
+
+/// Whether `KILN_KILL_SCENARIOS` (names as in [`Scenario`], comma-separated; unset: all) selects `s`.
+fn scenario_selected(s: Scenario) -> bool {
+    std::env::var("KILN_KILL_SCENARIOS").map_or(true, |v| v.split(',').any(|n| n.trim() == format!("{s:?}")))
 }
 
 #[test]
@@ -640,7 +688,7 @@ fn kill_points() {
         s.inconsistent.is_empty() && s.wrong_fs.is_empty() && s.orphans.is_empty() && s.mounts.is_empty() && s.failed_next.is_empty(),
         "the store did not survive every kill (details above)"
     );
-    if std::env::var_os("KILN_KILL_TIMING").is_none() && stride == 1 {
+    if std::env::var_os("KILN_KILL_TIMING").is_none() && std::env::var_os("KILN_KILL_SCENARIOS").is_none() && stride == 1 {
         assert!(s.kills >= 200, "only {} of {} cases killed kiln", s.kills, s.cases);
     }
 }

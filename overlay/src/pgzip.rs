@@ -18,6 +18,8 @@ use std::thread::JoinHandle;
 
 use zlib_rs::{Deflate, DeflateConfig, DeflateError, DeflateFlush, Status, Strategy};
 
+mod huffman;
+
 /// Input per block. pigz uses 128 KiB; a larger block loses less to the per-block Huffman tables and sync
 /// markers (within 0.1 % of single-stream gzip at this size, see compress.rs) while a few blocks per thread
 /// still bound memory to a few MiB.
@@ -47,15 +49,12 @@ fn header(level: u32) -> [u8; 10] {
 /// Kullback-Leibler divergence of about 0.005 bits per byte). Long repeats inside such a block (say the same
 /// random file twice) are not looked for; they are rare in layers and cost only ratio, never correctness.
 /// Integer arithmetic only, so the decision, and with it the output, is the same on every machine.
-fn looks_incompressible(data: &[u8]) -> bool {
-    if data.len() < MIN_TEST {
+/// `counts` is the byte histogram of `len` bytes.
+fn looks_incompressible(counts: &[u64; 256], len: usize) -> bool {
+    if len < MIN_TEST {
         return false;
     }
-    let mut counts = [0u64; 256];
-    for &b in data {
-        counts[b as usize] += 1;
-    }
-    let n = data.len() as u128;
+    let n = len as u128;
     // chi2 = sum((c - n/256)^2 / (n/256)) = sum((256c - n)^2) / (256 n)
     let s: u128 = counts
         .iter()
@@ -115,7 +114,8 @@ const MATCH_GAIN_PERCENT: usize = 2;
 /// One worker's deflate states, reused block after block.
 struct Deflater {
     lz: Deflate,
-    huff: Deflate,
+    /// Huffman-only coding; the same bytes as zlib-rs's `Strategy::HuffmanOnly`, faster.
+    huff: huffman::Huffman,
     scratch: Vec<u8>,
 }
 
@@ -154,13 +154,20 @@ impl Deflater {
         let raw = |strategy| DeflateConfig { level, window_bits: -15, strategy, ..DeflateConfig::default() };
         Deflater {
             lz: Deflate::new_with_config(raw(Strategy::Default)),
-            huff: Deflate::new_with_config(raw(Strategy::HuffmanOnly)),
+            huff: huffman::Huffman::new(),
             scratch: Vec::new(),
         }
     }
 
+    #[cfg(test)]
     fn plan(&mut self, dict: &[u8], data: &[u8]) -> io::Result<Plan> {
-        if looks_incompressible(data) {
+        let counts = self.huff.count(data);
+        self.plan_counted(dict, data, &counts)
+    }
+
+    /// The plan for `data`, whose byte histogram is `counts`.
+    fn plan_counted(&mut self, dict: &[u8], data: &[u8], counts: &[u64; 256]) -> io::Result<Plan> {
+        if looks_incompressible(counts, data.len()) {
             return Ok(Plan::Stored);
         }
         // Level 1 too: its fast matcher codes with fixed Huffman tables, which on base64 gives almost no
@@ -177,8 +184,7 @@ impl Deflater {
             let sample = &data[at..at + SAMPLE];
             let history = if i == 0 { &dict[dict.len().saturating_sub(SAMPLE_HISTORY)..] } else { &data[at - SAMPLE_HISTORY..at] };
             self.scratch.clear();
-            self.huff.reset();
-            run(&mut self.huff, sample, DeflateFlush::Finish, &mut self.scratch)?;
+            self.huff.block(sample, true, &mut self.scratch);
             let huffman = self.scratch.len();
             self.scratch.clear();
             self.lz.reset();
@@ -200,12 +206,12 @@ impl Deflater {
         let mut crc = crc32fast::Hasher::new();
         crc.update(data);
         let flush = if last { DeflateFlush::Finish } else { DeflateFlush::SyncFlush };
-        match self.plan(dict, data)? {
+        // One pass counts the bytes for both the plan and Huffman coding (sampling below counts its own).
+        let counts = self.huff.count(data);
+        let plan = self.plan_counted(dict, data, &counts)?;
+        match plan {
             Plan::Stored => store(data, last, out),
-            Plan::Huffman => {
-                self.huff.reset();
-                run(&mut self.huff, data, flush, out)?;
-            }
+            Plan::Huffman => self.huff.block_counted(data, last, out),
             Plan::Deflate => {
                 self.lz.reset();
                 if !dict.is_empty() {
@@ -221,6 +227,9 @@ impl Deflater {
 struct Job {
     dict: Vec<u8>,
     data: Vec<u8>,
+    /// An emptied output buffer to fill (recycled, as `dict` and `data` are: a fresh ~256 KiB allocation
+    /// per block costs page faults and zeroing in the kernel).
+    out: Vec<u8>,
     last: bool,
     reply: SyncSender<io::Result<Done>>,
 }
@@ -228,6 +237,9 @@ struct Job {
 struct Done {
     out: Vec<u8>,
     crc: crc32fast::Hasher,
+    /// The job's input buffers, back for reuse.
+    dict: Vec<u8>,
+    data: Vec<u8>,
 }
 
 /// Worker threads that take jobs from one queue; each job carries the channel its result goes back on.
@@ -254,10 +266,10 @@ impl Pool {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        let mut out = Vec::new();
-                        let res = d.block(&job.dict, &job.data, job.last, &mut out).map(|crc| Done { out, crc });
+                        let Job { dict, data, mut out, last, reply } = job;
+                        let res = d.block(&dict, &data, last, &mut out).map(|crc| Done { out, crc, dict, data });
                         // The encoder may have been dropped meanwhile; then nobody wants the result.
-                        let _ = job.reply.send(res);
+                        let _ = reply.send(res);
                     }
                 })?;
             workers.push(handle);
@@ -297,7 +309,8 @@ pub struct ParGzEncoder<W: Write> {
     pending: VecDeque<Receiver<io::Result<Done>>>,
     /// Compresses on the caller's thread when there is no pool.
     local: Option<Deflater>,
-    local_out: Vec<u8>,
+    /// Buffers back from finished blocks, for the next ones.
+    spare: Vec<Vec<u8>>,
     crc: crc32fast::Hasher,
     /// Input bytes so far, for the trailer's ISIZE.
     total: u64,
@@ -320,7 +333,7 @@ impl<W: Write> ParGzEncoder<W> {
             pool: None,
             pending: VecDeque::new(),
             local: None,
-            local_out: Vec::new(),
+            spare: Vec::new(),
             crc: crc32fast::Hasher::new(),
             total: 0,
             header_written: false,
@@ -342,7 +355,24 @@ impl<W: Write> ParGzEncoder<W> {
     fn take_result(&mut self, res: io::Result<Done>) -> io::Result<()> {
         let done = res?;
         self.crc.combine(&done.crc);
-        self.inner.write_all(&done.out)
+        let written = self.inner.write_all(&done.out);
+        self.recycle(done.out);
+        self.recycle(done.dict);
+        self.recycle(done.data);
+        written
+    }
+
+    /// Keeps a buffer for reuse; as many as the blocks in flight can need.
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < 3 * (self.threads * IN_FLIGHT_PER_THREAD + 2) {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    /// An empty buffer, reused when one is spare.
+    fn buffer(&mut self, capacity: usize) -> Vec<u8> {
+        self.spare.pop().unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
     /// Writes out the oldest result, waiting for it.
@@ -357,10 +387,11 @@ impl<W: Write> ParGzEncoder<W> {
     /// Compresses `buf` as the next block, on a worker when one is running.
     fn submit(&mut self, last: bool) -> io::Result<()> {
         self.write_header()?;
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
+        let fresh = self.buffer(BLOCK);
+        let data = std::mem::replace(&mut self.buf, fresh);
         let dict = std::mem::take(&mut self.dict);
         // The next block's dictionary: the tail of this block, topped up from the older dictionary.
-        let mut next = Vec::with_capacity(DICT);
+        let mut next = self.buffer(DICT);
         if data.len() < DICT {
             next.extend_from_slice(&dict[dict.len().saturating_sub(DICT - data.len())..]);
         }
@@ -371,19 +402,10 @@ impl<W: Write> ParGzEncoder<W> {
         // block, as the tar writer does) is compressed on the caller's thread without starting any.
         let use_pool = self.threads > 1 && (self.pool.is_some() || data.len() == BLOCK);
         if !use_pool {
+            let mut out = self.buffer(BLOCK);
             let d = self.local.get_or_insert_with(|| Deflater::new(self.level));
-            let mut out = std::mem::take(&mut self.local_out);
-            let res = d.block(&dict, &data, last, &mut out).map(|crc| Done { out, crc });
-            let res = match res {
-                Ok(done) => {
-                    self.crc.combine(&done.crc);
-                    let r = self.inner.write_all(&done.out);
-                    self.local_out = done.out;
-                    r
-                }
-                Err(e) => Err(e),
-            };
-            return res;
+            let res = d.block(&dict, &data, last, &mut out).map(|crc| Done { out, crc, dict, data });
+            return self.take_result(res);
         }
         if self.pool.is_none() {
             self.pool = Some(Pool::new(self.threads, self.level)?);
@@ -392,8 +414,9 @@ impl<W: Write> ParGzEncoder<W> {
             self.drain_one()?;
         }
         let (reply, rx) = mpsc::sync_channel(1);
+        let out = self.buffer(BLOCK);
         let jobs = self.pool.as_ref().and_then(|p| p.jobs.as_ref()).ok_or_else(worker_gone)?;
-        jobs.send(Job { dict, data, last, reply }).map_err(|_| worker_gone())?;
+        jobs.send(Job { dict, data, out, last, reply }).map_err(|_| worker_gone())?;
         self.pending.push_back(rx);
         // Write whatever is already done without waiting, so output keeps flowing.
         while let Some(res) = self.pending.front().and_then(|rx| rx.try_recv().ok()) {

@@ -27,6 +27,9 @@ use kiln_overlay::compress::{encoder, Compression, Format};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use tempfile::{NamedTempFile, TempPath};
+
+use super::blobs::BlobWriter;
 use super::{index, parse_manifest, sha256_digest, sha256_hex, Store, StoreError};
 use crate::image::config::ImageConfig;
 use crate::image::manifest::{
@@ -158,7 +161,7 @@ impl Store {
     /// layer's remembered compressed copy, made now if there is none yet; any
     /// other layer (already compressed, or `c` is none) as it is.
     pub fn compressed_layer(&self, layer: &Descriptor, diff_id: &str, c: Compression) -> Result<Descriptor, StoreError> {
-        self.compressed_layer_noting(layer, diff_id, c, &mut |_| {})
+        self.compressed_layer_noting(layer, diff_id, c, &mut |_| {}, None)
     }
 
     /// [`Store::compressed_layer`], calling `compressing` with the layer's
@@ -169,6 +172,7 @@ impl Store {
         diff_id: &str,
         c: Compression,
         compressing: &mut dyn FnMut(&str),
+        copy_to: Option<&Path>,
     ) -> Result<Descriptor, StoreError> {
         let Some(media_type) = compressed_media_type(&layer.media_type, c) else {
             return Ok(layer.clone());
@@ -177,7 +181,7 @@ impl Store {
             (Some(record), _) => record,
             (None, Some(name)) => {
                 compressing(&layer.digest);
-                self.compress_layer(layer, diff_id, c, name)?
+                self.compress_layer(layer, diff_id, c, name, copy_to)?
             }
             (None, None) => return Ok(layer.clone()),
         };
@@ -188,12 +192,18 @@ impl Store {
 
     /// Compresses a plain layer blob into a new blob, checking while it reads
     /// that the plain bytes still hash to `diff_id`, and records the pair.
+    /// With `copy_to` (an export's blob directory), the compressed bytes are
+    /// written there too in the same pass, as `<hex>` once complete (temp
+    /// file, fsync, rename), so an export needs no second read and hash of
+    /// the new blob; the copy is the very bytes the store's blob was hashed
+    /// from.
     fn compress_layer(
         &self,
         layer: &Descriptor,
         diff_id: &str,
         c: Compression,
         name: &str,
+        copy_to: Option<&Path>,
     ) -> Result<CompressedRecord, StoreError> {
         let record_path =
             self.compressed_record_path(diff_id, c).ok_or_else(|| StoreError::InvalidDigest { digest: diff_id.to_string() })?;
@@ -203,7 +213,12 @@ impl Store {
             move |source| StoreError::Io { action, path, source }
         };
         let mut reader = BufReader::with_capacity(256 * 1024, self.open_blob(&layer.digest)?);
-        let mut out = encoder(c, self.blob_writer()?).map_err(io_err("start compressing"))?;
+        let copy = match copy_to {
+            Some(dir) => Some(ExportCopy::new(dir)?),
+            None => None,
+        };
+        let sink = Tee { blob: self.blob_writer()?, copy };
+        let mut out = encoder(c, sink).map_err(io_err("start compressing"))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -222,8 +237,17 @@ impl Store {
             // as it is, for `kiln system check` to report.
             return Err(StoreError::DigestMismatch { expected: diff_id.to_string(), actual });
         }
-        let blob = out.finish().map_err(io_err("compress layer blob"))?;
-        let (digest, size) = blob.commit()?;
+        let Tee { blob, copy } = out.finish().map_err(io_err("compress layer blob"))?;
+        crate::fault::point("compress-blob-written");
+        // The export's copy reaches the disk while the store's blob does.
+        let (committed, copy) = std::thread::scope(|s| {
+            let synced = copy.map(|copy| s.spawn(move || copy.sync()));
+            let committed = blob.commit();
+            (committed, synced.map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))))
+        });
+        let (digest, size) = committed?;
+        let copy = copy.transpose()?;
+        crate::fault::point("compress-record-before");
         let record = CompressedRecord { diff_id: diff_id.to_string(), compression: name.to_string(), digest, size };
         let bytes = serde_json::to_vec(&record).map_err(|source| StoreError::Json {
             action: "serialize",
@@ -233,6 +257,10 @@ impl Store {
         let dir = self.compressed_dir();
         fs::create_dir_all(&dir).map_err(|source| StoreError::Io { action: "create directory", path: dir, source })?;
         index::write_atomic(&record_path, &self.tmp_dir(), &bytes)?;
+        crate::fault::point("compress-record-after");
+        if let Some(copy) = copy {
+            copy.place(&record.digest)?;
+        }
         log::debug!("compressed layer {diff_id} with {name}: {} ({} bytes)", record.digest, record.size);
         Ok(record)
     }
@@ -246,6 +274,20 @@ impl Store {
         manifest_digest: &str,
         c: Compression,
         compressing: &mut dyn FnMut(&str),
+    ) -> Result<Outgoing, StoreError> {
+        self.outgoing_manifest_copying(manifest_digest, c, compressing, None)
+    }
+
+    /// [`Store::outgoing_manifest`]; a layer compressed now is also written
+    /// into `copy_to` (an OCI layout's `blobs/sha256`) as `<hex>`, in the
+    /// same pass (see [`Store::compress_layer`]). Layers compressed before
+    /// are not copied: that is for the caller, which finds them missing there.
+    pub fn outgoing_manifest_copying(
+        &self,
+        manifest_digest: &str,
+        c: Compression,
+        compressing: &mut dyn FnMut(&str),
+        copy_to: Option<&Path>,
     ) -> Result<Outgoing, StoreError> {
         let stored = self.read_blob(manifest_digest)?;
         let manifest = parse_manifest(manifest_digest, &stored)?;
@@ -270,7 +312,7 @@ impl Store {
         }
         let mut out = manifest.clone();
         for (layer, diff_id) in out.layers.iter_mut().zip(diff_ids) {
-            *layer = self.compressed_layer_noting(layer, diff_id, c, compressing)?;
+            *layer = self.compressed_layer_noting(layer, diff_id, c, compressing, copy_to)?;
         }
         if out.layers == manifest.layers {
             return Ok(unchanged(manifest));
@@ -283,6 +325,70 @@ impl Store {
         })?;
         let digest = sha256_digest(&bytes);
         Ok(Outgoing { manifest: out, bytes, digest, as_stored: false })
+    }
+}
+
+/// Where compression writes: the store's new blob, and an export's copy.
+struct Tee {
+    blob: BlobWriter,
+    copy: Option<ExportCopy>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Whole buffers to both, so both hold the same bytes whatever a
+        // short write does.
+        self.blob.write_all(buf)?;
+        if let Some(copy) = &mut self.copy {
+            copy.file.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.blob.flush()
+    }
+}
+
+/// A compressed blob's copy being written into an export's blob directory
+/// (outside the store): a temp file there, renamed to its digest once the
+/// store holds the blob. Dropped unplaced, it removes its temp file; a kill
+/// leaves a `.tmp-…` file that no layout reader looks at.
+struct ExportCopy {
+    file: fs::File,
+    tmp: TempPath,
+    dir: PathBuf,
+}
+
+impl ExportCopy {
+    fn new(dir: &Path) -> Result<Self, StoreError> {
+        let tmp = NamedTempFile::with_prefix_in(".tmp-", dir).map_err(|source| StoreError::Io {
+            action: "create temp file in",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let (file, tmp) = tmp.into_parts();
+        Ok(ExportCopy { file, tmp, dir: dir.to_path_buf() })
+    }
+
+    /// Makes the copy readable (temp files start 0600) and durable.
+    fn sync(self) -> Result<Self, StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        let err = |action| {
+            let path = self.tmp.to_path_buf();
+            move |source| StoreError::Io { action, path, source }
+        };
+        self.file.set_permissions(fs::Permissions::from_mode(0o644)).map_err(err("chmod"))?;
+        self.file.sync_all().map_err(err("fsync"))?;
+        Ok(self)
+    }
+
+    /// Renames the copy to `<dir>/<hex of digest>`.
+    fn place(self, digest: &str) -> Result<(), StoreError> {
+        let hex = sha256_hex(digest).ok_or_else(|| StoreError::InvalidDigest { digest: digest.to_string() })?;
+        let target = self.dir.join(hex);
+        self.tmp.persist(&target).map_err(|e| StoreError::Io { action: "rename blob into", path: target, source: e.error })?;
+        super::blobs::sync_dir(&self.dir)
     }
 }
 

@@ -273,13 +273,20 @@ struct Leaving {
 }
 
 /// The image `manifest` names as it leaves the store with its plain layers
-/// compressed with `compression` (see [`Store::outgoing_manifest`]).
-fn leaving(store: &Store, manifest: &Descriptor, compression: Compression, progress: &dyn Reporter) -> Result<Leaving, TransportError> {
+/// compressed with `compression` (see [`Store::outgoing_manifest`]); layers
+/// compressed now are also written into `copy_to`, a layout's blob dir.
+fn leaving(
+    store: &Store,
+    manifest: &Descriptor,
+    compression: Compression,
+    copy_to: Option<&Path>,
+    progress: &dyn Reporter,
+) -> Result<Leaving, TransportError> {
     // Plain layers are compressed here, each once in the store's life.
     let name = if compression == Compression::Zstd { "zstd" } else { "gzip" };
     let mut compressing =
         |digest: &str| progress.report(Event::Note(format!("Compressing layer {} ({name})", crate::humanize::short(digest))));
-    let out = store.outgoing_manifest(&manifest.digest, compression, &mut compressing)?;
+    let out = store.outgoing_manifest_copying(&manifest.digest, compression, &mut compressing, copy_to)?;
     let mut sized = manifest.clone();
     sized.digest = out.digest.clone();
     sized.size = out.bytes.len() as u64;
@@ -342,7 +349,9 @@ pub fn export_dir(
     };
 
     for (name, manifest) in images {
-        let image = leaving(store, manifest, compression, progress)?;
+        // A layer compressed for this export lands in the layout as it is
+        // compressed (no second read of the new blob); the rest is copied below.
+        let image = leaving(store, manifest, compression, Some(&blob_dir), progress)?;
         for blob in std::iter::once(&image.manifest).chain(&image.blobs) {
             let hex = sha256_hex(&blob.digest).ok_or_else(|| TransportError::InvalidDigest {
                 digest: blob.digest.clone(),
@@ -440,7 +449,7 @@ pub fn write_oci_archive<W: Write>(
     // Manifests made for this export, which the store does not hold.
     let mut made: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (name, manifest) in images {
-        let image = leaving(store, manifest, compression, progress)?;
+        let image = leaving(store, manifest, compression, None, progress)?;
         merge_entry(&mut index, index_entry(name, &image.manifest));
         layers.extend(image.blobs.iter().filter(|b| image.layers.contains(&b.digest)).map(|b| (b.digest.clone(), b.size)));
         blobs.insert(image.manifest.digest.clone());
