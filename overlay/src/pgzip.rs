@@ -113,7 +113,9 @@ const MATCH_GAIN_PERCENT: usize = 2;
 
 /// One worker's deflate states, reused block after block.
 struct Deflater {
+    /// A fresh matcher for each stream it starts (see [`Deflater::fresh_lz`]).
     lz: Deflate,
+    level: i32,
     /// Huffman-only coding; the same bytes as zlib-rs's `Strategy::HuffmanOnly`, faster.
     huff: huffman::Huffman,
     scratch: Vec<u8>,
@@ -151,12 +153,22 @@ fn run(d: &mut Deflate, data: &[u8], flush: DeflateFlush, out: &mut Vec<u8>) -> 
 impl Deflater {
     fn new(level: u32) -> Self {
         let level = level as i32;
-        let raw = |strategy| DeflateConfig { level, window_bits: -15, strategy, ..DeflateConfig::default() };
-        Deflater {
-            lz: Deflate::new_with_config(raw(Strategy::Default)),
-            huff: huffman::Huffman::new(),
-            scratch: Vec::new(),
-        }
+        Deflater { lz: Self::matcher(level), level, huff: huffman::Huffman::new(), scratch: Vec::new() }
+    }
+
+    fn matcher(level: i32) -> Deflate {
+        Deflate::new_with_config(DeflateConfig { level, window_bits: -15, strategy: Strategy::Default, ..DeflateConfig::default() })
+    }
+
+    /// Starts the matcher afresh. zlib's matcher reads a few bytes past the
+    /// end of its input near the end of a stream (they decide between
+    /// candidate matches, never what is emitted as data), and a reset keeps
+    /// the window of the stream before, so a reused matcher's output depended
+    /// on which blocks its worker compressed earlier: the same layer gave
+    /// another blob now and then on several threads. A new one starts from
+    /// a zeroed window.
+    fn fresh_lz(&mut self) {
+        self.lz = Self::matcher(self.level);
     }
 
     #[cfg(test)]
@@ -187,7 +199,7 @@ impl Deflater {
             self.huff.block(sample, true, &mut self.scratch);
             let huffman = self.scratch.len();
             self.scratch.clear();
-            self.lz.reset();
+            self.fresh_lz();
             if !history.is_empty() {
                 self.lz.set_dictionary(history).map_err(deflate_error)?;
             }
@@ -213,7 +225,7 @@ impl Deflater {
             Plan::Stored => store(data, last, out),
             Plan::Huffman => self.huff.block_counted(data, last, out),
             Plan::Deflate => {
-                self.lz.reset();
+                self.fresh_lz();
                 if !dict.is_empty() {
                     self.lz.set_dictionary(dict).map_err(deflate_error)?;
                 }
