@@ -23,10 +23,11 @@ test:
 	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked --no-fail-fast
 
-# The rules of the workspace's [workspace.lints], with warnings as errors:
+# rustfmt.toml's layout, and the rules of [workspace.lints] with warnings as errors:
 # tests may unwrap (a failed step is a failed test), the libraries and the
 # binary may not.
 lint:
+	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings -A clippy::unwrap_used
 	$(CARGO) clippy --workspace --lib --bins --locked -- -D warnings
 

@@ -80,11 +80,22 @@ pub enum Event {
 /// A blob moving between the store and elsewhere.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transfer {
-    Started { verb: &'static str, digest: String, size: u64 },
+    Started {
+        verb: &'static str,
+        digest: String,
+        size: u64,
+    },
     /// `done` bytes of the blob have moved.
-    Progress { digest: String, done: u64 },
+    Progress {
+        digest: String,
+        done: u64,
+    },
     /// `note` says how it ended ("done", "skipped: already exists", …).
-    Finished { verb: &'static str, digest: String, note: &'static str },
+    Finished {
+        verb: &'static str,
+        digest: String,
+        note: &'static str,
+    },
 }
 
 /// Where progress goes. Called from the threads doing the work (several at
@@ -185,7 +196,12 @@ const COMMIT_SHOWN_FROM: u64 = 8 << 20;
 /// is `written`) while reporting [`Event::Committing`] for `step` twice a
 /// second once the layer is big enough to take a while, and once more at
 /// the end for such a layer (its size and rate, whatever the timing).
-pub fn with_commit_progress<T>(reporter: &dyn Reporter, step: &StepRef, written: &AtomicU64, work: impl FnOnce() -> T) -> T {
+pub fn with_commit_progress<T>(
+    reporter: &dyn Reporter,
+    step: &StepRef,
+    written: &AtomicU64,
+    work: impl FnOnce() -> T,
+) -> T {
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
@@ -260,7 +276,9 @@ mod tests {
         with_commit_progress(&events, &step, &written, || written.store(COMMIT_SHOWN_FROM + 5, Ordering::Relaxed));
         let events = events.0.lock().unwrap();
         match events.last() {
-            Some(Event::Committing { step: s, written, .. }) => assert_eq!((s, *written), (&step, COMMIT_SHOWN_FROM + 5)),
+            Some(Event::Committing { step: s, written, .. }) => {
+                assert_eq!((s, *written), (&step, COMMIT_SHOWN_FROM + 5))
+            }
             other => panic!("{other:?}"),
         }
     }

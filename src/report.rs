@@ -41,7 +41,9 @@ pub fn render(err: &anyhow::Error) -> String {
     if let Some(d) = src.error.downcast_ref::<DockerfileError>() {
         return format!("error: {}", d.render(&src.text));
     }
-    if let Some(ExecError::Step { file, line, column, instruction, source, hint }) = src.error.downcast_ref::<ExecError>() {
+    if let Some(ExecError::Step { file, line, column, instruction, source, hint }) =
+        src.error.downcast_ref::<ExecError>()
+    {
         let located = DockerfileError::new(file, *line, *column, format!("{} failed", instruction));
         let mut out = format!("error: {}", located.render(&src.text));
         let mut cause: Option<&(dyn Error + 'static)> = Some(source.as_ref());

@@ -16,8 +16,8 @@ use kiln_overlay::compress::Compression;
 use thiserror::Error;
 
 use crate::image::manifest::Descriptor;
-use crate::store::{Image, Store, StoreError};
 use crate::progress::{Reporter, Silent};
+use crate::store::{Image, Store, StoreError};
 
 pub use docker::write_docker_archive;
 pub use oci::write_oci_archive;
@@ -121,7 +121,11 @@ pub fn import(store: &Store, t: &Transport) -> Result<Image, TransportError> {
 
 /// [`import`] for `platform`: from a multi-platform layout or archive its
 /// image is taken, and an image for another platform is an error.
-pub fn import_for(store: &Store, t: &Transport, platform: Option<&crate::image::platform::Platform>) -> Result<Image, TransportError> {
+pub fn import_for(
+    store: &Store,
+    t: &Transport,
+    platform: Option<&crate::image::platform::Platform>,
+) -> Result<Image, TransportError> {
     match t {
         Transport::Store(name) => {
             let descriptor = store.resolve(name)?.ok_or_else(|| TransportError::NotInStore(name.clone()))?;
@@ -144,7 +148,12 @@ pub fn import_for(store: &Store, t: &Transport, platform: Option<&crate::image::
                     return Err(TransportError::NoPlatform {
                         digest: image.manifest_digest.clone(),
                         wanted: wanted.to_string(),
-                        available: vec![crate::image::platform::Platform::new(&c.os, &c.architecture, c.variant.as_deref()).to_string()],
+                        available: vec![crate::image::platform::Platform::new(
+                            &c.os,
+                            &c.architecture,
+                            c.variant.as_deref(),
+                        )
+                        .to_string()],
                     });
                 }
             }
@@ -264,7 +273,6 @@ fn make_readable(tmp: &tempfile::NamedTempFile, target: &Path) -> Result<(), Tra
         source,
     })
 }
-
 
 #[cfg(test)]
 mod tests {

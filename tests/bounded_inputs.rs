@@ -171,7 +171,12 @@ fn chown_ids_beyond_the_kernels_are_refused_at_parse_time() {
 #[test]
 fn chown_ids_from_variables_are_refused_at_plan_time() {
     plan_err("FROM scratch\nARG U=99999999999\nCOPY --chown=$U a /a\n", 3, 1, "numeric ids go from 0 to 4294967294");
-    plan_err("FROM scratch\nENV G=4294967295\nADD --chown=app:${G} a /a\n", 3, 1, "numeric ids go from 0 to 4294967294");
+    plan_err(
+        "FROM scratch\nENV G=4294967295\nADD --chown=app:${G} a /a\n",
+        3,
+        1,
+        "numeric ids go from 0 to 4294967294",
+    );
     plan_err(
         "FROM scratch\nARG U=4294967295\nRUN --mount=type=cache,target=/c,uid=$U true\n",
         3,

@@ -151,7 +151,13 @@ fn podman_loads_kiln_saves_and_kiln_loads_podman_saves() {
     let out = other.ok(&["load", "-i", s(&saved_oci)]);
     assert!(out.starts_with("Loaded image"), "{out}");
     let listed = other.ok(&["images", "-q", "--no-trunc"]);
-    assert_eq!(listed.trim(), format!("sha256:{v2}"), "podman's copy: {}\nours: {}", other.ok(&["inspect", listed.trim()]), env.ok(&["inspect", "app:v2"]));
+    assert_eq!(
+        listed.trim(),
+        format!("sha256:{v2}"),
+        "podman's copy: {}\nours: {}",
+        other.ok(&["inspect", listed.trim()]),
+        env.ok(&["inspect", "app:v2"])
+    );
 }
 
 /// `--compression-level`: checked against `--compression` before anything runs, changes the blob but not
@@ -198,7 +204,10 @@ fn compression_level_is_checked_and_changes_only_the_blob() {
     for (flags, says) in [
         (&["--compression-level", "10"][..], "out of range for gzip: use a level from 1 to 9"),
         (&["--compression-level", "0"][..], "from 1 to 9"),
-        (&["--compression", "zstd", "--compression-level", "20"][..], "out of range for zstd: use a level from 1 to 19"),
+        (
+            &["--compression", "zstd", "--compression-level", "20"][..],
+            "out of range for zstd: use a level from 1 to 19",
+        ),
         (&["--compression", "none", "--compression-level", "3"][..], "--compression none"),
     ] {
         let mut args = vec!["build", "-q"];
@@ -243,7 +252,8 @@ fn parallel_gzip_layers_are_read_by_umoci_and_python() {
     let layout = env.path("layout");
     env.ok(&["export-layout", s(&layout), "mixed:1"]);
     let digest = env.inspect("mixed:1")["Digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
-    let manifest: Value = serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(digest)).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(digest)).unwrap()).unwrap();
     let layer = &manifest["layers"][0];
     assert!(layer["mediaType"].as_str().unwrap().ends_with("+gzip"), "{layer}");
     let blob = layout.join("blobs/sha256").join(layer["digest"].as_str().unwrap().trim_start_matches("sha256:"));

@@ -59,7 +59,8 @@ fn manifest_of(env: &Env, image: &str) -> (String, Vec<String>) {
     let v = env.inspect(image);
     let digest = v["Digest"].as_str().unwrap().to_string();
     let manifest: Value = serde_json::from_slice(&std::fs::read(blob_path(env, &digest)).unwrap()).unwrap();
-    let layers = manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+    let layers =
+        manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
     (digest, layers)
 }
 
@@ -119,7 +120,8 @@ fn each_kind_of_damage_is_reported_and_repair_makes_the_store_clean() {
     let good_blobs = env.blob_count();
     let good_chain = {
         let v = env.inspect("good:1");
-        let ids: Vec<String> = v["RootFS"]["Layers"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().into()).collect();
+        let ids: Vec<String> =
+            v["RootFS"]["Layers"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().into()).collect();
         kiln::store::chain_ids(&ids).pop().unwrap()
     };
     // A good image's layer dir, as a RUN or `kiln run` leaves it: kept.
@@ -197,7 +199,10 @@ fn each_kind_of_damage_is_reported_and_repair_makes_the_store_clean() {
     for blob in [&dangling_manifest, &bad_manifest.0, &bad_config.0] {
         assert!(out.contains(&format!("removed {}: ", blob_path(&env, blob).display())), "{blob}:\n{out}");
     }
-    assert!(out.contains(&format!("removed tag gone:1 from index.json: its manifest {gone_manifest} is missing")), "{out}");
+    assert!(
+        out.contains(&format!("removed tag gone:1 from index.json: its manifest {gone_manifest} is missing")),
+        "{out}"
+    );
     assert!(out.lines().last().unwrap().starts_with("store is consistent"), "{out}");
     let (code, out, _) = check(&env, &[]);
     assert_eq!(code, 0, "{out}");

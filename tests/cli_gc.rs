@@ -313,7 +313,11 @@ fn prune_keeps_the_cache_of_tagged_images_and_all_drops_it() {
     let id = env.ok(&["build", "-q", "-t", "app:1", &app]);
     env.ok(&["build", "-q", &other]); // dangling: nothing tagged was built from it
     let records = |env: &Env| {
-        walkdir::WalkDir::new(env.store.join("kiln/cache/steps")).into_iter().flatten().filter(|e| e.file_type().is_file()).count()
+        walkdir::WalkDir::new(env.store.join("kiln/cache/steps"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .count()
     };
     assert_eq!(records(&env), 9);
 
@@ -382,7 +386,10 @@ fn system_prune_removes_temp_files_of_dead_processes_only() {
     // The temp file of an atomic index.json replace: any command may be
     // writing one right now, so only an old one goes.
     std::fs::write(tmp.join(".tmp-old"), "{}").unwrap();
-    std::fs::File::open(tmp.join(".tmp-old")).unwrap().set_modified(SystemTime::now() - Duration::from_secs(7200)).unwrap();
+    std::fs::File::open(tmp.join(".tmp-old"))
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(7200))
+        .unwrap();
     std::fs::write(tmp.join(".tmp-fresh"), "{}").unwrap();
 
     // A running build's hold on the builds lock.

@@ -24,7 +24,6 @@ CMD ["echo","hello from cmd"]
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nu:x:1000:1000::/home/u:/bin/sh\n";
 const GROUP: &str = "root:x:0:\nu:x:1000:\n";
 
-
 /// The built image, shared by every test of this file.
 struct Fixture {
     dir: PathBuf,
@@ -406,9 +405,9 @@ fn a_killed_command_gives_128_plus_the_signal() {
     assert_eq!(line, "ready\n");
     let deadline = Instant::now() + Duration::from_secs(30);
     let sleeper = loop {
-        let found = descendants(child.id()).into_iter().find(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
-        });
+        let found = descendants(child.id())
+            .into_iter()
+            .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0")));
         if let Some(p) = found {
             break p;
         }

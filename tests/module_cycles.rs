@@ -364,5 +364,8 @@ fn the_checker_sees_a_cycle_and_a_use_group() {
         [("a", "b"), ("b", "a"), ("b", "c")].iter().map(|(x, y)| (x.to_string(), y.to_string())).collect();
     assert_eq!(cycles(&edges), vec![vec!["a".to_string(), "b".to_string()]]);
     let sup = references(&vec!["x".to_string(), "y".to_string()], "super::z::f(); super::super::q::g();");
-    assert_eq!(sup, vec![vec!["x".to_string(), "z".to_string(), "f".to_string()], vec!["q".to_string(), "g".to_string()]]);
+    assert_eq!(
+        sup,
+        vec![vec!["x".to_string(), "z".to_string(), "f".to_string()], vec!["q".to_string(), "g".to_string()]]
+    );
 }

@@ -285,7 +285,8 @@ fn upload_locations_on_other_origins_get_no_credentials() {
     let authfile = tmp.path().join("auth.json");
     let auth_arg = authfile.to_str().unwrap();
 
-    let out = kiln_env(&root, &["-vv", "login", "--authfile", auth_arg, "-u", USER, "-p", PASSWORD, &registry.host()], &[]);
+    let out =
+        kiln_env(&root, &["-vv", "login", "--authfile", auth_arg, "-u", USER, "-p", PASSWORD, &registry.host()], &[]);
     ok(&out);
     assert_no_secret(&out);
     let dest = format!("{}/app:1", registry.host());

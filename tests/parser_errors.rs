@@ -12,17 +12,8 @@ fn err(src: &str) -> DockerfileError {
 /// Asserts line, column and that the message holds `needle`.
 fn at(src: &str, line: usize, column: usize, needle: &str) -> DockerfileError {
     let e = err(src);
-    assert_eq!(
-        (e.line, e.column),
-        (line, column),
-        "position of {:?} in {src:?}",
-        e.message
-    );
-    assert!(
-        e.message.contains(needle),
-        "{:?} does not contain {needle:?}",
-        e.message
-    );
+    assert_eq!((e.line, e.column), (line, column), "position of {:?} in {src:?}", e.message);
+    assert!(e.message.contains(needle), "{:?} does not contain {needle:?}", e.message);
     assert_eq!(e.file, "build/Dockerfile.dev");
     e
 }
@@ -31,12 +22,7 @@ fn at(src: &str, line: usize, column: usize, needle: &str) -> DockerfileError {
 fn unknown_instruction_with_suggestion() {
     let e = at("FROM a\nRUNN echo\n", 2, 1, "unknown instruction \"RUNN\"");
     assert_eq!(e.help.as_deref(), Some("did you mean \"RUN\"?"));
-    let e = at(
-        "FROM a\n   coppy a b\n",
-        2,
-        4,
-        "unknown instruction \"coppy\"",
-    );
+    let e = at("FROM a\n   coppy a b\n", 2, 4, "unknown instruction \"coppy\"");
     assert_eq!(e.help.as_deref(), Some("did you mean \"COPY\"?"));
     let e = at("FORM alpine\n", 1, 1, "unknown instruction");
     assert_eq!(e.help.as_deref(), Some("did you mean \"FROM\"?"));
@@ -46,23 +32,13 @@ fn unknown_instruction_with_suggestion() {
 
 #[test]
 fn unknown_instruction_without_close_match() {
-    let e = at(
-        "FROM a\nXYZZY plugh\n",
-        2,
-        1,
-        "unknown instruction \"XYZZY\"",
-    );
+    let e = at("FROM a\nXYZZY plugh\n", 2, 1, "unknown instruction \"XYZZY\"");
     assert!(e.help.unwrap().contains("instructions are"));
 }
 
 #[test]
 fn unknown_onbuild_trigger() {
-    let e = at(
-        "FROM a\nONBUILD RUM x\n",
-        2,
-        9,
-        "unknown instruction \"RUM\"",
-    );
+    let e = at("FROM a\nONBUILD RUM x\n", 2, 9, "unknown instruction \"RUM\"");
     assert_eq!(e.help.as_deref(), Some("did you mean \"RUN\"?"));
 }
 
@@ -88,36 +64,16 @@ fn json_with_non_strings() {
 fn flag_not_taken_names_flag_and_instruction() {
     let e = at("FROM a\nCOPY --foo=bar a b\n", 2, 6, "--foo");
     assert!(e.message.contains("COPY"));
-    at(
-        "FROM a\nADD --from=x a b\n",
-        2,
-        5,
-        "unknown flag --from for ADD",
-    );
-    at(
-        "FROM a\nCOPY --checksum=sha256:1 a b\n",
-        2,
-        6,
-        "unknown flag --checksum for COPY",
-    );
+    at("FROM a\nADD --from=x a b\n", 2, 5, "unknown flag --from for ADD");
+    at("FROM a\nCOPY --checksum=sha256:1 a b\n", 2, 6, "unknown flag --checksum for COPY");
     at("FROM a\nCOPY --unpack a b\n", 2, 6, "--unpack");
     at("FROM a\nADD --parents a b\n", 2, 5, "--parents");
-    at(
-        "FROM --platform=x --from=y a\n",
-        1,
-        19,
-        "unknown flag --from for FROM",
-    );
+    at("FROM --platform=x --from=y a\n", 1, 19, "unknown flag --from for FROM");
     let e = at("FROM a\nENV --x=1 A=b\n", 2, 5, "unknown flag --x for ENV");
     assert_eq!(e.help.as_deref(), Some("ENV takes no flags"));
     at("FROM a\nCMD --help\n", 2, 5, "unknown flag --help for CMD");
     at("FROM a\nONBUILD --x RUN y\n", 2, 9, "ONBUILD");
-    at(
-        "FROM a\nHEALTHCHECK --intervals=1s CMD x\n",
-        2,
-        13,
-        "--intervals",
-    );
+    at("FROM a\nHEALTHCHECK --intervals=1s CMD x\n", 2, 13, "--intervals");
 }
 
 #[test]
@@ -134,21 +90,11 @@ fn flag_errors_in_continuation_lines_point_at_the_flag() {
 
 #[test]
 fn flag_value_missing() {
-    at(
-        "FROM a\nCOPY --from a b\n",
-        2,
-        6,
-        "missing a value on flag --from",
-    );
+    at("FROM a\nCOPY --from a b\n", 2, 6, "missing a value on flag --from");
     at("FROM a\nCOPY --chown a b\n", 2, 6, "--chown");
     at("FROM a\nRUN --mount echo\n", 2, 5, "--mount");
     at("FROM --platform alpine\n", 1, 6, "--platform");
-    at(
-        "FROM a\nCOPY --link= a b\n",
-        2,
-        6,
-        "missing a value on flag --link",
-    );
+    at("FROM a\nCOPY --link= a b\n", 2, 6, "missing a value on flag --link");
     at("FROM a\nHEALTHCHECK --retries CMD x\n", 2, 13, "--retries");
     at("FROM a\nCOPY --exclude= a b\n", 2, 6, "--exclude");
 }
@@ -157,42 +103,17 @@ fn flag_value_missing() {
 fn bad_flag_values() {
     at("FROM a\nCOPY --link=yes a b\n", 2, 6, "boolean");
     at("FROM a\nADD --keep-git-dir=maybe a b\n", 2, 5, "boolean");
-    at(
-        "FROM a\nCOPY --from=a --from=b a b\n",
-        2,
-        15,
-        "duplicate flag --from",
-    );
+    at("FROM a\nCOPY --from=a --from=b a b\n", 2, 15, "duplicate flag --from");
     at("FROM a\nRUN --network=bridge x\n", 2, 5, "network");
     at("FROM a\nRUN --security=privileged x\n", 2, 5, "security");
 }
 
 #[test]
 fn mount_errors() {
-    at(
-        "FROM a\nRUN --mount=type=nfs,target=/x echo\n",
-        2,
-        5,
-        "unsupported mount type",
-    );
-    at(
-        "FROM a\nRUN --network=none --mount=target=/x,colour=red echo\n",
-        2,
-        20,
-        "colour",
-    );
-    at(
-        "FROM a\nRUN --mount=type=bind,mode=0700,target=/x echo\n",
-        2,
-        5,
-        "mode",
-    );
-    at(
-        "FROM a\nRUN --mount=type=cache,sharing=sometimes,target=/x echo\n",
-        2,
-        5,
-        "sharing",
-    );
+    at("FROM a\nRUN --mount=type=nfs,target=/x echo\n", 2, 5, "unsupported mount type");
+    at("FROM a\nRUN --network=none --mount=target=/x,colour=red echo\n", 2, 20, "colour");
+    at("FROM a\nRUN --mount=type=bind,mode=0700,target=/x echo\n", 2, 5, "mode");
+    at("FROM a\nRUN --mount=type=cache,sharing=sometimes,target=/x echo\n", 2, 5, "sharing");
     at("FROM a\nRUN --mount=target echo\n", 2, 5, "key=value");
     at("FROM a\nRUN --mount= echo\n", 2, 5, "mount");
 }
@@ -200,18 +121,8 @@ fn mount_errors() {
 #[test]
 fn missing_arguments() {
     at("FROM\n", 1, 1, "FROM requires");
-    at(
-        "FROM a\nCOPY onlyone\n",
-        2,
-        6,
-        "COPY requires at least two arguments",
-    );
-    at(
-        "FROM a\nADD --chown=1 onlyone\n",
-        2,
-        15,
-        "ADD requires at least two arguments",
-    );
+    at("FROM a\nCOPY onlyone\n", 2, 6, "COPY requires at least two arguments");
+    at("FROM a\nADD --chown=1 onlyone\n", 2, 15, "ADD requires at least two arguments");
     at("FROM a\nCOPY\n", 2, 1, "COPY requires");
     at("FROM a\nCOPY [\"one\"]\n", 2, 6, "two arguments");
     at("FROM a\nRUN\n", 2, 1, "RUN requires");
@@ -231,12 +142,7 @@ fn missing_arguments() {
     at("FROM a\nVOLUME []\n", 2, 1, "VOLUME requires");
     at("FROM a\nONBUILD\n", 2, 1, "ONBUILD requires");
     at("FROM a\nHEALTHCHECK\n", 2, 1, "HEALTHCHECK requires");
-    at(
-        "FROM a\nHEALTHCHECK CMD\n",
-        2,
-        13,
-        "missing command after HEALTHCHECK CMD",
-    );
+    at("FROM a\nHEALTHCHECK CMD\n", 2, 13, "missing command after HEALTHCHECK CMD");
     at("FROM a\nHEALTHCHECK CMD []\n", 2, 13, "missing command");
 }
 
@@ -248,12 +154,7 @@ fn key_value_errors() {
     at("FROM a\nENV lonely\n", 2, 5, "missing a value");
     at("FROM a\nLABEL lonely\n", 2, 7, "missing a value");
     at("FROM a\nENV =x\n", 2, 5, "ENV names can not be blank");
-    at(
-        "FROM a\nLABEL a=1 =x\n",
-        2,
-        11,
-        "LABEL names can not be blank",
-    );
+    at("FROM a\nLABEL a=1 =x\n", 2, 11, "LABEL names can not be blank");
     at("ARG a =b\nFROM x\n", 1, 7, "ARG names can not be blank");
 }
 
@@ -285,26 +186,11 @@ fn no_from() {
 
 #[test]
 fn instruction_before_first_from() {
-    let e = at(
-        "ARG V=1\nRUN echo $V\nFROM a\n",
-        2,
-        1,
-        "RUN instruction before the first FROM",
-    );
+    let e = at("ARG V=1\nRUN echo $V\nFROM a\n", 2, 1, "RUN instruction before the first FROM");
     assert!(e.help.unwrap().contains("ARG"));
-    at(
-        "# c\n  ENV A=b\nFROM a\n",
-        2,
-        3,
-        "ENV instruction before the first FROM",
-    );
+    at("# c\n  ENV A=b\nFROM a\n", 2, 3, "ENV instruction before the first FROM");
     at("ONBUILD RUN x\nFROM a\n", 1, 1, "ONBUILD");
-    at(
-        "LABEL a=b\n",
-        1,
-        1,
-        "LABEL instruction before the first FROM",
-    );
+    at("LABEL a=b\n", 1, 1, "LABEL instruction before the first FROM");
 }
 
 #[test]
@@ -316,12 +202,7 @@ fn bad_escape_directive() {
 
 #[test]
 fn repeated_directive() {
-    at(
-        "# escape=`\n# Escape=\\\nFROM a\n",
-        2,
-        1,
-        "only one escape parser directive",
-    );
+    at("# escape=`\n# Escape=\\\nFROM a\n", 2, 1, "only one escape parser directive");
 }
 
 #[test]
@@ -336,72 +217,17 @@ fn from_shapes() {
 
 #[test]
 fn healthcheck_values() {
-    at(
-        "FROM a\nHEALTHCHECK --interval=5 CMD x\n",
-        2,
-        13,
-        "invalid --interval",
-    );
-    at(
-        "FROM a\nHEALTHCHECK --timeout=abc CMD x\n",
-        2,
-        13,
-        "invalid --timeout",
-    );
-    at(
-        "FROM a\nHEALTHCHECK --start-period=1d CMD x\n",
-        2,
-        13,
-        "start-period",
-    );
-    at(
-        "FROM a\nHEALTHCHECK --interval=500us CMD x\n",
-        2,
-        13,
-        "less than 1ms",
-    );
-    at(
-        "FROM a\nHEALTHCHECK --interval=-1s CMD x\n",
-        2,
-        13,
-        "less than 1ms",
-    );
-    at(
-        "FROM a\nHEALTHCHECK --retries=three CMD x\n",
-        2,
-        13,
-        "--retries",
-    );
-    at(
-        "FROM a\nHEALTHCHECK --retries=-1 CMD x\n",
-        2,
-        13,
-        "negative",
-    );
-    at(
-        "FROM a\nHEALTHCHECK --retries=99999999999 CMD x\n",
-        2,
-        13,
-        "--retries",
-    );
-    at(
-        "FROM a\nHEALTHCHECK PING x\n",
-        2,
-        13,
-        "unknown type \"PING\"",
-    );
-    at(
-        "FROM a\nHEALTHCHECK NONE now\n",
-        2,
-        18,
-        "takes no arguments",
-    );
-    at(
-        "FROM a\nHEALTHCHECK --retries=1 NONE\n",
-        2,
-        1,
-        "takes no flags",
-    );
+    at("FROM a\nHEALTHCHECK --interval=5 CMD x\n", 2, 13, "invalid --interval");
+    at("FROM a\nHEALTHCHECK --timeout=abc CMD x\n", 2, 13, "invalid --timeout");
+    at("FROM a\nHEALTHCHECK --start-period=1d CMD x\n", 2, 13, "start-period");
+    at("FROM a\nHEALTHCHECK --interval=500us CMD x\n", 2, 13, "less than 1ms");
+    at("FROM a\nHEALTHCHECK --interval=-1s CMD x\n", 2, 13, "less than 1ms");
+    at("FROM a\nHEALTHCHECK --retries=three CMD x\n", 2, 13, "--retries");
+    at("FROM a\nHEALTHCHECK --retries=-1 CMD x\n", 2, 13, "negative");
+    at("FROM a\nHEALTHCHECK --retries=99999999999 CMD x\n", 2, 13, "--retries");
+    at("FROM a\nHEALTHCHECK PING x\n", 2, 13, "unknown type \"PING\"");
+    at("FROM a\nHEALTHCHECK NONE now\n", 2, 18, "takes no arguments");
+    at("FROM a\nHEALTHCHECK --retries=1 NONE\n", 2, 1, "takes no flags");
 }
 
 #[test]
@@ -413,10 +239,7 @@ fn empty_volume_entry() {
 fn error_rendering() {
     let src = "FROM a\n  RUNN echo\n";
     let e = err(src);
-    assert_eq!(
-        e.to_string(),
-        "build/Dockerfile.dev:2:3: unknown instruction \"RUNN\" (did you mean \"RUN\"?)"
-    );
+    assert_eq!(e.to_string(), "build/Dockerfile.dev:2:3: unknown instruction \"RUNN\" (did you mean \"RUN\"?)");
     let r = e.render(src);
     assert!(r.contains(" 2 |   RUNN echo\n"));
     assert!(r.contains("   |   ^\n"));

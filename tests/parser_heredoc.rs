@@ -25,12 +25,7 @@ fn copy(src: &str, n: usize) -> CopyCmd {
 }
 
 fn doc(name: &str, content: &str, expand: bool, strip_tabs: bool) -> Heredoc {
-    Heredoc {
-        name: name.into(),
-        content: content.into(),
-        expand,
-        strip_tabs,
-    }
+    Heredoc { name: name.into(), content: content.into(), expand, strip_tabs }
 }
 
 #[test]
@@ -54,68 +49,39 @@ fn file_descriptor_prefix() {
 
 #[test]
 fn several_heredocs_one_line() {
-    let r = run(
-        "FROM a\nRUN <<A cat && cat <<B\none\nA\ntwo\nB\nRUN after\n",
-        1,
-    );
-    assert_eq!(
-        r.heredocs,
-        vec![
-            doc("A", "one\n", true, false),
-            doc("B", "two\n", true, false)
-        ]
-    );
+    let r = run("FROM a\nRUN <<A cat && cat <<B\none\nA\ntwo\nB\nRUN after\n", 1);
+    assert_eq!(r.heredocs, vec![doc("A", "one\n", true, false), doc("B", "two\n", true, false)]);
     assert_eq!(r.cmd, CmdLine::Shell("<<A cat && cat <<B".into()));
 }
 
 #[test]
 fn bodies_may_hold_the_other_delimiter() {
     let c = copy("FROM a\nCOPY <<X <<Y /dest\nY\nX\nX\nY\n", 1);
-    assert_eq!(
-        c.heredocs,
-        vec![doc("X", "Y\n", true, false), doc("Y", "X\n", true, false)]
-    );
+    assert_eq!(c.heredocs, vec![doc("X", "Y\n", true, false), doc("Y", "X\n", true, false)]);
     assert_eq!(c.sources, vec!["<<X", "<<Y"]);
     assert_eq!(c.dest, "/dest");
 }
 
 #[test]
 fn dash_strips_leading_tabs_from_body_and_terminator() {
-    let r = run(
-        "FROM a\nRUN <<-EOF\n\t\tbaz\n\tquux\n  spaces stay\n\tEOF\n",
-        1,
-    );
-    assert_eq!(
-        r.heredocs,
-        vec![doc("EOF", "baz\nquux\n  spaces stay\n", true, true)]
-    );
+    let r = run("FROM a\nRUN <<-EOF\n\t\tbaz\n\tquux\n  spaces stay\n\tEOF\n", 1);
+    assert_eq!(r.heredocs, vec![doc("EOF", "baz\nquux\n  spaces stay\n", true, true)]);
 }
 
 #[test]
 fn without_dash_tabs_stay_and_indented_terminator_is_body() {
     let d = parse("FROM a\nRUN <<EOF\n\tfoo\n\tEOF\nEOF\n");
-    let Command::Run(r) = &d.instructions[1].command else {
-        panic!()
-    };
+    let Command::Run(r) = &d.instructions[1].command else { panic!() };
     assert_eq!(r.heredocs[0].content, "\tfoo\n\tEOF\n");
     assert_eq!(d.instructions[1].span.end_line, 5);
 }
 
 #[test]
 fn quoted_delimiters_turn_off_expansion() {
-    for (marker, strip) in [
-        ("<<'EOF'", false),
-        ("<<\"EOF\"", false),
-        ("<<-'EOF'", true),
-        ("<<E\"O\"F", false),
-    ] {
+    for (marker, strip) in [("<<'EOF'", false), ("<<\"EOF\"", false), ("<<-'EOF'", true), ("<<E\"O\"F", false)] {
         let src = format!("FROM a\nRUN {marker}\n$HOME\nEOF\n");
         let r = run(&src, 1);
-        assert_eq!(
-            r.heredocs,
-            vec![doc("EOF", "$HOME\n", false, strip)],
-            "{marker}"
-        );
+        assert_eq!(r.heredocs, vec![doc("EOF", "$HOME\n", false, strip)], "{marker}");
     }
     let r = run("FROM a\nRUN <<EOF\n$HOME\nEOF\n", 1);
     assert!(r.heredocs[0].expand);
@@ -137,22 +103,14 @@ fn span_covers_body_and_terminator() {
 
 #[test]
 fn body_lines_are_not_dockerfile_syntax() {
-    let r = run(
-        "FROM a\nRUN <<EOF\n# not a comment here\nRUN not an instruction \\\n\n  indented\nEOF\n",
-        1,
-    );
-    assert_eq!(
-        r.heredocs[0].content,
-        "# not a comment here\nRUN not an instruction \\\n\n  indented\n"
-    );
+    let r = run("FROM a\nRUN <<EOF\n# not a comment here\nRUN not an instruction \\\n\n  indented\nEOF\n", 1);
+    assert_eq!(r.heredocs[0].content, "# not a comment here\nRUN not an instruction \\\n\n  indented\n");
 }
 
 #[test]
 fn heredoc_after_a_continued_command_line() {
     let d = parse("FROM a\nRUN <<EOF \\\n  bash -ex\necho hi\nEOF\n");
-    let Command::Run(r) = &d.instructions[1].command else {
-        panic!()
-    };
+    let Command::Run(r) = &d.instructions[1].command else { panic!() };
     assert_eq!(r.cmd, CmdLine::Shell("<<EOF   bash -ex".into()));
     assert_eq!(r.heredocs[0].content, "echo hi\n");
     assert_eq!(d.instructions[1].span.end_line, 5);
@@ -160,10 +118,7 @@ fn heredoc_after_a_continued_command_line() {
 
 #[test]
 fn heredoc_with_mount_flag() {
-    let r = run(
-        "FROM a\nRUN --mount=type=cache,target=/foo <<MOUNT\necho hello\nMOUNT\n",
-        1,
-    );
+    let r = run("FROM a\nRUN --mount=type=cache,target=/foo <<MOUNT\necho hello\nMOUNT\n", 1);
     assert_eq!(r.mounts.len(), 1);
     assert_eq!(r.heredocs, vec![doc("MOUNT", "echo hello\n", true, false)]);
 }
@@ -172,14 +127,10 @@ fn heredoc_with_mount_flag() {
 fn exec_form_has_no_heredocs() {
     let d = parse("FROM a\nRUN [\"<<EOF\"]\nRUN [\"<<'EOF'\"]\nCOPY [\"<<EOF\", \"/d\"]\n");
     for i in &d.instructions[1..3] {
-        let Command::Run(r) = &i.command else {
-            panic!()
-        };
+        let Command::Run(r) = &i.command else { panic!() };
         assert!(r.heredocs.is_empty());
     }
-    let Command::Copy(c) = &d.instructions[3].command else {
-        panic!()
-    };
+    let Command::Copy(c) = &d.instructions[3].command else { panic!() };
     assert!(c.heredocs.is_empty());
     assert_eq!(c.sources, vec!["<<EOF"]);
 }
@@ -212,9 +163,7 @@ fn crlf_terminator_and_body() {
 #[test]
 fn terminator_at_end_of_file_without_newline() {
     let d = parse("FROM a\nCOPY <<EOF /x\ncontent\nEOF");
-    let Command::Copy(c) = &d.instructions[1].command else {
-        panic!()
-    };
+    let Command::Copy(c) = &d.instructions[1].command else { panic!() };
     assert_eq!(c.heredocs[0].content, "content\n");
 }
 
@@ -237,13 +186,9 @@ fn onbuild_trigger_heredoc() {
     let d = parse("FROM a\nONBUILD RUN <<EOF\necho later\nEOF\nRUN now\n");
     let i = &d.instructions[1];
     assert_eq!(i.span.end_line, 4);
-    let Command::Onbuild(inner) = &i.command else {
-        panic!()
-    };
+    let Command::Onbuild(inner) = &i.command else { panic!() };
     assert_eq!(inner.span.end_line, 4);
-    let Command::Run(r) = &inner.command else {
-        panic!()
-    };
+    let Command::Run(r) = &inner.command else { panic!() };
     assert_eq!(r.heredocs[0].content, "echo later\n");
     assert_eq!(d.instructions[2].span.line, 5);
 }
@@ -288,9 +233,7 @@ fn names_with_dots_and_digits() {
 #[test]
 fn heredoc_in_continued_copy_with_flags() {
     let d = parse("FROM a\nCOPY --chown=1:1 \\\n     <<EOF /etc/conf\nkey=value\nEOF\n");
-    let Command::Copy(c) = &d.instructions[1].command else {
-        panic!()
-    };
+    let Command::Copy(c) = &d.instructions[1].command else { panic!() };
     assert_eq!(c.chown.as_deref(), Some("1:1"));
     assert_eq!(c.heredocs[0].content, "key=value\n");
     assert_eq!(d.instructions[1].span.end_line, 5);

@@ -9,10 +9,7 @@ struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
         // Knuth's MMIX constants.
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 
@@ -124,21 +121,13 @@ fn check(input: &str) {
         Ok(d) => {
             let lines = input.split('\n').count().max(1);
             for i in &d.instructions {
-                assert!(
-                    i.span.line >= 1 && i.span.line <= i.span.end_line && i.span.end_line <= lines,
-                    "{input:?}"
-                );
+                assert!(i.span.line >= 1 && i.span.line <= i.span.end_line && i.span.end_line <= lines, "{input:?}");
                 assert!(i.span.column >= 1);
             }
         }
         Err(e) => {
             let lines = input.split('\n').count().max(1);
-            assert!(
-                e.line >= 1 && e.line <= lines,
-                "line {} of {lines} for {input:?}: {}",
-                e.line,
-                e.message
-            );
+            assert!(e.line >= 1 && e.line <= lines, "line {} of {lines} for {input:?}: {}", e.line, e.message);
             assert!(e.column >= 1, "{input:?}");
             let _ = e.render(input);
         }

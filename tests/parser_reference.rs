@@ -1,9 +1,7 @@
 //! The examples of the Dockerfile reference's instruction sections, retyped
 //! (names and values changed) and checked against the AST.
 
-use kiln::dockerfile::{
-    self, ArgDecl, CmdLine, Command, CopyCmd, Dockerfile, Instruction, KeyValue, MountKind,
-};
+use kiln::dockerfile::{self, ArgDecl, CmdLine, Command, CopyCmd, Dockerfile, Instruction, KeyValue, MountKind};
 
 fn parse(src: &str) -> Dockerfile {
     match dockerfile::parse(src, "Dockerfile") {
@@ -13,11 +11,7 @@ fn parse(src: &str) -> Dockerfile {
 }
 
 fn cmds(src: &str) -> Vec<Command> {
-    parse(src)
-        .instructions
-        .into_iter()
-        .map(|i| i.command)
-        .collect()
+    parse(src).instructions.into_iter().map(|i| i.command).collect()
 }
 
 fn nth(src: &str, n: usize) -> Instruction {
@@ -25,10 +19,7 @@ fn nth(src: &str, n: usize) -> Instruction {
 }
 
 fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: v.into(),
-    }
+    KeyValue { key: k.into(), value: v.into() }
 }
 
 fn shell(s: &str) -> CmdLine {
@@ -86,15 +77,9 @@ fn directive_examples() {
     let d = parse("# escape=`\nFROM a\n").directives;
     assert_eq!(d.escape, '`');
     let d = parse("# check=skip=JSONArgsRecommended,StageNameCasing\nFROM a\n").directives;
-    assert_eq!(
-        d.check.as_deref(),
-        Some("skip=JSONArgsRecommended,StageNameCasing")
-    );
+    assert_eq!(d.check.as_deref(), Some("skip=JSONArgsRecommended,StageNameCasing"));
     let d = parse("# check=skip=JSONArgsRecommended;error=true\nFROM a\n").directives;
-    assert_eq!(
-        d.check.as_deref(),
-        Some("skip=JSONArgsRecommended;error=true")
-    );
+    assert_eq!(d.check.as_deref(), Some("skip=JSONArgsRecommended;error=true"));
 }
 
 #[test]
@@ -107,26 +92,15 @@ fn directive_with_continuation_is_just_a_comment() {
 
 #[test]
 fn directive_twice_is_an_error() {
-    let err =
-        dockerfile::parse("# syntax=one\n# syntax=two\n\nFROM img\n", "Dockerfile").unwrap_err();
+    let err = dockerfile::parse("# syntax=one\n# syntax=two\n\nFROM img\n", "Dockerfile").unwrap_err();
     assert_eq!(err.line, 2);
 }
 
 #[test]
 fn directive_after_instruction_or_comment_is_a_comment() {
     assert_eq!(parse("FROM img\n# escape=`\n").directives.escape, '\\');
-    assert_eq!(
-        parse("# about this file\n# escape=`\nFROM img\n")
-            .directives
-            .escape,
-        '\\'
-    );
-    assert_eq!(
-        parse("# unknowndirective=value\n# syntax=value\nFROM img\n")
-            .directives
-            .syntax,
-        None
-    );
+    assert_eq!(parse("# about this file\n# escape=`\nFROM img\n").directives.escape, '\\');
+    assert_eq!(parse("# unknowndirective=value\n# syntax=value\nFROM img\n").directives.syntax, None);
 }
 
 #[test]
@@ -146,26 +120,16 @@ fn escape_windows_example_without_directive() {
 
 #[test]
 fn escape_windows_example_with_backtick() {
-    let c =
-        parse("# escape=`\n\nFROM microsoft/nanoserver\nCOPY testfile.txt c:\\\nRUN dir c:\\\n");
+    let c = parse("# escape=`\n\nFROM microsoft/nanoserver\nCOPY testfile.txt c:\\\nRUN dir c:\\\n");
     assert_eq!(c.instructions.len(), 3);
     let copy = copy_of(&c.instructions[1].command);
     assert_eq!(copy.sources, vec!["testfile.txt"]);
     assert_eq!(copy.dest, "c:\\");
-    assert_eq!(
-        c.instructions[2].command,
-        Command::Run(run_shell("dir c:\\"))
-    );
+    assert_eq!(c.instructions[2].command, Command::Run(run_shell("dir c:\\")));
 }
 
 fn run_shell(s: &str) -> dockerfile::RunCmd {
-    dockerfile::RunCmd {
-        cmd: shell(s),
-        heredocs: vec![],
-        mounts: vec![],
-        network: None,
-        security: None,
-    }
+    dockerfile::RunCmd { cmd: shell(s), heredocs: vec![], mounts: vec![], network: None, security: None }
 }
 
 #[test]
@@ -181,19 +145,13 @@ fn environment_replacement_example_keeps_words_raw() {
 #[test]
 fn env_same_instruction_values() {
     let c = cmds("FROM a\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n");
-    assert_eq!(
-        c[2],
-        Command::Env(vec![kv("abc", "bye"), kv("def", "$abc")])
-    );
+    assert_eq!(c[2], Command::Env(vec![kv("abc", "bye"), kv("def", "$abc")]));
 }
 
 #[test]
 fn exec_form_examples() {
     let c = cmds("FROM a\nENTRYPOINT [\"/bin/bash\", \"-c\", \"echo hello\"]\nRUN [ \"echo\", \"$HOME\" ]\nRUN [ \"sh\", \"-c\", \"echo $HOME\" ]\n");
-    assert_eq!(
-        c[1],
-        Command::Entrypoint(exec(&["/bin/bash", "-c", "echo hello"]))
-    );
+    assert_eq!(c[1], Command::Entrypoint(exec(&["/bin/bash", "-c", "echo hello"])));
     let Command::Run(r) = &c[2] else { panic!() };
     assert_eq!(r.cmd, exec(&["echo", "$HOME"]));
     let Command::Run(r) = &c[3] else { panic!() };
@@ -202,7 +160,9 @@ fn exec_form_examples() {
 
 #[test]
 fn exec_form_backslashes() {
-    let c = cmds("FROM a\nRUN [\"c:\\windows\\system32\\tasklist.exe\"]\nRUN [\"c:\\\\windows\\\\system32\\\\tasklist.exe\"]\n");
+    let c = cmds(
+        "FROM a\nRUN [\"c:\\windows\\system32\\tasklist.exe\"]\nRUN [\"c:\\\\windows\\\\system32\\\\tasklist.exe\"]\n",
+    );
     let Command::Run(r) = &c[1] else { panic!() };
     assert_eq!(r.cmd, shell("[\"c:\\windows\\system32\\tasklist.exe\"]"));
     let Command::Run(r) = &c[2] else { panic!() };
@@ -219,18 +179,10 @@ fn shell_form_continuation_equals_one_line() {
 
 #[test]
 fn shell_form_heredoc_example() {
-    let i = nth(
-        "FROM a\nRUN <<EOF\n  source $HOME/.bashrc\n  echo $HOME\nEOF\n",
-        1,
-    );
-    let Command::Run(r) = &i.command else {
-        panic!()
-    };
+    let i = nth("FROM a\nRUN <<EOF\n  source $HOME/.bashrc\n  echo $HOME\nEOF\n", 1);
+    let Command::Run(r) = &i.command else { panic!() };
     assert_eq!(r.cmd, shell("<<EOF"));
-    assert_eq!(
-        r.heredocs[0].content,
-        "  source $HOME/.bashrc\n  echo $HOME\n"
-    );
+    assert_eq!(r.heredocs[0].content, "  source $HOME/.bashrc\n  echo $HOME\n");
     assert_eq!(i.span.end_line, 5);
 }
 
@@ -243,14 +195,7 @@ fn different_shell_example() {
 #[test]
 fn from_forms() {
     let c = cmds("FROM ubuntu\nFROM --platform=linux/arm64 ubuntu:22.04 AS base\nFROM ubuntu@sha256:abcd as Other\n");
-    assert_eq!(
-        c[0],
-        Command::From {
-            image: "ubuntu".into(),
-            alias: None,
-            platform: None
-        }
-    );
+    assert_eq!(c[0], Command::From { image: "ubuntu".into(), alias: None, platform: None });
     assert_eq!(
         c[1],
         Command::From {
@@ -259,14 +204,7 @@ fn from_forms() {
             platform: Some("linux/arm64".into())
         }
     );
-    assert_eq!(
-        c[2],
-        Command::From {
-            image: "ubuntu@sha256:abcd".into(),
-            alias: Some("Other".into()),
-            platform: None
-        }
-    );
+    assert_eq!(c[2], Command::From { image: "ubuntu@sha256:abcd".into(), alias: Some("Other".into()), platform: None });
 }
 
 #[test]
@@ -282,66 +220,31 @@ fn from_platform_variable() {
     let c = cmds("FROM --platform=$BUILDPLATFORM golang AS build\n");
     assert_eq!(
         c[0],
-        Command::From {
-            image: "golang".into(),
-            alias: Some("build".into()),
-            platform: Some("$BUILDPLATFORM".into())
-        }
+        Command::From { image: "golang".into(), alias: Some("build".into()), platform: Some("$BUILDPLATFORM".into()) }
     );
 }
 
 #[test]
 fn arg_before_from_examples() {
     let c = cmds("ARG  CODE_VERSION=latest\nFROM base:${CODE_VERSION}\nCMD  /code/run-app\n\nFROM extras:${CODE_VERSION}\nCMD  /code/run-extras\n");
-    assert_eq!(
-        c[0],
-        Command::Arg(vec![ArgDecl {
-            name: "CODE_VERSION".into(),
-            default: Some("latest".into())
-        }])
-    );
-    assert_eq!(
-        c[1],
-        Command::From {
-            image: "base:${CODE_VERSION}".into(),
-            alias: None,
-            platform: None
-        }
-    );
+    assert_eq!(c[0], Command::Arg(vec![ArgDecl { name: "CODE_VERSION".into(), default: Some("latest".into()) }]));
+    assert_eq!(c[1], Command::From { image: "base:${CODE_VERSION}".into(), alias: None, platform: None });
     assert_eq!(c[2], Command::Cmd(shell("/code/run-app")));
     let c = cmds("ARG VERSION=latest\nFROM busybox:$VERSION\nARG VERSION\nRUN echo $VERSION > image_version\n");
-    assert_eq!(
-        c[2],
-        Command::Arg(vec![ArgDecl {
-            name: "VERSION".into(),
-            default: None
-        }])
-    );
+    assert_eq!(c[2], Command::Arg(vec![ArgDecl { name: "VERSION".into(), default: None }]));
 }
 
 #[test]
 fn run_heredoc_example() {
-    let i = nth(
-        "FROM a\nRUN <<EOF\napt-get update\napt-get install -y curl\nEOF\n",
-        1,
-    );
-    let Command::Run(r) = &i.command else {
-        panic!()
-    };
-    assert_eq!(
-        r.heredocs[0].content,
-        "apt-get update\napt-get install -y curl\n"
-    );
+    let i = nth("FROM a\nRUN <<EOF\napt-get update\napt-get install -y curl\nEOF\n", 1);
+    let Command::Run(r) = &i.command else { panic!() };
+    assert_eq!(r.heredocs[0].content, "apt-get update\napt-get install -y curl\n");
     assert_eq!(i.original, "RUN <<EOF");
 }
 
 #[test]
 fn run_device_is_rejected_with_a_clear_error() {
-    let err = dockerfile::parse(
-        "FROM a\nRUN --device=nvidia.com/gpu=all ./llama\n",
-        "Dockerfile",
-    )
-    .unwrap_err();
+    let err = dockerfile::parse("FROM a\nRUN --device=nvidia.com/gpu=all ./llama\n", "Dockerfile").unwrap_err();
     assert_eq!((err.line, err.column), (2, 5));
     assert!(err.message.contains("--device") && err.message.contains("RUN"));
 }
@@ -352,17 +255,12 @@ fn run_mount_bind_from_stages() {
     let d = parse(src);
     let copy = copy_of(&d.instructions[2].command);
     assert_eq!(copy.heredocs[0].content, "Q: list ten things.\nA:\n[\n\n");
-    let Command::Run(r) = &d.instructions[4].command else {
-        panic!()
-    };
+    let Command::Run(r) = &d.instructions[4].command else { panic!() };
     assert_eq!(r.mounts.len(), 2);
     assert!(r.mounts.iter().all(|m| m.kind == MountKind::Bind));
     assert_eq!(
         r.mounts[1].options,
-        vec![
-            ("from".into(), Some("prompt".into())),
-            ("target".into(), Some("/tmp".into()))
-        ]
+        vec![("from".into(), Some("prompt".into())), ("target".into(), Some("/tmp".into()))]
     );
     assert_eq!(r.cmd, shell("./run -m /models/m.gguf -f /tmp/prompt.txt"));
     assert_eq!(d.instructions[4].span.line, 11);
@@ -371,26 +269,15 @@ fn run_mount_bind_from_stages() {
 
 #[test]
 fn run_mount_cache_examples() {
-    let c = cmds(
-        "FROM golang\nRUN --mount=type=cache,target=/root/.cache/go-build \\\n  go build ...\n",
-    );
+    let c = cmds("FROM golang\nRUN --mount=type=cache,target=/root/.cache/go-build \\\n  go build ...\n");
     let Command::Run(r) = &c[1] else { panic!() };
     assert_eq!(r.mounts[0].kind, MountKind::Cache);
-    assert_eq!(
-        r.mounts[0].options,
-        vec![("target".into(), Some("/root/.cache/go-build".into()))]
-    );
+    assert_eq!(r.mounts[0].options, vec![("target".into(), Some("/root/.cache/go-build".into()))]);
     let c = cmds("FROM ubuntu\nRUN rm -f /etc/apt/apt.conf.d/docker-clean; echo 'Keep \"true\";' > /etc/apt/keep\nRUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\\n  --mount=type=cache,target=/var/lib/apt,sharing=locked \\\n  apt-get update && apt-get --no-install-recommends install -y gcc\n");
     let Command::Run(r) = &c[2] else { panic!() };
     assert_eq!(r.mounts.len(), 2);
-    assert_eq!(
-        r.mounts[1].options[1],
-        ("sharing".into(), Some("locked".into()))
-    );
-    assert_eq!(
-        r.cmd,
-        shell("apt-get update && apt-get --no-install-recommends install -y gcc")
-    );
+    assert_eq!(r.mounts[1].options[1], ("sharing".into(), Some("locked".into())));
+    assert_eq!(r.cmd, shell("apt-get update && apt-get --no-install-recommends install -y gcc"));
 }
 
 #[test]
@@ -401,10 +288,7 @@ fn run_mount_secret_and_ssh_examples() {
     let Command::Run(r) = &c[3] else { panic!() };
     assert_eq!(
         r.mounts[0].options,
-        vec![
-            ("id".into(), Some("API_KEY".into())),
-            ("env".into(), Some("API_KEY".into()))
-        ]
+        vec![("id".into(), Some("API_KEY".into())), ("env".into(), Some("API_KEY".into()))]
     );
     let Command::Run(r) = &c[4] else { panic!() };
     assert_eq!(r.mounts[0].kind, MountKind::Ssh);
@@ -421,14 +305,7 @@ fn run_network_and_security_examples() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        nets,
-        vec![
-            Some("none".into()),
-            Some("host".into()),
-            Some("default".into())
-        ]
-    );
+    assert_eq!(nets, vec![Some("none".into()), Some("host".into()), Some("default".into())]);
     let Command::Run(r) = &c[5] else { panic!() };
     assert_eq!(r.security.as_deref(), Some("insecure"));
     assert_eq!(r.cmd, shell("cat /proc/self/status | grep CapEff"));
@@ -438,11 +315,10 @@ fn run_network_and_security_examples() {
 
 #[test]
 fn cmd_forms() {
-    let c = cmds("FROM a\nCMD [\"executable\",\"param1\",\"param2\"]\nCMD [\"param1\",\"param2\"]\nCMD command param1 param2\n");
-    assert_eq!(
-        c[1],
-        Command::Cmd(exec(&["executable", "param1", "param2"]))
+    let c = cmds(
+        "FROM a\nCMD [\"executable\",\"param1\",\"param2\"]\nCMD [\"param1\",\"param2\"]\nCMD command param1 param2\n",
     );
+    assert_eq!(c[1], Command::Cmd(exec(&["executable", "param1", "param2"])));
     assert_eq!(c[2], Command::Cmd(exec(&["param1", "param2"])));
     assert_eq!(c[3], Command::Cmd(shell("command param1 param2")));
 }
@@ -450,21 +326,12 @@ fn cmd_forms() {
 #[test]
 fn label_examples() {
     let c = cmds("FROM a\nLABEL \"com.example.vendor\"=\"ACME Incorporated\"\nLABEL com.example.label-with-value=\"foo\"\nLABEL version=\"1.0\"\nLABEL description=\"This text illustrates \\\nthat label-values can span multiple lines.\"\n");
-    assert_eq!(
-        c[1],
-        Command::Label(vec![kv("\"com.example.vendor\"", "\"ACME Incorporated\"")])
-    );
-    assert_eq!(
-        c[2],
-        Command::Label(vec![kv("com.example.label-with-value", "\"foo\"")])
-    );
+    assert_eq!(c[1], Command::Label(vec![kv("\"com.example.vendor\"", "\"ACME Incorporated\"")]));
+    assert_eq!(c[2], Command::Label(vec![kv("com.example.label-with-value", "\"foo\"")]));
     assert_eq!(c[3], Command::Label(vec![kv("version", "\"1.0\"")]));
     assert_eq!(
         c[4],
-        Command::Label(vec![kv(
-            "description",
-            "\"This text illustrates that label-values can span multiple lines.\""
-        )])
+        Command::Label(vec![kv("description", "\"This text illustrates that label-values can span multiple lines.\"")])
     );
 }
 
@@ -475,27 +342,20 @@ fn label_multiple() {
         kv("multi.label2", "\"value2\""),
         kv("other", "\"value3\""),
     ]);
+    assert_eq!(cmds("FROM a\nLABEL multi.label1=\"value1\" multi.label2=\"value2\" other=\"value3\"\n")[1], want);
     assert_eq!(
-        cmds("FROM a\nLABEL multi.label1=\"value1\" multi.label2=\"value2\" other=\"value3\"\n")[1],
+        cmds("FROM a\nLABEL multi.label1=\"value1\" \\\n      multi.label2=\"value2\" \\\n      other=\"value3\"\n")[1],
         want
     );
-    assert_eq!(cmds("FROM a\nLABEL multi.label1=\"value1\" \\\n      multi.label2=\"value2\" \\\n      other=\"value3\"\n")[1], want);
 }
 
 #[test]
 fn maintainer_and_its_label_replacement() {
-    let c = cmds("FROM a\nMAINTAINER Jane Doe <jane@example.org>\nLABEL org.opencontainers.image.authors=\"jane@example.org\"\n");
-    assert_eq!(
-        c[1],
-        Command::Maintainer("Jane Doe <jane@example.org>".into())
+    let c = cmds(
+        "FROM a\nMAINTAINER Jane Doe <jane@example.org>\nLABEL org.opencontainers.image.authors=\"jane@example.org\"\n",
     );
-    assert_eq!(
-        c[2],
-        Command::Label(vec![kv(
-            "org.opencontainers.image.authors",
-            "\"jane@example.org\""
-        )])
-    );
+    assert_eq!(c[1], Command::Maintainer("Jane Doe <jane@example.org>".into()));
+    assert_eq!(c[2], Command::Label(vec![kv("org.opencontainers.image.authors", "\"jane@example.org\"")]));
 }
 
 #[test]
@@ -515,11 +375,7 @@ fn env_examples() {
     assert_eq!(c[3], Command::Env(vec![kv("MY_CAT", "fluffy")]));
     assert_eq!(
         c[4],
-        Command::Env(vec![
-            kv("MY_NAME", "\"John Doe\""),
-            kv("MY_DOG", "Rex\\ The\\ Dog"),
-            kv("MY_CAT", "fluffy")
-        ])
+        Command::Env(vec![kv("MY_NAME", "\"John Doe\""), kv("MY_DOG", "Rex\\ The\\ Dog"), kv("MY_CAT", "fluffy")])
     );
 }
 
@@ -535,10 +391,7 @@ fn env_and_arg_for_one_command() {
     let c = cmds("FROM a\nRUN DEBIAN_FRONTEND=noninteractive apt-get update && apt-get install -y x\nARG DEBIAN_FRONTEND=noninteractive\n");
     assert_eq!(
         c[2],
-        Command::Arg(vec![ArgDecl {
-            name: "DEBIAN_FRONTEND".into(),
-            default: Some("noninteractive".into())
-        }])
+        Command::Arg(vec![ArgDecl { name: "DEBIAN_FRONTEND".into(), default: Some("noninteractive".into()) }])
     );
 }
 
@@ -547,10 +400,7 @@ fn add_sources() {
     let c = cmds("FROM a\nADD file1.txt file2.txt /usr/src/things/\nADD https://example.com/archive.zip /usr/src/things/\nADD git@github.com:user/repo.git /usr/src/things/\nADD *.png /dest/\nADD index.?s /dest/\nADD arr[[]0].txt /dest/\nADD test.txt /abs/\nADD test.txt rel/\n");
     assert_eq!(copy_of(&c[1]).sources, vec!["file1.txt", "file2.txt"]);
     assert_eq!(copy_of(&c[1]).dest, "/usr/src/things/");
-    assert_eq!(
-        copy_of(&c[2]).sources,
-        vec!["https://example.com/archive.zip"]
-    );
+    assert_eq!(copy_of(&c[2]).sources, vec!["https://example.com/archive.zip"]);
     assert_eq!(copy_of(&c[3]).sources, vec!["git@github.com:user/repo.git"]);
     assert_eq!(copy_of(&c[6]).sources, vec!["arr[[]0].txt"]);
     assert_eq!(copy_of(&c[8]).dest, "rel/");
@@ -591,27 +441,15 @@ fn copy_from_examples() {
 #[test]
 fn copy_chmod_examples() {
     let c = cmds("FROM a\nCOPY --chmod=755 app.sh /app/\nCOPY --chmod=644 file.txt /data/\nARG MODE=440\nCOPY --chmod=$MODE . .\nCOPY --chmod=+x script.sh /app/\nCOPY --chmod=u=rwX,go=rX . /app/\nCOPY --chmod=g=u config/ /config/\n");
-    let modes: Vec<String> = [1, 2, 4, 5, 6, 7]
-        .iter()
-        .map(|&i| copy_of(&c[i]).chmod.clone().unwrap())
-        .collect();
-    assert_eq!(
-        modes,
-        vec!["755", "644", "$MODE", "+x", "u=rwX,go=rX", "g=u"]
-    );
+    let modes: Vec<String> = [1, 2, 4, 5, 6, 7].iter().map(|&i| copy_of(&c[i]).chmod.clone().unwrap()).collect();
+    assert_eq!(modes, vec!["755", "644", "$MODE", "+x", "u=rwX,go=rX", "g=u"]);
 }
 
 #[test]
 fn copy_chown_examples() {
     let c = cmds("FROM a\nCOPY --chown=55:mygroup files* /somedir/\nCOPY --chown=bin files* /somedir/\nCOPY --chown=1 files* /somedir/\nCOPY --chown=10:11 files* /somedir/\nCOPY --chown=myuser:mygroup --chmod=644 files* /somedir/\n");
-    let owners: Vec<String> = c[1..]
-        .iter()
-        .map(|c| copy_of(c).chown.clone().unwrap())
-        .collect();
-    assert_eq!(
-        owners,
-        vec!["55:mygroup", "bin", "1", "10:11", "myuser:mygroup"]
-    );
+    let owners: Vec<String> = c[1..].iter().map(|c| copy_of(c).chown.clone().unwrap()).collect();
+    assert_eq!(owners, vec!["55:mygroup", "bin", "1", "10:11", "myuser:mygroup"]);
     assert_eq!(copy_of(&c[5]).chmod.as_deref(), Some("644"));
     assert_eq!(copy_of(&c[5]).sources, vec!["files*"]);
 }
@@ -660,14 +498,7 @@ fn entrypoint_examples() {
     assert_eq!(c[1], Command::Entrypoint(exec(&["top", "-b"])));
     assert_eq!(c[2], Command::Cmd(exec(&["-c"])));
     let c = cmds("FROM debian:stable\nRUN apt-get update && apt-get install -y --force-yes apache2\nEXPOSE 80 443\nVOLUME [\"/var/www\", \"/var/log/apache2\", \"/etc/apache2\"]\nENTRYPOINT [\"/usr/sbin/apache2ctl\", \"-D\", \"FOREGROUND\"]\n");
-    assert_eq!(
-        c[3],
-        Command::Volume(vec![
-            "/var/www".into(),
-            "/var/log/apache2".into(),
-            "/etc/apache2".into()
-        ])
-    );
+    assert_eq!(c[3], Command::Volume(vec!["/var/www".into(), "/var/log/apache2".into(), "/etc/apache2".into()]));
     let c = cmds("FROM ubuntu\nENTRYPOINT exec top -b\n");
     assert_eq!(c[1], Command::Entrypoint(shell("exec top -b")));
 }
@@ -675,10 +506,7 @@ fn entrypoint_examples() {
 #[test]
 fn cmd_double_dash_ends_flags() {
     let d = parse("FROM ubuntu\nENTRYPOINT top -b\nCMD -- --ignored-param1\n");
-    assert_eq!(
-        d.instructions[2].command,
-        Command::Cmd(shell("--ignored-param1"))
-    );
+    assert_eq!(d.instructions[2].command, Command::Cmd(shell("--ignored-param1")));
     assert_eq!(d.instructions[2].original, "CMD -- --ignored-param1");
 }
 
@@ -687,10 +515,7 @@ fn volume_examples() {
     let c = cmds("FROM ubuntu\nRUN mkdir /myvol\nRUN echo \"hello world\" > /myvol/greeting\nVOLUME /myvol\nVOLUME [\"/data\"]\nVOLUME /var/log /var/db\n");
     assert_eq!(c[3], Command::Volume(vec!["/myvol".into()]));
     assert_eq!(c[4], Command::Volume(vec!["/data".into()]));
-    assert_eq!(
-        c[5],
-        Command::Volume(vec!["/var/log".into(), "/var/db".into()])
-    );
+    assert_eq!(c[5], Command::Volume(vec!["/var/log".into(), "/var/db".into()]));
 }
 
 #[test]
@@ -711,36 +536,16 @@ fn workdir_examples() {
 
 #[test]
 fn arg_examples() {
-    let c = cmds("FROM busybox\nARG user1\nARG buildno\n# ...\nARG user1=someuser\nARG buildno=1\nARG a=1 b c=\"x y\"\n");
-    assert_eq!(
-        c[1],
-        Command::Arg(vec![ArgDecl {
-            name: "user1".into(),
-            default: None
-        }])
-    );
-    assert_eq!(
-        c[3],
-        Command::Arg(vec![ArgDecl {
-            name: "user1".into(),
-            default: Some("someuser".into())
-        }])
-    );
+    let c =
+        cmds("FROM busybox\nARG user1\nARG buildno\n# ...\nARG user1=someuser\nARG buildno=1\nARG a=1 b c=\"x y\"\n");
+    assert_eq!(c[1], Command::Arg(vec![ArgDecl { name: "user1".into(), default: None }]));
+    assert_eq!(c[3], Command::Arg(vec![ArgDecl { name: "user1".into(), default: Some("someuser".into()) }]));
     assert_eq!(
         c[5],
         Command::Arg(vec![
-            ArgDecl {
-                name: "a".into(),
-                default: Some("1".into())
-            },
-            ArgDecl {
-                name: "b".into(),
-                default: None
-            },
-            ArgDecl {
-                name: "c".into(),
-                default: Some("\"x y\"".into())
-            },
+            ArgDecl { name: "a".into(), default: Some("1".into()) },
+            ArgDecl { name: "b".into(), default: None },
+            ArgDecl { name: "c".into(), default: Some("\"x y\"".into()) },
         ])
     );
 }
@@ -755,12 +560,8 @@ fn arg_scope_example() {
 #[test]
 fn arg_env_interaction_examples() {
     let c = cmds("FROM ubuntu\nARG CONT_IMG_VER\nENV CONT_IMG_VER=${CONT_IMG_VER:-v1.0.0}\nRUN echo $CONT_IMG_VER\n");
-    assert_eq!(
-        c[2],
-        Command::Env(vec![kv("CONT_IMG_VER", "${CONT_IMG_VER:-v1.0.0}")])
-    );
-    let c =
-        cmds("FROM alpine\nARG TARGETPLATFORM\nRUN echo \"I'm building for $TARGETPLATFORM\"\n");
+    assert_eq!(c[2], Command::Env(vec![kv("CONT_IMG_VER", "${CONT_IMG_VER:-v1.0.0}")]));
+    let c = cmds("FROM alpine\nARG TARGETPLATFORM\nRUN echo \"I'm building for $TARGETPLATFORM\"\n");
     let Command::Run(r) = &c[2] else { panic!() };
     assert_eq!(r.cmd, shell("echo \"I'm building for $TARGETPLATFORM\""));
 }
@@ -769,51 +570,30 @@ fn arg_env_interaction_examples() {
 fn arg_keep_git_dir_example() {
     let c = cmds("# syntax=docker/dockerfile:1\nFROM alpine\nWORKDIR /src\nRUN --mount=target=. \\\n  make REVISION=$(git rev-parse HEAD) build\n");
     let Command::Run(r) = &c[2] else { panic!() };
-    assert_eq!(
-        r.mounts[0].options,
-        vec![("target".into(), Some(".".into()))]
-    );
+    assert_eq!(r.mounts[0].options, vec![("target".into(), Some(".".into()))]);
     assert_eq!(r.cmd, shell("make REVISION=$(git rev-parse HEAD) build"));
 }
 
 #[test]
 fn onbuild_examples() {
-    let d = parse(
-        "FROM a\nONBUILD ADD . /app/src\nONBUILD RUN /usr/local/bin/python-build --dir /app/src\n",
-    );
-    let Command::Onbuild(inner) = &d.instructions[1].command else {
-        panic!()
-    };
+    let d = parse("FROM a\nONBUILD ADD . /app/src\nONBUILD RUN /usr/local/bin/python-build --dir /app/src\n");
+    let Command::Onbuild(inner) = &d.instructions[1].command else { panic!() };
     assert_eq!(copy_of(&inner.command).sources, vec!["."]);
     assert_eq!(inner.original, "ADD . /app/src");
     assert_eq!(d.instructions[1].original, "ONBUILD ADD . /app/src");
     assert_eq!((inner.span.line, inner.span.column), (2, 9));
-    let Command::Onbuild(inner) = &d.instructions[2].command else {
-        panic!()
-    };
-    assert_eq!(
-        inner.command,
-        Command::Run(run_shell("/usr/local/bin/python-build --dir /app/src"))
-    );
+    let Command::Onbuild(inner) = &d.instructions[2].command else { panic!() };
+    assert_eq!(inner.command, Command::Run(run_shell("/usr/local/bin/python-build --dir /app/src")));
 }
 
 #[test]
 fn onbuild_with_from_flags() {
     let d = parse("# syntax=docker/dockerfile:1.11\nFROM alpine AS baseimage\nONBUILD COPY --from=build /usr/bin/app /app\nONBUILD RUN --mount=from=config,target=/opt/appconfig ls\n");
-    let Command::Onbuild(inner) = &d.instructions[1].command else {
-        panic!()
-    };
+    let Command::Onbuild(inner) = &d.instructions[1].command else { panic!() };
     assert_eq!(copy_of(&inner.command).from.as_deref(), Some("build"));
-    let Command::Onbuild(inner) = &d.instructions[2].command else {
-        panic!()
-    };
-    let Command::Run(r) = &inner.command else {
-        panic!()
-    };
-    assert_eq!(
-        r.mounts[0].options[0],
-        ("from".into(), Some("config".into()))
-    );
+    let Command::Onbuild(inner) = &d.instructions[2].command else { panic!() };
+    let Command::Run(r) = &inner.command else { panic!() };
+    assert_eq!(r.mounts[0].options[0], ("from".into(), Some("config".into())));
 }
 
 #[test]
@@ -821,10 +601,7 @@ fn onbuild_limitations() {
     for (src, what) in [
         ("FROM a\nONBUILD ONBUILD RUN x\n", "ONBUILD ONBUILD"),
         ("FROM a\nONBUILD FROM b\n", "FROM isn't allowed"),
-        (
-            "FROM a\nONBUILD maintainer me\n",
-            "MAINTAINER isn't allowed",
-        ),
+        ("FROM a\nONBUILD maintainer me\n", "MAINTAINER isn't allowed"),
     ] {
         let err = dockerfile::parse(src, "Dockerfile").unwrap_err();
         assert!(err.message.contains(what), "{}", err.message);
@@ -842,9 +619,7 @@ fn stopsignal_examples() {
 #[test]
 fn healthcheck_example() {
     let c = cmds("FROM a\nHEALTHCHECK --interval=5m --timeout=3s \\\n  CMD curl -f http://localhost/ || exit 1\n");
-    let Command::Healthcheck(Some(h)) = &c[1] else {
-        panic!()
-    };
+    let Command::Healthcheck(Some(h)) = &c[1] else { panic!() };
     assert_eq!(h.test, shell("curl -f http://localhost/ || exit 1"));
     assert_eq!(h.interval, Some(300_000_000_000));
     assert_eq!(h.timeout, Some(3_000_000_000));
@@ -855,29 +630,13 @@ fn healthcheck_example() {
 #[test]
 fn healthcheck_all_options_and_none() {
     let c = cmds("FROM a\nHEALTHCHECK --interval=30s --timeout=30s --start-period=0s --start-interval=5s --retries=3 CMD [\"/bin/check-running\"]\nHEALTHCHECK CMD /bin/check-running\nHEALTHCHECK NONE\n");
-    let Command::Healthcheck(Some(h)) = &c[1] else {
-        panic!()
-    };
+    let Command::Healthcheck(Some(h)) = &c[1] else { panic!() };
     assert_eq!(h.test, exec(&["/bin/check-running"]));
     assert_eq!(
-        (
-            h.interval,
-            h.timeout,
-            h.start_period,
-            h.start_interval,
-            h.retries
-        ),
-        (
-            Some(30_000_000_000),
-            Some(30_000_000_000),
-            Some(0),
-            Some(5_000_000_000),
-            Some(3)
-        )
+        (h.interval, h.timeout, h.start_period, h.start_interval, h.retries),
+        (Some(30_000_000_000), Some(30_000_000_000), Some(0), Some(5_000_000_000), Some(3))
     );
-    let Command::Healthcheck(Some(h)) = &c[2] else {
-        panic!()
-    };
+    let Command::Healthcheck(Some(h)) = &c[2] else { panic!() };
     assert_eq!(h.test, shell("/bin/check-running"));
     assert_eq!(c[3], Command::Healthcheck(None));
 }
@@ -886,25 +645,12 @@ fn healthcheck_all_options_and_none() {
 fn shell_examples() {
     let src = "FROM microsoft/windowsservercore\n\n# cmd /S /C echo default\nRUN echo default\n\nRUN powershell -command Write-Host default\n\nSHELL [\"powershell\", \"-command\"]\nRUN Write-Host hello\n\nSHELL [\"cmd\", \"/S\", \"/C\"]\nRUN echo hello\n";
     let c = cmds(src);
-    assert_eq!(
-        c[3],
-        Command::Shell(vec!["powershell".into(), "-command".into()])
-    );
-    assert_eq!(
-        c[5],
-        Command::Shell(vec!["cmd".into(), "/S".into(), "/C".into()])
-    );
-    let c = cmds("FROM a\nRUN [\"powershell\", \"-command\", \"Execute-MyCmdlet\", \"-param1 \\\"c:\\\\foo.txt\\\"\"]\n");
+    assert_eq!(c[3], Command::Shell(vec!["powershell".into(), "-command".into()]));
+    assert_eq!(c[5], Command::Shell(vec!["cmd".into(), "/S".into(), "/C".into()]));
+    let c =
+        cmds("FROM a\nRUN [\"powershell\", \"-command\", \"Execute-MyCmdlet\", \"-param1 \\\"c:\\\\foo.txt\\\"\"]\n");
     let Command::Run(r) = &c[1] else { panic!() };
-    assert_eq!(
-        r.cmd,
-        exec(&[
-            "powershell",
-            "-command",
-            "Execute-MyCmdlet",
-            "-param1 \"c:\\foo.txt\""
-        ])
-    );
+    assert_eq!(r.cmd, exec(&["powershell", "-command", "Execute-MyCmdlet", "-param1 \"c:\\foo.txt\""]));
 }
 
 #[test]
@@ -913,45 +659,25 @@ fn shell_with_backtick_escape_example() {
     let c = cmds(src);
     assert_eq!(c.len(), 5);
     assert_eq!(copy_of(&c[3]).dest, "c:\\example\\");
-    assert_eq!(
-        c[4],
-        Command::Run(run_shell(
-            "c:\\example\\Execute-MyCmdlet -sample 'hello world'"
-        ))
-    );
+    assert_eq!(c[4], Command::Run(run_shell("c:\\example\\Execute-MyCmdlet -sample 'hello world'")));
 }
 
 #[test]
 fn heredoc_examples() {
     let d = parse("# syntax=docker/dockerfile:1\nFROM debian\nRUN <<EOT bash\n  set -ex\n  apt-get update\n  apt-get install -y vim\nEOT\n");
-    let Command::Run(r) = &d.instructions[1].command else {
-        panic!()
-    };
+    let Command::Run(r) = &d.instructions[1].command else { panic!() };
     assert_eq!(r.cmd, shell("<<EOT bash"));
-    assert_eq!(
-        r.heredocs[0].content,
-        "  set -ex\n  apt-get update\n  apt-get install -y vim\n"
-    );
+    assert_eq!(r.heredocs[0].content, "  set -ex\n  apt-get update\n  apt-get install -y vim\n");
+
+    let d = parse("FROM python:3.6\nRUN <<EOT\n#!/usr/bin/env python\nprint(\"hello world\")\nEOT\n");
+    let Command::Run(r) = &d.instructions[1].command else { panic!() };
+    assert_eq!(r.heredocs[0].content, "#!/usr/bin/env python\nprint(\"hello world\")\n");
 
     let d =
-        parse("FROM python:3.6\nRUN <<EOT\n#!/usr/bin/env python\nprint(\"hello world\")\nEOT\n");
-    let Command::Run(r) = &d.instructions[1].command else {
-        panic!()
-    };
+        parse("FROM alpine\nRUN <<FILE1 cat > file1 && <<FILE2 cat > file2\nI am\nfirst\nFILE1\nI am\nsecond\nFILE2\n");
+    let Command::Run(r) = &d.instructions[1].command else { panic!() };
     assert_eq!(
-        r.heredocs[0].content,
-        "#!/usr/bin/env python\nprint(\"hello world\")\n"
-    );
-
-    let d = parse("FROM alpine\nRUN <<FILE1 cat > file1 && <<FILE2 cat > file2\nI am\nfirst\nFILE1\nI am\nsecond\nFILE2\n");
-    let Command::Run(r) = &d.instructions[1].command else {
-        panic!()
-    };
-    assert_eq!(
-        r.heredocs
-            .iter()
-            .map(|h| (h.name.as_str(), h.content.as_str()))
-            .collect::<Vec<_>>(),
+        r.heredocs.iter().map(|h| (h.name.as_str(), h.content.as_str())).collect::<Vec<_>>(),
         vec![("FILE1", "I am\nfirst\n"), ("FILE2", "I am\nsecond\n")]
     );
     assert_eq!(d.instructions[1].span.end_line, 8);
@@ -965,18 +691,15 @@ fn heredoc_inline_file_examples() {
     assert_eq!(c.dest, "greeting.txt");
     assert_eq!(c.heredocs[0].content, "hello world\n");
 
-    let d = parse("FROM alpine\nARG FOO=bar\nCOPY <<-EOT /script.sh\n\techo \"hello ${FOO}\"\nEOT\nENTRYPOINT ash /script.sh\n");
+    let d = parse(
+        "FROM alpine\nARG FOO=bar\nCOPY <<-EOT /script.sh\n\techo \"hello ${FOO}\"\nEOT\nENTRYPOINT ash /script.sh\n",
+    );
     let c = copy_of(&d.instructions[2].command);
     assert_eq!(c.heredocs[0].content, "echo \"hello ${FOO}\"\n");
     assert!(c.heredocs[0].expand && c.heredocs[0].strip_tabs);
-    assert_eq!(
-        d.instructions[3].command,
-        Command::Entrypoint(shell("ash /script.sh"))
-    );
+    assert_eq!(d.instructions[3].command, Command::Entrypoint(shell("ash /script.sh")));
 
-    let d = parse(
-        "FROM alpine\nARG FOO=bar\nCOPY <<-\"EOT\" /script.sh\n  echo \"hello ${FOO}\"\nEOT\n",
-    );
+    let d = parse("FROM alpine\nARG FOO=bar\nCOPY <<-\"EOT\" /script.sh\n  echo \"hello ${FOO}\"\nEOT\n");
     let c = copy_of(&d.instructions[2].command);
     assert!(!c.heredocs[0].expand);
     assert_eq!(c.heredocs[0].content, "  echo \"hello ${FOO}\"\n");

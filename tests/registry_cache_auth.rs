@@ -34,7 +34,8 @@ fn cache_through_tls_and_basic_auth() {
     let certs = tmp.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     let (ca, cert, key) = make_tls(&certs);
-    let reg = Registry::start_with(Some((&cert, &key)), Auth::Basic { user: "alice".into(), password: "s3cret".into() });
+    let reg =
+        Registry::start_with(Some((&cert, &key)), Auth::Basic { user: "alice".into(), password: "s3cret".into() });
     let ca_dir = tmp.path().join("ca");
     std::fs::create_dir_all(&ca_dir).unwrap();
     std::fs::copy(&ca, ca_dir.join("ca.crt")).unwrap();

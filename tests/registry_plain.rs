@@ -60,7 +60,8 @@ fn push_then_skopeo_and_kiln_pull_back_the_same_digest() {
         assert_eq!((layer.media_type.as_str(), &layer.digest), (OCI_LAYER_TAR, diff_id));
     }
     let raw: serde_json::Value =
-        serde_json::from_str(&skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{dest}")])).unwrap();
+        serde_json::from_str(&skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{dest}")]))
+            .unwrap();
     assert_eq!(raw["config"]["digest"], stored.config_digest.as_str());
     let pushed_layers = raw["layers"].as_array().unwrap().clone();
     for (layer, diff_id) in pushed_layers.iter().zip(&stored.config.rootfs.diff_ids) {
@@ -306,7 +307,13 @@ fn multi_arch_index_picks_the_platform() {
     ok(&kiln(&other, &["pull", "-q", "--platform", "linux/arm64", &dest]));
     assert_eq!(image_in(&other, &dest).manifest_digest, arm.digest);
     let err = failed(&kiln(&other, &["pull", "--platform", "linux/s390x", &dest]));
-    assert!(err.contains("no match for platform in manifest") && err.contains("linux/s390x") && err.contains("linux/arm64") && err.contains(&dest), "{err}");
+    assert!(
+        err.contains("no match for platform in manifest")
+            && err.contains("linux/s390x")
+            && err.contains("linux/arm64")
+            && err.contains(&dest),
+        "{err}"
+    );
 
     // The same as a Docker manifest list (skopeo converts it).
     let list = format!("{}/multi/app:list", reg.host());

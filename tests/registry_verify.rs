@@ -145,7 +145,10 @@ fn image_routes(routes: &mut Routes, repo: &str, tag: &str, blob: &[u8], diff_id
         routes.insert(format!("/v2/{repo}/manifests/{reference}"), (OCI_MANIFEST.into(), manifest.clone()));
     }
     routes.insert(format!("/v2/{repo}/blobs/{}", sha256_digest(&config)), ("application/octet-stream".into(), config));
-    routes.insert(format!("/v2/{repo}/blobs/{}", sha256_digest(blob)), ("application/octet-stream".into(), blob.to_vec()));
+    routes.insert(
+        format!("/v2/{repo}/blobs/{}", sha256_digest(blob)),
+        ("application/octet-stream".into(), blob.to_vec()),
+    );
     manifest_digest
 }
 

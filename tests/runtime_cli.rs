@@ -112,7 +112,8 @@ fn unshare_without_a_range_falls_back_to_a_single_id_with_a_warning() {
     assert_eq!(stderr.matches("single-id map").count(), 1, "one warning: {stderr}");
     // The suggested range is the first one no user has (other test users
     // hold 100000-…), the same for uids and gids, and names the user.
-    let range = stderr.split("usermod --add-subuids ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a range");
+    let range =
+        stderr.split("usermod --add-subuids ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a range");
     assert!(stderr.contains(&format!("--add-subgids {range} {SINGLE_USER}")), "{stderr}");
 }
 

@@ -10,10 +10,10 @@ use kiln::image::manifest::{
     Descriptor, Index, Manifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD,
     OCI_MANIFEST, REF_NAME,
 };
+use kiln::store::{sha256_digest, Image, LayerError, Store};
 use kiln::transport::{
     export_docker_archive, export_oci_archive, export_oci_dir, import, parse_transport, Transport, TransportError,
 };
-use kiln::store::{sha256_digest, Image, LayerError, Store};
 use kiln_overlay::compress::Compression;
 use kiln_overlay::verify::VerifyError;
 use store_util::*;
@@ -64,7 +64,13 @@ fn oci_dir_round_trip_and_merge() {
     let out = dir.path().join("layout");
 
     export_oci_dir(&store, &[(Some("v1".into()), a_desc.clone())], &out, Compression::None).unwrap();
-    export_oci_dir(&store, &[(Some("v2".into()), b.clone()), (Some("latest".into()), b.clone())], &out, Compression::None).unwrap();
+    export_oci_dir(
+        &store,
+        &[(Some("v2".into()), b.clone()), (Some("latest".into()), b.clone())],
+        &out,
+        Compression::None,
+    )
+    .unwrap();
     // Re-exporting a tag replaces it.
     export_oci_dir(&store, &[(Some("latest".into()), a.clone())], &out, Compression::None).unwrap();
 
@@ -324,7 +330,8 @@ fn docker_archive_wrong_diff_id_is_refused() {
     std::fs::write(&file, builder.into_inner().unwrap()).unwrap();
     let (_d, store) = fresh_store();
     let err = import(&store, &Transport::DockerArchive { path: file }).unwrap_err();
-    let TransportError::Layer(LayerError::Refused { layer, source: VerifyError::DiffId { expected, actual }, .. }) = &err
+    let TransportError::Layer(LayerError::Refused { layer, source: VerifyError::DiffId { expected, actual }, .. }) =
+        &err
     else {
         panic!("{err:?}")
     };
@@ -357,7 +364,8 @@ fn podman_loads_exports_and_kiln_imports_podman_saves() {
     let docker_tar = dir.path().join("docker.tar");
     let oci_tar = dir.path().join("oci.tar");
     export_docker_archive(&store, &[(vec!["localhost/kiln-test:v1".into()], a.clone())], &docker_tar).unwrap();
-    export_oci_archive(&store, &[(Some("localhost/kiln-test:v2".into()), a.clone())], &oci_tar, Compression::Gzip).unwrap();
+    export_oci_archive(&store, &[(Some("localhost/kiln-test:v2".into()), a.clone())], &oci_tar, Compression::Gzip)
+        .unwrap();
 
     let Some(out) = podman(dir.path(), &["load", "-i", path_str(&docker_tar)]) else { return };
     assert!(out.contains("localhost/kiln-test:v1"), "{out}");
@@ -400,7 +408,12 @@ fn one_layer_layout(dir: &std::path::Path, blob: &[u8], media_type: &str, diff_i
     let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
     let mut entry = Descriptor::new(OCI_MANIFEST, manifest_digest, manifest_size);
     entry.annotations = Some([(REF_NAME.to_string(), "x".to_string())].into_iter().collect());
-    let index = Index { schema_version: 2, media_type: Some(OCI_INDEX.into()), manifests: vec![entry.clone()], annotations: None };
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(OCI_INDEX.into()),
+        manifests: vec![entry.clone()],
+        annotations: None,
+    };
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     entry
@@ -422,7 +435,8 @@ fn oci_import_refuses_a_config_that_lies_about_a_diff_id() {
     let err = import_x(&store, &forged).unwrap_err();
     let text = err.to_string();
     assert!(text.contains(&sha256_digest(&gzip(&evil))), "names the layer: {text}");
-    let TransportError::Layer(LayerError::Refused { source: VerifyError::DiffId { expected, actual }, .. }) = &err else {
+    let TransportError::Layer(LayerError::Refused { source: VerifyError::DiffId { expected, actual }, .. }) = &err
+    else {
         panic!("{err:?}")
     };
     assert_eq!((expected, actual), (&sha256_digest(&honest), &sha256_digest(&evil)));

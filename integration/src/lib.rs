@@ -73,9 +73,8 @@ pub fn require_tool(tool: &str) -> PathBuf {
 /// would not run in an image built FROM scratch, so it is refused.
 pub fn static_busybox() -> PathBuf {
     let p = PathBuf::from("/bin/busybox");
-    let bytes = fs::read(&p).unwrap_or_else(|_| {
-        panic!("/bin/busybox is missing: install the Debian package busybox-static")
-    });
+    let bytes =
+        fs::read(&p).unwrap_or_else(|_| panic!("/bin/busybox is missing: install the Debian package busybox-static"));
     assert!(
         !elf_has_interpreter(&bytes),
         "/bin/busybox is dynamically linked: install the Debian package busybox-static"
@@ -194,13 +193,7 @@ impl Output {
     /// Panics unless the command exited with `code`.
     #[track_caller]
     pub fn fails_with(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code(),
-            Some(code),
-            "expected exit code {code} from: {}\n{}",
-            self.command,
-            self.transcript()
-        );
+        assert_eq!(self.code(), Some(code), "expected exit code {code} from: {}\n{}", self.command, self.transcript());
         self
     }
 
@@ -422,8 +415,7 @@ impl Sandbox {
     /// Hands a path the harness created over to the test user.
     fn give(&self, path: &Path) {
         if let Runner::User { uid, gid, .. } = self.runner {
-            lchown(path, Some(uid), Some(gid))
-                .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+            lchown(path, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
         }
     }
 
@@ -831,16 +823,15 @@ pub fn index_manifests(layout: &Path) -> Vec<Value> {
 #[track_caller]
 pub fn find_descriptor(layout: &Path, reference: &str) -> Value {
     let all = index_manifests(layout);
-    all.iter()
-        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == reference)
-        .cloned()
-        .unwrap_or_else(|| {
+    all.iter().find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == reference).cloned().unwrap_or_else(
+        || {
             panic!(
                 "no manifest tagged {reference:?} in {}/index.json; it has: {}",
                 layout.display(),
                 serde_json::to_string_pretty(&all).unwrap()
             )
-        })
+        },
+    )
 }
 
 /// Reads image `reference` from the OCI layout at `layout`, checking every
@@ -1095,7 +1086,8 @@ pub fn host_arch() -> String {
 pub const SCRATCH_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The Dockerfile of the smallest useful image: Debian's static busybox FROM scratch.
-pub const BUSYBOX_DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\",\"echo\",\"hi\"]\n";
+pub const BUSYBOX_DOCKERFILE: &str =
+    "FROM scratch\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\",\"echo\",\"hi\"]\n";
 
 impl Sandbox {
     /// Copies /bin/busybox into the context and builds [`BUSYBOX_DOCKERFILE`] as `tag`.
@@ -1245,7 +1237,12 @@ impl Sandbox {
         let out = self.try_build(dockerfile, tag, extra);
         out.ok();
         let img = self.image(tag);
-        assert_eq!(out.last_line(), img.id(), "the last line of build output is not the image id\n{}", out.transcript());
+        assert_eq!(
+            out.last_line(),
+            img.id(),
+            "the last line of build output is not the image id\n{}",
+            out.transcript()
+        );
         (out, img)
     }
 }
@@ -1284,9 +1281,10 @@ pub fn fs_summary(img: &Image) -> BTreeMap<String, String> {
             Kind::Hardlink => (Kind::File, img.file(p)),
             k => (k, e.data.clone()),
         };
-        let group = groups.values().find(|g| g.contains(p)).map(|g| {
-            g.iter().filter(|o| *o != p).cloned().collect::<Vec<_>>().join(",")
-        });
+        let group = groups
+            .values()
+            .find(|g| g.contains(p))
+            .map(|g| g.iter().filter(|o| *o != p).cloned().collect::<Vec<_>>().join(","));
         let xattrs: Vec<String> = e.xattrs.iter().map(|(k, v)| format!("{k}={}", hex::encode(v))).collect();
         let link = if kind == Kind::Symlink { e.link.clone() } else { None };
         out.insert(
@@ -1334,8 +1332,7 @@ impl Image {
     /// (the only such step that made a layer).
     #[track_caller]
     pub fn layer_by(&self, needle: &str) -> &Layer {
-        let made: Vec<Value> =
-            self.history().into_iter().filter(|h| h["empty_layer"] != Value::Bool(true)).collect();
+        let made: Vec<Value> = self.history().into_iter().filter(|h| h["empty_layer"] != Value::Bool(true)).collect();
         let hits: Vec<usize> = made
             .iter()
             .enumerate()

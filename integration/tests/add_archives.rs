@@ -23,16 +23,14 @@ fn add_extracts_every_compression_by_content() {
         require_tool(t);
     }
     make_tree(&sb);
-    sb.sh(
-        "set -e
+    sb.sh("set -e
          tar -C src -cf ctx/a.tar .
          tar -C src -cf - . | gzip -9 > ctx/b.tar.gz
          tar -C src -cf - . | xz > ctx/c.tar.xz
          tar -C src -cf - . | bzip2 > ctx/d.tar.bz2
          tar -C src -cf - . | zstd -q > ctx/e.tar.zst
-         cp ctx/c.tar.xz ctx/f.data",
-    )
-    .ok();
+         cp ctx/c.tar.xz ctx/f.data")
+        .ok();
     let img = sb.build(
         "FROM scratch
 ADD a.tar /x/tar/
@@ -91,13 +89,11 @@ fn non_archives_and_copy_are_never_extracted() {
     make_tree(&sb);
     sb.write("ctx/plain.txt", "just text, not a tar\n".repeat(20));
     sb.write("ctx/notes.txt", "notes\n");
-    sb.sh(
-        "set -e
+    sb.sh("set -e
          gzip -k ctx/plain.txt
          tar -C src -cf - . | gzip > ctx/b.tar.gz
-         tar -C src -cf ctx/a.tar .",
-    )
-    .ok();
+         tar -C src -cf ctx/a.tar .")
+        .ok();
     let img = sb.build(
         "FROM scratch
 ADD plain.txt.gz /x/gz-not-tar/

@@ -147,7 +147,12 @@ fn skopeo_copies_out_of_the_store() {
     let other = sb.path("other");
     sb.tool(
         "skopeo",
-        &["--insecure-policy", "copy", &format!("oci:{}:app:latest", store.display()), &format!("oci:{}:x", other.display())],
+        &[
+            "--insecure-policy",
+            "copy",
+            &format!("oci:{}:app:latest", store.display()),
+            &format!("oci:{}:x", other.display()),
+        ],
     )
     .ok();
     let copied = read_image(&other, "x");
@@ -168,12 +173,15 @@ fn store_files(store: &std::path::Path) -> (BlobFiles, RecordFiles) {
     use std::os::unix::fs::MetadataExt;
     let list = |dir: std::path::PathBuf| -> Vec<(String, std::fs::Metadata)> {
         let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-        let mut out: Vec<_> =
-            entries.map(|e| e.unwrap()).map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap())).collect();
+        let mut out: Vec<_> = entries
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap()))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     };
-    let blobs = list(store.join("blobs/sha256")).into_iter().map(|(n, m)| (n, m.ino(), m.modified().unwrap())).collect();
+    let blobs =
+        list(store.join("blobs/sha256")).into_iter().map(|(n, m)| (n, m.ino(), m.modified().unwrap())).collect();
     let records = list(store.join("kiln/compressed")).into_iter().map(|(n, m)| (n, m.modified().unwrap())).collect();
     (blobs, records)
 }
@@ -218,14 +226,20 @@ fn layers_stay_plain_in_the_store_and_are_compressed_once_on_export() {
     }
     for layer in &exported.layers {
         let hex = &layer.digest[7..];
-        assert_eq!(std::fs::read(out.join("blobs/sha256").join(hex)).unwrap(), std::fs::read(store.join("blobs/sha256").join(hex)).unwrap());
+        assert_eq!(
+            std::fs::read(out.join("blobs/sha256").join(hex)).unwrap(),
+            std::fs::read(store.join("blobs/sha256").join(hex)).unwrap()
+        );
     }
     let sk = sb.tool("skopeo", &["inspect", &format!("oci:{}:lazy:1", out.display())]);
     sk.ok();
     assert_eq!(sk.json()["Digest"].as_str().unwrap(), exported.manifest_digest);
     let bundle = sb.path("bundle");
-    sb.tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:lazy:1", out.display()), bundle.to_str().unwrap()])
-        .ok();
+    sb.tool(
+        "umoci",
+        &["unpack", "--rootless", "--image", &format!("{}:lazy:1", out.display()), bundle.to_str().unwrap()],
+    )
+    .ok();
     assert_eq!(std::fs::read_to_string(bundle.join("rootfs/ran")).unwrap(), "ran\n");
     // The stored image is unchanged.
     assert_eq!(sb.image("lazy:1").manifest_digest, img.manifest_digest);
@@ -252,7 +266,10 @@ fn layers_stay_plain_in_the_store_and_are_compressed_once_on_export() {
     assert!(check.stdout.contains("store is consistent"), "{}", check.transcript());
     // Imported back, the gzip layers are verified and used as they are.
     let back = sb.build(&format!("FROM oci:{}:lazy:1\nLABEL back=1\n", out.display()), "back:1");
-    assert_eq!(back.layers.iter().map(|l| &l.digest).collect::<Vec<_>>(), exported.layers.iter().map(|l| &l.digest).collect::<Vec<_>>());
+    assert_eq!(
+        back.layers.iter().map(|l| &l.digest).collect::<Vec<_>>(),
+        exported.layers.iter().map(|l| &l.digest).collect::<Vec<_>>()
+    );
 
     // --squash commits plain too; --compression still compresses at commit.
     sb.dockerfile(&dockerfile);

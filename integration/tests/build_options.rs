@@ -14,10 +14,18 @@ fn iidfile_labels_and_annotations() {
         df,
         "opts",
         &[
-            "--iidfile", "id.txt",
-            "--label", "a=cli", "--label", "b=",
-            "--annotation", "org.example.one=1", "--annotation", "org.example.two=x=y",
-            "--output", "type=oci,dest=out",
+            "--iidfile",
+            "id.txt",
+            "--label",
+            "a=cli",
+            "--label",
+            "b=",
+            "--annotation",
+            "org.example.one=1",
+            "--annotation",
+            "org.example.two=x=y",
+            "--output",
+            "type=oci,dest=out",
         ],
     );
     let iid = std::fs::read_to_string(sb.path("id.txt")).expect("read the iidfile");
@@ -96,7 +104,11 @@ fn squash_merges_the_final_stages_own_layers_keeping_the_base() {
     assert_eq!(plain.layers.len(), base.layers.len() + 5);
     assert_eq!(squashed.layers.len(), base.layers.len() + 1, "{}", out.transcript());
     let digests = |img: &Image, n: usize| img.layers[..n].iter().map(|l| l.digest.clone()).collect::<Vec<_>>();
-    assert_eq!(digests(&squashed, base.layers.len()), digests(&base, base.layers.len()), "base layers kept as they are");
+    assert_eq!(
+        digests(&squashed, base.layers.len()),
+        digests(&base, base.layers.len()),
+        "base layers kept as they are"
+    );
 
     // Same filesystem, same history (only one entry of the squashed part makes a layer).
     assert_same_summary(&fs_summary(&plain), &fs_summary(&squashed), "unsquashed vs squashed");
@@ -164,10 +176,11 @@ fn source_date_epoch_makes_builds_reproducible() {
     let (_, first) = sb.build_with(&df, "sde1", &["--no-cache", "--source-date-epoch", &epoch]);
     std::thread::sleep(std::time::Duration::from_millis(2100));
     sb.write("ctx/f.txt", "f\n"); // same content, a new mtime
-    // From the environment this time; the id is the same.
+                                  // From the environment this time; the id is the same.
     sb.dockerfile(&df);
     let ctx = sb.ctx();
-    let out = sb.kiln_env(&["build", "-t", "sde2", "--no-cache", ctx.to_str().unwrap()], &[("SOURCE_DATE_EPOCH", &epoch)]);
+    let out =
+        sb.kiln_env(&["build", "-t", "sde2", "--no-cache", ctx.to_str().unwrap()], &[("SOURCE_DATE_EPOCH", &epoch)]);
     out.ok();
     let second = sb.image("sde2");
     assert_eq!(first.id(), second.id(), "two builds with the same epoch\n{}", out.transcript());
@@ -223,7 +236,11 @@ RUN echo z > /z
     assert_same_summary(&fs_summary(&per_step), &fs_summary(&per_stage), "--layers vs --layers=false with RUN");
     // The first stage stands on scratch: nothing to hide, so no whiteouts.
     let first = &per_stage.layers[0];
-    assert!(first.entries.iter().all(|e| !e.path.rsplit('/').next().unwrap().starts_with(".wh.")), "{:?}", first.paths());
+    assert!(
+        first.entries.iter().all(|e| !e.path.rsplit('/').next().unwrap().starts_with(".wh.")),
+        "{:?}",
+        first.paths()
+    );
     assert!(!first.paths().contains("x"));
     // The second keeps the whiteouts that hide the first stage's files.
     let second = per_stage.layers[1].paths();
@@ -248,14 +265,24 @@ fn add_host_ulimit_and_shm_size_reach_run() {
          && df -k /dev/shm | tail -n 1 | awk '{{print $2}}' > /shm\n"
     );
     let flags = [
-        "--add-host", "db.local:10.1.2.3",
-        "--add-host", "v6.local=fd00::1",
-        "--add-host", "gw.local:host-gateway",
-        "--ulimit", "nofile=256:512",
-        "--shm-size", "16m",
+        "--add-host",
+        "db.local:10.1.2.3",
+        "--add-host",
+        "v6.local=fd00::1",
+        "--add-host",
+        "gw.local:host-gateway",
+        "--ulimit",
+        "nofile=256:512",
+        "--shm-size",
+        "16m",
     ];
     let (out, img) = sb.build_with(&df, "extras", &flags);
-    assert_eq!(img.file_str("hosts"), "10.1.2.3\tdb.local\nfd00::1\tv6.local\n127.0.0.1\tgw.local\n", "{}", out.transcript());
+    assert_eq!(
+        img.file_str("hosts"),
+        "10.1.2.3\tdb.local\nfd00::1\tv6.local\n127.0.0.1\tgw.local\n",
+        "{}",
+        out.transcript()
+    );
     assert_eq!(img.file_str("nofile"), "256\n");
     assert_eq!(img.file_str("nofile-hard"), "512\n");
     assert_eq!(img.file_str("shm"), "16384\n");

@@ -142,7 +142,11 @@ fn zstd_and_uncompressed_layers() {
     // Same entries whatever the compression (created parent dirs carry the
     // build time, as with BuildKit, so the diff_ids may differ).
     let shape = |img: &Image| -> Vec<_> {
-        img.layers[0].entries.iter().map(|e| (e.path.clone(), e.kind, e.mode, e.uid, e.gid, sha256_hex(&e.data))).collect()
+        img.layers[0]
+            .entries
+            .iter()
+            .map(|e| (e.path.clone(), e.kind, e.mode, e.uid, e.gid, sha256_hex(&e.data)))
+            .collect()
     };
     assert_eq!(shape(&sb.image("app:zstd")), shape(&sb.image("app:none")));
 }

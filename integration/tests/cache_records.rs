@@ -100,7 +100,10 @@ fn hits_replay_metadata_and_keep_layers_across_stages() {
     let after = sb.image("stages");
     assert_eq!(before.config, after.config);
     let env = after.runtime()["Env"].clone();
-    assert_eq!(env, serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=2", "B=1", "C=3"]));
+    assert_eq!(
+        env,
+        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=2", "B=1", "C=3"])
+    );
     assert_eq!(after.runtime()["WorkingDir"], "/w/x");
     assert_eq!(after.runtime()["Cmd"], serde_json::json!(["/bin/bash", "-c", "echo hi"]));
     assert!(after.fs().contains_key("from-one"));
@@ -119,7 +122,13 @@ fn unusable_records_are_misses_not_errors() {
     let old_format = r#"{"config":{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{"Labels":{"evil":"1"}}},"layers":[],"cmd_set":false}"#;
     let good = std::fs::read_to_string(&files[0]).unwrap();
     let other_parent = good.replacen("\"parent\":\"", "\"parent\":\"x", 1);
-    let contents = [old_format.to_string(), "{\"version\":2,\"par".to_string(), "\u{0}\u{1}garbage".to_string(), other_parent, String::new()];
+    let contents = [
+        old_format.to_string(),
+        "{\"version\":2,\"par".to_string(),
+        "\u{0}\u{1}garbage".to_string(),
+        other_parent,
+        String::new(),
+    ];
     for (path, text) in files.iter().zip(contents) {
         std::fs::write(path, text).unwrap();
     }

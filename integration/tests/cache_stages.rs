@@ -96,7 +96,9 @@ fn onbuild_triggers_of_an_image_base_run_first() {
 #[test]
 fn unused_build_args_warn_and_platform_args_expand() {
     let sb = Sandbox::new();
-    sb.dockerfile("FROM scratch\nARG TARGETARCH\nARG TARGETPLATFORM\nLABEL arch=$TARGETARCH platform=$TARGETPLATFORM\n");
+    sb.dockerfile(
+        "FROM scratch\nARG TARGETARCH\nARG TARGETPLATFORM\nLABEL arch=$TARGETARCH platform=$TARGETPLATFORM\n",
+    );
     let out = build(&sb, &["-t", "p", "--platform", "linux/arm64", "--build-arg", "NOBODY=1"]);
     out.ok();
     assert!(out.stderr.contains("build args were not consumed: [NOBODY]"), "{}", out.transcript());

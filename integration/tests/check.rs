@@ -30,7 +30,11 @@ fn assert_located(out: &Output, line: usize, source_line: &str, needles: &[&str]
     let col: String = first[at + marker.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
     assert!(!col.is_empty(), "no column after the line\n{}", out.transcript());
     assert!(out.stderr.contains(source_line), "the source line is quoted\n{}", out.transcript());
-    assert!(out.stderr.lines().any(|l| l.trim_start().starts_with('^') || l.contains(" ^")), "no caret\n{}", out.transcript());
+    assert!(
+        out.stderr.lines().any(|l| l.trim_start().starts_with('^') || l.contains(" ^")),
+        "no caret\n{}",
+        out.transcript()
+    );
     for n in needles {
         assert!(out.stderr.contains(n), "stderr lacks {n:?}\n{}", out.transcript());
     }
@@ -52,7 +56,8 @@ LABEL v=${DIR}
         &["--build-arg", "DIR=/from-cli"],
     );
     out.ok();
-    let steps: Vec<&str> = out.stdout.lines().filter(|l| l.contains("STEP") || l.contains("WORKDIR") || l.contains("COPY")).collect();
+    let steps: Vec<&str> =
+        out.stdout.lines().filter(|l| l.contains("STEP") || l.contains("WORKDIR") || l.contains("COPY")).collect();
     assert!(out.stdout.contains("/from-cli/myapp"), "WORKDIR is shown expanded\n{}", out.transcript());
     assert!(out.stdout.contains("myapp.txt"), "COPY's destination is shown expanded\n{}", out.transcript());
     assert!(out.stdout.contains("v=/from-cli"), "LABEL is shown expanded\n{}", out.transcript());
@@ -90,7 +95,10 @@ fn check_reports_errors_with_locations() {
     let ctx = sb.ctx();
     let out = sb.kiln(&["build", "-t", "x", ctx.to_str().unwrap()]);
     assert_located(&out, 2, "COPPY a.txt /b", &["did you mean"]);
-    assert!(!sb.path("store/index.json").exists() || !std::fs::read_to_string(sb.path("store/index.json")).unwrap().contains("x:latest"));
+    assert!(
+        !sb.path("store/index.json").exists()
+            || !std::fs::read_to_string(sb.path("store/index.json")).unwrap().contains("x:latest")
+    );
 }
 
 #[test]

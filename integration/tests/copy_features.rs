@@ -86,7 +86,8 @@ fn platform_and_quiet() {
     assert_eq!(out.stdout.lines().count(), 1);
     assert_eq!(img.config["architecture"], "arm64");
     assert_eq!(img.config["os"], "linux");
-    let sk = sb.tool("skopeo", &["inspect", "--override-arch", "arm64", &format!("oci:{}:arm:latest", sb.store().display())]);
+    let sk = sb
+        .tool("skopeo", &["inspect", "--override-arch", "arm64", &format!("oci:{}:arm:latest", sb.store().display())]);
     sk.ok();
     assert_eq!(sk.json()["Architecture"], json!("arm64"));
     let desc = find_descriptor(&sb.store(), "arm:latest");

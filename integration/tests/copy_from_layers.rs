@@ -71,8 +71,19 @@ COPY --from=0 /out/d /d
 
         let paths = img.paths();
         let expected: BTreeSet<String> = [
-            "one.bin", "via-link", "via-rel", "opq", "opq/new", "txt", "txt/a.txt", "d", "d/a.txt", "d/c.md", "d/rel",
-            "d/sub", "d/sub/b.txt",
+            "one.bin",
+            "via-link",
+            "via-rel",
+            "opq",
+            "opq/new",
+            "txt",
+            "txt/a.txt",
+            "d",
+            "d/a.txt",
+            "d/c.md",
+            "d/rel",
+            "d/sub",
+            "d/sub/b.txt",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -32,11 +32,19 @@ COPY package.json *.lock /single
     );
     assert_eq!(img.file_str("app/package.json"), "{}\n");
     assert!(!img.paths().iter().any(|p| p.contains("yarn")), "{:?}", img.paths());
-    assert!(img.entry("none").is_none() && img.entry("none2").is_none(), "nothing was copied, so no destination is made: {:?}", img.paths());
+    assert!(
+        img.entry("none").is_none() && img.entry("none2").is_none(),
+        "nothing was copied, so no destination is made: {:?}",
+        img.paths()
+    );
     assert_eq!(entry(&img, "single").kind, Kind::File, "one source left: the destination is that file");
     assert_eq!(img.file_str("single"), "{}\n");
     out.stderr_has(&["Dockerfile:4", "nomatch*", "Dockerfile:5", "src/*.ts missing-dir/*", "nothing was copied"]);
-    assert!(!out.stderr.contains("Dockerfile:3:"), "a wildcard left unmatched next to a copied source is no news\n{}", out.transcript());
+    assert!(
+        !out.stderr.contains("Dockerfile:3:"),
+        "a wildcard left unmatched next to a copied source is no news\n{}",
+        out.transcript()
+    );
 
     // testCopyWildcardCache: a file that comes to match later is copied, not a cache hit.
     let df = std::fs::read_to_string(sb.path("ctx/Dockerfile")).unwrap();
@@ -252,7 +260,11 @@ fn a_directory_never_replaces_a_file_or_symlink_nor_a_file_a_directory_as_buildk
         "ok",
     );
     let link = entry(&img, "etc/issue.link");
-    assert_eq!((link.kind, link.link.as_deref()), (Kind::Symlink, Some("issue")), "a link to a file is followed, not replaced");
+    assert_eq!(
+        (link.kind, link.link.as_deref()),
+        (Kind::Symlink, Some("issue")),
+        "a link to a file is followed, not replaced"
+    );
     assert_eq!(img.file_str("etc/issue"), "f\n");
     assert_eq!(entry(&img, "bin").kind, Kind::Symlink);
     assert_eq!(img.file_str("usr/bin/foo.sh"), "foo\n");
@@ -270,7 +282,10 @@ fn a_directory_never_replaces_a_file_or_symlink_nor_a_file_a_directory_as_buildk
         let out = sb.try_build(&format!("FROM base\n{line}\n"), "refused", &[]);
         out.fails_with(1).stderr_has(&needles);
     }
-    assert!(!std::fs::read_to_string(sb.store().join("index.json")).unwrap().contains("refused"), "a refused build tagged an image");
+    assert!(
+        !std::fs::read_to_string(sb.store().join("index.json")).unwrap().contains("refused"),
+        "a refused build tagged an image"
+    );
 }
 
 /// testCopyThroughSymlinkContext / testCopySymlinks: a symlink named as the
@@ -414,7 +429,11 @@ COPY --link f.txt /tmp/f.txt
 ",
         "linked",
     );
-    assert_eq!(entry(&img, "tmp").mode, 0o755, "the reference's /tmp caveat: --link lays a new 0755 /tmp over the 1777 one");
+    assert_eq!(
+        entry(&img, "tmp").mode,
+        0o755,
+        "the reference's /tmp caveat: --link lays a new 0755 /tmp over the 1777 one"
+    );
     assert_eq!(img.file_str("tmp/f.txt"), "f\n");
     assert_eq!(entry(&img, "app").kind, Kind::Dir, "--link replaced the symlink by a directory");
     assert_eq!(img.file_str("app/f.txt"), "f\n");
@@ -454,7 +473,11 @@ ADD --chmod=700 plain.txt /p.txt
     assert_eq!(meta("x"), (Kind::Dir, 0o755, 5, 6));
     assert_eq!(meta("x/d/run.sh"), (Kind::File, 0o750, 5, 6));
     assert_eq!(meta("x/d/data.txt"), (Kind::File, 0o600, 5, 6));
-    assert_eq!(meta("y/sub"), (Kind::Dir, 0o755, 0, 0), "without a slash too, the destination is the directory extracted into");
+    assert_eq!(
+        meta("y/sub"),
+        (Kind::Dir, 0o755, 0, 0),
+        "without a slash too, the destination is the directory extracted into"
+    );
     assert_eq!(meta("y/sub/d/run.sh").1, 0o750);
     assert_eq!(img.file_str("y/sub/d/data.txt"), "data\n");
     assert_eq!(meta("p.txt"), (Kind::File, 0o700, 0, 0));

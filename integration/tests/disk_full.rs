@@ -61,7 +61,11 @@ fn a_full_disk_fails_the_build_cleanly_and_frees_its_space() {
     let root = store.to_str().unwrap();
     let ctx = sb.ctx();
     let build = |file: &str, tag: &str| {
-        sb.kiln_raw(&["--root", root, "build", "-f", &format!("{}/{file}", ctx.display()), "-t", tag, ctx.to_str().unwrap()], None, &[])
+        sb.kiln_raw(
+            &["--root", root, "build", "-f", &format!("{}/{file}", ctx.display()), "-t", tag, ctx.to_str().unwrap()],
+            None,
+            &[],
+        )
     };
 
     sb.write("ctx/early.Dockerfile", format!("{RUN_BASE}RUN echo early > /early\n"));
@@ -103,11 +107,7 @@ fn a_full_disk_fails_the_build_cleanly_and_frees_its_space() {
         .collect();
     assert!(partial.is_empty(), "temp files left in the store: {partial:?}");
     let after = avail(&small);
-    assert!(
-        after + (1 << 20) >= before,
-        "{} bytes free after cleanup, {before} before the failed build",
-        after
-    );
+    assert!(after + (1 << 20) >= before, "{} bytes free after cleanup, {before} before the failed build", after);
     // And the store still builds.
     build("early.Dockerfile", "early2").ok();
 }

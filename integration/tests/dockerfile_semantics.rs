@@ -233,8 +233,17 @@ RUN true
     );
     sb.dockerfile(&df);
     let ctx = sb.ctx();
-    sb.kiln(&["build", "-t", "args", "--build-arg", "B=cli", "--build-arg", "HTTP_PROXY=http://proxy:3128", ctx.to_str().unwrap()])
-        .ok();
+    sb.kiln(&[
+        "build",
+        "-t",
+        "args",
+        "--build-arg",
+        "B=cli",
+        "--build-arg",
+        "HTTP_PROXY=http://proxy:3128",
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
     let img = sb.image("args");
     // RUN_BASE is COPY, RUN, RUN: three entries before.
     assert_eq!(
@@ -264,7 +273,8 @@ RUN true
 fn onbuild_triggers_are_cleared_after_they_fire() {
     let sb = Sandbox::new();
     sb.write("ctx/g", "g\n");
-    let parent = sb.build("FROM scratch\nONBUILD COPY g /from-trigger\nONBUILD LABEL trig=1\nLABEL parent=1\n", "parent");
+    let parent =
+        sb.build("FROM scratch\nONBUILD COPY g /from-trigger\nONBUILD LABEL trig=1\nLABEL parent=1\n", "parent");
     assert_eq!(parent.runtime()["OnBuild"], json!(["COPY g /from-trigger", "LABEL trig=1"]));
     assert_eq!(created_by(&parent), ["LABEL parent=1"], "ONBUILD has no history entry");
 
@@ -312,7 +322,13 @@ fn onbuild_triggers_with_arg_and_env() {
     assert_eq!(child.file_str("note"), "cli-img\n", "the heredoc trigger ran, expanded in the child");
     assert_eq!(
         created_by(&child),
-        ["ENV BASE=img", "ARG GREETING=cli", "ENV SEEN=cli-img", "COPY <<EOF /note # buildkit", "LABEL l=cli-img g=cli"]
+        [
+            "ENV BASE=img",
+            "ARG GREETING=cli",
+            "ENV SEEN=cli-img",
+            "COPY <<EOF /note # buildkit",
+            "LABEL l=cli-img g=cli"
+        ]
     );
 }
 
@@ -406,6 +422,15 @@ RUN echo \"$MODE\" > /tmp/env
     assert_eq!(img.file_str("tmp/env"), "env2\n", "a later ENV wins again");
     assert_eq!(img.runtime()["Env"], json!([SCRATCH_PATH_ENV, "MODE=env2"]));
     let history = created_by(&img);
-    assert!(history.contains(&"RUN |1 MODE=arg /bin/sh -c echo \"$MODE\" > /tmp/arg && echo {$MODE} > /tmp/expanded # buildkit".to_string()), "{history:#?}");
-    assert!(history.contains(&"RUN |1 MODE=env2 /bin/sh -c echo \"$MODE\" > /tmp/env # buildkit".to_string()), "{history:#?}");
+    assert!(
+        history.contains(
+            &"RUN |1 MODE=arg /bin/sh -c echo \"$MODE\" > /tmp/arg && echo {$MODE} > /tmp/expanded # buildkit"
+                .to_string()
+        ),
+        "{history:#?}"
+    );
+    assert!(
+        history.contains(&"RUN |1 MODE=env2 /bin/sh -c echo \"$MODE\" > /tmp/env # buildkit".to_string()),
+        "{history:#?}"
+    );
 }

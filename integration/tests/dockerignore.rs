@@ -56,7 +56,10 @@ fn dockerfile_specific_ignore_file_wins() {
     let paths = sb.image("spec").paths();
     assert!(!paths.contains("app/notes.txt"), "the Dockerfile's own ignore file excludes *.txt: {paths:?}");
     assert!(!paths.iter().any(|p| p.starts_with("app/build")), "{paths:?}");
-    assert!(paths.contains("app/a.log"), "the context's .dockerignore is not used when a Dockerfile-specific one exists");
+    assert!(
+        paths.contains("app/a.log"),
+        "the context's .dockerignore is not used when a Dockerfile-specific one exists"
+    );
     assert!(paths.contains("app/keep.log"));
 
     // Without the specific file the context's applies again.

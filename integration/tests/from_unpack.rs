@@ -37,7 +37,9 @@ fn write_layout(sb: &Sandbox, rel: &str, layers: &[Vec<u8>]) -> std::path::PathB
     for l in layers {
         let (digest, size) = blob(&layout, l);
         diff_ids.push(digest.clone());
-        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": size}));
+        descs.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": size}),
+        );
     }
     let config = serde_json::json!({
         "architecture": host_arch(), "os": "linux", "config": {},
@@ -94,8 +96,10 @@ RUN --mount=type=bind,from={image},target=/m cat /m/ok > /seen-ok
 "
         );
         let out = sb.try_build(&df, &format!("from-evil-{driver}"), &["--storage-driver", driver]);
-        let mut names: Vec<String> =
-            std::fs::read_dir(&victim).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(&victim)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         assert_eq!(names, ["keep"], "{driver}: the victim directory changed:\n{}", out.transcript());
         assert_eq!(std::fs::read_to_string(victim.join("keep")).unwrap(), "precious\n", "{driver}");

@@ -354,10 +354,8 @@ fn classes(v: &Victim) -> Vec<Class> {
 /// The layers below every hostile one: Debian's static busybox and the decoy
 /// at the victim's path.
 fn base_layer(v: &Victim) -> Blob {
-    let mut entries = vec![
-        E::Dir("bin".into()),
-        E::File("bin/busybox".into(), fs::read(static_busybox()).unwrap(), 0o755),
-    ];
+    let mut entries =
+        vec![E::Dir("bin".into()), E::File("bin/busybox".into(), fs::read(static_busybox()).unwrap(), 0o755)];
     let comps: Vec<&str> = v.rel.split('/').collect();
     for i in 1..=comps.len() {
         entries.push(E::Dir(comps[..i].join("/")));
@@ -420,8 +418,7 @@ fn hostile_layers(class: &Class, variant: Variant) -> (Vec<Blob>, Vec<Blob>) {
         Variant::Split => class.parts.clone(),
     };
     let last = parts.pop().unwrap();
-    let mut layers: Vec<Blob> =
-        parts.iter().map(|p| if p.is_empty() { filler_layer() } else { Blob::of(p) }).collect();
+    let mut layers: Vec<Blob> = parts.iter().map(|p| if p.is_empty() { filler_layer() } else { Blob::of(p) }).collect();
     let mut legit = layers.clone();
     layers.push(spoil(&last, class.mangle));
     legit.push(legit_layer());
@@ -514,7 +511,8 @@ impl ImageFiles {
         let hex = self.config.0.trim_start_matches("sha256:");
         let layer_names: Vec<String> =
             self.layers.iter().map(|l| format!("{}/layer.tar", l.digest.trim_start_matches("sha256:"))).collect();
-        let manifest = json!([{ "Config": format!("{hex}.json"), "RepoTags": [format!("{name}:latest")], "Layers": layer_names }]);
+        let manifest =
+            json!([{ "Config": format!("{hex}.json"), "RepoTags": [format!("{name}:latest")], "Layers": layer_names }]);
         let mut files = vec![(format!("{hex}.json"), self.config.1.clone())];
         for (n, l) in layer_names.iter().zip(&self.layers) {
             if !files.iter().any(|(p, _)| p == n) {
@@ -938,7 +936,13 @@ fn diff_snapshots(before: &BTreeMap<String, String>, after: &BTreeMap<String, St
 
 /// One case: writes its image in every form, runs the entry point, judges the
 /// outcome. `Ok` carries a one-word verdict for the summary.
-fn run_case(case: &Case, entry: EntryPoint, class: &Class, variant: Variant, base: &Blob) -> Result<String, Vec<String>> {
+fn run_case(
+    case: &Case,
+    entry: EntryPoint,
+    class: &Class,
+    variant: Variant,
+    base: &Blob,
+) -> Result<String, Vec<String>> {
     let sb = case.sb;
     let (hostile, legit) = hostile_layers(class, variant);
     let mut layers = vec![base.clone()];

@@ -258,4 +258,3 @@ fn new_stores_are_created_private() {
     sb.kiln_raw(&["images"], None, &[("KILN_ROOT", named.to_str().unwrap())]).ok();
     assert_eq!(format!("{:o}", mode(&named)), "700");
 }
-

@@ -82,22 +82,30 @@ fn docker_format_images_are_v2s2_in_the_store_a_registry_and_archives() {
     sb.kiln(&["push", "-q", "app:docker", &remote]).ok();
     let pushed = json(&sb.tool("skopeo", &["inspect", "--raw", "--tls-verify=false", &format!("docker://{remote}")]));
     assert_media_types(&pushed, DOCKER_LAYER_GZIP, "pushed");
-    let config =
-        json(&sb.tool("skopeo", &["inspect", "--config", "--raw", "--tls-verify=false", &format!("docker://{remote}")]));
+    let config = json(
+        &sb.tool("skopeo", &["inspect", "--config", "--raw", "--tls-verify=false", &format!("docker://{remote}")]),
+    );
     assert_docker_fields(&config, "pushed");
     // build --push of a docker-format image pushes v2s2 too.
     let built_remote = format!("{}/built:1", reg.host());
     sb.kiln(&["build", "-q", "--format", "docker", "--push", "-t", &built_remote, ctx]).ok();
-    let built = json(&sb.tool("skopeo", &["inspect", "--raw", "--tls-verify=false", &format!("docker://{built_remote}")]));
+    let built =
+        json(&sb.tool("skopeo", &["inspect", "--raw", "--tls-verify=false", &format!("docker://{built_remote}")]));
     assert_media_types(&built, DOCKER_LAYER_GZIP, "build --push");
 
     // skopeo copies it to an OCI layout and back; kiln pulls both.
     let layout = sb.path("layout");
-    sb.tool("skopeo", &["copy", "--src-tls-verify=false", &format!("docker://{remote}"), &format!("oci:{}:copied", layout.display())])
-        .ok();
+    sb.tool(
+        "skopeo",
+        &["copy", "--src-tls-verify=false", &format!("docker://{remote}"), &format!("oci:{}:copied", layout.display())],
+    )
+    .ok();
     let back = format!("{}/app:back", reg.host());
-    sb.tool("skopeo", &["copy", "--dest-tls-verify=false", &format!("oci:{}:copied", layout.display()), &format!("docker://{back}")])
-        .ok();
+    sb.tool(
+        "skopeo",
+        &["copy", "--dest-tls-verify=false", &format!("oci:{}:copied", layout.display()), &format!("docker://{back}")],
+    )
+    .ok();
     for name in [&remote, &back] {
         let other = Sandbox::new();
         other.kiln(&["pull", "-q", name]).ok();
@@ -118,7 +126,8 @@ fn docker_format_images_are_v2s2_in_the_store_a_registry_and_archives() {
     // A docker archive of it, as docker load reads it.
     let archive = sb.path("app.tar");
     sb.kiln(&["save", "-o", archive.to_str().unwrap(), "app:docker"]).ok();
-    let from_archive = json(&sb.tool("skopeo", &["inspect", "--config", "--raw", &format!("docker-archive:{}", archive.display())]));
+    let from_archive =
+        json(&sb.tool("skopeo", &["inspect", "--config", "--raw", &format!("docker-archive:{}", archive.display())]));
     assert_docker_fields(&from_archive, "docker archive");
 
     // Docker v2s2 has no zstd layers.

@@ -11,7 +11,8 @@ use kiln_integration::{decompress_any, find_descriptor, Sandbox};
 /// `store`, and each layer's uncompressed bytes.
 fn layer_tar_sizes(store: &Path, tag: &str) -> (u64, u64, Vec<u64>) {
     let desc = find_descriptor(store, tag);
-    let blob = |digest: &str| std::fs::read(store.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap();
+    let blob =
+        |digest: &str| std::fs::read(store.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&blob(desc["digest"].as_str().unwrap())).unwrap();
     let (mut stored, mut plain, mut each) = (0, 0, Vec::new());
     for layer in manifest["layers"].as_array().unwrap() {
@@ -26,7 +27,17 @@ fn layer_tar_sizes(store: &Path, tag: &str) -> (u64, u64, Vec<u64>) {
 /// go-units' HumanSize with 3 significant digits, for the few sizes here.
 fn human(bytes: u64) -> String {
     let v = bytes as f64 / 1000.0;
-    let text = format!("{:.*}", if v < 10.0 { 2 } else if v < 100.0 { 1 } else { 0 }, v);
+    let text = format!(
+        "{:.*}",
+        if v < 10.0 {
+            2
+        } else if v < 100.0 {
+            1
+        } else {
+            0
+        },
+        v
+    );
     let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
     format!("{text}kB")
 }
@@ -80,7 +91,8 @@ fn images_and_inspect_show_uncompressed_sizes_and_format_fields() {
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
-    let mut recorded: Vec<u64> = records.iter().map(|r| r.split_whitespace().nth(1).unwrap().parse().unwrap()).collect();
+    let mut recorded: Vec<u64> =
+        records.iter().map(|r| r.split_whitespace().nth(1).unwrap().parse().unwrap()).collect();
     recorded.sort();
     let mut want = each.clone();
     want.sort();
@@ -92,11 +104,15 @@ fn images_and_inspect_show_uncompressed_sizes_and_format_fields() {
     let table = sb.kiln(&["images", "--format", "table {{.Repository}}\t{{.Tag}}\t{{.Size}}", "gz"]);
     let rows: Vec<Vec<String>> =
         table.ok().stdout.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect();
-    let want: Vec<Vec<String>> = vec![vec!["REPOSITORY".into(), "TAG".into(), "SIZE".into()], vec!["gz".into(), "1".into(), human(plain)]];
+    let want: Vec<Vec<String>> =
+        vec![vec!["REPOSITORY".into(), "TAG".into(), "SIZE".into()], vec!["gz".into(), "1".into(), human(plain)]];
     assert_eq!(rows, want);
     let json = sb.kiln(&["images", "--format", "json", "gz:1"]);
     let v: serde_json::Value = serde_json::from_str(json.ok().stdout.lines().next().unwrap()).unwrap();
-    assert_eq!((v["Repository"].as_str(), v["Tag"].as_str(), v["Size"].as_str()), (Some("gz"), Some("1"), Some(human(plain).as_str())));
+    assert_eq!(
+        (v["Repository"].as_str(), v["Tag"].as_str(), v["Size"].as_str()),
+        (Some("gz"), Some("1"), Some(human(plain).as_str()))
+    );
     let history = sb.kiln(&["history", "--no-trunc", "--human=false", "--format", "{{.CreatedBy}}|{{.Size}}", "gz:1"]);
     let lines: Vec<String> = history.ok().stdout.lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 3, "{}", history.transcript());

@@ -37,7 +37,9 @@ impl<'a> Pod<'a> {
     fn new(sb: &'a Sandbox) -> Pod<'a> {
         let runtime_dir = sb.sh("mktemp -d /tmp/kp-XXXXXX").ok().stdout.trim().to_string();
         let rootfs = sb.mkdir("rootfs");
-        for dir in ["etc", "tmp", "root", "home/builder", "home/solo", "opt/bin", "proc", "sys", "dev", "usr", "run", "ctx"] {
+        for dir in
+            ["etc", "tmp", "root", "home/builder", "home/solo", "opt/bin", "proc", "sys", "dev", "usr", "run", "ctx"]
+        {
             sb.mkdir(&format!("rootfs/{dir}"));
         }
         sb.chmod("rootfs/tmp", 0o1777);
@@ -62,16 +64,16 @@ impl<'a> Pod<'a> {
         let setcap = setcap.display();
         let pod = Pod { sb, rootfs, runtime_dir };
         pod.podman(&[
-                "unshare",
-                "sh",
-                "-c",
-                &format!(
-                    "set -e; chmod 0755 rootfs/opt/bin/newuidmap rootfs/opt/bin/newgidmap; \
+            "unshare",
+            "sh",
+            "-c",
+            &format!(
+                "set -e; chmod 0755 rootfs/opt/bin/newuidmap rootfs/opt/bin/newgidmap; \
                      {setcap} cap_setuid+ep rootfs/opt/bin/newuidmap; {setcap} cap_setgid+ep rootfs/opt/bin/newgidmap; \
                      chown 1000:1000 rootfs/home/builder; chown 1001:1001 rootfs/home/solo"
-                ),
-            ])
-            .ok();
+            ),
+        ])
+        .ok();
         pod
     }
 
@@ -97,8 +99,24 @@ impl<'a> Pod<'a> {
         let home_env = format!("HOME={home}");
         let mut args = podman_global();
         args.extend([
-            "run", "--rm", "--network", "none", "--user", uid, "-e", &home_env, "-e", "PATH=/opt/bin:/usr/bin:/usr/sbin",
-            "-e", "SOURCE_DATE_EPOCH=1700000000", "-v", "/usr:/usr:ro", "-v", &ctx, "-v", &out,
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            uid,
+            "-e",
+            &home_env,
+            "-e",
+            "PATH=/opt/bin:/usr/bin:/usr/sbin",
+            "-e",
+            "SOURCE_DATE_EPOCH=1700000000",
+            "-v",
+            "/usr:/usr:ro",
+            "-v",
+            &ctx,
+            "-v",
+            &out,
         ]);
         args.extend_from_slice(flags);
         args.extend(["--rootfs", &rootfs, "sh", "-c", script]);
@@ -148,7 +166,11 @@ const DOCKERFILE: &str = "RUN echo hello > /hello && mkdir /owned && chown 7:8 /
 fn reference(sb: &Sandbox) -> Image {
     let layout = sb.path("host-layout");
     let df = format!("{RUN_BASE}{DOCKERFILE}");
-    sb.build_with(&df, "host", &["--source-date-epoch", EPOCH, "-o", &format!("type=oci,dest={},name=img:1", layout.display())]);
+    sb.build_with(
+        &df,
+        "host",
+        &["--source-date-epoch", EPOCH, "-o", &format!("type=oci,dest={},name=img:1", layout.display())],
+    );
     read_image(&layout, "img:1")
 }
 
@@ -175,7 +197,8 @@ fn assert_image(img: &Image, expected: &Image, out: &Output, what: &str) {
     assert_eq!((owned.uid, owned.gid), (7, 8), "{what}: chown is kept (recorded in single-id mode)");
     assert_eq!(img.file_str("uid"), "0\n", "{what}");
     assert_eq!(
-        img.manifest_digest, expected.manifest_digest,
+        img.manifest_digest,
+        expected.manifest_digest,
         "{what}: the same image as outside the container\n{}",
         out.transcript()
     );
@@ -206,7 +229,6 @@ fn kiln_builds_in_rootless_podman_without_privileges() {
     let Some(sb) = podman_sandbox() else { return };
     let expected = reference(&sb);
     let pod = Pod::new(&sb);
-
 
     let (out, img) = build_inside(&pod, "builder", &[], "", "builder");
     assert!(info_line(&out, "user namespace:").contains("full"), "{}", out.transcript());

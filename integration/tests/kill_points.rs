@@ -143,7 +143,9 @@ fn fault_points(s: Scenario) -> Vec<(&'static str, Vec<u32>)> {
             ("gc-remove-tree", vec![1]),
             ("remove-file", vec![1, 50, 200, 500, 900]),
         ],
-        Scenario::Prune => vec![("gc-remove-blob", vec![1, 2, 3]), ("gc-remove-tree", vec![1]), ("remove-file", vec![1, 50])],
+        Scenario::Prune => {
+            vec![("gc-remove-blob", vec![1, 2, 3]), ("gc-remove-tree", vec![1]), ("remove-file", vec![1, 50])]
+        }
     }
 }
 
@@ -367,7 +369,10 @@ fn check_store(w: &World, store: &Path) -> Result<(), String> {
 fn image_at(store: &Path, tag: &str) -> Result<Image, String> {
     let (store, tag) = (store.to_path_buf(), tag.to_string());
     std::panic::catch_unwind(move || read_image(&store, &tag)).map_err(|e| {
-        e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
     })
 }
 
@@ -403,7 +408,13 @@ enum Bad {
 
 /// The next build (and pull or push) after the kill, with its file counts.
 fn next_steps(w: &World, case: &Case, store: &Path) -> Result<(), Bad> {
-    let need = |out: Output, what: &str| if out.success() { Ok(out) } else { Err(Bad::Failed(format!("{what}:\n{}", out.transcript()))) };
+    let need = |out: Output, what: &str| {
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(Bad::Failed(format!("{what}:\n{}", out.transcript())))
+        }
+    };
     let wrong = |what: String| Bad::WrongFs(what);
     // An image built before the kill is intact.
     let keep = Files::of(&image_at(store, "keep:1").map_err(|e| wrong(format!("keep:1 unreadable: {e}")))?);
@@ -424,13 +435,22 @@ fn next_steps(w: &World, case: &Case, store: &Path) -> Result<(), Bad> {
         }
         Scenario::Pull => {
             need(w.kiln_at(store, &["pull", &w.pull_ref]), "the next pull")?;
-            let img = Files::of(&image_at(store, &w.pull_ref).map_err(|e| wrong(format!("pulled image unreadable: {e}")))?);
+            let img =
+                Files::of(&image_at(store, &w.pull_ref).map_err(|e| wrong(format!("pulled image unreadable: {e}")))?);
             if img.count("q") != Q_FILES {
                 return Err(wrong(format!("pulled image holds {} files in /q", img.count("q"))));
             }
-            fs::write(w.sb.ctx().join(format!("pull{}.Dockerfile", case.id)), format!("FROM {}\nRUN find /q -type f | wc -l > /qcount\n", w.pull_ref)).unwrap();
-            need(w.build_at(store, &format!("pull{}.Dockerfile", case.id), "qcheck", &[]), "a build FROM the pulled image")?;
-            let img = Files::of(&image_at(store, "qcheck:latest").map_err(|e| wrong(format!("qcheck unreadable: {e}")))?);
+            fs::write(
+                w.sb.ctx().join(format!("pull{}.Dockerfile", case.id)),
+                format!("FROM {}\nRUN find /q -type f | wc -l > /qcount\n", w.pull_ref),
+            )
+            .unwrap();
+            need(
+                w.build_at(store, &format!("pull{}.Dockerfile", case.id), "qcheck", &[]),
+                "a build FROM the pulled image",
+            )?;
+            let img =
+                Files::of(&image_at(store, "qcheck:latest").map_err(|e| wrong(format!("qcheck unreadable: {e}")))?);
             if img.text("qcount") != Q_FILES.to_string() {
                 return Err(wrong(format!("RUN on the pulled image sees {} files in /q", img.text("qcount"))));
             }
@@ -441,7 +461,9 @@ fn next_steps(w: &World, case: &Case, store: &Path) -> Result<(), Bad> {
             let layout = layout_of(store);
             let l = layout.display().to_string();
             need(w.kiln_at(store, &["export-layout", &l, "victim"]), "the next export")?;
-            let img = Files::of(&image_at(&layout, "victim:latest").map_err(|e| wrong(format!("exported victim unreadable: {e}")))?);
+            let img = Files::of(
+                &image_at(&layout, "victim:latest").map_err(|e| wrong(format!("exported victim unreadable: {e}")))?,
+            );
             if img.count("v") != V_FILES {
                 return Err(wrong(format!("the exported victim holds {} files in /v, want {V_FILES}", img.count("v"))));
             }
@@ -455,7 +477,8 @@ fn next_steps(w: &World, case: &Case, store: &Path) -> Result<(), Bad> {
                 need(w.kiln_at(store, &["push", "victim", &dest]), "the next push")?;
             }
             need(w.build_at(store, "vcheck.Dockerfile", "vcheck", &[]), "the next build")?;
-            let img = Files::of(&image_at(store, "vcheck:latest").map_err(|e| wrong(format!("vcheck unreadable: {e}")))?);
+            let img =
+                Files::of(&image_at(store, "vcheck:latest").map_err(|e| wrong(format!("vcheck unreadable: {e}")))?);
             let seen = img.text("vcount");
             if seen != V_FILES.to_string() || img.count("v") != V_FILES {
                 return Err(wrong(format!(
@@ -602,7 +625,11 @@ fn cases(w: &World) -> Vec<Case> {
         for (point, hits) in fault_points(s) {
             for n in hits {
                 for group in [true, false] {
-                    out.push(Case { id: out.len(), scenario: s, kill: Kill::Fault { point: format!("{point}@{n}"), group } });
+                    out.push(Case {
+                        id: out.len(),
+                        scenario: s,
+                        kill: Kill::Fault { point: format!("{point}@{n}"), group },
+                    });
                 }
             }
         }
@@ -685,10 +712,17 @@ fn kill_points() {
         s.orphans.len()
     );
     assert!(
-        s.inconsistent.is_empty() && s.wrong_fs.is_empty() && s.orphans.is_empty() && s.mounts.is_empty() && s.failed_next.is_empty(),
+        s.inconsistent.is_empty()
+            && s.wrong_fs.is_empty()
+            && s.orphans.is_empty()
+            && s.mounts.is_empty()
+            && s.failed_next.is_empty(),
         "the store did not survive every kill (details above)"
     );
-    if std::env::var_os("KILN_KILL_TIMING").is_none() && std::env::var_os("KILN_KILL_SCENARIOS").is_none() && stride == 1 {
+    if std::env::var_os("KILN_KILL_TIMING").is_none()
+        && std::env::var_os("KILN_KILL_SCENARIOS").is_none()
+        && stride == 1
+    {
         assert!(s.kills >= 200, "only {} of {} cases killed kiln", s.kills, s.cases);
     }
 }

@@ -156,7 +156,10 @@ fn a_config_that_lies_about_a_diff_id_is_refused_and_poisons_nothing() {
     let forged_blob = layer_digests(&forged)[0].clone();
 
     // FROM the forged layout: refused at import, naming the layer and both digests.
-    sb.write("ctx/Dockerfile", format!("FROM oci:{}:bb:latest\nRUN [\"/bin/busybox\",\"cat\",\"/POISONED\"]\n", forged.display()));
+    sb.write(
+        "ctx/Dockerfile",
+        format!("FROM oci:{}:bb:latest\nRUN [\"/bin/busybox\",\"cat\",\"/POISONED\"]\n", forged.display()),
+    );
     let out = sb.kiln(&["build", "-t", "victim", sb.ctx().to_str().unwrap()]);
     out.fails_with(1).stderr_has(&["refused layer", &forged_blob, &claimed, "diff_id"]);
     assert!(!out.stdout.contains("attacker"), "the forged layer never ran: {}", out.transcript());
@@ -189,7 +192,8 @@ fn a_config_that_lies_about_a_diff_id_is_refused_and_poisons_nothing() {
     // (overlay) or by applying the blobs (vfs), and refuses them either way.
     for driver in ["overlay", "vfs"] {
         sb.write("ctx/Dockerfile", "FROM scratch\nCOPY --from=forged /POISONED /got\n");
-        let out = sb.kiln(&["build", "--pull=never", "--storage-driver", driver, "-t", "copied", sb.ctx().to_str().unwrap()]);
+        let out =
+            sb.kiln(&["build", "--pull=never", "--storage-driver", driver, "-t", "copied", sb.ctx().to_str().unwrap()]);
         assert!(!out.success(), "{driver}: {}", out.transcript());
         out.stderr_has(&["refused layer", &forged_blob, &claimed, "diff_id"]);
         assert_eq!(layer_dirs(&sb), Vec::<String>::new(), "{driver}: no layer dir was made");
@@ -254,7 +258,10 @@ fn a_layer_dir_without_its_marker_is_rebuilt() {
     fs::write(&marker, "sha256:0000000000000000000000000000000000000000000000000000000000000000\n").unwrap();
     fs::write(&planted, "planted\n").unwrap();
     sb.give_tree(&planted);
-    sb.build(&format!("FROM oci:{}:bb:latest\n{CHECK_CLEAN}RUN [\"/bin/busybox\",\"true\"]\n", honest.display()), "third");
+    sb.build(
+        &format!("FROM oci:{}:bb:latest\n{CHECK_CLEAN}RUN [\"/bin/busybox\",\"true\"]\n", honest.display()),
+        "third",
+    );
     assert!(!planted.exists(), "rebuilt again");
 }
 
@@ -305,7 +312,8 @@ fn a_base_of_many_layers_is_unpacked_whole_and_a_corrupt_one_refused() {
     let run = "RUN [\"/bin/busybox\",\"sh\",\"-c\",\"/bin/busybox cat /data/a.txt /data/c.txt > /all; /bin/busybox ls /data > /listed\"]\n";
     for driver in ["overlay", "vfs"] {
         sb.write("ctx/Dockerfile", format!("FROM oci:{}:bb:latest\n{run}", honest.display()));
-        let out = sb.kiln(&["build", "--no-cache", "--storage-driver", driver, "-t", "whole", sb.ctx().to_str().unwrap()]);
+        let out =
+            sb.kiln(&["build", "--no-cache", "--storage-driver", driver, "-t", "whole", sb.ctx().to_str().unwrap()]);
         out.ok();
         let img = sb.image("whole");
         assert_eq!(img.file_str("all"), "a\nc\n", "{driver}");

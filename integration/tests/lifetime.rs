@@ -112,7 +112,9 @@ fn assert_all_gone(sb: &Sandbox, before: &BTreeMap<u32, u64>, what: &str) {
 fn leftovers(sb: &Sandbox) -> Vec<String> {
     let store = sb.store();
     let mut out = Vec::new();
-    for (dir, prefixes) in [("kiln/tmp", &["blob-", "build-", ".tmp-"][..]), ("kiln/layers", &[".step-", ".unpack-"][..])] {
+    for (dir, prefixes) in
+        [("kiln/tmp", &["blob-", "build-", ".tmp-"][..]), ("kiln/layers", &[".step-", ".unpack-"][..])]
+    {
         let Ok(entries) = fs::read_dir(store.join(dir)) else { continue };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -128,7 +130,10 @@ fn leftovers(sb: &Sandbox) -> Vec<String> {
 /// installed, so the builds below start at their slow step.
 fn prepare(sb: &Sandbox) {
     sb.copy_in(&static_busybox(), "ctx/busybox");
-    sb.build("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n", "base");
+    sb.build(
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+        "base",
+    );
 }
 
 /// `kiln --root STORE ARGS` as the test user, its own process group leader,
@@ -187,7 +192,8 @@ const SIGTERM: i32 = 15;
 /// Sends `sig` to `pid` (a negative pid: its process group), as root or as
 /// the same user as kiln.
 fn signal(pid: i32, sig: i32) {
-    let out = Command::new(require_tool("kill")).args(["-s", &sig.to_string(), "--", &pid.to_string()]).output().unwrap();
+    let out =
+        Command::new(require_tool("kill")).args(["-s", &sig.to_string(), "--", &pid.to_string()]).output().unwrap();
     assert!(out.status.success(), "kill -s {sig} -- {pid}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -330,7 +336,13 @@ fn ctrl_c_during_a_big_commit_leaves_no_partial_blob() {
 #[test]
 fn kiln_run_killed_leaves_nothing() {
     let fuse = ["--storage-driver", "fuse-overlayfs"];
-    for (sig, group, driver) in [(SIGKILL, false, &[][..]), (SIGKILL, true, &[][..]), (SIGTERM, false, &[][..]), (SIGKILL, false, &fuse[..]), (SIGTERM, false, &fuse[..])] {
+    for (sig, group, driver) in [
+        (SIGKILL, false, &[][..]),
+        (SIGKILL, true, &[][..]),
+        (SIGTERM, false, &[][..]),
+        (SIGKILL, false, &fuse[..]),
+        (SIGTERM, false, &fuse[..]),
+    ] {
         let sb = Sandbox::new();
         if !driver.is_empty() {
             require_fuse(&sb);

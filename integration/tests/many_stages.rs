@@ -29,5 +29,9 @@ fn a_chain_of_2000_stages_builds() {
     let image = sb.image("chain");
     assert_eq!(image.runtime()["Labels"].as_object().unwrap().len(), 2000);
     let fs = image.fs();
-    assert!(fs.contains_key("a") && fs.contains_key("b") && fs.contains_key("c"), "{:?}", fs.keys().collect::<Vec<_>>());
+    assert!(
+        fs.contains_key("a") && fs.contains_key("b") && fs.contains_key("c"),
+        "{:?}",
+        fs.keys().collect::<Vec<_>>()
+    );
 }

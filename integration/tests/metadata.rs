@@ -39,7 +39,16 @@ fn metadata_instructions_field_by_field() {
     sb.write("ctx/f.txt", "f\n");
     sb.dockerfile(DOCKERFILE);
     let ctx = sb.ctx();
-    let out = sb.kiln(&["build", "-t", "meta", "--build-arg", "OVERRIDDEN=cli", "--build-arg", "NODEFAULT=given", ctx.to_str().unwrap()]);
+    let out = sb.kiln(&[
+        "build",
+        "-t",
+        "meta",
+        "--build-arg",
+        "OVERRIDDEN=cli",
+        "--build-arg",
+        "NODEFAULT=given",
+        ctx.to_str().unwrap(),
+    ]);
     out.ok();
     let img = sb.image("meta");
     let c = img.runtime();
@@ -115,7 +124,11 @@ fn metadata_instructions_field_by_field() {
     .map(|(t, e)| (t.to_string(), *e))
     .collect();
     assert_eq!(got, expected, "{}", serde_json::to_string_pretty(&history).unwrap());
-    assert_eq!(instructions(DOCKERFILE).len(), expected.len() + 2, "every instruction but FROM and ONBUILD has an entry");
+    assert_eq!(
+        instructions(DOCKERFILE).len(),
+        expected.len() + 2,
+        "every instruction but FROM and ONBUILD has an entry"
+    );
     // umoci sees the same history.
     let stat = sb.tool("umoci", &["stat", "--image", &format!("{}:meta:latest", store.display()), "--json"]);
     stat.ok();
@@ -153,7 +166,20 @@ ENV SEEN_OUTER=$OUTER SEEN_TAG=x${TAG}x SEEN_ENV=$FROMENV
 
     let store = sb.store();
     let out = sb.kiln_raw(
-        &["--root", store.to_str().unwrap(), "build", "-t", "a2", "--build-arg", "TAG=v2", "--build-arg", "OUTER=cli", "--build-arg", "FROMENV", ctx],
+        &[
+            "--root",
+            store.to_str().unwrap(),
+            "build",
+            "-t",
+            "a2",
+            "--build-arg",
+            "TAG=v2",
+            "--build-arg",
+            "OUTER=cli",
+            "--build-arg",
+            "FROMENV",
+            ctx,
+        ],
         None,
         &[("FROMENV", "from-environment")],
     );

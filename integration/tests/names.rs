@@ -51,14 +51,25 @@ fn non_utf8_names_survive_copy_run_dockerignore_and_the_cache() {
     // The COPY layer holds both files, the directory and its file, by their
     // exact bytes, each with its own content; the ignored one is not there.
     let copy = &img.layers[img.layers.len() - 4];
-    for (name, content) in [(&b"d/x\xff"[..], "ff\n"), (b"d/x\xfe", "fe\n"), (b"d/d\xfd/in\xfc", "in\n"), (b"d/y\xff", "kept\n")] {
-        let e = raw(copy, name).unwrap_or_else(|| panic!("{:?} is not in the COPY layer: {:?}", OsStr::from_bytes(name), copy.entries.iter().map(|e| OsStr::from_bytes(&e.raw_path)).collect::<Vec<_>>()));
+    for (name, content) in
+        [(&b"d/x\xff"[..], "ff\n"), (b"d/x\xfe", "fe\n"), (b"d/d\xfd/in\xfc", "in\n"), (b"d/y\xff", "kept\n")]
+    {
+        let e = raw(copy, name).unwrap_or_else(|| {
+            panic!(
+                "{:?} is not in the COPY layer: {:?}",
+                OsStr::from_bytes(name),
+                copy.entries.iter().map(|e| OsStr::from_bytes(&e.raw_path)).collect::<Vec<_>>()
+            )
+        });
         assert_eq!(e.data, content.as_bytes(), "{:?}", OsStr::from_bytes(name));
     }
     assert_eq!(raw(copy, b"d/d\xfd").map(|e| e.kind), Some(Kind::Dir));
     assert!(raw(copy, b"d/y\xfe").is_none(), ".dockerignore excludes y\\xfe by its bytes, and only it");
     let lossy = "\u{fffd}".as_bytes();
-    assert!(!copy.entries.iter().any(|e| e.raw_path.windows(lossy.len()).any(|w| w == lossy)), "no name was made lossy");
+    assert!(
+        !copy.entries.iter().any(|e| e.raw_path.windows(lossy.len()).any(|w| w == lossy)),
+        "no name was made lossy"
+    );
 
     // The next RUN sees the names exactly as they were in the context (a
     // shell glob prints them raw; busybox ls would print `?`).
@@ -67,7 +78,11 @@ fn non_utf8_names_survive_copy_run_dockerignore_and_the_cache() {
 
     // Names a RUN creates are committed exactly and the next RUN reads them back.
     let made = &img.layers[img.layers.len() - 2];
-    assert!(raw(made, b"made-\xff").is_some(), "{:?}", made.entries.iter().map(|e| OsStr::from_bytes(&e.raw_path)).collect::<Vec<_>>());
+    assert!(
+        raw(made, b"made-\xff").is_some(),
+        "{:?}",
+        made.entries.iter().map(|e| OsStr::from_bytes(&e.raw_path)).collect::<Vec<_>>()
+    );
     assert_eq!(raw(made, b"dir-\xfe/f\xfd").map(|e| e.data.clone()), Some(b"hi\n".to_vec()));
     assert_eq!(img.file_str("readback"), "hi\n");
     assert_eq!(img.file("made"), b"/made-\xff\n/dir-\xfe\n");

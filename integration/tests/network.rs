@@ -138,7 +138,9 @@ fn build_network_modes_in(sb: &Sandbox, helper: &str) {
     let ifaces: Vec<&str> = private.lines().collect();
     assert!(ifaces.contains(&"lo") && ifaces.len() == 2, "a private RUN has lo and one interface: {private:?}");
     let host_ifaces = std::fs::read_to_string("/proc/net/dev").unwrap();
-    assert!(host_ifaces.contains(&format!("{}:", ifaces.iter().find(|i| **i != "lo").unwrap())) || helper == "slirp4netns");
+    assert!(
+        host_ifaces.contains(&format!("{}:", ifaces.iter().find(|i| **i != "lo").unwrap())) || helper == "slirp4netns"
+    );
     assert_eq!(img.file_str("got.txt"), format!("hello over {helper}\n"), "the host's server answered");
     let dns = if helper == "pasta" { "169.254.1.1" } else { "10.0.2.3" };
     assert!(img.file_str("resolv.txt").starts_with(&format!("nameserver {dns}\n")), "{}", img.file_str("resolv.txt"));
@@ -151,7 +153,8 @@ fn build_network_modes_in(sb: &Sandbox, helper: &str) {
         assert_eq!(ifaces, ["lo", "tap0"]);
     }
     // RUN --network=host wins over the build's --network: the host's interfaces.
-    let mut host: Vec<String> = host_ifaces.lines().skip(2).map(|l| l.split(':').next().unwrap().trim().to_string()).collect();
+    let mut host: Vec<String> =
+        host_ifaces.lines().skip(2).map(|l| l.split(':').next().unwrap().trim().to_string()).collect();
     host.sort();
     assert_eq!(img.file_str("host.txt"), host.join("\n") + "\n");
     let root = sb.root().display().to_string();
@@ -358,7 +361,17 @@ fn capabilities_follow_docker_and_key_the_cache() {
     assert_eq!(out.stdout.matches("Using cache").count(), 4, "{}", out.transcript());
 
     // kiln run: --cap-drop ALL leaves only what --cap-add gives.
-    let run = sb.kiln(&["run", "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE", "default", "grep", "Cap", "/proc/self/status"]);
+    let run = sb.kiln(&[
+        "run",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_BIND_SERVICE",
+        "default",
+        "grep",
+        "Cap",
+        "/proc/self/status",
+    ]);
     run.ok();
     assert!(run.stdout.contains("CapEff:\t0000000000000400"), "{}", run.transcript());
     let bad = sb.kiln(&["run", "--cap-add", "NET_ADMINN", "default", "true"]);
@@ -373,7 +386,11 @@ fn missing_forwarder_and_bad_flags_are_explained() {
     let root = store.to_str().unwrap();
     // Neither forwarder on PATH: the message names both packages and the apt line.
     let out = sb.kiln_raw(&["--root", root, "run", "--network", "private", "bb"], None, &[("PATH", "/nonexistent")]);
-    out.fails_with(125).stderr_has(&["pasta or slirp4netns", "sudo apt-get install passt", "sudo apt-get install slirp4netns"]);
+    out.fails_with(125).stderr_has(&[
+        "pasta or slirp4netns",
+        "sudo apt-get install passt",
+        "sudo apt-get install slirp4netns",
+    ]);
     let out = sb.kiln(&["run", "-p", "8080:80", "--network", "host", "bb"]);
     out.fails_with(125).stderr_has(&["--network host"]);
     let out = sb.kiln(&["run", "-p", "80", "bb"]);
@@ -389,8 +406,13 @@ fn missing_forwarder_and_bad_flags_are_explained() {
     drop(busy);
     let info = sb.kiln(&["info"]);
     info.ok();
-    let line = info.stdout.lines().find(|l| l.starts_with("private network:")).expect("kiln info reports the forwarder");
+    let line =
+        info.stdout.lines().find(|l| l.starts_with("private network:")).expect("kiln info reports the forwarder");
     assert!(line.contains("pasta (") && line.contains("also slirp4netns"), "{line}");
     let info = sb.kiln_raw(&["--root", root, "info"], None, &[("KILN_NETWORK_HELPER", "slirp4netns")]);
-    assert!(info.stdout.contains("slirp4netns (/usr/bin/slirp4netns), from KILN_NETWORK_HELPER"), "{}", info.transcript());
+    assert!(
+        info.stdout.contains("slirp4netns (/usr/bin/slirp4netns), from KILN_NETWORK_HELPER"),
+        "{}",
+        info.transcript()
+    );
 }

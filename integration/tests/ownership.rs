@@ -76,10 +76,8 @@ fn chown_names_from_an_earlier_copy_in_the_same_stage() {
 fn chown_names_from_an_earlier_stage_used_as_base() {
     let sb = Sandbox::new();
     with_accounts(&sb);
-    let img = sb.build(
-        &format!("FROM scratch AS accounts\nCOPY passwd group /etc/\n\nFROM accounts\n{CHOWN_STEPS}"),
-        "own",
-    );
+    let img =
+        sb.build(&format!("FROM scratch AS accounts\nCOPY passwd group /etc/\n\nFROM accounts\n{CHOWN_STEPS}"), "own");
     assert_owners(&sb, &img);
 }
 
@@ -88,7 +86,9 @@ fn chown_unknown_names_fail_naming_them() {
     let sb = Sandbox::new();
     with_accounts(&sb);
     let ctx = sb.ctx();
-    for (line, name) in [("COPY --chown=nosuchuser f.txt /x", "nosuchuser"), ("COPY --chown=app:nosuchgroup f.txt /x", "nosuchgroup")] {
+    for (line, name) in
+        [("COPY --chown=nosuchuser f.txt /x", "nosuchuser"), ("COPY --chown=app:nosuchgroup f.txt /x", "nosuchgroup")]
+    {
         sb.dockerfile(&format!("FROM scratch\nCOPY passwd /etc/passwd\nCOPY group /etc/group\n{line}\n"));
         let out = sb.kiln(&["build", "-t", "bad", ctx.to_str().unwrap()]);
         out.fails_with(1).stderr_has(&[name, "Dockerfile:4"]);
@@ -97,7 +97,10 @@ fn chown_unknown_names_fail_naming_them() {
     // No /etc/passwd in the image at all: names cannot resolve.
     sb.dockerfile("FROM scratch\nCOPY --chown=app f.txt /x\n");
     sb.kiln(&["build", "-t", "bad", ctx.to_str().unwrap()]).fails_with(1).stderr_has(&["app", "Dockerfile:2"]);
-    assert!(!sb.path("store/index.json").exists() || !std::fs::read_to_string(sb.path("store/index.json")).unwrap().contains("bad:latest"));
+    assert!(
+        !sb.path("store/index.json").exists()
+            || !std::fs::read_to_string(sb.path("store/index.json")).unwrap().contains("bad:latest")
+    );
 }
 
 /// The mode chmod(1) gives a file of mode `from` for `spec`.

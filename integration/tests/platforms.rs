@@ -14,7 +14,11 @@ use serde_json::{json, Value};
 
 /// A platform that is not this machine's, for the second image.
 fn other_arch() -> &'static str {
-    if host_arch() == "arm64" { "amd64" } else { "arm64" }
+    if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    }
 }
 
 /// One layer holding `platform.txt` with `text`, uncompressed.
@@ -71,7 +75,8 @@ fn layout(sb: &Sandbox) -> std::path::PathBuf {
         d["platform"] = json!({"os": "linux", "architecture": arch});
         entries.push(d);
     }
-    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+    let index =
+        json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
     let mut multi = blob(sb, "application/vnd.oci.image.index.v1+json", index.to_string().as_bytes());
     multi["annotations"] = json!({"org.opencontainers.image.ref.name": "multi"});
     let mut single = image(sb, &host);
@@ -95,9 +100,14 @@ fn from_platform_picks_the_image_of_an_oci_layout() {
     let base = format!("oci:{}:multi", dir.display());
 
     // A stage's FROM --platform picks that image; the result says so.
-    let img = sb.build(&format!("FROM --platform=linux/{other} {base}\nCOPY f.txt /\nLABEL archdir=$ARCHDIR\n"), "stage-other");
+    let img = sb
+        .build(&format!("FROM --platform=linux/{other} {base}\nCOPY f.txt /\nLABEL archdir=$ARCHDIR\n"), "stage-other");
     assert_eq!(img.file_str("platform.txt"), format!("{other}\n"), "the {other} image's layer");
-    assert_eq!(img.config["config"]["Labels"]["archdir"], format!("/opt/{other}"), "$VARs expand with that image's env");
+    assert_eq!(
+        img.config["config"]["Labels"]["archdir"],
+        format!("/opt/{other}"),
+        "$VARs expand with that image's env"
+    );
     assert_eq!(img.file_str("f.txt"), "f\n");
     assert_eq!(arch_of(&img), other);
     assert_eq!(img.config["config"]["Labels"]["base.arch"], other);
@@ -120,7 +130,11 @@ fn from_platform_picks_the_image_of_an_oci_layout() {
     assert_eq!(img.file_str("platform.txt"), format!("{other}\n"));
 
     // FROM scratch takes the stage's platform over --platform.
-    let (_, img) = sb.build_with(&format!("FROM --platform=linux/{host} scratch\nCOPY f.txt /\n"), "scratch", &["--platform", &format!("linux/{other}")]);
+    let (_, img) = sb.build_with(
+        &format!("FROM --platform=linux/{host} scratch\nCOPY f.txt /\n"),
+        "scratch",
+        &["--platform", &format!("linux/{other}")],
+    );
     assert_eq!(arch_of(&img), host);
 }
 
@@ -132,14 +146,27 @@ fn a_missing_platform_fails_like_docker() {
     let (host, other) = (host_arch(), other_arch());
 
     // An index without the platform.
-    let out = sb.try_build(&format!("FROM oci:{}:multi\nCOPY f.txt /\n", dir.display()), "s390x", &["--platform", "linux/s390x"]);
-    out.fails_with(1).stderr_has(&["no match for platform in manifest", "linux/s390x", &format!("linux/{host}"), &format!("linux/{other}")]);
+    let out = sb.try_build(
+        &format!("FROM oci:{}:multi\nCOPY f.txt /\n", dir.display()),
+        "s390x",
+        &["--platform", "linux/s390x"],
+    );
+    out.fails_with(1).stderr_has(&[
+        "no match for platform in manifest",
+        "linux/s390x",
+        &format!("linux/{host}"),
+        &format!("linux/{other}"),
+    ]);
     assert!(!sb.kiln(&["inspect", "s390x"]).success(), "nothing is tagged");
 
     // A single image for another platform: its config says what it is.
     let df = format!("FROM --platform=linux/{other} oci:{}:single\nCOPY f.txt /\n", dir.display());
     let out = sb.try_build(&df, "single", &[]);
-    out.fails_with(1).stderr_has(&["no match for platform in manifest", &format!("linux/{other}"), &format!("linux/{host}")]);
+    out.fails_with(1).stderr_has(&[
+        "no match for platform in manifest",
+        &format!("linux/{other}"),
+        &format!("linux/{host}"),
+    ]);
     // Without a platform asked for, the single image is used as before.
     let img = sb.build(&format!("FROM oci:{}:single\nCOPY f.txt /\n", dir.display()), "single-ok");
     assert_eq!(img.file_str("platform.txt"), format!("{host}\n"));
@@ -155,7 +182,13 @@ fn registry_index_and_single_manifest() {
     for (tag, name) in [("multi", "multi"), ("single", "single")] {
         sb.tool(
             "skopeo",
-            &["copy", "--all", "--dest-tls-verify=false", &format!("oci:{}:{tag}", dir.display()), &format!("docker://{}/{name}:latest", reg.host())],
+            &[
+                "copy",
+                "--all",
+                "--dest-tls-verify=false",
+                &format!("oci:{}:{tag}", dir.display()),
+                &format!("docker://{}/{name}:latest", reg.host()),
+            ],
         )
         .ok();
     }
@@ -176,8 +209,17 @@ fn registry_index_and_single_manifest() {
     assert_eq!(img.file_str("o.txt"), format!("{other}\n"));
 
     let out = sb.try_build(&format!("FROM {multi}\n"), "reg-s390x", &["--platform", "linux/s390x"]);
-    out.fails_with(1).stderr_has(&["no match for platform in manifest", "linux/s390x", &format!("linux/{host}"), &format!("linux/{other}")]);
+    out.fails_with(1).stderr_has(&[
+        "no match for platform in manifest",
+        "linux/s390x",
+        &format!("linux/{host}"),
+        &format!("linux/{other}"),
+    ]);
     let single = format!("{}/single:latest", reg.host());
     let out = sb.try_build(&format!("FROM {single}\n"), "reg-single", &["--platform", &format!("linux/{other}")]);
-    out.fails_with(1).stderr_has(&["no match for platform in manifest", &format!("linux/{other}"), &format!("linux/{host}")]);
+    out.fails_with(1).stderr_has(&[
+        "no match for platform in manifest",
+        &format!("linux/{other}"),
+        &format!("linux/{host}"),
+    ]);
 }

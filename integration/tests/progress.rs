@@ -125,10 +125,18 @@ fn plain_keeps_the_lines_and_quiet_prints_only_the_id() {
         assert_eq!(out.stderr, "", "{}", out.transcript());
     }
     // The flag wins over the environment; KILN_PROGRESS over BUILDKIT_PROGRESS.
-    let flag = sb.kiln_raw(&["--root", root, "build", "--progress=plain", "-t", "app", ctx], None, &[("KILN_PROGRESS", "quiet")]);
+    let flag = sb.kiln_raw(
+        &["--root", root, "build", "--progress=plain", "-t", "app", ctx],
+        None,
+        &[("KILN_PROGRESS", "quiet")],
+    );
     flag.ok();
     assert!(flag.stdout.starts_with("STEP 1/3: FROM base\n"), "{}", flag.transcript());
-    let both = sb.kiln_raw(&["--root", root, "build", "-t", "app", ctx], None, &[("KILN_PROGRESS", "quiet"), ("BUILDKIT_PROGRESS", "plain")]);
+    let both = sb.kiln_raw(
+        &["--root", root, "build", "-t", "app", ctx],
+        None,
+        &[("KILN_PROGRESS", "quiet"), ("BUILDKIT_PROGRESS", "plain")],
+    );
     both.ok();
     assert_eq!(both.stdout.lines().count(), 1, "{}", both.transcript());
 
@@ -189,7 +197,10 @@ fn tty_view_redraws_running_steps_and_ends_with_the_summary() {
     assert!(again.stdout.trim_end().ends_with(&id), "{:?}", again.stdout);
 
     // --progress=plain and BUILDKIT_PROGRESS=plain on a terminal: lines, no redraw.
-    for (args, env) in [(vec!["build", "--progress=plain", "-t", "live", ctx], ""), (vec!["build", "-t", "live", ctx], "BUILDKIT_PROGRESS=plain")] {
+    for (args, env) in [
+        (vec!["build", "--progress=plain", "-t", "live", ctx], ""),
+        (vec!["build", "-t", "live", ctx], "BUILDKIT_PROGRESS=plain"),
+    ] {
         let plain = kiln_on_terminal(&sb, &args, env);
         plain.ok();
         assert!(plain.stdout.contains("STEP 3/4: RUN for i in"), "{:?}", plain.stdout);
@@ -251,7 +262,12 @@ fn push_save_and_export_show_each_layer() {
     let other = sb.path("other");
     let pull = sb.kiln_raw(&["--root", other.to_str().unwrap(), "pull", &dest], None, &[]);
     pull.ok();
-    assert_eq!(pull.stderr.lines().filter(|l| l.starts_with("Copying blob ") && l.ends_with(" done")).count(), layers.len(), "{}", pull.transcript());
+    assert_eq!(
+        pull.stderr.lines().filter(|l| l.starts_with("Copying blob ") && l.ends_with(" done")).count(),
+        layers.len(),
+        "{}",
+        pull.transcript()
+    );
     let quiet = sb.kiln(&["push", "-q", "app:1", &format!("{}/progress/quiet:1", reg.host())]);
     quiet.ok();
     assert_eq!(quiet.stderr, "", "{}", quiet.transcript());

@@ -64,12 +64,28 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(sb: &Sandbox, upstream: &str, pattern: &str, fail: u32, status: u16, retry_after: &str, bind_delay: f64) -> Proxy {
+    fn start(
+        sb: &Sandbox,
+        upstream: &str,
+        pattern: &str,
+        fail: u32,
+        status: u16,
+        retry_after: &str,
+        bind_delay: f64,
+    ) -> Proxy {
         let script = sb.write("proxy.py", PROXY);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut child = Command::new("python3")
             .arg(&script)
-            .args([upstream, &port.to_string(), pattern, &fail.to_string(), &status.to_string(), retry_after, &bind_delay.to_string()])
+            .args([
+                upstream,
+                &port.to_string(),
+                pattern,
+                &fail.to_string(),
+                &status.to_string(),
+                retry_after,
+                &bind_delay.to_string(),
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3");
@@ -176,6 +192,10 @@ fn transient_registry_failures_are_retried_and_4xx_are_not() {
     let out = sb.kiln(&["build", "--retry", "8", "--retry-delay", "400ms", "-t", "late", ctx.to_str().unwrap()]);
     out.ok();
     let lines = attempt_lines(&out.stderr);
-    assert!(!lines.is_empty() && lines[0].contains("refused") && lines[0].contains("(attempt 2 of 9)"), "{}", out.transcript());
+    assert!(
+        !lines.is_empty() && lines[0].contains("refused") && lines[0].contains("(attempt 2 of 9)"),
+        "{}",
+        out.transcript()
+    );
     assert_eq!(sb.image("late").file_str("again.txt"), "retried\n");
 }

@@ -42,7 +42,8 @@ fn http_server_shared(routes: Routes) -> u16 {
                     Some((_, b, e)) => ("200 OK", b, e.map(|e| format!("{e}\r\n")).unwrap_or_default()),
                     None => ("404 Not Found", b"no\n".to_vec(), String::new()),
                 };
-                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n", body.len());
+                let head =
+                    format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n", body.len());
                 let _ = conn.write_all(head.as_bytes());
                 let _ = conn.write_all(&body);
             });
@@ -91,7 +92,8 @@ fn git_daemon(base: &std::path::Path) -> Daemon {
     panic!("git daemon did not listen on port {port}");
 }
 
-const GIT: &str = "git -c user.name=t -c user.email=t@example.com -c init.defaultBranch=main -c protocol.file.allow=always";
+const GIT: &str =
+    "git -c user.name=t -c user.email=t@example.com -c init.defaultBranch=main -c protocol.file.allow=always";
 
 /// Repositories `sub.git` and `app.git` (branch `dev` with `svc/` and a
 /// submodule `svc/vendor` → sub.git) under `repos/`, served by a daemon.
@@ -163,11 +165,8 @@ fn named_contexts_from_git_and_http() {
     ]);
     let git = format!("--build-context=repo=git://127.0.0.1:{}/app.git#dev:svc", daemon.1);
     let tar = format!("--build-context=tarball=http://127.0.0.1:{port}/named.tar.gz");
-    let (_, img) = sb.build_with(
-        "FROM scratch\nCOPY --from=repo / /repo/\nCOPY --from=tarball / /tar/\n",
-        "named",
-        &[&git, &tar],
-    );
+    let (_, img) =
+        sb.build_with("FROM scratch\nCOPY --from=repo / /repo/\nCOPY --from=tarball / /tar/\n", "named", &[&git, &tar]);
     let paths = img.paths();
     assert_eq!(img.file_str("repo/hello.txt"), "hello\n");
     assert_eq!(img.file_str("repo/vendor/lib.txt"), "vendored\n", "submodules are checked out");
@@ -201,7 +200,9 @@ fn build_from_http_tar_and_dockerfile() {
     }
     sb.kiln(&["build", "-t", "dfctx", &format!("http://127.0.0.1:{port}/Dockerfile")]).ok();
     assert_eq!(sb.image("dfctx").runtime()["Labels"]["from"], "http");
-    sb.kiln(&["build", "-t", "missing", &format!("http://127.0.0.1:{port}/nothing")]).fails_with(1).stderr_has(&["404"]);
+    sb.kiln(&["build", "-t", "missing", &format!("http://127.0.0.1:{port}/nothing")])
+        .fails_with(1)
+        .stderr_has(&["404"]);
 }
 
 #[test]
@@ -243,9 +244,7 @@ fn add_from_url() {
     let bad = format!("sha256:{}", "0".repeat(64));
     sb.dockerfile(&format!("FROM scratch\nADD --checksum={bad} {base}/files/data.txt /x\n"));
     let ctx = sb.ctx();
-    sb.kiln(&["build", "-t", "bad", ctx.to_str().unwrap()])
-        .fails_with(1)
-        .stderr_has(&["checksum", &sum]);
+    sb.kiln(&["build", "-t", "bad", ctx.to_str().unwrap()]).fails_with(1).stderr_has(&["checksum", &sum]);
     sb.dockerfile(&format!("FROM scratch\nADD {base}/gone.txt /x\n"));
     sb.kiln(&["build", "-t", "gone", ctx.to_str().unwrap()]).fails_with(1).stderr_has(&["gone.txt", "404"]);
 }
@@ -280,7 +279,11 @@ fn add_from_git_url() {
     assert_eq!(img.file_str("src/top.txt"), "top\n");
     assert_eq!(img.file_str("src/svc/hello.txt"), "hello\n");
     assert_eq!(img.file_str("src/svc/vendor/lib.txt"), "vendored\n");
-    assert!(!img.paths().iter().filter(|p| p.starts_with("src/")).any(|p| p.split('/').any(|c| c == ".git")), "{:?}", img.paths());
+    assert!(
+        !img.paths().iter().filter(|p| p.starts_with("src/")).any(|p| p.split('/').any(|c| c == ".git")),
+        "{:?}",
+        img.paths()
+    );
     assert_eq!(img.file_str("withgit/lib.txt"), "vendored\n");
     assert!(img.paths().contains("withgit/.git/HEAD"), "--keep-git-dir keeps .git");
 }

@@ -72,7 +72,8 @@ fn store_blobs(store: &Path) -> BTreeSet<String> {
 
 /// The blobs image `img` needs: manifest, config, layers.
 fn image_blobs(img: &Image) -> BTreeSet<String> {
-    let mut set: BTreeSet<String> = img.manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+    let mut set: BTreeSet<String> =
+        img.manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
     set.insert(img.manifest_digest.clone());
     set.insert(img.config_digest.clone());
     set
@@ -203,7 +204,8 @@ fn tampered_cache_layer_is_refused_and_named() {
     build(&a, "app", &["--cache-to", &format!("type=registry,ref={cache},mode=max")]).ok();
 
     // Replace the last layer (COPY b.txt) of the cache with other bytes.
-    let manifest: Value = serde_json::from_slice(&fs::read(reg.blob_data(&reg.tag_digest("tamper/cache", "1"))).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(reg.blob_data(&reg.tag_digest("tamper/cache", "1"))).unwrap()).unwrap();
     let layer = manifest["layers"].as_array().unwrap().last().unwrap()["digest"].as_str().unwrap().to_string();
     let data = reg.blob_data(&layer);
     let mut bytes = fs::read(&data).unwrap();

@@ -128,7 +128,8 @@ fn two_users_two_stores_later_give_the_same_image_and_exports() {
         assert_ne!(a.ids(), b.ids(), "two users");
     }
     assert_eq!(
-        img_b.manifest_digest, img_a.manifest_digest,
+        img_b.manifest_digest,
+        img_a.manifest_digest,
         "the same manifest from another user's store, later\n{}\n{}",
         out_a.transcript(),
         out_b.transcript()
@@ -146,7 +147,12 @@ fn two_users_two_stores_later_give_the_same_image_and_exports() {
 
 fn leftovers(sb: &Sandbox) -> Vec<String> {
     fs::read_dir(sb.store().join("kiln/tmp"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("verify-")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("verify-"))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -159,9 +165,21 @@ fn verify_reproducible_passes_with_the_digest_a_build_gives() {
     let tags_before = index_manifests(&sb.store()).len();
 
     let ctx = sb.ctx();
-    let out = sb.kiln(&["build", "--verify-reproducible", "--source-date-epoch", &epoch, "-t", "not-tagged", ctx.to_str().unwrap()]);
+    let out = sb.kiln(&[
+        "build",
+        "--verify-reproducible",
+        "--source-date-epoch",
+        &epoch,
+        "-t",
+        "not-tagged",
+        ctx.to_str().unwrap(),
+    ]);
     out.ok();
-    let line = out.stdout.lines().find(|l| l.starts_with("reproducible:")).unwrap_or_else(|| panic!("no verdict\n{}", out.transcript()));
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("reproducible:"))
+        .unwrap_or_else(|| panic!("no verdict\n{}", out.transcript()));
     assert!(
         line.contains(&img.manifest_digest),
         "the digest both builds gave is the one a plain build gives: {line}\n{}",
@@ -176,7 +194,11 @@ fn verify_reproducible_passes_with_the_digest_a_build_gives() {
     let out = sb.kiln(&["build", "--verify-reproducible", ctx.to_str().unwrap()]);
     out.fails_with(1);
     assert!(out.stderr.contains("not reproducible"), "{}", out.transcript());
-    let first = out.stderr.lines().find(|l| l.starts_with("first difference:")).unwrap_or_else(|| panic!("{}", out.transcript()));
+    let first = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("first difference:"))
+        .unwrap_or_else(|| panic!("{}", out.transcript()));
     assert!(first.contains("mtime differs") || first.contains("created"), "{first}\n{}", out.transcript());
     assert!(out.stderr.contains("hint: set --source-date-epoch"), "{}", out.transcript());
 }
@@ -189,9 +211,14 @@ fn verify_reproducible_names_the_file_a_step_makes_differ() {
     let df = format!("{RUN_BASE}COPY f.txt /f.txt\nRUN date +%s%N > /f\nRUN echo same > /g\n");
     sb.dockerfile(&df);
     let ctx = sb.ctx();
-    let out = sb.kiln(&["build", "--verify-reproducible", "--source-date-epoch", &EPOCH.to_string(), ctx.to_str().unwrap()]);
+    let out =
+        sb.kiln(&["build", "--verify-reproducible", "--source-date-epoch", &EPOCH.to_string(), ctx.to_str().unwrap()]);
     out.fails_with(1);
-    let first = out.stderr.lines().find(|l| l.starts_with("first difference:")).unwrap_or_else(|| panic!("{}", out.transcript()));
+    let first = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("first difference:"))
+        .unwrap_or_else(|| panic!("{}", out.transcript()));
     assert!(first.contains("layer 5 of 6"), "the RUN's layer: {first}");
     assert!(first.contains("RUN /bin/sh -c date"), "the step: {first}");
     assert!(first.contains("/f: content differs"), "{first}");
@@ -210,7 +237,11 @@ fn the_epoch_keeps_the_base_image_history() {
     let base_history = base.history();
     assert_eq!(base_history.len(), 2);
     let epoch = EPOCH.to_string();
-    let (_, img) = sb.build_with("FROM base AS s1\nCOPY f.txt /g\nFROM s1\nENV B=2\n", "on-base", &["--source-date-epoch", &epoch]);
+    let (_, img) = sb.build_with(
+        "FROM base AS s1\nCOPY f.txt /g\nFROM s1\nENV B=2\n",
+        "on-base",
+        &["--source-date-epoch", &epoch],
+    );
     let history = img.history();
     assert_eq!(history.len(), 4);
     assert_eq!(history[..2], base_history[..], "the base image's entries, times included");

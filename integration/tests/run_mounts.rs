@@ -46,7 +46,10 @@ RUN --mount=type=cache,target=/root/.cache/app,id=app \
     assert_eq!(second.file_str("seen"), "run\n", "the second build's RUN does not see the first build's cache");
     for img in [&first, &second] {
         let paths = layer_paths(img);
-        assert!(!paths.iter().any(|p| p == "root" || p.starts_with("root/")), "the cache mount point reached a layer: {paths:?}");
+        assert!(
+            !paths.iter().any(|p| p == "root" || p.starts_with("root/")),
+            "the cache mount point reached a layer: {paths:?}"
+        );
     }
     assert!(blobs_containing(&sb.store(), b"cache-content-42xyz").is_empty(), "the cache's content reached a blob");
     assert!(sb.store().join("kiln/cache-mounts/app/big").exists(), "the cache lives under kiln/cache-mounts");
@@ -72,7 +75,11 @@ RUN --mount=type=bind,source=src,target=/mnt/rw,rw [\"/bin/busybox\", \"sh\", \"
     let img = sb.build(&df, "bind");
     assert_eq!(img.file_str("seen"), "from the context\nfrom the stage\nreadonly\n");
     assert_eq!(img.file_str("rw-seen"), "changed\n");
-    assert_eq!(std::fs::read_to_string(sb.path("ctx/src/hello.txt")).unwrap(), "from the context\n", "a rw bind changed the context");
+    assert_eq!(
+        std::fs::read_to_string(sb.path("ctx/src/hello.txt")).unwrap(),
+        "from the context\n",
+        "a rw bind changed the context"
+    );
     assert!(!layer_paths(&img).iter().any(|p| p.starts_with("mnt")), "a bind mount point reached a layer");
 
     // The bound files are part of the step's cache key, as in docker.
@@ -81,7 +88,11 @@ RUN --mount=type=bind,source=src,target=/mnt/rw,rw [\"/bin/busybox\", \"sh\", \"
     sb.write("ctx/src/hello.txt", "edited\n");
     let (edited, img) = sb.build_with(&df, "bind", &[]);
     assert!(edited.stdout.contains("src/hello.txt"), "the miss does not name the bound file\n{}", edited.transcript());
-    assert_eq!(img.file_str("seen"), "edited\nfrom the stage\nreadonly\n", "a changed bound file did not re-run the step");
+    assert_eq!(
+        img.file_str("seen"),
+        "edited\nfrom the stage\nreadonly\n",
+        "a changed bound file did not re-run the step"
+    );
 }
 
 /// As in docker, where the context arrives already filtered, a bind from the
@@ -179,11 +190,15 @@ RUN --mount=type=secret,id=tok,target=/etc/tok.txt,mode=0444 wc -c < /etc/tok.tx
     out.ok();
     let img = sb.image("secret");
     // Hashes only: the secrets' bytes must not be in the image.
-    let expected = format!("{}  -\n{}  -\n400\n", sha256_hex(file_secret.as_bytes()), sha256_hex(env_secret.as_bytes()));
+    let expected =
+        format!("{}  -\n{}  -\n400\n", sha256_hex(file_secret.as_bytes()), sha256_hex(env_secret.as_bytes()));
     assert_eq!(img.file_str("result"), expected);
     assert_eq!(img.file_str("size").trim(), file_secret.len().to_string());
     let paths = layer_paths(&img);
-    assert!(!paths.iter().any(|p| p.starts_with("run") || p == "etc/tok.txt"), "a secret mount point reached a layer: {paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.starts_with("run") || p == "etc/tok.txt"),
+        "a secret mount point reached a layer: {paths:?}"
+    );
     for secret in [file_secret, env_secret] {
         let hits = blobs_containing(&store, secret.as_bytes());
         assert!(hits.is_empty(), "secret {secret} is in blobs {hits:?}");

@@ -15,7 +15,10 @@ fn nosub_sandbox() -> Option<Sandbox> {
 /// `kiln info` names a usermod command whose range no line of /etc/subuid or
 /// /etc/subgid overlaps (other users' ranges included).
 fn assert_suggests_a_free_range(info: &str) {
-    let line = info.lines().find(|l| l.starts_with("subordinate ids:")).unwrap_or_else(|| panic!("no subordinate ids line\n{info}"));
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("subordinate ids:"))
+        .unwrap_or_else(|| panic!("no subordinate ids line\n{info}"));
     let range = line.split("--add-subuids ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a range");
     assert!(line.contains(&format!("--add-subgids {range} ")), "{line}");
     let (start, end) = range.split_once('-').expect("START-END");
@@ -24,7 +27,11 @@ fn assert_suggests_a_free_range(info: &str) {
     for file in ["/etc/subuid", "/etc/subgid"] {
         for l in std::fs::read_to_string(file).unwrap_or_default().lines() {
             let f: Vec<&str> = l.split(':').collect();
-            let (Some(s), Some(c)) = (f.get(1).and_then(|v| v.parse::<u64>().ok()), f.get(2).and_then(|v| v.parse::<u64>().ok())) else { continue };
+            let (Some(s), Some(c)) =
+                (f.get(1).and_then(|v| v.parse::<u64>().ok()), f.get(2).and_then(|v| v.parse::<u64>().ok()))
+            else {
+                continue;
+            };
             assert!(s + c <= start || s > end, "suggested {range} overlaps {file}: {l}");
         }
     }

@@ -10,14 +10,8 @@ fn busybox_image_runs_under_crun_rootless() {
     sb.dockerfile(BUSYBOX_DOCKERFILE);
     let out_dir = sb.path("out");
     let ctx = sb.ctx();
-    let built = sb.kiln(&[
-        "build",
-        "-t",
-        "app",
-        "-o",
-        &format!("type=oci,dest={}", out_dir.display()),
-        ctx.to_str().unwrap(),
-    ]);
+    let built =
+        sb.kiln(&["build", "-t", "app", "-o", &format!("type=oci,dest={}", out_dir.display()), ctx.to_str().unwrap()]);
     built.ok();
     // The exported layout holds the same image as the store (its plain layer gzip'd).
     let exported = read_image(&out_dir, "app:latest");
@@ -25,8 +19,7 @@ fn busybox_image_runs_under_crun_rootless() {
     assert_eq!(exported.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
     sb.validate_layout(&out_dir, "app:latest");
 
-    sb.tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:app:latest", out_dir.display()), "bundle"])
-        .ok();
+    sb.tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:app:latest", out_dir.display()), "bundle"]).ok();
     assert!(sb.path("bundle/rootfs/bin/busybox").is_file());
 
     // crun needs a terminal-less process to capture stdout.
@@ -49,7 +42,10 @@ fn busybox_image_runs_under_crun_rootless() {
     // crun 1.8 refuses hosts with hybrid cgroup hierarchies even with its
     // cgroup manager disabled; runc runs the same bundle there.
     let run = if !run.success() && run.stderr.contains("hybrid mode not supported") {
-        eprintln!("NOTICE: crun refuses this host's hybrid cgroups; running the bundle with runc instead\n{}", run.transcript());
+        eprintln!(
+            "NOTICE: crun refuses this host's hybrid cgroups; running the bundle with runc instead\n{}",
+            run.transcript()
+        );
         run_bundle(&sb, "runc")
     } else {
         run

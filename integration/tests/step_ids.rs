@@ -15,7 +15,10 @@ fn step_ids(out: &Output) -> Vec<String> {
         }
         let rest = rest.strip_prefix("Using cache ").unwrap_or(rest);
         let word = rest.split_whitespace().next().unwrap_or_default();
-        if word.len() == 12 && word.bytes().all(|b| b.is_ascii_hexdigit()) && rest.contains('(') != line.contains("Using cache") {
+        if word.len() == 12
+            && word.bytes().all(|b| b.is_ascii_hexdigit())
+            && rest.contains('(') != line.contains("Using cache")
+        {
             ids.push(word.to_string());
         }
     }
@@ -64,7 +67,11 @@ fn step_ids_are_images_and_stay_the_same_when_cached() {
     let (copy_a, ran) = (&ids[3], &ids[4]);
     let inspected = sb.kiln(&["inspect", "--format", "{{.Id}}", ran]);
     inspected.ok();
-    assert!(inspected.stdout.trim().trim_start_matches("sha256:").starts_with(ran.as_str()), "{}", inspected.transcript());
+    assert!(
+        inspected.stdout.trim().trim_start_matches("sha256:").starts_with(ran.as_str()),
+        "{}",
+        inspected.transcript()
+    );
     let out = sb.kiln(&["run", "--rm", ran, "/bin/cat", "/r"]);
     out.ok();
     assert_eq!(out.stdout, "ran\n", "{}", out.transcript());
@@ -81,7 +88,11 @@ fn step_ids_are_images_and_stay_the_same_when_cached() {
     let child_ctx = sb.path("child");
     let child = sb.kiln(&["build", "-t", "child", child_ctx.to_str().unwrap()]);
     child.ok();
-    assert!(child.stdout.contains(&format!("--> using {copy_a} {copy_a}")), "FROM names the image id\n{}", child.transcript());
+    assert!(
+        child.stdout.contains(&format!("--> using {copy_a} {copy_a}")),
+        "FROM names the image id\n{}",
+        child.transcript()
+    );
     let child = sb.image("child");
     assert_eq!(child.file_str("from-step"), "a\n");
     assert!(!child.fs().contains_key("r"), "the step's image, not the final one");

@@ -47,8 +47,16 @@ fn repair_removes_broken_layer_dirs_of_subordinate_ids_and_the_next_build_rebuil
 
     let check = sb.kiln(&["system", "check"]);
     check.fails_with(1);
-    assert!(check.stdout.contains(&format!("{}: layer dir without its `verified` marker", last.display())), "{}", check.transcript());
-    assert!(check.stdout.contains(&format!("{}: layer dir whose marker names", first.display())), "{}", check.transcript());
+    assert!(
+        check.stdout.contains(&format!("{}: layer dir without its `verified` marker", last.display())),
+        "{}",
+        check.transcript()
+    );
+    assert!(
+        check.stdout.contains(&format!("{}: layer dir whose marker names", first.display())),
+        "{}",
+        check.transcript()
+    );
 
     let repair = sb.kiln(&["system", "check", "--repair"]);
     repair.ok();
@@ -60,7 +68,8 @@ fn repair_removes_broken_layer_dirs_of_subordinate_ids_and_the_next_build_rebuil
     sb.kiln(&["system", "check"]).ok();
 
     // The image is intact: a build on it unpacks the layers again and sees every file.
-    let next = sb.build(&format!("{dockerfile}RUN test -f /home/u/deep/f && test -d /locked && touch /after\n"), "next:1");
+    let next =
+        sb.build(&format!("{dockerfile}RUN test -f /home/u/deep/f && test -d /locked && touch /after\n"), "next:1");
     let fs = next.fs();
     for path in ["home/u/deep/f", "locked", "after", "bin/busybox"] {
         assert!(fs.contains_key(path), "{path} missing: {:?}", fs.keys().collect::<Vec<_>>());
@@ -100,13 +109,20 @@ fn check_names_what_a_killed_build_left_and_repair_clears_it() {
 
     let check = sb.kiln(&["system", "check"]);
     check.fails_with(1);
-    let step = check.stdout.lines().find(|l| l.contains("/kiln/layers/.step-") && l.ends_with(": left behind by an interrupted kiln"));
+    let step = check
+        .stdout
+        .lines()
+        .find(|l| l.contains("/kiln/layers/.step-") && l.ends_with(": left behind by an interrupted kiln"));
     assert!(step.is_some(), "the killed RUN's step dir is named:\n{}", check.transcript());
     assert!(check.stdout.contains("/kiln/tmp/build-"), "the build's scratch dir is named:\n{}", check.transcript());
 
     let repair = sb.kiln(&["system", "check", "--repair"]);
     repair.ok();
-    assert!(repair.stdout.contains("removed ") && repair.last_line().starts_with("store is consistent"), "{}", repair.transcript());
+    assert!(
+        repair.stdout.contains("removed ") && repair.last_line().starts_with("store is consistent"),
+        "{}",
+        repair.transcript()
+    );
     let left: Vec<String> = std::fs::read_dir(store.join("kiln/layers"))
         .unwrap()
         .flatten()

@@ -14,7 +14,9 @@ use kiln_integration::{read_image, Image, Kind, Sandbox, RUN_BASE};
 const FILES: usize = 500;
 
 fn step(dir: &str, tag: &str) -> String {
-    format!("RUN mkdir /{dir} && cd /{dir} && i=0 && while [ $i -lt {FILES} ]; do echo {tag}$i > f$i; i=$((i+1)); done\n")
+    format!(
+        "RUN mkdir /{dir} && cd /{dir} && i=0 && while [ $i -lt {FILES} ]; do echo {tag}$i > f$i; i=$((i+1)); done\n"
+    )
 }
 
 fn files(img: &Image, dir: &str) -> Vec<(String, Vec<u8>)> {
@@ -81,7 +83,10 @@ fn builds_pulls_and_a_prune_at_once_on_one_store() {
     let mut running = Vec::new();
     for b in 0..4 {
         let f = file(&format!("b{b}"));
-        running.push((format!("build b{b}"), sb.spawn_kiln(&["build", "-f", &f, "-t", &format!("b{b}"), &ctx_s], &format!("b{b}"))));
+        running.push((
+            format!("build b{b}"),
+            sb.spawn_kiln(&["build", "-f", &f, "-t", &format!("b{b}"), &ctx_s], &format!("b{b}")),
+        ));
     }
     for (p, dest) in &pulled {
         running.push((format!("pull {p}"), sb.spawn_kiln(&["pull", dest], &format!("pull-{p}"))));
@@ -113,7 +118,8 @@ fn builds_pulls_and_a_prune_at_once_on_one_store() {
         let img = read_image(&sb.store(), dest);
         assert_files(&img, "q", p);
         // A build FROM it stacks the layer dirs: a RUN sees every file.
-        let (_, checked) = sb.build_with(&format!("FROM {dest}\nRUN find /q -type f | wc -l > /n\n"), &format!("check-{p}"), &[]);
+        let (_, checked) =
+            sb.build_with(&format!("FROM {dest}\nRUN find /q -type f | wc -l > /n\n"), &format!("check-{p}"), &[]);
         assert_eq!(checked.file_str("n").trim(), FILES.to_string());
     }
     sb.kiln(&["images"]).ok();

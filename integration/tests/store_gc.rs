@@ -124,7 +124,10 @@ fn a_layer_dir_cut_short_is_never_stacked() {
 
     assert_eq!(count(&sb), 200, "the layer is built again from its blob, not stacked half removed");
     assert!(data_layer(&store).join("verified").is_file());
-    let from = sb.build("FROM base\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox ls /data | /bin/busybox wc -l > /n\"]\n", "child");
+    let from = sb.build(
+        "FROM base\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox ls /data | /bin/busybox wc -l > /n\"]\n",
+        "child",
+    );
     assert_eq!(from.file_str("n").trim(), "200");
 
     // The next prune removes what was left aside; the images stay whole.

@@ -35,10 +35,7 @@ fn main() -> io::Result<()> {
         _ => Compression::Gzip,
     };
     let level = args.get(2).and_then(|l| l.parse().ok()).filter(|&l| l > 0);
-    let threads = args
-        .get(3)
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(kiln_overlay::pgzip::default_threads);
+    let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or_else(kiln_overlay::pgzip::default_threads);
     let runs: usize = args.get(4).and_then(|r| r.parse().ok()).unwrap_or(3);
     if std::env::var_os("LAYER").is_some() {
         return layer(file, c, level, threads);

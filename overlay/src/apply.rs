@@ -15,14 +15,14 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::AtFlags;
 use nix::sys::stat::{fchmod, fchmodat, fstatat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
-use nix::fcntl::AtFlags;
 use xattr::FileExt;
 
 use crate::compress;
@@ -137,13 +137,8 @@ pub fn apply_tar<R: Read>(plain: R, dest: &Path, opts: &ApplyOptions) -> Result<
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(dest)
         .map_err(|e| ApplyError::Dest(dest.into(), e))?;
-    let mut applier = Applier {
-        root,
-        opts,
-        report: ApplyReport::default(),
-        written: HashSet::new(),
-        dirs: BTreeMap::new(),
-    };
+    let mut applier =
+        Applier { root, opts, report: ApplyReport::default(), written: HashSet::new(), dirs: BTreeMap::new() };
     let mut reader = Reader::new(plain);
     while let Some(entry) = reader.next_entry().map_err(ApplyError::Read)? {
         let item = Item::from_entry(entry);
@@ -396,10 +391,18 @@ impl Applier<'_> {
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
             Ok(_) => {
                 remove_existing(parent, last)?;
-                nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), name.as_c_str(), Mode::from_bits_truncate(mode & 0o777 | 0o700))?;
+                nix::sys::stat::mkdirat(
+                    Some(parent.as_raw_fd()),
+                    name.as_c_str(),
+                    Mode::from_bits_truncate(mode & 0o777 | 0o700),
+                )?;
             }
             Err(nix::errno::Errno::ENOENT) => {
-                nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), name.as_c_str(), Mode::from_bits_truncate(mode & 0o777 | 0o700))?;
+                nix::sys::stat::mkdirat(
+                    Some(parent.as_raw_fd()),
+                    name.as_c_str(),
+                    Mode::from_bits_truncate(mode & 0o777 | 0o700),
+                )?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -463,7 +466,8 @@ impl Applier<'_> {
     /// Owner, mode and xattrs of an entry open as `f` (a file or directory).
     fn set_fd_meta(&mut self, f: &File, item: &Item) -> io::Result<()> {
         let mut xattrs = self.filter_xattrs(item);
-        let chown = if self.opts.owners { fchown(f.as_raw_fd(), Some(uid(item.uid)?), Some(gid(item.gid)?)) } else { Ok(()) };
+        let chown =
+            if self.opts.owners { fchown(f.as_raw_fd(), Some(uid(item.uid)?), Some(gid(item.gid)?)) } else { Ok(()) };
         match chown {
             Ok(()) => {}
             Err(nix::errno::Errno::EINVAL) if self.opts.record_unmapped_owners => {
@@ -488,7 +492,13 @@ impl Applier<'_> {
     fn set_at_meta(&mut self, parent: &File, last: &OsStr, item: &Item, symlink: bool) -> io::Result<()> {
         let mut xattrs = self.filter_xattrs(item);
         let res = if self.opts.owners {
-            fchownat(Some(parent.as_raw_fd()), last, Some(uid(item.uid)?), Some(gid(item.gid)?), AtFlags::AT_SYMLINK_NOFOLLOW)
+            fchownat(
+                Some(parent.as_raw_fd()),
+                last,
+                Some(uid(item.uid)?),
+                Some(gid(item.gid)?),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
         } else {
             Ok(())
         };
@@ -505,7 +515,12 @@ impl Applier<'_> {
         }
         if !symlink {
             // A node just created by mknodat: not a symlink, so following is the same as not.
-            fchmodat(Some(parent.as_raw_fd()), last, Mode::from_bits_truncate(item.mode), FchmodatFlags::FollowSymlink)?;
+            fchmodat(
+                Some(parent.as_raw_fd()),
+                last,
+                Mode::from_bits_truncate(item.mode),
+                FchmodatFlags::FollowSymlink,
+            )?;
         }
         let path = proc_fd_path(parent).join(last);
         for (name, value) in &xattrs {
@@ -607,4 +622,3 @@ fn write_sparse(file: &mut File, data: &mut impl Read, size: u64) -> io::Result<
     }
     file.set_len(size)
 }
-

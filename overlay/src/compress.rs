@@ -239,10 +239,7 @@ pub fn detect(head: &[u8]) -> Format {
 
 fn is_zstd_skippable(head: &[u8]) -> bool {
     match head.get(..4) {
-        Some(b) => {
-            u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & ZSTD_SKIPPABLE_MASK
-                == ZSTD_SKIPPABLE_BASE
-        }
+        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & ZSTD_SKIPPABLE_MASK == ZSTD_SKIPPABLE_BASE,
         None => false,
     }
 }
@@ -318,10 +315,7 @@ pub fn is_archive<R: Read + 'static>(r: R) -> io::Result<bool> {
 fn is_decode_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::InvalidData
-            | io::ErrorKind::InvalidInput
-            | io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::Other
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other
     )
 }
 
@@ -329,10 +323,7 @@ fn is_decode_error(e: &io::Error) -> bool {
 fn parse_octal(field: &[u8]) -> Option<u64> {
     let is_pad = |b: &u8| *b == b' ' || *b == 0;
     let start = field.iter().position(|b| !is_pad(b)).unwrap_or(field.len());
-    let end = field
-        .iter()
-        .rposition(|b| !is_pad(b))
-        .map_or(start, |e| e + 1);
+    let end = field.iter().rposition(|b| !is_pad(b)).map_or(start, |e| e + 1);
     let digits = &field[start..end];
     if digits.is_empty() {
         return Some(0);
@@ -349,9 +340,7 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         // Mildly compressible, not trivially so.
-        (0..200_000u32)
-            .map(|i| ((i * 7919) % 97) as u8 ^ (i >> 11) as u8)
-            .collect()
+        (0..200_000u32).map(|i| ((i * 7919) % 97) as u8 ^ (i >> 11) as u8).collect()
     }
 
     fn compress_with(c: Compression, data: &[u8]) -> Vec<u8> {
@@ -370,11 +359,9 @@ mod tests {
     #[test]
     fn every_compression_round_trips() {
         let data = sample();
-        for (c, f) in [
-            (Compression::None, Format::None),
-            (Compression::Gzip, Format::Gzip),
-            (Compression::Zstd, Format::Zstd),
-        ] {
+        for (c, f) in
+            [(Compression::None, Format::None), (Compression::Gzip, Format::Gzip), (Compression::Zstd, Format::Zstd)]
+        {
             let blob = compress_with(c, &data);
             if c != Compression::None {
                 assert!(blob.len() < data.len(), "{c:?} did not compress");
@@ -442,7 +429,12 @@ mod tests {
         for (c, low, high) in [(Compression::Gzip, 1, 9), (Compression::Zstd, 1, 19)] {
             let fast = compress_threads(c, Some(low), 2, data);
             let small = compress_threads(c, Some(high), 2, data);
-            assert!(small.len() < fast.len(), "{c:?}: level {high} gave {} bytes, level {low} {}", small.len(), fast.len());
+            assert!(
+                small.len() < fast.len(),
+                "{c:?}: level {high} gave {} bytes, level {low} {}",
+                small.len(),
+                fast.len()
+            );
             for blob in [fast, small] {
                 assert!(decompress_all(blob).1 == data, "{c:?}");
             }
@@ -495,23 +487,12 @@ mod tests {
     fn detect_plain_and_short_inputs() {
         assert_eq!(detect(b""), Format::None);
         assert_eq!(detect(&[0x1f]), Format::None);
-        assert_eq!(
-            detect(&[0x1f, 0x8b]),
-            Format::None,
-            "gzip needs the deflate method byte too"
-        );
+        assert_eq!(detect(&[0x1f, 0x8b]), Format::None, "gzip needs the deflate method byte too");
         assert_eq!(detect(b"BZ"), Format::None);
         assert_eq!(detect(b"hello world"), Format::None);
-        assert_eq!(
-            detect(&[0x5e, 0x2a, 0x4d, 0x18, 0, 0, 0, 0]),
-            Format::Zstd,
-            "skippable frame"
-        );
+        assert_eq!(detect(&[0x5e, 0x2a, 0x4d, 0x18, 0, 0, 0, 0]), Format::Zstd, "skippable frame");
         // Short plain input passes through untouched.
-        assert_eq!(
-            decompress_all(b"ab".to_vec()),
-            (Format::None, b"ab".to_vec())
-        );
+        assert_eq!(decompress_all(b"ab".to_vec()), (Format::None, b"ab".to_vec()));
         assert_eq!(decompress_all(Vec::new()), (Format::None, Vec::new()));
     }
 
@@ -526,23 +507,14 @@ mod tests {
 
     /// Runs a command-line compressor on `data` if it is installed; None when it is not.
     fn cli_compress(tool: &str, data: &[u8]) -> Option<Vec<u8>> {
-        let which = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .ok()?;
+        let which = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().ok()?;
         if !which.status.success() {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in");
         std::fs::write(&input, data).unwrap();
-        let out = Command::new(tool)
-            .arg("-c")
-            .arg(&input)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
+        let out = Command::new(tool).arg("-c").arg(&input).stderr(Stdio::inherit()).output().unwrap();
         assert!(out.status.success(), "{tool} failed");
         Some(out.stdout)
     }
@@ -551,12 +523,8 @@ mod tests {
     fn command_line_tools_output_is_detected_and_read() {
         let data = sample();
         let mut seen = 0;
-        for (tool, f) in [
-            ("gzip", Format::Gzip),
-            ("xz", Format::Xz),
-            ("bzip2", Format::Bzip2),
-            ("zstd", Format::Zstd),
-        ] {
+        for (tool, f) in [("gzip", Format::Gzip), ("xz", Format::Xz), ("bzip2", Format::Bzip2), ("zstd", Format::Zstd)]
+        {
             let Some(blob) = cli_compress(tool, &data) else {
                 eprintln!("{tool} not installed; skipped");
                 continue;
@@ -573,11 +541,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("blob");
             std::fs::write(&file, compress_with(c, &data)).unwrap();
-            let out = Command::new(tool)
-                .args(["-d", "-c"])
-                .arg(&file)
-                .output()
-                .unwrap();
+            let out = Command::new(tool).args(["-d", "-c"]).arg(&file).output().unwrap();
             assert!(out.status.success(), "{tool} -d rejected our output");
             assert_eq!(out.stdout, data, "{tool}");
         }
@@ -612,10 +576,7 @@ mod tests {
     #[test]
     fn looks_like_tar_rejects_other_bytes() {
         assert!(!looks_like_tar(b""));
-        assert!(
-            !looks_like_tar(&[0u8; 1024]),
-            "end-of-archive blocks are not a header"
-        );
+        assert!(!looks_like_tar(&[0u8; 1024]), "end-of-archive blocks are not a header");
         let text = "just some text in a file that is not an archive\n".repeat(20);
         assert!(!looks_like_tar(text.as_bytes()));
         // Deterministic pseudo-random bytes (xorshift).
@@ -632,10 +593,7 @@ mod tests {
         let mut bad = tar_of(&[("a.txt", b"hi")]);
         bad[0] ^= 1;
         assert!(!looks_like_tar(&bad), "checksum must match");
-        assert!(
-            !looks_like_tar(&tar_of(&[("a.txt", b"hi")])[..511]),
-            "short header"
-        );
+        assert!(!looks_like_tar(&tar_of(&[("a.txt", b"hi")])[..511]), "short header");
     }
 
     #[test]
@@ -643,10 +601,7 @@ mod tests {
         let tar = tar_of(&[("a.txt", b"hello")]);
         assert!(is_archive(io::Cursor::new(tar.clone())).unwrap());
         for c in [Compression::Gzip, Compression::Zstd] {
-            assert!(
-                is_archive(io::Cursor::new(compress_with(c, &tar))).unwrap(),
-                "{c:?}"
-            );
+            assert!(is_archive(io::Cursor::new(compress_with(c, &tar))).unwrap(), "{c:?}");
             let text = compress_with(c, b"not a tar at all");
             assert!(!is_archive(io::Cursor::new(text)).unwrap(), "{c:?}");
         }
@@ -668,12 +623,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), b"content").unwrap();
-        let out = Command::new("tar")
-            .arg("-C")
-            .arg(dir.path())
-            .args(["-cf", "-", "f"])
-            .output()
-            .unwrap();
+        let out = Command::new("tar").arg("-C").arg(dir.path()).args(["-cf", "-", "f"]).output().unwrap();
         assert!(out.status.success());
         assert!(looks_like_tar(&out.stdout));
         // After decompression, as ADD does.

@@ -86,11 +86,7 @@ pub struct HashingReader<R: Read> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
+        HashingReader { inner, hasher: Sha256::new(), bytes: 0 }
     }
 
     /// The digest of the bytes read so far.
@@ -169,10 +165,7 @@ mod tests {
     #[test]
     fn writer_partial_writes_hash_only_accepted_bytes() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
-        let mut w = HashingWriter::new(Trickle {
-            out: Vec::new(),
-            n: 7,
-        });
+        let mut w = HashingWriter::new(Trickle { out: Vec::new(), n: 7 });
         w.write_all(&data).unwrap();
         assert_eq!(w.digest(), sha256_digest(&data));
         assert_eq!(w.bytes(), data.len() as u64);

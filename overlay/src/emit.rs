@@ -284,7 +284,6 @@ pub(crate) fn sorted_children(dir: &Path) -> Result<Vec<OsString>, DiffError> {
     Ok(names)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

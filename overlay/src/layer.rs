@@ -11,8 +11,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use crate::compress::{encoder_threads, Compression, Encoder};
-use crate::pgzip::default_threads;
 use crate::digest::HashingWriter;
+use crate::pgzip::default_threads;
 use crate::tarfmt::{EntryKind, EntryMeta, TarWriter};
 
 /// What a finished layer blob is, as a manifest and an image config name it.
@@ -55,7 +55,8 @@ impl<W: Write + 'static> LayerWriter<W> {
         let out = BufWriter::with_capacity(OUT_BUF, out);
         // An uncompressed blob is the tar itself: its digest is the diff_id,
         // so hashing it a second time would only cost time.
-        let blob = if compression == Compression::None { HashingWriter::counting(out) } else { HashingWriter::new(out) };
+        let blob =
+            if compression == Compression::None { HashingWriter::counting(out) } else { HashingWriter::new(out) };
         let tar = TarWriter::new(HashingWriter::new(encoder_threads(compression, level, threads, blob)?));
         Ok(LayerWriter { tar, compression })
     }
@@ -94,19 +95,14 @@ impl<W: Write + 'static> LayerWriter<W> {
             size: blob.bytes(),
             compression: self.compression,
         };
-        let out = blob
-            .into_inner()
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
+        let out = blob.into_inner().into_inner().map_err(io::IntoInnerError::into_error)?;
         Ok((out, info))
     }
 }
 
 /// Xattrs that describe the overlay mount or the host's labelling, not the image's content.
 fn skip_xattr(name: &str) -> bool {
-    name.starts_with("user.overlay.")
-        || name.starts_with("trusted.overlay.")
-        || name == "security.selinux"
+    name.starts_with("user.overlay.") || name.starts_with("trusted.overlay.") || name == "security.selinux"
 }
 
 /// Reads the xattrs of `path` itself (not a symlink's target). A filesystem without xattr support yields none.
@@ -156,31 +152,18 @@ pub fn entry_from_path(path: &Path, rel: impl AsRef<[u8]>) -> io::Result<EntryMe
         let target = fs::read_link(path)?.into_os_string().into_vec();
         EntryKind::Symlink(target.into())
     } else if ft.is_char_device() {
-        EntryKind::CharDev {
-            major: libc::major(rdev),
-            minor: libc::minor(rdev),
-        }
+        EntryKind::CharDev { major: libc::major(rdev), minor: libc::minor(rdev) }
     } else if ft.is_block_device() {
-        EntryKind::BlockDev {
-            major: libc::major(rdev),
-            minor: libc::minor(rdev),
-        }
+        EntryKind::BlockDev { major: libc::major(rdev), minor: libc::minor(rdev) }
     } else if ft.is_fifo() {
         EntryKind::Fifo
     } else {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            format!(
-                "archive {}: sockets cannot be stored in a layer",
-                path.display()
-            ),
+            format!("archive {}: sockets cannot be stored in a layer", path.display()),
         ));
     };
-    let size = if kind == EntryKind::File {
-        md.size()
-    } else {
-        0
-    };
+    let size = if kind == EntryKind::File { md.size() } else { 0 };
     Ok(EntryMeta {
         path: rel.as_ref().into(),
         kind,

@@ -187,7 +187,13 @@ fn unmount_target(driver: Driver, target: &Path) -> Result<(), MountError> {
 /// Mounts `lowers` (topmost first) with `upper` and `work` at `target` using `driver`. For [`Driver::Vfs`]
 /// the merged lowers are copied into `target` and the diff is taken with [`naive::diff_to_layer`]; `upper`
 /// and `work` are not used.
-pub fn mount(driver: Driver, lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<MountGuard, MountError> {
+pub fn mount(
+    driver: Driver,
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<MountGuard, MountError> {
     let mut daemon = None;
     match driver {
         Driver::Overlay => mount_overlay(lowers, upper, work, target)?,
@@ -279,8 +285,14 @@ pub fn mount_overlay_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, targe
     let joined: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
     let data = legacy_data(&joined.join(":"), upper, work);
     if data.len() <= page_limit() {
-        return nix::mount::mount(Some("overlay"), target, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
-            .map_err(|e| overlay_err(e.into()));
+        return nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| overlay_err(e.into()));
     }
     let links = PathBuf::from(format!("{}.l", work.display()));
     let prep = |source| MountError::Prepare { path: links.clone(), source };

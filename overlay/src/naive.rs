@@ -197,7 +197,8 @@ fn compare_dir<W: Write + 'static>(
             let (changed, opaque) = match &lower {
                 Some((lower_path, lower_md)) if lower_md.is_dir() => {
                     let lower_meta = em.meta(lower_path, &rel_s)?;
-                    let lower_names = view.children(&rel).map_err(|source| DiffError::Walk { path: lower_path.clone(), source })?;
+                    let lower_names =
+                        view.children(&rel).map_err(|source| DiffError::Walk { path: lower_path.clone(), source })?;
                     let kept = sorted_children(&path)?;
                     let opaque = !lower_names.is_empty() && lower_names.iter().all(|n| !kept.contains(n));
                     (dir_identity(&lower_meta) != dir_identity(&meta), opaque)

@@ -10,4 +10,3 @@ pub fn in_user_namespace() -> bool {
         Err(_) => false,
     }
 }
-

@@ -157,7 +157,12 @@ impl Deflater {
     }
 
     fn matcher(level: i32) -> Deflate {
-        Deflate::new_with_config(DeflateConfig { level, window_bits: -15, strategy: Strategy::Default, ..DeflateConfig::default() })
+        Deflate::new_with_config(DeflateConfig {
+            level,
+            window_bits: -15,
+            strategy: Strategy::Default,
+            ..DeflateConfig::default()
+        })
     }
 
     /// Starts the matcher afresh. zlib's matcher reads a few bytes past the
@@ -194,7 +199,11 @@ impl Deflater {
         for i in 0..SAMPLES {
             let at = i * spacing;
             let sample = &data[at..at + SAMPLE];
-            let history = if i == 0 { &dict[dict.len().saturating_sub(SAMPLE_HISTORY)..] } else { &data[at - SAMPLE_HISTORY..at] };
+            let history = if i == 0 {
+                &dict[dict.len().saturating_sub(SAMPLE_HISTORY)..]
+            } else {
+                &data[at - SAMPLE_HISTORY..at]
+            };
             self.scratch.clear();
             self.huff.block(sample, true, &mut self.scratch);
             let huffman = self.scratch.len();
@@ -267,23 +276,21 @@ impl Pool {
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads {
             let rx = Arc::clone(&rx);
-            let handle = std::thread::Builder::new()
-                .name(format!("kiln-gzip-{i}"))
-                .spawn(move || {
-                    let mut d = Deflater::new(level);
-                    loop {
-                        // The lock is held only while waiting for the next job, never while compressing.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        let Job { dict, data, mut out, last, reply } = job;
-                        let res = d.block(&dict, &data, last, &mut out).map(|crc| Done { out, crc, dict, data });
-                        // The encoder may have been dropped meanwhile; then nobody wants the result.
-                        let _ = reply.send(res);
-                    }
-                })?;
+            let handle = std::thread::Builder::new().name(format!("kiln-gzip-{i}")).spawn(move || {
+                let mut d = Deflater::new(level);
+                loop {
+                    // The lock is held only while waiting for the next job, never while compressing.
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let Job { dict, data, mut out, last, reply } = job;
+                    let res = d.block(&dict, &data, last, &mut out).map(|crc| Done { out, crc, dict, data });
+                    // The encoder may have been dropped meanwhile; then nobody wants the result.
+                    let _ = reply.send(res);
+                }
+            })?;
             workers.push(handle);
         }
         Ok(Pool { jobs: Some(tx), workers })

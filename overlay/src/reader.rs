@@ -381,7 +381,8 @@ fn number(field: &[u8], what: &str, at: u64) -> io::Result<i64> {
 }
 
 fn unsigned(field: &[u8], what: &str, at: u64) -> io::Result<u64> {
-    u64::try_from(number(field, what, at)?).map_err(|_| malformed(format!("negative {what} in the header at byte {at}")))
+    u64::try_from(number(field, what, at)?)
+        .map_err(|_| malformed(format!("negative {what} in the header at byte {at}")))
 }
 
 /// One 512-byte header, parsed.
@@ -400,11 +401,14 @@ struct Header {
 impl Header {
     fn parse(b: &[u8; BLOCK], at: u64) -> io::Result<Header> {
         let stored = unsigned(&b[148..156], "checksum", at)?;
-        let unsigned_sum: u64 = b.iter().enumerate().map(|(i, &x)| if (148..156).contains(&i) { 32 } else { u64::from(x) }).sum();
+        let unsigned_sum: u64 =
+            b.iter().enumerate().map(|(i, &x)| if (148..156).contains(&i) { 32 } else { u64::from(x) }).sum();
         let signed_sum: i64 =
             b.iter().enumerate().map(|(i, &x)| if (148..156).contains(&i) { 32 } else { i64::from(x as i8) }).sum();
         if stored != unsigned_sum && stored as i64 != signed_sum {
-            return Err(malformed(format!("header checksum mismatch at byte {at} (not a tar archive, or a corrupt one)")));
+            return Err(malformed(format!(
+                "header checksum mismatch at byte {at} (not a tar archive, or a corrupt one)"
+            )));
         }
         let magic = &b[257..263];
         let ustar = magic == b"ustar\0";
@@ -421,7 +425,8 @@ impl Header {
         }
         let dev = if ustar || gnu {
             let d = |f: &[u8], what| -> io::Result<u32> {
-                u32::try_from(unsigned(f, what, at)?).map_err(|_| malformed(format!("{what} out of range at byte {at}")))
+                u32::try_from(unsigned(f, what, at)?)
+                    .map_err(|_| malformed(format!("{what} out of range at byte {at}")))
             };
             (d(&b[329..337], "device major")?, d(&b[337..345], "device minor")?)
         } else {

@@ -57,11 +57,7 @@ fn unit_result(ret: libc::c_long) -> io::Result<()> {
 /// openat2(2): opens `path` relative to `dir` with the given `O_*` flags and `RESOLVE_*` rules.
 pub fn openat2(dir: BorrowedFd<'_>, path: &Path, flags: i32, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
     let c = path_cstring(path)?;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: u64::from(mode),
-        resolve,
-    };
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: u64::from(mode), resolve };
     loop {
         // SAFETY: `c` is a valid NUL-terminated string and `how` a correctly laid out `open_how` that
         // outlive the call; the size passed is the struct's size.
@@ -190,13 +186,7 @@ pub fn mount_overlay_from_dir(dir: &Path, target: &Path, data: &str) -> io::Resu
             if libc::chdir(dir_c.as_ptr()) != 0 {
                 libc::_exit(*libc::__errno_location());
             }
-            let ret = libc::mount(
-                fstype.as_ptr(),
-                target_c.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                data_c.as_ptr().cast(),
-            );
+            let ret = libc::mount(fstype.as_ptr(), target_c.as_ptr(), fstype.as_ptr(), 0, data_c.as_ptr().cast());
             libc::_exit(if ret == 0 { 0 } else { *libc::__errno_location() });
         }
     }

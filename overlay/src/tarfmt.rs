@@ -60,16 +60,7 @@ impl EntryMeta {
             EntryKind::Symlink(_) => 0o777,
             _ => 0o644,
         };
-        EntryMeta {
-            path: path.into(),
-            kind,
-            mode,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            size: 0,
-            xattrs: BTreeMap::new(),
-        }
+        EntryMeta { path: path.into(), kind, mode, uid: 0, gid: 0, mtime: 0, size: 0, xattrs: BTreeMap::new() }
     }
 }
 
@@ -114,13 +105,9 @@ fn clean_path(path: &BStr, what: &str) -> io::Result<(Vec<u8>, bool)> {
     let bad = body.is_empty()
         || body.contains(&0)
         || body.starts_with(b"/")
-        || body
-            .split(|&b| b == b'/')
-            .any(|c| c.is_empty() || c == b"." || c == b"..");
+        || body.split(|&b| b == b'/').any(|c| c.is_empty() || c == b"." || c == b"..");
     if bad {
-        return Err(invalid(format!(
-            "write tar entry: {what} {path:?} is not a clean relative path"
-        )));
+        return Err(invalid(format!("write tar entry: {what} {path:?} is not a clean relative path")));
     }
     Ok((body.to_vec(), trailing_slash))
 }
@@ -134,10 +121,7 @@ fn entry_name(meta: &EntryMeta) -> io::Result<Vec<u8>> {
             Ok(body)
         }
         (_, false) => Ok(body),
-        (_, true) => Err(invalid(format!(
-            "write tar entry: non-directory path {:?} ends in '/'",
-            meta.path
-        ))),
+        (_, true) => Err(invalid(format!("write tar entry: non-directory path {:?} ends in '/'", meta.path))),
     }
 }
 
@@ -151,8 +135,7 @@ fn split_ustar(name: &[u8]) -> Option<(&[u8], &[u8])> {
     let search_end = (name.len() - 1).min(PREFIX_LEN + 1);
     let i = name[..search_end].rfind_byte(b'/')?;
     let (prefix, rest) = (&name[..i], &name[i + 1..]);
-    (i > 0 && prefix.len() <= PREFIX_LEN && !rest.is_empty() && rest.len() <= NAME_LEN)
-        .then_some((prefix, rest))
+    (i > 0 && prefix.len() <= PREFIX_LEN && !rest.is_empty() && rest.len() <= NAME_LEN).then_some((prefix, rest))
 }
 
 /// What goes into a header's name fields, and whether a PAX `path` record is needed instead.
@@ -249,18 +232,10 @@ fn encode_pax(records: &PaxRecords) -> Vec<u8> {
 /// Parses a PAX extended header's data by the records' lengths, so values may hold any byte (a binary
 /// `security.capability` often holds a newline, which splitting on lines gets wrong).
 pub fn parse_pax_records(mut data: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let malformed = |what: &str| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("parse pax record: {what}"),
-        )
-    };
+    let malformed = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("parse pax record: {what}"));
     let mut records = Vec::new();
     while !data.is_empty() && data[0] != 0 {
-        let space = data
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or_else(|| malformed("no length"))?;
+        let space = data.iter().position(|&b| b == b' ').ok_or_else(|| malformed("no length"))?;
         let len: usize = std::str::from_utf8(&data[..space])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -269,12 +244,8 @@ pub fn parse_pax_records(mut data: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> 
             return Err(malformed("length does not match the record"));
         }
         let kv = &data[space + 1..len - 1];
-        let eq = kv
-            .iter()
-            .position(|&b| b == b'=')
-            .ok_or_else(|| malformed("no '='"))?;
-        let key =
-            String::from_utf8(kv[..eq].to_vec()).map_err(|_| malformed("key is not utf-8"))?;
+        let eq = kv.iter().position(|&b| b == b'=').ok_or_else(|| malformed("no '='"))?;
+        let key = String::from_utf8(kv[..eq].to_vec()).map_err(|_| malformed("key is not utf-8"))?;
         records.push((key, kv[eq + 1..].to_vec()));
         data = &data[len..];
     }
@@ -292,10 +263,7 @@ const ZEROS: [u8; BLOCK] = [0; BLOCK];
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        TarWriter {
-            out,
-            buf: Vec::new(),
-        }
+        TarWriter { out, buf: Vec::new() }
     }
 
     pub fn get_ref(&self) -> &W {
@@ -362,9 +330,7 @@ impl<W: Write> TarWriter<W> {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "write tar entry {path:?}: data ended {left} bytes short of {size}"
-                        ),
+                        format!("write tar entry {path:?}: data ended {left} bytes short of {size}"),
                     ))
                 }
                 Ok(n) => n,
@@ -416,16 +382,11 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(PaxRecords, [u8; BLOCK])> {
     let link = match &meta.kind {
         EntryKind::Symlink(target) => {
             if target.is_empty() || target.contains(&0) {
-                return Err(invalid(format!(
-                    "write tar entry {:?}: bad symlink target {target:?}",
-                    meta.path
-                )));
+                return Err(invalid(format!("write tar entry {:?}: bad symlink target {target:?}", meta.path)));
             }
             Some(target.to_vec())
         }
-        EntryKind::Hardlink(target) => {
-            Some(clean_path(target.as_bstr(), "hard link target")?.0)
-        }
+        EntryKind::Hardlink(target) => Some(clean_path(target.as_bstr(), "hard link target")?.0),
         _ => None,
     };
     if let Some(link) = link {
@@ -445,11 +406,7 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(PaxRecords, [u8; BLOCK])> {
         b.put_num(fld, id);
     }
 
-    let size = if meta.kind == EntryKind::File {
-        meta.size
-    } else {
-        0
-    };
+    let size = if meta.kind == EntryKind::File { meta.size } else { 0 };
     if size > octal_max(field::SIZE.1) {
         pax.insert("size".into(), size.to_string().into_bytes());
     }
@@ -470,9 +427,7 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(PaxRecords, [u8; BLOCK])> {
 
     b.0[field::TYPEFLAG] = typeflag(&meta.kind);
     let (major, minor) = match meta.kind {
-        EntryKind::CharDev { major, minor } | EntryKind::BlockDev { major, minor } => {
-            (major, minor)
-        }
+        EntryKind::CharDev { major, minor } | EntryKind::BlockDev { major, minor } => (major, minor),
         _ => (0, 0),
     };
     b.put_num(field::DEVMAJOR, u64::from(major));
@@ -481,10 +436,7 @@ fn build_headers(meta: &EntryMeta) -> io::Result<(PaxRecords, [u8; BLOCK])> {
     for (name, value) in &meta.xattrs {
         // '=' ends a PAX key and NUL ends a C string: no reader could get such a name back.
         if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(invalid(format!(
-                "write tar entry {:?}: xattr name {name:?} cannot be stored",
-                meta.path
-            )));
+            return Err(invalid(format!("write tar entry {:?}: xattr name {name:?} cannot be stored", meta.path)));
         }
         pax.insert(format!("{PAX_XATTR_PREFIX}{name}"), value.clone());
     }

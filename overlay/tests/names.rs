@@ -100,7 +100,9 @@ fn the_tar_crate_reads_every_name_and_target_back_exactly() {
         let mut e = e.unwrap();
         let link = e.link_name_bytes().map(|l| BString::from(l.into_owned()));
         let records: Vec<(String, Vec<u8>)> = match e.pax_extensions().unwrap() {
-            Some(exts) => exts.map(|x| x.unwrap()).map(|x| (x.key().unwrap().to_string(), x.value_bytes().to_vec())).collect(),
+            Some(exts) => {
+                exts.map(|x| x.unwrap()).map(|x| (x.key().unwrap().to_string(), x.value_bytes().to_vec())).collect()
+            }
             None => Vec::new(),
         };
         // The raw bytes are in the PAX record itself, as GNU tar and Go write them.
@@ -152,7 +154,15 @@ fn gnu_tar_extracts_and_lists_the_names_exactly() {
 
     // And an archive GNU tar writes of that tree (its own choice of headers) applies exactly too.
     let theirs = dir.path().join("theirs.tar");
-    let st = Command::new("tar").args(["--format=posix", "-cf"]).arg(&theirs).arg("-C").arg(&out).arg(".").env("LC_ALL", "C").status().unwrap();
+    let st = Command::new("tar")
+        .args(["--format=posix", "-cf"])
+        .arg(&theirs)
+        .arg("-C")
+        .arg(&out)
+        .arg(".")
+        .env("LC_ALL", "C")
+        .status()
+        .unwrap();
     assert!(st.success());
     let dest = dir.path().join("dest");
     fs::create_dir(&dest).unwrap();

@@ -20,7 +20,9 @@ use common::*;
 use kiln_overlay::compress::Compression;
 use kiln_overlay::layer::LayerWriter;
 use kiln_overlay::tarfmt::EntryKind;
-use kiln_overlay::{apply_layer, apply_tar, mount, naive, write_diff, ApplyOptions, DiffOptions, Driver, WhiteoutFormat, XattrPrefix};
+use kiln_overlay::{
+    apply_layer, apply_tar, mount, naive, write_diff, ApplyOptions, DiffOptions, Driver, WhiteoutFormat, XattrPrefix,
+};
 
 fn apply_opts(format: WhiteoutFormat) -> ApplyOptions {
     ApplyOptions { whiteouts: format, ..ApplyOptions::default() }
@@ -172,7 +174,10 @@ fn roundtrip(driver: Driver) {
             assert!(by_path.contains_key(wh), "{driver}: missing {wh}: {names:?}");
         }
     }
-    assert!(!names.iter().any(|n| n.starts_with("replace/old")), "{driver}: opaque dir keeps no old entries: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("replace/old")),
+        "{driver}: opaque dir keeps no old entries: {names:?}"
+    );
     assert!(!names.iter().any(|n| n.starts_with("bin")), "{driver}: untouched dirs stay out: {names:?}");
     assert!(!names.contains(&"data/keep.txt"), "{driver}: unchanged file stays out");
     assert!(by_path.contains_key("data/"), "{driver}: parent of a change is present");
@@ -209,8 +214,15 @@ fn roundtrip(driver: Driver) {
     let tar_path = tmp.path().join("layer.tar");
     fs::write(&tar_path, &tar_bytes).unwrap();
     let pax = pax_records_python(&tar_path);
-    assert!(pax.iter().any(|(p, k, v)| p == "opt/tagged" && k == "SCHILY.xattr.user.x" && v == &hex::encode(b"hello\nworld")), "{pax:?}");
-    let cap = pax.iter().find(|(p, k, _)| p == "opt/capped" && k == "SCHILY.xattr.security.capability").expect("capability in PAX");
+    assert!(
+        pax.iter()
+            .any(|(p, k, v)| p == "opt/tagged" && k == "SCHILY.xattr.user.x" && v == &hex::encode(b"hello\nworld")),
+        "{pax:?}"
+    );
+    let cap = pax
+        .iter()
+        .find(|(p, k, _)| p == "opt/capped" && k == "SCHILY.xattr.security.capability")
+        .expect("capability in PAX");
     assert_eq!(&cap.2[..8], "01000002", "{driver}: v2 capability header");
     assert_eq!(cap.2.len(), 40, "{driver}: v2 capability is 20 bytes");
     assert!(!pax.iter().any(|(_, k, _)| k.contains(".overlay.") || k.contains("fuseoverlayfs")), "{driver}: {pax:?}");
@@ -338,7 +350,8 @@ fn deep_stack(legacy: bool) {
     } else {
         Some(mount(Driver::Overlay, &lowers, &upper, &work, &merged).unwrap())
     };
-    let names: Vec<String> = fs::read_dir(merged.join("layers")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> =
+        fs::read_dir(merged.join("layers")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), 119, "119 visible, layer 0's file whited out");
     assert_eq!(fs::read_to_string(merged.join("layers/077")).unwrap(), "77");
     fs::write(merged.join("layers/new"), b"n").unwrap();
@@ -375,12 +388,20 @@ fn malicious_layers_are_rejected_and_nothing_escapes() {
         ("whiteout dotdot", end_of_archive(raw_entry("a/.wh...", b'0', "", b"")), true),
         (
             "symlink parent absolute",
-            end_of_archive([raw_entry("evil", b'2', &out_s, b""), raw_entry("evil/victim", b'0', "", b"pwned")].concat()),
+            end_of_archive(
+                [raw_entry("evil", b'2', &out_s, b""), raw_entry("evil/victim", b'0', "", b"pwned")].concat(),
+            ),
             false,
         ),
         (
             "symlink parent relative",
-            end_of_archive([raw_entry("evil", b'2', "../../../../../../..", b""), raw_entry(&format!("evil{out_s}/victim"), b'0', "", b"pwned")].concat()),
+            end_of_archive(
+                [
+                    raw_entry("evil", b'2', "../../../../../../..", b""),
+                    raw_entry(&format!("evil{out_s}/victim"), b'0', "", b"pwned"),
+                ]
+                .concat(),
+            ),
             false,
         ),
         (
@@ -390,12 +411,16 @@ fn malicious_layers_are_rejected_and_nothing_escapes() {
         ),
         (
             "symlink then whiteout through it",
-            end_of_archive([raw_entry("evil", b'2', &out_s, b""), raw_entry("evil/.wh.victim", b'0', "", b"")].concat()),
+            end_of_archive(
+                [raw_entry("evil", b'2', &out_s, b""), raw_entry("evil/.wh.victim", b'0', "", b"")].concat(),
+            ),
             false,
         ),
         (
             "symlink then opaque marker through it",
-            end_of_archive([raw_entry("evil", b'2', &out_s, b""), raw_entry("evil/.wh..wh..opq", b'0', "", b"")].concat()),
+            end_of_archive(
+                [raw_entry("evil", b'2', &out_s, b""), raw_entry("evil/.wh..wh..opq", b'0', "", b"")].concat(),
+            ),
             false,
         ),
         (
@@ -417,7 +442,11 @@ fn malicious_layers_are_rejected_and_nothing_escapes() {
             assert_eq!(fs::read_dir(&outside).unwrap().count(), 1, "{name} ({format:?})");
             if res.is_ok() && name.starts_with("symlink parent") {
                 // The write landed where the symlink points inside the root, as in the container.
-                assert!(dest.join(outside.strip_prefix("/").unwrap()).join("victim").exists() || dest.join("victim").exists(), "{name}");
+                assert!(
+                    dest.join(outside.strip_prefix("/").unwrap()).join("victim").exists()
+                        || dest.join("victim").exists(),
+                    "{name}"
+                );
             }
         }
     }
@@ -488,7 +517,10 @@ fn apply_keeps_metadata_and_reports_skips() {
     if full_id_map() {
         assert_eq!((owned_md.uid(), owned_md.gid()), (1000, 1000));
     } else {
-        assert_eq!(xattr::get(dest.join("home/u/file"), "user.containers.override_stat").unwrap().unwrap(), b"1000:1000:0644");
+        assert_eq!(
+            xattr::get(dest.join("home/u/file"), "user.containers.override_stat").unwrap().unwrap(),
+            b"1000:1000:0644"
+        );
         assert_eq!(report.unmapped_owners, 1);
         // The owner comes back out in a diff of this tree.
         let mut w = LayerWriter::new(Vec::new(), Compression::None).unwrap();
@@ -608,7 +640,9 @@ fn rootfs_layers_in_order_stay_inside() {
     fs::create_dir(&outside).unwrap();
     fs::write(outside.join("victim"), b"safe").unwrap();
     let out_s = outside.to_str().unwrap().to_string();
-    let plant = end_of_archive([raw_entry("evil", b'2', &out_s, b""), raw_entry("rel", b'2', "../../../../../..", b"")].concat());
+    let plant = end_of_archive(
+        [raw_entry("evil", b'2', &out_s, b""), raw_entry("rel", b'2', "../../../../../..", b"")].concat(),
+    );
     let seconds = [
         ("opaque", end_of_archive(raw_entry("evil/.wh..wh..opq", b'0', "", b""))),
         ("whiteout", end_of_archive(raw_entry("evil/.wh.victim", b'0', "", b""))),
@@ -643,7 +677,10 @@ fn plain_archives_keep_names_and_refuse_symlinked_parents() {
 
     let dest = tmp.path().join("ctx2");
     fs::create_dir(&dest).unwrap();
-    let archive = end_of_archive([raw_entry("sub", b'5', "", b""), raw_entry("link", b'2', "sub", b""), raw_entry("link/x", b'0', "", b"x")].concat());
+    let archive = end_of_archive(
+        [raw_entry("sub", b'5', "", b""), raw_entry("link", b'2', "sub", b""), raw_entry("link/x", b'0', "", b"x")]
+            .concat(),
+    );
     let err = apply_tar(&archive[..], &dest, &ApplyOptions::plain()).unwrap_err();
     assert!(err.to_string().contains("goes through a symlink"), "{err}");
     assert!(!dest.join("sub/x").exists());

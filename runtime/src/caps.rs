@@ -157,8 +157,9 @@ pub(crate) fn limit_bounding(caps: Caps) -> Result<(), String> {
     let last = last_cap();
     for cap in 0..=last {
         if caps.0 & (1 << cap) == 0 {
-            crate::sys::drop_bounding_cap(cap)
-                .map_err(|e| format!("drop CAP_{} from the bounding set: {e}", NAMES.get(cap as usize).unwrap_or(&"?")))?;
+            crate::sys::drop_bounding_cap(cap).map_err(|e| {
+                format!("drop CAP_{} from the bounding set: {e}", NAMES.get(cap as usize).unwrap_or(&"?"))
+            })?;
         }
     }
     crate::sys::clear_ambient_caps().map_err(|e| format!("clear the ambient capabilities: {e}"))

@@ -380,7 +380,8 @@ impl Supervisor {
             std::io::read_to_string(File::from(fd)).ok()
         };
         let Some(status) = proc_text(&format!("{}/status", notif.pid)) else { return Reply::Continue };
-        let Some(key) = proc_text(&format!("{}/stat", notif.pid)).and_then(|stat| fake_ids::process_key(&status, &stat))
+        let Some(key) =
+            proc_text(&format!("{}/stat", notif.pid)).and_then(|stat| fake_ids::process_key(&status, &stat))
         else {
             return Reply::Continue;
         };

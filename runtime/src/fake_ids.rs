@@ -141,7 +141,10 @@ impl Creds {
 pub fn apply(creds: &Creds, call: IdCall) -> Result<Creds, i32> {
     let privileged = creds.privileged();
     let mut next = creds.clone();
-    let ids = *next.ids_mut(matches!(call, IdCall::SetRes { group: true, .. } | IdCall::Set { group: true, .. } | IdCall::SetRe { group: true, .. }));
+    let ids = *next.ids_mut(matches!(
+        call,
+        IdCall::SetRes { group: true, .. } | IdCall::Set { group: true, .. } | IdCall::SetRe { group: true, .. }
+    ));
     // An unprivileged process may only pick among its current ids.
     let allowed = |id: u32| privileged || id == ids.r || id == ids.e || id == ids.s;
     match call {

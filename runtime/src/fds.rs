@@ -57,10 +57,8 @@ pub fn cloexec_from(first: RawFd) -> io::Result<()> {
 
 /// The open descriptors as /proc/self/fd lists them; `None` without /proc.
 fn open_fds() -> Option<Vec<RawFd>> {
-    let listed: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let listed: Vec<RawFd> =
+        std::fs::read_dir("/proc/self/fd").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     // The listing's own directory descriptor is closed by now.
     Some(listed.into_iter().filter(|fd| fcntl(*fd, FcntlArg::F_GETFD).is_ok()).collect())
 }
@@ -84,8 +82,7 @@ pub(crate) fn hide_inherited() {
             .into_iter()
             .filter(|fd| *fd > 2)
             .filter(|fd| {
-                fcntl(*fd, FcntlArg::F_GETFD)
-                    .is_ok_and(|f| !FdFlag::from_bits_truncate(f).contains(FdFlag::FD_CLOEXEC))
+                fcntl(*fd, FcntlArg::F_GETFD).is_ok_and(|f| !FdFlag::from_bits_truncate(f).contains(FdFlag::FD_CLOEXEC))
             })
             .collect(),
         None => Vec::new(),

@@ -108,8 +108,7 @@ pub fn parse_all_subids(text: &str) -> Vec<SubIdRange> {
 /// The first `count` ids from 100000 up that no range in `taken` touches,
 /// so the suggested fix never hands out another user's ids.
 pub fn first_free_subids(taken: &[SubIdRange], count: u32) -> Option<u32> {
-    let mut ranges: Vec<(u64, u64)> =
-        taken.iter().map(|r| (r.start as u64, r.start as u64 + r.count as u64)).collect();
+    let mut ranges: Vec<(u64, u64)> = taken.iter().map(|r| (r.start as u64, r.start as u64 + r.count as u64)).collect();
     ranges.sort_unstable();
     let mut start = SUBID_MIN as u64;
     for (s, e) in ranges {
@@ -154,7 +153,8 @@ pub fn build_full_map(caller: u32, ranges: &[SubIdRange]) -> Vec<IdMap> {
 /// itself. Extent by extent: the kernel refuses an extent that spans two of
 /// the parent's.
 pub fn identity(own: &[IdMap]) -> Vec<IdMap> {
-    let mut maps: Vec<IdMap> = own.iter().map(|m| IdMap { container: m.container, host: m.container, size: m.size }).collect();
+    let mut maps: Vec<IdMap> =
+        own.iter().map(|m| IdMap { container: m.container, host: m.container, size: m.size }).collect();
     maps.sort_unstable_by_key(|m| m.container);
     maps
 }

@@ -14,7 +14,6 @@ pub mod child;
 mod error;
 pub mod fake_chown;
 pub mod fake_ids;
-pub mod ulimit;
 pub mod fds;
 pub mod idmap;
 pub mod lifetime;
@@ -23,6 +22,7 @@ pub mod network;
 pub mod ports;
 pub mod probe;
 pub mod spec;
+pub mod ulimit;
 // The one module that may use `unsafe`; each use has a SAFETY comment.
 #[allow(unsafe_code)]
 mod sys;
@@ -33,9 +33,9 @@ pub use attach::run_attached;
 pub use child::{run, run_with_helper, Output, Stream};
 pub use error::RuntimeError;
 pub use idmap::{IdMap, MapMode};
-pub use probe::detect;
 pub use lifetime::{ensure_still_wanted, kill_running_steps, still_wanted, Interrupted};
 pub use mounts::placeholders;
+pub use probe::detect;
 pub use spec::{MountKind, MountSpec, Network, RunSpec, TtySize, UserSpec};
 pub use sys::default_sigpipe;
 pub use userns::{enter_user_namespace, private_mount_namespace};

@@ -153,9 +153,9 @@ pub fn tun_usable() -> Result<(), NetworkError> {
 
 fn on_path(program: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     let path = path?;
-    std::env::split_paths(path).map(|dir| dir.join(program)).find(|p| {
-        p.is_file() && nix::unistd::access(p.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
-    })
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file() && nix::unistd::access(p.as_path(), nix::unistd::AccessFlags::X_OK).is_ok())
 }
 
 impl Forwarder {

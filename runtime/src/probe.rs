@@ -180,4 +180,3 @@ pub fn detect() -> MapMode {
         })
         .clone()
 }
-

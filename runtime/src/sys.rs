@@ -461,9 +461,7 @@ pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
 /// Empties the calling thread's ambient capability set.
 pub fn clear_ambient_caps() -> io::Result<()> {
     // SAFETY: PR_CAP_AMBIENT takes plain integers and no pointers.
-    let ret = unsafe {
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0)
-    };
+    let ret = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
     if ret != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -520,4 +518,3 @@ pub fn set_caps(effective: u64, permitted: u64, inheritable: u64) -> io::Result<
     }
     Ok(())
 }
-

@@ -47,8 +47,9 @@ impl std::str::FromStr for Ulimit {
 
     /// `nofile=1024:2048`, `nproc=512` (hard = soft), `core=-1`.
     fn from_str(text: &str) -> Result<Ulimit, String> {
-        let (name, limits) =
-            text.split_once('=').ok_or_else(|| format!("--ulimit {text:?}: expected NAME=SOFT[:HARD], e.g. nofile=1024:2048"))?;
+        let (name, limits) = text
+            .split_once('=')
+            .ok_or_else(|| format!("--ulimit {text:?}: expected NAME=SOFT[:HARD], e.g. nofile=1024:2048"))?;
         if resource(name).is_none() {
             let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
             return Err(format!("--ulimit {text:?}: unknown limit {name:?}; known: {}", known.join(", ")));

@@ -23,8 +23,16 @@ use crate::store::Store;
 
 /// Build args that docker keeps out of history and the cache key.
 pub const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy",
-    "ALL_PROXY", "all_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
 ];
 
 pub use crate::store::step_record::{Record, RECORD_VERSION};
@@ -275,13 +283,22 @@ mod tests {
     fn cache_with(prev: StepInputs) -> Cache {
         let mut previous = BuildLog::default();
         previous.steps.insert("0/1".into(), prev);
-        Cache { dir: PathBuf::new(), log_path: PathBuf::new(), previous, current: BuildLog::default(), imported: BTreeMap::new() }
+        Cache {
+            dir: PathBuf::new(),
+            log_path: PathBuf::new(),
+            previous,
+            current: BuildLog::default(),
+            imported: BTreeMap::new(),
+        }
     }
 
     #[test]
     fn explains_each_kind_of_change() {
         let c = cache_with(inputs("COPY a /a", &[("V", "1")], &[("a", "mode:100644 sha256:x")]));
-        assert_eq!(c.explain_miss("0/1", &inputs("COPY b /a", &[("V", "1")], &[])).unwrap(), "the instruction changed (was `COPY a /a`)");
+        assert_eq!(
+            c.explain_miss("0/1", &inputs("COPY b /a", &[("V", "1")], &[])).unwrap(),
+            "the instruction changed (was `COPY a /a`)"
+        );
         assert_eq!(
             c.explain_miss("0/1", &inputs("COPY a /a", &[("V", "2")], &[("a", "mode:100644 sha256:x")])).unwrap(),
             "build arg V changed: \"1\" → \"2\""

@@ -14,10 +14,10 @@ use crate::context::BuildContext;
 use crate::dockerfile;
 use crate::exec::{self, BuildOptions};
 use crate::image::reference;
-use crate::transport::{self, Transport};
 use crate::plan::{self, PlanOptions};
 use crate::report::SourceError;
 use crate::store::Store;
+use crate::transport::{self, Transport};
 
 use super::output::{self, OutputKind, OutputSpec};
 use super::progress::{Mode, View};
@@ -25,7 +25,9 @@ use super::Cli;
 use crate::progress::{Event, Reporter};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  kiln build -t app .\n  kiln build -f build/Containerfile -t app:1 --build-arg VERSION=2 .\n  kiln build --output type=oci,dest=out/app .\n  kiln build --check .")]
+#[command(
+    after_help = "Examples:\n  kiln build -t app .\n  kiln build -f build/Containerfile -t app:1 --build-arg VERSION=2 .\n  kiln build --output type=oci,dest=out/app .\n  kiln build --check ."
+)]
 pub struct BuildArgs {
     /// Name (and optional tag) for the image; repeatable.
     #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
@@ -238,8 +240,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         kiln_runtime::lifetime::handle_interrupts().context("prepare for Ctrl-C")?;
     }
     let input = read_input(args)?;
-    let df = dockerfile::parse(&input.text, &input.display)
-        .map_err(|e| SourceError::new(e, &input.text))?;
+    let df = dockerfile::parse(&input.text, &input.display).map_err(|e| SourceError::new(e, &input.text))?;
     let opts = PlanOptions {
         build_args: with_epoch_arg(build_args(&args.build_args), source_date_epoch(args)?),
         target: args.target.clone(),
@@ -302,8 +303,18 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         squash: args.squash,
         layers: args.layers,
         source_date_epoch: source_date_epoch(args)?,
-        secrets: args.secrets.iter().map(|s| exec::mounts::parse_secret(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
-        ssh: args.ssh.iter().map(|s| exec::mounts::parse_ssh(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
+        secrets: args
+            .secrets
+            .iter()
+            .map(|s| exec::mounts::parse_secret(s))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?,
+        ssh: args
+            .ssh
+            .iter()
+            .map(|s| exec::mounts::parse_ssh(s))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?,
         max_context_size: args.max_context_size,
         run_extras: exec::run::RunExtras {
             add_hosts: args.add_hosts.clone(),
@@ -360,8 +371,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     if !destinations.is_empty() {
         let image = store.load_image(&result.manifest)?;
         for dest in &destinations {
-            let digest =
-                super::push::push_image(&store, &image, dest, &args.registry, None, compression, None, &view)?;
+            let digest = super::push::push_image(&store, &image, dest, &args.registry, None, compression, None, &view)?;
             if !quiet {
                 println!("Pushed {dest}@{digest}");
             }
@@ -501,7 +511,8 @@ fn read_input(args: &BuildArgs) -> anyhow::Result<Input> {
 /// allows, a bare Dockerfile with no context at all.
 fn stdin_context(bytes: Vec<u8>, args: &BuildArgs) -> anyhow::Result<Input> {
     if kiln_overlay::compress::is_archive(std::io::Cursor::new(bytes.clone()))? {
-        let ctx = BuildContext::from_tar(std::io::Cursor::new(bytes), true).context("unpack the build context from stdin")?;
+        let ctx =
+            BuildContext::from_tar(std::io::Cursor::new(bytes), true).context("unpack the build context from stdin")?;
         return context_input(ctx, args, "the context on stdin");
     }
     let text = String::from_utf8(bytes).context("stdin is neither a tar archive nor a Dockerfile")?;
@@ -531,9 +542,12 @@ fn remote_input(remote: &crate::context::remote::Remote, args: &BuildArgs, stdin
             Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(ctx) })
         }
         RemoteContext::Context(ctx) => context_input(ctx, args, &format!("the build context {shown}")),
-        RemoteContext::Dockerfile(text) => {
-            Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(BuildContext::empty()) })
-        }
+        RemoteContext::Dockerfile(text) => Ok(Input {
+            text,
+            display: "Dockerfile".into(),
+            dockerfile_path: None,
+            context: Some(BuildContext::empty()),
+        }),
     }
 }
 
@@ -597,7 +611,8 @@ fn named_contexts(raw: &[String]) -> anyhow::Result<std::collections::HashMap<St
 
 /// What makes two builds "the same Dockerfile" for explaining cache misses.
 fn cache_identity(args: &BuildArgs, dockerfile: Option<&Path>, ctx: &BuildContext) -> String {
-    let df = dockerfile.and_then(|p| p.canonicalize().ok()).map_or_else(|| "-".to_string(), |p| p.display().to_string());
+    let df =
+        dockerfile.and_then(|p| p.canonicalize().ok()).map_or_else(|| "-".to_string(), |p| p.display().to_string());
     format!("{}\0{}\0{}", df, ctx.root().display(), args.target.as_deref().unwrap_or(""))
 }
 
@@ -635,14 +650,21 @@ fn check_copy_from(
             let local = store.is_some_and(|s| matches!(s.resolve(name), Ok(Some(_))));
             if bare && !local {
                 let stages: Vec<String> = plan.stages.iter().filter_map(|s| s.name.clone()).collect();
-                let known = if stages.is_empty() { "this Dockerfile names no stages".to_string() } else { format!("stages: {}", stages.join(", ")) };
+                let known = if stages.is_empty() {
+                    "this Dockerfile names no stages".to_string()
+                } else {
+                    format!("stages: {}", stages.join(", "))
+                };
                 return Err(dockerfile::DockerfileError::new(
                     &plan.file,
                     step.span.line,
                     step.span.column,
                     format!("COPY --from={}: no stage has that name ({})", name, known),
                 )
-                .with_help(format!("to copy from an image, name it fully, e.g. --from=docker.io/library/{}:latest", name)));
+                .with_help(format!(
+                    "to copy from an image, name it fully, e.g. --from=docker.io/library/{}:latest",
+                    name
+                )));
             }
         }
     }
@@ -664,7 +686,9 @@ fn parse_add_host(text: &str) -> Result<(String, std::net::IpAddr), String> {
     let ip = if ip == "host-gateway" {
         std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
     } else {
-        ip.trim_matches(|c| c == '[' || c == ']').parse().map_err(|_| format!("{text:?}: {ip:?} is not an IP address"))?
+        ip.trim_matches(|c| c == '[' || c == ']')
+            .parse()
+            .map_err(|_| format!("{text:?}: {ip:?} is not an IP address"))?
     };
     Ok((name.to_string(), ip))
 }
@@ -718,7 +742,8 @@ fn base_info(
             image.config.config
         }
         other => {
-            let wanted = pull.registry.platform.as_deref().map(crate::image::platform::Platform::parse).transpose().ok()?;
+            let wanted =
+                pull.registry.platform.as_deref().map(crate::image::platform::Platform::parse).transpose().ok()?;
             transport::import_for(store, &other, wanted.as_ref()).ok()?.config.config
         }
     };

@@ -50,8 +50,12 @@ pub struct Step {
 /// without history) get entries of their own. A layer's size is
 /// `sizes[i]` (uncompressed, as docker shows it), else its blob's.
 pub fn steps(image: &StoredImage, sizes: &[u64]) -> Vec<Step> {
-    let mut layers =
-        image.manifest.layers.iter().enumerate().map(|(i, l)| Descriptor { size: sizes.get(i).copied().unwrap_or(l.size), ..l.clone() });
+    let mut layers = image
+        .manifest
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Descriptor { size: sizes.get(i).copied().unwrap_or(l.size), ..l.clone() });
     let mut out: Vec<Step> = image
         .config
         .history

@@ -73,12 +73,15 @@ fn storage_driver(report: &kiln_runtime::probe::Report, scratch: &std::path::Pat
         return "overlay".to_string();
     }
     let device = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
-    let program = std::process::Command::new("fuse-overlayfs").arg("--version").output().is_ok_and(|o| o.status.success());
+    let program =
+        std::process::Command::new("fuse-overlayfs").arg("--version").output().is_ok_and(|o| o.status.success());
     match (device, program) {
         (true, true) => "fuse-overlayfs",
         (_, false) => "vfs (copies every layer: slow; install fuse-overlayfs)",
         // Typically a container started without the device.
-        (false, true) => "vfs (copies every layer: slow; /dev/fuse cannot be opened: in a container, pass --device /dev/fuse)",
+        (false, true) => {
+            "vfs (copies every layer: slow; /dev/fuse cannot be opened: in a container, pass --device /dev/fuse)"
+        }
     }
     .to_string()
 }

@@ -10,8 +10,8 @@ use clap::Args;
 
 use super::Cli;
 use crate::image::reference;
-use crate::transport;
 use crate::store::Store;
+use crate::transport;
 
 #[derive(Debug, Args)]
 #[command(

@@ -65,8 +65,9 @@ fn from_env() -> anyhow::Result<ProgressArg> {
     for var in ENV_VARS {
         match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => {
-                return <ProgressArg as clap::ValueEnum>::from_str(v.trim(), true)
-                    .map_err(|_| anyhow::anyhow!("{var}={v:?} is not a progress type: expected auto, plain, tty or quiet"));
+                return <ProgressArg as clap::ValueEnum>::from_str(v.trim(), true).map_err(|_| {
+                    anyhow::anyhow!("{var}={v:?} is not a progress type: expected auto, plain, tty or quiet")
+                });
             }
             _ => {}
         }
@@ -109,9 +110,13 @@ pub fn plain_line(event: &Event) -> Option<String> {
         Event::Transfer(Transfer::Started { verb, digest, size }) => {
             format!("{} blob {} ({})", verb, short(digest), human_size(*size))
         }
-        Event::Transfer(Transfer::Finished { verb, digest, note }) => format!("{} blob {} {}", verb, short(digest), note),
+        Event::Transfer(Transfer::Finished { verb, digest, note }) => {
+            format!("{} blob {} {}", verb, short(digest), note)
+        }
         Event::Note(text) => text.clone(),
-        Event::Committing { .. } | Event::StepFinished { .. } | Event::Transfer(Transfer::Progress { .. }) => return None,
+        Event::Committing { .. } | Event::StepFinished { .. } | Event::Transfer(Transfer::Progress { .. }) => {
+            return None
+        }
     })
 }
 
@@ -292,7 +297,15 @@ impl Tty {
                 bar.set_style(step_style());
                 bar.set_message(label.clone());
                 bar.enable_steady_tick(Duration::from_millis(100));
-                let view = StepView { label, bar, logs: Vec::new(), tail: VecDeque::new(), cached: false, layer: None, commit_rate: None };
+                let view = StepView {
+                    label,
+                    bar,
+                    logs: Vec::new(),
+                    tail: VecDeque::new(),
+                    cached: false,
+                    layer: None,
+                    commit_rate: None,
+                };
                 state.steps.insert(step, view);
             }
             Event::Output { step, line } => {
@@ -403,7 +416,10 @@ mod tests {
     fn plain_lines_are_the_ones_kiln_always_printed() {
         let s = step(Some((1, 2)), 2);
         let line = |e: Event| plain_line(&e).unwrap();
-        assert_eq!(line(Event::StepStarted { step: s.clone(), instruction: "RUN make".into() }), "[1/2] STEP 2/3: RUN make");
+        assert_eq!(
+            line(Event::StepStarted { step: s.clone(), instruction: "RUN make".into() }),
+            "[1/2] STEP 2/3: RUN make"
+        );
         assert_eq!(line(Event::Output { step: s.clone(), line: "hi".into() }), "[1/2] #2 hi");
         assert_eq!(line(Event::Output { step: step(None, 3), line: "hi".into() }), "#3 hi");
         let layer = |contents| Event::Layer {
@@ -419,14 +435,19 @@ mod tests {
             line(layer(LayerContents::Directories { count: 2, instruction: "WORKDIR /a/b".into() })),
             "--> 0123456789ab (2 directories for WORKDIR /a/b, 1.5MB, 1.23s)"
         );
-        assert_eq!(line(Event::CacheHit { step: s.clone(), id: Some("abc".into()), from: None }), "[1/2] --> Using cache abc");
+        assert_eq!(
+            line(Event::CacheHit { step: s.clone(), id: Some("abc".into()), from: None }),
+            "[1/2] --> Using cache abc"
+        );
         assert_eq!(line(Event::CacheHit { step: s.clone(), id: None, from: None }), "[1/2] --> Using cache");
         let remote = Event::CacheHit { step: s.clone(), id: None, from: Some("registry".into()) };
         assert_eq!(line(remote), "[1/2] --> Using cache (registry)");
         assert_eq!(line(Event::Triggers { count: 1 }), "# Executing 1 build trigger");
-        let built = Event::Built { image_id: "sha256:0123456789abcdef".into(), new_layer_bytes: 0, elapsed: Duration::ZERO };
+        let built =
+            Event::Built { image_id: "sha256:0123456789abcdef".into(), new_layer_bytes: 0, elapsed: Duration::ZERO };
         assert_eq!(line(built), "--> 0123456789ab (new layers 0B, 0.00s)");
-        let copying = Event::Transfer(Transfer::Started { verb: "Copying", digest: "sha256:aabbccddeeff00".into(), size: 1000 });
+        let copying =
+            Event::Transfer(Transfer::Started { verb: "Copying", digest: "sha256:aabbccddeeff00".into(), size: 1000 });
         assert_eq!(line(copying), "Copying blob aabbccddeeff (1kB)");
         assert_eq!(plain_line(&Event::StepFinished { step: s, cached: true, elapsed: Duration::ZERO }), None);
     }

@@ -11,8 +11,8 @@ use clap::Args;
 use kiln_overlay::mount::{self, Driver};
 use kiln_runtime::{MountSpec, Network, RunSpec};
 
-use crate::store::layers::LayerDirs;
 use crate::image::config::ContainerConfig;
+use crate::store::layers::LayerDirs;
 
 use super::{lookup, Cli};
 
@@ -430,7 +430,15 @@ mod tests {
         assert!(err.to_string().contains("--network host"), "{err}");
         assert!(network_mode(Some(Network::None), true).is_err());
         let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
-            "kiln", "run", "-p", "8080:80", "-p", "127.0.0.1:5353:53/udp", "--cap-drop", "NET_RAW", "site",
+            "kiln",
+            "run",
+            "-p",
+            "8080:80",
+            "-p",
+            "127.0.0.1:5353:53/udp",
+            "--cap-drop",
+            "NET_RAW",
+            "site",
         ])
         .unwrap();
         let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };

@@ -11,8 +11,8 @@ use super::progress::View;
 use super::Cli;
 use crate::image::manifest::Descriptor;
 use crate::image::reference;
-use crate::transport;
 use crate::store::Store;
+use crate::transport;
 
 #[derive(Debug, Args)]
 #[command(

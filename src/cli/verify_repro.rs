@@ -26,10 +26,10 @@ use kiln_overlay::reader::{Kind, Reader};
 
 use crate::context::BuildContext;
 use crate::exec::{self, BuildOptions, BuildOutput, NamedContext};
-use crate::transport::{self, Transport};
 use crate::plan::{Base, BuildPlan, CopyFrom, StepKind};
 use crate::report::SourceError;
 use crate::store::Store;
+use crate::transport::{self, Transport};
 
 /// How much later the second build's context files are.
 const MTIME_SHIFT: i64 = 24 * 60 * 60;
@@ -88,12 +88,15 @@ fn verify(
 
     // The second runner's checkout: the same files, later mtimes.
     let copy = scratch.join("context");
-    copy_shifted(ctx.root(), &copy, MTIME_SHIFT).with_context(|| format!("copy the build context to {}", copy.display()))?;
+    copy_shifted(ctx.root(), &copy, MTIME_SHIFT)
+        .with_context(|| format!("copy the build context to {}", copy.display()))?;
     let second_ctx = ctx.with_root(&copy);
     // Whatever a step reads from the clock (`date`, an mtime it sets
     // itself) shows at least a second later than in the first build.
     let ended = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    std::thread::sleep(Duration::from_nanos(u64::from(1_000_000_000 - ended.subsec_nanos())) + Duration::from_millis(50));
+    std::thread::sleep(
+        Duration::from_nanos(u64::from(1_000_000_000 - ended.subsec_nanos())) + Duration::from_millis(50),
+    );
 
     say(&format!("==> build 2 of 2, in another scratch store, context mtimes {MTIME_SHIFT} s later"));
     let second_store = Store::open(&scratch.join("store-2"))?;
@@ -218,7 +221,8 @@ struct FileState {
 
 fn first_difference(a: (&Store, &BuildOutput), b: (&Store, &BuildOutput)) -> anyhow::Result<Difference> {
     let (a_layers, b_layers) = (&a.1.layers, &b.1.layers);
-    let non_empty: Vec<&str> = a.1.config.history.iter().filter(|h| !h.empty_layer).map(|h| h.created_by.as_deref().unwrap_or("")).collect();
+    let non_empty: Vec<&str> =
+        a.1.config.history.iter().filter(|h| !h.empty_layer).map(|h| h.created_by.as_deref().unwrap_or("")).collect();
     for (i, (la, lb)) in a_layers.iter().zip(b_layers).enumerate() {
         let (da, db) = (&a.1.config.rootfs.diff_ids[i], &b.1.config.rootfs.diff_ids[i]);
         if da == db {
@@ -234,15 +238,21 @@ fn first_difference(a: (&Store, &BuildOutput), b: (&Store, &BuildOutput)) -> any
         }));
     }
     if a_layers.len() != b_layers.len() {
-        return Ok(Difference { text: format!("the images have {} and {} layers", a_layers.len(), b_layers.len()), hint: None });
+        return Ok(Difference {
+            text: format!("the images have {} and {} layers", a_layers.len(), b_layers.len()),
+            hint: None,
+        });
     }
-    let json = |store: &Store, digest: &str| -> anyhow::Result<Value> { Ok(serde_json::from_slice(&store.read_blob(digest)?)?) };
+    let json = |store: &Store, digest: &str| -> anyhow::Result<Value> {
+        Ok(serde_json::from_slice(&store.read_blob(digest)?)?)
+    };
     let (ca, cb) = (json(a.0, &a.1.image_id)?, json(b.0, &b.1.image_id)?);
     if let Some((path, va, vb)) = first_json_difference("", &ca, &cb) {
         let timestamp = path == "created" || path.ends_with(".created");
         return Ok(Difference {
             text: format!("config field {path}: {va} vs {vb}"),
-            hint: timestamp.then(|| "set --source-date-epoch N (or SOURCE_DATE_EPOCH): `created` is then N".to_string()),
+            hint: timestamp
+                .then(|| "set --source-date-epoch N (or SOURCE_DATE_EPOCH): `created` is then N".to_string()),
         });
     }
     let (ma, mb) = (json(a.0, &a.1.manifest.digest)?, json(b.0, &b.1.manifest.digest)?);
@@ -308,15 +318,29 @@ fn compare_files(what: &str, a: &BTreeMap<BString, FileState>, b: &BTreeMap<BStr
     let shown = format!("/{}", path.to_str_lossy());
     let (fa, fb) = match (a.get(path), b.get(path)) {
         (Some(fa), Some(fb)) => (fa, fb),
-        (Some(_), None) => return Some(Difference { text: format!("{what}: {shown} is only in the first build's layer{more}"), hint: None }),
-        _ => return Some(Difference { text: format!("{what}: {shown} is only in the second build's layer{more}"), hint: None }),
+        (Some(_), None) => {
+            return Some(Difference {
+                text: format!("{what}: {shown} is only in the first build's layer{more}"),
+                hint: None,
+            })
+        }
+        _ => {
+            return Some(Difference {
+                text: format!("{what}: {shown} is only in the second build's layer{more}"),
+                hint: None,
+            })
+        }
     };
     let (field, detail, hint) = if fa.kind != fb.kind {
         ("type", format!("{:?} vs {:?}", fa.kind, fb.kind), None)
     } else if fa.content != fb.content {
         let hint = "a step wrote something that changes from run to run (a date, a random value, a download); \
                     pin it or derive it from SOURCE_DATE_EPOCH (`ARG SOURCE_DATE_EPOCH` makes it visible to RUN)";
-        ("content", format!("{} vs {}", fa.content.as_deref().unwrap_or("-"), fb.content.as_deref().unwrap_or("-")), Some(hint.to_string()))
+        (
+            "content",
+            format!("{} vs {}", fa.content.as_deref().unwrap_or("-"), fb.content.as_deref().unwrap_or("-")),
+            Some(hint.to_string()),
+        )
     } else if fa.link != fb.link {
         ("link target", format!("{:?} vs {:?}", fa.link, fb.link), None)
     } else if fa.mode != fb.mode {
@@ -324,7 +348,13 @@ fn compare_files(what: &str, a: &BTreeMap<BString, FileState>, b: &BTreeMap<BStr
     } else if fa.owner != fb.owner {
         ("owner", format!("{}:{} vs {}:{}", fa.owner.0, fa.owner.1, fb.owner.0, fb.owner.1), None)
     } else if fa.xattrs != fb.xattrs {
-        let name = fa.xattrs.keys().chain(fb.xattrs.keys()).find(|k| fa.xattrs.get(*k) != fb.xattrs.get(*k)).cloned().unwrap_or_default();
+        let name = fa
+            .xattrs
+            .keys()
+            .chain(fb.xattrs.keys())
+            .find(|k| fa.xattrs.get(*k) != fb.xattrs.get(*k))
+            .cloned()
+            .unwrap_or_default();
         ("xattr", name, None)
     } else {
         let hint = "set --source-date-epoch N (or SOURCE_DATE_EPOCH): later mtimes are then clamped to N";
@@ -376,9 +406,13 @@ mod tests {
     #[test]
     fn the_first_differing_path_and_field_are_named() {
         let a: BTreeMap<BString, FileState> =
-            [("a".into(), file("x", 1)), ("f".into(), file("one", 1)), ("z".into(), file("x", 1))].into_iter().collect();
+            [("a".into(), file("x", 1)), ("f".into(), file("one", 1)), ("z".into(), file("x", 1))]
+                .into_iter()
+                .collect();
         let mut b: BTreeMap<BString, FileState> =
-            [("a".into(), file("x", 1)), ("f".into(), file("two", 1)), ("z".into(), file("x", 2))].into_iter().collect();
+            [("a".into(), file("x", 1)), ("f".into(), file("two", 1)), ("z".into(), file("x", 2))]
+                .into_iter()
+                .collect();
         let d = compare_files("layer 2 of 3", &a, &b).expect("a difference");
         assert!(d.text.starts_with("layer 2 of 3: /f: content differs (one vs two) (1 more files"), "{}", d.text);
         b.get_mut(&BString::from("f")).unwrap().content = Some("one".into());
@@ -397,7 +431,10 @@ mod tests {
         let a = serde_json::json!({"created": "1", "history": [{"created": "1"}, {"created": "2"}], "config": {"Env": ["A=1"]}});
         let mut b = a.clone();
         b["history"][1]["created"] = "3".into();
-        assert_eq!(first_json_difference("", &a, &b), Some(("history[1].created".into(), "\"2\"".into(), "\"3\"".into())));
+        assert_eq!(
+            first_json_difference("", &a, &b),
+            Some(("history[1].created".into(), "\"2\"".into(), "\"3\"".into()))
+        );
         let mut c = a.clone();
         c["config"]["Env"] = serde_json::json!(["A=1", "B=2"]);
         assert_eq!(first_json_difference("", &a, &c).unwrap().0, "config.Env");
@@ -416,7 +453,8 @@ mod tests {
         std::fs::hard_link(from.path().join("d/f"), from.path().join("h")).unwrap();
         std::os::unix::fs::symlink("d/f", from.path().join("l")).unwrap();
         copy_shifted(from.path(), &dest, 100).unwrap();
-        let (src, out) = (std::fs::metadata(from.path().join("d/f")).unwrap(), std::fs::metadata(dest.join("d/f")).unwrap());
+        let (src, out) =
+            (std::fs::metadata(from.path().join("d/f")).unwrap(), std::fs::metadata(dest.join("d/f")).unwrap());
         assert_eq!(std::fs::read(dest.join("d/f")).unwrap(), b"f");
         assert_eq!(out.mode() & 0o7777, 0o751);
         assert_eq!(out.mtime(), src.mtime() + 100);

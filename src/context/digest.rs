@@ -37,10 +37,7 @@ pub struct StatCache {
 impl StatCache {
     /// Loads the cache kept at `path` (a missing or unreadable file is an empty cache).
     pub fn load(path: &Path) -> StatCache {
-        let entries = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let entries = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         StatCache { path: Some(path.to_path_buf()), entries, dirty: false, hashed: 0 }
     }
 
@@ -60,12 +57,11 @@ impl StatCache {
         let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
         // A file modified within the current second could change again
         // without its mtime moving: don't trust such a stat next time.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         if md.mtime() < now - 1 {
-            self.entries.insert(key, Stat { size: md.size(), mtime_ns, ctime_ns, ino: md.ino(), digest: digest.clone() });
+            self.entries
+                .insert(key, Stat { size: md.size(), mtime_ns, ctime_ns, ino: md.ino(), digest: digest.clone() });
             self.dirty = true;
         }
         Ok(digest)
@@ -157,11 +153,20 @@ pub fn sources(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache) -> 
 
 /// Like [`sources`], owners included: for sources whose owners are copied
 /// (`COPY --from` a stage or image).
-pub fn sources_with_owners(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache) -> Result<SourceDigest, ContextError> {
+pub fn sources_with_owners(
+    ctx: &dyn SourceTree,
+    words: &[String],
+    stat: &mut StatCache,
+) -> Result<SourceDigest, ContextError> {
     digest_sources(ctx, words, stat, true)
 }
 
-fn digest_sources(ctx: &dyn SourceTree, words: &[String], stat: &mut StatCache, owners: bool) -> Result<SourceDigest, ContextError> {
+fn digest_sources(
+    ctx: &dyn SourceTree,
+    words: &[String],
+    stat: &mut StatCache,
+    owners: bool,
+) -> Result<SourceDigest, ContextError> {
     let mut out = SourceDigest::default();
     for word in words {
         if super::remote::is_remote(word) {
@@ -199,7 +204,8 @@ fn describe(
 ) -> Result<String, ContextError> {
     use kiln_overlay::apply::OVERRIDE_STAT_XATTR;
     let io_err = |source| ContextError::Io { path: host.to_path_buf(), source };
-    let recorded = xattr::get(host, OVERRIDE_STAT_XATTR).ok().flatten().and_then(|v| kiln_overlay::parse_override_stat(&v));
+    let recorded =
+        xattr::get(host, OVERRIDE_STAT_XATTR).ok().flatten().and_then(|v| kiln_overlay::parse_override_stat(&v));
     let (uid, gid, mode) = match recorded {
         Some((uid, gid, mode)) => (uid, gid, (md.mode() & 0o170000) | (mode & 0o7777)),
         None => (u64::from(md.uid()), u64::from(md.gid()), md.mode()),
@@ -219,7 +225,9 @@ fn describe(
         names.sort();
         // Overlay bookkeeping (a layer dir's opaque marks) is never copied, so never keyed.
         let keyed = |n: &String| {
-            !n.starts_with("security.selinux") && !kiln_overlay::whiteout::is_overlay_xattr(n) && n != OVERRIDE_STAT_XATTR
+            !n.starts_with("security.selinux")
+                && !kiln_overlay::whiteout::is_overlay_xattr(n)
+                && n != OVERRIDE_STAT_XATTR
         };
         for n in names.into_iter().filter(keyed) {
             if let Ok(Some(v)) = xattr::get(host, &n) {
@@ -294,7 +302,8 @@ mod tests {
         let f = dir.path().join("f");
         std::fs::write(&f, "x").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        xattr::set(&f, kiln_overlay::apply::OVERRIDE_STAT_XATTR, b"1000:100:0755").expect("user xattrs on the source tree's file system");
+        xattr::set(&f, kiln_overlay::apply::OVERRIDE_STAT_XATTR, b"1000:100:0755")
+            .expect("user xattrs on the source tree's file system");
         let md = std::fs::symlink_metadata(&f).unwrap();
         let desc = describe(&f, &md, &None, &mut StatCache::default(), true).unwrap();
         let content = format!("sha256:{}", hex::encode(Sha256::digest(b"x")));
@@ -316,7 +325,12 @@ mod tests {
         let ctx = BuildContext::from_dir(dir.path(), None).unwrap();
         let mut stat = StatCache::default();
         let a = sources(&ctx, &["src".into()], &mut stat).unwrap();
-        File::options().write(true).open(dir.path().join("src/x")).unwrap().set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        File::options()
+            .write(true)
+            .open(dir.path().join("src/x"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
         let b = sources(&ctx, &["src".into()], &mut stat).unwrap();
         assert_eq!(a.digest(), b.digest());
         std::fs::write(dir.path().join("src/x"), "y").unwrap();

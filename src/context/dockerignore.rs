@@ -177,9 +177,7 @@ impl Matcher {
         match self {
             Matcher::Exact(p) => path == p,
             Matcher::Prefix(p) => path.starts_with(p.as_str()),
-            Matcher::Suffix(s) => {
-                path.ends_with(s.as_str()) || (s.starts_with('/') && path == &s[1..])
-            }
+            Matcher::Suffix(s) => path.ends_with(s.as_str()) || (s.starts_with('/') && path == &s[1..]),
             Matcher::Regex(re) => re.is_match(path),
         }
     }
@@ -472,7 +470,11 @@ mod tests {
             ("a(b)c/def", "a(b)c/def", true),
             ("a(b)c/def", "a(b)c/xyz", false),
             ("a.|)$(}+{bc", "a.|)$(}+{bc", true),
-            ("dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", true),
+            (
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                true,
+            ),
             ("dist/*.whl", "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", true),
             ("a\\\\", "a\\", true),
             ("a\\*b", "a*b", true),
@@ -494,7 +496,11 @@ mod tests {
         let multi: &[(&[&str], &str, bool)] = &[
             (&["**", "!util/docker/web"], "util/docker/web/foo", false),
             (&["**", "!util/docker/web", "util/docker/web/foo"], "util/docker/web/foo", true),
-            (&["**", "!dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl"], "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", false),
+            (
+                &["**", "!dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl"],
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                false,
+            ),
             (&["**", "!dist/*.whl"], "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", false),
             (&["!fileutils.go", "*.go"], "fileutils.go", true),
             (&["*.go", "!fileutils.go"], "fileutils.go", false),

@@ -40,7 +40,9 @@ pub enum ContextError {
         #[source]
         source: io::Error,
     },
-    #[error("COPY failed: file not found in build context or excluded by .dockerignore: stat {word}: file does not exist")]
+    #[error(
+        "COPY failed: file not found in build context or excluded by .dockerignore: stat {word}: file does not exist"
+    )]
     SourceNotFound { word: String },
     #[error("bad wildcard in source {word}")]
     BadWildcard {

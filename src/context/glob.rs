@@ -119,7 +119,9 @@ pub fn source_component(word: &str, part: &str) -> Result<Option<ComponentGlob>,
     if !has_wildcards(part) {
         return Ok(None);
     }
-    ComponentGlob::new(part).map(Some).map_err(|source| super::ContextError::BadWildcard { word: word.to_string(), source })
+    ComponentGlob::new(part)
+        .map(Some)
+        .map_err(|source| super::ContextError::BadWildcard { word: word.to_string(), source })
 }
 
 pub fn has_wildcards(word: &str) -> bool {

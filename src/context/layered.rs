@@ -224,7 +224,9 @@ impl LayerView {
             let mut next = Vec::new();
             for (matched, real, dir) in &frontier {
                 let names: Vec<BString> = match &glob {
-                    Some(g) => self.children(dir, real)?.into_iter().map(|(n, _)| n).filter(|n| g.is_match(n)).collect(),
+                    Some(g) => {
+                        self.children(dir, real)?.into_iter().map(|(n, _)| n).filter(|n| g.is_match(n)).collect()
+                    }
                     None => vec![unescape(part).into()],
                 };
                 for name in names {
@@ -259,7 +261,12 @@ impl LayerView {
         if m.is_dir {
             fs::create_dir_all(&top).map_err(Self::io(&top))?;
             let md = fs::symlink_metadata(&m.host).map_err(Self::io(&m.host))?;
-            entries.push(ContextEntry { rel: BString::default(), host: m.host.clone(), metadata: md, link_target: None });
+            entries.push(ContextEntry {
+                rel: BString::default(),
+                host: m.host.clone(),
+                metadata: md,
+                link_target: None,
+            });
         } else if let Some(parent) = top.parent() {
             fs::create_dir_all(parent).map_err(Self::io(parent))?;
         }
@@ -277,14 +284,16 @@ impl LayerView {
                 symlink(target, &to).map_err(Self::io(&to))?;
             } else if ft.is_file() {
                 fs::copy(&e.host, &to).map_err(Self::io(&to))?;
-                fs::set_permissions(&to, fs::Permissions::from_mode(e.metadata.mode() & 0o7777)).map_err(Self::io(&to))?;
+                fs::set_permissions(&to, fs::Permissions::from_mode(e.metadata.mode() & 0o7777))
+                    .map_err(Self::io(&to))?;
             } else {
                 continue;
             }
             lchown(&to, Some(e.metadata.uid()), Some(e.metadata.gid())).map_err(Self::io(&to))?;
             // chown clears setuid bits: set the mode again.
             if ft.is_file() {
-                fs::set_permissions(&to, fs::Permissions::from_mode(e.metadata.mode() & 0o7777)).map_err(Self::io(&to))?;
+                fs::set_permissions(&to, fs::Permissions::from_mode(e.metadata.mode() & 0o7777))
+                    .map_err(Self::io(&to))?;
             }
         }
         for (dir, mode) in dirs.into_iter().rev() {
@@ -293,7 +302,13 @@ impl LayerView {
         Ok(())
     }
 
-    fn walk_dir(&self, dir: &Node, rel: &[u8], out_rel: &[u8], out: &mut Vec<ContextEntry>) -> Result<(), ContextError> {
+    fn walk_dir(
+        &self,
+        dir: &Node,
+        rel: &[u8],
+        out_rel: &[u8],
+        out: &mut Vec<ContextEntry>,
+    ) -> Result<(), ContextError> {
         for (name, node) in self.children(dir, rel)? {
             let orel = join(out_rel, &name);
             let link_target = match node.md.file_type().is_symlink() {
@@ -301,7 +316,12 @@ impl LayerView {
                 false => None,
             };
             let is_dir = node.is_dir();
-            out.push(ContextEntry { rel: orel.clone(), host: node.host.clone(), metadata: node.md.clone(), link_target });
+            out.push(ContextEntry {
+                rel: orel.clone(),
+                host: node.host.clone(),
+                metadata: node.md.clone(),
+                link_target,
+            });
             if is_dir {
                 self.walk_dir(&node, &join(rel, &name), &orel, out)?;
             }

@@ -177,9 +177,9 @@ impl BuildContext {
         tarball::extract(Capped { inner: stream, left: max, max, hint }, &root)?;
         let mut ctx = BuildContext { root, ignore: DockerIgnore::empty(), _temp: Some(temp), empty: false };
         if ignore {
-            let found = IGNORE_FILES.iter().find_map(|name| {
-                resolve::resolve(&ctx.root, name.as_bytes(), true).ok().filter(|found| !found.is_dir)
-            });
+            let found = IGNORE_FILES
+                .iter()
+                .find_map(|name| resolve::resolve(&ctx.root, name.as_bytes(), true).ok().filter(|found| !found.is_dir));
             if let Some(found) = found {
                 ctx.ignore = read_ignore(&found.host)?;
             }
@@ -250,16 +250,13 @@ impl BuildContext {
     /// The context-relative, `/`-separated form of a real path inside the
     /// root.
     fn rel_of(&self, host: &Path) -> BString {
-        host.strip_prefix(&self.root)
-            .map(|p| BString::from(p.as_os_str().as_bytes()))
-            .unwrap_or_default()
+        host.strip_prefix(&self.root).map(|p| BString::from(p.as_os_str().as_bytes())).unwrap_or_default()
     }
 }
 
 fn read_ignore(path: &Path) -> Result<DockerIgnore, ContextError> {
     let bytes = std::fs::read(path).map_err(|source| ContextError::ReadIgnore { path: path.to_path_buf(), source })?;
-    DockerIgnore::parse_bytes(&bytes)
-        .map_err(|source| ContextError::ParseIgnore { path: path.to_path_buf(), source })
+    DockerIgnore::parse_bytes(&bytes).map_err(|source| ContextError::ParseIgnore { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

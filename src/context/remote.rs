@@ -139,13 +139,21 @@ impl GitUrl {
             "FETCH_HEAD".to_string()
         } else {
             self.git(dest, "fetch", &["fetch", "-q", "--tags", "origin"])?;
-            let exists = |r: &str| self.git(dest, "resolve", &["rev-parse", "-q", "--verify", &format!("{r}^{{commit}}")]).is_ok();
+            let exists = |r: &str| {
+                self.git(dest, "resolve", &["rev-parse", "-q", "--verify", &format!("{r}^{{commit}}")]).is_ok()
+            };
             let branch = format!("origin/{reference}");
-            if !exists(reference) && exists(&branch) { branch } else { reference.to_string() }
+            if !exists(reference) && exists(&branch) {
+                branch
+            } else {
+                reference.to_string()
+            }
         };
         self.git(dest, "check out", &["checkout", "-q", "--detach", &target])?;
         self.git(dest, "fetch the submodules of", &["submodule", "update", "-q", "--init", "--recursive", "--depth=1"])
-            .or_else(|_| self.git(dest, "fetch the submodules of", &["submodule", "update", "-q", "--init", "--recursive"]))?;
+            .or_else(|_| {
+                self.git(dest, "fetch the submodules of", &["submodule", "update", "-q", "--init", "--recursive"])
+            })?;
         let commit = self.git(dest, "resolve the commit of", &["rev-parse", "HEAD"])?;
         if !keep_git_dir {
             remove_git_dirs(dest).map_err(|source| RemoteError::Write { url: self.repo.clone(), source })?;
@@ -299,11 +307,7 @@ pub fn download(url: &str, dir: &Path, limits: &DownloadLimits) -> Result<Downlo
     if announced.is_some_and(|len| len > limits.max_size) {
         return Err(too_large());
     }
-    let mtime = resp
-        .headers()
-        .get("last-modified")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_http_date);
+    let mtime = resp.headers().get("last-modified").and_then(|v| v.to_str().ok()).and_then(parse_http_date);
     let werr = |source| RemoteError::Write { url: shown.clone(), source };
     // Removed on any error below; kept only once the whole body is in.
     let mut file = tempfile::Builder::new().prefix("download-").tempfile_in(dir).map_err(werr)?;
@@ -436,7 +440,11 @@ mod tests {
         assert_eq!(classify("file.git"), None);
         assert_eq!(
             GitUrl::parse("github.com/o/r#v1:sub/dir/"),
-            GitUrl { repo: "https://github.com/o/r".into(), reference: Some("v1".into()), subdir: Some("sub/dir".into()) }
+            GitUrl {
+                repo: "https://github.com/o/r".into(),
+                reference: Some("v1".into()),
+                subdir: Some("sub/dir".into())
+            }
         );
         assert_eq!(
             GitUrl::parse("git@h:r.git#:d"),
@@ -482,7 +490,11 @@ mod tests {
         git(&repo, &["commit", "-qm", "3"]);
         let dev = git(&repo, &["rev-parse", "HEAD"]);
         let url = format!("file://{}", repo.display());
-        let cases = [(format!("{url}#{first}"), first.clone(), "1"), (format!("{url}#dev:d"), dev.clone(), "2"), (url.clone(), dev, "2")];
+        let cases = [
+            (format!("{url}#{first}"), first.clone(), "1"),
+            (format!("{url}#dev:d"), dev.clone(), "2"),
+            (url.clone(), dev, "2"),
+        ];
         for (i, (word, commit, a)) in cases.iter().enumerate() {
             let dest = tmp.path().join(format!("c{i}"));
             std::fs::create_dir(&dest).unwrap();

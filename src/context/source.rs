@@ -81,10 +81,8 @@ fn expand(ctx: &BuildContext, word: &str, cleaned: &str) -> Result<Vec<SourceMat
         }
         frontier = next;
     }
-    let mut out: Vec<SourceMatch> = frontier
-        .into_iter()
-        .map(|(rel, r)| SourceMatch { rel, host: r.host, is_dir: r.is_dir })
-        .collect();
+    let mut out: Vec<SourceMatch> =
+        frontier.into_iter().map(|(rel, r)| SourceMatch { rel, host: r.host, is_dir: r.is_dir }).collect();
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
 }

@@ -221,10 +221,7 @@ fn ignore_file_choice() {
     let bad = r.join("bad.dockerignore");
     fs::write(&bad, "[").unwrap();
     assert!(matches!(BuildContext::from_dir(r, Some(&bad)), Err(ContextError::ParseIgnore { .. })));
-    assert!(matches!(
-        BuildContext::from_dir(&r.join("Dockerfile"), None),
-        Err(ContextError::NotADirectory { .. })
-    ));
+    assert!(matches!(BuildContext::from_dir(&r.join("Dockerfile"), None), Err(ContextError::NotADirectory { .. })));
 }
 
 #[test]
@@ -240,7 +237,14 @@ fn empty_context() {
 
 /// Appends an entry with the raw name `name`, bypassing the tar crate's
 /// own path checks, as a hostile archive would.
-fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, body: &[u8], link: Option<&str>, mode: u32) {
+fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    body: &[u8],
+    link: Option<&str>,
+    mode: u32,
+) {
     let mut h = tar::Header::new_gnu();
     {
         let bytes = &mut h.as_old_mut().name;

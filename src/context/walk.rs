@@ -57,7 +57,13 @@ impl Sink<'_> {
     }
 }
 
-fn walk_dir(ctx: &BuildContext, dir: &Path, ctx_rel: &[u8], out_rel: &[u8], sink: &mut Sink) -> Result<(), ContextError> {
+fn walk_dir(
+    ctx: &BuildContext,
+    dir: &Path,
+    ctx_rel: &[u8],
+    out_rel: &[u8],
+    sink: &mut Sink,
+) -> Result<(), ContextError> {
     let read = fs::read_dir(dir).map_err(|source| ContextError::Io { path: dir.to_path_buf(), source })?;
     let mut names = Vec::new();
     for entry in read {

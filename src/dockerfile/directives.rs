@@ -68,9 +68,7 @@ fn split_directive(line: &str) -> Option<(&str, &str, usize)> {
         return None;
     }
     let name = &after_hash[..name_len];
-    let rest = after_hash[name_len..]
-        .trim_start_matches(is_go_space)
-        .strip_prefix('=')?;
+    let rest = after_hash[name_len..].trim_start_matches(is_go_space).strip_prefix('=')?;
     let value_start = rest.trim_start_matches(is_go_space);
     let value = value_start.trim_end_matches(is_go_space);
     if value.is_empty() {
@@ -96,25 +94,14 @@ mod tests {
 
     #[test]
     fn all_spellings_of_a_directive() {
-        for line in [
-            "#escape=`",
-            "# escape =`",
-            "#\tescape= `",
-            "# escape = `",
-            "#\t  EsCaPe=`  ",
-        ] {
-            assert_eq!(
-                dirs(&format!("{line}\nFROM a")).unwrap().escape,
-                '`',
-                "{line}"
-            );
+        for line in ["#escape=`", "# escape =`", "#\tescape= `", "# escape = `", "#\t  EsCaPe=`  "] {
+            assert_eq!(dirs(&format!("{line}\nFROM a")).unwrap().escape, '`', "{line}");
         }
     }
 
     #[test]
     fn stops_at_first_non_directive() {
-        let d =
-            dirs("# syntax=docker/dockerfile:1\n# check=error=true\n\n# escape=`\nFROM a").unwrap();
+        let d = dirs("# syntax=docker/dockerfile:1\n# check=error=true\n\n# escape=`\nFROM a").unwrap();
         assert_eq!(d.syntax.as_deref(), Some("docker/dockerfile:1"));
         assert_eq!(d.check.as_deref(), Some("error=true"));
         assert_eq!(d.escape, '\\');

@@ -28,9 +28,7 @@ pub(crate) fn parse_go_duration(text: &str) -> Result<i64, String> {
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(format!("invalid duration {text:?}"));
         }
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let scale: u128 = match unit {
@@ -44,20 +42,14 @@ pub(crate) fn parse_go_duration(text: &str) -> Result<i64, String> {
             other => return Err(format!("unknown unit {other:?} in duration {text:?}")),
         };
         let overflow = || format!("duration {text:?} is too large");
-        let whole: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().map_err(|_| overflow())?
-        };
+        let whole: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| overflow())? };
         let mut value = whole.checked_mul(scale).ok_or_else(overflow)?;
         if !frac_part.is_empty() {
             // Only the digits that can still matter at nanosecond precision.
             let digits = &frac_part[..frac_part.len().min(30)];
             let frac: u128 = digits.parse().map_err(|_| overflow())?;
             let denom = 10u128.pow(digits.len() as u32);
-            value = value
-                .checked_add(frac * scale / denom)
-                .ok_or_else(overflow)?;
+            value = value.checked_add(frac * scale / denom).ok_or_else(overflow)?;
         }
         total = total.checked_add(value).ok_or_else(overflow)?;
         if total > i64::MAX as u128 + u128::from(negative) {
@@ -92,18 +84,7 @@ mod tests {
 
     #[test]
     fn invalid() {
-        for s in [
-            "",
-            "s",
-            "10",
-            "1x",
-            "1.2.3s",
-            ".s",
-            "-",
-            "1d",
-            "99999999999999999999h",
-            "3000000h",
-        ] {
+        for s in ["", "s", "10", "1x", "1.2.3s", ".s", "-", "1d", "99999999999999999999h", "3000000h"] {
             assert!(d(s).is_err(), "{s}");
         }
     }

@@ -32,8 +32,7 @@ impl DockerfileError {
             let gutter = self.line.to_string();
             let (shown, caret) = window(text, self.column.saturating_sub(1));
             out.push_str(&format!(" {} | {}\n", gutter, shown));
-            let pad: String =
-                shown.chars().take(caret).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+            let pad: String = shown.chars().take(caret).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
             out.push_str(&format!(" {} | {}^\n", " ".repeat(gutter.len()), pad));
         }
         if let Some(help) = &self.help {

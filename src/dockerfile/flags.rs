@@ -42,11 +42,7 @@ pub(crate) fn extract(text: &str, base: usize) -> (Vec<RawFlag>, usize) {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (body.to_string(), None),
         };
-        flags.push(RawFlag {
-            name,
-            value,
-            offset: base + start,
-        });
+        flags.push(RawFlag { name, value, offset: base + start });
     }
 }
 
@@ -108,17 +104,15 @@ impl Flags {
                 return Err(e);
             };
             if kind != Kind::Strs && flags.values.iter().any(|(n, _, _)| *n == flag.name) {
-                return Err(err(format!("duplicate flag --{} for {keyword}", flag.name))
-                    .with_help("give the flag only once"));
+                return Err(
+                    err(format!("duplicate flag --{} for {keyword}", flag.name)).with_help("give the flag only once")
+                );
             }
             let value = match (kind, &flag.value) {
                 (Kind::Bool, None) => "true".to_string(),
                 (Kind::Bool, Some(v)) if v.is_empty() => {
-                    return Err(err(format!(
-                        "missing a value on flag --{} of {keyword}",
-                        flag.name
-                    ))
-                    .with_help(format!("write --{0}, --{0}=true or --{0}=false", flag.name)));
+                    return Err(err(format!("missing a value on flag --{} of {keyword}", flag.name))
+                        .with_help(format!("write --{0}, --{0}=true or --{0}=false", flag.name)));
                 }
                 (Kind::Bool, Some(v)) => match v.to_ascii_lowercase().as_str() {
                     "true" => "true".to_string(),
@@ -132,11 +126,8 @@ impl Flags {
                     }
                 },
                 (_, None) => {
-                    return Err(err(format!(
-                        "missing a value on flag --{} of {keyword}",
-                        flag.name
-                    ))
-                    .with_help(format!("write it as --{}=<value>", flag.name)));
+                    return Err(err(format!("missing a value on flag --{} of {keyword}", flag.name))
+                        .with_help(format!("write it as --{}=<value>", flag.name)));
                 }
                 (_, Some(v)) => v.clone(),
             };
@@ -147,26 +138,16 @@ impl Flags {
 
     /// A single-valued flag; an empty value counts as not given, as in docker.
     pub fn string(&self, name: &str) -> Option<(String, usize)> {
-        self.values
-            .iter()
-            .find(|(n, v, _)| n == name && !v.is_empty())
-            .map(|(_, v, o)| (v.clone(), *o))
+        self.values.iter().find(|(n, v, _)| n == name && !v.is_empty()).map(|(_, v, o)| (v.clone(), *o))
     }
 
     pub fn bool(&self, name: &str) -> Option<bool> {
-        self.values
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, v, _)| v == "true")
+        self.values.iter().find(|(n, _, _)| n == name).map(|(_, v, _)| v == "true")
     }
 
     /// Every value of a repeatable flag, in order, with its offset.
     pub fn strings(&self, name: &str) -> Vec<(String, usize)> {
-        self.values
-            .iter()
-            .filter(|(n, _, _)| n == name)
-            .map(|(_, v, o)| (v.clone(), *o))
-            .collect()
+        self.values.iter().filter(|(n, _, _)| n == name).map(|(_, v, o)| (v.clone(), *o)).collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -196,22 +177,13 @@ mod tests {
 
     fn flags(text: &str) -> (Vec<(String, Option<String>, usize)>, String) {
         let (f, at) = extract(text, 0);
-        (
-            f.into_iter().map(|f| (f.name, f.value, f.offset)).collect(),
-            text[at..].to_string(),
-        )
+        (f.into_iter().map(|f| (f.name, f.value, f.offset)).collect(), text[at..].to_string())
     }
 
     #[test]
     fn extracts_leading_flags() {
         let (f, rest) = flags("--from=a --link  src dst");
-        assert_eq!(
-            f,
-            vec![
-                ("from".into(), Some("a".into()), 0),
-                ("link".into(), None, 9)
-            ]
-        );
+        assert_eq!(f, vec![("from".into(), Some("a".into()), 0), ("link".into(), None, 9)]);
         assert_eq!(rest, "src dst");
     }
 
@@ -236,20 +208,10 @@ mod tests {
     fn checking() {
         let line = Logical::single("COPY --link=FALSE --exclude=a --exclude=b --from=x s d");
         let (raw, _) = extract(&line.text[5..], 5);
-        let spec = [
-            ("link", Kind::Bool),
-            ("exclude", Kind::Strs),
-            ("from", Kind::Str),
-        ];
+        let spec = [("link", Kind::Bool), ("exclude", Kind::Strs), ("from", Kind::Str)];
         let f = Flags::check("D", &line, "COPY", &spec, &raw).unwrap();
         assert_eq!(f.bool("link"), Some(false));
-        assert_eq!(
-            f.strings("exclude")
-                .into_iter()
-                .map(|(v, _)| v)
-                .collect::<Vec<_>>(),
-            vec!["a", "b"]
-        );
+        assert_eq!(f.strings("exclude").into_iter().map(|(v, _)| v).collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(f.string("from"), Some(("x".to_string(), 42)));
     }
 

@@ -30,11 +30,7 @@ pub(crate) fn marker(word: &str) -> Option<Marker> {
         return None;
     }
     let expand = quote_count(&name) == quote_count(rest);
-    Some(Marker {
-        name,
-        expand,
-        strip_tabs,
-    })
+    Some(Marker { name, expand, strip_tabs })
 }
 
 fn quote_count(s: &str) -> usize {
@@ -46,11 +42,7 @@ mod tests {
     use super::*;
 
     fn m(name: &str, expand: bool, strip_tabs: bool) -> Option<Marker> {
-        Some(Marker {
-            name: name.into(),
-            expand,
-            strip_tabs,
-        })
+        Some(Marker { name: name.into(), expand, strip_tabs })
     }
 
     #[test]
@@ -68,9 +60,7 @@ mod tests {
 
     #[test]
     fn not_markers() {
-        for word in [
-            "", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "a<<EOF", "<<'EOF", "<<EOF'", "<<''",
-        ] {
+        for word in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "a<<EOF", "<<'EOF", "<<EOF'", "<<''"] {
             assert_eq!(marker(word), None, "{word}");
         }
     }

@@ -64,40 +64,25 @@ impl Cx<'_> {
     }
 
     fn missing(&self, what: &str) -> DockerfileError {
-        self.err(
-            self.keyword_offset,
-            format!("{} requires {what}", self.keyword),
-        )
+        self.err(self.keyword_offset, format!("{} requires {what}", self.keyword))
     }
 }
 
 /// Builds the instruction that starts at byte `start` of `line`.
-pub(crate) fn build(
-    path: &str,
-    line: &Logical,
-    start: usize,
-    escape: char,
-) -> Result<Built, DockerfileError> {
+pub(crate) fn build(path: &str, line: &Logical, start: usize, escape: char) -> Result<Built, DockerfileError> {
     let text = &line.text[start..];
     let keyword_len = text.find(words::is_blank).unwrap_or(text.len());
     let keyword_raw = &text[..keyword_len];
     let after_keyword = &text[keyword_len..];
-    let rest_start = start
-        + keyword_len
-        + (after_keyword.len() - after_keyword.trim_start_matches(words::is_blank).len());
+    let rest_start =
+        start + keyword_len + (after_keyword.len() - after_keyword.trim_start_matches(words::is_blank).len());
     let rest = &line.text[rest_start..];
 
     let upper = keyword_raw.to_ascii_uppercase();
     let Some(&keyword) = KEYWORDS.iter().find(|k| **k == upper) else {
         return Err(unknown_instruction(path, line, start, keyword_raw));
     };
-    let cx = Cx {
-        path,
-        line,
-        escape,
-        keyword,
-        keyword_offset: start,
-    };
+    let cx = Cx { path, line, escape, keyword, keyword_offset: start };
 
     let original = match rest.trim_end() {
         "" => keyword.to_string(),
@@ -115,11 +100,7 @@ pub(crate) fn build(
     let command = match keyword {
         "FROM" => from(&cx, check_flags(&[("platform", Kind::Str)])?, args)?,
         "RUN" => {
-            let spec = [
-                ("mount", Kind::Strs),
-                ("network", Kind::Str),
-                ("security", Kind::Str),
-            ];
+            let spec = [("mount", Kind::Strs), ("network", Kind::Str), ("security", Kind::Str)];
             Command::Run(run(&cx, check_flags(&spec)?, args, &mut heredocs)?)
         }
         "CMD" => {
@@ -219,11 +200,7 @@ pub(crate) fn build(
     let pos = line.pos_at(start);
     Ok(Built {
         instruction: Instruction {
-            span: Span {
-                line: pos.line,
-                column: pos.column,
-                end_line: line.end_line,
-            },
+            span: Span { line: pos.line, column: pos.column, end_line: line.end_line },
             original,
             command,
         },
@@ -233,12 +210,7 @@ pub(crate) fn build(
 
 fn unknown_instruction(path: &str, line: &Logical, start: usize, word: &str) -> DockerfileError {
     let pos = line.pos_at(start);
-    let err = DockerfileError::new(
-        path,
-        pos.line,
-        pos.column,
-        format!("unknown instruction {word:?}"),
-    );
+    let err = DockerfileError::new(path, pos.line, pos.column, format!("unknown instruction {word:?}"));
     let upper = word.to_ascii_uppercase();
     let close = KEYWORDS
         .iter()
@@ -254,11 +226,7 @@ fn unknown_instruction(path: &str, line: &Logical, start: usize, word: &str) -> 
 fn from(cx: &Cx, flags: Flags, args: Args) -> Result<Command, DockerfileError> {
     let words = words::split_whitespace(args.text, args.offset);
     let (image, alias) = match words.as_slice() {
-        [] => {
-            return Err(cx
-                .missing("an image name")
-                .with_help("write FROM <image> [AS <name>]"))
-        }
+        [] => return Err(cx.missing("an image name").with_help("write FROM <image> [AS <name>]")),
         [image] => (image, None),
         [image, as_word, name] if as_word.text.eq_ignore_ascii_case("as") => (image, Some(name)),
         [_, extra, ..] => {
@@ -271,9 +239,7 @@ fn from(cx: &Cx, flags: Flags, args: Args) -> Result<Command, DockerfileError> {
         let lower = name.text.to_ascii_lowercase();
         let mut chars = lower.chars();
         let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-            && chars.all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
-            });
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
         if !valid {
             return Err(cx
                 .err(name.offset, format!("invalid name for build stage: {:?}", name.text))
@@ -287,16 +253,10 @@ fn from(cx: &Cx, flags: Flags, args: Args) -> Result<Command, DockerfileError> {
     })
 }
 
-fn run(
-    cx: &Cx,
-    flags: Flags,
-    args: Args,
-    heredocs: &mut Vec<HeredocRequest>,
-) -> Result<RunCmd, DockerfileError> {
+fn run(cx: &Cx, flags: Flags, args: Args, heredocs: &mut Vec<HeredocRequest>) -> Result<RunCmd, DockerfileError> {
     let mut mounts = Vec::new();
     for (value, offset) in flags.strings("mount") {
-        let mount =
-            parse_mount(&value).map_err(|m| cx.err(offset, format!("invalid --mount: {m}")))?;
+        let mount = parse_mount(&value).map_err(|m| cx.err(offset, format!("invalid --mount: {m}")))?;
         mounts.push(mount);
     }
     let network = match flags.string("network") {
@@ -327,33 +287,17 @@ fn run(
             }
         }
     }
-    Ok(RunCmd {
-        cmd,
-        heredocs: docs,
-        mounts,
-        network,
-        security,
-    })
+    Ok(RunCmd { cmd, heredocs: docs, mounts, network, security })
 }
 
 /// Records a heredoc the lexer must read and returns its (still empty) node.
-fn request(
-    cx: &Cx,
-    word: &Word,
-    marker: heredoc::Marker,
-    requests: &mut Vec<HeredocRequest>,
-) -> Heredoc {
+fn request(cx: &Cx, word: &Word, marker: heredoc::Marker, requests: &mut Vec<HeredocRequest>) -> Heredoc {
     requests.push(HeredocRequest {
         name: marker.name.clone(),
         strip_tabs: marker.strip_tabs,
         pos: cx.line.pos_at(word.offset),
     });
-    Heredoc {
-        name: marker.name,
-        content: String::new(),
-        expand: marker.expand,
-        strip_tabs: marker.strip_tabs,
-    }
+    Heredoc { name: marker.name, content: String::new(), expand: marker.expand, strip_tabs: marker.strip_tabs }
 }
 
 /// RUN, CMD, ENTRYPOINT: a JSON array of strings, or else the text as shell
@@ -368,11 +312,8 @@ fn cmd_line(cx: &Cx, args: Args) -> Result<CmdLine, DockerfileError> {
 }
 
 fn not_strings(cx: &Cx, args: Args) -> DockerfileError {
-    cx.err(
-        args.offset,
-        "when using JSON array syntax, arrays must be comprised of strings only",
-    )
-    .with_help("quote every element, e.g. [\"sleep\", \"10\"]")
+    cx.err(args.offset, "when using JSON array syntax, arrays must be comprised of strings only")
+        .with_help("quote every element, e.g. [\"sleep\", \"10\"]")
 }
 
 fn shell(cx: &Cx, args: Args) -> Result<Vec<String>, DockerfileError> {
@@ -382,10 +323,7 @@ fn shell(cx: &Cx, args: Args) -> Result<Vec<String>, DockerfileError> {
         Json::NotStrings => Err(not_strings(cx, args)),
         Json::NotArray if args.text.is_empty() => Err(cx.missing("at least one argument")),
         Json::NotArray => Err(cx
-            .err(
-                args.offset,
-                "SHELL requires the arguments to be in JSON form",
-            )
+            .err(args.offset, "SHELL requires the arguments to be in JSON form")
             .with_help("write it as a JSON array, e.g. SHELL [\"/bin/sh\", \"-c\"]")),
     }
 }
@@ -395,60 +333,29 @@ fn shell(cx: &Cx, args: Args) -> Result<Vec<String>, DockerfileError> {
 fn key_values(cx: &Cx, args: Args) -> Result<Vec<KeyValue>, DockerfileError> {
     let words = words::split_keeping_quotes(args.text, cx.escape, args.offset);
     let Some(first) = words.first() else {
-        return Err(cx
-            .missing("at least one argument")
-            .with_help(format!("write {} <key>=<value>", cx.keyword)));
+        return Err(cx.missing("at least one argument").with_help(format!("write {} <key>=<value>", cx.keyword)));
     };
     if !first.text.contains('=') {
         let key_len = args.text.find(words::is_blank).unwrap_or(args.text.len());
         let value = args.text[key_len..].trim_start_matches(words::is_blank);
         if value.is_empty() {
             return Err(cx
-                .err(
-                    args.offset,
-                    format!(
-                        "{} {} is missing a value",
-                        cx.keyword,
-                        &args.text[..key_len]
-                    ),
-                )
-                .with_help(format!(
-                    "write {} {}=<value>",
-                    cx.keyword,
-                    &args.text[..key_len]
-                )));
+                .err(args.offset, format!("{} {} is missing a value", cx.keyword, &args.text[..key_len]))
+                .with_help(format!("write {} {}=<value>", cx.keyword, &args.text[..key_len])));
         }
-        return Ok(vec![KeyValue {
-            key: args.text[..key_len].to_string(),
-            value: value.to_string(),
-        }]);
+        return Ok(vec![KeyValue { key: args.text[..key_len].to_string(), value: value.to_string() }]);
     }
     let mut pairs = Vec::with_capacity(words.len());
     for word in words {
         let Some((key, value)) = word.text.split_once('=') else {
             return Err(cx
-                .err(
-                    word.offset,
-                    format!(
-                        "can't find = in {:?}; it must be of the form name=value",
-                        word.text
-                    ),
-                )
-                .with_help(format!(
-                    "write {0}={0}_value, or quote the value if it holds spaces",
-                    word.text
-                )));
+                .err(word.offset, format!("can't find = in {:?}; it must be of the form name=value", word.text))
+                .with_help(format!("write {0}={0}_value, or quote the value if it holds spaces", word.text)));
         };
         if key.is_empty() {
-            return Err(cx.err(
-                word.offset,
-                format!("{} names can not be blank", cx.keyword),
-            ));
+            return Err(cx.err(word.offset, format!("{} names can not be blank", cx.keyword)));
         }
-        pairs.push(KeyValue {
-            key: key.to_string(),
-            value: value.to_string(),
-        });
+        pairs.push(KeyValue { key: key.to_string(), value: value.to_string() });
     }
     Ok(pairs)
 }
@@ -456,22 +363,14 @@ fn key_values(cx: &Cx, args: Args) -> Result<Vec<KeyValue>, DockerfileError> {
 fn arg(cx: &Cx, args: Args) -> Result<Vec<ArgDecl>, DockerfileError> {
     let words = words::split_keeping_quotes(args.text, cx.escape, args.offset);
     if words.is_empty() {
-        return Err(cx
-            .missing("at least one argument")
-            .with_help("write ARG <name>[=<default>]"));
+        return Err(cx.missing("at least one argument").with_help("write ARG <name>[=<default>]"));
     }
     words
         .into_iter()
         .map(|word| match word.text.split_once('=') {
             Some(("", _)) => Err(cx.err(word.offset, "ARG names can not be blank")),
-            Some((name, default)) => Ok(ArgDecl {
-                name: name.to_string(),
-                default: Some(default.to_string()),
-            }),
-            None => Ok(ArgDecl {
-                name: word.text,
-                default: None,
-            }),
+            Some((name, default)) => Ok(ArgDecl { name: name.to_string(), default: Some(default.to_string()) }),
+            None => Ok(ArgDecl { name: word.text, default: None }),
         })
         .collect()
 }
@@ -488,10 +387,7 @@ fn volume(cx: &Cx, args: Args) -> Result<Vec<String>, DockerfileError> {
     let list = match words::parse_json_array(args.text) {
         Json::Strings(v) => v.into_iter().map(|s| s.trim().to_string()).collect(),
         Json::NotStrings => return Err(not_strings(cx, args)),
-        Json::NotArray => words::split_whitespace(args.text, args.offset)
-            .into_iter()
-            .map(|w| w.text)
-            .collect(),
+        Json::NotArray => words::split_whitespace(args.text, args.offset).into_iter().map(|w| w.text).collect(),
     };
     let list: Vec<String> = list;
     if list.is_empty() {
@@ -503,42 +399,20 @@ fn volume(cx: &Cx, args: Args) -> Result<Vec<String>, DockerfileError> {
     Ok(list)
 }
 
-fn copy(
-    cx: &Cx,
-    flags: Flags,
-    args: Args,
-    requests: &mut Vec<HeredocRequest>,
-) -> Result<CopyCmd, DockerfileError> {
+fn copy(cx: &Cx, flags: Flags, args: Args, requests: &mut Vec<HeredocRequest>) -> Result<CopyCmd, DockerfileError> {
     let (words, shell_form) = match words::parse_json_array(args.text) {
-        Json::Strings(v) => (
-            v.into_iter()
-                .map(|text| Word {
-                    text,
-                    offset: args.offset,
-                })
-                .collect(),
-            false,
-        ),
+        Json::Strings(v) => (v.into_iter().map(|text| Word { text, offset: args.offset }).collect(), false),
         Json::NotStrings => return Err(not_strings(cx, args)),
         Json::NotArray => (words::split_whitespace(args.text, args.offset), true),
     };
     let Some((dest, sources)) = words.split_last().filter(|(_, s)| !s.is_empty()) else {
         let at = words.first().map_or(cx.keyword_offset, |w| w.offset);
         return Err(cx
-            .err(
-                at,
-                format!(
-                    "{} requires at least two arguments: a source and a destination",
-                    cx.keyword
-                ),
-            )
+            .err(at, format!("{} requires at least two arguments: a source and a destination", cx.keyword))
             .with_help(format!("write {} <src>... <dest>", cx.keyword)));
     };
     if shell_form && heredoc::marker(&dest.text).is_some() {
-        return Err(cx.err(
-            dest.offset,
-            format!("{} cannot accept a heredoc as a destination", cx.keyword),
-        ));
+        return Err(cx.err(dest.offset, format!("{} cannot accept a heredoc as a destination", cx.keyword)));
     }
     let mut heredocs = Vec::new();
     let mut source_words = Vec::with_capacity(sources.len());
@@ -554,9 +428,7 @@ fn copy(
     let mut exclude = Vec::new();
     for (pattern, offset) in flags.strings("exclude") {
         if pattern.is_empty() {
-            return Err(cx
-                .err(offset, "missing a value on flag --exclude")
-                .with_help("write --exclude=<pattern>"));
+            return Err(cx.err(offset, "missing a value on flag --exclude").with_help("write --exclude=<pattern>"));
         }
         exclude.push(pattern);
     }
@@ -580,20 +452,13 @@ fn copy(
         parents: flags.bool("parents").unwrap_or(false),
         exclude,
         checksum: flags.string("checksum").map(|(v, _)| v),
-        keep_git_dir: if is_add {
-            flags.bool("keep-git-dir")
-        } else {
-            None
-        },
+        keep_git_dir: if is_add { flags.bool("keep-git-dir") } else { None },
         unpack: if is_add { flags.bool("unpack") } else { None },
     })
 }
 
 fn healthcheck(cx: &Cx, flags: Flags, args: Args) -> Result<Option<HealthSpec>, DockerfileError> {
-    let kind_len = args
-        .text
-        .find(char::is_whitespace)
-        .unwrap_or(args.text.len());
+    let kind_len = args.text.find(char::is_whitespace).unwrap_or(args.text.len());
     let kind = &args.text[..kind_len];
     let rest_untrimmed = &args.text[kind_len..];
     let rest = Args {
@@ -641,8 +506,7 @@ fn duration_flag(cx: &Cx, flags: &Flags, name: &str) -> Result<Option<i64>, Dock
         return Ok(None);
     };
     let nanos = parse_go_duration(&value).map_err(|m| {
-        cx.err(offset, format!("invalid --{name}: {m}"))
-            .with_help("use a duration like 30s, 1m30s or 500ms")
+        cx.err(offset, format!("invalid --{name}: {m}")).with_help("use a duration like 30s, 1m30s or 500ms")
     })?;
     if nanos != 0 && nanos < 1_000_000 {
         return Err(cx.err(offset, format!("--{name} cannot be less than 1ms")));
@@ -654,12 +518,7 @@ fn retries(cx: &Cx, flags: &Flags) -> Result<Option<i64>, DockerfileError> {
     let Some((value, offset)) = flags.string("retries") else {
         return Ok(None);
     };
-    let n: i32 = value.parse().map_err(|_| {
-        cx.err(
-            offset,
-            format!("invalid --retries {value:?}: not an integer"),
-        )
-    })?;
+    let n: i32 = value.parse().map_err(|_| cx.err(offset, format!("invalid --retries {value:?}: not an integer")))?;
     if n < 0 {
         return Err(cx.err(offset, format!("--retries cannot be negative ({n})")));
     }
@@ -668,32 +527,20 @@ fn retries(cx: &Cx, flags: &Flags) -> Result<Option<i64>, DockerfileError> {
 
 fn onbuild(cx: &Cx, args: Args) -> Result<Built, DockerfileError> {
     if args.text.is_empty() {
-        return Err(cx
-            .missing("a trigger instruction")
-            .with_help("write ONBUILD <INSTRUCTION>"));
+        return Err(cx.missing("a trigger instruction").with_help("write ONBUILD <INSTRUCTION>"));
     }
     let trigger_len = args.text.find(words::is_blank).unwrap_or(args.text.len());
     let trigger = args.text[..trigger_len].to_ascii_uppercase();
     match trigger.as_str() {
-        "ONBUILD" => Err(cx.err(
-            args.offset,
-            "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
-        )),
-        "FROM" | "MAINTAINER" => Err(cx.err(
-            args.offset,
-            format!("{trigger} isn't allowed as an ONBUILD trigger"),
-        )),
+        "ONBUILD" => Err(cx.err(args.offset, "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")),
+        "FROM" | "MAINTAINER" => Err(cx.err(args.offset, format!("{trigger} isn't allowed as an ONBUILD trigger"))),
         _ => build(cx.path, cx.line, args.offset, cx.escape),
     }
 }
 
 /// Puts the bodies read by the lexer into the heredoc nodes, in request
 /// order, and extends the span to the last body line.
-pub(crate) fn fill_heredocs(
-    instruction: &mut Instruction,
-    bodies: &mut std::vec::IntoIter<String>,
-    end_line: usize,
-) {
+pub(crate) fn fill_heredocs(instruction: &mut Instruction, bodies: &mut std::vec::IntoIter<String>, end_line: usize) {
     instruction.span.end_line = instruction.span.end_line.max(end_line);
     let docs = match &mut instruction.command {
         Command::Run(run) => &mut run.heredocs,

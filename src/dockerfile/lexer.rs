@@ -32,12 +32,8 @@ impl Logical {
     /// Builds a single-piece logical line; used by tests of later stages.
     #[cfg(test)]
     pub fn single(text: &str) -> Logical {
-        let mut l = Logical {
-            text: String::new(),
-            positions: Vec::new(),
-            end: Pos { line: 1, column: 1 },
-            end_line: 1,
-        };
+        let mut l =
+            Logical { text: String::new(), positions: Vec::new(), end: Pos { line: 1, column: 1 }, end_line: 1 };
         l.push(text, 1, 0, text);
         l
     }
@@ -101,12 +97,7 @@ impl<'a> Lexer<'a> {
                 }
             }
         }
-        Lexer {
-            lines,
-            terminated,
-            next: 0,
-            escape: '\\',
-        }
+        Lexer { lines, terminated, next: 0, escape: '\\' }
     }
 
     pub fn lines(&self) -> &[&'a str] {
@@ -133,10 +124,7 @@ impl<'a> Lexer<'a> {
             let mut logical = Logical {
                 text: String::new(),
                 positions: Vec::new(),
-                end: Pos {
-                    line: line_no,
-                    column: 1,
-                },
+                end: Pos { line: line_no, column: 1 },
                 end_line: line_no,
             };
             let (keep, mut continued) = trim_continuation(body, self.escape);
@@ -199,10 +187,7 @@ impl<'a> Lexer<'a> {
                     request.pos.column,
                     format!("unterminated heredoc <<{}", request.name),
                 )
-                .with_help(format!(
-                    "end the heredoc with a line that holds only `{}`",
-                    request.name
-                )));
+                .with_help(format!("end the heredoc with a line that holds only `{}`", request.name)));
             }
             if request.strip_tabs {
                 content = strip_leading_tabs(&content);
@@ -231,10 +216,7 @@ fn trim_continuation(line: &str, escape: char) -> (usize, bool) {
 
 /// `<<-`: leading tabs go from every line of the body.
 fn strip_leading_tabs(content: &str) -> String {
-    content
-        .split_inclusive('\n')
-        .map(|l| l.trim_start_matches('\t'))
-        .collect()
+    content.split_inclusive('\n').map(|l| l.trim_start_matches('\t')).collect()
 }
 
 #[cfg(test)]
@@ -253,25 +235,13 @@ mod tests {
     #[test]
     fn joins_continuations_and_skips_comments_inside() {
         let got = all("RUN a \\\n# c\n\n  b \\\n c\nRUN d\n");
-        assert_eq!(
-            got,
-            vec![
-                ("RUN a   b  c".to_string(), 1, 5),
-                ("RUN d".to_string(), 6, 6)
-            ]
-        );
+        assert_eq!(got, vec![("RUN a   b  c".to_string(), 1, 5), ("RUN d".to_string(), 6, 6)]);
     }
 
     #[test]
     fn escaped_escape_is_not_a_continuation() {
         let got = all("RUN a \\\\\nRUN b\n");
-        assert_eq!(
-            got,
-            vec![
-                ("RUN a \\\\".to_string(), 1, 1),
-                ("RUN b".to_string(), 2, 2)
-            ]
-        );
+        assert_eq!(got, vec![("RUN a \\\\".to_string(), 1, 1), ("RUN b".to_string(), 2, 2)]);
     }
 
     #[test]
@@ -314,16 +284,8 @@ mod tests {
         let mut lexer = Lexer::new("RUN <<A <<-B\na1\n\tA\nA\n\tb1\n\tB\nRUN x");
         lexer.next_logical();
         let reqs = vec![
-            HeredocRequest {
-                name: "A".into(),
-                strip_tabs: false,
-                pos: Pos { line: 1, column: 5 },
-            },
-            HeredocRequest {
-                name: "B".into(),
-                strip_tabs: true,
-                pos: Pos { line: 1, column: 9 },
-            },
+            HeredocRequest { name: "A".into(), strip_tabs: false, pos: Pos { line: 1, column: 5 } },
+            HeredocRequest { name: "B".into(), strip_tabs: true, pos: Pos { line: 1, column: 9 } },
         ];
         let (bodies, last) = lexer.read_heredocs("D", &reqs).unwrap();
         assert_eq!(bodies, vec!["a1\n\tA\n".to_string(), "b1\n".to_string()]);
@@ -335,11 +297,7 @@ mod tests {
     fn unterminated_heredoc_points_at_its_start() {
         let mut lexer = Lexer::new("RUN <<EOF\nbody\n");
         lexer.next_logical();
-        let reqs = vec![HeredocRequest {
-            name: "EOF".into(),
-            strip_tabs: false,
-            pos: Pos { line: 1, column: 5 },
-        }];
+        let reqs = vec![HeredocRequest { name: "EOF".into(), strip_tabs: false, pos: Pos { line: 1, column: 5 } }];
         let err = lexer.read_heredocs("D", &reqs).unwrap_err();
         assert_eq!((err.line, err.column), (1, 5));
     }

@@ -39,15 +39,8 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
         if !KEYS.contains(&key.as_str()) {
             return Err(unknown_key(&key, &field));
         }
-        if val.is_none()
-            && !matches!(
-                key.as_str(),
-                "readonly" | "ro" | "readwrite" | "rw" | "required"
-            )
-        {
-            return Err(format!(
-                "invalid mount field {field:?}: it must be a key=value pair"
-            ));
+        if val.is_none() && !matches!(key.as_str(), "readonly" | "ro" | "readwrite" | "rw" | "required") {
+            return Err(format!("invalid mount field {field:?}: it must be a key=value pair"));
         }
         if key == "type" {
             let t = val.unwrap_or_default();
@@ -57,11 +50,7 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
                 "tmpfs" => MountKind::Tmpfs,
                 "secret" => MountKind::Secret,
                 "ssh" => MountKind::Ssh,
-                _ => {
-                    return Err(format!(
-                        "unsupported mount type {t:?} (use bind, cache, tmpfs, secret or ssh)"
-                    ))
-                }
+                _ => return Err(format!("unsupported mount type {t:?} (use bind, cache, tmpfs, secret or ssh)")),
             };
             continue;
         }
@@ -72,11 +61,8 @@ pub(crate) fn parse_mount(value: &str) -> Result<Mount, String> {
 }
 
 fn unknown_key(key: &str, field: &str) -> String {
-    let close = KEYS
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(k, key), *k))
-        .filter(|(d, _)| *d <= 2 && *d < key.len())
-        .min();
+    let close =
+        KEYS.iter().map(|k| (strsim::damerau_levenshtein(k, key), *k)).filter(|(d, _)| *d <= 2 && *d < key.len()).min();
     match close {
         Some((_, k)) => {
             format!("unexpected key {key:?} in mount field {field:?} (did you mean {k:?}?)")
@@ -107,25 +93,16 @@ fn check_fields(kind: MountKind, options: &[(String, Option<String>)]) -> Result
             }
             "sharing" => {
                 if kind != MountKind::Cache {
-                    return Err(format!(
-                        "sharing is only allowed for cache mounts, not {name}"
-                    ));
+                    return Err(format!("sharing is only allowed for cache mounts, not {name}"));
                 }
                 if let Some(v) = literal {
-                    if !matches!(
-                        v.to_ascii_lowercase().as_str(),
-                        "shared" | "private" | "locked"
-                    ) {
-                        return Err(format!(
-                            "unsupported sharing value {v:?} (use shared, private or locked)"
-                        ));
+                    if !matches!(v.to_ascii_lowercase().as_str(), "shared" | "private" | "locked") {
+                        return Err(format!("unsupported sharing value {v:?} (use shared, private or locked)"));
                     }
                 }
             }
             "required" if !matches!(kind, MountKind::Secret | MountKind::Ssh) => {
-                return Err(format!(
-                    "required is only allowed for secret and ssh mounts, not {name}"
-                ));
+                return Err(format!("required is only allowed for secret and ssh mounts, not {name}"));
             }
             "readonly" | "ro" | "readwrite" | "rw" | "required" => {
                 if let Some(v) = literal {
@@ -134,9 +111,7 @@ fn check_fields(kind: MountKind, options: &[(String, Option<String>)]) -> Result
                     }
                 }
             }
-            "from" if kind == MountKind::Secret => {
-                return Err("secret mounts cannot have a from".to_string())
-            }
+            "from" if kind == MountKind::Secret => return Err("secret mounts cannot have a from".to_string()),
             _ => {}
         }
     }
@@ -192,11 +167,7 @@ fn csv_fields(value: &str) -> Result<Vec<String>, String> {
                     return Ok(fields);
                 }
                 Some(',') => fields.push(field),
-                Some(_) => {
-                    return Err(format!(
-                        "unexpected text after a closing quote in mount {value:?}"
-                    ))
-                }
+                Some(_) => return Err(format!("unexpected text after a closing quote in mount {value:?}")),
             }
         } else {
             loop {
@@ -222,24 +193,14 @@ mod tests {
     use super::*;
 
     fn opts(m: &Mount) -> Vec<(&str, Option<&str>)> {
-        m.options
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref()))
-            .collect()
+        m.options.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect()
     }
 
     #[test]
     fn default_kind_is_bind() {
         let m = parse_mount("target=/src,from=build,rw").unwrap();
         assert_eq!(m.kind, MountKind::Bind);
-        assert_eq!(
-            opts(&m),
-            vec![
-                ("target", Some("/src")),
-                ("from", Some("build")),
-                ("rw", None)
-            ]
-        );
+        assert_eq!(opts(&m), vec![("target", Some("/src")), ("from", Some("build")), ("rw", None)]);
     }
 
     #[test]
@@ -247,15 +208,9 @@ mod tests {
         let m = parse_mount("target=/c,Type=CACHE,sharing=locked,mode=0755,uid=1").unwrap();
         assert_eq!(m.kind, MountKind::Cache);
         assert_eq!(opts(&m).len(), 4);
-        assert_eq!(
-            parse_mount("type=secret,id=aws,required").unwrap().kind,
-            MountKind::Secret
-        );
+        assert_eq!(parse_mount("type=secret,id=aws,required").unwrap().kind, MountKind::Secret);
         assert_eq!(parse_mount("type=ssh").unwrap().kind, MountKind::Ssh);
-        assert_eq!(
-            parse_mount("type=tmpfs,target=/t,size=10m").unwrap().kind,
-            MountKind::Tmpfs
-        );
+        assert_eq!(parse_mount("type=tmpfs,target=/t,size=10m").unwrap().kind, MountKind::Tmpfs);
     }
 
     #[test]
@@ -266,15 +221,9 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(parse_mount("type=nfs")
-            .unwrap_err()
-            .contains("unsupported mount type"));
-        assert!(parse_mount("target=/a,bogus=1")
-            .unwrap_err()
-            .contains("bogus"));
-        assert!(parse_mount("targte=/a")
-            .unwrap_err()
-            .contains("did you mean \"target\""));
+        assert!(parse_mount("type=nfs").unwrap_err().contains("unsupported mount type"));
+        assert!(parse_mount("target=/a,bogus=1").unwrap_err().contains("bogus"));
+        assert!(parse_mount("targte=/a").unwrap_err().contains("did you mean \"target\""));
         assert!(parse_mount("target").is_err());
         assert!(parse_mount("").is_err());
         assert!(parse_mount("type=bind,mode=0755").is_err());

@@ -38,11 +38,7 @@ pub(crate) fn parse(source: &str, path: &str) -> Result<Dockerfile, DockerfileEr
         };
         return Err(DockerfileError::new(path, 1, 1, "no FROM instruction").with_help(help));
     }
-    Ok(Dockerfile {
-        path: path.to_string(),
-        directives,
-        instructions: list,
-    })
+    Ok(Dockerfile { path: path.to_string(), directives, instructions: list })
 }
 
 fn before_from(path: &str, instruction: &Instruction) -> DockerfileError {

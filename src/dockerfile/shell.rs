@@ -214,7 +214,16 @@ struct Lexer<'a> {
 impl<'a> Lexer<'a> {
     fn new(text: &str, escape: char, env: &'a dyn Lookup) -> Self {
         let limit = text.len().saturating_add(MAX_GROWTH);
-        Lexer { chars: text.chars().collect(), pos: 0, escape, env, depth: 0, limit, raw_escapes: false, skip_quotes: false }
+        Lexer {
+            chars: text.chars().collect(),
+            pos: 0,
+            escape,
+            env,
+            depth: 0,
+            limit,
+            raw_escapes: false,
+            skip_quotes: false,
+        }
     }
 
     /// Text expanded so far must stay within the limit.

@@ -16,20 +16,14 @@ pub(crate) fn split_whitespace(text: &str, base: usize) -> Vec<Word> {
     for (i, c) in text.char_indices() {
         if is_blank(c) {
             if let Some(s) = start.take() {
-                words.push(Word {
-                    text: text[s..i].to_string(),
-                    offset: base + s,
-                });
+                words.push(Word { text: text[s..i].to_string(), offset: base + s });
             }
         } else if start.is_none() {
             start = Some(i);
         }
     }
     if let Some(s) = start {
-        words.push(Word {
-            text: text[s..].to_string(),
-            offset: base + s,
-        });
+        words.push(Word { text: text[s..].to_string(), offset: base + s });
     }
     words
 }
@@ -62,10 +56,7 @@ pub(crate) fn split_keeping_quotes(text: &str, escape: char, base: usize) -> Vec
             None => {
                 if c.is_whitespace() {
                     if blank_ok || !word.is_empty() {
-                        words.push(Word {
-                            text: std::mem::take(&mut word),
-                            offset: base + start,
-                        });
+                        words.push(Word { text: std::mem::take(&mut word), offset: base + start });
                     }
                     word.clear();
                     in_word = false;
@@ -110,10 +101,7 @@ pub(crate) fn split_keeping_quotes(text: &str, escape: char, base: usize) -> Vec
         }
     }
     if in_word && (blank_ok || !word.is_empty()) {
-        words.push(Word {
-            text: word,
-            offset: base + start,
-        });
+        words.push(Word { text: word, offset: base + start });
     }
     words
 }
@@ -128,10 +116,7 @@ pub(crate) fn shell_words_raw(text: &str, base: usize) -> Option<Vec<Word>> {
     while let Some((i, c)) = chars.next() {
         if c == ' ' || c == '\t' || c == '\n' {
             if let Some(s) = start.take() {
-                words.push(Word {
-                    text: text[s..i].to_string(),
-                    offset: base + s,
-                });
+                words.push(Word { text: text[s..i].to_string(), offset: base + s });
             }
             continue;
         }
@@ -163,10 +148,7 @@ pub(crate) fn shell_words_raw(text: &str, base: usize) -> Option<Vec<Word>> {
         }
     }
     if let Some(s) = start {
-        words.push(Word {
-            text: text[s..].to_string(),
-            offset: base + s,
-        });
+        words.push(Word { text: text[s..].to_string(), offset: base + s });
     }
     Some(words)
 }
@@ -254,18 +236,9 @@ mod tests {
         assert_eq!(
             w,
             vec![
-                Word {
-                    text: "a".into(),
-                    offset: 10
-                },
-                Word {
-                    text: "b".into(),
-                    offset: 13
-                },
-                Word {
-                    text: "c".into(),
-                    offset: 15
-                },
+                Word { text: "a".into(), offset: 10 },
+                Word { text: "b".into(), offset: 13 },
+                Word { text: "c".into(), offset: 15 },
             ]
         );
         assert!(split_whitespace("", 0).is_empty());
@@ -274,22 +247,12 @@ mod tests {
     #[test]
     fn quote_aware_words_keep_quotes() {
         assert_eq!(
-            texts(split_keeping_quotes(
-                r#"a="b c" d=e\ f g='h i' "" x"#,
-                '\\',
-                0
-            )),
+            texts(split_keeping_quotes(r#"a="b c" d=e\ f g='h i' "" x"#, '\\', 0)),
             vec![r#"a="b c""#, r"d=e\ f", "g='h i'", r#""""#, "x"]
         );
         assert_eq!(texts(split_keeping_quotes("a=b\\", '\\', 0)), vec!["a=b"]);
-        assert_eq!(
-            texts(split_keeping_quotes("a=`\" b", '`', 0)),
-            vec!["a=`\"", "b"]
-        );
-        assert_eq!(
-            texts(split_keeping_quotes(r#"a="x\" y""#, '\\', 0)),
-            vec![r#"a="x\" y""#]
-        );
+        assert_eq!(texts(split_keeping_quotes("a=`\" b", '`', 0)), vec!["a=`\"", "b"]);
+        assert_eq!(texts(split_keeping_quotes(r#"a="x\" y""#, '\\', 0)), vec![r#"a="x\" y""#]);
     }
 
     #[test]
@@ -309,10 +272,7 @@ mod tests {
 
     #[test]
     fn json_arrays() {
-        assert_eq!(
-            parse_json_array(r#" ["a", "b"] "#),
-            Json::Strings(vec!["a".into(), "b".into()])
-        );
+        assert_eq!(parse_json_array(r#" ["a", "b"] "#), Json::Strings(vec!["a".into(), "b".into()]));
         assert_eq!(parse_json_array("[]"), Json::Strings(vec![]));
         assert_eq!(parse_json_array(r#"["a", 1]"#), Json::NotStrings);
         assert_eq!(parse_json_array(r#"["c:\windows"]"#), Json::NotArray);

@@ -14,15 +14,15 @@ use std::path::{Path, PathBuf};
 
 use bstr::{BString, ByteSlice};
 use kiln_overlay::apply::OVERRIDE_STAT_XATTR;
-use kiln_overlay::parse_override_stat;
 use kiln_overlay::compress;
-use kiln_overlay::reader::Reader;
 use kiln_overlay::layer::entry_from_path;
+use kiln_overlay::parse_override_stat;
+use kiln_overlay::reader::Reader;
 use kiln_overlay::tarfmt::{EntryKind, EntryMeta};
 
+use crate::context::remote;
 use crate::context::DockerIgnore;
 use crate::context::{ContextEntry, SourceMatch, SourceTree};
-use crate::context::remote;
 use crate::plan::CopyStep;
 use std::sync::Arc;
 
@@ -124,7 +124,10 @@ pub struct CopyPlan {
 /// One source of the step, in Dockerfile order.
 enum Source<'s> {
     /// A word naming context paths; no matches for a wildcard that matched nothing.
-    Context { word: &'s str, matches: Vec<SourceMatch> },
+    Context {
+        word: &'s str,
+        matches: Vec<SourceMatch>,
+    },
     Url(Arc<Fetched>),
     Heredoc(&'s crate::dockerfile::ast::Heredoc),
 }
@@ -415,7 +418,10 @@ impl Output<'_> {
             BString::from(dest)
         };
         if matches!(self.kind_at(&target), Some(EntryKind::Dir)) {
-            return Err(CopyError::FileOntoDir { source_name: shown.to_string(), path: target.to_str_lossy().into_owned() });
+            return Err(CopyError::FileOntoDir {
+                source_name: shown.to_string(),
+                path: target.to_str_lossy().into_owned(),
+            });
         }
         Ok(target)
     }
@@ -502,8 +508,10 @@ impl Output<'_> {
                 None => {
                     // The matched directory itself and those above it, from the source.
                     let host = self.env.source.host_of(&rel)?.unwrap_or_else(|| m.host.clone());
-                    let md = std::fs::metadata(&host).map_err(|source| CopyError::Read { path: host.clone(), source })?;
-                    let e = ContextEntry { rel: BString::default(), host: host.clone(), metadata: md, link_target: None };
+                    let md =
+                        std::fs::metadata(&host).map_err(|source| CopyError::Read { path: host.clone(), source })?;
+                    let e =
+                        ContextEntry { rel: BString::default(), host: host.clone(), metadata: md, link_target: None };
                     if e.metadata.is_dir() {
                         let meta = self.source_meta(&target, &e)?;
                         self.put(target.clone(), EntryMeta { kind: EntryKind::Dir, ..meta }, Data::None);
@@ -528,7 +536,10 @@ impl Output<'_> {
             }
         } else {
             if matches!(self.kind_at(&target), Some(EntryKind::Dir)) {
-                return Err(CopyError::FileOntoDir { source_name: show(&m.rel), path: target.to_str_lossy().into_owned() });
+                return Err(CopyError::FileOntoDir {
+                    source_name: show(&m.rel),
+                    path: target.to_str_lossy().into_owned(),
+                });
             }
             for e in self.env.source.walk(m)? {
                 self.entry(&target, &e)?;
@@ -713,16 +724,17 @@ impl Output<'_> {
             match &meta.kind {
                 EntryKind::Hardlink(_) => {
                     let link = String::from_utf8_lossy(&entry.link).into_owned();
-                    let inner_link = safe_archive_path(&link)
-                        .filter(|l| !l.is_empty())
-                        .ok_or_else(|| refuse(&name, format!("is a hard link to {link:?}, outside the extraction directory")))?;
+                    let inner_link = safe_archive_path(&link).filter(|l| !l.is_empty()).ok_or_else(|| {
+                        refuse(&name, format!("is a hard link to {link:?}, outside the extraction directory"))
+                    })?;
                     let (link_dir, link_last) = split_name(&inner_link);
-                    let resolved = self
-                        .archive_target(&join(dest, link_dir), link_last)
-                        .map_err(|r| refuse(&name, r))?;
+                    let resolved =
+                        self.archive_target(&join(dest, link_dir), link_last).map_err(|r| refuse(&name, r))?;
                     let linked = match self.entries.get(resolved.as_bytes()).map(|p| &p.meta.kind) {
                         Some(EntryKind::Hardlink(first)) => first.clone(),
-                        Some(EntryKind::Dir) => return Err(refuse(&name, format!("is a hard link to the directory /{resolved}"))),
+                        Some(EntryKind::Dir) => {
+                            return Err(refuse(&name, format!("is a hard link to the directory /{resolved}")))
+                        }
                         Some(_) => BString::from(resolved),
                         None => {
                             return Err(refuse(
@@ -774,7 +786,10 @@ impl Output<'_> {
         let mut prefix = String::new();
         for c in resolved.split('/').filter(|c| !c.is_empty()) {
             prefix = join(&prefix, c);
-            let kind = entries.get(prefix.as_bytes()).map(|e| &e.meta.kind).or_else(|| self.tree.get(&prefix).map(|m| &m.kind));
+            let kind = entries
+                .get(prefix.as_bytes())
+                .map(|e| &e.meta.kind)
+                .or_else(|| self.tree.get(&prefix).map(|m| &m.kind));
             match kind {
                 None | Some(EntryKind::Dir) => {}
                 Some(_) => return Err(format!("goes through /{prefix}, which is not a directory")),
@@ -807,7 +822,9 @@ fn add_parents(entries: &mut BTreeMap<BString, Planned>, tree: &Tree, env: &Copy
         }
         let meta = match p.to_str().ok().and_then(|p| tree.get(p)) {
             Some(existing) if matches!(existing.kind, EntryKind::Dir) => existing.clone(),
-            Some(other) => return Err(CopyError::NotADirectory { path: p.to_str_lossy().into_owned(), what: what(&other.kind) }),
+            Some(other) => {
+                return Err(CopyError::NotADirectory { path: p.to_str_lossy().into_owned(), what: what(&other.kind) })
+            }
             None => {
                 let (uid, gid) = env.owner.unwrap_or((0, 0));
                 EntryMeta { uid, gid, mode, ..new_dir(env.now) }
@@ -823,7 +840,10 @@ fn add_parents(entries: &mut BTreeMap<BString, Planned>, tree: &Tree, env: &Copy
         }
         if let Some(above) = entries.get(up.as_bstr()) {
             if !matches!(above.meta.kind, EntryKind::Dir) {
-                return Err(CopyError::NotADirectory { path: up.to_str_lossy().into_owned(), what: what(&above.meta.kind) });
+                return Err(CopyError::NotADirectory {
+                    path: up.to_str_lossy().into_owned(),
+                    what: what(&above.meta.kind),
+                });
             }
         }
     }
@@ -901,7 +921,9 @@ fn fetch_url(step: &CopyStep, env: &CopyEnv, word: &str) -> Result<Arc<Fetched>,
         let (actual, matches) = match &*fetched {
             Fetched::File(d) => (d.digest.clone(), d.digest.eq_ignore_ascii_case(expected)),
             // For a repository BuildKit takes the commit id (or a prefix of it).
-            Fetched::Tree { commit, .. } => (commit.clone(), !expected.is_empty() && commit.starts_with(expected.as_str())),
+            Fetched::Tree { commit, .. } => {
+                (commit.clone(), !expected.is_empty() && commit.starts_with(expected.as_str()))
+            }
         };
         if !matches {
             return Err(CopyError::ChecksumMismatch { url: word.to_string(), expected: expected.clone(), actual });

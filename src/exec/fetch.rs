@@ -15,7 +15,10 @@ use crate::plan::CopyStep;
 pub enum Fetched {
     File(Download),
     /// A cloned repository (without `.git` unless asked) and its commit.
-    Tree { ctx: BuildContext, commit: String },
+    Tree {
+        ctx: BuildContext,
+        commit: String,
+    },
 }
 
 impl Fetched {
@@ -49,7 +52,8 @@ impl Fetcher {
         if let Some(f) = done.get(&key) {
             return Ok(f.clone());
         }
-        std::fs::create_dir_all(&self.dir).map_err(|source| RemoteError::TempDir { url: crate::net::redact(word), source })?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|source| RemoteError::TempDir { url: crate::net::redact(word), source })?;
         let fetched = match remote::classify(word) {
             Some(Remote::Git(git)) => {
                 let temp = tempfile::Builder::new()

@@ -25,7 +25,8 @@ pub fn apply(config: &mut ImageConfig, opts: &BuildOptions, created: &str, base_
         // time, is clamped. Base entries keep their times: they are inputs,
         // and the base's own config shows the same history.
         let not_after = |c: &str| {
-            chrono::DateTime::parse_from_rfc3339(c).is_ok_and(|t| (t.timestamp(), t.timestamp_subsec_nanos()) <= (epoch, 0))
+            chrono::DateTime::parse_from_rfc3339(c)
+                .is_ok_and(|t| (t.timestamp(), t.timestamp_subsec_nanos()) <= (epoch, 0))
         };
         for h in config.history.iter_mut().skip(base_history) {
             if !h.created.as_deref().is_some_and(not_after) {
@@ -70,7 +71,13 @@ mod tests {
     fn labels_and_epoch_apply_to_the_final_config() {
         let mut config = ImageConfig::default();
         config.config.labels = Some([("a".to_string(), "df".to_string())].into());
-        config.history.push(History { created: Some("2020-01-01T00:00:00Z".into()), created_by: None, author: None, comment: None, empty_layer: false });
+        config.history.push(History {
+            created: Some("2020-01-01T00:00:00Z".into()),
+            created_by: None,
+            author: None,
+            comment: None,
+            empty_layer: false,
+        });
         let opts = BuildOptions {
             labels: vec![("a".into(), "cli".into()), ("b".into(), "2".into())],
             source_date_epoch: Some(0),
@@ -86,7 +93,13 @@ mod tests {
 
     #[test]
     fn the_epoch_keeps_the_base_history_and_clamps_the_rest() {
-        let entry = |created: Option<&str>| History { created: created.map(str::to_string), created_by: None, author: None, comment: None, empty_layer: false };
+        let entry = |created: Option<&str>| History {
+            created: created.map(str::to_string),
+            created_by: None,
+            author: None,
+            comment: None,
+            empty_layer: false,
+        };
         // Two base entries, one later than the epoch; then this build's.
         let history = vec![
             entry(Some("2030-01-01T00:00:00Z")),

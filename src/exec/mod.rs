@@ -17,31 +17,31 @@ pub mod tree;
 pub mod workdir;
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::io::Read;
 use std::time::Instant;
 
 use kiln_overlay::compress::Compression;
 use kiln_overlay::layer::LayerWriter;
 
+use self::layers::LayerDirs;
 use crate::context::layered::LayerView;
 use crate::context::{BuildContext, SourceTree};
 use crate::dockerfile::ast::Span;
 use crate::image::config::{ImageConfig, RootFs};
 use crate::image::manifest::{self, Descriptor};
-use crate::transport::{self, Transport};
 use crate::plan::{Base, BuildPlan, CopyFrom, CopyStep, RunStep, Stage, Step, StepKind};
-use kiln_overlay::mount::Driver;
-use self::layers::LayerDirs;
 use crate::store::{Image, Store, StoreError};
+use crate::transport::{self, Transport};
+use kiln_overlay::mount::Driver;
 
 use self::chmod::Chmod;
 use self::copy::{CopyEnv, Data};
 use self::state::{StageState, DEFAULT_PATH};
 use crate::cache::{Cache, StepInputs};
-use crate::progress::{Event, LayerContents, Reporter, StepRef};
 use crate::context::digest::StatCache;
+use crate::progress::{Event, LayerContents, Reporter, StepRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -329,7 +329,12 @@ impl<'a> Executor<'a> {
 
     /// Fetches the layers an imported cache's hits named and the store
     /// lacks (each verified against its digest and diff_id as it streams).
-    fn fetch_layers(&self, layers: &[Descriptor], diff_ids: &[String], step: Option<&StepRef>) -> Result<(), ExecError> {
+    fn fetch_layers(
+        &self,
+        layers: &[Descriptor],
+        diff_ids: &[String],
+        step: Option<&StepRef>,
+    ) -> Result<(), ExecError> {
         if self.imported.is_empty() {
             return Ok(());
         }
@@ -350,7 +355,10 @@ impl<'a> Executor<'a> {
         let cache = self.cache.lock().expect("cache lock");
         // Present and paired with the diff_id verified for it (nothing is downloaded here).
         let usable = |r: &crate::cache::Record| {
-            r.layers.iter().zip(&r.diff_ids).all(|(l, d)| self.store.has_blob(&l.digest) && self.imported.fetch(self.store, l, d).is_ok())
+            r.layers
+                .iter()
+                .zip(&r.diff_ids)
+                .all(|(l, d)| self.store.has_blob(&l.digest) && self.imported.fetch(self.store, l, d).is_ok())
         };
         for (key, record) in hits.iter().filter(|(_, r)| usable(r)) {
             if let Err(e) = cache.put(key, record) {
@@ -389,7 +397,14 @@ impl<'a> Executor<'a> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let export = crate::remotecache::Export { records: &records, copy_from: &copy_from, steps: &steps };
-            match crate::remotecache::export(self.store, to, &export, &self.imported, &self.opts.pull.registry, self.progress) {
+            match crate::remotecache::export(
+                self.store,
+                to,
+                &export,
+                &self.imported,
+                &self.opts.pull.registry,
+                self.progress,
+            ) {
                 Ok(digest) => {
                     self.report(Event::Note(format!("--> cache exported to {} ({})", to.location, short(&digest))));
                 }
@@ -402,7 +417,10 @@ impl<'a> Executor<'a> {
 
     fn driver(&self) -> Driver {
         *self.driver.get_or_init(|| {
-            let d = self.opts.storage_driver.unwrap_or_else(|| kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir()));
+            let d = self
+                .opts
+                .storage_driver
+                .unwrap_or_else(|| kiln_overlay::mount::detect_driver_in(&self.store.tmp_dir()));
             log::info!("storage driver: {}", d);
             d
         })
@@ -495,7 +513,8 @@ impl<'a> Executor<'a> {
     fn stage(&self, stage: &Stage, position: Option<(usize, usize)>) -> Result<StageState, ExecError> {
         let started = Instant::now();
         let mut state = self.base(stage).map_err(|e| self.fail(stage.span, &stage.original, e))?;
-        let triggers = self.onbuild_triggers(stage, &mut state).map_err(|e| self.fail(stage.span, &stage.original, e))?;
+        let triggers =
+            self.onbuild_triggers(stage, &mut state).map_err(|e| self.fail(stage.span, &stage.original, e))?;
         let steps: Vec<&Step> = triggers.iter().chain(stage.steps.iter()).collect();
         let total = steps.len() + 1;
         let at = |number: usize| StepRef { stage: position, number, total };
@@ -512,7 +531,11 @@ impl<'a> Executor<'a> {
         self.report(Event::StepFinished { step: at(1), cached: false, elapsed: started.elapsed() });
         finish::scope_key(&mut state, self.opts);
         let use_cache = !self.opts.no_cache
-            && !self.opts.no_cache_stages.iter().any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
+            && !self
+                .opts
+                .no_cache_stages
+                .iter()
+                .any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
         for (i, step) in steps.into_iter().enumerate() {
             // A step boundary: stop here once interrupted or orphaned.
             kiln_runtime::ensure_still_wanted().map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?;
@@ -530,7 +553,10 @@ impl<'a> Executor<'a> {
                         // The id the step printed when it ran: its image is
                         // written again if a prune took it.
                         let id = match layers {
-                            true => Some(self.step_image(&state).map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?),
+                            true => Some(
+                                self.step_image(&state)
+                                    .map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?,
+                            ),
                             false => None,
                         };
                         self.report(Event::CacheHit { step: at(i + 2), id, from: None });
@@ -565,7 +591,10 @@ impl<'a> Executor<'a> {
             if let Err(e) = self.step(&mut state, step, &at(i + 2)) {
                 let mut err = self.fail(step.span, &step.original, e);
                 if let (ExecError::Step { hint, .. }, Some(id)) = (&mut err, self.keep_last_good(&state)) {
-                    *hint = Some(format!("the state before this step is image {}: look inside with `kiln run -it {} sh`", id, id));
+                    *hint = Some(format!(
+                        "the state before this step is image {}: look inside with `kiln run -it {} sh`",
+                        id, id
+                    ));
                 }
                 return Err(err);
             }
@@ -586,7 +615,14 @@ impl<'a> Executor<'a> {
     /// Merges the stage's own layers into one (`--squash`, `--layers=false`).
     fn squash(&self, state: &mut StageState) -> Result<(), ExecError> {
         self.fetch_layers(&state.layers, &state.config.rootfs.diff_ids, None)?;
-        let layer = squash::squash_stage(self.store, state, self.opts.compression, self.opts.compression_level, self.opts.source_date_epoch, self.scratch.path())?;
+        let layer = squash::squash_stage(
+            self.store,
+            state,
+            self.opts.compression,
+            self.opts.compression_level,
+            self.opts.source_date_epoch,
+            self.scratch.path(),
+        )?;
         if let Some(layer) = layer {
             self.report(Event::Squashed { digest: short(&layer.digest).to_string(), size: layer.size });
         }
@@ -597,7 +633,11 @@ impl<'a> Executor<'a> {
     /// base's triggers carry over into this stage's config (BuildKit sets
     /// `OnBuild = nil`), so a grandchild never runs them again; a stage
     /// base's triggers were planned as this stage's first steps.
-    fn onbuild_triggers(&self, stage: &Stage, state: &mut StageState) -> Result<Vec<Step>, Box<dyn std::error::Error + Send + Sync>> {
+    fn onbuild_triggers(
+        &self,
+        stage: &Stage,
+        state: &mut StageState,
+    ) -> Result<Vec<Step>, Box<dyn std::error::Error + Send + Sync>> {
         let inherited = state.config.config.on_build.take();
         if !matches!(stage.base, Base::Image(_)) || stage.image_triggers_planned {
             return Ok(Vec::new());
@@ -609,7 +649,11 @@ impl<'a> Executor<'a> {
         let name = format!("{} (ONBUILD of {})", self.plan.file, stage.original);
         let df = crate::dockerfile::parse(&text, &name)?;
         let env = state.config.config.env.clone();
-        let plan = crate::plan::plan(&df, &crate::plan::PlanOptions { build_args: Vec::new(), target: None, platform: None }, &|_| env.clone())?;
+        let plan = crate::plan::plan(
+            &df,
+            &crate::plan::PlanOptions { build_args: Vec::new(), target: None, platform: None },
+            &|_| env.clone(),
+        )?;
         let mut steps = plan.stages.into_iter().next().map(|s| s.steps).unwrap_or_default();
         for step in &mut steps {
             // Errors point at the FROM that pulled the trigger in.
@@ -625,7 +669,11 @@ impl<'a> Executor<'a> {
         let extra = match &step.kind {
             StepKind::Copy(c) => match &c.from {
                 None => {
-                    let mut digest = crate::context::digest::sources(self.ctx, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
+                    let mut digest = crate::context::digest::sources(
+                        self.ctx,
+                        &c.sources,
+                        &mut self.stat.lock().expect("stat lock"),
+                    )?;
                     self.fetcher.describe(c, &mut digest.files)?;
                     files = digest.shown();
                     digest.digest()
@@ -637,7 +685,11 @@ impl<'a> Executor<'a> {
                 }
                 Some(from) => {
                     let source = self.source_of(from)?;
-                    let digest = crate::context::digest::sources(&*source, &c.sources, &mut self.stat.lock().expect("stat lock"))?;
+                    let digest = crate::context::digest::sources(
+                        &*source,
+                        &c.sources,
+                        &mut self.stat.lock().expect("stat lock"),
+                    )?;
                     files = digest.shown();
                     digest.digest()
                 }
@@ -732,9 +784,11 @@ impl<'a> Executor<'a> {
         Ok(match &stage.base {
             Base::Scratch => {
                 // FROM --platform wins over --platform, as in BuildKit.
-                let (os, architecture, variant) = platform(stage.platform.as_deref().or(self.opts.platform.as_deref()))?;
+                let (os, architecture, variant) =
+                    platform(stage.platform.as_deref().or(self.opts.platform.as_deref()))?;
                 let key = format!("scratch:{}/{}/{}", os, architecture, variant.clone().unwrap_or_default());
-                let mut config = ImageConfig { architecture, os, variant, rootfs: RootFs::default(), ..Default::default() };
+                let mut config =
+                    ImageConfig { architecture, os, variant, rootfs: RootFs::default(), ..Default::default() };
                 config.config.env = Some(vec![DEFAULT_PATH.to_string()]);
                 let mut s = StageState::new(config, Vec::new());
                 s.key = key;
@@ -785,7 +839,10 @@ impl<'a> Executor<'a> {
         let reference = match self.opts.named_contexts.get(reference) {
             Some(NamedContext::Image(r)) => r.as_str(),
             Some(NamedContext::Dir(d)) => {
-                return Err(ExecError::DirContextAsImage(reference.to_string(), format!("the directory {}", d.display())))
+                return Err(ExecError::DirContextAsImage(
+                    reference.to_string(),
+                    format!("the directory {}", d.display()),
+                ))
             }
             Some(NamedContext::Remote(url)) => {
                 return Err(ExecError::DirContextAsImage(reference.to_string(), crate::net::redact(url)))
@@ -809,7 +866,12 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn step(&self, state: &mut StageState, step: &Step, at: &StepRef) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn step(
+        &self,
+        state: &mut StageState,
+        step: &Step,
+        at: &StepRef,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if state.apply_metadata(&step.kind) {
             if let Some(created_by) = state.created_by(&step.kind, &step.original) {
                 state.push_history(&self.stamp.created, &created_by, true);
@@ -824,7 +886,13 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn copy(&self, state: &mut StageState, step: &Step, c: &CopyStep, at: &StepRef) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn copy(
+        &self,
+        state: &mut StageState,
+        step: &Step,
+        c: &CopyStep,
+        at: &StepRef,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
         state.ensure_tree(self.store)?;
         let tree = state.tree.as_ref().expect("ensured above");
@@ -858,7 +926,8 @@ impl<'a> Executor<'a> {
         }
 
         let blob = self.store.blob_writer()?;
-        let mut writer = LayerWriter::with_level(blob, self.opts.compression, self.opts.compression_level).map_err(ExecError::Layer)?;
+        let mut writer = LayerWriter::with_level(blob, self.opts.compression, self.opts.compression_level)
+            .map_err(ExecError::Layer)?;
         for planned in entries.values() {
             crate::fault::point("copy-entry");
             let meta = &finish::clamp(&planned.meta, self.opts.source_date_epoch);
@@ -900,7 +969,12 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn run(&self, state: &mut StageState, r: &RunStep, at: &StepRef) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn run(
+        &self,
+        state: &mut StageState,
+        r: &RunStep,
+        at: &StepRef,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let started = Instant::now();
         let driver = self.driver();
         // Held until the step ran: cache locks and temporary copies.
@@ -954,21 +1028,39 @@ impl<'a> Executor<'a> {
             let source = opt(&["source", "src"]).unwrap_or_else(|| ".".into());
             match opt(&["from"]) {
                 None => {
-                    let digest = crate::context::digest::sources(self.ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
+                    let digest = crate::context::digest::sources(
+                        self.ctx,
+                        &[source],
+                        &mut self.stat.lock().expect("stat lock"),
+                    )?;
                     files.extend(digest.shown());
                     parts.push(digest.digest());
                 }
                 Some(from) => {
                     let lower = from.to_lowercase();
-                    let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == from);
+                    let stage = self
+                        .plan
+                        .stages
+                        .iter()
+                        .find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == from);
                     let key = match stage {
-                        Some(s) => self.done.lock().expect("done lock").get(&s.index).map(|s| s.key.clone()).unwrap_or_default(),
+                        Some(s) => self
+                            .done
+                            .lock()
+                            .expect("done lock")
+                            .get(&s.index)
+                            .map(|s| s.key.clone())
+                            .unwrap_or_default(),
                         // The files the mount shows, as for COPY --from: an
                         // edit in the named context reruns the step.
                         None if self.opts.named_contexts.get(&from).is_some_and(NamedContext::is_files) => {
                             let key = self.unpack_from(&CopyFrom::Image(from.clone()))?;
                             let ctx = self.unpacked.lock().expect("unpacked lock")[&key].clone();
-                            let digest = crate::context::digest::sources(&*ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
+                            let digest = crate::context::digest::sources(
+                                &*ctx,
+                                &[source],
+                                &mut self.stat.lock().expect("stat lock"),
+                            )?;
                             files.extend(digest.shown());
                             digest.digest()
                         }
@@ -984,13 +1076,21 @@ impl<'a> Executor<'a> {
 
     /// The step's `--mount`s as runtime mounts; `from=` names a stage (by
     /// name or index), a `--build-context` or an image.
-    fn run_mounts(&self, state: &StageState, r: &RunStep) -> Result<mounts::Prepared, Box<dyn std::error::Error + Send + Sync>> {
+    fn run_mounts(
+        &self,
+        state: &StageState,
+        r: &RunStep,
+    ) -> Result<mounts::Prepared, Box<dyn std::error::Error + Send + Sync>> {
         if r.mounts.is_empty() {
             return Ok(mounts::Prepared::default());
         }
         let from = |name: &str, source: &str| -> Result<Arc<BuildContext>, String> {
             let lower = name.to_lowercase();
-            let stage = self.plan.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name);
+            let stage = self
+                .plan
+                .stages
+                .iter()
+                .find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name);
             let from = match stage {
                 Some(s) => CopyFrom::Stage(s.index),
                 None => CopyFrom::Image(name.to_string()),
@@ -998,7 +1098,10 @@ impl<'a> Executor<'a> {
             if self.driver() == Driver::Vfs && self.views_of(&from) {
                 // No overlay to stack the layer dirs: copy out only what is bound.
                 let view = self.view_of(&from).map_err(|e| e.to_string())?;
-                let dir = tempfile::Builder::new().prefix("bind-from-").tempdir_in(self.scratch.path()).map_err(|e| e.to_string())?;
+                let dir = tempfile::Builder::new()
+                    .prefix("bind-from-")
+                    .tempdir_in(self.scratch.path())
+                    .map_err(|e| e.to_string())?;
                 view.materialize(source, dir.path()).map_err(|e| e.to_string())?;
                 // Removed with the build's scratch space.
                 let ctx = BuildContext::from_dir(&dir.keep(), None).map_err(|e| e.to_string())?;
@@ -1023,12 +1126,17 @@ impl<'a> Executor<'a> {
     /// modes, owners, file digests): looked up in the source's layer dirs,
     /// nothing copied, and remembered by the source's chain id (see
     /// `fromkey`). A change elsewhere in the source leaves it alone.
-    fn copy_from_digest(&self, from: &CopyFrom, words: &[String]) -> Result<fromkey::Memo, Box<dyn std::error::Error + Send + Sync>> {
+    fn copy_from_digest(
+        &self,
+        from: &CopyFrom,
+        words: &[String],
+    ) -> Result<fromkey::Memo, Box<dyn std::error::Error + Send + Sync>> {
         let (_, _, diff_ids) = self.layers_of(from)?;
         let chain = layers::chain_ids(&diff_ids).pop().unwrap_or_else(|| "empty".into());
         let path = fromkey::path(self.store, &chain, words);
         let note = |memo: &fromkey::Memo| {
-            let used = crate::remotecache::CopyFromDigest { chain: chain.clone(), words: words.to_vec(), memo: memo.clone() };
+            let used =
+                crate::remotecache::CopyFromDigest { chain: chain.clone(), words: words.to_vec(), memo: memo.clone() };
             self.copy_from_used.lock().expect("copy-from lock").push(used);
         };
         if let Some(memo) = fromkey::load(&path) {
@@ -1118,7 +1226,9 @@ impl<'a> Executor<'a> {
                 let mut unpacked = self.unpacked.lock().expect("unpacked lock");
                 if !unpacked.contains_key(&key) {
                     let ctx = match &self.opts.named_contexts[name] {
-                        NamedContext::Dir(dir) => BuildContext::from_dir(dir, BuildContext::find_ignore_file(dir, None).as_deref())?,
+                        NamedContext::Dir(dir) => {
+                            BuildContext::from_dir(dir, BuildContext::find_ignore_file(dir, None).as_deref())?
+                        }
                         NamedContext::Remote(url) => {
                             let remote = crate::context::remote::classify(url)
                                 .ok_or_else(|| format!("--build-context {name}: {url} is not a git or http(s) URL"))?;
@@ -1160,7 +1270,11 @@ impl<'a> Executor<'a> {
     /// unpacked again. Its upper layer is thrown away with the build. `None`
     /// with the vfs driver or where the mount fails: the caller unpacks
     /// instead.
-    fn mount_from(&self, layers: &[Descriptor], diff_ids: &[String]) -> Result<Option<std::path::PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
+    fn mount_from(
+        &self,
+        layers: &[Descriptor],
+        diff_ids: &[String],
+    ) -> Result<Option<std::path::PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
         let driver = self.driver();
         if driver == Driver::Vfs {
             return Ok(None);
@@ -1245,7 +1359,11 @@ fn go_rfc3339_nano(time: &chrono::DateTime<chrono::Utc>) -> String {
     match main.split_once('.') {
         Some((secs, frac)) => {
             let frac = frac.trim_end_matches('0');
-            if frac.is_empty() { format!("{}Z", secs) } else { format!("{}.{}Z", secs, frac) }
+            if frac.is_empty() {
+                format!("{}Z", secs)
+            } else {
+                format!("{}.{}Z", secs, frac)
+            }
         }
         None => full,
     }

@@ -29,13 +29,18 @@ pub enum SecretSource {
 pub fn parse_secret(spec: &str) -> Result<(String, SecretSource), String> {
     let (mut id, mut file, mut env, mut kind) = (None, None, None, None);
     for part in spec.split(',') {
-        let (k, v) = part.split_once('=').ok_or_else(|| format!("--secret {spec:?}: expected key=value, got {part:?}"))?;
+        let (k, v) =
+            part.split_once('=').ok_or_else(|| format!("--secret {spec:?}: expected key=value, got {part:?}"))?;
         match k.trim() {
             "id" => id = Some(v.to_string()),
             "src" | "source" => file = Some(PathBuf::from(v)),
             "env" => env = Some(v.to_string()),
             "type" if v == "file" || v == "env" => kind = Some(v.to_string()),
-            _ => return Err(format!("--secret {spec:?}: unknown field {part:?} (expected id, src, env or type=file|env)")),
+            _ => {
+                return Err(format!(
+                    "--secret {spec:?}: unknown field {part:?} (expected id, src, env or type=file|env)"
+                ))
+            }
         }
     }
     let id = id.filter(|i| !i.is_empty()).ok_or_else(|| format!("--secret {spec:?}: id=NAME is required"))?;
@@ -55,7 +60,9 @@ pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), String> {
         Some((id, path)) => (id, PathBuf::from(path.split(',').next().unwrap_or(path))),
         None => {
             let sock = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty());
-            let sock = sock.ok_or_else(|| format!("--ssh {spec}: SSH_AUTH_SOCK is not set; give the agent socket as {spec}=PATH"))?;
+            let sock = sock.ok_or_else(|| {
+                format!("--ssh {spec}: SSH_AUTH_SOCK is not set; give the agent socket as {spec}=PATH")
+            })?;
             (spec, PathBuf::from(sock))
         }
     };
@@ -69,7 +76,9 @@ pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), String> {
 pub enum MountError {
     #[error("RUN --mount type={kind}: {message}")]
     Invalid { kind: &'static str, message: String },
-    #[error("RUN --mount type=secret: secret {0:?} is required but was not given (use kiln build --secret id={0},src=FILE)")]
+    #[error(
+        "RUN --mount type=secret: secret {0:?} is required but was not given (use kiln build --secret id={0},src=FILE)"
+    )]
     MissingSecret(String),
     #[error("RUN --mount type=ssh: ssh agent {0:?} is required but was not given (use kiln build --ssh {0}[=SOCKET])")]
     MissingSsh(String),
@@ -182,7 +191,9 @@ impl<'a> Options<'a> {
     fn number(&self, key: &str, radix: u32) -> Result<Option<u32>, MountError> {
         self.get(key)
             .map(|v| match key {
-                "uid" | "gid" => crate::dockerfile::ids::parse_mount_id(v).map_err(|why| self.invalid(format!("{key}: {why}"))),
+                "uid" | "gid" => {
+                    crate::dockerfile::ids::parse_mount_id(v).map_err(|why| self.invalid(format!("{key}: {why}")))
+                }
                 _ => u32::from_str_radix(v, radix).map_err(|_| self.invalid(format!("{key}={v:?} is not a number"))),
             })
             .transpose()
@@ -207,7 +218,10 @@ pub fn prepare(mounts: &[Mount], src: &MountSources, workdir: &str) -> Result<Pr
             MountKind::Bind => bind(&o, src, workdir, &mut out)?,
             MountKind::Cache => cache(&o, src, workdir, &mut out)?,
             MountKind::Tmpfs => {
-                let size = o.get("size").map(|s| parse_size(s).ok_or_else(|| o.invalid(format!("size={s:?} is not a size")))).transpose()?;
+                let size = o
+                    .get("size")
+                    .map(|s| parse_size(s).ok_or_else(|| o.invalid(format!("size={s:?} is not a size"))))
+                    .transpose()?;
                 out.mounts.push(MountSpec {
                     source: PathBuf::new(),
                     target: o.target(workdir)?,
@@ -270,7 +284,8 @@ fn cache(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> 
     let mode = o.number("mode", 8)?.unwrap_or(0o755);
     let seed = match o.get("from") {
         Some(from) => {
-            let root = (src.from)(from, o.get("source").unwrap_or(".")).map_err(|e| MountError::From(format!("{from}: {e}")))?;
+            let root = (src.from)(from, o.get("source").unwrap_or("."))
+                .map_err(|e| MountError::From(format!("{from}: {e}")))?;
             Some(inside(root.root(), o.get("source").unwrap_or("."), o)?)
         }
         None => None,
@@ -354,7 +369,9 @@ fn secret(o: &Options, src: &MountSources, out: &mut Prepared) -> Result<(), Mou
     let id = id.ok_or_else(|| o.invalid("id or target is required".into()))?.to_string();
     let required = o.flag("required")?.unwrap_or(false);
     let bytes = match src.secrets.get(&id) {
-        Some(SecretSource::File(path)) => fs::read(path).map_err(|source| MountError::ReadSecret { id: id.clone(), source })?,
+        Some(SecretSource::File(path)) => {
+            fs::read(path).map_err(|source| MountError::ReadSecret { id: id.clone(), source })?
+        }
         Some(SecretSource::Env(var)) => match std::env::var_os(var) {
             Some(v) => std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec(),
             None if required => return Err(MountError::MissingSecret(id)),
@@ -365,7 +382,8 @@ fn secret(o: &Options, src: &MountSources, out: &mut Prepared) -> Result<(), Mou
     };
     let env = o.get("env");
     if let Some(name) = env {
-        let value = String::from_utf8(bytes.clone()).map_err(|_| o.invalid(format!("secret {id:?} is not UTF-8, so it cannot be env={name}")))?;
+        let value = String::from_utf8(bytes.clone())
+            .map_err(|_| o.invalid(format!("secret {id:?} is not UTF-8, so it cannot be env={name}")))?;
         out.env.push(format!("{name}={value}"));
         if o.get("target").is_none() {
             return Ok(());
@@ -392,7 +410,8 @@ fn ssh(o: &Options, src: &MountSources, out: &mut Prepared) -> Result<(), MountE
     let Some(socket) = src.ssh.get(id) else {
         return if required { Err(MountError::MissingSsh(id.to_string())) } else { Ok(()) };
     };
-    let target = o.get("target").map(|t| join_workdir("/", t)).unwrap_or_else(|| "/run/buildkit/ssh_agent.0".to_string());
+    let target =
+        o.get("target").map(|t| join_workdir("/", t)).unwrap_or_else(|| "/run/buildkit/ssh_agent.0".to_string());
     out.env.push(format!("SSH_AUTH_SOCK={target}"));
     out.mounts.push(MountSpec { source: socket.clone(), target, readonly: false, kind: RtKind::Bind });
     Ok(())
@@ -446,7 +465,8 @@ fn filtered_view(ctx: &BuildContext, source: &Path, to: &Path, link: bool, o: &O
         )));
     }
     let m = SourceMatch { rel, host: source.to_path_buf(), is_dir: meta.is_dir() };
-    let entries = ctx.walk(&m).map_err(|e| MountError::Io { path: source.to_path_buf(), source: std::io::Error::other(e) })?;
+    let entries =
+        ctx.walk(&m).map_err(|e| MountError::Io { path: source.to_path_buf(), source: std::io::Error::other(e) })?;
     let mut dirs = Vec::new();
     if m.is_dir {
         fs::create_dir(to).map_err(io(to))?;
@@ -460,12 +480,11 @@ fn filtered_view(ctx: &BuildContext, source: &Path, to: &Path, link: bool, o: &O
             dirs.push((dest, e.metadata));
         } else if let Some(target) = &e.link_target {
             std::os::unix::fs::symlink(target, &dest).map_err(io(&dest))?;
-        } else if ft.is_file()
-            && !(link && fs::hard_link(&e.host, &dest).is_ok()) {
-                fs::copy(&e.host, &dest).map_err(io(&dest))?;
-                let _ = chown(&dest, Some(e.metadata.uid()), Some(e.metadata.gid()));
-                fs::set_permissions(&dest, fs::Permissions::from_mode(e.metadata.mode() & 0o7777)).map_err(io(&dest))?;
-            }
+        } else if ft.is_file() && !(link && fs::hard_link(&e.host, &dest).is_ok()) {
+            fs::copy(&e.host, &dest).map_err(io(&dest))?;
+            let _ = chown(&dest, Some(e.metadata.uid()), Some(e.metadata.gid()));
+            fs::set_permissions(&dest, fs::Permissions::from_mode(e.metadata.mode() & 0o7777)).map_err(io(&dest))?;
+        }
         // Sockets, fifos and devices are left out, as copy_tree does.
     }
     // Directory modes last: a read-only directory is filled first.

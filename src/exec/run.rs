@@ -82,7 +82,9 @@ impl RunExtras {
     pub fn cache_text(&self) -> String {
         let defaults = RunExtras::default();
         let mut text = String::new();
-        if (&self.add_hosts, &self.ulimits, self.shm_size) != (&defaults.add_hosts, &defaults.ulimits, defaults.shm_size) {
+        if (&self.add_hosts, &self.ulimits, self.shm_size)
+            != (&defaults.add_hosts, &defaults.ulimits, defaults.shm_size)
+        {
             let hosts: Vec<String> = self.add_hosts.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
             let limits: Vec<String> =
                 self.ulimits.iter().map(|u| format!("{}={}:{}", u.name, u.soft, u.hard)).collect();
@@ -311,7 +313,11 @@ fn spec(state: &StageState, step: &RunStep, rootfs: &Path, hostname: &str) -> Re
 /// runs with groups `0`, root in busybox with `0 10`. A single-id user
 /// namespace cannot set groups, so there only the ones asked for by name
 /// are kept, as before.
-fn run_user(rootfs: &Path, user: &str, single_id: bool) -> Result<kiln_runtime::UserSpec, kiln_runtime::user::UserError> {
+fn run_user(
+    rootfs: &Path,
+    user: &str,
+    single_id: bool,
+) -> Result<kiln_runtime::UserSpec, kiln_runtime::user::UserError> {
     use kiln_runtime::user::{parse_group, parse_passwd, read_in_root, resolve, resolve_with};
     if single_id {
         return if user.is_empty() { Ok(Default::default()) } else { resolve(rootfs, user) };
@@ -395,9 +401,8 @@ fn script_heredoc(
 /// joined by spaces (`/bin/sh -c echo hi`), then ` # buildkit`.
 pub fn created_by(state: &StageState, step: &RunStep) -> String {
     let env = state.config.config.env.as_deref().unwrap_or_default();
-    let env_value = |name: &str| {
-        env.iter().find_map(|e| e.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
-    };
+    let env_value =
+        |name: &str| env.iter().find_map(|e| e.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_string()));
     let mut words: Vec<String> = Vec::new();
     let args = step.build_args.declared();
     if !args.is_empty() {

@@ -132,7 +132,11 @@ fn under(path: &str, dir: &str) -> bool {
 }
 
 fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() { name.to_string() } else { format!("{}/{}", dir, name) }
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{}/{}", dir, name)
+    }
 }
 
 impl Merge {
@@ -197,7 +201,9 @@ impl Merge {
             .nodes
             .iter()
             .filter_map(|(p, n)| match n {
-                Node::Entry { meta: EntryMeta { kind: EntryKind::Hardlink(t), .. }, .. } if t == path || under(&t.to_string(), path) => {
+                Node::Entry { meta: EntryMeta { kind: EntryKind::Hardlink(t), .. }, .. }
+                    if t == path || under(&t.to_string(), path) =>
+                {
                     Some((p.clone(), t.to_string()))
                 }
                 _ => None,
@@ -209,7 +215,10 @@ impl Merge {
             let node = match moved.get(&target) {
                 Some(first) => {
                     let Some(Node::Entry { meta, .. }) = self.nodes.get(&link) else { continue };
-                    Node::Entry { meta: EntryMeta { kind: EntryKind::Hardlink(first.clone().into()), ..meta.clone() }, data: None }
+                    Node::Entry {
+                        meta: EntryMeta { kind: EntryKind::Hardlink(first.clone().into()), ..meta.clone() },
+                        data: None,
+                    }
                 }
                 None => {
                     // A target in the base layers cannot be copied from here.
@@ -319,7 +328,12 @@ mod tests {
 
     fn merged(layers: &[Vec<u8>]) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = Merge { nodes: BTreeMap::new(), opaque: BTreeSet::new(), spool: tempfile::tempfile_in(dir.path()).unwrap(), spool_len: 0 };
+        let mut m = Merge {
+            nodes: BTreeMap::new(),
+            opaque: BTreeSet::new(),
+            spool: tempfile::tempfile_in(dir.path()).unwrap(),
+            spool_len: 0,
+        };
         for l in layers {
             m.apply(&l[..]).unwrap();
         }
@@ -340,7 +354,12 @@ mod tests {
     #[test]
     fn later_layers_win_and_whiteouts_stay_for_the_base() {
         let l1 = layer(&[("a", EntryKind::Dir, b""), ("a/x", EntryKind::File, b"one"), ("a/y", EntryKind::File, b"y")]);
-        let l2 = layer(&[("a", EntryKind::Dir, b""), ("a/x", EntryKind::File, b"two"), ("a/.wh.y", EntryKind::File, b""), (".wh.base", EntryKind::File, b"")]);
+        let l2 = layer(&[
+            ("a", EntryKind::Dir, b""),
+            ("a/x", EntryKind::File, b"two"),
+            ("a/.wh.y", EntryKind::File, b""),
+            (".wh.base", EntryKind::File, b""),
+        ]);
         let (entries, _) = merged(&[l1, l2]);
         let mut names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
         names.sort();
@@ -367,7 +386,11 @@ mod tests {
 
     #[test]
     fn hard_links_keep_a_removed_targets_content() {
-        let l1 = layer(&[("t", EntryKind::File, b"data"), ("a", EntryKind::Hardlink("t".into()), b""), ("b", EntryKind::Hardlink("t".into()), b"")]);
+        let l1 = layer(&[
+            ("t", EntryKind::File, b"data"),
+            ("a", EntryKind::Hardlink("t".into()), b""),
+            ("b", EntryKind::Hardlink("t".into()), b""),
+        ]);
         let l2 = layer(&[(".wh.t", EntryKind::File, b"")]);
         let (entries, tar_bytes) = merged(&[l1, l2]);
         let names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();

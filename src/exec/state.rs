@@ -9,8 +9,8 @@ use crate::image::manifest::Descriptor;
 use crate::plan::{HealthConfig, StepKind};
 
 use super::tree::{Tree, TreeError};
-use crate::store::Store;
 use crate::cache::Record;
+use crate::store::Store;
 
 /// The PATH BuildKit gives images that start from scratch.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -101,7 +101,9 @@ impl StageState {
                 Some((mut tree, valid)) if valid <= self.layers.len() => {
                     for layer in &self.layers[valid..] {
                         let digest = layer.digest.clone();
-                        let blob = store.open_blob(&digest).map_err(|source| TreeError::Store { digest: digest.clone(), source })?;
+                        let blob = store
+                            .open_blob(&digest)
+                            .map_err(|source| TreeError::Store { digest: digest.clone(), source })?;
                         tree.apply_layer(blob).map_err(|source| TreeError::Layer { digest, source })?;
                     }
                     tree
@@ -123,7 +125,11 @@ impl StageState {
     }
 
     pub fn mark(&self) -> Mark {
-        Mark { layers: self.layers.len(), diff_ids: self.config.rootfs.diff_ids.len(), history: self.config.history.len() }
+        Mark {
+            layers: self.layers.len(),
+            diff_ids: self.config.rootfs.diff_ids.len(),
+            history: self.config.history.len(),
+        }
     }
 
     /// What the step since `mark` added, as a cache record for a step that
@@ -450,11 +456,23 @@ mod tests {
             s.apply_metadata(&kind);
             s.created_by(&kind, original)
         };
-        assert_eq!(by(&mut s, StepKind::Cmd(CmdLine::Shell("echo \"hi\"".into())), "CMD echo \"hi\"").unwrap(), r#"CMD ["/bin/sh" "-c" "echo \"hi\""]"#);
-        assert_eq!(by(&mut s, StepKind::Entrypoint(CmdLine::Exec(vec!["/e".into(), "a\tb".into()])), "").unwrap(), r#"ENTRYPOINT ["/e" "a\tb"]"#);
-        assert_eq!(by(&mut s, StepKind::Shell(vec!["/bin/bash".into(), "-c".into()]), "").unwrap(), "SHELL [/bin/bash -c]");
+        assert_eq!(
+            by(&mut s, StepKind::Cmd(CmdLine::Shell("echo \"hi\"".into())), "CMD echo \"hi\"").unwrap(),
+            r#"CMD ["/bin/sh" "-c" "echo \"hi\""]"#
+        );
+        assert_eq!(
+            by(&mut s, StepKind::Entrypoint(CmdLine::Exec(vec!["/e".into(), "a\tb".into()])), "").unwrap(),
+            r#"ENTRYPOINT ["/e" "a\tb"]"#
+        );
+        assert_eq!(
+            by(&mut s, StepKind::Shell(vec!["/bin/bash".into(), "-c".into()]), "").unwrap(),
+            "SHELL [/bin/bash -c]"
+        );
         assert_eq!(by(&mut s, StepKind::Volume(vec!["/data".into(), "/c".into()]), "").unwrap(), "VOLUME [/data /c]");
-        assert_eq!(by(&mut s, StepKind::Expose(vec!["80/tcp".into(), "53/udp".into()]), "").unwrap(), "EXPOSE [80/tcp 53/udp]");
+        assert_eq!(
+            by(&mut s, StepKind::Expose(vec!["80/tcp".into(), "53/udp".into()]), "").unwrap(),
+            "EXPOSE [80/tcp 53/udp]"
+        );
         let h = HealthConfig {
             test: vec!["CMD-SHELL".into(), "curl -f x".into()],
             interval: Some(90_000_000_000),

@@ -53,8 +53,7 @@ impl Tree {
             let file = store
                 .open_blob(&layer.digest)
                 .map_err(|source| TreeError::Store { digest: layer.digest.clone(), source })?;
-            tree.apply_layer(file)
-                .map_err(|source| TreeError::Layer { digest: layer.digest.clone(), source })?;
+            tree.apply_layer(file).map_err(|source| TreeError::Layer { digest: layer.digest.clone(), source })?;
         }
         Ok(tree)
     }
@@ -71,7 +70,10 @@ impl Tree {
         while let Some(entry) = reader.next_entry()? {
             // The same rule the applier enforces: such a layer never reaches a RUN either.
             entry.check_inside().map_err(|reason| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("layer entry {:?} {reason}", entry.display()))
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("layer entry {:?} {reason}", entry.display()),
+                )
             })?;
             let Some(meta) = entry.meta() else { continue };
             // The tree is keyed by text; a name that is not UTF-8 is indexed lossily here (the layer keeps it exact).

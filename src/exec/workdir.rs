@@ -246,7 +246,8 @@ mod tests {
         let dirs = plan_mkdir(&t, "/tempest", (0, 0), 5).unwrap();
         let paths: Vec<String> = dirs.iter().map(|d| d.path.to_string()).collect();
         assert_eq!(paths, ["var", "var/lib", "var/lib/tempest"]);
-        let paths: Vec<String> = plan_mkdir(&t, "/up/x", (0, 0), 5).unwrap().iter().map(|d| d.path.to_string()).collect();
+        let paths: Vec<String> =
+            plan_mkdir(&t, "/up/x", (0, 0), 5).unwrap().iter().map(|d| d.path.to_string()).collect();
         assert_eq!(paths, ["made", "made/x"], "`..` stops at the image root");
     }
 

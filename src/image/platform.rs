@@ -46,7 +46,9 @@ impl Platform {
             ("armhf", _) => ("arm".to_string(), Some("v7".to_string())),
             ("armel", _) => ("arm".to_string(), Some("v6".to_string())),
             ("arm", None) => ("arm".to_string(), Some("v7".to_string())),
-            ("arm", Some(v)) if v.len() == 1 && v.as_bytes()[0].is_ascii_digit() => ("arm".to_string(), Some(format!("v{v}"))),
+            ("arm", Some(v)) if v.len() == 1 && v.as_bytes()[0].is_ascii_digit() => {
+                ("arm".to_string(), Some(format!("v{v}")))
+            }
             ("i386" | "i686" | "x86" | "386", v) => ("386".to_string(), v),
             (other, v) => (other.to_string(), v),
         };
@@ -83,9 +85,10 @@ impl Platform {
 
     /// The index entry for this platform, if the index has one.
     pub fn select<'a>(&self, index: &'a Index) -> Option<&'a Descriptor> {
-        index.manifests.iter().find(|d| {
-            d.platform.as_ref().is_some_and(|p| self.matches(&p.os, &p.architecture, p.variant.as_deref()))
-        })
+        index
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| self.matches(&p.os, &p.architecture, p.variant.as_deref())))
     }
 }
 
@@ -116,7 +119,12 @@ mod tests {
 
     fn entry(os: &str, arch: &str, variant: Option<&str>, n: u8) -> Descriptor {
         let mut d = Descriptor::new("m", format!("sha256:{}", format!("{n:02x}").repeat(32)), 1);
-        d.platform = Some(Entry { os: os.into(), architecture: arch.into(), variant: variant.map(str::to_string), os_version: None });
+        d.platform = Some(Entry {
+            os: os.into(),
+            architecture: arch.into(),
+            variant: variant.map(str::to_string),
+            os_version: None,
+        });
         d
     }
 
@@ -171,6 +179,9 @@ mod tests {
         assert_eq!(pick("linux/arm/v6"), Some(index.manifests[0].digest.clone()));
         assert_eq!(pick("linux/arm"), Some(index.manifests[1].digest.clone()));
         assert_eq!(pick("linux/s390x"), None);
-        assert_eq!(available(&index), ["linux/arm/v6", "linux/arm/v7", "linux/amd64", "linux/arm64", "unknown/unknown"]);
+        assert_eq!(
+            available(&index),
+            ["linux/arm/v6", "linux/arm/v7", "linux/amd64", "linux/arm64", "unknown/unknown"]
+        );
     }
 }

@@ -330,7 +330,10 @@ mod tests {
         assert_eq!(vars.var("Z"), None);
         assert!(vars.is_declared("Z"));
         assert_eq!(vars.var("PATH"), Some(DEFAULT_PATH));
-        assert_eq!(vars.run_args(Vec::new()).to_vec(), [("X".to_string(), "arg".to_string()), ("Y".into(), "arg".into())]);
+        assert_eq!(
+            vars.run_args(Vec::new()).to_vec(),
+            [("X".to_string(), "arg".to_string()), ("Y".into(), "arg".into())]
+        );
     }
 
     #[test]

@@ -175,7 +175,9 @@ pub fn plan_with_bases(
             original: header.original,
             steps,
             deps: deps[index].clone(),
-            image_triggers_planned: bases.get(&index).is_some_and(|info| info.as_ref().is_some_and(|i| i.onbuild.is_some())),
+            image_triggers_planned: bases
+                .get(&index)
+                .is_some_and(|info| info.as_ref().is_some_and(|i| i.onbuild.is_some())),
         });
     }
 
@@ -237,7 +239,11 @@ fn stage_bodies<'a>(
 
 /// An image's ONBUILD triggers as instructions; errors point at the FROM
 /// that pulled them in, whose position every trigger takes.
-fn parse_triggers(df: &Dockerfile, triggers: &[String], header: &stages::Header) -> Result<Vec<Instruction>, DockerfileError> {
+fn parse_triggers(
+    df: &Dockerfile,
+    triggers: &[String],
+    header: &stages::Header,
+) -> Result<Vec<Instruction>, DockerfileError> {
     if triggers.is_empty() {
         return Ok(Vec::new());
     }
@@ -250,8 +256,12 @@ fn parse_triggers(df: &Dockerfile, triggers: &[String], header: &stages::Header)
     let mut out = Vec::with_capacity(parsed.instructions.len());
     for mut ins in parsed.instructions.into_iter().skip(1) {
         if matches!(ins.command, Command::From { .. } | Command::Onbuild(_) | Command::Maintainer(_)) {
-            return Err(at(df, header.span, format!("the base image has an ONBUILD trigger that cannot run: {}", ins.original))
-                .with_help("ONBUILD cannot trigger FROM, ONBUILD or MAINTAINER"));
+            return Err(at(
+                df,
+                header.span,
+                format!("the base image has an ONBUILD trigger that cannot run: {}", ins.original),
+            )
+            .with_help("ONBUILD cannot trigger FROM, ONBUILD or MAINTAINER"));
         }
         ins.span = header.span;
         out.push(ins);

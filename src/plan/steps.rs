@@ -382,12 +382,7 @@ impl StepPlanner<'_, '_> {
         }
     }
 
-    fn heredoc_source(
-        &self,
-        copy: &CopyCmd,
-        name: &str,
-        env: &StageVars,
-    ) -> Result<Heredoc, DockerfileError> {
+    fn heredoc_source(&self, copy: &CopyCmd, name: &str, env: &StageVars) -> Result<Heredoc, DockerfileError> {
         let Some(doc) = copy.heredocs.iter().find(|doc| doc.name == name) else {
             return Err(self.error(format!("heredoc <<{name} has no body")).with_help(format!(
                 "write the body on the lines after the instruction and end it with a line `{name}`"
@@ -513,4 +508,3 @@ mod tests {
         assert!(mount_from_value(&lex, "${X}").is_err());
     }
 }
-

@@ -142,7 +142,8 @@ impl Client {
                     }
                 }
             }
-            let e = first.unwrap_or_else(|| err(ErrorKind::Network { host: host.clone(), detail: "no scheme to try".into() }));
+            let e = first
+                .unwrap_or_else(|| err(ErrorKind::Network { host: host.clone(), detail: "no scheme to try".into() }));
             match retryable {
                 Some(r) if client.again(attempt, &format!("connect to {}", reference.registry), &r) => {}
                 _ => return Err(e),

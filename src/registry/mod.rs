@@ -127,7 +127,8 @@ pub fn resolve_or_pull(
     }
     let full = Reference::parse(name).ok().map(|r| r.to_string());
     let platform_key = opts.registry.platform.as_deref().unwrap_or("");
-    let key = (store.root().to_path_buf(), format!("{}\0{platform_key}", full.clone().unwrap_or_else(|| name.to_string())));
+    let key =
+        (store.root().to_path_buf(), format!("{}\0{platform_key}", full.clone().unwrap_or_else(|| name.to_string())));
     let pulled_already = PULLED.lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
     let want_pull = match (opts.policy, &local) {
         (PullPolicy::Never, _) => false,

@@ -45,7 +45,12 @@ mod tests {
         });
         let index = Index { manifests: vec![d], ..Default::default() };
         let err = select(&index, &wanted(Some("linux/arm64")).unwrap()).unwrap_err().to_string();
-        assert!(err.contains("no match for platform in manifest") && err.contains("linux/arm64") && err.contains("linux/amd64"), "{err}");
+        assert!(
+            err.contains("no match for platform in manifest")
+                && err.contains("linux/arm64")
+                && err.contains("linux/amd64"),
+            "{err}"
+        );
         let config = ImageConfig { os: "linux".into(), architecture: "amd64".into(), ..Default::default() };
         let err = check_config(&config, &wanted(Some("linux/arm64")).unwrap()).unwrap_err().to_string();
         assert!(err.contains("linux/arm64") && err.contains("linux/amd64"), "{err}");

@@ -356,8 +356,11 @@ fn download(
 /// Streams a blob that is not a layer (a config) into the store.
 fn store_plain(store: &Store, body: &mut impl Read, blob: &Descriptor) -> Result<(), LayerError> {
     let mut writer = store.blob_writer()?;
-    std::io::copy(body, &mut writer)
-        .map_err(|source| StoreError::Io { action: "write blob into", path: store.tmp_dir(), source })?;
+    std::io::copy(body, &mut writer).map_err(|source| StoreError::Io {
+        action: "write blob into",
+        path: store.tmp_dir(),
+        source,
+    })?;
     writer.commit_expecting(&blob.digest, Some(blob.size))?;
     Ok(())
 }

@@ -62,7 +62,10 @@ pub fn push(
     let mut compressing = |digest: &str| {
         if opts.progress {
             let name = if compression == Compression::Zstd { "zstd" } else { "gzip" };
-            progress.report(crate::progress::Event::Note(format!("Compressing layer {} ({name})", crate::humanize::short(digest))));
+            progress.report(crate::progress::Event::Note(format!(
+                "Compressing layer {} ({name})",
+                crate::humanize::short(digest)
+            )));
         }
     };
     let outgoing = store
@@ -223,8 +226,10 @@ fn manifest_for(
     };
     // A Docker manifest whose layers were compressed on the way out must
     // still name only Docker layer types (no zstd).
-    let docker_layers =
-        manifest.layers.iter().all(|l| crate::image::manifest::docker_layer_type(&l.media_type) == Some(l.media_type.as_str()));
+    let docker_layers = manifest
+        .layers
+        .iter()
+        .all(|l| crate::image::manifest::docker_layer_type(&l.media_type) == Some(l.media_type.as_str()));
     if current == target && (target != DOCKER_MANIFEST || docker_layers) {
         return Ok((stored, current));
     }

@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::progress::{Event, Reporter};
-use crate::cache::{Record, StepInputs, RECORD_VERSION};
 use crate::cache::fromkey::Memo;
+use crate::cache::{Record, StepInputs, RECORD_VERSION};
 use crate::image::config::History;
 use crate::image::manifest::{Descriptor, Index, Manifest, OCI_INDEX, OCI_MANIFEST, REF_NAME};
+use crate::progress::{Event, Reporter};
 use crate::registry::client::Client;
 use crate::registry::{ErrorKind, Reference, RegistryError, RegistryOptions};
 use crate::store::{sha256_digest, sha256_hex, LayerError, LayerRef, Store, StoreError};
@@ -178,20 +178,31 @@ impl Imported {
         Ok(imported)
     }
 
-    fn add(&mut self, location: Location, backend: Backend, manifest: Manifest, bytes: &[u8]) -> Result<(), RemoteCacheError> {
+    fn add(
+        &mut self,
+        location: Location,
+        backend: Backend,
+        manifest: Manifest,
+        bytes: &[u8],
+    ) -> Result<(), RemoteCacheError> {
         let invalid = |detail: String| RemoteCacheError::Invalid { location: location.to_string(), detail };
         if manifest.config.media_type != CONFIG_MEDIA_TYPE {
             return Err(invalid(format!("its config is a {}, not a {CONFIG_MEDIA_TYPE}", manifest.config.media_type)));
         }
         let config: CacheConfig = serde_json::from_slice(bytes).map_err(|e| invalid(format!("its config: {e}")))?;
         if config.kiln_version != RECORD_VERSION {
-            log::warn!("cache {location} was written by another kiln version (format {}); not using it", config.kiln_version);
+            log::warn!(
+                "cache {location} was written by another kiln version (format {}); not using it",
+                config.kiln_version
+            );
             return Ok(());
         }
-        let layers: HashMap<String, Descriptor> = manifest.layers.iter().map(|l| (l.digest.clone(), l.clone())).collect();
+        let layers: HashMap<String, Descriptor> =
+            manifest.layers.iter().map(|l| (l.digest.clone(), l.clone())).collect();
         let mut resolved = Vec::with_capacity(config.layers.len());
         for l in &config.layers {
-            let desc = layers.get(&l.blob).ok_or_else(|| invalid(format!("layer {} is not in its manifest", l.blob)))?;
+            let desc =
+                layers.get(&l.blob).ok_or_else(|| invalid(format!("layer {} is not in its manifest", l.blob)))?;
             let a = &l.annotations;
             if sha256_hex(&a.diff_id).is_none() || a.media_type != desc.media_type || a.size != desc.size {
                 return Err(invalid(format!("layer {}: its annotations do not match its manifest entry", l.blob)));
@@ -211,8 +222,9 @@ impl Imported {
                 history: r.history,
             };
             for result in &r.layers {
-                let (desc, diff_id) =
-                    resolved.get(result.layer).ok_or_else(|| invalid(format!("record {} names layer {} of {}", r.digest, result.layer, resolved.len())))?;
+                let (desc, diff_id) = resolved.get(result.layer).ok_or_else(|| {
+                    invalid(format!("record {} names layer {} of {}", r.digest, result.layer, resolved.len()))
+                })?;
                 record.layers.push(desc.clone());
                 record.diff_ids.push(diff_id.clone());
             }
@@ -271,7 +283,8 @@ impl Imported {
         let shown = source.location.to_string();
         let image = format!("cache {shown}");
         let check = LayerRef { image: &image, blob: Some(layer), name: &layer.digest, diff_id };
-        let refused = |detail: String| RemoteCacheError::Layer { digest: layer.digest.clone(), location: shown.clone(), detail };
+        let refused =
+            |detail: String| RemoteCacheError::Layer { digest: layer.digest.clone(), location: shown.clone(), detail };
         if store.has_blob(&layer.digest) {
             // The store has the blob: the cache's diff_id for it must be the
             // one verified (or it is verified now), or the image would lie.
@@ -289,7 +302,8 @@ impl Imported {
             }
             Backend::Local(dir) => {
                 let path = blob_path(dir, &layer.digest).ok_or_else(|| refused("not a sha256 digest".into()))?;
-                let mut file = std::fs::File::open(&path).map_err(|e| refused(format!("open {}: {e}", path.display())))?;
+                let mut file =
+                    std::fs::File::open(&path).map_err(|e| refused(format!("open {}: {e}", path.display())))?;
                 let received = store.receive_layer(&mut file, check).map_err(|e| refused(layer_detail(&e)))?;
                 received.commit().map_err(|e| refused(crate::registry::chain_error(&e)))?;
             }
@@ -317,7 +331,10 @@ fn blob_path(dir: &Path, digest: &str) -> Option<PathBuf> {
 }
 
 /// The cache's manifest and config, or `None` when there is no such cache.
-fn read(location: &Location, registry: &RegistryOptions) -> Result<Option<(Backend, Manifest, Vec<u8>)>, RemoteCacheError> {
+fn read(
+    location: &Location,
+    registry: &RegistryOptions,
+) -> Result<Option<(Backend, Manifest, Vec<u8>)>, RemoteCacheError> {
     let shown = location.to_string();
     let invalid = |detail: String| RemoteCacheError::Invalid { location: shown.clone(), detail };
     match location {
@@ -325,8 +342,9 @@ fn read(location: &Location, registry: &RegistryOptions) -> Result<Option<(Backe
             let reg = |source| RemoteCacheError::Registry { location: shown.clone(), source: Box::new(source) };
             let r = Reference::parse(reference)
                 .map_err(|e| reg(RegistryError::new("import cache", reference, ErrorKind::Reference(e))))?;
-            let client = Client::connect(&r, vec![format!("repository:{}:pull", r.repository)], registry, "import cache")
-                .map_err(reg)?;
+            let client =
+                Client::connect(&r, vec![format!("repository:{}:pull", r.repository)], registry, "import cache")
+                    .map_err(reg)?;
             let (bytes, media_type, digest) =
                 match crate::registry::pull::fetch_manifest(&client, r.manifest_reference(), r.digest.as_deref()) {
                     Ok(found) => found,
@@ -336,9 +354,13 @@ fn read(location: &Location, registry: &RegistryOptions) -> Result<Option<(Backe
             if media_type != OCI_MANIFEST {
                 return Err(invalid(format!("{digest} is a {media_type}, not an OCI image manifest")));
             }
-            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
+            let manifest: Manifest =
+                serde_json::from_slice(&bytes).map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
             if manifest.config.media_type != CONFIG_MEDIA_TYPE {
-                return Err(invalid(format!("its config is a {}, not a {CONFIG_MEDIA_TYPE}", manifest.config.media_type)));
+                return Err(invalid(format!(
+                    "its config is a {}, not a {CONFIG_MEDIA_TYPE}",
+                    manifest.config.media_type
+                )));
             }
             let config = crate::registry::pull::fetch_document(&client, &manifest.config).map_err(reg)?;
             Ok(Some((Backend::Registry(Box::new(client)), manifest, config)))
@@ -354,15 +376,19 @@ fn read(location: &Location, registry: &RegistryOptions) -> Result<Option<(Backe
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(io("read", &index_path)(e)),
             };
-            let index: Index = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{}: {e}", index_path.display())))?;
+            let index: Index =
+                serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{}: {e}", index_path.display())))?;
             let Some(entry) = index.manifests.iter().find(|m| m.ref_name() == Some(tag.as_str())) else {
                 return Ok(None);
             };
             let manifest_bytes = read_blob(dir, entry, &shown)?;
-            let manifest: Manifest =
-                serde_json::from_slice(&manifest_bytes).map_err(|e| invalid(format!("manifest {}: {e}", entry.digest)))?;
+            let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+                .map_err(|e| invalid(format!("manifest {}: {e}", entry.digest)))?;
             if manifest.config.media_type != CONFIG_MEDIA_TYPE {
-                return Err(invalid(format!("its config is a {}, not a {CONFIG_MEDIA_TYPE}", manifest.config.media_type)));
+                return Err(invalid(format!(
+                    "its config is a {}, not a {CONFIG_MEDIA_TYPE}",
+                    manifest.config.media_type
+                )));
             }
             let config = read_blob(dir, &manifest.config, &shown)?;
             Ok(Some((Backend::Local(dir.clone()), manifest, config)))
@@ -376,7 +402,8 @@ fn read_blob(dir: &Path, desc: &Descriptor, shown: &str) -> Result<Vec<u8>, Remo
     if desc.size > crate::registry::client::max_document() {
         return Err(invalid(format!("blob {} is too large ({} bytes)", desc.digest, desc.size)));
     }
-    let path = blob_path(dir, &desc.digest).ok_or_else(|| invalid(format!("{} is not a sha256 digest", desc.digest)))?;
+    let path =
+        blob_path(dir, &desc.digest).ok_or_else(|| invalid(format!("{} is not a sha256 digest", desc.digest)))?;
     let bytes = std::fs::read(&path).map_err(|source| RemoteCacheError::Io {
         location: shown.to_string(),
         action: "read",
@@ -385,7 +412,11 @@ fn read_blob(dir: &Path, desc: &Descriptor, shown: &str) -> Result<Vec<u8>, Remo
     })?;
     let actual = sha256_digest(&bytes);
     if actual != desc.digest || bytes.len() as u64 != desc.size {
-        return Err(invalid(format!("blob {} does not match its digest (got {actual}, {} bytes)", desc.digest, bytes.len())));
+        return Err(invalid(format!(
+            "blob {} does not match its digest (got {actual}, {} bytes)",
+            desc.digest,
+            bytes.len()
+        )));
     }
     Ok(bytes)
 }
@@ -451,7 +482,8 @@ pub fn export(
         .collect();
     config.copy_from = export.copy_from.to_vec();
     config.steps = export.steps.clone();
-    let config_bytes = serde_json::to_vec(&config).map_err(|e| RemoteCacheError::Invalid { location: shown.clone(), detail: e.to_string() })?;
+    let config_bytes = serde_json::to_vec(&config)
+        .map_err(|e| RemoteCacheError::Invalid { location: shown.clone(), detail: e.to_string() })?;
     let layers: Vec<Descriptor> = blobs
         .iter()
         .map(|(d, diff_id)| {
@@ -461,20 +493,38 @@ pub fn export(
         })
         .collect();
     let diff_of: HashMap<String, String> = blobs.iter().map(|(d, id)| (d.digest.clone(), id.clone())).collect();
-    progress.report(Event::Note(format!("exporting cache to {shown} ({} steps, {} layers)", config.records.len(), layers.len())));
+    progress.report(Event::Note(format!(
+        "exporting cache to {shown} ({} steps, {} layers)",
+        config.records.len(),
+        layers.len()
+    )));
     match &to.location {
         Location::Registry(reference) => {
             let ensure = |d: &Descriptor| -> Result<(), RegistryError> {
                 let mut plain = d.clone();
                 plain.annotations = None;
                 imported.fetch(store, &plain, &diff_of[&d.digest]).map(|_| ()).map_err(|e| {
-                    RegistryError::new("export cache", reference, ErrorKind::Invalid { what: format!("layer {}", d.digest), detail: e.to_string() })
+                    RegistryError::new(
+                        "export cache",
+                        reference,
+                        ErrorKind::Invalid { what: format!("layer {}", d.digest), detail: e.to_string() },
+                    )
                 })
             };
-            crate::registry::push::push_artifact(store, reference, registry, (&config_bytes, CONFIG_MEDIA_TYPE), &layers, &ensure, progress)
-                .map_err(|source| RemoteCacheError::Registry { location: shown.clone(), source: Box::new(source) })
+            crate::registry::push::push_artifact(
+                store,
+                reference,
+                registry,
+                (&config_bytes, CONFIG_MEDIA_TYPE),
+                &layers,
+                &ensure,
+                progress,
+            )
+            .map_err(|source| RemoteCacheError::Registry { location: shown.clone(), source: Box::new(source) })
         }
-        Location::Local { dir, tag } => write_local(store, dir, tag, &config_bytes, &layers, &diff_of, imported, &shown),
+        Location::Local { dir, tag } => {
+            write_local(store, dir, tag, &config_bytes, &layers, &diff_of, imported, &shown)
+        }
     }
 }
 
@@ -534,7 +584,8 @@ fn write_local(
     let layout = dir.join("oci-layout");
     std::fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io("write", &layout))?;
     let index_path = dir.join("index.json");
-    let mut index: Index = std::fs::read(&index_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut index: Index =
+        std::fs::read(&index_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     index.media_type = Some(OCI_INDEX.to_string());
     index.manifests.retain(|m| m.ref_name() != Some(tag));
     let mut entry = Descriptor::new(OCI_MANIFEST, digest.clone(), manifest_bytes.len() as u64);
@@ -579,7 +630,9 @@ mod tests {
     fn records_resolve_to_layers_by_digest_and_diff_id() {
         let layer = Descriptor::new(OCI_LAYER_GZIP, format!("sha256:{}", "a".repeat(64)), 42);
         let mut imported = Imported::default();
-        imported.add(location(), Backend::Local("/nonexistent".into()), manifest(&layer), &config(&layer, 0, 42)).unwrap();
+        imported
+            .add(location(), Backend::Local("/nonexistent".into()), manifest(&layer), &config(&layer, 0, 42))
+            .unwrap();
         let (record, kind) = imported.get("sha256:key", "sha256:parent").expect("a hit");
         assert_eq!(kind, "local");
         assert_eq!(record.layers, vec![layer.clone()]);
@@ -609,7 +662,10 @@ mod tests {
         imported.add(location(), Backend::Local("/x".into()), manifest(&layer), &config(&layer, 0, size)).unwrap();
         let lie = format!("sha256:{}", "d".repeat(64));
         let err = imported.fetch(&store, &layer, &lie).unwrap_err();
-        assert!(err.to_string().contains(&format!("cache layer {digest} from /nonexistent:latest cannot be used")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("cache layer {digest} from /nonexistent:latest cannot be used")),
+            "{err}"
+        );
         assert_eq!(imported.fetch(&store, &layer, &digest).unwrap(), None, "the truth passes, nothing to fetch");
     }
 
@@ -617,9 +673,12 @@ mod tests {
     fn inconsistent_configs_are_refused() {
         let layer = Descriptor::new(OCI_LAYER_GZIP, format!("sha256:{}", "a".repeat(64)), 42);
         let mut imported = Imported::default();
-        let err = imported.add(location(), Backend::Local("/x".into()), manifest(&layer), &config(&layer, 3, 42)).unwrap_err();
+        let err = imported
+            .add(location(), Backend::Local("/x".into()), manifest(&layer), &config(&layer, 3, 42))
+            .unwrap_err();
         assert!(err.to_string().contains("names layer 3 of 1"), "{err}");
-        let err = imported.add(location(), Backend::Local("/x".into()), manifest(&layer), &config(&layer, 0, 7)).unwrap_err();
+        let err =
+            imported.add(location(), Backend::Local("/x".into()), manifest(&layer), &config(&layer, 0, 7)).unwrap_err();
         assert!(err.to_string().contains("do not match its manifest entry"), "{err}");
         let mut other = manifest(&layer);
         other.config.media_type = "application/vnd.buildkit.cacheconfig.v0".into();

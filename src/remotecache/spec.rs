@@ -66,9 +66,9 @@ fn pairs(flag: &str, text: &str) -> Result<Vec<(String, String)>, String> {
     text.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
-                .ok_or_else(|| format!("{flag} {text:?}: `{p}` is not key=value (e.g. type=registry,ref=registry.example/app:cache)"))
+            p.split_once('=').map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())).ok_or_else(|| {
+                format!("{flag} {text:?}: `{p}` is not key=value (e.g. type=registry,ref=registry.example/app:cache)")
+            })
         })
         .collect()
 }
@@ -151,7 +151,10 @@ mod tests {
 
     #[test]
     fn parses_docker_syntax() {
-        assert_eq!(parse_from("localhost:5000/app:cache").unwrap(), Location::Registry("localhost:5000/app:cache".into()));
+        assert_eq!(
+            parse_from("localhost:5000/app:cache").unwrap(),
+            Location::Registry("localhost:5000/app:cache".into())
+        );
         assert_eq!(parse_from("type=registry,ref=r/a:c").unwrap(), Location::Registry("r/a:c".into()));
         assert_eq!(
             parse_from("type=local,src=/tmp/c").unwrap(),

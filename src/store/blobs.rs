@@ -106,8 +106,11 @@ impl BlobWriter {
         })?;
         // Blobs are content, readable like any file a user writes (temp files start 0600).
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|source| StoreError::Io { action: "chmod", path: tmp_path.clone(), source })?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|source| StoreError::Io {
+            action: "chmod",
+            path: tmp_path.clone(),
+            source,
+        })?;
         file.sync_all().map_err(|source| StoreError::Io { action: "fsync", path: tmp_path, source })?;
         drop(file);
         crate::fault::point("blob-rename-before");

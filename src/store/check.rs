@@ -27,8 +27,8 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use super::gc::{self, looks_like_image_manifest, Reclaimed};
-use super::{chain_ids, parse_manifest, sha256_hex, Store, StoreError, CACHE_DIR, LAYERS_DIR};
 use super::layers::MARKER;
+use super::{chain_ids, parse_manifest, sha256_hex, Store, StoreError, CACHE_DIR, LAYERS_DIR};
 use crate::image::config::ImageConfig;
 use crate::image::manifest::{Descriptor, Index, DOCKER_MANIFEST_LIST, OCI_INDEX};
 
@@ -358,7 +358,8 @@ impl<'s> Walk<'s> {
             };
             if sha256_hex(&entry.digest).is_some() && !self.blobs.contains_key(&entry.digest) {
                 let defect = Defect::Missing { referrer, role: "manifest" };
-                let fix = Fix::DropIndexEntry { digest: entry.digest.clone(), tag: entry.ref_name().map(str::to_string) };
+                let fix =
+                    Fix::DropIndexEntry { digest: entry.digest.clone(), tag: entry.ref_name().map(str::to_string) };
                 self.problem(self.store.blob_path(&entry.digest), defect, fix);
                 continue;
             }
@@ -415,9 +416,9 @@ impl<'s> Walk<'s> {
     /// no tagged image uses it); a tagged one stays for the user to decide.
     fn fix_for(&self, owner: &Owner, blob: Option<&str>) -> Fix {
         match owner {
-            Owner::Indexed(name) => Fix::Manual(format!(
-                "pull or build {name} again, or remove it with `kiln rmi {name}`"
-            )),
+            Owner::Indexed(name) => {
+                Fix::Manual(format!("pull or build {name} again, or remove it with `kiln rmi {name}`"))
+            }
             Owner::Dangling(manifest) => {
                 let mut paths = vec![self.store.blob_path(manifest)];
                 if let Some(blob) = blob.filter(|b| !self.indexed.contains(*b)) {
@@ -540,7 +541,11 @@ impl<'s> Walk<'s> {
             for digest in named {
                 let present = self.blobs.get(&digest).is_some_and(|b| b.intact);
                 if !present && sha256_hex(&digest).is_some() {
-                    self.problem(path.clone(), Defect::CacheRecordMissingBlob { digest }, Fix::Remove(vec![path.clone()]));
+                    self.problem(
+                        path.clone(),
+                        Defect::CacheRecordMissingBlob { digest },
+                        Fix::Remove(vec![path.clone()]),
+                    );
                     break;
                 }
             }
@@ -605,9 +610,7 @@ impl<'s> Walk<'s> {
                     Some(format!("has {} bytes, not the {} the record says", info.size, record.size))
                 }
                 Some(_) => match blob_format(&self.store.blob_path(&digest)) {
-                    Ok(found) if found != record.format() => {
-                        Some(format!("is no {} stream", record.compression))
-                    }
+                    Ok(found) if found != record.format() => Some(format!("is no {} stream", record.compression)),
                     Ok(_) => None,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
                     Err(source) => {

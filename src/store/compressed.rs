@@ -160,7 +160,12 @@ impl Store {
     /// `diff_id`) leaves the store under when compressed with `c`: a plain
     /// layer's remembered compressed copy, made now if there is none yet; any
     /// other layer (already compressed, or `c` is none) as it is.
-    pub fn compressed_layer(&self, layer: &Descriptor, diff_id: &str, c: Compression) -> Result<Descriptor, StoreError> {
+    pub fn compressed_layer(
+        &self,
+        layer: &Descriptor,
+        diff_id: &str,
+        c: Compression,
+    ) -> Result<Descriptor, StoreError> {
         self.compressed_layer_noting(layer, diff_id, c, &mut |_| {}, None)
     }
 
@@ -205,8 +210,9 @@ impl Store {
         name: &str,
         copy_to: Option<&Path>,
     ) -> Result<CompressedRecord, StoreError> {
-        let record_path =
-            self.compressed_record_path(diff_id, c).ok_or_else(|| StoreError::InvalidDigest { digest: diff_id.to_string() })?;
+        let record_path = self
+            .compressed_record_path(diff_id, c)
+            .ok_or_else(|| StoreError::InvalidDigest { digest: diff_id.to_string() })?;
         let source_path = self.blob_path(&layer.digest);
         let io_err = |action: &'static str| {
             let path = source_path.clone();
@@ -387,7 +393,11 @@ impl ExportCopy {
     fn place(self, digest: &str) -> Result<(), StoreError> {
         let hex = sha256_hex(digest).ok_or_else(|| StoreError::InvalidDigest { digest: digest.to_string() })?;
         let target = self.dir.join(hex);
-        self.tmp.persist(&target).map_err(|e| StoreError::Io { action: "rename blob into", path: target, source: e.error })?;
+        self.tmp.persist(&target).map_err(|e| StoreError::Io {
+            action: "rename blob into",
+            path: target,
+            source: e.error,
+        })?;
         super::blobs::sync_dir(&self.dir)
     }
 }
@@ -396,8 +406,8 @@ impl ExportCopy {
 fn read_record(path: &Path) -> Result<CompressedRecord, String> {
     let bytes = fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
     let record: CompressedRecord = serde_json::from_slice(&bytes).map_err(|e| format!("not a record: {e}"))?;
-    let c = compression_of(&record.compression)
-        .ok_or_else(|| format!("unknown compression {:?}", record.compression))?;
+    let c =
+        compression_of(&record.compression).ok_or_else(|| format!("unknown compression {:?}", record.compression))?;
     if sha256_hex(&record.digest).is_none() {
         return Err(format!("{:?} is no sha256 digest", record.digest));
     }

@@ -30,8 +30,8 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest as _, Sha256};
 
 use super::remove::{self, Freed, TRASH_PREFIX};
-use super::{index, parse_manifest, sha256_hex, Store, StoreError};
 use super::step_record::{Record, RECORD_VERSION};
+use super::{index, parse_manifest, sha256_hex, Store, StoreError};
 use crate::image::config::{History, ImageConfig};
 use crate::image::manifest::{Descriptor, Index, Manifest, OCI_MANIFEST};
 
@@ -364,7 +364,8 @@ impl Store {
         let (logs, stat) = (dir.join("builds"), dir.join("stat"));
         let mut refs = BTreeSet::new();
         let paths = self.cache_record_paths()?;
-        for path in paths.into_iter().filter(|p| !dropped.contains(p) && !p.starts_with(&logs) && !p.starts_with(&stat)) {
+        for path in paths.into_iter().filter(|p| !dropped.contains(p) && !p.starts_with(&logs) && !p.starts_with(&stat))
+        {
             let bytes =
                 fs::read(&path).map_err(|source| StoreError::Io { action: "read cache record", path, source })?;
             refs.extend(digests_in(&String::from_utf8_lossy(&bytes)));
@@ -380,8 +381,11 @@ impl Store {
         let (logs, stat) = (dir.join("builds"), dir.join("stat"));
         let (mut steps, mut images) = (BTreeSet::new(), BTreeSet::new());
         for path in self.cache_record_paths()?.into_iter().filter(|p| !p.starts_with(&logs) && !p.starts_with(&stat)) {
-            let bytes =
-                fs::read(&path).map_err(|source| StoreError::Io { action: "read cache record", path: path.clone(), source })?;
+            let bytes = fs::read(&path).map_err(|source| StoreError::Io {
+                action: "read cache record",
+                path: path.clone(),
+                source,
+            })?;
             let into = if path.starts_with(&intermediate) { &mut images } else { &mut steps };
             into.extend(digests_in(&String::from_utf8_lossy(&bytes)));
         }
@@ -592,7 +596,11 @@ impl Store {
     /// to no live process. The one exception is the temp file of an atomic
     /// replace (`.tmp-*`, index.json and verification records), which any
     /// command may write for a moment: those go once older than [`GRACE`].
-    fn remove_temp_files(&self, reclaimed: &mut Reclaimed, old: &dyn Fn(&fs::Metadata) -> bool) -> Result<(), StoreError> {
+    fn remove_temp_files(
+        &self,
+        reclaimed: &mut Reclaimed,
+        old: &dyn Fn(&fs::Metadata) -> bool,
+    ) -> Result<(), StoreError> {
         let dir = self.tmp_dir();
         let io = |source| StoreError::Io { action: "list", path: dir.clone(), source };
         let entries = match fs::read_dir(&dir) {

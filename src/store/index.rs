@@ -79,8 +79,11 @@ pub fn write_atomic(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> Result<(), Sto
     tmp.as_file().sync_all().map_err(io_err("fsync", tmp.path()))?;
     // The last moment to find out nobody wants this change: an interrupted
     // kiln, or one whose front-end was killed, must not tag anything.
-    kiln_runtime::ensure_still_wanted()
-        .map_err(|e| StoreError::Io { action: "replace", path: path.to_path_buf(), source: e.into_io() })?;
+    kiln_runtime::ensure_still_wanted().map_err(|e| StoreError::Io {
+        action: "replace",
+        path: path.to_path_buf(),
+        source: e.into_io(),
+    })?;
     tmp.persist(path).map_err(|e| StoreError::Io {
         action: "rename into",
         path: path.to_path_buf(),

@@ -20,8 +20,8 @@ use kiln_overlay::verify::LayerReader;
 use kiln_overlay::whiteout::{WhiteoutFormat, XattrPrefix};
 use sha2::{Digest, Sha256};
 
-use crate::image::manifest::Descriptor;
 use super::{remove, LayerError, Store};
+use crate::image::manifest::Descriptor;
 
 /// The file in a layer dir that says what was verified (its chain id).
 pub const MARKER: &str = "verified";
@@ -95,13 +95,21 @@ impl LayerDirs {
 
     /// Makes sure every layer has its verified directory and returns them
     /// topmost first, as overlay's lowerdir lists them.
-    pub fn ensure(&self, store: &Store, layers: &[Descriptor], diff_ids: &[String]) -> Result<Vec<PathBuf>, LayerDirError> {
+    pub fn ensure(
+        &self,
+        store: &Store,
+        layers: &[Descriptor],
+        diff_ids: &[String],
+    ) -> Result<Vec<PathBuf>, LayerDirError> {
         if layers.len() != diff_ids.len() {
             return Err(LayerDirError::Mismatch { layers: layers.len(), diff_ids: diff_ids.len() });
         }
         let chains = chain_ids(diff_ids);
         let missing: Vec<usize> = (0..layers.len()).filter(|&i| !self.is_verified(&chains[i])).collect();
-        self.unpack_all(store, &missing.iter().map(|&i| (&layers[i], diff_ids[i].as_str(), chains[i].as_str())).collect::<Vec<_>>())?;
+        self.unpack_all(
+            store,
+            &missing.iter().map(|&i| (&layers[i], diff_ids[i].as_str(), chains[i].as_str())).collect::<Vec<_>>(),
+        )?;
         let mut dirs: Vec<PathBuf> = chains.iter().map(|c| self.diff_dir(c)).collect();
         if dirs.is_empty() {
             dirs.push(self.empty()?);
@@ -162,7 +170,8 @@ impl LayerDirs {
             .map_err(io(&self.root))?;
         let diff = aside.path().join("diff");
         fs::create_dir(&diff).map_err(io(&diff))?;
-        let opts = ApplyOptions { whiteouts: WhiteoutFormat::Overlay, prefix: self.prefix.clone(), ..ApplyOptions::default() };
+        let opts =
+            ApplyOptions { whiteouts: WhiteoutFormat::Overlay, prefix: self.prefix.clone(), ..ApplyOptions::default() };
         apply_verified(store, layer, diff_id, &diff, &opts)?;
         self.adopt(aside.keep(), chain)
     }
@@ -233,7 +242,12 @@ fn private() -> fs::Permissions {
 /// deletions: an image's filesystem for `COPY --from` and
 /// `RUN --mount=type=bind,from=` where its layer directories cannot be
 /// mounted. Every layer is checked as a layer directory's is.
-pub fn apply_in_order(store: &Store, layers: &[Descriptor], diff_ids: &[String], dest: &Path) -> Result<(), LayerDirError> {
+pub fn apply_in_order(
+    store: &Store,
+    layers: &[Descriptor],
+    diff_ids: &[String],
+    dest: &Path,
+) -> Result<(), LayerDirError> {
     if layers.len() != diff_ids.len() {
         return Err(LayerDirError::Mismatch { layers: layers.len(), diff_ids: diff_ids.len() });
     }
@@ -248,11 +262,20 @@ pub fn apply_in_order(store: &Store, layers: &[Descriptor], diff_ids: &[String],
 /// (every path resolved inside `dest`) and refuses it unless its content
 /// hashes to `diff_id` and its compressed stream ends cleanly. The caller
 /// discards `dest` on error.
-fn apply_verified(store: &Store, layer: &Descriptor, diff_id: &str, dest: &Path, opts: &ApplyOptions) -> Result<(), LayerDirError> {
-    let blob = store.open_blob(&layer.digest).map_err(|source| LayerDirError::Blob { digest: layer.digest.clone(), source })?;
+fn apply_verified(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &str,
+    dest: &Path,
+    opts: &ApplyOptions,
+) -> Result<(), LayerDirError> {
+    let blob = store
+        .open_blob(&layer.digest)
+        .map_err(|source| LayerDirError::Blob { digest: layer.digest.clone(), source })?;
     let refused = |source| LayerError::Refused { image: None, layer: layer.digest.clone(), source };
     let mut reader = LayerReader::new(BufReader::with_capacity(256 * 1024, blob)).map_err(refused)?;
-    let report = apply_tar(&mut reader, dest, opts).map_err(|source| LayerDirError::Apply { digest: layer.digest.clone(), source })?;
+    let report = apply_tar(&mut reader, dest, opts)
+        .map_err(|source| LayerDirError::Apply { digest: layer.digest.clone(), source })?;
     reader.finish_expecting(diff_id).map_err(refused)?;
     for skipped in &report.skipped {
         log::warn!("layer {}: skipped {}", crate::humanize::short(&layer.digest), skipped);

@@ -73,8 +73,11 @@ impl BuildsLock {
     /// leftovers of builds that were killed.
     pub(crate) fn shared(path: &Path, when_alone: impl FnOnce()) -> Result<BuildsLock, StoreError> {
         let file = open_lock_file(path)?;
-        let lock_err =
-            |errno: Errno| StoreError::Io { action: "lock", path: path.to_path_buf(), source: std::io::Error::from(errno) };
+        let lock_err = |errno: Errno| StoreError::Io {
+            action: "lock",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(errno),
+        };
         let flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => {
                 when_alone();
@@ -106,8 +109,11 @@ impl BuildsLock {
     /// Exclusive hold for garbage collection; waits for running builds.
     pub(crate) fn exclusive(path: &Path) -> Result<BuildsLock, StoreError> {
         let file = open_lock_file(path)?;
-        let lock_err =
-            |errno: Errno| StoreError::Io { action: "lock", path: path.to_path_buf(), source: std::io::Error::from(errno) };
+        let lock_err = |errno: Errno| StoreError::Io {
+            action: "lock",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(errno),
+        };
         let flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => flock,
             Err((file, Errno::EWOULDBLOCK)) => {
@@ -125,11 +131,9 @@ impl BuildsLock {
 }
 
 fn open_lock_file(path: &Path) -> Result<File, StoreError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|source| StoreError::Io { action: "open lock file", path: path.to_path_buf(), source })
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(|source| StoreError::Io {
+        action: "open lock file",
+        path: path.to_path_buf(),
+        source,
+    })
 }

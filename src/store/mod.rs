@@ -23,9 +23,12 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use blobs::{sha256_digest, sha256_hex, BlobWriter};
-pub use compressed::{CompressedRecord, Outgoing, COMPRESSED_DIR};
 pub use check::{CheckReport, Defect, Fix, Problem, Repair};
-pub use gc::{chain_ids, layer_dir_chain_id, CachePrune, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR, GRACE, LAYERS_DIR};
+pub use compressed::{CompressedRecord, Outgoing, COMPRESSED_DIR};
+pub use gc::{
+    chain_ids, layer_dir_chain_id, CachePrune, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR,
+    GRACE, LAYERS_DIR,
+};
 pub use lock::{BuildsLock, StoreLock};
 pub use verified::{LayerError, LayerRef, VerifiedLayer};
 
@@ -282,7 +285,10 @@ impl Store {
         if docker {
             for layer in &mut layers {
                 let Some(media_type) = crate::image::manifest::docker_layer_type(&layer.media_type) else {
-                    return Err(StoreError::NotDockerLayer { digest: layer.digest.clone(), media_type: layer.media_type.clone() });
+                    return Err(StoreError::NotDockerLayer {
+                        digest: layer.digest.clone(),
+                        media_type: layer.media_type.clone(),
+                    });
                 };
                 layer.media_type = media_type.to_string();
                 layer.annotations = None;
@@ -604,8 +610,11 @@ fn make_private(dir: &Path) -> Result<(), StoreError> {
         return Ok(());
     }
     let private = mode & !0o077;
-    fs::set_permissions(dir, fs::Permissions::from_mode(private))
-        .map_err(|source| StoreError::NotPrivate { path: dir.to_path_buf(), mode, source })?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(private)).map_err(|source| StoreError::NotPrivate {
+        path: dir.to_path_buf(),
+        mode,
+        source,
+    })?;
     log::warn!(
         "{} was open to other users (mode {mode:04o}); made it {private:04o}: kiln keeps its store private",
         dir.display()
@@ -625,7 +634,8 @@ fn make_layer_dirs_private(layers: &Path) -> Result<(), StoreError> {
     })?;
     let mut tightened = 0;
     for entry in entries.flatten() {
-        let is_layer = entry.file_name().to_str().is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+        let is_layer =
+            entry.file_name().to_str().is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
         let Ok(meta) = entry.metadata() else { continue };
         let mode = meta.permissions().mode() & 0o7777;
         if !is_layer || !meta.is_dir() || mode & 0o077 == 0 {

@@ -138,7 +138,8 @@ fn remove_entry(parent: &Dir, parent_path: &Path, name: &CString, freed: &mut Fr
     let mode = st.st_mode & 0o7777;
     if mode & 0o700 != 0o700 {
         // When this fails, opening or emptying the directory says why.
-        let _ = fchmodat(Some(fd), name.as_c_str(), Mode::from_bits_truncate(mode | 0o700), FchmodatFlags::FollowSymlink);
+        let _ =
+            fchmodat(Some(fd), name.as_c_str(), Mode::from_bits_truncate(mode | 0o700), FchmodatFlags::FollowSymlink);
     }
     let mut first: Option<Failure> = None;
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -186,7 +187,8 @@ mod tests {
         std::fs::hard_link(tree.join("diff/home/u/deep/f"), tree.join("diff/link")).unwrap();
         std::fs::create_dir(tree.join("diff/locked")).unwrap();
         std::fs::write(tree.join("diff/locked/g"), "x").unwrap();
-        for (p, mode) in [("diff/home/u/deep", 0o555), ("diff/home/u", 0o700), ("diff/locked", 0o000), ("diff", 0o000)] {
+        for (p, mode) in [("diff/home/u/deep", 0o555), ("diff/home/u", 0o700), ("diff/locked", 0o000), ("diff", 0o000)]
+        {
             std::fs::set_permissions(tree.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
         }
         let mut freed = Freed::default();

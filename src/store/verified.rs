@@ -258,7 +258,11 @@ fn write_record(
     uncompressed: Option<u64>,
 ) -> Result<(), StoreError> {
     let hex = sha256_hex(blob).ok_or_else(|| StoreError::InvalidDigest { digest: blob.to_string() })?;
-    fs::create_dir_all(dir).map_err(|source| StoreError::Io { action: "create directory", path: dir.to_path_buf(), source })?;
+    fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        action: "create directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let text = match uncompressed {
         Some(bytes) => format!("{diff_id} {bytes}\n"),
         None => format!("{diff_id}\n"),

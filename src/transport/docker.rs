@@ -10,12 +10,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufReader, Read, Seek, Write};
 
-use serde::{Deserialize, Serialize};
 use kiln_overlay::compress::Format;
 use kiln_overlay::verify::{format_name, LayerReader, VerifyError};
+use serde::{Deserialize, Serialize};
 
 use super::source::Source;
-use crate::progress::{Event, ProgressReader, Reporter, Transfer};
 use super::tarout::TarOut;
 use super::TransportError;
 use crate::image::config::ImageConfig;
@@ -24,6 +23,7 @@ use crate::image::manifest::{
     OCI_LAYER_ZSTD, OCI_MANIFEST,
 };
 use crate::image::reference;
+use crate::progress::{Event, ProgressReader, Reporter, Transfer};
 use crate::store::{platform_of, sha256_digest, sha256_hex, Image, LayerError, LayerRef, Store};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -185,9 +185,17 @@ pub fn write_docker_archive<W: Write>(
             let name = format!("{}.tar", hex_of(store, diff_id)?);
             if written.insert(name.clone()) {
                 let verb = "Writing";
-                progress.report(Event::Transfer(Transfer::Started { verb, digest: layer.digest.clone(), size: layer.size }));
+                progress.report(Event::Transfer(Transfer::Started {
+                    verb,
+                    digest: layer.digest.clone(),
+                    size: layer.size,
+                }));
                 append_uncompressed_layer(store, &mut tar, layer, diff_id, &name, progress)?;
-                progress.report(Event::Transfer(Transfer::Finished { verb, digest: layer.digest.clone(), note: "done" }));
+                progress.report(Event::Transfer(Transfer::Finished {
+                    verb,
+                    digest: layer.digest.clone(),
+                    note: "done",
+                }));
             }
             layer_names.push(name);
         }

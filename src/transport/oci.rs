@@ -12,12 +12,12 @@ use serde::Deserialize;
 use tempfile::NamedTempFile;
 
 use super::source::Source;
-use crate::progress::{Event, ProgressReader, Reporter, Transfer};
 use super::tarout::TarOut;
 use super::{make_readable, TransportError};
+use crate::image::config::ImageConfig;
 use crate::image::manifest::{Descriptor, Index, DOCKER_MANIFEST_LIST, OCI_INDEX, REF_NAME};
 use crate::image::platform::{self, Platform};
-use crate::image::config::ImageConfig;
+use crate::progress::{Event, ProgressReader, Reporter, Transfer};
 use crate::store::{parse_manifest, sha256_digest, sha256_hex, Image, LayerRef, Store};
 
 /// How deep indexes may nest before we give up.
@@ -73,7 +73,12 @@ fn entry_name(entry: &Descriptor) -> Option<String> {
     (name.contains(':') || name.contains('/')).then(|| name.clone())
 }
 
-fn import_entry(store: &Store, source: &dyn Source, entry: &Descriptor, wanted: Option<&Platform>) -> Result<Image, TransportError> {
+fn import_entry(
+    store: &Store,
+    source: &dyn Source,
+    entry: &Descriptor,
+    wanted: Option<&Platform>,
+) -> Result<Image, TransportError> {
     let (manifest_desc, manifest_bytes) = resolve_to_manifest(source, entry, wanted)?;
     let manifest = parse_manifest(&manifest_desc.digest, &manifest_bytes)?;
 
@@ -164,7 +169,11 @@ fn select_entry<'a>(
 
 /// Follows indexes down to the manifest for `wanted` (else this machine's
 /// platform); returns its descriptor and verified bytes.
-fn resolve_to_manifest(source: &dyn Source, entry: &Descriptor, wanted: Option<&Platform>) -> Result<(Descriptor, Vec<u8>), TransportError> {
+fn resolve_to_manifest(
+    source: &dyn Source,
+    entry: &Descriptor,
+    wanted: Option<&Platform>,
+) -> Result<(Descriptor, Vec<u8>), TransportError> {
     let mut current = entry.clone();
     for _ in 0..MAX_INDEX_DEPTH {
         let bytes = read_blob(source, &current)?;
@@ -193,7 +202,11 @@ fn is_index(media_type: &str, bytes: &[u8]) -> bool {
 }
 
 /// The entry for `wanted`; without one, the host's, else the only entry.
-fn pick_platform<'a>(index: &'a Index, digest: &str, wanted: Option<&Platform>) -> Result<&'a Descriptor, TransportError> {
+fn pick_platform<'a>(
+    index: &'a Index,
+    digest: &str,
+    wanted: Option<&Platform>,
+) -> Result<&'a Descriptor, TransportError> {
     let target = wanted.cloned().unwrap_or_else(Platform::host);
     if let Some(found) = target.select(index) {
         return Ok(found);
@@ -201,7 +214,11 @@ fn pick_platform<'a>(index: &'a Index, digest: &str, wanted: Option<&Platform>) 
     if let (None, [only]) = (wanted, index.manifests.as_slice()) {
         return Ok(only);
     }
-    Err(TransportError::NoPlatform { digest: digest.to_string(), wanted: target.to_string(), available: platform::available(index) })
+    Err(TransportError::NoPlatform {
+        digest: digest.to_string(),
+        wanted: target.to_string(),
+        available: platform::available(index),
+    })
 }
 
 fn blob_rel(source: &dyn Source, digest: &str) -> Result<String, TransportError> {
@@ -284,8 +301,9 @@ fn leaving(
 ) -> Result<Leaving, TransportError> {
     // Plain layers are compressed here, each once in the store's life.
     let name = if compression == Compression::Zstd { "zstd" } else { "gzip" };
-    let mut compressing =
-        |digest: &str| progress.report(Event::Note(format!("Compressing layer {} ({name})", crate::humanize::short(digest))));
+    let mut compressing = |digest: &str| {
+        progress.report(Event::Note(format!("Compressing layer {} ({name})", crate::humanize::short(digest))))
+    };
     let out = store.outgoing_manifest_copying(&manifest.digest, compression, &mut compressing, copy_to)?;
     let mut sized = manifest.clone();
     sized.digest = out.digest.clone();
@@ -365,9 +383,17 @@ pub fn export_dir(
                 Some(bytes) if blob.digest == image.manifest.digest => write_replacing(&blob_dir, &target, bytes)?,
                 _ if image.layers.contains(&blob.digest) => {
                     let verb = "Writing";
-                    progress.report(Event::Transfer(Transfer::Started { verb, digest: blob.digest.clone(), size: blob.size }));
+                    progress.report(Event::Transfer(Transfer::Started {
+                        verb,
+                        digest: blob.digest.clone(),
+                        size: blob.size,
+                    }));
                     copy_store_blob_to(store, &blob.digest, &blob_dir, &target, progress)?;
-                    progress.report(Event::Transfer(Transfer::Finished { verb, digest: blob.digest.clone(), note: "done" }));
+                    progress.report(Event::Transfer(Transfer::Finished {
+                        verb,
+                        digest: blob.digest.clone(),
+                        note: "done",
+                    }));
                 }
                 _ => copy_store_blob_to(store, &blob.digest, &blob_dir, &target, &crate::progress::Silent)?,
             }
@@ -451,7 +477,9 @@ pub fn write_oci_archive<W: Write>(
     for (name, manifest) in images {
         let image = leaving(store, manifest, compression, None, progress)?;
         merge_entry(&mut index, index_entry(name, &image.manifest));
-        layers.extend(image.blobs.iter().filter(|b| image.layers.contains(&b.digest)).map(|b| (b.digest.clone(), b.size)));
+        layers.extend(
+            image.blobs.iter().filter(|b| image.layers.contains(&b.digest)).map(|b| (b.digest.clone(), b.size)),
+        );
         blobs.insert(image.manifest.digest.clone());
         blobs.extend(image.blobs.into_iter().map(|b| b.digest));
         if let Some(bytes) = image.bytes {
@@ -516,7 +544,11 @@ mod tests {
         let mut index = Index::default();
         for (digest, arch) in [("sha256:a", "amd64"), ("sha256:b", "arm64")] {
             let mut d = entry(digest, None);
-            d.platform = Some(crate::image::manifest::Platform { os: "linux".into(), architecture: arch.into(), ..Default::default() });
+            d.platform = Some(crate::image::manifest::Platform {
+                os: "linux".into(),
+                architecture: arch.into(),
+                ..Default::default()
+            });
             index.manifests.push(d);
         }
         let arm64 = Platform::parse("linux/arm64").unwrap();

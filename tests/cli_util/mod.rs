@@ -54,7 +54,8 @@ impl Env {
     /// wrote as root is theirs).
     pub fn kiln(&self, args: &[&str]) -> Command {
         let mut cmd = if is_root() {
-            let st = StdCommand::new("chown").args(["-R", &format!("{TEST_USER}:")]).arg(self.dir.path()).status().unwrap();
+            let st =
+                StdCommand::new("chown").args(["-R", &format!("{TEST_USER}:")]).arg(self.dir.path()).status().unwrap();
             assert!(st.success(), "chown the sandbox to {TEST_USER}");
             let mut c = Command::new("setpriv");
             c.args(["--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups", "--"]).arg(&self.kiln);
@@ -177,4 +178,3 @@ pub fn rows(out: &str) -> Vec<Vec<String>> {
 pub fn ensure_test_user() {
     kiln_integration::users::ensure_user(TEST_USER, kiln_integration::users::SubIds::Range);
 }
-

@@ -97,7 +97,14 @@ impl Registry {
 
     /// The digest tag `repo:tag` points at.
     pub fn tag_digest(&self, repo: &str, tag: &str) -> String {
-        let link = self.dir.path().join("data/docker/registry/v2/repositories").join(repo).join("_manifests/tags").join(tag).join("current/link");
+        let link = self
+            .dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests/tags")
+            .join(tag)
+            .join("current/link");
         fs::read_to_string(link).unwrap().trim().to_string()
     }
 }
@@ -182,11 +189,8 @@ pub fn leftovers(uids: &[(u64, u64)], pgid: u32, marker: &str, path: &Path) -> V
         if field("State:").is_some_and(|s| s.starts_with('Z')) {
             continue; // a zombie holds nothing; its parent reaps it
         }
-        let ids: Vec<u64> = field("Uid:")
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|v| v.parse().ok())
-            .collect();
+        let ids: Vec<u64> =
+            field("Uid:").unwrap_or_default().split_whitespace().filter_map(|v| v.parse().ok()).collect();
         let ours = ids.iter().any(|id| uids.iter().any(|(s, e)| id >= s && id < e));
         let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
             .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim().to_string())

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// sha256 of 1024 zero bytes: the diff_id every empty layer has.
-const EMPTY_TAR_DIFF_ID: &str =
-    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+const EMPTY_TAR_DIFF_ID: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -20,19 +19,12 @@ fn is_root() -> bool {
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 fn set_mode(p: &Path, mode: u32) {
@@ -61,14 +53,10 @@ fn make_tree(root: &Path) {
     fs::hard_link(d("etc/hosts"), d("etc/hosts.hard")).unwrap();
     symlink("hosts", d("etc/link")).unwrap();
     symlink(format!("/{}/target", "x".repeat(300)), d("etc/long-link")).unwrap();
-    let deep: PathBuf = (0..12)
-        .map(|i| format!("level-{i:02}-{}", "p".repeat(20)))
-        .collect();
+    let deep: PathBuf = (0..12).map(|i| format!("level-{i:02}-{}", "p".repeat(20))).collect();
     fs::create_dir_all(root.join(&deep)).unwrap();
     fs::write(root.join(&deep).join("deep.txt"), b"deep").unwrap();
-    let big: Vec<u8> = (0..300_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     fs::write(d("big.bin"), big).unwrap();
     run(Command::new("mkfifo").arg(d("fifo")));
     if xattr::set(d("etc/hosts"), "user.comment", b"hi\nthere").is_ok() {
@@ -90,13 +78,7 @@ fn walk(root: &Path) -> Vec<(PathBuf, EntryMeta)> {
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
+        let rel = e.path().strip_prefix(root).unwrap().to_str().unwrap().to_string();
         let mut meta = entry_from_path(e.path(), &rel).unwrap();
         let md = fs::symlink_metadata(e.path()).unwrap();
         if meta.kind == EntryKind::File && md.nlink() > 1 {
@@ -116,8 +98,7 @@ fn write_layer(entries: &[(PathBuf, EntryMeta)], c: Compression, out: &Path) -> 
     let mut w = LayerWriter::new(File::create(out).unwrap(), c).unwrap();
     for (path, meta) in entries {
         if meta.kind == EntryKind::File {
-            w.append(meta, Some(&mut File::open(path).unwrap()))
-                .unwrap();
+            w.append(meta, Some(&mut File::open(path).unwrap())).unwrap();
         } else {
             w.append(meta, None).unwrap();
         }
@@ -142,11 +123,9 @@ fn digests_match_the_bytes_for_every_compression() {
     make_tree(&tree);
     let entries = walk(&tree);
     let mut diff_ids = Vec::new();
-    for (c, f) in [
-        (Compression::None, Format::None),
-        (Compression::Gzip, Format::Gzip),
-        (Compression::Zstd, Format::Zstd),
-    ] {
+    for (c, f) in
+        [(Compression::None, Format::None), (Compression::Gzip, Format::Gzip), (Compression::Zstd, Format::Zstd)]
+    {
         let blob = dir.path().join(format!("layer-{c:?}"));
         let info = write_layer(&entries, c, &blob);
         let bytes = fs::read(&blob).unwrap();
@@ -170,20 +149,13 @@ fn digests_match_the_bytes_for_every_compression() {
             Compression::None => None,
         };
         if let Some(tool) = tool.filter(|t| have(t)) {
-            let out = Command::new(tool)
-                .args(["-d", "-c"])
-                .arg(&blob)
-                .output()
-                .unwrap();
+            let out = Command::new(tool).args(["-d", "-c"]).arg(&blob).output().unwrap();
             assert!(out.status.success());
             assert_eq!(sha256(&out.stdout), info.diff_id, "{tool}");
         }
         diff_ids.push(info.diff_id);
     }
-    assert!(
-        diff_ids.windows(2).all(|w| w[0] == w[1]),
-        "diff_id must not depend on compression"
-    );
+    assert!(diff_ids.windows(2).all(|w| w[0] == w[1]), "diff_id must not depend on compression");
 }
 
 #[test]
@@ -196,10 +168,7 @@ fn same_tree_gives_the_same_layer() {
         let a = write_layer(&walk(&tree), c, &dir.path().join("a"));
         let b = write_layer(&walk(&tree), c, &dir.path().join("b"));
         assert_eq!(a, b, "{c:?}");
-        assert_eq!(
-            fs::read(dir.path().join("a")).unwrap(),
-            fs::read(dir.path().join("b")).unwrap()
-        );
+        assert_eq!(fs::read(dir.path().join("a")).unwrap(), fs::read(dir.path().join("b")).unwrap());
     }
 }
 
@@ -240,11 +209,7 @@ fn tar_crate_reads_the_layer_back() {
     let want: Vec<(String, u32, u64)> = entries
         .iter()
         .map(|(_, m)| {
-            let name = if m.kind == EntryKind::Dir {
-                format!("{}/", m.path)
-            } else {
-                m.path.to_string()
-            };
+            let name = if m.kind == EntryKind::Dir { format!("{}/", m.path) } else { m.path.to_string() };
             (name, m.mode, m.uid)
         })
         .collect();
@@ -265,58 +230,22 @@ fn gnu_tar_lists_and_extracts_the_layer() {
     let blob = dir.path().join("layer.tar.gz");
     write_layer(&entries, Compression::Gzip, &blob);
 
-    let listed = run(Command::new("tar")
-        .args(["--quoting-style=literal", "-tzf"])
-        .arg(&blob));
+    let listed = run(Command::new("tar").args(["--quoting-style=literal", "-tzf"]).arg(&blob));
     let want: Vec<String> = entries
         .iter()
-        .map(|(_, m)| {
-            if m.kind == EntryKind::Dir {
-                format!("{}/", m.path)
-            } else {
-                m.path.to_string()
-            }
-        })
+        .map(|(_, m)| if m.kind == EntryKind::Dir { format!("{}/", m.path) } else { m.path.to_string() })
         .collect();
     assert_eq!(listed.lines().collect::<Vec<_>>(), want);
-    let verbose = run(Command::new("tar")
-        .args(["--quoting-style=literal", "--numeric-owner", "-tvzf"])
-        .arg(&blob));
-    assert!(
-        verbose
-            .lines()
-            .any(|l| l.starts_with("-rwsr-xr-x ") && l.ends_with(" bin/su")),
-        "{verbose}"
-    );
-    assert!(
-        verbose
-            .lines()
-            .any(|l| l.starts_with("drwxrwxrwt ") && l.ends_with(" tmp/")),
-        "{verbose}"
-    );
-    assert!(
-        verbose
-            .lines()
-            .any(|l| l.ends_with("etc/hosts.hard link to etc/hosts")),
-        "{verbose}"
-    );
-    assert!(
-        verbose
-            .lines()
-            .any(|l| l.starts_with("prw-r--r-- ") && l.ends_with(" fifo")),
-        "{verbose}"
-    );
+    let verbose = run(Command::new("tar").args(["--quoting-style=literal", "--numeric-owner", "-tvzf"]).arg(&blob));
+    assert!(verbose.lines().any(|l| l.starts_with("-rwsr-xr-x ") && l.ends_with(" bin/su")), "{verbose}");
+    assert!(verbose.lines().any(|l| l.starts_with("drwxrwxrwt ") && l.ends_with(" tmp/")), "{verbose}");
+    assert!(verbose.lines().any(|l| l.ends_with("etc/hosts.hard link to etc/hosts")), "{verbose}");
+    assert!(verbose.lines().any(|l| l.starts_with("prw-r--r-- ") && l.ends_with(" fifo")), "{verbose}");
 
     let out = dir.path().join("out");
     fs::create_dir(&out).unwrap();
     run(Command::new("tar")
-        .args([
-            "--xattrs",
-            "--xattrs-include=*",
-            "--numeric-owner",
-            "-p",
-            "-xzf",
-        ])
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-xzf"])
         .arg(&blob)
         .arg("-C")
         .arg(&out));
@@ -350,39 +279,23 @@ fn entry_from_path_reads_lstat_and_xattrs() {
     assert_eq!(su.mode, 0o4755);
     assert_eq!(su.size, 7);
     let md = fs::metadata(tree.join("bin/su")).unwrap();
-    assert_eq!(
-        (su.uid, su.gid, su.mtime),
-        (u64::from(md.uid()), u64::from(md.gid()), md.mtime())
-    );
+    assert_eq!((su.uid, su.gid, su.mtime), (u64::from(md.uid()), u64::from(md.gid()), md.mtime()));
 
     let tmp = entry_from_path(&tree.join("tmp"), "tmp").unwrap();
-    assert_eq!(
-        (tmp.kind.clone(), tmp.mode, tmp.size),
-        (EntryKind::Dir, 0o1777, 0)
-    );
-    assert!(
-        tmp.xattrs.is_empty(),
-        "overlay xattrs are skipped: {:?}",
-        tmp.xattrs
-    );
+    assert_eq!((tmp.kind.clone(), tmp.mode, tmp.size), (EntryKind::Dir, 0o1777, 0));
+    assert!(tmp.xattrs.is_empty(), "overlay xattrs are skipped: {:?}", tmp.xattrs);
 
     let link = entry_from_path(&tree.join("etc/link"), "etc/link").unwrap();
     assert_eq!(link.kind, EntryKind::Symlink("hosts".into()));
     let long = entry_from_path(&tree.join("etc/long-link"), "etc/long-link").unwrap();
-    assert_eq!(
-        long.kind,
-        EntryKind::Symlink(format!("/{}/target", "x".repeat(300)).into())
-    );
+    assert_eq!(long.kind, EntryKind::Symlink(format!("/{}/target", "x".repeat(300)).into()));
 
     let fifo = entry_from_path(&tree.join("fifo"), "fifo").unwrap();
     assert_eq!(fifo.kind, EntryKind::Fifo);
 
     let hosts = entry_from_path(&tree.join("etc/hosts"), "etc/hosts").unwrap();
     if xattr::get(tree.join("etc/hosts"), "user.comment").is_ok_and(|v| v.is_some()) {
-        assert_eq!(
-            hosts.xattrs.get("user.comment"),
-            Some(&b"hi\nthere".to_vec())
-        );
+        assert_eq!(hosts.xattrs.get("user.comment"), Some(&b"hi\nthere".to_vec()));
     }
     if is_root() {
         assert_eq!((hosts.uid, hosts.gid), (3_000_000, 4_000_000));
@@ -454,8 +367,12 @@ fn large_layer_round_trips_through_layer_reader_on_any_thread_count() {
             (x >> 32) as u8
         })
         .collect();
-    let b64: Vec<u8> = random.iter().map(|b| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(b & 63) as usize]).collect();
-    let text: Vec<u8> = (0..200_000u32).flat_map(|i| format!("line {} of {}\n", i % 977, i % 13).into_bytes()).collect();
+    let b64: Vec<u8> = random
+        .iter()
+        .map(|b| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(b & 63) as usize])
+        .collect();
+    let text: Vec<u8> =
+        (0..200_000u32).flat_map(|i| format!("line {} of {}\n", i % 977, i % 13).into_bytes()).collect();
     fs::write(tree.join("random.bin"), &random).unwrap();
     fs::write(tree.join("empty"), b"").unwrap();
     fs::write(tree.join("text.txt"), &text).unwrap();

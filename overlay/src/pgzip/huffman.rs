@@ -100,10 +100,13 @@ struct Desc {
     fixed: Option<fn(usize) -> u32>,
 }
 
-const L_DESC: Desc = Desc { elems: L_CODES, max_length: MAX_BITS as u32, extra: &[], base: L_CODES, fixed: Some(static_len) };
+const L_DESC: Desc =
+    Desc { elems: L_CODES, max_length: MAX_BITS as u32, extra: &[], base: L_CODES, fixed: Some(static_len) };
 /// Distance codes: only the two forced ones ever occur here, and codes 0 and 1 have no extra bits.
-const D_DESC: Desc = Desc { elems: D_CODES, max_length: MAX_BITS as u32, extra: &[], base: D_CODES, fixed: Some(|_| 5) };
-const BL_DESC: Desc = Desc { elems: BL_CODES, max_length: MAX_BL_BITS as u32, extra: &EXTRA_BLBITS, base: 0, fixed: None };
+const D_DESC: Desc =
+    Desc { elems: D_CODES, max_length: MAX_BITS as u32, extra: &[], base: D_CODES, fixed: Some(|_| 5) };
+const BL_DESC: Desc =
+    Desc { elems: BL_CODES, max_length: MAX_BL_BITS as u32, extra: &EXTRA_BLBITS, base: 0, fixed: None };
 
 /// Bit lengths of the dynamic block (`opt`) and of the fixed-code block (`fixed`), as zlib sums them.
 #[derive(Default)]

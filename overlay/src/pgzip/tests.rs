@@ -171,7 +171,9 @@ fn flush_ends_a_block_and_the_stream_goes_on() {
 
 #[test]
 fn stored_blocks_are_well_formed() {
-    for (n, last) in [(0, true), (0, false), (1, true), (STORED_MAX, true), (STORED_MAX + 1, false), (3 * STORED_MAX, true)] {
+    for (n, last) in
+        [(0, true), (0, false), (1, true), (STORED_MAX, true), (STORED_MAX + 1, false), (3 * STORED_MAX, true)]
+    {
         let data = random(n, 5);
         let mut out = Vec::new();
         store(&data, last, &mut out);

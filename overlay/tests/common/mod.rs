@@ -15,13 +15,20 @@ use sha2::{Digest, Sha256};
 pub const INNER_ENV: &str = "KILN_OVL_INNER";
 
 pub fn is_real_root() -> bool {
-    nix::unistd::geteuid().is_root() && std::env::var_os(INNER_ENV).is_none() && !kiln_overlay::mount::in_user_namespace()
+    nix::unistd::geteuid().is_root()
+        && std::env::var_os(INNER_ENV).is_none()
+        && !kiln_overlay::mount::in_user_namespace()
 }
 
 /// Whether ids other than 0 can be owners here (real root, or a user namespace with a full map).
 pub fn full_id_map() -> bool {
     match fs::read_to_string("/proc/self/uid_map") {
-        Ok(map) => map.lines().map(|l| l.split_whitespace().nth(2).and_then(|c| c.parse::<u64>().ok()).unwrap_or(0)).sum::<u64>() > 65535,
+        Ok(map) => {
+            map.lines()
+                .map(|l| l.split_whitespace().nth(2).and_then(|c| c.parse::<u64>().ok()).unwrap_or(0))
+                .sum::<u64>()
+                > 65535
+        }
         Err(_) => false,
     }
 }
@@ -136,7 +143,10 @@ pub fn list_tree(root: &Path) -> BTreeMap<String, Node> {
                     uid = p[0].parse().unwrap();
                     gid = p[1].parse().unwrap();
                     mode = u32::from_str_radix(p[2], 8).unwrap() & 0o7777;
-                } else if !n.starts_with("user.overlay.") && !n.starts_with("trusted.overlay.") && !n.starts_with("user.fuseoverlayfs.") {
+                } else if !n.starts_with("user.overlay.")
+                    && !n.starts_with("trusted.overlay.")
+                    && !n.starts_with("user.fuseoverlayfs.")
+                {
                     let v = if n == "security.capability" { kiln_overlay::capability_v2(&v).unwrap_or(v) } else { v };
                     xattrs.insert(n, v);
                 }

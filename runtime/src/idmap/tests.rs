@@ -83,7 +83,10 @@ fn ladder() {
     let (mode, warning) = decide(&no_range);
     assert_eq!(mode, MapMode::Single);
     let warning = warning.unwrap();
-    assert!(warning.contains("sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 alice"), "{warning}");
+    assert!(
+        warning.contains("sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 alice"),
+        "{warning}"
+    );
     // Other users' ranges are skipped: the suggestion is the first free one.
     let taken = vec![SubIdRange { start: 100000, count: 65536 }, SubIdRange { start: 165536, count: 10 }];
     let crowded = Facts { subgids: vec![], taken_subids: taken, ..user_facts() };

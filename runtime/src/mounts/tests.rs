@@ -39,7 +39,12 @@ fn resolv_and_hosts_only_when_asked_and_extra_binds_last() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(dir.path());
     s.bind_resolv_hosts = false;
-    s.mounts.push(MountSpec { source: dir.path().to_path_buf(), target: "/cache".into(), readonly: true, kind: Default::default() });
+    s.mounts.push(MountSpec {
+        source: dir.path().to_path_buf(),
+        target: "/cache".into(),
+        readonly: true,
+        kind: Default::default(),
+    });
     let plan = plan(&s);
     assert!(!plan.iter().any(|m| m.target.starts_with("/etc")));
     let last = plan.last().unwrap();

@@ -35,7 +35,11 @@ impl Fixture {
         let dir = self.context.path();
         let open = || BuildContext::from_dir(dir, BuildContext::find_ignore_file(dir, None).as_deref()).unwrap();
         let from = |name: &str, _source: &str| -> Result<Arc<BuildContext>, String> {
-            if name == "stage" { Ok(Arc::new(open())) } else { Err("no such stage".into()) }
+            if name == "stage" {
+                Ok(Arc::new(open()))
+            } else {
+                Err("no such stage".into())
+            }
         };
         let context = open();
         let src = MountSources {
@@ -134,7 +138,9 @@ fn binds_are_read_only_in_the_context_and_rw_ones_are_copies() {
     assert!(!rw.mounts[0].readonly);
     assert!(rw.mounts[0].source.starts_with(f.scratch.path()));
     assert_eq!(fs::read_to_string(rw.mounts[0].source.join("src/a")).unwrap(), "a");
-    assert!(f.prepare(&[mount(MountKind::Bind, "target=/s,source=../..")]).is_ok_and(|p| p.mounts[0].source == f.context.path().canonicalize().unwrap()));
+    assert!(f
+        .prepare(&[mount(MountKind::Bind, "target=/s,source=../..")])
+        .is_ok_and(|p| p.mounts[0].source == f.context.path().canonicalize().unwrap()));
     std::os::unix::fs::symlink("/etc", f.context.path().join("out")).unwrap();
     assert!(f.prepare(&[mount(MountKind::Bind, "target=/s,source=out")]).is_err());
     assert!(matches!(f.prepare(&[mount(MountKind::Bind, "target=/s,from=nope")]), Err(MountError::From(_))));

@@ -7,7 +7,8 @@ use super::*;
 use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Strategy};
 
 fn zlib(data: &[u8], last: bool) -> Vec<u8> {
-    let config = DeflateConfig { level: 6, window_bits: -15, strategy: Strategy::HuffmanOnly, ..DeflateConfig::default() };
+    let config =
+        DeflateConfig { level: 6, window_bits: -15, strategy: Strategy::HuffmanOnly, ..DeflateConfig::default() };
     let mut d = Deflate::new_with_config(config);
     let mut out = Vec::new();
     run(&mut d, data, if last { DeflateFlush::Finish } else { DeflateFlush::SyncFlush }, &mut out).unwrap();
@@ -20,7 +21,13 @@ fn same(h: &mut Huffman, data: &[u8], what: &str) {
         h.block(data, last, &mut ours);
         assert_eq!(&ours[..3], &[7, 7, 7], "{what}: overwrote the output's start");
         let theirs = zlib(data, last);
-        assert!(ours[3..] == theirs[..], "{what} ({} bytes, last {last}): {} bytes against zlib-rs's {}", data.len(), ours.len() - 3, theirs.len());
+        assert!(
+            ours[3..] == theirs[..],
+            "{what} ({} bytes, last {last}): {} bytes against zlib-rs's {}",
+            data.len(),
+            ours.len() - 3,
+            theirs.len()
+        );
     }
 }
 
@@ -65,7 +72,9 @@ fn same_bytes_as_zlib_rs_at_chunk_edges() {
     let mut h = Huffman::new();
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let text = base64ish(&mut rng, 4 * CHUNK + 100);
-    for n in [0, 1, 2, 3, 4, 5, 100, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 1, 3 * CHUNK - 1, 4 * CHUNK + 100] {
+    for n in
+        [0, 1, 2, 3, 4, 5, 100, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 1, 3 * CHUNK - 1, 4 * CHUNK + 100]
+    {
         same(&mut h, &text[..n], "base64 text");
     }
     let random: Vec<u8> = (0..3 * CHUNK + 5).map(|_| rng.next() as u8).collect();
