@@ -1,10 +1,10 @@
 //! kiln: a rootless OCI image builder. The engine lives here so tests and fuzz
-//! targets can call it; `main.rs` is a thin front-end.
+//! targets can call it; the binary (`main.rs`, with `cli/` and `report.rs`)
+//! owns the command line, its output and how errors are shown.
 //!
 //! Data flows one way: `dockerfile::parse` → `plan::plan` → `exec` → `store`.
 
 pub mod cache;
-pub mod cli;
 pub mod context;
 pub mod dockerfile;
 pub mod exec;
@@ -16,6 +16,5 @@ pub mod plan;
 pub mod progress;
 pub mod registry;
 pub mod remotecache;
-pub mod report;
 pub mod store;
 pub mod transport;

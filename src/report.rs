@@ -4,8 +4,8 @@
 use std::error::Error;
 use std::fmt;
 
-use crate::dockerfile::DockerfileError;
-use crate::exec::ExecError;
+use kiln::dockerfile::DockerfileError;
+use kiln::exec::ExecError;
 
 /// An error that happened at a place in a Dockerfile, carried with the
 /// Dockerfile's text so the report can quote the line.

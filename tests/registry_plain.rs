@@ -13,13 +13,16 @@ use kiln::store::{sha256_digest, Store};
 use kiln_overlay::compress::Compression;
 use registry_util::*;
 
-/// Progress as the plain lines `kiln push` prints.
+/// How each blob's transfer ended (`mounted from …`, `done`), in order.
 #[derive(Default)]
 struct Lines(std::sync::Mutex<Vec<String>>);
 
 impl kiln::progress::Reporter for Lines {
     fn report(&self, event: kiln::progress::Event) {
-        self.0.lock().unwrap().extend(kiln::cli::progress::plain_line(&event));
+        use kiln::progress::{Event, Transfer};
+        if let Event::Transfer(Transfer::Finished { digest, note, .. }) = event {
+            self.0.lock().unwrap().push(format!("{digest} {note}"));
+        }
     }
 }
 

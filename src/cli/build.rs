@@ -10,19 +10,19 @@ use clap::Args;
 
 use kiln_overlay::compress::Compression;
 
-use crate::context::BuildContext;
-use crate::dockerfile;
-use crate::exec::{self, BuildOptions};
-use crate::image::reference;
-use crate::plan::{self, PlanOptions};
 use crate::report::SourceError;
-use crate::store::Store;
-use crate::transport::{self, Transport};
+use kiln::context::BuildContext;
+use kiln::dockerfile;
+use kiln::exec::{self, BuildOptions};
+use kiln::image::reference;
+use kiln::plan::{self, PlanOptions};
+use kiln::store::Store;
+use kiln::transport::{self, Transport};
 
 use super::output::{self, OutputKind, OutputSpec};
 use super::progress::{Mode, View};
 use super::Cli;
-use crate::progress::{Event, Reporter};
+use kiln::progress::{Event, Reporter};
 
 #[derive(Debug, Args)]
 #[command(
@@ -104,12 +104,12 @@ pub struct BuildArgs {
     pub no_cache_filter: Vec<String>,
 
     /// Import a shared build cache: type=registry,ref=REG/REPO:TAG (or REF alone) or type=local,src=DIR (repeatable).
-    #[arg(long = "cache-from", value_name = "SPEC", value_parser = crate::remotecache::spec::parse_from)]
-    pub cache_from: Vec<crate::remotecache::Location>,
+    #[arg(long = "cache-from", value_name = "SPEC", value_parser = kiln::remotecache::spec::parse_from)]
+    pub cache_from: Vec<kiln::remotecache::Location>,
 
     /// Export the build cache: type=registry,ref=REG/REPO:TAG or type=local,dest=DIR, [mode=min|max][,compression=gzip|zstd|uncompressed] (repeatable).
-    #[arg(long = "cache-to", value_name = "SPEC", value_parser = crate::remotecache::spec::parse_to)]
-    pub cache_to: Vec<crate::remotecache::CacheTo>,
+    #[arg(long = "cache-to", value_name = "SPEC", value_parser = kiln::remotecache::spec::parse_to)]
+    pub cache_to: Vec<kiln::remotecache::CacheTo>,
 
     /// When to pull base images: --pull=missing (default), always, never or newer; --pull alone means always.
     // require_equals: `--pull .` is the switch and the context, as docker and
@@ -198,12 +198,12 @@ pub struct BuildArgs {
     pub cap_drop: Vec<String>,
 
     /// Size of /dev/shm in RUN steps: bytes with an optional k, m or g suffix (default 64m).
-    #[arg(long, value_name = "SIZE", value_parser = crate::net::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = kiln::net::parse_size)]
     pub shm_size: Option<u64>,
 
     /// The most a remote build context may download and unpack to, and the most one `ADD <url>` may
     /// download: bytes with an optional k, m, g or t suffix (1024-based).
-    #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = crate::net::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = kiln::net::parse_size)]
     pub max_context_size: u64,
 
     /// The build context: a directory; `-` for a tar (plain, gz, xz, bz2 or zst) on stdin; a git URL
@@ -249,7 +249,7 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
 
     if args.check {
         // Reads the store only when it already exists; never the context or a registry.
-        let root = cli.root.clone().unwrap_or_else(crate::store::default_root);
+        let root = cli.root.clone().unwrap_or_else(kiln::store::default_root);
         let store = if root.join("index.json").exists() { Store::open(&root).ok() } else { None };
         let lookup = |r: &str| store.as_ref().and_then(|s| store_env(s, r));
         let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
@@ -487,7 +487,7 @@ fn read_input(args: &BuildArgs) -> anyhow::Result<Input> {
         std::io::stdin().read_to_end(&mut bytes).context("read the build context from stdin")?;
         return stdin_context(bytes, args);
     }
-    if let Some(remote) = crate::context::remote::classify(&args.context) {
+    if let Some(remote) = kiln::context::remote::classify(&args.context) {
         return remote_input(&remote, args, stdin_file);
     }
     if stdin_file {
@@ -530,10 +530,10 @@ fn context_input(ctx: BuildContext, args: &BuildArgs, what: &str) -> anyhow::Res
 
 /// A git or http(s) URL context, as the docker CLI takes it: a repository
 /// (`#ref:subdir`), a tar in any compression, or a bare Dockerfile.
-fn remote_input(remote: &crate::context::remote::Remote, args: &BuildArgs, stdin_file: bool) -> anyhow::Result<Input> {
-    use crate::context::remote::{open_context, DownloadLimits, RemoteContext};
+fn remote_input(remote: &kiln::context::remote::Remote, args: &BuildArgs, stdin_file: bool) -> anyhow::Result<Input> {
+    use kiln::context::remote::{open_context, DownloadLimits, RemoteContext};
     let limits = DownloadLimits::new(args.max_context_size);
-    let shown = crate::net::redact(&args.context);
+    let shown = kiln::net::redact(&args.context);
     let opened = open_context(remote, &limits).with_context(|| format!("open the build context {shown}"))?;
     match opened {
         RemoteContext::Context(ctx) if stdin_file => {
@@ -591,7 +591,7 @@ fn named_contexts(raw: &[String]) -> anyhow::Result<std::collections::HashMap<St
             exec::NamedContext::Image(image.to_string())
         } else if let Some(layout) = value.strip_prefix("oci-layout://") {
             exec::NamedContext::Image(format!("oci:{}", layout))
-        } else if crate::context::remote::is_remote(value) {
+        } else if kiln::context::remote::is_remote(value) {
             // Fetched by the build when a step first uses it.
             exec::NamedContext::Remote(value.to_string())
         } else if value.contains("://") {
@@ -693,8 +693,8 @@ fn parse_add_host(text: &str) -> Result<(String, std::net::IpAddr), String> {
     Ok((name.to_string(), ip))
 }
 
-fn pull_options(args: &BuildArgs, quiet: bool) -> crate::registry::PullOptions {
-    crate::registry::PullOptions {
+fn pull_options(args: &BuildArgs, quiet: bool) -> kiln::registry::PullOptions {
+    kiln::registry::PullOptions {
         policy: args.pull.parse().unwrap_or_default(),
         registry: args.registry.options(args.platform.clone(), !quiet),
     }
@@ -727,7 +727,7 @@ fn say_interrupted(view: &View) {
 fn base_info(
     store: &Store,
     reference: &str,
-    pull: &crate::registry::PullOptions,
+    pull: &kiln::registry::PullOptions,
     progress: &dyn Reporter,
 ) -> Option<plan::BaseInfo> {
     let config = match transport::parse_transport(reference) {
@@ -737,13 +737,13 @@ fn base_info(
             // until the pull got somewhere, so a missing image, a refused login
             // or no network prints it once. Blob progress stays live.
             let held = HeldFirst { inner: progress, held: Mutex::new(Some(None)) };
-            let image = crate::registry::resolve_or_pull(store, reference, pull, &held).ok()?;
+            let image = kiln::registry::resolve_or_pull(store, reference, pull, &held).ok()?;
             held.release();
             image.config.config
         }
         other => {
             let wanted =
-                pull.registry.platform.as_deref().map(crate::image::platform::Platform::parse).transpose().ok()?;
+                pull.registry.platform.as_deref().map(kiln::image::platform::Platform::parse).transpose().ok()?;
             transport::import_for(store, &other, wanted.as_ref()).ok()?.config.config
         }
     };
@@ -794,7 +794,7 @@ fn write_output(
     store: &Store,
     out: &OutputSpec,
     tags: &[String],
-    manifest: &crate::image::manifest::Descriptor,
+    manifest: &kiln::image::manifest::Descriptor,
     compression: Compression,
 ) -> anyhow::Result<()> {
     let name = match &out.name {

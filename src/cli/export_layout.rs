@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::save::{per_tag, selection};
 use super::Cli;
-use crate::transport;
+use kiln::transport;
 
 #[derive(Debug, Args)]
 #[command(

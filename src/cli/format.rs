@@ -44,33 +44,7 @@ pub fn created_at(created: Option<&str>) -> String {
     }
 }
 
-/// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, three
-/// significant digits (`132MB`, `7.33MB`, `1.2kB`, `0B`).
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    format!("{}{}", sig3(v), UNITS[i])
-}
-
-/// `%.3g` without exponents, trailing zeros dropped.
-fn sig3(v: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
-    }
-    let int_digits = (v.abs().log10().floor() as i32 + 1).max(1);
-    let decimals = (3 - int_digits).max(0) as usize;
-    let text = format!("{v:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    }
-}
+pub use kiln::humanize::table_size as size;
 
 /// `s` cut to `max` characters, the last one an ellipsis, as docker's
 /// `Ellipsis` does.

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use super::format::{self, parse_time};
 use super::lookup;
 use super::Cli;
-use crate::image::config::History;
-use crate::image::manifest::Descriptor;
-use crate::store::StoredImage;
+use kiln::image::config::History;
+use kiln::image::manifest::Descriptor;
+use kiln::store::StoredImage;
 
 /// docker cuts CREATED BY to this many characters unless `--no-trunc`.
 const CREATED_BY_WIDTH: usize = 45;
@@ -114,12 +114,12 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<i32> {
 /// The ids of the step images (see `Store::intermediate_images`) that are
 /// states on the way to `image`, by how many history entries they have: as
 /// docker's history shows the ids of the intermediate images it has.
-fn step_ids(store: &crate::store::Store, image: &StoredImage) -> std::collections::HashMap<usize, String> {
+fn step_ids(store: &kiln::store::Store, image: &StoredImage) -> std::collections::HashMap<usize, String> {
     let (history, diff_ids) = (&image.config.history, &image.config.rootfs.diff_ids);
     let mut out = std::collections::HashMap::new();
     for (_, config_digest) in store.intermediate_images() {
         let Ok(bytes) = store.read_blob(&config_digest) else { continue };
-        let Ok(config) = serde_json::from_slice::<crate::image::config::ImageConfig>(&bytes) else { continue };
+        let Ok(config) = serde_json::from_slice::<kiln::image::config::ImageConfig>(&bytes) else { continue };
         let n = config.history.len();
         if n > 0 && history.starts_with(&config.history) && diff_ids.starts_with(&config.rootfs.diff_ids) {
             out.insert(n, config_digest);

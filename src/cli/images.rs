@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::format::{self, parse_time};
 use super::lookup;
 use super::Cli;
-use crate::store::{Store, StoredImage};
+use kiln::store::{Store, StoredImage};
 
 #[derive(Debug, Args)]
 #[command(
@@ -184,7 +184,7 @@ struct Filters {
 }
 
 impl Filters {
-    fn parse(specs: &[String], store: &crate::store::Store) -> anyhow::Result<Filters> {
+    fn parse(specs: &[String], store: &kiln::store::Store) -> anyhow::Result<Filters> {
         let mut f = Filters::default();
         let created_of = |name: &str| -> anyhow::Result<DateTime<Utc>> {
             let image = lookup::find(store, name)?;

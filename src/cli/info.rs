@@ -13,7 +13,7 @@ use super::Cli;
 pub struct InfoArgs {}
 
 pub fn run(cli: &Cli, _args: &InfoArgs) -> anyhow::Result<i32> {
-    let store = cli.root.clone().unwrap_or_else(crate::store::default_root);
+    let store = cli.root.clone().unwrap_or_else(kiln::store::default_root);
     let scratch = if store.is_dir() { store.clone() } else { std::env::temp_dir() };
     let report = kiln_runtime::probe::gather(&scratch);
     let sysctl = |v: Option<u64>| v.map_or_else(|| "(not present)".to_string(), |n| n.to_string());
@@ -49,9 +49,9 @@ pub fn run(cli: &Cli, _args: &InfoArgs) -> anyhow::Result<i32> {
     println!("storage driver:             {}", storage_driver(&report, &scratch));
     println!("private network:            {}", private_network());
     let size = if store.join("index.json").exists() {
-        crate::store::Store::open(&store)
+        kiln::store::Store::open(&store)
             .and_then(|s| s.disk_usage())
-            .map_or_else(|e| format!("unknown ({e})"), |u| crate::humanize::human_size(u.total))
+            .map_or_else(|e| format!("unknown ({e})"), |u| kiln::humanize::human_size(u.total))
     } else {
         "(not created yet)".to_string()
     };

@@ -7,7 +7,7 @@ use super::format;
 use super::images::split_tag;
 use super::lookup;
 use super::Cli;
-use crate::store::StoredImage;
+use kiln::store::StoredImage;
 
 #[derive(Debug, Args)]
 #[command(

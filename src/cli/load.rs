@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::Cli;
-use crate::image::reference;
-use crate::store::Store;
-use crate::transport;
+use kiln::image::reference;
+use kiln::store::Store;
+use kiln::transport;
 
 #[derive(Debug, Args)]
 #[command(

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::pull::RegistryFlags;
 use super::Cli;
-use crate::registry::{self, auth::Credentials};
+use kiln::registry::{self, auth::Credentials};
 
 #[derive(Debug, Args)]
 #[command(

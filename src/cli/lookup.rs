@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 
-use crate::store::{Store, StoredImage};
+use kiln::store::{Store, StoredImage};
 
 #[derive(Debug, thiserror::Error)]
 #[error("no such image: {0}")]
@@ -57,6 +57,6 @@ pub fn id(digest: &str, no_trunc: bool) -> String {
     if no_trunc {
         digest.to_string()
     } else {
-        crate::humanize::short(digest).to_string()
+        kiln::humanize::short(digest).to_string()
     }
 }

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::store::Store;
+use kiln::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -103,7 +103,7 @@ pub enum Command {
 
 impl Cli {
     pub fn open_store(&self) -> anyhow::Result<Store> {
-        let root = self.root.clone().unwrap_or_else(crate::store::default_root);
+        let root = self.root.clone().unwrap_or_else(kiln::store::default_root);
         Store::open(&root).map_err(|e| anyhow::Error::new(e).context(format!("open image store {}", root.display())))
     }
 }
@@ -128,7 +128,7 @@ pub(crate) fn enter_namespace_to_remove() -> anyhow::Result<Option<i32>> {
 /// (not the errors the unwinding produced) and returns the exit code.
 pub fn interrupted_exit(result: &anyhow::Result<i32>) -> Option<i32> {
     if let Some(sig) = kiln_runtime::lifetime::interrupted() {
-        let tagged = crate::store::tagged_by_this_process();
+        let tagged = kiln::store::tagged_by_this_process();
         if tagged.is_empty() {
             eprintln!("interrupted: nothing was tagged; the store is intact");
         } else {

@@ -1,6 +1,6 @@
 //! How progress looks (docker's `--progress`): `plain` lines, a `tty` view
 //! redrawn in place on stderr (as BuildKit's), or nothing (`quiet`). The
-//! engine reports typed events ([`crate::progress::Event`]); this file is
+//! engine reports typed events ([`kiln::progress::Event`]); this file is
 //! the only place that turns them into text.
 
 use std::collections::{HashMap, VecDeque};
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::humanize::{human_size, short};
-use crate::progress::{Event, LayerContents, Reporter, StepRef, Transfer};
+use kiln::humanize::{human_size, short};
+use kiln::progress::{Event, LayerContents, Reporter, StepRef, Transfer};
 
 /// `--progress` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::format::{self, parse_time};
 use super::Cli;
-use crate::store::{CachePrune, Collect, Reclaimed, Store, StoredImage};
+use kiln::store::{CachePrune, Collect, Reclaimed, Store, StoredImage};
 
 #[derive(Debug, Args)]
 #[command(

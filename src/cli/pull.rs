@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Cli;
-use crate::registry::{self, RegistryOptions};
+use kiln::registry::{self, RegistryOptions};
 
 /// How to reach registries; shared by pull, push, login and build.
 #[derive(Debug, Clone, Args, Default)]
@@ -40,7 +40,7 @@ fn parse_delay(text: &str) -> Result<std::time::Duration, String> {
             return Ok(std::time::Duration::from_secs_f64(seconds));
         }
     }
-    match crate::dockerfile::duration::parse_go_duration(text) {
+    match kiln::dockerfile::duration::parse_go_duration(text) {
         Ok(nanos) if nanos >= 0 => Ok(std::time::Duration::from_nanos(nanos as u64)),
         Ok(_) => Err(format!("{text:?} is negative")),
         Err(e) => Err(format!("{e} (e.g. 2s, 500ms)")),
@@ -57,7 +57,7 @@ impl RegistryFlags {
             progress,
             chunk_size: None,
             net: None,
-            retry: crate::registry::RetryPolicy { retries: self.retry, delay: self.retry_delay },
+            retry: kiln::registry::RetryPolicy { retries: self.retry, delay: self.retry_delay },
         }
     }
 }

@@ -7,8 +7,8 @@ use clap::Args;
 
 use super::pull::RegistryFlags;
 use super::Cli;
-use crate::registry::{self, ManifestFormat};
-use crate::store::{Image, Store};
+use kiln::registry::{self, ManifestFormat};
+use kiln::store::{Image, Store};
 
 #[derive(Debug, Args)]
 #[command(
@@ -75,7 +75,7 @@ pub fn push_image(
     format: Option<ManifestFormat>,
     compression: kiln_overlay::compress::Compression,
     digestfile: Option<&std::path::Path>,
-    progress: &dyn crate::progress::Reporter,
+    progress: &dyn kiln::progress::Reporter,
 ) -> anyhow::Result<String> {
     let opts = flags.options(None, true);
     let digest = registry::push(store, image, destination, &opts, format, compression, progress)?;

@@ -7,9 +7,9 @@ use clap::Args;
 
 use super::lookup;
 use super::Cli;
-use crate::humanize::short;
-use crate::image::reference;
-use crate::store::{Collect, Store, StoredImage};
+use kiln::humanize::short;
+use kiln::image::reference;
+use kiln::store::{Collect, Store, StoredImage};
 
 #[derive(Debug, Args)]
 #[command(
@@ -104,7 +104,7 @@ fn remove_one(store: &Store, name: &str, force: bool, doomed: &mut Vec<StoredIma
         if store.untag(tag)? {
             println!("Untagged: {tag}");
         }
-        crate::fault::point("rmi-untagged");
+        kiln::fault::point("rmi-untagged");
     }
     if delete {
         doomed.push(image);
@@ -138,8 +138,8 @@ pub fn warn_failed(failed: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::config::ImageConfig;
-    use crate::image::manifest::{Descriptor, Manifest};
+    use kiln::image::config::ImageConfig;
+    use kiln::image::manifest::{Descriptor, Manifest};
 
     fn image(tags: &[&str], cached: bool) -> StoredImage {
         let config = Descriptor::new("c", format!("sha256:{}", "1".repeat(64)), 2);

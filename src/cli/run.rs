@@ -11,8 +11,8 @@ use clap::Args;
 use kiln_overlay::mount::{self, Driver};
 use kiln_runtime::{MountSpec, Network, RunSpec};
 
-use crate::image::config::ContainerConfig;
-use crate::store::layers::LayerDirs;
+use kiln::image::config::ContainerConfig;
+use kiln::store::layers::LayerDirs;
 
 use super::{lookup, Cli};
 
@@ -198,7 +198,7 @@ fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
     }
     let guard = mount::mount(driver, &lowers, &upper, &work, &merged).context("mount the container's filesystem")?;
 
-    let hostname = args.hostname.clone().unwrap_or_else(|| crate::humanize::short(&image.config_digest).to_string());
+    let hostname = args.hostname.clone().unwrap_or_else(|| kiln::humanize::short(&image.config_digest).to_string());
     let spec = (|| -> anyhow::Result<RunSpec> {
         let config = &image.config.config;
         let argv = command_line(config, entrypoint.as_deref(), &args.command)?;
@@ -209,7 +209,7 @@ fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
         let home = home_of(&merged, spec.user.uid);
         spec.env = environment(config.env.as_deref().unwrap_or_default(), &overrides, &hostname, &home, args.tty);
         spec.cwd = match args.workdir.as_deref().or(config.working_dir.as_deref()) {
-            Some(w) if !w.is_empty() => crate::exec::state::join_workdir("/", w),
+            Some(w) if !w.is_empty() => kiln::exec::state::join_workdir("/", w),
             _ => "/".to_string(),
         };
         spec.create_cwd = true;
@@ -374,7 +374,7 @@ pub fn parse_volume(spec: &str) -> Result<MountSpec, RunCmdError> {
         path: PathBuf::from(host),
         source,
     })?;
-    Ok(MountSpec { source, target: crate::exec::state::join_workdir("/", target), readonly, kind: Default::default() })
+    Ok(MountSpec { source, target: kiln::exec::state::join_workdir("/", target), readonly, kind: Default::default() })
 }
 
 /// HOME for `uid` from the image's /etc/passwd, else `/` (as podman).

@@ -9,10 +9,10 @@ use clap::Args;
 use super::lookup;
 use super::progress::View;
 use super::Cli;
-use crate::image::manifest::Descriptor;
-use crate::image::reference;
-use crate::store::Store;
-use crate::transport;
+use kiln::image::manifest::Descriptor;
+use kiln::image::reference;
+use kiln::store::Store;
+use kiln::transport;
 
 #[derive(Debug, Args)]
 #[command(

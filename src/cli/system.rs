@@ -10,7 +10,7 @@ use super::format;
 use super::images::split_tag;
 use super::prune::{self, PruneFilters};
 use super::Cli;
-use crate::store::{layer_dir_chain_id, Collect, Store, StoredImage, Usage};
+use kiln::store::{layer_dir_chain_id, Collect, Store, StoredImage, Usage};
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
@@ -113,7 +113,7 @@ fn run_check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     println!("{n} problem{}", if n == 1 { "" } else { "s" });
-    let repairable = report.problems.iter().any(|p| !matches!(p.fix, crate::store::Fix::Manual(_)));
+    let repairable = report.problems.iter().any(|p| !matches!(p.fix, kiln::store::Fix::Manual(_)));
     if repairable && !args.repair {
         eprintln!("hint: `kiln system check --repair` removes what is broken or left over");
     }
@@ -214,11 +214,11 @@ fn report(store: &Store) -> anyhow::Result<Report> {
     let live: BTreeSet<String> = tagged_live.union(&cache_live).cloned().collect();
     let mut live_chains = BTreeSet::new();
     for image in images.iter().filter(|i| live.contains(i.manifest_digest())) {
-        live_chains.extend(crate::store::chain_ids(&image.config.rootfs.diff_ids));
+        live_chains.extend(kiln::store::chain_ids(&image.config.rootfs.diff_ids));
     }
     // A dir whose name is no chain id is not ours to judge: count it active;
     // but a tree moved aside to be removed is garbage.
-    let aside = |name: &str| name.starts_with(crate::store::remove::TRASH_PREFIX) || name.starts_with(".stale-");
+    let aside = |name: &str| name.starts_with(kiln::store::remove::TRASH_PREFIX) || name.starts_with(".stale-");
     let active_layer_dirs: BTreeSet<String> = usage
         .layer_dirs
         .keys()
@@ -245,7 +245,7 @@ fn report(store: &Store) -> anyhow::Result<Report> {
     // What `system prune` drops: records no tagged image was built from,
     // and the blobs only the cache holds.
     let dropped_record_bytes: u64 = store
-        .cache_records_to_drop(crate::store::CachePrune::Unreachable)?
+        .cache_records_to_drop(kiln::store::CachePrune::Unreachable)?
         .iter()
         .filter_map(|p| std::fs::symlink_metadata(p).ok())
         .map(|m| m.len())
@@ -385,7 +385,7 @@ fn print_verbose(r: &Report) {
             rows.push(vec![
                 repo,
                 tag,
-                crate::humanize::short(&image.config_digest).to_string(),
+                kiln::humanize::short(&image.config_digest).to_string(),
                 format::since(image.config.created.as_deref(), now),
                 format::size(shared + unique),
                 format::size(shared),

@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::lookup;
 use super::Cli;
-use crate::image::reference;
+use kiln::image::reference;
 
 #[derive(Debug, Args)]
 #[command(

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use crate::progress::{Event, Reporter};
+use kiln::progress::{Event, Reporter};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -24,12 +24,12 @@ use serde_json::Value;
 
 use kiln_overlay::reader::{Kind, Reader};
 
-use crate::context::BuildContext;
-use crate::exec::{self, BuildOptions, BuildOutput, NamedContext};
-use crate::plan::{Base, BuildPlan, CopyFrom, StepKind};
 use crate::report::SourceError;
-use crate::store::Store;
-use crate::transport::{self, Transport};
+use kiln::context::BuildContext;
+use kiln::exec::{self, BuildOptions, BuildOutput, NamedContext};
+use kiln::plan::{Base, BuildPlan, CopyFrom, StepKind};
+use kiln::store::Store;
+use kiln::transport::{self, Transport};
 
 /// How much later the second build's context files are.
 const MTIME_SHIFT: i64 = 24 * 60 * 60;
@@ -61,7 +61,7 @@ pub fn run(
         .with_context(|| format!("create a scratch directory in {}", store.tmp_dir().display()))?;
     let result = verify(store, ctx, plan, opts, view, text, scratch.path());
     // Files of subordinate ids and unwritable directories go too.
-    if let Err(e) = crate::store::remove::remove_tree(scratch.path(), &mut Default::default()) {
+    if let Err(e) = kiln::store::remove::remove_tree(scratch.path(), &mut Default::default()) {
         log::warn!("{e}");
     }
     result

@@ -2,7 +2,7 @@
 //! what HEALTHCHECK's duration flags accept.
 
 /// Nanoseconds for a Go duration string, or a sentence saying what is wrong.
-pub(crate) fn parse_go_duration(text: &str) -> Result<i64, String> {
+pub fn parse_go_duration(text: &str) -> Result<i64, String> {
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),

@@ -13,7 +13,7 @@ pub mod ids;
 pub mod shell;
 
 mod directives;
-pub(crate) mod duration;
+pub mod duration;
 mod flags;
 mod heredoc;
 mod instructions;

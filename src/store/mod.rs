@@ -199,7 +199,7 @@ impl Store {
     }
 
     /// The builds lock, exclusively, if no other kiln holds it right now.
-    pub(crate) fn try_builds_lock_exclusive(&self) -> Result<Option<BuildsLock>, StoreError> {
+    pub fn try_builds_lock_exclusive(&self) -> Result<Option<BuildsLock>, StoreError> {
         lock::BuildsLock::try_exclusive(&self.private_dir().join("builds.lock"))
     }
 
