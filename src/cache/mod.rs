@@ -70,13 +70,13 @@ impl Cache {
     /// `identity` names "the same Dockerfile" across builds (its path and context).
     pub fn open(store: &Store, identity: &str) -> Cache {
         let dir = store.root().join("kiln").join("cache");
-        let log_path = dir.join("builds").join(format!("{}.json", &sha256_hex(identity.as_bytes())[..32]));
+        let log_path = dir.join("builds").join(format!("{}.json", &hash_hex(identity.as_bytes())[..32]));
         let previous = std::fs::read(&log_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         Cache { dir, log_path, previous, current: BuildLog::default(), imported: BTreeMap::new() }
     }
 
     pub fn stat_cache_path(&self, context_root: &Path) -> PathBuf {
-        let id = sha256_hex(context_root.to_string_lossy().as_bytes());
+        let id = hash_hex(context_root.to_string_lossy().as_bytes());
         self.dir.join("stat").join(format!("{}.json", &id[..32]))
     }
 
@@ -181,7 +181,7 @@ fn logged(mut inputs: StepInputs) -> StepInputs {
     if inputs.args.len() > MAX_LOGGED_ARGS {
         let all = serde_json::to_vec(&inputs.args).unwrap_or_default();
         let name = format!("({} build args)", inputs.args.len());
-        inputs.args = BTreeMap::from([(name, format!("sha256:{}", sha256_hex(&all)))]);
+        inputs.args = BTreeMap::from([(name, kiln_overlay::digest::sha256_digest(&all))]);
     }
     inputs
 }
@@ -253,10 +253,6 @@ pub fn step_key(parent: &str, step: &Step, extra: &str) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -264,6 +260,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(tmp, path)
+}
+
+/// The sha256 of `bytes` as bare hex, for file names.
+fn hash_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 #[cfg(test)]
