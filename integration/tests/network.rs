@@ -109,7 +109,7 @@ fn build_network_modes_in(sb: &Sandbox, helper: &str) {
          ARG PORT\n\
          RUN --network=none {LIST_IFACES} > /none.txt\n\
          RUN {LIST_IFACES} > /private.txt && cat /etc/resolv.conf > /resolv.txt && \
-             grep -e host.containers.internal -e added.example /etc/hosts > /hosts.txt && \
+             grep -e host.containers.internal -e added.example -e gw.example /etc/hosts > /hosts.txt && \
              wget -q -O /got.txt http://host.containers.internal:$PORT/hello.txt\n\
          RUN --network=host {LIST_IFACES} > /host.txt\n"
     ));
@@ -122,6 +122,8 @@ fn build_network_modes_in(sb: &Sandbox, helper: &str) {
             "build",
             "--network",
             "private",
+            "--add-host",
+            "gw.example:host-gateway",
             "--add-host",
             "added.example:10.1.2.3",
             "--build-arg",
@@ -148,6 +150,10 @@ fn build_network_modes_in(sb: &Sandbox, helper: &str) {
     let hosts = img.file_str("hosts.txt");
     assert!(hosts.contains("\thost.containers.internal host.docker.internal\n"), "{hosts}");
     assert!(hosts.ends_with("10.1.2.3\tadded.example\n"), "{hosts}");
+    // host-gateway is the host as the private network reaches it, not the step's own loopback.
+    let ip_of = |name: &str| hosts.lines().find(|l| l.contains(name)).and_then(|l| l.split_whitespace().next());
+    assert_eq!(ip_of("gw.example"), ip_of("host.containers.internal"), "{hosts}");
+    assert_ne!(ip_of("gw.example"), Some("127.0.0.1"), "{hosts}");
     if helper == "slirp4netns" {
         assert!(hosts.starts_with("10.0.2.2\thost.containers.internal"), "{hosts}");
         assert_eq!(ifaces, ["lo", "tap0"]);

@@ -174,10 +174,11 @@ pub struct BuildArgs {
     #[arg(long)]
     pub verify_reproducible: bool,
 
-    /// Add NAME:IP (or NAME=IP) to /etc/hosts in every RUN; `host-gateway` as IP is the host
-    /// (127.0.0.1: RUN shares the host's network). Repeatable.
+    /// Add NAME:IP (or NAME=IP) to /etc/hosts in every RUN; `host-gateway` as IP is the host as
+    /// the step reaches it (127.0.0.1 on the host's network, the forwarder's host address with
+    /// --network private). Repeatable.
     #[arg(long = "add-host", value_name = "NAME:IP", value_parser = parse_add_host)]
-    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    pub add_hosts: Vec<(String, kiln::exec::run::HostIp)>,
 
     /// A resource limit for every RUN: NAME=SOFT[:HARD] (nofile, nproc, core, stack, …; -1 = unlimited). Repeatable.
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
@@ -673,7 +674,7 @@ fn check_copy_from(
 
 /// `--add-host NAME:IP` or `NAME=IP` (docker takes both; an IPv6 address
 /// holds colons, so the name ends at the first separator).
-fn parse_add_host(text: &str) -> Result<(String, std::net::IpAddr), String> {
+fn parse_add_host(text: &str) -> Result<(String, kiln::exec::run::HostIp), String> {
     let (name, ip) = match (text.find('='), text.find(':')) {
         (Some(eq), _) => text.split_at(eq),
         (None, Some(colon)) => text.split_at(colon),
@@ -684,11 +685,13 @@ fn parse_add_host(text: &str) -> Result<(String, std::net::IpAddr), String> {
         return Err(format!("{text:?}: {name:?} is not a host name"));
     }
     let ip = if ip == "host-gateway" {
-        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        kiln::exec::run::HostIp::HostGateway
     } else {
-        ip.trim_matches(|c| c == '[' || c == ']')
-            .parse()
-            .map_err(|_| format!("{text:?}: {ip:?} is not an IP address"))?
+        kiln::exec::run::HostIp::Ip(
+            ip.trim_matches(|c| c == '[' || c == ']')
+                .parse()
+                .map_err(|_| format!("{text:?}: {ip:?} is not an IP address"))?,
+        )
     };
     Ok((name.to_string(), ip))
 }

@@ -65,7 +65,7 @@ pub enum RunError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunExtras {
     /// `--add-host NAME:IP`: lines added to the step's /etc/hosts.
-    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    pub add_hosts: Vec<(String, HostIp)>,
     pub ulimits: Vec<kiln_runtime::ulimit::Ulimit>,
     pub shm_size: Option<u64>,
     /// `--network`: the network of a RUN without its own `--network` (or
@@ -74,6 +74,25 @@ pub struct RunExtras {
     /// The capabilities a RUN keeps (docker's default set unless
     /// `--cap-add`/`--cap-drop` changed it).
     pub caps: kiln_runtime::caps::Caps,
+}
+
+/// The address of an `--add-host` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostIp {
+    Ip(std::net::IpAddr),
+    /// `host-gateway`: the host as the step's network reaches it — its
+    /// loopback on the host's network, the forwarder's host address on a
+    /// private one (as docker maps it to its bridge's gateway).
+    HostGateway,
+}
+
+impl std::fmt::Display for HostIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostIp::Ip(ip) => write!(f, "{ip}"),
+            HostIp::HostGateway => f.write_str("host-gateway"),
+        }
+    }
 }
 
 impl RunExtras {
@@ -100,13 +119,18 @@ impl RunExtras {
     }
 
     /// The step's /etc/hosts with the added names: the host's file (which
-    /// RUN sees by default) and then one `IP<TAB>NAME` line each.
-    fn hosts_file(&self, host_hosts: &str) -> String {
+    /// RUN sees by default) and then one `IP<TAB>NAME` line each, with
+    /// `host-gateway` as `gateway`.
+    fn hosts_file(&self, host_hosts: &str, gateway: std::net::IpAddr) -> String {
         let mut text = host_hosts.to_string();
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
         for (name, ip) in &self.add_hosts {
+            let ip = match ip {
+                HostIp::Ip(ip) => *ip,
+                HostIp::HostGateway => gateway,
+            };
             text.push_str(&format!("{ip}\t{name}\n"));
         }
         text
@@ -254,13 +278,15 @@ fn add_hosts(spec: &mut RunSpec, extras: &RunExtras, tmp: &Path) -> Result<Optio
     }
     let io = |source| RunError::Io { path: tmp.to_path_buf(), source };
     let mut host = fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".to_string());
+    let mut gateway = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     if spec.network == Network::Private {
         // Over the private network's own hosts file: keep its host names.
         let host_address = kiln_runtime::network::find().ok().and_then(|f| f.host_address());
         host = kiln_runtime::network::hosts_file(&host, host_address);
+        gateway = host_address.unwrap_or(gateway);
     }
     let mut file = tempfile::Builder::new().prefix("hosts-").tempfile_in(tmp).map_err(io)?;
-    file.write_all(extras.hosts_file(&host).as_bytes()).map_err(io)?;
+    file.write_all(extras.hosts_file(&host, gateway).as_bytes()).map_err(io)?;
     spec.mounts.push(kiln_runtime::spec::MountSpec {
         source: file.path().to_path_buf(),
         target: "/etc/hosts".to_string(),
