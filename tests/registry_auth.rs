@@ -20,16 +20,10 @@ fn tls_with_a_private_ca_and_basic_auth() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    let (ca, cert, key) = make_tls(&certs);
-    let reg =
-        Registry::start_with(Some((&cert, &key)), Auth::Basic { user: "alice".into(), password: "s3cret".into() });
-    let ca_dir = tmp.path().join("ca");
-    std::fs::create_dir_all(&ca_dir).unwrap();
-    std::fs::copy(&ca, ca_dir.join("ca.crt")).unwrap();
-    let ca_arg = ca_dir.to_str().unwrap();
-    let authfile = tmp.path().join("auth.json");
+    let secure = SecureRegistry::start(tmp.path());
+    let reg = &secure.registry;
+    let ca_arg = secure.ca_dir.to_str().unwrap();
+    let authfile = &secure.authfile;
     let auth_arg = authfile.to_str().unwrap();
     let root = tmp.path().join("a");
     build_scratch(&root, "app:1", &[("x", &noise(4000, 20))], &[]);

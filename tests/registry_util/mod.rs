@@ -320,6 +320,30 @@ pub const TOKEN_ISSUER: &str = "kiln-test-issuer";
 /// The OAuth2 refresh token (docker's `identitytoken`) the token server honours.
 pub const REFRESH_TOKEN: &str = "kiln-refresh-token";
 
+/// A registry behind TLS with a private CA and basic auth (alice / s3cret),
+/// with the CA in a `--cert-dir` and an authfile path under `dir`.
+pub struct SecureRegistry {
+    pub registry: Registry,
+    /// `--cert-dir` for kiln: holds the CA as ca.crt.
+    pub ca_dir: PathBuf,
+    /// Where `kiln login --authfile` writes.
+    pub authfile: PathBuf,
+}
+
+impl SecureRegistry {
+    pub fn start(dir: &Path) -> SecureRegistry {
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        let (ca, cert, key) = make_tls(&certs);
+        let registry =
+            Registry::start_with(Some((&cert, &key)), Auth::Basic { user: "alice".into(), password: "s3cret".into() });
+        let ca_dir = dir.join("ca");
+        std::fs::create_dir_all(&ca_dir).unwrap();
+        std::fs::copy(&ca, ca_dir.join("ca.crt")).unwrap();
+        SecureRegistry { registry, ca_dir, authfile: dir.join("auth.json") }
+    }
+}
+
 /// A token server: grants what a request's scopes ask for to `user` with
 /// `password`, and only `pull` on repositories under `public/` to anyone
 /// else; refuses wrong passwords. Tokens are RS256 JWTs signed with openssl.
