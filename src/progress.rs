@@ -52,8 +52,9 @@ pub enum Event {
     /// The base's ONBUILD triggers run first.
     Triggers { count: usize },
     /// The step's result came from the cache.
-    /// `id` is the step's image id (none for config-only steps and hits
-    /// from a shared cache); `from` names the shared cache (`registry`, `local`).
+    /// `id` is the step's image id (none for config-only steps); for a hit
+    /// from a shared cache, which `from` names (`registry`, `local`), it is
+    /// the cache key (the step's image is written once its layers are here).
     CacheHit { step: StepRef, id: Option<String>, from: Option<String> },
     /// Why a step the same Dockerfile built before runs again.
     CacheMiss { step: StepRef, reason: String },

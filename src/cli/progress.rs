@@ -440,8 +440,8 @@ mod tests {
             "[1/2] --> Using cache abc"
         );
         assert_eq!(line(Event::CacheHit { step: s.clone(), id: None, from: None }), "[1/2] --> Using cache");
-        let remote = Event::CacheHit { step: s.clone(), id: None, from: Some("registry".into()) };
-        assert_eq!(line(remote), "[1/2] --> Using cache (registry)");
+        let remote = Event::CacheHit { step: s.clone(), id: Some("abc".into()), from: Some("registry".into()) };
+        assert_eq!(line(remote), "[1/2] --> Using cache (registry) abc");
         assert_eq!(line(Event::Triggers { count: 1 }), "# Executing 1 build trigger");
         let built =
             Event::Built { image_id: "sha256:0123456789abcdef".into(), new_layer_bytes: 0, elapsed: Duration::ZERO };

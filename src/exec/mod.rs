@@ -364,12 +364,13 @@ impl<'a> Executor<'a> {
                     }
                 }
                 // A hit in a shared cache takes the layers by digest; they
-                // are fetched when something reads them. It shows no step
-                // id: that image would name layers the store does not hold.
+                // are fetched when something reads them. It shows its cache
+                // key, not a step id: that image would name layers the store
+                // does not hold.
                 if let Some((record, kind)) = self.imported.get(&key, &state.key) {
                     if state.restore(&step.kind, record.clone(), key.clone()) {
-                        let from = Some(kind.to_string());
-                        self.report(Event::CacheHit { step: at(i + 2), id: None, from });
+                        let (id, from) = (Some(short(&key).to_string()), Some(kind.to_string()));
+                        self.report(Event::CacheHit { step: at(i + 2), id, from });
                         self.report(Event::StepFinished { step: at(i + 2), cached: true, elapsed: started.elapsed() });
                         self.note_record(stage.index, &key, record.clone());
                         self.remote_hits.lock().expect("remote hits lock").push((key.clone(), record));
