@@ -50,7 +50,7 @@ fn tls_with_a_private_ca_and_basic_auth() {
         &["login", "--cert-dir", ca_arg, "--authfile", auth_arg, "-u", "alice", "-p", "s3cret", &reg.host()],
     ));
     assert!(out.contains("Login Succeeded"), "{out}");
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&authfile).unwrap()).unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(authfile).unwrap()).unwrap();
     assert!(saved["auths"][reg.host()]["auth"].is_string(), "{saved}");
 
     let digest =
