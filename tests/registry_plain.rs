@@ -73,7 +73,7 @@ fn push_then_skopeo_and_kiln_pull_back_the_same_digest() {
         // Kept in the store, for the next push.
         assert!(store_at(&a).has_blob(layer["digest"].as_str().unwrap()), "{layer}");
     }
-    let blobs_after_first_push = blob_names(&a);
+    let blobs_after_first_push = kiln_integration::blob_files(&a);
 
     // skopeo pulls it back: the layout's manifest is the same one.
     let layout = tmp.path().join("layout");
@@ -105,24 +105,8 @@ fn push_then_skopeo_and_kiln_pull_back_the_same_digest() {
     assert_eq!(last_line(&ok(&mounted)), digest);
     let stderr = String::from_utf8_lossy(&mounted.stderr);
     assert_eq!(stderr.matches("mounted").count(), 3, "two layers and the config: {stderr}");
-    assert_eq!(blob_names(&a), blobs_after_first_push, "no blob was made again");
+    assert_eq!(kiln_integration::blob_files(&a), blobs_after_first_push, "no blob was made again");
     assert_eq!(image_in(&a, "app:1").manifest_digest, stored.manifest_digest, "the stored image is unchanged");
-}
-
-/// The blob files of a store, with their inode numbers and mtimes: a blob
-/// written again would change them.
-fn blob_names(root: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out: Vec<_> = std::fs::read_dir(root.join("blobs/sha256"))
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let meta = e.metadata().unwrap();
-            (e.file_name().to_string_lossy().into_owned(), meta.ino(), meta.modified().unwrap())
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 #[test]

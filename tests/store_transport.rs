@@ -506,17 +506,7 @@ fn oci_import_refuses_corrupt_and_truncated_gzip_layers() {
 /// The store's blob files with inode and mtime: a blob written again would
 /// change them.
 fn blob_list(store: &Store) -> Vec<(String, u64, std::time::SystemTime)> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out: Vec<_> = std::fs::read_dir(store.root().join("blobs/sha256"))
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let meta = e.metadata().unwrap();
-            (e.file_name().to_string_lossy().into_owned(), meta.ino(), meta.modified().unwrap())
-        })
-        .collect();
-    out.sort();
-    out
+    kiln_integration::blob_files(store.root())
 }
 
 /// The image entry of a layout's index.json and its manifest, checked against its digest.

@@ -141,6 +141,22 @@ fn ensure_nosubid_user() -> Runner {
     Runner::User { name: u.name, uid: u.uid, gid: u.gid }
 }
 
+/// The blob files of the OCI layout (or store) at `root`, with inode and
+/// mtime, sorted: a blob written again would change them.
+pub fn blob_files(root: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(root.join("blobs/sha256")) else { return Vec::new() };
+    let mut out: Vec<_> = entries
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            (e.file_name().to_string_lossy().into_owned(), meta.ino(), meta.modified().unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 // ---------------------------------------------------------------------------
 // The kiln binary
 

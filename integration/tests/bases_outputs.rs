@@ -170,7 +170,6 @@ type BlobFiles = Vec<(String, u64, std::time::SystemTime)>;
 type RecordFiles = Vec<(String, std::time::SystemTime)>;
 
 fn store_files(store: &std::path::Path) -> (BlobFiles, RecordFiles) {
-    use std::os::unix::fs::MetadataExt;
     let list = |dir: std::path::PathBuf| -> Vec<(String, std::fs::Metadata)> {
         let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
         let mut out: Vec<_> = entries
@@ -180,8 +179,7 @@ fn store_files(store: &std::path::Path) -> (BlobFiles, RecordFiles) {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     };
-    let blobs =
-        list(store.join("blobs/sha256")).into_iter().map(|(n, m)| (n, m.ino(), m.modified().unwrap())).collect();
+    let blobs = kiln_integration::blob_files(store);
     let records = list(store.join("kiln/compressed")).into_iter().map(|(n, m)| (n, m.modified().unwrap())).collect();
     (blobs, records)
 }

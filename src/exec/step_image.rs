@@ -4,6 +4,28 @@
 use super::*;
 
 impl<'a> Executor<'a> {
+    /// A step's new layer (its descriptor and diff_id) joins the state with
+    /// the step's history entry; the step's image id is then shown with the
+    /// layer. The one place RUN, COPY/ADD and WORKDIR commit through.
+    pub(super) fn add_layer(
+        &self,
+        state: &mut StageState,
+        (layer, diff_id): (Descriptor, String),
+        created_by: &str,
+        at: &StepRef,
+        contents: LayerContents,
+        started: Instant,
+    ) -> Result<(), StoreError> {
+        let size = layer.size;
+        state.layers.push(layer);
+        state.config.rootfs.diff_ids.push(diff_id);
+        state.push_history(&self.stamp.created, created_by, false);
+        self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
+        let id = self.step_image(state)?;
+        self.report(Event::Layer { step: at.clone(), id, size, contents, elapsed: started.elapsed() });
+        Ok(())
+    }
+
     /// Writes the stage's state as an untagged image, for debugging a failed step.
     pub(super) fn keep_last_good(&self, state: &StageState) -> Option<String> {
         // An interrupted build writes nothing more.

@@ -91,19 +91,9 @@ impl<'a> Executor<'a> {
                 Data::None => None,
             });
         }
-        let media = layer_media_type(self.opts.compression);
-        state.layers.push(Descriptor::new(media, digest.clone(), size));
-        state.config.rootfs.diff_ids.push(info.diff_id);
-        state.push_history(&self.stamp.created, &c.created_by(), false);
-        self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
-        let id = self.step_image(state)?;
-        self.report(Event::Layer {
-            step: at.clone(),
-            id,
-            size,
-            contents: LayerContents::Files(entries.len()),
-            elapsed: started.elapsed(),
-        });
+        let layer = Descriptor::new(layer_media_type(self.opts.compression), digest.clone(), size);
+        let contents = LayerContents::Files(entries.len());
+        self.add_layer(state, (layer, info.diff_id), &c.created_by(), at, contents, started)?;
         Ok(())
     }
 
@@ -133,22 +123,12 @@ impl<'a> Executor<'a> {
         };
         let layer = run::run(&mut env, state, r)?;
         drop(mounts);
-        let media = layer_media_type(self.opts.compression);
-        state.layers.push(Descriptor::new(media, layer.digest.clone(), layer.size));
-        state.config.rootfs.diff_ids.push(layer.info.diff_id);
-        state.push_history(&self.stamp.created, &run::created_by(state, r), false);
+        let desc = Descriptor::new(layer_media_type(self.opts.compression), layer.digest.clone(), layer.size);
+        let created_by = run::created_by(state, r);
+        self.add_layer(state, (desc, layer.info.diff_id), &created_by, at, LayerContents::Changes, started)?;
         // The file index catches up with this layer only when a later step
         // needs it, instead of being rebuilt from every layer.
         state.set_tree_aside(state.layers.len() - 1);
-        self.new_layer_bytes.fetch_add(layer.size, Ordering::Relaxed);
-        let id = self.step_image(state)?;
-        self.report(Event::Layer {
-            step: at.clone(),
-            id,
-            size: layer.size,
-            contents: LayerContents::Changes,
-            elapsed: started.elapsed(),
-        });
         Ok(())
     }
 

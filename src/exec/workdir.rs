@@ -13,7 +13,6 @@
 //! (with their existing ancestors, as COPY writes them).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use kiln_overlay::layer::LayerWriter;
@@ -25,7 +24,7 @@ use crate::plan::Step;
 use super::state::StageState;
 use super::tree::{Tree, TreeError};
 use super::{finish, layer_media_type, ExecError, Executor};
-use crate::progress::{Event, LayerContents};
+use crate::progress::LayerContents;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkdirError {
@@ -68,18 +67,9 @@ impl Executor<'_> {
         for meta in &dirs {
             tree.record(meta, || None);
         }
-        state.layers.push(Descriptor::new(layer_media_type(self.opts.compression), digest.clone(), size));
-        state.config.rootfs.diff_ids.push(info.diff_id);
-        state.push_history(&self.stamp.created, &created_by, false);
-        self.new_layer_bytes.fetch_add(size, Ordering::Relaxed);
-        let id = self.step_image(state)?;
-        self.report(Event::Layer {
-            step: at.clone(),
-            id,
-            size,
-            contents: LayerContents::Directories { count: dirs.len(), instruction: step.original.clone() },
-            elapsed: started.elapsed(),
-        });
+        let layer = Descriptor::new(layer_media_type(self.opts.compression), digest.clone(), size);
+        let contents = LayerContents::Directories { count: dirs.len(), instruction: step.original.clone() };
+        self.add_layer(state, (layer, info.diff_id), &created_by, at, contents, started)?;
         Ok(())
     }
 }
