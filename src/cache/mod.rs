@@ -113,6 +113,11 @@ impl Cache {
     pub fn keep_intermediate(&self, manifest_digest: &str, config_digest: &str) -> std::io::Result<()> {
         let hex = manifest_digest.strip_prefix("sha256:").unwrap_or(manifest_digest);
         let path = self.dir.join("intermediate").join(format!("{}.json", hex));
+        // Named by the manifest, which names the config: a record already
+        // there is this one (every cache hit of a later build comes here).
+        if path.is_file() {
+            return Ok(());
+        }
         let record = serde_json::json!({ "manifest": manifest_digest, "config": config_digest });
         write_atomic(&path, record.to_string().as_bytes())
     }
