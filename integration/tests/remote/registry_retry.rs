@@ -4,7 +4,7 @@
 //! the attempt; a 404 is not. A small Python proxy in front of a real
 //! docker-registry fails the requests the test chooses.
 
-mod fault_util;
+use crate::fault_util;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

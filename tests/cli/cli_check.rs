@@ -2,7 +2,7 @@
 //! path, repair leaves a consistent store with the good images intact, and
 //! a broken image stops no other command.
 
-mod cli_util;
+use crate::cli_util;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

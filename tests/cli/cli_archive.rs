@@ -1,7 +1,7 @@
 //! kiln save, load and export-layout: round trips between stores, and
 //! against podman, skopeo and umoci.
 
-mod cli_util;
+use crate::cli_util;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! kiln rmi, image prune, system prune and system df: what is removed, what
 //! is kept, and sizes checked against `du -sb`.
 
-mod cli_util;
+use crate::cli_util;
 
 use std::time::{Duration, SystemTime};
 

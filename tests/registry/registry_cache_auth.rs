@@ -3,7 +3,7 @@
 //! basic auth, and bearer tokens from a token server. The cache goes where
 //! the image would, with the same credentials (`kiln login`, `--authfile`).
 
-mod registry_util;
+use crate::registry_util;
 
 use std::path::Path;
 use std::process::Output;

@@ -5,7 +5,7 @@
 //! export-layout show each layer moving. Terminals are real pseudo-terminals
 //! (`script`), and every kiln runs as the unprivileged test user.
 
-mod fault_util;
+use crate::fault_util;
 
 use fault_util::Registry;
 use kiln_integration::{require_tool, static_busybox, Output, Sandbox};

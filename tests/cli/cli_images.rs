@@ -1,7 +1,7 @@
 //! kiln images, inspect, history and tag against real stores built with
 //! `kiln build`, cross-checked with skopeo and umoci.
 
-mod cli_util;
+use crate::cli_util;
 
 use cli_util::{rows, s, tool, Env};
 use serde_json::Value;

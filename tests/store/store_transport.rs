@@ -1,7 +1,7 @@
 //! Image transports: round trips through OCI dirs, OCI archives and docker
 //! archives, checked with skopeo, umoci and oci-image-tool where installed.
 
-mod store_util;
+use crate::store_util;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

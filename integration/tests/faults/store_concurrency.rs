@@ -4,7 +4,7 @@
 //! and contents, read from the store and seen by a RUN step), and nothing a
 //! running build used was deleted under it.
 
-mod fault_util;
+use crate::fault_util;
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-mod cli_util;
+use crate::cli_util;
 use cli_util::{ensure_test_user, is_root, TEST_USER};
 
 const DOCKERFILE: &str = r#"FROM scratch

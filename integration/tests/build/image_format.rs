@@ -3,7 +3,7 @@
 //! kept; read back by skopeo from the store, a registry and an archive
 //! (issue 14).
 
-mod fault_util;
+use crate::fault_util;
 
 use kiln_integration::{find_descriptor, Sandbox};
 use serde_json::Value;

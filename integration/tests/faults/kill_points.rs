@@ -21,7 +21,7 @@
 //! only those scenarios' cases. The summary line:
 //! `kill points: N kills, M inconsistent after repair, K wrong filesystems, J orphan processes`.
 
-mod fault_util;
+use crate::fault_util;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

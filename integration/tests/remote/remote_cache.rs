@@ -5,7 +5,7 @@
 //! key matches, fetches only the layers the final image holds, and a miss
 //! says why as a local miss does.
 
-mod fault_util;
+use crate::fault_util;
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -1,7 +1,7 @@
 //! kiln against a real Distribution registry over plain HTTP on 127.0.0.1:
 //! push, pull, FROM, formats, platforms, corruption, parallel pulls, errors.
 
-mod registry_util;
+use crate::registry_util;
 
 use std::path::Path;
 

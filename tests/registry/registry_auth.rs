@@ -1,7 +1,7 @@
 //! kiln against registries that authenticate: TLS with a self-signed CA and
 //! htpasswd basic auth, and bearer tokens from a token server the test runs.
 
-mod registry_util;
+use crate::registry_util;
 
 use std::path::Path;
 

@@ -6,7 +6,7 @@
 //! user's credentials must reach only the registry's own origin, never an
 //! error message or the debug log.
 
-mod registry_util;
+use crate::registry_util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

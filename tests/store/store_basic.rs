@@ -1,7 +1,7 @@
 //! The store's on-disk contract: a valid OCI layout, atomic tags, resolution,
 //! verified blobs, concurrent taggers.
 
-mod store_util;
+use crate::store_util;
 
 use std::io::Write;
 use std::sync::Arc;

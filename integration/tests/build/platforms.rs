@@ -7,7 +7,7 @@
 //! only layer holds `/platform.txt`. Nothing in them runs; the steps on them
 //! are COPY and LABEL, so the foreign architecture is never executed.
 
-mod fault_util;
+use crate::fault_util;
 
 use kiln_integration::*;
 use serde_json::{json, Value};
