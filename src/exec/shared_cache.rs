@@ -45,6 +45,7 @@ impl<'a> Executor<'a> {
                 .all(|(l, d)| self.store.has_blob(&l.digest) && self.imported.fetch(self.store, l, d).is_ok())
         };
         for (key, record) in hits.iter().filter(|(_, r)| usable(r)) {
+            crate::fault::point("cache-hit-record-before");
             if let Err(e) = cache.put(key, record) {
                 log::warn!("could not write the cache record {}: {}", short(key), e);
             }

@@ -143,7 +143,8 @@ fn oci_dir_import_follows_a_nested_index() {
 
     // Wrap the manifest in an index with a second, foreign platform.
     let mut own = a.clone();
-    own.platform = Some(Platform { architecture: host_arch().into(), os: "linux".into(), ..Default::default() });
+    own.platform =
+        Some(Platform { architecture: kiln_integration::host_arch(), os: "linux".into(), ..Default::default() });
     let mut foreign = own.clone();
     foreign.digest = sha256_digest(b"not stored");
     foreign.platform = Some(Platform { architecture: "s390x".into(), os: "linux".into(), ..Default::default() });

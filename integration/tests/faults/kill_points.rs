@@ -1,6 +1,6 @@
 //! The kill-point suite: kiln is SIGKILLed at ≥ 200 moments of builds (RUN,
 //! COPY, commit, tag), pulls, pushes, exports to an OCI layout (compressing
-//! plain layers on demand), rmi and prune — chosen by timing
+//! plain layers on demand), builds hitting a `--cache-from` cache, rmi and prune — chosen by timing
 //! (seeded random delays) and by the fault-injection points compiled into a
 //! `--features fault-injection` build (`kiln::fault`) — once with its whole
 //! process group (a machine or CI runner dying) and once only the process
@@ -46,6 +46,8 @@ const Q_FILES: usize = 1000;
 const C_FILES: usize = 200;
 /// The big context file COPY takes.
 const BIG_BYTES: usize = 1 << 20;
+/// Files the cached build's RUN step writes (its layer comes from the shared cache).
+const K_FILES: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Scenario {
@@ -54,12 +56,21 @@ enum Scenario {
     Push,
     /// `kiln export-layout` of the victim, whose plain layers get compressed (into the store and the layout).
     Export,
+    /// A build whose every step hits a `--cache-from` registry cache: layers fetched, hits kept as records.
+    CacheFrom,
     Rmi,
     Prune,
 }
 
-const SCENARIOS: [Scenario; 6] =
-    [Scenario::Build, Scenario::Pull, Scenario::Push, Scenario::Export, Scenario::Rmi, Scenario::Prune];
+const SCENARIOS: [Scenario; 7] = [
+    Scenario::Build,
+    Scenario::Pull,
+    Scenario::Push,
+    Scenario::Export,
+    Scenario::CacheFrom,
+    Scenario::Rmi,
+    Scenario::Prune,
+];
 
 /// Timing kills per mode for the export: fewer than elsewhere (its fault points cover the compression's
 /// renames), so the suite's length stays about the same.
@@ -135,6 +146,15 @@ fn fault_points(s: Scenario) -> Vec<(&'static str, Vec<u32>)> {
             ("compress-record-before", vec![1]),
             ("compress-record-after", vec![2]),
         ],
+        // Nothing runs: the hits' layers are fetched from the registry cache, then kept as records.
+        Scenario::CacheFrom => vec![
+            ("pull-blob-read", vec![1, 3, 10]),
+            ("blob-write", vec![1, 5]),
+            ("blob-rename-before", vec![1, 2]),
+            ("blob-rename-after", vec![1, 2]),
+            ("cache-hit-record-before", vec![1, 2]),
+            ("tag-before", vec![1]),
+        ],
         Scenario::Rmi => vec![
             ("rmi-untagged", vec![1]),
             ("index-write-before", vec![1]),
@@ -161,6 +181,11 @@ fn work_dockerfile() -> String {
     )
 }
 
+/// Built once into a scratch store with `--cache-to`; the scenario builds it with `--cache-from`.
+fn cached_dockerfile() -> String {
+    format!("FROM base\n{}COPY many /c/\nRUN find /k -type f | wc -l > /kcount\n", step("k", K_FILES))
+}
+
 fn victim_dockerfile() -> String {
     format!("FROM base\n{}", step("v", V_FILES))
 }
@@ -176,6 +201,8 @@ struct World {
     registry: Registry,
     /// `127.0.0.1:PORT/pullme:1`
     pull_ref: String,
+    /// `type=registry,ref=127.0.0.1:PORT/kcache:1`
+    cache_ref: String,
     uids: Vec<(u64, u64)>,
     /// Each scenario's duration, unkilled.
     durations: BTreeMap<Scenario, Duration>,
@@ -236,6 +263,16 @@ impl World {
             Scenario::Pull => vec!["pull".into(), self.pull_ref.clone()],
             Scenario::Push => vec!["push".into(), "victim".into(), format!("{}/push{case}:1", self.registry.host())],
             Scenario::Export => vec!["export-layout".into(), layout_of(root).display().to_string(), "victim".into()],
+            Scenario::CacheFrom => vec![
+                "build".into(),
+                "-f".into(),
+                ctx.join("cached.Dockerfile").display().to_string(),
+                "--cache-from".into(),
+                self.cache_ref.clone(),
+                "-t".into(),
+                "cached".into(),
+                ctx.display().to_string(),
+            ],
             Scenario::Rmi => vec!["rmi".into(), "-f".into(), "victim".into()],
             Scenario::Prune => vec!["system".into(), "prune".into(), "-f".into()],
         };
@@ -471,6 +508,36 @@ fn next_steps(w: &World, case: &Case, store: &Path) -> Result<(), Bad> {
             need(w.sb.tool("umoci", &["stat", "--image", &format!("{l}:victim:latest")]), "umoci stat of the layout")?;
             need(w.build_at(store, "vcheck.Dockerfile", "vcheck", &[]), "the next build")?;
         }
+        Scenario::CacheFrom => {
+            // The build again: whatever the kill left (a half-fetched blob, hits not yet kept), every step hits
+            // and its image holds the cached layer's files — counted by the cached RUN and in the layers.
+            let file = w.sb.ctx().join("cached.Dockerfile");
+            let (file, ctx) = (file.display().to_string(), w.sb.ctx().display().to_string());
+            let args = ["build", "-f", &file, "--cache-from", &w.cache_ref, "-t", "cached", &ctx];
+            let out = need(w.kiln_at(store, &args), "the next build with --cache-from")?;
+            let hits =
+                format!("{}{}", out.stdout, out.stderr).lines().filter(|l| l.contains("--> Using cache")).count();
+            if hits != 3 {
+                return Err(Bad::Failed(format!("the next build hit {hits} of 3 steps:\n{}", out.transcript())));
+            }
+            let img =
+                Files::of(&image_at(store, "cached:latest").map_err(|e| wrong(format!("cached unreadable: {e}")))?);
+            if img.text("kcount") != K_FILES.to_string() || img.count("k") != K_FILES || img.count("c") != C_FILES {
+                return Err(wrong(format!(
+                    "cached: RUN counted {} files in /k, the layers hold {} in /k and {} in /c",
+                    img.text("kcount"),
+                    img.count("k"),
+                    img.count("c")
+                )));
+            }
+            // A RUN on it reads the fetched layer dirs.
+            need(w.build_at(store, "kcheck.Dockerfile", "kcheck", &[]), "a build FROM the cached image")?;
+            let img =
+                Files::of(&image_at(store, "kcheck:latest").map_err(|e| wrong(format!("kcheck unreadable: {e}")))?);
+            if img.text("kcount2") != K_FILES.to_string() {
+                return Err(wrong(format!("RUN on the cached image sees {} files in /k", img.text("kcount2"))));
+            }
+        }
         Scenario::Push | Scenario::Rmi | Scenario::Prune => {
             if case.scenario == Scenario::Push {
                 let dest = format!("{}/push{}:1", w.registry.host(), case.id);
@@ -572,6 +639,8 @@ fn world() -> World {
     sb.write("ctx/pr1.Dockerfile", format!("FROM base\n{}", step("p", 1000)));
     sb.write("ctx/pr2.Dockerfile", "FROM base\nRUN echo 2 > /x\n");
     sb.write("ctx/pullme.Dockerfile", format!("FROM base\n{}", step("q", Q_FILES)));
+    sb.write("ctx/cached.Dockerfile", cached_dockerfile());
+    sb.write("ctx/kcheck.Dockerfile", "FROM cached\nRUN find /k -type f | wc -l > /kcount2\n");
 
     let registry = Registry::start();
     let template = sb.mkdir("template-parent").join("template");
@@ -580,6 +649,7 @@ fn world() -> World {
         sb,
         template: template.clone(),
         pull_ref: format!("{}/pullme:1", registry.host()),
+        cache_ref: format!("type=registry,ref={}/kcache:1", registry.host()),
         registry,
         uids,
         durations: BTreeMap::new(),
@@ -589,6 +659,9 @@ fn world() -> World {
     w.build_at(&pstore, "base.Dockerfile", "base", &[]).ok();
     w.build_at(&pstore, "pullme.Dockerfile", "pullme", &[]).ok();
     w.kiln_at(&pstore, &["push", "pullme", &w.pull_ref]).ok();
+    // The shared cache, exported by a runner of its own; its base is the template's (same Dockerfile, same digest).
+    let cache_to = w.cache_ref.replacen("type=registry", "type=registry,mode=max", 1);
+    w.build_at(&pstore, "cached.Dockerfile", "cached", &["--cache-to", &cache_to]).ok();
     w.remove_tree(&pstore);
 
     for (file, tag) in [

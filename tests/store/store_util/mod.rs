@@ -49,7 +49,7 @@ pub fn make_image(store: &Store, layers: &[Vec<u8>], compress: bool, marker: &st
 pub fn config_for(marker: &str, diff_ids: Vec<String>) -> ImageConfig {
     let n = diff_ids.len();
     let mut config = ImageConfig {
-        architecture: host_arch().into(),
+        architecture: kiln_integration::host_arch(),
         os: "linux".into(),
         created: Some("2024-01-01T00:00:00Z".into()),
         rootfs: RootFs { kind: "layers".into(), diff_ids },
@@ -72,14 +72,6 @@ pub fn simple_image(store: &Store, marker: &str, compress: bool) -> Descriptor {
     let l1 = layer_tar(&[("etc/hello", "hello\n"), ("etc/marker", marker)]);
     let l2 = layer_tar(&[("usr/share/doc/readme", "layer two\n")]);
     make_image(store, &[l1, l2], compress, marker)
-}
-
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
 }
 
 /// Runs an external tool; `None` (with a notice) when it is not installed.
