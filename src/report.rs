@@ -99,4 +99,24 @@ mod disk_full_tests {
         let other = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EACCES)).context("write layer entry");
         assert_eq!(disk_full_hint(&other, Path::new("/s/store")), None);
     }
+
+    #[test]
+    fn a_step_that_filled_the_disk_shows_each_cause_once_and_the_hint() {
+        use kiln::exec::ExecError;
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let step = ExecError::Step {
+            file: "Dockerfile".into(),
+            line: 2,
+            column: 1,
+            instruction: "RUN make".into(),
+            source: Box::new(ExecError::Layer(full).into()),
+            hint: None,
+        };
+        let err = anyhow::Error::new(super::SourceError::new(step, "FROM scratch\nRUN make\n"));
+        let text = super::render(&err);
+        assert!(text.contains("RUN make failed"), "{text}");
+        assert!(text.contains("caused by: write layer\ncaused by: No space left on device"), "{text}");
+        assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
+        assert!(disk_full_hint(&err, Path::new("/s/store")).is_some(), "{text}");
+    }
 }

@@ -8,6 +8,9 @@
 //! deepest module both ends share), and fails naming every cycle among
 //! siblings that is not in [`KNOWN`]. Paths into other crates are not
 //! followed: cargo already refuses cycles between crates.
+//!
+//! The same reading of the sources checks that the engine's errors stay
+//! typed: no boxed `dyn Error` outside the binary's own files.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -107,9 +110,11 @@ fn skip_item(src: &str, mut i: usize) -> usize {
     i
 }
 
-fn load(dir: &str) -> Crate {
+/// Each source file of the crate in `dir` (below its `src`, `bin/` left
+/// out) with its code as [`strip`] leaves it.
+fn sources(dir: &str) -> Vec<(PathBuf, String)> {
     let base = root().join(dir);
-    let mut modules = BTreeMap::new();
+    let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(&base).into_iter().filter_map(Result::ok) {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "rs") {
@@ -120,9 +125,13 @@ fn load(dir: &str) -> Crate {
             continue;
         }
         let src = std::fs::read_to_string(path).expect("read a source file");
-        modules.insert(module_of(rel), strip(&src));
+        files.push((rel.to_path_buf(), strip(&src)));
     }
-    Crate { modules }
+    files
+}
+
+fn load(dir: &str) -> Crate {
+    Crate { modules: sources(dir).into_iter().map(|(rel, code)| (module_of(&rel), code)).collect() }
 }
 
 /// Every crate-internal path in `code`, resolved against module `here`.
@@ -368,4 +377,53 @@ fn the_checker_sees_a_cycle_and_a_use_group() {
         sup,
         vec![vec!["x".to_string(), "z".to_string(), "f".to_string()], vec!["q".to_string(), "g".to_string()]]
     );
+}
+
+/// The binary's files below `src/`: they may box errors (anyhow, the report).
+const BINARY: &[&str] = &["main.rs", "cli", "report.rs"];
+
+/// Each `Box<dyn …Error…>` or `Arc<dyn …Error…>` in `code`, as written
+/// (whitespace collapsed).
+fn boxed_errors(code: &str) -> Vec<String> {
+    let code = code.split_whitespace().collect::<Vec<_>>().join(" ").replace("< ", "<");
+    let mut found = Vec::new();
+    for pointer in ["Box<dyn ", "Arc<dyn "] {
+        for (at, _) in code.match_indices(pointer) {
+            let rest = &code[at + pointer.len()..];
+            let bound = rest.split(['+', '>', ')', ',']).next().unwrap_or_default().trim();
+            if bound.rsplit("::").next().is_some_and(|last| last.ends_with("Error")) {
+                found.push(format!("{pointer}{bound}"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_engine_boxes_no_errors() {
+    let mut found = Vec::new();
+    for (name, dir) in CRATES {
+        for (rel, code) in sources(dir) {
+            if *name == "kiln" && BINARY.iter().any(|b| rel.starts_with(b)) {
+                continue;
+            }
+            found.extend(boxed_errors(&code).into_iter().map(|b| format!("  {dir}/{}: {b}", rel.display())));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "boxed errors in the engine (give the function a thiserror enum, e.g. exec::StepError, whose \
+         variants keep their sources):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_a_boxed_error() {
+    let code = strip(
+        "fn a() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {}\n\
+         fn b(r: Box<dyn Read + '_>, e: Box<\n    dyn Error>) {}\n\
+         // Box<dyn Error>\n#[cfg(test)]\nmod tests { fn c() -> Box<dyn StdError> {} }\n",
+    );
+    assert_eq!(boxed_errors(&code), vec!["Box<dyn std::error::Error", "Box<dyn Error"]);
 }

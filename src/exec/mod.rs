@@ -8,12 +8,14 @@ mod finish;
 mod options;
 mod shared_cache;
 mod sources;
+mod step_error;
 mod step_image;
 mod steps;
 use crate::cache::fromkey;
 pub use crate::humanize::{human_size, short};
 pub use crate::store::layers;
 pub use options::{BuildOptions, BuildOutput, NamedContext};
+pub use step_error::StepError;
 pub mod mounts;
 pub mod owner;
 pub mod run;
@@ -58,8 +60,9 @@ pub enum ExecError {
         line: usize,
         column: usize,
         instruction: String,
+        /// Boxed: a step can fail in many ways, and every build result carries this type.
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: Box<StepError>,
         /// How to look at the state before the failed step.
         hint: Option<String>,
     },
@@ -336,7 +339,7 @@ impl<'a> Executor<'a> {
                 .any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
         for (i, step) in steps.into_iter().enumerate() {
             // A step boundary: stop here once interrupted or orphaned.
-            kiln_runtime::ensure_still_wanted().map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?;
+            kiln_runtime::ensure_still_wanted().map_err(|e| self.fail(step.span, &step.original, e))?;
             let started = Instant::now();
             self.report(Event::StepStarted { step: at(i + 2), instruction: step.original.clone() });
             let pos = format!("{}/{}", stage.index, i);
@@ -351,10 +354,7 @@ impl<'a> Executor<'a> {
                         // The id the step printed when it ran: its image is
                         // written again if a prune took it.
                         let id = match layers {
-                            true => Some(
-                                self.step_image(&state)
-                                    .map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?,
-                            ),
+                            true => Some(self.step_image(&state).map_err(|e| self.fail(step.span, &step.original, e))?),
                             false => None,
                         };
                         self.report(Event::CacheHit { step: at(i + 2), id, from: None });
@@ -384,7 +384,7 @@ impl<'a> Executor<'a> {
             if matches!(step.kind, StepKind::Run(_) | StepKind::Copy(_) | StepKind::Workdir(_)) {
                 // The step reads the state's files: its layers must be here.
                 self.fetch_layers(&state.layers, &state.config.rootfs.diff_ids, Some(&at(i + 2)))
-                    .map_err(|e| self.fail(step.span, &step.original, Box::new(e)))?;
+                    .map_err(|e| self.fail(step.span, &step.original, e))?;
             }
             let (mark, parent) = (state.mark(), state.key.clone());
             if let Err(e) = self.step(&mut state, step, &at(i + 2)) {
@@ -406,7 +406,7 @@ impl<'a> Executor<'a> {
             self.note_record(stage.index, &key, record);
         }
         if !self.opts.layers {
-            self.squash(&mut state).map_err(|e| self.fail(stage.span, &stage.original, Box::new(e)))?;
+            self.squash(&mut state).map_err(|e| self.fail(stage.span, &stage.original, e))?;
         }
         Ok(state)
     }
@@ -432,11 +432,7 @@ impl<'a> Executor<'a> {
     /// base's triggers carry over into this stage's config (BuildKit sets
     /// `OnBuild = nil`), so a grandchild never runs them again; a stage
     /// base's triggers were planned as this stage's first steps.
-    fn onbuild_triggers(
-        &self,
-        stage: &Stage,
-        state: &mut StageState,
-    ) -> Result<Vec<Step>, Box<dyn std::error::Error + Send + Sync>> {
+    fn onbuild_triggers(&self, stage: &Stage, state: &mut StageState) -> Result<Vec<Step>, StepError> {
         let inherited = state.config.config.on_build.take();
         if !matches!(stage.base, Base::Image(_)) || stage.image_triggers_planned {
             return Ok(Vec::new());
@@ -463,7 +459,7 @@ impl<'a> Executor<'a> {
 
     /// The step's cache key and what it saw. COPY/ADD from the context
     /// digest their sources here, before anything is copied.
-    fn inputs(&self, state: &StageState, step: &Step) -> Result<StepInputs, Box<dyn std::error::Error + Send + Sync>> {
+    fn inputs(&self, state: &StageState, step: &Step) -> Result<StepInputs, StepError> {
         let mut files = std::collections::BTreeMap::new();
         let extra = match &step.kind {
             StepKind::Copy(c) => match &c.from {
@@ -529,18 +525,18 @@ impl<'a> Executor<'a> {
         })
     }
 
-    fn fail(&self, span: Span, instruction: &str, err: Box<dyn std::error::Error + Send + Sync>) -> ExecError {
+    fn fail(&self, span: Span, instruction: &str, err: impl Into<StepError>) -> ExecError {
         ExecError::Step {
             file: self.plan.file.clone(),
             line: span.line,
             column: span.column,
             instruction: instruction.to_string(),
-            source: err,
+            source: Box::new(err.into()),
             hint: None,
         }
     }
 
-    fn base(&self, stage: &Stage) -> Result<StageState, Box<dyn std::error::Error + Send + Sync>> {
+    fn base(&self, stage: &Stage) -> Result<StageState, StepError> {
         Ok(match &stage.base {
             Base::Scratch => {
                 // FROM --platform wins over --platform, as in BuildKit.
@@ -556,7 +552,7 @@ impl<'a> Executor<'a> {
             }
             Base::Stage(i) => {
                 let mut done = self.done.lock().expect("done lock");
-                let parent = done.get_mut(i).ok_or("stage used before it was built")?;
+                let parent = done.get_mut(i).ok_or(StepError::StageNotBuilt)?;
                 // The only stage that reads its parent takes the parent's
                 // config and file index instead of copying them (copies made
                 // a chain of thousands of stages quadratic). Its layers and

@@ -9,11 +9,7 @@ impl<'a> Executor<'a> {
     /// modes, owners, file digests): looked up in the source's layer dirs,
     /// nothing copied, and remembered by the source's chain id (see
     /// `fromkey`). A change elsewhere in the source leaves it alone.
-    pub(super) fn copy_from_digest(
-        &self,
-        from: &CopyFrom,
-        words: &[String],
-    ) -> Result<fromkey::Memo, Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) fn copy_from_digest(&self, from: &CopyFrom, words: &[String]) -> Result<fromkey::Memo, StepError> {
         let (_, _, diff_ids) = self.layers_of(from)?;
         let chain = layers::chain_ids(&diff_ids).pop().unwrap_or_else(|| "empty".into());
         let path = fromkey::path(self.store, &chain, words);
@@ -57,10 +53,7 @@ impl<'a> Executor<'a> {
     /// a stage's or image's verified layer dirs, looked up path by path
     /// (nothing is mounted or unpacked; each layer dir is made once, and
     /// kept in the store).
-    pub(super) fn source_of(
-        &self,
-        from: &CopyFrom,
-    ) -> Result<Arc<dyn SourceTree>, Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) fn source_of(&self, from: &CopyFrom) -> Result<Arc<dyn SourceTree>, StepError> {
         if !self.views_of(from) {
             let key = self.unpack_from(from)?;
             return Ok(self.unpacked.lock().expect("unpacked lock")[&key].clone());
@@ -69,7 +62,7 @@ impl<'a> Executor<'a> {
     }
 
     /// The view of a stage's or image's verified layer dirs, made once per build.
-    pub(super) fn view_of(&self, from: &CopyFrom) -> Result<Arc<LayerView>, Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) fn view_of(&self, from: &CopyFrom) -> Result<Arc<LayerView>, StepError> {
         let (key, layers, diff_ids) = self.layers_of(from)?;
         // Held while the layer dirs are made: two stages reading one source make them once.
         let mut views = self.views.lock().expect("views lock");
@@ -85,11 +78,11 @@ impl<'a> Executor<'a> {
 
     /// The layers of the stage or image `--from` names, with a key naming
     /// them for this build.
-    pub(super) fn layers_of(&self, from: &CopyFrom) -> Result<FromLayers, Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) fn layers_of(&self, from: &CopyFrom) -> Result<FromLayers, StepError> {
         Ok(match from {
             CopyFrom::Stage(i) => {
                 let done = self.done.lock().expect("done lock");
-                let s = done.get(i).ok_or("COPY --from names a stage that was not built")?;
+                let s = done.get(i).ok_or(StepError::FromStageNotBuilt)?;
                 (format!("stage:{}", i), s.layers.clone(), s.config.rootfs.diff_ids.clone())
             }
             CopyFrom::Image(reference) => {
@@ -100,11 +93,11 @@ impl<'a> Executor<'a> {
     }
 
     /// Unpacks the stage or image `COPY --from` names, once per build.
-    pub(super) fn unpack_from(&self, from: &CopyFrom) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) fn unpack_from(&self, from: &CopyFrom) -> Result<String, StepError> {
         let (key, layers, diff_ids) = match from {
             CopyFrom::Stage(i) => {
                 let done = self.done.lock().expect("done lock");
-                let s = done.get(i).ok_or("COPY --from names a stage that was not built")?;
+                let s = done.get(i).ok_or(StepError::FromStageNotBuilt)?;
                 (format!("stage:{}", i), s.layers.clone(), s.config.rootfs.diff_ids.clone())
             }
             CopyFrom::Image(name) if self.opts.named_contexts.get(name).is_some_and(NamedContext::is_files) => {
@@ -117,7 +110,7 @@ impl<'a> Executor<'a> {
                         }
                         NamedContext::Remote(url) => {
                             let remote = crate::context::remote::classify(url)
-                                .ok_or_else(|| format!("--build-context {name}: {url} is not a git or http(s) URL"))?;
+                                .ok_or_else(|| StepError::NotARemote { name: name.clone(), url: url.clone() })?;
                             let limits = crate::context::remote::DownloadLimits::new(self.opts.max_context_size);
                             crate::context::remote::open_named(&remote, &limits)?
                         }
@@ -139,7 +132,11 @@ impl<'a> Executor<'a> {
             let root = match self.mount_from(&layers, &diff_ids)? {
                 Some(merged) => merged,
                 None => {
-                    let dir = tempfile::Builder::new().prefix("from-").tempdir_in(self.scratch.path())?;
+                    let scratch = self.scratch.path();
+                    let dir = tempfile::Builder::new()
+                        .prefix("from-")
+                        .tempdir_in(scratch)
+                        .map_err(|source| StepError::Scratch { path: scratch.to_path_buf(), source })?;
                     layers::apply_in_order(self.store, &layers, &diff_ids, dir.path())?;
                     dir.keep()
                 }
@@ -160,7 +157,7 @@ impl<'a> Executor<'a> {
         &self,
         layers: &[Descriptor],
         diff_ids: &[String],
-    ) -> Result<Option<std::path::PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Option<std::path::PathBuf>, StepError> {
         let driver = self.driver();
         if driver == Driver::Vfs {
             return Ok(None);
@@ -169,7 +166,7 @@ impl<'a> Executor<'a> {
         let dir = self.layer_dirs.step_dir()?;
         let (upper, work, merged) = (dir.path().join("diff"), dir.path().join("work"), dir.path().join("merged"));
         for d in [&upper, &work, &merged] {
-            std::fs::create_dir(d)?;
+            std::fs::create_dir(d).map_err(|source| layers::LayerDirError::Io { path: d.clone(), source })?;
         }
         match kiln_overlay::mount(driver, &lowers, &upper, &work, &merged) {
             Ok(guard) => {

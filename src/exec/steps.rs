@@ -4,12 +4,7 @@
 use super::*;
 
 impl<'a> Executor<'a> {
-    pub(super) fn step(
-        &self,
-        state: &mut StageState,
-        step: &Step,
-        at: &StepRef,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) fn step(&self, state: &mut StageState, step: &Step, at: &StepRef) -> Result<(), StepError> {
         if state.apply_metadata(&step.kind) {
             if let Some(created_by) = state.created_by(&step.kind, &step.original) {
                 state.push_history(&self.stamp.created, &created_by, true);
@@ -30,7 +25,7 @@ impl<'a> Executor<'a> {
         step: &Step,
         c: &CopyStep,
         at: &StepRef,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<(), StepError> {
         let started = Instant::now();
         state.ensure_tree(self.store)?;
         let tree = state.tree.as_ref().expect("ensured above");
@@ -73,7 +68,8 @@ impl<'a> Executor<'a> {
                 Data::None => writer.append(meta, None),
                 Data::Bytes(b) => writer.append(meta, Some(&mut &b[..])),
                 Data::Host(path) => {
-                    let mut f = std::fs::File::open(path)?;
+                    let mut f =
+                        std::fs::File::open(path).map_err(|source| StepError::Read { path: path.clone(), source })?;
                     let mut r: &mut dyn Read = &mut f;
                     writer.append(meta, Some(&mut r))
                 }
@@ -97,12 +93,7 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    pub(super) fn run(
-        &self,
-        state: &mut StageState,
-        r: &RunStep,
-        at: &StepRef,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) fn run(&self, state: &mut StageState, r: &RunStep, at: &StepRef) -> Result<(), StepError> {
         let started = Instant::now();
         let driver = self.driver();
         // Held until the step ran: cache locks and temporary copies.
@@ -139,7 +130,7 @@ impl<'a> Executor<'a> {
         &self,
         r: &RunStep,
         files: &mut std::collections::BTreeMap<String, String>,
-    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<String, StepError> {
         let mut parts = Vec::new();
         for m in r.mounts.iter().filter(|m| m.kind == crate::dockerfile::ast::MountKind::Bind) {
             let opt = |k: &[&str]| m.options.iter().find(|(n, _)| k.contains(&n.as_str())).and_then(|(_, v)| v.clone());
@@ -194,11 +185,7 @@ impl<'a> Executor<'a> {
 
     /// The step's `--mount`s as runtime mounts; `from=` names a stage (by
     /// name or index), a `--build-context` or an image.
-    pub(super) fn run_mounts(
-        &self,
-        state: &StageState,
-        r: &RunStep,
-    ) -> Result<mounts::Prepared, Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) fn run_mounts(&self, state: &StageState, r: &RunStep) -> Result<mounts::Prepared, StepError> {
         if r.mounts.is_empty() {
             return Ok(mounts::Prepared::default());
         }

@@ -23,7 +23,7 @@ use crate::plan::Step;
 
 use super::state::StageState;
 use super::tree::{Tree, TreeError};
-use super::{finish, layer_media_type, ExecError, Executor};
+use super::{finish, layer_media_type, ExecError, Executor, StepError};
 use crate::progress::LayerContents;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ impl Executor<'_> {
         state: &mut StageState,
         step: &Step,
         at: &crate::progress::StepRef,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<(), StepError> {
         let started = Instant::now();
         let dir = state.workdir();
         let created_by = format!("WORKDIR {dir}");
