@@ -143,6 +143,7 @@ pub fn build(
         imported,
         exported: Mutex::new(HashMap::new()),
         remote_hits: Mutex::new(Vec::new()),
+        deferred_bases: Mutex::new(Vec::new()),
         copy_from_used: Mutex::new(Vec::new()),
     };
     let started = Instant::now();
@@ -211,6 +212,9 @@ struct Executor<'a> {
     /// Hits from imported caches, recorded in the store's own cache once
     /// their layers are in the store.
     remote_hits: Mutex<Vec<(String, crate::cache::Record)>>,
+    /// Base images known by manifest and config only, pulled when a step
+    /// or the final image needs one of their layers (with `--cache-from`).
+    deferred_bases: Mutex<Vec<DeferredBase>>,
     /// What `COPY --from` steps read out of stages, for `--cache-to`.
     copy_from_used: Mutex<Vec<crate::remotecache::CopyFromDigest>>,
 }
@@ -354,7 +358,12 @@ impl<'a> Executor<'a> {
                         // The id the step printed when it ran: its image is
                         // written again if a prune took it.
                         let id = match layers {
-                            true => Some(self.step_image(&state).map_err(|e| self.fail(step.span, &step.original, e))?),
+                            true => {
+                                // Its image names every layer below it: those must be here.
+                                self.fetch_layers(&state.layers, &state.config.rootfs.diff_ids, Some(&at(i + 2)))
+                                    .map_err(|e| self.fail(step.span, &step.original, e))?;
+                                Some(self.step_image(&state).map_err(|e| self.fail(step.span, &step.original, e))?)
+                            }
                             false => None,
                         };
                         self.report(Event::CacheHit { step: at(i + 2), id, from: None });
@@ -610,6 +619,15 @@ impl<'a> Executor<'a> {
                 // Found in the store, or pulled from its registry per --pull.
                 let mut pull = self.opts.pull.clone();
                 pull.registry.platform = platform.map(str::to_string);
+                // With a shared cache, every step of a stage may hit: the
+                // base's layers come only when something reads them.
+                if !self.imported.is_empty() {
+                    if let Some(image) = crate::registry::peek_missing(self.store, &name, &pull, self.progress)? {
+                        let layers = image.manifest.layers.iter().map(|l| l.digest.clone()).collect();
+                        self.deferred_bases.lock().expect("deferred lock").push(DeferredBase { name, pull, layers });
+                        return Ok(image);
+                    }
+                }
                 Ok(crate::registry::resolve_or_pull(self.store, &name, &pull, self.progress)?)
             }
             other => {
@@ -621,6 +639,14 @@ impl<'a> Executor<'a> {
             }
         }
     }
+}
+
+/// A base image whose pull waits until one of its layers is needed.
+struct DeferredBase {
+    name: String,
+    pull: crate::registry::PullOptions,
+    /// Its layers' digests.
+    layers: Vec<String>,
 }
 
 /// For each stage, how many of the needed stages read it.

@@ -22,12 +22,33 @@ impl<'a> Executor<'a> {
         if self.imported.is_empty() {
             return Ok(());
         }
+        self.pull_deferred(layers)?;
         for (layer, diff_id) in layers.iter().zip(diff_ids) {
             if let Some(from) = self.imported.fetch(self.store, layer, diff_id)? {
                 let (digest, size) = (short(&layer.digest), human_size(layer.size));
                 let prefix = step.map(StepRef::prefix).unwrap_or_default();
                 self.report(Event::Note(format!("{prefix}--> fetched layer {digest} ({size}) from cache {from}")));
             }
+        }
+        Ok(())
+    }
+
+    /// Pulls each deferred base image one of `layers` (not in the store yet)
+    /// belongs to: whole and verified, as a pull without a cache would have.
+    fn pull_deferred(&self, layers: &[Descriptor]) -> Result<(), ExecError> {
+        let missing: Vec<&str> =
+            layers.iter().filter(|l| !self.store.has_blob(&l.digest)).map(|l| l.digest.as_str()).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut deferred = self.deferred_bases.lock().expect("deferred lock");
+        let (wanted, rest): (Vec<DeferredBase>, Vec<DeferredBase>) = std::mem::take(&mut *deferred)
+            .into_iter()
+            .partition(|b| b.layers.iter().any(|l| missing.contains(&l.as_str())));
+        *deferred = rest;
+        drop(deferred);
+        for base in wanted {
+            crate::registry::resolve_or_pull(self.store, &base.name, &base.pull, self.progress)?;
         }
         Ok(())
     }

@@ -160,6 +160,29 @@ pub fn resolve_or_pull(
     }
 }
 
+/// With `--pull=missing` and an image the store lacks (for the platform
+/// asked for): the image as its registry serves it, without its layers
+/// ([`pull::peek`]). `None` when the store has it or the policy is another:
+/// [`resolve_or_pull`] then gives the image.
+pub fn peek_missing(
+    store: &Store,
+    name: &str,
+    opts: &PullOptions,
+    progress: &dyn crate::progress::Reporter,
+) -> Result<Option<Image>, RegistryError> {
+    if opts.policy != PullPolicy::Missing {
+        return Ok(None);
+    }
+    if let Some(image) = find_local(store, name)? {
+        let Some(spec) = opts.registry.platform.as_deref() else { return Ok(None) };
+        let wanted = platform::wanted(Some(spec)).map_err(|k| RegistryError::new("find", name, k))?;
+        if platform::check_config(&image.config, &wanted).is_ok() {
+            return Ok(None);
+        }
+    }
+    pull::peek(store, name, &opts.registry, progress).map(Some)
+}
+
 fn find_local(store: &Store, name: &str) -> Result<Option<Image>, RegistryError> {
     let store_err = |e| RegistryError::new("find", name, ErrorKind::Store(e));
     let mut found = match store.resolve(name) {

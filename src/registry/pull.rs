@@ -32,6 +32,72 @@ pub fn pull(
     opts: &RegistryOptions,
     progress: &dyn crate::progress::Reporter,
 ) -> Result<Image, RegistryError> {
+    let Resolved { client, r, bytes, media_type, digest, manifest, config } =
+        resolve(store, reference, opts, progress)?;
+    let err = |kind| RegistryError::new("pull", &r, kind);
+    let repo = r.name();
+
+    // Each layer is checked against its diff_id before it is stored (or, if
+    // the store has it, against what was verified before).
+    let image = r.to_string();
+    let layers: Vec<(&Descriptor, &String)> = manifest.layers.iter().zip(&config.rootfs.diff_ids).collect();
+    progress::run_parallel(&layers, "Copying", opts.progress, progress, |(layer, diff_id), events| {
+        let check = LayerRef { image: &image, blob: Some(layer), name: &layer.digest, diff_id };
+        fetch_blob(&client, store, layer, Some(check), events)?;
+        sources::record(store, &layer.digest, &repo);
+        Ok(())
+    })?;
+
+    // Stored byte for byte, so the store's digest is the registry's.
+    let (stored, size) = store.put_blob(&bytes).map_err(|e| err(ErrorKind::Store(e)))?;
+    debug_assert_eq!(stored, digest);
+    let mut descriptor = Descriptor::new(&media_type, stored, size);
+    descriptor.platform = platform_of(&config);
+    store.tag(&r.to_string(), &descriptor).map_err(|e| err(ErrorKind::Store(e)))?;
+    if opts.progress {
+        progress.report(crate::progress::Event::Note(format!("Writing manifest to image destination\n{digest}")));
+    }
+    store.load_image(&descriptor).map_err(|e| err(ErrorKind::Store(e)))
+}
+
+/// What `reference` is in its registry, without its layers: the manifest
+/// (of the platform asked for) and config, checked as [`pull`] checks them.
+/// Nothing is tagged and no layer is fetched (the config blob may be kept),
+/// so the store holds no image that lacks its layers; [`pull`] makes it
+/// whole when a layer is needed. The build uses this for a base whose steps
+/// may all come from a shared cache.
+pub fn peek(
+    store: &Store,
+    reference: &str,
+    opts: &RegistryOptions,
+    progress: &dyn crate::progress::Reporter,
+) -> Result<Image, RegistryError> {
+    let Resolved { media_type, bytes, digest, manifest, config, .. } = resolve(store, reference, opts, progress)?;
+    let mut descriptor = Descriptor::new(&media_type, digest.clone(), bytes.len() as u64);
+    descriptor.platform = platform_of(&config);
+    let config_digest = manifest.config.digest.clone();
+    Ok(Image { descriptor, manifest_digest: digest, manifest, config_digest, config })
+}
+
+/// An image's manifest and config as its registry serves them.
+struct Resolved {
+    client: Client,
+    r: Reference,
+    bytes: Vec<u8>,
+    media_type: String,
+    digest: String,
+    manifest: Manifest,
+    config: ImageConfig,
+}
+
+/// Fetches and checks `reference`'s manifest (picking the platform from an
+/// index) and config.
+fn resolve(
+    store: &Store,
+    reference: &str,
+    opts: &RegistryOptions,
+    progress: &dyn crate::progress::Reporter,
+) -> Result<Resolved, RegistryError> {
     let r = Reference::parse(reference).map_err(|e| RegistryError::new("pull", reference, ErrorKind::Reference(e)))?;
     let err = |kind| RegistryError::new("pull", &r, kind);
     let wanted = platform::wanted(opts.platform.as_deref()).map_err(err)?;
@@ -82,28 +148,7 @@ pub fn pull(
     } else if platform::check_config(&config, &wanted).is_err() {
         log::warn!("{r} is for {}/{}, not this machine's {wanted}", config.os, config.architecture);
     }
-
-    // Each layer is checked against its diff_id before it is stored (or, if
-    // the store has it, against what was verified before).
-    let image = r.to_string();
-    let layers: Vec<(&Descriptor, &String)> = manifest.layers.iter().zip(&config.rootfs.diff_ids).collect();
-    progress::run_parallel(&layers, "Copying", opts.progress, progress, |(layer, diff_id), events| {
-        let check = LayerRef { image: &image, blob: Some(layer), name: &layer.digest, diff_id };
-        fetch_blob(&client, store, layer, Some(check), events)?;
-        sources::record(store, &layer.digest, &repo);
-        Ok(())
-    })?;
-
-    // Stored byte for byte, so the store's digest is the registry's.
-    let (stored, size) = store.put_blob(&bytes).map_err(|e| err(ErrorKind::Store(e)))?;
-    debug_assert_eq!(stored, digest);
-    let mut descriptor = Descriptor::new(&media_type, stored, size);
-    descriptor.platform = platform_of(&config);
-    store.tag(&r.to_string(), &descriptor).map_err(|e| err(ErrorKind::Store(e)))?;
-    if opts.progress {
-        progress.report(crate::progress::Event::Note(format!("Writing manifest to image destination\n{digest}")));
-    }
-    store.load_image(&descriptor).map_err(|e| err(ErrorKind::Store(e)))
+    Ok(Resolved { client, r, bytes, media_type, digest, manifest, config })
 }
 
 /// GETs a manifest or index; returns its bytes, media type and digest,
