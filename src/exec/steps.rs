@@ -141,10 +141,10 @@ impl<'a> Executor<'a> {
         files: &mut std::collections::BTreeMap<String, String>,
     ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         let mut parts = Vec::new();
-        for m in r.mounts.iter().filter(|m| m.kind == crate::dockerfile::ast::MountKind::Bind) {
-            let opt = |k: &[&str]| m.options.iter().find(|(n, _)| k.contains(&n.as_str())).and_then(|(_, v)| v.clone());
-            let source = opt(&["source", "src"]).unwrap_or_else(|| ".".into());
-            match opt(&["from"]) {
+        for m in &r.mounts {
+            let crate::plan::Mount::Bind { from, source, .. } = m else { continue };
+            let source = source.clone();
+            match from.clone() {
                 None => {
                     let digest = crate::context::digest::sources(
                         self.ctx,

@@ -29,6 +29,8 @@
 //!   since docker never evaluates stages it does not build.
 
 mod args;
+pub mod mounts;
+mod paths;
 mod ports;
 mod print;
 mod stages;
@@ -42,6 +44,8 @@ use crate::dockerfile::shell::ShellLex;
 use crate::dockerfile::{Dockerfile, DockerfileError};
 
 use args::{is_platform_arg, is_proxy_arg, platform_vars, BuildArgs, Platform, StageVars, Vars};
+pub use mounts::{Mount, Sharing};
+pub use paths::join_workdir;
 use stages::{at, resolve_ref, StageRef, StageSource};
 use steps::{copy_from_value, mount_from_value, plan_stage, StageContext, FROM_HELP};
 pub use types::*;

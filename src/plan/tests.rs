@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::dockerfile::ast::*;
+// The Dockerfile's mounts; the plan's typed ones are `crate::plan::Mount`.
+use crate::dockerfile::ast::Mount;
 
 fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -659,7 +661,7 @@ fn run_mount_values_expand_but_from_is_literal() {
     let text = "FROM scratch AS tools\nFROM scratch\nARG CACHE=/root/.cache\nRUN --mount=type=cache,target=$CACHE,id=c1 --mount=from=tools,target=/t true";
     let p = plan_text(text, &opts(&[]));
     let run = run_step(last_stage(&p), 0);
-    assert_eq!(run.mounts[0].options[0], ("target".to_string(), Some("/root/.cache".to_string())));
+    assert_eq!(run.mounts_written[0].options[0], ("target".to_string(), Some("/root/.cache".to_string())));
     assert_eq!(last_stage(&p).deps, [0]);
     let err = plan_err("FROM scratch\nARG T=x\nRUN --mount=from=$T,target=/t true", &opts(&[]));
     assert!(err.message.contains("doesn't support variable expansion"), "{err}");
@@ -730,4 +732,41 @@ fn chown_ids_beyond_32_bits_are_refused_when_planning() {
     let e = plan_err("FROM scratch\nARG U=99999999999\nCOPY --chown=$U a /b\n", &PlanOptions::default());
     assert!(e.to_string().contains("\"99999999999\" is not a valid user or group id"), "{e}");
     assert_eq!(e.line, 3);
+}
+
+/// A `--mount` option that is wrong once expanded fails when planning,
+/// at its line, before anything runs; the message is the one the executor
+/// gave when it checked options.
+#[test]
+fn invalid_mount_options_fail_when_planning_at_their_line() {
+    let planned = |text: &str| {
+        let parsed = crate::dockerfile::parse(text, "Dockerfile").unwrap();
+        plan(&parsed, &opts(&[]), &no_images)
+    };
+    let cases = [
+        (
+            "ARG M=999\nRUN --mount=type=cache,target=/c,mode=$M true",
+            3,
+            "RUN --mount type=cache: mode=\"999\" is not a number",
+        ),
+        (
+            "RUN true\nRUN --mount=type=tmpfs,target=/t,size=lots true",
+            3,
+            "RUN --mount type=tmpfs: size=\"lots\" is not a size",
+        ),
+        ("RUN --mount=type=bind,source=src true", 2, "RUN --mount type=bind: target is required"),
+        ("ARG S=sometimes\nRUN --mount=type=cache,target=/c,sharing=$S true", 3, "expected shared, private or locked"),
+        ("ARG RO=maybe\nRUN --mount=type=secret,id=s,required=$RO true", 3, "required=\"maybe\" is not a boolean"),
+    ];
+    for (body, line, message) in cases {
+        let err = planned(&format!("FROM scratch\n{body}\n")).expect_err(body);
+        assert_eq!(err.line, line, "{body}");
+        assert!(err.message.contains(message), "{body}: {}", err.message);
+    }
+    let ok = planned("FROM scratch\nARG C=/root/.cache\nRUN --mount=type=cache,dst=$C,sharing=locked true\n").unwrap();
+    let run = run_step(last_stage(&ok), 0);
+    assert!(
+        matches!(&run.mounts[..], [crate::plan::Mount::Cache { target, sharing: crate::plan::Sharing::Locked, id: None, .. }]
+        if target == "/root/.cache")
+    );
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::dockerfile::ast::{CmdLine, Heredoc, Mount, Span};
+use crate::dockerfile::ast::{self, CmdLine, Heredoc, Span};
+
+use super::mounts::Mount;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuildPlan {
@@ -130,7 +132,13 @@ pub struct RunStep {
     /// Not expanded (the shell does that), heredoc bodies attached.
     pub cmd: CmdLine,
     pub heredocs: Vec<Heredoc>,
+    /// The `--mount`s, checked and typed.
+    #[serde(skip)]
     pub mounts: Vec<Mount>,
+    /// The same mounts as written, values expanded: what the step's cache
+    /// key hashes, so keys made before mounts were typed still match.
+    #[serde(rename = "mounts")]
+    pub mounts_written: Vec<ast::Mount>,
     pub network: Option<String>,
     pub security: Option<String>,
     /// Build args in scope with their values (`--build-arg` over ARG default),
