@@ -8,6 +8,7 @@ use super::*;
 use crate::dockerfile::ast::*;
 // The Dockerfile's mounts; the plan's typed ones are `crate::plan::Mount`.
 use crate::dockerfile::ast::Mount;
+use crate::image::config::ContainerConfig;
 
 fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -190,12 +191,17 @@ fn no_images(_: &str) -> Option<Vec<String>> {
     None
 }
 
+/// Base images with the env `lookup` gives and no ONBUILD triggers.
+fn envs(lookup: impl Fn(&str) -> Option<Vec<String>>) -> impl Fn(&str, Option<&Platform>) -> Option<ContainerConfig> {
+    move |reference, _| lookup(reference).map(|env| ContainerConfig { env: Some(env), ..Default::default() })
+}
+
 fn plan_text(text: &str, o: &PlanOptions) -> BuildPlan {
-    plan(&df(text), o, &no_images).unwrap_or_else(|err| panic!("plan failed: {err}"))
+    plan(&df(text), o, &envs(no_images)).unwrap_or_else(|err| panic!("plan failed: {err}"))
 }
 
 fn plan_err(text: &str, o: &PlanOptions) -> DockerfileError {
-    plan(&df(text), o, &no_images).expect_err("plan should fail")
+    plan(&df(text), o, &envs(no_images)).expect_err("plan should fail")
 }
 
 fn last_stage(p: &BuildPlan) -> &Stage {
@@ -334,7 +340,7 @@ fn arg_after_env_overrides_it_until_the_next_env_buildkit() {
     // The base image's env is an env too; a valueless ARG leaves it.
     let base = |_: &str| Some(vec!["HOME=/root".to_string(), "LANG=C".to_string()]);
     let text = "FROM img\nARG HOME=/arg\nARG LANG\nUSER $HOME:$LANG";
-    let p = plan(&df(text), &opts(&[]), &base).unwrap();
+    let p = plan(&df(text), &opts(&[]), &envs(base)).unwrap();
     assert_eq!(users(last_stage(&p)), ["/arg:C"]);
 }
 
@@ -357,16 +363,16 @@ fn base_image_env_is_used_and_path_defaults() {
     let mut o = opts(&[]);
     o.target = Some("0".into());
     // --target takes a stage name, not an index.
-    assert!(plan(&df(text), &o, &lookup).is_err());
+    assert!(plan(&df(text), &o, &envs(lookup)).is_err());
     o.target = None;
-    let p = plan(&df(text), &o, &lookup).unwrap();
+    let p = plan(&df(text), &o, &envs(lookup)).unwrap();
     // Stage 0 is not needed by the last stage, so its image is not looked up.
     let env0 = env_steps(&p.stages[0]);
     assert_eq!(env0[0].1, format!("/app/bin:{}", args::DEFAULT_PATH));
     assert_eq!(env_steps(&p.stages[1])[0].1, args::DEFAULT_PATH);
 
     let text = "FROM golang:1.22\nENV PATH=/app/bin:$PATH GO=$GOLANG_VERSION";
-    let p = plan(&df(text), &o, &lookup).unwrap();
+    let p = plan(&df(text), &o, &envs(lookup)).unwrap();
     assert_eq!(env_steps(&p.stages[0]), [("PATH".into(), "/app/bin:/go/bin".into()), ("GO".into(), "1.22.5".into())]);
 }
 
@@ -396,9 +402,9 @@ fn predefined_platform_args() {
     o.platform = Some("linux/arm64".into());
     let p = plan_text(text, &o);
     let stage = last_stage(&p);
-    assert_eq!(stage.platform.as_deref(), Some(args::Platform::host().format().as_str()));
+    assert_eq!(stage.platform, Some(Platform::host()));
     assert_eq!(users(stage), ["linux-arm64-"], "BUILDOS is not declared in the stage");
-    assert_eq!(stage.original, format!("FROM --platform={} golang AS build", args::Platform::host().format()));
+    assert_eq!(stage.original, format!("FROM --platform={} golang AS build", Platform::host()));
 }
 
 #[test]
@@ -540,15 +546,16 @@ FROM scratch AS unused
 FROM base
 USER $MODE:$SEEN";
     let triggers = ["ARG MODE=debug", "ARG G", "ENV SEEN=$MODE-$HOME-$G", "COPY --from=tools /t /t"];
-    let info = |r: &str, _: Option<&str>| {
-        (r == "base").then(|| BaseInfo {
-            env: vec!["HOME=/home/x".into()],
-            onbuild: Some(triggers.iter().map(|t| t.to_string()).collect()),
+    let info = |r: &str, _: Option<&Platform>| {
+        (r == "base").then(|| ContainerConfig {
+            env: Some(vec!["HOME=/home/x".into()]),
+            on_build: Some(triggers.iter().map(|t| t.to_string()).collect()),
+            ..Default::default()
         })
     };
-    let p = plan_with_bases(&df(text), &opts(&[("MODE", "cli")]), &info).unwrap();
+    let p = plan(&df(text), &opts(&[("MODE", "cli")]), &info).unwrap();
     let child = last_stage(&p);
-    assert!(child.image_triggers_planned);
+    assert!(child.base_read);
     assert_eq!(child.deps, [0], "the trigger's COPY --from needs the tools stage");
     assert!(p.needed.contains(&0) && !p.needed.contains(&1));
     assert_eq!(env_steps(child), [("SEEN".to_string(), "cli-/home/x-global".to_string())]);
@@ -557,14 +564,17 @@ USER $MODE:$SEEN";
     assert!(child.steps[..4].iter().all(|s| s.span.line == 4), "trigger steps point at the FROM");
     assert!(matches!(&child.steps[0].kind, StepKind::Arg(a) if a == &[("MODE".to_string(), Some("cli".to_string()))]));
 
-    // Without the triggers (plan() reads env only) the executor runs them.
-    let env_only = plan(&df(text), &opts(&[]), &|r: &str| (r == "base").then(Vec::new)).unwrap();
-    assert!(!last_stage(&env_only).image_triggers_planned);
-    assert_eq!(last_stage(&env_only).steps.len(), 1);
+    // A base that cannot be read is planned without env and triggers; the
+    // executor then refuses it if it has triggers.
+    let unread = plan(&df(text), &opts(&[]), &envs(no_images)).unwrap();
+    assert!(!last_stage(&unread).base_read);
+    assert_eq!(last_stage(&unread).steps.len(), 1);
 
     // A trigger that cannot run is an error at the FROM.
-    let bad = |_: &str, _: Option<&str>| Some(BaseInfo { env: Vec::new(), onbuild: Some(vec!["FROM other".into()]) });
-    let err = plan_with_bases(&df("FROM base\n"), &opts(&[]), &bad).unwrap_err();
+    let bad = |_: &str, _: Option<&Platform>| {
+        Some(ContainerConfig { on_build: Some(vec!["FROM other".into()]), ..Default::default() })
+    };
+    let err = plan(&df("FROM base\n"), &opts(&[]), &bad).unwrap_err();
     assert_eq!(err.line, 1);
     assert!(err.message.contains("ONBUILD trigger that cannot run"), "{}", err.message);
 }
@@ -602,7 +612,7 @@ fn healthcheck_exec() -> HealthConfig {
     if let Command::Healthcheck(Some(spec)) = &mut d.instructions[1].command {
         spec.test = CmdLine::Exec(vec!["/bin/check".into(), "--fast".into()]);
     }
-    let p = plan(&d, &opts(&[]), &no_images).unwrap();
+    let p = plan(&d, &opts(&[]), &envs(no_images)).unwrap();
     match &p.stages[0].steps[0].kind {
         StepKind::Healthcheck(h) => h.clone(),
         other => panic!("{other:?}"),
@@ -741,7 +751,7 @@ fn chown_ids_beyond_32_bits_are_refused_when_planning() {
 fn invalid_mount_options_fail_when_planning_at_their_line() {
     let planned = |text: &str| {
         let parsed = crate::dockerfile::parse(text, "Dockerfile").unwrap();
-        plan(&parsed, &opts(&[]), &no_images)
+        plan(&parsed, &opts(&[]), &envs(no_images))
     };
     let cases = [
         (

@@ -9,11 +9,14 @@ use serde::Serialize;
 use crate::dockerfile::ast::{self, CmdLine, Heredoc, Span};
 
 use super::mounts::Mount;
+use crate::image::platform::Platform;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuildPlan {
     /// The Dockerfile's display path, for error messages.
     pub file: String,
+    /// `--platform`, parsed; `None`: the host's, preferred but not required.
+    pub platform: Option<Platform>,
     /// Every stage in Dockerfile order (index = position).
     pub stages: Vec<Stage>,
     /// Index of the stage to build (`--target`, else the last).
@@ -25,14 +28,22 @@ pub struct BuildPlan {
     pub unused_build_args: Vec<String>,
 }
 
+impl BuildPlan {
+    /// The platform `stage` is built for: its `FROM --platform` (which wins,
+    /// as in BuildKit), else `--platform`; `None` prefers the host's.
+    pub fn platform_of<'a>(&'a self, stage: &'a Stage) -> Option<&'a Platform> {
+        stage.platform.as_ref().or(self.platform.as_ref())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stage {
     pub index: usize,
     /// Lower-cased `AS` name.
     pub name: Option<String>,
     pub base: Base,
-    /// Expanded `--platform`, if given.
-    pub platform: Option<String>,
+    /// `FROM --platform`, expanded and parsed, if given.
+    pub platform: Option<Platform>,
     pub span: Span,
     /// `FROM ...` text after expansion, for `STEP n/m:` lines.
     pub original: String,
@@ -40,9 +51,10 @@ pub struct Stage {
     /// Stages this one needs (its FROM and every `COPY --from` / `RUN --mount from`
     /// naming a stage), ascending, no duplicates.
     pub deps: Vec<usize>,
-    /// The base image's ONBUILD triggers were read when planning and are
-    /// this stage's first steps: the executor must not run them again.
-    pub image_triggers_planned: bool,
+    /// An image base's config was read when planning: its ONBUILD
+    /// triggers (if any) are this stage's first steps. When it was not,
+    /// the executor refuses an image that has triggers.
+    pub base_read: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
