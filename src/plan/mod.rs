@@ -20,6 +20,9 @@
 //! - A stage built FROM an image with ONBUILD triggers runs them first too,
 //!   planned here from the image's config (read through [`BaseImages`]),
 //!   so they see `--build-arg`s and the stage sees what they declare.
+//! - `RUN --mount` options become typed mounts (`mounts`), and `--platform`
+//!   and `FROM --platform` typed platforms: an invalid one fails here, at
+//!   its line, before anything runs.
 //! - `COPY --from` and `RUN --mount from=` must be literal (BuildKit refuses
 //!   variables there). A number is a stage index, a stage name (any case)
 //!   that stage, and anything else an image reference, as BuildKit treats
