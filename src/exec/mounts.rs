@@ -14,7 +14,7 @@ use kiln_runtime::{MountKind as RtKind, MountSpec};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::context::{BuildContext, SourceMatch};
-use crate::plan::{Mount, Sharing};
+use crate::plan::{CopyFrom, Mount, MountFrom, Sharing};
 
 use super::state::join_workdir;
 
@@ -100,7 +100,7 @@ pub enum MountError {
 }
 
 /// Looks up what a mount's `from=` names (see [`MountSources::from`]).
-pub type FromContext<'a> = dyn Fn(&str, &str) -> Result<Arc<BuildContext>, String> + 'a;
+pub type FromContext<'a> = dyn Fn(&CopyFrom, &str) -> Result<Arc<BuildContext>, String> + 'a;
 
 /// What a step's mounts need from the build.
 pub struct MountSources<'a> {
@@ -113,7 +113,7 @@ pub struct MountSources<'a> {
     pub context: &'a BuildContext,
     /// What `from=` names (a stage, an image or a named context), as a
     /// context: a named context brings its own ignore rules. Called with
-    /// the `from=` name and the mount's `source` path, which the returned
+    /// what `from=` names and the mount's `source` path, which the returned
     /// context must hold (a stage read under vfs is copied out that far).
     pub from: &'a FromContext<'a>,
     pub secrets: &'a HashMap<String, SecretSource>,
@@ -139,7 +139,7 @@ pub fn prepare(mounts: &[Mount], src: &MountSources, workdir: &str) -> Result<Pr
         match m {
             Mount::Bind { target, from, source, readonly } => {
                 let target = join_workdir(workdir, target);
-                bind(src, (from.as_deref(), source), target, *readonly, &mut out)?
+                bind(src, (from.as_ref(), source), target, *readonly, &mut out)?
             }
             Mount::Cache { .. } => cache(m, src, workdir, &mut out)?,
             Mount::Tmpfs { target, size } => out.mounts.push(MountSpec {
@@ -170,7 +170,7 @@ pub fn prepare(mounts: &[Mount], src: &MountSources, workdir: &str) -> Result<Pr
 }
 
 /// The context, or the stage or image `from` names, and the path in it.
-type BindSource<'a> = (Option<&'a str>, &'a str);
+type BindSource<'a> = (Option<&'a MountFrom>, &'a str);
 
 fn bind(
     src: &MountSources,
@@ -182,7 +182,7 @@ fn bind(
     let named;
     let ctx: &BuildContext = match from {
         Some(from) => {
-            named = (src.from)(from, path).map_err(|e| MountError::From(format!("{from}: {e}")))?;
+            named = (src.from)(&from.source, path).map_err(|e| MountError::From(format!("{}: {e}", from.name)))?;
             &named
         }
         None => src.context,
@@ -221,7 +221,7 @@ fn cache(m: &Mount, src: &MountSources, workdir: &str, out: &mut Prepared) -> Re
     let id = id.clone().unwrap_or_else(|| target.clone());
     let seed = match from {
         Some(from) => {
-            let root = (src.from)(from, source).map_err(|e| MountError::From(format!("{from}: {e}")))?;
+            let root = (src.from)(&from.source, source).map_err(|e| MountError::From(format!("{}: {e}", from.name)))?;
             Some(inside(root.root(), source, "cache")?)
         }
         None => None,

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::dockerfile::ast::{Mount as WrittenMount, MountKind};
 
 use super::paths::join_workdir;
+use super::types::CopyFrom;
 
 /// One `RUN --mount`, its options checked and defaulted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -22,8 +23,8 @@ pub enum Mount {
     Bind {
         /// As written; relative to WORKDIR when not absolute.
         target: String,
-        /// The stage (name or index) or image the source is in; `None`: the context.
-        from: Option<String>,
+        /// The stage or image the source is in; `None`: the context.
+        from: Option<MountFrom>,
         /// The path inside `from` (default `.`).
         source: String,
         /// Default true; writes to a rw bind are thrown away.
@@ -37,7 +38,7 @@ pub enum Mount {
         target: String,
         sharing: Sharing,
         /// What a new cache directory is seeded from (a stage or image).
-        from: Option<String>,
+        from: Option<MountFrom>,
         /// The path inside `from` (default `.`).
         source: String,
         /// Of a new cache directory (default 0755, owned by 0:0).
@@ -77,6 +78,15 @@ pub enum Mount {
     },
 }
 
+/// A mount's `from=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountFrom {
+    /// As written (a stage name or index, an image or a `--build-context`
+    /// name); a bind's cache key names it so.
+    pub name: String,
+    pub source: CopyFrom,
+}
+
 /// Who may use a cache directory at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Sharing {
@@ -98,13 +108,15 @@ pub struct MountOptionError {
 }
 
 impl Mount {
-    /// The typed mount of `written` (its values already expanded).
-    pub fn from_written(written: &WrittenMount) -> Result<Mount, MountOptionError> {
+    /// The typed mount of `written` (its values already expanded);
+    /// `resolve` says what a `from=` names.
+    pub fn from_written(written: &WrittenMount, resolve: &dyn Fn(&str) -> CopyFrom) -> Result<Mount, MountOptionError> {
         let o = Options::new(written);
+        let from = || o.get("from").map(|name| MountFrom { name: name.to_string(), source: resolve(name) });
         Ok(match written.kind {
             MountKind::Bind => Mount::Bind {
                 target: o.target()?,
-                from: o.get("from").map(str::to_string),
+                from: from(),
                 source: o.get("source").unwrap_or(".").to_string(),
                 readonly: o.readonly(true)?,
             },
@@ -123,7 +135,7 @@ impl Mount {
                 uid: o.id("uid")?.unwrap_or(0),
                 gid: o.id("gid")?.unwrap_or(0),
                 mode: o.mode()?.unwrap_or(0o755),
-                from: o.get("from").map(str::to_string),
+                from: from(),
                 source: o.get("source").unwrap_or(".").to_string(),
             },
             MountKind::Tmpfs => Mount::Tmpfs {
@@ -296,7 +308,7 @@ mod tests {
                 None => (kv.to_string(), None),
             })
             .collect();
-        Mount::from_written(&WrittenMount { kind, options })
+        Mount::from_written(&WrittenMount { kind, options }, &|name| CopyFrom::Image(name.to_string()))
     }
 
     #[test]
@@ -304,8 +316,9 @@ mod tests {
         let bind = typed(MountKind::Bind, "dst=/s,src=app").unwrap();
         assert_eq!(bind, Mount::Bind { target: "/s".into(), from: None, source: "app".into(), readonly: true });
         let rw = typed(MountKind::Bind, "destination=/s,from=build,readwrite").unwrap();
+        let build = MountFrom { name: "build".into(), source: CopyFrom::Image("build".into()) };
         assert!(
-            matches!(rw, Mount::Bind { readonly: false, source, from: Some(f), .. } if source == "." && f == "build")
+            matches!(rw, Mount::Bind { readonly: false, source, from: Some(f), .. } if source == "." && f == build)
         );
         let cache = typed(MountKind::Cache, "target=go,sharing=LOCKED,mode=0700,uid=5,gid=6,ro").unwrap();
         assert_eq!(

@@ -235,9 +235,15 @@ impl StepPlanner<'_, '_> {
 
     fn run(&self, run: &RunCmd) -> Result<RunStep, DockerfileError> {
         let mounts_written = run.mounts.iter().map(|mount| self.mount(mount)).collect::<Result<Vec<_>, _>>()?;
+        // A `from=` that resolves to nothing was refused with the stage's
+        // dependencies (`stage_deps`), before any stage was planned.
+        let resolve = |name: &str| match resolve_ref(name, self.ctx.names, self.ctx.index, "mount from") {
+            Ok(StageRef::Stage(index)) => CopyFrom::Stage(index),
+            _ => CopyFrom::Image(name.to_string()),
+        };
         let mounts = mounts_written
             .iter()
-            .map(|mount| TypedMount::from_written(mount).map_err(|err| self.error(err.to_string())))
+            .map(|mount| TypedMount::from_written(mount, &resolve).map_err(|err| self.error(err.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         // Docker hands the proxy args to RUN even when no ARG declares them.
         let mut proxies = Vec::new();

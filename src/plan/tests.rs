@@ -673,6 +673,11 @@ fn run_mount_values_expand_but_from_is_literal() {
     let run = run_step(last_stage(&p), 0);
     assert_eq!(run.mounts_written[0].options[0], ("target".to_string(), Some("/root/.cache".to_string())));
     assert_eq!(last_stage(&p).deps, [0]);
+    let tools = crate::plan::MountFrom { name: "tools".into(), source: CopyFrom::Stage(0) };
+    assert!(
+        matches!(&run.mounts[1], crate::plan::Mount::Bind { from: Some(f), .. } if *f == tools),
+        "from= names the stage"
+    );
     let err = plan_err("FROM scratch\nARG T=x\nRUN --mount=from=$T,target=/t true", &opts(&[]));
     assert!(err.message.contains("doesn't support variable expansion"), "{err}");
 }

@@ -11,7 +11,7 @@ fn mount(kind: MountKind, opts: &str) -> Mount {
             None => (kv.to_string(), None),
         })
         .collect();
-    Mount::from_written(&Written { kind, options }).unwrap()
+    Mount::from_written(&Written { kind, options }, &|name| CopyFrom::Image(name.to_string())).unwrap()
 }
 
 struct Fixture {
@@ -35,8 +35,8 @@ impl Fixture {
     fn prepare(&self, mounts: &[Mount]) -> Result<Prepared, MountError> {
         let dir = self.context.path();
         let open = || BuildContext::from_dir(dir, BuildContext::find_ignore_file(dir, None).as_deref()).unwrap();
-        let from = |name: &str, _source: &str| -> Result<Arc<BuildContext>, String> {
-            if name == "stage" {
+        let from = |from: &CopyFrom, _source: &str| -> Result<Arc<BuildContext>, String> {
+            if *from == CopyFrom::Image("stage".into()) {
                 Ok(Arc::new(open()))
             } else {
                 Err("no such stage".into())
