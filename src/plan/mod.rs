@@ -49,7 +49,6 @@ use crate::image::config::ContainerConfig;
 
 use crate::image::platform::Platform;
 use args::{is_platform_arg, is_proxy_arg, platform_vars, BuildArgs, StageVars, Vars};
-pub use mounts::{Mount, MountFrom, Sharing};
 pub use paths::join_workdir;
 use stages::{at, resolve_ref, StageRef, StageSource};
 use steps::{copy_from_value, mount_from_value, plan_stage, StageContext, FROM_HELP};

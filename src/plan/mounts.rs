@@ -1,4 +1,4 @@
-//! `RUN --mount` options to typed mounts, with docker's aliases
+//! `RUN --mount` options to typed mounts (`types::Mount`), with docker's aliases
 //! (`dst`/`destination`, `src`, `readonly`/`readwrite`) and defaults, so an
 //! invalid option fails when planning, at its Dockerfile line, before
 //! anything runs. The executor only turns these into runtime mounts.
@@ -9,94 +9,10 @@
 //! exact only in the executor's stage state. Secret and ssh targets are
 //! relative to `/` and are made absolute here.
 
-use serde::Serialize;
-
 use crate::dockerfile::ast::{Mount as WrittenMount, MountKind};
 
 use super::paths::join_workdir;
-use super::types::CopyFrom;
-
-/// One `RUN --mount`, its options checked and defaulted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Mount {
-    /// A directory of the context, a stage or an image.
-    Bind {
-        /// As written; relative to WORKDIR when not absolute.
-        target: String,
-        /// The stage or image the source is in; `None`: the context.
-        from: Option<MountFrom>,
-        /// The path inside `from` (default `.`).
-        source: String,
-        /// Default true; writes to a rw bind are thrown away.
-        readonly: bool,
-    },
-    /// A directory kept between builds.
-    Cache {
-        /// `None`: the target, made absolute (BuildKit's default).
-        id: Option<String>,
-        /// As written; relative to WORKDIR when not absolute.
-        target: String,
-        sharing: Sharing,
-        /// What a new cache directory is seeded from (a stage or image).
-        from: Option<MountFrom>,
-        /// The path inside `from` (default `.`).
-        source: String,
-        /// Of a new cache directory (default 0755, owned by 0:0).
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        readonly: bool,
-    },
-    Tmpfs {
-        /// As written; relative to WORKDIR when not absolute.
-        target: String,
-        /// Bytes; `None`: the kernel's default.
-        size: Option<u64>,
-    },
-    /// A `--secret` as a file, an environment variable, or both.
-    Secret {
-        /// `id`, else the target's file name.
-        id: String,
-        /// Where the file goes (absolute); `None` when only `env` is wanted.
-        target: Option<String>,
-        /// The variable that gets the secret's value.
-        env: Option<String>,
-        /// A missing secret is an error instead of a skipped mount.
-        required: bool,
-        /// Of the file (default 0400, owned by 0:0).
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    },
-    /// An `--ssh` agent socket.
-    Ssh {
-        /// Default `default`.
-        id: String,
-        /// Absolute; default `/run/buildkit/ssh_agent.0`.
-        target: String,
-        required: bool,
-    },
-}
-
-/// A mount's `from=`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MountFrom {
-    /// As written (a stage name or index, an image or a `--build-context`
-    /// name); a bind's cache key names it so.
-    pub name: String,
-    pub source: CopyFrom,
-}
-
-/// Who may use a cache directory at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Sharing {
-    /// Any number of steps at a time (the default).
-    Shared,
-    /// One step at a time; another gets a fresh, throwaway directory.
-    Private,
-    /// One step at a time; others wait.
-    Locked,
-}
+use super::types::{CopyFrom, Mount, MountFrom, Sharing};
 
 /// An invalid `--mount` option, worded as the executor worded it before
 /// options were checked when planning.

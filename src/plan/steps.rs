@@ -8,9 +8,9 @@ use crate::dockerfile::shell::{ShellError, ShellLex};
 use crate::dockerfile::{Command, Dockerfile, DockerfileError};
 
 use super::args::{is_proxy_arg, BuildArgs, StageVars, Vars};
-use super::mounts::Mount as TypedMount;
 use super::ports;
 use super::stages::{at, resolve_ref, StageRef};
+use super::types::Mount as TypedMount;
 use super::types::{CopyFrom, CopyStep, HealthConfig, RunStep, Step, StepKind};
 
 /// What planning a stage needs besides its own instructions.

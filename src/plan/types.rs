@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::dockerfile::ast::{self, CmdLine, Heredoc, Span};
 
-use super::mounts::Mount;
 use crate::image::platform::Platform;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -307,4 +306,86 @@ pub enum StepKind {
     Onbuild(String),
     /// ARG inside a stage: no config change, kept so history/cache know about it.
     Arg(Vec<(String, Option<String>)>),
+}
+
+/// One `RUN --mount`, its options checked and defaulted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Mount {
+    /// A directory of the context, a stage or an image.
+    Bind {
+        /// As written; relative to WORKDIR when not absolute.
+        target: String,
+        /// The stage or image the source is in; `None`: the context.
+        from: Option<MountFrom>,
+        /// The path inside `from` (default `.`).
+        source: String,
+        /// Default true; writes to a rw bind are thrown away.
+        readonly: bool,
+    },
+    /// A directory kept between builds.
+    Cache {
+        /// `None`: the target, made absolute (BuildKit's default).
+        id: Option<String>,
+        /// As written; relative to WORKDIR when not absolute.
+        target: String,
+        sharing: Sharing,
+        /// What a new cache directory is seeded from (a stage or image).
+        from: Option<MountFrom>,
+        /// The path inside `from` (default `.`).
+        source: String,
+        /// Of a new cache directory (default 0755, owned by 0:0).
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        readonly: bool,
+    },
+    Tmpfs {
+        /// As written; relative to WORKDIR when not absolute.
+        target: String,
+        /// Bytes; `None`: the kernel's default.
+        size: Option<u64>,
+    },
+    /// A `--secret` as a file, an environment variable, or both.
+    Secret {
+        /// `id`, else the target's file name.
+        id: String,
+        /// Where the file goes (absolute); `None` when only `env` is wanted.
+        target: Option<String>,
+        /// The variable that gets the secret's value.
+        env: Option<String>,
+        /// A missing secret is an error instead of a skipped mount.
+        required: bool,
+        /// Of the file (default 0400, owned by 0:0).
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// An `--ssh` agent socket.
+    Ssh {
+        /// Default `default`.
+        id: String,
+        /// Absolute; default `/run/buildkit/ssh_agent.0`.
+        target: String,
+        required: bool,
+    },
+}
+
+/// A mount's `from=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountFrom {
+    /// As written (a stage name or index, an image or a `--build-context`
+    /// name); a bind's cache key names it so.
+    pub name: String,
+    pub source: CopyFrom,
+}
+
+/// Who may use a cache directory at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Sharing {
+    /// Any number of steps at a time (the default).
+    Shared,
+    /// One step at a time; another gets a fresh, throwaway directory.
+    Private,
+    /// One step at a time; others wait.
+    Locked,
 }
