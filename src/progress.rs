@@ -49,8 +49,6 @@ pub enum Event {
     StepStarted { step: StepRef, instruction: String },
     /// The FROM's image was found (in the store, or pulled).
     BaseImage { step: StepRef, reference: String, id: String },
-    /// The base's ONBUILD triggers run first.
-    Triggers { count: usize },
     /// The step's result came from the cache.
     /// `id` is the step's image id (none for config-only steps); for a hit
     /// from a shared cache, which `from` names (`registry`, `local`), it is

@@ -3,7 +3,6 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -17,12 +16,11 @@ use kiln::exec::{self, BuildOptions};
 use kiln::image::reference;
 use kiln::plan::{self, PlanOptions};
 use kiln::store::Store;
-use kiln::transport::{self, Transport};
+use kiln::transport;
 
 use super::output::{self, OutputKind, OutputSpec};
 use super::progress::{Mode, View};
 use super::Cli;
-use kiln::progress::{Event, Reporter};
 
 #[derive(Debug, Args)]
 #[command(
@@ -252,8 +250,8 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         // Reads the store only when it already exists; never the context or a registry.
         let root = cli.root.clone().unwrap_or_else(kiln::store::default_root);
         let store = if root.join("index.json").exists() { Store::open(&root).ok() } else { None };
-        let lookup = |r: &str| store.as_ref().and_then(|s| store_env(s, r));
-        let plan = plan::plan(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
+        let bases = exec::bases::StoredBases(store.as_ref());
+        let plan = plan::plan(&df, &opts, &bases).map_err(|e| SourceError::new(e, &input.text))?;
         let named = named_contexts(&args.build_contexts)?;
         check_copy_from(&plan, store.as_ref(), &named).map_err(|e| SourceError::new(e, &input.text))?;
         print!("{}", plan);
@@ -267,16 +265,14 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     let pull_opts = pull_options(args, quiet);
     let named = named_contexts(&args.build_contexts)?;
     // The env and triggers of the base for the stage's platform: FROM --platform, else --platform.
-    let lookup = |r: &str, platform: Option<&str>| {
-        let mut pull = pull_opts.clone();
-        pull.registry.platform = platform.map(str::to_string).or_else(|| args.platform.clone());
-        match named.get(r) {
-            Some(exec::NamedContext::Image(image)) => base_info(&store, image, &pull, &view),
-            Some(_) => None,
-            None => base_info(&store, r, &pull, &view),
-        }
+    let bases = exec::bases::Bases {
+        store: &store,
+        pull: &pull_opts,
+        named_contexts: &named,
+        progress: &view,
+        defer_layers: !args.cache_from.is_empty(),
     };
-    let plan = plan::plan_with_bases(&df, &opts, &lookup).map_err(|e| SourceError::new(e, &input.text))?;
+    let plan = plan::plan(&df, &opts, &bases).map_err(|e| SourceError::new(e, &input.text))?;
     let ctx = match (input.context, &args.ignorefile) {
         // A context that came whole (stdin, git, http): --ignorefile replaces its own ignore file.
         (Some(mut ctx), Some(file)) => {
@@ -289,15 +285,14 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     let build_opts = BuildOptions {
         compression: commit_compression(args),
         compression_level,
-        platform: args.platform.clone(),
         cache_identity: cache_identity(args, input.dockerfile_path.as_deref(), &ctx),
         no_cache: args.no_cache,
         no_cache_stages: args.no_cache_filter.iter().map(|s| s.to_lowercase()).collect(),
         storage_driver: args.storage_driver,
         quiet,
         jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        named_contexts: named_contexts(&args.build_contexts)?,
-        pull: pull_options(args, quiet),
+        named_contexts: named,
+        pull: pull_opts,
         labels: key_values("--label", &args.labels)?,
         annotations: key_values("--annotation", &args.annotations)?.into_iter().collect(),
         docker_format: docker_format(args)?,
@@ -699,7 +694,8 @@ fn parse_add_host(text: &str) -> Result<(String, kiln::exec::run::HostIp), Strin
 fn pull_options(args: &BuildArgs, quiet: bool) -> kiln::registry::PullOptions {
     kiln::registry::PullOptions {
         policy: args.pull.parse().unwrap_or_default(),
-        registry: args.registry.options(args.platform.clone(), !quiet),
+        // The executor and the planner set the platform per image they look up.
+        registry: args.registry.options(None, !quiet),
     }
 }
 
@@ -721,76 +717,6 @@ fn say_interrupted(view: &View) {
             elapsed.as_secs_f64()
         );
     }
-}
-
-/// The env and ONBUILD triggers of a base image, for expanding `$VAR`s that
-/// the base defines and planning its triggers. A base that is not in the
-/// store is pulled here (per `--pull`), since it shapes the plan; the
-/// executor then finds it in the store.
-fn base_info(
-    store: &Store,
-    reference: &str,
-    pull: &kiln::registry::PullOptions,
-    progress: &dyn Reporter,
-) -> Option<plan::BaseInfo> {
-    let config = match transport::parse_transport(reference) {
-        Transport::Store(_) => {
-            // A pull that fails here is tried again and reported by the
-            // executor, with the Dockerfile line: the "Pulling …" line waits
-            // until the pull got somewhere, so a missing image, a refused login
-            // or no network prints it once. Blob progress stays live.
-            let held = HeldFirst { inner: progress, held: Mutex::new(Some(None)) };
-            let image = kiln::registry::resolve_or_pull(store, reference, pull, &held).ok()?;
-            held.release();
-            image.config.config
-        }
-        other => {
-            let wanted =
-                pull.registry.platform.as_deref().map(kiln::image::platform::Platform::parse).transpose().ok()?;
-            transport::import_for(store, &other, wanted.as_ref()).ok()?.config.config
-        }
-    };
-    Some(plan::BaseInfo { env: config.env.unwrap_or_default(), onbuild: Some(config.on_build.unwrap_or_default()) })
-}
-
-/// Progress whose first event is held back until a second one comes or
-/// [`HeldFirst::release`] is called.
-struct HeldFirst<'r> {
-    inner: &'r dyn Reporter,
-    /// `Some` while holding: the first event, once it came.
-    held: Mutex<Option<Option<Event>>>,
-}
-
-impl HeldFirst<'_> {
-    fn release(&self) {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(Some(event)) = held {
-            self.inner.report(event);
-        }
-    }
-}
-
-impl Reporter for HeldFirst<'_> {
-    fn report(&self, event: Event) {
-        {
-            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(first @ None) = &mut *held {
-                *first = Some(event);
-                return;
-            }
-        }
-        self.release();
-        self.inner.report(event);
-    }
-
-    fn keeps_output(&self) -> bool {
-        self.inner.keeps_output()
-    }
-}
-
-fn store_env(store: &Store, reference: &str) -> Option<Vec<String>> {
-    let desc = store.resolve(reference).ok()??;
-    store.load_image(&desc).ok()?.config.config.env
 }
 
 fn write_output(

@@ -84,9 +84,6 @@ pub fn plain_line(event: &Event) -> Option<String> {
             format!("{}STEP {}/{}: {}", step.prefix(), step.number, step.total, instruction)
         }
         Event::BaseImage { step, reference, id } => format!("{}--> using {} {}", step.prefix(), reference, id),
-        Event::Triggers { count } => {
-            format!("# Executing {} build trigger{}", count, if *count == 1 { "" } else { "s" })
-        }
         Event::CacheHit { step, id, from } => {
             let from = from.as_ref().map(|f| format!(" ({f})")).unwrap_or_default();
             let id = id.as_ref().map(|i| format!(" {i}")).unwrap_or_default();
@@ -442,7 +439,6 @@ mod tests {
         assert_eq!(line(Event::CacheHit { step: s.clone(), id: None, from: None }), "[1/2] --> Using cache");
         let remote = Event::CacheHit { step: s.clone(), id: Some("abc".into()), from: Some("registry".into()) };
         assert_eq!(line(remote), "[1/2] --> Using cache (registry) abc");
-        assert_eq!(line(Event::Triggers { count: 1 }), "# Executing 1 build trigger");
         let built =
             Event::Built { image_id: "sha256:0123456789abcdef".into(), new_layer_bytes: 0, elapsed: Duration::ZERO };
         assert_eq!(line(built), "--> 0123456789ab (new layers 0B, 0.00s)");

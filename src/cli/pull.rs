@@ -48,7 +48,7 @@ fn parse_delay(text: &str) -> Result<std::time::Duration, String> {
 }
 
 impl RegistryFlags {
-    pub fn options(&self, platform: Option<String>, progress: bool) -> RegistryOptions {
+    pub fn options(&self, platform: Option<kiln::image::platform::Platform>, progress: bool) -> RegistryOptions {
         RegistryOptions {
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
@@ -89,7 +89,8 @@ pub fn run(cli: &Cli, args: &PullArgs) -> anyhow::Result<i32> {
     let store = cli.open_store()?;
     // Shared with builds: `kiln system prune` waits while blobs arrive.
     let _builds = store.builds_lock(|| {})?;
-    let opts = args.registry.options(args.platform.clone(), !args.quiet);
+    let platform = args.platform.as_deref().map(kiln::image::platform::Platform::parse).transpose()?;
+    let opts = args.registry.options(platform, !args.quiet);
     let view = super::progress::View::new(super::progress::mode(None, args.quiet)?, Box::new(std::io::stderr()));
     let image = registry::pull(&store, &args.image, &opts, &view)?;
     view.finish();

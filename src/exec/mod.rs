@@ -1,6 +1,7 @@
 //! The executor: the only loop with I/O. It walks the planned stages, applies
 //! each step to the stage's state, writes layers and the final image.
 
+pub mod bases;
 pub mod chmod;
 pub mod copy;
 mod fetch;
@@ -39,6 +40,7 @@ use crate::context::{BuildContext, SourceTree};
 use crate::dockerfile::ast::Span;
 use crate::image::config::{ImageConfig, RootFs};
 use crate::image::manifest::{self, Descriptor};
+use crate::image::platform::Platform;
 use crate::plan::{Base, BuildPlan, CopyFrom, CopyStep, RunStep, Stage, Step, StepKind};
 use crate::store::{Image, Store, StoreError};
 use crate::transport::{self, Transport};
@@ -76,8 +78,6 @@ pub enum ExecError {
     Transport(#[from] crate::transport::TransportError),
     #[error("write layer")]
     Layer(#[source] std::io::Error),
-    #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/amd64")]
-    Platform(String),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
     #[error("squash the stage's layers")]
@@ -318,20 +318,14 @@ impl<'a> Executor<'a> {
     fn stage(&self, stage: &Stage, position: Option<(usize, usize)>) -> Result<StageState, ExecError> {
         let started = Instant::now();
         let mut state = self.base(stage).map_err(|e| self.fail(stage.span, &stage.original, e))?;
-        let triggers =
-            self.onbuild_triggers(stage, &mut state).map_err(|e| self.fail(stage.span, &stage.original, e))?;
-        let steps: Vec<&Step> = triggers.iter().chain(stage.steps.iter()).collect();
-        let total = steps.len() + 1;
+        self.clear_triggers(stage, &mut state).map_err(|e| self.fail(stage.span, &stage.original, e))?;
+        let total = stage.steps.len() + 1;
         let at = |number: usize| StepRef { stage: position, number, total };
-        // Announced once the base is known: how many steps the stage has
-        // depends on the base's ONBUILD triggers.
+        // Announced once the base is known.
         self.report(Event::StepStarted { step: at(1), instruction: stage.original.clone() });
         if let Base::Image(reference) = &stage.base {
             let id = short(state.base_id.as_deref().unwrap_or(&state.key)).to_string();
             self.report(Event::BaseImage { step: at(1), reference: reference.clone(), id });
-        }
-        if !triggers.is_empty() {
-            self.report(Event::Triggers { count: triggers.len() });
         }
         self.report(Event::StepFinished { step: at(1), cached: false, elapsed: started.elapsed() });
         finish::scope_key(&mut state, self.opts);
@@ -341,7 +335,7 @@ impl<'a> Executor<'a> {
                 .no_cache_stages
                 .iter()
                 .any(|f| Some(f) == stage.name.as_ref() || *f == stage.index.to_string());
-        for (i, step) in steps.into_iter().enumerate() {
+        for (i, step) in stage.steps.iter().enumerate() {
             // A step boundary: stop here once interrupted or orphaned.
             kiln_runtime::ensure_still_wanted().map_err(|e| self.fail(step.span, &step.original, e))?;
             let started = Instant::now();
@@ -437,33 +431,20 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// An image base's ONBUILD triggers run first, as docker runs them. No
-    /// base's triggers carry over into this stage's config (BuildKit sets
-    /// `OnBuild = nil`), so a grandchild never runs them again; a stage
-    /// base's triggers were planned as this stage's first steps.
-    fn onbuild_triggers(&self, stage: &Stage, state: &mut StageState) -> Result<Vec<Step>, StepError> {
-        let inherited = state.config.config.on_build.take();
-        if !matches!(stage.base, Base::Image(_)) || stage.image_triggers_planned {
-            return Ok(Vec::new());
+    /// No base's ONBUILD triggers carry over into this stage's config
+    /// (BuildKit sets `OnBuild = nil`), so a grandchild never runs them
+    /// again; the plan made them this stage's first steps. An image whose
+    /// config the planner could not read must have none to run.
+    fn clear_triggers(
+        &self,
+        stage: &Stage,
+        state: &mut StageState,
+    ) -> Result<(), StepError> {
+        let inherited = state.config.config.on_build.take().unwrap_or_default();
+        if matches!(stage.base, Base::Image(_)) && !stage.base_read && !inherited.is_empty() {
+            return Err(StepError::TriggersUnplanned(inherited.join("; ")));
         }
-        let Some(triggers) = inherited.filter(|t| !t.is_empty()) else {
-            return Ok(Vec::new());
-        };
-        let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
-        let name = format!("{} (ONBUILD of {})", self.plan.file, stage.original);
-        let df = crate::dockerfile::parse(&text, &name)?;
-        let env = state.config.config.env.clone();
-        let plan = crate::plan::plan(
-            &df,
-            &crate::plan::PlanOptions { build_args: Vec::new(), target: None, platform: None },
-            &|_| env.clone(),
-        )?;
-        let mut steps = plan.stages.into_iter().next().map(|s| s.steps).unwrap_or_default();
-        for step in &mut steps {
-            // Errors point at the FROM that pulled the trigger in.
-            step.span = stage.span;
-        }
-        Ok(steps)
+        Ok(())
     }
 
     /// The step's cache key and what it saw. COPY/ADD from the context
@@ -549,8 +530,7 @@ impl<'a> Executor<'a> {
         Ok(match &stage.base {
             Base::Scratch => {
                 // FROM --platform wins over --platform, as in BuildKit.
-                let (os, architecture, variant) =
-                    platform(stage.platform.as_deref().or(self.opts.platform.as_deref()))?;
+                let (os, architecture, variant) = platform(self.plan.platform_of(stage));
                 let key = format!("scratch:{}/{}/{}", os, architecture, variant.clone().unwrap_or_default());
                 let mut config =
                     ImageConfig { architecture, os, variant, rootfs: RootFs::default(), ..Default::default() };
@@ -584,7 +564,7 @@ impl<'a> Executor<'a> {
                 s
             }
             Base::Image(reference) => {
-                let image = self.image_for(reference, stage.platform.as_deref().or(self.opts.platform.as_deref()))?;
+                let image = self.image_for(reference, self.plan.platform_of(stage))?;
                 let mut s = StageState::new(image.config, image.manifest.layers);
                 s.key = image.manifest_digest.clone();
                 s.base_id = Some(image.config_digest);
@@ -594,13 +574,13 @@ impl<'a> Executor<'a> {
     }
 
     fn image(&self, reference: &str) -> Result<Image, ExecError> {
-        self.image_for(reference, self.opts.platform.as_deref())
+        self.image_for(reference, self.plan.platform.as_ref())
     }
 
-    /// The image `reference` names, for `platform` (`os/arch[/variant]`):
-    /// picked from a multi-platform image, and an error when the image has
-    /// no such platform. `None` prefers the host's.
-    fn image_for(&self, reference: &str, platform: Option<&str>) -> Result<Image, ExecError> {
+    /// The image `reference` names, for `platform`: picked from a
+    /// multi-platform image, and an error when the image has no such
+    /// platform. `None` prefers the host's.
+    fn image_for(&self, reference: &str, platform: Option<&Platform>) -> Result<Image, ExecError> {
         let reference = match self.opts.named_contexts.get(reference) {
             Some(NamedContext::Image(r)) => r.as_str(),
             Some(NamedContext::Dir(d)) => {
@@ -618,7 +598,7 @@ impl<'a> Executor<'a> {
             Transport::Store(name) => {
                 // Found in the store, or pulled from its registry per --pull.
                 let mut pull = self.opts.pull.clone();
-                pull.registry.platform = platform.map(str::to_string);
+                pull.registry.platform = platform.cloned();
                 // With a shared cache, every step of a stage may hit: the
                 // base's layers come only when something reads them.
                 if !self.imported.is_empty() {
@@ -630,13 +610,7 @@ impl<'a> Executor<'a> {
                 }
                 Ok(crate::registry::resolve_or_pull(self.store, &name, &pull, self.progress)?)
             }
-            other => {
-                let wanted = platform
-                    .map(crate::image::platform::Platform::parse)
-                    .transpose()
-                    .map_err(|e| ExecError::Platform(e.0))?;
-                Ok(transport::import_for(self.store, &other, wanted.as_ref())?)
-            }
+            other => Ok(transport::import_for(self.store, &other, platform)?),
         }
     }
 }
@@ -719,14 +693,12 @@ fn go_rfc3339_nano(time: &chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
-/// `os/arch[/variant]` for an image config (names normalised, the
-/// variant kept as given, `arm`'s default written out), defaulting to the
-/// host's.
-pub fn platform(spec: Option<&str>) -> Result<(String, String, Option<String>), ExecError> {
-    let p = crate::image::platform::Platform::parse_or_host(spec).map_err(|e| ExecError::Platform(e.0))?;
-    let given = spec.and_then(|s| s.split('/').nth(2)).map(str::to_string);
-    let variant = given.or_else(|| p.variant_for_config());
-    Ok((p.os, p.architecture, variant))
+/// `os/arch[/variant]` for an image config (`arm`'s default variant
+/// written out), defaulting to the host's.
+pub fn platform(wanted: Option<&Platform>) -> (String, String, Option<String>) {
+    let p = wanted.cloned().unwrap_or_else(Platform::host);
+    let variant = p.variant_for_config();
+    (p.os, p.architecture, variant)
 }
 
 #[cfg(test)]
@@ -744,8 +716,8 @@ mod tests {
 
     #[test]
     fn platforms() {
-        assert_eq!(platform(Some("linux/arm64/v8")).unwrap(), ("linux".into(), "arm64".into(), Some("v8".into())));
-        assert!(platform(Some("linux")).is_err());
-        assert_eq!(platform(None).unwrap().0, "linux");
+        let arm = Platform::parse("linux/arm").unwrap();
+        assert_eq!(platform(Some(&arm)), ("linux".into(), "arm".into(), Some("v7".into())));
+        assert_eq!(platform(None).0, "linux");
     }
 }

@@ -1,5 +1,6 @@
-//! `RUN --mount`: turns the step's mount options into the runtime's extra
-//! mounts and environment, with docker's defaults. What a mount exposes never
+//! `RUN --mount`: turns the step's typed mounts (checked and defaulted by
+//! the planner, `crate::plan::mounts`) into the runtime's extra mounts and
+//! environment. What a mount exposes never
 //! reaches the layer: every mount is a bind or tmpfs over the rootfs, and the
 //! runtime removes the mount points it had to create.
 
@@ -13,7 +14,7 @@ use kiln_runtime::{MountKind as RtKind, MountSpec};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::context::{BuildContext, SourceMatch};
-use crate::dockerfile::ast::{Mount, MountKind};
+use crate::plan::{CopyFrom, Mount, MountFrom, Sharing};
 
 use super::state::join_workdir;
 
@@ -99,7 +100,7 @@ pub enum MountError {
 }
 
 /// Looks up what a mount's `from=` names (see [`MountSources::from`]).
-pub type FromContext<'a> = dyn Fn(&str, &str) -> Result<Arc<BuildContext>, String> + 'a;
+pub type FromContext<'a> = dyn Fn(&CopyFrom, &str) -> Result<Arc<BuildContext>, String> + 'a;
 
 /// What a step's mounts need from the build.
 pub struct MountSources<'a> {
@@ -112,7 +113,7 @@ pub struct MountSources<'a> {
     pub context: &'a BuildContext,
     /// What `from=` names (a stage, an image or a named context), as a
     /// context: a named context brings its own ignore rules. Called with
-    /// the `from=` name and the mount's `source` path, which the returned
+    /// what `from=` names and the mount's `source` path, which the returned
     /// context must hold (a stage read under vfs is copied out that far).
     pub from: &'a FromContext<'a>,
     pub secrets: &'a HashMap<String, SecretSource>,
@@ -131,130 +132,70 @@ pub struct Prepared {
     _temp: Vec<tempfile::TempDir>,
 }
 
-/// The key/value options of one `--mount`, docker's aliases folded.
-struct Options<'a> {
-    kind: &'static str,
-    map: HashMap<&'a str, Option<&'a str>>,
-}
-
-impl<'a> Options<'a> {
-    fn new(m: &'a Mount) -> Self {
-        let kind = match m.kind {
-            MountKind::Bind => "bind",
-            MountKind::Cache => "cache",
-            MountKind::Tmpfs => "tmpfs",
-            MountKind::Secret => "secret",
-            MountKind::Ssh => "ssh",
-        };
-        let map = m
-            .options
-            .iter()
-            .map(|(k, v)| {
-                let k = match k.as_str() {
-                    "dst" | "destination" => "target",
-                    "src" => "source",
-                    "readonly" => "ro",
-                    "readwrite" => "rw",
-                    other => other,
-                };
-                (k, v.as_deref())
-            })
-            .collect();
-        Options { kind, map }
-    }
-
-    fn get(&self, key: &str) -> Option<&'a str> {
-        self.map.get(key).copied().flatten().filter(|v| !v.is_empty())
-    }
-
-    fn flag(&self, key: &str) -> Result<Option<bool>, MountError> {
-        match self.map.get(key) {
-            None => Ok(None),
-            Some(None) => Ok(Some(true)),
-            Some(Some(v)) => match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Ok(Some(true)),
-                "false" | "0" | "no" => Ok(Some(false)),
-                _ => Err(self.invalid(format!("{key}={v:?} is not a boolean"))),
-            },
-        }
-    }
-
-    /// `ro`/`rw`, with the mount type's default.
-    fn readonly(&self, default: bool) -> Result<bool, MountError> {
-        Ok(match (self.flag("ro")?, self.flag("rw")?) {
-            (Some(ro), _) => ro,
-            (None, Some(rw)) => !rw,
-            (None, None) => default,
-        })
-    }
-
-    fn number(&self, key: &str, radix: u32) -> Result<Option<u32>, MountError> {
-        self.get(key)
-            .map(|v| match key {
-                "uid" | "gid" => {
-                    crate::dockerfile::ids::parse_mount_id(v).map_err(|why| self.invalid(format!("{key}: {why}")))
-                }
-                _ => u32::from_str_radix(v, radix).map_err(|_| self.invalid(format!("{key}={v:?} is not a number"))),
-            })
-            .transpose()
-    }
-
-    fn target(&self, workdir: &str) -> Result<String, MountError> {
-        let t = self.get("target").ok_or_else(|| self.invalid("target is required".into()))?;
-        Ok(join_workdir(workdir, t))
-    }
-
-    fn invalid(&self, message: String) -> MountError {
-        MountError::Invalid { kind: self.kind, message }
-    }
-}
-
 /// Resolves `mounts` for a step whose WORKDIR is `workdir`.
 pub fn prepare(mounts: &[Mount], src: &MountSources, workdir: &str) -> Result<Prepared, MountError> {
     let mut out = Prepared::default();
     for m in mounts {
-        let o = Options::new(m);
-        match m.kind {
-            MountKind::Bind => bind(&o, src, workdir, &mut out)?,
-            MountKind::Cache => cache(&o, src, workdir, &mut out)?,
-            MountKind::Tmpfs => {
-                let size = o
-                    .get("size")
-                    .map(|s| parse_size(s).ok_or_else(|| o.invalid(format!("size={s:?} is not a size"))))
-                    .transpose()?;
+        match m {
+            Mount::Bind { target, from, source, readonly } => {
+                let target = join_workdir(workdir, target);
+                bind(src, (from.as_ref(), source), target, *readonly, &mut out)?
+            }
+            Mount::Cache { .. } => cache(m, src, workdir, &mut out)?,
+            Mount::Tmpfs { target, size } => out.mounts.push(MountSpec {
+                source: PathBuf::new(),
+                target: join_workdir(workdir, target),
+                readonly: false,
+                kind: RtKind::Tmpfs { size: *size },
+            }),
+            Mount::Secret { .. } => secret(m, src, &mut out)?,
+            Mount::Ssh { id, target, required } => {
+                let Some(socket) = src.ssh.get(id) else {
+                    if *required {
+                        return Err(MountError::MissingSsh(id.clone()));
+                    }
+                    continue;
+                };
+                out.env.push(format!("SSH_AUTH_SOCK={target}"));
                 out.mounts.push(MountSpec {
-                    source: PathBuf::new(),
-                    target: o.target(workdir)?,
+                    source: socket.clone(),
+                    target: target.clone(),
                     readonly: false,
-                    kind: RtKind::Tmpfs { size },
+                    kind: RtKind::Bind,
                 });
             }
-            MountKind::Secret => secret(&o, src, &mut out)?,
-            MountKind::Ssh => ssh(&o, src, &mut out)?,
         }
     }
     Ok(out)
 }
 
-fn bind(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> Result<(), MountError> {
+/// The context, or the stage or image `from` names, and the path in it.
+type BindSource<'a> = (Option<&'a MountFrom>, &'a str);
+
+fn bind(
+    src: &MountSources,
+    (from, path): BindSource,
+    target: String,
+    readonly: bool,
+    out: &mut Prepared,
+) -> Result<(), MountError> {
     let named;
-    let ctx: &BuildContext = match o.get("from") {
+    let ctx: &BuildContext = match from {
         Some(from) => {
-            named = (src.from)(from, o.get("source").unwrap_or("."))
-                .map_err(|e| MountError::From(format!("{from}: {e}")))?;
+            named = (src.from)(&from.source, path).map_err(|e| MountError::From(format!("{}: {e}", from.name)))?;
             &named
         }
         None => src.context,
     };
-    let source = inside(ctx.root(), o.get("source").unwrap_or("."), o)?;
-    let readonly = o.readonly(true)?;
+    let kind = "bind";
+    let source = inside(ctx.root(), path, kind)?;
     let source = if !ctx.ignore().is_empty() {
         // As in BuildKit, where the context arrives filtered, an ignored
         // file is not in the mount: the step sees a filtered copy (hard
         // links where it can, read-only binds cannot write through them).
         let tmp = temp_dir(src.scratch, "bind-")?;
         let view = tmp.path().join("src");
-        filtered_view(ctx, &source, &view, readonly, o)?;
+        filtered_view(ctx, &source, &view, readonly, kind)?;
         out._temp.push(tmp);
         view
     } else if readonly {
@@ -268,25 +209,20 @@ fn bind(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> R
         out._temp.push(tmp);
         copy
     };
-    out.mounts.push(MountSpec { source, target: o.target(workdir)?, readonly, kind: RtKind::Bind });
+    out.mounts.push(MountSpec { source, target, readonly, kind: RtKind::Bind });
     Ok(())
 }
 
-fn cache(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> Result<(), MountError> {
-    let target = o.target(workdir)?;
-    let id = o.get("id").map(str::to_string).unwrap_or_else(|| target.clone());
-    let readonly = o.readonly(false)?;
-    let sharing = o.get("sharing").unwrap_or("shared");
-    if !matches!(sharing, "shared" | "private" | "locked") {
-        return Err(o.invalid(format!("sharing={sharing:?}: expected shared, private or locked")));
-    }
-    let owner = (o.number("uid", 10)?.unwrap_or(0), o.number("gid", 10)?.unwrap_or(0));
-    let mode = o.number("mode", 8)?.unwrap_or(0o755);
-    let seed = match o.get("from") {
+fn cache(m: &Mount, src: &MountSources, workdir: &str, out: &mut Prepared) -> Result<(), MountError> {
+    let Mount::Cache { id, target, sharing, from, source, mode, uid, gid, readonly } = m else {
+        return Ok(());
+    };
+    let target = join_workdir(workdir, target);
+    let id = id.clone().unwrap_or_else(|| target.clone());
+    let seed = match from {
         Some(from) => {
-            let root = (src.from)(from, o.get("source").unwrap_or("."))
-                .map_err(|e| MountError::From(format!("{from}: {e}")))?;
-            Some(inside(root.root(), o.get("source").unwrap_or("."), o)?)
+            let root = (src.from)(&from.source, source).map_err(|e| MountError::From(format!("{}: {e}", from.name)))?;
+            Some(inside(root.root(), source, "cache")?)
         }
         None => None,
     };
@@ -303,13 +239,13 @@ fn cache(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> 
         .open(&lock_path)
         .map_err(|source| MountError::Io { path: lock_path.clone(), source })?;
     let dir = match sharing {
-        "locked" => {
+        Sharing::Locked => {
             let lock = Flock::lock(lock_file, FlockArg::LockExclusive)
                 .map_err(|(_, e)| MountError::Io { path: lock_path.clone(), source: e.into() })?;
             out._locks.push(lock);
             dir
         }
-        "private" => match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Sharing::Private => match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => {
                 out._locks.push(lock);
                 dir
@@ -324,7 +260,7 @@ fn cache(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> 
         },
         // Shared caches are used concurrently; a shared lock keeps a
         // private or locked user from taking the directory meanwhile.
-        _ => {
+        Sharing::Shared => {
             let lock = Flock::lock(lock_file, FlockArg::LockShared)
                 .map_err(|(_, e)| MountError::Io { path: lock_path.clone(), source: e.into() })?;
             out._locks.push(lock);
@@ -332,9 +268,9 @@ fn cache(o: &Options, src: &MountSources, workdir: &str, out: &mut Prepared) -> 
         }
     };
     if !dir.exists() {
-        create_cache_dir(&dir, seed.as_deref(), owner, mode)?;
+        create_cache_dir(&dir, seed.as_deref(), (*uid, *gid), *mode)?;
     }
-    out.mounts.push(MountSpec { source: dir, target, readonly, kind: RtKind::Bind });
+    out.mounts.push(MountSpec { source: dir, target, readonly: *readonly, kind: RtKind::Bind });
     Ok(())
 }
 
@@ -364,56 +300,38 @@ fn create_cache_dir(dir: &Path, seed: Option<&Path>, (uid, gid): (u32, u32), mod
     }
 }
 
-fn secret(o: &Options, src: &MountSources, out: &mut Prepared) -> Result<(), MountError> {
-    let id = o.get("id").or_else(|| o.get("target").and_then(|t| Path::new(t).file_name()?.to_str()));
-    let id = id.ok_or_else(|| o.invalid("id or target is required".into()))?.to_string();
-    let required = o.flag("required")?.unwrap_or(false);
-    let bytes = match src.secrets.get(&id) {
+fn secret(m: &Mount, src: &MountSources, out: &mut Prepared) -> Result<(), MountError> {
+    let Mount::Secret { id, target, env, required, mode, uid, gid } = m else {
+        return Ok(());
+    };
+    let bytes = match src.secrets.get(id) {
         Some(SecretSource::File(path)) => {
             fs::read(path).map_err(|source| MountError::ReadSecret { id: id.clone(), source })?
         }
         Some(SecretSource::Env(var)) => match std::env::var_os(var) {
             Some(v) => std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec(),
-            None if required => return Err(MountError::MissingSecret(id)),
+            None if *required => return Err(MountError::MissingSecret(id.clone())),
             None => return Ok(()),
         },
-        None if required => return Err(MountError::MissingSecret(id)),
+        None if *required => return Err(MountError::MissingSecret(id.clone())),
         None => return Ok(()),
     };
-    let env = o.get("env");
     if let Some(name) = env {
-        let value = String::from_utf8(bytes.clone())
-            .map_err(|_| o.invalid(format!("secret {id:?} is not UTF-8, so it cannot be env={name}")))?;
+        let value = String::from_utf8(bytes.clone()).map_err(|_| MountError::Invalid {
+            kind: "secret",
+            message: format!("secret {id:?} is not UTF-8, so it cannot be env={name}"),
+        })?;
         out.env.push(format!("{name}={value}"));
-        if o.get("target").is_none() {
-            return Ok(());
-        }
     }
-    let target = match o.get("target") {
-        Some(t) => join_workdir("/", t),
-        None => format!("/run/secrets/{id}"),
-    };
+    let Some(target) = target else { return Ok(()) };
     let tmp = temp_dir(src.scratch, "secret-")?;
     let file = tmp.path().join("secret");
     let io = |source| MountError::Io { path: file.clone(), source };
     fs::write(&file, &bytes).map_err(io)?;
-    chown(&file, Some(o.number("uid", 10)?.unwrap_or(0)), Some(o.number("gid", 10)?.unwrap_or(0))).map_err(io)?;
-    fs::set_permissions(&file, fs::Permissions::from_mode(o.number("mode", 8)?.unwrap_or(0o400))).map_err(io)?;
+    chown(&file, Some(*uid), Some(*gid)).map_err(io)?;
+    fs::set_permissions(&file, fs::Permissions::from_mode(*mode)).map_err(io)?;
     out._temp.push(tmp);
-    out.mounts.push(MountSpec { source: file, target, readonly: true, kind: RtKind::Bind });
-    Ok(())
-}
-
-fn ssh(o: &Options, src: &MountSources, out: &mut Prepared) -> Result<(), MountError> {
-    let id = o.get("id").unwrap_or("default");
-    let required = o.flag("required")?.unwrap_or(false);
-    let Some(socket) = src.ssh.get(id) else {
-        return if required { Err(MountError::MissingSsh(id.to_string())) } else { Ok(()) };
-    };
-    let target =
-        o.get("target").map(|t| join_workdir("/", t)).unwrap_or_else(|| "/run/buildkit/ssh_agent.0".to_string());
-    out.env.push(format!("SSH_AUTH_SOCK={target}"));
-    out.mounts.push(MountSpec { source: socket.clone(), target, readonly: false, kind: RtKind::Bind });
+    out.mounts.push(MountSpec { source: file, target: target.clone(), readonly: true, kind: RtKind::Bind });
     Ok(())
 }
 
@@ -434,13 +352,13 @@ pub fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
 }
 
 /// `path` under `root`, refusing what leaves it (through `..` or symlinks).
-fn inside(root: &Path, path: &str, o: &Options) -> Result<PathBuf, MountError> {
+fn inside(root: &Path, path: &str, kind: &'static str) -> Result<PathBuf, MountError> {
     // Lexically inside first (`..` stops at the root, as in docker).
     let joined = root.join(join_workdir("/", path).trim_start_matches('/'));
     let real = joined.canonicalize().map_err(|source| MountError::Io { path: joined.clone(), source })?;
     let real_root = root.canonicalize().map_err(|source| MountError::Io { path: root.to_path_buf(), source })?;
     if !real.starts_with(&real_root) {
-        return Err(o.invalid(format!("source {path:?} leaves its root")));
+        return Err(MountError::Invalid { kind, message: format!("source {path:?} leaves its root") });
     }
     Ok(real)
 }
@@ -448,7 +366,13 @@ fn inside(root: &Path, path: &str, o: &Options) -> Result<PathBuf, MountError> {
 /// Writes to `to` what of `source` (a real path inside the context) the
 /// context's ignore rules leave visible. Files are hard links when `link`
 /// and the file system allows, else copies.
-fn filtered_view(ctx: &BuildContext, source: &Path, to: &Path, link: bool, o: &Options) -> Result<(), MountError> {
+fn filtered_view(
+    ctx: &BuildContext,
+    source: &Path,
+    to: &Path,
+    link: bool,
+    kind: &'static str,
+) -> Result<(), MountError> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let io = |path: &Path| {
@@ -459,10 +383,13 @@ fn filtered_view(ctx: &BuildContext, source: &Path, to: &Path, link: bool, o: &O
     let rel = bstr::BString::from(rel.as_os_str().as_bytes());
     let meta = fs::metadata(source).map_err(io(source))?;
     if !rel.is_empty() && ctx.ignore().matches(&rel) && !(meta.is_dir() && ctx.ignore().may_include_under(&rel)) {
-        return Err(o.invalid(format!(
-            "source {:?} is excluded by the context's ignore file (.dockerignore)",
-            String::from_utf8_lossy(&rel)
-        )));
+        return Err(MountError::Invalid {
+            kind,
+            message: format!(
+                "source {:?} is excluded by the context's ignore file (.dockerignore)",
+                String::from_utf8_lossy(&rel)
+            ),
+        });
     }
     let m = SourceMatch { rel, host: source.to_path_buf(), is_dir: meta.is_dir() };
     let entries =
@@ -529,25 +456,6 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), MountError> {
     let _ = chown(to, Some(meta.uid()), Some(meta.gid()));
     fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io(to))?;
     Ok(())
-}
-
-/// Bytes, with an optional k/m/g suffix (docker's RAM sizes, 1024-based).
-fn parse_size(s: &str) -> Option<u64> {
-    let lower = s.trim().to_ascii_lowercase();
-    let lower = lower.trim_end_matches('b');
-    let (digits, unit) = match lower.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => lower.split_at(i),
-        None => (lower, ""),
-    };
-    let n: u64 = digits.parse().ok()?;
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult)
 }
 
 #[cfg(test)]

@@ -11,8 +11,6 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// `--compression-level` (checked by the CLI); `None` is the compression's default.
     pub compression_level: Option<u32>,
-    /// `os/arch[/variant]` for images FROM scratch; others keep their base's.
-    pub platform: Option<String>,
     /// Names "the same Dockerfile" across builds, so misses can be explained.
     pub cache_identity: String,
     /// `--no-cache`: run every step (records are still written).
@@ -80,7 +78,6 @@ impl Default for BuildOptions {
         BuildOptions {
             compression: Compression::None,
             compression_level: None,
-            platform: None,
             cache_identity: String::new(),
             no_cache: false,
             no_cache_stages: Vec::new(),

@@ -298,21 +298,8 @@ pub fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
     }
 }
 
-/// WORKDIR relative to the current one, cleaned like Go's path.Clean.
-pub fn join_workdir(current: &str, dir: &str) -> String {
-    let joined = if dir.starts_with('/') { dir.to_string() } else { format!("{}/{}", current, dir) };
-    let mut parts: Vec<&str> = Vec::new();
-    for p in joined.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
+/// WORKDIR relative to the current one (its home is the plan's path rules).
+pub use crate::plan::join_workdir;
 
 /// Go's `%q` of a `[]string`: `["/bin/sh" "-c" "echo \"hi\""]`.
 fn go_quoted_list(items: &[String]) -> String {

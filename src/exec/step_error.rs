@@ -58,6 +58,8 @@ pub enum StepError {
     Dockerfile(#[from] DockerfileError),
     #[error("the step did not start")]
     Interrupted(#[from] Interrupted),
+    #[error("the base image has ONBUILD triggers ({0}) but its config could not be read when planning; build again")]
+    TriggersUnplanned(String),
     #[error("stage used before it was built")]
     StageNotBuilt,
     #[error("COPY --from names a stage that was not built")]

@@ -132,53 +132,34 @@ impl<'a> Executor<'a> {
         files: &mut std::collections::BTreeMap<String, String>,
     ) -> Result<String, StepError> {
         let mut parts = Vec::new();
-        for m in r.mounts.iter().filter(|m| m.kind == crate::dockerfile::ast::MountKind::Bind) {
-            let opt = |k: &[&str]| m.options.iter().find(|(n, _)| k.contains(&n.as_str())).and_then(|(_, v)| v.clone());
-            let source = opt(&["source", "src"]).unwrap_or_else(|| ".".into());
-            match opt(&["from"]) {
-                None => {
-                    let digest = crate::context::digest::sources(
-                        self.ctx,
-                        &[source],
-                        &mut self.stat.lock().expect("stat lock"),
-                    )?;
+        for m in &r.mounts {
+            let crate::plan::Mount::Bind { from, source, .. } = m else { continue };
+            let source = source.clone();
+            let Some(from) = from else {
+                let digest =
+                    crate::context::digest::sources(self.ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
+                files.extend(digest.shown());
+                parts.push(digest.digest());
+                continue;
+            };
+            let key = match &from.source {
+                CopyFrom::Stage(index) => {
+                    self.done.lock().expect("done lock").get(index).map(|s| s.key.clone()).unwrap_or_default()
+                }
+                // The files the mount shows, as for COPY --from: an edit in
+                // the named context reruns the step.
+                CopyFrom::Image(name) if self.opts.named_contexts.get(name).is_some_and(NamedContext::is_files) => {
+                    let key = self.unpack_from(&from.source)?;
+                    let ctx = self.unpacked.lock().expect("unpacked lock")[&key].clone();
+                    let digest =
+                        crate::context::digest::sources(&*ctx, &[source], &mut self.stat.lock().expect("stat lock"))?;
                     files.extend(digest.shown());
-                    parts.push(digest.digest());
+                    digest.digest()
                 }
-                Some(from) => {
-                    let lower = from.to_lowercase();
-                    let stage = self
-                        .plan
-                        .stages
-                        .iter()
-                        .find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == from);
-                    let key = match stage {
-                        Some(s) => self
-                            .done
-                            .lock()
-                            .expect("done lock")
-                            .get(&s.index)
-                            .map(|s| s.key.clone())
-                            .unwrap_or_default(),
-                        // The files the mount shows, as for COPY --from: an
-                        // edit in the named context reruns the step.
-                        None if self.opts.named_contexts.get(&from).is_some_and(NamedContext::is_files) => {
-                            let key = self.unpack_from(&CopyFrom::Image(from.clone()))?;
-                            let ctx = self.unpacked.lock().expect("unpacked lock")[&key].clone();
-                            let digest = crate::context::digest::sources(
-                                &*ctx,
-                                &[source],
-                                &mut self.stat.lock().expect("stat lock"),
-                            )?;
-                            files.extend(digest.shown());
-                            digest.digest()
-                        }
-                        // An image, or a named context that is one: by its digest.
-                        None => self.image(&from)?.manifest_digest,
-                    };
-                    parts.push(format!("{from}={key}"));
-                }
-            }
+                // An image, or a named context that is one: by its digest.
+                CopyFrom::Image(name) => self.image(name)?.manifest_digest,
+            };
+            parts.push(format!("{}={key}", from.name));
         }
         Ok(parts.join(","))
     }
@@ -189,20 +170,10 @@ impl<'a> Executor<'a> {
         if r.mounts.is_empty() {
             return Ok(mounts::Prepared::default());
         }
-        let from = |name: &str, source: &str| -> Result<Arc<BuildContext>, String> {
-            let lower = name.to_lowercase();
-            let stage = self
-                .plan
-                .stages
-                .iter()
-                .find(|s| s.name.as_deref() == Some(lower.as_str()) || s.index.to_string() == name);
-            let from = match stage {
-                Some(s) => CopyFrom::Stage(s.index),
-                None => CopyFrom::Image(name.to_string()),
-            };
-            if self.driver() == Driver::Vfs && self.views_of(&from) {
+        let from = |from: &CopyFrom, source: &str| -> Result<Arc<BuildContext>, String> {
+            if self.driver() == Driver::Vfs && self.views_of(from) {
                 // No overlay to stack the layer dirs: copy out only what is bound.
-                let view = self.view_of(&from).map_err(|e| e.to_string())?;
+                let view = self.view_of(from).map_err(|e| e.to_string())?;
                 let dir = tempfile::Builder::new()
                     .prefix("bind-from-")
                     .tempdir_in(self.scratch.path())
@@ -212,7 +183,7 @@ impl<'a> Executor<'a> {
                 let ctx = BuildContext::from_dir(&dir.keep(), None).map_err(|e| e.to_string())?;
                 return Ok(Arc::new(ctx));
             }
-            let key = self.unpack_from(&from).map_err(|e| e.to_string())?;
+            let key = self.unpack_from(from).map_err(|e| e.to_string())?;
             let ctx = self.unpacked.lock().expect("unpacked lock")[&key].clone();
             Ok(ctx)
         };

@@ -26,7 +26,8 @@ impl Platform {
     /// `x86_64`), normalising names.
     pub fn parse(spec: &str) -> Result<Platform, PlatformError> {
         let parts: Vec<&str> = spec.trim().split('/').collect();
-        let ok = |s: &&str| !s.is_empty();
+        // OCI names: letters, digits, `_`, `.` and `-` (for `x86-64`).
+        let ok = |s: &&str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         match parts.as_slice() {
             [os, arch] if ok(os) && ok(arch) => Ok(Platform::new(os, arch, None)),
             [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Ok(Platform::new(os, arch, Some(variant))),
@@ -65,11 +66,6 @@ impl Platform {
         Platform::new("linux", arch, None)
     }
 
-    /// `spec`, or the host's platform when it is `None`.
-    pub fn parse_or_host(spec: Option<&str>) -> Result<Platform, PlatformError> {
-        spec.map_or_else(|| Ok(Platform::host()), Platform::parse)
-    }
-
     /// The variant as an image config spells it.
     pub fn variant_for_config(&self) -> Option<String> {
         self.variant.clone()
@@ -99,6 +95,13 @@ impl fmt::Display for Platform {
             write!(f, "/{v}")?;
         }
         Ok(())
+    }
+}
+
+/// As `os/arch[/variant]` (a plan's JSON shows it so).
+impl serde::Serialize for Platform {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -141,7 +144,7 @@ mod tests {
         assert_eq!(p("linux/arm/6"), "linux/arm/v6");
         assert_eq!(p("linux/i686"), "linux/386");
         assert_eq!(p("linux/s390x"), "linux/s390x");
-        for bad in ["linux", "linux/", "/amd64", "linux/arm/v7/x", ""] {
+        for bad in ["linux", "linux/", "/amd64", "linux/arm/v7/x", "", "linux//x", "linux/amd 64"] {
             assert!(Platform::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Platform::parse("linux/arm").unwrap().variant_for_config().as_deref(), Some("v7"));

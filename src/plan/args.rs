@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::dockerfile::shell::Lookup;
+use crate::image::platform::Platform;
 
 use super::types::RunArgs;
 
@@ -127,67 +128,21 @@ const PLATFORM_ARGS: [&str; 8] = [
     "BUILDVARIANT",
 ];
 
-/// `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    pub(crate) fn parse(text: &str) -> Option<Self> {
-        let parts: Vec<&str> = text.split('/').collect();
-        let valid = |s: &&str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-        match parts[..] {
-            [os, arch] if valid(&os) && valid(&arch) => Some(Platform::new(os, arch, None)),
-            [os, arch, variant] if valid(&os) && valid(&arch) && valid(&variant) => {
-                Some(Platform::new(os, arch, Some(variant)))
-            }
-            _ => None,
-        }
-    }
-
-    /// Normalised as everywhere else in kiln (`crate::image::platform`), so
-    /// `--platform linux/x86_64` gives `TARGETARCH=amd64`, as BuildKit does.
-    fn new(os: &str, arch: &str, variant: Option<&str>) -> Self {
-        Platform::from(crate::image::platform::Platform::new(os, arch, variant))
-    }
-
-    /// The machine kiln runs on, in OCI names.
-    pub(crate) fn host() -> Self {
-        Platform::from(crate::image::platform::Platform::host())
-    }
-
-    pub(crate) fn format(&self) -> String {
-        match &self.variant {
-            Some(variant) => format!("{}/{}/{}", self.os, self.arch, variant),
-            None => format!("{}/{}", self.os, self.arch),
-        }
-    }
-
-    /// TARGET* (or BUILD*) args for this platform.
-    fn args(&self, prefix: &str) -> [(String, String); 4] {
-        [
-            (format!("{prefix}PLATFORM"), self.format()),
-            (format!("{prefix}OS"), self.os.clone()),
-            (format!("{prefix}ARCH"), self.arch.clone()),
-            (format!("{prefix}VARIANT"), self.variant.clone().unwrap_or_default()),
-        ]
-    }
-}
-
-impl From<crate::image::platform::Platform> for Platform {
-    fn from(p: crate::image::platform::Platform) -> Self {
-        Platform { os: p.os, arch: p.architecture, variant: p.variant }
-    }
+/// TARGET* (or BUILD*) args for `platform`, named as BuildKit names them.
+fn platform_args(platform: &Platform, prefix: &str) -> [(String, String); 4] {
+    [
+        (format!("{prefix}PLATFORM"), platform.to_string()),
+        (format!("{prefix}OS"), platform.os.clone()),
+        (format!("{prefix}ARCH"), platform.architecture.clone()),
+        (format!("{prefix}VARIANT"), platform.variant.clone().unwrap_or_default()),
+    ]
 }
 
 /// The variables every FROM line sees before any meta ARG: the platform
 /// args, each replaced by a `--build-arg` of the same name if given.
 pub(crate) fn platform_vars(target: &Platform, build: &Platform, build_args: &BuildArgs) -> Vars {
     let mut vars = Vars::default();
-    for (name, value) in target.args("TARGET").into_iter().chain(build.args("BUILD")) {
+    for (name, value) in platform_args(target, "TARGET").into_iter().chain(platform_args(build, "BUILD")) {
         let value = build_args.get(&name).map(str::to_string).unwrap_or(value);
         vars.set(&name, &value);
     }
@@ -286,19 +241,6 @@ mod tests {
         assert_eq!(args.get("A"), Some("2"));
         assert_eq!(args.get("B"), None);
         assert_eq!(args.names(), ["A", "B"]);
-    }
-
-    #[test]
-    fn platforms_parse_and_format() {
-        // Normalised as BuildKit (containerd) does: arm64's default variant
-        // is left out, arm's written out, aliases become OCI names.
-        let p = Platform::parse("linux/ARM64/v8").unwrap();
-        assert_eq!(p.format(), "linux/arm64");
-        assert_eq!(Platform::parse("linux/x86_64").unwrap().format(), "linux/amd64");
-        assert_eq!(Platform::parse("linux/arm").unwrap().format(), "linux/arm/v7");
-        assert!(Platform::parse("linux").is_none());
-        assert!(Platform::parse("linux//x").is_none());
-        assert!(Platform::parse("a/b/c/d").is_none());
     }
 
     #[test]

@@ -18,8 +18,11 @@
 //!   appear as its first steps; the executor must not run them again from
 //!   the inherited config).
 //! - A stage built FROM an image with ONBUILD triggers runs them first too,
-//!   planned here when the caller reads them (`plan_with_bases`), so they
-//!   see `--build-arg`s and the stage sees what they declare.
+//!   planned here from the image's config (read through [`BaseImages`]),
+//!   so they see `--build-arg`s and the stage sees what they declare.
+//! - `RUN --mount` options become typed mounts (`mounts`), and `--platform`
+//!   and `FROM --platform` typed platforms: an invalid one fails here, at
+//!   its line, before anything runs.
 //! - `COPY --from` and `RUN --mount from=` must be literal (BuildKit refuses
 //!   variables there). A number is a stage index, a stage name (any case)
 //!   that stage, and anything else an image reference, as BuildKit treats
@@ -29,6 +32,8 @@
 //!   since docker never evaluates stages it does not build.
 
 mod args;
+pub mod mounts;
+mod paths;
 mod ports;
 mod print;
 mod stages;
@@ -40,8 +45,11 @@ use std::collections::HashMap;
 use crate::dockerfile::ast::{Command, Instruction};
 use crate::dockerfile::shell::ShellLex;
 use crate::dockerfile::{Dockerfile, DockerfileError};
+use crate::image::config::ContainerConfig;
 
-use args::{is_platform_arg, is_proxy_arg, platform_vars, BuildArgs, Platform, StageVars, Vars};
+use crate::image::platform::Platform;
+use args::{is_platform_arg, is_proxy_arg, platform_vars, BuildArgs, StageVars, Vars};
+pub use paths::join_workdir;
 use stages::{at, resolve_ref, StageRef, StageSource};
 use steps::{copy_from_value, mount_from_value, plan_stage, StageContext, FROM_HELP};
 pub use types::*;
@@ -58,50 +66,47 @@ pub struct PlanOptions {
     pub platform: Option<String>,
 }
 
-/// Plans the build. `base_env` returns an image's config `Env` (`K=V`
-/// strings) for an expanded image reference when the caller can look it up
-/// cheaply; it is asked only for stages the target needs.
-pub fn plan(
-    df: &Dockerfile,
-    opts: &PlanOptions,
-    base_env: &dyn Fn(&str) -> Option<Vec<String>>,
-) -> Result<BuildPlan, DockerfileError> {
-    plan_with_bases(df, opts, &|image: &str, _| base_env(image).map(|env| BaseInfo { env, onbuild: None }))
+/// What the planner reads of base images, through the caller (the
+/// executor's side provides it: `crate::exec::bases`). Planning is then
+/// parse → plan (asking this for the bases of the stages the target
+/// needs) → execute.
+pub trait BaseImages {
+    /// The config of image `reference` for `platform` (`FROM --platform`,
+    /// else `--platform`; `None` prefers the host's). `None` when it cannot
+    /// be read now: the stage is planned without the image's env and
+    /// triggers, and the executor, which needs the image too, reports why
+    /// at the FROM line.
+    fn config(&self, reference: &str, platform: Option<&Platform>) -> Option<ContainerConfig>;
 }
 
-/// What the planner learns of a base image.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BaseInfo {
-    /// Its config `Env` (`K=V` strings).
-    pub env: Vec<String>,
-    /// Its config `OnBuild` triggers; `None` when the caller did not read
-    /// them (the executor then runs them as it finds them).
-    pub onbuild: Option<Vec<String>>,
+impl<F: Fn(&str, Option<&Platform>) -> Option<ContainerConfig>> BaseImages for F {
+    fn config(&self, reference: &str, platform: Option<&Platform>) -> Option<ContainerConfig> {
+        self(reference, platform)
+    }
 }
 
-/// [`plan`] with the base images' ONBUILD triggers: a needed stage FROM an
-/// image with triggers gets them as its first steps, planned in the stage
-/// as BuildKit dispatches them (`--build-arg`s, meta args and the image's
-/// env apply; an ARG or ENV a trigger declares is seen by the stage's own
-/// instructions), and may need the stages they name (`COPY --from`).
-/// `base_info` is also told the stage's expanded `FROM --platform` (if
-/// any), so it looks up the image of that platform.
-pub fn plan_with_bases(
-    df: &Dockerfile,
-    opts: &PlanOptions,
-    base_info: &dyn Fn(&str, Option<&str>) -> Option<BaseInfo>,
-) -> Result<BuildPlan, DockerfileError> {
+/// Plans the build. A needed stage FROM an image gets the image's env (for
+/// expansion and RUN) and its ONBUILD triggers as its first steps, planned
+/// in the stage as BuildKit dispatches them (`--build-arg`s, meta args and
+/// the image's env apply; an ARG or ENV a trigger declares is seen by the
+/// stage's own instructions); triggers may need the stages they name
+/// (`COPY --from`).
+pub fn plan(df: &Dockerfile, opts: &PlanOptions, bases: &dyn BaseImages) -> Result<BuildPlan, DockerfileError> {
     let lex = ShellLex::new(df.directives.escape);
     let build_args = BuildArgs::new(&opts.build_args);
     let (meta, sources) = stages::split(df)?;
 
-    let target_platform = match opts.platform.as_deref() {
-        None => Platform::host(),
-        Some(text) => Platform::parse(text).ok_or_else(|| {
-            at(df, sources[0].from.span, format!("invalid target platform {text:?}"))
-                .with_help("a platform is os/arch or os/arch/variant, e.g. linux/arm64")
-        })?,
-    };
+    let platform = opts
+        .platform
+        .as_deref()
+        .map(|text| {
+            Platform::parse(text).map_err(|_| {
+                at(df, sources[0].from.span, format!("invalid target platform {text:?}"))
+                    .with_help("a platform is os/arch or os/arch/variant, e.g. linux/arm64")
+            })
+        })
+        .transpose()?;
+    let target_platform = platform.clone().unwrap_or_else(Platform::host);
     let platform_args = platform_vars(&target_platform, &Platform::host(), &build_args);
     let (globals, meta_declared) = meta_args(df, meta, &lex, &build_args, platform_args)?;
 
@@ -112,7 +117,7 @@ pub fn plan_with_bases(
     // Base images are looked up only for stages the target needs; their
     // triggers can make more stages needed, so this repeats until no needed
     // image stage is left unread (BuildKit's resolveReachableStages loop).
-    let mut bases: HashMap<usize, Option<BaseInfo>> = HashMap::new();
+    let mut read: HashMap<usize, Option<ContainerConfig>> = HashMap::new();
     let mut image_triggers: Vec<Vec<Instruction>> = vec![Vec::new(); sources.len()];
     let (deps, needed) = loop {
         let bodies = stage_bodies(&sources, &headers, &image_triggers);
@@ -125,18 +130,18 @@ pub fn plan_with_bases(
         let unread: Vec<usize> = needed
             .iter()
             .copied()
-            .filter(|i| matches!(headers[*i].base, Base::Image(_)) && !bases.contains_key(i))
+            .filter(|i| matches!(headers[*i].base, Base::Image(_)) && !read.contains_key(i))
             .collect();
         if unread.is_empty() {
             break (deps, needed);
         }
         for index in unread {
             let Base::Image(image) = &headers[index].base else { continue };
-            let info = base_info(image, headers[index].platform.as_deref());
-            if let Some(triggers) = info.as_ref().and_then(|i| i.onbuild.as_ref()) {
+            let config = bases.config(image, headers[index].platform.as_ref().or(platform.as_ref()));
+            if let Some(triggers) = config.as_ref().and_then(|c| c.on_build.as_ref()) {
                 image_triggers[index] = parse_triggers(df, triggers, &headers[index])?;
             }
-            bases.insert(index, info);
+            read.insert(index, config);
         }
     };
     let bodies = stage_bodies(&sources, &headers, &image_triggers);
@@ -150,8 +155,8 @@ pub fn plan_with_bases(
             Base::Stage(parent) => final_vars[*parent].clone(),
             Base::Scratch => StageVars::from_env(Vars::default()),
             Base::Image(_) => {
-                let env = bases.get(&index).cloned().flatten().map(|info| info.env);
-                StageVars::from_env(Vars::from_env_strings(&env.unwrap_or_default()))
+                let env = read.get(&index).and_then(|c| c.as_ref()).and_then(|c| c.env.as_deref());
+                StageVars::from_env(Vars::from_env_strings(env.unwrap_or_default()))
             }
         };
         let ctx = StageContext { df, lex, build_args: &build_args, globals: &globals, names: &names, index };
@@ -175,9 +180,7 @@ pub fn plan_with_bases(
             original: header.original,
             steps,
             deps: deps[index].clone(),
-            image_triggers_planned: bases
-                .get(&index)
-                .is_some_and(|info| info.as_ref().is_some_and(|i| i.onbuild.is_some())),
+            base_read: read.get(&index).is_some_and(Option::is_some),
         });
     }
 
@@ -187,7 +190,7 @@ pub fn plan_with_bases(
         .filter(|name| !declared.contains(name) && !is_proxy_arg(name) && !is_platform_arg(name))
         .cloned()
         .collect();
-    Ok(BuildPlan { file: df.path.clone(), stages: planned, target, needed, unused_build_args })
+    Ok(BuildPlan { file: df.path.clone(), platform, stages: planned, target, needed, unused_build_args })
 }
 
 /// The meta args: each one's value is its `--build-arg`, else its default

@@ -7,8 +7,9 @@ use crate::dockerfile::ast::{Command, Instruction, Span};
 use crate::dockerfile::shell::ShellLex;
 use crate::dockerfile::{Dockerfile, DockerfileError};
 
-use super::args::{Platform, Vars};
+use super::args::Vars;
 use super::types::Base;
+use crate::image::platform::Platform;
 
 /// One stage as written: its FROM and the instructions up to the next FROM.
 pub(crate) struct StageSource<'a> {
@@ -52,7 +53,7 @@ pub(crate) fn split(df: &Dockerfile) -> Result<(&[Instruction], Vec<StageSource<
 pub(crate) struct Header {
     pub name: Option<String>,
     pub base: Base,
-    pub platform: Option<String>,
+    pub platform: Option<Platform>,
     pub span: Span,
     pub original: String,
 }
@@ -110,7 +111,7 @@ fn expand_platform(
     raw: &str,
     lex: &ShellLex,
     env: &Vars,
-) -> Result<String, DockerfileError> {
+) -> Result<Platform, DockerfileError> {
     let value =
         lex.process_word(raw, env).map_err(|err| at(df, span, format!("expand the FROM --platform value: {err}")))?;
     if value.is_empty() {
@@ -118,8 +119,8 @@ fn expand_platform(
             .with_help("use e.g. --platform=$BUILDPLATFORM or --platform=linux/arm64"));
     }
     match Platform::parse(&value) {
-        Some(platform) => Ok(platform.format()),
-        None => Err(at(df, span, format!("failed to parse platform {value:?}"))
+        Ok(platform) => Ok(platform),
+        Err(_) => Err(at(df, span, format!("failed to parse platform {value:?}"))
             .with_help("a platform is os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm/v7")),
     }
 }

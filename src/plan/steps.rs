@@ -10,6 +10,7 @@ use crate::dockerfile::{Command, Dockerfile, DockerfileError};
 use super::args::{is_proxy_arg, BuildArgs, StageVars, Vars};
 use super::ports;
 use super::stages::{at, resolve_ref, StageRef};
+use super::types::Mount as TypedMount;
 use super::types::{CopyFrom, CopyStep, HealthConfig, RunStep, Step, StepKind};
 
 /// What planning a stage needs besides its own instructions.
@@ -233,7 +234,17 @@ impl StepPlanner<'_, '_> {
     }
 
     fn run(&self, run: &RunCmd) -> Result<RunStep, DockerfileError> {
-        let mounts = run.mounts.iter().map(|mount| self.mount(mount)).collect::<Result<Vec<_>, _>>()?;
+        let mounts_written = run.mounts.iter().map(|mount| self.mount(mount)).collect::<Result<Vec<_>, _>>()?;
+        // A `from=` that resolves to nothing was refused with the stage's
+        // dependencies (`stage_deps`), before any stage was planned.
+        let resolve = |name: &str| match resolve_ref(name, self.ctx.names, self.ctx.index, "mount from") {
+            Ok(StageRef::Stage(index)) => CopyFrom::Stage(index),
+            _ => CopyFrom::Image(name.to_string()),
+        };
+        let mounts = mounts_written
+            .iter()
+            .map(|mount| TypedMount::from_written(mount, &resolve).map_err(|err| self.error(err.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         // Docker hands the proxy args to RUN even when no ARG declares them.
         let mut proxies = Vec::new();
         for name in self.ctx.build_args.names() {
@@ -249,6 +260,7 @@ impl StepPlanner<'_, '_> {
             cmd: run.cmd.clone(),
             heredocs: run.heredocs.clone(),
             mounts,
+            mounts_written,
             network: run.network.clone(),
             security: run.security.clone(),
             build_args,
@@ -256,6 +268,7 @@ impl StepPlanner<'_, '_> {
     }
 
     /// Mount option values are expanded (BuildKit does); `from=` must be literal.
+    /// Checking them is [`TypedMount::from_written`]'s.
     fn mount(&self, mount: &Mount) -> Result<Mount, DockerfileError> {
         let env = self.env();
         let mut options = Vec::with_capacity(mount.options.len());
@@ -268,10 +281,6 @@ impl StepPlanner<'_, '_> {
                 Some(raw) => Some(self.ctx.lex.process_word(raw, &env).map_err(|err| self.expand_error(err))?),
                 None => None,
             };
-            if let (Some(value), true) = (&value, matches!(key.to_ascii_lowercase().as_str(), "uid" | "gid")) {
-                crate::dockerfile::ids::parse_mount_id(value)
-                    .map_err(|why| self.error(format!("RUN --mount {key}={value}: {why}")))?;
-            }
             options.push((key.clone(), value));
         }
         Ok(Mount { kind: mount.kind, options })

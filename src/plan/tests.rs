@@ -6,6 +6,9 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::dockerfile::ast::*;
+// The Dockerfile's mounts; the plan's typed ones are `crate::plan::Mount`.
+use crate::dockerfile::ast::Mount;
+use crate::image::config::ContainerConfig;
 
 fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -188,12 +191,17 @@ fn no_images(_: &str) -> Option<Vec<String>> {
     None
 }
 
+/// Base images with the env `lookup` gives and no ONBUILD triggers.
+fn envs(lookup: impl Fn(&str) -> Option<Vec<String>>) -> impl Fn(&str, Option<&Platform>) -> Option<ContainerConfig> {
+    move |reference, _| lookup(reference).map(|env| ContainerConfig { env: Some(env), ..Default::default() })
+}
+
 fn plan_text(text: &str, o: &PlanOptions) -> BuildPlan {
-    plan(&df(text), o, &no_images).unwrap_or_else(|err| panic!("plan failed: {err}"))
+    plan(&df(text), o, &envs(no_images)).unwrap_or_else(|err| panic!("plan failed: {err}"))
 }
 
 fn plan_err(text: &str, o: &PlanOptions) -> DockerfileError {
-    plan(&df(text), o, &no_images).expect_err("plan should fail")
+    plan(&df(text), o, &envs(no_images)).expect_err("plan should fail")
 }
 
 fn last_stage(p: &BuildPlan) -> &Stage {
@@ -332,7 +340,7 @@ fn arg_after_env_overrides_it_until_the_next_env_buildkit() {
     // The base image's env is an env too; a valueless ARG leaves it.
     let base = |_: &str| Some(vec!["HOME=/root".to_string(), "LANG=C".to_string()]);
     let text = "FROM img\nARG HOME=/arg\nARG LANG\nUSER $HOME:$LANG";
-    let p = plan(&df(text), &opts(&[]), &base).unwrap();
+    let p = plan(&df(text), &opts(&[]), &envs(base)).unwrap();
     assert_eq!(users(last_stage(&p)), ["/arg:C"]);
 }
 
@@ -355,16 +363,16 @@ fn base_image_env_is_used_and_path_defaults() {
     let mut o = opts(&[]);
     o.target = Some("0".into());
     // --target takes a stage name, not an index.
-    assert!(plan(&df(text), &o, &lookup).is_err());
+    assert!(plan(&df(text), &o, &envs(lookup)).is_err());
     o.target = None;
-    let p = plan(&df(text), &o, &lookup).unwrap();
+    let p = plan(&df(text), &o, &envs(lookup)).unwrap();
     // Stage 0 is not needed by the last stage, so its image is not looked up.
     let env0 = env_steps(&p.stages[0]);
     assert_eq!(env0[0].1, format!("/app/bin:{}", args::DEFAULT_PATH));
     assert_eq!(env_steps(&p.stages[1])[0].1, args::DEFAULT_PATH);
 
     let text = "FROM golang:1.22\nENV PATH=/app/bin:$PATH GO=$GOLANG_VERSION";
-    let p = plan(&df(text), &o, &lookup).unwrap();
+    let p = plan(&df(text), &o, &envs(lookup)).unwrap();
     assert_eq!(env_steps(&p.stages[0]), [("PATH".into(), "/app/bin:/go/bin".into()), ("GO".into(), "1.22.5".into())]);
 }
 
@@ -394,9 +402,9 @@ fn predefined_platform_args() {
     o.platform = Some("linux/arm64".into());
     let p = plan_text(text, &o);
     let stage = last_stage(&p);
-    assert_eq!(stage.platform.as_deref(), Some(args::Platform::host().format().as_str()));
+    assert_eq!(stage.platform, Some(Platform::host()));
     assert_eq!(users(stage), ["linux-arm64-"], "BUILDOS is not declared in the stage");
-    assert_eq!(stage.original, format!("FROM --platform={} golang AS build", args::Platform::host().format()));
+    assert_eq!(stage.original, format!("FROM --platform={} golang AS build", Platform::host()));
 }
 
 #[test]
@@ -538,15 +546,16 @@ FROM scratch AS unused
 FROM base
 USER $MODE:$SEEN";
     let triggers = ["ARG MODE=debug", "ARG G", "ENV SEEN=$MODE-$HOME-$G", "COPY --from=tools /t /t"];
-    let info = |r: &str, _: Option<&str>| {
-        (r == "base").then(|| BaseInfo {
-            env: vec!["HOME=/home/x".into()],
-            onbuild: Some(triggers.iter().map(|t| t.to_string()).collect()),
+    let info = |r: &str, _: Option<&Platform>| {
+        (r == "base").then(|| ContainerConfig {
+            env: Some(vec!["HOME=/home/x".into()]),
+            on_build: Some(triggers.iter().map(|t| t.to_string()).collect()),
+            ..Default::default()
         })
     };
-    let p = plan_with_bases(&df(text), &opts(&[("MODE", "cli")]), &info).unwrap();
+    let p = plan(&df(text), &opts(&[("MODE", "cli")]), &info).unwrap();
     let child = last_stage(&p);
-    assert!(child.image_triggers_planned);
+    assert!(child.base_read);
     assert_eq!(child.deps, [0], "the trigger's COPY --from needs the tools stage");
     assert!(p.needed.contains(&0) && !p.needed.contains(&1));
     assert_eq!(env_steps(child), [("SEEN".to_string(), "cli-/home/x-global".to_string())]);
@@ -555,14 +564,17 @@ USER $MODE:$SEEN";
     assert!(child.steps[..4].iter().all(|s| s.span.line == 4), "trigger steps point at the FROM");
     assert!(matches!(&child.steps[0].kind, StepKind::Arg(a) if a == &[("MODE".to_string(), Some("cli".to_string()))]));
 
-    // Without the triggers (plan() reads env only) the executor runs them.
-    let env_only = plan(&df(text), &opts(&[]), &|r: &str| (r == "base").then(Vec::new)).unwrap();
-    assert!(!last_stage(&env_only).image_triggers_planned);
-    assert_eq!(last_stage(&env_only).steps.len(), 1);
+    // A base that cannot be read is planned without env and triggers; the
+    // executor then refuses it if it has triggers.
+    let unread = plan(&df(text), &opts(&[]), &envs(no_images)).unwrap();
+    assert!(!last_stage(&unread).base_read);
+    assert_eq!(last_stage(&unread).steps.len(), 1);
 
     // A trigger that cannot run is an error at the FROM.
-    let bad = |_: &str, _: Option<&str>| Some(BaseInfo { env: Vec::new(), onbuild: Some(vec!["FROM other".into()]) });
-    let err = plan_with_bases(&df("FROM base\n"), &opts(&[]), &bad).unwrap_err();
+    let bad = |_: &str, _: Option<&Platform>| {
+        Some(ContainerConfig { on_build: Some(vec!["FROM other".into()]), ..Default::default() })
+    };
+    let err = plan(&df("FROM base\n"), &opts(&[]), &bad).unwrap_err();
     assert_eq!(err.line, 1);
     assert!(err.message.contains("ONBUILD trigger that cannot run"), "{}", err.message);
 }
@@ -600,7 +612,7 @@ fn healthcheck_exec() -> HealthConfig {
     if let Command::Healthcheck(Some(spec)) = &mut d.instructions[1].command {
         spec.test = CmdLine::Exec(vec!["/bin/check".into(), "--fast".into()]);
     }
-    let p = plan(&d, &opts(&[]), &no_images).unwrap();
+    let p = plan(&d, &opts(&[]), &envs(no_images)).unwrap();
     match &p.stages[0].steps[0].kind {
         StepKind::Healthcheck(h) => h.clone(),
         other => panic!("{other:?}"),
@@ -659,8 +671,13 @@ fn run_mount_values_expand_but_from_is_literal() {
     let text = "FROM scratch AS tools\nFROM scratch\nARG CACHE=/root/.cache\nRUN --mount=type=cache,target=$CACHE,id=c1 --mount=from=tools,target=/t true";
     let p = plan_text(text, &opts(&[]));
     let run = run_step(last_stage(&p), 0);
-    assert_eq!(run.mounts[0].options[0], ("target".to_string(), Some("/root/.cache".to_string())));
+    assert_eq!(run.mounts_written[0].options[0], ("target".to_string(), Some("/root/.cache".to_string())));
     assert_eq!(last_stage(&p).deps, [0]);
+    let tools = crate::plan::MountFrom { name: "tools".into(), source: CopyFrom::Stage(0) };
+    assert!(
+        matches!(&run.mounts[1], crate::plan::Mount::Bind { from: Some(f), .. } if *f == tools),
+        "from= names the stage"
+    );
     let err = plan_err("FROM scratch\nARG T=x\nRUN --mount=from=$T,target=/t true", &opts(&[]));
     assert!(err.message.contains("doesn't support variable expansion"), "{err}");
 }
@@ -730,4 +747,41 @@ fn chown_ids_beyond_32_bits_are_refused_when_planning() {
     let e = plan_err("FROM scratch\nARG U=99999999999\nCOPY --chown=$U a /b\n", &PlanOptions::default());
     assert!(e.to_string().contains("\"99999999999\" is not a valid user or group id"), "{e}");
     assert_eq!(e.line, 3);
+}
+
+/// A `--mount` option that is wrong once expanded fails when planning,
+/// at its line, before anything runs; the message is the one the executor
+/// gave when it checked options.
+#[test]
+fn invalid_mount_options_fail_when_planning_at_their_line() {
+    let planned = |text: &str| {
+        let parsed = crate::dockerfile::parse(text, "Dockerfile").unwrap();
+        plan(&parsed, &opts(&[]), &envs(no_images))
+    };
+    let cases = [
+        (
+            "ARG M=999\nRUN --mount=type=cache,target=/c,mode=$M true",
+            3,
+            "RUN --mount type=cache: mode=\"999\" is not a number",
+        ),
+        (
+            "RUN true\nRUN --mount=type=tmpfs,target=/t,size=lots true",
+            3,
+            "RUN --mount type=tmpfs: size=\"lots\" is not a size",
+        ),
+        ("RUN --mount=type=bind,source=src true", 2, "RUN --mount type=bind: target is required"),
+        ("ARG S=sometimes\nRUN --mount=type=cache,target=/c,sharing=$S true", 3, "expected shared, private or locked"),
+        ("ARG RO=maybe\nRUN --mount=type=secret,id=s,required=$RO true", 3, "required=\"maybe\" is not a boolean"),
+    ];
+    for (body, line, message) in cases {
+        let err = planned(&format!("FROM scratch\n{body}\n")).expect_err(body);
+        assert_eq!(err.line, line, "{body}");
+        assert!(err.message.contains(message), "{body}: {}", err.message);
+    }
+    let ok = planned("FROM scratch\nARG C=/root/.cache\nRUN --mount=type=cache,dst=$C,sharing=locked true\n").unwrap();
+    let run = run_step(last_stage(&ok), 0);
+    assert!(
+        matches!(&run.mounts[..], [crate::plan::Mount::Cache { target, sharing: crate::plan::Sharing::Locked, id: None, .. }]
+        if target == "/root/.cache")
+    );
 }

@@ -6,12 +6,16 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::dockerfile::ast::{CmdLine, Heredoc, Mount, Span};
+use crate::dockerfile::ast::{self, CmdLine, Heredoc, Span};
+
+use crate::image::platform::Platform;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuildPlan {
     /// The Dockerfile's display path, for error messages.
     pub file: String,
+    /// `--platform`, parsed; `None`: the host's, preferred but not required.
+    pub platform: Option<Platform>,
     /// Every stage in Dockerfile order (index = position).
     pub stages: Vec<Stage>,
     /// Index of the stage to build (`--target`, else the last).
@@ -23,14 +27,22 @@ pub struct BuildPlan {
     pub unused_build_args: Vec<String>,
 }
 
+impl BuildPlan {
+    /// The platform `stage` is built for: its `FROM --platform` (which wins,
+    /// as in BuildKit), else `--platform`; `None` prefers the host's.
+    pub fn platform_of<'a>(&'a self, stage: &'a Stage) -> Option<&'a Platform> {
+        stage.platform.as_ref().or(self.platform.as_ref())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stage {
     pub index: usize,
     /// Lower-cased `AS` name.
     pub name: Option<String>,
     pub base: Base,
-    /// Expanded `--platform`, if given.
-    pub platform: Option<String>,
+    /// `FROM --platform`, expanded and parsed, if given.
+    pub platform: Option<Platform>,
     pub span: Span,
     /// `FROM ...` text after expansion, for `STEP n/m:` lines.
     pub original: String,
@@ -38,9 +50,10 @@ pub struct Stage {
     /// Stages this one needs (its FROM and every `COPY --from` / `RUN --mount from`
     /// naming a stage), ascending, no duplicates.
     pub deps: Vec<usize>,
-    /// The base image's ONBUILD triggers were read when planning and are
-    /// this stage's first steps: the executor must not run them again.
-    pub image_triggers_planned: bool,
+    /// An image base's config was read when planning: its ONBUILD
+    /// triggers (if any) are this stage's first steps. When it was not,
+    /// the executor refuses an image that has triggers.
+    pub base_read: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -130,7 +143,13 @@ pub struct RunStep {
     /// Not expanded (the shell does that), heredoc bodies attached.
     pub cmd: CmdLine,
     pub heredocs: Vec<Heredoc>,
+    /// The `--mount`s, checked and typed.
+    #[serde(skip)]
     pub mounts: Vec<Mount>,
+    /// The same mounts as written, values expanded: what the step's cache
+    /// key hashes, so keys made before mounts were typed still match.
+    #[serde(rename = "mounts")]
+    pub mounts_written: Vec<ast::Mount>,
     pub network: Option<String>,
     pub security: Option<String>,
     /// Build args in scope with their values (`--build-arg` over ARG default),
@@ -287,4 +306,86 @@ pub enum StepKind {
     Onbuild(String),
     /// ARG inside a stage: no config change, kept so history/cache know about it.
     Arg(Vec<(String, Option<String>)>),
+}
+
+/// One `RUN --mount`, its options checked and defaulted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Mount {
+    /// A directory of the context, a stage or an image.
+    Bind {
+        /// As written; relative to WORKDIR when not absolute.
+        target: String,
+        /// The stage or image the source is in; `None`: the context.
+        from: Option<MountFrom>,
+        /// The path inside `from` (default `.`).
+        source: String,
+        /// Default true; writes to a rw bind are thrown away.
+        readonly: bool,
+    },
+    /// A directory kept between builds.
+    Cache {
+        /// `None`: the target, made absolute (BuildKit's default).
+        id: Option<String>,
+        /// As written; relative to WORKDIR when not absolute.
+        target: String,
+        sharing: Sharing,
+        /// What a new cache directory is seeded from (a stage or image).
+        from: Option<MountFrom>,
+        /// The path inside `from` (default `.`).
+        source: String,
+        /// Of a new cache directory (default 0755, owned by 0:0).
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        readonly: bool,
+    },
+    Tmpfs {
+        /// As written; relative to WORKDIR when not absolute.
+        target: String,
+        /// Bytes; `None`: the kernel's default.
+        size: Option<u64>,
+    },
+    /// A `--secret` as a file, an environment variable, or both.
+    Secret {
+        /// `id`, else the target's file name.
+        id: String,
+        /// Where the file goes (absolute); `None` when only `env` is wanted.
+        target: Option<String>,
+        /// The variable that gets the secret's value.
+        env: Option<String>,
+        /// A missing secret is an error instead of a skipped mount.
+        required: bool,
+        /// Of the file (default 0400, owned by 0:0).
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// An `--ssh` agent socket.
+    Ssh {
+        /// Default `default`.
+        id: String,
+        /// Absolute; default `/run/buildkit/ssh_agent.0`.
+        target: String,
+        required: bool,
+    },
+}
+
+/// A mount's `from=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountFrom {
+    /// As written (a stage name or index, an image or a `--build-context`
+    /// name); a bind's cache key names it so.
+    pub name: String,
+    pub source: CopyFrom,
+}
+
+/// Who may use a cache directory at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Sharing {
+    /// Any number of steps at a time (the default).
+    Shared,
+    /// One step at a time; another gets a fresh, throwaway directory.
+    Private,
+    /// One step at a time; others wait.
+    Locked,
 }

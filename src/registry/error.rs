@@ -56,8 +56,6 @@ pub enum ErrorKind {
     Status { what: String, status: u16, detail: String },
     #[error("no match for platform in manifest: wanted {wanted}, the image has {}; pick one of those with --platform or FROM --platform", if .available.is_empty() { "none".to_string() } else { .available.join(", ") })]
     NoPlatform { wanted: String, available: Vec<String> },
-    #[error("invalid platform '{0}': expected os/arch[/variant], e.g. linux/amd64")]
-    Platform(String),
     #[error("unsupported manifest type '{0}'")]
     Unsupported(String),
     #[error("invalid {what}: {detail}")]

@@ -31,8 +31,8 @@ pub struct RegistryOptions {
     pub cert_dir: Option<PathBuf>,
     /// `--authfile`
     pub authfile: Option<PathBuf>,
-    /// `os/arch[/variant]` to pick from an index; default the host's.
-    pub platform: Option<String>,
+    /// The platform to pick from an index; `None` prefers the host's.
+    pub platform: Option<crate::image::platform::Platform>,
     /// Show progress (bars on a terminal, lines otherwise).
     pub progress: bool,
     /// Push blobs in chunks of this many bytes; `None` uploads blobs whole
@@ -118,15 +118,14 @@ pub fn resolve_or_pull(
     // image wanted (pulled for another stage or build, or built here): pull
     // the right one, or say what the stored one is.
     let mut mismatch = None;
-    if let (Some(spec), Some(image)) = (opts.registry.platform.as_deref(), &local) {
-        let wanted = platform::wanted(Some(spec)).map_err(|k| RegistryError::new("find", name, k))?;
-        if let Err(kind) = platform::check_config(&image.config, &wanted) {
+    if let (Some(wanted), Some(image)) = (&opts.registry.platform, &local) {
+        if let Err(kind) = platform::check_config(&image.config, wanted) {
             mismatch = Some(RegistryError::new("find", name, kind));
             local = None;
         }
     }
     let full = Reference::parse(name).ok().map(|r| r.to_string());
-    let platform_key = opts.registry.platform.as_deref().unwrap_or("");
+    let platform_key = opts.registry.platform.as_ref().map(ToString::to_string).unwrap_or_default();
     let key =
         (store.root().to_path_buf(), format!("{}\0{platform_key}", full.clone().unwrap_or_else(|| name.to_string())));
     let pulled_already = PULLED.lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
@@ -174,9 +173,8 @@ pub fn peek_missing(
         return Ok(None);
     }
     if let Some(image) = find_local(store, name)? {
-        let Some(spec) = opts.registry.platform.as_deref() else { return Ok(None) };
-        let wanted = platform::wanted(Some(spec)).map_err(|k| RegistryError::new("find", name, k))?;
-        if platform::check_config(&image.config, &wanted).is_ok() {
+        let Some(wanted) = &opts.registry.platform else { return Ok(None) };
+        if platform::check_config(&image.config, wanted).is_ok() {
             return Ok(None);
         }
     }

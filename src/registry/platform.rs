@@ -7,9 +7,9 @@ pub use crate::image::platform::Platform as Wanted;
 
 use super::error::ErrorKind;
 
-/// `spec` (`os/arch[/variant]`) or, without one, the host's platform.
-pub fn wanted(spec: Option<&str>) -> Result<Wanted, ErrorKind> {
-    Wanted::parse_or_host(spec).map_err(|e| ErrorKind::Platform(e.0))
+/// The platform asked for or, without one, the host's.
+pub fn wanted(asked: Option<&Wanted>) -> Wanted {
+    asked.cloned().unwrap_or_else(Wanted::host)
 }
 
 /// The index entry for `wanted`, or docker's "no match for platform" error
@@ -44,7 +44,7 @@ mod tests {
             os_version: None,
         });
         let index = Index { manifests: vec![d], ..Default::default() };
-        let err = select(&index, &wanted(Some("linux/arm64")).unwrap()).unwrap_err().to_string();
+        let err = select(&index, &Wanted::parse("linux/arm64").unwrap()).unwrap_err().to_string();
         assert!(
             err.contains("no match for platform in manifest")
                 && err.contains("linux/arm64")
@@ -52,9 +52,10 @@ mod tests {
             "{err}"
         );
         let config = ImageConfig { os: "linux".into(), architecture: "amd64".into(), ..Default::default() };
-        let err = check_config(&config, &wanted(Some("linux/arm64")).unwrap()).unwrap_err().to_string();
+        let err = check_config(&config, &Wanted::parse("linux/arm64").unwrap()).unwrap_err().to_string();
         assert!(err.contains("linux/arm64") && err.contains("linux/amd64"), "{err}");
-        assert!(check_config(&config, &wanted(Some("linux/x86_64")).unwrap()).is_ok());
-        assert!(wanted(Some("linux")).is_err());
+        assert!(check_config(&config, &Wanted::parse("linux/x86_64").unwrap()).is_ok());
+        assert!(Wanted::parse("linux").is_err());
+        assert_eq!(wanted(None), Wanted::host());
     }
 }

@@ -100,7 +100,7 @@ fn resolve(
 ) -> Result<Resolved, RegistryError> {
     let r = Reference::parse(reference).map_err(|e| RegistryError::new("pull", reference, ErrorKind::Reference(e)))?;
     let err = |kind| RegistryError::new("pull", &r, kind);
-    let wanted = platform::wanted(opts.platform.as_deref()).map_err(err)?;
+    let wanted = platform::wanted(opts.platform.as_ref());
     let client = Client::connect(&r, vec![format!("repository:{}:pull", r.repository)], opts, "pull")?;
     if opts.progress {
         progress.report(crate::progress::Event::Note(format!("Pulling {r}")));

@@ -17,7 +17,7 @@ fn opts() -> PlanOptions {
 
 fn plan_of(text: &str) -> Result<BuildPlan, DockerfileError> {
     let df = dockerfile::parse(text, "Dockerfile")?;
-    plan::plan(&df, &opts(), &|_| None)
+    plan::plan(&df, &opts(), &|_: &str, _: Option<&kiln::image::platform::Platform>| None)
 }
 
 fn plan_ok(text: &str) -> BuildPlan {
