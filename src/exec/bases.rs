@@ -48,7 +48,7 @@ impl crate::plan::BaseImages for Bases<'_> {
                 // stays live.
                 let held = HeldFirst { inner: self.progress, held: Mutex::new(Some(None)) };
                 let peeked = match self.defer_layers {
-                    true => crate::registry::peek_missing(self.store, reference, &pull, &held).ok().flatten(),
+                    true => crate::registry::peek_missing(self.store, reference, &pull).ok().flatten(),
                     false => None,
                 };
                 let image = match peeked {

@@ -435,11 +435,7 @@ impl<'a> Executor<'a> {
     /// (BuildKit sets `OnBuild = nil`), so a grandchild never runs them
     /// again; the plan made them this stage's first steps. An image whose
     /// config the planner could not read must have none to run.
-    fn clear_triggers(
-        &self,
-        stage: &Stage,
-        state: &mut StageState,
-    ) -> Result<(), StepError> {
+    fn clear_triggers(&self, stage: &Stage, state: &mut StageState) -> Result<(), StepError> {
         let inherited = state.config.config.on_build.take().unwrap_or_default();
         if matches!(stage.base, Base::Image(_)) && !stage.base_read && !inherited.is_empty() {
             return Err(StepError::TriggersUnplanned(inherited.join("; ")));
@@ -602,7 +598,7 @@ impl<'a> Executor<'a> {
                 // With a shared cache, every step of a stage may hit: the
                 // base's layers come only when something reads them.
                 if !self.imported.is_empty() {
-                    if let Some(image) = crate::registry::peek_missing(self.store, &name, &pull, self.progress)? {
+                    if let Some(image) = crate::registry::peek_missing(self.store, &name, &pull)? {
                         let layers = image.manifest.layers.iter().map(|l| l.digest.clone()).collect();
                         self.deferred_bases.lock().expect("deferred lock").push(DeferredBase { name, pull, layers });
                         return Ok(image);

@@ -163,12 +163,7 @@ pub fn resolve_or_pull(
 /// asked for): the image as its registry serves it, without its layers
 /// ([`pull::peek`]). `None` when the store has it or the policy is another:
 /// [`resolve_or_pull`] then gives the image.
-pub fn peek_missing(
-    store: &Store,
-    name: &str,
-    opts: &PullOptions,
-    progress: &dyn crate::progress::Reporter,
-) -> Result<Option<Image>, RegistryError> {
+pub fn peek_missing(store: &Store, name: &str, opts: &PullOptions) -> Result<Option<Image>, RegistryError> {
     if opts.policy != PullPolicy::Missing {
         return Ok(None);
     }
@@ -178,7 +173,7 @@ pub fn peek_missing(
             return Ok(None);
         }
     }
-    pull::peek(store, name, &opts.registry, progress).map(Some)
+    pull::peek(store, name, &opts.registry).map(Some)
 }
 
 fn find_local(store: &Store, name: &str) -> Result<Option<Image>, RegistryError> {

@@ -33,7 +33,7 @@ pub fn pull(
     progress: &dyn crate::progress::Reporter,
 ) -> Result<Image, RegistryError> {
     let Resolved { client, r, bytes, media_type, digest, manifest, config } =
-        resolve(store, reference, opts, progress)?;
+        resolve(store, reference, opts, opts.progress.then_some(progress))?;
     let err = |kind| RegistryError::new("pull", &r, kind);
     let repo = r.name();
 
@@ -66,13 +66,9 @@ pub fn pull(
 /// so the store holds no image that lacks its layers; [`pull`] makes it
 /// whole when a layer is needed. The build uses this for a base whose steps
 /// may all come from a shared cache.
-pub fn peek(
-    store: &Store,
-    reference: &str,
-    opts: &RegistryOptions,
-    progress: &dyn crate::progress::Reporter,
-) -> Result<Image, RegistryError> {
-    let Resolved { media_type, bytes, digest, manifest, config, .. } = resolve(store, reference, opts, progress)?;
+pub fn peek(store: &Store, reference: &str, opts: &RegistryOptions) -> Result<Image, RegistryError> {
+    // Quiet: nothing is pulled yet.
+    let Resolved { media_type, bytes, digest, manifest, config, .. } = resolve(store, reference, opts, None)?;
     let mut descriptor = Descriptor::new(&media_type, digest.clone(), bytes.len() as u64);
     descriptor.platform = platform_of(&config);
     let config_digest = manifest.config.digest.clone();
@@ -91,18 +87,18 @@ struct Resolved {
 }
 
 /// Fetches and checks `reference`'s manifest (picking the platform from an
-/// index) and config.
+/// index) and config; says so on `progress` when given.
 fn resolve(
     store: &Store,
     reference: &str,
     opts: &RegistryOptions,
-    progress: &dyn crate::progress::Reporter,
+    progress: Option<&dyn crate::progress::Reporter>,
 ) -> Result<Resolved, RegistryError> {
     let r = Reference::parse(reference).map_err(|e| RegistryError::new("pull", reference, ErrorKind::Reference(e)))?;
     let err = |kind| RegistryError::new("pull", &r, kind);
     let wanted = platform::wanted(opts.platform.as_ref());
     let client = Client::connect(&r, vec![format!("repository:{}:pull", r.repository)], opts, "pull")?;
-    if opts.progress {
+    if let Some(progress) = progress {
         progress.report(crate::progress::Event::Note(format!("Pulling {r}")));
     }
 
@@ -111,7 +107,7 @@ fn resolve(
         let index: Index = serde_json::from_slice(&bytes)
             .map_err(|e| err(ErrorKind::Invalid { what: format!("index {digest}"), detail: e.to_string() }))?;
         let chosen = platform::select(&index, &wanted).map_err(err)?.clone();
-        if opts.progress {
+        if let Some(progress) = progress {
             progress.report(crate::progress::Event::Note(format!("Selected {} for {wanted}", chosen.digest)));
         }
         (bytes, media_type, digest) = fetch_manifest(&client, &chosen.digest, Some(&chosen.digest))?;

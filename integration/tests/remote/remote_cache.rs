@@ -177,6 +177,83 @@ fn registry_cache_round_trip_is_lazy_and_explains_misses() {
     assert_eq!(d.image("app").config_digest, a_img.config_digest);
 }
 
+/// A builder stage FROM an image in a registry: when every step of the
+/// stage hits, the image is never pulled (its config is read to plan the
+/// stage); a stage that needs its files pulls it whole, as without a cache.
+#[test]
+fn a_base_whose_stage_hits_is_not_pulled() {
+    let reg = Registry::start();
+    let base = format!("{}/lazy/base:1", reg.host());
+    let cache = format!("type=registry,ref={}/lazy/cache:1,mode=max", reg.host());
+    let cache2 = format!("type=registry,ref={}/lazy/cache:2", reg.host());
+    let builder = format!(
+        "FROM {base} AS builder\nCOPY src.txt /src.txt\nRUN cat /src.txt > /built.txt && echo RAN\"\"STEP\n\
+         FROM scratch\nCOPY --from=builder /built.txt /built.txt\nCOPY a.txt /a.txt\n"
+    );
+    let on_base = format!("FROM {base}\nCOPY a.txt /a.txt\n");
+
+    let a = runner("2001-01-01 00:00:00");
+    a.dockerfile("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n");
+    build(&a, "base", &[]).ok();
+    a.kiln(&["push", "base", &base]).ok();
+    a.dockerfile(&builder);
+    build(&a, "app", &["--cache-to", &cache]).ok();
+    a.write("ctx/on-base.Dockerfile", &on_base);
+    let ctx = a.ctx();
+    let file = ctx.join("on-base.Dockerfile");
+    a.kiln(&["build", "-t", "onbase", "-f", file.to_str().unwrap(), "--cache-to", &cache2, ctx.to_str().unwrap()]).ok();
+    let from = cache.replace(",mode=max", "");
+
+    // Runner B: every step hits; the base's layers never come.
+    let b = runner("2011-11-11 11:11:11");
+    b.dockerfile(&builder);
+    let out = build(&b, "app", &["--cache-from", &from]);
+    out.ok();
+    assert!(!out.stdout.contains("RANSTEP"), "{}", out.transcript());
+    assert!(!out.stdout.contains("Pulling"), "{}", out.transcript());
+    let b_img = b.image("app");
+    assert_eq!(b_img.file_str("built.txt"), "source\n");
+    assert_eq!(store_blobs(&b.store()), image_blobs(&b_img), "{}", out.transcript());
+    let images = b.kiln(&["images", "--format", "{{.Repository}}"]);
+    assert!(!images.ok().stdout.contains("lazy/base"), "the base was not pulled: {}", images.transcript());
+    b.kiln(&["system", "check"]).ok();
+
+    // A final stage FROM the base: its layers are the image's, so they come (the pull is whole and tagged).
+    b.write("ctx/on-base.Dockerfile", &on_base);
+    let (ctx, file) = (b.ctx(), b.ctx().join("on-base.Dockerfile"));
+    let out = b.kiln(&[
+        "build",
+        "-t",
+        "onbase",
+        "-f",
+        file.to_str().unwrap(),
+        "--cache-from",
+        &cache2,
+        ctx.to_str().unwrap(),
+    ]);
+    out.ok();
+    assert_eq!(count(&out, "--> Using cache (registry)"), 1, "{}", out.transcript());
+    let img = b.image("onbase");
+    assert_eq!(img.file_str("a.txt"), "a\n");
+    assert!(img.fs().contains_key("bin/busybox"), "the base's files are in the image");
+    assert_eq!(img.config_digest, a.image("onbase").config_digest, "the same image id");
+    let images = b.kiln(&["images", "--format", "{{.Repository}}"]);
+    assert!(images.ok().stdout.contains("lazy/base"), "{}", images.transcript());
+    b.kiln(&["system", "check"]).ok();
+
+    // Runner C: src.txt changed, so the builder's RUN runs: the base is pulled for it.
+    let c = runner("2020-02-02 02:02:02");
+    c.write("ctx/src.txt", "changed\n");
+    c.dockerfile(&builder);
+    let out = build(&c, "app", &["--cache-from", &from]);
+    out.ok();
+    assert!(out.stdout.contains("RANSTEP"), "{}", out.transcript());
+    assert_eq!(c.image("app").file_str("built.txt"), "changed\n");
+    let images = c.kiln(&["images", "--format", "{{.Repository}}"]);
+    assert!(images.ok().stdout.contains("lazy/base"), "{}", images.transcript());
+    c.kiln(&["system", "check"]).ok();
+}
+
 #[test]
 fn local_directory_cache_round_trip() {
     let a = runner("2001-01-01 00:00:00");
