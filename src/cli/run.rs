@@ -197,11 +197,11 @@ fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
     let spec = (|| -> anyhow::Result<RunSpec> {
         let config = &image.config.config;
         let argv = command_line(config, entrypoint.as_deref(), &args.command)?;
-        let mut spec = RunSpec::new(&merged, argv);
+        let mut spec = RunSpec::new(merged, argv);
         let user = args.user.clone().or_else(|| config.user.clone()).unwrap_or_default();
-        spec.user = kiln_runtime::user::resolve(&merged, &user)
+        spec.user = kiln_runtime::user::resolve(merged, &user)
             .map_err(|source| RunCmdError::User { user: user.clone(), source })?;
-        let home = home_of(&merged, spec.user.uid);
+        let home = home_of(merged, spec.user.uid);
         spec.env = environment(config.env.as_deref().unwrap_or_default(), &overrides, &hostname, &home, args.tty);
         spec.cwd = match args.workdir.as_deref().or(config.working_dir.as_deref()) {
             Some(w) if !w.is_empty() => kiln::exec::state::join_workdir("/", w),
