@@ -1,4 +1,5 @@
-//! kiln's filesystem formats: layer tars in and out, compression and digests.
+//! kiln's filesystem formats: layer tars in and out, compression and digests, and the root a step runs
+//! in over a stack of layer dirs, whatever the storage driver ([`Rootfs`]).
 
 pub mod apply;
 pub mod compress;

@@ -41,8 +41,8 @@ pub enum CommitError {
     Diff(#[from] DiffError),
 }
 
-/// A mounted (or copied) root over a stack of layer dirs. Dropped, it is unmounted and its scratch dir
-/// removed (errors then are logged); [`Rootfs::finish`] does the same reporting them, and
+/// A mounted (or copied) root over a stack of layer dirs. Dropped, it is unmounted (a failure is logged)
+/// and its scratch dir removed; [`Rootfs::finish`] does the same reporting the failure, and
 /// [`Rootfs::commit`] writes its changes first.
 #[derive(Debug)]
 pub struct Rootfs {
@@ -74,19 +74,20 @@ impl Rootfs {
         &self.root
     }
 
-    pub fn driver(&self) -> Driver {
-        self.driver
-    }
-
     fn scratch(&self) -> &Path {
         self.scratch.as_ref().expect("a root keeps its scratch dir until it is consumed").path()
     }
 
+    /// Unmounts. When that fails the scratch dir is left for the next build's cleanup (which runs in a
+    /// mount namespace without this mount): removing it now would walk the still-mounted root.
     fn unmount(&mut self) -> Result<(), MountError> {
-        match self.guard.take() {
-            Some(guard) => guard.unmount(),
-            None => Ok(()),
+        let unmounted = self.guard.take().map_or(Ok(()), MountGuard::unmount);
+        if unmounted.is_err() {
+            if let Some(scratch) = self.scratch.take() {
+                let _ = scratch.keep();
+            }
         }
+        unmounted
     }
 
     /// Unmounts and writes what changed in the root since it was mounted to `writer`, leaving out
@@ -113,16 +114,17 @@ impl Rootfs {
         Ok((report, Committed { scratch, layer_dir: self.driver == Driver::Overlay }))
     }
 
-    /// Unmounts and removes the root, reporting a failed unmount (the scratch dir is then left for the next
-    /// build's cleanup: removing it would walk the still-mounted root).
+    /// Unmounts and removes the root, reporting a failed unmount.
     pub fn finish(mut self) -> Result<(), MountError> {
-        let unmounted = self.unmount();
-        if unmounted.is_err() {
-            if let Some(scratch) = self.scratch.take() {
-                let _ = scratch.keep();
-            }
+        self.unmount()
+    }
+}
+
+impl Drop for Rootfs {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount() {
+            log::warn!("{e}");
         }
-        unmounted
     }
 }
 
@@ -213,7 +215,7 @@ mod tests {
         let (tar, _) = writer.finish().unwrap();
         assert_eq!(names(&tar), [".wh.gone", "new"], "{driver}");
         assert_eq!(report.whiteouts, 1, "{driver}");
-        assert!(fs::read_dir(&lowers[0]).unwrap().count() == 3, "{driver}: the lower is untouched");
+        assert_eq!(fs::read_dir(&lowers[0]).unwrap().count(), 3, "{driver}: the lower is untouched");
         match committed.into_layer_dir() {
             Some(dir) => {
                 assert_eq!(driver, Driver::Overlay);
