@@ -1,4 +1,5 @@
-//! kiln's filesystem formats: layer tars in and out, compression and digests.
+//! kiln's filesystem formats: layer tars in and out, compression and digests, and the root a step runs
+//! in over a stack of layer dirs, whatever the storage driver ([`Rootfs`]).
 
 pub mod apply;
 pub mod compress;
@@ -13,6 +14,7 @@ pub mod mount;
 pub mod naive;
 mod namespace;
 pub mod reader;
+pub mod rootfs;
 pub mod tarfmt;
 pub mod verify;
 pub mod whiteout;
@@ -29,6 +31,7 @@ pub use digest::{HashingReader, HashingWriter};
 pub use emit::capability_v2;
 pub use layer::{entry_from_path, LayerInfo, LayerWriter};
 pub use mount::{detect_driver, detect_driver_in, mount, Driver, MountError, MountGuard};
+pub use rootfs::{CommitError, Committed, Rootfs};
 pub use tarfmt::{EntryKind, EntryMeta, TarWriter};
 pub use verify::{verify_layer, LayerReader, VerifyError};
 pub use whiteout::{WhiteoutFormat, XattrPrefix};

@@ -37,6 +37,12 @@ impl Driver {
             Driver::Vfs => "vfs",
         }
     }
+
+    /// Whether a root made with this driver is a copy of its lowers (vfs) rather than a view stacked on
+    /// them: a caller that needs only part of the layers does better to copy just that part.
+    pub fn copies(self) -> bool {
+        self == Driver::Vfs
+    }
 }
 
 impl fmt::Display for Driver {

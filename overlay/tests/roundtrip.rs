@@ -21,7 +21,8 @@ use kiln_overlay::compress::Compression;
 use kiln_overlay::layer::LayerWriter;
 use kiln_overlay::tarfmt::EntryKind;
 use kiln_overlay::{
-    apply_layer, apply_tar, mount, naive, write_diff, ApplyOptions, DiffOptions, Driver, WhiteoutFormat, XattrPrefix,
+    apply_layer, apply_tar, mount, write_diff, ApplyOptions, DiffOptions, DiffReport, Driver, Rootfs, WhiteoutFormat,
+    XattrPrefix,
 };
 
 fn apply_opts(format: WhiteoutFormat) -> ApplyOptions {
@@ -99,11 +100,8 @@ fn run_step(root: &Path) {
 
 struct Mounted {
     _tmp: tempfile::TempDir,
-    lowers: Vec<PathBuf>,
-    upper: PathBuf,
     merged: PathBuf,
-    guard: Option<kiln_overlay::MountGuard>,
-    driver: Driver,
+    root: Option<Rootfs>,
 }
 
 fn prepare(driver: Driver, layers: &[Vec<u8>]) -> Mounted {
@@ -115,24 +113,21 @@ fn prepare(driver: Driver, layers: &[Vec<u8>]) -> Mounted {
         apply_layer(&layer[..], &d, &apply_opts(WhiteoutFormat::Overlay)).unwrap();
         lowers.insert(0, d);
     }
-    let [upper, work, merged] = ["upper", "work", "merged"].map(|n| {
-        let p = tmp.path().join(n);
-        fs::create_dir_all(&p).unwrap();
-        p
-    });
-    let guard = mount(driver, &lowers, &upper, &work, &merged).unwrap();
-    Mounted { _tmp: tmp, lowers, upper, merged, guard: Some(guard), driver }
+    let step = tempfile::Builder::new().prefix("step-").tempdir_in(tmp.path()).unwrap();
+    let root = Rootfs::mount(driver, lowers, step).unwrap();
+    Mounted { _tmp: tmp, merged: root.path().to_path_buf(), root: Some(root) }
+}
+
+/// Unmounts and writes the root's changes to `w`, as a RUN's commit does.
+fn commit_to<W: Write + 'static>(m: &mut Mounted, w: &mut LayerWriter<W>, opts: &DiffOptions) -> DiffReport {
+    let root = m.root.take().unwrap();
+    root.commit(w, opts).unwrap().0
 }
 
 /// Unmounts and returns the diff as a plain tar.
-fn commit(m: &mut Mounted, opts: &DiffOptions) -> (Vec<u8>, kiln_overlay::DiffReport) {
-    let guard = m.guard.take().unwrap();
-    guard.unmount().unwrap();
+fn commit(m: &mut Mounted, opts: &DiffOptions) -> (Vec<u8>, DiffReport) {
     let mut w = LayerWriter::new(Vec::new(), Compression::None).unwrap();
-    let report = match m.driver {
-        Driver::Vfs => naive::diff_to_layer(&m.merged, &m.lowers, &mut w, opts).unwrap(),
-        _ => write_diff(&m.upper, &m.lowers, &mut w, opts).unwrap(),
-    };
+    let report = commit_to(m, &mut w, opts);
     let (tar_bytes, info) = w.finish().unwrap();
     assert!(info.diff_id.starts_with("sha256:"));
     (tar_bytes, report)
@@ -293,15 +288,10 @@ fn large_tree(driver: Driver) {
     }
     let big_sum = sha256_file(&big);
     // Written gzip, as a commit does, to a file.
-    let guard = m.guard.take().unwrap();
-    guard.unmount().unwrap();
     let out = scratch();
     let blob_path = out.path().join("layer.tar.gz");
     let mut w = LayerWriter::new(fs::File::create(&blob_path).unwrap(), Compression::Gzip).unwrap();
-    let report = match driver {
-        Driver::Vfs => naive::diff_to_layer(&m.merged, &m.lowers, &mut w, &DiffOptions::default()).unwrap(),
-        _ => write_diff(&m.upper, &m.lowers, &mut w, &DiffOptions::default()).unwrap(),
-    };
+    let report = commit_to(&mut m, &mut w, &DiffOptions::default());
     let (_, info) = w.finish().unwrap();
     assert_eq!(report.entries, 20_000 + 3, "{driver}: {report:?}");
     assert!(info.size < 80 << 20, "{driver}: sparse zeros compress away: {}", info.size);

@@ -1,7 +1,8 @@
 //! `kiln run`: a command in a throwaway container of an image, rootless,
 //! in the same namespaces and overlay as a RUN step. The image's
 //! Entrypoint/Cmd/Env/User/WorkingDir apply as `podman run` applies them;
-//! what the command writes goes to a scratch upper dir deleted afterwards.
+//! what the command writes goes to the root's scratch dir, deleted
+//! afterwards (a [`Rootfs`] never committed).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 use kiln_overlay::mount::{self, Driver};
+use kiln_overlay::Rootfs;
 use kiln_runtime::{MountSpec, Network, RunSpec};
 
 use kiln::image::config::ContainerConfig;
@@ -188,25 +190,18 @@ fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
         .ensure(&store, &image.manifest.layers, &image.config.rootfs.diff_ids)
         .with_context(|| format!("prepare the layers of {}", args.image))?;
     let driver = args.storage_driver.unwrap_or_else(|| mount::detect_driver_in(&store.tmp_dir()));
-    // Upper, work and merged dirs: deleted when this is dropped.
-    let scratch = layers.step_dir()?;
-    let upper = scratch.path().join("diff");
-    let work = scratch.path().join("work");
-    let merged = scratch.path().join("merged");
-    for d in [&upper, &work, &merged] {
-        fs::create_dir(d).with_context(|| format!("create {}", d.display()))?;
-    }
-    let guard = mount::mount(driver, &lowers, &upper, &work, &merged).context("mount the container's filesystem")?;
+    let rootfs = Rootfs::mount(driver, lowers, layers.step_dir()?).context("mount the container's filesystem")?;
+    let merged = rootfs.path();
 
     let hostname = args.hostname.clone().unwrap_or_else(|| kiln::humanize::short(&image.config_digest).to_string());
     let spec = (|| -> anyhow::Result<RunSpec> {
         let config = &image.config.config;
         let argv = command_line(config, entrypoint.as_deref(), &args.command)?;
-        let mut spec = RunSpec::new(&merged, argv);
+        let mut spec = RunSpec::new(merged, argv);
         let user = args.user.clone().or_else(|| config.user.clone()).unwrap_or_default();
-        spec.user = kiln_runtime::user::resolve(&merged, &user)
+        spec.user = kiln_runtime::user::resolve(merged, &user)
             .map_err(|source| RunCmdError::User { user: user.clone(), source })?;
-        let home = home_of(&merged, spec.user.uid);
+        let home = home_of(merged, spec.user.uid);
         spec.env = environment(config.env.as_deref().unwrap_or_default(), &overrides, &hostname, &home, args.tty);
         spec.cwd = match args.workdir.as_deref().or(config.working_dir.as_deref()) {
             Some(w) if !w.is_empty() => kiln::exec::state::join_workdir("/", w),
@@ -226,10 +221,9 @@ fn run_container(cli: &Cli, args: &RunArgs) -> anyhow::Result<i32> {
         Ok(spec)
     })();
     let result = spec.and_then(|spec| kiln_runtime::run_attached(&spec).map_err(anyhow::Error::new));
-    if let Err(e) = guard.unmount() {
+    if let Err(e) = rootfs.finish() {
         log::warn!("{e}");
     }
-    drop(scratch);
     result
 }
 

@@ -193,7 +193,7 @@ struct Executor<'a> {
     driver: OnceLock<Driver>,
     /// Overlay views of `--from` stages and images, mounted for the build
     /// (unmounted when dropped, before their directories are removed).
-    from_mounts: Mutex<Vec<(kiln_overlay::MountGuard, tempfile::TempDir)>>,
+    from_mounts: Mutex<Vec<kiln_overlay::Rootfs>>,
     done: Mutex<HashMap<usize, StageState>>,
     /// `--from` sources unpacked once per build, by stage index or image id.
     unpacked: Mutex<HashMap<String, Unpacked>>,

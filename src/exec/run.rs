@@ -1,6 +1,8 @@
-//! RUN: mount the stage's layers with a fresh upper dir, run the command in
-//! its own namespaces, then commit the upper dir as the new layer. The upper
-//! dir itself becomes the new layer's directory (renamed, never re-extracted).
+//! RUN: mount the stage's layers as a [`Rootfs`] (whichever storage driver
+//! the build uses), run the command in its own namespaces, then commit the
+//! root's changes as the new layer. Where the driver's upper dir is in the
+//! layer-dir form (kernel overlay), it becomes the new layer's directory
+//! (renamed, never re-extracted).
 
 use std::collections::VecDeque;
 use std::fs;
@@ -8,10 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kiln_overlay::compress::Compression;
-use kiln_overlay::diff::{write_diff, DiffOptions};
+use kiln_overlay::diff::DiffOptions;
 use kiln_overlay::layer::{LayerInfo, LayerWriter};
-use kiln_overlay::mount::{self, Driver};
-use kiln_overlay::naive;
+use kiln_overlay::mount::Driver;
+use kiln_overlay::Rootfs;
 use kiln_runtime::{MountKind, MountSpec, Network, Output, RunSpec, Stream};
 
 use crate::dockerfile::ast::{CmdLine, Heredoc};
@@ -45,7 +47,7 @@ pub enum RunError {
     #[error(transparent)]
     Runtime(#[from] kiln_runtime::RuntimeError),
     #[error("commit the step's changes")]
-    Diff(#[from] kiln_overlay::diff::DiffError),
+    Commit(#[from] kiln_overlay::CommitError),
     #[error("write the layer")]
     Layer(#[source] std::io::Error),
     #[error(transparent)]
@@ -171,16 +173,8 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
         return Err(RunError::NoUserNamespace(reason));
     }
     let lowers = env.layers.ensure(env.store, &state.layers, &state.config.rootfs.diff_ids)?;
-    let step_dir = env.layers.step_dir()?;
-    let upper = step_dir.path().join("diff");
-    let work = step_dir.path().join("work");
-    let merged = step_dir.path().join("merged");
-    for d in [&upper, &work, &merged] {
-        fs::create_dir(d).map_err(|source| RunError::Io { path: d.clone(), source })?;
-    }
-
-    let guard = mount::mount(env.driver, &lowers, &upper, &work, &merged)?;
-    let mut spec = spec(state, step, &merged, &env.hostname)?;
+    let rootfs = Rootfs::mount(env.driver, lowers, env.layers.step_dir()?)?;
+    let mut spec = spec(state, step, rootfs.path(), &env.hostname)?;
     add_mounts(&mut spec, env.mounts);
     spec.ulimits = env.extras.ulimits.clone();
     spec.shm_size = env.extras.shm_size;
@@ -214,12 +208,12 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     let code = match code {
         Ok(c) => c,
         Err(e) => {
-            let _ = guard.unmount();
+            let _ = rootfs.finish();
             return Err(e.into());
         }
     };
     if code != 0 {
-        let _ = guard.unmount();
+        let _ = rootfs.finish();
         // Output the user could not read (quiet, or a live view that showed
         // only its last lines) comes with the error.
         let tail = if (env.quiet || !env.progress.keeps_output()) && !tail.is_empty() {
@@ -235,37 +229,24 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     // Counted, so a big layer's commit shows how far it got.
     let (blob, written) = crate::progress::CountingWriter::new(env.store.blob_writer()?);
     let mut writer = LayerWriter::with_level(blob, env.compression, env.compression_level).map_err(RunError::Layer)?;
-    let opts = DiffOptions { prefix: env.layers.prefix().clone(), skip: volumes.clone(), clamp_mtime: env.clamp_mtime };
+    let opts = DiffOptions { prefix: env.layers.prefix().clone(), skip: volumes, clamp_mtime: env.clamp_mtime };
     let diffed = crate::progress::with_commit_progress(env.progress, &env.step, &written, || -> Result<_, RunError> {
-        if env.driver == Driver::Vfs {
-            naive::diff_to_layer(&merged, &lowers, &mut writer, &opts)?;
-            guard.unmount()?;
-        } else {
-            guard.unmount()?;
-            // What a RUN changed inside a declared volume is discarded (as
-            // buildah does): drop it from the upper dir so the layer dir and the
-            // layer tar agree.
-            for v in &volumes {
-                remove_any(&upper.join(v));
-            }
-            write_diff(&upper, &lowers, &mut writer, &opts)?;
-        }
-        writer.finish().map_err(RunError::Layer)
+        // What a RUN changed inside a declared volume is discarded (as
+        // buildah does).
+        let (_, committed) = rootfs.commit(&mut writer, &opts)?;
+        Ok((writer.finish().map_err(RunError::Layer)?, committed))
     });
-    let (blob, info) = diffed?;
+    let ((blob, info), committed) = diffed?;
     let (digest, size) = commit(blob.into_inner(), &info)?;
 
-    let mut diff_ids = state.config.rootfs.diff_ids.clone();
-    diff_ids.push(info.diff_id.clone());
-    let chain = chain_ids(&diff_ids).pop().expect("one diff id at least");
-    // Only the kernel overlay's upper dir is in the layer-dir format (char
-    // 0:0 whiteouts, the opaque xattr) that every driver reads; with
-    // fuse-overlayfs or vfs the layer dir is unpacked from the blob when a
-    // later step needs it.
-    if env.driver == Driver::Overlay {
-        let _ = fs::remove_dir_all(&work);
-        let _ = fs::remove_dir(&merged);
-        env.layers.adopt(step_dir.keep(), &chain)?;
+    // Where the driver left the upper in the layer-dir form, it becomes the
+    // new layer's dir; otherwise that is unpacked from the blob when a later
+    // step needs it.
+    if let Some(dir) = committed.into_layer_dir() {
+        let mut diff_ids = state.config.rootfs.diff_ids.clone();
+        diff_ids.push(info.diff_id.clone());
+        let chain = chain_ids(&diff_ids).pop().expect("one diff id at least");
+        env.layers.adopt(dir, &chain)?;
     }
     Ok(RunLayer { info, digest, size })
 }
@@ -513,18 +494,6 @@ fn volume_paths(state: &StageState) -> Vec<PathBuf> {
         .map(|(v, _)| PathBuf::from(super::tree::clean(v)))
         .filter(|p| !p.as_os_str().is_empty())
         .collect()
-}
-
-fn remove_any(path: &Path) {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            let _ = fs::remove_dir_all(path);
-        }
-        Ok(_) => {
-            let _ = fs::remove_file(path);
-        }
-        Err(_) => {}
-    }
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ impl<'a> Executor<'a> {
     /// directories RUN uses (each applied once, by the safe applier),
     /// stacked by a kernel overlay or fuse-overlayfs mount, so nothing is
     /// unpacked again. Its upper layer is thrown away with the build. `None`
-    /// with the vfs driver or where the mount fails: the caller unpacks
+    /// with a driver that copies (vfs) or where the mount fails: the caller unpacks
     /// instead.
     pub(super) fn mount_from(
         &self,
@@ -159,19 +159,15 @@ impl<'a> Executor<'a> {
         diff_ids: &[String],
     ) -> Result<Option<std::path::PathBuf>, StepError> {
         let driver = self.driver();
-        if driver == Driver::Vfs {
+        if driver.copies() {
             return Ok(None);
         }
         let lowers = self.layer_dirs.ensure(self.store, layers, diff_ids)?;
-        let dir = self.layer_dirs.step_dir()?;
-        let (upper, work, merged) = (dir.path().join("diff"), dir.path().join("work"), dir.path().join("merged"));
-        for d in [&upper, &work, &merged] {
-            std::fs::create_dir(d).map_err(|source| layers::LayerDirError::Io { path: d.clone(), source })?;
-        }
-        match kiln_overlay::mount(driver, &lowers, &upper, &work, &merged) {
-            Ok(guard) => {
+        match kiln_overlay::Rootfs::mount(driver, lowers, self.layer_dirs.step_dir()?) {
+            Ok(root) => {
+                let merged = root.path().to_path_buf();
                 log::info!("--from layers mounted at {}", merged.display());
-                self.from_mounts.lock().expect("from mounts lock").push((guard, dir));
+                self.from_mounts.lock().expect("from mounts lock").push(root);
                 Ok(Some(merged))
             }
             Err(e) => {

@@ -171,7 +171,7 @@ impl<'a> Executor<'a> {
             return Ok(mounts::Prepared::default());
         }
         let from = |from: &CopyFrom, source: &str| -> Result<Arc<BuildContext>, String> {
-            if self.driver() == Driver::Vfs && self.views_of(from) {
+            if self.driver().copies() && self.views_of(from) {
                 // No overlay to stack the layer dirs: copy out only what is bound.
                 let view = self.view_of(from).map_err(|e| e.to_string())?;
                 let dir = tempfile::Builder::new()

@@ -648,7 +648,7 @@ impl<'s> Walk<'s> {
                 Ok(text) if text.lines().next() != Some(chain.as_str()) => {
                     Some(Defect::WrongMarker { named: text.lines().next().unwrap_or_default().to_string() })
                 }
-                Ok(_) if !path.join("diff").is_dir() => Some(Defect::NoDiff),
+                Ok(_) if !path.join(kiln_overlay::rootfs::UPPER_DIR).is_dir() => Some(Defect::NoDiff),
                 Ok(_) if !self.chains.contains(&chain) => {
                     if self.busy {
                         // A running build commits layers before the record or image that uses them.

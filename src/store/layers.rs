@@ -16,6 +16,7 @@ use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use kiln_overlay::apply::{apply_tar, ApplyOptions};
+use kiln_overlay::rootfs::UPPER_DIR;
 use kiln_overlay::verify::LayerReader;
 use kiln_overlay::whiteout::{WhiteoutFormat, XattrPrefix};
 use sha2::{Digest, Sha256};
@@ -66,9 +67,10 @@ impl LayerDirs {
         &self.prefix
     }
 
-    /// Where the layer with this chain id keeps its tree.
+    /// Where the layer with this chain id keeps its tree: where a root's
+    /// upper is, so a RUN's scratch dir can be adopted as a layer dir.
     pub fn diff_dir(&self, chain_id: &str) -> PathBuf {
-        self.layer_dir(chain_id).join("diff")
+        self.layer_dir(chain_id).join(UPPER_DIR)
     }
 
     fn layer_dir(&self, chain_id: &str) -> PathBuf {
@@ -151,7 +153,7 @@ impl LayerDirs {
     pub fn is_verified(&self, chain: &str) -> bool {
         let dir = self.layer_dir(chain);
         let marked = fs::read_to_string(dir.join(MARKER)).is_ok_and(|text| text.lines().next() == Some(chain));
-        marked && dir.join("diff").is_dir()
+        marked && dir.join(UPPER_DIR).is_dir()
     }
 
     /// Applies the layer into a directory aside, checks the blob against its
@@ -168,7 +170,7 @@ impl LayerDirs {
             .permissions(private())
             .tempdir_in(&self.root)
             .map_err(io(&self.root))?;
-        let diff = aside.path().join("diff");
+        let diff = aside.path().join(UPPER_DIR);
         fs::create_dir(&diff).map_err(io(&diff))?;
         let opts =
             ApplyOptions { whiteouts: WhiteoutFormat::Overlay, prefix: self.prefix.clone(), ..ApplyOptions::default() };
