@@ -14,7 +14,7 @@ use super::Walk;
 use crate::image::manifest::Descriptor;
 
 /// A step record, as far as the check reads it, of any format version
-/// (see [`super::step_record::Record`]).
+/// (see [`crate::store::step_record::Record`]).
 #[derive(Deserialize)]
 struct StepRecord {
     parent: String,
