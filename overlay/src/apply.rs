@@ -10,6 +10,9 @@
 //! The archive is read by [`crate::reader`], the one tar reader kiln has: names stay bytes and binary
 //! xattr values arrive intact.
 
+mod meta;
+mod whiteouts;
+
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -20,15 +23,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::AtFlags;
-use nix::sys::stat::{fchmod, fchmodat, fstatat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{fchmod, fstatat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
-use xattr::FileExt;
+use nix::unistd::{linkat, symlinkat};
 
 use crate::compress;
 use crate::reader::{self, Entry, Kind, Reader};
 use crate::sys;
-use crate::whiteout::{self, is_overlay_xattr, WhiteoutFormat, XattrPrefix, WH_OPAQUE, WH_PREFIX};
+use crate::whiteout::{WhiteoutFormat, XattrPrefix, WH_OPAQUE, WH_PREFIX};
 
 /// The xattr rootless container tools record an owner in when the id is not mapped (`uid:gid:0mode`).
 pub const OVERRIDE_STAT_XATTR: &str = "user.containers.override_stat";
@@ -415,161 +417,7 @@ impl Applier<'_> {
         )
         .map(File::from)
     }
-
-    fn opaque(&mut self, parent: &[OsString]) -> io::Result<()> {
-        let dir = match self.opts.whiteouts {
-            // Nothing to empty where there is no directory.
-            WhiteoutFormat::Naive => match self.open_dir(&join(parent)) {
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(()),
-                other => other?,
-            },
-            _ => self.ensure_dir(parent)?,
-        };
-        self.report.opaque_dirs += 1;
-        match self.opts.whiteouts {
-            WhiteoutFormat::Naive => {
-                let rel = join(parent);
-                for child in std::fs::read_dir(proc_fd_path(&dir))? {
-                    let child = child?;
-                    if !self.written.contains(&rel.join(child.file_name())) {
-                        remove_existing(&dir, &child.file_name())?;
-                    }
-                }
-                Ok(())
-            }
-            _ => whiteout::set_opaque(&dir, &self.opts.prefix),
-        }
-    }
-
-    fn whiteout(&mut self, parent: &[OsString], hidden: &OsStr) -> io::Result<()> {
-        let rel = join(parent).join(hidden);
-        if self.written.contains(&rel) {
-            return Ok(());
-        }
-        let dir = match self.opts.whiteouts {
-            // Nothing to delete under a parent that does not exist.
-            WhiteoutFormat::Naive => match self.open_dir(&join(parent)) {
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(()),
-                other => other?,
-            },
-            _ => self.ensure_dir(parent)?,
-        };
-        self.report.whiteouts += 1;
-        remove_existing(&dir, hidden)?;
-        if self.opts.whiteouts != WhiteoutFormat::Naive {
-            let name = CString::new(hidden.as_bytes()).map_err(|_| nul_error())?;
-            whiteout::create_whiteout(&dir, &name, self.opts.whiteouts, &self.opts.prefix)?;
-        }
-        Ok(())
-    }
-
-    /// Owner, mode and xattrs of an entry open as `f` (a file or directory).
-    fn set_fd_meta(&mut self, f: &File, item: &Item) -> io::Result<()> {
-        let mut xattrs = self.filter_xattrs(item);
-        let chown =
-            if self.opts.owners { fchown(f.as_raw_fd(), Some(uid(item.uid)?), Some(gid(item.gid)?)) } else { Ok(()) };
-        match chown {
-            Ok(()) => {}
-            Err(nix::errno::Errno::EINVAL) if self.opts.record_unmapped_owners => {
-                self.report.unmapped_owners += 1;
-                xattrs.insert(OVERRIDE_STAT_XATTR.into(), override_stat(item));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        // After chown, which clears setuid and setgid. A directory stays writable for its owner until
-        // `finish` gives it its mode, so its entries can be created in it.
-        let mode = if item.kind == Kind::Dir { item.mode | 0o700 } else { item.mode };
-        fchmod(f.as_raw_fd(), Mode::from_bits_truncate(mode))?;
-        for (name, value) in &xattrs {
-            if let Err(e) = f.set_xattr(name, value) {
-                self.refused_xattr(item, name, e)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Owner, mode, xattrs and mtime of a symlink or node `last` in `parent`, without opening it.
-    fn set_at_meta(&mut self, parent: &File, last: &OsStr, item: &Item, symlink: bool) -> io::Result<()> {
-        let mut xattrs = self.filter_xattrs(item);
-        let res = if self.opts.owners {
-            fchownat(
-                Some(parent.as_raw_fd()),
-                last,
-                Some(uid(item.uid)?),
-                Some(gid(item.gid)?),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-        } else {
-            Ok(())
-        };
-        match res {
-            Ok(()) => {}
-            Err(nix::errno::Errno::EINVAL) if self.opts.record_unmapped_owners => {
-                self.report.unmapped_owners += 1;
-                // user.* xattrs are not allowed on symlinks.
-                if !symlink {
-                    xattrs.insert(OVERRIDE_STAT_XATTR.into(), override_stat(item));
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if !symlink {
-            // A node just created by mknodat: not a symlink, so following is the same as not.
-            fchmodat(
-                Some(parent.as_raw_fd()),
-                last,
-                Mode::from_bits_truncate(item.mode),
-                FchmodatFlags::FollowSymlink,
-            )?;
-        }
-        let path = proc_fd_path(parent).join(last);
-        for (name, value) in &xattrs {
-            if let Err(e) = xattr::set(&path, name, value) {
-                self.refused_xattr(item, name, e)?;
-            }
-        }
-        utimensat(Some(parent.as_raw_fd()), last, &item.mtime, &item.mtime, UtimensatFlags::NoFollowSymlink)?;
-        Ok(())
-    }
-
-    fn filter_xattrs(&mut self, item: &Item) -> BTreeMap<String, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        for (name, value) in &item.xattrs {
-            if is_overlay_xattr(name) {
-                self.report.dropped_overlay_xattrs += 1;
-            } else {
-                out.insert(name.clone(), value.clone());
-            }
-        }
-        out
-    }
-
-    /// An xattr the kernel refuses is skipped with a warning (as `trusted.*` in a user namespace);
-    /// other failures are errors.
-    fn refused_xattr(&mut self, item: &Item, name: &str, e: io::Error) -> io::Result<()> {
-        match e.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES) => {
-                log::warn!("layer entry {:?}: xattr {name} not permitted here; skipped", item.name);
-                self.report.refused_xattrs.push(format!("{}: {name}", item.name));
-                Ok(())
-            }
-            _ => Err(e),
-        }
-    }
 }
-
-fn override_stat(item: &Item) -> Vec<u8> {
-    format!("{}:{}:0{:o}", item.uid, item.gid, item.mode).into_bytes()
-}
-
-fn uid(id: u64) -> io::Result<Uid> {
-    u32::try_from(id).map(Uid::from_raw).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "uid out of range"))
-}
-
-fn gid(id: u64) -> io::Result<Gid> {
-    u32::try_from(id).map(Gid::from_raw).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "gid out of range"))
-}
-
 fn nul_error() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "name contains a NUL byte")
 }

@@ -27,6 +27,10 @@
 //! call (SECCOMP_USER_NOTIF_FLAG_CONTINUE), which then fails or succeeds
 //! exactly as without the filter.
 
+mod decode;
+mod filter;
+mod record;
+
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -40,6 +44,10 @@ use xattr::FileExt as _;
 use crate::fake_ids::{self, IdCall};
 use crate::idmap::{parse_proc_map, IdMap};
 use crate::sys;
+use decode::{decode, Op, Target};
+use filter::AUDIT_ARCH;
+pub use filter::{install, supported};
+use record::{format_override, mode_after_chown, parse_override};
 
 /// The xattr rootless container tools record an owner in (kiln-overlay's
 /// `OVERRIDE_STAT_XATTR`, which the layer writer applies).
@@ -47,188 +55,6 @@ pub const OVERRIDE_STAT_XATTR: &str = "user.containers.override_stat";
 
 /// The longest path the kernel accepts, NUL included (PATH_MAX).
 const PATH_MAX: usize = 4096;
-
-// ------------------------------------------------------------ the filter
-
-/// linux/audit.h: AUDIT_ARCH_* of the architectures whose system call
-/// numbers the filter knows (libc does not export them). Elsewhere 0, which
-/// no call carries: the filter then lets everything through.
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xC000_003E;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xC000_00B7;
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const AUDIT_ARCH: u32 = 0;
-
-/// fchmodat2 (Linux 6.6) has the same number on every architecture; libc
-/// lacks it for some targets.
-const SYS_FCHMODAT2: i64 = 452;
-
-/// The calls the filter sends to the supervisor on this architecture.
-#[cfg(target_arch = "x86_64")]
-const INTERCEPTED: &[i64] = &[
-    libc::SYS_chown,
-    libc::SYS_lchown,
-    libc::SYS_fchown,
-    libc::SYS_fchownat,
-    libc::SYS_chmod,
-    libc::SYS_fchmod,
-    libc::SYS_fchmodat,
-    SYS_FCHMODAT2,
-];
-#[cfg(target_arch = "aarch64")]
-const INTERCEPTED: &[i64] =
-    &[libc::SYS_fchown, libc::SYS_fchownat, libc::SYS_fchmod, libc::SYS_fchmodat, SYS_FCHMODAT2];
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const INTERCEPTED: &[i64] = &[];
-
-/// Whether this build can intercept chown (an architecture it knows).
-pub fn supported() -> bool {
-    AUDIT_ARCH != 0
-}
-
-/// The BPF program: calls of another architecture (i386 or arm32 compat;
-/// x32 numbers differ too) and every other call pass; the intercepted ones
-/// notify the listener.
-fn program() -> Vec<libc::sock_filter> {
-    let mut calls = INTERCEPTED.to_vec();
-    if !INTERCEPTED.is_empty() {
-        calls.extend_from_slice(crate::fake_ids::CALLS);
-    }
-    build_program(AUDIT_ARCH, &calls)
-}
-
-fn build_program(arch: u32, nrs: &[i64]) -> Vec<libc::sock_filter> {
-    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let load = |offset: usize| stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, offset as u32);
-    // Far fewer than 255 calls, so every jump fits its u8 offset.
-    let n = nrs.len() as u8;
-    let mut prog = vec![
-        load(std::mem::offset_of!(libc::seccomp_data, arch)),
-        // Another architecture: skip the number checks and the load, to ALLOW.
-        jeq(arch, 0, n + 1),
-        load(std::mem::offset_of!(libc::seccomp_data, nr)),
-    ];
-    for (i, nr) in nrs.iter().enumerate() {
-        // On a match jump over the remaining checks and ALLOW, to USER_NOTIF.
-        prog.push(jeq(*nr as u32, n - i as u8, 0));
-    }
-    prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
-    prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_USER_NOTIF));
-    prog
-}
-
-/// In the step's PID 1, just before exec: installs the filter and sends its
-/// listener to the supervisor over `sock`.
-pub fn install(sock: &impl AsFd) -> io::Result<()> {
-    let listener = sys::install_seccomp_listener(&program())?;
-    sys::send_fd(sock, &listener)
-}
-
-// ------------------------------------------------------------ decoding calls
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    /// `None` is -1: keep that id.
-    Chown {
-        uid: Option<u32>,
-        gid: Option<u32>,
-    },
-    Chmod {
-        mode: u32,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    /// The open file itself (fchown, fchmod).
-    Fd(i32),
-    /// A path (address in the caller's memory) from a directory descriptor
-    /// (`None`: the working directory).
-    Path { dirfd: Option<i32>, addr: u64, follow: bool, empty_ok: bool },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Call {
-    op: Op,
-    target: Target,
-}
-
-fn id(arg: u64) -> Option<u32> {
-    // uid_t is 32 bits: the kernel ignores the upper half.
-    Some(arg as u32).filter(|id| *id != u32::MAX)
-}
-
-fn dirfd(arg: u64) -> Option<i32> {
-    Some(arg as i32).filter(|fd| *fd != libc::AT_FDCWD)
-}
-
-/// The call a notification stands for; `None` for anything the kernel
-/// should judge itself (unknown flags, other calls).
-fn decode(nr: i64, a: &[u64; 6]) -> Option<Call> {
-    let path = |dirfd, addr, follow| Target::Path { dirfd, addr, follow, empty_ok: false };
-    let at_path = |dir: u64, addr: u64, flags: u64| {
-        let known = (libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) as u64;
-        (flags & !known == 0).then_some(Target::Path {
-            dirfd: dirfd(dir),
-            addr,
-            follow: flags & libc::AT_SYMLINK_NOFOLLOW as u64 == 0,
-            empty_ok: flags & libc::AT_EMPTY_PATH as u64 != 0,
-        })
-    };
-    let chown = |a1: u64, a2: u64| Op::Chown { uid: id(a1), gid: id(a2) };
-    let chmod = |m: u64| Op::Chmod { mode: m as u32 & 0o7777 };
-    let call = |op, target| Some(Call { op, target });
-    #[cfg(target_arch = "x86_64")]
-    match nr {
-        libc::SYS_chown => return call(chown(a[1], a[2]), path(None, a[0], true)),
-        libc::SYS_lchown => return call(chown(a[1], a[2]), path(None, a[0], false)),
-        libc::SYS_chmod => return call(chmod(a[1]), path(None, a[0], true)),
-        _ => {}
-    }
-    match nr {
-        libc::SYS_fchown => call(chown(a[1], a[2]), Target::Fd(a[0] as i32)),
-        libc::SYS_fchownat => call(chown(a[2], a[3]), at_path(a[0], a[1], a[4])?),
-        libc::SYS_fchmod => call(chmod(a[1]), Target::Fd(a[0] as i32)),
-        libc::SYS_fchmodat => call(chmod(a[2]), path(dirfd(a[0]), a[1], true)),
-        SYS_FCHMODAT2 => call(chmod(a[2]), at_path(a[0], a[1], a[3])?),
-        _ => None,
-    }
-}
-
-// ------------------------------------------------------------ the record
-
-/// `uid:gid:0mode`, as containers/storage writes it.
-fn format_override(uid: u32, gid: u32, mode: u32) -> String {
-    format!("{uid}:{gid}:0{:o}", mode & 0o7777)
-}
-
-/// Parses a record (a trailing `:type` field is allowed and ignored).
-fn parse_override(value: &[u8]) -> Option<(u32, u32, u32)> {
-    let text = std::str::from_utf8(value).ok()?;
-    let mut parts = text.split(':');
-    let uid = parts.next()?.parse().ok()?;
-    let gid = parts.next()?.parse().ok()?;
-    let mode = u32::from_str_radix(parts.next()?, 8).ok()?;
-    Some((uid, gid, mode & 0o7777))
-}
-
-/// The mode a chown leaves on a non-directory: like the kernel, it drops
-/// setuid, and setgid when group execute is set (without it the bit means
-/// mandatory locking, not privilege).
-fn mode_after_chown(mode: u32) -> u32 {
-    let mut mode = mode & !libc::S_ISUID;
-    if mode & libc::S_IXGRP != 0 {
-        mode &= !libc::S_ISGID;
-    }
-    mode
-}
 
 fn is_mapped(maps: &[IdMap], id: u32) -> bool {
     maps.iter().any(|m| id >= m.container && id - m.container < m.size)

@@ -16,6 +16,9 @@
 //! the host's loopback at 10.0.2.2. Either way the host is also
 //! `host.containers.internal` (and `host.docker.internal`) in /etc/hosts.
 
+mod etc_files;
+mod listening;
+
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
@@ -36,6 +39,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub use crate::ports::{PortMapping, Proto};
 use crate::spec::{Network, RunSpec};
 use crate::sys;
+pub use etc_files::hosts_file;
+use etc_files::{default_gateway, resolv_conf};
+use listening::check_listening;
 
 /// Environment variable that picks the forwarder: `pasta` or `slirp4netns`.
 pub const HELPER_ENV: &str = "KILN_NETWORK_HELPER";
@@ -397,59 +403,6 @@ fn slirp_publish(api: &Path, p: &PortMapping) -> Result<(), NetworkError> {
     }
 }
 
-/// pasta goes on when it cannot bind a published port (another program
-/// has it): make sure each one is a listening socket of pasta's.
-fn check_listening(pid: u32, ports: &[PortMapping]) -> Result<(), NetworkError> {
-    if ports.is_empty() {
-        return Ok(());
-    }
-    let inodes: std::collections::HashSet<String> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|e| fs::read_link(e.path()).ok())
-                .filter_map(|l| {
-                    let l = l.to_string_lossy().into_owned();
-                    l.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')).map(str::to_string)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    for p in ports {
-        let read = |v6: &str| fs::read_to_string(format!("/proc/net/{}{v6}", p.proto.name())).unwrap_or_default();
-        let (v4, v6) = (read(""), read("6"));
-        let ours = |table: &str| sockets_on(table, p.host_port, p.proto).any(|i| inodes.contains(i));
-        // pasta listens on one dual-stack socket, or on an IPv6-only one
-        // when another program has the IPv4 port: that one must not exist
-        // (nor, for an IPv6 address, an IPv6 one).
-        let family = if p.host_ip.is_some_and(|ip| ip.is_ipv6()) { &v6 } else { &v4 };
-        let foreign = sockets_on(family, p.host_port, p.proto).any(|i| !inodes.contains(i));
-        let bound = (ours(&v4) || ours(&v6)) && !foreign;
-        if !bound {
-            return Err(NetworkError::Publish {
-                mapping: p.to_string(),
-                detail: format!(
-                    "pasta could not listen on port {port}: is it in use? (`ss -lnp 'sport = :{port}'` shows by what)",
-                    port = p.host_port
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The inodes of the sockets in a /proc/net/{tcp,udp}[6] table that listen
-/// (TCP) or are bound (UDP) on `port`.
-fn sockets_on(table: &str, port: u16, proto: Proto) -> impl Iterator<Item = &str> {
-    table.lines().skip(1).filter_map(move |line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let local_port = cols.get(1)?.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok())?;
-        let state = *cols.get(3)?;
-        // 0A is TCP_LISTEN; a bound UDP socket shows 07 (TCP_CLOSE's number).
-        let wanted = if proto == Proto::Tcp { "0A" } else { "07" };
-        (local_port == port && state == wanted).then(|| cols.get(9).copied()).flatten()
-    })
-}
-
 fn log_text(log: &Path, status: std::process::ExitStatus) -> String {
     let text = fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.contains("syslog") && !l.trim().is_empty()).collect();
@@ -487,95 +440,5 @@ impl Drop for Running {
     }
 }
 
-/// The namespace's resolv.conf: the forwarder's nameserver, then the
-/// host's `search` and `options` lines.
-fn resolv_conf(host: &str, dns: IpAddr) -> String {
-    let mut text = format!("nameserver {dns}\n");
-    for line in host.lines() {
-        let word = line.split_whitespace().next().unwrap_or("");
-        if matches!(word, "search" | "domain" | "options") {
-            text.push_str(line);
-            text.push('\n');
-        }
-    }
-    text
-}
-
-/// The host's hosts file plus `host.containers.internal` and
-/// `host.docker.internal` at the address that reaches the host.
-pub fn hosts_file(host: &str, host_address: Option<IpAddr>) -> String {
-    let mut text = host.to_string();
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    if let Some(ip) = host_address {
-        text.push_str(&format!("{ip}\thost.containers.internal host.docker.internal\n"));
-    }
-    text
-}
-
-/// The host's IPv4 default gateway (from /proc/net/route), which pasta
-/// copies into the namespace.
-fn default_gateway() -> Option<Ipv4Addr> {
-    let table = fs::read_to_string("/proc/net/route").ok()?;
-    parse_default_gateway(&table)
-}
-
-fn parse_default_gateway(table: &str) -> Option<Ipv4Addr> {
-    table.lines().skip(1).find_map(|line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() < 3 || cols[1] != "00000000" {
-            return None;
-        }
-        let gw = u32::from_str_radix(cols[2], 16).ok().filter(|g| *g != 0)?;
-        // The table is in host byte order (little-endian on every Linux kiln runs on).
-        Some(Ipv4Addr::from(gw.to_le_bytes()))
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn helper_choice() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().as_os_str();
-        assert!(matches!(find_with(None, Some(path)), Err(NetworkError::NoHelper)));
-        let slirp = dir.path().join("slirp4netns");
-        fs::write(&slirp, "").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&slirp, fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(find_with(None, Some(path)).unwrap().kind, HelperKind::Slirp4netns);
-        let pasta = dir.path().join("pasta");
-        fs::copy(&slirp, &pasta).unwrap();
-        assert_eq!(find_with(None, Some(path)).unwrap().kind, HelperKind::Pasta, "pasta is preferred");
-        assert_eq!(find_with(Some("slirp4netns"), Some(path)).unwrap().path, slirp);
-        fs::remove_file(&slirp).unwrap();
-        let err = find_with(Some("slirp4netns"), Some(path)).unwrap_err();
-        assert!(err.to_string().contains("apt-get install slirp4netns"), "{err}");
-        assert!(matches!(find_with(Some("vde"), Some(path)), Err(NetworkError::UnknownHelper(_))));
-        let none = NetworkError::NoHelper.to_string();
-        assert!(none.contains("apt-get install passt") && none.contains("slirp4netns"), "{none}");
-    }
-
-    #[test]
-    fn etc_files() {
-        let host = "# generated\nnameserver 127.0.0.53\nsearch example.org\noptions edns0\n";
-        assert_eq!(
-            resolv_conf(host, IpAddr::V4(PASTA_DNS)),
-            "nameserver 169.254.1.1\nsearch example.org\noptions edns0\n"
-        );
-        let hosts = hosts_file("127.0.0.1 localhost", Some(IpAddr::V4(SLIRP_HOST)));
-        assert_eq!(hosts, "127.0.0.1 localhost\n10.0.2.2\thost.containers.internal host.docker.internal\n");
-        let table = "Iface\tDestination\tGateway \tFlags\n\
-                     eth0\t0002000A\t00000000\t0001\n\
-                     eth0\t00000000\t010200C0\t0003\n";
-        assert_eq!(parse_default_gateway(table), Some(Ipv4Addr::new(192, 0, 2, 1)));
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-                   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1\n\
-                   1: 0100007F:1F91 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 4343 1\n";
-        assert_eq!(sockets_on(tcp, 8080, Proto::Tcp).collect::<Vec<_>>(), ["4242"]);
-        assert_eq!(sockets_on(tcp, 8081, Proto::Tcp).count(), 0, "a connection is not a listener");
-    }
-}
+mod tests;

@@ -1,5 +1,8 @@
 //! The runtime crate's only `unsafe`: the few calls nix wraps as unsafe or
 //! lacks. Each function states why its use is sound.
+//!
+//! Long because the rule is one home for all `unsafe` of the crate, so that
+//! a reviewer finds every unsafe block and its SAFETY comment in one file.
 
 use std::ffi::CString;
 use std::io;

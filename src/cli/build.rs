@@ -1,8 +1,18 @@
 //! `kiln build`: read the Dockerfile and context, plan, execute, then tag and
 //! export the image.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+mod flags;
+mod input;
+mod outputs;
+
+use flags::{
+    build_args, commit_compression, compression_level, docker_format, key_values, parse_add_host, pull_options,
+    source_date_epoch, warn_unused, with_epoch_arg,
+};
+use input::{cache_identity, named_contexts, open_context, read_input};
+use outputs::{kind_name, write_output};
+
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -16,7 +26,6 @@ use kiln::exec::{self, BuildOptions};
 use kiln::image::reference;
 use kiln::plan::{self, PlanOptions};
 use kiln::store::Store;
-use kiln::transport;
 
 use super::output::{self, OutputKind, OutputSpec};
 use super::progress::{Mode, View};
@@ -386,250 +395,6 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `--source-date-epoch`, else `SOURCE_DATE_EPOCH` (empty counts as unset,
-/// as the reproducible-builds spec asks; a malformed value is an error).
-fn source_date_epoch(args: &BuildArgs) -> anyhow::Result<Option<i64>> {
-    if args.source_date_epoch.is_some() {
-        return Ok(args.source_date_epoch);
-    }
-    // BuildKit reads the epoch from the build arg; buildx passes the
-    // environment's only when no build arg names one.
-    let from_arg = build_args(&args.build_args).into_iter().rev().find(|(k, _)| k == EPOCH_ARG).and_then(|(_, v)| v);
-    match from_arg.map(Ok).unwrap_or_else(|| std::env::var(EPOCH_ARG)) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map(Some)
-            .with_context(|| format!("SOURCE_DATE_EPOCH={:?} is not a number of seconds since the epoch", v)),
-        _ => Ok(None),
-    }
-}
-
-const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH";
-
-/// The epoch is the build arg SOURCE_DATE_EPOCH too, as in BuildKit: a stage
-/// that declares `ARG SOURCE_DATE_EPOCH` sees it (and RUN can derive its
-/// timestamps from it). Like the predefined proxy args, it is never reported
-/// as unused.
-fn with_epoch_arg(mut args: Vec<(String, Option<String>)>, epoch: Option<i64>) -> Vec<(String, Option<String>)> {
-    if let Some(epoch) = epoch {
-        if !args.iter().any(|(k, _)| k == EPOCH_ARG) {
-            args.push((EPOCH_ARG.to_string(), Some(epoch.to_string())));
-        }
-    }
-    args
-}
-
-/// How layers are committed: plain unless `--compression` says otherwise;
-/// a `--compression-level` alone means gzip at that level (a level is only
-/// worth giving for a compressed layer).
-/// `--format docker`: Docker v2s2 has no zstd layers nor annotations
-/// (dropped with a warning, as buildah does).
-fn docker_format(args: &BuildArgs) -> anyhow::Result<bool> {
-    if args.format != "docker" {
-        return Ok(false);
-    }
-    anyhow::ensure!(
-        args.compression.map(Compression::from) != Some(Compression::Zstd),
-        "--format docker cannot hold zstd layers (Docker v2s2 has no zstd media type): use --compression gzip, or --format oci"
-    );
-    if !args.annotations.is_empty() {
-        log::warn!("--annotation is ignored with --format docker: Docker v2s2 manifests have no annotations");
-    }
-    Ok(true)
-}
-
-fn commit_compression(args: &BuildArgs) -> kiln_overlay::compress::Compression {
-    use kiln_overlay::compress::Compression;
-    match (args.compression, args.compression_level) {
-        (Some(c), _) => Compression::from(c),
-        (None, Some(_)) => Compression::Gzip,
-        (None, None) => Compression::None,
-    }
-}
-
-/// `--compression-level`, checked against `--compression` before any work starts.
-fn compression_level(args: &BuildArgs) -> anyhow::Result<Option<u32>> {
-    let Some(level) = args.compression_level else { return Ok(None) };
-    let compression = commit_compression(args);
-    compression.check_level(level).map_err(|e| anyhow::anyhow!("--compression-level {}: {}", level, e))?;
-    Ok(Some(level))
-}
-
-/// `K=V` pairs of a repeatable flag (`V` may be empty, `K` may not).
-fn key_values(flag: &str, raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    raw.iter()
-        .map(|r| match r.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => anyhow::bail!("{} {:?}: expected KEY=VALUE", flag, r),
-        })
-        .collect()
-}
-
-struct Input {
-    text: String,
-    /// The name errors print.
-    display: String,
-    dockerfile_path: Option<PathBuf>,
-    /// Set when the context came with the Dockerfile on stdin.
-    context: Option<BuildContext>,
-}
-
-fn read_input(args: &BuildArgs) -> anyhow::Result<Input> {
-    let stdin_file = args.file.as_deref() == Some(Path::new("-"));
-    if args.context == "-" {
-        anyhow::ensure!(!stdin_file, "cannot read both the Dockerfile (-f -) and the context (-) from stdin");
-        let mut bytes = Vec::new();
-        std::io::stdin().read_to_end(&mut bytes).context("read the build context from stdin")?;
-        return stdin_context(bytes, args);
-    }
-    if let Some(remote) = kiln::context::remote::classify(&args.context) {
-        return remote_input(&remote, args, stdin_file);
-    }
-    if stdin_file {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("read the Dockerfile from stdin")?;
-        // docker: `-f -` with no context argument builds with an empty context.
-        let context = if args.context == "." && !Path::new(".").join("Dockerfile").exists() {
-            Some(BuildContext::empty())
-        } else {
-            None
-        };
-        return Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context });
-    }
-    let path = dockerfile_path(args)?;
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-    let display = path.strip_prefix("./").unwrap_or(&path).display().to_string();
-    Ok(Input { text, display, dockerfile_path: Some(path), context: None })
-}
-
-/// Context `-`: a tar (any compression) holding the Dockerfile, or, as docker
-/// allows, a bare Dockerfile with no context at all.
-fn stdin_context(bytes: Vec<u8>, args: &BuildArgs) -> anyhow::Result<Input> {
-    if kiln_overlay::compress::is_archive(std::io::Cursor::new(bytes.clone()))? {
-        let ctx =
-            BuildContext::from_tar(std::io::Cursor::new(bytes), true).context("unpack the build context from stdin")?;
-        return context_input(ctx, args, "the context on stdin");
-    }
-    let text = String::from_utf8(bytes).context("stdin is neither a tar archive nor a Dockerfile")?;
-    Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(BuildContext::empty()) })
-}
-
-/// The Dockerfile inside a context that came as a whole (a tar, a clone):
-/// `-f` names a path in it.
-fn context_input(ctx: BuildContext, args: &BuildArgs, what: &str) -> anyhow::Result<Input> {
-    let name = args.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
-    let path = ctx.root().join(&name);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{} has no {}", what, name.display()))?;
-    Ok(Input { text, display: name.display().to_string(), dockerfile_path: None, context: Some(ctx) })
-}
-
-/// A git or http(s) URL context, as the docker CLI takes it: a repository
-/// (`#ref:subdir`), a tar in any compression, or a bare Dockerfile.
-fn remote_input(remote: &kiln::context::remote::Remote, args: &BuildArgs, stdin_file: bool) -> anyhow::Result<Input> {
-    use kiln::context::remote::{open_context, DownloadLimits, RemoteContext};
-    let limits = DownloadLimits::new(args.max_context_size);
-    let shown = kiln::net::redact(&args.context);
-    let opened = open_context(remote, &limits).with_context(|| format!("open the build context {shown}"))?;
-    match opened {
-        RemoteContext::Context(ctx) if stdin_file => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("read the Dockerfile from stdin")?;
-            Ok(Input { text, display: "Dockerfile".into(), dockerfile_path: None, context: Some(ctx) })
-        }
-        RemoteContext::Context(ctx) => context_input(ctx, args, &format!("the build context {shown}")),
-        RemoteContext::Dockerfile(text) => Ok(Input {
-            text,
-            display: "Dockerfile".into(),
-            dockerfile_path: None,
-            context: Some(BuildContext::empty()),
-        }),
-    }
-}
-
-fn dockerfile_path(args: &BuildArgs) -> anyhow::Result<PathBuf> {
-    if let Some(f) = &args.file {
-        return Ok(f.clone());
-    }
-    let dir = Path::new(&args.context);
-    anyhow::ensure!(dir.is_dir(), "the build context {} is not a directory", dir.display());
-    for name in ["Dockerfile", "Containerfile"] {
-        let p = dir.join(name);
-        if p.exists() {
-            return Ok(p);
-        }
-    }
-    anyhow::bail!("no Dockerfile or Containerfile in {}: pass one with -f", dir.display())
-}
-
-fn open_context(args: &BuildArgs, dockerfile: Option<&Path>) -> anyhow::Result<BuildContext> {
-    let dir = Path::new(&args.context);
-    anyhow::ensure!(dir.is_dir(), "the build context {} is not a directory", dir.display());
-    let ignore = match &args.ignorefile {
-        Some(file) => {
-            anyhow::ensure!(file.is_file(), "--ignorefile {}: no such file", file.display());
-            Some(file.clone())
-        }
-        None => BuildContext::find_ignore_file(dir, dockerfile),
-    };
-    BuildContext::from_dir(dir, ignore.as_deref()).with_context(|| format!("open the build context {}", dir.display()))
-}
-
-/// `--build-context` values, as docker buildx spells them.
-fn named_contexts(raw: &[String]) -> anyhow::Result<std::collections::HashMap<String, exec::NamedContext>> {
-    let mut out = std::collections::HashMap::new();
-    for r in raw {
-        let (name, value) = r
-            .split_once('=')
-            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
-            .with_context(|| format!("--build-context {:?}: expected NAME=VALUE", r))?;
-        let ctx = if let Some(image) = value.strip_prefix("docker-image://") {
-            exec::NamedContext::Image(image.to_string())
-        } else if let Some(layout) = value.strip_prefix("oci-layout://") {
-            exec::NamedContext::Image(format!("oci:{}", layout))
-        } else if kiln::context::remote::is_remote(value) {
-            // Fetched by the build when a step first uses it.
-            exec::NamedContext::Remote(value.to_string())
-        } else if value.contains("://") {
-            anyhow::bail!(
-                "--build-context {:?}: expected a directory, a git or http(s) URL, docker-image://REF or oci-layout://DIR",
-                r
-            );
-        } else {
-            let dir = PathBuf::from(value);
-            anyhow::ensure!(dir.is_dir(), "--build-context {:?}: {} is not a directory", r, dir.display());
-            exec::NamedContext::Dir(dir.canonicalize()?)
-        };
-        out.insert(name.to_string(), ctx);
-    }
-    Ok(out)
-}
-
-/// What makes two builds "the same Dockerfile" for explaining cache misses.
-fn cache_identity(args: &BuildArgs, dockerfile: Option<&Path>, ctx: &BuildContext) -> String {
-    let df =
-        dockerfile.and_then(|p| p.canonicalize().ok()).map_or_else(|| "-".to_string(), |p| p.display().to_string());
-    format!("{}\0{}\0{}", df, ctx.root().display(), args.target.as_deref().unwrap_or(""))
-}
-
-/// `K=V` as given; `K` alone takes the value from kiln's environment (and is
-/// dropped when unset, as docker does).
-fn build_args(raw: &[String]) -> Vec<(String, Option<String>)> {
-    raw.iter()
-        .filter_map(|a| match a.split_once('=') {
-            Some((k, v)) => Some((k.to_string(), Some(v.to_string()))),
-            None => std::env::var(a).ok().map(|v| (a.clone(), Some(v))),
-        })
-        .collect()
-}
-
-fn warn_unused(args: &[String]) {
-    let args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != EPOCH_ARG).collect();
-    if !args.is_empty() {
-        eprintln!("[Warning] one or more build args were not consumed: [{}]", args.join(" "));
-    }
-}
-
 /// `--check` lint: BuildKit reads an unknown `COPY --from=name` as an image
 /// name, so a mistyped stage name only fails later, at a registry. A bare
 /// name that is no stage and no local image is almost always such a typo.
@@ -667,36 +432,13 @@ fn check_copy_from(
     Ok(())
 }
 
-/// `--add-host NAME:IP` or `NAME=IP` (docker takes both; an IPv6 address
-/// holds colons, so the name ends at the first separator).
-fn parse_add_host(text: &str) -> Result<(String, kiln::exec::run::HostIp), String> {
-    let (name, ip) = match (text.find('='), text.find(':')) {
-        (Some(eq), _) => text.split_at(eq),
-        (None, Some(colon)) => text.split_at(colon),
-        (None, None) => return Err(format!("{text:?}: expected NAME:IP, e.g. db.local:10.0.0.5")),
-    };
-    let ip = &ip[1..];
-    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '#') {
-        return Err(format!("{text:?}: {name:?} is not a host name"));
-    }
-    let ip = if ip == "host-gateway" {
-        kiln::exec::run::HostIp::HostGateway
-    } else {
-        kiln::exec::run::HostIp::Ip(
-            ip.trim_matches(|c| c == '[' || c == ']')
-                .parse()
-                .map_err(|_| format!("{text:?}: {ip:?} is not an IP address"))?,
-        )
-    };
-    Ok((name.to_string(), ip))
-}
-
-fn pull_options(args: &BuildArgs, quiet: bool) -> kiln::registry::PullOptions {
-    kiln::registry::PullOptions {
-        policy: args.pull.parse().unwrap_or_default(),
-        // The executor and the planner set the platform per image they look up.
-        registry: args.registry.options(None, !quiet),
-    }
+struct Input {
+    text: String,
+    /// The name errors print.
+    display: String,
+    dockerfile_path: Option<PathBuf>,
+    /// Set when the context came with the Dockerfile on stdin.
+    context: Option<BuildContext>,
 }
 
 /// After an interrupt: which steps it stopped (the store line follows, see
@@ -716,43 +458,5 @@ fn say_interrupted(view: &View) {
             instruction,
             elapsed.as_secs_f64()
         );
-    }
-}
-
-fn write_output(
-    store: &Store,
-    out: &OutputSpec,
-    tags: &[String],
-    manifest: &kiln::image::manifest::Descriptor,
-    compression: Compression,
-) -> anyhow::Result<()> {
-    let name = match &out.name {
-        Some(n) => Some(reference::normalize_local(n).with_context(|| format!("invalid name= {:?}", n))?),
-        None => tags.first().cloned(),
-    };
-    match out.kind {
-        OutputKind::Oci => transport::export_oci_dir(store, &[(name, manifest.clone())], &out.dest, compression)?,
-        OutputKind::OciArchive => {
-            transport::export_oci_archive(store, &[(name, manifest.clone())], &out.dest, compression)?
-        }
-        OutputKind::DockerArchive => {
-            let repo_tags = match &out.name {
-                Some(_) => name.into_iter().collect(),
-                None => tags.to_vec(),
-            };
-            transport::export_docker_archive(store, &[(repo_tags, manifest.clone())], &out.dest)?
-        }
-        // Pushed by `run`.
-        OutputKind::Registry => {}
-    }
-    Ok(())
-}
-
-fn kind_name(kind: &OutputKind) -> &'static str {
-    match kind {
-        OutputKind::Oci => "OCI image layout",
-        OutputKind::OciArchive => "OCI archive",
-        OutputKind::DockerArchive => "docker archive",
-        OutputKind::Registry => "registry",
     }
 }

@@ -1,17 +1,20 @@
 //! HTTP to one registry for one operation: scheme and TLS choice, the auth
 //! challenge and tokens, retries with backoff on transient failures.
 
+mod response;
+mod retry;
+mod tls;
+mod token;
+
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Deserialize;
 use ureq::http::Response;
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::{Agent, Body, ResponseExt};
 
-use crate::net::{self, Limits, NetError, Origin, Paced};
+use crate::net::{self, Limits, Origin};
 
 use super::auth::{self, Challenge, Credentials};
 use super::error::{ErrorKind, RegistryError};
@@ -20,14 +23,11 @@ use super::{RegistryOptions, RetryPolicy};
 
 /// The user name auth files use for an identity token.
 pub const IDENTITY_TOKEN_USER: &str = "<token>";
-/// The largest manifest or token answer kiln reads.
-const MAX_DOCUMENT: u64 = 8 << 20;
-/// The longest `Retry-After` kiln waits for; a longer one waits this long.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-/// Where podman and skopeo look for per-registry CA certificates.
-const SYSTEM_CERTS_D: &str = "/etc/containers/certs.d";
-const SYSTEM_CA_BUNDLES: &[&str] =
-    &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+pub use response::{header, max_document};
+pub use retry::{backoff_delay, classify, transient, MAX_RETRY_AFTER};
+use tls::{cert_dir_for, tls_config};
+use token::challenge_of;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -148,42 +148,6 @@ impl Client {
                 Some(r) if client.again(attempt, &format!("connect to {}", reference.registry), &r) => {}
                 _ => return Err(e),
             }
-        }
-    }
-
-    /// After failed try number `attempt`: whether to try again, as the
-    /// retry policy says; if so, says so (naming the attempt) and waits.
-    fn again(&self, attempt: u32, what: &str, r: &Retryable) -> bool {
-        if attempt > self.retry.retries {
-            return false;
-        }
-        let wait = match r.after {
-            Some(after) => after.min(MAX_RETRY_AFTER),
-            None => self.retry.delay.unwrap_or_else(|| backoff_delay(attempt)),
-        };
-        log::warn!(
-            "{what}: {}; retrying in {:.1}s (attempt {} of {})",
-            r.why,
-            wait.as_secs_f64(),
-            attempt + 1,
-            self.retry.retries + 1
-        );
-        std::thread::sleep(wait);
-        true
-    }
-
-    /// Whether a response or error is worth another try.
-    fn retryable(&self, result: &Result<Response<Body>, RegistryError>) -> Option<Retryable> {
-        match result {
-            Ok(resp) if retryable_status(resp.status().as_u16()) => Some(Retryable {
-                why: format!("{} answered {}", net::host_of(&resp.get_uri().to_string()), resp.status()),
-                after: retry_after(resp),
-            }),
-            Ok(_) => None,
-            Err(e) if transient(&e.kind) || matches!(e.kind, ErrorKind::Refused(_)) => {
-                Some(Retryable { why: e.kind.to_string(), after: None })
-            }
-            Err(_) => None,
         }
     }
 
@@ -386,244 +350,6 @@ impl Client {
         };
         result.map_err(|e| self.err(classify(&net::host_of(url), e, &self.limits)))
     }
-
-    /// The `Authorization` header for the current challenge; fetches a bearer
-    /// token when there is none (or `refresh` asks for a new one).
-    fn authorization(&self, refresh: bool) -> Result<Option<String>, RegistryError> {
-        let mut state = self.auth.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(challenge) = state.challenge.clone() else { return Ok(None) };
-        match challenge.scheme.as_str() {
-            "basic" => Ok(self.creds.as_ref().map(Credentials::basic_header)),
-            "bearer" => {
-                if state.token.is_none() || refresh {
-                    state.token = Some(self.fetch_token(&challenge)?);
-                }
-                Ok(state.token.as_ref().map(|t| format!("Bearer {t}")))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// GETs a token from the challenge's realm for this client's scopes,
-    /// with the credentials (if any) as basic auth.
-    fn fetch_token(&self, challenge: &Challenge) -> Result<String, RegistryError> {
-        #[derive(Deserialize)]
-        struct TokenAnswer {
-            #[serde(default)]
-            token: Option<String>,
-            #[serde(default)]
-            access_token: Option<String>,
-        }
-        let realm = challenge
-            .param("realm")
-            .ok_or_else(|| self.err(ErrorKind::Invalid { what: "auth challenge".into(), detail: "no realm".into() }))?;
-        let realm_origin = Origin::of(realm).ok_or_else(|| {
-            self.err(ErrorKind::Invalid {
-                what: "auth challenge".into(),
-                detail: format!("the realm {:?} is not an http(s) URL", net::redact(realm)),
-            })
-        })?;
-        let mut query: Vec<String> = Vec::new();
-        if let Some(service) = challenge.param("service") {
-            query.push(format!("service={}", encode(service)));
-        }
-        let mut scopes = self.scopes.clone();
-        if let Some(wanted) = challenge.param("scope") {
-            for s in wanted.split(' ') {
-                if !s.is_empty() && !scopes.iter().any(|x| x == s) {
-                    scopes.push(s.to_string());
-                }
-            }
-        }
-        for scope in &scopes {
-            query.push(format!("scope={}", encode(scope)));
-        }
-        let sep = if realm.contains('?') { '&' } else { '?' };
-        let url = if query.is_empty() { realm.to_string() } else { format!("{realm}{sep}{}", query.join("&")) };
-        // Credentials for a registry reached over TLS never travel in
-        // plain HTTP, wherever its challenge points.
-        let creds = self.creds.as_ref().filter(|_| {
-            let downgrade = realm_origin.scheme == "http" && self.origin().is_some_and(|o| o.scheme == "https");
-            if downgrade {
-                log::warn!(
-                    "{} sends kiln for a token to {} over plain HTTP: asking without credentials",
-                    self.reference.registry,
-                    net::host_of(realm)
-                );
-            }
-            !downgrade
-        });
-        let basic = creds.filter(|c| c.username != IDENTITY_TOKEN_USER).map(Credentials::basic_header);
-        // An identity token (docker's `identitytoken`) is an OAuth2 refresh
-        // token, traded at the realm with a POST.
-        let refresh = creds.filter(|c| c.username == IDENTITY_TOKEN_USER).map(|c| {
-            let mut form = vec![
-                "grant_type=refresh_token".to_string(),
-                format!("refresh_token={}", encode(&c.password)),
-                "client_id=kiln".to_string(),
-            ];
-            if let Some(service) = challenge.param("service") {
-                form.push(format!("service={}", encode(service)));
-            }
-            if !scopes.is_empty() {
-                form.push(format!("scope={}", encode(&scopes.join(" "))));
-            }
-            form.join("&")
-        });
-        let (method, url, body) = match &refresh {
-            Some(form) => (Method::Post, realm.to_string(), SendBody::Bytes(form.as_bytes())),
-            None => (Method::Get, url, SendBody::Empty),
-        };
-        let form_type = [("Content-Type", "application/x-www-form-urlencoded".to_string())];
-        let headers: &[(&str, String)] = if refresh.is_some() { &form_type } else { &[] };
-        let credentials = basic.as_deref().map(|b| (b, &realm_origin));
-        let mut attempt = 0;
-        let mut resp = loop {
-            attempt += 1;
-            let result = self.once(method, &url, headers, body, credentials);
-            match self.retryable(&result) {
-                Some(r) if self.again(attempt, &format!("get a token from {}", net::host_of(&url)), &r) => {}
-                _ => break result?,
-            }
-        };
-        let status = resp.status().as_u16();
-        if status == 401 || status == 403 {
-            return Err(self.err(ErrorKind::Unauthorized {
-                registry: self.reference.registry.clone(),
-                detail: format!(
-                    "the token server refused {}",
-                    if basic.is_some() || refresh.is_some() { "the credentials" } else { "anonymous access" }
-                ),
-            }));
-        }
-        if !(200..300).contains(&status) {
-            let detail = self.error_detail(&mut resp);
-            return Err(self.err(ErrorKind::Status { what: "token request".into(), status, detail }));
-        }
-        let answer: TokenAnswer = self.read_json(&mut resp, "token answer")?;
-        answer.token.or(answer.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
-            self.err(ErrorKind::Invalid { what: "token answer".into(), detail: "it holds no token".into() })
-        })
-    }
-
-    /// Maps an unsuccessful status to an error about `what`.
-    pub fn status_error(&self, what: &str, resp: &mut Response<Body>) -> RegistryError {
-        let status = resp.status().as_u16();
-        let detail = self.error_detail(resp);
-        self.err(match status {
-            401 => ErrorKind::Unauthorized { registry: self.reference.registry.clone(), detail },
-            403 => ErrorKind::Denied { detail },
-            _ => ErrorKind::Status { what: what.to_string(), status, detail },
-        })
-    }
-
-    /// Checks that the registry accepts this client's credentials: a token
-    /// for a bearer challenge, `GET /v2/` with them for a basic one.
-    pub fn check_credentials(&self) -> Result<(), RegistryError> {
-        let challenge = self.auth.lock().unwrap_or_else(|p| p.into_inner()).challenge.clone();
-        let Some(challenge) = challenge else { return Ok(()) };
-        if challenge.scheme == "bearer" {
-            return self.fetch_token(&challenge).map(|_| ());
-        }
-        let url = format!("{}/v2/", self.base);
-        let authorization = self.authorization(false)?;
-        let origin = self.origin();
-        let credentials = authorization.as_deref().zip(origin.as_ref());
-        let mut resp = self.once(Method::Get, &url, &[], SendBody::Empty, credentials)?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(()),
-            _ => Err(self.status_error("GET /v2/", &mut resp)),
-        }
-    }
-
-    /// The body of `resp`, read under the client's deadlines; errors name
-    /// the host that answered.
-    pub fn body<'a>(&self, resp: &'a mut Response<Body>) -> Paced<ureq::BodyReader<'a>> {
-        let host = net::host_of(&resp.get_uri().to_string());
-        Paced::new(resp.body_mut().as_reader(), &host, self.limits)
-    }
-
-    /// Reads a body of at most `limit` bytes (a manifest, a token answer).
-    pub fn read_limited(&self, resp: &mut Response<Body>, limit: u64, what: &str) -> Result<Vec<u8>, RegistryError> {
-        let host = net::host_of(&resp.get_uri().to_string());
-        let mut bytes = Vec::new();
-        self.body(resp).take(limit + 1).read_to_end(&mut bytes).map_err(|e| self.read_error(what, e))?;
-        if bytes.len() as u64 > limit {
-            return Err(self.err(ErrorKind::Net(Box::new(NetError::TooLarge {
-                what: what.to_string(),
-                host,
-                limit,
-                hint: "kiln reads no larger manifests or answers".into(),
-            }))));
-        }
-        Ok(bytes)
-    }
-
-    /// A failed body read: a deadline or limit as it is, else a transfer cut short.
-    pub fn read_error(&self, what: &str, e: std::io::Error) -> RegistryError {
-        self.err(match net::into_net_error(e) {
-            Ok(net) => ErrorKind::Net(Box::new(net)),
-            Err(e) => ErrorKind::Truncated { what: what.to_string(), detail: e.to_string() },
-        })
-    }
-
-    /// Reads a small JSON document.
-    pub fn read_json<T: serde::de::DeserializeOwned>(
-        &self,
-        resp: &mut Response<Body>,
-        what: &str,
-    ) -> Result<T, RegistryError> {
-        let bytes = self.read_limited(resp, MAX_DOCUMENT, what)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| self.err(ErrorKind::Invalid { what: what.to_string(), detail: e.to_string() }))
-    }
-
-    /// The registry's own words from an error body (`{"errors":[{"code","message"}]}`).
-    pub fn error_detail(&self, resp: &mut Response<Body>) -> String {
-        #[derive(Deserialize)]
-        struct Errors {
-            #[serde(default)]
-            errors: Vec<ErrorItem>,
-        }
-        #[derive(Deserialize)]
-        struct ErrorItem {
-            #[serde(default)]
-            code: String,
-            #[serde(default)]
-            message: String,
-        }
-        let mut bytes = Vec::new();
-        if self.body(resp).take(64 * 1024).read_to_end(&mut bytes).is_err() {
-            return String::new();
-        }
-        let detail = match serde_json::from_slice::<Errors>(&bytes) {
-            Ok(e) if !e.errors.is_empty() => e
-                .errors
-                .iter()
-                .map(|i| if i.message.is_empty() { i.code.clone() } else { format!("{} ({})", i.message, i.code) })
-                .collect::<Vec<_>>()
-                .join("; "),
-            _ => String::from_utf8_lossy(&bytes).trim().chars().take(200).collect(),
-        };
-        self.scrub(detail)
-    }
-
-    /// `text` (a server's words) without the user's secrets: a peer that
-    /// echoes them back must not get them printed.
-    fn scrub(&self, mut text: String) -> String {
-        let mut secrets = Vec::new();
-        if let Some(c) = &self.creds {
-            secrets.push(c.password.clone());
-            secrets.push(c.basic_header().trim_start_matches("Basic ").to_string());
-        }
-        if let Some(token) = self.auth.try_lock().ok().and_then(|s| s.token.clone()) {
-            secrets.push(token);
-        }
-        for secret in secrets.iter().filter(|s| s.len() >= 4) {
-            text = text.replace(secret.as_str(), "<redacted>");
-        }
-        text
-    }
 }
 
 /// `GET host/path` for messages: the URL without its query, which may
@@ -641,82 +367,6 @@ fn what_of(method: Method, url: &str) -> String {
     format!("{name} {path}")
 }
 
-fn tls_config(verify: bool, cert_dir: Option<&Path>) -> Result<TlsConfig, ErrorKind> {
-    let mut builder = TlsConfig::builder().disable_verification(!verify);
-    let extra = match cert_dir {
-        Some(dir) => load_certs(dir)?,
-        None => Vec::new(),
-    };
-    if !extra.is_empty() {
-        // Custom CAs are added to the system's, not instead of them.
-        let mut roots = Vec::new();
-        if let Some(bundle) = SYSTEM_CA_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) {
-            roots.extend(pem_certs(bundle)?);
-        }
-        roots.extend(extra);
-        builder = builder.root_certs(RootCerts::Specific(Arc::new(roots)));
-    }
-    Ok(builder.build())
-}
-
-/// `--cert-dir`, else `/etc/containers/certs.d/<registry>` (and the user's
-/// `~/.config/containers/certs.d/<registry>`) when it exists.
-fn cert_dir_for(registry: &str, cert_dir: Option<&Path>) -> Option<PathBuf> {
-    if let Some(dir) = cert_dir {
-        return Some(dir.to_path_buf());
-    }
-    let mut candidates = vec![Path::new(SYSTEM_CERTS_D).join(registry)];
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-    if let Some(config) = config {
-        candidates.insert(0, config.join("containers/certs.d").join(registry));
-    }
-    candidates.into_iter().find(|d| d.is_dir())
-}
-
-/// The CA certificates (`*.crt`) in `dir`.
-fn load_certs(dir: &Path) -> Result<Vec<Certificate<'static>>, ErrorKind> {
-    let entries = std::fs::read_dir(dir).map_err(|error| ErrorKind::Local {
-        action: "read certificate directory",
-        path: dir.display().to_string(),
-        error,
-    })?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
-        .collect();
-    paths.sort();
-    let mut certs = Vec::new();
-    for path in paths {
-        certs.extend(pem_certs(&path)?);
-    }
-    Ok(certs)
-}
-
-fn pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, ErrorKind> {
-    let pem = std::fs::read(path).map_err(|error| ErrorKind::Local {
-        action: "read certificate",
-        path: path.display().to_string(),
-        error,
-    })?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(ErrorKind::Invalid {
-                    what: format!("certificate file {}", path.display()),
-                    detail: e.to_string(),
-                })
-            }
-        }
-    }
-    Ok(certs)
-}
-
 fn open_at(path: &Path, offset: u64) -> std::io::Result<std::fs::File> {
     use std::io::Seek;
     let mut file = std::fs::File::open(path)?;
@@ -724,107 +374,6 @@ fn open_at(path: &Path, offset: u64) -> std::io::Result<std::fs::File> {
         file.seek(std::io::SeekFrom::Start(offset))?;
     }
     Ok(file)
-}
-
-fn challenge_of(resp: &Response<Body>) -> Option<Challenge> {
-    let mut all: Vec<Challenge> = Vec::new();
-    for value in resp.headers().get_all("www-authenticate") {
-        if let Ok(text) = value.to_str() {
-            all.extend(auth::parse_challenges(text));
-        }
-    }
-    // Prefer bearer: it scopes what a leaked token can do.
-    let pick = all.iter().position(|c| c.scheme == "bearer").or_else(|| all.iter().position(|c| c.scheme == "basic"));
-    pick.map(|i| all.swap_remove(i))
-}
-
-/// Turns a transport failure into what a user can act on.
-pub fn classify(host: &str, e: ureq::Error, limits: &Limits) -> ErrorKind {
-    if let ureq::Error::Timeout(t) = &e {
-        if let Some(net) = net::timeout_error(host, *t, limits) {
-            return ErrorKind::Net(Box::new(net));
-        }
-    }
-    let host = host.to_string();
-    match e {
-        ureq::Error::HostNotFound => ErrorKind::UnknownHost(host),
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => ErrorKind::Refused(host),
-        ureq::Error::Io(io) if looks_like_dns(&io.to_string()) => ErrorKind::UnknownHost(host),
-        ureq::Error::Io(io) if looks_like_tls(&io.to_string()) => ErrorKind::Tls { host, detail: io.to_string() },
-        ureq::Error::Tls(detail) => ErrorKind::Tls { host, detail: detail.to_string() },
-        ureq::Error::Rustls(e) => ErrorKind::Tls { host, detail: e.to_string() },
-        ureq::Error::Pem(e) => ErrorKind::Tls { host, detail: e.to_string() },
-        ureq::Error::Timeout(t @ (ureq::Timeout::Connect | ureq::Timeout::Resolve)) => {
-            ErrorKind::Unreachable { host, detail: format!("timed out ({t})") }
-        }
-        ureq::Error::Timeout(t) => ErrorKind::Network { host, detail: format!("timed out ({t})") },
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            ErrorKind::Network { host, detail: "the connection closed early".into() }
-        }
-        other => {
-            let detail = other.to_string();
-            if looks_like_tls(&detail) {
-                ErrorKind::Tls { host, detail }
-            } else {
-                ErrorKind::Network { host, detail }
-            }
-        }
-    }
-}
-
-/// Name lookup failures reach ureq as plain io errors from getaddrinfo.
-fn looks_like_dns(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    t.contains("lookup address") || t.contains("name or service not known") || t.contains("no address associated")
-}
-
-fn looks_like_tls(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    t.contains("certificate") || t.contains("tls") || t.contains("handshake") || t.contains("corrupt message")
-}
-
-/// Failures worth another try: dropped connections and timeouts, not a
-/// refused connection, an unknown host or a TLS rejection.
-pub fn transient(kind: &ErrorKind) -> bool {
-    match kind {
-        ErrorKind::Network { .. } | ErrorKind::Truncated { .. } => true,
-        ErrorKind::Net(e) => e.is_transient(),
-        _ => false,
-    }
-}
-
-fn retryable_status(status: u16) -> bool {
-    status == 429 || status == 408 || (500..600).contains(&status) && status != 501 && status != 505
-}
-
-/// 0.25 s, 0.5 s, 1 s, … with a little jitter so parallel pulls spread out.
-pub fn backoff_delay(attempt: u32) -> Duration {
-    let base = 250u64 << attempt.saturating_sub(1).min(5);
-    let jitter = (std::process::id() as u64
-        ^ std::time::SystemTime::now().elapsed().map(|d| d.as_nanos() as u64).unwrap_or(0))
-        % 100;
-    Duration::from_millis(base + jitter)
-}
-
-/// A `Retry-After` of `429` or `503`: seconds, or an HTTP date.
-fn retry_after(resp: &Response<Body>) -> Option<Duration> {
-    if !matches!(resp.status().as_u16(), 429 | 503) {
-        return None;
-    }
-    let value = header(resp, "retry-after")?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some((when.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
-}
-
-pub fn max_document() -> u64 {
-    MAX_DOCUMENT
-}
-
-pub fn header<'a>(resp: &'a Response<Body>, name: &str) -> Option<&'a str> {
-    resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Percent-encodes a query value.
@@ -843,25 +392,6 @@ pub fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transport_failures_are_classified() {
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let limits = Limits::default();
-        assert!(matches!(classify("h:1", ureq::Error::Io(refused), &limits), ErrorKind::Refused(h) if h == "h:1"));
-        let dns = std::io::Error::other("failed to lookup address information: Name or service not known");
-        assert!(matches!(classify("h", ureq::Error::Io(dns), &limits), ErrorKind::UnknownHost(_)));
-        assert!(matches!(classify("h", ureq::Error::HostNotFound, &limits), ErrorKind::UnknownHost(_)));
-        let idle = classify("h:2", ureq::Error::Timeout(ureq::Timeout::PerRead), &limits);
-        assert!(transient(&idle) && idle.to_string().contains("h:2"), "{idle}");
-        let slow = classify("h:3", ureq::Error::Timeout(ureq::Timeout::RecvResponse), &limits);
-        assert!(!transient(&slow) && slow.to_string().contains("h:3"), "{slow}");
-        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
-        let kind = classify("h", ureq::Error::Io(reset), &limits);
-        assert!(transient(&kind), "{kind}");
-        assert!(!transient(&ErrorKind::Refused("h".into())));
-        assert!(retryable_status(503) && retryable_status(429) && !retryable_status(501) && !retryable_status(404));
-    }
 
     #[test]
     fn query_values_are_encoded() {

@@ -9,6 +9,9 @@
 //! construction below is zlib's (`trees.c`: heap order with the depth tie-break, bit-length overflow
 //! repair, canonical codes, run-length coded code lengths, and the stored / fixed / dynamic choice) as
 //! zlib-rs 0.6 has it, restricted to literals, and `tests` compares the two on many inputs.
+//!
+//! Long because zlib's tree construction is one algorithm that must match zlib's step for step, and reads best
+//! whole beside the encoder that uses it.
 
 /// Literals zlib collects before it ends a block: `lit_bufsize - 1` with the default memLevel 8.
 const CHUNK: usize = (1 << 14) - 1;

@@ -1,3 +1,4 @@
+use super::header::parse_pax_time;
 use super::*;
 
 use std::collections::BTreeMap;

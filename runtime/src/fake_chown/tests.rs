@@ -1,6 +1,8 @@
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 
+use super::decode::Call;
+use super::filter::{build_program, program, INTERCEPTED};
 use super::*;
 
 /// Runs the classic-BPF subset the filter uses over one seccomp_data.
