@@ -230,8 +230,9 @@ impl Deflater {
             self.window.clear();
             self.window.extend_from_slice(history);
             self.window.extend_from_slice(sample);
-            let repeats = self.repeats.count(&self.window, history.len());
-            if repeats * BITS_PER_REPEAT + HEADER_SLACK_BITS < huffman * 8 * MATCH_GAIN_PERCENT / 100 {
+            let margin = (huffman * 8 * MATCH_GAIN_PERCENT / 100).saturating_sub(HEADER_SLACK_BITS);
+            let few = margin.div_ceil(BITS_PER_REPEAT).saturating_sub(1);
+            if margin > 0 && self.repeats.count(&self.window, history.len(), few) <= few {
                 continue;
             }
             self.scratch.clear();

@@ -29,8 +29,8 @@ impl Repeats {
 
     /// How many of the 4-byte strings starting in `window[start..]` occur earlier in `window` (at an
     /// earlier start). `window` is the sample's history followed by the sample; at most [`MAX_WINDOW`]
-    /// bytes.
-    pub(super) fn count(&mut self, window: &[u8], start: usize) -> usize {
+    /// bytes. Counting stops past `enough` (the caller's answer is known then).
+    pub(super) fn count(&mut self, window: &[u8], start: usize, enough: usize) -> usize {
         assert!(window.len() <= MAX_WINDOW, "window of {} bytes", window.len());
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
@@ -49,6 +49,9 @@ impl Repeats {
                 if slot == entry {
                     if i >= start {
                         repeats += 1;
+                        if repeats > enough {
+                            return repeats;
+                        }
                     }
                     break;
                 }
@@ -96,7 +99,12 @@ mod tests {
             (Vec::new(), 0),
             (vec![0u8; 100], 50),
         ] {
-            assert_eq!(r.count(&window, start), naive(&window, start), "{:?}", String::from_utf8_lossy(&window));
+            assert_eq!(
+                r.count(&window, start, usize::MAX),
+                naive(&window, start),
+                "{:?}",
+                String::from_utf8_lossy(&window)
+            );
         }
     }
 
@@ -104,13 +112,14 @@ mod tests {
     fn earlier_calls_leave_no_trace() {
         let mut r = Repeats::new();
         let a = b"the same words, the same words, the same words".to_vec();
-        let first = r.count(&a, 0);
+        let first = r.count(&a, 0, usize::MAX);
         assert!(first > 0);
         // Strings seen in the call before are not counted as seen now.
-        assert_eq!(r.count(b"the same", 0), 0);
-        assert_eq!(r.count(&a, 0), first);
+        assert_eq!(r.count(b"the same", 0, usize::MAX), 0);
+        assert_eq!(r.count(&a, 0, usize::MAX), first);
         r.stamp = u32::MAX;
-        assert_eq!(r.count(&a, 0), first, "the stamp wraps");
-        assert_eq!(r.count(b"the same", 0), 0);
+        assert_eq!(r.count(&a, 0, usize::MAX), first, "the stamp wraps");
+        assert_eq!(r.count(b"the same", 0, usize::MAX), 0);
+        assert_eq!(r.count(&a, 0, 2), 3, "stops past enough");
     }
 }
