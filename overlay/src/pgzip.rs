@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use zlib_rs::{Deflate, DeflateConfig, DeflateError, DeflateFlush, Status, Strategy};
 
 mod huffman;
+mod repeats;
 
 /// Input per block. pigz uses 128 KiB; a larger block loses less to the per-block Huffman tables and sync
 /// markers (within 0.1 % of single-stream gzip at this size, see compress.rs) while a few blocks per thread
@@ -108,8 +109,15 @@ const SAMPLE: usize = 4 * 1024;
 const SAMPLE_HISTORY: usize = 8 * 1024;
 /// Blocks shorter than this many bytes per sample are deflated without sampling.
 const SAMPLE_SPACING: usize = 4 * SAMPLE_HISTORY;
+const _: () = assert!(SAMPLE_HISTORY + SAMPLE <= repeats::MAX_WINDOW);
 /// String matching must beat Huffman-only coding on the sample by at least this many percent to be used.
 const MATCH_GAIN_PERCENT: usize = 2;
+/// The most bits one repeated 4-byte string can save by matching: it lengthens a match by at most 4
+/// literals (the match's first 4 bytes count one repeat, each further byte one more), and no literal code
+/// is longer than 15 bits.
+const BITS_PER_REPEAT: usize = 4 * 15;
+/// What a sample's block header may shrink by when matches change its trees, on top of the literals saved.
+const HEADER_SLACK_BITS: usize = 160;
 
 /// One worker's deflate states, reused block after block.
 struct Deflater {
@@ -118,7 +126,10 @@ struct Deflater {
     level: i32,
     /// Huffman-only coding; the same bytes as zlib-rs's `Strategy::HuffmanOnly`, faster.
     huff: huffman::Huffman,
+    repeats: repeats::Repeats,
     scratch: Vec<u8>,
+    /// A sample's history and the sample, contiguous.
+    window: Vec<u8>,
 }
 
 fn deflate_error(e: DeflateError) -> io::Error {
@@ -153,7 +164,14 @@ fn run(d: &mut Deflate, data: &[u8], flush: DeflateFlush, out: &mut Vec<u8>) -> 
 impl Deflater {
     fn new(level: u32) -> Self {
         let level = level as i32;
-        Deflater { lz: Self::matcher(level), level, huff: huffman::Huffman::new(), scratch: Vec::new() }
+        Deflater {
+            lz: Self::matcher(level),
+            level,
+            huff: huffman::Huffman::new(),
+            repeats: repeats::Repeats::new(),
+            scratch: Vec::new(),
+            window: Vec::new(),
+        }
     }
 
     fn matcher(level: i32) -> Deflate {
@@ -207,6 +225,16 @@ impl Deflater {
             self.scratch.clear();
             self.huff.block(sample, true, &mut self.scratch);
             let huffman = self.scratch.len();
+            // Too few repeats for matching to gain the margin: this sample is no reason to match, and the
+            // trial deflate below would say the same at many times the cost.
+            self.window.clear();
+            self.window.extend_from_slice(history);
+            self.window.extend_from_slice(sample);
+            let margin = (huffman * 8 * MATCH_GAIN_PERCENT / 100).saturating_sub(HEADER_SLACK_BITS);
+            let few = margin.div_ceil(BITS_PER_REPEAT).saturating_sub(1);
+            if margin > 0 && self.repeats.count(&self.window, history.len(), few) <= few {
+                continue;
+            }
             self.scratch.clear();
             self.fresh_lz();
             if !history.is_empty() {
