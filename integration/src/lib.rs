@@ -94,6 +94,25 @@ fn elf_has_interpreter(b: &[u8]) -> bool {
     })
 }
 
+/// Runs an external tool; `None` (with a notice) when it is not installed.
+pub fn optional_tool(name: &str, args: &[&str]) -> Option<String> {
+    let out = match std::process::Command::new(name).args(args).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("notice: {name} not installed; skipping its check");
+            return None;
+        }
+        Err(e) => panic!("run {name}: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

@@ -139,24 +139,7 @@ impl Env {
     }
 }
 
-/// Runs a tool; `None` (with a notice) when it is not installed.
-pub fn tool(name: &str, args: &[&str]) -> Option<String> {
-    let out = match StdCommand::new(name).args(args).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("notice: {name} not installed; skipping its check");
-            return None;
-        }
-        Err(e) => panic!("run {name}: {e}"),
-    };
-    assert!(
-        out.status.success(),
-        "{name} {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use kiln_integration::optional_tool as tool;
 
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()

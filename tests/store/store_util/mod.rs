@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 use flate2::write::GzEncoder;
 use kiln::image::config::{History, ImageConfig, RootFs};
@@ -74,24 +73,7 @@ pub fn simple_image(store: &Store, marker: &str, compress: bool) -> Descriptor {
     make_image(store, &[l1, l2], compress, marker)
 }
 
-/// Runs an external tool; `None` (with a notice) when it is not installed.
-pub fn tool(name: &str, args: &[&str]) -> Option<String> {
-    let out = match Command::new(name).args(args).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("notice: {name} not installed; skipping its check");
-            return None;
-        }
-        Err(e) => panic!("run {name}: {e}"),
-    };
-    assert!(
-        out.status.success(),
-        "{name} {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use kiln_integration::optional_tool as tool;
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
