@@ -15,19 +15,7 @@ const LIMIT: usize = 500;
 /// Long files allowed to remain for now, as paths from the workspace root;
 /// the test also fails when an entry here is no longer long, or gives its
 /// reason, so that the list only shrinks.
-const KNOWN: &[&str] = &[
-    // The lead is splitting src/exec/, src/plan/ and src/dockerfile/ now and
-    // empties this part of the list.
-    "src/dockerfile/instructions.rs",
-    "src/dockerfile/shell.rs",
-    "src/exec/mod.rs",
-    "src/exec/run.rs",
-    "src/exec/state.rs",
-    "src/plan/steps.rs",
-    // Being changed on the rootfs branch (overlay mounts in one home); split
-    // once that lands.
-    "src/cli/run.rs",
-];
+const KNOWN: &[&str] = &[];
 
 const CRATE_DIRS: &[&str] = &["src", "overlay/src", "runtime/src"];
 

@@ -12,14 +12,15 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver};
 
 use zlib_rs::{Deflate, DeflateConfig, DeflateError, DeflateFlush, Status, Strategy};
 
 mod huffman;
+mod pool;
 mod repeats;
+
+use self::pool::{Done, Job, Pool};
 
 /// Input per block. pigz uses 128 KiB; a larger block loses less to the per-block Huffman tables and sync
 /// markers (within 0.1 % of single-stream gzip at this size, see compress.rs) while a few blocks per thread
@@ -270,68 +271,6 @@ impl Deflater {
             }
         }
         Ok(crc)
-    }
-}
-
-struct Job {
-    dict: Vec<u8>,
-    data: Vec<u8>,
-    /// An emptied output buffer to fill (recycled, as `dict` and `data` are: a fresh ~256 KiB allocation
-    /// per block costs page faults and zeroing in the kernel).
-    out: Vec<u8>,
-    last: bool,
-    reply: SyncSender<io::Result<Done>>,
-}
-
-struct Done {
-    out: Vec<u8>,
-    crc: crc32fast::Hasher,
-    /// The job's input buffers, back for reuse.
-    dict: Vec<u8>,
-    data: Vec<u8>,
-}
-
-/// Worker threads that take jobs from one queue; each job carries the channel its result goes back on.
-struct Pool {
-    jobs: Option<SyncSender<Job>>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-impl Pool {
-    fn new(threads: usize, level: u32) -> io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(threads);
-        let rx = Arc::new(Mutex::new(rx));
-        let mut workers = Vec::with_capacity(threads);
-        for i in 0..threads {
-            let rx = Arc::clone(&rx);
-            let handle = std::thread::Builder::new().name(format!("kiln-gzip-{i}")).spawn(move || {
-                let mut d = Deflater::new(level);
-                loop {
-                    // The lock is held only while waiting for the next job, never while compressing.
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(job) = job else { return };
-                    let Job { dict, data, mut out, last, reply } = job;
-                    let res = d.block(&dict, &data, last, &mut out).map(|crc| Done { out, crc, dict, data });
-                    // The encoder may have been dropped meanwhile; then nobody wants the result.
-                    let _ = reply.send(res);
-                }
-            })?;
-            workers.push(handle);
-        }
-        Ok(Pool { jobs: Some(tx), workers })
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // Closing the queue ends every worker after its current block.
-        self.jobs.take();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
     }
 }
 
