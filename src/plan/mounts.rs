@@ -211,20 +211,27 @@ fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// A `--mount` of `kind` with options `opts` (`k=v,k,…`) as the planner
+/// types it, `from=` naming an image: for the unit tests here and in exec.
+#[cfg(test)]
+pub(crate) fn typed_for_tests(kind: MountKind, opts: &str) -> Result<Mount, MountOptionError> {
+    let options = opts
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (kv.to_string(), None),
+        })
+        .collect();
+    Mount::from_written(&WrittenMount { kind, options }, &|name| CopyFrom::Image(name.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn typed(kind: MountKind, opts: &str) -> Result<Mount, MountOptionError> {
-        let options = opts
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                None => (kv.to_string(), None),
-            })
-            .collect();
-        Mount::from_written(&WrittenMount { kind, options }, &|name| CopyFrom::Image(name.to_string()))
+        typed_for_tests(kind, opts)
     }
 
     #[test]

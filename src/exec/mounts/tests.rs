@@ -1,17 +1,9 @@
 use super::*;
-use crate::dockerfile::ast::{Mount as Written, MountKind};
+use crate::dockerfile::ast::MountKind;
 
 /// A typed mount as the planner makes it from `opts`.
 fn mount(kind: MountKind, opts: &str) -> Mount {
-    let options = opts
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (kv.to_string(), None),
-        })
-        .collect();
-    Mount::from_written(&Written { kind, options }, &|name| CopyFrom::Image(name.to_string())).unwrap()
+    crate::plan::mounts::typed_for_tests(kind, opts).unwrap()
 }
 
 struct Fixture {
