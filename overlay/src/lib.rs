@@ -18,6 +18,7 @@ pub mod rootfs;
 pub mod tarfmt;
 pub mod verify;
 pub mod whiteout;
+pub mod writeback;
 // The one module that may use `unsafe`; each use has a SAFETY comment.
 #[allow(unsafe_code)]
 mod sys;
@@ -35,3 +36,4 @@ pub use rootfs::{CommitError, Committed, Rootfs};
 pub use tarfmt::{EntryKind, EntryMeta, TarWriter};
 pub use verify::{verify_layer, LayerReader, VerifyError};
 pub use whiteout::{WhiteoutFormat, XattrPrefix};
+pub use writeback::WritebackFile;

@@ -18,7 +18,7 @@ use kiln_runtime::{MountKind, MountSpec, Network, Output, RunSpec, Stream};
 
 use crate::dockerfile::ast::{CmdLine, Heredoc};
 use crate::plan::RunStep;
-use crate::store::{BlobWriter, Store};
+use crate::store::Store;
 
 use super::layers::{chain_ids, LayerDirs};
 use super::state::{StageState, DEFAULT_PATH};
@@ -151,7 +151,7 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
     crate::fault::point("run-commit-before");
     let volumes = volume_paths(state);
     // Counted, so a big layer's commit shows how far it got.
-    let (blob, written) = crate::progress::CountingWriter::new(env.store.blob_writer()?);
+    let (blob, written) = crate::progress::CountingWriter::new(env.store.layer_blob_writer()?);
     let mut writer = LayerWriter::with_level(blob, env.compression, env.compression_level).map_err(RunError::Layer)?;
     let opts = DiffOptions { prefix: env.layers.prefix().clone(), skip: volumes, clamp_mtime: env.clamp_mtime };
     let diffed = crate::progress::with_commit_progress(env.progress, &env.step, &written, || -> Result<_, RunError> {
@@ -161,7 +161,7 @@ pub fn run(env: &mut RunEnv, state: &StageState, step: &RunStep) -> Result<RunLa
         Ok((writer.finish().map_err(RunError::Layer)?, committed))
     });
     let ((blob, info), committed) = diffed?;
-    let (digest, size) = commit(blob.into_inner(), &info)?;
+    let (digest, size) = blob.into_inner().commit(&info)?;
 
     // Where the driver left the upper in the layer-dir form, it becomes the
     // new layer's dir; otherwise that is unpacked from the blob when a later
@@ -199,10 +199,6 @@ fn add_hosts(spec: &mut RunSpec, extras: &RunExtras, tmp: &Path) -> Result<Optio
         kind: Default::default(),
     });
     Ok(Some(file))
-}
-
-fn commit(blob: BlobWriter, info: &LayerInfo) -> Result<(String, u64), RunError> {
-    Ok(blob.commit_expecting(&info.digest, Some(info.size))?)
 }
 
 /// The process the step runs: SHELL + command (or the exec form), ENV over

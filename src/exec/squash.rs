@@ -115,7 +115,7 @@ pub fn squash_layers(
         let blob = store.open_blob(&layer.digest)?;
         merge.apply(blob).map_err(read_err)?;
     }
-    let blob = store.blob_writer()?;
+    let blob = store.layer_blob_writer()?;
     let mut writer = LayerWriter::with_level(blob, compression, level).map_err(SquashError::Write)?;
     if !lower {
         merge.nodes.retain(|_, n| !matches!(n, Node::Whiteout));
@@ -123,7 +123,7 @@ pub fn squash_layers(
     }
     merge.write(&mut writer, clamp_mtime).map_err(SquashError::Write)?;
     let (blob, info) = writer.finish().map_err(SquashError::Write)?;
-    let (digest, size) = blob.commit_expecting(&info.digest, Some(info.size))?;
+    let (digest, size) = blob.commit(&info)?;
     Ok(Squashed { info, digest, size })
 }
 

@@ -58,7 +58,7 @@ impl<'a> Executor<'a> {
             log::warn!("{}:{}: {}: {}", self.plan.file, step.span.line, step.original, w);
         }
 
-        let blob = self.store.blob_writer()?;
+        let blob = self.store.layer_blob_writer()?;
         let mut writer = LayerWriter::with_level(blob, self.opts.compression, self.opts.compression_level)
             .map_err(ExecError::Layer)?;
         for planned in entries.values() {
@@ -77,7 +77,7 @@ impl<'a> Executor<'a> {
             .map_err(ExecError::Layer)?;
         }
         let (blob, info) = writer.finish().map_err(ExecError::Layer)?;
-        let (digest, size) = blob.commit_expecting(&info.digest, Some(info.size))?;
+        let (digest, size) = blob.commit(&info)?;
 
         let tree = state.tree.as_mut().expect("built above");
         for planned in entries.values() {

@@ -55,13 +55,13 @@ impl Executor<'_> {
         let owner = mkdir_owner(&user, user_file(tree, "etc/passwd"), user_file(tree, "etc/group"));
         let dirs = plan_mkdir(tree, &dir, owner, self.stamp.seconds)?;
 
-        let blob = self.store.blob_writer()?;
+        let blob = self.store.layer_blob_writer()?;
         let mut writer = LayerWriter::new(blob, self.opts.compression).map_err(ExecError::Layer)?;
         for meta in &dirs {
             writer.append(&finish::clamp(meta, self.opts.source_date_epoch), None).map_err(ExecError::Layer)?;
         }
         let (blob, info) = writer.finish().map_err(ExecError::Layer)?;
-        let (digest, size) = blob.commit_expecting(&info.digest, Some(info.size))?;
+        let (digest, size) = blob.commit(&info)?;
 
         let tree = state.tree.as_mut().expect("built above");
         for meta in &dirs {

@@ -1,11 +1,14 @@
 //! Content-addressed blobs: written to a temp file while hashed, fsynced,
 //! then renamed into `blobs/sha256/<hex>`. A killed writer leaves only its
-//! temp file behind; a blob path never holds partial content.
+//! temp file behind; a blob path never holds partial content. The disk
+//! starts writing a big blob while it is still being written
+//! ([`WritebackFile`]), so the fsync waits only for its tail.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use kiln_overlay::WritebackFile;
 use sha2::{Digest as _, Sha256};
 use tempfile::{NamedTempFile, TempPath};
 
@@ -25,10 +28,11 @@ pub use kiln_overlay::digest::sha256_digest;
 /// Writes a blob; nothing is visible in the store until [`BlobWriter::commit`].
 /// Dropping it uncommitted removes the temp file.
 pub struct BlobWriter {
-    file: io::BufWriter<File>,
+    file: io::BufWriter<WritebackFile>,
     tmp: TempPath,
-    hasher: Sha256,
-    size: u64,
+    /// `None` in a [`super::LayerBlobWriter`], whose layer writer hashes the same bytes.
+    pub(super) hasher: Option<Sha256>,
+    pub(super) size: u64,
     blob_dir: PathBuf,
 }
 
@@ -41,9 +45,9 @@ impl BlobWriter {
         })?;
         let (file, tmp) = tmp.into_parts();
         Ok(BlobWriter {
-            file: io::BufWriter::with_capacity(256 * 1024, file),
+            file: io::BufWriter::with_capacity(256 * 1024, WritebackFile::new(file)),
             tmp,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             size: 0,
             blob_dir,
         })
@@ -54,9 +58,15 @@ impl BlobWriter {
         self.size
     }
 
+    /// The temp file being written.
+    pub(super) fn tmp_path(&self) -> PathBuf {
+        self.tmp.to_path_buf()
+    }
+
     /// The digest of what was written so far.
     pub fn digest(&self) -> String {
-        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+        let hasher = self.hasher.clone().expect("a BlobWriter hashes what it writes");
+        format!("sha256:{}", hex::encode(hasher.finalize()))
     }
 
     /// Moves the blob into place and returns its digest and size. If the store
@@ -92,7 +102,7 @@ impl BlobWriter {
         Ok((actual, size))
     }
 
-    fn place(self, digest: &str) -> Result<(), StoreError> {
+    pub(super) fn place(self, digest: &str) -> Result<(), StoreError> {
         let hex = sha256_hex(digest).ok_or_else(|| StoreError::InvalidDigest { digest: digest.to_string() })?;
         let dest = self.blob_dir.join(hex);
         if dest.exists() {
@@ -104,6 +114,7 @@ impl BlobWriter {
             path: tmp_path.clone(),
             source: e.into_error(),
         })?;
+        let file = file.into_inner();
         // Blobs are content, readable like any file a user writes (temp files start 0600).
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|source| StoreError::Io {
@@ -131,7 +142,9 @@ impl Write for BlobWriter {
         kiln_runtime::lifetime::check_interrupted()?;
         crate::fault::point("blob-write");
         let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.size += n as u64;
         Ok(n)
     }

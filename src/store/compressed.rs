@@ -24,6 +24,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use kiln_overlay::compress::{encoder, Compression, Format};
+use kiln_overlay::WritebackFile;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -361,7 +362,7 @@ impl Write for Tee {
 /// store holds the blob. Dropped unplaced, it removes its temp file; a kill
 /// leaves a `.tmp-…` file that no layout reader looks at.
 struct ExportCopy {
-    file: fs::File,
+    file: WritebackFile,
     tmp: TempPath,
     dir: PathBuf,
 }
@@ -374,7 +375,7 @@ impl ExportCopy {
             source,
         })?;
         let (file, tmp) = tmp.into_parts();
-        Ok(ExportCopy { file, tmp, dir: dir.to_path_buf() })
+        Ok(ExportCopy { file: WritebackFile::new(file), tmp, dir: dir.to_path_buf() })
     }
 
     /// Makes the copy readable (temp files start 0600) and durable.
@@ -384,8 +385,8 @@ impl ExportCopy {
             let path = self.tmp.to_path_buf();
             move |source| StoreError::Io { action, path, source }
         };
-        self.file.set_permissions(fs::Permissions::from_mode(0o644)).map_err(err("chmod"))?;
-        self.file.sync_all().map_err(err("fsync"))?;
+        self.file.get_ref().set_permissions(fs::Permissions::from_mode(0o644)).map_err(err("chmod"))?;
+        self.file.get_ref().sync_all().map_err(err("fsync"))?;
         Ok(self)
     }
 

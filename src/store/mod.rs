@@ -9,6 +9,7 @@ mod check;
 mod compressed;
 mod gc;
 mod index;
+mod layer_blob;
 pub mod layers;
 mod lock;
 mod manifests;
@@ -31,6 +32,7 @@ pub use gc::{
     chain_ids, layer_dir_chain_id, CachePrune, Collect, Reclaimed, StoredImage, Usage, CACHE_DIR, CACHE_MOUNTS_DIR,
     GRACE, LAYERS_DIR,
 };
+pub use layer_blob::LayerBlobWriter;
 pub use lock::{BuildsLock, StoreLock};
 pub use manifests::{parse_manifest, platform_of, Image};
 pub use tags::tagged_by_this_process;
@@ -201,6 +203,11 @@ impl Store {
     /// A writer for a new blob; see [`BlobWriter::commit`].
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
         BlobWriter::new(&self.tmp_dir(), self.blob_dir())
+    }
+
+    /// A writer for a new layer's blob; see [`LayerBlobWriter::commit`].
+    pub fn layer_blob_writer(&self) -> Result<LayerBlobWriter, StoreError> {
+        LayerBlobWriter::new(&self.tmp_dir(), self.blob_dir())
     }
 
     pub fn put_blob(&self, bytes: &[u8]) -> Result<(String, u64), StoreError> {

@@ -167,8 +167,11 @@ fn copy_store_blob_to(
         move |source| TransportError::Io { action, path: p, source }
     };
     let mut reader = HashingReader::new(ProgressReader::new(store.open_blob(digest)?, progress, digest));
-    let mut tmp = NamedTempFile::with_prefix_in(".tmp-", dir).map_err(io_err("create temp file in", dir))?;
-    io::copy(&mut reader, tmp.as_file_mut()).map_err(io_err("copy blob to", target))?;
+    let tmp = NamedTempFile::with_prefix_in(".tmp-", dir).map_err(io_err("create temp file in", dir))?;
+    // The disk writes a big blob while it is copied (see WritebackFile).
+    let mut out =
+        tmp.as_file().try_clone().map(kiln_overlay::WritebackFile::new).map_err(io_err("copy blob to", target))?;
+    io::copy(&mut reader, &mut out).map_err(io_err("copy blob to", target))?;
     check_store_blob(store, digest, reader.digest())?;
     make_readable(&tmp, target)?;
     tmp.as_file().sync_all().map_err(io_err("fsync", target))?;
