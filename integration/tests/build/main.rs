@@ -30,5 +30,6 @@ mod ownership;
 mod platforms;
 mod progress;
 mod reproducible;
+mod stage_scoping;
 mod stdin;
 mod step_ids;
