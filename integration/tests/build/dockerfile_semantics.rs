@@ -110,15 +110,21 @@ fn workdir_over_a_file_fails() {
 /// as BuildKit's file operations look it up: a name through /etc/passwd
 /// (uid and gid), a number as both uid and gid, `user:group` by name, and a
 /// name the image does not know as root (no error: only RUN needs it).
+/// testWorkdirExists: a directory that exists keeps its owner and mode.
 #[test]
 fn workdir_directories_belong_to_the_user_buildkit() {
     let sb = Sandbox::new();
     sb.write("ctx/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n");
     sb.write("ctx/group", "root:x:0:\nstaff:x:50:\napp:x:1001:\n");
+    sb.mkdir("ctx/mydir");
     let img = sb.build(
         "FROM scratch
 COPY passwd /etc/passwd
 COPY group /etc/group
+COPY --chown=1000:1001 --chmod=700 mydir /mydir/
+WORKDIR /mydir
+USER 3000
+WORKDIR /mydir
 USER app
 WORKDIR /home/app/work
 USER 2000
@@ -136,6 +142,8 @@ WORKDIR /ghost
     assert_eq!(owner("numeric"), (2000, 2000), "a uid is the gid too");
     assert_eq!(owner("grouped"), (1000, 50));
     assert_eq!(owner("ghost"), (0, 0), "an unknown name is root for WORKDIR");
+    let mydir = img.entry("mydir").unwrap();
+    assert_eq!((mydir.uid, mydir.gid, mydir.mode), (1000, 1001, 0o700), "an existing directory is left as it is");
     assert_eq!(img.runtime()["User"], "ghost");
 }
 
@@ -192,6 +200,11 @@ RUN <<-'EOT'
 \t#!/bin/busybox sh
 \techo \"$0\" > /chomped
 \tEOT
+RUN printf '#!/bin/sh\\necho \"interp $*\" > /interp\\n' > /bin/myinterp && chmod 755 /bin/myinterp
+RUN <<EOF
+#!/bin/myinterp --flag
+not a shell command
+EOF
 USER 1234
 RUN <<EOF
 #!/bin/busybox sh
@@ -204,6 +217,7 @@ EOF
     assert_eq!(img.file_str("shell"), "/bin/sh\n", "a heredoc without shebang runs in the shell");
     assert_eq!(img.file_str("fed"), "fed env\n", "cmd <<EOF reads the body on stdin");
     assert_eq!(img.file_str("chomped"), "/dev/pipes/EOT\n", "<<- strips tabs before the shebang check");
+    assert_eq!(img.file_str("interp"), "interp --flag /dev/pipes/EOF\n", "the kernel ran the shebang's interpreter");
     assert_eq!(img.file_str("tmp/as-user"), "1234\n", "a non-root USER can run the script");
     assert!(img.entry("dev/pipes").is_none(), "the script mount is not committed: {:?}", img.paths());
     let history = created_by(&img);
@@ -332,13 +346,17 @@ fn onbuild_triggers_with_arg_and_env() {
     );
 }
 
-/// `COPY f /f \` as the file's last line builds, as docker accepts it.
+/// `COPY f /f \` or `RUN something \` as the file's last line builds, as
+/// docker accepts it.
 #[test]
 fn continuation_at_end_of_file_is_accepted() {
     let sb = Sandbox::new();
     sb.write("ctx/f", "f\n");
     let img = sb.build("FROM scratch\nCOPY f \\\n  /f \\", "cont");
     assert_eq!(img.file_str("f"), "f\n");
+    sb.busybox_context();
+    let img = sb.build(&format!("{RUN_BASE}RUN echo ok \\\n  > /ok \\\n"), "cont-run");
+    assert_eq!(img.file_str("ok"), "ok\n");
 }
 
 /// USER at RUN: an unknown name fails the RUN (BuildKit: "unable to find
@@ -365,7 +383,11 @@ USER nobody-here
     assert_eq!(img.runtime()["User"], "nobody-here", "USER alone needs no passwd entry");
     let out = sb.try_build(&format!("{RUN_BASE}USER nobody-here\nRUN true\n"), "users2", &[]);
     assert!(!out.success(), "{}", out.transcript());
-    out.stderr_has(&["nobody-here"]);
+    out.stderr_has(&["Dockerfile:6", "find user nobody-here", "/etc/passwd"]);
+    // An unknown group fails the same way (BuildKit: "unable to find group").
+    let out = sb.try_build(&format!("{RUN_BASE}USER 1234:nogroup-here\nRUN true\n"), "users3", &[]);
+    assert!(!out.success(), "{}", out.transcript());
+    out.stderr_has(&["Dockerfile:6", "nogroup-here", "/etc/group"]);
 }
 
 /// BuildKit's testUserAdditionalGids (containerd's CVE-2023-25173 fix): a
