@@ -12,6 +12,7 @@ mod cache_stages;
 mod check;
 mod copy_features;
 mod copy_from_layers;
+mod copy_from_stages;
 mod copy_rules;
 mod destinations;
 mod dockerfile_semantics;
