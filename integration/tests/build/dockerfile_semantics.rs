@@ -7,10 +7,6 @@
 use kiln_integration::*;
 use serde_json::{json, Value};
 
-fn created_by(img: &Image) -> Vec<String> {
-    img.history().iter().map(|h| h["created_by"].as_str().unwrap_or_default().to_string()).collect()
-}
-
 /// The history entries after the base's, as (created_by, empty_layer).
 fn own_history(img: &Image, skip: usize) -> Vec<(String, bool)> {
     img.history()
@@ -220,7 +216,7 @@ EOF
     assert_eq!(img.file_str("interp"), "interp --flag /dev/pipes/EOF\n", "the kernel ran the shebang's interpreter");
     assert_eq!(img.file_str("tmp/as-user"), "1234\n", "a non-root USER can run the script");
     assert!(img.entry("dev/pipes").is_none(), "the script mount is not committed: {:?}", img.paths());
-    let history = created_by(&img);
+    let history = img.created_by();
     assert!(history.iter().any(|h| h == "RUN /bin/sh -c /dev/pipes/EOF # buildkit"), "{history:#?}");
     assert!(history.iter().any(|h| h == "RUN /bin/sh -c cat <<EOF > /fed\nfed $WHO\nEOF # buildkit"), "{history:#?}");
     assert!(history.iter().any(|h| h == "RUN /bin/sh -c echo \"$0\" > /shell\n # buildkit"), "{history:#?}");
@@ -271,7 +267,7 @@ RUN true
             h("RUN |5 A=env B=cli C=1-x GLOBAL=g NOVALUE= /bin/sh -c true # buildkit", false),
         ]
     );
-    assert!(!created_by(&img).iter().any(|h| h.contains("PROXY") || h.contains("proxy")), "{:#?}", created_by(&img));
+    assert!(!img.created_by().iter().any(|h| h.contains("PROXY") || h.contains("proxy")), "{:#?}", img.created_by());
     let out = sb.kiln(&["history", "--no-trunc", "--human=false", "--format", "{{.CreatedBy}}|{{.Size}}", "args"]);
     out.ok();
     let rows: Vec<&str> = out.stdout.lines().collect();
@@ -290,19 +286,19 @@ fn onbuild_triggers_are_cleared_after_they_fire() {
     let parent =
         sb.build("FROM scratch\nONBUILD COPY g /from-trigger\nONBUILD LABEL trig=1\nLABEL parent=1\n", "parent");
     assert_eq!(parent.runtime()["OnBuild"], json!(["COPY g /from-trigger", "LABEL trig=1"]));
-    assert_eq!(created_by(&parent), ["LABEL parent=1"], "ONBUILD has no history entry");
+    assert_eq!(parent.created_by(), ["LABEL parent=1"], "ONBUILD has no history entry");
 
     let child = sb.build("FROM parent\nONBUILD LABEL own=1\n", "child");
     assert_eq!(child.runtime()["OnBuild"], json!(["LABEL own=1"]), "the parent's triggers are gone");
     assert_eq!(child.file_str("from-trigger"), "g\n");
     assert_eq!(child.runtime()["Labels"], json!({"parent": "1", "trig": "1"}));
-    assert_eq!(created_by(&child), ["LABEL parent=1", "COPY g /from-trigger # buildkit", "LABEL trig=1"]);
+    assert_eq!(child.created_by(), ["LABEL parent=1", "COPY g /from-trigger # buildkit", "LABEL trig=1"]);
 
     let grandchild = sb.build("FROM child\n", "grandchild");
     assert_eq!(grandchild.runtime()["OnBuild"], Value::Null);
     assert_eq!(grandchild.layers.len(), child.layers.len(), "the parent's COPY trigger did not run again");
     assert_eq!(grandchild.runtime()["Labels"], json!({"parent": "1", "trig": "1", "own": "1"}));
-    assert_eq!(created_by(&grandchild).len(), 4);
+    assert_eq!(grandchild.created_by().len(), 4);
 
     // The same through stages of one Dockerfile.
     let staged = sb.build(
@@ -311,7 +307,7 @@ fn onbuild_triggers_are_cleared_after_they_fire() {
     );
     assert_eq!(staged.runtime()["OnBuild"], Value::Null, "{}", staged.config);
     assert_eq!(staged.runtime()["Labels"], json!({"fired": "base", "mid": "1", "last": "1"}));
-    assert_eq!(created_by(&staged), ["LABEL fired=base", "LABEL mid=1", "LABEL last=1"]);
+    assert_eq!(staged.created_by(), ["LABEL fired=base", "LABEL mid=1", "LABEL last=1"]);
 }
 
 /// An image's triggers run in the child as BuildKit dispatches them: a
@@ -335,7 +331,7 @@ fn onbuild_triggers_with_arg_and_env() {
     assert_eq!(child.runtime()["OnBuild"], Value::Null);
     assert_eq!(child.file_str("note"), "cli-img\n", "the heredoc trigger ran, expanded in the child");
     assert_eq!(
-        created_by(&child),
+        child.created_by(),
         [
             "ENV BASE=img",
             "ARG GREETING=cli",
@@ -443,7 +439,7 @@ RUN echo \"$MODE\" > /tmp/env
     assert_eq!(img.file_str("tmp/arg"), "arg\n", "the ARG after the ENV is what RUN sees");
     assert_eq!(img.file_str("tmp/env"), "env2\n", "a later ENV wins again");
     assert_eq!(img.runtime()["Env"], json!([SCRATCH_PATH_ENV, "MODE=env2"]));
-    let history = created_by(&img);
+    let history = img.created_by();
     assert!(
         history.contains(
             &"RUN |1 MODE=arg /bin/sh -c echo \"$MODE\" > /tmp/arg && echo {$MODE} > /tmp/expanded # buildkit"

@@ -243,8 +243,7 @@ EOT
 ",
         "cphist",
     );
-    let history: Vec<String> =
-        img.history().iter().map(|h| h["created_by"].as_str().unwrap_or_default().to_string()).collect();
+    let history = img.created_by();
     assert_eq!(
         history[1..],
         [

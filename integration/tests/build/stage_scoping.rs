@@ -50,8 +50,7 @@ RUN echo \"[$GLOBAL|$STAGE_ARG]\" > /tmp/redeclared
     assert_eq!(env_of(&child_env, "GLOBAL"), None);
     assert_eq!(img.runtime()["Labels"]["seen"], "[|s|e]");
     assert_eq!(img.file_str("tmp/redeclared"), "[g|s]\n");
-    let history: Vec<String> =
-        img.history().iter().map(|h| h["created_by"].as_str().unwrap_or_default().to_string()).collect();
+    let history = img.created_by();
     assert!(
         history.contains(&"RUN |1 STAGE_ARG=s /bin/sh -c env > /tmp/env-child # buildkit".to_string()),
         "{history:#?}"
@@ -97,8 +96,7 @@ RUN env > /env.txt
     assert_eq!(env_of(&env, "BAR").as_deref(), Some(""), "{env}");
     assert_eq!(env_of(&env, "foo").as_deref(), Some("bar2"));
     assert_eq!(env_of(&env, "bar").as_deref(), Some("123"));
-    let history: Vec<String> =
-        img.history().iter().map(|h| h["created_by"].as_str().unwrap_or_default().to_string()).collect();
+    let history = img.created_by();
     assert_eq!(
         history[3..],
         [
