@@ -143,15 +143,21 @@ WORKDIR /ghost
     assert_eq!(img.runtime()["User"], "ghost");
 }
 
-/// `RUN ln -sf /var/lib/tempest /tempest` then `WORKDIR /tempest`: the
-/// symlink is resolved inside the image and its target created; RUN runs
-/// there. A symlink that climbs out with `..` stays inside the image.
+/// `WORKDIR /app`, `COPY f.txt /app`, then RUN: the RUN runs in /app,
+/// which holds f.txt. `RUN ln -sf /var/lib/tempest /tempest` then
+/// `WORKDIR /tempest`: the symlink is resolved inside the image and its
+/// target created; RUN runs there. A symlink that climbs out with `..`
+/// stays inside the image.
 #[test]
 fn workdir_through_a_symlink_in_the_image() {
     let sb = Sandbox::new();
     sb.busybox_context();
+    sb.write("ctx/f.txt", "f\n");
     let df = format!(
         "{RUN_BASE}\
+WORKDIR /app
+COPY f.txt /app
+RUN pwd > /app-pwd && cat f.txt >> /app-pwd
 RUN ln -sf /var/lib/tempest /tempest && ln -s ../../../../../outside /climb
 WORKDIR /tempest
 RUN pwd > /pwd && touch here
@@ -160,6 +166,7 @@ RUN touch there
 "
     );
     let img = sb.build(&df, "wdlink");
+    assert_eq!(img.file_str("app-pwd"), "/app\nf\n", "issue 12 item 2: the COPY went into WORKDIR /app, RUN ran there");
     assert_eq!(img.entry("tempest").map(|e| e.kind), Some(Kind::Symlink), "the symlink stays");
     assert_eq!(img.entry("var/lib/tempest").map(|e| (e.kind, e.mode)), Some((Kind::Dir, 0o755)));
     // The step runs in the directory the link leads to (no PWD is set, so
