@@ -762,6 +762,11 @@ impl Image {
         self.config["history"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Each history entry's `created_by` (empty when it has none).
+    pub fn created_by(&self) -> Vec<String> {
+        self.history().iter().map(|h| h["created_by"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
     /// The merged filesystem: later layers win, whiteouts (`.wh.X`, `.wh..wh..opq`) delete.
     pub fn fs(&self) -> BTreeMap<String, Entry> {
         let mut merged: BTreeMap<String, Entry> = BTreeMap::new();

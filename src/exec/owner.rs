@@ -1,6 +1,8 @@
 //! `--chown=user[:group]` resolved against the image's /etc/passwd and
-//! /etc/group, as docker does: names are looked up in the image (never on the
-//! host); a user without a group uses the same number for the group.
+//! /etc/group, as BuildKit's readUser (solver/llbsolver/ops/user_linux.go)
+//! does: names are looked up in the image (never on the host); without a
+//! group, a number is the gid too and a name takes its passwd entry's
+//! primary gid (the classic builder looked up a group of the user's name).
 
 use crate::dockerfile::ids::{numeric_id, MAX_ID};
 
@@ -27,12 +29,15 @@ pub fn resolve(spec: &str, passwd: Option<&[u8]>, group: Option<&[u8]>) -> Resul
     if user.is_empty() {
         return Err(OwnerError::Empty);
     }
-    let uid = match numeric_id(user).map_err(OwnerError::OutOfRange)? {
-        Some(n) => n,
-        None => lookup(passwd, user, 2).ok_or_else(|| OwnerError::NoUser(user.to_string()))?,
+    let (uid, primary_gid) = match numeric_id(user).map_err(OwnerError::OutOfRange)? {
+        Some(n) => (n, n),
+        None => {
+            let field = |index| lookup(passwd, user, index).ok_or_else(|| OwnerError::NoUser(user.to_string()));
+            (field(2)?, field(3)?)
+        }
     };
     let gid = match grp {
-        None | Some("") => uid,
+        None | Some("") => primary_gid,
         Some(g) => match numeric_id(g).map_err(OwnerError::OutOfRange)? {
             Some(n) => n,
             None => lookup(group, g, 2).ok_or_else(|| OwnerError::NoGroup(g.to_string()))?,
@@ -65,7 +70,9 @@ mod tests {
     fn numbers_and_names() {
         assert_eq!(resolve("10", None, None), Ok((10, 10)));
         assert_eq!(resolve("10:11", None, None), Ok((10, 11)));
-        assert_eq!(resolve("app", Some(PASSWD), Some(GROUP)), Ok((1000, 1000)));
+        assert_eq!(resolve("app", Some(PASSWD), Some(GROUP)), Ok((1000, 1001)), "the primary gid, not the uid");
+        assert_eq!(resolve("app:", Some(PASSWD), Some(GROUP)), Ok((1000, 1001)));
+        assert_eq!(resolve("1000", Some(PASSWD), Some(GROUP)), Ok((1000, 1000)), "a number is not looked up");
         assert_eq!(resolve("app:staff", Some(PASSWD), Some(GROUP)), Ok((1000, 50)));
         assert_eq!(resolve("1:app", Some(PASSWD), Some(GROUP)), Ok((1, 1001)));
     }

@@ -197,8 +197,19 @@ impl StageVars {
         StageVars { env, args: Ordered::default(), declared: RunArgs::default(), shadowed: BTreeSet::new() }
     }
 
+    /// Declares an ARG with its resolved value. Without one (no default,
+    /// `--build-arg` or meta arg) it sets nothing: a value already in scope,
+    /// from an earlier ARG of the stage or of the stage it is built FROM,
+    /// stays, as BuildKit's dispatchArg adds nothing to the state's env then.
     pub(crate) fn declare_arg(&mut self, name: &str, value: Option<String>) {
-        if value.is_some() && self.env.contains(name) {
+        let Some(value) = value else {
+            let kept = self.args.value(name).cloned().flatten();
+            self.declared.declare(name, kept.clone());
+            self.args.insert(name, kept);
+            return;
+        };
+        let value = Some(value);
+        if self.env.contains(name) {
             self.shadowed.insert(name.to_string());
         }
         self.declared.declare(name, value.clone());
@@ -278,6 +289,24 @@ mod tests {
         );
     }
 
+    /// moby/buildkit#1977: a child stage starts with its parent's ARGs; a
+    /// bare `ARG` there (or later in one stage) keeps the value in scope and
+    /// does not take a name back from an ENV set after the valued ARG.
+    #[test]
+    fn a_bare_arg_keeps_the_value_in_scope_buildkit() {
+        let mut parent = StageVars::default();
+        parent.declare_arg("S", Some("s".into()));
+        let mut child = parent.clone();
+        child.declare_arg("S", None);
+        assert_eq!(child.var("S"), Some("s"));
+        assert_eq!(child.run_args(Vec::new()).to_vec(), [("S".to_string(), "s".to_string())]);
+        child.declare_arg("X", Some("1".into()));
+        child.set_env("X", "2");
+        child.declare_arg("X", None);
+        assert_eq!(child.var("X"), Some("2"), "the ENV after the valued ARG still wins");
+        assert!(child.args_over_env().is_empty());
+    }
+
     #[test]
     fn setting_again_keeps_the_position() {
         let mut vars = Vars::default();
@@ -290,12 +319,21 @@ mod tests {
         stage.declare_arg("Y", Some("1".into()));
         stage.declare_arg("X", Some("2".into()));
         assert_eq!(stage.run_args(Vec::new()).to_vec(), [("X".to_string(), "2".to_string()), ("Y".into(), "1".into())]);
+        stage.declare_arg("Z", None);
         stage.declare_arg("Y", None);
-        // RUN's history lists every declaration, valueless ones too, never the extras.
+        // RUN's history lists every declaration, valueless ones too, never the extras;
+        // a bare redeclaration keeps the value in scope.
         let declared = stage.run_args(vec![("P".into(), "p".into())]).declared();
-        assert_eq!(declared, [("X".to_string(), Some("2".to_string())), ("Y".into(), None)]);
+        assert_eq!(
+            declared,
+            [("X".to_string(), Some("2".to_string())), ("Y".into(), Some("1".into())), ("Z".into(), None)]
+        );
+        assert_eq!(stage.var("Y"), Some("1"));
         let extra = vec![("P".to_string(), "p".to_string())];
-        assert_eq!(stage.run_args(extra).to_vec(), [("X".to_string(), "2".to_string()), ("P".into(), "p".into())]);
+        assert_eq!(
+            stage.run_args(extra).to_vec(),
+            [("X".to_string(), "2".to_string()), ("Y".into(), "1".into()), ("P".into(), "p".into())]
+        );
         // A stage of 200,000 declarations is freed without recursion.
         let mut long = StageVars::default();
         (0..200_000).for_each(|i| long.declare_arg(&format!("A{i}"), Some(String::new())));

@@ -180,3 +180,56 @@ COPY g.txt /escape/
     assert_eq!(img.file_str(&inside), "g\n", "the link resolves inside the image");
     assert_eq!(std::fs::read_dir(&host_dir).unwrap().count(), 0, "kiln wrote through a symlink onto the host");
 }
+
+/// testWorkdirCopyIgnoreRelative, testEmptyDestDir, testCopyLinkDotDestDir,
+/// testCopyLinkEmptyDestDir: a `--from` source is found from that stage's
+/// root whatever its WORKDIR; an empty destination (`$empty`) and `.` are
+/// the WORKDIR, with or without --link.
+#[test]
+fn from_sources_start_at_the_root_and_empty_destinations_are_the_workdir() {
+    let sb = Sandbox::new();
+    sb.write("ctx/f.txt", "f\n");
+    let img = sb.build(
+        "FROM scratch AS base
+WORKDIR /foo
+COPY f.txt /
+FROM scratch
+COPY --from=base f.txt .
+WORKDIR /var/www
+ENV empty=\"\"
+COPY f.txt $empty
+COPY --from=base /f.txt ./from.txt
+COPY --link f.txt ./linked/
+WORKDIR /link-dot
+COPY --link f.txt .
+WORKDIR /link-empty
+COPY --link f.txt $empty
+",
+        "rel",
+    );
+    assert_eq!(img.file_str("f.txt"), "f\n", "base's /f.txt, not /foo/f.txt, and `.` is / before any WORKDIR");
+    assert!(img.entry("foo").is_none(), "{:?}", img.paths());
+    assert_eq!(img.file_str("var/www/f.txt"), "f\n");
+    assert_eq!(img.entry("var/www").map(|e| e.kind), Some(Kind::Dir));
+    assert_eq!(img.file_str("var/www/from.txt"), "f\n");
+    assert_eq!(img.file_str("var/www/linked/f.txt"), "f\n");
+    assert_eq!(img.file_str("link-dot/f.txt"), "f\n");
+    assert_eq!(img.file_str("link-empty/f.txt"), "f\n");
+}
+
+/// testSymlinkDestination: `COPY foo /symlink/` where the base has
+/// `/symlink -> ../tmp/symlink-target`, a link that climbs above the root
+/// to a directory that does not exist: the link resolves inside the image
+/// (`..` stops at /), the missing target is made and the file lands there.
+#[test]
+fn copy_into_a_dangling_symlink_makes_its_target_inside_the_image() {
+    let sb = Sandbox::new();
+    sb.write("ctx/foo", "content0");
+    sb.symlink("../tmp/symlink-target", "ctx/base/symlink");
+    sb.build("FROM scratch\nCOPY base/ /\n", "base");
+    let img = sb.build("FROM base\nCOPY foo /symlink/\n", "dangling");
+    let link = img.entry("symlink").expect("the link stays");
+    assert_eq!((link.kind, link.link.as_deref()), (Kind::Symlink, Some("../tmp/symlink-target")));
+    assert_eq!(img.file_str("tmp/symlink-target/foo"), "content0");
+    assert_eq!(img.entry("tmp/symlink-target").map(|e| (e.kind, e.mode)), Some((Kind::Dir, 0o755)));
+}

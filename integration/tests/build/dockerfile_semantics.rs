@@ -7,10 +7,6 @@
 use kiln_integration::*;
 use serde_json::{json, Value};
 
-fn created_by(img: &Image) -> Vec<String> {
-    img.history().iter().map(|h| h["created_by"].as_str().unwrap_or_default().to_string()).collect()
-}
-
 /// The history entries after the base's, as (created_by, empty_layer).
 fn own_history(img: &Image, skip: usize) -> Vec<(String, bool)> {
     img.history()
@@ -110,15 +106,21 @@ fn workdir_over_a_file_fails() {
 /// as BuildKit's file operations look it up: a name through /etc/passwd
 /// (uid and gid), a number as both uid and gid, `user:group` by name, and a
 /// name the image does not know as root (no error: only RUN needs it).
+/// testWorkdirExists: a directory that exists keeps its owner and mode.
 #[test]
 fn workdir_directories_belong_to_the_user_buildkit() {
     let sb = Sandbox::new();
     sb.write("ctx/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n");
     sb.write("ctx/group", "root:x:0:\nstaff:x:50:\napp:x:1001:\n");
+    sb.mkdir("ctx/mydir");
     let img = sb.build(
         "FROM scratch
 COPY passwd /etc/passwd
 COPY group /etc/group
+COPY --chown=1000:1001 --chmod=700 mydir /mydir/
+WORKDIR /mydir
+USER 3000
+WORKDIR /mydir
 USER app
 WORKDIR /home/app/work
 USER 2000
@@ -136,18 +138,26 @@ WORKDIR /ghost
     assert_eq!(owner("numeric"), (2000, 2000), "a uid is the gid too");
     assert_eq!(owner("grouped"), (1000, 50));
     assert_eq!(owner("ghost"), (0, 0), "an unknown name is root for WORKDIR");
+    let mydir = img.entry("mydir").unwrap();
+    assert_eq!((mydir.uid, mydir.gid, mydir.mode), (1000, 1001, 0o700), "an existing directory is left as it is");
     assert_eq!(img.runtime()["User"], "ghost");
 }
 
-/// `RUN ln -sf /var/lib/tempest /tempest` then `WORKDIR /tempest`: the
-/// symlink is resolved inside the image and its target created; RUN runs
-/// there. A symlink that climbs out with `..` stays inside the image.
+/// `WORKDIR /app`, `COPY f.txt /app`, then RUN: the RUN runs in /app,
+/// which holds f.txt. `RUN ln -sf /var/lib/tempest /tempest` then
+/// `WORKDIR /tempest`: the symlink is resolved inside the image and its
+/// target created; RUN runs there. A symlink that climbs out with `..`
+/// stays inside the image.
 #[test]
 fn workdir_through_a_symlink_in_the_image() {
     let sb = Sandbox::new();
     sb.busybox_context();
+    sb.write("ctx/f.txt", "f\n");
     let df = format!(
         "{RUN_BASE}\
+WORKDIR /app
+COPY f.txt /app
+RUN pwd > /app-pwd && cat f.txt >> /app-pwd
 RUN ln -sf /var/lib/tempest /tempest && ln -s ../../../../../outside /climb
 WORKDIR /tempest
 RUN pwd > /pwd && touch here
@@ -156,6 +166,7 @@ RUN touch there
 "
     );
     let img = sb.build(&df, "wdlink");
+    assert_eq!(img.file_str("app-pwd"), "/app\nf\n", "issue 12 item 2: the COPY went into WORKDIR /app, RUN ran there");
     assert_eq!(img.entry("tempest").map(|e| e.kind), Some(Kind::Symlink), "the symlink stays");
     assert_eq!(img.entry("var/lib/tempest").map(|e| (e.kind, e.mode)), Some((Kind::Dir, 0o755)));
     // The step runs in the directory the link leads to (no PWD is set, so
@@ -192,6 +203,11 @@ RUN <<-'EOT'
 \t#!/bin/busybox sh
 \techo \"$0\" > /chomped
 \tEOT
+RUN printf '#!/bin/sh\\necho \"interp $*\" > /interp\\n' > /bin/myinterp && chmod 755 /bin/myinterp
+RUN <<EOF
+#!/bin/myinterp --flag
+not a shell command
+EOF
 USER 1234
 RUN <<EOF
 #!/bin/busybox sh
@@ -204,9 +220,10 @@ EOF
     assert_eq!(img.file_str("shell"), "/bin/sh\n", "a heredoc without shebang runs in the shell");
     assert_eq!(img.file_str("fed"), "fed env\n", "cmd <<EOF reads the body on stdin");
     assert_eq!(img.file_str("chomped"), "/dev/pipes/EOT\n", "<<- strips tabs before the shebang check");
+    assert_eq!(img.file_str("interp"), "interp --flag /dev/pipes/EOF\n", "the kernel ran the shebang's interpreter");
     assert_eq!(img.file_str("tmp/as-user"), "1234\n", "a non-root USER can run the script");
     assert!(img.entry("dev/pipes").is_none(), "the script mount is not committed: {:?}", img.paths());
-    let history = created_by(&img);
+    let history = img.created_by();
     assert!(history.iter().any(|h| h == "RUN /bin/sh -c /dev/pipes/EOF # buildkit"), "{history:#?}");
     assert!(history.iter().any(|h| h == "RUN /bin/sh -c cat <<EOF > /fed\nfed $WHO\nEOF # buildkit"), "{history:#?}");
     assert!(history.iter().any(|h| h == "RUN /bin/sh -c echo \"$0\" > /shell\n # buildkit"), "{history:#?}");
@@ -257,7 +274,7 @@ RUN true
             h("RUN |5 A=env B=cli C=1-x GLOBAL=g NOVALUE= /bin/sh -c true # buildkit", false),
         ]
     );
-    assert!(!created_by(&img).iter().any(|h| h.contains("PROXY") || h.contains("proxy")), "{:#?}", created_by(&img));
+    assert!(!img.created_by().iter().any(|h| h.contains("PROXY") || h.contains("proxy")), "{:#?}", img.created_by());
     let out = sb.kiln(&["history", "--no-trunc", "--human=false", "--format", "{{.CreatedBy}}|{{.Size}}", "args"]);
     out.ok();
     let rows: Vec<&str> = out.stdout.lines().collect();
@@ -276,19 +293,19 @@ fn onbuild_triggers_are_cleared_after_they_fire() {
     let parent =
         sb.build("FROM scratch\nONBUILD COPY g /from-trigger\nONBUILD LABEL trig=1\nLABEL parent=1\n", "parent");
     assert_eq!(parent.runtime()["OnBuild"], json!(["COPY g /from-trigger", "LABEL trig=1"]));
-    assert_eq!(created_by(&parent), ["LABEL parent=1"], "ONBUILD has no history entry");
+    assert_eq!(parent.created_by(), ["LABEL parent=1"], "ONBUILD has no history entry");
 
     let child = sb.build("FROM parent\nONBUILD LABEL own=1\n", "child");
     assert_eq!(child.runtime()["OnBuild"], json!(["LABEL own=1"]), "the parent's triggers are gone");
     assert_eq!(child.file_str("from-trigger"), "g\n");
     assert_eq!(child.runtime()["Labels"], json!({"parent": "1", "trig": "1"}));
-    assert_eq!(created_by(&child), ["LABEL parent=1", "COPY g /from-trigger # buildkit", "LABEL trig=1"]);
+    assert_eq!(child.created_by(), ["LABEL parent=1", "COPY g /from-trigger # buildkit", "LABEL trig=1"]);
 
     let grandchild = sb.build("FROM child\n", "grandchild");
     assert_eq!(grandchild.runtime()["OnBuild"], Value::Null);
     assert_eq!(grandchild.layers.len(), child.layers.len(), "the parent's COPY trigger did not run again");
     assert_eq!(grandchild.runtime()["Labels"], json!({"parent": "1", "trig": "1", "own": "1"}));
-    assert_eq!(created_by(&grandchild).len(), 4);
+    assert_eq!(grandchild.created_by().len(), 4);
 
     // The same through stages of one Dockerfile.
     let staged = sb.build(
@@ -297,7 +314,7 @@ fn onbuild_triggers_are_cleared_after_they_fire() {
     );
     assert_eq!(staged.runtime()["OnBuild"], Value::Null, "{}", staged.config);
     assert_eq!(staged.runtime()["Labels"], json!({"fired": "base", "mid": "1", "last": "1"}));
-    assert_eq!(created_by(&staged), ["LABEL fired=base", "LABEL mid=1", "LABEL last=1"]);
+    assert_eq!(staged.created_by(), ["LABEL fired=base", "LABEL mid=1", "LABEL last=1"]);
 }
 
 /// An image's triggers run in the child as BuildKit dispatches them: a
@@ -321,7 +338,7 @@ fn onbuild_triggers_with_arg_and_env() {
     assert_eq!(child.runtime()["OnBuild"], Value::Null);
     assert_eq!(child.file_str("note"), "cli-img\n", "the heredoc trigger ran, expanded in the child");
     assert_eq!(
-        created_by(&child),
+        child.created_by(),
         [
             "ENV BASE=img",
             "ARG GREETING=cli",
@@ -332,13 +349,17 @@ fn onbuild_triggers_with_arg_and_env() {
     );
 }
 
-/// `COPY f /f \` as the file's last line builds, as docker accepts it.
+/// `COPY f /f \` or `RUN something \` as the file's last line builds, as
+/// docker accepts it.
 #[test]
 fn continuation_at_end_of_file_is_accepted() {
     let sb = Sandbox::new();
     sb.write("ctx/f", "f\n");
     let img = sb.build("FROM scratch\nCOPY f \\\n  /f \\", "cont");
     assert_eq!(img.file_str("f"), "f\n");
+    sb.busybox_context();
+    let img = sb.build(&format!("{RUN_BASE}RUN echo ok \\\n  > /ok \\\n"), "cont-run");
+    assert_eq!(img.file_str("ok"), "ok\n");
 }
 
 /// USER at RUN: an unknown name fails the RUN (BuildKit: "unable to find
@@ -365,7 +386,11 @@ USER nobody-here
     assert_eq!(img.runtime()["User"], "nobody-here", "USER alone needs no passwd entry");
     let out = sb.try_build(&format!("{RUN_BASE}USER nobody-here\nRUN true\n"), "users2", &[]);
     assert!(!out.success(), "{}", out.transcript());
-    out.stderr_has(&["nobody-here"]);
+    out.stderr_has(&["Dockerfile:6", "find user nobody-here", "/etc/passwd"]);
+    // An unknown group fails the same way (BuildKit: "unable to find group").
+    let out = sb.try_build(&format!("{RUN_BASE}USER 1234:nogroup-here\nRUN true\n"), "users3", &[]);
+    assert!(!out.success(), "{}", out.transcript());
+    out.stderr_has(&["Dockerfile:6", "nogroup-here", "/etc/group"]);
 }
 
 /// BuildKit's testUserAdditionalGids (containerd's CVE-2023-25173 fix): a
@@ -421,7 +446,7 @@ RUN echo \"$MODE\" > /tmp/env
     assert_eq!(img.file_str("tmp/arg"), "arg\n", "the ARG after the ENV is what RUN sees");
     assert_eq!(img.file_str("tmp/env"), "env2\n", "a later ENV wins again");
     assert_eq!(img.runtime()["Env"], json!([SCRATCH_PATH_ENV, "MODE=env2"]));
-    let history = created_by(&img);
+    let history = img.created_by();
     assert!(
         history.contains(
             &"RUN |1 MODE=arg /bin/sh -c echo \"$MODE\" > /tmp/arg && echo {$MODE} > /tmp/expanded # buildkit"

@@ -218,3 +218,39 @@ LABEL path=\"$DIR/${NAME}\" literal='$DIR' escaped=\\$DIR
     assert_eq!(labels["literal"], "$DIR", "single quotes do not expand");
     assert_eq!(labels["escaped"], "$DIR");
 }
+
+/// BuildKit's COPY and ADD history entry (dispatchCopy's commitMessage):
+/// the command, `--parents`, `--chown`, `--chmod` as written, each source
+/// (a heredoc as `<<NAME`), the destination, then ` # buildkit`; `--from`,
+/// `--link`, `--exclude` and `--checksum` are left out, variables expanded.
+/// The classic builder wrote `COPY file:<digest> in /dest` instead.
+#[test]
+fn copy_and_add_history_entries_buildkit() {
+    let sb = Sandbox::new();
+    sb.write("ctx/f.txt", "f\n");
+    sb.write("ctx/g.md", "g\n");
+    let img = sb.build(
+        "FROM scratch AS base
+COPY f.txt /f
+FROM scratch
+ENV D=/dest
+COPY --from=base --chown=1:2 --chmod=600 /f $D/a
+COPY --link --exclude=*.md --parents f.txt g.md $D/b/
+ADD --chmod=644 --link --chown=3 f.txt /c
+COPY --chmod=u+x <<EOT f.txt /h/
+hi
+EOT
+",
+        "cphist",
+    );
+    let history = img.created_by();
+    assert_eq!(
+        history[1..],
+        [
+            "COPY --chown=1:2 --chmod=600 /f /dest/a # buildkit",
+            "COPY --parents f.txt g.md /dest/b/ # buildkit",
+            "ADD --chown=3 --chmod=644 f.txt /c # buildkit",
+            "COPY --chmod=u+x f.txt <<EOT /h/ # buildkit",
+        ]
+    );
+}

@@ -171,3 +171,38 @@ fn invalid_chmod_is_rejected_with_location() {
     sb.dockerfile("FROM scratch\nCOPY --chmod=999 f.txt /x\n");
     sb.kiln(&["build", "-t", "bad", ctx.to_str().unwrap()]).fails_with(1).stderr_has(&["999", "Dockerfile:2"]);
 }
+
+/// solver/llbsolver/ops/user_linux.go readUser: a name takes its uid and
+/// primary gid from the image's /etc/passwd (even where they differ), a
+/// number is the uid and the gid alike whatever passwd says, and a group
+/// part replaces the gid. testDockerfileAddChownExpand: --chown expands
+/// an ENV and an ARG set by --build-arg.
+#[test]
+fn chown_name_takes_the_primary_group_and_a_uid_alone_its_own_number() {
+    let sb = Sandbox::new();
+    sb.write("ctx/passwd", "root:x:0:0:root:/root:/bin/sh\nsvc:x:1500:1600::/srv:/bin/sh\n");
+    sb.write("ctx/group", "root:x:0:\nsvcgrp:x:1600:\ngrp:x:1700:svc\n");
+    sb.write("ctx/f.txt", "f\n");
+    let (_, img) = sb.build_with(
+        "FROM scratch
+COPY passwd group /etc/
+COPY --chown=svc f.txt /a
+COPY --chown=1500 f.txt /b
+COPY --chown=svc:grp f.txt /c
+COPY --chown=1500:grp f.txt /d
+COPY --chown=svc:42 f.txt /e
+ARG group
+ENV owner=svc
+ADD --chown=${owner}:${group} f.txt /expanded
+",
+        "primary",
+        &["--build-arg", "group=grp"],
+    );
+    let owner = |p: &str| img.entry(p).map(|e| (e.uid, e.gid)).unwrap_or_else(|| panic!("{p} missing"));
+    assert_eq!(owner("a"), (1500, 1600), "svc's primary group, not its uid");
+    assert_eq!(owner("b"), (1500, 1500), "a uid alone is its own gid even when passwd knows it");
+    assert_eq!(owner("c"), (1500, 1700));
+    assert_eq!(owner("d"), (1500, 1700));
+    assert_eq!(owner("e"), (1500, 42));
+    assert_eq!(owner("expanded"), (1500, 1700));
+}
