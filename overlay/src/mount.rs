@@ -6,6 +6,12 @@
 //! from a child process that chdirs there, as containers/storage does. Inside a user namespace the mount
 //! uses `userxattr`, and always `index=off,metacopy=off,redirect_dir=off`-equivalents where the kernel
 //! takes them, so the upper holds whole files and whiteouts only, which `diff::write_diff` understands.
+//!
+//! Kernel overlay mounts are `volatile` where the kernel knows the option (5.10 and later): unmounting an
+//! overlay otherwise syncs the whole filesystem its upper dir is on (every dirty page on the disk, not only
+//! the step's), which made each RUN wait for the disk. What a step wrote reaches the store's durable form as
+//! its blob, written and fsynced at commit; the upper, adopted as the layer's dir, is like any unpacked
+//! layer tree (see RELIABILITY.md: not synced, and rebuilt from the blob when in doubt).
 
 use std::fmt;
 use std::fs;
@@ -236,9 +242,12 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
 }
 
 /// The options beyond the directories: no index, no metacopy, no redirects (which userxattr refuses
-/// anyway), so the upper holds plain files and whiteouts.
-fn extra_options() -> Vec<(&'static str, Option<&'static str>)> {
+/// anyway), so the upper holds plain files and whiteouts; `volatile` (see the module docs) when asked.
+fn extra_options(volatile: bool) -> Vec<(&'static str, Option<&'static str>)> {
     let mut opts = vec![("index", Some("off")), ("metacopy", Some("off"))];
+    if volatile {
+        opts.push(("volatile", None));
+    }
     if in_user_namespace() {
         opts.push(("userxattr", None));
     } else {
@@ -255,7 +264,8 @@ fn mount_overlay_fsconfig(lowers: &[PathBuf], upper: &Path, work: &Path, target:
     }
     sys::fsconfig_set_string(fd, "upperdir", upper.as_os_str().as_bytes())?;
     sys::fsconfig_set_string(fd, "workdir", work.as_os_str().as_bytes())?;
-    for (key, value) in extra_options() {
+    // Every kernel with `lowerdir+` (6.8) knows `volatile` (5.10).
+    for (key, value) in extra_options(true) {
         match value {
             Some(v) => sys::fsconfig_set_string(fd, key, v.as_bytes())?,
             None => sys::fsconfig_set_flag(fd, key)?,
@@ -271,9 +281,9 @@ fn page_limit() -> usize {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |p| p as usize) - 1
 }
 
-fn legacy_data(lowerdir: &str, upper: &Path, work: &Path) -> String {
+fn legacy_data(lowerdir: &str, upper: &Path, work: &Path, volatile: bool) -> String {
     let mut data = format!("lowerdir={lowerdir},upperdir={},workdir={}", upper.display(), work.display());
-    for (key, value) in extra_options() {
+    for (key, value) in extra_options(volatile) {
         match value {
             Some(v) => data.push_str(&format!(",{key}={v}")),
             None => data.push_str(&format!(",{key}")),
@@ -286,10 +296,27 @@ fn legacy_data(lowerdir: &str, upper: &Path, work: &Path) -> String {
 /// exercise it on new kernels. When the absolute lower paths do not fit a page, they are replaced by short
 /// symlinks in `<work>.l/`, resolved relative to that directory by a child process that chdirs there.
 pub fn mount_overlay_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), MountError> {
+    match mount_legacy_with(lowers, upper, work, target, true) {
+        // A kernel older than 5.10 refuses the option it does not know.
+        Err(MountError::Overlay { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+            log::debug!("overlay refused volatile ({source}); mounting without it");
+            mount_legacy_with(lowers, upper, work, target, false)
+        }
+        other => other,
+    }
+}
+
+fn mount_legacy_with(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    volatile: bool,
+) -> Result<(), MountError> {
     let lowers = lowers_or_empty(lowers, work)?;
     let overlay_err = |source| MountError::Overlay { target: target.into(), source };
     let joined: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
-    let data = legacy_data(&joined.join(":"), upper, work);
+    let data = legacy_data(&joined.join(":"), upper, work, volatile);
     if data.len() <= page_limit() {
         return nix::mount::mount(
             Some("overlay"),
@@ -316,7 +343,7 @@ pub fn mount_overlay_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, targe
     let upper = abs(upper).map_err(prep)?;
     let work_abs = abs(work).map_err(prep)?;
     let target_abs = abs(target).map_err(prep)?;
-    let data = legacy_data(&short.join(":"), &upper, &work_abs);
+    let data = legacy_data(&short.join(":"), &upper, &work_abs, volatile);
     if data.len() > page_limit() {
         return Err(overlay_err(std::io::Error::other(format!(
             "{} lower layers do not fit the mount options even with short names",
