@@ -1,6 +1,5 @@
 //! Raw system calls that nix does not wrap: openat2, the new mount API (fsopen, fsconfig, fsmount,
-//! move_mount), whiteout creation with mknodat, and early writeback with sync_file_range. Every `unsafe`
-//! block of the crate lives here.
+//! move_mount), and whiteout creation with mknodat. Every `unsafe` block of the crate lives here.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -234,21 +233,5 @@ pub fn tie_to_process(cmd: &mut std::process::Command) {
             }
             Ok(())
         });
-    }
-}
-
-/// Starts writing the dirty pages of `file` in `offset..offset + len` to the disk, without waiting
-/// (sync_file_range with SYNC_FILE_RANGE_WRITE; nix does not wrap it). A later fsync then waits only for
-/// what is still in flight.
-pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
-    let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    };
-    // SAFETY: sync_file_range only reads its integer arguments; the fd is borrowed from a live File.
-    let ret = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }

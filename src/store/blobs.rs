@@ -1,8 +1,8 @@
 //! Content-addressed blobs: written to a temp file while hashed, fsynced,
 //! then renamed into `blobs/sha256/<hex>`. A killed writer leaves only its
-//! temp file behind; a blob path never holds partial content. The disk
-//! starts writing a big blob while it is still being written
-//! ([`WritebackFile`]), so the fsync waits only for its tail.
+//! temp file behind; a blob path never holds partial content. A big blob is
+//! synced along the way while it is written ([`WritebackFile`]), so the
+//! final fsync waits only for its tail.
 
 use std::fs::File;
 use std::io::{self, Write};
