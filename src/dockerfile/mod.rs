@@ -4,8 +4,11 @@
 //! Layers, each in its own file: `lexer` (physical lines to logical lines
 //! with positions, heredoc bodies), `directives`, `words` (the three ways
 //! docker splits arguments), `flags`, `heredoc` (markers), `mount`,
-//! `duration`, `instructions` (typed commands) and `parser` (the driver and
-//! file-level rules).
+//! `duration`, `ids` (numeric owners), `instructions` (typed commands, with
+//! HEALTHCHECK's options in `instructions/healthcheck`) and `parser` (the
+//! driver and file-level rules). `ast` is the result and `error` its errors;
+//! `shell` is the word expansion the planner applies later (errors in
+//! `shell/error`, wildcard patterns in `shell/pattern`).
 
 pub mod ast;
 pub mod error;
