@@ -187,8 +187,11 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 
 fn write_maps(pid: u32, full: bool, uids: &[IdMap], gids: &[IdMap]) -> Result<(), RuntimeError> {
     if full {
-        run_map_tool("newuidmap", pid, uids)?;
-        run_map_tool("newgidmap", pid, gids)
+        // Both at once: each is a setuid program's start-up, and they write different files.
+        let uid_tool = spawn_map_tool("newuidmap", pid, uids)?;
+        let gid_done = spawn_map_tool("newgidmap", pid, gids).and_then(|c| finish_map_tool("newgidmap", pid, c));
+        finish_map_tool("newuidmap", pid, uid_tool)?;
+        gid_done
     } else if Uid::effective().is_root() {
         // CAP_SETUID and CAP_SETGID over the parent namespace: setgroups stays allowed.
         write_proc(pid, "uid_map", &format_maps(uids))?;
@@ -200,13 +203,18 @@ fn write_maps(pid: u32, full: bool, uids: &[IdMap], gids: &[IdMap]) -> Result<()
     }
 }
 
-fn run_map_tool(tool: &str, pid: u32, maps: &[IdMap]) -> Result<(), RuntimeError> {
+fn spawn_map_tool(tool: &str, pid: u32, maps: &[IdMap]) -> Result<std::process::Child, RuntimeError> {
     let mut cmd = Command::new(tool);
     cmd.arg(pid.to_string());
     for m in maps {
         cmd.args([m.container.to_string(), m.host.to_string(), m.size.to_string()]);
     }
-    let out = cmd.output().map_err(|source| RuntimeError::MapTool { tool: tool.into(), pid, source })?;
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.spawn().map_err(|source| RuntimeError::MapTool { tool: tool.into(), pid, source })
+}
+
+fn finish_map_tool(tool: &str, pid: u32, child: std::process::Child) -> Result<(), RuntimeError> {
+    let out = child.wait_with_output().map_err(|source| RuntimeError::MapTool { tool: tool.into(), pid, source })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(RuntimeError::MapToolFailed { tool: tool.into(), pid, stderr });

@@ -204,8 +204,17 @@ fn describe(
 ) -> Result<String, ContextError> {
     use kiln_overlay::apply::OVERRIDE_STAT_XATTR;
     let io_err = |source| ContextError::Io { path: host.to_path_buf(), source };
-    let recorded =
-        xattr::get(host, OVERRIDE_STAT_XATTR).ok().flatten().and_then(|v| kiln_overlay::parse_override_stat(&v));
+    // One listing per file; values are read only for names it has (most
+    // context files have none, and a cached rebuild describes every file).
+    let mut names: Vec<String> =
+        xattr::list(host).map(|names| names.filter_map(|n| n.into_string().ok()).collect()).unwrap_or_default();
+    names.sort();
+    let recorded = match names.iter().any(|n| n == OVERRIDE_STAT_XATTR) {
+        true => {
+            xattr::get(host, OVERRIDE_STAT_XATTR).ok().flatten().and_then(|v| kiln_overlay::parse_override_stat(&v))
+        }
+        false => None,
+    };
     let (uid, gid, mode) = match recorded {
         Some((uid, gid, mode)) => (uid, gid, (md.mode() & 0o170000) | (mode & 0o7777)),
         None => (u64::from(md.uid()), u64::from(md.gid()), md.mode()),
@@ -220,19 +229,13 @@ fn describe(
     } else if md.is_file() {
         desc.push_str(&format!(" {}", stat.file_digest(host, md).map_err(io_err)?));
     }
-    if let Ok(names) = xattr::list(host) {
-        let mut names: Vec<_> = names.filter_map(|n| n.into_string().ok()).collect();
-        names.sort();
-        // Overlay bookkeeping (a layer dir's opaque marks) is never copied, so never keyed.
-        let keyed = |n: &String| {
-            !n.starts_with("security.selinux")
-                && !kiln_overlay::whiteout::is_overlay_xattr(n)
-                && n != OVERRIDE_STAT_XATTR
-        };
-        for n in names.into_iter().filter(keyed) {
-            if let Ok(Some(v)) = xattr::get(host, &n) {
-                desc.push_str(&format!(" xattr:{}={}", n, hex::encode(v)));
-            }
+    // Overlay bookkeeping (a layer dir's opaque marks) is never copied, so never keyed.
+    let keyed = |n: &&String| {
+        !n.starts_with("security.selinux") && !kiln_overlay::whiteout::is_overlay_xattr(n) && *n != OVERRIDE_STAT_XATTR
+    };
+    for n in names.iter().filter(keyed) {
+        if let Ok(Some(v)) = xattr::get(host, n) {
+            desc.push_str(&format!(" xattr:{}={}", n, hex::encode(v)));
         }
     }
     if owners {
