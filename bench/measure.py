@@ -21,6 +21,7 @@ than one sample reports /usr/bin/time's %M of CMD instead.
 """
 
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,13 @@ def main():
     fd, hwm_file = tempfile.mkstemp(prefix="measure-")
     os.close(fd)
     proc = subprocess.Popen(["/usr/bin/time", "-q", "-f", "%M", "-o", hwm_file, "--"] + cmd, stdout=sys.stderr)
+    # Between samples we wait on a pidfd, so the wall time ends when CMD
+    # does, not at the next 10 ms tick (that rounding was a fifth of a
+    # 50 ms run).
+    try:
+        exited = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        exited = None
     tree_peak = own_peak = 0
     usage = None
     while True:
@@ -93,8 +101,13 @@ def main():
             todo.extend(children(pid))
         tree_peak = max(tree_peak, tree)
         own_peak = max(own_peak, mine)
-        time.sleep(0.01)
+        if exited is None:
+            time.sleep(0.01)
+        else:
+            select.select([exited], [], [], 0.01)
     wall = time.monotonic() - start
+    if exited is not None:
+        os.close(exited)
     # A run shorter than one sample: fall back to the kernel's peak of the
     # biggest process CMD waited for (CMD execs the tool, so that is the tool).
     with open(hwm_file) as f:
