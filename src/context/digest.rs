@@ -1,107 +1,16 @@
-//! Content digests of COPY/ADD sources for the layer cache, with a stat cache
-//! so repeat builds only re-read files whose (size, mtime, inode, ctime)
-//! changed — the way git's index avoids rehashing the work tree.
+//! Content digests of COPY/ADD sources for the layer cache; the stat cache
+//! (`stat_cache.rs`) spares a repeat build re-reading unchanged files.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{self, Write};
+use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use bstr::{BString, ByteSlice};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::stat_cache::{StatCache, XattrFacts};
 use super::{ContextError, SourceTree};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Stat {
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    ino: u64,
-    digest: String,
-}
-
-/// Remembers file digests by stat identity. Persisted as JSON between builds.
-#[derive(Debug, Default)]
-pub struct StatCache {
-    path: Option<PathBuf>,
-    entries: HashMap<String, Stat>,
-    dirty: bool,
-    /// Files actually read this build (for tests and `-v` output).
-    pub hashed: u64,
-}
-
-impl StatCache {
-    /// Loads the cache kept at `path` (a missing or unreadable file is an empty cache).
-    pub fn load(path: &Path) -> StatCache {
-        let entries = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        StatCache { path: Some(path.to_path_buf()), entries, dirty: false, hashed: 0 }
-    }
-
-    /// The sha256 of a regular file's content, read only when its stat changed.
-    pub fn file_digest(&mut self, host: &Path, md: &std::fs::Metadata) -> io::Result<String> {
-        let key = stat_key(host);
-        let mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-        let ctime_ns = md.ctime() * 1_000_000_000 + md.ctime_nsec();
-        if let Some(s) = self.entries.get(&key) {
-            if s.size == md.size() && s.mtime_ns == mtime_ns && s.ctime_ns == ctime_ns && s.ino == md.ino() {
-                return Ok(s.digest.clone());
-            }
-        }
-        let mut hasher = Sha256::new();
-        io::copy(&mut File::open(host)?, &mut HashWriter(&mut hasher))?;
-        self.hashed += 1;
-        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-        // A file modified within the current second could change again
-        // without its mtime moving: don't trust such a stat next time.
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        if md.mtime() < now - 1 {
-            self.entries
-                .insert(key, Stat { size: md.size(), mtime_ns, ctime_ns, ino: md.ino(), digest: digest.clone() });
-            self.dirty = true;
-        }
-        Ok(digest)
-    }
-
-    /// Writes the cache back atomically if it changed.
-    pub fn save(&self) -> io::Result<()> {
-        let (Some(path), true) = (&self.path, self.dirty) else { return Ok(()) };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&self.entries).map_err(io::Error::other)?)?;
-        std::fs::rename(tmp, path)
-    }
-}
-
-/// A host path as a key of the JSON stat cache: the path itself when it is
-/// UTF-8, else `hex:` and its bytes, so two names that differ only in
-/// non-UTF-8 bytes never share an entry (host paths are absolute, so no
-/// UTF-8 path starts with `hex:`).
-fn stat_key(host: &Path) -> String {
-    let bytes = host.as_os_str().as_bytes();
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_string(),
-        Err(_) => format!("hex:{}", hex::encode(bytes)),
-    }
-}
-
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// What a COPY/ADD step would read from the context, per path: enough to
 /// key the cache and to say which file changed on a miss.
@@ -202,20 +111,15 @@ fn describe(
     stat: &mut StatCache,
     owners: bool,
 ) -> Result<String, ContextError> {
-    use kiln_overlay::apply::OVERRIDE_STAT_XATTR;
     let io_err = |source| ContextError::Io { path: host.to_path_buf(), source };
-    // One listing per file; values are read only for names it has (most
-    // context files have none, and a cached rebuild describes every file).
-    let mut names: Vec<String> =
-        xattr::list(host).map(|names| names.filter_map(|n| n.into_string().ok()).collect()).unwrap_or_default();
-    names.sort();
-    let recorded = match names.iter().any(|n| n == OVERRIDE_STAT_XATTR) {
-        true => {
-            xattr::get(host, OVERRIDE_STAT_XATTR).ok().flatten().and_then(|v| kiln_overlay::parse_override_stat(&v))
+    let (xattrs, content) = match (link, md.is_file()) {
+        (None, true) => {
+            let facts = stat.file_facts(host, md).map_err(io_err)?;
+            (facts.xattrs, Some(facts.digest))
         }
-        false => None,
+        _ => (XattrFacts::read(host), None),
     };
-    let (uid, gid, mode) = match recorded {
+    let (uid, gid, mode) = match xattrs.recorded {
         Some((uid, gid, mode)) => (uid, gid, (md.mode() & 0o170000) | (mode & 0o7777)),
         None => (u64::from(md.uid()), u64::from(md.gid()), md.mode()),
     };
@@ -226,18 +130,10 @@ fn describe(
             Some(t) => desc.push_str(&format!(" link:{t}")),
             None => desc.push_str(&format!(" link-hex:{}", hex::encode(target.as_os_str().as_bytes()))),
         }
-    } else if md.is_file() {
-        desc.push_str(&format!(" {}", stat.file_digest(host, md).map_err(io_err)?));
+    } else if let Some(digest) = content {
+        desc.push_str(&format!(" {digest}"));
     }
-    // Overlay bookkeeping (a layer dir's opaque marks) is never copied, so never keyed.
-    let keyed = |n: &&String| {
-        !n.starts_with("security.selinux") && !kiln_overlay::whiteout::is_overlay_xattr(n) && *n != OVERRIDE_STAT_XATTR
-    };
-    for n in names.iter().filter(keyed) {
-        if let Ok(Some(v)) = xattr::get(host, n) {
-            desc.push_str(&format!(" xattr:{}={}", n, hex::encode(v)));
-        }
-    }
+    desc.push_str(&xattrs.keyed);
     if owners {
         desc.push_str(&format!(" owner:{}:{}", uid, gid));
     }
@@ -248,53 +144,6 @@ fn describe(
 mod tests {
     use super::*;
     use crate::context::BuildContext;
-
-    #[test]
-    fn unchanged_files_are_not_reread() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("a");
-        std::fs::write(&f, "one").unwrap();
-        // An mtime in the past, so the stat is trusted.
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
-        File::options().write(true).open(&f).unwrap().set_modified(old).unwrap();
-        let cache_path = dir.path().join("stat.json");
-        let mut c = StatCache::load(&cache_path);
-        let d1 = c.file_digest(&f, &std::fs::metadata(&f).unwrap()).unwrap();
-        assert_eq!(c.hashed, 1);
-        c.save().unwrap();
-        let mut c = StatCache::load(&cache_path);
-        let d2 = c.file_digest(&f, &std::fs::metadata(&f).unwrap()).unwrap();
-        assert_eq!((d1.clone(), c.hashed), (d2, 0));
-        std::fs::write(&f, "two").unwrap();
-        let d3 = c.file_digest(&f, &std::fs::metadata(&f).unwrap()).unwrap();
-        assert_ne!(d1, d3);
-        assert_eq!(c.hashed, 1);
-    }
-
-    #[test]
-    fn stat_cache_keeps_names_that_are_not_utf8_apart() {
-        use std::ffi::OsStr;
-        let dir = tempfile::tempdir().unwrap();
-        let (ff, fe) = (dir.path().join(OsStr::from_bytes(b"x\xff")), dir.path().join(OsStr::from_bytes(b"x\xfe")));
-        assert_ne!(stat_key(&ff), stat_key(&fe));
-        assert!(stat_key(&ff).starts_with("hex:"));
-        assert_eq!(stat_key(Path::new("/ctx/a")), "/ctx/a");
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
-        for (p, body) in [(&ff, "ff"), (&fe, "fe")] {
-            std::fs::write(p, body).unwrap();
-            File::options().write(true).open(p).unwrap().set_modified(old).unwrap();
-        }
-        let cache_path = dir.path().join("stat.json");
-        let mut c = StatCache::load(&cache_path);
-        let a = c.file_digest(&ff, &std::fs::metadata(&ff).unwrap()).unwrap();
-        let b = c.file_digest(&fe, &std::fs::metadata(&fe).unwrap()).unwrap();
-        assert_ne!(a, b);
-        c.save().unwrap();
-        let mut c = StatCache::load(&cache_path);
-        assert_eq!(c.file_digest(&ff, &std::fs::metadata(&ff).unwrap()).unwrap(), a);
-        assert_eq!(c.file_digest(&fe, &std::fs::metadata(&fe).unwrap()).unwrap(), b);
-        assert_eq!(c.hashed, 0, "both came from the saved cache, each under its own key");
-    }
 
     #[test]
     fn single_id_owner_records_describe_the_file_they_stand_for() {
@@ -328,7 +177,7 @@ mod tests {
         let ctx = BuildContext::from_dir(dir.path(), None).unwrap();
         let mut stat = StatCache::default();
         let a = sources(&ctx, &["src".into()], &mut stat).unwrap();
-        File::options()
+        std::fs::File::options()
             .write(true)
             .open(dir.path().join("src/x"))
             .unwrap()

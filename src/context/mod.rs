@@ -18,6 +18,7 @@ mod relpath;
 pub mod remote;
 mod resolve;
 mod source;
+pub mod stat_cache;
 mod tarball;
 mod walk;
 

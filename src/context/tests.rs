@@ -460,7 +460,7 @@ fn the_source_digest_tells_names_that_are_not_utf8_apart() {
     use std::os::unix::ffi::OsStrExt;
     let tmp = raw_names(b"");
     let ctx = raw_ctx(&tmp);
-    let mut stat = digest::StatCache::default();
+    let mut stat = stat_cache::StatCache::default();
     let before = digest::sources(&ctx, &[".".into()], &mut stat).unwrap();
     assert!(before.files.contains_key(b"x\xff".as_slice()) && before.files.contains_key(b"x\xfe".as_slice()));
     assert_ne!(before.files[b"x\xff".as_slice()], before.files[b"x\xfe".as_slice()]);

@@ -65,19 +65,22 @@ fn walk_dir(
     sink: &mut Sink,
 ) -> Result<(), ContextError> {
     let read = fs::read_dir(dir).map_err(|source| ContextError::Io { path: dir.to_path_buf(), source })?;
-    let mut names = Vec::new();
+    let mut entries = Vec::new();
     for entry in read {
-        names.push(entry.map_err(|source| ContextError::Io { path: dir.to_path_buf(), source })?.file_name());
+        let entry = entry.map_err(|source| ContextError::Io { path: dir.to_path_buf(), source })?;
+        entries.push((entry.file_name(), entry));
     }
-    names.sort();
-    for name in names {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, dirent) in entries {
         if sink.done() {
             return Ok(());
         }
         let host = dir.join(&name);
         let crel = join(ctx_rel, name.as_bytes());
         let orel = join(out_rel, name.as_bytes());
-        let metadata = lstat(&host)?;
+        // Relative to the open directory (fstatat), not a walk of the whole
+        // path again: a cached rebuild stats every context file.
+        let metadata = dirent.metadata().map_err(|source| ContextError::Io { path: host.clone(), source })?;
         let excluded = ctx.ignore.matches(&crel);
         let is_dir = metadata.is_dir();
         if excluded && !(is_dir && ctx.ignore.may_include_under(&crel)) {

@@ -55,7 +55,7 @@ use self::chmod::Chmod;
 use self::copy::{CopyEnv, Data};
 use self::state::{StageState, DEFAULT_PATH};
 use crate::cache::{Cache, StepInputs};
-use crate::context::digest::StatCache;
+use crate::context::stat_cache::StatCache;
 use crate::progress::{Event, LayerContents, Reporter, StepRef};
 
 #[derive(Debug, thiserror::Error)]
