@@ -59,7 +59,11 @@ struct BuildLog {
 pub struct Cache {
     dir: PathBuf,
     log_path: PathBuf,
-    previous: BuildLog,
+    /// The previous build's log as read: parsed only to explain a miss (a
+    /// fully cached build never needs it), and compared with this build's
+    /// so an unchanged log is not written again.
+    previous_bytes: Vec<u8>,
+    previous: std::cell::OnceCell<BuildLog>,
     current: BuildLog,
     /// Step inputs of the builds that exported the `--cache-from` caches,
     /// for misses this store's own log cannot explain.
@@ -71,8 +75,15 @@ impl Cache {
     pub fn open(store: &Store, identity: &str) -> Cache {
         let dir = store.root().join("kiln").join("cache");
         let log_path = dir.join("builds").join(format!("{}.json", &hash_hex(identity.as_bytes())[..32]));
-        let previous = std::fs::read(&log_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        Cache { dir, log_path, previous, current: BuildLog::default(), imported: BTreeMap::new() }
+        let previous_bytes = std::fs::read(&log_path).unwrap_or_default();
+        Cache {
+            dir,
+            log_path,
+            previous_bytes,
+            previous: std::cell::OnceCell::new(),
+            current: BuildLog::default(),
+            imported: BTreeMap::new(),
+        }
     }
 
     pub fn stat_cache_path(&self, context_root: &Path) -> PathBuf {
@@ -131,7 +142,8 @@ impl Cache {
     /// Dockerfile ran it.
     /// Without one, the build that exported an imported cache answers.
     pub fn explain_miss(&self, pos: &str, now: &StepInputs) -> Option<String> {
-        let before = self.previous.steps.get(pos).or_else(|| self.imported.get(pos))?;
+        let previous = self.previous.get_or_init(|| serde_json::from_slice(&self.previous_bytes).unwrap_or_default());
+        let before = previous.steps.get(pos).or_else(|| self.imported.get(pos))?;
         let now = &logged(now.clone());
         if before.key == now.key {
             return Some(
@@ -172,7 +184,11 @@ impl Cache {
 
     /// Saves this build's log for the next build to compare against.
     pub fn save_log(&self) -> std::io::Result<()> {
-        write_atomic(&self.log_path, &serde_json::to_vec(&self.current).map_err(std::io::Error::other)?)
+        let bytes = serde_json::to_vec(&self.current).map_err(std::io::Error::other)?;
+        if bytes == self.previous_bytes {
+            return Ok(());
+        }
+        write_atomic(&self.log_path, &bytes)
     }
 }
 
@@ -292,7 +308,8 @@ mod tests {
         Cache {
             dir: PathBuf::new(),
             log_path: PathBuf::new(),
-            previous,
+            previous_bytes: Vec::new(),
+            previous: previous.into(),
             current: BuildLog::default(),
             imported: BTreeMap::new(),
         }
@@ -334,7 +351,7 @@ mod tests {
         now.key = "other".into();
         let mut previous = BuildLog::default();
         previous.steps.insert("0/1".into(), logged(before));
-        cache.previous = previous;
+        cache.previous = previous.into();
         assert_eq!(cache.explain_miss("0/1", &now).unwrap(), "its build args changed (too many to say which)");
     }
 }

@@ -28,6 +28,13 @@ impl Store {
         let mut entry = manifest.clone();
         entry.annotations.get_or_insert_with(BTreeMap::new).insert(REF_NAME.to_string(), name.clone());
         self.update_index(|index| {
+            // Already so (a rebuild that changed nothing): no write, no fsync.
+            let mut named = index.manifests.iter().filter(|d| d.ref_name() == Some(name.as_str()));
+            if let (Some(only), None) = (named.next(), named.next()) {
+                if only == &entry {
+                    return false;
+                }
+            }
             index.manifests.retain(|d| d.ref_name() != Some(name.as_str()));
             index.manifests.push(entry);
             true
