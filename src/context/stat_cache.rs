@@ -83,6 +83,8 @@ pub struct FileFacts {
 pub struct StatCache {
     path: Option<PathBuf>,
     entries: HashMap<String, Stat>,
+    /// The saved entries while a thread still parses them (see `load`).
+    loading: Option<std::thread::JoinHandle<HashMap<String, Stat>>>,
     dirty: bool,
     /// Times (seconds) before this are out of the current clock tick: a
     /// file whose mtime (content) or ctime (xattrs) is older cannot change
@@ -94,21 +96,45 @@ pub struct StatCache {
 
 impl Default for StatCache {
     fn default() -> StatCache {
-        StatCache { path: None, entries: HashMap::new(), dirty: false, settled_before: now_secs() - 1, hashed: 0 }
+        StatCache {
+            path: None,
+            entries: HashMap::new(),
+            loading: None,
+            dirty: false,
+            settled_before: now_secs() - 1,
+            hashed: 0,
+        }
     }
 }
 
 impl StatCache {
-    /// Loads the cache kept at `path` (a missing or unreadable file is an empty cache).
+    /// Loads the cache kept at `path` (a missing or unreadable file is an
+    /// empty cache). Parsed by a thread of its own: a big context's cache
+    /// takes milliseconds, which a build spends on its first steps and on
+    /// listing the context before the first file is looked up.
     pub fn load(path: &Path) -> StatCache {
-        let entries = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        StatCache { path: Some(path.to_path_buf()), entries, ..StatCache::default() }
+        let file = path.to_path_buf();
+        let parse = move || std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let loading = std::thread::Builder::new().name("kiln-statcache".into()).spawn(parse.clone());
+        let (entries, loading) = match loading {
+            Ok(handle) => (HashMap::new(), Some(handle)),
+            Err(_) => (parse(), None),
+        };
+        StatCache { path: Some(path.to_path_buf()), entries, loading, ..StatCache::default() }
+    }
+
+    /// The saved entries, once parsed.
+    fn loaded(&mut self) -> &mut HashMap<String, Stat> {
+        if let Some(handle) = self.loading.take() {
+            self.entries = handle.join().unwrap_or_default();
+        }
+        &mut self.entries
     }
 
     /// The sha256 of a regular file's content, read only when its stat changed.
     pub fn file_digest(&mut self, host: &Path, md: &std::fs::Metadata) -> io::Result<String> {
         let key = stat_key(host);
-        match self.entries.get(&key).filter(|s| s.matches(md)) {
+        match self.loaded().get(&key).filter(|s| s.matches(md)) {
             Some(s) => Ok(s.digest.clone()),
             None => Ok(self.hash_and_remember(key, host, md)?.digest),
         }
@@ -119,7 +145,7 @@ impl StatCache {
     /// change to them moves its ctime).
     pub fn file_facts(&mut self, host: &Path, md: &std::fs::Metadata) -> io::Result<FileFacts> {
         let key = stat_key(host);
-        if let Some(s) = self.entries.get(&key).filter(|s| s.matches(md)) {
+        if let Some(s) = self.loaded().get(&key).filter(|s| s.matches(md)) {
             if let Some(xattrs) = &s.xattrs {
                 return Ok(FileFacts { digest: s.digest.clone(), xattrs: xattrs.clone() });
             }
@@ -159,6 +185,7 @@ impl StatCache {
 
     /// Writes the cache back atomically if it changed.
     pub fn save(&self) -> io::Result<()> {
+        // Not dirty while loading: nothing was looked up, so nothing changed.
         let (Some(path), true) = (&self.path, self.dirty) else { return Ok(()) };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
