@@ -306,7 +306,7 @@ mod tests {
         // Listed from the cache: a value that is not the file's shows it was not read.
         let mut c = later(StatCache::load(&cache_path));
         let key = stat_key(&f);
-        c.entries.get_mut(&key).unwrap().xattrs.as_mut().unwrap().keyed = " xattr:user.one=cached".into();
+        c.loaded().get_mut(&key).unwrap().xattrs.as_mut().unwrap().keyed = " xattr:user.one=cached".into();
         let again = c.file_facts(&f, &std::fs::symlink_metadata(&f).unwrap()).unwrap();
         assert_eq!((again.xattrs.keyed.as_str(), c.hashed), (" xattr:user.one=cached", 0));
 
