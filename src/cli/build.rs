@@ -1,6 +1,7 @@
 //! `kiln build`: read the Dockerfile and context, plan, execute, then tag and
 //! export the image.
 
+mod cached;
 mod flags;
 mod input;
 mod outputs;
@@ -25,6 +26,7 @@ use kiln::dockerfile;
 use kiln::exec::{self, BuildOptions};
 use kiln::image::reference;
 use kiln::plan::{self, PlanOptions};
+use kiln::progress::Reporter;
 use kiln::store::Store;
 
 use super::output::{self, OutputKind, OutputSpec};
@@ -220,20 +222,59 @@ pub struct BuildArgs {
     pub context: String,
 }
 
+/// What the command line asks of the build besides the image itself.
+struct Wanted {
+    mode: Mode,
+    compression_level: Option<u32>,
+    outputs: Vec<OutputSpec>,
+    tags: Vec<String>,
+}
+
+/// How this process builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// Only if every step is cached, outside kiln's user namespace (`cached.rs`).
+    CachedOnly,
+    /// Everything the build needs (in the namespace, unless root or none can be made).
+    Full,
+}
+
+/// What building the image gave.
+enum Built {
+    /// Nothing more to do (`--check`, `--verify-reproducible`): the exit code.
+    Done(i32),
+    /// Boxed: the build's output is large, the other variant an int.
+    Image(Box<BuiltImage>),
+}
+
+struct BuiltImage {
+    store: Store,
+    view: View,
+    result: exec::BuildOutput,
+    unused_build_args: Vec<String>,
+}
+
 pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
-    let mode = super::progress::mode(args.progress, args.quiet)?;
-    let quiet = mode == Mode::Quiet;
-    let compression_level = compression_level(args)?;
-    let outputs: Vec<OutputSpec> = args.outputs.iter().map(|o| output::parse(o)).collect::<Result<_, _>>()?;
-    let tags: Vec<String> = args
-        .tags
-        .iter()
-        .map(|t| reference::normalize_local(t).with_context(|| format!("invalid tag {:?}", t)))
-        .collect::<anyhow::Result<_>>()?;
+    let wanted = Wanted {
+        mode: super::progress::mode(args.progress, args.quiet)?,
+        compression_level: compression_level(args)?,
+        outputs: args.outputs.iter().map(|o| output::parse(o)).collect::<Result<_, _>>()?,
+        tags: args
+            .tags
+            .iter()
+            .map(|t| reference::normalize_local(t).with_context(|| format!("invalid tag {:?}", t)))
+            .collect::<anyhow::Result<_>>()?,
+    };
     if !args.check {
+        let mode = kiln_runtime::detect();
+        if cached::worth_trying(args, &wanted.outputs, &mode) {
+            match build_here(cli, args, &wanted, Attempt::CachedOnly) {
+                Err(e) if e.is::<cached::Handover>() => log::debug!("{e:#}"),
+                done => return done,
+            }
+        }
         // Store work (unpacking layers, running RUN, committing) happens as
         // uid 0 of kiln's user namespace, so files keep the image's owners.
-        let mode = kiln_runtime::detect();
         match kiln_runtime::enter_user_namespace(&mode) {
             Ok(Some(code)) => return Ok(code),
             Ok(None) if matches!(mode, kiln_runtime::MapMode::Root) && !kiln_runtime::userns::inside() => {
@@ -247,6 +288,87 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         // steps killed, temp files and mounts removed) instead of killing it.
         kiln_runtime::lifetime::handle_interrupts().context("prepare for Ctrl-C")?;
     }
+    build_here(cli, args, &wanted, Attempt::Full)
+}
+
+/// Builds in this process; then tags, pushes and writes the outputs. A
+/// `CachedOnly` attempt that finds a step to run has said nothing (its
+/// progress and log lines are held back) and fails with [`cached::Handover`].
+fn build_here(cli: &Cli, args: &BuildArgs, wanted: &Wanted, attempt: Attempt) -> anyhow::Result<i32> {
+    if attempt == Attempt::CachedOnly {
+        super::progress::hold_logs();
+    }
+    let built = build_image(cli, args, wanted, attempt);
+    if attempt == Attempt::CachedOnly {
+        super::progress::release_logs(built.is_ok());
+    }
+    let (store, view, result, unused_build_args) = match (built, attempt) {
+        (Ok(Built::Done(code)), _) => return Ok(code),
+        (Ok(Built::Image(built)), _) => {
+            let BuiltImage { store, view, result, unused_build_args } = *built;
+            (store, view, result, unused_build_args)
+        }
+        (Err(e), Attempt::CachedOnly) => return Err(cached::Handover(format!("{e:#}")).into()),
+        (Err(e), Attempt::Full) => return Err(e),
+    };
+    if attempt == Attempt::CachedOnly {
+        log::info!("every step was cached: built without entering kiln's user namespace");
+    }
+    let Wanted { mode, outputs, tags, .. } = wanted;
+    let quiet = *mode == Mode::Quiet;
+    warn_unused(&unused_build_args);
+
+    for tag in tags {
+        kiln_runtime::ensure_still_wanted()?;
+        store.tag(tag, &result.manifest)?;
+        if !quiet {
+            println!("Successfully tagged {}", tag);
+        }
+    }
+    let pushes: Vec<String> = if args.push { tags.clone() } else { Vec::new() };
+    anyhow::ensure!(!args.push || !pushes.is_empty(), "--push needs a name to push to: add -t REGISTRY/NAME[:TAG]");
+    let registry_outputs = outputs.iter().filter(|o| o.kind == OutputKind::Registry);
+    let mut destinations = pushes;
+    for out in registry_outputs {
+        match &out.name {
+            Some(name) => destinations.push(name.clone()),
+            None if !tags.is_empty() => destinations.extend(tags.iter().cloned()),
+            None => anyhow::bail!("--output type=registry needs name=REF or a -t name"),
+        }
+    }
+    destinations.dedup();
+    // What leaves the store goes compressed as --compression says, else gzip.
+    let compression = args.compression.map_or(Compression::Gzip, Compression::from);
+    // Pushes and outputs may write compressed blobs into the store: `kiln
+    // system prune` waits for them, as for a build.
+    let _builds = store.builds_lock(|| {})?;
+    if !destinations.is_empty() {
+        let image = store.load_image(&result.manifest)?;
+        for dest in &destinations {
+            let digest = super::push::push_image(&store, &image, dest, &args.registry, None, compression, None, &view)?;
+            if !quiet {
+                println!("Pushed {dest}@{digest}");
+            }
+        }
+    }
+    for out in outputs.iter().filter(|o| o.kind != OutputKind::Registry) {
+        write_output(&store, out, tags, &result.manifest, out.compression.unwrap_or(compression))?;
+        if !quiet {
+            println!("Wrote {} to {}", kind_name(&out.kind), out.dest.display());
+        }
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &result.image_id).with_context(|| format!("write the image id to {}", path.display()))?;
+    }
+    println!("{}", result.image_id.trim_start_matches("sha256:"));
+    Ok(0)
+}
+
+/// Reads the Dockerfile and context, plans and builds the image.
+fn build_image(cli: &Cli, args: &BuildArgs, wanted: &Wanted, attempt: Attempt) -> anyhow::Result<Built> {
+    let mode = wanted.mode;
+    let quiet = mode == Mode::Quiet;
+    let compression_level = wanted.compression_level;
     let input = read_input(args)?;
     let df = dockerfile::parse(&input.text, &input.display).map_err(|e| SourceError::new(e, &input.text))?;
     let opts = PlanOptions {
@@ -265,20 +387,30 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         check_copy_from(&plan, store.as_ref(), &named).map_err(|e| SourceError::new(e, &input.text))?;
         print!("{}", plan);
         warn_unused(&plan.unused_build_args);
-        return Ok(0);
+        return Ok(Built::Done(0));
     }
 
     let store = cli.open_store()?;
-    // Build progress goes to stdout in plain mode, as podman prints it.
-    let view = View::new(mode, Box::new(std::io::stdout()));
-    let pull_opts = pull_options(args, quiet);
+    // Build progress goes to stdout in plain mode, as podman prints it. A
+    // replay of the cache shows its progress once it is known to be all.
+    let recorder = cached::Recorder::default();
+    let full_view = (attempt == Attempt::Full).then(|| View::new(mode, Box::new(std::io::stdout())));
+    let progress: &dyn Reporter = match &full_view {
+        Some(view) => view,
+        None => &recorder,
+    };
+    let mut pull_opts = pull_options(args, quiet);
+    if attempt == Attempt::CachedOnly {
+        // A base the store lacks is pulled by the build in the namespace.
+        pull_opts.policy = kiln::registry::PullPolicy::Never;
+    }
     let named = named_contexts(&args.build_contexts)?;
     // The env and triggers of the base for the stage's platform: FROM --platform, else --platform.
     let bases = exec::bases::Bases {
         store: &store,
         pull: &pull_opts,
         named_contexts: &named,
-        progress: &view,
+        progress,
         defer_layers: !args.cache_from.is_empty(),
     };
     let plan = plan::plan(&df, &opts, &bases).map_err(|e| SourceError::new(e, &input.text))?;
@@ -330,69 +462,34 @@ pub fn run(cli: &Cli, args: &BuildArgs) -> anyhow::Result<i32> {
         },
         cache_from: args.cache_from.clone(),
         cache_to: args.cache_to.clone(),
+        only_if_cached: attempt == Attempt::CachedOnly,
     };
     if args.verify_reproducible {
-        if !tags.is_empty() || !outputs.is_empty() || args.push {
+        if !wanted.tags.is_empty() || !wanted.outputs.is_empty() || args.push {
             eprintln!("warning: --verify-reproducible only compares two builds: nothing is tagged, exported or pushed");
         }
-        let code = super::verify_repro::run(&store, &ctx, &plan, &build_opts, &view, &input.text);
-        view.finish();
-        return code;
+        let code = super::verify_repro::run(&store, &ctx, &plan, &build_opts, progress, &input.text);
+        full_view.iter().for_each(View::finish);
+        return code.map(Built::Done);
     }
-    let result = match exec::build(&store, &ctx, &plan, &build_opts, &view) {
-        Ok(result) => result,
-        Err(e) => {
+    let result = match (exec::build(&store, &ctx, &plan, &build_opts, progress), &full_view) {
+        (Ok(result), _) => result,
+        (Err(e), Some(view)) => {
             view.finish();
-            say_interrupted(&view);
+            say_interrupted(view);
             return Err(SourceError::new(e, &input.text).into());
         }
+        (Err(e), None) => return Err(e.into()),
     };
-    warn_unused(&plan.unused_build_args);
-
-    for tag in &tags {
-        kiln_runtime::ensure_still_wanted()?;
-        store.tag(tag, &result.manifest)?;
-        if !quiet {
-            println!("Successfully tagged {}", tag);
+    let view = match full_view {
+        Some(view) => view,
+        None => {
+            let view = View::new(mode, Box::new(std::io::stdout()));
+            recorder.replay(&view);
+            view
         }
-    }
-    let pushes: Vec<String> = if args.push { tags.clone() } else { Vec::new() };
-    anyhow::ensure!(!args.push || !pushes.is_empty(), "--push needs a name to push to: add -t REGISTRY/NAME[:TAG]");
-    let registry_outputs = outputs.iter().filter(|o| o.kind == OutputKind::Registry);
-    let mut destinations = pushes;
-    for out in registry_outputs {
-        match &out.name {
-            Some(name) => destinations.push(name.clone()),
-            None if !tags.is_empty() => destinations.extend(tags.iter().cloned()),
-            None => anyhow::bail!("--output type=registry needs name=REF or a -t name"),
-        }
-    }
-    destinations.dedup();
-    // What leaves the store goes compressed as --compression says, else gzip.
-    let compression = args.compression.map_or(Compression::Gzip, Compression::from);
-    // Pushes and outputs may write compressed blobs into the store: `kiln
-    // system prune` waits for them, as for a build.
-    let _builds = store.builds_lock(|| {})?;
-    if !destinations.is_empty() {
-        let image = store.load_image(&result.manifest)?;
-        for dest in &destinations {
-            let digest = super::push::push_image(&store, &image, dest, &args.registry, None, compression, None, &view)?;
-            if !quiet {
-                println!("Pushed {dest}@{digest}");
-            }
-        }
-    }
-    for out in outputs.iter().filter(|o| o.kind != OutputKind::Registry) {
-        write_output(&store, out, &tags, &result.manifest, out.compression.unwrap_or(compression))?;
-        if !quiet {
-            println!("Wrote {} to {}", kind_name(&out.kind), out.dest.display());
-        }
-    }
-    if let Some(path) = &args.iidfile {
-        std::fs::write(path, &result.image_id).with_context(|| format!("write the image id to {}", path.display()))?;
-    }
-    println!("{}", result.image_id.trim_start_matches("sha256:"));
-    Ok(0)
+    };
+    Ok(Built::Image(Box::new(BuiltImage { store, view, result, unused_build_args: plan.unused_build_args })))
 }
 
 /// `--check` lint: BuildKit reads an unknown `COPY --from=name` as an image

@@ -252,8 +252,29 @@ static LIVE: Mutex<Option<MultiProgress>> = Mutex::new(None);
 /// not overwrite each other.
 pub struct LogWriter;
 
+/// Log lines held back (see [`hold_logs`]).
+static HELD: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// Keeps log lines back until [`release_logs`]: for work that may be done
+/// again by another process, which would say the same things.
+pub fn hold_logs() {
+    *HELD.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+}
+
+/// Ends [`hold_logs`]: writes the held lines (`show`) or drops them.
+pub fn release_logs(show: bool) {
+    let held = HELD.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(lines) = held.filter(|_| show) {
+        let _ = LogWriter.write_all(&lines);
+    }
+}
+
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(held) = HELD.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            held.extend_from_slice(buf);
+            return Ok(buf.len());
+        }
         let live = LIVE.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match live {
             Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf))?,

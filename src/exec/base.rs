@@ -88,6 +88,9 @@ impl<'a> Executor<'a> {
                 }
                 Ok(crate::registry::resolve_or_pull(self.store, &name, &pull, self.progress)?)
             }
+            _ if self.opts.only_if_cached => {
+                Err(ExecError::NotCached(format!("{reference} is imported into the store")))
+            }
             other => Ok(transport::import_for(self.store, &other, platform)?),
         }
     }

@@ -7,6 +7,9 @@ impl<'a> Executor<'a> {
     /// The step's cache key and what it saw. COPY/ADD from the context
     /// digest their sources here, before anything is copied.
     pub(super) fn inputs(&self, state: &StageState, step: &Step) -> Result<StepInputs, StepError> {
+        if self.opts.only_if_cached {
+            self.replayable(step)?;
+        }
         let mut files = std::collections::BTreeMap::new();
         let extra = match &step.kind {
             StepKind::Copy(c) => match &c.from {
@@ -70,5 +73,39 @@ impl<'a> Executor<'a> {
             args,
             files,
         })
+    }
+
+    /// Whether a replay of the cache outside kiln's user namespace computes
+    /// the step's key as the build inside it does. Not when the key needs
+    /// something fetched (a URL, a git repository: the build that takes
+    /// over would fetch it again) or the files of a named context; and a
+    /// stage's or image's files (`COPY --from`) only through the digest
+    /// remembered for them ([`Executor::copy_from_digest`]): their owners
+    /// are keyed, and outside the namespace they show as the host's
+    /// subordinate ids.
+    fn replayable(&self, step: &Step) -> Result<(), StepError> {
+        let named_files = |name: &str| self.opts.named_contexts.get(name).is_some_and(NamedContext::is_files);
+        let from_files = |from: &CopyFrom| match from {
+            CopyFrom::Image(name) => named_files(name),
+            CopyFrom::Stage(_) => false,
+        };
+        let replayable = match &step.kind {
+            StepKind::Copy(c) => {
+                !c.sources.iter().any(|s| crate::context::remote::is_remote(s))
+                    && !c.from.as_ref().is_some_and(from_files)
+            }
+            StepKind::Run(r) => !r.mounts.iter().any(|m| match m {
+                crate::plan::Mount::Bind { from: Some(from), .. } => from_files(&from.source),
+                _ => false,
+            }),
+            _ => true,
+        };
+        match replayable {
+            true => Ok(()),
+            false => Err(StepError::Exec(Box::new(ExecError::NotCached(format!(
+                "{} reads a URL or a named context",
+                step.original
+            ))))),
+        }
     }
 }

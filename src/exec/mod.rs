@@ -90,6 +90,9 @@ pub enum ExecError {
     /// Boxed: it carries registry errors, which would double every result's size.
     #[error(transparent)]
     RemoteCache(Box<crate::remotecache::RemoteCacheError>),
+    /// A build asked only to replay the cache ([`BuildOptions::only_if_cached`]) needs more.
+    #[error("not only a replay of the layer cache: {0}")]
+    NotCached(String),
 }
 
 impl From<crate::remotecache::RemoteCacheError> for ExecError {
@@ -113,7 +116,16 @@ pub fn build(
     opts: &BuildOptions,
     progress: &dyn Reporter,
 ) -> Result<BuildOutput, ExecError> {
-    let _builds = store.builds_lock(|| clear_leftovers(store))?;
+    if let Some(why) = opts.more_than_the_cache().filter(|_| opts.only_if_cached) {
+        return Err(ExecError::NotCached(why.into()));
+    }
+    // What interrupted builds left may hold files of subordinate ids, which
+    // only the build in the namespace can remove.
+    let _builds = store.builds_lock(|| {
+        if !opts.only_if_cached {
+            clear_leftovers(store)
+        }
+    })?;
     let mut cache = Cache::open(store, &opts.cache_identity);
     // --no-cache ignores imported caches too, as in BuildKit.
     let imported = match opts.cache_from.is_empty() || opts.no_cache {
@@ -152,9 +164,13 @@ pub fn build(
         copy_from_used: Mutex::new(Vec::new()),
     };
     let started = Instant::now();
-    exec.schedule()?;
+    let scheduled = exec.schedule();
+    // Files a replay of the cache read need not be read again by the build it hands over to.
+    if scheduled.is_ok() || opts.only_if_cached {
+        let _ = exec.stat.lock().expect("stat lock").save();
+    }
+    scheduled?;
     let _ = exec.cache.lock().expect("cache lock").save_log();
-    let _ = exec.stat.lock().expect("stat lock").save();
     let state = exec.done.lock().expect("done lock").remove(&plan.target).expect("target stage was built");
     let mut state = state;
     if opts.squash && opts.layers {

@@ -51,6 +51,30 @@ pub struct BuildOptions {
     pub cache_from: Vec<crate::remotecache::Location>,
     /// `--cache-to`: where this build's records go once it succeeded.
     pub cache_to: Vec<crate::remotecache::CacheTo>,
+    /// Replay the store's layer cache and nothing else: the build stops
+    /// with [`ExecError::NotCached`] at the first step that would run, and
+    /// before reading what only kiln's user namespace reads as the image
+    /// has it (a stage's or image's files, whose owners it sees mapped) or
+    /// what a registry or URL holds. What it writes (step images, the
+    /// image, its tag) is what the same build in the namespace writes, so
+    /// a fully cached rebuild needs no namespace (see `cli::build::cached`).
+    pub only_if_cached: bool,
+}
+
+impl BuildOptions {
+    /// Why a build with these options cannot be only a replay of the
+    /// store's cache, if it cannot.
+    pub(super) fn more_than_the_cache(&self) -> Option<&'static str> {
+        if self.no_cache || !self.no_cache_stages.is_empty() {
+            Some("--no-cache runs steps")
+        } else if self.squash || !self.layers {
+            Some("squashing writes a layer")
+        } else if !self.cache_from.is_empty() || !self.cache_to.is_empty() {
+            Some("shared caches are read and written")
+        } else {
+            None
+        }
+    }
 }
 
 /// A `--build-context` value.
@@ -98,6 +122,7 @@ impl Default for BuildOptions {
             run_extras: Default::default(),
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            only_if_cached: false,
         }
     }
 }

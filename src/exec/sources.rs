@@ -29,6 +29,15 @@ impl<'a> Executor<'a> {
             note(&memo);
             return Ok(memo);
         }
+        // Outside the namespace the files' owners show as the host's ids:
+        // a replay of the cache must not key (or remember) them so.
+        if self.opts.only_if_cached {
+            return Err(StepError::Exec(Box::new(ExecError::NotCached(format!(
+                "the digest of {} in {} is not known yet",
+                words.join(" "),
+                short(&chain)
+            )))));
+        }
         let source = self.source_of(from)?;
         // Layer dirs never change: their files' digests need no stat cache.
         let digest = crate::context::digest::sources_with_owners(&*source, words, &mut StatCache::default())?;

@@ -69,9 +69,15 @@ impl<'a> Executor<'a> {
                         continue;
                     }
                 }
+                if self.opts.only_if_cached {
+                    return Err(ExecError::NotCached(format!("{} is not cached", step.original)));
+                }
                 if let Some(why) = self.cache.lock().expect("cache lock").explain_miss(&pos, &inputs) {
                     self.report(Event::CacheMiss { step: at(i + 2), reason: why });
                 }
+            }
+            if self.opts.only_if_cached {
+                return Err(ExecError::NotCached(format!("{} always runs (--no-cache-filter)", step.original)));
             }
             if matches!(step.kind, StepKind::Run(_) | StepKind::Copy(_) | StepKind::Workdir(_)) {
                 // The step reads the state's files: its layers must be here.

@@ -9,6 +9,7 @@ mod build_options;
 mod busybox;
 mod cache_records;
 mod cache_stages;
+mod cached_replay;
 mod check;
 mod copy_features;
 mod copy_from_layers;
