@@ -1,5 +1,14 @@
 #!/usr/bin/env python3
-"""measure.py OWN -- CMD...: run CMD, print "WALL TREE_KIB OWN_KIB" on stdout.
+"""measure.py OWN [--user NAME] [--env K=V]... (--shell CMDLINE | -- CMD...):
+run CMD, print "WALL TREE_KIB OWN_KIB" on stdout.
+
+--user runs CMD as that user (its group and supplementary groups), --env
+gives CMD exactly these variables; --shell takes a shell command line, run
+straight (split as the shell would) when it has no shell syntax, else with
+bash -c. Each wrapper a command starts through (setpriv, env, bash,
+/usr/bin/time) costs a millisecond or two of exec and dynamic loading,
+which is noise next to a long build but a third of a fully cached one, and
+not the tool's time.
 
 WALL is the wall time in seconds. Memory is sampled every 10 ms from /proc
 over CMD's whole process tree (children found through
@@ -16,16 +25,23 @@ pid namespaces are seen with their host pids):
 
 /usr/bin/time's %M is the peak of the single biggest process only, which
 misses kiln's parent + namespaced child and counts gcc as "kiln"; hence this.
-CMD's own stdout and stderr go to our stderr; its exit status is ours. A run shorter
-than one sample reports /usr/bin/time's %M of CMD instead.
+CMD's own stdout and stderr go to our stderr; its exit status is ours. The
+first sample is taken as soon as CMD has started. A run too short for it
+reports wait4's ru_maxrss of CMD instead, which errs high: it counts the
+pages of this Python process that CMD's fork shared before its exec.
 """
 
+import argparse
 import os
+import pwd
 import select
+import shlex
 import subprocess
 import sys
-import tempfile
 import time
+
+# Characters that make a command line need a shell.
+SHELL_SYNTAX = set("|&;<>()$`*?[]{}~\n")
 
 
 def children(pid):
@@ -60,16 +76,33 @@ def status(pid):
     return name, rss, hwm
 
 
+def arguments():
+    p = argparse.ArgumentParser(description="run a command, print its wall time and peak RSS")
+    p.add_argument("own", help="command-name prefix of the tool's own processes")
+    p.add_argument("--user", help="run as this user")
+    p.add_argument("--env", action="append", help="K=V: the command's whole environment")
+    p.add_argument("--shell", help="a shell command line")
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, cmd = p.parse_args(argv[:cut]), argv[cut + 1 :]
+    if args.shell is not None:
+        direct = not (set(args.shell) & SHELL_SYNTAX)
+        cmd = shlex.split(args.shell) if direct else ["bash", "-c", args.shell]
+    if not cmd:
+        p.error("no command")
+    kw = {}
+    if args.user:
+        pw = pwd.getpwnam(args.user)
+        kw.update(user=pw.pw_uid, group=pw.pw_gid, extra_groups=os.getgrouplist(args.user, pw.pw_gid))
+    if args.env is not None:
+        kw["env"] = dict(e.split("=", 1) for e in args.env)
+    return args.own, cmd, kw
+
+
 def main():
-    own = sys.argv[1]
-    assert sys.argv[2] == "--"
-    cmd = sys.argv[3:]
+    own, cmd, kw = arguments()
     start = time.monotonic()
-    # /usr/bin/time (tiny, so its pre-exec size does not count) gives the
-    # fallback peak for runs too short to sample.
-    fd, hwm_file = tempfile.mkstemp(prefix="measure-")
-    os.close(fd)
-    proc = subprocess.Popen(["/usr/bin/time", "-q", "-f", "%M", "-o", hwm_file, "--"] + cmd, stdout=sys.stderr)
+    proc = subprocess.Popen(cmd, stdout=sys.stderr, **kw)
     # Between samples we wait on a pidfd, so the wall time ends when CMD
     # does, not at the next 10 ms tick (that rounding was a fifth of a
     # 50 ms run).
@@ -108,13 +141,9 @@ def main():
     wall = time.monotonic() - start
     if exited is not None:
         os.close(exited)
-    # A run shorter than one sample: fall back to the kernel's peak of the
-    # biggest process CMD waited for (CMD execs the tool, so that is the tool).
-    with open(hwm_file) as f:
-        lines = f.read().split()
-    os.unlink(hwm_file)
-    if own_peak == 0 and lines:
-        own_peak = int(lines[-1])
+    # A run too short for one sample: the kernel's peak of CMD (see above).
+    if own_peak == 0 and usage is not None:
+        own_peak = usage.ru_maxrss
     tree_peak = max(tree_peak, own_peak)
     print(f"{wall:.3f} {tree_peak} {own_peak}")
     sys.exit(os.waitstatus_to_exitcode(wstatus))
