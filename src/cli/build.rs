@@ -405,13 +405,16 @@ fn build_image(cli: &Cli, args: &BuildArgs, wanted: &Wanted, attempt: Attempt) -
         pull_opts.policy = kiln::registry::PullPolicy::Never;
     }
     let named = named_contexts(&args.build_contexts)?;
+    let peeked = exec::bases::Peeked::default();
     // The env and triggers of the base for the stage's platform: FROM --platform, else --platform.
     let bases = exec::bases::Bases {
         store: &store,
         pull: &pull_opts,
         named_contexts: &named,
         progress,
-        defer_layers: !args.cache_from.is_empty(),
+        // --no-cache reads no shared cache: the executor pulls bases whole.
+        defer_layers: !args.cache_from.is_empty() && !args.no_cache,
+        peeked: &peeked,
     };
     let plan = plan::plan(&df, &opts, &bases).map_err(|e| SourceError::new(e, &input.text))?;
     let ctx = match (input.context, &args.ignorefile) {
@@ -463,6 +466,7 @@ fn build_image(cli: &Cli, args: &BuildArgs, wanted: &Wanted, attempt: Attempt) -
         cache_from: args.cache_from.clone(),
         cache_to: args.cache_to.clone(),
         only_if_cached: attempt == Attempt::CachedOnly,
+        peeked,
     };
     if args.verify_reproducible {
         if !wanted.tags.is_empty() || !wanted.outputs.is_empty() || args.push {

@@ -80,7 +80,7 @@ impl<'a> Executor<'a> {
                 // With a shared cache, every step of a stage may hit: the
                 // base's layers come only when something reads them.
                 if !self.imported.is_empty() {
-                    if let Some(image) = crate::registry::peek_missing(self.store, &name, &pull)? {
+                    if let Some(image) = self.opts.peeked.get_or_peek(self.store, &name, &pull)? {
                         let layers = image.manifest.layers.iter().map(|l| l.digest.clone()).collect();
                         self.deferred_bases.lock().expect("deferred lock").push(DeferredBase { name, pull, layers });
                         return Ok(image);

@@ -3,13 +3,13 @@
 //! defines and plan the base's ONBUILD triggers as the stage's first steps.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::image::config::ContainerConfig;
 use crate::image::platform::Platform;
 use crate::progress::{Event, Reporter};
-use crate::registry::PullOptions;
-use crate::store::Store;
+use crate::registry::{PullOptions, RegistryError};
+use crate::store::{Image, Store};
 use crate::transport::{self, Transport};
 
 use super::options::NamedContext;
@@ -27,6 +27,8 @@ pub struct Bases<'a> {
     /// read by manifest and config only; the executor pulls it when a step
     /// or the final image needs its layers.
     pub defer_layers: bool,
+    /// Shared with the executor ([`super::BuildOptions::peeked`]).
+    pub peeked: &'a Peeked,
 }
 
 impl crate::plan::BaseImages for Bases<'_> {
@@ -38,7 +40,7 @@ impl crate::plan::BaseImages for Bases<'_> {
             None => reference,
         };
         let image = match transport::parse_transport(reference) {
-            Transport::Store(_) => {
+            Transport::Store(name) => {
                 let mut pull = self.pull.clone();
                 pull.registry.platform = platform.cloned();
                 // A pull that fails here is tried again and reported by the
@@ -48,12 +50,12 @@ impl crate::plan::BaseImages for Bases<'_> {
                 // stays live.
                 let held = HeldFirst { inner: self.progress, held: Mutex::new(Some(None)) };
                 let peeked = match self.defer_layers {
-                    true => crate::registry::peek_missing(self.store, reference, &pull).ok().flatten(),
+                    true => self.peeked.get_or_peek(self.store, &name, &pull).ok().flatten(),
                     false => None,
                 };
                 let image = match peeked {
                     Some(image) => image,
-                    None => crate::registry::resolve_or_pull(self.store, reference, &pull, &held).ok()?,
+                    None => crate::registry::resolve_or_pull(self.store, &name, &pull, &held).ok()?,
                 };
                 held.release();
                 image
@@ -61,6 +63,30 @@ impl crate::plan::BaseImages for Bases<'_> {
             other => transport::import_for(self.store, &other, platform).ok()?,
         };
         Some(image.config.config)
+    }
+}
+
+/// Images read from a registry by manifest and config only (bases whose
+/// layers are deferred, see [`Bases::defer_layers`]), by name and platform.
+/// The planner reads a base to plan its stage (env, ONBUILD triggers) and
+/// the executor builds on it: both must see the same image, even if its tag
+/// moves in between, and the registry is asked once.
+#[derive(Debug, Clone, Default)]
+pub struct Peeked(Arc<Mutex<HashMap<String, Image>>>);
+
+impl Peeked {
+    /// The image `name` was read as in this build, else what
+    /// [`crate::registry::peek_missing`] reads now (remembered).
+    pub fn get_or_peek(&self, store: &Store, name: &str, pull: &PullOptions) -> Result<Option<Image>, RegistryError> {
+        let key = format!("{name} {:?}", pull.registry.platform);
+        if let Some(image) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(Some(image.clone()));
+        }
+        let peeked = crate::registry::peek_missing(store, name, pull)?;
+        if let Some(image) = &peeked {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key, image.clone());
+        }
+        Ok(peeked)
     }
 }
 

@@ -59,6 +59,9 @@ pub struct BuildOptions {
     /// image, its tag) is what the same build in the namespace writes, so
     /// a fully cached rebuild needs no namespace (see `cli::build::cached`).
     pub only_if_cached: bool,
+    /// Bases the planner read by manifest and config only: the executor
+    /// builds on those very images.
+    pub peeked: bases::Peeked,
 }
 
 impl BuildOptions {
@@ -123,6 +126,7 @@ impl Default for BuildOptions {
             cache_from: Vec::new(),
             cache_to: Vec::new(),
             only_if_cached: false,
+            peeked: Default::default(),
         }
     }
 }

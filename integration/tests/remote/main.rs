@@ -5,6 +5,7 @@
 
 #[path = "../fault_util/mod.rs"]
 mod fault_util;
+mod proxy;
 mod registry_retry;
 mod remote;
 mod remote_cache;

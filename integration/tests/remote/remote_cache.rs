@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
+use crate::proxy::Proxy;
 use fault_util::Registry;
 use kiln_integration::*;
 use serde_json::Value;
@@ -252,6 +253,43 @@ fn a_base_whose_stage_hits_is_not_pulled() {
     let images = c.kiln(&["images", "--format", "{{.Repository}}"]);
     assert!(images.ok().stdout.contains("lazy/base"), "{}", images.transcript());
     c.kiln(&["system", "check"]).ok();
+}
+
+/// A base read by manifest and config only (its stage hits a shared
+/// cache) is read once: the planner's read (for the stage's env and ONBUILD
+/// triggers) is the image the executor builds on, so a tag that moves in
+/// between cannot give a stage planned from one image and built on another.
+#[test]
+fn a_deferred_base_is_read_from_the_registry_once() {
+    let reg = Registry::start();
+    let a = runner("2001-01-01 00:00:00");
+    let proxy = Proxy::start(&a, &reg.host(), "^$", 0, 200, "", 0.0);
+    proxy.wait_listening();
+    // The same image under two names: pushed straight, read through the proxy.
+    let (pushed, read) = (format!("{}/once/base:1", reg.host()), format!("{}/once/base:1", proxy.host()));
+    let cache = format!("type=registry,ref={}/once/cache:1,mode=max", reg.host());
+    a.dockerfile(
+        "FROM scratch\nCOPY busybox /bin/busybox\n\
+         ONBUILD RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo from-trigger > /trigger\"]\n",
+    );
+    build(&a, "base", &[]).ok();
+    a.kiln(&["push", "base", &pushed]).ok();
+    let dockerfile = |base: &str| {
+        format!("FROM {base} AS builder\nCOPY a.txt /a.txt\nFROM scratch\nCOPY --from=builder /trigger /trigger\n")
+    };
+    a.dockerfile(&dockerfile(&pushed));
+    build(&a, "app", &["--cache-to", &cache]).ok();
+
+    let b = runner("2011-11-11 11:11:11");
+    b.dockerfile(&dockerfile(&read));
+    let out = build(&b, "app", &["--cache-from", &cache.replace(",mode=max", "")]);
+    out.ok();
+    assert!(!out.stdout.contains("Pulling"), "the base's layers are not needed: {}", out.transcript());
+    let img = b.image("app");
+    assert_eq!(img.file_str("trigger"), "from-trigger\n", "the trigger planned from the base");
+    assert_eq!(img.config_digest, a.image("app").config_digest, "the same image id");
+    let tag_reads: Vec<String> = proxy.log().into_iter().filter(|l| l.contains("/v2/once/base/manifests/1")).collect();
+    assert_eq!(tag_reads.len(), 1, "the base's tag was read {} times: {tag_reads:?}", tag_reads.len());
 }
 
 #[test]
