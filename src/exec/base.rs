@@ -82,7 +82,9 @@ impl<'a> Executor<'a> {
                 if !self.imported.is_empty() {
                     if let Some(image) = self.opts.peeked.get_or_peek(self.store, &name, &pull)? {
                         let layers = image.manifest.layers.iter().map(|l| l.digest.clone()).collect();
-                        self.deferred_bases.lock().expect("deferred lock").push(DeferredBase { name, pull, layers });
+                        let manifest_digest = image.manifest_digest.clone();
+                        let base = DeferredBase { name, pull, layers, manifest_digest };
+                        self.deferred_bases.lock().expect("deferred lock").push(base);
                         return Ok(image);
                     }
                 }
@@ -102,4 +104,6 @@ pub(super) struct DeferredBase {
     pub(super) pull: crate::registry::PullOptions,
     /// Its layers' digests.
     pub(super) layers: Vec<String>,
+    /// The manifest the planner read: the one pulled when the layers are needed.
+    pub(super) manifest_digest: String,
 }

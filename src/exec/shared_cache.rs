@@ -48,7 +48,8 @@ impl<'a> Executor<'a> {
         *deferred = rest;
         drop(deferred);
         for base in wanted {
-            crate::registry::resolve_or_pull(self.store, &base.name, &base.pull, self.progress)?;
+            let (registry, pinned) = (&base.pull.registry, &base.manifest_digest);
+            crate::registry::pull_pinned(self.store, &base.name, pinned, registry, self.progress)?;
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use crate::store::{Image, Store};
 
 pub use error::{chain as chain_error, ErrorKind, RegistryError};
-pub use pull::pull;
+pub use pull::{pull, pull_pinned};
 pub use push::{push, ManifestFormat};
 pub use reference::Reference;
 

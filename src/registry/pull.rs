@@ -32,8 +32,32 @@ pub fn pull(
     opts: &RegistryOptions,
     progress: &dyn crate::progress::Reporter,
 ) -> Result<Image, RegistryError> {
+    pull_manifest(store, reference, None, opts, progress)
+}
+
+/// Pulls `reference` as [`pull`] does, but the manifest `manifest_digest`
+/// (what [`peek`] read for it earlier in the build), whatever its tag names
+/// now, and tags it as `reference`: a build finishes the very image it
+/// planned from, even if the tag moved meanwhile.
+pub fn pull_pinned(
+    store: &Store,
+    reference: &str,
+    manifest_digest: &str,
+    opts: &RegistryOptions,
+    progress: &dyn crate::progress::Reporter,
+) -> Result<Image, RegistryError> {
+    pull_manifest(store, reference, Some(manifest_digest), opts, progress)
+}
+
+fn pull_manifest(
+    store: &Store,
+    reference: &str,
+    pin: Option<&str>,
+    opts: &RegistryOptions,
+    progress: &dyn crate::progress::Reporter,
+) -> Result<Image, RegistryError> {
     let Resolved { client, r, bytes, media_type, digest, manifest, config } =
-        resolve(store, reference, opts, opts.progress.then_some(progress))?;
+        resolve(store, reference, pin, opts, opts.progress.then_some(progress))?;
     let err = |kind| RegistryError::new("pull", &r, kind);
     let repo = r.name();
 
@@ -68,7 +92,7 @@ pub fn pull(
 /// may all come from a shared cache.
 pub fn peek(store: &Store, reference: &str, opts: &RegistryOptions) -> Result<Image, RegistryError> {
     // Quiet: nothing is pulled yet.
-    let Resolved { media_type, bytes, digest, manifest, config, .. } = resolve(store, reference, opts, None)?;
+    let Resolved { media_type, bytes, digest, manifest, config, .. } = resolve(store, reference, None, opts, None)?;
     let mut descriptor = Descriptor::new(&media_type, digest.clone(), bytes.len() as u64);
     descriptor.platform = platform_of(&config);
     let config_digest = manifest.config.digest.clone();
@@ -87,10 +111,12 @@ struct Resolved {
 }
 
 /// Fetches and checks `reference`'s manifest (picking the platform from an
-/// index) and config; says so on `progress` when given.
+/// index; `pin`: the manifest of that digest instead) and config; says so on
+/// `progress` when given.
 fn resolve(
     store: &Store,
     reference: &str,
+    pin: Option<&str>,
     opts: &RegistryOptions,
     progress: Option<&dyn crate::progress::Reporter>,
 ) -> Result<Resolved, RegistryError> {
@@ -102,7 +128,10 @@ fn resolve(
         progress.report(crate::progress::Event::Note(format!("Pulling {r}")));
     }
 
-    let (mut bytes, mut media_type, mut digest) = fetch_manifest(&client, r.manifest_reference(), r.digest.as_deref())?;
+    let (mut bytes, mut media_type, mut digest) = match pin {
+        Some(pin) => fetch_manifest(&client, pin, Some(pin))?,
+        None => fetch_manifest(&client, r.manifest_reference(), r.digest.as_deref())?,
+    };
     if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
         let index: Index = serde_json::from_slice(&bytes)
             .map_err(|e| err(ErrorKind::Invalid { what: format!("index {digest}"), detail: e.to_string() }))?;

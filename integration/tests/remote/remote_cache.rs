@@ -290,6 +290,28 @@ fn a_deferred_base_is_read_from_the_registry_once() {
     assert_eq!(img.config_digest, a.image("app").config_digest, "the same image id");
     let tag_reads: Vec<String> = proxy.log().into_iter().filter(|l| l.contains("/v2/once/base/manifests/1")).collect();
     assert_eq!(tag_reads.len(), 1, "the base's tag was read {} times: {tag_reads:?}", tag_reads.len());
+
+    // A final stage FROM the base needs its layers: they are pulled for the
+    // manifest the build planned from (by digest), not for what the tag
+    // names by then, and the base is tagged in the store as a pull tags it.
+    let on_base = |base: &str| format!("FROM {base}\nCOPY a.txt /a.txt\n");
+    let cache2 = format!("type=registry,ref={}/once/cache:2", reg.host());
+    a.dockerfile(&on_base(&pushed));
+    build(&a, "onbase", &["--cache-to", &cache2]).ok();
+    let c = runner("2020-02-02 02:02:02");
+    c.dockerfile(&on_base(&read));
+    let out = build(&c, "onbase", &["--cache-from", &cache2]);
+    out.ok();
+    let reads = proxy.log();
+    let tag_reads = reads.iter().filter(|l| l.contains("/v2/once/base/manifests/1")).count();
+    let pinned_reads = reads.iter().filter(|l| l.contains("/v2/once/base/manifests/sha256:")).count();
+    assert_eq!((tag_reads, pinned_reads), (1, 1), "{reads:?}\n{}", out.transcript());
+    let img = c.image("onbase");
+    assert!(img.fs().contains_key("bin/busybox"), "the base's files are in the image");
+    assert_eq!(img.config_digest, a.image("onbase").config_digest, "the same image id");
+    let images = c.kiln(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.ok().stdout.contains(&format!("{}/once/base:1", proxy.host())), "{}", images.transcript());
+    c.kiln(&["system", "check"]).ok();
 }
 
 #[test]
