@@ -6,13 +6,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use kiln_overlay::digest::HashingWriter;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Stat {
@@ -162,10 +162,10 @@ impl StatCache {
     }
 
     fn hash_and_remember(&mut self, key: String, host: &Path, md: &std::fs::Metadata) -> io::Result<Stat> {
-        let mut hasher = Sha256::new();
-        io::copy(&mut File::open(host)?, &mut HashWriter(&mut hasher))?;
+        let mut hasher = HashingWriter::new(io::sink());
+        io::copy(&mut File::open(host)?, &mut hasher)?;
         self.hashed += 1;
-        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        let digest = hasher.digest();
         let stat = Stat {
             size: md.size(),
             mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
@@ -218,18 +218,6 @@ fn stat_key(host: &Path) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
         Err(_) => format!("hex:{}", hex::encode(bytes)),
-    }
-}
-
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
