@@ -60,9 +60,12 @@ enum Scenario {
     CacheFrom,
     Rmi,
     Prune,
+    /// A fully cached rebuild of the victim under a new tag: the front-end replays the cache outside the user
+    /// namespace (docs/cache.md) and writes the tag.
+    Replay,
 }
 
-const SCENARIOS: [Scenario; 7] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario::Build,
     Scenario::Pull,
     Scenario::Push,
@@ -70,10 +73,11 @@ const SCENARIOS: [Scenario; 7] = [
     Scenario::CacheFrom,
     Scenario::Rmi,
     Scenario::Prune,
+    Scenario::Replay,
 ];
 
-/// Timing kills per mode for the export: fewer than elsewhere (its fault points cover the compression's
-/// renames), so the suite's length stays about the same.
+/// Timing kills per mode for the export and the replay: fewer than elsewhere (their fault points cover the
+/// renames; a replay is over in milliseconds), so the suite's length stays about the same.
 const EXPORT_TIMING: usize = 2;
 
 #[derive(Debug, Clone)]
@@ -165,6 +169,10 @@ fn fault_points(s: Scenario) -> Vec<(&'static str, Vec<u32>)> {
         ],
         Scenario::Prune => {
             vec![("gc-remove-blob", vec![1, 2, 3]), ("gc-remove-tree", vec![1]), ("remove-file", vec![1, 50])]
+        }
+        // Nothing runs and no step image is missing: the new tag is all it writes.
+        Scenario::Replay => {
+            vec![("tag-before", vec![1]), ("index-write-before", vec![1]), ("index-write-after", vec![1])]
         }
     }
 }
@@ -275,6 +283,15 @@ impl World {
             ],
             Scenario::Rmi => vec!["rmi".into(), "-f".into(), "victim".into()],
             Scenario::Prune => vec!["system".into(), "prune".into(), "-f".into()],
+            Scenario::Replay => vec![
+                "-v".into(),
+                "build".into(),
+                "-f".into(),
+                ctx.join("victim.Dockerfile").display().to_string(),
+                "-t".into(),
+                "victim2".into(),
+                ctx.display().to_string(),
+            ],
         };
         a.extend(more);
         a
@@ -538,6 +555,21 @@ fn next_steps(w: &World, case: &Case, store: &Path) -> Result<(), Bad> {
                 return Err(wrong(format!("RUN on the cached image sees {} files in /k", img.text("kcount2"))));
             }
         }
+        Scenario::Replay => {
+            // Replayed again (every step still cached), and the image is the victim, whole.
+            let file = w.sb.ctx().join("victim.Dockerfile");
+            let (file, ctx) = (file.display().to_string(), w.sb.ctx().display().to_string());
+            let out = need(w.kiln_at(store, &["-v", "build", "-f", &file, "-t", "victim2", &ctx]), "the next replay")?;
+            if !out.stderr.contains("built without entering kiln's user namespace") {
+                return Err(Bad::Failed(format!("the next build was no replay:\n{}", out.transcript())));
+            }
+            let replayed = image_at(store, "victim2:latest").map_err(|e| wrong(format!("victim2 unreadable: {e}")))?;
+            let victim = image_at(store, "victim:latest").map_err(|e| wrong(format!("victim unreadable: {e}")))?;
+            let files = Files::of(&replayed);
+            if files.count("v") != V_FILES || replayed.config_digest != victim.config_digest {
+                return Err(wrong(format!("victim2 holds {} files in /v and is another image", files.count("v"))));
+            }
+        }
         Scenario::Push | Scenario::Rmi | Scenario::Prune => {
             if case.scenario == Scenario::Push {
                 let dest = format!("{}/push{}:1", w.registry.host(), case.id);
@@ -712,7 +744,7 @@ fn cases(w: &World) -> Vec<Case> {
             }
         }
         let span = w.durations[&s].as_secs_f64();
-        let timing = if s == Scenario::Export { timing.min(EXPORT_TIMING) } else { timing };
+        let timing = if matches!(s, Scenario::Export | Scenario::Replay) { timing.min(EXPORT_TIMING) } else { timing };
         for group in [true, false] {
             for _ in 0..timing {
                 // Anywhere within its unkilled length (an idle machine runs it
