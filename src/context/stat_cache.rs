@@ -107,6 +107,17 @@ impl Default for StatCache {
     }
 }
 
+/// A build that stops before it looked anything up leaves no thread
+/// behind: kiln's front-end forwards signals from its one thread (a replay
+/// of the cache that hands over to the namespace drops its cache here).
+impl Drop for StatCache {
+    fn drop(&mut self) {
+        if let Some(handle) = self.loading.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
 impl StatCache {
     /// Loads the cache kept at `path` (a missing or unreadable file is an
     /// empty cache). Parsed by a thread of its own: a big context's cache
@@ -120,7 +131,9 @@ impl StatCache {
             Ok(handle) => (HashMap::new(), Some(handle)),
             Err(_) => (parse(), None),
         };
-        StatCache { path: Some(path.to_path_buf()), entries, loading, ..StatCache::default() }
+        let mut cache = StatCache::default();
+        (cache.path, cache.entries, cache.loading) = (Some(path.to_path_buf()), entries, loading);
+        cache
     }
 
     /// The saved entries, once parsed.
@@ -283,7 +296,10 @@ mod tests {
         File::options().write(true).open(&f).unwrap().set_modified(old).unwrap();
         let cache_path = dir.path().join("stat.json");
         // As if the build ran a while after the file was made.
-        let later = |c: StatCache| StatCache { settled_before: now_secs() + 100, ..c };
+        let later = |mut c: StatCache| {
+            c.settled_before = now_secs() + 100;
+            c
+        };
         let mut c = later(StatCache::load(&cache_path));
         let first = c.file_facts(&f, &std::fs::symlink_metadata(&f).unwrap()).unwrap();
         assert_eq!(first.xattrs.keyed, format!(" xattr:user.one={}", hex::encode("1")));
