@@ -145,7 +145,7 @@ impl StatCache {
     }
 
     /// The sha256 of a regular file's content, read only when its stat changed.
-    pub fn file_digest(&mut self, host: &Path, md: &std::fs::Metadata) -> io::Result<String> {
+    fn file_digest(&mut self, host: &Path, md: &std::fs::Metadata) -> io::Result<String> {
         let key = stat_key(host);
         match self.loaded().get(&key).filter(|s| s.matches(md)) {
             Some(s) => Ok(s.digest.clone()),

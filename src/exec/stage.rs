@@ -76,9 +76,6 @@ impl<'a> Executor<'a> {
                     self.report(Event::CacheMiss { step: at(i + 2), reason: why });
                 }
             }
-            if self.opts.only_if_cached {
-                return Err(ExecError::NotCached(format!("{} always runs (--no-cache-filter)", step.original)));
-            }
             if matches!(step.kind, StepKind::Run(_) | StepKind::Copy(_) | StepKind::Workdir(_)) {
                 // The step reads the state's files: its layers must be here.
                 self.fetch_layers(&state.layers, &state.config.rootfs.diff_ids, Some(&at(i + 2)))
